@@ -1,0 +1,620 @@
+//! Cross-field validation: every problem at once, each with its key path and how to fix it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::IpAddr,
+    str::FromStr,
+    time::Duration,
+};
+
+use alloy_primitives::{Address, U256};
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{Config, ContainerConfig, ProcessConfig, Secret};
+
+/// One problem (error or warning) found in a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Key path, e.g. `containers[2].port`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// How the node reaches (and possibly runs) a container's service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Runtime {
+    /// Remote service at `url`; never managed.
+    Remote,
+    /// A service the operator runs on this host (`manage_containers: false`).
+    Unmanaged,
+    /// A local process started by the node.
+    Process(ProcessConfig),
+    /// A Docker container started by the node.
+    Docker,
+}
+
+/// A container with every field checked and normalised.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Container id.
+    pub id: String,
+    /// Base URL of the service, without a trailing slash (`http://127.0.0.1:3000`, or `url`).
+    pub base_url: String,
+    /// Host port (managed and unmanaged local services).
+    pub port: u16,
+    /// Bearer token for the service.
+    pub bearer: Secret,
+    /// May start a pipeline.
+    pub external: bool,
+    /// Can produce proofs.
+    pub generates_proofs: bool,
+    /// Allowed client networks (empty: all).
+    pub allowed_ips: Vec<IpNet>,
+    /// Allowed on-chain owners (empty: all).
+    pub allowed_addresses: Vec<Address>,
+    /// Allowed delegated owners (empty: all).
+    pub allowed_delegate_addresses: Vec<Address>,
+    /// Token → minimum amount.
+    pub accepted_payments: BTreeMap<Address, U256>,
+    /// Timeout of one call.
+    pub timeout: Duration,
+    /// How the service is run.
+    pub runtime: Runtime,
+    /// The raw config entry (image, command, env, volumes, gpu, description…).
+    pub raw: ContainerConfig,
+}
+
+/// A config that passed validation, with derived values.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The config as written (with defaults).
+    pub config: Config,
+    /// Containers in config order.
+    pub containers: Vec<ContainerSpec>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Things worth a warning (unknown keys, ignored settings, auto-assigned ports).
+    pub warnings: Vec<ConfigProblem>,
+}
+
+impl ValidConfig {
+    /// The container with this id.
+    pub fn container(&self, id: &str) -> Option<&ContainerSpec> {
+        self.containers.iter().find(|c| c.id == id)
+    }
+}
+
+struct Problems {
+    errors: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
+}
+
+impl Problems {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Parses an IP or CIDR the way Ritual's node does (non-strict: host bits allowed, a bare IP is /32
+/// or /128).
+pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(ip) = IpAddr::from_str(s) {
+        return Some(IpNet::from(ip.to_canonical()));
+    }
+    IpNet::from_str(s).ok().map(|n| n.trunc())
+}
+
+fn parse_address(s: &str) -> Option<Address> {
+    let s = s.trim();
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    if hex.len() != 40 {
+        return None;
+    }
+    Address::from_str(s).ok()
+}
+
+fn parse_amount(v: &Value) -> Option<U256> {
+    match v {
+        Value::Number(n) => n.as_u64().map(U256::from),
+        Value::String(s) => U256::from_str(s.trim()).ok(),
+        _ => None,
+    }
+}
+
+fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "\"{s}\" is not a URL; write it as {}://host[:port][/path]",
+            schemes[0]
+        ));
+    };
+    if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "scheme \"{scheme}\" is not supported; use one of {}",
+            schemes.join(", ")
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if host_port.starts_with('[') {
+        host_port
+            .split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    if host.is_empty() {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    if let Some(port) = host_port
+        .strip_prefix('[')
+        .and_then(|h| h.split_once("]:"))
+        .map(|(_, p)| p)
+        .or_else(|| {
+            if host_port.starts_with('[') {
+                None
+            } else {
+                host_port.split_once(':').map(|(_, p)| p)
+            }
+        })
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("\"{s}\" has an invalid port \"{port}\""));
+    }
+    Ok(())
+}
+
+fn is_private_key(s: &str) -> bool {
+    let hex = s.trim().trim_start_matches("0x");
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Checks a parsed config; `unknown_keys` come from [`super::parse`] and become warnings.
+pub fn validate(
+    config: Config,
+    unknown_keys: &[String],
+) -> Result<ValidConfig, Vec<ConfigProblem>> {
+    let mut p = Problems {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for key in unknown_keys {
+        p.warn(
+            key.clone(),
+            "unknown key, ignored (check its spelling against the config reference)",
+        );
+    }
+
+    // Server.
+    if IpAddr::from_str(&config.server.bind).is_err() {
+        p.error(
+            "server.bind",
+            format!(
+                "\"{}\" is not an IP address; use 0.0.0.0, 127.0.0.1 or ::",
+                config.server.bind
+            ),
+        );
+    }
+    if config.server.port == 0 {
+        p.error(
+            "server.port",
+            "port 0 is not allowed; pick the port clients will call (default 4000)",
+        );
+    }
+    if config.server.rate_limit.num_requests == 0 {
+        p.error("server.rate_limit.num_requests", "must be at least 1");
+    }
+    if !(config.server.rate_limit.period > 0.0) {
+        p.error(
+            "server.rate_limit.period",
+            "must be a positive number of seconds",
+        );
+    }
+    if config.server.max_body_size == 0 {
+        p.error("server.max_body_size", "must be at least 1 byte");
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, s) in config.server.trusted_proxies.iter().enumerate() {
+        match parse_net(s) {
+            Some(n) => trusted_proxies.push(n),
+            None => p.error(
+                format!("server.trusted_proxies[{i}]"),
+                format!("\"{s}\" is not an IP address or CIDR"),
+            ),
+        }
+    }
+    if !(config.startup_wait >= 0.0) {
+        p.error(
+            "startup_wait",
+            "must be zero or a positive number of seconds",
+        );
+    }
+    if let Some(redis) = &config.redis
+        && redis.host.trim().is_empty()
+    {
+        p.error(
+            "redis.host",
+            "must not be empty; remove the `redis` section to use the embedded store",
+        );
+    }
+    if config.redis.is_none() && config.store.path.trim().is_empty() {
+        p.error("store.path", "must name the embedded store's database file");
+    }
+    if config.store.max_jobs == 0 {
+        p.error("store.max_jobs", "must be at least 1");
+    }
+
+    // Chain.
+    let chain = &config.chain;
+    if chain.enabled {
+        match chain.rpc_url.as_deref().map(str::trim) {
+            None | Some("") => p.error("chain.rpc_url", "must be defined when chain is enabled"),
+            Some(url) => {
+                if let Err(e) = check_url(url, &["http", "https", "ws", "wss"]) {
+                    p.error("chain.rpc_url", e);
+                }
+            }
+        }
+        match chain.registry_address.as_deref().map(str::trim) {
+            None | Some("") => p.error(
+                "chain.registry_address",
+                "must be defined when chain is enabled",
+            ),
+            Some(a) if parse_address(a).is_none() => p.error(
+                "chain.registry_address",
+                format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
+            ),
+            Some(_) => {}
+        }
+        match &chain.wallet {
+            None => p.error("chain.wallet", "must be defined when chain is enabled"),
+            Some(w) => match &w.private_key {
+                Some(k) if !k.is_empty() => {
+                    if !is_private_key(k.expose()) {
+                        p.error(
+                            "chain.wallet.private_key",
+                            "must be 32 bytes of hex (64 hex digits, 0x optional)",
+                        );
+                    }
+                }
+                _ => p.error(
+                    "chain.wallet.private_key",
+                    "must be defined when chain is enabled",
+                ),
+            },
+        }
+        if chain.snapshot_sync.batch_size == 0 {
+            p.error("chain.snapshot_sync.batch_size", "must be at least 1");
+        }
+        if !(chain.snapshot_sync.sync_period > 0.0) {
+            p.error(
+                "chain.snapshot_sync.sync_period",
+                "must be a positive number of seconds",
+            );
+        }
+        if !(chain.snapshot_sync.sleep >= 0.0) {
+            p.error(
+                "chain.snapshot_sync.sleep",
+                "must be zero or a positive number of seconds",
+            );
+        }
+    }
+    if let Some(w) = &chain.wallet
+        && let Some(a) = w.payment_address.as_deref().map(str::trim)
+        && !a.is_empty()
+        && parse_address(a).is_none()
+    {
+        p.error(
+            "chain.wallet.payment_address",
+            format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
+        );
+    }
+
+    // Containers.
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut specs = Vec::new();
+    let mut used_ports: HashMap<u16, usize> = HashMap::new();
+    for (i, c) in config.containers.iter().enumerate() {
+        let at = |field: &str| format!("containers[{i}].{field}");
+        if c.id.trim().is_empty() {
+            p.error(at("id"), "must not be empty");
+        } else if c.id.contains(',') || c.id.chars().any(char::is_whitespace) {
+            p.error(
+                at("id"),
+                format!(
+                    "\"{}\" must not contain commas or spaces (ids are joined with ',' on chain)",
+                    c.id
+                ),
+            );
+        } else if let Some(first) = seen.insert(&c.id, i) {
+            p.error(
+                at("id"),
+                format!(
+                    "duplicate id \"{}\" (also containers[{first}].id); ids must be unique",
+                    c.id
+                ),
+            );
+        }
+        if !c.url.is_empty() {
+            if let Err(e) = check_url(&c.url, &["http", "https"]) {
+                p.error(at("url"), e);
+            }
+        }
+        let runtime = if !c.url.is_empty() {
+            if config.manage_containers && !c.image.is_empty() {
+                p.warn(at("image"), "ignored: a container with a `url` is a remote service and is not started by the node");
+            }
+            Runtime::Remote
+        } else if !config.manage_containers {
+            Runtime::Unmanaged
+        } else if let Some(process) = &c.process {
+            if process.program.trim().is_empty() {
+                p.error(at("process.program"), "must name the program to run");
+            }
+            Runtime::Process(process.clone())
+        } else {
+            if c.image.trim().is_empty() {
+                p.error(
+                    at("image"),
+                    "must be defined when manage_containers is true (or set `url` for a remote service, `process` for a local program, or manage_containers: false)",
+                );
+            }
+            Runtime::Docker
+        };
+        if !(c.timeout > 0.0) {
+            p.error(at("timeout"), "must be a positive number of seconds");
+        }
+        if c.port == Some(0) {
+            p.error(at("port"), "port 0 is not allowed");
+        }
+
+        let mut allowed_ips = Vec::new();
+        for (j, s) in c.allowed_ips.iter().enumerate() {
+            match parse_net(s) {
+                Some(n) => allowed_ips.push(n),
+                None => p.error(
+                    format!("containers[{i}].allowed_ips[{j}]"),
+                    format!(
+                        "\"{s}\" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.168.1.7)"
+                    ),
+                ),
+            }
+        }
+        let mut addresses = |field: &str, list: &[String]| {
+            let mut out = Vec::new();
+            for (j, s) in list.iter().enumerate() {
+                match parse_address(s) {
+                    Some(a) => out.push(a),
+                    None => p.error(
+                        format!("containers[{i}].{field}[{j}]"),
+                        format!("\"{s}\" is not an address (0x followed by 40 hex digits)"),
+                    ),
+                }
+            }
+            out
+        };
+        let allowed_addresses = addresses("allowed_addresses", &c.allowed_addresses);
+        let allowed_delegate_addresses =
+            addresses("allowed_delegate_addresses", &c.allowed_delegate_addresses);
+        let mut accepted_payments = BTreeMap::new();
+        for (token, amount) in &c.accepted_payments {
+            let path = format!("containers[{i}].accepted_payments.{token}");
+            match (parse_address(token), parse_amount(amount)) {
+                (None, _) => p.error(path, format!("\"{token}\" is not a token address (0x followed by 40 hex digits; 0x0000000000000000000000000000000000000000 is ETH)")),
+                (_, None) => p.error(path, format!("{amount} is not a whole non-negative amount (write large amounts as a string)")),
+                (Some(t), Some(a)) => {
+                    accepted_payments.insert(t, a);
+                }
+            }
+        }
+
+        // Ports: only local services listen on them.
+        let port = match (&runtime, c.port) {
+            (Runtime::Remote, p) => p.unwrap_or(3000),
+            (Runtime::Unmanaged, port) => port.unwrap_or(3000),
+            (_, Some(port)) => {
+                if let Some(other) = used_ports.insert(port, i) {
+                    p.error(at("port"), format!("port {port} is already used by containers[{other}]; give each managed container its own port"));
+                }
+                if port == config.server.port {
+                    p.error(
+                        at("port"),
+                        format!("port {port} is the node's own server.port; pick another"),
+                    );
+                }
+                port
+            }
+            (_, None) => {
+                port_after_default(&mut used_ports, config.server.port, i, &mut p, &at("port"))
+            }
+        };
+        let base_url = match runtime {
+            Runtime::Remote => c.url.trim_end_matches('/').to_string(),
+            _ => format!("http://127.0.0.1:{port}"),
+        };
+        specs.push(ContainerSpec {
+            id: c.id.clone(),
+            base_url,
+            port,
+            bearer: c.bearer.clone(),
+            external: c.external,
+            generates_proofs: c.generates_proofs,
+            allowed_ips,
+            allowed_addresses,
+            allowed_delegate_addresses,
+            accepted_payments,
+            timeout: Duration::from_secs_f64(if c.timeout > 0.0 { c.timeout } else { 180.0 }),
+            runtime,
+            raw: c.clone(),
+        });
+    }
+
+    if p.errors.is_empty() {
+        Ok(ValidConfig {
+            config,
+            containers: specs,
+            trusted_proxies,
+            warnings: p.warnings,
+        })
+    } else {
+        Err(p.errors)
+    }
+}
+
+/// Ritual's rule for managed containers without a port: 3000 if free, else the highest free port
+/// counting down from 3999.
+fn port_after_default(
+    used: &mut HashMap<u16, usize>,
+    server_port: u16,
+    i: usize,
+    p: &mut Problems,
+    path: &str,
+) -> u16 {
+    let mut port = 3000;
+    if used.contains_key(&port) || port == server_port {
+        port = (1024..=3999)
+            .rev()
+            .find(|q| !used.contains_key(q) && *q != server_port)
+            .unwrap_or(3999);
+        p.warn(
+            path,
+            format!("no port given and 3000 is taken; assigned port {port}"),
+        );
+    }
+    used.insert(port, i);
+    port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn check(json: &str) -> Result<ValidConfig, Vec<ConfigProblem>> {
+        let loaded = parse(json).unwrap();
+        validate(loaded.config, &loaded.unknown_keys)
+    }
+
+    fn paths(errs: &[ConfigProblem]) -> Vec<&str> {
+        errs.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errs = check(
+            r#"{
+              "chain": {"enabled": true, "wallet": {}},
+              "containers": [
+                {"id": "a", "image": "x", "port": 3000, "allowed_ips": ["10.0.0.0/33"]},
+                {"id": "a", "image": "x", "port": 3000, "allowed_addresses": ["0x12"]},
+                {"id": "c", "accepted_payments": {"0x0000000000000000000000000000000000000000": -1}}
+              ]
+            }"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&errs),
+            vec![
+                "chain.rpc_url",
+                "chain.registry_address",
+                "chain.wallet.private_key",
+                "containers[0].allowed_ips[0]",
+                "containers[1].id",
+                "containers[1].allowed_addresses[0]",
+                "containers[1].port",
+                "containers[2].image",
+                "containers[2].accepted_payments.0x0000000000000000000000000000000000000000",
+            ]
+        );
+        assert!(errs[4].message.contains("duplicate id \"a\""));
+    }
+
+    #[test]
+    fn chain_enabled_without_wallet_names_wallet() {
+        let errs = check(r#"{"chain": {"enabled": true, "rpc_url": "http://localhost:8545", "registry_address": "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"}}"#).unwrap_err();
+        assert_eq!(paths(&errs), vec!["chain.wallet"]);
+    }
+
+    #[test]
+    fn rpc_url_accepts_localhost_and_service_names() {
+        for url in [
+            "http://localhost:8545",
+            "http://anvil:8545",
+            "https://rpc.example/v1/key",
+            "ws://127.0.0.1:8546",
+        ] {
+            assert!(
+                check_url(url, &["http", "https", "ws", "wss"]).is_ok(),
+                "{url}"
+            );
+        }
+        for url in ["localhost:8545", "ftp://x", "http://", "http://host:port"] {
+            assert!(
+                check_url(url, &["http", "https", "ws", "wss"]).is_err(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_ports_are_assigned_like_ritual() {
+        let v = check(r#"{"containers": [{"id": "a", "image": "i"}, {"id": "b", "image": "i"}, {"id": "c", "image": "i"}]}"#).unwrap();
+        let ports: Vec<u16> = v.containers.iter().map(|c| c.port).collect();
+        assert_eq!(ports, vec![3000, 3999, 3998]);
+        assert_eq!(v.warnings.len(), 2);
+    }
+
+    #[test]
+    fn remote_and_unmanaged_targets() {
+        let v = check(r#"{"manage_containers": false, "containers": [{"id": "a", "port": 3001}, {"id": "b", "url": "https://svc.example/api/", "bearer": "t"}]}"#).unwrap();
+        assert_eq!(v.containers[0].base_url, "http://127.0.0.1:3001");
+        assert_eq!(v.containers[0].runtime, Runtime::Unmanaged);
+        assert_eq!(v.containers[1].base_url, "https://svc.example/api");
+        assert_eq!(v.containers[1].runtime, Runtime::Remote);
+    }
+
+    #[test]
+    fn addresses_and_payments_are_normalised() {
+        let v = check(r#"{"manage_containers": false, "containers": [{"id": "a",
+            "allowed_addresses": ["0x3b1554f346dfe5c482bb4ba31b880c1c18412170"],
+            "accepted_payments": {"0x3b1554f346dfe5c482bb4ba31b880c1c18412170": "1000000000000000000000"}}]}"#).unwrap();
+        let c = &v.containers[0];
+        let token = Address::from_str("0x3B1554f346DFe5c482Bb4BA31b880c1C18412170").unwrap();
+        assert_eq!(c.allowed_addresses, vec![token]);
+        assert_eq!(
+            c.accepted_payments[&token],
+            U256::from(10).pow(U256::from(21))
+        );
+    }
+
+    #[test]
+    fn ip_allow_list_is_non_strict() {
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_net("::ffff:1.2.3.4").unwrap().to_string(),
+            "1.2.3.4/32"
+        );
+        assert!(parse_net("1.2.3").is_none());
+    }
+}

@@ -1,0 +1,375 @@
+//! Guardian: decides whether the node accepts a job. Pure functions, no I/O.
+//!
+//! The checks and their order are Ritual's (node reference §3), so clients see the same error
+//! texts; the differences are deliberate fixes: the client address is the connection's peer (a
+//! body can never set it), and every rejection carries serialisable `params`.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use alloy_primitives::Address;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::config::ContainerSpec;
+
+/// A rejected job: the message and parameters returned to the client (HTTP 405, as Ritual's node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Error text, e.g. `Container not supported`.
+    pub error: &'static str,
+    /// Details (`{"container": "x"}`).
+    pub params: Value,
+}
+
+impl Rejection {
+    fn new(error: &'static str, params: Value) -> Self {
+        Self { error, params }
+    }
+}
+
+/// What the Guardian knows of one container.
+#[derive(Debug, Clone)]
+struct Restrictions {
+    external: bool,
+    generates_proofs: bool,
+    allowed_ips: Vec<IpNet>,
+    allowed_addresses: Vec<Address>,
+    allowed_delegate_addresses: Vec<Address>,
+}
+
+/// The request filter.
+#[derive(Debug, Clone)]
+pub struct Guardian {
+    containers: HashMap<String, Restrictions>,
+    chain_enabled: bool,
+}
+
+impl Guardian {
+    /// Builds the Guardian from validated container specs.
+    pub fn new(containers: &[ContainerSpec], chain_enabled: bool) -> Self {
+        let containers = containers
+            .iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    Restrictions {
+                        external: c.external,
+                        generates_proofs: c.generates_proofs,
+                        allowed_ips: c.allowed_ips.clone(),
+                        allowed_addresses: c.allowed_addresses.clone(),
+                        allowed_delegate_addresses: c.allowed_delegate_addresses.clone(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            containers,
+            chain_enabled,
+        }
+    }
+
+    /// Whether the chain side is on.
+    pub fn chain_enabled(&self) -> bool {
+        self.chain_enabled
+    }
+
+    /// Checks an off-chain job from `client` (node reference §3.1, in that order).
+    pub fn check_offchain(
+        &self,
+        containers: &[String],
+        requires_proof: bool,
+        client: IpAddr,
+    ) -> Result<(), Rejection> {
+        let Some(first) = containers.first() else {
+            return Err(Rejection::new("No containers specified", json!({})));
+        };
+        let mut restrictions = Vec::with_capacity(containers.len());
+        for id in containers {
+            match self.containers.get(id) {
+                Some(r) => restrictions.push(r),
+                None => {
+                    return Err(Rejection::new(
+                        "Container not supported",
+                        json!({"container": id}),
+                    ));
+                }
+            }
+        }
+        if !restrictions[0].external {
+            return Err(Rejection::new(
+                "First container must be external",
+                json!({"first_container": first}),
+            ));
+        }
+        let last = containers.len() - 1;
+        if requires_proof && !restrictions[last].generates_proofs {
+            return Err(Rejection::new(
+                "Container does not generate proof",
+                json!({"container": containers[last]}),
+            ));
+        }
+        let client = client.to_canonical();
+        for (id, r) in containers.iter().zip(&restrictions) {
+            if !r.allowed_ips.is_empty() && !r.allowed_ips.iter().any(|n| n.contains(&client)) {
+                return Err(Rejection::new(
+                    "Container not allowed for address",
+                    json!({"container": id, "address": client.to_string()}),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a delegated subscription before the chain side looks at it (node reference §3.2).
+    ///
+    /// Without a chain the node cannot deliver it, so it is rejected with a proper 405 body
+    /// (Ritual's node answered 500 here because its params could not be serialised).
+    pub fn check_delegated_precondition(
+        &self,
+        subscription: &Value,
+        expiry: Option<u64>,
+        now: u64,
+    ) -> Result<(), Rejection> {
+        if !self.chain_enabled {
+            return Err(Rejection::new(
+                "Chain not enabled",
+                json!({"delegated_subscription": subscription}),
+            ));
+        }
+        if let Some(expiry) = expiry
+            && expiry < now
+        {
+            return Err(Rejection::new(
+                "Signature expired",
+                json!({"delegated_subscription": subscription}),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the containers of an on-chain (`delegated == false`) or delegated subscription once its
+    /// container id has been resolved (node reference §3.2 steps 4–7 and §3.3 steps 2–5).
+    pub fn check_subscription_containers(
+        &self,
+        containers: &[String],
+        owner: Address,
+        requires_proof: bool,
+        delegated: bool,
+        containers_hash: &str,
+    ) -> Result<(), Rejection> {
+        let Some(first) = containers.first() else {
+            return Err(Rejection::new(
+                "Container-set not supported",
+                json!({"containers_hash": containers_hash}),
+            ));
+        };
+        let mut restrictions = Vec::with_capacity(containers.len());
+        for id in containers {
+            match self.containers.get(id) {
+                Some(r) => restrictions.push(r),
+                None => {
+                    return Err(Rejection::new(
+                        "Container not supported",
+                        json!({"container": id}),
+                    ));
+                }
+            }
+        }
+        if !restrictions[0].external {
+            return Err(Rejection::new(
+                "First container must be external",
+                json!({"first_container": first}),
+            ));
+        }
+        let last = containers.len() - 1;
+        let proof_check = || {
+            if requires_proof && !restrictions[last].generates_proofs {
+                Err(Rejection::new(
+                    "Container does not generate proof",
+                    json!({"container": containers[last]}),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let owner_check = || {
+            for (id, r) in containers.iter().zip(&restrictions) {
+                let list = if delegated {
+                    &r.allowed_delegate_addresses
+                } else {
+                    &r.allowed_addresses
+                };
+                if !list.is_empty() && !list.contains(&owner) {
+                    return Err(Rejection::new(
+                        "Container not allowed for address",
+                        json!({"container": id, "address": owner.to_checksum(None)}),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        // Ritual checks proofs before owners for delegated subscriptions, owners first on chain.
+        if delegated {
+            proof_check()?;
+            owner_check()
+        } else {
+            owner_check()?;
+            proof_check()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, validate};
+
+    fn guardian(json: &str) -> Guardian {
+        let loaded = parse(json).unwrap();
+        let v = validate(loaded.config, &[]).unwrap();
+        Guardian::new(&v.containers, false)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn g() -> Guardian {
+        guardian(
+            r#"{"manage_containers": false, "containers": [
+                {"id": "open"},
+                {"id": "internal", "external": false, "generates_proofs": true},
+                {"id": "lan", "allowed_ips": ["10.0.0.0/8", "::1"]},
+                {"id": "prover", "generates_proofs": true, "allowed_addresses": ["0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"],
+                 "allowed_delegate_addresses": ["0x0000000000000000000000000000000000000001"]}
+            ]}"#,
+        )
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn offchain_checks_in_ritual_order() {
+        let g = g();
+        let client = ip("192.0.2.1");
+        assert_eq!(
+            g.check_offchain(&[], false, client).unwrap_err().error,
+            "No containers specified"
+        );
+        let r = g
+            .check_offchain(&ids(&["open", "nope", "internal"]), false, client)
+            .unwrap_err();
+        assert_eq!(
+            (r.error, r.params),
+            ("Container not supported", json!({"container": "nope"}))
+        );
+        let r = g
+            .check_offchain(&ids(&["internal", "open"]), false, client)
+            .unwrap_err();
+        assert_eq!(
+            (r.error, r.params),
+            (
+                "First container must be external",
+                json!({"first_container": "internal"})
+            )
+        );
+        let r = g.check_offchain(&ids(&["open"]), true, client).unwrap_err();
+        assert_eq!(
+            (r.error, r.params),
+            (
+                "Container does not generate proof",
+                json!({"container": "open"})
+            )
+        );
+        assert!(
+            g.check_offchain(&ids(&["open", "internal"]), true, client)
+                .is_ok()
+        );
+        let r = g
+            .check_offchain(&ids(&["open", "lan"]), false, client)
+            .unwrap_err();
+        assert_eq!(
+            (r.error, r.params),
+            (
+                "Container not allowed for address",
+                json!({"container": "lan", "address": "192.0.2.1"})
+            )
+        );
+    }
+
+    #[test]
+    fn allowed_ips_match_cidrs_and_mapped_ipv6() {
+        let g = g();
+        let lan = ids(&["lan"]);
+        assert!(g.check_offchain(&lan, false, ip("10.200.0.7")).is_ok());
+        assert!(g.check_offchain(&lan, false, ip("::ffff:10.0.0.1")).is_ok());
+        assert!(g.check_offchain(&lan, false, ip("::1")).is_ok());
+        assert!(g.check_offchain(&lan, false, ip("11.0.0.1")).is_err());
+        assert!(g.check_offchain(&lan, false, ip("::2")).is_err());
+    }
+
+    #[test]
+    fn delegated_needs_a_chain_and_an_unexpired_signature() {
+        let g = g();
+        let sub = json!({"owner": "0x1"});
+        let r = g
+            .check_delegated_precondition(&sub, Some(10), 5)
+            .unwrap_err();
+        assert_eq!(r.error, "Chain not enabled");
+        assert_eq!(r.params, json!({"delegated_subscription": sub}));
+        let chained = Guardian {
+            chain_enabled: true,
+            ..g
+        };
+        assert_eq!(
+            chained
+                .check_delegated_precondition(&sub, Some(4), 5)
+                .unwrap_err()
+                .error,
+            "Signature expired"
+        );
+        assert!(
+            chained
+                .check_delegated_precondition(&sub, Some(5), 5)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn subscription_owner_lists_depend_on_origin() {
+        let g = g();
+        let owner: Address = "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"
+            .parse()
+            .unwrap();
+        let p = ids(&["prover"]);
+        assert!(
+            g.check_subscription_containers(&p, owner, true, false, "0xh")
+                .is_ok()
+        );
+        let r = g
+            .check_subscription_containers(&p, owner, false, true, "0xh")
+            .unwrap_err();
+        assert_eq!(r.error, "Container not allowed for address");
+        assert_eq!(
+            r.params["address"],
+            "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"
+        );
+        let r = g
+            .check_subscription_containers(&[], owner, false, false, "0xh")
+            .unwrap_err();
+        assert_eq!(
+            (r.error, r.params),
+            (
+                "Container-set not supported",
+                json!({"containers_hash": "0xh"})
+            )
+        );
+        // Delegated: the proof check comes before the owner check.
+        let r = g
+            .check_subscription_containers(&ids(&["open"]), owner, true, true, "0xh")
+            .unwrap_err();
+        assert_eq!(r.error, "Container does not generate proof");
+    }
+}

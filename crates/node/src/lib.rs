@@ -1,0 +1,23 @@
+//! The Infernet node: serves containerised compute to web2 clients over REST and to smart
+//! contracts through the Infernet SDK `Coordinator`.
+//!
+//! The architecture follows Ritual's node, with one module per component:
+//! - [`config`]: `config.json`, defaults and validation;
+//! - [`guardian`]: which jobs the node accepts;
+//! - [`orchestrator`]: runs pipelines of containers;
+//! - [`containers`]: the Container Manager (runs and watches services);
+//! - [`store`]: off-chain job results (embedded or Redis);
+//! - [`server`]: the REST API;
+//! - [`tasks`]: supervised tasks and shutdown;
+//! - [`node`]: wires them together.
+
+pub mod config;
+pub mod containers;
+pub mod guardian;
+pub mod node;
+pub mod orchestrator;
+pub mod server;
+pub mod store;
+pub mod tasks;
+
+pub use node::{Node, NodeError, RunningNode};

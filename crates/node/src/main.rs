@@ -1,0 +1,165 @@
+//! `infernet-node`: run the node, check a config, or print the OpenAPI document.
+//!
+//! Exit codes: 0 success, 1 the node failed while running, 2 the config is invalid or unreadable.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use infernet_node::{
+    Node,
+    config::{self, ValidConfig},
+    server::ApiDoc,
+};
+use utoipa::OpenApi;
+
+#[derive(Parser)]
+#[command(
+    name = "infernet-node",
+    version,
+    about = "The Infernet node: containerised compute for web2 clients and smart contracts"
+)]
+struct Cli {
+    /// Config file (Ritual 1.4 format).
+    #[arg(
+        long,
+        short,
+        env = "INFERNET_CONFIG_PATH",
+        default_value = "config.json",
+        global = true
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node (the default).
+    Run,
+    /// Validate the config and print the effective config, secrets redacted.
+    Check,
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+/// Loads and validates the config; prints every problem and returns `None` when invalid.
+fn load(path: &std::path::Path) -> Option<ValidConfig> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    match config::validate(loaded.config, &loaded.unknown_keys) {
+        Ok(valid) => {
+            for w in &valid.warnings {
+                tracing::warn!(path = %w.path, "config: {}", w.message);
+            }
+            Some(valid)
+        }
+        Err(problems) => {
+            eprintln!(
+                "error: {} has {} problem(s):",
+                path.display(),
+                problems.len()
+            );
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            None
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Openapi => {
+            println!("{}", ApiDoc::openapi().to_pretty_json().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::Check => {
+            init_logging();
+            let Some(valid) = load(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            for w in &valid.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&valid.config).unwrap_or_default()
+            );
+            eprintln!("{}: OK", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            init_logging();
+            let Some(valid) = load(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run(valid))
+        }
+    }
+}
+
+async fn run(valid: ValidConfig) -> ExitCode {
+    if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
+        tracing::debug!(?e, "TLS provider already installed");
+    }
+    let node = match Node::new(valid).start().await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = node.shutdown_token();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    });
+    match node.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Wires the components together: store, Container Manager, Orchestrator, Guardian, REST server,
+//! and runs them until shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::ValidConfig,
+    containers::{ContainerError, ContainerManager},
+    guardian::Guardian,
+    orchestrator::{Orchestrator, OrchestratorError},
+    server::{self, AppState, ChainInfo, ContainerInfo, rate_limit::RateLimiter},
+    store::{self, StoreError},
+    tasks::TaskManager,
+};
+
+/// How long running jobs may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Why the node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The job store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A container could not be started.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The Orchestrator could not be built.
+    #[error(transparent)]
+    Orchestrator(#[from] OrchestratorError),
+    /// The REST port could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another node running? change server.port)")]
+    Bind {
+        /// Address tried.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A critical task failed.
+    #[error("{0}")]
+    TaskFailed(String),
+}
+
+/// A node to start.
+pub struct Node {
+    config: ValidConfig,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The address the REST server listens on.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    /// Asks the node to stop (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token cancelled when the node shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        self.done
+            .await
+            .unwrap_or_else(|e| Err(NodeError::TaskFailed(format!("node task {e}"))))
+    }
+}
+
+impl Node {
+    /// A node for a validated config.
+    pub fn new(config: ValidConfig) -> Self {
+        Self { config }
+    }
+
+    /// Binds the configured address and starts the node.
+    pub async fn start(self) -> Result<RunningNode, NodeError> {
+        let server = &self.config.config.server;
+        let addr = format!("{}:{}", server.bind, server.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        self.start_on(listener).await
+    }
+
+    /// Starts the node on an already bound listener (tests bind port 0).
+    pub async fn start_on(self, listener: TcpListener) -> Result<RunningNode, NodeError> {
+        let config = self.config;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: "listener".into(),
+            source,
+        })?;
+        let store = store::open(&config).await?;
+        tracing::info!(backend = store.backend(), "job store ready");
+
+        let manager = Arc::new(ContainerManager::new(&config)?);
+        manager.start_all().await?;
+
+        let chain_enabled = config.config.chain.enabled;
+        if chain_enabled {
+            tracing::error!(
+                "chain.enabled is true, but this build does not run the chain side yet: on-chain and delegated subscriptions will not be served"
+            );
+        }
+        let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone())?);
+        let rate = &config.config.server.rate_limit;
+        let state = Arc::new(AppState {
+            guardian: Guardian::new(&config.containers, false),
+            orchestrator,
+            store,
+            containers: config
+                .containers
+                .iter()
+                .map(|c| ContainerInfo {
+                    description: c.raw.description.clone(),
+                    external: c.external,
+                    id: c.id.clone(),
+                    image: c.raw.image.clone(),
+                })
+                .collect(),
+            states: manager.states(),
+            chain: ChainInfo {
+                enabled: chain_enabled,
+                address: String::new(),
+            },
+            trusted_proxies: config.trusted_proxies.clone(),
+            limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
+            jobs: TaskTracker::new(),
+            max_body: usize::try_from(config.config.server.max_body_size).unwrap_or(usize::MAX),
+        });
+
+        let tasks = TaskManager::new();
+        let shutdown = tasks.shutdown_token();
+        let app = server::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let serve_shutdown = shutdown.clone();
+        tasks.spawn_critical("rest-server", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+                .await
+                .map_err(|e| format!("stopped: {e}"))
+        });
+        let supervisor = manager.clone();
+        let supervise_shutdown = shutdown.clone();
+        tasks.spawn_critical("container-manager", async move {
+            supervisor.supervise(supervise_shutdown).await;
+            Ok(())
+        });
+        tracing::info!(%addr, containers = config.containers.len(), "node serving");
+
+        let token = shutdown.clone();
+        let done = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: no new jobs, waiting for running ones");
+            state.jobs.close();
+            if tokio::time::timeout(DRAIN, state.jobs.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("jobs still running after {DRAIN:?}; stopping anyway");
+            }
+            tasks.wait().await;
+            manager.stop_all().await;
+            tracing::info!("shutdown complete");
+            match tasks.failure() {
+                Some(failure) => Err(NodeError::TaskFailed(failure)),
+                None => Ok(()),
+            }
+        });
+        Ok(RunningNode {
+            addr,
+            shutdown: token,
+            done,
+        })
+    }
+}

@@ -1,0 +1,366 @@
+//! Orchestrator: runs a job through its pipeline of containers.
+//!
+//! Each container is called at `POST {base}/service_output`; the output of container i is the
+//! `data` of container i+1 (node reference §4). Unlike Ritual's node, a non-2xx answer is an
+//! error, every call has the container's own timeout, and HTTP connections are pooled across jobs.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::{config::ContainerSpec, store::JobStore};
+
+/// Longest error body excerpt put in a job error.
+const EXCERPT: usize = 512;
+/// Timeout of a `/service-resources` call.
+const RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the Orchestrator reaches one container.
+#[derive(Debug, Clone)]
+struct Target {
+    output_url: String,
+    resources_url: String,
+    bearer: Option<HeaderValue>,
+    timeout: Duration,
+}
+
+/// Why the Orchestrator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The HTTP client could not be created.
+    #[error("cannot create the HTTP client for containers: {0}")]
+    Client(#[from] reqwest::Error),
+    /// A bearer token has characters not allowed in an HTTP header.
+    #[error("containers[{0}].bearer: contains characters not allowed in an HTTP header")]
+    Bearer(usize),
+}
+
+/// The input of a job: where it comes from, where its output goes, and its data.
+#[derive(Debug, Clone)]
+pub struct JobInput {
+    /// Origin of the data.
+    pub source: JobLocation,
+    /// Where the final output goes.
+    pub destination: JobLocation,
+    /// Input of the first container.
+    pub data: Value,
+}
+
+/// Runs pipelines and records off-chain jobs in the store.
+pub struct Orchestrator {
+    client: reqwest::Client,
+    targets: HashMap<String, Target>,
+    store: Arc<dyn JobStore>,
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)]);
+    let text = text.trim();
+    if body.len() > EXCERPT {
+        format!("{text}…")
+    } else {
+        text.to_string()
+    }
+}
+
+fn describe(e: &reqwest::Error, id: &str, url: &str, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!(
+            "container {id} did not answer within {}s",
+            timeout.as_secs_f64()
+        )
+    } else if e.is_connect() {
+        format!("container {id} is unreachable at {url}: {}", root_cause(e))
+    } else {
+        format!("container {id} call to {url} failed: {}", root_cause(e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+impl Orchestrator {
+    /// Builds the Orchestrator for the configured containers.
+    pub fn new(
+        containers: &[ContainerSpec],
+        store: Arc<dyn JobStore>,
+    ) -> Result<Self, OrchestratorError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        let mut targets = HashMap::new();
+        for (i, c) in containers.iter().enumerate() {
+            let bearer = if c.bearer.is_empty() {
+                None
+            } else {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", c.bearer.expose()))
+                    .map_err(|_| OrchestratorError::Bearer(i))?;
+                v.set_sensitive(true);
+                Some(v)
+            };
+            targets.insert(
+                c.id.clone(),
+                Target {
+                    output_url: format!("{}/service_output", c.base_url),
+                    resources_url: format!("{}/service-resources", c.base_url),
+                    bearer,
+                    timeout: c.timeout,
+                },
+            );
+        }
+        Ok(Self {
+            client,
+            targets,
+            store,
+        })
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        url: &str,
+        body: Option<&ContainerInput>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = match body {
+            Some(body) => self
+                .client
+                .post(url)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(serde_json::to_vec(body).unwrap_or_default()),
+            None => self.client.get(url),
+        };
+        if let Some(bearer) = &target.bearer {
+            req = req.header(AUTHORIZATION, bearer.clone());
+        }
+        req
+    }
+
+    async fn call(&self, id: &str, input: &ContainerInput) -> Result<Value, String> {
+        let target = self
+            .targets
+            .get(id)
+            .ok_or_else(|| format!("container {id} is not configured on this node"))?;
+        let url = &target.output_url;
+        let response = self
+            .request(target, url, Some(input))
+            .timeout(target.timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e, id, url, target.timeout))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| describe(&e, id, url, target.timeout))?;
+        if !status.is_success() {
+            return Err(format!(
+                "container {id} answered HTTP {}: {}",
+                status.as_u16(),
+                excerpt(&body)
+            ));
+        }
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).map_err(|_| {
+            format!(
+                "container {id} answered with a body that is not JSON: {}",
+                excerpt(&body)
+            )
+        })
+    }
+
+    /// Runs `containers` in order; stops at the first error, which is the last result.
+    pub async fn run_pipeline(
+        &self,
+        containers: &[String],
+        input: JobInput,
+        requires_proof: bool,
+    ) -> Vec<ContainerResult> {
+        let mut results = Vec::with_capacity(containers.len());
+        let last = containers.len().saturating_sub(1);
+        let mut next = ContainerInput {
+            source: input.source,
+            destination: if last == 0 {
+                input.destination
+            } else {
+                JobLocation::Offchain
+            },
+            data: input.data,
+            requires_proof: Some(requires_proof),
+        };
+        for (i, id) in containers.iter().enumerate() {
+            match self.call(id, &next).await {
+                Ok(output) => {
+                    next = ContainerInput {
+                        source: JobLocation::Offchain,
+                        destination: if i + 1 == last {
+                            input.destination
+                        } else {
+                            JobLocation::Offchain
+                        },
+                        data: output.clone(),
+                        requires_proof: Some(requires_proof),
+                    };
+                    results.push(ContainerResult::Output {
+                        container: id.clone(),
+                        output,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(container = %id, %error, "container error");
+                    results.push(ContainerResult::Error {
+                        container: id.clone(),
+                        error,
+                    });
+                    break;
+                }
+            }
+        }
+        results
+    }
+
+    /// Runs an off-chain job whose running state is already stored, and stores its result.
+    pub async fn run_offchain(
+        &self,
+        id: String,
+        owner: IpAddr,
+        containers: Vec<String>,
+        data: Map<String, Value>,
+        requires_proof: bool,
+    ) {
+        let input = JobInput {
+            source: JobLocation::Offchain,
+            destination: JobLocation::Offchain,
+            data: Value::Object(data),
+        };
+        let results = self.run_pipeline(&containers, input, requires_proof).await;
+        let job = JobResult::finished(id, results);
+        tracing::debug!(job = %job.id, status = ?job.status, "off-chain job finished");
+        if let Err(e) = self.store.put(owner, &job).await {
+            tracing::error!(job = %job.id, error = %e, "cannot store the job result");
+        }
+    }
+
+    /// Starts a streaming call of `container` and returns its body as a stream of chunks.
+    ///
+    /// Each chunk must arrive within the container's timeout (an idle timeout, not a cap on the
+    /// whole stream). An error mid-stream ends the stream with that error.
+    pub async fn open_stream(
+        &self,
+        container: &str,
+        data: Map<String, Value>,
+    ) -> Result<impl Stream<Item = Result<Bytes, String>> + Send + 'static, String> {
+        let target = self
+            .targets
+            .get(container)
+            .ok_or_else(|| format!("container {container} is not configured on this node"))?;
+        let input = ContainerInput {
+            source: JobLocation::Offchain,
+            destination: JobLocation::Stream,
+            data: Value::Object(data),
+            requires_proof: None,
+        };
+        let url = target.output_url.clone();
+        let idle = target.timeout;
+        let response = tokio::time::timeout(idle, self.request(target, &url, Some(&input)).send())
+            .await
+            .map_err(|_| {
+                format!(
+                    "container {container} did not answer within {}s",
+                    idle.as_secs_f64()
+                )
+            })?
+            .map_err(|e| describe(&e, container, &url, idle))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(format!(
+                "container {container} answered HTTP {}: {}",
+                status.as_u16(),
+                excerpt(&body)
+            ));
+        }
+        let container = container.to_string();
+        let body = response.bytes_stream();
+        Ok(futures::stream::unfold(
+            Some(Box::pin(body)),
+            move |state| {
+                let container = container.clone();
+                let url = url.clone();
+                async move {
+                    let mut body = state?;
+                    match tokio::time::timeout(idle, body.next()).await {
+                        Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                        Ok(None) => None,
+                        Ok(Some(Err(e))) => Some((Err(describe(&e, &container, &url, idle)), None)),
+                        Err(_) => Some((
+                            Err(format!(
+                                "container {container} sent nothing for {}s; stream abandoned",
+                                idle.as_secs_f64()
+                            )),
+                            None,
+                        )),
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
+    /// Containers that fail or answer non-JSON are left out (and logged).
+    pub async fn resources(&self, model_id: Option<&str>) -> Map<String, Value> {
+        let calls = self.targets.iter().map(|(id, target)| async move {
+            let mut req = self
+                .request(target, &target.resources_url, None)
+                .timeout(RESOURCES_TIMEOUT);
+            if let Some(model) = model_id {
+                req = req.query(&[("model_id", model)]);
+            }
+            let result = async {
+                let response = req
+                    .send()
+                    .await
+                    .map_err(|e| describe(&e, id, &target.resources_url, RESOURCES_TIMEOUT))?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(format!("HTTP {}", status.as_u16()));
+                }
+                response
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| format!("not JSON: {e}"))
+            }
+            .await;
+            match result {
+                Ok(v) => Some((id.clone(), v)),
+                Err(error) => {
+                    tracing::warn!(container = %id, %error, "cannot fetch service resources");
+                    None
+                }
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}

@@ -1,0 +1,98 @@
+//! Errors of the REST API, mapped to status codes in one place. Bodies are `{"error": "..."}`
+//! (plus `params` for Guardian rejections, as Ritual's clients expect).
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::{guardian::Rejection, store::StoreError};
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown path (404).
+    #[error("not found")]
+    NotFound,
+    /// The Guardian refused the job (405, as Ritual's node answers).
+    #[error("{}", .0.error)]
+    Rejected(Rejection),
+    /// Wrong method for this path (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is larger than `server.max_body_size` (413).
+    #[error("request body too large (limit {0} bytes, see server.max_body_size)")]
+    TooLarge(usize),
+    /// Rate limit hit (429 with `Retry-After`).
+    #[error("too many requests; retry in {}s", retry_after.as_secs_f64().ceil())]
+    TooManyRequests {
+        /// When a request fits again.
+        retry_after: Duration,
+    },
+    /// The node cannot do this with its configuration (501).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// A container failed before any output was sent (502); the job id is still reported.
+    #[error("{message}")]
+    BadGateway {
+        /// What failed.
+        message: String,
+        /// The job id, whose failed result is stored.
+        id: String,
+    },
+    /// The job store failed (503).
+    #[error("job store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Rejected(_) | Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Value {
+        match self {
+            Self::Rejected(r) => json!({"error": r.error, "params": r.params}),
+            Self::BadGateway { message, id } => json!({"error": message, "id": id}),
+            other => json!({"error": other.to_string()}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Store(e) = &self {
+            tracing::error!(error = %e, "job store error");
+        }
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let Self::TooManyRequests { retry_after } = self {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

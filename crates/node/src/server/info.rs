@@ -1,0 +1,67 @@
+//! `/health`, `/info` and `/resources`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Query, State},
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, AppState};
+use crate::containers::ContainerState;
+
+/// `GET /health`: the node is up.
+#[utoipa::path(get, path = "/health", tag = "node",
+    responses((status = 200, description = "`{\"status\": \"healthy\"}`")))]
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({"status": "healthy"}))
+}
+
+/// `GET /info`: running containers, pending jobs, chain status and version.
+#[utoipa::path(get, path = "/info", tag = "node",
+    responses((status = 200, description = "Node information")))]
+pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let pending = state.store.pending_count().await?;
+    let (running, states): (Vec<Value>, Map<String, Value>) = {
+        let states = state.states.read().expect("container states poisoned");
+        let running = state
+            .containers
+            .iter()
+            .filter(|c| states.get(&c.id) == Some(&ContainerState::Running))
+            .map(|c| json!(c))
+            .collect();
+        let all = states
+            .iter()
+            .map(|(id, s)| (id.clone(), json!(s)))
+            .collect();
+        (running, all)
+    };
+    Ok(Json(json!({
+        "chain": {"address": state.chain.address, "enabled": state.chain.enabled},
+        "containers": running,
+        "container_states": states,
+        "pending": {"offchain": pending, "onchain": 0},
+        "store": state.store.backend(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ResourcesQuery {
+    model_id: Option<String>,
+}
+
+/// `GET /resources[?model_id=]`: each container's `/service-resources`.
+#[utoipa::path(get, path = "/resources", tag = "node",
+    params(("model_id" = Option<String>, Query, description = "Ask the containers about this model")),
+    responses((status = 200, description = "`{container_id: resources}`; failing containers are left out")))]
+pub(super) async fn resources(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ResourcesQuery>,
+) -> Json<Value> {
+    Json(Value::Object(
+        state.orchestrator.resources(q.model_id.as_deref()).await,
+    ))
+}

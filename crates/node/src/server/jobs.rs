@@ -1,0 +1,439 @@
+//! `/api/jobs`, `/api/jobs/batch`, `/api/jobs/stream` and `/api/status`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, FromRequest, RawQuery, Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::{Stream, StreamExt};
+use infernet_types::{
+    ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of,
+};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{ApiError, AppState, ClientIp};
+use crate::store::ListFilter;
+
+/// A JSON body, whatever its content type (Ritual's clients do not always set one); malformed
+/// JSON is a 400 and an oversized body a 413, never a 500.
+pub(super) struct JsonBody(pub(super) Value);
+
+impl FromRequest<Arc<AppState>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(state.max_body)
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+    }
+}
+
+fn new_job_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn delegated_unavailable(state: &AppState, subscription: &Value, signature: &Value) -> ApiError {
+    let expiry = signature.get("expiry").and_then(Value::as_u64);
+    if let Err(rejection) =
+        state
+            .guardian
+            .check_delegated_precondition(subscription, expiry, crate::store::unix_now())
+    {
+        return ApiError::Rejected(rejection);
+    }
+    ApiError::NotImplemented(
+        "delegated subscriptions need the node's chain side, which this build does not run yet"
+            .into(),
+    )
+}
+
+/// Accepts one off-chain job: Guardian, then a stored running record, then the pipeline in the
+/// background. Returns the job id.
+async fn accept(
+    state: &Arc<AppState>,
+    client: IpAddr,
+    request: JobRequest,
+) -> Result<String, ApiError> {
+    state
+        .guardian
+        .check_offchain(
+            &request.containers,
+            request.requires_proof.unwrap_or(false),
+            client,
+        )
+        .map_err(ApiError::Rejected)?;
+    let id = new_job_id();
+    state.store.put(client, &JobResult::running(&id)).await?;
+    let orchestrator = state.orchestrator.clone();
+    let job_id = id.clone();
+    state.jobs.spawn(async move {
+        orchestrator
+            .run_offchain(
+                job_id,
+                client,
+                request.containers,
+                request.data,
+                request.requires_proof.unwrap_or(false),
+            )
+            .await;
+    });
+    Ok(id)
+}
+
+/// `POST /api/jobs`: an off-chain job (answers its id) or a delegated subscription.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs",
+    request_body = JobRequest,
+    responses(
+        (status = 200, description = "Job accepted: `{\"id\": \"<uuid>\"}`"),
+        (status = 400, description = "Malformed request"),
+        (status = 405, description = "Rejected by the Guardian: `{\"error\", \"params\"}`"),
+        (status = 413, description = "Body too large"),
+        (status = 429, description = "Rate limited"),
+    ))]
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    match ParsedJobRequest::from_value(body).map_err(ApiError::BadRequest)? {
+        ParsedJobRequest::Offchain(request) => {
+            Ok(Json(json!({"id": accept(&state, client, request).await?})))
+        }
+        ParsedJobRequest::Delegated {
+            subscription,
+            signature,
+            ..
+        } => Err(delegated_unavailable(&state, &subscription, &signature)),
+    }
+}
+
+/// `POST /api/jobs/batch`: a list of jobs; each item is answered on its own, in order.
+#[utoipa::path(post, path = "/api/jobs/batch", tag = "jobs",
+    request_body = Vec<JobRequest>,
+    responses(
+        (status = 200, description = "One answer per item: `{\"id\"}` or `{\"error\", \"params\"?}`"),
+        (status = 400, description = "Body is not a JSON list"),
+    ))]
+pub(super) async fn batch(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Value::Array(items) = body else {
+        return Err(ApiError::BadRequest(format!(
+            "Expected a list, found {}",
+            kind_of(&body)
+        )));
+    };
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let answer = match ParsedJobRequest::from_value(item) {
+            Err(e) => ApiError::BadRequest(e).body(),
+            Ok(ParsedJobRequest::Offchain(request)) => {
+                match accept(&state, client, request).await {
+                    Ok(id) => json!({"id": id}),
+                    Err(e) => e.body(),
+                }
+            }
+            Ok(ParsedJobRequest::Delegated {
+                subscription,
+                signature,
+                ..
+            }) => delegated_unavailable(&state, &subscription, &signature).body(),
+        };
+        answers.push(answer);
+    }
+    Ok(Json(answers))
+}
+
+/// The client-visible part of a stream, which also collects the output for the stored result.
+struct RecordedStream<S> {
+    inner: Pin<Box<S>>,
+    collected: Vec<u8>,
+    outcome: Option<oneshot::Sender<Result<Vec<u8>, String>>>,
+}
+
+impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.collected.extend_from_slice(&chunk);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(tx) = self.outcome.take() {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                // An error ends the HTTP body abnormally, so the client sees a failed transfer
+                // rather than a silently truncated one.
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(None) => {
+                if let Some(tx) = self.outcome.take() {
+                    let _ = tx.send(Ok(std::mem::take(&mut self.collected)));
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<S> Drop for RecordedStream<S> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.outcome.take() {
+            let _ = tx.send(Err("the client disconnected before the stream ended".into()));
+        }
+    }
+}
+
+/// `POST /api/jobs/stream`: runs the first container in streaming mode; the body is the job id and
+/// a newline, then the container's output as it arrives.
+#[utoipa::path(post, path = "/api/jobs/stream", tag = "jobs",
+    request_body = JobRequest,
+    responses(
+        (status = 200, description = "`<job id>\\n` followed by the raw output", content_type = "application/octet-stream"),
+        (status = 405, description = "Rejected by the Guardian, or a delegated subscription"),
+        (status = 502, description = "The container failed before sending anything: `{\"error\", \"id\"}`"),
+    ))]
+pub(super) async fn stream(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = match ParsedJobRequest::from_value(body).map_err(ApiError::BadRequest)? {
+        ParsedJobRequest::Offchain(request) => request,
+        ParsedJobRequest::Delegated { .. } => {
+            return Err(ApiError::Rejected(crate::guardian::Rejection {
+                error: "Streaming only supported for OffchainJob requests.",
+                params: json!({}),
+            }));
+        }
+    };
+    state
+        .guardian
+        .check_offchain(
+            &request.containers,
+            request.requires_proof.unwrap_or(false),
+            client,
+        )
+        .map_err(ApiError::Rejected)?;
+    let id = new_job_id();
+    let container = request.containers[0].clone();
+
+    // The store is written off the response path, in order: running, then the outcome.
+    let (outcome_tx, outcome_rx) = oneshot::channel::<Result<Vec<u8>, String>>();
+    let store = state.store.clone();
+    let job_id = id.clone();
+    let recorded_container = container.clone();
+    state.jobs.spawn(async move {
+        if let Err(e) = store.put(client, &JobResult::running(&job_id)).await {
+            tracing::error!(job = %job_id, error = %e, "cannot store the running job");
+        }
+        let outcome = outcome_rx
+            .await
+            .unwrap_or_else(|_| Err("the stream was abandoned".into()));
+        let result = match outcome {
+            Ok(bytes) => ContainerResult::Output {
+                container: recorded_container,
+                output: json!({"output": String::from_utf8_lossy(&bytes)}),
+            },
+            Err(error) => ContainerResult::Error {
+                container: recorded_container,
+                error,
+            },
+        };
+        if let Err(e) = store
+            .put(client, &JobResult::finished(&job_id, vec![result]))
+            .await
+        {
+            tracing::error!(job = %job_id, error = %e, "cannot store the streamed job result");
+        }
+    });
+
+    let body = match state
+        .orchestrator
+        .open_stream(&container, request.data)
+        .await
+    {
+        Ok(body) => body,
+        Err(message) => {
+            let _ = outcome_tx.send(Err(message.clone()));
+            return Err(ApiError::BadGateway { message, id });
+        }
+    };
+    let head = futures::stream::once(futures::future::ready(Ok::<Bytes, String>(Bytes::from(
+        format!("{id}\n"),
+    ))));
+    let recorded = RecordedStream {
+        inner: Box::pin(body),
+        collected: Vec::new(),
+        outcome: Some(outcome_tx),
+    };
+    let body = head
+        .map(|chunk| chunk.map_err(std::io::Error::other))
+        .chain(recorded);
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Query of `GET /api/jobs`.
+struct ResultsQuery {
+    ids: Vec<String>,
+    intermediate: bool,
+    filter: ListFilter,
+}
+
+fn parse_results_query(raw: Option<&str>) -> Result<ResultsQuery, ApiError> {
+    let mut q = ResultsQuery {
+        ids: Vec::new(),
+        intermediate: false,
+        filter: ListFilter::All,
+    };
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "id" => q.ids.push(v.into_owned()),
+            "intermediate" => q.intermediate = v == "true",
+            "pending" => {
+                q.filter = match v.as_ref() {
+                    "true" => ListFilter::Pending,
+                    "false" => ListFilter::Completed,
+                    _ => ListFilter::All,
+                }
+            }
+            _ => {}
+        }
+    }
+    if q.ids.len() > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "at most 1000 ids per request, got {}",
+            q.ids.len()
+        )));
+    }
+    Ok(q)
+}
+
+/// `GET /api/jobs`: with `id` (repeatable), those jobs' results (from any address: ids are
+/// unguessable); without, the ids of the caller's jobs.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
+    params(
+        ("id" = Option<Vec<String>>, Query, description = "Job ids (repeatable)"),
+        ("intermediate" = Option<bool>, Query, description = "Include intermediate results"),
+        ("pending" = Option<bool>, Query, description = "Without ids: only running (true) or finished (false) jobs"),
+    ),
+    responses((status = 200, description = "Job results, or job ids", body = Vec<JobResult>)))]
+pub(super) async fn results(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_results_query(raw.as_deref())?;
+    if q.ids.is_empty() {
+        let ids = state.store.list(client, q.filter).await?;
+        return Ok(Json(json!(ids)));
+    }
+    let jobs = state.store.get(&q.ids).await?;
+    let results: Vec<JobResult> = jobs
+        .into_iter()
+        .map(|stored| {
+            let mut job = stored.job;
+            if !q.intermediate {
+                job.intermediate_results = None;
+            }
+            job
+        })
+        .collect();
+    Ok(Json(json!(results)))
+}
+
+/// `PUT /api/status`: a container on this host reports the status of a job it runs itself.
+#[utoipa::path(put, path = "/api/status", tag = "jobs",
+    responses(
+        (status = 200, description = "Recorded"),
+        (status = 400, description = "Missing or invalid fields"),
+        (status = 403, description = "Caller is not on this host"),
+    ))]
+pub(super) async fn status(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    // Only the TCP peer counts here: a proxy header must never grant this.
+    if !peer.ip().to_canonical().is_loopback() {
+        tracing::warn!(peer = %peer.ip(), "unauthorized attempt to store job status");
+        return Err(ApiError::Forbidden("Unauthorized".into()));
+    }
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let status = body.get("status").and_then(Value::as_str);
+    let (Some(id), Some(status)) = (id, status) else {
+        return Err(ApiError::BadRequest(
+            "body must have a string `id` and a `status`".into(),
+        ));
+    };
+    let Some(status) = JobStatus::parse(status) else {
+        return Err(ApiError::BadRequest(
+            "Status is invalid: use running, success or failed".into(),
+        ));
+    };
+    if let Some(containers) = body.get("containers")
+        && !containers
+            .as_array()
+            .is_some_and(|c| c.iter().all(Value::is_string))
+    {
+        return Err(ApiError::BadRequest(
+            "`containers` must be a list of container ids".into(),
+        ));
+    }
+    // Keep the job under its original client when the node knows it (Ritual stored it under the
+    // reporting container's address instead).
+    let owner = match state.store.get(&[id.to_string()]).await?.into_iter().next() {
+        Some(existing) => existing.owner,
+        None => peer.ip().to_canonical(),
+    };
+    state
+        .store
+        .put(owner, &JobResult::reported(id, status))
+        .await?;
+    Ok(Json(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_query_reads_repeated_ids_and_flags() {
+        let q = parse_results_query(Some("id=a&id=b&intermediate=true&pending=false")).unwrap();
+        assert_eq!(q.ids, vec!["a", "b"]);
+        assert!(q.intermediate);
+        assert_eq!(q.filter, ListFilter::Completed);
+        let q = parse_results_query(None).unwrap();
+        assert!(q.ids.is_empty() && !q.intermediate);
+        assert_eq!(q.filter, ListFilter::All);
+    }
+}

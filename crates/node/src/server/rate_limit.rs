@@ -1,0 +1,124 @@
+//! Per-client, per-route rate limiting (GCRA): `num_requests` per `period`, like Ritual's node,
+//! keyed by the client address the server trusts (never a client-supplied header).
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Outcome of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through; `remaining` more requests fit now, full capacity is back after `reset`.
+    Allow {
+        /// Requests left in the current window.
+        remaining: u64,
+        /// Time until the bucket is full again.
+        reset: Duration,
+    },
+    /// Refuse it; try again after `retry_after`.
+    Deny {
+        /// Time until one request fits.
+        retry_after: Duration,
+    },
+}
+
+/// Keyed GCRA limiter.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u64,
+    period: Duration,
+    /// Theoretical arrival time per (route, client).
+    tat: Mutex<HashMap<(&'static str, IpAddr), Instant>>,
+}
+
+impl RateLimiter {
+    /// `limit` requests per `period`.
+    pub fn new(limit: u64, period: Duration) -> Self {
+        Self {
+            limit: limit.max(1),
+            period,
+            tat: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Requests allowed per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn interval(&self) -> Duration {
+        self.period / u32::try_from(self.limit).unwrap_or(u32::MAX)
+    }
+
+    /// Accounts one request of `client` on `route` at `now`.
+    pub fn check(&self, route: &'static str, client: IpAddr, now: Instant) -> Decision {
+        let t = self.interval();
+        let tolerance = self.period.saturating_sub(t);
+        let mut tat = self.tat.lock().expect("rate limiter poisoned");
+        if tat.len() > 100_000 {
+            tat.retain(|_, v| *v > now);
+        }
+        let entry = tat.entry((route, client)).or_insert(now);
+        let current = (*entry).max(now);
+        let ahead = current - now;
+        if ahead > tolerance {
+            return Decision::Deny {
+                retry_after: ahead - tolerance,
+            };
+        }
+        let next = current + t;
+        *entry = next;
+        let used = next - now;
+        let remaining = (self.period.saturating_sub(used).as_nanos() / t.as_nanos().max(1)) as u64;
+        Decision::Allow {
+            remaining,
+            reset: used,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_limit_then_denies_until_a_slot_frees() {
+        let limiter = RateLimiter::new(3, Duration::from_secs(3));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        let remaining: Vec<u64> = (0..3)
+            .map(|_| match limiter.check("r", ip, t0) {
+                Decision::Allow { remaining, .. } => remaining,
+                d => panic!("{d:?}"),
+            })
+            .collect();
+        assert_eq!(remaining, vec![2, 1, 0]);
+        let Decision::Deny { retry_after } = limiter.check("r", ip, t0) else {
+            panic!("should deny")
+        };
+        assert_eq!(retry_after, Duration::from_secs(1));
+        assert!(matches!(
+            limiter.check("r", ip, t0 + Duration::from_secs(1)),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            limiter.check("r", ip, t0 + Duration::from_secs(1)),
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn routes_and_clients_have_their_own_buckets() {
+        let limiter = RateLimiter::new(1, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(matches!(limiter.check("x", a, t0), Decision::Allow { .. }));
+        assert!(matches!(limiter.check("x", a, t0), Decision::Deny { .. }));
+        assert!(matches!(limiter.check("y", a, t0), Decision::Allow { .. }));
+        assert!(matches!(limiter.check("x", b, t0), Decision::Allow { .. }));
+    }
+}

@@ -1,0 +1,138 @@
+//! Cache of off-chain job results: trait [`JobStore`] with an embedded persistent backend (the
+//! default, no server needed) and a Redis backend (when the config has a `redis` section).
+//!
+//! Jobs are stored by id together with the client address that created them. Results can be read
+//! by id from any address (ids are random UUIDs, unguessable); listing ids is scoped to the caller.
+
+mod embedded;
+mod redis;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use infernet_types::JobResult;
+
+use crate::config::ValidConfig;
+
+pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
+
+/// Error text stored for jobs that were running when the node stopped.
+pub const INTERRUPTED: &str = "the node stopped before this job finished; submit it again";
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database could not be opened or written.
+    #[error("embedded job store {path}: {message}")]
+    Embedded {
+        /// Database file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// Redis could not be reached or answered an error.
+    #[error(
+        "redis at {addr}: {message} (start Redis there, or remove the `redis` section to use the embedded store)"
+    )]
+    Redis {
+        /// host:port.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("stored job {id} is corrupt: {message}")]
+    Corrupt {
+        /// Job id.
+        id: String,
+        /// Decoder error.
+        message: String,
+    },
+}
+
+/// A job and the client address that created it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    /// Client address (the job's owner).
+    pub owner: IpAddr,
+    /// The job.
+    pub job: JobResult,
+}
+
+/// Which ids `list` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter {
+    /// Running and finished jobs.
+    All,
+    /// Running jobs only.
+    Pending,
+    /// Finished jobs only.
+    Completed,
+}
+
+/// Lifetimes of stored jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// How long a running job stays visible without finishing.
+    pub pending: Duration,
+    /// How long a finished result is kept (`None`: until evicted).
+    pub result: Option<Duration>,
+}
+
+/// Where off-chain job results live.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Records a job: running jobs expire after the pending lifetime, finished ones replace them.
+    async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError>;
+
+    /// Jobs by id, in the order asked, each at most once; unknown or expired ids are left out.
+    async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError>;
+
+    /// Ids of the jobs created by `owner`.
+    async fn list(&self, owner: IpAddr, filter: ListFilter) -> Result<Vec<String>, StoreError>;
+
+    /// Number of running jobs (all clients).
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// Backend name for `/info` and logs.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store the config asks for: Redis when it has a `redis` section, else embedded.
+pub async fn open(config: &ValidConfig) -> Result<Arc<dyn JobStore>, StoreError> {
+    let store = &config.config.store;
+    let lifetimes = Lifetimes {
+        pending: Duration::from_secs(store.pending_ttl.max(1)),
+        result: (store.result_ttl > 0).then(|| Duration::from_secs(store.result_ttl)),
+    };
+    Ok(match &config.config.redis {
+        Some(redis) => Arc::new(RedisStore::connect(&redis.host, redis.port, lifetimes).await?),
+        None => {
+            Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?)
+        }
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A job that was running when the node stopped, turned into a failure the client can see.
+pub(crate) fn interrupted(job: &JobResult) -> JobResult {
+    let mut results = job.intermediate_results.clone().unwrap_or_default();
+    results.extend(job.result.clone());
+    let container = results
+        .last()
+        .map(|r| r.container().to_string())
+        .unwrap_or_default();
+    results.push(infernet_types::ContainerResult::Error {
+        container,
+        error: INTERRUPTED.into(),
+    });
+    JobResult::finished(job.id.clone(), results)
+}

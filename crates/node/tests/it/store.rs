@@ -1,0 +1,174 @@
+//! One suite, run against both backends (a real `redis-server` for Redis).
+
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use infernet_types::{ContainerResult, JobResult, JobStatus};
+use serde_json::json;
+
+use infernet_node::store::{EmbeddedStore, INTERRUPTED, JobStore, Lifetimes, ListFilter, RedisStore, StoredJob};
+
+use crate::support::RedisServer;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn done(id: &str) -> JobResult {
+    JobResult::finished(
+        id,
+        vec![
+            ContainerResult::Output { container: "a".into(), output: json!({"step": 1}) },
+            ContainerResult::Output { container: "b".into(), output: json!({"step": 2}) },
+        ],
+    )
+}
+
+const LONG: Lifetimes = Lifetimes { pending: Duration::from_secs(900), result: None };
+
+/// A backend under test, reopenable to simulate a restart.
+enum Backend {
+    Embedded { _dir: tempfile::TempDir, path: PathBuf, max_jobs: u64 },
+    Redis { server: RedisServer },
+}
+
+impl Backend {
+    fn embedded(max_jobs: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        Self::Embedded { _dir: dir, path, max_jobs }
+    }
+
+    fn redis() -> Self {
+        Self::Redis { server: RedisServer::start() }
+    }
+
+    async fn open(&self, lifetimes: Lifetimes) -> Arc<dyn JobStore> {
+        match self {
+            Self::Embedded { path, max_jobs, .. } => Arc::new(EmbeddedStore::open(path, lifetimes, *max_jobs).await.unwrap()),
+            Self::Redis { server } => Arc::new(RedisStore::connect("127.0.0.1", server.port, lifetimes).await.unwrap()),
+        }
+    }
+}
+
+async fn lifecycle(backend: Backend) {
+    let store = backend.open(LONG).await;
+    let alice = ip("192.0.2.1");
+    store.put(alice, &JobResult::running("j1")).await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 1);
+    assert_eq!(store.list(alice, ListFilter::Pending).await.unwrap(), vec!["j1"]);
+    assert!(store.list(alice, ListFilter::Completed).await.unwrap().is_empty());
+    let got = store.get(&["j1".into()]).await.unwrap();
+    assert_eq!(got, vec![StoredJob { owner: alice, job: JobResult::running("j1") }]);
+
+    store.put(alice, &done("j1")).await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert_eq!(store.list(alice, ListFilter::Completed).await.unwrap(), vec!["j1"]);
+    assert!(store.list(alice, ListFilter::Pending).await.unwrap().is_empty());
+    let got = store.get(&["j1".into()]).await.unwrap();
+    assert_eq!(got[0].job.status, JobStatus::Success);
+    assert_eq!(got[0].job, done("j1"));
+}
+
+async fn scoping_and_order(backend: Backend) {
+    let store = backend.open(LONG).await;
+    let alice = ip("192.0.2.1");
+    let bob = ip("::1");
+    store.put(alice, &done("a1")).await.unwrap();
+    store.put(alice, &JobResult::running("a2")).await.unwrap();
+    store.put(bob, &done("b1")).await.unwrap();
+    let mut alice_ids = store.list(alice, ListFilter::All).await.unwrap();
+    alice_ids.sort();
+    assert_eq!(alice_ids, vec!["a1", "a2"]);
+    // IPv6 owners get whole ids back (Ritual's node mangled them).
+    assert_eq!(store.list(bob, ListFilter::All).await.unwrap(), vec!["b1"]);
+    assert!(store.list(ip("198.51.100.9"), ListFilter::All).await.unwrap().is_empty());
+    // By id from anywhere, in the order asked, duplicates once, unknown ids left out.
+    let ids: Vec<String> = ["b1", "nope", "a1", "b1"].iter().map(|s| s.to_string()).collect();
+    let got = store.get(&ids).await.unwrap();
+    let got: Vec<(&str, IpAddr)> = got.iter().map(|j| (j.job.id.as_str(), j.owner)).collect();
+    assert_eq!(got, vec![("b1", bob), ("a1", alice)]);
+}
+
+async fn restart_keeps_results_and_fails_running(backend: Backend) {
+    let alice = ip("192.0.2.1");
+    {
+        let store = backend.open(LONG).await;
+        store.put(alice, &done("kept")).await.unwrap();
+        store.put(alice, &JobResult::running("cut")).await.unwrap();
+    }
+    let store = backend.open(LONG).await;
+    let got = store.get(&["kept".into(), "cut".into()]).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].job, done("kept"));
+    assert_eq!(got[1].job.status, JobStatus::Failed);
+    assert!(matches!(&got[1].job.result, Some(ContainerResult::Error { error, .. }) if error == INTERRUPTED));
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+async fn lifetimes_expire(backend: Backend) {
+    let short = Lifetimes { pending: Duration::from_secs(1), result: Some(Duration::from_secs(1)) };
+    let store = backend.open(short).await;
+    let alice = ip("192.0.2.1");
+    store.put(alice, &JobResult::running("p")).await.unwrap();
+    store.put(alice, &done("d")).await.unwrap();
+    assert_eq!(store.get(&["p".into(), "d".into()]).await.unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(store.get(&["p".into(), "d".into()]).await.unwrap().is_empty());
+    assert!(store.list(alice, ListFilter::All).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn embedded_lifecycle() {
+    lifecycle(Backend::embedded(100)).await;
+}
+#[tokio::test]
+async fn redis_lifecycle() {
+    lifecycle(Backend::redis()).await;
+}
+#[tokio::test]
+async fn embedded_scoping_and_order() {
+    scoping_and_order(Backend::embedded(100)).await;
+}
+#[tokio::test]
+async fn redis_scoping_and_order() {
+    scoping_and_order(Backend::redis()).await;
+}
+#[tokio::test]
+async fn embedded_restart() {
+    restart_keeps_results_and_fails_running(Backend::embedded(100)).await;
+}
+#[tokio::test]
+async fn redis_restart() {
+    restart_keeps_results_and_fails_running(Backend::redis()).await;
+}
+#[tokio::test]
+async fn embedded_lifetimes() {
+    lifetimes_expire(Backend::embedded(100)).await;
+}
+#[tokio::test]
+async fn redis_lifetimes() {
+    lifetimes_expire(Backend::redis()).await;
+}
+
+#[tokio::test]
+async fn embedded_evicts_least_recently_used() {
+    let backend = Backend::embedded(3);
+    let store = backend.open(LONG).await;
+    let alice = ip("192.0.2.1");
+    for id in ["1", "2", "3"] {
+        store.put(alice, &done(id)).await.unwrap();
+    }
+    // Reading "1" makes "2" the least recently used.
+    assert_eq!(store.get(&["1".into()]).await.unwrap().len(), 1);
+    store.put(alice, &done("4")).await.unwrap();
+    let mut ids = store.list(alice, ListFilter::All).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["1", "3", "4"]);
+    drop(store);
+    // The eviction reached the file too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let store = backend.open(LONG).await;
+    let mut ids = store.list(alice, ListFilter::All).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["1", "3", "4"]);
+}

@@ -1,0 +1,342 @@
+//! Jobs as clients and containers see them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Where a job's input comes from or its output goes (`JobLocation` in Ritual's node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[repr(u8)]
+pub enum JobLocation {
+    /// On chain (a subscription's input, or a delivery to the Coordinator).
+    Onchain = 0,
+    /// Off chain (REST clients, or the previous container of a pipeline).
+    Offchain = 1,
+    /// Streamed back to the REST client as it is produced.
+    Stream = 2,
+}
+
+impl Serialize for JobLocation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobLocation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            0 => Ok(Self::Onchain),
+            1 => Ok(Self::Offchain),
+            2 => Ok(Self::Stream),
+            other => Err(serde::de::Error::custom(format!(
+                "job location must be 0 (on-chain), 1 (off-chain) or 2 (stream), found {other}"
+            ))),
+        }
+    }
+}
+
+/// The body the node POSTs to a container's `/service_output`.
+///
+/// Key order is the one Ritual's node sends; streaming calls omit `requires_proof`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ContainerInput {
+    /// Where the input comes from.
+    pub source: JobLocation,
+    /// Where the output goes.
+    pub destination: JobLocation,
+    /// The job data (the client's `data`, or the previous container's output).
+    pub data: Value,
+    /// Whether the job asks for a proof; absent in streaming calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_proof: Option<bool>,
+}
+
+/// One container's contribution to a job: its parsed output or its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ContainerResult {
+    /// The container answered with JSON.
+    Output {
+        /// Container id.
+        container: String,
+        /// The container's parsed JSON response.
+        output: Value,
+    },
+    /// The call failed; the pipeline stopped here.
+    Error {
+        /// Container id.
+        container: String,
+        /// What went wrong, for the client.
+        error: String,
+    },
+}
+
+impl ContainerResult {
+    /// The id of the container this result belongs to.
+    pub fn container(&self) -> &str {
+        match self {
+            Self::Output { container, .. } | Self::Error { container, .. } => container,
+        }
+    }
+
+    /// Whether this result is an error.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Self::Error { .. })
+    }
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted and not finished yet.
+    Running,
+    /// Every container succeeded.
+    Success,
+    /// A container failed; `result` holds the error.
+    Failed,
+}
+
+impl JobStatus {
+    /// Parses the wire form (`running`, `success`, `failed`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(Self::Running),
+            "success" => Some(Self::Success),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// Whether the job is finished.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// A job as `GET /api/jobs?id=…` returns it. Fields in alphabetical order (wire compatibility).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    /// Job id (a random UUID).
+    pub id: String,
+    /// Results of every container but the last; omitted unless `intermediate=true` is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_results: Option<Vec<ContainerResult>>,
+    /// The last container's result, or the error that stopped the pipeline; `null` while running.
+    pub result: Option<ContainerResult>,
+    /// Lifecycle state.
+    pub status: JobStatus,
+}
+
+impl JobResult {
+    /// A job that has been accepted and is running.
+    pub fn running(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            intermediate_results: Some(Vec::new()),
+            result: None,
+            status: JobStatus::Running,
+        }
+    }
+
+    /// A finished job from all container results in pipeline order (the last one is the result).
+    pub fn finished(id: impl Into<String>, mut results: Vec<ContainerResult>) -> Self {
+        let last = results.pop();
+        let status = match &last {
+            Some(r) if r.is_error() => JobStatus::Failed,
+            _ => JobStatus::Success,
+        };
+        Self {
+            id: id.into(),
+            intermediate_results: Some(results),
+            result: last,
+            status,
+        }
+    }
+
+    /// A finished job with an explicit status and no container results (reported by a container).
+    pub fn reported(id: impl Into<String>, status: JobStatus) -> Self {
+        Self {
+            id: id.into(),
+            intermediate_results: Some(Vec::new()),
+            result: None,
+            status,
+        }
+    }
+}
+
+/// `POST /api/jobs` body for an off-chain job.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct JobRequest {
+    /// Pipeline of container ids; output of container i is the input of container i+1.
+    pub containers: Vec<String>,
+    /// Input of the first container (a JSON object).
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// Ask the last container for a proof.
+    #[serde(default)]
+    pub requires_proof: Option<bool>,
+}
+
+/// A parsed `POST /api/jobs` body: an off-chain job or a delegated subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedJobRequest {
+    /// Off-chain job (`containers` + `data`).
+    Offchain(JobRequest),
+    /// Delegated subscription (`subscription` + `signature` + `data`), kept raw until the chain
+    /// side decodes it.
+    Delegated {
+        /// The signed `Subscription` struct as JSON.
+        subscription: Value,
+        /// `{nonce, expiry, v, r, s}`.
+        signature: Value,
+        /// Input data for the subscription.
+        data: Map<String, Value>,
+    },
+}
+
+#[derive(Deserialize)]
+struct DelegatedBody {
+    subscription: Map<String, Value>,
+    signature: Map<String, Value>,
+    data: Map<String, Value>,
+}
+
+impl ParsedJobRequest {
+    /// Parses a JSON value into a job request, with an error message naming the offending path.
+    ///
+    /// Unknown keys are ignored (Ritual's clients send extras); `id` and `ip` in a body are never
+    /// honoured, since the node assigns the id and reads the client address from the connection.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let Value::Object(obj) = &value else {
+            return Err(format!(
+                "expected a JSON object with `containers` and `data`, found {}",
+                kind_of(&value)
+            ));
+        };
+        if obj.contains_key("containers") || !obj.contains_key("subscription") {
+            let request: JobRequest =
+                parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
+            return Ok(Self::Offchain(request));
+        }
+        let body: DelegatedBody = parse_with_path(value)
+            .map_err(|e| format!("invalid delegated subscription request: {e}"))?;
+        Ok(Self::Delegated {
+            subscription: Value::Object(body.subscription),
+            signature: Value::Object(body.signature),
+            data: body.data,
+        })
+    }
+}
+
+/// Deserialises with the failing field named (`containers[1]: invalid type: …`).
+fn parse_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+/// JSON type name for error messages.
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_input_wire_format_keeps_ritual_key_order() {
+        let input = ContainerInput {
+            source: JobLocation::Offchain,
+            destination: JobLocation::Onchain,
+            data: json!({"x": 1}),
+            requires_proof: Some(false),
+        };
+        assert_eq!(
+            serde_json::to_string(&input).unwrap(),
+            r#"{"source":1,"destination":0,"data":{"x":1},"requires_proof":false}"#
+        );
+        let stream = ContainerInput {
+            requires_proof: None,
+            destination: JobLocation::Stream,
+            ..input
+        };
+        assert_eq!(
+            serde_json::to_string(&stream).unwrap(),
+            r#"{"source":1,"destination":2,"data":{"x":1}}"#
+        );
+    }
+
+    #[test]
+    fn finished_job_splits_intermediate_and_final_results() {
+        let a = ContainerResult::Output {
+            container: "a".into(),
+            output: json!({"v": 1}),
+        };
+        let b = ContainerResult::Error {
+            container: "b".into(),
+            error: "boom".into(),
+        };
+        let job = JobResult::finished("j", vec![a.clone(), b.clone()]);
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.intermediate_results, Some(vec![a]));
+        assert_eq!(job.result, Some(b));
+        assert_eq!(
+            serde_json::to_value(JobResult::running("j")).unwrap(),
+            json!({"id": "j", "intermediate_results": [], "result": null, "status": "running"})
+        );
+    }
+
+    #[test]
+    fn parse_offchain_ignores_id_ip_and_extra_keys() {
+        let parsed = ParsedJobRequest::from_value(
+            json!({"containers": ["a"], "data": {}, "id": "evil", "ip": "1.2.3.4", "extra": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            ParsedJobRequest::Offchain(JobRequest {
+                containers: vec!["a".into()],
+                data: Map::new(),
+                requires_proof: None
+            })
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err =
+            ParsedJobRequest::from_value(json!({"containers": ["a", 3], "data": {}})).unwrap_err();
+        assert!(err.contains("containers[1]"), "{err}");
+        let err =
+            ParsedJobRequest::from_value(json!({"containers": ["a"], "data": [1]})).unwrap_err();
+        assert!(err.contains("data"), "{err}");
+        let err = ParsedJobRequest::from_value(json!({"containers": ["a"]})).unwrap_err();
+        assert!(err.contains("missing field `data`"), "{err}");
+        let err = ParsedJobRequest::from_value(json!([1])).unwrap_err();
+        assert!(err.contains("found an array"), "{err}");
+    }
+
+    #[test]
+    fn parse_delegated() {
+        let parsed = ParsedJobRequest::from_value(
+            json!({"subscription": {"owner": "0x0"}, "signature": {"nonce": 1}, "data": {}}),
+        )
+        .unwrap();
+        assert!(matches!(parsed, ParsedJobRequest::Delegated { .. }));
+    }
+}

@@ -1,0 +1,15 @@
+//! Wire types and protocol facts of Infernet, with no I/O.
+//!
+//! Everything here is what clients, containers and contracts observe: the JSON shapes of the REST
+//! API and of the container contract (`POST /service_output`), and the on-chain container-id hash.
+//! Field order in the structs is alphabetical where it reaches a client, because Ritual's node
+//! answers with sorted keys and some clients compare bodies textually.
+
+mod container_id;
+mod job;
+
+pub use container_id::{container_set_hash, container_set_string};
+pub use job::{
+    ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus,
+    ParsedJobRequest, kind_of,
+};
