@@ -74,12 +74,7 @@ impl Guardian {
     }
 
     /// Checks an off-chain job from `client` (node reference §3.1, in that order).
-    pub fn check_offchain(
-        &self,
-        containers: &[String],
-        requires_proof: bool,
-        client: IpAddr,
-    ) -> Result<(), Rejection> {
+    pub fn check_offchain(&self, containers: &[String], requires_proof: bool, client: IpAddr) -> Result<(), Rejection> {
         let Some(first) = containers.first() else {
             return Err(Rejection::new("No containers specified", json!({})));
         };
@@ -88,10 +83,7 @@ impl Guardian {
             match self.containers.get(id) {
                 Some(r) => restrictions.push(r),
                 None => {
-                    return Err(Rejection::new(
-                        "Container not supported",
-                        json!({"container": id}),
-                    ));
+                    return Err(Rejection::new("Container not supported", json!({"container": id})));
                 }
             }
         }
@@ -168,10 +160,7 @@ impl Guardian {
             match self.containers.get(id) {
                 Some(r) => restrictions.push(r),
                 None => {
-                    return Err(Rejection::new(
-                        "Container not supported",
-                        json!({"container": id}),
-                    ));
+                    return Err(Rejection::new("Container not supported", json!({"container": id})));
                 }
             }
         }
@@ -278,18 +267,10 @@ mod tests {
         let r = g.check_offchain(&ids(&["open"]), true, client).unwrap_err();
         assert_eq!(
             (r.error, r.params),
-            (
-                "Container does not generate proof",
-                json!({"container": "open"})
-            )
+            ("Container does not generate proof", json!({"container": "open"}))
         );
-        assert!(
-            g.check_offchain(&ids(&["open", "internal"]), true, client)
-                .is_ok()
-        );
-        let r = g
-            .check_offchain(&ids(&["open", "lan"]), false, client)
-            .unwrap_err();
+        assert!(g.check_offchain(&ids(&["open", "internal"]), true, client).is_ok());
+        let r = g.check_offchain(&ids(&["open", "lan"]), false, client).unwrap_err();
         assert_eq!(
             (r.error, r.params),
             (
@@ -314,9 +295,7 @@ mod tests {
     fn delegated_needs_a_chain_and_an_unexpired_signature() {
         let g = g();
         let sub = json!({"owner": "0x1"});
-        let r = g
-            .check_delegated_precondition(&sub, Some(10), 5)
-            .unwrap_err();
+        let r = g.check_delegated_precondition(&sub, Some(10), 5).unwrap_err();
         assert_eq!(r.error, "Chain not enabled");
         assert_eq!(r.params, json!({"delegated_subscription": sub}));
         let chained = Guardian {
@@ -330,41 +309,26 @@ mod tests {
                 .error,
             "Signature expired"
         );
-        assert!(
-            chained
-                .check_delegated_precondition(&sub, Some(5), 5)
-                .is_ok()
-        );
+        assert!(chained.check_delegated_precondition(&sub, Some(5), 5).is_ok());
     }
 
     #[test]
     fn subscription_owner_lists_depend_on_origin() {
         let g = g();
-        let owner: Address = "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"
-            .parse()
-            .unwrap();
+        let owner: Address = "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170".parse().unwrap();
         let p = ids(&["prover"]);
-        assert!(
-            g.check_subscription_containers(&p, owner, true, false, "0xh")
-                .is_ok()
-        );
+        assert!(g.check_subscription_containers(&p, owner, true, false, "0xh").is_ok());
         let r = g
             .check_subscription_containers(&p, owner, false, true, "0xh")
             .unwrap_err();
         assert_eq!(r.error, "Container not allowed for address");
-        assert_eq!(
-            r.params["address"],
-            "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170"
-        );
+        assert_eq!(r.params["address"], "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170");
         let r = g
             .check_subscription_containers(&[], owner, false, false, "0xh")
             .unwrap_err();
         assert_eq!(
             (r.error, r.params),
-            (
-                "Container-set not supported",
-                json!({"containers_hash": "0xh"})
-            )
+            ("Container-set not supported", json!({"containers_hash": "0xh"}))
         );
         // Delegated: the proof check comes before the owner check.
         let r = g

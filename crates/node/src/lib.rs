@@ -21,3 +21,10 @@ pub mod store;
 pub mod tasks;
 
 pub use node::{Node, NodeError, RunningNode};
+
+/// Installs the process-wide TLS provider (ring) that every HTTP client of the node uses.
+/// Idempotent; called before any client is built.
+pub fn install_tls_provider() {
+    // An error means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

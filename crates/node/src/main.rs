@@ -72,11 +72,7 @@ fn load(path: &std::path::Path) -> Option<ValidConfig> {
             Some(valid)
         }
         Err(problems) => {
-            eprintln!(
-                "error: {} has {} problem(s):",
-                path.display(),
-                problems.len()
-            );
+            eprintln!("error: {} has {} problem(s):", path.display(), problems.len());
             for p in problems {
                 eprintln!("  - {p}");
             }
@@ -100,10 +96,7 @@ fn main() -> ExitCode {
             for w in &valid.warnings {
                 eprintln!("warning: {w}");
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&valid.config).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&valid.config).unwrap_or_default());
             eprintln!("{}: OK", cli.config.display());
             ExitCode::SUCCESS
         }
@@ -112,10 +105,7 @@ fn main() -> ExitCode {
             let Some(valid) = load(&cli.config) else {
                 return ExitCode::from(2);
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -128,9 +118,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(valid: ValidConfig) -> ExitCode {
-    if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
-        tracing::debug!(?e, "TLS provider already installed");
-    }
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered before anything starts, so a signal during startup is not fatal but handled.
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let node = match Node::new(valid).start().await {
         Ok(node) => node,
         Err(e) => {
@@ -140,16 +136,8 @@ async fn run(valid: ValidConfig) -> ExitCode {
     };
     let token = node.shutdown_token();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = token.cancelled() => return,
         }

@@ -69,10 +69,7 @@ fn excerpt(body: &[u8]) -> String {
 
 fn describe(e: &reqwest::Error, id: &str, url: &str, timeout: Duration) -> String {
     if e.is_timeout() {
-        format!(
-            "container {id} did not answer within {}s",
-            timeout.as_secs_f64()
-        )
+        format!("container {id} did not answer within {}s", timeout.as_secs_f64())
     } else if e.is_connect() {
         format!("container {id} is unreachable at {url}: {}", root_cause(e))
     } else {
@@ -90,10 +87,8 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Orchestrator {
     /// Builds the Orchestrator for the configured containers.
-    pub fn new(
-        containers: &[ContainerSpec],
-        store: Arc<dyn JobStore>,
-    ) -> Result<Self, OrchestratorError> {
+    pub fn new(containers: &[ContainerSpec], store: Arc<dyn JobStore>) -> Result<Self, OrchestratorError> {
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -120,11 +115,7 @@ impl Orchestrator {
                 },
             );
         }
-        Ok(Self {
-            client,
-            targets,
-            store,
-        })
+        Ok(Self { client, targets, store })
     }
 
     /// The job store.
@@ -132,12 +123,7 @@ impl Orchestrator {
         &self.store
     }
 
-    fn request(
-        &self,
-        target: &Target,
-        url: &str,
-        body: Option<&ContainerInput>,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, target: &Target, url: &str, body: Option<&ContainerInput>) -> reqwest::RequestBuilder {
         let mut req = match body {
             Some(body) => self
                 .client
@@ -282,12 +268,7 @@ impl Orchestrator {
         let idle = target.timeout;
         let response = tokio::time::timeout(idle, self.request(target, &url, Some(&input)).send())
             .await
-            .map_err(|_| {
-                format!(
-                    "container {container} did not answer within {}s",
-                    idle.as_secs_f64()
-                )
-            })?
+            .map_err(|_| format!("container {container} did not answer within {}s", idle.as_secs_f64()))?
             .map_err(|e| describe(&e, container, &url, idle))?;
         let status = response.status();
         if !status.is_success() {
@@ -300,28 +281,25 @@ impl Orchestrator {
         }
         let container = container.to_string();
         let body = response.bytes_stream();
-        Ok(futures::stream::unfold(
-            Some(Box::pin(body)),
-            move |state| {
-                let container = container.clone();
-                let url = url.clone();
-                async move {
-                    let mut body = state?;
-                    match tokio::time::timeout(idle, body.next()).await {
-                        Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-                        Ok(None) => None,
-                        Ok(Some(Err(e))) => Some((Err(describe(&e, &container, &url, idle)), None)),
-                        Err(_) => Some((
-                            Err(format!(
-                                "container {container} sent nothing for {}s; stream abandoned",
-                                idle.as_secs_f64()
-                            )),
-                            None,
+        Ok(futures::stream::unfold(Some(Box::pin(body)), move |state| {
+            let container = container.clone();
+            let url = url.clone();
+            async move {
+                let mut body = state?;
+                match tokio::time::timeout(idle, body.next()).await {
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => Some((Err(describe(&e, &container, &url, idle)), None)),
+                    Err(_) => Some((
+                        Err(format!(
+                            "container {container} sent nothing for {}s; stream abandoned",
+                            idle.as_secs_f64()
                         )),
-                    }
+                        None,
+                    )),
                 }
-            },
-        ))
+            }
+        }))
     }
 
     /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
@@ -343,10 +321,7 @@ impl Orchestrator {
                 if !status.is_success() {
                     return Err(format!("HTTP {}", status.as_u16()));
                 }
-                response
-                    .json::<Value>()
-                    .await
-                    .map_err(|e| format!("not JSON: {e}"))
+                response.json::<Value>().await.map_err(|e| format!("not JSON: {e}"))
             }
             .await;
             match result {
@@ -357,10 +332,6 @@ impl Orchestrator {
                 }
             }
         });
-        futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        futures::future::join_all(calls).await.into_iter().flatten().collect()
     }
 }

@@ -84,11 +84,6 @@ mod tests {
         tasks.spawn_critical("processor", async { panic!("boom") });
         tasks.shutdown_token().cancelled().await;
         tasks.wait().await;
-        assert!(
-            tasks
-                .failure()
-                .unwrap()
-                .starts_with("task processor panicked")
-        );
+        assert!(tasks.failure().unwrap().starts_with("task processor panicked"));
     }
 }

@@ -48,10 +48,7 @@ mod tests {
             container_set_hash(&["A", "B"]).to_string(),
             "0xed76aa63268e9d816365e0b3c94f7ea57c80b3b404d41ca7a65a492ff9d0526e"
         );
-        assert_ne!(
-            container_set_hash(&["A", "B"]),
-            container_set_hash(&["B", "A"])
-        );
+        assert_ne!(container_set_hash(&["A", "B"]), container_set_hash(&["B", "A"]));
         assert_eq!(container_set_string(&["A", "B", "C"]), "A,B,C");
     }
 

@@ -215,12 +215,11 @@ impl ParsedJobRequest {
             ));
         };
         if obj.contains_key("containers") || !obj.contains_key("subscription") {
-            let request: JobRequest =
-                parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
+            let request: JobRequest = parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
             return Ok(Self::Offchain(request));
         }
-        let body: DelegatedBody = parse_with_path(value)
-            .map_err(|e| format!("invalid delegated subscription request: {e}"))?;
+        let body: DelegatedBody =
+            parse_with_path(value).map_err(|e| format!("invalid delegated subscription request: {e}"))?;
         Ok(Self::Delegated {
             subscription: Value::Object(body.subscription),
             signature: Value::Object(body.signature),
@@ -319,11 +318,9 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let err =
-            ParsedJobRequest::from_value(json!({"containers": ["a", 3], "data": {}})).unwrap_err();
+        let err = ParsedJobRequest::from_value(json!({"containers": ["a", 3], "data": {}})).unwrap_err();
         assert!(err.contains("containers[1]"), "{err}");
-        let err =
-            ParsedJobRequest::from_value(json!({"containers": ["a"], "data": [1]})).unwrap_err();
+        let err = ParsedJobRequest::from_value(json!({"containers": ["a"], "data": [1]})).unwrap_err();
         assert!(err.contains("data"), "{err}");
         let err = ParsedJobRequest::from_value(json!({"containers": ["a"]})).unwrap_err();
         assert!(err.contains("missing field `data`"), "{err}");

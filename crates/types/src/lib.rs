@@ -10,6 +10,5 @@ mod job;
 
 pub use container_id::{container_set_hash, container_set_string};
 pub use job::{
-    ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus,
-    ParsedJobRequest, kind_of,
+    ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of,
 };

@@ -74,15 +74,11 @@ async fn service_output(body: axum::body::Bytes) -> Response {
 
 fn stream(data: &Value) -> Response {
     let chunks: Vec<String> = match data.get("tokens").and_then(Value::as_u64) {
-        Some(n) => (0..n.min(1_000_000))
-            .map(|i| format!("token-{i} "))
-            .collect(),
+        Some(n) => (0..n.min(1_000_000)).map(|i| format!("token-{i} ")).collect(),
         None => GREETING.split_inclusive(' ').map(str::to_owned).collect(),
     };
     let body = Body::from_stream(futures::stream::iter(
-        chunks
-            .into_iter()
-            .map(|c| Ok::<_, Infallible>(bytes::Bytes::from(c))),
+        chunks.into_iter().map(|c| Ok::<_, Infallible>(bytes::Bytes::from(c))),
     ));
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -103,10 +99,7 @@ fn app() -> Router {
     Router::new()
         .route("/service_output", post(service_output))
         .route("/service-resources", get(service_resources))
-        .route(
-            "/health",
-            get(|| async { Json(json!({"status": "healthy"})) }),
-        )
+        .route("/health", get(|| async { Json(json!({"status": "healthy"})) }))
 }
 
 #[tokio::main]
@@ -123,17 +116,17 @@ async fn main() {
     };
     eprintln!("hello-world: listening on {addr}");
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
     };
-    if let Err(e) = axum::serve(listener, app())
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    if let Err(e) = axum::serve(listener, app()).with_graceful_shutdown(shutdown).await {
         eprintln!("hello-world: server error: {e}");
         std::process::exit(1);
     }

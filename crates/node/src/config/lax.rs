@@ -47,9 +47,7 @@ pub(super) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(D::Error::custom(format!(
-                "expected true or false, found \"{s}\""
-            ))),
+            _ => Err(D::Error::custom(format!("expected true or false, found \"{s}\""))),
         },
         Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
         Value::Number(n) if n.as_u64() == Some(1) => Ok(true),

@@ -440,9 +440,7 @@ impl Default for StoreConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error(
-        "cannot read config file {path}: {source} (pass --config PATH or set INFERNET_CONFIG_PATH)"
-    )]
+    #[error("cannot read config file {path}: {source} (pass --config PATH or set INFERNET_CONFIG_PATH)")]
     Read {
         /// The path tried.
         path: String,
@@ -484,7 +482,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 pub fn parse(text: &str) -> Result<Loaded, String> {
     let mut unknown_keys = Vec::new();
     let mut de = serde_json::Deserializer::from_str(text);
-    let mut record = |path: serde_ignored::Path<'_>| unknown_keys.push(path.to_string());
+    let mut record = |path: serde_ignored::Path<'_>| unknown_keys.push(render_path(&path));
     let ignored = serde_ignored::Deserializer::new(&mut de, &mut record);
     let config: Config = serde_path_to_error::deserialize(ignored).map_err(|e| {
         let path = e.path().to_string();
@@ -496,10 +494,21 @@ pub fn parse(text: &str) -> Result<Loaded, String> {
         }
     })?;
     de.end().map_err(|e| e.to_string())?;
-    Ok(Loaded {
-        config,
-        unknown_keys,
-    })
+    Ok(Loaded { config, unknown_keys })
+}
+
+/// `containers[0].colour`, the notation of every other config message.
+fn render_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", render_path(parent)),
+        Path::Map { parent, key } => match render_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => render_path(parent),
+    }
 }
 
 #[cfg(test)]
@@ -537,8 +546,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported_with_their_path() {
-        let loaded =
-            parse(r#"{"log_path": "x", "containers": [{"id": "a", "colour": 1}]}"#).unwrap();
+        let loaded = parse(r#"{"log_path": "x", "containers": [{"id": "a", "colour": 1}]}"#).unwrap();
         assert_eq!(
             loaded.unknown_keys,
             vec!["log_path".to_string(), "containers[0].colour".to_string()]

@@ -185,16 +185,24 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest duration accepted anywhere in the config (one year), so every value fits a `Duration`.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+fn positive(x: f64) -> bool {
+    x > 0.0 && x <= MAX_SECONDS
+}
+
+fn non_negative(x: f64) -> bool {
+    (0.0..=MAX_SECONDS).contains(&x)
+}
+
 fn is_private_key(s: &str) -> bool {
     let hex = s.trim().trim_start_matches("0x");
     hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Checks a parsed config; `unknown_keys` come from [`super::parse`] and become warnings.
-pub fn validate(
-    config: Config,
-    unknown_keys: &[String],
-) -> Result<ValidConfig, Vec<ConfigProblem>> {
+pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, Vec<ConfigProblem>> {
     let mut p = Problems {
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -225,11 +233,8 @@ pub fn validate(
     if config.server.rate_limit.num_requests == 0 {
         p.error("server.rate_limit.num_requests", "must be at least 1");
     }
-    if !(config.server.rate_limit.period > 0.0) {
-        p.error(
-            "server.rate_limit.period",
-            "must be a positive number of seconds",
-        );
+    if !positive(config.server.rate_limit.period) {
+        p.error("server.rate_limit.period", "must be a positive number of seconds (at most one year)");
     }
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
@@ -244,11 +249,8 @@ pub fn validate(
             ),
         }
     }
-    if !(config.startup_wait >= 0.0) {
-        p.error(
-            "startup_wait",
-            "must be zero or a positive number of seconds",
-        );
+    if !non_negative(config.startup_wait) {
+        p.error("startup_wait", "must be zero or a positive number of seconds (at most one year)");
     }
     if let Some(redis) = &config.redis
         && redis.host.trim().is_empty()
@@ -277,10 +279,7 @@ pub fn validate(
             }
         }
         match chain.registry_address.as_deref().map(str::trim) {
-            None | Some("") => p.error(
-                "chain.registry_address",
-                "must be defined when chain is enabled",
-            ),
+            None | Some("") => p.error("chain.registry_address", "must be defined when chain is enabled"),
             Some(a) if parse_address(a).is_none() => p.error(
                 "chain.registry_address",
                 format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
@@ -298,25 +297,22 @@ pub fn validate(
                         );
                     }
                 }
-                _ => p.error(
-                    "chain.wallet.private_key",
-                    "must be defined when chain is enabled",
-                ),
+                _ => p.error("chain.wallet.private_key", "must be defined when chain is enabled"),
             },
         }
         if chain.snapshot_sync.batch_size == 0 {
             p.error("chain.snapshot_sync.batch_size", "must be at least 1");
         }
-        if !(chain.snapshot_sync.sync_period > 0.0) {
+        if !positive(chain.snapshot_sync.sync_period) {
             p.error(
                 "chain.snapshot_sync.sync_period",
-                "must be a positive number of seconds",
+                "must be a positive number of seconds (at most one year)",
             );
         }
-        if !(chain.snapshot_sync.sleep >= 0.0) {
+        if !non_negative(chain.snapshot_sync.sleep) {
             p.error(
                 "chain.snapshot_sync.sleep",
-                "must be zero or a positive number of seconds",
+                "must be zero or a positive number of seconds (at most one year)",
             );
         }
     }
@@ -356,14 +352,17 @@ pub fn validate(
                 ),
             );
         }
-        if !c.url.is_empty() {
-            if let Err(e) = check_url(&c.url, &["http", "https"]) {
-                p.error(at("url"), e);
-            }
+        if !c.url.is_empty()
+            && let Err(e) = check_url(&c.url, &["http", "https"])
+        {
+            p.error(at("url"), e);
         }
         let runtime = if !c.url.is_empty() {
             if config.manage_containers && !c.image.is_empty() {
-                p.warn(at("image"), "ignored: a container with a `url` is a remote service and is not started by the node");
+                p.warn(
+                    at("image"),
+                    "ignored: a container with a `url` is a remote service and is not started by the node",
+                );
             }
             Runtime::Remote
         } else if !config.manage_containers {
@@ -382,8 +381,8 @@ pub fn validate(
             }
             Runtime::Docker
         };
-        if !(c.timeout > 0.0) {
-            p.error(at("timeout"), "must be a positive number of seconds");
+        if !positive(c.timeout) {
+            p.error(at("timeout"), "must be a positive number of seconds (at most one year)");
         }
         if c.port == Some(0) {
             p.error(at("port"), "port 0 is not allowed");
@@ -395,9 +394,7 @@ pub fn validate(
                 Some(n) => allowed_ips.push(n),
                 None => p.error(
                     format!("containers[{i}].allowed_ips[{j}]"),
-                    format!(
-                        "\"{s}\" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.168.1.7)"
-                    ),
+                    format!("\"{s}\" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.168.1.7)"),
                 ),
             }
         }
@@ -415,8 +412,7 @@ pub fn validate(
             out
         };
         let allowed_addresses = addresses("allowed_addresses", &c.allowed_addresses);
-        let allowed_delegate_addresses =
-            addresses("allowed_delegate_addresses", &c.allowed_delegate_addresses);
+        let allowed_delegate_addresses = addresses("allowed_delegate_addresses", &c.allowed_delegate_addresses);
         let mut accepted_payments = BTreeMap::new();
         for (token, amount) in &c.accepted_payments {
             let path = format!("containers[{i}].accepted_payments.{token}");
@@ -445,9 +441,7 @@ pub fn validate(
                 }
                 port
             }
-            (_, None) => {
-                port_after_default(&mut used_ports, config.server.port, i, &mut p, &at("port"))
-            }
+            (_, None) => port_after_default(&mut used_ports, config.server.port, i, &mut p, &at("port")),
         };
         let base_url = match runtime {
             Runtime::Remote => c.url.trim_end_matches('/').to_string(),
@@ -464,7 +458,7 @@ pub fn validate(
             allowed_addresses,
             allowed_delegate_addresses,
             accepted_payments,
-            timeout: Duration::from_secs_f64(if c.timeout > 0.0 { c.timeout } else { 180.0 }),
+            timeout: Duration::from_secs_f64(if positive(c.timeout) { c.timeout } else { 180.0 }),
             runtime,
             raw: c.clone(),
         });
@@ -484,23 +478,14 @@ pub fn validate(
 
 /// Ritual's rule for managed containers without a port: 3000 if free, else the highest free port
 /// counting down from 3999.
-fn port_after_default(
-    used: &mut HashMap<u16, usize>,
-    server_port: u16,
-    i: usize,
-    p: &mut Problems,
-    path: &str,
-) -> u16 {
+fn port_after_default(used: &mut HashMap<u16, usize>, server_port: u16, i: usize, p: &mut Problems, path: &str) -> u16 {
     let mut port = 3000;
     if used.contains_key(&port) || port == server_port {
         port = (1024..=3999)
             .rev()
             .find(|q| !used.contains_key(q) && *q != server_port)
             .unwrap_or(3999);
-        p.warn(
-            path,
-            format!("no port given and 3000 is taken; assigned port {port}"),
-        );
+        p.warn(path, format!("no port given and 3000 is taken; assigned port {port}"));
     }
     used.insert(port, i);
     port
@@ -564,22 +549,19 @@ mod tests {
             "https://rpc.example/v1/key",
             "ws://127.0.0.1:8546",
         ] {
-            assert!(
-                check_url(url, &["http", "https", "ws", "wss"]).is_ok(),
-                "{url}"
-            );
+            assert!(check_url(url, &["http", "https", "ws", "wss"]).is_ok(), "{url}");
         }
         for url in ["localhost:8545", "ftp://x", "http://", "http://host:port"] {
-            assert!(
-                check_url(url, &["http", "https", "ws", "wss"]).is_err(),
-                "{url}"
-            );
+            assert!(check_url(url, &["http", "https", "ws", "wss"]).is_err(), "{url}");
         }
     }
 
     #[test]
     fn default_ports_are_assigned_like_ritual() {
-        let v = check(r#"{"containers": [{"id": "a", "image": "i"}, {"id": "b", "image": "i"}, {"id": "c", "image": "i"}]}"#).unwrap();
+        let v = check(
+            r#"{"containers": [{"id": "a", "image": "i"}, {"id": "b", "image": "i"}, {"id": "c", "image": "i"}]}"#,
+        )
+        .unwrap();
         let ports: Vec<u16> = v.containers.iter().map(|c| c.port).collect();
         assert_eq!(ports, vec![3000, 3999, 3998]);
         assert_eq!(v.warnings.len(), 2);
@@ -596,25 +578,22 @@ mod tests {
 
     #[test]
     fn addresses_and_payments_are_normalised() {
-        let v = check(r#"{"manage_containers": false, "containers": [{"id": "a",
+        let v = check(
+            r#"{"manage_containers": false, "containers": [{"id": "a",
             "allowed_addresses": ["0x3b1554f346dfe5c482bb4ba31b880c1c18412170"],
-            "accepted_payments": {"0x3b1554f346dfe5c482bb4ba31b880c1c18412170": "1000000000000000000000"}}]}"#).unwrap();
+            "accepted_payments": {"0x3b1554f346dfe5c482bb4ba31b880c1c18412170": "1000000000000000000000"}}]}"#,
+        )
+        .unwrap();
         let c = &v.containers[0];
         let token = Address::from_str("0x3B1554f346DFe5c482Bb4BA31b880c1C18412170").unwrap();
         assert_eq!(c.allowed_addresses, vec![token]);
-        assert_eq!(
-            c.accepted_payments[&token],
-            U256::from(10).pow(U256::from(21))
-        );
+        assert_eq!(c.accepted_payments[&token], U256::from(10).pow(U256::from(21)));
     }
 
     #[test]
     fn ip_allow_list_is_non_strict() {
         assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(
-            parse_net("::ffff:1.2.3.4").unwrap().to_string(),
-            "1.2.3.4/32"
-        );
+        assert_eq!(parse_net("::ffff:1.2.3.4").unwrap().to_string(), "1.2.3.4/32");
         assert!(parse_net("1.2.3").is_none());
     }
 }

@@ -33,6 +33,17 @@ pub enum ContainerState {
     Stopped,
 }
 
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Starting => f.write_str("starting"),
+            Self::Running => f.write_str("running"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+            Self::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
 /// A container failure, reported by container id.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -152,7 +163,12 @@ impl ContainerManager {
                 if let Err(e) = wait_ready(spec.port, self.startup_wait).await {
                     let logs = runtime.recent_logs(&spec.id);
                     runtime.stop(&spec.id).await;
-                    return Err(ContainerError::NotReady { id: spec.id.clone(), port: spec.port, waited: e, logs });
+                    return Err(ContainerError::NotReady {
+                        id: spec.id.clone(),
+                        port: spec.port,
+                        waited: e,
+                        logs,
+                    });
                 }
                 self.set_state(&spec.id, ContainerState::Running);
                 tracing::info!(container = %spec.id, "container ready");
@@ -234,10 +250,7 @@ async fn wait_ready(port: u16, max: Duration) -> Result<(), Duration> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(10);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(());
         }
         if start.elapsed() >= max {

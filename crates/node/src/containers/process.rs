@@ -109,6 +109,18 @@ impl ContainerRuntime for ProcessRuntime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // If the node dies without stopping its services (kill -9), the kernel stops them too,
+        // so a restarted node does not find its ports taken by orphans.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| ContainerError::Start {
             id: spec.id.clone(),
             message: format!("cannot run {}: {e}", program.display()),

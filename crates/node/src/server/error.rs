@@ -50,6 +50,9 @@ pub enum ApiError {
         /// The job id, whose failed result is stored.
         id: String,
     },
+    /// A container of the job is not serving right now (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// The job store failed (503).
     #[error("job store unavailable: {0}")]
     Store(#[from] StoreError),
@@ -67,7 +70,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,9 +92,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body())).into_response();
         if let Self::TooManyRequests { retry_after } = self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -32,10 +32,7 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Valu
             .filter(|c| states.get(&c.id) == Some(&ContainerState::Running))
             .map(|c| json!(c))
             .collect();
-        let all = states
-            .iter()
-            .map(|(id, s)| (id.clone(), json!(s)))
-            .collect();
+        let all = states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
         (running, all)
     };
     Ok(Json(json!({
@@ -57,11 +54,6 @@ pub(super) struct ResourcesQuery {
 #[utoipa::path(get, path = "/resources", tag = "node",
     params(("model_id" = Option<String>, Query, description = "Ask the containers about this model")),
     responses((status = 200, description = "`{container_id: resources}`; failing containers are left out")))]
-pub(super) async fn resources(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<ResourcesQuery>,
-) -> Json<Value> {
-    Json(Value::Object(
-        state.orchestrator.resources(q.model_id.as_deref()).await,
-    ))
+pub(super) async fn resources(State(state): State<Arc<AppState>>, Query(q): Query<ResourcesQuery>) -> Json<Value> {
+    Json(Value::Object(state.orchestrator.resources(q.model_id.as_deref()).await))
 }

@@ -15,14 +15,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::{Stream, StreamExt};
-use infernet_types::{
-    ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of,
-};
+use infernet_types::{ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, ClientIp};
-use crate::store::ListFilter;
+use crate::{containers::ContainerState, store::ListFilter};
 
 /// A JSON body, whatever its content type (Ritual's clients do not always set one); malformed
 /// JSON is a 400 and an oversized body a 413, never a 500.
@@ -51,34 +49,41 @@ fn new_job_id() -> String {
 
 fn delegated_unavailable(state: &AppState, subscription: &Value, signature: &Value) -> ApiError {
     let expiry = signature.get("expiry").and_then(Value::as_u64);
-    if let Err(rejection) =
-        state
-            .guardian
-            .check_delegated_precondition(subscription, expiry, crate::store::unix_now())
+    if let Err(rejection) = state
+        .guardian
+        .check_delegated_precondition(subscription, expiry, crate::store::unix_now())
     {
         return ApiError::Rejected(rejection);
     }
     ApiError::NotImplemented(
-        "delegated subscriptions need the node's chain side, which this build does not run yet"
-            .into(),
+        "delegated subscriptions need the node's chain side, which this build does not run yet".into(),
     )
 }
 
-/// Accepts one off-chain job: Guardian, then a stored running record, then the pipeline in the
-/// background. Returns the job id.
-async fn accept(
-    state: &Arc<AppState>,
-    client: IpAddr,
-    request: JobRequest,
-) -> Result<String, ApiError> {
+/// Guardian checks, then whether every container of the pipeline is serving.
+fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), ApiError> {
     state
         .guardian
-        .check_offchain(
-            &request.containers,
-            request.requires_proof.unwrap_or(false),
-            client,
-        )
+        .check_offchain(&request.containers, request.requires_proof.unwrap_or(false), client)
         .map_err(ApiError::Rejected)?;
+    let states = state.states.read().expect("container states poisoned");
+    for id in &request.containers {
+        match states.get(id) {
+            Some(ContainerState::Running) | None => {}
+            Some(other) => {
+                return Err(ApiError::Unavailable(format!(
+                    "container {id} is not serving right now ({other}); retry shortly"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Accepts one off-chain job: admission, then a stored running record, then the pipeline in the
+/// background. Returns the job id.
+async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> Result<String, ApiError> {
+    admit(state, client, &request)?;
     let id = new_job_id();
     state.store.put(client, &JobResult::running(&id)).await?;
     let orchestrator = state.orchestrator.clone();
@@ -113,9 +118,7 @@ pub(super) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     match ParsedJobRequest::from_value(body).map_err(ApiError::BadRequest)? {
-        ParsedJobRequest::Offchain(request) => {
-            Ok(Json(json!({"id": accept(&state, client, request).await?})))
-        }
+        ParsedJobRequest::Offchain(request) => Ok(Json(json!({"id": accept(&state, client, request).await?}))),
         ParsedJobRequest::Delegated {
             subscription,
             signature,
@@ -146,12 +149,10 @@ pub(super) async fn batch(
     for item in items {
         let answer = match ParsedJobRequest::from_value(item) {
             Err(e) => ApiError::BadRequest(e).body(),
-            Ok(ParsedJobRequest::Offchain(request)) => {
-                match accept(&state, client, request).await {
-                    Ok(id) => json!({"id": id}),
-                    Err(e) => e.body(),
-                }
-            }
+            Ok(ParsedJobRequest::Offchain(request)) => match accept(&state, client, request).await {
+                Ok(id) => json!({"id": id}),
+                Err(e) => e.body(),
+            },
             Ok(ParsedJobRequest::Delegated {
                 subscription,
                 signature,
@@ -229,14 +230,7 @@ pub(super) async fn stream(
             }));
         }
     };
-    state
-        .guardian
-        .check_offchain(
-            &request.containers,
-            request.requires_proof.unwrap_or(false),
-            client,
-        )
-        .map_err(ApiError::Rejected)?;
+    admit(&state, client, &request)?;
     let id = new_job_id();
     let container = request.containers[0].clone();
 
@@ -262,36 +256,27 @@ pub(super) async fn stream(
                 error,
             },
         };
-        if let Err(e) = store
-            .put(client, &JobResult::finished(&job_id, vec![result]))
-            .await
-        {
+        if let Err(e) = store.put(client, &JobResult::finished(&job_id, vec![result])).await {
             tracing::error!(job = %job_id, error = %e, "cannot store the streamed job result");
         }
     });
 
-    let body = match state
-        .orchestrator
-        .open_stream(&container, request.data)
-        .await
-    {
+    let body = match state.orchestrator.open_stream(&container, request.data).await {
         Ok(body) => body,
         Err(message) => {
             let _ = outcome_tx.send(Err(message.clone()));
             return Err(ApiError::BadGateway { message, id });
         }
     };
-    let head = futures::stream::once(futures::future::ready(Ok::<Bytes, String>(Bytes::from(
-        format!("{id}\n"),
-    ))));
+    let head = futures::stream::once(futures::future::ready(Ok::<Bytes, String>(Bytes::from(format!(
+        "{id}\n"
+    )))));
     let recorded = RecordedStream {
         inner: Box::pin(body),
         collected: Vec::new(),
         outcome: Some(outcome_tx),
     };
-    let body = head
-        .map(|chunk| chunk.map_err(std::io::Error::other))
-        .chain(recorded);
+    let body = head.map(|chunk| chunk.map_err(std::io::Error::other)).chain(recorded);
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(body),
@@ -385,10 +370,7 @@ pub(super) async fn status(
         tracing::warn!(peer = %peer.ip(), "unauthorized attempt to store job status");
         return Err(ApiError::Forbidden("Unauthorized".into()));
     }
-    let id = body
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    let id = body.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
     let status = body.get("status").and_then(Value::as_str);
     let (Some(id), Some(status)) = (id, status) else {
         return Err(ApiError::BadRequest(
@@ -401,9 +383,7 @@ pub(super) async fn status(
         ));
     };
     if let Some(containers) = body.get("containers")
-        && !containers
-            .as_array()
-            .is_some_and(|c| c.iter().all(Value::is_string))
+        && !containers.as_array().is_some_and(|c| c.iter().all(Value::is_string))
     {
         return Err(ApiError::BadRequest(
             "`containers` must be a list of container ids".into(),
@@ -415,10 +395,7 @@ pub(super) async fn status(
         Some(existing) => existing.owner,
         None => peer.ip().to_canonical(),
     };
-    state
-        .store
-        .put(owner, &JobResult::reported(id, status))
-        .await?;
+    state.store.put(owner, &JobResult::reported(id, status)).await?;
     Ok(Json(Value::Null))
 }
 

@@ -96,31 +96,20 @@ impl ClientIp {
             .filter_map(|s| s.trim().parse::<IpAddr>().ok())
             .map(|ip| ip.to_canonical())
             .collect();
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer)
+        forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let ConnectInfo(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .copied()
             .ok_or_else(|| ApiError::BadRequest("Could not get client IP address".into()))?;
-        Ok(Self(Self::resolve(
-            peer.ip(),
-            &parts.headers,
-            &state.trusted_proxies,
-        )))
+        Ok(Self(Self::resolve(peer.ip(), &parts.headers, &state.trusted_proxies)))
     }
 }
 
@@ -145,10 +134,7 @@ async fn rate_limit(
             let headers = response.headers_mut();
             headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit()));
             headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-            headers.insert(
-                "ratelimit-reset",
-                HeaderValue::from(reset.as_secs_f64().ceil() as u64),
-            );
+            headers.insert("ratelimit-reset", HeaderValue::from(reset.as_secs_f64().ceil() as u64));
             response
         }
     }
@@ -167,10 +153,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
     };
     Router::new()
-        .route(
-            "/health",
-            get(info::health).route_layer(limited("GET /health")),
-        )
+        .route("/health", get(info::health).route_layer(limited("GET /health")))
         .route("/info", get(info::info).route_layer(limited("GET /info")))
         .route(
             "/resources",
@@ -216,20 +199,12 @@ mod tests {
         let trusted = vec!["127.0.0.0/8".parse().unwrap()];
         // The right-most untrusted hop is the client; earlier entries are client-controlled.
         assert_eq!(
-            ClientIp::resolve(
-                proxy,
-                &headers("1.1.1.1, 198.51.100.7, 127.0.0.2"),
-                &trusted
-            ),
+            ClientIp::resolve(proxy, &headers("1.1.1.1, 198.51.100.7, 127.0.0.2"), &trusted),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(ClientIp::resolve(proxy, &HeaderMap::new(), &trusted), proxy);
         assert_eq!(
-            ClientIp::resolve(
-                "::ffff:203.0.113.5".parse().unwrap(),
-                &HeaderMap::new(),
-                &[]
-            ),
+            ClientIp::resolve("::ffff:203.0.113.5".parse().unwrap(), &HeaderMap::new(), &[]),
             peer
         );
     }

@@ -73,10 +73,7 @@ impl RateLimiter {
         *entry = next;
         let used = next - now;
         let remaining = (self.period.saturating_sub(used).as_nanos() / t.as_nanos().max(1)) as u64;
-        Decision::Allow {
-            remaining,
-            reset: used,
-        }
+        Decision::Allow { remaining, reset: used }
     }
 }
 

@@ -137,19 +137,14 @@ impl Drop for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the database file, fails jobs that were running when the node stopped,
     /// drops expired ones, and starts the writer thread and the expiry sweeper.
-    pub async fn open(
-        path: &Path,
-        lifetimes: Lifetimes,
-        max_jobs: u64,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, lifetimes: Lifetimes, max_jobs: u64) -> Result<Self, StoreError> {
         let path_str = path.display().to_string();
         let err = |message: String| StoreError::Embedded {
             path: path_str.clone(),
             message,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+            std::fs::create_dir_all(parent).map_err(|e| err(format!("cannot create its directory: {e}")))?;
         }
         let path_owned = path.to_path_buf();
         let (db, index) = tokio::task::spawn_blocking(move || recover(&path_owned, lifetimes))
@@ -285,9 +280,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)
-        .map_err(|e| {
-            format!("cannot open: {e} (is another node using this file? set store.path)")
-        })?;
+        .map_err(|e| format!("cannot open: {e} (is another node using this file? set store.path)"))?;
     let now = unix_now();
     let mut index = Index::default();
     let mut rewrites = Vec::new();
@@ -315,10 +308,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
             if !record.job.status.is_final() {
                 record.job = interrupted(&record.job);
                 record.expires = expiry(now, lifetimes.result);
-                rewrites.push((
-                    id.clone(),
-                    serde_json::to_vec(&record).map_err(|e| e.to_string())?,
-                ));
+                rewrites.push((id.clone(), serde_json::to_vec(&record).map_err(|e| e.to_string())?));
             }
             index.upsert(&id, record.owner, false, record.expires);
         }
@@ -334,9 +324,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
         {
             let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
             for (id, bytes) in &rewrites {
-                table
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
+                table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
             }
             for id in &deletes {
                 table.remove(id.as_str()).map_err(|e| e.to_string())?;
@@ -380,9 +368,7 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
         for op in batch.iter().flat_map(|w| &w.ops) {
             match op {
                 Op::Put(id, bytes) => {
-                    table
-                        .insert(id.as_str(), bytes.as_slice())
-                        .map_err(|e| e.to_string())?;
+                    table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
                 }
                 Op::Delete(id) => {
                     table.remove(id.as_str()).map_err(|e| e.to_string())?;
@@ -428,12 +414,7 @@ impl JobStore for EmbeddedStore {
             let live: Vec<String> = ids
                 .iter()
                 .filter(|id| seen.insert(id.as_str()))
-                .filter(|id| {
-                    index
-                        .jobs
-                        .get(id.as_str())
-                        .is_some_and(|m| Index::is_live(m, now))
-                })
+                .filter(|id| index.jobs.get(id.as_str()).is_some_and(|m| Index::is_live(m, now)))
                 .cloned()
                 .collect();
             for id in &live {
@@ -445,22 +426,21 @@ impl JobStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
-        let rows =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
-                let read = db.begin_read().map_err(|e| e.to_string())?;
-                let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
-                let mut rows = Vec::with_capacity(wanted.len());
-                for id in wanted {
-                    if let Some(v) = table.get(id.as_str()).map_err(|e| e.to_string())? {
-                        let bytes = v.value().to_vec();
-                        rows.push((id, bytes));
-                    }
+        let rows = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
+            let read = db.begin_read().map_err(|e| e.to_string())?;
+            let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
+            let mut rows = Vec::with_capacity(wanted.len());
+            for id in wanted {
+                if let Some(v) = table.get(id.as_str()).map_err(|e| e.to_string())? {
+                    let bytes = v.value().to_vec();
+                    rows.push((id, bytes));
                 }
-                Ok(rows)
-            })
-            .await
-            .map_err(|e| self.error(e))?
-            .map_err(|e| self.error(e))?;
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| self.error(e))?
+        .map_err(|e| self.error(e))?;
         rows.into_iter()
             .map(|(id, bytes)| {
                 serde_json::from_slice::<Record>(&bytes)

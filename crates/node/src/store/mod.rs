@@ -32,9 +32,7 @@ pub enum StoreError {
         message: String,
     },
     /// Redis could not be reached or answered an error.
-    #[error(
-        "redis at {addr}: {message} (start Redis there, or remove the `redis` section to use the embedded store)"
-    )]
+    #[error("redis at {addr}: {message} (start Redis there, or remove the `redis` section to use the embedded store)")]
     Redis {
         /// host:port.
         addr: String,
@@ -108,9 +106,7 @@ pub async fn open(config: &ValidConfig) -> Result<Arc<dyn JobStore>, StoreError>
     };
     Ok(match &config.config.redis {
         Some(redis) => Arc::new(RedisStore::connect(&redis.host, redis.port, lifetimes).await?),
-        None => {
-            Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?)
-        }
+        None => Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?),
     })
 }
 
@@ -126,10 +122,7 @@ pub(crate) fn unix_now() -> u64 {
 pub(crate) fn interrupted(job: &JobResult) -> JobResult {
     let mut results = job.intermediate_results.clone().unwrap_or_default();
     results.extend(job.result.clone());
-    let container = results
-        .last()
-        .map(|r| r.container().to_string())
-        .unwrap_or_default();
+    let container = results.last().map(|r| r.container().to_string()).unwrap_or_default();
     results.push(infernet_types::ContainerResult::Error {
         container,
         error: INTERRUPTED.into(),

@@ -126,10 +126,7 @@ impl JobStore for RedisStore {
         let value = serde_json::to_string(job).map_err(|e| self.error(e))?;
         let k = key(owner, &job.id);
         let owner_key = format!("{OWNER_PREFIX}{}", job.id);
-        let owner_ttl = match self.lifetimes.result {
-            Some(r) => Some(r.max(self.lifetimes.pending)),
-            None => None,
-        };
+        let owner_ttl = self.lifetimes.result.map(|r| r.max(self.lifetimes.pending));
         let mut completed = self.completed.clone();
         let mut pending = self.pending.clone();
         if job.status.is_final() {
@@ -197,11 +194,10 @@ impl JobStore for RedisStore {
             let Some(value) = done.or(running) else {
                 continue;
             };
-            let job =
-                serde_json::from_str::<JobResult>(&value).map_err(|e| StoreError::Corrupt {
-                    id: id.clone(),
-                    message: e.to_string(),
-                })?;
+            let job = serde_json::from_str::<JobResult>(&value).map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                message: e.to_string(),
+            })?;
             out.push(StoredJob { owner, job });
         }
         Ok(out)
@@ -230,11 +226,7 @@ impl JobStore for RedisStore {
                     .await
                     .map_err(|e| self.error(e))?;
                 // Split on the prefix, not on ':', so IPv6 clients get whole ids back.
-                ids.extend(
-                    keys.iter()
-                        .filter_map(|k| k.strip_prefix(&prefix))
-                        .map(str::to_owned),
-                );
+                ids.extend(keys.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned));
                 cursor = next;
                 if cursor == 0 {
                     break;

@@ -17,34 +17,57 @@ fn done(id: &str) -> JobResult {
     JobResult::finished(
         id,
         vec![
-            ContainerResult::Output { container: "a".into(), output: json!({"step": 1}) },
-            ContainerResult::Output { container: "b".into(), output: json!({"step": 2}) },
+            ContainerResult::Output {
+                container: "a".into(),
+                output: json!({"step": 1}),
+            },
+            ContainerResult::Output {
+                container: "b".into(),
+                output: json!({"step": 2}),
+            },
         ],
     )
 }
 
-const LONG: Lifetimes = Lifetimes { pending: Duration::from_secs(900), result: None };
+const LONG: Lifetimes = Lifetimes {
+    pending: Duration::from_secs(900),
+    result: None,
+};
 
 /// A backend under test, reopenable to simulate a restart.
 enum Backend {
-    Embedded { _dir: tempfile::TempDir, path: PathBuf, max_jobs: u64 },
-    Redis { server: RedisServer },
+    Embedded {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        max_jobs: u64,
+    },
+    Redis {
+        server: RedisServer,
+    },
 }
 
 impl Backend {
     fn embedded(max_jobs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
-        Self::Embedded { _dir: dir, path, max_jobs }
+        Self::Embedded {
+            _dir: dir,
+            path,
+            max_jobs,
+        }
     }
 
     fn redis() -> Self {
-        Self::Redis { server: RedisServer::start() }
+        Self::Redis {
+            server: RedisServer::start(),
+        }
     }
 
     async fn open(&self, lifetimes: Lifetimes) -> Arc<dyn JobStore> {
         match self {
-            Self::Embedded { path, max_jobs, .. } => Arc::new(EmbeddedStore::open(path, lifetimes, *max_jobs).await.unwrap()),
+            Self::Embedded { path, max_jobs, .. } => {
+                Arc::new(EmbeddedStore::open(path, lifetimes, *max_jobs).await.unwrap())
+            }
             Self::Redis { server } => Arc::new(RedisStore::connect("127.0.0.1", server.port, lifetimes).await.unwrap()),
         }
     }
@@ -58,7 +81,13 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(store.list(alice, ListFilter::Pending).await.unwrap(), vec!["j1"]);
     assert!(store.list(alice, ListFilter::Completed).await.unwrap().is_empty());
     let got = store.get(&["j1".into()]).await.unwrap();
-    assert_eq!(got, vec![StoredJob { owner: alice, job: JobResult::running("j1") }]);
+    assert_eq!(
+        got,
+        vec![StoredJob {
+            owner: alice,
+            job: JobResult::running("j1")
+        }]
+    );
 
     store.put(alice, &done("j1")).await.unwrap();
     assert_eq!(store.pending_count().await.unwrap(), 0);
@@ -81,7 +110,13 @@ async fn scoping_and_order(backend: Backend) {
     assert_eq!(alice_ids, vec!["a1", "a2"]);
     // IPv6 owners get whole ids back (Ritual's node mangled them).
     assert_eq!(store.list(bob, ListFilter::All).await.unwrap(), vec!["b1"]);
-    assert!(store.list(ip("198.51.100.9"), ListFilter::All).await.unwrap().is_empty());
+    assert!(
+        store
+            .list(ip("198.51.100.9"), ListFilter::All)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // By id from anywhere, in the order asked, duplicates once, unknown ids left out.
     let ids: Vec<String> = ["b1", "nope", "a1", "b1"].iter().map(|s| s.to_string()).collect();
     let got = store.get(&ids).await.unwrap();
@@ -106,7 +141,10 @@ async fn restart_keeps_results_and_fails_running(backend: Backend) {
 }
 
 async fn lifetimes_expire(backend: Backend) {
-    let short = Lifetimes { pending: Duration::from_secs(1), result: Some(Duration::from_secs(1)) };
+    let short = Lifetimes {
+        pending: Duration::from_secs(1),
+        result: Some(Duration::from_secs(1)),
+    };
     let store = backend.open(short).await;
     let alice = ip("192.0.2.1");
     store.put(alice, &JobResult::running("p")).await.unwrap();

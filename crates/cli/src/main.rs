@@ -1,0 +1,3 @@
+//! The `infernet` command line.
+
+fn main() {}

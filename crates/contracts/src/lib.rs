@@ -1,0 +1,30 @@
+//! The Infernet SDK contracts from Rust: typed bindings generated from the committed artifacts in
+//! `contracts/out/`, deployment in the reference order, EIP-712 delegated-subscription signing, and a local
+//! anvil devnet.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), infernet_contracts::devnet::DevnetError> {
+//! use infernet_contracts::devnet::{Devnet, DevnetOptions};
+//! let devnet = Devnet::start(DevnetOptions::default()).await?;
+//! println!("registry at {}", devnet.deployment.registry);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod anvil;
+pub mod bindings;
+pub mod deploy;
+pub mod devnet;
+pub mod eip712;
+
+use alloy::primitives::{B256, keccak256};
+use alloy::sol_types::SolValue;
+
+pub use deploy::{DeployParams, Deployment, Examples, deploy, deploy_examples};
+pub use devnet::{Devnet, DevnetOptions};
+
+/// On-chain id of a container pipeline: `keccak256(abi.encode(string))` of the comma-joined container ids
+/// (e.g. `"A,B"`), as `createSubscription` stores it.
+pub fn container_id(containers: &str) -> B256 {
+    keccak256(containers.abi_encode())
+}

@@ -1,0 +1,478 @@
+//! Every endpoint, the Guardian's rejections, rate limiting and bad input, over real HTTP.
+
+use serde_json::{Value, json};
+
+use crate::support::{RedisServer, Stub, TestNode, client, client_from, stub, submit, unmanaged, wait_job};
+
+async fn echo_node(extra: Value) -> TestNode {
+    let mut config = json!({
+        "manage_containers": false,
+        "containers": [
+            {"id": "echo", "port": stub(Stub::Echo("echo")).await, "description": "echoes"},
+            {"id": "internal", "port": stub(Stub::Echo("internal")).await, "external": false},
+            {"id": "lan-only", "port": stub(Stub::Echo("lan")).await, "allowed_ips": ["127.0.0.2"]},
+        ]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    TestNode::start(config).await
+}
+
+async fn post(node: &TestNode, path: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(node.at(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_info_resources_and_openapi() {
+    let node = TestNode::start(crate::support::hello_world_config()).await;
+    let health: Value = client()
+        .get(node.at("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "healthy"}));
+
+    let info: Value = client()
+        .get(node.at("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["containers"],
+        json!([{"description": "", "external": true, "id": "hello-world", "image": ""}])
+    );
+    assert_eq!(info["pending"], json!({"offchain": 0, "onchain": 0}));
+    assert_eq!(info["chain"], json!({"address": "", "enabled": false}));
+    assert_eq!(info["store"], "embedded");
+
+    let resources: Value = client()
+        .get(node.at("/resources"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        resources,
+        json!({"hello-world": {"models": ["hello-world"], "service": "hello-world"}})
+    );
+    let resources: Value = client()
+        .get(node.at("/resources?model_id=hello-world"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resources["hello-world"]["supported"], true);
+
+    let doc: Value = client()
+        .get(node.at("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/health",
+        "/info",
+        "/resources",
+        "/api/jobs",
+        "/api/jobs/batch",
+        "/api/jobs/stream",
+        "/api/status",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"].get("JobResult").is_some());
+
+    let r = client().get(node.at("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = client().delete(node.at("/api/jobs")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn guardian_rejections_are_405_with_params() {
+    let node = echo_node(json!({})).await;
+    let cases = [
+        (
+            json!({"containers": [], "data": {}}),
+            "No containers specified",
+            json!({}),
+        ),
+        (
+            json!({"containers": ["echo", "ghost"], "data": {}}),
+            "Container not supported",
+            json!({"container": "ghost"}),
+        ),
+        (
+            json!({"containers": ["internal"], "data": {}}),
+            "First container must be external",
+            json!({"first_container": "internal"}),
+        ),
+        (
+            json!({"containers": ["echo"], "data": {}, "requires_proof": true}),
+            "Container does not generate proof",
+            json!({"container": "echo"}),
+        ),
+        (
+            json!({"containers": ["lan-only"], "data": {}}),
+            "Container not allowed for address",
+            json!({"container": "lan-only", "address": "127.0.0.1"}),
+        ),
+        // The body cannot claim another address.
+        (
+            json!({"containers": ["lan-only"], "data": {}, "ip": "127.0.0.2"}),
+            "Container not allowed for address",
+            json!({"container": "lan-only", "address": "127.0.0.1"}),
+        ),
+    ];
+    for (body, error, params) in cases {
+        let (status, answer) = post(&node, "/api/jobs", &body.to_string()).await;
+        assert_eq!(status, 405, "{body}");
+        assert_eq!(answer, json!({"error": error, "params": params}), "{body}");
+    }
+    // From the allowed address it goes through.
+    let r = client_from("127.0.0.2")
+        .post(node.at("/api/jobs"))
+        .json(&json!({"containers": ["lan-only"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A delegated subscription without a chain is refused with a serialisable body (Ritual: 500).
+    let (status, answer) = post(
+        &node,
+        "/api/jobs",
+        r#"{"subscription": {"owner": "0x01"}, "signature": {"expiry": 1}, "data": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        answer,
+        json!({"error": "Chain not enabled", "params": {"delegated_subscription": {"owner": "0x01"}}})
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_with_a_clear_error() {
+    let node =
+        echo_node(json!({"server": {"max_body_size": 1024, "rate_limit": {"num_requests": 100000, "period": 1}}}))
+            .await;
+    for (body, status, needle) in [
+        ("{not json", 400, "not valid JSON"),
+        ("[1, 2]", 400, "found an array"),
+        (r#"{"containers": "echo", "data": {}}"#, 400, "containers"),
+        (r#"{"containers": ["echo", 7], "data": {}}"#, 400, "containers[1]"),
+        (r#"{"containers": ["echo"], "data": [1]}"#, 400, "data"),
+        (r#"{"containers": ["echo"]}"#, 400, "missing field `data`"),
+        (
+            r#"{"containers": ["echo"], "data": {}, "requires_proof": "yes"}"#,
+            400,
+            "requires_proof",
+        ),
+    ] {
+        let (got, answer) = post(&node, "/api/jobs", body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(needle), "{body}: {answer}");
+    }
+    let big = format!(r#"{{"containers": ["echo"], "data": {{"x": "{}"}}}}"#, "a".repeat(4096));
+    let (got, answer) = post(&node, "/api/jobs", &big).await;
+    assert_eq!(got, 413);
+    assert!(answer["error"].as_str().unwrap().contains("1024"), "{answer}");
+    let (got, answer) = post(&node, "/api/jobs/batch", r#"{"containers": ["echo"], "data": {}}"#).await;
+    assert_eq!(got, 400);
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("Expected a list"),
+        "{answer}"
+    );
+    // Unknown ids: an empty list, not an error.
+    let jobs: Value = client()
+        .get(node.at("/api/jobs?id=unknown"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs, json!([]));
+}
+
+#[tokio::test]
+async fn batch_answers_each_item_in_order() {
+    let node = echo_node(json!({})).await;
+    let (status, answers) = post(
+        &node,
+        "/api/jobs/batch",
+        &json!([
+            {"containers": ["echo"], "data": {"i": 0}},
+            {"containers": ["ghost"], "data": {}},
+            {"containers": 5},
+            {"containers": ["echo"], "data": {"i": 3}},
+        ])
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 4);
+    assert_eq!(
+        answers[1],
+        json!({"error": "Container not supported", "params": {"container": "ghost"}})
+    );
+    assert!(answers[2]["error"].as_str().unwrap().contains("containers"));
+    for i in [0, 3] {
+        let job = wait_job(&node, answers[i]["id"].as_str().unwrap(), false).await;
+        assert_eq!(job["result"]["output"]["received"]["data"], json!({"i": i}));
+    }
+}
+
+#[tokio::test]
+async fn results_are_readable_by_id_anywhere_but_listed_only_for_their_client() {
+    let node = echo_node(json!({})).await;
+    let id = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
+    wait_job(&node, &id, false).await;
+    let mine: Vec<String> = client()
+        .get(node.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine, vec![id.clone()]);
+    let done: Vec<String> = client()
+        .get(node.at("/api/jobs?pending=false"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done, vec![id.clone()]);
+    let pending: Vec<String> = client()
+        .get(node.at("/api/jobs?pending=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(pending.is_empty());
+    let other = client_from("127.0.0.2");
+    let theirs: Vec<String> = other
+        .get(node.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(theirs.is_empty());
+    let by_id: Value = other
+        .get(node.at(&format!("/api/jobs?id={id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_id[0]["status"], "success");
+}
+
+#[tokio::test]
+async fn rate_limit_is_per_client_with_retry_after_and_not_spoofable() {
+    let node = echo_node(json!({"server": {"rate_limit": {"num_requests": 3, "period": 60}}})).await;
+    let c = client();
+    for i in 0..3 {
+        let r = c.get(node.at("/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        assert_eq!(r.headers()["ratelimit-remaining"], (2 - i).to_string().as_str());
+    }
+    let r = c
+        .get(node.at("/health"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests")
+    );
+    // Another route has its own bucket; another client has its own too.
+    assert_eq!(c.get(node.at("/info")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client_from("127.0.0.2")
+            .get(node.at("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn status_reports_from_local_containers() {
+    let node = echo_node(json!({})).await;
+    let put = |body: Value| client().put(node.at("/api/status")).json(&body).send();
+    let r = put(json!({"id": "ext-1", "status": "running", "containers": ["echo"]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pending: Vec<String> = client()
+        .get(node.at("/api/jobs?pending=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending, vec!["ext-1"]);
+    let r = put(json!({"id": "ext-1", "status": "success", "containers": ["echo"]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let job: Value = client()
+        .get(node.at("/api/jobs?id=ext-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job, json!([{"id": "ext-1", "result": null, "status": "success"}]));
+    let r = put(json!({"id": "ext-1", "status": "exploded"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = put(json!({"status": "success"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    // The original client of a known job keeps it.
+    let id = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
+    wait_job(&node, &id, false).await;
+    let r = client_from("127.0.0.3")
+        .put(node.at("/api/status"))
+        .json(&json!({"id": id, "status": "failed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mine: Vec<String> = client()
+        .get(node.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(mine.contains(&id));
+}
+
+#[tokio::test]
+async fn redis_backed_node_serves_jobs() {
+    let redis = RedisServer::start();
+    let port = stub(Stub::Echo("echo")).await;
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "redis": {"host": "127.0.0.1", "port": redis.port},
+        "containers": [unmanaged("echo", port)]
+    }))
+    .await;
+    let info: Value = client()
+        .get(node.at("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["store"], "redis");
+    let id = submit(&node, json!({"containers": ["echo"], "data": {"r": 1}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "success");
+    let mine: Vec<String> = client()
+        .get(node.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine, vec![id]);
+}
+
+#[tokio::test]
+async fn a_killed_service_process_is_restarted_and_serves_again() {
+    let tag = uuid::Uuid::new_v4().to_string();
+    let port = crate::support::free_port();
+    let node = TestNode::start(json!({"containers": [
+        {"id": "hello-world", "port": port, "process": {"program": "hello-world", "args": [&tag]}}
+    ]}))
+    .await;
+    let pid = pid_of(&tag);
+    assert_ne!(pid, 0, "hello-world is not running");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut saw_failure = false;
+    loop {
+        let info: Value = client()
+            .get(node.at("/info"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = info["container_states"]["hello-world"]["state"].clone();
+        saw_failure |= state == "failed" || state == "starting";
+        if state == "running" && pid_of(&tag) != pid && pid_of(&tag) != 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not restarted: {info}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(saw_failure, "the exit was never visible in /info");
+    let id = submit(&node, json!({"containers": ["hello-world"], "data": {}})).await;
+    assert_eq!(wait_job(&node, &id, false).await["status"], "success");
+}
+
+/// The pid of the process whose command line contains `tag` (0 if none).
+fn pid_of(tag: &str) -> u32 {
+    let out = std::process::Command::new("pgrep").args(["-f", tag]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}

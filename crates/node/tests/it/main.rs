@@ -1,0 +1,8 @@
+//! Integration tests of the node: real HTTP on loopback, real services, real stores.
+
+mod api;
+mod cli;
+mod pipelines;
+mod store;
+mod streaming;
+mod support;

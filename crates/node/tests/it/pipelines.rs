@@ -1,0 +1,173 @@
+//! Off-chain jobs through pipelines of 1–3 containers, and container failures.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Stub, TestNode, stub, submit, unmanaged, wait_job};
+
+async fn three_stub_node() -> TestNode {
+    let (a, b, c) = (
+        stub(Stub::Echo("a")).await,
+        stub(Stub::Echo("b")).await,
+        stub(Stub::Echo("c")).await,
+    );
+    TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("a", a), unmanaged("b", b), unmanaged("c", c)]
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn single_container_job_returns_its_output() {
+    let node = three_stub_node().await;
+    let id = submit(&node, json!({"containers": ["a"], "data": {"prompt": "hi"}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "success");
+    assert_eq!(job["id"], id.as_str());
+    assert!(job.get("intermediate_results").is_none(), "hidden unless asked: {job}");
+    assert_eq!(
+        job["result"],
+        json!({"container": "a", "output": {"by": "a", "received":
+            {"source": 1, "destination": 1, "data": {"prompt": "hi"}, "requires_proof": false}}})
+    );
+}
+
+#[tokio::test]
+async fn two_container_pipeline_feeds_output_into_the_next() {
+    let node = three_stub_node().await;
+    let id = submit(&node, json!({"containers": ["a", "b"], "data": {"x": 1}})).await;
+    let job = wait_job(&node, &id, true).await;
+    assert_eq!(job["status"], "success");
+    let first = &job["intermediate_results"][0];
+    assert_eq!(first["container"], "a");
+    let b_received = &job["result"]["output"]["received"];
+    assert_eq!(b_received["source"], 1);
+    assert_eq!(b_received["data"], first["output"], "b gets a's whole output as data");
+}
+
+#[tokio::test]
+async fn three_container_pipeline_chains_destinations_and_proof_flag() {
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [
+            unmanaged("a", stub(Stub::Echo("a")).await),
+            unmanaged("b", stub(Stub::Echo("b")).await),
+            {"id": "c", "port": stub(Stub::Echo("c")).await, "generates_proofs": true}
+        ]
+    }))
+    .await;
+    let id = submit(
+        &node,
+        json!({"containers": ["a", "b", "c"], "data": {"n": 3}, "requires_proof": true}),
+    )
+    .await;
+    let job = wait_job(&node, &id, true).await;
+    assert_eq!(job["status"], "success");
+    let inter = job["intermediate_results"].as_array().unwrap();
+    assert_eq!(inter.len(), 2);
+    let received_by_b = &inter[1]["output"]["received"];
+    assert_eq!(received_by_b["data"]["by"], "a");
+    let received_by_c = &job["result"]["output"]["received"];
+    assert_eq!(received_by_c["data"]["by"], "b");
+    for r in [&inter[0]["output"]["received"], received_by_b, received_by_c] {
+        assert_eq!(
+            (
+                r["source"].clone(),
+                r["destination"].clone(),
+                r["requires_proof"].clone()
+            ),
+            (json!(1), json!(1), json!(true))
+        );
+    }
+}
+
+#[tokio::test]
+async fn hello_world_process_serves_a_job_end_to_end() {
+    let node = TestNode::start(crate::support::hello_world_config()).await;
+    let id = submit(&node, json!({"containers": ["hello-world"], "data": {"name": "ada"}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(
+        job["result"]["output"],
+        json!({"message": "hello, world!", "input": {"name": "ada"}})
+    );
+}
+
+async fn failing_job(kind: Stub, timeout: Option<f64>) -> Value {
+    let port = stub(kind).await;
+    let mut entry = json!({"id": "bad", "port": port});
+    if let Some(t) = timeout {
+        entry["timeout"] = json!(t);
+    }
+    let good = stub(Stub::Echo("good")).await;
+    let node =
+        TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("good", good), entry]})).await;
+    let id = submit(&node, json!({"containers": ["good", "bad", "good"], "data": {}})).await;
+    let job = wait_job(&node, &id, true).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        job["intermediate_results"][0]["container"], "good",
+        "results before the failure are kept"
+    );
+    assert_eq!(job["result"]["container"], "bad");
+    job["result"]["error"].as_str().unwrap().to_string().into()
+}
+
+#[tokio::test]
+async fn non_2xx_answer_fails_the_job_with_status_and_body() {
+    let error = failing_job(Stub::Fails, None).await;
+    let error = error.as_str().unwrap();
+    assert!(
+        error.contains("HTTP 500") && error.contains("model exploded"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn non_json_answer_fails_the_job() {
+    let error = failing_job(Stub::NotJson, None).await;
+    assert!(error.as_str().unwrap().contains("not JSON: plain words"), "{error}");
+}
+
+#[tokio::test]
+async fn slow_container_times_out_per_call() {
+    let error = failing_job(Stub::Slow(Duration::from_secs(5)), Some(0.3)).await;
+    assert!(
+        error.as_str().unwrap().contains("did not answer within 0.3s"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_container_fails_the_job_with_its_address() {
+    let port = crate::support::free_port();
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gone", port)]})).await;
+    let id = submit(&node, json!({"containers": ["gone"], "data": {}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("unreachable") && error.contains(&port.to_string()),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn remote_container_gets_the_bearer_token() {
+    use axum::{Json, Router, http::HeaderMap, routing::post};
+    let port = crate::support::serve(Router::new().route(
+        "/v1/service_output",
+        post(|headers: HeaderMap| async move {
+            Json(json!({"auth": headers.get("authorization").and_then(|v| v.to_str().ok())}))
+        }),
+    ))
+    .await;
+    let node = TestNode::start(json!({"containers": [
+        {"id": "remote", "url": format!("http://127.0.0.1:{port}/v1/"), "bearer": "s3cret"}
+    ]}))
+    .await;
+    let id = submit(&node, json!({"containers": ["remote"], "data": {}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["result"]["output"], json!({"auth": "Bearer s3cret"}));
+}

@@ -1,0 +1,93 @@
+//! `POST /api/jobs/stream`.
+
+use serde_json::json;
+
+use crate::support::{Stub, TestNode, client, hello_world_config, stub, unmanaged, wait_job};
+
+#[tokio::test]
+async fn stream_sends_the_id_line_then_the_output_and_stores_it() {
+    let node = TestNode::start(hello_world_config()).await;
+    let response = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["hello-world"], "data": {"tokens": 500}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    let (id, output) = body.split_once('\n').unwrap();
+    let expected: String = (0..500).map(|i| format!("token-{i} ")).collect();
+    assert_eq!(output, expected);
+    let job = wait_job(&node, id, false).await;
+    assert_eq!(job["status"], "success");
+    assert_eq!(
+        job["result"],
+        json!({"container": "hello-world", "output": {"output": expected}})
+    );
+}
+
+#[tokio::test]
+async fn stream_from_an_unreachable_container_is_a_502_with_the_job_id() {
+    let port = crate::support::free_port();
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gone", port)]})).await;
+    let response = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["gone"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("unreachable"), "{body}");
+    let job = wait_job(&node, body["id"].as_str().unwrap(), false).await;
+    assert_eq!(job["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_is_an_error_for_the_client_and_in_the_result() {
+    let port = stub(Stub::BreaksMidStream).await;
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("flaky", port)]})).await;
+    let response = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["flaky"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The body ends abnormally rather than looking complete.
+    assert!(response.text().await.is_err());
+    let ids: Vec<String> = client()
+        .get(node.at("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = wait_job(&node, &ids[0], false).await;
+    assert_eq!(job["status"], "failed");
+    assert!(job["result"]["error"].as_str().unwrap().contains("flaky"), "{job}");
+}
+
+#[tokio::test]
+async fn stream_refuses_delegated_subscriptions_and_guardian_rejections() {
+    let node = TestNode::start(hello_world_config()).await;
+    let r = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"subscription": {}, "signature": {}, "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "Streaming only supported for OffchainJob requests."
+    );
+    let r = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["nope"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}

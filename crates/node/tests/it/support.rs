@@ -1,0 +1,235 @@
+//! Test support: a real Redis, stub container services and in-process nodes on free ports.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use infernet_node::{Node, RunningNode, config};
+use serde_json::{Value, json};
+
+/// A free port on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` on a free loopback port, killed on drop.
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server must be installed for these tests (apt-get install redis-server; `make test` does it)",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child, _dir: dir }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node running in this process on a free port.
+pub(crate) struct TestNode {
+    pub(crate) url: String,
+    pub(crate) node: Option<RunningNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts a node from config JSON; `store.path` defaults to a fresh temporary directory and the
+    /// rate limit to a generous one.
+    pub(crate) async fn start(mut config: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let obj = config.as_object_mut().unwrap();
+        obj.entry("store")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .unwrap()
+            .entry("path")
+            .or_insert_with(|| json!(dir.path().join("jobs.redb").display().to_string()));
+        let server = obj
+            .entry("server")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .unwrap();
+        server
+            .entry("rate_limit")
+            .or_insert_with(|| json!({"num_requests": 100000, "period": 1}));
+        obj.entry("startup_wait").or_insert(json!(10));
+        let loaded = config::parse(&config.to_string()).unwrap();
+        let valid = config::validate(loaded.config, &loaded.unknown_keys).unwrap_or_else(|e| panic!("{e:?}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = Node::new(valid).start_on(listener).await.unwrap();
+        Self {
+            url: format!("http://{}", node.addr),
+            node: Some(node),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(node) = &self.node {
+            node.shutdown();
+        }
+    }
+}
+
+/// An HTTP client; `from` picks the loopback source address (e.g. 127.0.0.2).
+pub(crate) fn client_from(from: &str) -> reqwest::Client {
+    infernet_node::install_tls_provider();
+    reqwest::Client::builder()
+        .local_address(from.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    client_from("127.0.0.1")
+}
+
+/// Serves `router` on a free loopback port and returns the port.
+pub(crate) async fn serve(router: Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+            .unwrap();
+    });
+    port
+}
+
+/// Behaviours of stub container services.
+#[derive(Clone, Copy)]
+pub(crate) enum Stub {
+    /// Answers `{"by": name, "received": <the whole request body>}`.
+    Echo(&'static str),
+    /// Answers HTTP 500 with a JSON body.
+    Fails,
+    /// Answers 200 with a body that is not JSON.
+    NotJson,
+    /// Answers after the given delay.
+    Slow(Duration),
+    /// Streams one chunk, then breaks the connection.
+    BreaksMidStream,
+}
+
+/// Starts a stub container service; returns its port.
+pub(crate) async fn stub(kind: Stub) -> u16 {
+    let handler = move |body: Bytes| async move {
+        let received: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        match kind {
+            Stub::Echo(name) => Json(json!({"by": name, "received": received})).into_response(),
+            Stub::Fails => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"detail": "model exploded"})),
+            )
+                .into_response(),
+            Stub::NotJson => "plain words".into_response(),
+            Stub::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                Json(json!({"late": true})).into_response()
+            }
+            Stub::BreaksMidStream => {
+                // The first chunk goes out with the headers; the break comes a little later.
+                let chunks = futures::stream::unfold(0, |step| async move {
+                    match step {
+                        0 => Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(b"first ")), 1)),
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Some((Err(std::io::Error::other("stub broke")), 2))
+                        }
+                        _ => None,
+                    }
+                });
+                Response::new(Body::from_stream(chunks))
+            }
+        }
+    };
+    serve(Router::new().route("/service_output", post(handler))).await
+}
+
+/// A container entry for a stub running on `port`.
+pub(crate) fn unmanaged(id: &str, port: u16) -> Value {
+    json!({"id": id, "port": port})
+}
+
+/// Polls `GET /api/jobs?id=` until the job is finished.
+pub(crate) async fn wait_job(node: &TestNode, id: &str, intermediate: bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = node.at(&format!("/api/jobs?id={id}&intermediate={intermediate}"));
+        let jobs: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+        if let Some(job) = jobs.as_array().and_then(|a| a.first())
+            && job["status"] != "running"
+        {
+            return job.clone();
+        }
+        assert!(Instant::now() < deadline, "job {id} did not finish: {jobs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Submits a job and returns its id.
+pub(crate) async fn submit(node: &TestNode, body: Value) -> String {
+    let response = client().post(node.at("/api/jobs")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let v: Value = response.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// A config with the hello-world service run by the node as a process.
+pub(crate) fn hello_world_config() -> Value {
+    json!({
+        "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world"}}]
+    })
+}
