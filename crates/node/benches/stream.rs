@@ -35,12 +35,19 @@ fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: build it first (make bench does: cargo build --release --bins)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (make bench does: cargo build --release --bins)",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn wait_port(port: u16) {
@@ -88,11 +95,20 @@ async fn load(url: String, body: &'static str, duration: Duration) -> Figures {
             let (url, stop, errors) = (url.clone(), stop.clone(), errors.clone());
             tokio::spawn(async move {
                 // One connection per worker, kept alive.
-                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .expect("client");
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let ok = match client.post(&url).header("content-type", "application/json").body(body).send().await {
+                    let ok = match client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                         _ => false,
                     };
@@ -113,14 +129,26 @@ async fn load(url: String, body: &'static str, duration: Duration) -> Figures {
         all.extend(w.await.expect("worker"));
     }
     let seconds = start.elapsed().as_secs_f64();
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "requests failed during the benchmark");
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "requests failed during the benchmark"
+    );
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Figures { requests: all.len(), seconds, p50: pct(0.50), p99: pct(0.99) }
+    Figures {
+        requests: all.len(),
+        seconds,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("tempdir");
     let service_port = free_port();
@@ -159,14 +187,29 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(node_pid);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let direct_body = r#"{"source": 1, "destination": 2, "data": {"prompt": "hi"}}"#;
     let node_body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
     // Warm both paths (connections, allocator) before measuring.
-    runtime.block_on(load(format!("http://127.0.0.1:{service_port}/service_output"), direct_body, Duration::from_millis(500)));
-    runtime.block_on(load(format!("http://127.0.0.1:{node_port}/api/jobs/stream"), node_body, Duration::from_millis(500)));
+    runtime.block_on(load(
+        format!("http://127.0.0.1:{service_port}/service_output"),
+        direct_body,
+        Duration::from_millis(500),
+    ));
+    runtime.block_on(load(
+        format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
+        node_body,
+        Duration::from_millis(500),
+    ));
 
-    let direct = runtime.block_on(load(format!("http://127.0.0.1:{service_port}/service_output"), direct_body, duration));
+    let direct = runtime.block_on(load(
+        format!("http://127.0.0.1:{service_port}/service_output"),
+        direct_body,
+        duration,
+    ));
     let peak = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -178,7 +221,11 @@ fn main() {
             }
         })
     };
-    let through = runtime.block_on(load(format!("http://127.0.0.1:{node_port}/api/jobs/stream"), node_body, duration));
+    let through = runtime.block_on(load(
+        format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
+        node_body,
+        duration,
+    ));
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.join();
 
@@ -202,8 +249,14 @@ fn main() {
         "ratio node/direct throughput : {:.2} (target >= 0.50)",
         through.throughput() / direct.throughput()
     );
-    println!("added p50 latency            : {:.3} ms (target <= 0.3 ms)", ms(through.p50) - ms(direct.p50));
-    println!("node RSS idle                : {:.1} MB (target <= 20 MB)", idle_rss as f64 / 1024.0);
+    println!(
+        "added p50 latency            : {:.3} ms (target <= 0.3 ms)",
+        ms(through.p50) - ms(direct.p50)
+    );
+    println!(
+        "node RSS idle                : {:.1} MB (target <= 20 MB)",
+        idle_rss as f64 / 1024.0
+    );
     println!(
         "node RSS peak under load     : {:.1} MB (target <= 60 MB)",
         peak.load(Ordering::Relaxed) as f64 / 1024.0

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value};
@@ -22,8 +22,9 @@ const RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How the Orchestrator reaches one container.
 #[derive(Debug, Clone)]
 struct Target {
-    output_url: String,
-    resources_url: String,
+    /// Parsed once: parsing a URL per call shows up in profiles.
+    output_url: reqwest::Url,
+    resources_url: reqwest::Url,
     bearer: Option<HeaderValue>,
     timeout: Duration,
 }
@@ -34,6 +35,9 @@ pub enum OrchestratorError {
     /// The HTTP client could not be created.
     #[error("cannot create the HTTP client for containers: {0}")]
     Client(#[from] reqwest::Error),
+    /// A container URL does not parse.
+    #[error("containers[{0}].url: not a valid URL")]
+    Url(usize),
     /// A bearer token has characters not allowed in an HTTP header.
     #[error("containers[{0}].bearer: contains characters not allowed in an HTTP header")]
     Bearer(usize),
@@ -67,7 +71,7 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn describe(e: &reqwest::Error, id: &str, url: &str, timeout: Duration) -> String {
+fn describe(e: &reqwest::Error, id: &str, url: &reqwest::Url, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("container {id} did not answer within {}s", timeout.as_secs_f64())
     } else if e.is_connect() {
@@ -105,11 +109,14 @@ impl Orchestrator {
                 v.set_sensitive(true);
                 Some(v)
             };
+            let url = |path: &str| {
+                reqwest::Url::parse(&format!("{}/{path}", c.base_url)).map_err(|_| OrchestratorError::Url(i))
+            };
             targets.insert(
                 c.id.clone(),
                 Target {
-                    output_url: format!("{}/service_output", c.base_url),
-                    resources_url: format!("{}/service-resources", c.base_url),
+                    output_url: url("service_output")?,
+                    resources_url: url("service-resources")?,
                     bearer,
                     timeout: c.timeout,
                 },
@@ -123,14 +130,14 @@ impl Orchestrator {
         &self.store
     }
 
-    fn request(&self, target: &Target, url: &str, body: Option<&ContainerInput>) -> reqwest::RequestBuilder {
+    fn request(&self, target: &Target, url: &reqwest::Url, body: Option<&ContainerInput>) -> reqwest::RequestBuilder {
         let mut req = match body {
             Some(body) => self
                 .client
-                .post(url)
+                .post(url.clone())
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(serde_json::to_vec(body).unwrap_or_default()),
-            None => self.client.get(url),
+            None => self.client.get(url.clone()),
         };
         if let Some(bearer) = &target.bearer {
             req = req.header(AUTHORIZATION, bearer.clone());
@@ -249,11 +256,7 @@ impl Orchestrator {
     ///
     /// Each chunk must arrive within the container's timeout (an idle timeout, not a cap on the
     /// whole stream). An error mid-stream ends the stream with that error.
-    pub async fn open_stream(
-        &self,
-        container: &str,
-        data: Map<String, Value>,
-    ) -> Result<impl Stream<Item = Result<Bytes, String>> + Send + 'static, String> {
+    pub async fn open_stream(&self, container: &str, data: Map<String, Value>) -> Result<IdleTimeout, String> {
         let target = self
             .targets
             .get(container)
@@ -279,27 +282,14 @@ impl Orchestrator {
                 excerpt(&body)
             ));
         }
-        let container = container.to_string();
-        let body = response.bytes_stream();
-        Ok(futures::stream::unfold(Some(Box::pin(body)), move |state| {
-            let container = container.clone();
-            let url = url.clone();
-            async move {
-                let mut body = state?;
-                match tokio::time::timeout(idle, body.next()).await {
-                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-                    Ok(None) => None,
-                    Ok(Some(Err(e))) => Some((Err(describe(&e, &container, &url, idle)), None)),
-                    Err(_) => Some((
-                        Err(format!(
-                            "container {container} sent nothing for {}s; stream abandoned",
-                            idle.as_secs_f64()
-                        )),
-                        None,
-                    )),
-                }
-            }
-        }))
+        Ok(IdleTimeout {
+            body: Box::pin(response.bytes_stream()),
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            container: container.to_string(),
+            url,
+            done: false,
+        })
     }
 
     /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
@@ -333,5 +323,57 @@ impl Orchestrator {
             }
         });
         futures::future::join_all(calls).await.into_iter().flatten().collect()
+    }
+}
+
+/// A container's streamed body that fails when no chunk arrives for `idle` (one timer, reset per
+/// chunk, rather than a new timer per chunk).
+pub struct IdleTimeout {
+    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    container: String,
+    url: reqwest::Url,
+    done: bool,
+}
+
+impl Stream for IdleTimeout {
+    type Item = Result<Bytes, String>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(describe(&e, &self.container, &self.url, self.idle))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.done = true;
+                    let message = format!(
+                        "container {} sent nothing for {}s; stream abandoned",
+                        self.container,
+                        self.idle.as_secs_f64()
+                    );
+                    Poll::Ready(Some(Err(message)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }

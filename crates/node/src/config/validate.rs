@@ -234,7 +234,10 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
         p.error("server.rate_limit.num_requests", "must be at least 1");
     }
     if !positive(config.server.rate_limit.period) {
-        p.error("server.rate_limit.period", "must be a positive number of seconds (at most one year)");
+        p.error(
+            "server.rate_limit.period",
+            "must be a positive number of seconds (at most one year)",
+        );
     }
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
@@ -250,7 +253,10 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
         }
     }
     if !non_negative(config.startup_wait) {
-        p.error("startup_wait", "must be zero or a positive number of seconds (at most one year)");
+        p.error(
+            "startup_wait",
+            "must be zero or a positive number of seconds (at most one year)",
+        );
     }
     if let Some(redis) = &config.redis
         && redis.host.trim().is_empty()

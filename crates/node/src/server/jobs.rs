@@ -17,10 +17,12 @@ use axum::{
 use futures::{Stream, StreamExt};
 use infernet_types::{ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, ClientIp};
-use crate::{containers::ContainerState, store::ListFilter};
+use crate::{
+    containers::ContainerState,
+    store::{JobStore, ListFilter},
+};
 
 /// A JSON body, whatever its content type (Ritual's clients do not always set one); malformed
 /// JSON is a 400 and an oversized body a 413, never a 500.
@@ -164,11 +166,36 @@ pub(super) async fn batch(
     Ok(Json(answers))
 }
 
-/// The client-visible part of a stream, which also collects the output for the stored result.
+/// The client-visible part of a stream; it also collects the output and records the job's
+/// outcome in the store when the stream ends, fails, or the client goes away.
 struct RecordedStream<S> {
     inner: Pin<Box<S>>,
     collected: Vec<u8>,
-    outcome: Option<oneshot::Sender<Result<Vec<u8>, String>>>,
+    record: Option<Recorder>,
+}
+
+struct Recorder {
+    store: Arc<dyn JobStore>,
+    owner: IpAddr,
+    id: String,
+    container: String,
+}
+
+impl Recorder {
+    fn finish(self, outcome: Result<&[u8], String>) {
+        let result = match outcome {
+            Ok(bytes) => ContainerResult::Output {
+                container: self.container,
+                output: json!({"output": String::from_utf8_lossy(bytes)}),
+            },
+            Err(error) => ContainerResult::Error {
+                container: self.container,
+                error,
+            },
+        };
+        self.store
+            .put_detached(self.owner, JobResult::finished(self.id, vec![result]));
+    }
 }
 
 impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
@@ -182,16 +209,16 @@ impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(tx) = self.outcome.take() {
-                    let _ = tx.send(Err(e.clone()));
+                if let Some(record) = self.record.take() {
+                    record.finish(Err(e.clone()));
                 }
                 // An error ends the HTTP body abnormally, so the client sees a failed transfer
                 // rather than a silently truncated one.
                 Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
             Poll::Ready(None) => {
-                if let Some(tx) = self.outcome.take() {
-                    let _ = tx.send(Ok(std::mem::take(&mut self.collected)));
+                if let Some(record) = self.record.take() {
+                    record.finish(Ok(&self.collected));
                 }
                 Poll::Ready(None)
             }
@@ -201,8 +228,8 @@ impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
 
 impl<S> Drop for RecordedStream<S> {
     fn drop(&mut self) {
-        if let Some(tx) = self.outcome.take() {
-            let _ = tx.send(Err("the client disconnected before the stream ended".into()));
+        if let Some(record) = self.record.take() {
+            record.finish(Err("the client disconnected before the stream ended".into()));
         }
     }
 }
@@ -234,37 +261,18 @@ pub(super) async fn stream(
     let id = new_job_id();
     let container = request.containers[0].clone();
 
-    // The store is written off the response path, in order: running, then the outcome.
-    let (outcome_tx, outcome_rx) = oneshot::channel::<Result<Vec<u8>, String>>();
-    let store = state.store.clone();
-    let job_id = id.clone();
-    let recorded_container = container.clone();
-    state.jobs.spawn(async move {
-        if let Err(e) = store.put(client, &JobResult::running(&job_id)).await {
-            tracing::error!(job = %job_id, error = %e, "cannot store the running job");
-        }
-        let outcome = outcome_rx
-            .await
-            .unwrap_or_else(|_| Err("the stream was abandoned".into()));
-        let result = match outcome {
-            Ok(bytes) => ContainerResult::Output {
-                container: recorded_container,
-                output: json!({"output": String::from_utf8_lossy(&bytes)}),
-            },
-            Err(error) => ContainerResult::Error {
-                container: recorded_container,
-                error,
-            },
-        };
-        if let Err(e) = store.put(client, &JobResult::finished(&job_id, vec![result])).await {
-            tracing::error!(job = %job_id, error = %e, "cannot store the streamed job result");
-        }
-    });
-
+    // The store is written off the response path; one writer keeps the two writes in order.
+    state.store.put_detached(client, JobResult::running(&id));
+    let record = Recorder {
+        store: state.store.clone(),
+        owner: client,
+        id: id.clone(),
+        container: container.clone(),
+    };
     let body = match state.orchestrator.open_stream(&container, request.data).await {
         Ok(body) => body,
         Err(message) => {
-            let _ = outcome_tx.send(Err(message.clone()));
+            record.finish(Err(message.clone()));
             return Err(ApiError::BadGateway { message, id });
         }
     };
@@ -274,7 +282,7 @@ pub(super) async fn stream(
     let recorded = RecordedStream {
         inner: Box::pin(body),
         collected: Vec::new(),
-        outcome: Some(outcome_tx),
+        record: Some(record),
     };
     let body = head.map(|chunk| chunk.map_err(std::io::Error::other)).chain(recorded);
     Ok((

@@ -2,16 +2,18 @@
 //! survives `kill -9`), pending and result lifetimes, bounded size with least-recently-used
 //! eviction.
 //!
-//! Writes go through one writer thread that commits whatever has queued up in one transaction
-//! (group commit), so a busy node pays one fsync per batch rather than per job. An in-memory index
-//! (owner, state, expiry, recency) answers listings and eviction without touching the file.
+//! Writes go to one writer thread that commits whatever has queued up in one transaction (group
+//! commit), so a busy node pays one fsync per batch rather than per job. Rows are keyed by a
+//! sequence number rather than by the (random) job id, so a batch appends to the same few pages
+//! instead of touching one random page per job. An in-memory index (id → key, owner, state,
+//! expiry, recency) answers listings and eviction without reading the file.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     path::Path,
-    sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    sync::{Arc, Condvar, Mutex},
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -22,14 +24,17 @@ use tokio::sync::oneshot;
 
 use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted, unix_now};
 
-const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
+const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 /// Page cache of the database; the index keeps the hot metadata, so this can stay small.
 const CACHE_BYTES: usize = 4 << 20;
 /// Most writes committed in one transaction.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = 4096;
+/// Longest a busy writer waits to fill a batch.
+const LINGER: Duration = Duration::from_millis(2);
 
 #[derive(Serialize, Deserialize)]
 struct Record {
+    id: String,
     owner: IpAddr,
     /// Unix seconds after which the record is gone (0: never).
     expires: u64,
@@ -38,10 +43,17 @@ struct Record {
 
 #[derive(Debug, Clone)]
 struct Meta {
+    key: u64,
     owner: IpAddr,
     running: bool,
     expires: u64,
     tick: u64,
+}
+
+impl Meta {
+    fn is_live(&self, now: u64) -> bool {
+        self.expires == 0 || self.expires > now
+    }
 }
 
 #[derive(Default)]
@@ -50,6 +62,7 @@ struct Index {
     /// Recency order: tick → id (smallest tick = least recently used).
     recency: BTreeMap<u64, String>,
     next_tick: u64,
+    next_key: u64,
     running: u64,
 }
 
@@ -64,49 +77,123 @@ impl Index {
         }
     }
 
-    fn upsert(&mut self, id: &str, owner: IpAddr, running: bool, expires: u64) {
-        self.remove(id);
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        self.jobs.insert(
-            id.to_string(),
+    /// Records a job's state; returns its row key (kept from an earlier write of the same id).
+    fn upsert(&mut self, id: &str, owner: IpAddr, running: bool, expires: u64) -> u64 {
+        let key = match self.remove(id) {
+            Some(old) => old.key,
+            None => {
+                self.next_key += 1;
+                self.next_key
+            }
+        };
+        self.insert(
+            id,
             Meta {
+                key,
                 owner,
                 running,
                 expires,
-                tick,
+                tick: 0,
             },
         );
-        self.recency.insert(tick, id.to_string());
-        self.running += u64::from(running);
+        key
     }
 
-    fn remove(&mut self, id: &str) -> bool {
-        match self.jobs.remove(id) {
-            Some(meta) => {
-                self.recency.remove(&meta.tick);
-                self.running -= u64::from(meta.running);
-                true
-            }
-            None => false,
-        }
+    fn insert(&mut self, id: &str, mut meta: Meta) {
+        meta.tick = self.next_tick;
+        self.next_tick += 1;
+        self.next_key = self.next_key.max(meta.key);
+        self.running += u64::from(meta.running);
+        self.recency.insert(meta.tick, id.to_string());
+        self.jobs.insert(id.to_string(), meta);
     }
 
-    fn is_live(meta: &Meta, now: u64) -> bool {
-        meta.expires == 0 || meta.expires > now
+    fn remove(&mut self, id: &str) -> Option<Meta> {
+        let meta = self.jobs.remove(id)?;
+        self.recency.remove(&meta.tick);
+        self.running -= u64::from(meta.running);
+        Some(meta)
+    }
+
+    /// Removes jobs past their lifetime; returns their row keys.
+    fn expire(&mut self, now: u64) -> Vec<u64> {
+        let ids: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, m)| !m.is_live(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).map(|m| m.key).collect()
     }
 }
 
 enum Op {
-    Put(String, Vec<u8>),
-    Delete(String),
+    Put(u64, Vec<u8>),
+    Delete(u64),
 }
 
 struct Write {
     ops: Vec<Op>,
     ack: Option<oneshot::Sender<Result<(), String>>>,
-    /// Stop the writer after this batch (the store is being dropped).
-    last: bool,
+}
+
+/// The writer's queue: producers append, and wake the writer only when it is idle.
+#[derive(Default)]
+struct Queue {
+    writes: Vec<Write>,
+    idle: bool,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Writer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Writer {
+    fn push(&self, write: Write) -> Result<(), ()> {
+        let mut q = self.queue.lock().expect("writer queue poisoned");
+        if q.closed {
+            return Err(());
+        }
+        q.writes.push(write);
+        if q.idle {
+            q.idle = false;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        let mut q = self.queue.lock().expect("writer queue poisoned");
+        q.closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for writes; returns `None` once closed and drained. A busy writer lingers a little
+    /// to fill the batch.
+    fn next_batch(&self, busy: bool) -> Option<Vec<Write>> {
+        let mut q = self.queue.lock().expect("writer queue poisoned");
+        while q.writes.is_empty() {
+            if q.closed {
+                return None;
+            }
+            q.idle = true;
+            q = self.wake.wait(q).expect("writer queue poisoned");
+        }
+        q.idle = false;
+        if busy && !q.closed && q.writes.len() < MAX_BATCH {
+            let deadline = Instant::now() + LINGER;
+            while q.writes.len() < MAX_BATCH {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                q = self.wake.wait_timeout(q, left).expect("writer queue poisoned").0;
+            }
+        }
+        Some(std::mem::take(&mut q.writes))
+    }
 }
 
 /// The embedded job store.
@@ -114,7 +201,7 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     path: String,
     index: Arc<Mutex<Index>>,
-    writer: mpsc::Sender<Write>,
+    writer: Arc<Writer>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     lifetimes: Lifetimes,
     max_jobs: u64,
@@ -123,15 +210,15 @@ pub struct EmbeddedStore {
 impl Drop for EmbeddedStore {
     /// Flushes queued writes and releases the file, so it can be reopened at once.
     fn drop(&mut self) {
-        let _ = self.writer.send(Write {
-            ops: Vec::new(),
-            ack: None,
-            last: true,
-        });
+        self.writer.close();
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+fn expiry(now: u64, lifetime: Option<Duration>) -> u64 {
+    lifetime.map(|d| now + d.as_secs().max(1)).unwrap_or(0)
 }
 
 impl EmbeddedStore {
@@ -152,17 +239,17 @@ impl EmbeddedStore {
             .map_err(|e| err(e.to_string()))?
             .map_err(err)?;
         let db = Arc::new(db);
-        let (tx, rx) = mpsc::channel::<Write>();
-        let writer_db = db.clone();
+        let writer = Arc::new(Writer::default());
+        let (writer_db, queue) = (db.clone(), writer.clone());
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &rx))
+            .spawn(move || writer_loop(&writer_db, &queue))
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
             db,
             path: path_str,
             index: Arc::new(Mutex::new(index)),
-            writer: tx,
+            writer,
             writer_thread: Some(writer_thread),
             lifetimes,
             max_jobs,
@@ -179,28 +266,48 @@ impl EmbeddedStore {
         }
     }
 
-    async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let (ack, done) = oneshot::channel();
+    /// Updates the index and queues the row write; returns the queued write's acknowledgement.
+    fn enqueue(
+        &self,
+        owner: IpAddr,
+        job: &JobResult,
+        acked: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<(), String>>>, StoreError> {
+        let running = !job.status.is_final();
+        let expires = expiry(
+            unix_now(),
+            if running {
+                Some(self.lifetimes.pending)
+            } else {
+                self.lifetimes.result
+            },
+        );
+        let record = Record {
+            id: job.id.clone(),
+            owner,
+            expires,
+            job: job.clone(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
+        let key = self
+            .index
+            .lock()
+            .expect("store index poisoned")
+            .upsert(&job.id, owner, running, expires);
+        let (ack, done) = if acked {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         self.writer
-            .send(Write {
-                ops,
-                ack: Some(ack),
-                last: false,
+            .push(Write {
+                ops: vec![Op::Put(key, bytes)],
+                ack,
             })
-            .map_err(|_| self.error("the writer thread stopped"))?;
-        done.await
-            .map_err(|_| self.error("the writer thread stopped"))?
-            .map_err(|e| self.error(e))
-    }
-
-    fn write_detached(&self, ops: Vec<Op>) {
-        // Deletes of expired or evicted records: losing one to a crash only means it is dropped
-        // again at the next start.
-        let _ = self.writer.send(Write {
-            ops,
-            ack: None,
-            last: false,
-        });
+            .map_err(|()| self.error("the store is closed"))?;
+        self.evict_over_capacity();
+        Ok(done)
     }
 
     fn evict_over_capacity(&self) {
@@ -208,13 +315,12 @@ impl EmbeddedStore {
         {
             let mut index = self.index.lock().expect("store index poisoned");
             while index.jobs.len() as u64 > self.max_jobs {
-                let Some((_, id)) = index.recency.pop_first() else {
+                let Some(id) = index.recency.first_key_value().map(|(_, id)| id.clone()) else {
                     break;
                 };
-                if let Some(meta) = index.jobs.remove(&id) {
-                    index.running -= u64::from(meta.running);
+                if let Some(meta) = index.remove(&id) {
+                    victims.push(Op::Delete(meta.key));
                 }
-                victims.push(Op::Delete(id));
             }
         }
         if !victims.is_empty() {
@@ -222,27 +328,32 @@ impl EmbeddedStore {
                 evicted = victims.len(),
                 "job store over capacity, evicted least recently used jobs"
             );
-            self.write_detached(victims);
+            // Losing an eviction to a crash only means it happens again at the next start.
+            let _ = self.writer.push(Write {
+                ops: victims,
+                ack: None,
+            });
         }
     }
 
     fn spawn_sweeper(&self) {
         let index = Arc::downgrade(&self.index);
-        let writer = self.writer.clone();
-        // Runs until the store is dropped (the weak index handle then fails to upgrade).
+        let writer = Arc::downgrade(&self.writer);
+        // Ends with the store (the weak handles then fail to upgrade).
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(index) = index.upgrade() else { return };
-                let ops = expired(&index);
-                if !ops.is_empty()
+                let (Some(index), Some(writer)) = (index.upgrade(), writer.upgrade()) else {
+                    return;
+                };
+                let keys = index.lock().expect("store index poisoned").expire(unix_now());
+                if !keys.is_empty()
                     && writer
-                        .send(Write {
-                            ops,
+                        .push(Write {
+                            ops: keys.into_iter().map(Op::Delete).collect(),
                             ack: None,
-                            last: false,
                         })
                         .is_err()
                 {
@@ -251,28 +362,6 @@ impl EmbeddedStore {
             }
         });
     }
-}
-
-/// Removes expired jobs from the index and returns the deletes to apply to the file.
-fn expired(index: &Mutex<Index>) -> Vec<Op> {
-    let now = unix_now();
-    let mut index = index.lock().expect("store index poisoned");
-    let ids: Vec<String> = index
-        .jobs
-        .iter()
-        .filter(|(_, m)| !Index::is_live(m, now))
-        .map(|(id, _)| id.clone())
-        .collect();
-    ids.into_iter()
-        .map(|id| {
-            index.remove(&id);
-            Op::Delete(id)
-        })
-        .collect()
-}
-
-fn expiry(now: u64, lifetime: Option<Duration>) -> u64 {
-    lifetime.map(|d| now + d.as_secs().max(1)).unwrap_or(0)
 }
 
 /// Opens the database and rebuilds the index; running jobs become failures, expired ones go.
@@ -287,65 +376,62 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
     let mut deletes = Vec::new();
     {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(JOBS).map_err(|e| e.to_string())?;
+        txn.open_table(JOBS)
+            .map_err(|e| format!("{e} (a file of another program or version? set store.path)"))?;
         txn.commit().map_err(|e| e.to_string())?;
         let read = db.begin_read().map_err(|e| e.to_string())?;
         let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
-        let mut records: Vec<(String, Record)> = Vec::new();
         for row in table.iter().map_err(|e| e.to_string())? {
             let (k, v) = row.map_err(|e| e.to_string())?;
-            let id = k.value().to_string();
-            match serde_json::from_slice::<Record>(v.value()) {
-                Ok(record) if record.expires != 0 && record.expires <= now => deletes.push(id),
-                Ok(record) => records.push((id, record)),
-                Err(e) => {
-                    tracing::warn!(job = %id, error = %e, "dropping unreadable job record");
-                    deletes.push(id);
+            let key = k.value();
+            let mut record = match serde_json::from_slice::<Record>(v.value()) {
+                Ok(record) if record.expires != 0 && record.expires <= now => {
+                    deletes.push(key);
+                    continue;
                 }
-            }
-        }
-        for (id, mut record) in records {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(row = key, error = %e, "dropping unreadable job record");
+                    deletes.push(key);
+                    continue;
+                }
+            };
             if !record.job.status.is_final() {
                 record.job = interrupted(&record.job);
                 record.expires = expiry(now, lifetimes.result);
-                rewrites.push((id.clone(), serde_json::to_vec(&record).map_err(|e| e.to_string())?));
+                rewrites.push((key, serde_json::to_vec(&record).map_err(|e| e.to_string())?));
             }
-            index.upsert(&id, record.owner, false, record.expires);
-        }
-    }
-    if !rewrites.is_empty() || !deletes.is_empty() {
-        if !rewrites.is_empty() {
-            tracing::warn!(
-                jobs = rewrites.len(),
-                "jobs were running when the node stopped; marked as failed"
+            index.insert(
+                &record.id,
+                Meta {
+                    key,
+                    owner: record.owner,
+                    running: false,
+                    expires: record.expires,
+                    tick: 0,
+                },
             );
         }
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-            for (id, bytes) in &rewrites {
-                table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
-            }
-            for id in &deletes {
-                table.remove(id.as_str()).map_err(|e| e.to_string())?;
-            }
-        }
-        txn.commit().map_err(|e| e.to_string())?;
+    }
+    if !rewrites.is_empty() {
+        tracing::warn!(
+            jobs = rewrites.len(),
+            "jobs were running when the node stopped; marked as failed"
+        );
+    }
+    if !rewrites.is_empty() || !deletes.is_empty() {
+        let mut ops: Vec<Op> = rewrites.into_iter().map(|(k, b)| Op::Put(k, b)).collect();
+        ops.extend(deletes.into_iter().map(Op::Delete));
+        commit(&db, &[Write { ops, ack: None }])?;
     }
     Ok((db, index))
 }
 
-/// Applies queued writes, committing everything that queued up meanwhile in one transaction.
-fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let last = batch.iter().any(|w| w.last);
+/// Applies queued writes, committing each batch in one transaction, until the store closes.
+fn writer_loop(db: &Database, writer: &Writer) {
+    let mut busy = false;
+    while let Some(batch) = writer.next_batch(busy) {
+        busy = batch.len() > 1;
         let result = commit(db, &batch);
         if let Err(e) = &result {
             tracing::error!(error = %e, "job store write failed");
@@ -355,23 +441,29 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Write>) {
                 let _ = ack.send(result.clone());
             }
         }
-        if last {
-            return;
-        }
     }
 }
 
 fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
+    // Only the last write of a row in the batch matters (a job's running record and its result
+    // often arrive together).
+    let mut latest: BTreeMap<u64, Option<&[u8]>> = BTreeMap::new();
+    for op in batch.iter().flat_map(|w| &w.ops) {
+        match op {
+            Op::Put(key, bytes) => latest.insert(*key, Some(bytes.as_slice())),
+            Op::Delete(key) => latest.insert(*key, None),
+        };
+    }
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        for op in batch.iter().flat_map(|w| &w.ops) {
-            match op {
-                Op::Put(id, bytes) => {
-                    table.insert(id.as_str(), bytes.as_slice()).map_err(|e| e.to_string())?;
+        for (key, bytes) in latest {
+            match bytes {
+                Some(bytes) => {
+                    table.insert(key, bytes).map_err(|e| e.to_string())?;
                 }
-                Op::Delete(id) => {
-                    table.remove(id.as_str()).map_err(|e| e.to_string())?;
+                None => {
+                    table.remove(key).map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -382,42 +474,37 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError> {
-        let running = !job.status.is_final();
-        let expires = expiry(
-            unix_now(),
-            if running {
-                Some(self.lifetimes.pending)
-            } else {
-                self.lifetimes.result
-            },
-        );
-        let record = Record {
-            owner,
-            expires,
-            job: job.clone(),
-        };
-        let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
-        self.write(vec![Op::Put(job.id.clone(), bytes)]).await?;
-        self.index
-            .lock()
-            .expect("store index poisoned")
-            .upsert(&job.id, owner, running, expires);
-        self.evict_over_capacity();
-        Ok(())
+        let done = self
+            .enqueue(owner, job, true)?
+            .ok_or_else(|| self.error("no acknowledgement"))?;
+        done.await
+            .map_err(|_| self.error("the writer thread stopped"))?
+            .map_err(|e| self.error(e))
+    }
+
+    fn put_detached(&self, owner: IpAddr, job: JobResult) {
+        if let Err(e) = self.enqueue(owner, &job, false) {
+            tracing::error!(job = %job.id, error = %e, "cannot store job");
+        }
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError> {
         let now = unix_now();
-        let wanted: Vec<String> = {
+        let wanted: Vec<(String, u64)> = {
             let mut index = self.index.lock().expect("store index poisoned");
             let mut seen = std::collections::HashSet::new();
-            let live: Vec<String> = ids
+            let live: Vec<(String, u64)> = ids
                 .iter()
                 .filter(|id| seen.insert(id.as_str()))
-                .filter(|id| index.jobs.get(id.as_str()).is_some_and(|m| Index::is_live(m, now)))
-                .cloned()
+                .filter_map(|id| {
+                    index
+                        .jobs
+                        .get(id.as_str())
+                        .filter(|m| m.is_live(now))
+                        .map(|m| (id.clone(), m.key))
+                })
                 .collect();
-            for id in &live {
+            for (id, _) in &live {
                 index.touch(id);
             }
             live
@@ -430,10 +517,10 @@ impl JobStore for EmbeddedStore {
             let read = db.begin_read().map_err(|e| e.to_string())?;
             let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
             let mut rows = Vec::with_capacity(wanted.len());
-            for id in wanted {
-                if let Some(v) = table.get(id.as_str()).map_err(|e| e.to_string())? {
-                    let bytes = v.value().to_vec();
-                    rows.push((id, bytes));
+            for (id, key) in wanted {
+                // A row queued but not yet committed is not visible yet.
+                if let Some(v) = table.get(key).map_err(|e| e.to_string())? {
+                    rows.push((id, v.value().to_vec()));
                 }
             }
             Ok(rows)
@@ -464,7 +551,7 @@ impl JobStore for EmbeddedStore {
             .recency
             .values()
             .filter_map(|id| index.jobs.get(id).map(|m| (id, m)))
-            .filter(|(_, m)| m.owner == owner && Index::is_live(m, now))
+            .filter(|(_, m)| m.owner == owner && m.is_live(now))
             .filter(|(_, m)| match filter {
                 ListFilter::All => true,
                 ListFilter::Pending => m.running,

@@ -84,6 +84,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records a job: running jobs expire after the pending lifetime, finished ones replace them.
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError>;
 
+    /// Records a job without waiting for it to be stored. Writes from one caller keep their order;
+    /// a failure is logged. For hot paths where no client waits on the write.
+    fn put_detached(&self, owner: IpAddr, job: JobResult);
+
     /// Jobs by id, in the order asked, each at most once; unknown or expired ids are left out.
     async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError>;
 

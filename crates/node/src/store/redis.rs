@@ -16,11 +16,14 @@ use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted}
 const OWNER_PREFIX: &str = "job-owner:";
 
 /// The Redis job store.
+#[derive(Clone)]
 pub struct RedisStore {
     addr: String,
     completed: ConnectionManager,
     pending: ConnectionManager,
     lifetimes: Lifetimes,
+    /// Detached writes, applied in order by one background task (which holds a copy without it).
+    detached: Option<tokio::sync::mpsc::UnboundedSender<(IpAddr, JobResult)>>,
 }
 
 fn key(owner: IpAddr, id: &str) -> String {
@@ -59,13 +62,25 @@ impl RedisStore {
                     })
             }
         };
-        let store = Self {
+        let mut store = Self {
             completed: open(0).await?,
             pending: open(1).await?,
             addr,
             lifetimes,
+            detached: None,
         };
         store.fail_interrupted().await?;
+        let (detached, mut queue) = tokio::sync::mpsc::unbounded_channel::<(IpAddr, JobResult)>();
+        let writer = store.clone();
+        store.detached = Some(detached);
+        // Ends when the store, which holds the only sender, is dropped.
+        tokio::spawn(async move {
+            while let Some((owner, job)) = queue.recv().await {
+                if let Err(e) = writer.put(owner, &job).await {
+                    tracing::error!(job = %job.id, error = %e, "cannot store job");
+                }
+            }
+        });
         Ok(store)
     }
 
@@ -154,6 +169,12 @@ impl JobStore for RedisStore {
                 .map_err(|e| self.error(e))?;
         }
         Ok(())
+    }
+
+    fn put_detached(&self, owner: IpAddr, job: JobResult) {
+        if self.detached.as_ref().is_none_or(|tx| tx.send((owner, job)).is_err()) {
+            tracing::error!("redis store writer stopped; job not stored");
+        }
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError> {

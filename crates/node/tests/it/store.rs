@@ -210,3 +210,37 @@ async fn embedded_evicts_least_recently_used() {
     ids.sort();
     assert_eq!(ids, vec!["1", "3", "4"]);
 }
+
+async fn detached_writes_keep_their_order(backend: Backend) {
+    let store = backend.open(LONG).await;
+    let alice = ip("192.0.2.1");
+    for i in 0..50 {
+        let id = format!("s{i}");
+        store.put_detached(alice, JobResult::running(&id));
+        store.put_detached(alice, done(&id));
+    }
+    let ids: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = store.get(&ids).await.unwrap();
+        if got.len() == 50 && got.iter().all(|j| j.job.status == JobStatus::Success) {
+            break;
+        }
+        assert!(got.iter().all(|j| j.job.id.starts_with('s')));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "detached writes not applied in order"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn embedded_detached_order() {
+    detached_writes_keep_their_order(Backend::embedded(100)).await;
+}
+#[tokio::test]
+async fn redis_detached_order() {
+    detached_writes_keep_their_order(Backend::redis()).await;
+}
