@@ -73,26 +73,31 @@ impl Guardian {
         self.chain_enabled
     }
 
-    /// Checks an off-chain job from `client` (node reference §3.1, in that order).
-    pub fn check_offchain(&self, containers: &[String], requires_proof: bool, client: IpAddr) -> Result<(), Rejection> {
-        let Some(first) = containers.first() else {
-            return Err(Rejection::new("No containers specified", json!({})));
-        };
-        let mut restrictions = Vec::with_capacity(containers.len());
-        for id in containers {
-            match self.containers.get(id) {
-                Some(r) => restrictions.push(r),
-                None => {
-                    return Err(Rejection::new("Container not supported", json!({"container": id})));
-                }
-            }
-        }
+    /// Each container's restrictions; rejects unknown containers and a non-external first one.
+    fn pipeline(&self, containers: &[String], first: &str) -> Result<Vec<&Restrictions>, Rejection> {
+        let restrictions = containers
+            .iter()
+            .map(|id| {
+                self.containers
+                    .get(id)
+                    .ok_or_else(|| Rejection::new("Container not supported", json!({"container": id})))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if !restrictions[0].external {
             return Err(Rejection::new(
                 "First container must be external",
                 json!({"first_container": first}),
             ));
         }
+        Ok(restrictions)
+    }
+
+    /// Checks an off-chain job from `client` (node reference §3.1, in that order).
+    pub fn check_offchain(&self, containers: &[String], requires_proof: bool, client: IpAddr) -> Result<(), Rejection> {
+        let Some(first) = containers.first() else {
+            return Err(Rejection::new("No containers specified", json!({})));
+        };
+        let restrictions = self.pipeline(containers, first)?;
         let last = containers.len() - 1;
         if requires_proof && !restrictions[last].generates_proofs {
             return Err(Rejection::new(
@@ -155,21 +160,7 @@ impl Guardian {
                 json!({"containers_hash": containers_hash}),
             ));
         };
-        let mut restrictions = Vec::with_capacity(containers.len());
-        for id in containers {
-            match self.containers.get(id) {
-                Some(r) => restrictions.push(r),
-                None => {
-                    return Err(Rejection::new("Container not supported", json!({"container": id})));
-                }
-            }
-        }
-        if !restrictions[0].external {
-            return Err(Rejection::new(
-                "First container must be external",
-                json!({"first_container": first}),
-            ));
-        }
+        let restrictions = self.pipeline(containers, first)?;
         let last = containers.len() - 1;
         let proof_check = || {
             if requires_proof && !restrictions[last].generates_proofs {

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{RedisServer, Stub, TestNode, client, client_from, stub, submit, unmanaged, wait_job};
+use crate::support::{RedisServer, Stub, TestNode, client, client_from, get_json, stub, submit, unmanaged, wait_job};
 
 async fn echo_node(extra: Value) -> TestNode {
     let mut config = json!({
@@ -34,24 +34,10 @@ async fn post(node: &TestNode, path: &str, body: &str) -> (u16, Value) {
 #[tokio::test]
 async fn health_info_resources_and_openapi() {
     let node = TestNode::start(crate::support::hello_world_config()).await;
-    let health: Value = client()
-        .get(node.at("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&client(), node.at("/health")).await;
     assert_eq!(health, json!({"status": "healthy"}));
 
-    let info: Value = client()
-        .get(node.at("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&client(), node.at("/info")).await;
     assert_eq!(
         info["containers"],
         json!([{"description": "", "external": true, "id": "hello-world", "image": ""}])
@@ -60,36 +46,15 @@ async fn health_info_resources_and_openapi() {
     assert_eq!(info["chain"], json!({"address": "", "enabled": false}));
     assert_eq!(info["store"], "embedded");
 
-    let resources: Value = client()
-        .get(node.at("/resources"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resources: Value = get_json(&client(), node.at("/resources")).await;
     assert_eq!(
         resources,
         json!({"hello-world": {"models": ["hello-world"], "service": "hello-world"}})
     );
-    let resources: Value = client()
-        .get(node.at("/resources?model_id=hello-world"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resources: Value = get_json(&client(), node.at("/resources?model_id=hello-world")).await;
     assert_eq!(resources["hello-world"]["supported"], true);
 
-    let doc: Value = client()
-        .get(node.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&client(), node.at("/openapi.json")).await;
     for path in [
         "/health",
         "/info",
@@ -210,14 +175,7 @@ async fn bad_input_is_a_4xx_with_a_clear_error() {
         "{answer}"
     );
     // Unknown ids: an empty list, not an error.
-    let jobs: Value = client()
-        .get(node.at("/api/jobs?id=unknown"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = get_json(&client(), node.at("/api/jobs?id=unknown")).await;
     assert_eq!(jobs, json!([]));
 }
 
@@ -255,51 +213,16 @@ async fn results_are_readable_by_id_anywhere_but_listed_only_for_their_client() 
     let node = echo_node(json!({})).await;
     let id = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
     wait_job(&node, &id, false).await;
-    let mine: Vec<String> = client()
-        .get(node.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Vec<String> = get_json(&client(), node.at("/api/jobs")).await;
     assert_eq!(mine, vec![id.clone()]);
-    let done: Vec<String> = client()
-        .get(node.at("/api/jobs?pending=false"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Vec<String> = get_json(&client(), node.at("/api/jobs?pending=false")).await;
     assert_eq!(done, vec![id.clone()]);
-    let pending: Vec<String> = client()
-        .get(node.at("/api/jobs?pending=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending: Vec<String> = get_json(&client(), node.at("/api/jobs?pending=true")).await;
     assert!(pending.is_empty());
     let other = client_from("127.0.0.2");
-    let theirs: Vec<String> = other
-        .get(node.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Vec<String> = get_json(&other, node.at("/api/jobs")).await;
     assert!(theirs.is_empty());
-    let by_id: Value = other
-        .get(node.at(&format!("/api/jobs?id={id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_id: Value = get_json(&other, node.at(&format!("/api/jobs?id={id}"))).await;
     assert_eq!(by_id[0]["status"], "success");
 }
 
@@ -349,27 +272,13 @@ async fn status_reports_from_local_containers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let pending: Vec<String> = client()
-        .get(node.at("/api/jobs?pending=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending: Vec<String> = get_json(&client(), node.at("/api/jobs?pending=true")).await;
     assert_eq!(pending, vec!["ext-1"]);
     let r = put(json!({"id": "ext-1", "status": "success", "containers": ["echo"]}))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let job: Value = client()
-        .get(node.at("/api/jobs?id=ext-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = get_json(&client(), node.at("/api/jobs?id=ext-1")).await;
     assert_eq!(job, json!([{"id": "ext-1", "result": null, "status": "success"}]));
     let r = put(json!({"id": "ext-1", "status": "exploded"})).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -385,14 +294,7 @@ async fn status_reports_from_local_containers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mine: Vec<String> = client()
-        .get(node.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Vec<String> = get_json(&client(), node.at("/api/jobs")).await;
     assert!(mine.contains(&id));
 }
 
@@ -406,26 +308,12 @@ async fn redis_backed_node_serves_jobs() {
         "containers": [unmanaged("echo", port)]
     }))
     .await;
-    let info: Value = client()
-        .get(node.at("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&client(), node.at("/info")).await;
     assert_eq!(info["store"], "redis");
     let id = submit(&node, json!({"containers": ["echo"], "data": {"r": 1}})).await;
     let job = wait_job(&node, &id, false).await;
     assert_eq!(job["status"], "success");
-    let mine: Vec<String> = client()
-        .get(node.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Vec<String> = get_json(&client(), node.at("/api/jobs")).await;
     assert_eq!(mine, vec![id]);
 }
 
@@ -446,14 +334,7 @@ async fn a_killed_service_process_is_restarted_and_serves_again() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let mut saw_failure = false;
     loop {
-        let info: Value = client()
-            .get(node.at("/info"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value = get_json(&client(), node.at("/info")).await;
         let state = info["container_states"]["hello-world"]["state"].clone();
         saw_failure |= state == "failed" || state == "starting";
         if state == "running" && pid_of(&tag) != pid && pid_of(&tag) != 0 {

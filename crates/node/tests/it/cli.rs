@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::support::{Stub, client, free_port, stub};
+use crate::support::{Stub, client, free_port, get_json, stub};
 
 const NODE: &str = env!("CARGO_BIN_EXE_infernet-node");
 
@@ -134,14 +134,7 @@ async fn submit_to(url: &str, container: &str) -> String {
 }
 
 async fn job(url: &str, id: &str) -> Value {
-    let v: Value = client()
-        .get(format!("{url}/api/jobs?id={id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&client(), format!("{url}/api/jobs?id={id}")).await;
     v[0].clone()
 }
 

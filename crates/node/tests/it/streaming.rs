@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{Stub, TestNode, client, hello_world_config, stub, unmanaged, wait_job};
+use crate::support::{Stub, TestNode, client, get_json, hello_world_config, stub, unmanaged, wait_job};
 
 #[tokio::test]
 async fn stream_sends_the_id_line_then_the_output_and_stores_it() {
@@ -56,14 +56,7 @@ async fn a_stream_that_breaks_is_an_error_for_the_client_and_in_the_result() {
     assert_eq!(response.status(), 200);
     // The body ends abnormally rather than looking complete.
     assert!(response.text().await.is_err());
-    let ids: Vec<String> = client()
-        .get(node.at("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids: Vec<String> = get_json(&client(), node.at("/api/jobs")).await;
     let job = wait_job(&node, &ids[0], false).await;
     assert_eq!(job["status"], "failed");
     assert!(job["result"]["error"].as_str().unwrap().contains("flaky"), "{job}");

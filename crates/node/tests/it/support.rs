@@ -132,6 +132,11 @@ pub(crate) fn client_from(from: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` and decodes the JSON answer.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: String) -> T {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub(crate) fn client() -> reqwest::Client {
     client_from("127.0.0.1")
 }
@@ -208,7 +213,7 @@ pub(crate) async fn wait_job(node: &TestNode, id: &str, intermediate: bool) -> V
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let url = node.at(&format!("/api/jobs?id={id}&intermediate={intermediate}"));
-        let jobs: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+        let jobs: Value = get_json(&client(), url).await;
         if let Some(job) = jobs.as_array().and_then(|a| a.first())
             && job["status"] != "running"
         {

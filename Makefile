@@ -1,0 +1,30 @@
+# One entry point for every check; .ci/run calls these too.
+CARGO ?= cargo
+
+.PHONY: run test lint bench deps contracts-check
+
+## Run the node on embedded defaults with the hello-world service (no Docker, Redis or chain).
+run:
+	$(CARGO) build --release -p hello-world
+	$(CARGO) run --release -p infernet-node -- --config examples/quickstart.json
+
+## Install test dependencies, check the contract artifacts, build every binary, run every test.
+test: deps contracts-check
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+deps:
+	bash scripts/install-test-deps.sh
+
+contracts-check:
+	cd contracts && node build.mjs --check
+
+## Formatting and lints, warnings are errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Streaming benchmark: node vs. direct service, printed as ratios.
+bench:
+	$(CARGO) build --release -p hello-world -p infernet-node --bins
+	$(CARGO) bench -p infernet-node --bench stream
