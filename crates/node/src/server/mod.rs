@@ -82,7 +82,8 @@ pub struct AppState {
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    /// The client address of a request from `peer` with `headers`, believing only `trusted` proxies.
+    pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
         let peer = peer.to_canonical();
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
         if !is_trusted(&peer) {

@@ -1,0 +1,162 @@
+//! Router benchmark: one full probe round over 1,000 node endpoints, and `/api/v1/ips` latency
+//! under load, in one run.
+//!
+//! The 1,000 nodes are lightweight `/info` endpoints served by this process (each on its own
+//! loopback port). Prints the round time against the refresh interval (30 s by default) and the
+//! p50/p99 of `/api/v1/ips` at 16 concurrent clients. `BENCH_SECONDS` sets the load phase
+//! (default 5).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, routing::get};
+use infernet_router::{
+    address::NodeAddr,
+    monitor::{Monitor, ProbeSettings},
+    registry::{Hysteresis, Registry},
+};
+use serde_json::json;
+
+const NODES: usize = 1000;
+const CLIENTS: usize = 16;
+const REFRESH: Duration = Duration::from_secs(30);
+
+async fn fake_nodes() -> Vec<NodeAddr> {
+    let mut addrs = Vec::with_capacity(NODES);
+    for i in 0..NODES {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let containers = if i % 2 == 0 {
+            json!([{"id": "x", "description": "", "external": true}])
+        } else {
+            json!([{"id": "x", "description": "", "external": true}, {"id": "y", "description": "", "external": true}])
+        };
+        let info = json!({"chain": {"address": "", "enabled": false}, "containers": containers,
+            "pending": {"offchain": i % 17, "onchain": 0}, "version": "bench"});
+        let app = Router::new().route("/info", get(move || std::future::ready(Json(info.clone()))));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        addrs.push(
+            NodeAddr::parse(&format!("127.0.0.1:{port}"))
+                .expect("line")
+                .expect("addr"),
+        );
+    }
+    addrs
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let addrs = fake_nodes().await;
+        let settings = ProbeSettings {
+            interval: REFRESH,
+            timeout: Duration::from_secs(3),
+            concurrency: 64,
+        };
+        let registry = Arc::new(Registry::new(
+            addrs.clone(),
+            Hysteresis {
+                leave_after: 2,
+                return_after: 2,
+            },
+        ));
+        let monitor = Monitor::new(registry.clone(), settings).expect("monitor");
+        let cold = monitor.round().await;
+        let warm = monitor.round().await;
+        assert_eq!(
+            registry.snapshot().available.len(),
+            NODES,
+            "every node should be available"
+        );
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router = infernet_router::start(
+            infernet_router::Settings {
+                listed: addrs,
+                probe: settings,
+                hysteresis: Hysteresis {
+                    leave_after: 2,
+                    return_after: 2,
+                },
+                requests_per_minute: 1_000_000_000,
+                trusted_proxies: Vec::new(),
+                registration_token: None,
+                registration_ttl: Duration::from_secs(60),
+            },
+            listener,
+        )
+        .await
+        .expect("router");
+        let url = format!("http://{}/api/v1/ips?container=x&container=y&n=3", router.addr);
+        // Wait for the router's own first round.
+        let client = reqwest::Client::new();
+        loop {
+            let v: Vec<String> = client.get(&url).send().await.expect("ips").json().await.expect("json");
+            if v.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (url, stop) = (url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder()
+                        .pool_max_idle_per_host(1)
+                        .build()
+                        .expect("client");
+                    let mut lat = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let r = client.get(&url).send().await.expect("request");
+                        assert!(r.status().is_success());
+                        r.bytes().await.expect("body");
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await.expect("worker"));
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+        println!("router benchmark: {NODES} nodes, probe concurrency 64, {CLIENTS} clients for {seconds} s");
+        println!("full probe round (cold)       : {:.1} ms", cold.as_secs_f64() * 1000.0);
+        println!(
+            "full probe round (warm)       : {:.1} ms = {:.4} of the {} s refresh interval (target <= 1)",
+            warm.as_secs_f64() * 1000.0,
+            warm.as_secs_f64() / REFRESH.as_secs_f64(),
+            REFRESH.as_secs()
+        );
+        println!(
+            "/api/v1/ips throughput        : {:.0} req/s ({} requests)",
+            all.len() as f64 / elapsed,
+            all.len()
+        );
+        println!(
+            "/api/v1/ips latency           : p50 {:.3} ms, p99 {:.3} ms (target p99 <= 2 ms)",
+            pct(0.5),
+            pct(0.99)
+        );
+    });
+}

@@ -1,0 +1,108 @@
+//! `infernet-router`: tracks Infernet nodes and tells clients which ones can serve their job.
+//! It returns node addresses; clients then call the nodes directly.
+//!
+//! - [`address`]: node addresses as operators write them;
+//! - [`registry`]: the node table, with hysteresis;
+//! - [`monitor`]: the prober;
+//! - [`ranking`]: which nodes a client gets;
+//! - [`server`]: the REST API.
+
+pub mod address;
+pub mod monitor;
+pub mod ranking;
+pub mod registry;
+pub mod server;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::serve::ListenerExt;
+use infernet_node::{server::rate_limit::RateLimiter, tasks::TaskManager};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    address::NodeAddr,
+    monitor::{Monitor, ProbeSettings},
+    registry::{Hysteresis, Registry},
+    server::RouterState,
+};
+
+/// Everything the router needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Nodes of the static list.
+    pub listed: Vec<NodeAddr>,
+    /// Probing.
+    pub probe: ProbeSettings,
+    /// Hysteresis.
+    pub hysteresis: Hysteresis,
+    /// Requests per minute per client and route.
+    pub requests_per_minute: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Token nodes present to register (registration is off without one).
+    pub registration_token: Option<String>,
+    /// Lifetime of a registration.
+    pub registration_ttl: Duration,
+}
+
+/// A started router.
+pub struct RunningRouter {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    tasks: TaskManager,
+}
+
+impl RunningRouter {
+    /// Asks the router to stop.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.tasks.shutdown_token()
+    }
+
+    /// Waits until it stopped; the error names the task that failed.
+    pub async fn wait(self) -> Result<(), String> {
+        self.tasks.shutdown_token().cancelled().await;
+        self.tasks.wait().await;
+        self.tasks.failure().map_or(Ok(()), Err)
+    }
+}
+
+/// Starts the prober and the server on `listener`.
+pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let registry = Arc::new(Registry::new(settings.listed, settings.hysteresis));
+    let monitor = Monitor::new(registry.clone(), settings.probe).map_err(|e| format!("HTTP client: {e}"))?;
+    let state = Arc::new(RouterState {
+        registry,
+        limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
+        trusted_proxies: settings.trusted_proxies,
+        registration_token: settings.registration_token,
+        registration_ttl: settings.registration_ttl,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?,
+        last_round_micros: monitor.last_round_micros.clone(),
+        requests: Default::default(),
+    });
+    let tasks = TaskManager::new();
+    let shutdown = tasks.shutdown_token();
+    let monitor_shutdown = shutdown.clone();
+    tasks.spawn_critical("monitor", async move {
+        monitor.run(monitor_shutdown).await;
+        Ok(())
+    });
+    let app = server::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tasks.spawn_critical("rest-server", async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(|e| format!("stopped: {e}"))
+    });
+    tracing::info!(%addr, "router serving");
+    Ok(RunningRouter { addr, tasks })
+}

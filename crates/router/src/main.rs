@@ -1,0 +1,187 @@
+//! `infernet-router`: exit codes 0 on a signal, 1 when a task fails, 2 on bad settings.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use infernet_router::{Settings, address, monitor::ProbeSettings, registry::Hysteresis};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "infernet-router",
+    version,
+    about = "Tells Infernet clients which nodes can serve their job"
+)]
+struct Args {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 4000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    bind: String,
+    /// Seconds between probe rounds.
+    #[arg(long, env = "REFRESH_INTERVAL", default_value_t = 30.0)]
+    refresh_interval: f64,
+    /// Requests per minute per client and route.
+    #[arg(long, env = "RATELIMIT_REQS_PER_MIN", default_value_t = 10)]
+    ratelimit_reqs_per_min: u64,
+    /// Static node list: `host:port`, bare hosts and `http(s)://` URLs, one per line, `#` comments.
+    #[arg(long, env = "IPS_FILE", default_value = "ips.txt")]
+    ips_file: PathBuf,
+    /// Seconds before a probe of a node's `/info` gives up.
+    #[arg(long, env = "PROBE_TIMEOUT", default_value_t = 3.0)]
+    probe_timeout: f64,
+    /// Probes in flight at once.
+    #[arg(long, env = "PROBE_CONCURRENCY", default_value_t = 64)]
+    probe_concurrency: usize,
+    /// Failed probes in a row before a node is no longer handed out.
+    #[arg(long, env = "LEAVE_AFTER", default_value_t = 2)]
+    leave_after: u32,
+    /// Good probes in a row before a node that left is handed out again.
+    #[arg(long, env = "RETURN_AFTER", default_value_t = 2)]
+    return_after: u32,
+    /// Bearer token nodes must send to register; registration is off without one.
+    #[arg(long, env = "REGISTRATION_TOKEN")]
+    registration_token: Option<String>,
+    /// Seconds a registration lasts without a new heartbeat.
+    #[arg(long, env = "REGISTRATION_TTL", default_value_t = 180)]
+    registration_ttl: u64,
+    /// Proxies (IPs/CIDRs, comma-separated) whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if v > 0.0 && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{name} must be between 0 and 86400 seconds, got {v}"))
+    }
+}
+
+fn settings(args: &Args) -> Result<Settings, Vec<String>> {
+    let mut errors = Vec::new();
+    let listed = match std::fs::read_to_string(&args.ips_file) {
+        Ok(text) => {
+            let (addrs, bad) = address::parse_list(&text);
+            errors.extend(bad.into_iter().map(|e| format!("{}: {e}", args.ips_file.display())));
+            addrs
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(file = %args.ips_file.display(), "no static node list; only registered nodes will be served");
+            Vec::new()
+        }
+        Err(e) => {
+            errors.push(format!("{}: {e}", args.ips_file.display()));
+            Vec::new()
+        }
+    };
+    let interval = seconds("--refresh-interval", args.refresh_interval)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let timeout = seconds("--probe-timeout", args.probe_timeout)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if args.ratelimit_reqs_per_min == 0 {
+        errors.push("--ratelimit-reqs-per-min must be at least 1".into());
+    }
+    if args.leave_after == 0 || args.return_after == 0 {
+        errors.push("--leave-after and --return-after must be at least 1".into());
+    }
+    let mut trusted_proxies = Vec::new();
+    for p in &args.trusted_proxies {
+        match p
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => errors.push(format!("--trusted-proxies: \"{p}\" is not an IP or CIDR")),
+        }
+    }
+    match (interval, timeout, errors.is_empty()) {
+        (Some(interval), Some(timeout), true) => Ok(Settings {
+            listed,
+            probe: ProbeSettings {
+                interval,
+                timeout,
+                concurrency: args.probe_concurrency.max(1),
+            },
+            hysteresis: Hysteresis {
+                leave_after: args.leave_after,
+                return_after: args.return_after,
+            },
+            requests_per_minute: args.ratelimit_reqs_per_min,
+            trusted_proxies,
+            registration_token: args.registration_token.clone().filter(|t| !t.is_empty()),
+            registration_ttl: Duration::from_secs(args.registration_ttl.max(1)),
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init()
+    } else {
+        builder.json().flatten_event(true).init()
+    }
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            eprintln!("error: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        let addr = format!("{}:{}", args.bind, args.port);
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let router = match infernet_router::start(settings, listener).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = router.shutdown_token();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = token.cancelled() => return,
+            }
+            token.cancel();
+        });
+        match router.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "router stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

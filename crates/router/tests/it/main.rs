@@ -1,0 +1,387 @@
+//! Router tests against real `infernet-node` processes on loopback.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, routing::post};
+use infernet_router::{Settings, address::NodeAddr, monitor::ProbeSettings, registry::Hysteresis};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn node_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|d| d.parent()).unwrap().join("infernet-node");
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A container service whose calls take `delay` (to give a node load).
+async fn service(delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new().route(
+        "/service_output",
+        post(move || async move {
+            tokio::time::sleep(delay).await;
+            Json(json!({"ok": true}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// An `infernet-node` process.
+struct NodeProc {
+    child: Child,
+    port: u16,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProc {
+    fn start(containers: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            json!({
+                "server": {"port": port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 100000, "period": 1}},
+                "manage_containers": false,
+                "store": {"path": dir.path().join("jobs.redb")},
+                "containers": containers
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let child = Self::spawn(&config, port);
+        Self {
+            child,
+            port,
+            config,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(config: &std::path::Path, port: u16) -> Child {
+        let child = Command::new(node_binary())
+            .args(["--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "node on {port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn key(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.child = Self::spawn(&self.config, self.port);
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn settings(listed: &[String]) -> Settings {
+    Settings {
+        listed: listed.iter().map(|s| NodeAddr::parse(s).unwrap().unwrap()).collect(),
+        probe: ProbeSettings {
+            interval: Duration::from_millis(150),
+            timeout: Duration::from_secs(1),
+            concurrency: 16,
+        },
+        hysteresis: Hysteresis {
+            leave_after: 2,
+            return_after: 2,
+        },
+        requests_per_minute: 100_000,
+        trusted_proxies: Vec::new(),
+        registration_token: Some("t0ken".into()),
+        registration_ttl: Duration::from_secs(60),
+    }
+}
+
+async fn router(settings: Settings) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = infernet_router::start(settings, listener).await.unwrap();
+    let url = format!("http://{}", running.addr);
+    // Runs until the test's runtime ends.
+    tokio::spawn(running.wait());
+    url
+}
+
+fn client() -> reqwest::Client {
+    infernet_node::install_tls_provider();
+    reqwest::Client::new()
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `url` until `check` accepts the JSON answer.
+async fn eventually(url: String, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = get(url.clone()).await;
+        if check(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never satisfied the check; last answer {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_by_containers_and_external_and_orders_by_load() {
+    let slow = service(Duration::from_secs(30)).await;
+    let fast = service(Duration::ZERO).await;
+    let a = NodeProc::start(json!([{"id": "x", "port": slow}]));
+    let b = NodeProc::start(json!([{"id": "x", "port": fast}, {"id": "y", "port": fast, "description": "why"}]));
+    let c = NodeProc::start(json!([{"id": "y", "port": fast}, {"id": "z", "port": fast, "external": false}]));
+    // The three forms operators write: host:port, http:// URL, and with a comment.
+    let url = router(settings(&[
+        a.key(),
+        format!("http://{}/", b.key()),
+        format!("{} # third", c.key()),
+    ]))
+    .await;
+
+    let both = eventually(format!("{url}/api/v1/ips?container=x&n=5"), |v| keys(v).len() == 2).await;
+    let mut both = keys(&both);
+    both.sort();
+    let mut expected = vec![a.key(), b.key()];
+    expected.sort();
+    assert_eq!(both, expected);
+    assert_eq!(
+        keys(&get(format!("{url}/api/v1/ips?container=x&container=y")).await.1),
+        vec![b.key()]
+    );
+    assert!(
+        keys(&get(format!("{url}/api/v1/ips?container=z")).await.1).is_empty(),
+        "z is not external"
+    );
+
+    // Load node a with three running jobs: b comes first for x.
+    for _ in 0..3 {
+        let r = client()
+            .post(format!("http://{}/api/jobs", a.key()))
+            .json(&json!({"containers": ["x"], "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..20 {
+        let order = eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+            keys(v).first() == Some(&b.key())
+        })
+        .await;
+        assert_eq!(keys(&order), vec![b.key(), a.key()]);
+    }
+    assert_eq!(
+        keys(&get(format!("{url}/api/v1/ips?container=x&n=1&offset=1")).await.1),
+        vec![a.key()]
+    );
+
+    let (status, containers) = get(format!("{url}/api/v1/containers")).await;
+    assert_eq!(status, 200);
+    let find = |id: &str| {
+        containers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(find("x")["count"], 2);
+    assert_eq!(find("y"), json!({"id": "y", "count": 2, "description": "why"}));
+}
+
+#[tokio::test]
+async fn a_node_that_goes_down_leaves_after_the_hysteresis_and_comes_back() {
+    let fast = service(Duration::ZERO).await;
+    let mut a = NodeProc::start(json!([{"id": "x", "port": fast}]));
+    let url = router(settings(&[a.key()])).await;
+    let ips = format!("{url}/api/v1/ips?container=x");
+    eventually(ips.clone(), |v| keys(v) == vec![a.key()]).await;
+    a.kill();
+    let gone = Instant::now();
+    eventually(ips.clone(), |v| keys(v).is_empty()).await;
+    // Two failed probes at 150 ms: not before ~150 ms (one round may already have been due).
+    assert!(
+        gone.elapsed() >= Duration::from_millis(100),
+        "left after {:?}",
+        gone.elapsed()
+    );
+    let nodes = get(format!("{url}/api/v1/nodes")).await.1;
+    assert!(
+        nodes[0]["last_error"].as_str().unwrap().contains("unreachable"),
+        "{nodes}"
+    );
+    a.restart();
+    eventually(ips, |v| keys(v) == vec![a.key()]).await;
+}
+
+#[tokio::test]
+async fn registration_and_static_list_merge_into_one_entry() {
+    let fast = service(Duration::ZERO).await;
+    let a = NodeProc::start(json!([{"id": "x", "port": fast}]));
+    let d = NodeProc::start(json!([{"id": "x", "port": fast}]));
+    let url = router(settings(&[a.key()])).await;
+    let beat = |address: String| {
+        client()
+            .post(format!("{url}/api/v1/register"))
+            .bearer_auth("t0ken")
+            .json(&json!({"address": address, "containers": [{"id": "x", "description": "", "external": true}], "pending": {"offchain": 0, "onchain": 0}}))
+            .send()
+    };
+    assert_eq!(beat(format!("http://{}", a.key())).await.unwrap().status(), 200);
+    assert_eq!(beat(d.key()).await.unwrap().status(), 200);
+    let nodes = get(format!("{url}/api/v1/nodes")).await.1;
+    let addresses: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses.len(), 2, "{nodes}");
+    let ips = eventually(format!("{url}/api/v1/ips?container=x&n=10"), |v| keys(v).len() == 2).await;
+    assert!(keys(&ips).contains(&d.key()));
+    let wrong = client()
+        .post(format!("{url}/api/v1/register"))
+        .bearer_auth("nope")
+        .json(&json!({"containers": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_and_rate_limit_is_not_spoofable() {
+    let mut s = settings(&[]);
+    s.requests_per_minute = 5;
+    let url = router(s).await;
+    let (status, body) = get(format!("{url}/api/v1/ips")).await;
+    assert_eq!((status, body), (400, json!({"error": "No containers specified"})));
+    for q in [
+        "container=x&n=0",
+        "container=x&n=abc",
+        "container=x&offset=-1",
+        "container=x&n=101",
+    ] {
+        let (status, body) = get(format!("{url}/api/v1/ips?{q}")).await;
+        assert_eq!(status, 400, "{q}: {body}");
+    }
+    // Those were 5 requests on the same route: the limit. A forged X-Forwarded-For does not help.
+    let r = client()
+        .get(format!("{url}/api/v1/ips?container=x"))
+        .header("x-forwarded-for", "203.0.113.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // Other routes have their own budget.
+    assert_eq!(get(format!("{url}/health")).await.0, 200);
+    let metrics = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infernet_router_requests_total{route=\"/api/v1/ips\"} 6"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_exits_0_and_bad_settings_exit_2() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let ips = dir.path().join("ips.txt");
+    std::fs::write(&ips, "127.0.0.1:1\n").unwrap();
+    let bin = env!("CARGO_BIN_EXE_infernet-router");
+    let mut child = Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--ips-file",
+            ips.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    std::fs::write(&ips, "127.0.0.1:notaport\n").unwrap();
+    let out = Command::new(bin)
+        .args(["--ips-file", ips.to_str().unwrap(), "--refresh-interval", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid port") && stderr.contains("--refresh-interval"),
+        "{stderr}"
+    );
+}
