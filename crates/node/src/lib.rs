@@ -8,15 +8,19 @@
 //! - [`containers`]: the Container Manager (runs and watches services);
 //! - [`store`]: off-chain job results (embedded or Redis);
 //! - [`server`]: the REST API;
+//! - [`stats`]: metrics;
+//! - [`logging`]: console and rotating file logs;
 //! - [`tasks`]: supervised tasks and shutdown;
 //! - [`node`]: wires them together.
 
 pub mod config;
 pub mod containers;
 pub mod guardian;
+pub mod logging;
 pub mod node;
 pub mod orchestrator;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod tasks;
 

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 the node failed while running, 2 the config is invalid or unreadable.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use infernet_node::{
@@ -48,19 +48,6 @@ enum Command {
     Openapi,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
 /// Loads and validates the config; prints every problem and returns `None` when invalid.
 fn load(path: &std::path::Path) -> Option<ValidConfig> {
     let loaded = match config::load(path) {
@@ -71,12 +58,7 @@ fn load(path: &std::path::Path) -> Option<ValidConfig> {
         }
     };
     match config::validate(loaded.config, &loaded.unknown_keys) {
-        Ok(valid) => {
-            for w in &valid.warnings {
-                tracing::warn!(path = %w.path, "config: {}", w.message);
-            }
-            Some(valid)
-        }
+        Ok(valid) => Some(valid),
         Err(problems) => {
             eprintln!("error: {} has {} problem(s):", path.display(), problems.len());
             for p in problems {
@@ -95,7 +77,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => {
-            init_logging();
+            infernet_node::logging::init(None);
             let Some(valid) = load(&cli.config) else {
                 return ExitCode::from(2);
             };
@@ -107,10 +89,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
-            init_logging();
             let Some(valid) = load(&cli.config) else {
                 return ExitCode::from(2);
             };
+            if let Some(warning) = infernet_node::logging::init(Some(&valid.config.log)) {
+                eprintln!("warning: {warning}");
+            }
+            for w in &valid.warnings {
+                tracing::warn!(path = %w.path, "config: {}", w.message);
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

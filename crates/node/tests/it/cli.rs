@@ -147,6 +147,7 @@ async fn results_survive_kill_9_and_interrupted_jobs_are_reported_failed() {
         &config,
         json!({
             "server": {"port": port, "bind": "127.0.0.1"},
+            "log": {"path": dir.path().join("node.log")},
             "manage_containers": false,
             "store": {"path": dir.path().join("jobs.redb")},
             "containers": [
@@ -191,6 +192,7 @@ async fn sigterm_stops_the_node_and_its_services_with_exit_0() {
         &config,
         json!({
             "server": {"port": port, "bind": "127.0.0.1"},
+            "log": {"path": dir.path().join("node.log")},
             "store": {"path": dir.path().join("jobs.redb")},
             "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world", "args": [tag]}}]
         })
@@ -214,4 +216,48 @@ async fn sigterm_stops_the_node_and_its_services_with_exit_0() {
     let status = node.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!pgrep(), "hello-world must be stopped with the node");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    const KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+    const BEARER: &str = "bearer-s3cret-value";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("node.log");
+    let config = dir.path().join("config.json");
+    let remote = stub(Stub::Echo("remote")).await;
+    std::fs::write(
+        &config,
+        json!({
+            "server": {"port": port, "bind": "127.0.0.1"},
+            "log": {"path": log},
+            "store": {"path": dir.path().join("jobs.redb")},
+            "chain": {"enabled": true, "rpc_url": "http://127.0.0.1:1", "registry_address": "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170",
+                      "wallet": {"private_key": KEY}},
+            "containers": [{"id": "remote", "url": format!("http://127.0.0.1:{remote}"), "bearer": BEARER}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let check = run(&["check", "--config", config.to_str().unwrap()]);
+    let node = NodeProcess::spawn(&config, port);
+    let id = submit_to(&node.url, "remote").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while job(&node.url, &id).await["status"] != "success" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(node);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("node serving"), "the log file is written: {logged}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    for (what, text) in [("log file", &logged), ("check output", &printed)] {
+        assert!(!text.contains(&KEY[2..]), "private key in the {what}");
+        assert!(!text.contains(BEARER), "bearer token in the {what}");
+    }
 }

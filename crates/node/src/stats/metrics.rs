@@ -1,0 +1,244 @@
+//! Prometheus metrics of the node, kept in atomics and rendered in the text exposition format.
+//! No global recorder: the node owns its `Metrics`, so tests and several nodes in one process
+//! never share counters.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+/// Where a job came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// REST `POST /api/jobs`, batch or stream.
+    Offchain,
+    /// Delegated subscription.
+    Delegated,
+    /// On-chain subscription.
+    Onchain,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Offchain => "offchain",
+            Self::Delegated => "delegated",
+            Self::Onchain => "onchain",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 180.0,
+];
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+#[derive(Debug, Default)]
+struct ContainerMetrics {
+    success: AtomicU64,
+    failure: AtomicU64,
+    latency: Histogram,
+}
+
+/// The node's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// jobs[source][0 = success, 1 = failure]
+    jobs: [[AtomicU64; 2]; 3],
+    job_latency: Histogram,
+    containers: RwLock<BTreeMap<String, ContainerMetrics>>,
+}
+
+/// Values read at render time from elsewhere in the node.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Running off-chain jobs.
+    pub pending_offchain: u64,
+    /// Running chain jobs.
+    pub pending_onchain: u64,
+    /// Container id → serving (1) or not (0).
+    pub containers_up: Vec<(String, bool)>,
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Metrics for the given containers.
+    pub fn new<'a>(containers: impl IntoIterator<Item = &'a str>) -> Self {
+        let m = Self::default();
+        {
+            let mut map = m.containers.write().expect("metrics poisoned");
+            for id in containers {
+                map.insert(id.to_string(), ContainerMetrics::default());
+            }
+        }
+        m
+    }
+
+    /// A finished job.
+    pub fn job(&self, source: Source, success: bool, took: Duration) {
+        self.jobs[source as usize][usize::from(!success)].fetch_add(1, Ordering::Relaxed);
+        self.job_latency.observe(took);
+    }
+
+    /// One call to a container.
+    pub fn container_call(&self, id: &str, success: bool, took: Duration) {
+        let map = self.containers.read().expect("metrics poisoned");
+        if let Some(c) = map.get(id) {
+            if success { &c.success } else { &c.failure }.fetch_add(1, Ordering::Relaxed);
+            c.latency.observe(took);
+        }
+    }
+
+    /// Job counters `{source: (success, failure)}`, for the heartbeat.
+    pub fn job_counts(&self) -> BTreeMap<&'static str, (u64, u64)> {
+        [Source::Offchain, Source::Delegated, Source::Onchain]
+            .into_iter()
+            .map(|s| {
+                let [ok, failed] = &self.jobs[s as usize];
+                (s.label(), (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP infernet_jobs_total Finished jobs by source and outcome.\n# TYPE infernet_jobs_total counter\n",
+        );
+        for s in [Source::Offchain, Source::Delegated, Source::Onchain] {
+            for (i, outcome) in ["success", "failure"].iter().enumerate() {
+                let v = self.jobs[s as usize][i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "infernet_jobs_total{{source=\"{}\",outcome=\"{outcome}\"}} {v}",
+                    s.label()
+                );
+            }
+        }
+        out.push_str("# HELP infernet_job_duration_seconds Time from accepting a job to its result.\n# TYPE infernet_job_duration_seconds histogram\n");
+        self.job_latency.render(&mut out, "infernet_job_duration_seconds", "");
+        out.push_str("# HELP infernet_jobs_pending Jobs running now.\n# TYPE infernet_jobs_pending gauge\n");
+        let _ = writeln!(
+            out,
+            "infernet_jobs_pending{{source=\"offchain\"}} {}",
+            gauges.pending_offchain
+        );
+        let _ = writeln!(
+            out,
+            "infernet_jobs_pending{{source=\"onchain\"}} {}",
+            gauges.pending_onchain
+        );
+        let map = self.containers.read().expect("metrics poisoned");
+        out.push_str("# HELP infernet_container_calls_total Calls to containers by outcome.\n# TYPE infernet_container_calls_total counter\n");
+        for (id, c) in map.iter() {
+            let id = label(id);
+            let _ = writeln!(
+                out,
+                "infernet_container_calls_total{{container=\"{id}\",outcome=\"success\"}} {}",
+                c.success.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "infernet_container_calls_total{{container=\"{id}\",outcome=\"failure\"}} {}",
+                c.failure.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP infernet_container_call_duration_seconds Duration of one container call.\n# TYPE infernet_container_call_duration_seconds histogram\n");
+        for (id, c) in map.iter() {
+            c.latency.render(
+                &mut out,
+                "infernet_container_call_duration_seconds",
+                &format!("container=\"{}\"", label(id)),
+            );
+        }
+        out.push_str(
+            "# HELP infernet_container_up Whether a container is serving.\n# TYPE infernet_container_up gauge\n",
+        );
+        for (id, up) in &gauges.containers_up {
+            let _ = writeln!(
+                out,
+                "infernet_container_up{{container=\"{}\"}} {}",
+                label(id),
+                u8::from(*up)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counters_labelled() {
+        let m = Metrics::new(["a\"b"]);
+        m.job(Source::Offchain, true, Duration::from_millis(3));
+        m.job(Source::Offchain, false, Duration::from_secs(1));
+        m.container_call("a\"b", true, Duration::from_micros(400));
+        let text = m.render(&Gauges {
+            pending_offchain: 2,
+            pending_onchain: 0,
+            containers_up: vec![("a\"b".into(), true)],
+        });
+        assert!(text.contains("infernet_jobs_total{source=\"offchain\",outcome=\"success\"} 1"));
+        assert!(text.contains("infernet_jobs_total{source=\"offchain\",outcome=\"failure\"} 1"));
+        assert!(text.contains("infernet_job_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("infernet_job_duration_seconds_bucket{le=\"1\"} 2"));
+        assert!(text.contains("infernet_job_duration_seconds_count 2"));
+        assert!(text.contains("infernet_container_call_duration_seconds_bucket{container=\"a\\\"b\",le=\"0.0005\"} 1"));
+        assert!(text.contains("infernet_jobs_pending{source=\"offchain\"} 2"));
+        assert!(text.contains("infernet_container_up{container=\"a\\\"b\"} 1"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Observability: Prometheus metrics (and, with the operations work, the metric sender and system
+//! stats).
+
+pub mod metrics;
