@@ -8,8 +8,10 @@ run:
 	$(CARGO) build --release -p hello-world
 	$(CARGO) run --release -p infernet-node -- --config examples/quickstart.json
 
-## Install test dependencies, check the contract artifacts, build every binary, run every test.
+## Install test dependencies (Docker included), check the contract artifacts, build the local
+## images and every binary, run every test.
 test: deps contracts-check
+	bash scripts/build-images.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine: redis-server, and the npm
+# Installs what the test suite needs on a fresh Debian machine: redis-server, a running Docker
+# engine (docker.io; dockerd is started in the background if it does not answer), and the npm
 # packages of contracts/ (solc for the contract build check, anvil for chain tests).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
@@ -14,10 +15,22 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Docker engine: start it if it does not answer (containers in tests are managed through it).
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd (log: /var/tmp/dockerd.log)"
+  sudo_if_needed sh -c 'nohup dockerd >/var/tmp/dockerd.log 2>&1 &'
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s; see /var/tmp/dockerd.log" >&2; exit 1; }
 fi
 
 # contracts/node_modules: reinstall only when package-lock.json changed.

@@ -2,16 +2,16 @@
 //! contracts through the Infernet SDK `Coordinator`.
 //!
 //! The architecture follows Ritual's node, with one module per component:
-//! - [`config`]: `config.json`, defaults and validation;
-//! - [`guardian`]: which jobs the node accepts;
-//! - [`orchestrator`]: runs pipelines of containers;
-//! - [`containers`]: the Container Manager (runs and watches services);
-//! - [`store`]: off-chain job results (embedded or Redis);
-//! - [`server`]: the REST API;
-//! - [`stats`]: metrics;
-//! - [`logging`]: console and rotating file logs;
-//! - [`tasks`]: supervised tasks and shutdown;
-//! - [`node`]: wires them together.
+//! - [`config`] — `config.json`, defaults and validation;
+//! - [`guardian`] — which jobs the node accepts;
+//! - [`orchestrator`] — runs pipelines of containers;
+//! - [`containers`] — the Container Manager (runs and watches services);
+//! - [`store`] — off-chain job results (embedded or Redis);
+//! - [`server`] — the REST API;
+//! - [`stats`] — metrics;
+//! - [`logging`] — console and rotating file logs;
+//! - [`tasks`] — supervised tasks and shutdown;
+//! - [`node`] — wires them together.
 
 pub mod config;
 pub mod containers;

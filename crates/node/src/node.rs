@@ -103,7 +103,7 @@ impl Node {
         let store = store::open(&config).await?;
         tracing::info!(backend = store.backend(), "job store ready");
 
-        let manager = Arc::new(ContainerManager::new(&config)?);
+        let manager = Arc::new(ContainerManager::new(&config).await?);
         manager.start_all().await?;
 
         let chain_enabled = config.config.chain.enabled;

@@ -1,11 +1,11 @@
 //! `infernet-router`: tracks Infernet nodes and tells clients which ones can serve their job.
 //! It returns node addresses; clients then call the nodes directly.
 //!
-//! - [`address`]: node addresses as operators write them;
-//! - [`registry`]: the node table, with hysteresis;
-//! - [`monitor`]: the prober;
-//! - [`ranking`]: which nodes a client gets;
-//! - [`server`]: the REST API.
+//! - [`address`] — node addresses as operators write them;
+//! - [`registry`] — the node table, with hysteresis;
+//! - [`monitor`] — the prober;
+//! - [`ranking`] — which nodes a client gets;
+//! - [`server`] — the REST API.
 
 pub mod address;
 pub mod monitor;

@@ -6,6 +6,7 @@
 //!   - `destination` 0 (on-chain): answers the five-key convention the node encodes for the chain
 //!     (`raw_input`, `processed_input`, `raw_output`, `processed_output`, `proof`, hex without `0x`);
 //!   - `destination` 2 (stream): streams `hello, world!` word by word, or `data.tokens` tokens;
+//!   - `data.delay_ms` (at most 60 000) makes it work that long before answering, to simulate a model;
 //! - `GET /service-resources[?model_id=]`: what the service can run;
 //! - `GET /health`.
 //!
@@ -51,6 +52,9 @@ async fn service_output(body: axum::body::Bytes) -> Response {
                 .into_response();
         }
     };
+    if let Some(ms) = input.data.get("delay_ms").and_then(Value::as_u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     match input.destination {
         2 => stream(&input.data),
         0 => {

@@ -1,10 +1,12 @@
 //! Container Manager: starts the services the node runs itself, waits until they answer, watches
 //! them for the node's whole life, and stops them at shutdown.
 //!
-//! How a service runs is a [`ContainerRuntime`]: [`process::ProcessRuntime`] runs a local program
-//! (no Docker needed). Remote (`url`) and unmanaged (`manage_containers: false`) services are only
-//! called, never started. State is cached here, so `/info` never asks a runtime (SE-8).
+//! How a service runs is a [`ContainerRuntime`]: [`docker::DockerRuntime`] runs a Docker container
+//! on the local engine, [`process::ProcessRuntime`] runs a local program (no Docker needed).
+//! Remote (`url`) and unmanaged (`manage_containers: false`) services are only called, never
+//! started. State is cached here, so `/info` never asks a runtime (SE-8).
 
+pub mod docker;
 pub mod process;
 
 use std::{
@@ -67,14 +69,9 @@ pub enum ContainerError {
         /// Last lines the service printed.
         logs: String,
     },
-    /// This build cannot run the container.
-    #[error("container {id}: {message}")]
-    Unsupported {
-        /// Container id.
-        id: String,
-        /// Why and what to do instead.
-        message: String,
-    },
+    /// The container engine cannot be used (message says what to do).
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Runs services of one kind (local processes, Docker containers).
@@ -85,10 +82,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Waits until the service exits on its own and returns why (never returns while it runs).
     async fn wait_exit(&self, id: &str) -> String;
     /// Last lines the service printed (for error reports).
-    fn recent_logs(&self, id: &str) -> String;
+    async fn recent_logs(&self, id: &str) -> String;
     /// Stops the service.
     async fn stop(&self, id: &str);
 }
+
+/// First wait before restarting a service that went down.
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between restarts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A service up this long is considered healthy again: its next failure restarts it quickly.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Cached states, shared with the REST server.
 pub type States = Arc<RwLock<HashMap<String, ContainerState>>>;
@@ -98,23 +102,20 @@ pub struct ContainerManager {
     specs: Vec<ContainerSpec>,
     startup_wait: Duration,
     process: Arc<process::ProcessRuntime>,
+    docker: Option<Arc<docker::DockerRuntime>>,
     states: States,
 }
 
 impl ContainerManager {
-    /// Plans the containers of a validated config; nothing runs yet.
-    pub fn new(config: &ValidConfig) -> Result<Self, ContainerError> {
-        for spec in &config.containers {
-            if spec.runtime == Runtime::Docker {
-                return Err(ContainerError::Unsupported {
-                    id: spec.id.clone(),
-                    message: format!(
-                        "image {} needs the Docker runtime, which this build does not include yet; run the service yourself and set manage_containers: false, or give the container a `process` or `url`",
-                        spec.raw.image
-                    ),
-                });
-            }
-        }
+    /// Plans the containers of a validated config, connecting to Docker if any container needs
+    /// it; nothing runs yet.
+    pub async fn new(config: &ValidConfig) -> Result<Self, ContainerError> {
+        let docker = if config.containers.iter().any(|c| c.runtime == Runtime::Docker) {
+            let credentials = config.config.docker.clone();
+            Some(Arc::new(docker::DockerRuntime::connect(credentials).await?))
+        } else {
+            None
+        };
         let states = config
             .containers
             .iter()
@@ -130,6 +131,7 @@ impl ContainerManager {
             specs: config.containers.clone(),
             startup_wait: Duration::from_secs_f64(config.config.startup_wait),
             process: Arc::new(process::ProcessRuntime::default()),
+            docker,
             states: Arc::new(RwLock::new(states)),
         })
     }
@@ -142,7 +144,8 @@ impl ContainerManager {
     fn runtime(&self, spec: &ContainerSpec) -> Option<Arc<dyn ContainerRuntime>> {
         match spec.runtime {
             Runtime::Process(_) => Some(self.process.clone()),
-            _ => None,
+            Runtime::Docker => self.docker.clone().map(|d| d as Arc<dyn ContainerRuntime>),
+            Runtime::Remote | Runtime::Unmanaged => None,
         }
     }
 
@@ -161,7 +164,7 @@ impl ContainerManager {
                 runtime.start(spec).await?;
                 tracing::info!(container = %spec.id, port = spec.port, "container started, waiting until it answers");
                 if let Err(e) = wait_ready(spec.port, self.startup_wait).await {
-                    let logs = runtime.recent_logs(&spec.id);
+                    let logs = runtime.recent_logs(&spec.id).await;
                     runtime.stop(&spec.id).await;
                     return Err(ContainerError::NotReady {
                         id: spec.id.clone(),
@@ -199,13 +202,21 @@ impl ContainerManager {
             let shutdown = shutdown.clone();
             let this = self.clone();
             Some(async move {
-                let mut backoff = Duration::from_millis(500);
+                let mut backoff = MIN_BACKOFF;
+                // When the service was last seen answering (None while it is down).
+                let mut up_since = Some(tokio::time::Instant::now());
                 loop {
                     let reason = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         reason = runtime.wait_exit(&spec.id) => reason,
                     };
-                    tracing::warn!(container = %spec.id, %reason, logs = %runtime.recent_logs(&spec.id), "container exited; restarting in {backoff:?}");
+                    // A service that stayed up a while starts over; one that keeps failing (crash
+                    // loop, unhealthy) waits longer each time, which also keeps the logs readable.
+                    if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                        backoff = MIN_BACKOFF;
+                    }
+                    let logs = runtime.recent_logs(&spec.id).await;
+                    tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {backoff:?}");
                     this.set_state(&spec.id, ContainerState::Failed(reason));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -213,7 +224,15 @@ impl ContainerManager {
                     }
                     this.set_state(&spec.id, ContainerState::Starting);
                     let started = match runtime.start(spec).await {
-                        Ok(()) => wait_ready(spec.port, this.startup_wait.max(Duration::from_secs(1))).await.is_ok(),
+                        Ok(()) => {
+                            let ready = wait_ready(spec.port, this.startup_wait.max(Duration::from_secs(1))).await;
+                            if ready.is_err() {
+                                tracing::warn!(container = %spec.id, "restarted container does not answer; stopping it to try again");
+                                // Stopped, it is seen as down again by `wait_exit`.
+                                runtime.stop(&spec.id).await;
+                            }
+                            ready.is_ok()
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "container restart failed");
                             false
@@ -222,10 +241,9 @@ impl ContainerManager {
                     if started {
                         tracing::info!(container = %spec.id, "container back up");
                         this.set_state(&spec.id, ContainerState::Running);
-                        backoff = Duration::from_millis(500);
-                    } else {
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        up_since = Some(tokio::time::Instant::now());
                     }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             })
         });
@@ -245,12 +263,14 @@ impl ContainerManager {
     }
 }
 
-/// Probes `127.0.0.1:port` until it accepts a connection; on timeout returns how long it waited.
+/// Probes `127.0.0.1:port` until an HTTP server answers there; on timeout returns how long it
+/// waited. An accepted connection is not enough: Docker's port proxy accepts connections before
+/// the service inside listens.
 async fn wait_ready(port: u16, max: Duration) -> Result<(), Duration> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(10);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if answers_http(port).await {
             return Ok(());
         }
         if start.elapsed() >= max {
@@ -259,4 +279,22 @@ async fn wait_ready(port: u16, max: Duration) -> Result<(), Duration> {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(200));
     }
+}
+
+/// Whether an HTTP server answers a request on `127.0.0.1:port` (any status counts).
+async fn answers_http(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 5];
+        tcp.read_exact(&mut head).await.ok()?;
+        Some(&head == b"HTTP/")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
 }

@@ -180,7 +180,7 @@ impl ContainerRuntime for ProcessRuntime {
         }
     }
 
-    fn recent_logs(&self, id: &str) -> String {
+    async fn recent_logs(&self, id: &str) -> String {
         let procs = self.procs.lock().expect("process table poisoned");
         procs
             .get(id)

@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod docker;
 mod pipelines;
 mod store;
 mod streaming;
