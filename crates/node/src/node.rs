@@ -13,6 +13,7 @@ use crate::{
     guardian::Guardian,
     orchestrator::{Orchestrator, OrchestratorError},
     server::{self, AppState, ChainInfo, ContainerInfo, rate_limit::RateLimiter},
+    stats::metrics::Metrics,
     store::{self, StoreError},
     tasks::TaskManager,
 };
@@ -112,7 +113,8 @@ impl Node {
                 "chain.enabled is true, but this build does not run the chain side yet: on-chain and delegated subscriptions will not be served"
             );
         }
-        let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone())?);
+        let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
+        let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone(), metrics)?);
         let rate = &config.config.server.rate_limit;
         let state = Arc::new(AppState {
             guardian: Guardian::new(&config.containers, false),

@@ -8,11 +8,15 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::Stream;
-use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult};
+use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult, JobStatus};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value};
 
-use crate::{config::ContainerSpec, store::JobStore};
+use crate::{
+    config::ContainerSpec,
+    stats::metrics::{Metrics, Source},
+    store::JobStore,
+};
 
 /// Longest error body excerpt put in a job error.
 const EXCERPT: usize = 512;
@@ -59,6 +63,7 @@ pub struct Orchestrator {
     client: reqwest::Client,
     targets: HashMap<String, Target>,
     store: Arc<dyn JobStore>,
+    metrics: Arc<Metrics>,
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -91,7 +96,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Orchestrator {
     /// Builds the Orchestrator for the configured containers.
-    pub fn new(containers: &[ContainerSpec], store: Arc<dyn JobStore>) -> Result<Self, OrchestratorError> {
+    pub fn new(
+        containers: &[ContainerSpec],
+        store: Arc<dyn JobStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, OrchestratorError> {
         crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -122,7 +131,17 @@ impl Orchestrator {
                 },
             );
         }
-        Ok(Self { client, targets, store })
+        Ok(Self {
+            client,
+            targets,
+            store,
+            metrics,
+        })
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The job store.
@@ -200,7 +219,10 @@ impl Orchestrator {
             requires_proof: Some(requires_proof),
         };
         for (i, id) in containers.iter().enumerate() {
-            match self.call(id, &next).await {
+            let started = std::time::Instant::now();
+            let outcome = self.call(id, &next).await;
+            self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
+            match outcome {
                 Ok(output) => {
                     next = ContainerInput {
                         source: JobLocation::Offchain,
@@ -239,6 +261,7 @@ impl Orchestrator {
         data: Map<String, Value>,
         requires_proof: bool,
     ) {
+        let started = std::time::Instant::now();
         let input = JobInput {
             source: JobLocation::Offchain,
             destination: JobLocation::Offchain,
@@ -246,6 +269,8 @@ impl Orchestrator {
         };
         let results = self.run_pipeline(&containers, input, requires_proof).await;
         let job = JobResult::finished(id, results);
+        self.metrics
+            .job(Source::Offchain, job.status == JobStatus::Success, started.elapsed());
         tracing::debug!(job = %job.id, status = ?job.status, "off-chain job finished");
         if let Err(e) = self.store.put(owner, &job).await {
             tracing::error!(job = %job.id, error = %e, "cannot store the job result");

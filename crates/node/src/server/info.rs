@@ -57,3 +57,31 @@ pub(super) struct ResourcesQuery {
 pub(super) async fn resources(State(state): State<Arc<AppState>>, Query(q): Query<ResourcesQuery>) -> Json<Value> {
     Json(Value::Object(state.orchestrator.resources(q.model_id.as_deref()).await))
 }
+
+/// `GET /metrics`: Prometheus text exposition (not rate limited: scrapers poll it).
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let pending_offchain = state.store.pending_count().await?;
+    let containers_up = {
+        let states = state.states.read().expect("container states poisoned");
+        state
+            .containers
+            .iter()
+            .map(|c| (c.id.clone(), states.get(&c.id) == Some(&ContainerState::Running)))
+            .collect()
+    };
+    let gauges = crate::stats::metrics::Gauges {
+        pending_offchain,
+        pending_onchain: 0,
+        containers_up,
+    };
+    let body = state.orchestrator.metrics().render(&gauges);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}

@@ -5,6 +5,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use axum::{
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, ClientIp};
 use crate::{
     containers::ContainerState,
+    stats::metrics::{Metrics, Source},
     store::{JobStore, ListFilter},
 };
 
@@ -176,6 +178,8 @@ struct RecordedStream<S> {
 
 struct Recorder {
     store: Arc<dyn JobStore>,
+    metrics: Arc<Metrics>,
+    started: Instant,
     owner: IpAddr,
     id: String,
     container: String,
@@ -183,6 +187,9 @@ struct Recorder {
 
 impl Recorder {
     fn finish(self, outcome: Result<&[u8], String>) {
+        let took = self.started.elapsed();
+        self.metrics.container_call(&self.container, outcome.is_ok(), took);
+        self.metrics.job(Source::Offchain, outcome.is_ok(), took);
         let result = match outcome {
             Ok(bytes) => ContainerResult::Output {
                 container: self.container,
@@ -265,6 +272,8 @@ pub(super) async fn stream(
     state.store.put_detached(client, JobResult::running(&id));
     let record = Recorder {
         store: state.store.clone(),
+        metrics: state.orchestrator.metrics().clone(),
+        started: Instant::now(),
         owner: client,
         id: id.clone(),
         container: container.clone(),

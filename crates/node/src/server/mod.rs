@@ -176,6 +176,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/status", put(jobs::status))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(info::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

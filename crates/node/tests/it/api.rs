@@ -357,3 +357,87 @@ fn pid_of(tag: &str) -> u32 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn metrics_count_jobs_and_container_calls_after_known_traffic() {
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("echo", stub(Stub::Echo("echo")).await), unmanaged("broken", stub(Stub::Fails).await)]
+    }))
+    .await;
+    for _ in 0..2 {
+        let id = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
+        wait_job(&node, &id, false).await;
+    }
+    let id = submit(&node, json!({"containers": ["echo", "broken"], "data": {}})).await;
+    wait_job(&node, &id, false).await;
+    let streamed = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["echo"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    let (stream_id, _) = streamed
+        .text()
+        .await
+        .unwrap()
+        .split_once('\n')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    wait_job(&node, &stream_id, false).await;
+
+    let r = client().get(node.at("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("{name} {labels:?} missing from:\n{text}"));
+        match &sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => {
+                panic!("{name} is not a number")
+            }
+        }
+    };
+    assert_eq!(
+        value("infernet_jobs_total", &[("source", "offchain"), ("outcome", "success")]),
+        3.0
+    );
+    assert_eq!(
+        value("infernet_jobs_total", &[("source", "offchain"), ("outcome", "failure")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "infernet_container_calls_total",
+            &[("container", "echo"), ("outcome", "success")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            "infernet_container_calls_total",
+            &[("container", "broken"), ("outcome", "failure")]
+        ),
+        1.0
+    );
+    assert_eq!(value("infernet_jobs_pending", &[("source", "offchain")]), 0.0);
+    assert_eq!(value("infernet_container_up", &[("container", "echo")]), 1.0);
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "infernet_job_duration_seconds")
+        .expect("histogram");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(buckets.last().unwrap().count, 4.0, "+Inf bucket counts every job");
+        }
+        other => panic!("job duration should be a histogram, got {other:?}"),
+    }
+}
