@@ -26,7 +26,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Streaming benchmark: node vs. direct service, printed as ratios.
+## Benchmarks: node streaming vs. direct service; router probe round and /api/v1/ips latency.
 bench:
 	$(CARGO) build --release -p hello-world -p infernet-node --bins
 	$(CARGO) bench -p infernet-node --bench stream
+	$(CARGO) bench -p infernet-router --bench probe
