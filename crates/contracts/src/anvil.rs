@@ -5,6 +5,7 @@
 //! crate was built from and above the running executable; `anvil` in `PATH`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -110,8 +111,16 @@ impl Anvil {
         if let Some(secs) = self.block_time {
             cmd.args(["--block-time", &secs.to_string()]);
         }
-        cmd.args(&self.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = cmd.spawn().map_err(|source| AnvilError::Spawn { path: path.clone(), source })?;
+        // Own process group: a terminal's Ctrl-C reaches only our process, which then stops anvil itself.
+        cmd.process_group(0);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(|source| AnvilError::Spawn {
+            path: path.clone(),
+            source,
+        })?;
         let Some(stdout) = child.stdout.take() else {
             kill(&mut child);
             return Err(AnvilError::Startup("no stdout".into()));
@@ -186,6 +195,11 @@ impl AnvilInstance {
         31337
     }
 
+    /// `Some(status)` once anvil has exited on its own.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
     /// Stops anvil now (also done on drop).
     pub fn stop(mut self) {
         kill(&mut self.child);
@@ -234,7 +248,9 @@ pub fn find_anvil() -> Option<PathBuf> {
         }
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("anvil")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("anvil"))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

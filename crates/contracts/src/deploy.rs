@@ -71,7 +71,10 @@ pub struct DeployParams {
 impl DeployParams {
     /// The reference parameters: fee 5 % to `fee_recipient`.
     pub fn new(fee_recipient: Address) -> Self {
-        Self { fee_recipient, fee_bps: DEFAULT_FEE_BPS }
+        Self {
+            fee_recipient,
+            fee_bps: DEFAULT_FEE_BPS,
+        }
     }
 }
 
@@ -122,20 +125,45 @@ pub async fn deploy<P: Provider>(
             d.registry,
             Registry::deploy_builder(provider, d.coordinator, d.inbox, d.reader, d.fee, d.wallet_factory),
         ),
-        ("EIP712Coordinator", d.coordinator, EIP712Coordinator::deploy_builder(provider, d.registry)),
+        (
+            "EIP712Coordinator",
+            d.coordinator,
+            EIP712Coordinator::deploy_builder(provider, d.registry),
+        ),
         ("Inbox", d.inbox, Inbox::deploy_builder(provider, d.registry)),
         ("Reader", d.reader, Reader::deploy_builder(provider, d.registry)),
-        ("Fee", d.fee, Fee::deploy_builder(provider, params.fee_recipient, params.fee_bps)),
-        ("WalletFactory", d.wallet_factory, WalletFactory::deploy_builder(provider, d.registry)),
+        (
+            "Fee",
+            d.fee,
+            Fee::deploy_builder(provider, params.fee_recipient, params.fee_bps),
+        ),
+        (
+            "WalletFactory",
+            d.wallet_factory,
+            WalletFactory::deploy_builder(provider, d.registry),
+        ),
     ];
     // One at a time: each constructor reads the Registry, so gas estimation needs the previous ones mined.
     for (i, (contract, expected, builder)) in (0u64..).zip(steps) {
-        let receipt = builder.from(deployer).nonce(nonce + i).send().await?.get_receipt().await?;
+        let receipt = builder
+            .from(deployer)
+            .nonce(nonce + i)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
         if !receipt.status() {
-            return Err(DeployError::Reverted { contract, tx: receipt.transaction_hash() });
+            return Err(DeployError::Reverted {
+                contract,
+                tx: receipt.transaction_hash(),
+            });
         }
         if receipt.contract_address() != Some(expected) {
-            return Err(DeployError::AddressMismatch { contract, expected, actual: receipt.contract_address() });
+            return Err(DeployError::AddressMismatch {
+                contract,
+                expected,
+                actual: receipt.contract_address(),
+            });
         }
         tracing::debug!(contract, %expected, "deployed");
     }
@@ -146,11 +174,19 @@ pub async fn deploy<P: Provider>(
         ("INBOX", d.inbox, registry.INBOX().call().await?),
         ("READER", d.reader, registry.READER().call().await?),
         ("FEE", d.fee, registry.FEE().call().await?),
-        ("WALLET_FACTORY", d.wallet_factory, registry.WALLET_FACTORY().call().await?),
+        (
+            "WALLET_FACTORY",
+            d.wallet_factory,
+            registry.WALLET_FACTORY().call().await?,
+        ),
     ];
     for (getter, expected, actual) in checks {
         if expected != actual {
-            return Err(DeployError::RegistryMismatch { getter, expected, actual });
+            return Err(DeployError::RegistryMismatch {
+                getter,
+                expected,
+                actual,
+            });
         }
     }
     Ok(d)

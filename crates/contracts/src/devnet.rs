@@ -101,7 +101,9 @@ impl Devnet {
             .ok_or(DevnetError::NoWalletCreated)?;
         let node_payment_wallet = created.data.wallet;
 
-        let fund = alloy::rpc::types::TransactionRequest::default().to(node_payment_wallet).value(NODE_WALLET_ETH);
+        let fund = alloy::rpc::types::TransactionRequest::default()
+            .to(node_payment_wallet)
+            .value(NODE_WALLET_ETH);
         provider.send_transaction(fund).await?.get_receipt().await?;
         let token = TestToken::new(examples.token, &provider);
         for to in [node.address(), node_payment_wallet] {
@@ -111,12 +113,22 @@ impl Devnet {
         if let Some(secs) = options.block_time {
             let _: () = provider.raw_request("evm_setIntervalMining".into(), (secs,)).await?;
         }
-        Ok(Self { anvil, deployment, examples, node_payment_wallet })
+        Ok(Self {
+            anvil,
+            deployment,
+            examples,
+            node_payment_wallet,
+        })
     }
 
     /// The running anvil.
     pub fn anvil(&self) -> &AnvilInstance {
         &self.anvil
+    }
+
+    /// The running anvil, e.g. to check it is still alive.
+    pub fn anvil_mut(&mut self) -> &mut AnvilInstance {
+        &mut self.anvil
     }
 
     /// HTTP JSON-RPC endpoint.
@@ -142,7 +154,21 @@ pub fn signer(index: usize) -> PrivateKeySigner {
     dev_signer(index).expect("devnet roles use the first anvil accounts")
 }
 
-/// A provider with the recommended fillers that signs with `signer`, connected to `anvil`.
+/// A provider that signs with `signer`, connected to `anvil`; it estimates gas, fetches the chain id and
+/// reads the nonce from the chain for every transaction.
+///
+/// alloy's default (cached) nonce manager keeps a nonce it handed out even when gas estimation then fails,
+/// so after one expected revert every later transaction of the account would wait forever behind the gap.
 pub fn wallet_provider(anvil: &AnvilInstance, signer: PrivateKeySigner) -> DynProvider {
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(anvil.endpoint_url()).erased()
+    // The workspace builds reqwest with rustls but no default crypto provider: install ring's before
+    // the first client exists (a no-op when one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(anvil.endpoint_url())
+        .erased()
 }

@@ -178,7 +178,10 @@ mod tests {
     #[test]
     fn domain_separator_matches_the_reference_anvil_deployment() {
         let d = domain(31337, address!("e7f1725E7734CE288F8367e1Bb143E90bb3F0512"));
-        assert_eq!(d.separator(), b256!("0da40050d747332d4028233d5e6cc011e618dc2dd0e9d30b9886f503a7a8d8cc"));
+        assert_eq!(
+            d.separator(),
+            b256!("0da40050d747332d4028233d5e6cc011e618dc2dd0e9d30b9886f503a7a8d8cc")
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ const EXPECTED: &str = include_str!("../../../../contracts/selectors.expected.js
 /// `signature -> 0x-selector` of one generated `…Calls` / `…Events` / `…Errors` enum.
 macro_rules! entries {
     ($enum:ty) => {
-        <$enum>::SIGNATURES.iter().zip(<$enum>::SELECTORS).map(|(sig, sel)| (sig.to_string(), hex::encode_prefixed(sel))).collect()
+        <$enum>::SIGNATURES
+            .iter()
+            .zip(<$enum>::SELECTORS)
+            .map(|(sig, sel)| (sig.to_string(), hex::encode_prefixed(sel)))
+            .collect()
     };
 }
 
@@ -78,7 +82,10 @@ fn every_reference_selector_topic_and_error_is_in_the_bindings() {
         }
     }
     assert!(problems.is_empty(), "ABI drift:\n{}", problems.join("\n"));
-    assert!(checked >= 100, "only {checked} entries checked; is selectors.expected.json complete?");
+    assert!(
+        checked >= 100,
+        "only {checked} entries checked; is selectors.expected.json complete?"
+    );
 }
 
 #[test]
@@ -113,8 +120,14 @@ fn typed_constants_the_node_relies_on() {
 #[test]
 fn container_id_matches_the_reference_vectors() {
     let cases: [(&str, B256); 2] = [
-        ("hello-world", b256!("5768661526084c7b4d30f7224ed6c74ade98db3c6c395c55400a17f34a547e22")),
-        ("A,B", b256!("ed76aa63268e9d816365e0b3c94f7ea57c80b3b404d41ca7a65a492ff9d0526e")),
+        (
+            "hello-world",
+            b256!("5768661526084c7b4d30f7224ed6c74ade98db3c6c395c55400a17f34a547e22"),
+        ),
+        (
+            "A,B",
+            b256!("ed76aa63268e9d816365e0b3c94f7ea57c80b3b404d41ca7a65a492ff9d0526e"),
+        ),
     ];
     for (containers, id) in cases {
         assert_eq!(container_id(containers), id, "{containers}");

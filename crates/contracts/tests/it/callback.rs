@@ -31,20 +31,30 @@ async fn callback_is_delivered_once_and_redelivery_is_rejected() {
     assert_eq!((sub.frequency, sub.period, sub.redundancy, sub.lazy), (1, 0, 1, false));
     // On chain the container id is keccak256(abi.encode("hello-world")): the reference vector.
     assert_eq!(sub.containerId, container_id("hello-world"));
-    let served = consumer.getContainerInputs(id, 1, 0, chain.address(1)).call().await.unwrap();
+    let served = consumer
+        .getContainerInputs(id, 1, 0, chain.address(1))
+        .call()
+        .await
+        .unwrap();
     assert_eq!(served, inputs);
 
     let output = Bytes::from_static(b"hello, world!");
-    let deliver = || {
-        coordinator.deliverCompute(id, 1, inputs.clone(), output.clone(), Bytes::new(), Address::ZERO)
-    };
+    let deliver = || coordinator.deliverCompute(id, 1, inputs.clone(), output.clone(), Bytes::new(), Address::ZERO);
     let receipt = send(deliver()).await;
-    let fulfilled = receipt.decoded_log::<EIP712Coordinator::SubscriptionFulfilled>().expect("SubscriptionFulfilled");
+    let fulfilled = receipt
+        .decoded_log::<EIP712Coordinator::SubscriptionFulfilled>()
+        .expect("SubscriptionFulfilled");
     assert_eq!((fulfilled.data.id, fulfilled.data.node), (id, chain.address(1)));
     assert_eq!(consumer.latestOutput(id).call().await.unwrap(), output);
     let delivery = consumer.lastDelivery().call().await.unwrap();
-    assert_eq!((delivery.subscriptionId, delivery.interval, delivery.redundancy), (id, 1, 1));
-    assert_eq!((delivery.node, delivery.input, delivery.proof), (chain.address(1), inputs.clone(), Bytes::new()));
+    assert_eq!(
+        (delivery.subscriptionId, delivery.interval, delivery.redundancy),
+        (id, 1, 1)
+    );
+    assert_eq!(
+        (delivery.node, delivery.input, delivery.proof),
+        (chain.address(1), inputs.clone(), Bytes::new())
+    );
 
     // Redundancy 1 is used up: the same node and any other node see IntervalCompleted.
     let err = coordinator_revert(deliver()).await;
@@ -64,14 +74,11 @@ async fn callback_is_delivered_once_and_redelivery_is_rejected() {
 async fn unknown_subscription_is_rejected() {
     let chain = Chain::start().await;
     let coordinator = chain.coordinator(&chain.node);
-    let err = coordinator_revert(coordinator.deliverCompute(
-        42,
-        1,
-        Bytes::new(),
-        Bytes::new(),
-        Bytes::new(),
-        Address::ZERO,
-    ))
-    .await;
-    assert!(matches!(err, EIP712CoordinatorErrors::SubscriptionNotFound(_)), "{err:?}");
+    let err =
+        coordinator_revert(coordinator.deliverCompute(42, 1, Bytes::new(), Bytes::new(), Bytes::new(), Address::ZERO))
+            .await;
+    assert!(
+        matches!(err, EIP712CoordinatorErrors::SubscriptionNotFound(_)),
+        "{err:?}"
+    );
 }

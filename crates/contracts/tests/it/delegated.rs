@@ -32,20 +32,22 @@ fn deliver(
 ) -> alloy::contract::SolCallBuilder<DynProvider, EIP712Coordinator::deliverComputeDelegateeCall> {
     let d = chain.devnet.deployment;
     let sig = eip712::sign(signer, signed, 31337, d.coordinator).expect("local signing");
-    chain.coordinator(&chain.node).deliverComputeDelegatee(
-        nonce,
-        signed.expiry,
-        signed.sub.clone().into(),
-        sig.v,
-        sig.r,
-        sig.s,
-        1,
-        Bytes::from_static(b"in"),
-        Bytes::from_static(b"out"),
-        Bytes::new(),
-        Address::ZERO,
-    )
-    .with_cloned_provider()
+    chain
+        .coordinator(&chain.node)
+        .deliverComputeDelegatee(
+            nonce,
+            signed.expiry,
+            signed.sub.clone().into(),
+            sig.v,
+            sig.r,
+            sig.s,
+            1,
+            Bytes::from_static(b"in"),
+            Bytes::from_static(b"out"),
+            Bytes::new(),
+            Address::ZERO,
+        )
+        .with_cloned_provider()
 }
 
 #[tokio::test]
@@ -56,7 +58,9 @@ async fn valid_signature_creates_and_delivers_the_subscription() {
     let msg = message(&chain, 7, now + 3600).await;
     let receipt = send(deliver(&chain, &signer, &msg, 7)).await;
     let id = created_id(&receipt);
-    let fulfilled = receipt.decoded_log::<EIP712Coordinator::SubscriptionFulfilled>().expect("SubscriptionFulfilled");
+    let fulfilled = receipt
+        .decoded_log::<EIP712Coordinator::SubscriptionFulfilled>()
+        .expect("SubscriptionFulfilled");
     assert_eq!((fulfilled.data.id, fulfilled.data.node), (id, chain.address(1)));
 
     let coordinator = chain.coordinator(&chain.node);
@@ -68,7 +72,10 @@ async fn valid_signature_creates_and_delivers_the_subscription() {
     assert_eq!(coordinator.maxSubscriberNonce(owner).call().await.unwrap(), 7);
     let consumer = ExampleDelegatorConsumer::new(owner, &chain.deployer);
     assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(1));
-    assert_eq!(consumer.lastDelivery().call().await.unwrap().output, Bytes::from_static(b"out"));
+    assert_eq!(
+        consumer.lastDelivery().call().await.unwrap().output,
+        Bytes::from_static(b"out")
+    );
 
     // Replaying the same (owner, nonce) finds the existing subscription, whose only slot is used.
     let err = coordinator_revert(deliver(&chain, &signer, &msg, 7)).await;
@@ -103,5 +110,9 @@ async fn signature_from_another_signer_is_rejected() {
     // Account #0 is not the consumer's getSigner().
     let err = coordinator_revert(deliver(&chain, &chain.signer(0), &msg, 1)).await;
     assert!(matches!(err, EIP712CoordinatorErrors::SignerMismatch(_)), "{err:?}");
-    assert_eq!(chain.coordinator(&chain.node).id().call().await.unwrap(), 1, "nothing created");
+    assert_eq!(
+        chain.coordinator(&chain.node).id().call().await.unwrap(),
+        1,
+        "nothing created"
+    );
 }

@@ -12,14 +12,20 @@ async fn fresh_chain_gets_the_reference_addresses_and_wiring() {
     let deployer = chain.address(0);
     // The devnet deployed from account #0 starting at nonce 0: the reference addresses.
     assert_eq!(chain.devnet.deployment, Deployment::precompute(deployer, 0));
-    assert_eq!(chain.devnet.deployment.registry, alloy::primitives::address!("5FbDB2315678afecb367f032d93F642f64180aa3"));
+    assert_eq!(
+        chain.devnet.deployment.registry,
+        alloy::primitives::address!("5FbDB2315678afecb367f032d93F642f64180aa3")
+    );
 
     let d = chain.devnet.deployment;
     let registry = Registry::new(d.registry, &chain.deployer);
     assert_eq!(registry.COORDINATOR().call().await.unwrap(), d.coordinator);
     assert_eq!(registry.WALLET_FACTORY().call().await.unwrap(), d.wallet_factory);
     for address in [d.registry, d.coordinator, d.inbox, d.reader, d.fee, d.wallet_factory] {
-        assert!(!chain.deployer.get_code_at(address).await.unwrap().is_empty(), "no code at {address}");
+        assert!(
+            !chain.deployer.get_code_at(address).await.unwrap().is_empty(),
+            "no code at {address}"
+        );
     }
     let fee = Fee::new(d.fee, &chain.deployer);
     assert_eq!(fee.FEE().call().await.unwrap(), 500);
@@ -34,8 +40,13 @@ async fn a_second_deployment_uses_the_deployers_current_nonce() {
     let chain = Chain::start().await;
     let deployer = chain.address(0);
     let nonce = chain.deployer.get_transaction_count(deployer).await.unwrap();
-    let params = DeployParams { fee_recipient: chain.address(2), fee_bps: 250 };
-    let second = deploy(&chain.deployer, deployer, params).await.expect("second deployment");
+    let params = DeployParams {
+        fee_recipient: chain.address(2),
+        fee_bps: 250,
+    };
+    let second = deploy(&chain.deployer, deployer, params)
+        .await
+        .expect("second deployment");
     assert_eq!(second, Deployment::precompute(deployer, nonce));
     assert_ne!(second.registry, chain.devnet.deployment.registry);
     let fee = Fee::new(second.fee, &chain.deployer);

@@ -11,10 +11,19 @@ use crate::support::{Chain, coordinator_revert, created_id, ether, milli_ether, 
 async fn consumer_wallet(chain: &Chain, funds: U256, allowance: U256) -> Address {
     let factory = WalletFactory::new(chain.devnet.deployment.wallet_factory, &chain.deployer);
     let receipt = send(factory.createWallet(chain.address(0))).await;
-    let wallet = receipt.decoded_log::<WalletFactory::WalletCreated>().expect("WalletCreated").data.wallet;
+    let wallet = receipt
+        .decoded_log::<WalletFactory::WalletCreated>()
+        .expect("WalletCreated")
+        .data
+        .wallet;
     assert!(factory.isValidWallet(wallet).call().await.unwrap());
     let fund = alloy::rpc::types::TransactionRequest::default().to(wallet).value(funds);
-    alloy::providers::Provider::send_transaction(&chain.deployer, fund).await.unwrap().get_receipt().await.unwrap();
+    alloy::providers::Provider::send_transaction(&chain.deployer, fund)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     let w = Wallet::new(wallet, &chain.deployer);
     send(w.approve(chain.devnet.examples.callback_consumer, Address::ZERO, allowance)).await;
     wallet
@@ -41,15 +50,16 @@ fn deliver(
     id: u32,
     node_wallet: Address,
 ) -> alloy::contract::SolCallBuilder<DynProvider, EIP712Coordinator::deliverComputeCall> {
-    coordinator.deliverCompute(
-        id,
-        1,
-        Bytes::from_static(b"in"),
-        Bytes::from_static(b"out"),
-        Bytes::from_static(b"proof"),
-        node_wallet,
-    )
-    .with_cloned_provider()
+    coordinator
+        .deliverCompute(
+            id,
+            1,
+            Bytes::from_static(b"in"),
+            Bytes::from_static(b"out"),
+            Bytes::from_static(b"proof"),
+            node_wallet,
+        )
+        .with_cloned_provider()
 }
 
 #[tokio::test]
@@ -65,16 +75,30 @@ async fn paid_delivery_splits_the_payment_between_node_and_protocol() {
     assert!(matches!(err, EIP712CoordinatorErrors::InvalidWallet(_)), "{err:?}");
 
     let fee_recipient = chain.address(0);
-    let before = (chain.balance(node_wallet).await, chain.balance(fee_recipient).await, chain.balance(wallet).await);
+    let before = (
+        chain.balance(node_wallet).await,
+        chain.balance(fee_recipient).await,
+        chain.balance(wallet).await,
+    );
     send(deliver(&node, id, node_wallet)).await;
-    let after = (chain.balance(node_wallet).await, chain.balance(fee_recipient).await, chain.balance(wallet).await);
+    let after = (
+        chain.balance(node_wallet).await,
+        chain.balance(fee_recipient).await,
+        chain.balance(wallet).await,
+    );
 
     // Fee 5 % is charged twice (10 %): node wallet +0.9, protocol +0.1, consumer wallet -1.
     assert_eq!(after.0 - before.0, milli_ether(900), "node wallet");
     assert_eq!(after.1 - before.1, milli_ether(100), "fee recipient");
     assert_eq!(before.2 - after.2, ether(1), "consumer wallet");
     let w = Wallet::new(wallet, &chain.deployer);
-    assert_eq!(w.allowance(chain.devnet.examples.callback_consumer, Address::ZERO).call().await.unwrap(), U256::ZERO);
+    assert_eq!(
+        w.allowance(chain.devnet.examples.callback_consumer, Address::ZERO)
+            .call()
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
 
     // No allowance left: the next paid request cannot be delivered.
     let id2 = paid_request(&chain, ether(1), wallet, Address::ZERO).await;
@@ -85,7 +109,9 @@ async fn paid_delivery_splits_the_payment_between_node_and_protocol() {
 #[tokio::test]
 async fn atomic_verifier_pays_on_a_valid_proof_and_slashes_on_an_invalid_one() {
     let chain = Chain::start().await;
-    let verifier = AtomicVerifier::deploy(&chain.deployer, chain.devnet.deployment.registry).await.unwrap();
+    let verifier = AtomicVerifier::deploy(&chain.deployer, chain.devnet.deployment.registry)
+        .await
+        .unwrap();
     send(verifier.updateSupportedToken(Address::ZERO, true)).await;
     send(verifier.updateFee(Address::ZERO, milli_ether(100))).await;
     let verifier_addr = *verifier.address();
@@ -109,9 +135,14 @@ async fn atomic_verifier_pays_on_a_valid_proof_and_slashes_on_an_invalid_one() {
     let before = balances().await;
     let receipt = send(deliver(&node, id, node_wallet)).await;
     let after = balances().await;
-    let verified = receipt.decoded_log::<EIP712Coordinator::ProofVerified>().expect("ProofVerified");
+    let verified = receipt
+        .decoded_log::<EIP712Coordinator::ProofVerified>()
+        .expect("ProofVerified");
     assert!(verified.data.valid);
-    assert_eq!((verified.data.id, verified.data.node, verified.data.verifier), (id, chain.address(1), verifier_addr));
+    assert_eq!(
+        (verified.data.id, verified.data.node, verified.data.verifier),
+        (id, chain.address(1), verifier_addr)
+    );
     assert_eq!(after.0 - before.0, milli_ether(800), "node wallet");
     assert_eq!(after.1 - before.1, milli_ether(105), "fee recipient");
     assert_eq!(after.2 - before.2, milli_ether(95), "verifier");
@@ -126,15 +157,28 @@ async fn atomic_verifier_pays_on_a_valid_proof_and_slashes_on_an_invalid_one() {
     let before = balances().await;
     let receipt = send(deliver(&node, id, node_wallet)).await;
     let after = balances().await;
-    assert!(!receipt.decoded_log::<EIP712Coordinator::ProofVerified>().expect("ProofVerified").data.valid);
+    assert!(
+        !receipt
+            .decoded_log::<EIP712Coordinator::ProofVerified>()
+            .expect("ProofVerified")
+            .data
+            .valid
+    );
     assert_eq!(before.0 - after.0, ether(1), "node wallet slashed");
     assert_eq!(after.1 - before.1, milli_ether(105), "fee recipient");
     assert_eq!(after.2 - before.2, milli_ether(95), "verifier");
-    assert_eq!(after.3 - before.3, milli_ether(800), "consumer wallet: +1 stake - 0.2 fees");
+    assert_eq!(
+        after.3 - before.3,
+        milli_ether(800),
+        "consumer wallet: +1 stake - 0.2 fees"
+    );
 
     // An unsupported token is refused before anything moves.
     send(verifier.updateSupportedToken(Address::ZERO, false)).await;
     let id = paid_request(&chain, ether(1), wallet, verifier_addr).await;
     let err = coordinator_revert(deliver(&node, id, node_wallet)).await;
-    assert!(matches!(err, EIP712CoordinatorErrors::UnsupportedVerifierToken(_)), "{err:?}");
+    assert!(
+        matches!(err, EIP712CoordinatorErrors::UnsupportedVerifierToken(_)),
+        "{err:?}"
+    );
 }

@@ -25,11 +25,18 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub(crate) async fn start() -> Self {
-        let devnet = Devnet::start(DevnetOptions::default()).await.expect("devnet starts (run `cd contracts && npm ci`)");
+        let devnet = Devnet::start(DevnetOptions::default())
+            .await
+            .expect("devnet starts (run `cd contracts && npm ci`)");
         let deployer = devnet.provider(devnet::signer(devnet::DEPLOYER));
         let node = devnet.provider(devnet::signer(devnet::NODE));
         let node2 = devnet.provider(devnet::signer(3));
-        Self { devnet, deployer, node, node2 }
+        Self {
+            devnet,
+            deployer,
+            node,
+            node2,
+        }
     }
 
     pub(crate) fn signer(&self, index: usize) -> PrivateKeySigner {
@@ -58,7 +65,11 @@ impl Chain {
 
     /// Mines a block at `timestamp`, so calls and estimates see that time.
     pub(crate) async fn mine_at(&self, timestamp: u64) {
-        let _: () = self.deployer.raw_request("evm_setNextBlockTimestamp".into(), (timestamp,)).await.expect("set time");
+        let _: () = self
+            .deployer
+            .raw_request("evm_setNextBlockTimestamp".into(), (timestamp,))
+            .await
+            .expect("set time");
         let _: String = self.deployer.raw_request("evm_mine".into(), ()).await.expect("mine");
     }
 
@@ -69,7 +80,13 @@ impl Chain {
 
 /// Sends `call` and waits for a successful receipt.
 pub(crate) async fn send<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -> TransactionReceipt {
-    let receipt = call.send().await.expect("transaction accepted").get_receipt().await.expect("receipt");
+    let receipt = call
+        .send()
+        .await
+        .expect("transaction accepted")
+        .get_receipt()
+        .await
+        .expect("receipt");
     assert!(receipt.status(), "transaction reverted: {receipt:?}");
     receipt
 }
@@ -78,12 +95,16 @@ pub(crate) async fn send<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -
 pub(crate) async fn revert<E: SolInterface + Debug, P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -> E {
     match call.send().await {
         Ok(pending) => panic!("expected a revert, transaction {} was sent", pending.tx_hash()),
-        Err(e) => e.as_decoded_interface_error::<E>().unwrap_or_else(|| panic!("not a known custom error: {e}")),
+        Err(e) => e
+            .as_decoded_interface_error::<E>()
+            .unwrap_or_else(|| panic!("not a known custom error: {e}")),
     }
 }
 
 /// Sends `call`, expects a coordinator custom error.
-pub(crate) async fn coordinator_revert<P: Provider, D: CallDecoder>(call: CallBuilder<P, D>) -> EIP712CoordinatorErrors {
+pub(crate) async fn coordinator_revert<P: Provider, D: CallDecoder>(
+    call: CallBuilder<P, D>,
+) -> EIP712CoordinatorErrors {
     revert::<EIP712CoordinatorErrors, P, D>(call).await
 }
 
@@ -99,5 +120,9 @@ pub(crate) fn milli_ether(n: u64) -> U256 {
 
 /// Id from the `SubscriptionCreated` event of `receipt`.
 pub(crate) fn created_id(receipt: &TransactionReceipt) -> u32 {
-    receipt.decoded_log::<EIP712Coordinator::SubscriptionCreated>().expect("SubscriptionCreated emitted").data.id
+    receipt
+        .decoded_log::<EIP712Coordinator::SubscriptionCreated>()
+        .expect("SubscriptionCreated emitted")
+        .data
+        .id
 }

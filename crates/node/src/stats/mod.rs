@@ -2,3 +2,4 @@
 //! stats).
 
 pub mod metrics;
+pub mod system;

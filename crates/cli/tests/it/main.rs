@@ -1,0 +1,3 @@
+//! End-to-end tests of the `infernet` binary.
+
+mod devnet;
