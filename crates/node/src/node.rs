@@ -13,7 +13,11 @@ use crate::{
     guardian::Guardian,
     orchestrator::{Orchestrator, OrchestratorError},
     server::{self, AppState, ChainInfo, ContainerInfo, rate_limit::RateLimiter},
-    stats::metrics::Metrics,
+    stats::{
+        metrics::Metrics,
+        sender::{self, SenderSettings},
+        system::SystemStats,
+    },
     store::{self, StoreError},
     tasks::TaskManager,
 };
@@ -139,6 +143,7 @@ impl Node {
             limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
             jobs: TaskTracker::new(),
             max_body: usize::try_from(config.config.server.max_body_size).unwrap_or(usize::MAX),
+            system: Arc::new(SystemStats::new()),
         });
 
         let tasks = TaskManager::new();
@@ -164,6 +169,24 @@ impl Node {
             supervisor.supervise(supervise_shutdown).await;
             Ok(())
         });
+        match (&config.config.stats.endpoint, config.config.forward_stats) {
+            (Some(endpoint), true) => {
+                let settings = SenderSettings {
+                    endpoint: endpoint.clone(),
+                    token: config.config.stats.token.clone(),
+                    interval: Duration::from_secs_f64(config.config.stats.interval),
+                    advertise: config.config.stats.advertise.clone(),
+                    port: config.config.server.port,
+                };
+                let (sender_state, sender_shutdown) = (state.clone(), shutdown.clone());
+                tasks.spawn_critical("metric-sender", async move {
+                    sender::run(sender_state, settings, sender_shutdown).await;
+                    Ok(())
+                });
+            }
+            (None, true) => tracing::info!("metric sender off: no stats.endpoint configured"),
+            (_, false) => tracing::info!("metric sender off: forward_stats is false"),
+        }
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
 
         let token = shutdown.clone();

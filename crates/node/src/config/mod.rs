@@ -85,6 +85,9 @@ pub struct Config {
     /// Embedded job store (used when there is no `redis` section).
     #[serde(default)]
     pub store: StoreConfig,
+    /// Where the metric sender sends heartbeats (extension; with `forward_stats`).
+    #[serde(default)]
+    pub stats: StatsConfig,
 }
 
 fn yes() -> bool {
@@ -412,6 +415,41 @@ pub struct StoreConfig {
     pub max_jobs: u64,
 }
 
+/// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
+/// It carries the node's address, containers, load and job counters: never job data, results or
+/// client addresses.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StatsConfig {
+    /// URL to POST heartbeats to (`http://router:4100/api/v1/register`); none: nothing is sent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Bearer token for the endpoint.
+    #[serde(default)]
+    pub token: Secret,
+    /// Seconds between heartbeats.
+    #[serde(default = "default_stats_interval", deserialize_with = "lax::f64")]
+    pub interval: f64,
+    /// Address clients should use for this node (`host:port` or URL); default: the address the
+    /// endpoint sees the heartbeat come from, with `server.port`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+fn default_stats_interval() -> f64 {
+    60.0
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            token: Secret::default(),
+            interval: default_stats_interval(),
+            advertise: None,
+        }
+    }
+}
+
 fn default_store_path() -> String {
     "infernet-jobs.redb".into()
 }
@@ -530,6 +568,8 @@ mod tests {
         assert_eq!(c.startup_wait, 5.0);
         assert_eq!(c.log.max_file_size, 1 << 30);
         assert!(c.redis.is_none());
+        assert_eq!(c.stats.interval, 60.0);
+        assert!(c.stats.endpoint.is_none());
     }
 
     #[test]

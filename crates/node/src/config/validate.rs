@@ -272,6 +272,17 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     if config.store.max_jobs == 0 {
         p.error("store.max_jobs", "must be at least 1");
     }
+    if let Some(endpoint) = &config.stats.endpoint
+        && let Err(e) = check_url(endpoint, &["http", "https"])
+    {
+        p.error("stats.endpoint", e);
+    }
+    if !positive(config.stats.interval) {
+        p.error(
+            "stats.interval",
+            "must be a positive number of seconds (at most one year)",
+        );
+    }
 
     // Chain.
     let chain = &config.chain;

@@ -24,6 +24,8 @@ pub(super) async fn health() -> Json<Value> {
     responses((status = 200, description = "Node information")))]
 pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let pending = state.store.pending_count().await?;
+    let sampler = state.system.clone();
+    let system = tokio::task::spawn_blocking(move || sampler.sample()).await.ok();
     let (running, states): (Vec<Value>, Map<String, Value>) = {
         let states = state.states.read().expect("container states poisoned");
         let running = state
@@ -41,6 +43,7 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Valu
         "container_states": states,
         "pending": {"offchain": pending, "onchain": 0},
         "store": state.store.backend(),
+        "system": system,
         "version": env!("CARGO_PKG_VERSION"),
     })))
 }

@@ -74,6 +74,8 @@ pub struct AppState {
     pub jobs: TaskTracker,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Host statistics (CPU, memory, disk, GPUs).
+    pub system: Arc<crate::stats::system::SystemStats>,
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last address in

@@ -1,5 +1,5 @@
-//! Observability: Prometheus metrics (and, with the operations work, the metric sender and system
-//! stats).
+//! Observability: Prometheus metrics, host statistics and the metric sender (heartbeats).
 
 pub mod metrics;
+pub mod sender;
 pub mod system;

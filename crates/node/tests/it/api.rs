@@ -45,6 +45,8 @@ async fn health_info_resources_and_openapi() {
     assert_eq!(info["pending"], json!({"offchain": 0, "onchain": 0}));
     assert_eq!(info["chain"], json!({"address": "", "enabled": false}));
     assert_eq!(info["store"], "embedded");
+    assert!(info["system"]["memory_total_bytes"].as_u64().unwrap() > 0, "{info}");
+    assert!(info["system"]["gpus"].is_array());
 
     let resources: Value = get_json(&client(), node.at("/resources")).await;
     assert_eq!(
@@ -439,5 +441,70 @@ async fn metrics_count_jobs_and_container_calls_after_known_traffic() {
             assert_eq!(buckets.last().unwrap().count, 4.0, "+Inf bucket counts every job");
         }
         other => panic!("job duration should be a histogram, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_carry_load_and_counters_but_never_job_data_or_client_addresses() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::{Router, http::HeaderMap, routing::post};
+    type Beats = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+    let beats: Beats = Arc::default();
+    let sink = beats.clone();
+    let port = crate::support::serve(Router::new().route(
+        "/register",
+        post(move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                sink.lock().unwrap().push((auth, body));
+                "ok"
+            }
+        }),
+    ))
+    .await;
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "stats": {"endpoint": format!("http://127.0.0.1:{port}/register"), "token": "tok", "interval": 0.1},
+        "containers": [{"id": "echo", "port": stub(Stub::Echo("echo")).await, "description": "echoes"}]
+    }))
+    .await;
+    let r = client_from("127.0.0.2")
+        .post(node.at("/api/jobs"))
+        .json(&json!({"containers": ["echo"], "data": {"marker": "private-input-7f3a"}}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    wait_job(&node, &id, false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let beat = loop {
+        let found = beats
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, b)| b["jobs"]["offchain"]["success"] == 1)
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no heartbeat after the job");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(beat.0.as_deref(), Some("Bearer tok"));
+    let body = beat.1;
+    assert_eq!(
+        body["containers"],
+        json!([{"id": "echo", "description": "echoes", "external": true}])
+    );
+    assert_eq!(body["pending"], json!({"offchain": 0, "onchain": 0}));
+    assert!(body["system"]["cpus"].as_u64().unwrap() >= 1);
+    let text = body.to_string();
+    for leak in ["private-input-7f3a", "127.0.0.2", &id] {
+        assert!(!text.contains(leak), "{leak} leaked into the heartbeat: {text}");
     }
 }

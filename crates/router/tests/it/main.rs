@@ -55,21 +55,25 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(containers: Value) -> Self {
+        Self::start_with(containers, json!({}))
+    }
+
+    /// A node with extra top-level config keys.
+    fn start_with(containers: Value, extra: Value) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.json");
-        std::fs::write(
-            &config,
-            json!({
+        let mut body = json!({
                 "server": {"port": port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 100000, "period": 1}},
                 "manage_containers": false,
                 "log": {"path": dir.path().join("node.log")},
                 "store": {"path": dir.path().join("jobs.redb")},
                 "containers": containers
-            })
-            .to_string(),
-        )
-        .unwrap();
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        std::fs::write(&config, body.to_string()).unwrap();
         let child = Self::spawn(&config, port);
         Self {
             child,
@@ -385,4 +389,24 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
         stderr.contains("invalid port") && stderr.contains("--refresh-interval"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_node_with_a_stats_endpoint_registers_itself_by_heartbeat() {
+    let fast = service(Duration::ZERO).await;
+    let url = router(settings(&[])).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast, "description": "ex"}]),
+        json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "token": "t0ken", "interval": 0.2}}),
+    );
+    let ips = eventually(format!("{url}/api/v1/ips?container=x"), |v| !keys(v).is_empty()).await;
+    assert_eq!(
+        keys(&ips),
+        vec![node.key()],
+        "the router learnt the node from its heartbeat alone"
+    );
+    let nodes = get(format!("{url}/api/v1/nodes")).await.1;
+    assert_eq!(nodes[0]["registered"], true);
+    assert_eq!(nodes[0]["listed"], false);
+    assert_eq!(nodes[0]["containers"], json!(["x"]));
 }
