@@ -160,9 +160,7 @@ pub fn signer(index: usize) -> PrivateKeySigner {
 /// alloy's default (cached) nonce manager keeps a nonce it handed out even when gas estimation then fails,
 /// so after one expected revert every later transaction of the account would wait forever behind the gap.
 pub fn wallet_provider(anvil: &AnvilInstance, signer: PrivateKeySigner) -> DynProvider {
-    // The workspace builds reqwest with rustls but no default crypto provider: install ring's before
-    // the first client exists (a no-op when one is installed already).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()

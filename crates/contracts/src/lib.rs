@@ -28,3 +28,10 @@ pub use devnet::{Devnet, DevnetOptions};
 pub fn container_id(containers: &str) -> B256 {
     keccak256(containers.abi_encode())
 }
+
+/// Installs ring as the process-wide TLS provider: the workspace builds reqwest with rustls but no
+/// default provider, and alloy's HTTP transport panics without one. Idempotent.
+pub fn install_tls_provider() {
+    // An error means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

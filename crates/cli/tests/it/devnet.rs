@@ -99,6 +99,7 @@ async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {
         .parse()
         .expect("an address");
 
+    infernet_contracts::install_tls_provider();
     let provider = ProviderBuilder::new().connect_http(rpc_url.parse().expect("url"));
     let code = provider.get_code_at(registry).await.expect("eth_getCode");
     assert!(!code.is_empty(), "no code at the registry {registry}");

@@ -90,11 +90,7 @@ impl NodeProc {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "node on {port} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_healthy(port);
         child
     }
 
@@ -409,4 +405,28 @@ async fn a_node_with_a_stats_endpoint_registers_itself_by_heartbeat() {
     assert_eq!(nodes[0]["registered"], true);
     assert_eq!(nodes[0]["listed"], false);
     assert_eq!(nodes[0]["containers"], json!(["x"]));
+}
+
+/// Waits until the server on `port` answers `GET /health` with 200 (not merely accepts TCP: the
+/// node binds its port before its containers are up).
+fn wait_healthy(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .ok()?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head).ok()?;
+                Some(head.starts_with(b"HTTP/1.1 200"))
+            });
+        if answered == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing healthy on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
