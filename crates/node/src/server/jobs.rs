@@ -15,7 +15,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use infernet_types::{ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
 use serde_json::{Value, json};
 
@@ -172,8 +172,13 @@ pub(super) async fn batch(
 /// outcome in the store when the stream ends, fails, or the client goes away.
 struct RecordedStream<S> {
     inner: Pin<Box<S>>,
+    /// Sent before the container's output: the job id and a newline.
+    head: Vec<u8>,
     collected: Vec<u8>,
     record: Option<Recorder>,
+    ended: bool,
+    /// An upstream error to report after the data that preceded it.
+    failed: Option<String>,
 }
 
 struct Recorder {
@@ -208,26 +213,44 @@ impl Recorder {
 impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
     type Item = Result<Bytes, std::io::Error>;
 
+    /// Hands out everything the container has sent so far as one chunk (the id line included on
+    /// the first poll): one write to the client per burst rather than one per upstream frame.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.collected.extend_from_slice(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(record) = self.record.take() {
-                    record.finish(Err(e.clone()));
+        let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(std::io::Error::other(e))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut out = std::mem::take(&mut this.head);
+        loop {
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.collected.extend_from_slice(&chunk);
+                    out.extend_from_slice(&chunk);
                 }
-                // An error ends the HTTP body abnormally, so the client sees a failed transfer
-                // rather than a silently truncated one.
-                Poll::Ready(Some(Err(std::io::Error::other(e))))
-            }
-            Poll::Ready(None) => {
-                if let Some(record) = self.record.take() {
-                    record.finish(Ok(&self.collected));
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(record) = this.record.take() {
+                        record.finish(Err(e.clone()));
+                    }
+                    // An error ends the HTTP body abnormally, so the client sees a failed transfer
+                    // rather than a silently truncated one (after what was already received).
+                    if out.is_empty() {
+                        return Poll::Ready(Some(Err(std::io::Error::other(e))));
+                    }
+                    this.failed = Some(e);
+                    return Poll::Ready(Some(Ok(Bytes::from(out))));
                 }
-                Poll::Ready(None)
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    if let Some(record) = this.record.take() {
+                        record.finish(Ok(&this.collected));
+                    }
+                    return Poll::Ready((!out.is_empty()).then(|| Ok(Bytes::from(out))));
+                }
+                Poll::Pending if out.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Some(Ok(Bytes::from(out)))),
             }
         }
     }
@@ -285,18 +308,17 @@ pub(super) async fn stream(
             return Err(ApiError::BadGateway { message, id });
         }
     };
-    let head = futures::stream::once(futures::future::ready(Ok::<Bytes, String>(Bytes::from(format!(
-        "{id}\n"
-    )))));
     let recorded = RecordedStream {
         inner: Box::pin(body),
+        head: format!("{id}\n").into_bytes(),
         collected: Vec::new(),
         record: Some(record),
+        ended: false,
+        failed: None,
     };
-    let body = head.map(|chunk| chunk.map_err(std::io::Error::other)).chain(recorded);
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(body),
+        Body::from_stream(recorded),
     )
         .into_response())
 }
