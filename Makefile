@@ -28,6 +28,6 @@ lint:
 
 ## Benchmarks: node streaming vs. direct service; router probe round and /api/v1/ips latency.
 bench:
-	$(CARGO) build --release -p hello-world -p infernet-node --bins
+	$(CARGO) build --release -p hello-world -p infernet-node -p infernet-router --bins
 	$(CARGO) bench -p infernet-node --bench stream
 	$(CARGO) bench -p infernet-router --bench probe

@@ -1,25 +1,184 @@
 //! `infernet`: the Infernet command line.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage.
+//! Exit codes: 0 success; 1 the server answered an error, could not be reached, or the job failed;
+//! 2 bad usage. Errors go to stderr as `error: ...`, data to stdout.
 
+mod commands;
 mod devnet;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use commands::{Failure, JobOptions};
+use infernet_cli::client::{NodeClient, RouterClient};
 
-/// The Infernet command line.
+/// The Infernet command line: a client of nodes and routers, and a local devnet.
 #[derive(Debug, Parser)]
 #[command(name = "infernet", version, about)]
 struct Cli {
+    /// Node REST API (`host:port` gets http://).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "INFERNET_NODE",
+        default_value = "http://127.0.0.1:4000"
+    )]
+    node: String,
+    /// Router REST API (`host:port` gets http://).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "INFERNET_ROUTER",
+        default_value = "http://127.0.0.1:4100"
+    )]
+    router: String,
+    /// Print the server's answer as raw JSON instead of text.
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Is the node up? Prints `healthy`.
+    Health,
+    /// The node's version, store, chain status, pending jobs and containers.
+    Info,
+    /// What the node's containers can run (their /service-resources), as JSON.
+    Resources {
+        /// Ask the containers about this model.
+        #[arg(long)]
+        model_id: Option<String>,
+    },
+    /// Submit an off-chain job; prints its id (with --sync, waits and prints the result).
+    Job(JobArgs),
+    /// Results of jobs by id, as JSON.
+    Results {
+        /// Job ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Include the result of every container of a pipeline, not only the last.
+        #[arg(long)]
+        intermediate: bool,
+    },
+    /// Ids of the jobs this machine submitted to the node, one per line.
+    Ids {
+        /// Only jobs still running.
+        #[arg(long, conflicts_with = "completed")]
+        pending: bool,
+        /// Only finished jobs.
+        #[arg(long)]
+        completed: bool,
+    },
+    /// Run a streaming job: the id goes to stderr, the output to stdout as it arrives.
+    Stream {
+        /// Container to stream from.
+        #[arg(short = 'c', long = "container", required = true)]
+        containers: Vec<String>,
+        /// Job data: a JSON object, or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: String,
+    },
+    /// Send a signed delegated subscription to the node as-is; prints the job id.
+    ///
+    /// The subscription and signature are not checked or signed here: produce them with the
+    /// signing tools (`infernet devnet` will grow them) or your own EIP-712 signer.
+    Sub {
+        /// The `Subscription` struct as JSON, or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        subscription: String,
+        /// `{nonce, expiry, v, r, s}` as JSON, or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        signature: String,
+        /// Input data for the subscription: a JSON object, or @file.
+        #[arg(long, value_name = "JSON|@FILE", default_value = "{}")]
+        data: String,
+    },
+    /// Ask the router for nodes that run every given container, least loaded first.
+    Find {
+        /// Container the node must run (repeat for a pipeline).
+        #[arg(short = 'c', long = "container", required = true)]
+        containers: Vec<String>,
+        /// How many nodes (1-100).
+        #[arg(short = 'n', default_value_t = 3)]
+        n: usize,
+        /// Skip this many nodes (to page through them).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
+    /// Containers the router's available nodes run, with how many nodes run each.
+    Containers,
     /// Start a local chain with the Infernet contracts deployed and write a node config.json for it.
     Devnet(devnet::DevnetArgs),
+}
+
+#[derive(Debug, Args)]
+struct JobArgs {
+    /// Container of the pipeline, in order (repeatable).
+    #[arg(short = 'c', long = "container", required = true)]
+    containers: Vec<String>,
+    /// Job data: a JSON object, or @file.
+    #[arg(long, value_name = "JSON|@FILE")]
+    data: String,
+    /// Ask the containers for a proof.
+    #[arg(long)]
+    requires_proof: bool,
+    /// Wait for the job to finish and print its result; exit 1 if it failed.
+    #[arg(long)]
+    sync: bool,
+    /// With --sync: give up after SECS seconds (exit 1; the job keeps running).
+    #[arg(long, value_name = "SECS", requires = "sync", default_value = "60", value_parser = commands::parse_secs)]
+    timeout: Duration,
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let json = cli.json;
+    let node = || NodeClient::new(&cli.node).map_err(|e| Failure::Usage(format!("--node: {e}")));
+    let router = || RouterClient::new(&cli.router).map_err(|e| Failure::Usage(format!("--router: {e}")));
+    match cli.command {
+        Command::Health => commands::health(&node()?, json).await,
+        Command::Info => commands::info(&node()?, json).await,
+        Command::Resources { ref model_id } => commands::resources(&node()?, model_id.as_deref(), json).await,
+        Command::Job(ref args) => {
+            let options = JobOptions {
+                containers: &args.containers,
+                data: &args.data,
+                requires_proof: args.requires_proof,
+                sync: args.sync,
+                timeout: args.timeout,
+            };
+            commands::job(&node()?, options, json).await
+        }
+        Command::Results { ref ids, intermediate } => commands::results(&node()?, ids, intermediate, json).await,
+        Command::Ids { pending, completed } => {
+            let filter = match (pending, completed) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            commands::ids(&node()?, filter, json).await
+        }
+        Command::Stream {
+            ref containers,
+            ref data,
+        } => commands::stream(&node()?, containers, data).await,
+        Command::Sub {
+            ref subscription,
+            ref signature,
+            ref data,
+        } => commands::sub(&node()?, subscription, signature, data).await,
+        Command::Find {
+            ref containers,
+            n,
+            offset,
+        } => commands::find(&router()?, containers, n, offset, json).await,
+        Command::Containers => commands::containers(&router()?, json).await,
+        Command::Devnet(args) => devnet::run(args).await.map_err(|e| Failure::Runtime(format!("{e:#}"))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,15 +209,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Devnet(args) => devnet::run(args).await,
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,8 @@
 //! from outside (`external`); least loaded first, with ties among near-equal loads broken at
 //! random so clients polling between refreshes are not all sent to the same node.
 
+use std::{collections::BTreeMap, sync::Arc};
+
 use rand::Rng;
 
 use crate::registry::Snapshot;
@@ -11,33 +13,52 @@ fn load_class(pending: u64) -> u64 {
     ((pending as f64).ln_1p() * 4.0) as u64
 }
 
-/// Node keys for `containers`, best first, `offset` and `n` applied.
+/// Indices of the nodes that serve every container of `containers`, grouped by load class,
+/// lowest class first (cached in the snapshot: filtering 1,000 nodes per request is the cost).
+fn groups(snapshot: &Snapshot, containers: &[String]) -> Arc<Vec<Vec<usize>>> {
+    let mut key = containers.to_vec();
+    key.sort();
+    key.dedup();
+    let mut cache = snapshot.groups.lock().expect("ranking cache poisoned");
+    if let Some(groups) = cache.get(&key) {
+        return groups.clone();
+    }
+    let mut by_class: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, node) in snapshot.available.iter().enumerate() {
+        if key
+            .iter()
+            .all(|wanted| node.report.containers.iter().any(|c| &c.id == wanted && c.external))
+        {
+            by_class.entry(load_class(node.report.pending)).or_default().push(i);
+        }
+    }
+    let groups = Arc::new(by_class.into_values().collect::<Vec<_>>());
+    if cache.len() < 1024 {
+        cache.insert(key, groups.clone());
+    }
+    groups
+}
+
+/// Node keys for `containers`, best first, `offset` and `n` applied. Within a load class the
+/// order is random; only the nodes handed out are drawn (no per-request pass over every node).
 pub fn select(snapshot: &Snapshot, containers: &[String], n: usize, offset: usize, rng: &mut impl Rng) -> Vec<String> {
-    let mut candidates: Vec<(u64, u64, &str)> = snapshot
-        .available
-        .iter()
-        .filter(|node| {
-            containers
-                .iter()
-                .all(|wanted| node.report.containers.iter().any(|c| &c.id == wanted && c.external))
-        })
-        .map(|node| (load_class(node.report.pending), rng.random::<u64>(), node.key.as_str()))
-        .collect();
-    // Only the first offset + n matter: partition, then sort that prefix.
-    let wanted = offset.saturating_add(n).min(candidates.len());
-    if wanted == 0 {
-        return Vec::new();
+    let mut out = Vec::with_capacity(n);
+    let mut skip = offset;
+    for group in groups(snapshot, containers).iter() {
+        if out.len() == n {
+            break;
+        }
+        if skip >= group.len() {
+            skip -= group.len();
+            continue;
+        }
+        let take = (skip + n - out.len()).min(group.len());
+        for pick in rand::seq::index::sample(rng, group.len(), take).into_iter().skip(skip) {
+            out.push(snapshot.available[group[pick]].key.clone());
+        }
+        skip = 0;
     }
-    if wanted < candidates.len() {
-        candidates.select_nth_unstable(wanted - 1);
-        candidates.truncate(wanted);
-    }
-    candidates.sort_unstable();
-    candidates
-        .into_iter()
-        .skip(offset)
-        .map(|(_, _, key)| key.to_string())
-        .collect()
+    out
 }
 
 #[cfg(test)]
@@ -77,6 +98,7 @@ mod tests {
                 node("internal-y:1", &[("x", true), ("y", false)], 0),
             ],
             known: 4,
+            groups: Default::default(),
         };
         let mut rng = rand::rng();
         assert_eq!(
@@ -95,6 +117,7 @@ mod tests {
                 .map(|i| node(&format!("n{i}:1"), &[("x", true)], 100 + i))
                 .collect(),
             known: 8,
+            groups: Default::default(),
         };
         let mut rng = rand::rng();
         let firsts: std::collections::HashSet<String> = (0..200)

@@ -3,7 +3,7 @@
 //! node and one success does not bring a dead one back.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
@@ -98,6 +98,9 @@ pub struct Snapshot {
     pub available: Vec<Available>,
     /// Nodes known (available or not).
     pub known: usize,
+    /// Candidates per requested container set, grouped by load class (lowest first); built on
+    /// first use and dropped with the snapshot at the next probe round.
+    pub groups: Mutex<HashMap<Vec<String>, Arc<Vec<Vec<usize>>>>>,
 }
 
 /// The node table.
@@ -145,6 +148,7 @@ impl Registry {
         let snapshot = Snapshot {
             available,
             known: nodes.len(),
+            groups: Mutex::default(),
         };
         drop(nodes);
         *self.snapshot.write().expect("snapshot poisoned") = Arc::new(snapshot);

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `infernet` binary.
 
+mod client;
 mod devnet;
