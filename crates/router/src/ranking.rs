@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use rand::Rng;
 
-use crate::registry::Snapshot;
+use crate::registry::{Groups, Snapshot};
 
 /// Load class: loads in the same class count as equal (about 25% apart).
 fn load_class(pending: u64) -> u64 {
@@ -15,7 +15,7 @@ fn load_class(pending: u64) -> u64 {
 
 /// Indices of the nodes that serve every container of `containers`, grouped by load class,
 /// lowest class first (cached in the snapshot: filtering 1,000 nodes per request is the cost).
-fn groups(snapshot: &Snapshot, containers: &[String]) -> Arc<Vec<Vec<usize>>> {
+fn groups(snapshot: &Snapshot, containers: &[String]) -> Arc<Groups> {
     let mut key = containers.to_vec();
     key.sort();
     key.dedup();

@@ -100,8 +100,11 @@ pub struct Snapshot {
     pub known: usize,
     /// Candidates per requested container set, grouped by load class (lowest first); built on
     /// first use and dropped with the snapshot at the next probe round.
-    pub groups: Mutex<HashMap<Vec<String>, Arc<Vec<Vec<usize>>>>>,
+    pub groups: Mutex<HashMap<Vec<String>, Arc<Groups>>>,
 }
+
+/// Indices into [`Snapshot::available`], one list per load class, lowest class first.
+pub type Groups = Vec<Vec<usize>>;
 
 /// The node table.
 pub struct Registry {
