@@ -10,8 +10,7 @@
 //! phase (default 5).
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,44 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use infernet_testkit::{ChildGuard, free_port, wait_healthy, wait_port, workspace_binary};
+
 const CONCURRENCY: usize = 16;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn binary(name: &str) -> PathBuf {
-    // Benches run from target/release/deps; the binaries are one level up.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first (make bench does: cargo build --release --bins)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -153,15 +117,15 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let service_port = free_port();
     let node_port = free_port();
-    let _service = Proc(
-        Command::new(binary("hello-world"))
+    let _service = ChildGuard(
+        Command::new(workspace_binary("hello-world"))
             .env("HOST", "127.0.0.1")
             .env("PORT", service_port.to_string())
             .stderr(Stdio::null())
             .spawn()
             .expect("hello-world"),
     );
-    wait_port(service_port);
+    wait_port(service_port, Duration::from_secs(20));
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,
@@ -174,16 +138,16 @@ fn main() {
         .to_string(),
     )
     .expect("config");
-    let node = Proc(
-        Command::new(binary("infernet-node"))
+    let node = ChildGuard(
+        Command::new(workspace_binary("infernet-node"))
             .args(["--config", config.to_str().expect("utf-8 path")])
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
             .expect("infernet-node"),
     );
-    wait_port(node_port);
-    let node_pid = node.0.id();
+    wait_healthy(node_port, Duration::from_secs(20));
+    let node_pid = node.id();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(node_pid);
 

@@ -26,16 +26,6 @@ const NODES: usize = 1000;
 const CLIENTS: usize = 16;
 const REFRESH: Duration = Duration::from_secs(30);
 
-/// Kills the child process on drop.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn fake_nodes() -> Vec<NodeAddr> {
     let mut addrs = Vec::with_capacity(NODES);
     for i in 0..NODES {
@@ -145,19 +135,9 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ips = dir.path().join("ips.txt");
         std::fs::write(&ips, addrs.iter().map(|a| a.key() + "\n").collect::<String>()).expect("ips.txt");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let exe = std::env::current_exe().expect("exe");
-        let binary = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .join("infernet-router");
-        assert!(binary.is_file(), "{} missing: make bench builds it", binary.display());
-        let _router = Proc(
-            std::process::Command::new(binary)
+        let port = infernet_testkit::free_port();
+        let _router = infernet_testkit::ChildGuard(
+            std::process::Command::new(infernet_testkit::workspace_binary("infernet-router"))
                 .args([
                     "--port",
                     &port.to_string(),

@@ -1,8 +1,7 @@
 //! Every client command against a real `infernet-node` and `infernet-router`.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::{
@@ -13,41 +12,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use infernet_testkit::{ChildGuard, free_port, workspace_binary};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_infernet");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A workspace binary built next to this test (`make test` builds them all first).
-fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/debug/deps/it-… → target/debug
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`, or `make test`)",
-        path.display()
-    );
-    path
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The container stub: echoes the job data; streams two chunks for streaming calls; answers 500
 /// when the data says `"fail": true`. Runs on its own thread and runtime so that blocking on the
@@ -95,15 +63,15 @@ fn start_stub() -> u16 {
 struct Cluster {
     node: String,
     router: String,
-    _router: Process,
-    _node: Process,
+    _router: ChildGuard,
+    _node: ChildGuard,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start() -> Self {
-        let node_bin = workspace_bin("infernet-node");
-        let router_bin = workspace_bin("infernet-router");
+        let node_bin = workspace_binary("infernet-node");
+        let router_bin = workspace_binary("infernet-router");
         let dir = tempfile::tempdir().expect("tempdir");
         let stub = start_stub();
         let node_port = free_port();
@@ -116,7 +84,7 @@ impl Cluster {
         });
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
-        let node = Process(
+        let node = ChildGuard(
             Command::new(node_bin)
                 .arg("--config")
                 .arg(&config_path)
@@ -133,7 +101,7 @@ impl Cluster {
         let ips = dir.path().join("ips.txt");
         std::fs::write(&ips, format!("127.0.0.1:{node_port}\n")).expect("write ips.txt");
         let router_port = free_port();
-        let router = Process(
+        let router = ChildGuard(
             Command::new(router_bin)
                 .args(["--port", &router_port.to_string(), "--bind", "127.0.0.1", "--ips-file"])
                 .arg(&ips)

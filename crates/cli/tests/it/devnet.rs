@@ -1,7 +1,7 @@
 //! `infernet devnet`: starts, writes a usable config, stops cleanly on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -9,18 +9,11 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
 use alloy::providers::{Provider, ProviderBuilder};
+use infernet_testkit::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infernet");
 /// Private key of anvil account #1, the devnet's node.
 const NODE_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 #[tokio::test]
 async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {

@@ -104,7 +104,7 @@ impl NodeProcess {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        wait_healthy(port);
+        infernet_testkit::wait_healthy(port, Duration::from_secs(30));
         Self { child, url }
     }
 }
@@ -255,29 +255,5 @@ async fn secrets_never_reach_the_logs() {
     for (what, text) in [("log file", &logged), ("check output", &printed)] {
         assert!(!text.contains(&KEY[2..]), "private key in the {what}");
         assert!(!text.contains(BEARER), "bearer token in the {what}");
-    }
-}
-
-/// Waits until the server on `port` answers `GET /health` with 200 (not merely accepts TCP: the
-/// node binds its port before its containers are up).
-fn wait_healthy(port: u16) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    .ok()?;
-                let mut head = [0u8; 12];
-                s.read_exact(&mut head).ok()?;
-                Some(head.starts_with(b"HTTP/1.1 200"))
-            });
-        if answered == Some(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing healthy on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

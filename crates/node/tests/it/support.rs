@@ -16,14 +16,7 @@ use axum::{
 use infernet_node::{Node, RunningNode, config};
 use serde_json::{Value, json};
 
-/// A free port on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub(crate) use infernet_testkit::free_port;
 
 /// A `redis-server` on a free loopback port, killed on drop.
 pub(crate) struct RedisServer {

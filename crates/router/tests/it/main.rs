@@ -9,26 +9,8 @@ use std::{
 
 use axum::{Json, Router, routing::post};
 use infernet_router::{Settings, address::NodeAddr, monitor::ProbeSettings, registry::Hysteresis};
+use infernet_testkit::{free_port, wait_healthy, workspace_binary};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|d| d.parent()).unwrap().join("infernet-node");
-    assert!(
-        path.is_file(),
-        "{} missing: run `cargo build --workspace --bins` first (make test does)",
-        path.display()
-    );
-    path
-}
 
 /// A container service whose calls take `delay` (to give a node load).
 async fn service(delay: Duration) -> u16 {
@@ -84,13 +66,13 @@ impl NodeProc {
     }
 
     fn spawn(config: &std::path::Path, port: u16) -> Child {
-        let child = Command::new(node_binary())
+        let child = Command::new(workspace_binary("infernet-node"))
             .args(["--config", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_healthy(port);
+        wait_healthy(port, Duration::from_secs(30));
         child
     }
 
@@ -405,28 +387,4 @@ async fn a_node_with_a_stats_endpoint_registers_itself_by_heartbeat() {
     assert_eq!(nodes[0]["registered"], true);
     assert_eq!(nodes[0]["listed"], false);
     assert_eq!(nodes[0]["containers"], json!(["x"]));
-}
-
-/// Waits until the server on `port` answers `GET /health` with 200 (not merely accepts TCP: the
-/// node binds its port before its containers are up).
-fn wait_healthy(port: u16) {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answered = std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    .ok()?;
-                let mut head = [0u8; 12];
-                s.read_exact(&mut head).ok()?;
-                Some(head.starts_with(b"HTTP/1.1 200"))
-            });
-        if answered == Some(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing healthy on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests and benchmarks of the workspace: free loopback ports,
+//! the workspace's own binaries, processes killed on drop, and waiting for a server to answer.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A binary of the workspace, next to the running test or bench executable
+/// (`target/<profile>/deps/x` → `target/<profile>/name`); fails with the command that builds it.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`; `make test` and `make bench` do)",
+        path.display()
+    );
+    path
+}
+
+/// A child process, killed and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub fn wait_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the server on `port` answers `GET /health` with 200 (a node binds its port before
+/// its containers are up, so an open port alone proves little).
+pub fn wait_healthy(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let answered = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).ok()?;
+            Some(head.starts_with(b"HTTP/1.1 200"))
+        });
+        if answered == Some(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing healthy on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
