@@ -197,6 +197,17 @@ impl Http {
         let request = self.client.post(&url).json(body);
         self.json(&url, request).await
     }
+
+    /// POSTs a JSON body given as text (for numbers `serde_json::Value` cannot hold, like uint256).
+    async fn post_text<T: DeserializeOwned>(&self, path: &str, body: String) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let request = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.json(&url, request).await
+    }
 }
 
 /// `{"id": "..."}`, the answer to a job submission.
@@ -255,16 +266,18 @@ impl NodeClient {
         Ok(submitted.id)
     }
 
-    /// `POST /api/jobs` with a signed delegated subscription, sent as-is; returns the job id.
+    /// `POST /api/jobs` with a delegated subscription. `signature_json` is the `{nonce, expiry, v, r,
+    /// s}` object as JSON text: `r` and `s` are 256-bit integers, which Ritual's nodes expect as
+    /// JSON numbers. The node answers `{}`: the result is delivered on chain.
     pub async fn submit_delegated(
         &self,
         subscription: &Value,
-        signature: &Value,
+        signature_json: &str,
         data: &Value,
-    ) -> Result<String, ClientError> {
-        let body = json!({"subscription": subscription, "signature": signature, "data": data});
-        let submitted: Submitted = self.http.post("/api/jobs", &body).await?;
-        Ok(submitted.id)
+    ) -> Result<(), ClientError> {
+        let body = format!(r#"{{"subscription":{subscription},"signature":{signature_json},"data":{data}}}"#);
+        let _: Value = self.http.post_text("/api/jobs", body).await?;
+        Ok(())
     }
 
     /// `GET /api/jobs?id=…`: the jobs' results, in the order the node knows them.

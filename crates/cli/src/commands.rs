@@ -215,13 +215,67 @@ pub(crate) async fn stream(node: &NodeClient, containers: &[String], data: &str)
     Ok(())
 }
 
-/// `infernet sub`: a signed delegated subscription, sent as-is.
-pub(crate) async fn sub(node: &NodeClient, subscription: &str, signature: &str, data: &str) -> Result<(), Failure> {
-    let subscription = json_object_arg("subscription", subscription)?;
-    let signature = json_object_arg("signature", signature)?;
+/// How `infernet sub` gets its signature.
+pub(crate) enum Signing {
+    /// A ready signature object (JSON text or @file), sent as written.
+    Ready(String),
+    /// Sign here.
+    Sign {
+        /// The signer's key.
+        key: String,
+        /// EIP712Coordinator address.
+        coordinator: String,
+        /// Chain id.
+        chain_id: u64,
+        /// Subscriber nonce.
+        nonce: u32,
+        /// Signature expiry (unix seconds); default one hour from now.
+        expiry: Option<u32>,
+    },
+}
+
+/// Reads a JSON-or-@file argument as text, checking that it is a JSON object.
+fn json_object_text(arg: &str, value: &str) -> Result<String, Failure> {
+    json_object_arg(arg, value)?;
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(Path::new(path))
+            .map_err(|e| Failure::Usage(format!("--{arg} @{path}: cannot read the file: {e}"))),
+        None => Ok(value.to_string()),
+    }
+}
+
+/// `infernet sub`: a delegated subscription, signed here or with a ready signature.
+pub(crate) async fn sub(node: &NodeClient, subscription: &str, signing: Signing, data: &str) -> Result<(), Failure> {
+    let mut subscription = json_object_arg("subscription", subscription)?;
     let data = json_object_arg("data", data)?;
-    let id = node.submit_delegated(&subscription, &signature, &data).await?;
-    println!("{id}");
+    let signature = match signing {
+        Signing::Ready(text) => json_object_text("signature", &text)?,
+        Signing::Sign {
+            key,
+            coordinator,
+            chain_id,
+            nonce,
+            expiry,
+        } => {
+            let coordinator = coordinator
+                .parse()
+                .map_err(|_| Failure::Usage(format!("--coordinator: \"{coordinator}\" is not an address")))?;
+            let expiry = expiry.unwrap_or_else(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                u32::try_from(now + 3600).unwrap_or(u32::MAX)
+            });
+            let fields = subscription
+                .as_object_mut()
+                .ok_or_else(|| Failure::Usage("--subscription: expected an object".into()))?;
+            infernet_cli::delegate::sign(fields, &key, coordinator, chain_id, nonce, expiry)
+                .map_err(|e| Failure::Usage(format!("--subscription: {e}")))?
+        }
+    };
+    node.submit_delegated(&subscription, &signature, &data).await?;
+    println!("accepted: the node delivers the result on chain");
     Ok(())
 }
 

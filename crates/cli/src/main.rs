@@ -83,17 +83,34 @@ enum Command {
         #[arg(long, value_name = "JSON|@FILE")]
         data: String,
     },
-    /// Send a signed delegated subscription to the node as-is; prints the job id.
+    /// Send a delegated subscription to the node: signed here with `--private-key` (EIP-712, for
+    /// `--coordinator` on `--chain-id`), or with a ready `--signature`.
     ///
-    /// The subscription and signature are not checked or signed here: produce them with the
-    /// signing tools (`infernet devnet` will grow them) or your own EIP-712 signer.
+    /// `containers` in the subscription may be the container-set hash or container ids
+    /// (`"a,b"` or `["a", "b"]`), which are hashed as the SDK does.
     Sub {
-        /// The `Subscription` struct as JSON, or @file.
+        /// The subscription as JSON (`owner`, `active_at`, `period`, `frequency`, `redundancy`,
+        /// `containers`, `lazy`, `verifier`, `payment_amount`, `payment_token`, `wallet`), or @file.
         #[arg(long, value_name = "JSON|@FILE")]
         subscription: String,
-        /// `{nonce, expiry, v, r, s}` as JSON, or @file.
-        #[arg(long, value_name = "JSON|@FILE")]
-        signature: String,
+        /// A ready `{nonce, expiry, v, r, s}` object, or @file (instead of signing here).
+        #[arg(long, value_name = "JSON|@FILE", conflicts_with = "private_key")]
+        signature: Option<String>,
+        /// Key of the owner contract's signer (`getSigner()`), hex.
+        #[arg(long, env = "INFERNET_PRIVATE_KEY", hide_env_values = true, requires_all = ["coordinator", "chain_id"])]
+        private_key: Option<String>,
+        /// Address of the EIP712Coordinator (the signature's verifying contract).
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// Chain id of the coordinator's chain.
+        #[arg(long)]
+        chain_id: Option<u64>,
+        /// Subscriber nonce (unique per owner).
+        #[arg(long, default_value_t = 1)]
+        nonce: u32,
+        /// Unix time after which the signature is void (default: one hour from now).
+        #[arg(long)]
+        expiry: Option<u32>,
         /// Input data for the subscription: a JSON object, or @file.
         #[arg(long, value_name = "JSON|@FILE", default_value = "{}")]
         data: String,
@@ -169,8 +186,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sub {
             ref subscription,
             ref signature,
+            ref private_key,
+            ref coordinator,
+            chain_id,
+            nonce,
+            expiry,
             ref data,
-        } => commands::sub(&node()?, subscription, signature, data).await,
+        } => {
+            let signing = match (signature, private_key, coordinator, chain_id) {
+                (Some(signature), _, _, _) => commands::Signing::Ready(signature.clone()),
+                (None, Some(key), Some(coordinator), Some(chain_id)) => commands::Signing::Sign {
+                    key: key.clone(),
+                    coordinator: coordinator.clone(),
+                    chain_id,
+                    nonce,
+                    expiry,
+                },
+                _ => {
+                    return Err(commands::Failure::Usage(
+                        "sub: give --signature, or --private-key with --coordinator and --chain-id".into(),
+                    ));
+                }
+            };
+            commands::sub(&node()?, subscription, signing, data).await
+        }
         Command::Find {
             ref containers,
             n,

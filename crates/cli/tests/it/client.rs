@@ -251,6 +251,22 @@ fn every_command_works_against_a_real_node_and_router() {
         "{message}"
     );
 
+    // Signed here (EIP-712): the node gets a well-formed request and says why it cannot take it.
+    let out = c.run(&[
+        "sub",
+        "--subscription",
+        r#"{"owner": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "active_at": 0, "period": 0, "frequency": 1,
+            "redundancy": 1, "containers": ["echo"], "lazy": false}"#,
+        "--private-key",
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        "--coordinator",
+        "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512",
+        "--chain-id",
+        "31337",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(&out));
+    assert!(stderr(&out).contains("Chain not enabled"), "{}", stderr(&out));
+
     // The router.
     let node_addr = bare.to_string();
     assert_eq!(ok(c.run(&["find", "-c", "echo", "-n", "1"])), format!("{node_addr}\n"));
@@ -292,6 +308,24 @@ fn bad_usage_exits_2_and_names_the_argument() {
         (
             &["sub", "--subscription", "{}", "--signature", "nope"][..],
             "--signature: not valid JSON",
+        ),
+        (
+            &["sub", "--subscription", "{}"][..],
+            "give --signature, or --private-key",
+        ),
+        (
+            &[
+                "sub",
+                "--subscription",
+                "{\"owner\": \"x\"}",
+                "--private-key",
+                "0x01",
+                "--coordinator",
+                "0x0000000000000000000000000000000000000001",
+                "--chain-id",
+                "1",
+            ][..],
+            "subscription.containers: missing",
         ),
         (&["results"][..], "<IDS>"),
         (&["frobnicate"][..], "unrecognized subcommand"),
