@@ -68,11 +68,6 @@ impl Guardian {
         }
     }
 
-    /// Whether the chain side is on.
-    pub fn chain_enabled(&self) -> bool {
-        self.chain_enabled
-    }
-
     /// Each container's restrictions; rejects unknown containers and a non-external first one.
     fn pipeline(&self, containers: &[String], first: &str) -> Result<Vec<&Restrictions>, Rejection> {
         let restrictions = containers

@@ -121,7 +121,7 @@ impl Node {
         let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone(), metrics)?);
         let rate = &config.config.server.rate_limit;
         let state = Arc::new(AppState {
-            guardian: Guardian::new(&config.containers, false),
+            guardian: Guardian::new(&config.containers, chain_enabled),
             orchestrator,
             store,
             containers: config

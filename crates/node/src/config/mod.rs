@@ -20,11 +20,6 @@ pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate}
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
     /// The secret itself; call only where it is used, never to log it.
     pub fn expose(&self) -> &str {
         &self.0

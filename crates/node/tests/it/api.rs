@@ -508,3 +508,30 @@ async fn heartbeats_carry_load_and_counters_but_never_job_data_or_client_address
         assert!(!text.contains(leak), "{leak} leaked into the heartbeat: {text}");
     }
 }
+
+#[tokio::test]
+async fn delegated_subscriptions_on_a_chain_node_say_the_chain_side_is_missing() {
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "chain": {"enabled": true, "rpc_url": "http://127.0.0.1:1", "registry_address": "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170",
+                  "wallet": {"private_key": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"}},
+        "containers": [unmanaged("echo", stub(Stub::Echo("echo")).await)]
+    }))
+    .await;
+    let (status, answer) = post(
+        &node,
+        "/api/jobs",
+        r#"{"subscription": {}, "signature": {"expiry": 1}, "data": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 405, "an expired signature is refused first: {answer}");
+    assert_eq!(answer["error"], "Signature expired");
+    let (status, answer) = post(
+        &node,
+        "/api/jobs",
+        r#"{"subscription": {}, "signature": {"expiry": 4000000000}, "data": {}}"#,
+    )
+    .await;
+    assert_eq!(status, 501, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("chain side"), "{answer}");
+}
