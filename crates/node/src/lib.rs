@@ -3,6 +3,7 @@
 //!
 //! The architecture follows Ritual's node, with one module per component:
 //! - [`config`] — `config.json`, defaults and validation;
+//! - [`chain`] — the chain side (today: RPC, node key and Registry lookup at boot);
 //! - [`guardian`] — which jobs the node accepts;
 //! - [`orchestrator`] — runs pipelines of containers;
 //! - [`containers`] — the Container Manager (runs and watches services);
@@ -13,6 +14,7 @@
 //! - [`tasks`] — supervised tasks and shutdown;
 //! - [`node`] — wires them together.
 
+pub mod chain;
 pub mod config;
 pub mod containers;
 pub mod guardian;

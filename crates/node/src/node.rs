@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    chain,
     config::ValidConfig,
     containers::{ContainerError, ContainerManager},
     guardian::Guardian,
@@ -45,6 +46,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The chain could not be reached or is not an Infernet deployment.
+    #[error(transparent)]
+    Chain(#[from] chain::ChainError),
     /// A critical task failed.
     #[error("{0}")]
     TaskFailed(String),
@@ -107,14 +111,19 @@ impl Node {
         })?;
         let store = store::open(&config).await?;
         tracing::info!(backend = store.backend(), "job store ready");
+        // The chain first: a wrong RPC, key or Registry stops the node before any container starts.
+        let chain = match config.config.chain.enabled {
+            true => Some(chain::connect(&config.config.chain).await?),
+            false => None,
+        };
 
         let manager = Arc::new(ContainerManager::new(&config).await?);
         manager.start_all().await?;
 
-        let chain_enabled = config.config.chain.enabled;
+        let chain_enabled = chain.is_some();
         if chain_enabled {
             tracing::error!(
-                "chain.enabled is true, but this build does not run the chain side yet: on-chain and delegated subscriptions will not be served"
+                "chain connected, but this build does not run the Listener and Processor yet: on-chain and delegated subscriptions are not served"
             );
         }
         let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
@@ -137,7 +146,12 @@ impl Node {
             states: manager.states(),
             chain: ChainInfo {
                 enabled: chain_enabled,
-                address: String::new(),
+                chain_id: chain.as_ref().map(|c| c.chain_id),
+                coordinator: chain.as_ref().map(|c| c.coordinator.to_checksum(None)),
+                address: chain
+                    .as_ref()
+                    .map(|c| c.node_address.to_checksum(None))
+                    .unwrap_or_default(),
             },
             trusted_proxies: config.trusted_proxies.clone(),
             limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),

@@ -37,8 +37,15 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Valu
         let all = states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
         (running, all)
     };
+    let mut chain = json!({"address": state.chain.address, "enabled": state.chain.enabled});
+    if let Some(id) = state.chain.chain_id {
+        chain["chain_id"] = json!(id);
+    }
+    if let Some(coordinator) = &state.chain.coordinator {
+        chain["coordinator"] = json!(coordinator);
+    }
     Ok(Json(json!({
-        "chain": {"address": state.chain.address, "enabled": state.chain.enabled},
+        "chain": chain,
         "containers": running,
         "container_states": states,
         "pending": {"offchain": pending, "onchain": 0},

@@ -50,6 +50,10 @@ pub struct ChainInfo {
     pub enabled: bool,
     /// The node's address (checksummed), empty when the chain is off.
     pub address: String,
+    /// Chain id of the RPC endpoint.
+    pub chain_id: Option<u64>,
+    /// The coordinator the node serves (checksummed).
+    pub coordinator: Option<String>,
 }
 
 /// Everything the handlers share.

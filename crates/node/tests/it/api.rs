@@ -511,10 +511,10 @@ async fn heartbeats_carry_load_and_counters_but_never_job_data_or_client_address
 
 #[tokio::test]
 async fn delegated_subscriptions_on_a_chain_node_say_the_chain_side_is_missing() {
+    let devnet = crate::chain::devnet().await;
     let node = TestNode::start(json!({
         "manage_containers": false,
-        "chain": {"enabled": true, "rpc_url": "http://127.0.0.1:1", "registry_address": "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170",
-                  "wallet": {"private_key": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"}},
+        "chain": crate::chain::chain_config(&devnet),
         "containers": [unmanaged("echo", stub(Stub::Echo("echo")).await)]
     }))
     .await;

@@ -223,14 +223,16 @@ async fn secrets_never_reach_the_logs() {
     let log = dir.path().join("node.log");
     let config = dir.path().join("config.json");
     let remote = stub(Stub::Echo("remote")).await;
+    let devnet = crate::chain::devnet().await;
+    let mut chain = crate::chain::chain_config(&devnet);
+    chain["wallet"]["private_key"] = json!(KEY);
     std::fs::write(
         &config,
         json!({
             "server": {"port": port, "bind": "127.0.0.1"},
             "log": {"path": log},
             "store": {"path": dir.path().join("jobs.redb")},
-            "chain": {"enabled": true, "rpc_url": "http://127.0.0.1:1", "registry_address": "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170",
-                      "wallet": {"private_key": KEY}},
+            "chain": chain,
             "containers": [{"id": "remote", "url": format!("http://127.0.0.1:{remote}"), "bearer": BEARER}]
         })
         .to_string(),

@@ -1,6 +1,7 @@
 //! Integration tests of the node: real HTTP on loopback, real services, real stores.
 
 mod api;
+mod chain;
 mod cli;
 mod docker;
 mod pipelines;

@@ -74,7 +74,14 @@ pub(crate) struct TestNode {
 impl TestNode {
     /// Starts a node from config JSON; `store.path` defaults to a fresh temporary directory and the
     /// rate limit to a generous one.
-    pub(crate) async fn start(mut config: Value) -> Self {
+    pub(crate) async fn start(config: Value) -> Self {
+        Self::try_start(config)
+            .await
+            .unwrap_or_else(|e| panic!("node did not start: {e}"))
+    }
+
+    /// Like [`Self::start`], returning the start error instead of panicking.
+    pub(crate) async fn try_start(mut config: Value) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let obj = config.as_object_mut().unwrap();
         obj.entry("store")
@@ -95,12 +102,12 @@ impl TestNode {
         let loaded = config::parse(&config.to_string()).unwrap();
         let valid = config::validate(loaded.config, &loaded.unknown_keys).unwrap_or_else(|e| panic!("{e:?}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node = Node::new(valid).start_on(listener).await.unwrap();
-        Self {
+        let node = Node::new(valid).start_on(listener).await.map_err(|e| e.to_string())?;
+        Ok(Self {
             url: format!("http://{}", node.addr),
             node: Some(node),
             _dir: dir,
-        }
+        })
     }
 
     pub(crate) fn at(&self, path: &str) -> String {
