@@ -7,14 +7,22 @@ use std::{future::IntoFuture, str::FromStr, time::Duration};
 use alloy::{
     primitives::Address,
     providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::client::ClientBuilder,
     signers::local::PrivateKeySigner,
+    transports::layers::RetryBackoffLayer,
 };
 use infernet_contracts::bindings::Registry;
 
 use crate::config::ChainConfig;
 
-/// How long one boot-time RPC call may take.
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one boot-time RPC call may take, retries included.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries of a rate-limited or overloaded RPC call.
+const RPC_RETRIES: u32 = 8;
+/// First backoff of such a retry, in milliseconds (it grows with each attempt).
+const RPC_BACKOFF_MS: u64 = 200;
+/// Compute-unit budget per second assumed for the endpoint (alloy's backoff uses it).
+const RPC_COMPUTE_UNITS: u64 = 10_000;
 
 /// Why the chain side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +118,12 @@ pub async fn connect(config: &ChainConfig) -> Result<Chain, ChainError> {
         url: url.clone(),
         message: scrub(message),
     };
-    let provider = ProviderBuilder::new().connect_http(endpoint).erased();
+    // Rate limits (429) and overloaded endpoints (503 and the like) are retried with backoff; other
+    // errors surface at once.
+    let client = ClientBuilder::default()
+        .layer(RetryBackoffLayer::new(RPC_RETRIES, RPC_BACKOFF_MS, RPC_COMPUTE_UNITS))
+        .http(endpoint);
+    let provider = ProviderBuilder::new().connect_client(client).erased();
     let chain_id = timed("eth_chainId", provider.get_chain_id()).await.map_err(rpc_error)?;
     let registry_address =
         Address::from_str(config.registry_address.as_deref().unwrap_or_default().trim()).map_err(|e| {

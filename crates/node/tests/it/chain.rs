@@ -70,3 +70,53 @@ async fn a_wrong_registry_or_rpc_stops_the_node_with_a_clear_error() {
     );
     assert!(!err.contains("SECRETKEY"), "the RPC URL's key must not be shown: {err}");
 }
+
+#[tokio::test]
+async fn boot_survives_an_rpc_that_rate_limits_at_first() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use axum::{
+        Router,
+        body::Bytes,
+        http::{StatusCode, header},
+        response::IntoResponse,
+        routing::post,
+    };
+    let devnet = devnet().await;
+    let upstream = devnet.endpoint();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    // A proxy in front of anvil: the first three calls are refused with 429, then it forwards.
+    let port = crate::support::serve(Router::new().route(
+        "/",
+        post(move |body: Bytes| {
+            let (counter, upstream) = (counter.clone(), upstream.clone());
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 3 {
+                    return (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+                }
+                let answer = client()
+                    .post(&upstream)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                ([(header::CONTENT_TYPE, "application/json")], answer).into_response()
+            }
+        }),
+    ))
+    .await;
+    let mut chain = chain_config(&devnet);
+    chain["rpc_url"] = json!(format!("http://127.0.0.1:{port}"));
+    let node = TestNode::start(json!({"manage_containers": false, "chain": chain})).await;
+    let info: Value = get_json(&client(), node.at("/info")).await;
+    assert_eq!(info["chain"]["chain_id"], 31337);
+    assert!(calls.load(Ordering::SeqCst) > 3, "the refused calls were retried");
+}
