@@ -20,7 +20,7 @@ async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("config.json");
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "devnet",
             "--port",
@@ -34,9 +34,10 @@ async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn infernet");
+    let mut child = StopOnDrop(child);
 
     // Collect stdout lines on a thread; wait for the "ready" line.
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -58,7 +59,7 @@ async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {
                 }
             }
             Err(_) => {
-                let _ = child.kill();
+                let _ = child.0.kill();
                 panic!("no ready line within 60 s; output so far:\n{}", lines.join("\n"));
             }
         }
@@ -104,17 +105,17 @@ async fn devnet_starts_writes_a_config_and_stops_on_sigterm() {
     assert!(provider.get_balance(payment).await.expect("balance") > alloy::primitives::U256::ZERO);
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
-        if let Some(exit) = child.try_wait().expect("try_wait") {
+        if let Some(exit) = child.0.try_wait().expect("try_wait") {
             break exit;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            let _ = child.0.kill();
             panic!("infernet devnet did not exit within 20 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -153,4 +154,26 @@ fn anvil_that_cannot_start_is_a_runtime_failure() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/anvil"));
     assert!(!dir.path().join("c.json").exists());
+}
+
+/// `infernet devnet` stopped like an operator would (SIGTERM, so it stops its anvil too) if a test
+/// fails before doing it; killed if it does not exit.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
