@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infernet_testkit::{ChildGuard, free_port, wait_healthy, wait_port, workspace_binary};
+use infernet_testkit::{ChildGuard, free_port, percentile, wait_healthy, wait_port, workspace_binary};
 
 const CONCURRENCY: usize = 16;
 
@@ -99,7 +99,7 @@ async fn load(url: String, body: &'static str, duration: Duration) -> Figures {
         "requests failed during the benchmark"
     );
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    let pct = |p: f64| percentile(&all, p);
     Figures {
         requests: all.len(),
         seconds,
@@ -143,7 +143,7 @@ async fn paced(url: String, body: &'static str, rate: u32, duration: Duration) -
     }
     let seconds = start.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    let pct = |p: f64| percentile(&all, p);
     Figures {
         requests: all.len(),
         seconds,

@@ -89,7 +89,7 @@ async fn load(url: String, seconds: u64) -> Figures {
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let pct = |p: f64| infernet_testkit::percentile(&all, p).as_secs_f64() * 1000.0;
     Figures {
         requests: all.len(),
         throughput: all.len() as f64 / elapsed,

@@ -13,7 +13,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{ConnectInfo, RawQuery, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -21,7 +21,7 @@ use axum::{
 use futures::StreamExt;
 use infernet_node::server::{
     ClientIp,
-    rate_limit::{Decision, RateLimiter},
+    rate_limit::{self, RateLimiter},
 };
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -79,25 +79,7 @@ async fn rate_limit(
 ) -> Response {
     l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
     let client = client_ip(&l.state, peer, req.headers());
-    match l.state.limiter.check(l.route, client, Instant::now()) {
-        Decision::Deny { retry_after } => {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many requests; retry in {secs}s"),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            r
-        }
-        Decision::Allow { remaining, reset } => {
-            let mut r = next.run(req).await;
-            let h = r.headers_mut();
-            h.insert("ratelimit-limit", HeaderValue::from(l.state.limiter.limit()));
-            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-            h.insert("ratelimit-reset", HeaderValue::from(reset.as_secs_f64().ceil() as u64));
-            r
-        }
-    }
+    rate_limit::enforce(&l.state.limiter, l.route, client, req, next).await
 }
 
 /// `GET /api/v1/ips?container=…&n=3&offset=0`.

@@ -84,3 +84,9 @@ pub fn wait_healthy(port: u16, within: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `p` quantile (0.0–1.0) of `sorted` latencies (nearest rank); panics on an empty slice.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    assert!(!sorted.is_empty(), "no samples");
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}

@@ -10,15 +10,14 @@ pub mod rate_limit;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::Instant,
 };
 
 use axum::{
     Router,
     extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State},
-    http::{HeaderMap, HeaderValue, request::Parts},
+    http::{HeaderMap, request::Parts},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post, put},
 };
 use ipnet::IpNet;
@@ -28,7 +27,7 @@ pub use error::ApiError;
 pub use openapi::ApiDoc;
 
 use crate::{containers::States, guardian::Guardian, orchestrator::Orchestrator, store::JobStore};
-use rate_limit::{Decision, RateLimiter};
+use rate_limit::RateLimiter;
 
 /// What `/info` says of a container.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -132,19 +131,8 @@ async fn rate_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let limiter = &limited.state.limiter;
     let client = ClientIp::resolve(peer.ip(), req.headers(), &limited.state.trusted_proxies);
-    match limiter.check(limited.route, client, Instant::now()) {
-        Decision::Deny { retry_after } => ApiError::TooManyRequests { retry_after }.into_response(),
-        Decision::Allow { remaining, reset } => {
-            let mut response = next.run(req).await;
-            let headers = response.headers_mut();
-            headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit()));
-            headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-            headers.insert("ratelimit-reset", HeaderValue::from(reset.as_secs_f64().ceil() as u64));
-            response
-        }
-    }
+    rate_limit::enforce(&limited.state.limiter, limited.route, client, req, next).await
 }
 
 /// Builds the HTTP router.

@@ -8,6 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::{
+    extract::Request,
+    http::HeaderValue,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::ApiError;
+
 /// Outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -74,6 +83,23 @@ impl RateLimiter {
         let used = next - now;
         let remaining = (self.period.saturating_sub(used).as_nanos() / t.as_nanos().max(1)) as u64;
         Decision::Allow { remaining, reset: used }
+    }
+}
+
+/// Runs `next` when `client` may make one more request on `route`, adding `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset`; otherwise answers 429 with `Retry-After`. The
+/// node's and the router's middleware both end here.
+pub async fn enforce(limiter: &RateLimiter, route: &'static str, client: IpAddr, req: Request, next: Next) -> Response {
+    match limiter.check(route, client, Instant::now()) {
+        Decision::Deny { retry_after } => ApiError::TooManyRequests { retry_after }.into_response(),
+        Decision::Allow { remaining, reset } => {
+            let mut response = next.run(req).await;
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit()));
+            headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            headers.insert("ratelimit-reset", HeaderValue::from(reset.as_secs_f64().ceil() as u64));
+            response
+        }
     }
 }
 
