@@ -4,23 +4,19 @@
 use std::str::FromStr;
 
 use alloy::{
-    primitives::{Address, B256, U256},
+    primitives::{Address, U256},
     signers::local::PrivateKeySigner,
 };
 use infernet_contracts::eip712::{self, DelegateSubscription, Subscription};
+use infernet_types::DelegatedSubscription;
 use serde_json::{Map, Value};
 
 /// Why a subscription could not be signed.
 #[derive(Debug, thiserror::Error)]
 pub enum DelegateError {
-    /// A field is missing or has the wrong type.
-    #[error("subscription.{field}: {message}")]
-    Field {
-        /// Field name.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
+    /// A field is missing or has the wrong type (the message names it).
+    #[error("{0}")]
+    Field(String),
     /// The private key does not parse.
     #[error("the private key is not 32 bytes of hex")]
     Key,
@@ -29,97 +25,13 @@ pub enum DelegateError {
     Sign(#[from] eip712::Eip712Error),
 }
 
-fn field<'a>(sub: &'a Map<String, Value>, name: &'static str) -> Result<&'a Value, DelegateError> {
-    sub.get(name).ok_or(DelegateError::Field {
-        field: name,
-        message: "missing".into(),
-    })
-}
-
-fn number<T: TryFrom<u64>>(sub: &Map<String, Value>, name: &'static str) -> Result<T, DelegateError> {
-    field(sub, name)?
-        .as_u64()
-        .and_then(|v| T::try_from(v).ok())
-        .ok_or(DelegateError::Field {
-            field: name,
-            message: "expected a whole number in range".into(),
-        })
-}
-
-fn address(sub: &Map<String, Value>, name: &'static str, default_zero: bool) -> Result<Address, DelegateError> {
-    match sub.get(name) {
-        None | Some(Value::Null) if default_zero => Ok(Address::ZERO),
-        Some(Value::String(s)) => Address::from_str(s).map_err(|_| DelegateError::Field {
-            field: name,
-            message: format!("\"{s}\" is not an address"),
-        }),
-        _ => Err(DelegateError::Field {
-            field: name,
-            message: "expected an address string".into(),
-        }),
-    }
-}
-
-/// The container id: 32 bytes of hex (with or without `0x`), or container ids (`"a,b"` or
-/// `["a", "b"]`), which are hashed the way the SDK does.
-fn container_id(sub: &Map<String, Value>) -> Result<B256, DelegateError> {
-    let bad = |message: String| DelegateError::Field {
-        field: "containers",
-        message,
-    };
-    match field(sub, "containers")? {
-        Value::String(s) => {
-            let hex = s.strip_prefix("0x").unwrap_or(s);
-            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                B256::from_str(hex).map_err(|e| bad(e.to_string()))
-            } else {
-                Ok(B256::from(
-                    infernet_types::container_set_hash(&s.split(',').collect::<Vec<_>>()).0,
-                ))
-            }
-        }
-        Value::Array(ids) => {
-            let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
-            if ids.is_empty() {
-                return Err(bad("expected container ids".into()));
-            }
-            Ok(B256::from(infernet_types::container_set_hash(&ids).0))
-        }
-        _ => Err(bad("expected the container-set hash or container ids".into())),
-    }
-}
-
-fn amount(sub: &Map<String, Value>) -> Result<U256, DelegateError> {
-    let bad = || DelegateError::Field {
-        field: "payment_amount",
-        message: "expected a whole number".into(),
-    };
-    match sub.get("payment_amount") {
-        None | Some(Value::Null) => Ok(U256::ZERO),
-        Some(Value::Number(n)) => n.as_u64().map(U256::from).ok_or_else(bad),
-        Some(Value::String(s)) => U256::from_str(s).map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
 /// Reads the REST subscription JSON into the signed struct; normalises `containers` to the hash
 /// (what nodes expect on the wire).
 pub fn parse_subscription(sub: &mut Map<String, Value>) -> Result<Subscription, DelegateError> {
-    let container = container_id(sub)?;
-    sub.insert("containers".into(), Value::String(format!("{container:x}")));
-    Ok(Subscription {
-        owner: address(sub, "owner", false)?,
-        activeAt: number(sub, "active_at")?,
-        period: number(sub, "period")?,
-        frequency: number(sub, "frequency")?,
-        redundancy: number(sub, "redundancy")?,
-        containerId: container,
-        lazy: sub.get("lazy").and_then(Value::as_bool).unwrap_or(false),
-        verifier: address(sub, "verifier", true)?,
-        paymentAmount: amount(sub)?,
-        paymentToken: address(sub, "payment_token", true)?,
-        wallet: address(sub, "wallet", true)?,
-    })
+    let parsed =
+        DelegatedSubscription::from_json(&Value::Object(sub.clone()).to_string()).map_err(DelegateError::Field)?;
+    sub.insert("containers".into(), Value::String(format!("{:x}", parsed.container_id)));
+    Ok(Subscription::from(&parsed))
 }
 
 /// Signs the subscription for `coordinator` on `chain_id`; returns the `signature` object as JSON

@@ -123,6 +123,24 @@ impl From<EIP712Coordinator::Subscription> for Subscription {
     }
 }
 
+impl From<&infernet_types::DelegatedSubscription> for Subscription {
+    fn from(s: &infernet_types::DelegatedSubscription) -> Self {
+        Self {
+            owner: s.owner,
+            activeAt: s.active_at,
+            period: s.period,
+            frequency: s.frequency,
+            redundancy: s.redundancy,
+            containerId: s.container_id,
+            lazy: s.lazy,
+            verifier: s.verifier,
+            paymentAmount: s.payment_amount,
+            paymentToken: s.payment_token,
+            wallet: s.wallet,
+        }
+    }
+}
+
 impl Subscription {
     /// An unpaid, unverified subscription owned by `owner` (payment fields zero).
     pub fn unpaid(

@@ -4,9 +4,12 @@
 //! texts; the differences are deliberate fixes: the client address is the connection's peer (a
 //! body can never set it), and every rejection carries serialisable `params`.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
@@ -35,6 +38,7 @@ struct Restrictions {
     allowed_ips: Vec<IpNet>,
     allowed_addresses: Vec<Address>,
     allowed_delegate_addresses: Vec<Address>,
+    accepted_payments: BTreeMap<Address, U256>,
 }
 
 /// The request filter.
@@ -42,11 +46,13 @@ struct Restrictions {
 pub struct Guardian {
     containers: HashMap<String, Restrictions>,
     chain_enabled: bool,
+    has_payment_address: bool,
 }
 
 impl Guardian {
-    /// Builds the Guardian from validated container specs.
-    pub fn new(containers: &[ContainerSpec], chain_enabled: bool) -> Self {
+    /// Builds the Guardian from validated container specs; `has_payment_address` tells whether
+    /// the node has a payment wallet (`chain.wallet.payment_address`) to be paid into.
+    pub fn new(containers: &[ContainerSpec], chain_enabled: bool, has_payment_address: bool) -> Self {
         let containers = containers
             .iter()
             .map(|c| {
@@ -58,6 +64,7 @@ impl Guardian {
                         allowed_ips: c.allowed_ips.clone(),
                         allowed_addresses: c.allowed_addresses.clone(),
                         allowed_delegate_addresses: c.allowed_delegate_addresses.clone(),
+                        accepted_payments: c.accepted_payments.clone(),
                     },
                 )
             })
@@ -65,6 +72,7 @@ impl Guardian {
         Self {
             containers,
             chain_enabled,
+            has_payment_address,
         }
     }
 
@@ -194,6 +202,41 @@ impl Guardian {
     }
 }
 
+impl Guardian {
+    /// Checks a subscription's payment against `accepted_payments` (node reference §3.4, with
+    /// addresses compared as addresses, not strings). `params` go into the rejection.
+    pub fn check_payment(
+        &self,
+        containers: &[String],
+        token: Address,
+        amount: U256,
+        params: Value,
+    ) -> Result<(), Rejection> {
+        let invalid = |why: String| {
+            tracing::debug!(%why, "invalid payment");
+            Err(Rejection::new("Invalid payment", params.clone()))
+        };
+        if !self.has_payment_address && amount > U256::ZERO {
+            return invalid("no chain.wallet.payment_address to be paid into".into());
+        }
+        let mut minimum = U256::ZERO;
+        for id in containers {
+            let Some(r) = self.containers.get(id) else { continue };
+            if r.accepted_payments.is_empty() {
+                continue;
+            }
+            match r.accepted_payments.get(&token) {
+                Some(min) => minimum = minimum.saturating_add(*min),
+                None => return invalid(format!("token {token} not accepted by container {id}")),
+            }
+        }
+        if amount < minimum {
+            return invalid(format!("{amount} is below the minimum {minimum}"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +245,7 @@ mod tests {
     fn guardian(json: &str) -> Guardian {
         let loaded = parse(json).unwrap();
         let v = validate(loaded.config, &[]).unwrap();
-        Guardian::new(&v.containers, false)
+        Guardian::new(&v.containers, false, false)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -321,5 +364,59 @@ mod tests {
             .check_subscription_containers(&ids(&["open"]), owner, true, true, "0xh")
             .unwrap_err();
         assert_eq!(r.error, "Container does not generate proof");
+    }
+
+    #[test]
+    fn payments_follow_accepted_payments() {
+        let loaded = parse(
+            r#"{"manage_containers": false, "containers": [
+                {"id": "free"},
+                {"id": "eth", "accepted_payments": {"0x0000000000000000000000000000000000000000": 100}},
+                {"id": "tok", "accepted_payments": {"0x3b1554f346dfe5c482bb4ba31b880c1c18412170": 5, "0x0000000000000000000000000000000000000000": 1}}
+            ]}"#,
+        )
+        .unwrap();
+        let v = validate(loaded.config, &[]).unwrap();
+        let paid = Guardian::new(&v.containers, true, true);
+        let eth = Address::ZERO;
+        let token: Address = "0x3B1554f346DFe5c482Bb4BA31b880c1C18412170".parse().unwrap();
+        let p = json!({"subscription_id": 7});
+        assert!(
+            paid.check_payment(&ids(&["free"]), token, U256::ZERO, p.clone())
+                .is_ok()
+        );
+        assert!(
+            paid.check_payment(&ids(&["eth"]), eth, U256::from(100), p.clone())
+                .is_ok()
+        );
+        let r = paid
+            .check_payment(&ids(&["eth"]), eth, U256::from(99), p.clone())
+            .unwrap_err();
+        assert_eq!((r.error, r.params), ("Invalid payment", json!({"subscription_id": 7})));
+        // Token keys match whatever their case in the config.
+        assert!(
+            paid.check_payment(&ids(&["tok"]), token, U256::from(5), p.clone())
+                .is_ok()
+        );
+        assert!(
+            paid.check_payment(&ids(&["eth", "tok"]), token, U256::from(500), p.clone())
+                .is_err(),
+            "eth does not take the token"
+        );
+        assert!(
+            paid.check_payment(&ids(&["eth", "tok"]), eth, U256::from(101), p.clone())
+                .is_ok()
+        );
+        assert!(
+            paid.check_payment(&ids(&["eth", "tok"]), eth, U256::from(100), p.clone())
+                .is_err()
+        );
+        let unpaid_node = Guardian::new(&v.containers, true, false);
+        assert!(
+            unpaid_node
+                .check_payment(&ids(&["free"]), eth, U256::from(1), p.clone())
+                .is_err()
+        );
+        assert!(unpaid_node.check_payment(&ids(&["free"]), eth, U256::ZERO, p).is_ok());
     }
 }

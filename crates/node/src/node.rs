@@ -1,5 +1,5 @@
-//! Wires the components together: store, Container Manager, Orchestrator, Guardian, REST server,
-//! and runs them until shutdown.
+//! Wires the components together: store, Container Manager, Orchestrator, Guardian, the chain
+//! side (Listener, Processor, Wallet) when enabled, REST server, and runs them until shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -120,17 +120,34 @@ impl Node {
         let manager = Arc::new(ContainerManager::new(&config).await?);
         manager.start_all().await?;
 
-        let chain_enabled = chain.is_some();
-        if chain_enabled {
-            tracing::error!(
-                "chain connected, but this build does not run the Listener and Processor yet: on-chain and delegated subscriptions are not served"
-            );
-        }
         let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
         let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone(), metrics)?);
+        let has_payment_address = config
+            .config
+            .chain
+            .wallet
+            .as_ref()
+            .and_then(|w| w.payment_address.as_deref())
+            .is_some_and(|a| !a.trim().is_empty());
+        let guardian = Guardian::new(&config.containers, chain.is_some(), has_payment_address);
+        let tasks = TaskManager::new();
+        let shutdown = tasks.shutdown_token();
+        let (chain_info, services) = match chain {
+            Some((chain, key)) => {
+                let services = chain::start(&chain, key, &config, &guardian, orchestrator.clone(), &tasks);
+                let info = ChainInfo {
+                    enabled: true,
+                    chain_id: Some(chain.chain_id),
+                    coordinator: Some(chain.coordinator.to_checksum(None)),
+                    address: chain.node_address.to_checksum(None),
+                };
+                (info, Some(services))
+            }
+            None => (ChainInfo::default(), None),
+        };
         let rate = &config.config.server.rate_limit;
         let state = Arc::new(AppState {
-            guardian: Guardian::new(&config.containers, chain_enabled),
+            guardian,
             orchestrator,
             store,
             containers: config
@@ -144,15 +161,9 @@ impl Node {
                 })
                 .collect(),
             states: manager.states(),
-            chain: ChainInfo {
-                enabled: chain_enabled,
-                chain_id: chain.as_ref().map(|c| c.chain_id),
-                coordinator: chain.as_ref().map(|c| c.coordinator.to_checksum(None)),
-                address: chain
-                    .as_ref()
-                    .map(|c| c.node_address.to_checksum(None))
-                    .unwrap_or_default(),
-            },
+            chain: chain_info,
+            delegated: services.as_ref().map(|s| s.delegated.clone()),
+            chain_status: services.map(|s| s.status),
             trusted_proxies: config.trusted_proxies.clone(),
             limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
             jobs: TaskTracker::new(),
@@ -160,8 +171,6 @@ impl Node {
             system: Arc::new(SystemStats::new()),
         });
 
-        let tasks = TaskManager::new();
-        let shutdown = tasks.shutdown_token();
         let app = server::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let serve_shutdown = shutdown.clone();
         tasks.spawn_critical("rest-server", async move {

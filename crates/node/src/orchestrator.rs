@@ -164,7 +164,8 @@ impl Orchestrator {
         req
     }
 
-    async fn call(&self, id: &str, input: &ContainerInput) -> Result<Value, String> {
+    /// One container call: its parsed answer and the answer as sent.
+    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
         let target = self
             .targets
             .get(id)
@@ -189,14 +190,15 @@ impl Orchestrator {
             ));
         }
         if body.is_empty() {
-            return Ok(Value::Null);
+            return Ok((Value::Null, Bytes::from_static(b"null")));
         }
-        serde_json::from_slice(&body).map_err(|_| {
+        let value = serde_json::from_slice(&body).map_err(|_| {
             format!(
                 "container {id} answered with a body that is not JSON: {}",
                 excerpt(&body)
             )
-        })
+        })?;
+        Ok((value, body))
     }
 
     /// Runs `containers` in order; stops at the first error, which is the last result.
@@ -206,6 +208,18 @@ impl Orchestrator {
         input: JobInput,
         requires_proof: bool,
     ) -> Vec<ContainerResult> {
+        self.run_pipeline_raw(containers, input, requires_proof).await.0
+    }
+
+    /// [`Self::run_pipeline`], also giving the last container's answer as it sent it (the chain
+    /// encoding keeps its key order).
+    pub async fn run_pipeline_raw(
+        &self,
+        containers: &[String],
+        input: JobInput,
+        requires_proof: bool,
+    ) -> (Vec<ContainerResult>, Bytes) {
+        let mut raw = Bytes::new();
         let mut results = Vec::with_capacity(containers.len());
         let last = containers.len().saturating_sub(1);
         let mut next = ContainerInput {
@@ -223,7 +237,8 @@ impl Orchestrator {
             let outcome = self.call(id, &next).await;
             self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
             match outcome {
-                Ok(output) => {
+                Ok((output, body)) => {
+                    raw = body;
                     next = ContainerInput {
                         source: JobLocation::Offchain,
                         destination: if i + 1 == last {
@@ -249,7 +264,7 @@ impl Orchestrator {
                 }
             }
         }
-        results
+        (results, raw)
     }
 
     /// Runs an off-chain job whose running state is already stored, and stores its result.

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::DelegatedRequest;
+
 /// Where a job's input comes from or its output goes (`JobLocation` in Ritual's node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[repr(u8)]
@@ -183,31 +185,18 @@ pub struct JobRequest {
 pub enum ParsedJobRequest {
     /// Off-chain job (`containers` + `data`).
     Offchain(JobRequest),
-    /// Delegated subscription (`subscription` + `signature` + `data`), kept raw until the chain
-    /// side decodes it.
-    Delegated {
-        /// The signed `Subscription` struct as JSON.
-        subscription: Value,
-        /// `{nonce, expiry, v, r, s}`.
-        signature: Value,
-        /// Input data for the subscription.
-        data: Map<String, Value>,
-    },
-}
-
-#[derive(Deserialize)]
-struct DelegatedBody {
-    subscription: Map<String, Value>,
-    signature: Map<String, Value>,
-    data: Map<String, Value>,
+    /// Delegated subscription (`subscription` + `signature` + `data`).
+    Delegated(Box<DelegatedRequest>),
 }
 
 impl ParsedJobRequest {
-    /// Parses a JSON value into a job request, with an error message naming the offending path.
+    /// Parses a request body from its JSON text, with an error message naming the offending path.
     ///
     /// Unknown keys are ignored (Ritual's clients send extras); `id` and `ip` in a body are never
     /// honoured, since the node assigns the id and reads the client address from the connection.
-    pub fn from_value(value: Value) -> Result<Self, String> {
+    /// Delegated requests are read from the text so that 256-bit integers keep every digit.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let value: Value = serde_json::from_str(text).map_err(|e| format!("request body is not valid JSON: {e}"))?;
         let Value::Object(obj) = &value else {
             return Err(format!(
                 "expected a JSON object with `containers` and `data`, found {}",
@@ -218,13 +207,9 @@ impl ParsedJobRequest {
             let request: JobRequest = parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
             return Ok(Self::Offchain(request));
         }
-        let body: DelegatedBody =
-            parse_with_path(value).map_err(|e| format!("invalid delegated subscription request: {e}"))?;
-        Ok(Self::Delegated {
-            subscription: Value::Object(body.subscription),
-            signature: Value::Object(body.signature),
-            data: body.data,
-        })
+        DelegatedRequest::from_json(text)
+            .map(|r| Self::Delegated(Box::new(r)))
+            .map_err(|e| format!("invalid delegated subscription request: {e}"))
     }
 }
 
@@ -302,8 +287,8 @@ mod tests {
 
     #[test]
     fn parse_offchain_ignores_id_ip_and_extra_keys() {
-        let parsed = ParsedJobRequest::from_value(
-            json!({"containers": ["a"], "data": {}, "id": "evil", "ip": "1.2.3.4", "extra": true}),
+        let parsed = ParsedJobRequest::from_json(
+            &json!({"containers": ["a"], "data": {}, "id": "evil", "ip": "1.2.3.4", "extra": true}).to_string(),
         )
         .unwrap();
         assert_eq!(
@@ -318,22 +303,22 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let err = ParsedJobRequest::from_value(json!({"containers": ["a", 3], "data": {}})).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a", 3], "data": {}}).to_string()).unwrap_err();
         assert!(err.contains("containers[1]"), "{err}");
-        let err = ParsedJobRequest::from_value(json!({"containers": ["a"], "data": [1]})).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"], "data": [1]}).to_string()).unwrap_err();
         assert!(err.contains("data"), "{err}");
-        let err = ParsedJobRequest::from_value(json!({"containers": ["a"]})).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"]}).to_string()).unwrap_err();
         assert!(err.contains("missing field `data`"), "{err}");
-        let err = ParsedJobRequest::from_value(json!([1])).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!([1]).to_string()).unwrap_err();
         assert!(err.contains("found an array"), "{err}");
     }
 
     #[test]
-    fn parse_delegated() {
-        let parsed = ParsedJobRequest::from_value(
-            json!({"subscription": {"owner": "0x0"}, "signature": {"nonce": 1}, "data": {}}),
+    fn parse_delegated_names_the_bad_field() {
+        let err = ParsedJobRequest::from_json(
+            &json!({"subscription": {"owner": "0x0"}, "signature": {"nonce": 1}, "data": {}}).to_string(),
         )
-        .unwrap();
-        assert!(matches!(parsed, ParsedJobRequest::Delegated { .. }));
+        .unwrap_err();
+        assert!(err.contains("subscription.owner"), "{err}");
     }
 }

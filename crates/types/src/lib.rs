@@ -6,9 +6,11 @@
 //! answers with sorted keys and some clients compare bodies textually.
 
 mod container_id;
+mod delegated;
 mod job;
 
 pub use container_id::{container_set_hash, container_set_string};
+pub use delegated::{DelegateSignature, DelegatedRequest, DelegatedSubscription};
 pub use job::{
     ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of,
 };

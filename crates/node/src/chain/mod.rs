@@ -1,28 +1,37 @@
-//! Chain side of the node. What runs today is the boot sequence: the node's key, the RPC endpoint
-//! and its chain id, and the protocol addresses read from the `Registry`. The Listener, the
-//! Processor and the Wallet (issue #5) build on [`Chain`].
+//! Chain side of the node: on-chain subscriptions of the Infernet `Coordinator` and delegated
+//! subscriptions, delivered on chain.
+//!
+//! The parts, as in Ritual's architecture:
+//! - [`blocks::BlockWatcher`] polls the head and publishes each new block;
+//! - [`listener::Listener`] finds subscriptions (snapshot sync, then new ones per block);
+//! - [`processor::Processor`] decides per block what is due and runs it;
+//! - [`wallet::Wallet`] holds the key and sends every transaction;
+//! - [`delegated::DelegatedIntake`] checks delegated subscriptions before `POST /api/jobs` answers.
 
-use std::{future::IntoFuture, str::FromStr, time::Duration};
+pub mod blocks;
+pub mod delegated;
+pub mod encoding;
+pub mod errors;
+pub mod listener;
+pub mod lookup;
+pub mod processor;
+pub mod rpc;
+pub mod status;
+pub mod subscription;
+pub mod wallet;
 
-use alloy::{
-    primitives::Address,
-    providers::{DynProvider, Provider, ProviderBuilder},
-    rpc::client::ClientBuilder,
-    signers::local::PrivateKeySigner,
-    transports::layers::RetryBackoffLayer,
-};
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use alloy::{eips::BlockId, primitives::Address, signers::local::PrivateKeySigner};
 use infernet_contracts::bindings::Registry;
+use tokio::sync::watch;
 
-use crate::config::ChainConfig;
+use crate::{config::ValidConfig, guardian::Guardian, orchestrator::Orchestrator, tasks::TaskManager};
+use rpc::{RetryPolicy, Rpc};
+use status::ChainStatus;
 
 /// How long one boot-time RPC call may take, retries included.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
-/// Retries of a rate-limited or overloaded RPC call.
-const RPC_RETRIES: u32 = 8;
-/// First backoff of such a retry, in milliseconds (it grows with each attempt).
-const RPC_BACKOFF_MS: u64 = 200;
-/// Compute-unit budget per second assumed for the endpoint (alloy's backoff uses it).
-const RPC_COMPUTE_UNITS: u64 = 10_000;
 
 /// Why the chain side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +62,8 @@ pub enum ChainError {
 /// The chain as the node sees it after boot.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    /// Provider for reads.
-    pub provider: DynProvider,
+    /// The endpoint.
+    pub rpc: Rpc,
     /// Chain id of the RPC endpoint.
     pub chain_id: u64,
     /// The node's account (from its key).
@@ -69,6 +78,15 @@ pub struct Chain {
     pub inbox: Address,
     /// `WalletFactory`.
     pub wallet_factory: Address,
+}
+
+/// The node's key, on its way to the Wallet task (never printed).
+pub struct NodeKey(PrivateKeySigner);
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeKey({} <redacted>)", self.0.address())
+    }
 }
 
 /// `scheme://host[:port]` of an RPC URL: paths and user info often carry API keys.
@@ -88,8 +106,8 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-async fn timed<T, E: std::fmt::Display>(what: &str, call: impl IntoFuture<Output = Result<T, E>>) -> Result<T, String> {
-    match tokio::time::timeout(RPC_TIMEOUT, call.into_future()).await {
+async fn timed<T>(what: &str, call: impl std::future::Future<Output = Result<T, rpc::RpcError>>) -> Result<T, String> {
+    match tokio::time::timeout(RPC_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{what} failed: {e}")),
         Err(_) => Err(format!("{what} did not answer within {RPC_TIMEOUT:?}")),
@@ -97,7 +115,7 @@ async fn timed<T, E: std::fmt::Display>(what: &str, call: impl IntoFuture<Output
 }
 
 /// Connects to the chain of a validated config: key, chain id, Registry lookup.
-pub async fn connect(config: &ChainConfig) -> Result<Chain, ChainError> {
+pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, NodeKey), ChainError> {
     crate::install_tls_provider();
     let key = config
         .wallet
@@ -107,24 +125,12 @@ pub async fn connect(config: &ChainConfig) -> Result<Chain, ChainError> {
     let signer = PrivateKeySigner::from_str(key.expose().trim()).map_err(|_| ChainError::Key)?;
     let raw_url = config.rpc_url.as_deref().unwrap_or_default();
     let url = redact_url(raw_url);
-    let endpoint: reqwest::Url = raw_url.parse().map_err(|e| ChainError::Rpc {
-        url: url.clone(),
-        message: format!("not a URL: {e}"),
-    })?;
-    // Transport errors quote the full URL, API key included: show the redacted form instead.
-    let full = [raw_url.to_string(), endpoint.to_string()];
-    let scrub = |message: String| full.iter().fold(message, |m, u| m.replace(u.as_str(), &url));
     let rpc_error = |message: String| ChainError::Rpc {
         url: url.clone(),
-        message: scrub(message),
+        message,
     };
-    // Rate limits (429) and overloaded endpoints (503 and the like) are retried with backoff; other
-    // errors surface at once.
-    let client = ClientBuilder::default()
-        .layer(RetryBackoffLayer::new(RPC_RETRIES, RPC_BACKOFF_MS, RPC_COMPUTE_UNITS))
-        .http(endpoint);
-    let provider = ProviderBuilder::new().connect_client(client).erased();
-    let chain_id = timed("eth_chainId", provider.get_chain_id()).await.map_err(rpc_error)?;
+    let rpc = Rpc::new(raw_url, RetryPolicy::default()).map_err(rpc_error)?;
+    let chain_id = timed("eth_chainId", rpc.chain_id()).await.map_err(rpc_error)?;
     let registry_address =
         Address::from_str(config.registry_address.as_deref().unwrap_or_default().trim()).map_err(|e| {
             ChainError::Registry {
@@ -136,30 +142,44 @@ pub async fn connect(config: &ChainConfig) -> Result<Chain, ChainError> {
     let registry_error = |message: String| ChainError::Registry {
         address: registry_address,
         chain_id,
-        message: scrub(message),
+        message,
     };
-    let code = timed("eth_getCode", provider.get_code_at(registry_address))
+    let code = timed("eth_getCode", rpc.code(registry_address))
         .await
         .map_err(rpc_error)?;
     if code.is_empty() {
         return Err(registry_error("no contract code there".into()));
     }
-    let registry = Registry::new(registry_address, provider.clone());
-    let coordinator = timed("Registry.COORDINATOR()", registry.COORDINATOR().call())
+    let latest = BlockId::latest();
+    let read = |call| {
+        let rpc = rpc.clone();
+        async move {
+            match call {
+                Getter::Coordinator => rpc.call(registry_address, &Registry::COORDINATORCall {}, latest).await,
+                Getter::Reader => rpc.call(registry_address, &Registry::READERCall {}, latest).await,
+                Getter::Inbox => rpc.call(registry_address, &Registry::INBOXCall {}, latest).await,
+                Getter::WalletFactory => {
+                    rpc.call(registry_address, &Registry::WALLET_FACTORYCall {}, latest)
+                        .await
+                }
+            }
+        }
+    };
+    let coordinator = timed("Registry.COORDINATOR()", read(Getter::Coordinator))
         .await
         .map_err(registry_error)?;
-    let reader = timed("Registry.READER()", registry.READER().call())
+    let reader = timed("Registry.READER()", read(Getter::Reader))
         .await
         .map_err(registry_error)?;
-    let inbox = timed("Registry.INBOX()", registry.INBOX().call())
+    let inbox = timed("Registry.INBOX()", read(Getter::Inbox))
         .await
         .map_err(registry_error)?;
-    let wallet_factory = timed("Registry.WALLET_FACTORY()", registry.WALLET_FACTORY().call())
+    let wallet_factory = timed("Registry.WALLET_FACTORY()", read(Getter::WalletFactory))
         .await
         .map_err(registry_error)?;
-    tracing::info!(chain_id, node = %signer.address(), %coordinator, %reader, "chain connected");
-    Ok(Chain {
-        provider,
+    tracing::info!(chain_id, node = %signer.address(), %coordinator, %reader, rpc = %url, "chain connected");
+    let chain = Chain {
+        rpc,
         chain_id,
         node_address: signer.address(),
         registry: registry_address,
@@ -167,7 +187,100 @@ pub async fn connect(config: &ChainConfig) -> Result<Chain, ChainError> {
         reader,
         inbox,
         wallet_factory,
-    })
+    };
+    Ok((chain, NodeKey(signer)))
+}
+
+#[derive(Clone, Copy)]
+enum Getter {
+    Coordinator,
+    Reader,
+    Inbox,
+    WalletFactory,
+}
+
+/// The running chain side.
+pub struct ChainServices {
+    /// Checks delegated subscriptions for the REST server.
+    pub delegated: Arc<delegated::DelegatedIntake>,
+    /// What it is doing.
+    pub status: Arc<ChainStatus>,
+}
+
+/// Starts the BlockWatcher, Wallet, Processor and Listener as supervised tasks.
+pub fn start(
+    chain: &Chain,
+    key: NodeKey,
+    config: &ValidConfig,
+    guardian: &Guardian,
+    orchestrator: Arc<Orchestrator>,
+    tasks: &TaskManager,
+) -> ChainServices {
+    let chain_config = &config.config.chain;
+    let wallet_config = chain_config.wallet.as_ref();
+    let status = Arc::new(ChainStatus::new(chain.rpc.counts.clone()));
+    let (heads_tx, heads) = watch::channel(None);
+    let sync = &chain_config.snapshot_sync;
+    let watcher = blocks::BlockWatcher {
+        rpc: chain.rpc.clone(),
+        sync_period: Duration::from_secs_f64(sync.sync_period),
+        status: status.clone(),
+    };
+    tasks.spawn_critical("block-watcher", watcher.run(heads_tx, tasks.shutdown_token()));
+    let wallet = wallet::spawn(
+        chain.rpc.clone(),
+        key.0,
+        wallet::WalletSettings {
+            max_gas_limit: wallet_config.map(|w| w.max_gas_limit).unwrap_or(5_000_000),
+            allowed_sim_errors: wallet_config.map(|w| w.allowed_sim_errors.clone()).unwrap_or_default(),
+            chain_id: chain.chain_id,
+        },
+        heads.clone(),
+        status.clone(),
+        tasks,
+    );
+    let payment_wallet = wallet_config
+        .and_then(|w| w.payment_address.as_deref())
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .and_then(|a| Address::from_str(a).ok());
+    let (processor, handle, inbox) = processor::new(processor::ProcessorParts {
+        rpc: chain.rpc.clone(),
+        coordinator: chain.coordinator,
+        wallet_factory: chain.wallet_factory,
+        payment_wallet,
+        wallet,
+        orchestrator,
+        status: status.clone(),
+    });
+    tasks.spawn_critical("processor", processor.run(inbox, heads.clone(), tasks.shutdown_token()));
+    let lookup = Arc::new(lookup::ContainerLookup::new(
+        config.containers.iter().map(|c| (c.id.as_str(), c.external)),
+    ));
+    tracing::info!(pipelines = lookup.len(), "container lookup ready");
+    let listener = listener::Listener {
+        rpc: chain.rpc.clone(),
+        coordinator: chain.coordinator,
+        reader: chain.reader,
+        trail_head_blocks: chain_config.trail_head_blocks,
+        batch_size: sync.batch_size,
+        starting_sub_id: sync.starting_sub_id,
+        sleep: Duration::from_secs_f64(sync.sleep),
+        lookup: lookup.clone(),
+        guardian: guardian.clone(),
+        processor: handle.clone(),
+        status: status.clone(),
+    };
+    tasks.spawn_critical("listener", listener.run(heads, tasks.shutdown_token()));
+    let delegated = Arc::new(delegated::DelegatedIntake {
+        rpc: chain.rpc.clone(),
+        chain_id: chain.chain_id,
+        coordinator: chain.coordinator,
+        lookup,
+        guardian: guardian.clone(),
+        processor: handle,
+    });
+    ChainServices { delegated, status }
 }
 
 #[cfg(test)]

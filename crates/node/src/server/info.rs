@@ -44,11 +44,15 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Valu
     if let Some(coordinator) = &state.chain.coordinator {
         chain["coordinator"] = json!(coordinator);
     }
+    if let Some(status) = &state.chain_status {
+        chain["state"] = status.to_json();
+    }
+    let pending_onchain = state.chain_status.as_ref().map(|s| s.running()).unwrap_or(0);
     Ok(Json(json!({
         "chain": chain,
         "containers": running,
         "container_states": states,
-        "pending": {"offchain": pending, "onchain": 0},
+        "pending": {"offchain": pending, "onchain": pending_onchain},
         "store": state.store.backend(),
         "system": system,
         "version": env!("CARGO_PKG_VERSION"),
@@ -82,10 +86,13 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<axum::
     };
     let gauges = crate::stats::metrics::Gauges {
         pending_offchain,
-        pending_onchain: 0,
+        pending_onchain: state.chain_status.as_ref().map(|s| s.running()).unwrap_or(0),
         containers_up,
     };
-    let body = state.orchestrator.metrics().render(&gauges);
+    let mut body = state.orchestrator.metrics().render(&gauges);
+    if let Some(status) = &state.chain_status {
+        status.render(&mut body);
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -16,21 +16,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::Stream;
-use infernet_types::{ContainerResult, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
-use serde_json::{Value, json};
+use infernet_types::{ContainerResult, DelegatedRequest, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
+use serde_json::{Value, json, value::RawValue};
 
 use super::{ApiError, AppState, ClientIp};
 use crate::{
+    chain::delegated::IntakeError,
     containers::ContainerState,
     stats::metrics::{Metrics, Source},
     store::{JobStore, ListFilter},
 };
 
-/// A JSON body, whatever its content type (Ritual's clients do not always set one); malformed
-/// JSON is a 400 and an oversized body a 413, never a 500.
-pub(super) struct JsonBody(pub(super) Value);
+/// A request body as text, whatever its content type (Ritual's clients do not always set one);
+/// an oversized body is a 413, a body that is not UTF-8 a 400, never a 500. Parsing is left to
+/// the handler so that delegated subscriptions keep their 256-bit integers exact.
+pub(super) struct JsonText(pub(super) String);
 
-impl FromRequest<Arc<AppState>> for JsonBody {
+impl FromRequest<Arc<AppState>> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
@@ -41,9 +43,9 @@ impl FromRequest<Arc<AppState>> for JsonBody {
                 ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes)
+        String::from_utf8(bytes.to_vec())
             .map(Self)
-            .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))
+            .map_err(|_| ApiError::BadRequest("request body is not valid JSON: not UTF-8 text".into()))
     }
 }
 
@@ -51,17 +53,26 @@ fn new_job_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn delegated_unavailable(state: &AppState, subscription: &Value, signature: &Value) -> ApiError {
-    let expiry = signature.get("expiry").and_then(Value::as_u64);
-    if let Err(rejection) = state
-        .guardian
-        .check_delegated_precondition(subscription, expiry, crate::store::unix_now())
-    {
-        return ApiError::Rejected(rejection);
-    }
-    ApiError::NotImplemented(
-        "delegated subscriptions need the node's chain side, which this build does not run yet".into(),
-    )
+/// Checks a delegated subscription and hands it to the chain side.
+async fn accept_delegated(state: &AppState, request: DelegatedRequest) -> Result<(), ApiError> {
+    let Some(intake) = &state.delegated else {
+        // Without a chain the Guardian refuses it with a proper 405 body (Ritual's node answered
+        // 500 here because its params could not be serialised).
+        let expiry = Some(u64::from(request.signature.expiry));
+        state
+            .guardian
+            .check_delegated_precondition(&request.raw_subscription, expiry, crate::store::unix_now())
+            .map_err(ApiError::Rejected)?;
+        return Err(ApiError::Unavailable("the chain side is not running".into()));
+    };
+    intake
+        .accept(request, crate::store::unix_now())
+        .await
+        .map_err(|e| match e {
+            IntakeError::Rejected(r) => ApiError::Rejected(r),
+            IntakeError::Signature(message) => ApiError::Forbidden(message),
+            e @ (IntakeError::Chain(_) | IntakeError::Stopping) => ApiError::Unavailable(e.to_string()),
+        })
 }
 
 /// Guardian checks, then whether every container of the pipeline is serving.
@@ -119,15 +130,14 @@ async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> R
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> Result<Json<Value>, ApiError> {
-    match ParsedJobRequest::from_value(body).map_err(ApiError::BadRequest)? {
+    match ParsedJobRequest::from_json(&body).map_err(ApiError::BadRequest)? {
         ParsedJobRequest::Offchain(request) => Ok(Json(json!({"id": accept(&state, client, request).await?}))),
-        ParsedJobRequest::Delegated {
-            subscription,
-            signature,
-            ..
-        } => Err(delegated_unavailable(&state, &subscription, &signature)),
+        ParsedJobRequest::Delegated(request) => {
+            accept_delegated(&state, *request).await?;
+            Ok(Json(json!({})))
+        }
     }
 }
 
@@ -141,27 +151,25 @@ pub(super) async fn create(
 pub(super) async fn batch(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    let Value::Array(items) = body else {
-        return Err(ApiError::BadRequest(format!(
-            "Expected a list, found {}",
-            kind_of(&body)
-        )));
-    };
+    let items: Vec<&RawValue> =
+        serde_json::from_str(&body).map_err(|e| match serde_json::from_str::<Value>(&body) {
+            Ok(other) => ApiError::BadRequest(format!("Expected a list, found {}", kind_of(&other))),
+            Err(_) => ApiError::BadRequest(format!("request body is not valid JSON: {e}")),
+        })?;
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
-        let answer = match ParsedJobRequest::from_value(item) {
+        let answer = match ParsedJobRequest::from_json(item.get()) {
             Err(e) => ApiError::BadRequest(e).body(),
             Ok(ParsedJobRequest::Offchain(request)) => match accept(&state, client, request).await {
                 Ok(id) => json!({"id": id}),
                 Err(e) => e.body(),
             },
-            Ok(ParsedJobRequest::Delegated {
-                subscription,
-                signature,
-                ..
-            }) => delegated_unavailable(&state, &subscription, &signature).body(),
+            Ok(ParsedJobRequest::Delegated(request)) => match accept_delegated(&state, *request).await {
+                Ok(()) => json!({}),
+                Err(e) => e.body(),
+            },
         };
         answers.push(answer);
     }
@@ -276,11 +284,11 @@ impl<S> Drop for RecordedStream<S> {
 pub(super) async fn stream(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> Result<Response, ApiError> {
-    let request = match ParsedJobRequest::from_value(body).map_err(ApiError::BadRequest)? {
+    let request = match ParsedJobRequest::from_json(&body).map_err(ApiError::BadRequest)? {
         ParsedJobRequest::Offchain(request) => request,
-        ParsedJobRequest::Delegated { .. } => {
+        ParsedJobRequest::Delegated(_) => {
             return Err(ApiError::Rejected(crate::guardian::Rejection {
                 error: "Streaming only supported for OffchainJob requests.",
                 params: json!({}),
@@ -402,8 +410,10 @@ pub(super) async fn results(
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_str(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     // Only the TCP peer counts here: a proxy header must never grant this.
     if !peer.ip().to_canonical().is_loopback() {
         tracing::warn!(peer = %peer.ip(), "unauthorized attempt to store job status");

@@ -69,6 +69,10 @@ pub struct AppState {
     pub states: States,
     /// Chain status.
     pub chain: ChainInfo,
+    /// Checks delegated subscriptions (chain enabled only).
+    pub delegated: Option<Arc<crate::chain::delegated::DelegatedIntake>>,
+    /// What the chain side is doing (chain enabled only).
+    pub chain_status: Option<Arc<crate::chain::status::ChainStatus>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client rate limit.

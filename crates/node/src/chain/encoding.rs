@@ -1,0 +1,312 @@
+//! What a container's output becomes on chain: the `input`, `output` and `proof` bytes of
+//! `deliverCompute`, encoded exactly as Ritual's node does so consumers decode them unchanged.
+//!
+//! An output object with all of `raw_input`, `processed_input`, `raw_output`, `processed_output`
+//! and `proof` (un-prefixed hex, `null` for empty) gives
+//! `input = abi.encode(bytes raw_input, bytes processed_input)`,
+//! `output = abi.encode(bytes raw_output, bytes processed_output)` and `proof` as raw bytes.
+//! Anything else is delivered as `output = abi.encode(string)` of the output's Python `repr`
+//! (`{'output': 'hi'}`), with empty input and proof.
+
+use alloy::{primitives::Bytes, sol_types::SolValue};
+use serde_json::{Map, Value};
+
+/// The bytes of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainOutput {
+    /// `input` argument.
+    pub input: Bytes,
+    /// `output` argument.
+    pub output: Bytes,
+    /// `proof` argument.
+    pub proof: Bytes,
+}
+
+const FIVE_KEYS: [&str; 5] = [
+    "raw_input",
+    "processed_input",
+    "raw_output",
+    "processed_output",
+    "proof",
+];
+
+fn hex_field(obj: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => alloy::primitives::hex::decode(s.strip_prefix("0x").unwrap_or(s))
+            .map_err(|e| format!("output.{key}: not hex ({e})")),
+        Some(other) => Err(format!("output.{key}: expected a hex string, found {other}")),
+    }
+}
+
+/// Encodes a container's final output for delivery; `raw` is the container's answer as sent, so
+/// the `repr` keeps its key order (Python dicts keep insertion order).
+pub fn encode_output(output: &Value, raw: &[u8]) -> Result<ChainOutput, String> {
+    if let Value::Object(obj) = output
+        && FIVE_KEYS.iter().all(|k| obj.contains_key(*k))
+    {
+        let raw_input = hex_field(obj, "raw_input")?;
+        let processed_input = hex_field(obj, "processed_input")?;
+        let raw_output = hex_field(obj, "raw_output")?;
+        let processed_output = hex_field(obj, "processed_output")?;
+        let proof = hex_field(obj, "proof")?;
+        return Ok(ChainOutput {
+            input: (Bytes::from(raw_input), Bytes::from(processed_input))
+                .abi_encode_params()
+                .into(),
+            output: (Bytes::from(raw_output), Bytes::from(processed_output))
+                .abi_encode_params()
+                .into(),
+            proof: proof.into(),
+        });
+    }
+    Ok(ChainOutput {
+        input: Bytes::new(),
+        output: python_repr(raw)?.abi_encode().into(),
+        proof: Bytes::new(),
+    })
+}
+
+/// Python's `repr` of what `json.loads` makes of the JSON text `raw`.
+pub fn python_repr(raw: &[u8]) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len() + 16);
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    serde::de::DeserializeSeed::deserialize(Repr(&mut out), &mut de).map_err(|e| format!("output is not JSON: {e}"))?;
+    Ok(out)
+}
+
+/// Writes the `repr` of the JSON value it visits, in document order.
+struct Repr<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Repr<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Repr<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push_str(if v { "True" } else { "False" });
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push_str(&v.to_string());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push_str(&v.to_string());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push_str(&float_repr(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        string_repr(v, self.0);
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push_str("None");
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push('[');
+        let mut first = true;
+        loop {
+            let len = self.0.len();
+            if !first {
+                self.0.push_str(", ");
+            }
+            if seq.next_element_seed(Repr(&mut *self.0))?.is_none() {
+                self.0.truncate(len);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(']');
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push('{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !first {
+                self.0.push_str(", ");
+            }
+            first = false;
+            string_repr(&key, self.0);
+            self.0.push_str(": ");
+            map.next_value_seed(Repr(&mut *self.0))?;
+        }
+        self.0.push('}');
+        Ok(())
+    }
+}
+
+/// `repr(float)`: the shortest digits that round-trip, fixed notation for exponents in
+/// `[-4, 16)`, otherwise `d.ddde+XX`.
+fn float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // `{:e}` gives the shortest round-trip digits: "1.5e0", "1e16", "-2.5e-7".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let sign = if negative { "-" } else { "" };
+    if (-4..16).contains(&exp) {
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{int}.{frac}")
+        };
+        format!("{sign}{body}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let mantissa = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exp_sign}{:02}", exp.abs())
+    }
+}
+
+/// `repr(str)`: single quotes unless the text has a single quote and no double quote.
+fn string_repr(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_unprintable(c) => {
+                let code = c as u32;
+                if code <= 0xff {
+                    out.push_str(&format!("\\x{code:02x}"));
+                } else if code <= 0xffff {
+                    out.push_str(&format!("\\u{code:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{code:08x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+}
+
+/// Characters Python's `str.isprintable` rejects that JSON text can carry: C1 controls,
+/// separators other than the ASCII space, format characters and unpaired surrogates' stand-ins.
+fn is_unprintable(c: char) -> bool {
+    matches!(c as u32,
+        0x80..=0x9f | 0xa0 | 0xad | 0x1680 | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x206f
+        | 0x3000 | 0xfeff | 0xfff9..=0xfffb | 0xe000..=0xf8ff)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::sol_types::SolValue;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn repr_matches_python() {
+        let repr = |text: &str| python_repr(text.as_bytes()).unwrap();
+        assert_eq!(repr(r#"{"output": "hi"}"#), "{'output': 'hi'}");
+        // Key order is the container's, as in a Python dict.
+        assert_eq!(
+            repr(r#"{"z": [1, -2, 1.5, true, false, null, []], "b": {"c": "it's"}, "a": {}}"#),
+            r#"{'z': [1, -2, 1.5, True, False, None, []], 'b': {'c': "it's"}, 'a': {}}"#
+        );
+        assert_eq!(repr(r#""both ' and \"""#), r#"'both \' and "'"#);
+        assert_eq!(repr(r#""tab\tnew\nline\\ é ✓""#), r"'tab\tnew\nline\\ é ✓'");
+        assert_eq!(repr(r#""\u0001\u007f\u0085""#), r"'\x01\x7f\x85'");
+        assert!(python_repr(b"{nope").is_err());
+        for (f, text) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (123456789012345.6, "123456789012345.6"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-2.5e-7, "-2.5e-07"),
+            (1.5e300, "1.5e+300"),
+        ] {
+            assert_eq!(float_repr(f), text, "{f}");
+        }
+    }
+
+    #[test]
+    fn five_keys_become_abi_encoded_bytes() {
+        let out = encode_output(
+            &json!({
+                "raw_input": "01", "processed_input": null, "raw_output": "beef",
+                "processed_output": "", "proof": "ff00"
+            }),
+            b"",
+        )
+        .unwrap();
+        let (ri, pi) = <(Bytes, Bytes)>::abi_decode_params(&out.input).unwrap();
+        assert_eq!((ri.to_vec(), pi.to_vec()), (vec![1], vec![]));
+        let (ro, po) = <(Bytes, Bytes)>::abi_decode_params(&out.output).unwrap();
+        assert_eq!((ro.to_vec(), po.to_vec()), (vec![0xbe, 0xef], vec![]));
+        assert_eq!(out.proof.to_vec(), vec![0xff, 0x00]);
+        let err = encode_output(
+            &json!({
+                "raw_input": "zz", "processed_input": "", "raw_output": "", "processed_output": "", "proof": ""
+            }),
+            b"",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("output.raw_input"), "{err}");
+    }
+
+    #[test]
+    fn anything_else_is_the_repr_string() {
+        let raw = br#"{"output": {"message": "hello, world!"}}"#;
+        let out = encode_output(&serde_json::from_slice(raw).unwrap(), raw).unwrap();
+        assert!(out.input.is_empty() && out.proof.is_empty());
+        assert_eq!(
+            String::abi_decode(&out.output).unwrap(),
+            "{'output': {'message': 'hello, world!'}}"
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Listener: finds the subscriptions the node should serve.
+//!
+//! At start it reads every subscription from `starting_sub_id + 1` to the Coordinator's highest id
+//! in `batch_size` batches through the `Reader` (the snapshot sync), staying `trail_head_blocks`
+//! behind head and sleeping `sleep` seconds between batches. Then, on each new block, one `id()`
+//! call tells whether subscriptions were created, and only new ones are read. Each subscription is
+//! screened on its own (the Guardian, completion, cancellation), so one bad subscription never
+//! stops a batch; a failing RPC is retried with capped backoff and shown in `/info`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use alloy::{eips::BlockId, primitives::Address};
+use infernet_contracts::bindings::{EIP712Coordinator, Reader};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    blocks::{Head, Throttle},
+    lookup::ContainerLookup,
+    processor::ProcessorHandle,
+    rpc::{Rpc, RpcError},
+    status::ChainStatus,
+    subscription::Subscription,
+};
+use crate::guardian::Guardian;
+
+/// Longest wait between two attempts at a failing batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Batches `(from, to_exclusive)` covering `[start, end]` (empty when `start > end`).
+pub fn batches(start: u64, end: u64, size: u64) -> Vec<(u64, u64)> {
+    let size = size.max(1);
+    let mut out = Vec::new();
+    let mut from = start;
+    while from <= end {
+        let to = end.min(from.saturating_add(size - 1));
+        out.push((from, to + 1));
+        from = to + 1;
+    }
+    out
+}
+
+/// The Listener's settings and collaborators.
+pub struct Listener {
+    /// Endpoint.
+    pub rpc: Rpc,
+    /// `EIP712Coordinator`.
+    pub coordinator: Address,
+    /// `Reader`.
+    pub reader: Address,
+    /// Blocks to stay behind head.
+    pub trail_head_blocks: u64,
+    /// Subscriptions per `readSubscriptionBatch`.
+    pub batch_size: u64,
+    /// Sync starts after this id.
+    pub starting_sub_id: u64,
+    /// Pause between batches.
+    pub sleep: Duration,
+    /// Container-id table.
+    pub lookup: Arc<ContainerLookup>,
+    /// Request filter.
+    pub guardian: Guardian,
+    /// Where accepted subscriptions go.
+    pub processor: ProcessorHandle,
+    /// Status for `/info`.
+    pub status: Arc<ChainStatus>,
+}
+
+/// Why a subscription is not tracked.
+fn screen(
+    guardian: &Guardian,
+    lookup: &ContainerLookup,
+    id: u32,
+    sub: &Subscription,
+    now: u64,
+    completed: bool,
+) -> Result<Arc<[String]>, String> {
+    if sub.is_empty() {
+        return Err("Subscription not found".into());
+    }
+    if sub.is_cancelled() {
+        return Err("Subscription cancelled".into());
+    }
+    if sub.is_undeliverable() {
+        return Err("frequency or redundancy is 0: it can never be delivered".into());
+    }
+    if sub.is_active(now) && sub.interval_at(now) > sub.frequency {
+        return Err("Subscription expired".into());
+    }
+    if completed {
+        return Err("Subscription completed".into());
+    }
+    let hash = format!("{:#x}", sub.container_id);
+    let containers = lookup.get(&sub.container_id).unwrap_or_default();
+    let rejection = |r: crate::guardian::Rejection| format!("{} {}", r.error, r.params);
+    guardian
+        .check_subscription_containers(containers, sub.owner, sub.requires_proof(), false, &hash)
+        .map_err(rejection)?;
+    guardian
+        .check_payment(
+            containers,
+            sub.payment_token,
+            sub.payment_amount,
+            json!({"subscription_id": id}),
+        )
+        .map_err(rejection)?;
+    Ok(containers.into())
+}
+
+impl Listener {
+    /// Runs until shutdown: snapshot sync, then follows new blocks.
+    pub async fn run(
+        self,
+        mut heads: watch::Receiver<Option<Head>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), String> {
+        let head = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            h = heads.wait_for(Option::is_some) => match h {
+                Ok(h) => (*h).ok_or("no head")?,
+                Err(_) => return Ok(()),
+            },
+        };
+        let mut last_sub = self.starting_sub_id;
+        let started = std::time::Instant::now();
+        tracing::info!(
+            from = last_sub + 1,
+            block = head.number.saturating_sub(self.trail_head_blocks),
+            "started snapshot sync"
+        );
+        let mut last_block = match self.sync_to(head, &mut last_sub, &shutdown, true).await {
+            Some(block) => block,
+            None => return Ok(()),
+        };
+        self.status.set_snapshot_done();
+        tracing::info!(up_to = last_sub, block = last_block, took = ?started.elapsed(), "finished snapshot sync");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = heads.changed() => if changed.is_err() { return Ok(()) },
+            }
+            let Some(head) = *heads.borrow_and_update() else {
+                continue;
+            };
+            if head.number.saturating_sub(self.trail_head_blocks) <= last_block {
+                continue;
+            }
+            match self.sync_to(head, &mut last_sub, &shutdown, false).await {
+                Some(block) => last_block = block,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads every subscription created up to the trailed block of `head`. Returns that block,
+    /// or `None` at shutdown. Retries failures until they clear.
+    async fn sync_to(
+        &self,
+        head: Head,
+        last_sub: &mut u64,
+        shutdown: &CancellationToken,
+        snapshot: bool,
+    ) -> Option<u64> {
+        let target = head.number.saturating_sub(self.trail_head_blocks);
+        let block = BlockId::number(target);
+        let mut throttle = Throttle::new(Duration::from_secs(30));
+        let mut attempt = 0u32;
+        let highest = loop {
+            match self
+                .rpc
+                .call(self.coordinator, &EIP712Coordinator::idCall {}, block)
+                .await
+            {
+                Ok(next) => break u64::from(next).saturating_sub(1),
+                Err(e) => {
+                    if !self
+                        .backoff(&e, &mut attempt, &mut throttle, "reading Coordinator.id()", shutdown)
+                        .await
+                    {
+                        return None;
+                    }
+                }
+            }
+        };
+        let ranges = batches(*last_sub + 1, highest, self.batch_size);
+        if snapshot && !ranges.is_empty() {
+            tracing::info!(
+                subscriptions = highest - *last_sub,
+                batches = ranges.len(),
+                "syncing subscriptions"
+            );
+        }
+        for (i, (from, to)) in ranges.iter().copied().enumerate() {
+            attempt = 0;
+            loop {
+                match self.sync_batch(from, to, block, head.timestamp).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let what = format!("syncing subscriptions {from}..{}", to - 1);
+                        if !self.backoff(&e, &mut attempt, &mut throttle, &what, shutdown).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+            *last_sub = to - 1;
+            self.status.set_synced(target, *last_sub);
+            if i + 1 < ranges.len() && !self.sleep.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(self.sleep) => {}
+                }
+            }
+        }
+        self.status.set_synced(target, *last_sub);
+        self.status.set_error(None);
+        Some(target)
+    }
+
+    /// Waits before the next attempt; `false` at shutdown.
+    async fn backoff(
+        &self,
+        e: &RpcError,
+        attempt: &mut u32,
+        throttle: &mut Throttle,
+        what: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        *attempt += 1;
+        let base = self.sleep.max(Duration::from_millis(250));
+        let delay = base.saturating_mul(1 << (*attempt - 1).min(10)).min(MAX_BACKOFF);
+        if let Some(suppressed) = throttle.allow() {
+            tracing::warn!(error = %e, attempt = *attempt, retry_in = ?delay, suppressed, "{what} failed; retrying");
+        }
+        self.status.set_error(Some(format!("{what}: {e}")));
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    async fn sync_batch(&self, from: u64, to: u64, block: BlockId, now: u64) -> Result<(), RpcError> {
+        let (start, end) = (
+            u32::try_from(from).unwrap_or(u32::MAX),
+            u32::try_from(to).unwrap_or(u32::MAX),
+        );
+        let subs: Vec<Subscription> = self
+            .rpc
+            .call(
+                self.reader,
+                &Reader::readSubscriptionBatchCall {
+                    startId: start,
+                    endId: end,
+                },
+                block,
+            )
+            .await?
+            .into_iter()
+            .map(Subscription::from)
+            .collect();
+        // Subscriptions in their last interval may be complete already: one batched read of their
+        // response counts (skipped when there are none).
+        let last: Vec<(u32, u32)> = subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                !s.is_empty() && s.is_active(now) && !s.is_undeliverable() && s.interval_at(now) == s.frequency
+            })
+            .map(|(i, s)| (start + i as u32, s.frequency))
+            .collect();
+        let mut completed = BTreeMap::new();
+        if !last.is_empty() {
+            let counts = self
+                .rpc
+                .call(
+                    self.reader,
+                    &Reader::readRedundancyCountBatchCall {
+                        ids: last.iter().map(|(id, _)| *id).collect(),
+                        intervals: last.iter().map(|(_, k)| *k).collect(),
+                    },
+                    block,
+                )
+                .await?;
+            for ((id, _), count) in last.iter().zip(counts) {
+                completed.insert(*id, count);
+            }
+        }
+        let (mut tracked, mut ignored) = (0usize, BTreeMap::<String, usize>::new());
+        for (i, sub) in subs.into_iter().enumerate() {
+            let id = start + i as u32;
+            let done = completed.get(&id).is_some_and(|c| *c >= sub.redundancy);
+            match screen(&self.guardian, &self.lookup, id, &sub, now, done) {
+                Ok(containers) => {
+                    tracing::debug!(id, containers = ?containers, "relayed subscription");
+                    self.processor.track_onchain(id, sub, containers);
+                    tracked += 1;
+                }
+                Err(reason) => {
+                    tracing::debug!(id, %reason, "ignored subscription");
+                    let key = reason.split(" {").next().unwrap_or(&reason).to_string();
+                    *ignored.entry(key).or_default() += 1;
+                }
+            }
+        }
+        tracing::info!(from, to = to - 1, tracked, ignored = ?ignored, "subscriptions synced");
+        Ok(())
+    }
+}
+
+impl From<Reader::Subscription> for Subscription {
+    fn from(s: Reader::Subscription) -> Self {
+        Self {
+            owner: s.owner,
+            active_at: s.activeAt,
+            period: s.period,
+            frequency: s.frequency,
+            redundancy: s.redundancy,
+            container_id: s.containerId,
+            lazy: s.lazy,
+            verifier: s.verifier,
+            payment_amount: s.paymentAmount,
+            payment_token: s.paymentToken,
+            wallet: s.wallet,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_the_range_exactly() {
+        assert_eq!(batches(1, 0, 500), vec![]);
+        assert_eq!(batches(1, 1, 500), vec![(1, 2)]);
+        assert_eq!(batches(1, 1000, 500), vec![(1, 501), (501, 1001)]);
+        assert_eq!(batches(1, 1001, 500), vec![(1, 501), (501, 1001), (1001, 1002)]);
+        assert_eq!(batches(10, 5, 3), vec![], "starting past the highest id reads nothing");
+    }
+}

@@ -1,0 +1,1005 @@
+//! Processor: decides, block by block, which subscriptions are due, runs their pipelines and
+//! delivers the results through the Wallet.
+//!
+//! Each tracked subscription is an explicit state machine:
+//!
+//! ```text
+//!            track                 head.timestamp >= due          pre-check ok
+//!   (new) ──────────► Scheduled(due) ─────────────────► checking ─────────────► Running
+//!                        ▲   ▲                             │                      │
+//!                        │   └── retry (bounded, backoff) ─┼──────────────────────┤ failed
+//!                        │                                 │ served by others,    │
+//!                        └── next interval ◄───────────────┘ already ours ◄───────┘ delivered
+//!                                 │ last interval / cancelled / expired
+//!                                 ▼
+//!                              dropped
+//! ```
+//!
+//! Only due subscriptions cost RPC calls: the schedule is ordered by due time, so a block with
+//! nothing due costs nothing here, however many subscriptions are tracked. The checks of all
+//! subscriptions due in a block go out as one JSON-RPC batch.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Instant,
+};
+
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, B256, Bytes, U256, keccak256},
+    sol_types::{SolCall, SolValue},
+};
+use infernet_contracts::bindings::{
+    BaseConsumer, Delegator, EIP712Coordinator, TestToken, Wallet as PaymentWallet, WalletFactory,
+};
+use infernet_types::{ContainerResult, DelegateSignature, JobLocation};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    blocks::Head,
+    encoding::encode_output,
+    rpc::{Rpc, RpcError, decode},
+    status::ChainStatus,
+    subscription::Subscription,
+    wallet::{SimulationError, TxOutcome, TxRequest, Wallet},
+};
+use crate::{
+    orchestrator::{JobInput, Orchestrator},
+    stats::metrics::Source,
+};
+
+/// Failed attempts at one interval before the node gives it up.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Identity of a tracked subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// On-chain subscription id.
+    Onchain(u32),
+    /// Delegated subscription: owner and subscriber nonce.
+    Delegated(Address, u32),
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Onchain(id) => write!(f, "subscription {id}"),
+            Self::Delegated(owner, nonce) => write!(f, "delegated subscription {owner}/{nonce}"),
+        }
+    }
+}
+
+/// The signed parts of a delegated subscription.
+#[derive(Debug, Clone)]
+pub struct DelegatedParts {
+    /// The EIP-712 signature.
+    pub signature: DelegateSignature,
+    /// Input for the first container.
+    pub data: Map<String, Value>,
+}
+
+/// What a delegated submission found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackAnswer {
+    /// Now tracked.
+    Tracked,
+    /// Already tracked (same owner and nonce): nothing changed.
+    AlreadyTracked,
+}
+
+enum Command {
+    Onchain {
+        id: u32,
+        sub: Subscription,
+        containers: Arc<[String]>,
+    },
+    Delegated {
+        sub: Subscription,
+        containers: Arc<[String]>,
+        parts: Arc<DelegatedParts>,
+        created_id: Option<u32>,
+        reply: oneshot::Sender<TrackAnswer>,
+    },
+}
+
+/// Sends subscriptions to the Processor.
+#[derive(Debug, Clone)]
+pub struct ProcessorHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Onchain { id, .. } => write!(f, "Onchain({id})"),
+            Self::Delegated { sub, parts, .. } => write!(f, "Delegated({}/{})", sub.owner, parts.signature.nonce),
+        }
+    }
+}
+
+impl ProcessorHandle {
+    /// Tracks an on-chain subscription the Listener accepted.
+    pub fn track_onchain(&self, id: u32, sub: Subscription, containers: Arc<[String]>) {
+        let _ = self.tx.send(Command::Onchain { id, sub, containers });
+    }
+
+    /// Tracks a delegated subscription whose signature was checked; `created_id` is its
+    /// on-chain id when `createSubscriptionDelegatee` already ran.
+    pub async fn track_delegated(
+        &self,
+        sub: Subscription,
+        containers: Arc<[String]>,
+        parts: DelegatedParts,
+        created_id: Option<u32>,
+    ) -> Option<TrackAnswer> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Delegated {
+                sub,
+                containers,
+                parts: Arc::new(parts),
+                created_id,
+                reply,
+            })
+            .ok()?;
+        answer.await.ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Scheduled(u64),
+    Running,
+}
+
+struct Tracked {
+    sub: Subscription,
+    containers: Arc<[String]>,
+    delegated: Option<Arc<DelegatedParts>>,
+    /// On-chain id (for a delegated subscription, once created).
+    chain_id: Option<u32>,
+    /// The interval being served or to serve next.
+    interval: u32,
+    attempts: u32,
+    phase: Phase,
+}
+
+/// What a job reports back.
+enum Report {
+    Delivered { created_id: Option<u32> },
+    Settled(String),
+    Over(String),
+    Failed(String),
+}
+
+/// Everything a job needs (shared by all jobs).
+struct JobContext {
+    rpc: Rpc,
+    wallet: Wallet,
+    orchestrator: Arc<Orchestrator>,
+    coordinator: Address,
+    node: Address,
+    payment_wallet: Option<Address>,
+}
+
+/// Collaborators of the Processor.
+pub struct ProcessorParts {
+    /// Endpoint.
+    pub rpc: Rpc,
+    /// `EIP712Coordinator`.
+    pub coordinator: Address,
+    /// `WalletFactory`.
+    pub wallet_factory: Address,
+    /// The node's payment wallet (`chain.wallet.payment_address`).
+    pub payment_wallet: Option<Address>,
+    /// Transaction sender.
+    pub wallet: Wallet,
+    /// Pipeline runner.
+    pub orchestrator: Arc<Orchestrator>,
+    /// Status for `/info`.
+    pub status: Arc<ChainStatus>,
+}
+
+/// The Processor task's state.
+pub struct Processor {
+    ctx: Arc<JobContext>,
+    wallet_factory: Address,
+    status: Arc<ChainStatus>,
+    tracked: HashMap<Key, Tracked>,
+    schedule: BTreeSet<(u64, Key)>,
+    /// On-chain ids of delegated subscriptions (the Listener sees them as ordinary ones).
+    created: HashMap<u32, Key>,
+    jobs: TaskTracker,
+    reports: mpsc::UnboundedSender<(Key, u32, Instant, Report)>,
+    head: Option<Head>,
+}
+
+/// Creates the Processor and its handle.
+pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox) {
+    let (tx, commands) = mpsc::unbounded_channel();
+    let (reports, report_rx) = mpsc::unbounded_channel();
+    let processor = Processor {
+        ctx: Arc::new(JobContext {
+            rpc: parts.rpc,
+            node: parts.wallet.address(),
+            wallet: parts.wallet,
+            orchestrator: parts.orchestrator,
+            coordinator: parts.coordinator,
+            payment_wallet: parts.payment_wallet,
+        }),
+        wallet_factory: parts.wallet_factory,
+        status: parts.status,
+        tracked: HashMap::new(),
+        schedule: BTreeSet::new(),
+        created: HashMap::new(),
+        jobs: TaskTracker::new(),
+        reports,
+        head: None,
+    };
+    (
+        processor,
+        ProcessorHandle { tx },
+        ProcessorInbox {
+            commands,
+            reports: report_rx,
+        },
+    )
+}
+
+/// The Processor's receiving ends.
+pub struct ProcessorInbox {
+    commands: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::UnboundedReceiver<(Key, u32, Instant, Report)>,
+}
+
+/// `keccak256(abi.encode(uint32 id, uint32 interval))`: the `redundancyCount` key.
+pub fn redundancy_key(id: u32, interval: u32) -> B256 {
+    keccak256((id, interval).abi_encode())
+}
+
+/// `keccak256(abi.encode(uint32 id, uint32 interval, address node))`: the `nodeResponded` key.
+pub fn responded_key(id: u32, interval: u32, node: Address) -> B256 {
+    keccak256((id, interval, node).abi_encode())
+}
+
+/// `keccak256(abi.encode(address owner, uint32 nonce))`: the `delegateCreatedIds` key.
+pub fn delegate_key(owner: Address, nonce: u32) -> B256 {
+    keccak256((owner, nonce).abi_encode())
+}
+
+/// What the batched pre-check found for one due subscription.
+#[derive(Debug)]
+struct Check {
+    cancelled: bool,
+    served: bool,
+    responded: bool,
+    payable: Result<(), String>,
+}
+
+impl Processor {
+    /// Runs until shutdown.
+    pub async fn run(
+        mut self,
+        mut inbox: ProcessorInbox,
+        mut heads: watch::Receiver<Option<Head>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), String> {
+        // Deliveries wait until transactions of an earlier run are settled (no double sends).
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = self.ctx.wallet.ready() => {}
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(command) = inbox.commands.recv() => self.command(command),
+                Some((key, interval, started, report)) = inbox.reports.recv() => self.report(key, interval, started, report),
+                changed = heads.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let head = *heads.borrow_and_update();
+                    if let Some(head) = head {
+                        self.head = Some(head);
+                        // New subscriptions of this block first, so they are seen as due now.
+                        while let Ok(command) = inbox.commands.try_recv() {
+                            self.command(command);
+                        }
+                        self.on_block(head).await;
+                    }
+                }
+            }
+            self.publish();
+        }
+        self.jobs.close();
+        self.jobs.wait().await;
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let delegated = self.tracked.keys().filter(|k| matches!(k, Key::Delegated(..))).count();
+        self.status.set_tracked(self.tracked.len() - delegated, delegated);
+        self.status
+            .set_running(self.tracked.values().filter(|t| t.phase == Phase::Running).count());
+    }
+
+    fn now(&self) -> u64 {
+        self.head.map(|h| h.timestamp).unwrap_or(0)
+    }
+
+    fn schedule(&mut self, key: Key, due: u64) {
+        if let Some(t) = self.tracked.get_mut(&key) {
+            if let Phase::Scheduled(old) = t.phase {
+                self.schedule.remove(&(old, key));
+            }
+            t.phase = Phase::Scheduled(due);
+            self.schedule.insert((due, key));
+        }
+    }
+
+    fn drop_tracking(&mut self, key: Key, why: &str) {
+        if let Some(t) = self.tracked.remove(&key) {
+            if let Phase::Scheduled(due) = t.phase {
+                self.schedule.remove(&(due, key));
+            }
+            if let Some(id) = t.chain_id {
+                self.created.remove(&id);
+            }
+            tracing::info!(%key, reason = why, "stopped tracking");
+        }
+    }
+
+    /// First due time of a new subscription.
+    fn first_due(&self, sub: &Subscription) -> (u32, u64) {
+        let now = self.now();
+        if sub.is_active(now) {
+            (sub.interval_at(now), now)
+        } else {
+            (1, u64::from(sub.active_at))
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Onchain { id, sub, containers } => {
+                if self.created.contains_key(&id) {
+                    tracing::debug!(id, "already tracked as a delegated subscription");
+                    return;
+                }
+                let key = Key::Onchain(id);
+                if self.tracked.get(&key).is_some_and(|t| t.phase == Phase::Running) {
+                    return;
+                }
+                let (interval, due) = self.first_due(&sub);
+                tracing::info!(id, containers = ?containers, interval, due, "tracked new subscription");
+                self.tracked.insert(
+                    key,
+                    Tracked {
+                        sub,
+                        containers,
+                        delegated: None,
+                        chain_id: Some(id),
+                        interval,
+                        attempts: 0,
+                        phase: Phase::Scheduled(due),
+                    },
+                );
+                self.schedule.insert((due, key));
+            }
+            Command::Delegated {
+                sub,
+                containers,
+                parts,
+                created_id,
+                reply,
+            } => {
+                let key = Key::Delegated(sub.owner, parts.signature.nonce);
+                if self.tracked.contains_key(&key) {
+                    let _ = reply.send(TrackAnswer::AlreadyTracked);
+                    return;
+                }
+                let (interval, due) = self.first_due(&sub);
+                tracing::info!(%key, containers = ?containers, interval, due, created = ?created_id, "tracked new delegated subscription");
+                self.tracked.insert(
+                    key,
+                    Tracked {
+                        sub,
+                        containers,
+                        delegated: Some(parts),
+                        chain_id: None,
+                        interval,
+                        attempts: 0,
+                        phase: Phase::Scheduled(due),
+                    },
+                );
+                self.schedule.insert((due, key));
+                if let Some(id) = created_id {
+                    self.link(key, id);
+                }
+                let _ = reply.send(TrackAnswer::Tracked);
+            }
+        }
+    }
+
+    /// A delegated subscription got its on-chain id: it is served under its delegated key only.
+    fn link(&mut self, key: Key, id: u32) {
+        if let Some(t) = self.tracked.get_mut(&key) {
+            t.chain_id = Some(id);
+        }
+        self.created.insert(id, key);
+        let onchain = Key::Onchain(id);
+        if self.tracked.get(&onchain).is_some_and(|t| t.phase != Phase::Running) {
+            self.drop_tracking(onchain, "served as a delegated subscription");
+        }
+    }
+
+    /// Moves past interval `k`: to the next one, or stops when it was the last.
+    fn advance(&mut self, key: Key, k: u32) {
+        let Some(t) = self.tracked.get_mut(&key) else { return };
+        if t.sub.is_last(k) {
+            self.drop_tracking(key, "last interval done");
+            return;
+        }
+        t.interval = k + 1;
+        t.attempts = 0;
+        let due = t.sub.interval_start(k + 1);
+        self.schedule(key, due);
+    }
+
+    fn report(&mut self, key: Key, k: u32, started: Instant, report: Report) {
+        let Some(t) = self.tracked.get_mut(&key) else { return };
+        // Not running any more; `schedule` or `drop_tracking` below decide what comes next.
+        t.phase = Phase::Scheduled(u64::MAX);
+        let source = if t.delegated.is_some() {
+            Source::Delegated
+        } else {
+            Source::Onchain
+        };
+        let linked = t.chain_id.is_some();
+        let metrics = self.ctx.orchestrator.metrics().clone();
+        match report {
+            Report::Delivered { created_id } => {
+                self.status.delivered();
+                metrics.job(source, true, started.elapsed());
+                tracing::info!(%key, interval = k, took = ?started.elapsed(), "delivered");
+                if let (Key::Delegated(..), Some(id), false) = (key, created_id, linked) {
+                    self.link(key, id);
+                }
+                self.advance(key, k);
+            }
+            Report::Settled(why) => {
+                self.status.skipped();
+                tracing::info!(%key, interval = k, reason = %why, "interval needs no delivery from this node");
+                self.advance(key, k);
+            }
+            Report::Over(why) => {
+                self.status.skipped();
+                self.drop_tracking(key, &why);
+            }
+            Report::Failed(why) => {
+                self.status.job_failed();
+                metrics.job(source, false, started.elapsed());
+                t.attempts += 1;
+                let attempts = t.attempts;
+                if attempts >= MAX_ATTEMPTS {
+                    tracing::error!(%key, interval = k, attempts, error = %why, "giving up on this interval");
+                    self.advance(key, k);
+                } else {
+                    // Back off by block time: 2, 4, … seconds, within the interval.
+                    let due = self.now() + (1u64 << attempts);
+                    tracing::warn!(%key, interval = k, attempt = attempts, error = %why, retry_at = due, "delivery failed; will retry");
+                    self.schedule(key, due);
+                }
+            }
+        }
+    }
+
+    async fn on_block(&mut self, head: Head) {
+        let now = head.timestamp;
+        let due: Vec<Key> = self
+            .schedule
+            .range(..=(now, Key::Delegated(Address::repeat_byte(0xff), u32::MAX)))
+            .map(|(_, k)| *k)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        enum Due {
+            Wait(u64),
+            Drop(&'static str),
+            Run(u32),
+        }
+        let mut candidates = Vec::with_capacity(due.len());
+        for key in due {
+            let Some(t) = self.tracked.get(&key) else { continue };
+            if let Phase::Scheduled(at) = t.phase {
+                self.schedule.remove(&(at, key));
+            }
+            let decision = if t.sub.is_cancelled() {
+                Due::Drop("Subscription cancelled")
+            } else if !t.sub.is_active(now) {
+                Due::Wait(u64::from(t.sub.active_at))
+            } else {
+                let k = t.sub.interval_at(now);
+                if t.sub.period > 0 && k > t.sub.frequency {
+                    Due::Drop("Subscription expired")
+                } else if k < t.interval {
+                    Due::Wait(t.sub.interval_start(t.interval))
+                } else {
+                    Due::Run(k)
+                }
+            };
+            match decision {
+                Due::Drop(why) => self.drop_tracking(key, why),
+                Due::Wait(at) => self.schedule(key, at),
+                Due::Run(k) => {
+                    if let Some(t) = self.tracked.get_mut(&key) {
+                        if k > t.interval {
+                            // Intervals passed while the node was busy or down: only the current one counts.
+                            t.interval = k;
+                            t.attempts = 0;
+                        }
+                        t.phase = Phase::Running;
+                        candidates.push((key, k));
+                    }
+                }
+            }
+        }
+        let checks = self.pre_check(&candidates).await;
+        for ((key, k), check) in candidates.into_iter().zip(checks) {
+            match check {
+                Err(e) => {
+                    // The endpoint failed: look again next block.
+                    tracing::warn!(%key, error = %e, "cannot check the subscription; retrying next block");
+                    self.schedule(key, now + 1);
+                }
+                Ok(c) if c.cancelled => self.drop_tracking(key, "Subscription cancelled"),
+                Ok(c) if c.responded => {
+                    self.status.skipped();
+                    tracing::info!(%key, interval = k, "node has already responded for this interval");
+                    self.advance(key, k);
+                }
+                Ok(c) if c.served => {
+                    self.status.skipped();
+                    tracing::info!(%key, interval = k, "interval already served by enough nodes");
+                    self.advance(key, k);
+                }
+                Ok(Check { payable: Err(why), .. }) => {
+                    self.report(
+                        key,
+                        k,
+                        Instant::now(),
+                        Report::Failed(format!("payment not possible: {why}")),
+                    );
+                }
+                Ok(_) => self.start_job(key, k, head),
+            }
+        }
+    }
+
+    /// Cancellation, redundancy, our own response and payment for every candidate, in one batch
+    /// (plus one balance read per due ETH-paid subscription).
+    async fn pre_check(&self, candidates: &[(Key, u32)]) -> Vec<Result<Check, RpcError>> {
+        enum Slot {
+            Sub,
+            Count,
+            Responded,
+            ValidWallet,
+            Allowance,
+            TokenBalance,
+        }
+        let mut calls: Vec<(Address, Bytes, Option<Address>)> = Vec::new();
+        let mut slots: Vec<Vec<(Slot, usize)>> = Vec::with_capacity(candidates.len());
+        let mut push = |to: Address, data: Vec<u8>| {
+            calls.push((to, data.into(), None));
+            calls.len() - 1
+        };
+        let coordinator = self.ctx.coordinator;
+        for (key, k) in candidates {
+            let t = &self.tracked[key];
+            let mut mine = Vec::new();
+            if let Some(id) = t.chain_id {
+                mine.push((
+                    Slot::Sub,
+                    push(
+                        coordinator,
+                        EIP712Coordinator::getSubscriptionCall { subscriptionId: id }.abi_encode(),
+                    ),
+                ));
+                mine.push((
+                    Slot::Count,
+                    push(
+                        coordinator,
+                        EIP712Coordinator::redundancyCountCall(redundancy_key(id, *k)).abi_encode(),
+                    ),
+                ));
+                mine.push((
+                    Slot::Responded,
+                    push(
+                        coordinator,
+                        EIP712Coordinator::nodeRespondedCall(responded_key(id, *k, self.ctx.node)).abi_encode(),
+                    ),
+                ));
+            }
+            if t.sub.is_paid() {
+                let s = &t.sub;
+                mine.push((
+                    Slot::ValidWallet,
+                    push(
+                        self.wallet_factory,
+                        WalletFactory::isValidWalletCall(s.wallet).abi_encode(),
+                    ),
+                ));
+                mine.push((
+                    Slot::Allowance,
+                    push(
+                        s.wallet,
+                        PaymentWallet::allowanceCall {
+                            spender: s.owner,
+                            token: s.payment_token,
+                        }
+                        .abi_encode(),
+                    ),
+                ));
+                if s.payment_token != Address::ZERO {
+                    mine.push((
+                        Slot::TokenBalance,
+                        push(s.payment_token, TestToken::balanceOfCall(s.wallet).abi_encode()),
+                    ));
+                }
+            }
+            slots.push(mine);
+        }
+        let answers = match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
+            Ok(a) => a,
+            Err(e) => {
+                let text = e.to_string();
+                return candidates
+                    .iter()
+                    .map(|_| {
+                        Err(RpcError::Call {
+                            method: "pre-check batch".into(),
+                            message: text.clone(),
+                            kind: e.kind(),
+                            revert: None,
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut answers: Vec<Option<Result<Bytes, RpcError>>> = answers.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(candidates.len());
+        for ((key, _), mine) in candidates.iter().zip(slots) {
+            let t = &self.tracked[key];
+            let mut check = Check {
+                cancelled: false,
+                served: false,
+                responded: false,
+                payable: Ok(()),
+            };
+            let mut result: Result<(), RpcError> = Ok(());
+            for (slot, i) in mine {
+                let answer = answers[i].take().unwrap_or_else(|| Ok(Bytes::new()));
+                let step: Result<(), RpcError> = (|| {
+                    match slot {
+                        Slot::Sub => {
+                            let s = Subscription::from(decode::<EIP712Coordinator::getSubscriptionCall>(answer)?);
+                            check.cancelled = s.is_empty() || s.is_cancelled();
+                        }
+                        Slot::Count => {
+                            check.served =
+                                decode::<EIP712Coordinator::redundancyCountCall>(answer)? >= t.sub.redundancy;
+                        }
+                        Slot::Responded => check.responded = decode::<EIP712Coordinator::nodeRespondedCall>(answer)?,
+                        Slot::ValidWallet => {
+                            if !decode::<WalletFactory::isValidWalletCall>(answer)? && check.payable.is_ok() {
+                                check.payable = Err(format!(
+                                    "subscription wallet {} was not created by the WalletFactory",
+                                    t.sub.wallet
+                                ));
+                            }
+                        }
+                        Slot::Allowance => {
+                            let allowance = decode::<PaymentWallet::allowanceCall>(answer).unwrap_or(U256::ZERO);
+                            if allowance < t.sub.payment_amount && check.payable.is_ok() {
+                                check.payable = Err(format!(
+                                    "the owner's allowance in wallet {} is {allowance}, below the payment {}",
+                                    t.sub.wallet, t.sub.payment_amount
+                                ));
+                            }
+                        }
+                        Slot::TokenBalance => {
+                            let balance = decode::<TestToken::balanceOfCall>(answer)?;
+                            if balance < t.sub.payment_amount && check.payable.is_ok() {
+                                check.payable = Err(format!(
+                                    "wallet {} holds {balance} of the token, below the payment {}",
+                                    t.sub.wallet, t.sub.payment_amount
+                                ));
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = step {
+                    result = Err(e);
+                }
+            }
+            if result.is_ok() && t.sub.is_paid() && t.sub.payment_token == Address::ZERO && check.payable.is_ok() {
+                match self.ctx.rpc.balance(t.sub.wallet).await {
+                    Ok(b) if b < t.sub.payment_amount => {
+                        check.payable = Err(format!(
+                            "wallet {} holds {b} wei, below the payment {}",
+                            t.sub.wallet, t.sub.payment_amount
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => result = Err(e),
+                }
+            }
+            out.push(result.map(|()| check));
+        }
+        out
+    }
+
+    fn start_job(&mut self, key: Key, k: u32, head: Head) {
+        let Some(t) = self.tracked.get(&key) else { return };
+        let job = Job {
+            ctx: self.ctx.clone(),
+            key,
+            interval: k,
+            timestamp: head.timestamp,
+            sub: t.sub.clone(),
+            containers: t.containers.clone(),
+            delegated: t.delegated.clone(),
+            chain_id: t.chain_id,
+        };
+        let reports = self.reports.clone();
+        let started = Instant::now();
+        tracing::info!(%key, interval = k, block = head.number, "processing subscription");
+        self.jobs.spawn(async move {
+            let report = job.run().await;
+            let _ = reports.send((key, k, started, report));
+        });
+    }
+}
+
+/// One delivery attempt.
+struct Job {
+    ctx: Arc<JobContext>,
+    key: Key,
+    interval: u32,
+    timestamp: u64,
+    sub: Subscription,
+    containers: Arc<[String]>,
+    delegated: Option<Arc<DelegatedParts>>,
+    chain_id: Option<u32>,
+}
+
+impl Job {
+    async fn run(self) -> Report {
+        let (source, data) = match (&self.delegated, self.chain_id) {
+            (Some(parts), _) => (JobLocation::Offchain, Value::Object(parts.data.clone())),
+            (None, Some(id)) => match self.container_inputs(id).await {
+                Ok(inputs) => (
+                    JobLocation::Onchain,
+                    Value::String(alloy::primitives::hex::encode(inputs)),
+                ),
+                Err(e) => return Report::Failed(format!("reading the consumer's container inputs: {e}")),
+            },
+            (None, None) => return Report::Over("no subscription id".into()),
+        };
+        let input = JobInput {
+            source,
+            destination: JobLocation::Onchain,
+            data,
+        };
+        let (results, raw) = self
+            .ctx
+            .orchestrator
+            .run_pipeline_raw(&self.containers, input, self.sub.requires_proof())
+            .await;
+        let output = match results.last() {
+            None => return Report::Failed("container results empty".into()),
+            Some(ContainerResult::Error { container, error }) => {
+                return Report::Failed(format!("container {container} failed: {error}"));
+            }
+            Some(ContainerResult::Output { output, .. }) => output,
+        };
+        if let Some(code) = output.get("code")
+            && code != "200"
+            && code != 200
+        {
+            return Report::Failed(format!("container execution errored with code {code}"));
+        }
+        let encoded = match encode_output(output, &raw) {
+            Ok(e) => e,
+            Err(e) => return Report::Failed(format!("output cannot be delivered: {e}")),
+        };
+        if self.sub.requires_proof()
+            && let Err(e) = self.escrow().await
+        {
+            return Report::Failed(e);
+        }
+        let node_wallet = self.ctx.payment_wallet.unwrap_or(Address::ZERO);
+        let (data, label) = match (&self.delegated, self.chain_id) {
+            (Some(parts), _) => {
+                let sig = parts.signature;
+                let call = EIP712Coordinator::deliverComputeDelegateeCall {
+                    nonce: sig.nonce,
+                    expiry: sig.expiry,
+                    sub: (&self.sub).into(),
+                    v: sig.v,
+                    r: B256::from(sig.r),
+                    s: B256::from(sig.s),
+                    deliveryInterval: self.interval,
+                    input: encoded.input,
+                    output: encoded.output,
+                    proof: encoded.proof,
+                    nodeWallet: node_wallet,
+                };
+                (
+                    call.abi_encode(),
+                    format!("deliverComputeDelegatee {} interval {}", self.key, self.interval),
+                )
+            }
+            (None, Some(id)) => {
+                let call = EIP712Coordinator::deliverComputeCall {
+                    subscriptionId: id,
+                    deliveryInterval: self.interval,
+                    input: encoded.input,
+                    output: encoded.output,
+                    proof: encoded.proof,
+                    nodeWallet: node_wallet,
+                };
+                (
+                    call.abi_encode(),
+                    format!("deliverCompute {} interval {}", self.key, self.interval),
+                )
+            }
+            (None, None) => return Report::Over("no subscription id".into()),
+        };
+        let request = TxRequest {
+            to: self.ctx.coordinator,
+            data: data.into(),
+            label,
+        };
+        let simulated = match self.ctx.wallet.simulate(request).await {
+            Ok(s) => s,
+            Err(SimulationError::Infernet(e)) if e.subscription_is_over() => return Report::Over(e.to_string()),
+            Err(SimulationError::Infernet(e)) if e.interval_is_settled() => return Report::Settled(e.to_string()),
+            Err(e) => return Report::Failed(format!("simulation: {e}")),
+        };
+        match self.ctx.wallet.send(simulated).await {
+            TxOutcome::Mined {
+                success: true, receipt, ..
+            } => Report::Delivered {
+                created_id: receipt
+                    .decoded_log::<EIP712Coordinator::SubscriptionCreated>()
+                    .map(|log| log.data.id),
+            },
+            TxOutcome::Mined { hash, .. } => Report::Failed(format!("transaction {hash} reverted")),
+            TxOutcome::Failed(why) => Report::Failed(why),
+        }
+    }
+
+    async fn container_inputs(&self, id: u32) -> Result<Bytes, RpcError> {
+        let call = BaseConsumer::getContainerInputsCall {
+            subscriptionId: id,
+            interval: self.interval,
+            timestamp: u32::try_from(self.timestamp).unwrap_or(u32::MAX),
+            caller: self.ctx.node,
+        };
+        match self.ctx.rpc.call(self.sub.owner, &call, BlockId::latest()).await {
+            Ok(inputs) => Ok(inputs),
+            // A consumer without inputs (or one that reverts) gets empty input, as Ritual's node does.
+            Err(e) if !e.is_retryable() => {
+                tracing::debug!(key = %self.key, error = %e, "getContainerInputs failed; using empty input");
+                Ok(Bytes::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A proof-verified delivery locks `payment_amount` of the node's own wallet as stake: the
+    /// node wallet must allow the node's address that much (Ritual's escrow step), sent through
+    /// the Wallet like any other transaction.
+    async fn escrow(&self) -> Result<(), String> {
+        let Some(wallet) = self.ctx.payment_wallet else {
+            return Err("a proof subscription needs chain.wallet.payment_address".into());
+        };
+        let allowance = self
+            .ctx
+            .rpc
+            .call(
+                wallet,
+                &PaymentWallet::allowanceCall {
+                    spender: self.ctx.node,
+                    token: self.sub.payment_token,
+                },
+                BlockId::latest(),
+            )
+            .await
+            .map_err(|e| format!("reading the escrow allowance: {e}"))?;
+        if allowance >= self.sub.payment_amount {
+            return Ok(());
+        }
+        tracing::info!(key = %self.key, amount = %self.sub.payment_amount, "escrowing reward in wallet");
+        let call = PaymentWallet::approveCall {
+            spender: self.ctx.node,
+            token: self.sub.payment_token,
+            amount: self.sub.payment_amount,
+        };
+        let request = TxRequest {
+            to: wallet,
+            data: call.abi_encode().into(),
+            label: format!("Wallet.approve escrow for {}", self.key),
+        };
+        let simulated = self
+            .ctx
+            .wallet
+            .simulate(request)
+            .await
+            .map_err(|e| format!("escrow approval: {e}"))?;
+        match self.ctx.wallet.send(simulated).await {
+            TxOutcome::Mined { success: true, .. } => Ok(()),
+            TxOutcome::Mined { hash, .. } => Err(format!("escrow approval {hash} reverted")),
+            TxOutcome::Failed(why) => Err(format!("escrow approval: {why}")),
+        }
+    }
+}
+
+/// The owner's `getSigner()` (zero when the call fails, as Ritual's node treats it).
+pub async fn owner_signer(rpc: &Rpc, owner: Address) -> Result<Address, RpcError> {
+    match rpc.call(owner, &Delegator::getSignerCall {}, BlockId::latest()).await {
+        Ok(signer) => Ok(signer),
+        Err(e) if !e.is_retryable() => Ok(Address::ZERO),
+        Err(e) => Err(e),
+    }
+}
+
+/// `delegateCreatedIds(owner, nonce)`: the on-chain id of a delegated subscription, if created.
+pub async fn created_id(rpc: &Rpc, coordinator: Address, owner: Address, nonce: u32) -> Result<Option<u32>, RpcError> {
+    let id = rpc
+        .call(
+            coordinator,
+            &EIP712Coordinator::delegateCreatedIdsCall(delegate_key(owner, nonce)),
+            BlockId::latest(),
+        )
+        .await?;
+    Ok((id != 0).then_some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{address, b256};
+
+    use super::*;
+
+    #[test]
+    fn mapping_keys_are_abi_encoded() {
+        // keccak256(abi.encode(uint32(1), uint32(1))) and friends, as the Coordinator computes them.
+        assert_eq!(
+            redundancy_key(1, 1),
+            keccak256(
+                b256!("0000000000000000000000000000000000000000000000000000000000000001")
+                    .iter()
+                    .chain(b256!("0000000000000000000000000000000000000000000000000000000000000001").iter())
+                    .copied()
+                    .collect::<Vec<u8>>()
+            )
+        );
+        let node = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let mut encoded = vec![0u8; 96];
+        encoded[31] = 2;
+        encoded[63] = 3;
+        encoded[76..96].copy_from_slice(node.as_slice());
+        assert_eq!(responded_key(2, 3, node), keccak256(&encoded));
+        let mut encoded = vec![0u8; 64];
+        encoded[12..32].copy_from_slice(node.as_slice());
+        encoded[63] = 9;
+        assert_eq!(delegate_key(node, 9), keccak256(&encoded));
+    }
+}

@@ -1,0 +1,610 @@
+//! The JSON-RPC endpoint: a retrying transport (typed policy, capped backoff with full jitter,
+//! per-attempt timeout), classified errors, and the few calls the chain side makes, with
+//! JSON-RPC batching for everything read per block.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, B256, Bytes, U64, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::{
+        client::{ClientBuilder, RpcClient},
+        json_rpc::{ErrorPayload, RequestPacket, ResponsePacket},
+        types::{Block, TransactionReceipt, TransactionRequest},
+    },
+    sol_types::SolCall,
+    transports::{TransportError, TransportErrorKind, TransportFut},
+};
+use tower::{Layer, Service};
+
+/// How the chain side retries one JSON-RPC request (a batch counts as one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay bound of the first retry.
+    pub base_delay: Duration,
+    /// Largest delay between two attempts.
+    pub max_delay: Duration,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Longest wait for one attempt's answer.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            max_attempts: 8,
+            attempt_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (0-based), "full jitter": uniform in
+    /// `[0, min(max_delay, base_delay * 2^retry)]`; `unit` is a uniform draw in `[0, 1)`.
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// What kind of failure an RPC error is; metrics count errors by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcErrorKind {
+    /// HTTP 429 or a provider's rate-limit error.
+    RateLimited,
+    /// HTTP 5xx: the endpoint is overloaded or broken right now.
+    Unavailable,
+    /// No answer within the attempt timeout.
+    Timeout,
+    /// The connection failed (refused, reset, DNS).
+    Connection,
+    /// The call executed and reverted.
+    Revert,
+    /// Any other JSON-RPC error answer.
+    Rpc,
+    /// The answer could not be decoded.
+    Decode,
+}
+
+/// Every [`RpcErrorKind`], in metric order.
+pub const ERROR_KINDS: [RpcErrorKind; 7] = [
+    RpcErrorKind::RateLimited,
+    RpcErrorKind::Unavailable,
+    RpcErrorKind::Timeout,
+    RpcErrorKind::Connection,
+    RpcErrorKind::Revert,
+    RpcErrorKind::Rpc,
+    RpcErrorKind::Decode,
+];
+
+impl RpcErrorKind {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::Revert => "revert",
+            Self::Rpc => "rpc",
+            Self::Decode => "decode",
+        }
+    }
+
+    /// Whether sending the same request again may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited | Self::Unavailable | Self::Timeout | Self::Connection
+        )
+    }
+}
+
+fn classify_payload(payload: &ErrorPayload) -> RpcErrorKind {
+    let message = payload.message.to_ascii_lowercase();
+    if payload.is_retry_err() || message.contains("rate limit") || message.contains("too many requests") {
+        RpcErrorKind::RateLimited
+    } else if payload.code == 3 || message.contains("revert") {
+        RpcErrorKind::Revert
+    } else {
+        RpcErrorKind::Rpc
+    }
+}
+
+/// Classifies a transport-level error.
+pub fn classify(error: &TransportError) -> RpcErrorKind {
+    match error {
+        TransportError::ErrorResp(payload) => classify_payload(payload),
+        TransportError::Transport(kind) => match kind {
+            TransportErrorKind::HttpError(e) if e.status == 429 => RpcErrorKind::RateLimited,
+            TransportErrorKind::HttpError(e) if e.status >= 500 => RpcErrorKind::Unavailable,
+            TransportErrorKind::HttpErrorWithRetryAfter { error, .. } if error.status == 429 => {
+                RpcErrorKind::RateLimited
+            }
+            TransportErrorKind::HttpErrorWithRetryAfter { error, .. } if error.status >= 500 => {
+                RpcErrorKind::Unavailable
+            }
+            TransportErrorKind::HttpError(_) | TransportErrorKind::HttpErrorWithRetryAfter { .. } => RpcErrorKind::Rpc,
+            TransportErrorKind::MissingBatchResponse(_) | TransportErrorKind::BackendGone => RpcErrorKind::Connection,
+            TransportErrorKind::Custom(e) => {
+                let text = e.to_string().to_ascii_lowercase();
+                if text.contains("timed out") || text.contains("timeout") {
+                    RpcErrorKind::Timeout
+                } else if text.contains("429") {
+                    RpcErrorKind::RateLimited
+                } else {
+                    RpcErrorKind::Connection
+                }
+            }
+            _ => RpcErrorKind::Connection,
+        },
+        TransportError::NullResp => RpcErrorKind::Unavailable,
+        TransportError::DeserError { .. } | TransportError::SerError(_) => RpcErrorKind::Decode,
+        _ => RpcErrorKind::Rpc,
+    }
+}
+
+/// RPC errors seen, by kind (every attempt counts, retried or not).
+#[derive(Debug, Default)]
+pub struct RpcErrorCounts {
+    counts: [AtomicU64; ERROR_KINDS.len()],
+    /// JSON-RPC calls sent (a batch of n counts n).
+    calls: AtomicU64,
+}
+
+impl RpcErrorCounts {
+    fn record(&self, kind: RpcErrorKind) {
+        self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Errors of `kind` so far.
+    pub fn get(&self, kind: RpcErrorKind) -> u64 {
+        self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// JSON-RPC calls sent so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Tower layer that retries retryable failures of the inner transport.
+#[derive(Debug, Clone)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+    counts: Arc<RpcErrorCounts>,
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = RetryService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService {
+            inner,
+            policy: self.policy,
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+/// The service of [`RetryLayer`].
+#[derive(Debug, Clone)]
+pub struct RetryService<S> {
+    inner: S,
+    policy: RetryPolicy,
+    counts: Arc<RpcErrorCounts>,
+}
+
+/// A uniform draw in `[0, 1)` from a small xorshift generator (jitter needs no better).
+fn jitter() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15)
+                | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+impl<S> Service<RequestPacket> for RetryService<S>
+where
+    S: Service<RequestPacket, Response = ResponsePacket, Error = TransportError, Future = TransportFut<'static>>
+        + Clone
+        + Send
+        + 'static,
+{
+    type Response = ResponsePacket;
+    type Error = TransportError;
+    type Future = TransportFut<'static>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: RequestPacket) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let (policy, counts) = (self.policy, self.counts.clone());
+        Box::pin(async move {
+            let calls = match &request {
+                RequestPacket::Single(_) => 1,
+                RequestPacket::Batch(b) => b.len() as u64,
+            };
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                counts.calls.fetch_add(calls, Ordering::Relaxed);
+                let error = match tokio::time::timeout(policy.attempt_timeout, inner.call(request.clone())).await {
+                    Ok(Ok(response)) => match response.as_error().map(classify_payload) {
+                        // A rate-limit answer inside a 200 is retried like a 429.
+                        Some(RpcErrorKind::RateLimited) => {
+                            counts.record(RpcErrorKind::RateLimited);
+                            None
+                        }
+                        _ => return Ok(response),
+                    },
+                    Ok(Err(e)) => {
+                        let kind = classify(&e);
+                        counts.record(kind);
+                        if !kind.is_retryable() {
+                            return Err(e);
+                        }
+                        Some(e)
+                    }
+                    Err(_) => {
+                        counts.record(RpcErrorKind::Timeout);
+                        Some(TransportErrorKind::custom_str(&format!(
+                            "request timed out after {:?}",
+                            policy.attempt_timeout
+                        )))
+                    }
+                };
+                if attempt >= policy.max_attempts {
+                    return Err(error.unwrap_or_else(|| {
+                        TransportErrorKind::custom_str(&format!("rate limited {attempt} times in a row"))
+                    }));
+                }
+                tokio::time::sleep(policy.delay(attempt - 1, jitter())).await;
+            }
+        })
+    }
+}
+
+/// Why a chain read or write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The request failed (after the retries the policy allows).
+    #[error("{method}: {message}")]
+    Call {
+        /// JSON-RPC method or contract call.
+        method: String,
+        /// What went wrong (the RPC URL is never part of it).
+        message: String,
+        /// Classification.
+        kind: RpcErrorKind,
+        /// Revert data, when the call reverted with some.
+        revert: Option<Bytes>,
+    },
+    /// The answer did not decode as the call's return type.
+    #[error("{method}: undecodable answer: {message}")]
+    Decode {
+        /// Contract call.
+        method: String,
+        /// Decoder message.
+        message: String,
+    },
+}
+
+impl RpcError {
+    /// Classification of this error.
+    pub fn kind(&self) -> RpcErrorKind {
+        match self {
+            Self::Call { kind, .. } => *kind,
+            Self::Decode { .. } => RpcErrorKind::Decode,
+        }
+    }
+
+    /// Revert data of a reverted call.
+    pub fn revert_data(&self) -> Option<&Bytes> {
+        match self {
+            Self::Call { revert, .. } => revert.as_ref(),
+            Self::Decode { .. } => None,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+}
+
+/// The chain endpoint: provider, raw client for batches, and error counters.
+#[derive(Debug, Clone)]
+pub struct Rpc {
+    client: RpcClient,
+    provider: DynProvider,
+    /// `scheme://host[:port]` of the endpoint, for messages.
+    pub url: String,
+    scrub: Arc<[String]>,
+    /// Errors by kind.
+    pub counts: Arc<RpcErrorCounts>,
+}
+
+impl Rpc {
+    /// Connects (lazily: nothing is sent yet) to `raw_url`.
+    pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, String> {
+        let url = super::redact_url(raw_url);
+        let endpoint: reqwest::Url = raw_url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(format!(
+                "scheme {}:// is not supported; use an http:// or https:// endpoint",
+                endpoint.scheme()
+            ));
+        }
+        let counts = Arc::new(RpcErrorCounts::default());
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let client = ClientBuilder::default()
+            .layer(RetryLayer {
+                policy,
+                counts: counts.clone(),
+            })
+            .http_with_client(http, endpoint.clone());
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_client(client.clone())
+            .erased();
+        Ok(Self {
+            client,
+            provider,
+            url,
+            scrub: Arc::from(vec![raw_url.to_string(), endpoint.to_string()]),
+            counts,
+        })
+    }
+
+    /// The provider (reads through it get the same retries).
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    fn error(&self, method: &str, e: TransportError) -> RpcError {
+        let kind = classify(&e);
+        let revert = match &e {
+            TransportError::ErrorResp(payload) => payload.as_revert_data(),
+            _ => None,
+        };
+        let message = self
+            .scrub
+            .iter()
+            .fold(e.to_string(), |m, u| m.replace(u.as_str(), &self.url));
+        RpcError::Call {
+            method: method.to_string(),
+            message,
+            kind,
+            revert,
+        }
+    }
+
+    /// `eth_chainId`.
+    pub async fn chain_id(&self) -> Result<u64, RpcError> {
+        self.provider
+            .get_chain_id()
+            .await
+            .map_err(|e| self.error("eth_chainId", e))
+    }
+
+    /// The latest block (header only).
+    pub async fn latest_block(&self) -> Result<Block, RpcError> {
+        let block: Option<Block> = self
+            .client
+            .request("eth_getBlockByNumber", ("latest", false))
+            .await
+            .map_err(|e| self.error("eth_getBlockByNumber", e))?;
+        block.ok_or_else(|| RpcError::Call {
+            method: "eth_getBlockByNumber".into(),
+            message: "the endpoint has no latest block".into(),
+            kind: RpcErrorKind::Rpc,
+            revert: None,
+        })
+    }
+
+    /// `eth_getCode` at latest.
+    pub async fn code(&self, at: Address) -> Result<Bytes, RpcError> {
+        self.provider
+            .get_code_at(at)
+            .await
+            .map_err(|e| self.error("eth_getCode", e))
+    }
+
+    /// `eth_getBalance` at latest.
+    pub async fn balance(&self, of: Address) -> Result<U256, RpcError> {
+        self.provider
+            .get_balance(of)
+            .await
+            .map_err(|e| self.error("eth_getBalance", e))
+    }
+
+    /// `eth_getTransactionCount` at `block` (`latest` or `pending`).
+    pub async fn nonce(&self, of: Address, block: &'static str) -> Result<u64, RpcError> {
+        let n: U64 = self
+            .client
+            .request("eth_getTransactionCount", (of, block))
+            .await
+            .map_err(|e| self.error("eth_getTransactionCount", e))?;
+        Ok(n.to::<u64>())
+    }
+
+    /// `eth_maxPriorityFeePerGas`, or `None` when the endpoint does not know it.
+    pub async fn max_priority_fee(&self) -> Option<u128> {
+        let fee: Result<U256, _> = self.client.request_noparams("eth_maxPriorityFeePerGas").await;
+        fee.ok().map(|f| f.saturating_to::<u128>())
+    }
+
+    /// `eth_gasPrice`.
+    pub async fn gas_price(&self) -> Result<u128, RpcError> {
+        self.provider
+            .get_gas_price()
+            .await
+            .map_err(|e| self.error("eth_gasPrice", e))
+    }
+
+    /// `eth_estimateGas` of `tx` at latest; a revert comes back as an error with its data.
+    pub async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, RpcError> {
+        let gas: U64 = self
+            .client
+            .request("eth_estimateGas", (tx,))
+            .await
+            .map_err(|e| self.error("eth_estimateGas", e))?;
+        Ok(gas.to::<u64>())
+    }
+
+    /// `eth_sendRawTransaction`.
+    pub async fn send_raw(&self, raw: Bytes) -> Result<B256, RpcError> {
+        self.client
+            .request("eth_sendRawTransaction", (raw,))
+            .await
+            .map_err(|e| self.error("eth_sendRawTransaction", e))
+    }
+
+    /// One contract call (`eth_call`) decoded as `C`'s return type.
+    pub async fn call<C: SolCall>(&self, to: Address, call: &C, block: BlockId) -> Result<C::Return, RpcError> {
+        let tx = TransactionRequest::default().to(to).input(call.abi_encode().into());
+        let raw: Bytes = self
+            .client
+            .request("eth_call", (tx, block))
+            .await
+            .map_err(|e| self.error(C::SIGNATURE, e))?;
+        C::abi_decode_returns(&raw).map_err(|e| RpcError::Decode {
+            method: C::SIGNATURE.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Several `eth_call`s in one JSON-RPC batch, each answered on its own.
+    pub async fn call_batch(
+        &self,
+        calls: &[(Address, Bytes, Option<Address>)],
+        block: BlockId,
+    ) -> Result<Vec<Result<Bytes, RpcError>>, RpcError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = self.client.new_batch();
+        let mut waiters = Vec::with_capacity(calls.len());
+        for (to, data, from) in calls {
+            let mut tx = TransactionRequest::default().to(*to).input(data.clone().into());
+            if let Some(from) = from {
+                tx = tx.from(*from);
+            }
+            let waiter = batch
+                .add_call::<_, Bytes>("eth_call", &(tx, block))
+                .map_err(|e| self.error("eth_call", e))?;
+            waiters.push(waiter);
+        }
+        batch.send().await.map_err(|e| self.error("eth_call batch", e))?;
+        let mut out = Vec::with_capacity(waiters.len());
+        for w in waiters {
+            out.push(w.await.map_err(|e| self.error("eth_call", e)));
+        }
+        Ok(out)
+    }
+
+    /// Receipts of `hashes` in one batch (`None`: not mined yet).
+    pub async fn receipts(&self, hashes: &[B256]) -> Result<Vec<Option<TransactionReceipt>>, RpcError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = self.client.new_batch();
+        let mut waiters = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            let waiter = batch
+                .add_call::<_, Option<TransactionReceipt>>("eth_getTransactionReceipt", &(h,))
+                .map_err(|e| self.error("eth_getTransactionReceipt", e))?;
+            waiters.push(waiter);
+        }
+        batch
+            .send()
+            .await
+            .map_err(|e| self.error("eth_getTransactionReceipt batch", e))?;
+        let mut out = Vec::with_capacity(waiters.len());
+        for w in waiters {
+            out.push(w.await.map_err(|e| self.error("eth_getTransactionReceipt", e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes the answer of one batched call as `C`'s return type.
+pub fn decode<C: SolCall>(answer: Result<Bytes, RpcError>) -> Result<C::Return, RpcError> {
+    let raw = answer?;
+    C::abi_decode_returns(&raw).map_err(|e| RpcError::Decode {
+        method: C::SIGNATURE.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            max_attempts: 10,
+            attempt_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(p.delay(0, 0.999_999), Duration::from_millis(100).mul_f64(0.999_999));
+        assert_eq!(p.delay(3, 0.5), Duration::from_millis(400));
+        assert_eq!(p.delay(10, 1.0), Duration::from_secs(2));
+        assert_eq!(p.delay(40, 1.0), Duration::from_secs(2));
+        assert_eq!(p.delay(5, 0.0), Duration::ZERO);
+        let draws: Vec<f64> = (0..100).map(|_| jitter()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn errors_are_classified_for_retry() {
+        let http = |status| TransportErrorKind::http_error(status, String::new());
+        assert_eq!(classify(&http(429)), RpcErrorKind::RateLimited);
+        assert_eq!(classify(&http(502)), RpcErrorKind::Unavailable);
+        assert_eq!(classify(&http(400)), RpcErrorKind::Rpc);
+        let revert: ErrorPayload =
+            serde_json::from_str(r#"{"code": 3, "message": "execution reverted", "data": "0x4db310c3"}"#).unwrap();
+        assert_eq!(classify(&TransportError::ErrorResp(revert)), RpcErrorKind::Revert);
+        let limited: ErrorPayload = serde_json::from_str(r#"{"code": -32005, "message": "limit exceeded"}"#).unwrap();
+        assert_eq!(classify(&TransportError::ErrorResp(limited)), RpcErrorKind::RateLimited);
+        assert!(RpcErrorKind::Timeout.is_retryable());
+        assert!(!RpcErrorKind::Revert.is_retryable());
+    }
+}

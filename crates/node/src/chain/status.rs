@@ -1,0 +1,199 @@
+//! What the chain side is doing, for `/info` and `/metrics`: the answer to "why is my node idle".
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use serde_json::{Value, json};
+
+use super::rpc::{ERROR_KINDS, RpcErrorCounts};
+
+/// Counters and gauges of the chain side (atomics: written by the tasks, read by the server).
+#[derive(Debug, Default)]
+pub struct ChainStatus {
+    head: AtomicU64,
+    head_timestamp: AtomicU64,
+    synced_block: AtomicU64,
+    synced_subscription: AtomicU64,
+    snapshot_done: AtomicBool,
+    tracked_onchain: AtomicU64,
+    tracked_delegated: AtomicU64,
+    running: AtomicU64,
+    delivered: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    tx_sent: AtomicU64,
+    tx_mined: AtomicU64,
+    tx_reverted: AtomicU64,
+    tx_failed: AtomicU64,
+    tx_replaced: AtomicU64,
+    nonce: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// RPC errors by kind and calls sent.
+    pub rpc: Arc<RpcErrorCounts>,
+}
+
+macro_rules! bump {
+    ($($(#[$doc:meta])* $name:ident => $field:ident),* $(,)?) => {
+        $($(#[$doc])* pub fn $name(&self) { self.$field.fetch_add(1, Ordering::Relaxed); })*
+    };
+}
+
+impl ChainStatus {
+    /// Status sharing the RPC's error counters.
+    pub fn new(rpc: Arc<RpcErrorCounts>) -> Self {
+        Self { rpc, ..Self::default() }
+    }
+
+    bump! {
+        /// A delivery was mined successfully.
+        delivered => delivered,
+        /// An interval was skipped (served by others, cancelled, not payable).
+        skipped => skipped,
+        /// A job failed (container, simulation or transaction).
+        job_failed => failed,
+        /// A transaction was sent.
+        tx_sent => tx_sent,
+        /// A transaction was mined with status 1.
+        tx_mined => tx_mined,
+        /// A transaction was mined and reverted.
+        tx_reverted => tx_reverted,
+        /// A transaction could not be sent or lost its nonce.
+        tx_failed => tx_failed,
+        /// A stuck transaction was replaced.
+        tx_replaced => tx_replaced,
+    }
+
+    /// A new head block.
+    pub fn set_head(&self, number: u64, timestamp: u64) {
+        self.head.store(number, Ordering::Relaxed);
+        self.head_timestamp.store(timestamp, Ordering::Relaxed);
+    }
+
+    /// The listener has read subscriptions up to `subscription` as of `block`.
+    pub fn set_synced(&self, block: u64, subscription: u64) {
+        self.synced_block.store(block, Ordering::Relaxed);
+        self.synced_subscription.store(subscription, Ordering::Relaxed);
+    }
+
+    /// The snapshot sync at start has finished.
+    pub fn set_snapshot_done(&self) {
+        self.snapshot_done.store(true, Ordering::Relaxed);
+    }
+
+    /// Subscriptions the processor tracks.
+    pub fn set_tracked(&self, onchain: usize, delegated: usize) {
+        self.tracked_onchain.store(onchain as u64, Ordering::Relaxed);
+        self.tracked_delegated.store(delegated as u64, Ordering::Relaxed);
+    }
+
+    /// Chain jobs running now.
+    pub fn set_running(&self, n: usize) {
+        self.running.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Chain jobs running now.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The node's next nonce.
+    pub fn set_nonce(&self, nonce: u64) {
+        self.nonce.store(nonce, Ordering::Relaxed);
+    }
+
+    /// Records (or clears) the latest persistent problem.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.lock().expect("status poisoned") = error;
+    }
+
+    /// The head block seen last.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
+    /// `/info` view.
+    pub fn to_json(&self) -> Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "head_block": get(&self.head),
+            "head_timestamp": get(&self.head_timestamp),
+            "synced_block": get(&self.synced_block),
+            "synced_subscription_id": get(&self.synced_subscription),
+            "snapshot_synced": self.snapshot_done.load(Ordering::Relaxed),
+            "tracked": {"onchain": get(&self.tracked_onchain), "delegated": get(&self.tracked_delegated)},
+            "deliveries": {"delivered": get(&self.delivered), "skipped": get(&self.skipped), "failed": get(&self.failed)},
+            "transactions": {
+                "sent": get(&self.tx_sent), "mined": get(&self.tx_mined), "reverted": get(&self.tx_reverted),
+                "failed": get(&self.tx_failed), "replaced": get(&self.tx_replaced), "next_nonce": get(&self.nonce),
+            },
+            "rpc_calls": self.rpc.calls(),
+            "last_error": *self.last_error.lock().expect("status poisoned"),
+        })
+    }
+
+    /// Prometheus text of the chain metrics.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(out, "infernet_chain_head_block", "Latest block seen.", get(&self.head));
+        gauge(
+            out,
+            "infernet_chain_synced_block",
+            "Block up to which subscriptions are synced.",
+            get(&self.synced_block),
+        );
+        gauge(
+            out,
+            "infernet_chain_synced_subscription_id",
+            "Highest subscription id read.",
+            get(&self.synced_subscription),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP infernet_chain_subscriptions_tracked Subscriptions the processor tracks.\n# TYPE infernet_chain_subscriptions_tracked gauge\ninfernet_chain_subscriptions_tracked{{kind=\"onchain\"}} {}\ninfernet_chain_subscriptions_tracked{{kind=\"delegated\"}} {}",
+            get(&self.tracked_onchain),
+            get(&self.tracked_delegated)
+        );
+        out.push_str("# HELP infernet_chain_transactions_total Transactions by outcome.\n# TYPE infernet_chain_transactions_total counter\n");
+        for (label, v) in [
+            ("sent", &self.tx_sent),
+            ("mined", &self.tx_mined),
+            ("reverted", &self.tx_reverted),
+            ("failed", &self.tx_failed),
+            ("replaced", &self.tx_replaced),
+        ] {
+            let _ = writeln!(
+                out,
+                "infernet_chain_transactions_total{{outcome=\"{label}\"}} {}",
+                get(v)
+            );
+        }
+        out.push_str("# HELP infernet_chain_deliveries_total Subscription intervals by outcome.\n# TYPE infernet_chain_deliveries_total counter\n");
+        for (label, v) in [
+            ("delivered", &self.delivered),
+            ("skipped", &self.skipped),
+            ("failed", &self.failed),
+        ] {
+            let _ = writeln!(out, "infernet_chain_deliveries_total{{outcome=\"{label}\"}} {}", get(v));
+        }
+        out.push_str("# HELP infernet_rpc_errors_total RPC errors by kind (every attempt).\n# TYPE infernet_rpc_errors_total counter\n");
+        for kind in ERROR_KINDS {
+            let _ = writeln!(
+                out,
+                "infernet_rpc_errors_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.rpc.get(kind)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP infernet_rpc_calls_total JSON-RPC calls sent (a batch of n counts n).\n# TYPE infernet_rpc_calls_total counter\ninfernet_rpc_calls_total {}",
+            self.rpc.calls()
+        );
+    }
+}

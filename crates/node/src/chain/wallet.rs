@@ -1,0 +1,656 @@
+//! Wallet: the only holder of the node's key and the only sender of its transactions.
+//!
+//! One task owns the key and the nonce. Callers simulate first ([`Wallet::simulate`], an
+//! `eth_estimateGas` that reverts like the transaction would), then hand the transaction over
+//! ([`Wallet::send`]) and get its outcome once mined. The task signs locally, sends, watches
+//! receipts on every new block, replaces a transaction that stays unmined (same nonce, higher
+//! fees), and at start waits for transactions an earlier run left in the mempool, so a restart
+//! never races its own deliveries.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy},
+    eips::eip2718::Encodable2718,
+    primitives::{Address, B256, Bytes, TxKind, U256},
+    rpc::types::{TransactionReceipt, TransactionRequest},
+    signers::{SignerSync, local::PrivateKeySigner},
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    blocks::Head,
+    errors::InfernetError,
+    rpc::{Rpc, RpcError, RpcErrorKind},
+    status::ChainStatus,
+};
+
+/// Blocks a transaction may stay unmined before it is replaced with higher fees.
+const STUCK_BLOCKS: u64 = 4;
+/// Shortest time before a replacement (slow chains have few blocks).
+const STUCK_MIN: Duration = Duration::from_secs(10);
+/// Replacements of one transaction before the wallet gives up on it.
+const MAX_REPLACEMENTS: u32 = 6;
+/// Gas added to an estimate (consumers' callbacks vary between estimate and inclusion).
+const GAS_MARGIN_PERCENT: u64 = 20;
+/// Priority fee when the endpoint cannot tell one (1 gwei).
+const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
+/// Longest wait at start for an earlier run's transactions before cancelling them.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+/// A transaction to send.
+#[derive(Clone)]
+pub struct TxRequest {
+    /// Contract called.
+    pub to: Address,
+    /// Calldata.
+    pub data: Bytes,
+    /// What it is, for logs (`deliverCompute sub 3 interval 2`).
+    pub label: String,
+}
+
+impl fmt::Debug for TxRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxRequest")
+            .field("to", &self.to)
+            .field("label", &self.label)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Why a simulation says no.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SimulationError {
+    /// The call reverts with an Infernet error.
+    #[error("{0}")]
+    Infernet(InfernetError),
+    /// The call reverts otherwise (consumer logic, panics).
+    #[error("reverts: {0}")]
+    Reverted(String),
+    /// The estimate is above `chain.wallet.max_gas_limit`.
+    #[error("needs {needed} gas, above chain.wallet.max_gas_limit ({limit})")]
+    GasLimit {
+        /// Estimated gas.
+        needed: u64,
+        /// Configured cap.
+        limit: u64,
+    },
+    /// The RPC endpoint failed.
+    #[error("simulation could not run: {0}")]
+    Rpc(String),
+}
+
+/// A simulated transaction, ready to send.
+#[derive(Debug, Clone)]
+pub struct Simulated {
+    request: TxRequest,
+    gas_limit: u64,
+}
+
+/// How a sent transaction ended.
+#[derive(Debug, Clone)]
+pub enum TxOutcome {
+    /// Mined (successfully or not).
+    Mined {
+        /// Hash of the transaction that was mined (a replacement's, if replaced).
+        hash: B256,
+        /// Status 1.
+        success: bool,
+        /// The receipt.
+        receipt: Box<TransactionReceipt>,
+    },
+    /// Never mined: sending failed or another transaction took its nonce.
+    Failed(String),
+}
+
+enum Command {
+    Send(Simulated, oneshot::Sender<TxOutcome>),
+}
+
+/// Handle to the wallet task (cheap to clone).
+#[derive(Clone)]
+pub struct Wallet {
+    rpc: Rpc,
+    address: Address,
+    max_gas_limit: u64,
+    allowed_sim_errors: Arc<[String]>,
+    commands: mpsc::Sender<Command>,
+    ready: watch::Receiver<bool>,
+}
+
+impl fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wallet")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the wallet.
+#[derive(Debug, Clone)]
+pub struct WalletSettings {
+    /// Gas cap of any transaction.
+    pub max_gas_limit: u64,
+    /// Simulation errors that do not stop a send (case-insensitive substrings).
+    pub allowed_sim_errors: Vec<String>,
+    /// Chain id to sign for.
+    pub chain_id: u64,
+}
+
+impl Wallet {
+    /// The node's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// Waits until transactions of an earlier run are settled (see the module docs).
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Simulates `request` from the node's address; on success, it can be sent.
+    pub async fn simulate(&self, request: TxRequest) -> Result<Simulated, SimulationError> {
+        let tx = TransactionRequest::default()
+            .from(self.address)
+            .to(request.to)
+            .input(request.data.clone().into());
+        match self.rpc.estimate_gas(&tx).await {
+            Ok(gas) => {
+                if gas > self.max_gas_limit {
+                    return Err(SimulationError::GasLimit {
+                        needed: gas,
+                        limit: self.max_gas_limit,
+                    });
+                }
+                let gas_limit = (gas + gas * GAS_MARGIN_PERCENT / 100).min(self.max_gas_limit);
+                Ok(Simulated { request, gas_limit })
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let infernet = InfernetError::from_revert(e.revert_data(), &text);
+                let haystack = format!("{text} {}", infernet.map(|i| i.name).unwrap_or_default()).to_lowercase();
+                if let Some(allowed) = self
+                    .allowed_sim_errors
+                    .iter()
+                    .find(|a| !a.is_empty() && haystack.contains(&a.to_lowercase()))
+                {
+                    tracing::info!(tx = %request.label, allowed = %allowed, error = %text,
+                        "simulation error is allowed by chain.wallet.allowed_sim_errors; sending with max_gas_limit");
+                    return Ok(Simulated {
+                        request,
+                        gas_limit: self.max_gas_limit,
+                    });
+                }
+                Err(match (infernet, e.kind()) {
+                    (Some(i), _) => SimulationError::Infernet(i),
+                    (None, RpcErrorKind::Revert) => SimulationError::Reverted(text),
+                    (None, _) => SimulationError::Rpc(text),
+                })
+            }
+        }
+    }
+
+    /// Sends a simulated transaction and waits until it is mined or given up.
+    pub async fn send(&self, tx: Simulated) -> TxOutcome {
+        let (reply, outcome) = oneshot::channel();
+        if self.commands.send(Command::Send(tx, reply)).await.is_err() {
+            return TxOutcome::Failed("the wallet task has stopped".into());
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| TxOutcome::Failed("the wallet task stopped before the transaction was mined".into()))
+    }
+}
+
+struct Inflight {
+    request: TxRequest,
+    gas_limit: u64,
+    hashes: Vec<B256>,
+    max_fee: u128,
+    priority_fee: u128,
+    legacy: bool,
+    sent_block: u64,
+    sent_at: Instant,
+    replacements: u32,
+    reply: Option<oneshot::Sender<TxOutcome>>,
+}
+
+struct Actor {
+    rpc: Rpc,
+    signer: PrivateKeySigner,
+    chain_id: u64,
+    next_nonce: u64,
+    inflight: BTreeMap<u64, Inflight>,
+    priority_fee: Option<(u128, u64)>,
+    head: Option<Head>,
+    status: Arc<ChainStatus>,
+}
+
+/// Starts the wallet task; the key moves into it and never leaves.
+pub fn spawn(
+    rpc: Rpc,
+    signer: PrivateKeySigner,
+    settings: WalletSettings,
+    heads: watch::Receiver<Option<Head>>,
+    status: Arc<ChainStatus>,
+    tasks: &crate::tasks::TaskManager,
+) -> Wallet {
+    let (commands, rx) = mpsc::channel(1024);
+    let (ready_tx, ready) = watch::channel(false);
+    let wallet = Wallet {
+        rpc: rpc.clone(),
+        address: signer.address(),
+        max_gas_limit: settings.max_gas_limit,
+        allowed_sim_errors: settings.allowed_sim_errors.into(),
+        commands,
+        ready,
+    };
+    let actor = Actor {
+        rpc,
+        signer,
+        chain_id: settings.chain_id,
+        next_nonce: 0,
+        inflight: BTreeMap::new(),
+        priority_fee: None,
+        head: None,
+        status,
+    };
+    let shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("wallet", actor.run(rx, heads, ready_tx, shutdown));
+    wallet
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut heads: watch::Receiver<Option<Head>>,
+        ready: watch::Sender<bool>,
+        shutdown: CancellationToken,
+    ) -> Result<(), String> {
+        tokio::select! {
+            r = self.settle_earlier_run(&mut heads) => r?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        let _ = ready.send(true);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    for (nonce, tx) in std::mem::take(&mut self.inflight) {
+                        if let Some(reply) = tx.reply {
+                            let _ = reply.send(TxOutcome::Failed(format!("node shutting down; nonce {nonce} may still be mined")));
+                        }
+                    }
+                    return Ok(());
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Send(tx, reply)) => self.send(tx, reply).await,
+                    None => return Ok(()),
+                },
+                changed = heads.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let head = *heads.borrow_and_update();
+                    if let Some(head) = head {
+                        self.head = Some(head);
+                        self.on_block(head).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// At start: transactions of an earlier run may still be pending. Waits for them to be
+    /// mined, replacing them with empty self-transfers if they do not get mined in time.
+    async fn settle_earlier_run(&mut self, heads: &mut watch::Receiver<Option<Head>>) -> Result<(), String> {
+        let address = self.signer.address();
+        let started = Instant::now();
+        let mut cancelled = false;
+        loop {
+            let nonces = async {
+                Ok::<_, RpcError>((
+                    self.rpc.nonce(address, "latest").await?,
+                    self.rpc.nonce(address, "pending").await?,
+                ))
+            };
+            match nonces.await {
+                Ok((latest, pending)) if latest >= pending => {
+                    self.next_nonce = latest;
+                    self.status.set_nonce(latest);
+                    if cancelled {
+                        tracing::info!(nonce = latest, "earlier transactions settled");
+                    }
+                    return Ok(());
+                }
+                Ok((latest, pending)) => {
+                    if started.elapsed() > STARTUP_WAIT && !cancelled {
+                        tracing::warn!(
+                            from = latest,
+                            to = pending,
+                            "transactions of an earlier run are stuck; replacing them with empty transfers"
+                        );
+                        self.cancel_range(latest, pending).await;
+                        cancelled = true;
+                    } else if started.elapsed() < Duration::from_millis(50) {
+                        tracing::info!(
+                            from = latest,
+                            to = pending,
+                            "waiting for transactions sent before the restart to be mined"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the node's nonce; retrying"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), heads.changed()).await;
+            self.head = *heads.borrow();
+        }
+    }
+
+    async fn cancel_range(&mut self, from: u64, to: u64) {
+        let address = self.signer.address();
+        for nonce in from..to {
+            let mut fee = self.base_fee().await.saturating_mul(4).max(DEFAULT_PRIORITY_FEE * 4);
+            for _ in 0..5 {
+                let tx = TxEip1559 {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_limit: 21_000,
+                    max_fee_per_gas: fee,
+                    max_priority_fee_per_gas: fee / 2,
+                    to: TxKind::Call(address),
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: Bytes::new(),
+                };
+                match self.sign_and_send(tx.into()) {
+                    Ok(raw) => match self.rpc.send_raw(raw).await {
+                        Ok(_) => break,
+                        Err(e) if e.to_string().to_lowercase().contains("nonce too low") => break,
+                        Err(e) => {
+                            tracing::debug!(nonce, error = %e, "cancelling transaction refused; raising the fee");
+                            fee = fee.saturating_mul(2);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot sign");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn base_fee(&mut self) -> u128 {
+        match self.head.and_then(|h| h.base_fee) {
+            Some(fee) => u128::from(fee),
+            None => self.rpc.gas_price().await.unwrap_or(DEFAULT_PRIORITY_FEE),
+        }
+    }
+
+    async fn priority_fee(&mut self) -> u128 {
+        let block = self.head.map(|h| h.number).unwrap_or(0);
+        match self.priority_fee {
+            Some((fee, at)) if block < at + 50 => fee,
+            _ => {
+                let fee = self.rpc.max_priority_fee().await.unwrap_or(DEFAULT_PRIORITY_FEE);
+                self.priority_fee = Some((fee, block));
+                fee
+            }
+        }
+    }
+
+    fn sign_and_send(&self, tx: UnsignedTx) -> Result<Bytes, String> {
+        let envelope: TxEnvelope = match tx {
+            UnsignedTx::Eip1559(tx) => {
+                let sig = self
+                    .signer
+                    .sign_hash_sync(&tx.signature_hash())
+                    .map_err(|e| e.to_string())?;
+                tx.into_signed(sig).into()
+            }
+            UnsignedTx::Legacy(tx) => {
+                let sig = self
+                    .signer
+                    .sign_hash_sync(&tx.signature_hash())
+                    .map_err(|e| e.to_string())?;
+                tx.into_signed(sig).into()
+            }
+        };
+        Ok(envelope.encoded_2718().into())
+    }
+
+    fn build(&self, nonce: u64, t: &Inflight) -> UnsignedTx {
+        if t.legacy {
+            UnsignedTx::Legacy(TxLegacy {
+                chain_id: Some(self.chain_id),
+                nonce,
+                gas_price: t.max_fee,
+                gas_limit: t.gas_limit,
+                to: TxKind::Call(t.request.to),
+                value: U256::ZERO,
+                input: t.request.data.clone(),
+            })
+        } else {
+            UnsignedTx::Eip1559(TxEip1559 {
+                chain_id: self.chain_id,
+                nonce,
+                gas_limit: t.gas_limit,
+                max_fee_per_gas: t.max_fee,
+                max_priority_fee_per_gas: t.priority_fee,
+                to: TxKind::Call(t.request.to),
+                value: U256::ZERO,
+                access_list: Default::default(),
+                input: t.request.data.clone(),
+            })
+        }
+    }
+
+    async fn send(&mut self, tx: Simulated, reply: oneshot::Sender<TxOutcome>) {
+        let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
+        let (max_fee, priority_fee) = if legacy {
+            let price = self.base_fee().await;
+            (price, price)
+        } else {
+            let base = self.base_fee().await;
+            let priority = self.priority_fee().await;
+            (base.saturating_mul(2).saturating_add(priority), priority)
+        };
+        let mut inflight = Inflight {
+            request: tx.request,
+            gas_limit: tx.gas_limit,
+            hashes: Vec::new(),
+            max_fee,
+            priority_fee,
+            legacy,
+            sent_block: self.head.map(|h| h.number).unwrap_or(0),
+            sent_at: Instant::now(),
+            replacements: 0,
+            reply: Some(reply),
+        };
+        // A nonce error means the chain knows a transaction this task did not send (another
+        // process with the same key): read the nonce again and retry once.
+        for attempt in 0..2 {
+            let nonce = self.next_nonce;
+            let raw = match self.sign_and_send(self.build(nonce, &inflight)) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    reply_failed(&mut inflight, format!("signing failed: {e}"));
+                    return;
+                }
+            };
+            match self.rpc.send_raw(raw).await {
+                Ok(hash) => {
+                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
+                    inflight.hashes.push(hash);
+                    self.next_nonce += 1;
+                    self.status.set_nonce(self.next_nonce);
+                    self.status.tx_sent();
+                    self.inflight.insert(nonce, inflight);
+                    return;
+                }
+                Err(e) => {
+                    let text = e.to_string().to_lowercase();
+                    let nonce_problem = ["nonce too low", "already known", "underpriced", "nonce too high"]
+                        .iter()
+                        .any(|m| text.contains(m));
+                    if nonce_problem && attempt == 0 {
+                        match self.rpc.nonce(self.signer.address(), "pending").await {
+                            Ok(n) => {
+                                tracing::warn!(
+                                    expected = nonce,
+                                    chain = n,
+                                    "nonce out of step with the chain; resynchronised"
+                                );
+                                self.next_nonce = n;
+                                continue;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
+                        }
+                    }
+                    self.status.tx_failed();
+                    let hint = if text.contains("insufficient funds") {
+                        format!(
+                            " (fund the node's account {} with the chain's gas token)",
+                            self.signer.address()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    reply_failed(&mut inflight, format!("{e}{hint}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_block(&mut self, head: Head) {
+        if self.inflight.is_empty() {
+            return;
+        }
+        let hashes: Vec<B256> = self.inflight.values().flat_map(|t| t.hashes.iter().copied()).collect();
+        let receipts = match self.rpc.receipts(&hashes).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read transaction receipts; retrying next block");
+                return;
+            }
+        };
+        let mined: BTreeMap<B256, TransactionReceipt> = hashes
+            .into_iter()
+            .zip(receipts)
+            .filter_map(|(h, r)| r.map(|r| (h, r)))
+            .collect();
+        let mut done = Vec::new();
+        for (nonce, tx) in &mut self.inflight {
+            if let Some((hash, receipt)) = tx.hashes.iter().find_map(|h| mined.get(h).map(|r| (*h, r))) {
+                let success = receipt.status();
+                if success {
+                    self.status.tx_mined();
+                } else {
+                    self.status.tx_reverted();
+                }
+                tracing::info!(tx = %tx.request.label, %hash, block = ?receipt.block_number, success, gas_used = receipt.gas_used, "transaction mined");
+                if let Some(reply) = tx.reply.take() {
+                    let _ = reply.send(TxOutcome::Mined {
+                        hash,
+                        success,
+                        receipt: Box::new(receipt.clone()),
+                    });
+                }
+                done.push(*nonce);
+            }
+        }
+        for nonce in done {
+            self.inflight.remove(&nonce);
+        }
+        if self.inflight.is_empty() {
+            return;
+        }
+        // Nonces below the chain's were taken by transactions we do not know: give those up.
+        if let Ok(latest) = self.rpc.nonce(self.signer.address(), "latest").await {
+            let taken: Vec<u64> = self.inflight.range(..latest).map(|(n, _)| *n).collect();
+            for nonce in taken {
+                if let Some(mut tx) = self.inflight.remove(&nonce) {
+                    // Its receipt may only show up next block; give it one more look.
+                    if head.number <= tx.sent_block + 1 {
+                        self.inflight.insert(nonce, tx);
+                        continue;
+                    }
+                    self.status.tx_failed();
+                    reply_failed(&mut tx, format!("nonce {nonce} was used by another transaction"));
+                }
+            }
+        }
+        let stuck: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, t)| head.number >= t.sent_block + STUCK_BLOCKS && t.sent_at.elapsed() >= STUCK_MIN)
+            .map(|(n, _)| *n)
+            .collect();
+        for nonce in stuck {
+            self.replace(nonce, head).await;
+        }
+    }
+
+    async fn replace(&mut self, nonce: u64, head: Head) {
+        let base = self.base_fee().await;
+        let Some(mut tx) = self.inflight.remove(&nonce) else {
+            return;
+        };
+        if tx.replacements >= MAX_REPLACEMENTS {
+            // Keep watching: it may still be mined, and the nonce must not be reused.
+            tx.sent_block = head.number;
+            tx.sent_at = Instant::now();
+            tracing::warn!(tx = %tx.request.label, nonce, "transaction still unmined after {MAX_REPLACEMENTS} fee bumps");
+            self.inflight.insert(nonce, tx);
+            return;
+        }
+        // Replacements must raise both fees by at least 10 %; 25 % clears every client's rule.
+        tx.priority_fee = tx.priority_fee.saturating_mul(5) / 4 + 1;
+        tx.max_fee = (tx.max_fee.saturating_mul(5) / 4 + 1).max(base.saturating_mul(2) + tx.priority_fee);
+        tx.replacements += 1;
+        tx.sent_block = head.number;
+        tx.sent_at = Instant::now();
+        match self.sign_and_send(self.build(nonce, &tx)) {
+            Ok(raw) => match self.rpc.send_raw(raw).await {
+                Ok(hash) => {
+                    tracing::warn!(tx = %tx.request.label, nonce, %hash, max_fee = tx.max_fee, "transaction was not mined; replaced it with higher fees");
+                    tx.hashes.push(hash);
+                    self.status.tx_replaced();
+                }
+                Err(e) => {
+                    tracing::warn!(tx = %tx.request.label, nonce, error = %e, "replacement refused; keeping the original")
+                }
+            },
+            Err(e) => tracing::error!(error = %e, "cannot sign a replacement"),
+        }
+        self.inflight.insert(nonce, tx);
+    }
+}
+
+fn reply_failed(tx: &mut Inflight, reason: String) {
+    tracing::warn!(tx = %tx.request.label, %reason, "transaction not sent");
+    if let Some(reply) = tx.reply.take() {
+        let _ = reply.send(TxOutcome::Failed(reason));
+    }
+}
+
+enum UnsignedTx {
+    Eip1559(TxEip1559),
+    Legacy(TxLegacy),
+}
+
+impl From<TxEip1559> for UnsignedTx {
+    fn from(tx: TxEip1559) -> Self {
+        Self::Eip1559(tx)
+    }
+}
