@@ -185,8 +185,26 @@ pub struct JobRequest {
 pub enum ParsedJobRequest {
     /// Off-chain job (`containers` + `data`).
     Offchain(JobRequest),
-    /// Delegated subscription (`subscription` + `signature` + `data`).
-    Delegated(Box<DelegatedRequest>),
+    /// Delegated subscription (`subscription` + `signature` + `data`), parsed in full by
+    /// [`DelegatedBody::parse`] once the node knows it can serve one.
+    Delegated(DelegatedBody),
+}
+
+/// A body recognised as a delegated subscription, not yet parsed in full.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelegatedBody {
+    text: String,
+    /// The `subscription` object as sent.
+    pub subscription: Value,
+    /// `signature.expiry`, when it is a number.
+    pub expiry: Option<u64>,
+}
+
+impl DelegatedBody {
+    /// The full request, with every field checked and 256-bit integers exact.
+    pub fn parse(&self) -> Result<DelegatedRequest, String> {
+        DelegatedRequest::from_json(&self.text).map_err(|e| format!("invalid delegated subscription request: {e}"))
+    }
 }
 
 impl ParsedJobRequest {
@@ -194,7 +212,6 @@ impl ParsedJobRequest {
     ///
     /// Unknown keys are ignored (Ritual's clients send extras); `id` and `ip` in a body are never
     /// honoured, since the node assigns the id and reads the client address from the connection.
-    /// Delegated requests are read from the text so that 256-bit integers keep every digit.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| format!("request body is not valid JSON: {e}"))?;
         let Value::Object(obj) = &value else {
@@ -207,9 +224,14 @@ impl ParsedJobRequest {
             let request: JobRequest = parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
             return Ok(Self::Offchain(request));
         }
-        DelegatedRequest::from_json(text)
-            .map(|r| Self::Delegated(Box::new(r)))
-            .map_err(|e| format!("invalid delegated subscription request: {e}"))
+        Ok(Self::Delegated(DelegatedBody {
+            text: text.to_string(),
+            expiry: obj
+                .get("signature")
+                .and_then(|s| s.get("expiry"))
+                .and_then(Value::as_u64),
+            subscription: obj.get("subscription").cloned().unwrap_or(Value::Null),
+        }))
     }
 }
 
@@ -315,10 +337,16 @@ mod tests {
 
     #[test]
     fn parse_delegated_names_the_bad_field() {
-        let err = ParsedJobRequest::from_json(
-            &json!({"subscription": {"owner": "0x0"}, "signature": {"nonce": 1}, "data": {}}).to_string(),
+        let parsed = ParsedJobRequest::from_json(
+            &json!({"subscription": {"owner": "0x0"}, "signature": {"nonce": 1, "expiry": 9}, "data": {}}).to_string(),
         )
-        .unwrap_err();
+        .unwrap();
+        let ParsedJobRequest::Delegated(body) = parsed else {
+            panic!("not delegated")
+        };
+        assert_eq!(body.expiry, Some(9));
+        assert_eq!(body.subscription, json!({"owner": "0x0"}));
+        let err = body.parse().unwrap_err();
         assert!(err.contains("subscription.owner"), "{err}");
     }
 }

@@ -12,5 +12,6 @@ mod job;
 pub use container_id::{container_set_hash, container_set_string};
 pub use delegated::{DelegateSignature, DelegatedRequest, DelegatedSubscription};
 pub use job::{
-    ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of,
+    ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest,
+    kind_of,
 };

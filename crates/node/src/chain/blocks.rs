@@ -134,10 +134,12 @@ impl BlockWatcher {
                     }
                     // Next poll just before the next block is due: the delay after a block
                     // shrinks each block until one poll comes early and retries.
+                    // Capped at four sync periods, so irregular chains (a devnet mining on demand)
+                    // are still seen promptly.
                     wait = block_time
                         .map(|t| t.saturating_sub(t / 100 + Duration::from_millis(5)))
                         .unwrap_or(self.sync_period)
-                        .min(Duration::from_secs(30));
+                        .min(self.sync_period * 4);
                 }
             }
         }

@@ -312,6 +312,13 @@ impl Processor {
                     }
                 }
             }
+            // Something became due without a new block (a subscription tracked or moved on
+            // within this block): serve it now rather than one block later.
+            if let Some(head) = self.head
+                && self.schedule.first().is_some_and(|(due, _)| *due <= head.timestamp)
+            {
+                self.on_block(head).await;
+            }
             self.publish();
         }
         self.jobs.close();

@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::Stream;
-use infernet_types::{ContainerResult, DelegatedRequest, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
+use infernet_types::{ContainerResult, DelegatedBody, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
 use serde_json::{Value, json, value::RawValue};
 
 use super::{ApiError, AppState, ClientIp};
@@ -53,16 +53,15 @@ fn new_job_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Checks a delegated subscription and hands it to the chain side.
-async fn accept_delegated(state: &AppState, request: DelegatedRequest) -> Result<(), ApiError> {
+/// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks
+/// (chain enabled, signature expiry) come before the full parse, in Ritual's order.
+async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), ApiError> {
+    state
+        .guardian
+        .check_delegated_precondition(&body.subscription, body.expiry, crate::store::unix_now())
+        .map_err(ApiError::Rejected)?;
+    let request = body.parse().map_err(ApiError::BadRequest)?;
     let Some(intake) = &state.delegated else {
-        // Without a chain the Guardian refuses it with a proper 405 body (Ritual's node answered
-        // 500 here because its params could not be serialised).
-        let expiry = Some(u64::from(request.signature.expiry));
-        state
-            .guardian
-            .check_delegated_precondition(&request.raw_subscription, expiry, crate::store::unix_now())
-            .map_err(ApiError::Rejected)?;
         return Err(ApiError::Unavailable("the chain side is not running".into()));
     };
     intake
@@ -135,7 +134,7 @@ pub(super) async fn create(
     match ParsedJobRequest::from_json(&body).map_err(ApiError::BadRequest)? {
         ParsedJobRequest::Offchain(request) => Ok(Json(json!({"id": accept(&state, client, request).await?}))),
         ParsedJobRequest::Delegated(request) => {
-            accept_delegated(&state, *request).await?;
+            accept_delegated(&state, request).await?;
             Ok(Json(json!({})))
         }
     }
@@ -166,7 +165,7 @@ pub(super) async fn batch(
                 Ok(id) => json!({"id": id}),
                 Err(e) => e.body(),
             },
-            Ok(ParsedJobRequest::Delegated(request)) => match accept_delegated(&state, *request).await {
+            Ok(ParsedJobRequest::Delegated(request)) => match accept_delegated(&state, request).await {
                 Ok(()) => json!({}),
                 Err(e) => e.body(),
             },

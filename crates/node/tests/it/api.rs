@@ -510,7 +510,7 @@ async fn heartbeats_carry_load_and_counters_but_never_job_data_or_client_address
 }
 
 #[tokio::test]
-async fn delegated_subscriptions_on_a_chain_node_say_the_chain_side_is_missing() {
+async fn delegated_subscriptions_are_checked_in_ritual_order_on_a_chain_node() {
     let devnet = crate::chain::devnet().await;
     let node = TestNode::start(json!({
         "manage_containers": false,
@@ -532,6 +532,9 @@ async fn delegated_subscriptions_on_a_chain_node_say_the_chain_side_is_missing()
         r#"{"subscription": {}, "signature": {"expiry": 4000000000}, "data": {}}"#,
     )
     .await;
-    assert_eq!(status, 501, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("chain side"), "{answer}");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "invalid delegated subscription request: subscription.owner: missing field"
+    );
 }

@@ -7,4 +7,5 @@ mod docker;
 mod pipelines;
 mod store;
 mod streaming;
+mod subscriptions;
 mod support;

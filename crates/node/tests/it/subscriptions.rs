@@ -1,0 +1,773 @@
+//! Subscriptions end to end: a real `infernet-node` process with the hello-world service, on a
+//! devnet (anvil + our contracts), delivering on chain.
+//!
+//! anvil mines each transaction as it arrives, and the tests move time with `evm_increaseTime`,
+//! so interval boundaries are exact and nothing waits for wall-clock periods.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{Address, Bytes, U256},
+    providers::{DynProvider, Provider},
+    sol_types::SolValue,
+};
+use infernet_contracts::{
+    Devnet,
+    bindings::{
+        EIP712Coordinator, ExampleCallbackConsumer, ExampleDelegatorConsumer, ExampleSubscriptionConsumer, Inbox,
+        Wallet, WalletFactory,
+    },
+    devnet, eip712,
+};
+use infernet_testkit::{ChildGuard, free_port, wait_healthy};
+use serde_json::{Value, json};
+
+use crate::{
+    chain::{NODE_KEY, devnet},
+    support::{client, get_json},
+};
+
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_infernet-node");
+/// anvil's account #3: a second node.
+const NODE2_KEY: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const WAIT: Duration = Duration::from_secs(40);
+
+/// An `infernet-node` process with its own directory; killed on drop.
+struct NodeProcess {
+    child: Option<ChildGuard>,
+    port: u16,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(config: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.json");
+        let mut config = config;
+        let port = free_port();
+        config["server"] = json!({"port": port, "rate_limit": {"num_requests": 100000, "period": 1}});
+        config["store"] = json!({"path": dir.path().join("jobs.redb")});
+        config["log"] = json!({"path": dir.path().join("node.log")});
+        config["forward_stats"] = json!(false);
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let mut node = Self {
+            child: None,
+            port,
+            dir,
+            config: config_path,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .unwrap();
+        let child = Command::new(NODE_BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,infernet_node=debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.child = Some(ChildGuard(child));
+        let healthy = std::panic::catch_unwind(|| wait_healthy(self.port, Duration::from_secs(30)));
+        if healthy.is_err() {
+            panic!("the node did not become healthy; log:\n{}", self.logs());
+        }
+    }
+
+    /// SIGKILL: no shutdown work at all.
+    fn kill(&mut self) {
+        self.child.take();
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn logs(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    async fn chain_state(&self) -> Value {
+        let info: Value = get_json(&client(), self.at("/info")).await;
+        info["chain"]["state"].clone()
+    }
+}
+
+/// A node config for `devnet`, signing with `key`, reaching the chain at `rpc_url`.
+fn node_config(devnet: &Devnet, key: &str, rpc_url: &str) -> Value {
+    json!({
+        "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world"}}],
+        "chain": {
+            "enabled": true,
+            "rpc_url": rpc_url,
+            "registry_address": devnet.deployment.registry.to_string(),
+            "trail_head_blocks": 0,
+            "snapshot_sync": {"sleep": 0.05, "batch_size": 50, "sync_period": 0.1},
+            "wallet": {"private_key": key, "payment_address": devnet.node_payment_wallet.to_string()}
+        }
+    })
+}
+
+async fn wait_for<F, Fut>(what: &str, node: &NodeProcess, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; node log:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn deployer(devnet: &Devnet) -> DynProvider {
+    devnet.provider(devnet::signer(devnet::DEPLOYER))
+}
+
+/// Moves the chain's clock forward and mines a block at the new time.
+async fn advance(p: &DynProvider, secs: u64) {
+    let _: Value = p.raw_request("evm_increaseTime".into(), (secs,)).await.unwrap();
+    mine(p).await;
+}
+
+async fn mine(p: &DynProvider) {
+    let _: Value = p.raw_request("evm_mine".into(), ()).await.unwrap();
+}
+
+async fn send<P: Provider, D: alloy::contract::CallDecoder>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> alloy::rpc::types::TransactionReceipt {
+    let receipt = call.send().await.unwrap().get_receipt().await.unwrap();
+    assert!(receipt.status(), "transaction reverted: {receipt:?}");
+    receipt
+}
+
+fn created_id(receipt: &alloy::rpc::types::TransactionReceipt) -> u32 {
+    receipt
+        .decoded_log::<EIP712Coordinator::SubscriptionCreated>()
+        .expect("SubscriptionCreated")
+        .data
+        .id
+}
+
+fn node_address(index: usize) -> Address {
+    devnet::signer(index).address()
+}
+
+/// The five-key output of hello-world as delivered: `(raw, processed)` pairs of input and output.
+fn decode_pair(bytes: &Bytes) -> (Vec<u8>, Vec<u8>) {
+    let (a, b) = <(Bytes, Bytes)>::abi_decode_params(bytes).expect("abi.encode(bytes, bytes)");
+    (a.to_vec(), b.to_vec())
+}
+
+#[tokio::test]
+async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    let receipt = send(consumer.requestCompute(
+        "hello-world".into(),
+        Bytes::from_static(b"\xde\xad\xbe\xef"),
+        1,
+        Address::ZERO,
+        U256::ZERO,
+        Address::ZERO,
+        Address::ZERO,
+    ))
+    .await;
+    let id = created_id(&receipt);
+    wait_for("the delivery", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    let d = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!((d.subscriptionId, d.interval, d.redundancy), (id, 1, 1));
+    assert_eq!(d.node, node_address(devnet::NODE));
+    // hello-world echoes the on-chain input as raw_input and says hello as raw_output.
+    assert_eq!(decode_pair(&d.input).0, vec![0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(decode_pair(&d.output).0, b"hello, world!".to_vec());
+    assert!(d.proof.is_empty());
+
+    // The node sees its receipt with the next block it reads.
+    wait_for("the node to see its receipt", &node, || async {
+        node.chain_state().await["deliveries"]["delivered"] == 1
+    })
+    .await;
+    let state = node.chain_state().await;
+    assert_eq!(state["transactions"]["mined"], 1, "{state}");
+    assert_eq!(
+        state["tracked"]["onchain"], 0,
+        "a delivered callback is no longer tracked: {state}"
+    );
+    let metrics = client()
+        .get(node.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infernet_jobs_total{source=\"onchain\",outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infernet_chain_transactions_total{outcome=\"mined\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_recurring_subscription_is_delivered_every_interval_by_each_redundant_node() {
+    let devnet = devnet().await;
+    let a = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let b = NodeProcess::start(node_config(&devnet, NODE2_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
+    send(consumer.setInputData(Bytes::from_static(b"tick"))).await;
+    let period = 60;
+    let receipt = send(consumer.createSubscription(
+        "hello-world".into(),
+        3,
+        period,
+        2,
+        false,
+        Address::ZERO,
+        U256::ZERO,
+        Address::ZERO,
+        Address::ZERO,
+    ))
+    .await;
+    let id = created_id(&receipt);
+    // Not active yet (activeAt = creation + period): nothing is delivered.
+    mine(&p).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::ZERO);
+    for interval in 1..=3u32 {
+        advance(&p, u64::from(period)).await;
+        let want = U256::from(interval * 2);
+        wait_for(&format!("interval {interval}"), &a, || async {
+            consumer.deliveryCount().call().await.unwrap() == want
+        })
+        .await;
+    }
+    let mut seen = Vec::new();
+    for i in 0..6u64 {
+        let d = consumer.getDelivery(U256::from(i)).call().await.unwrap();
+        assert_eq!(d.subscriptionId, id);
+        // getContainerInputs = abi.encode(id, interval, "tick"), echoed back as raw_input.
+        let expected_input = (id, d.interval, Bytes::from_static(b"tick")).abi_encode_params();
+        assert_eq!(decode_pair(&d.input).0, expected_input);
+        seen.push((d.interval, d.node));
+    }
+    seen.sort();
+    let (n1, n2) = (node_address(1), node_address(3));
+    let expected: Vec<(u32, Address)> = (1..=3)
+        .flat_map(|k| {
+            let mut pair = [(k, n1), (k, n2)];
+            pair.sort();
+            pair
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    // The subscription is over: later intervals are not served, and neither node tracks it.
+    advance(&p, u64::from(period)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(6));
+    for node in [&a, &b] {
+        wait_for("the node to see its receipts", node, || async {
+            node.chain_state().await["deliveries"]["delivered"] == 3
+        })
+        .await;
+        let state = node.chain_state().await;
+        assert_eq!(state["tracked"]["onchain"], 0, "{state}");
+    }
+}
+
+#[tokio::test]
+async fn a_lazy_subscription_stores_its_output_in_the_inbox() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
+    let receipt = send(consumer.createSubscription(
+        "hello-world".into(),
+        1,
+        0,
+        1,
+        true,
+        Address::ZERO,
+        U256::ZERO,
+        Address::ZERO,
+        Address::ZERO,
+    ))
+    .await;
+    let id = created_id(&receipt);
+    wait_for("the lazy delivery", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    let d = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!(d.subscriptionId, id);
+    assert!(
+        d.output.is_empty() && d.input.is_empty(),
+        "lazy consumers get a pointer only"
+    );
+    assert_eq!(d.containerId, infernet_contracts::container_id("hello-world"));
+    let inbox = Inbox::new(devnet.deployment.inbox, &p);
+    let item = inbox
+        .read(d.containerId, node_address(devnet::NODE), d.index)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!((item.subscriptionId, item.interval), (id, 1));
+    assert_eq!(decode_pair(&item.output).0, b"hello, world!".to_vec());
+}
+
+#[tokio::test]
+async fn a_cancelled_subscription_is_not_served() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
+    let create = || {
+        consumer.createSubscription(
+            "hello-world".into(),
+            5,
+            30,
+            1,
+            false,
+            Address::ZERO,
+            U256::ZERO,
+            Address::ZERO,
+            Address::ZERO,
+        )
+    };
+    // One cancelled before it starts, one after its first interval.
+    let early = created_id(&send(create()).await);
+    let late = created_id(&send(create()).await);
+    send(consumer.cancelSubscription(early)).await;
+    advance(&p, 30).await;
+    wait_for("interval 1 of the live subscription", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    assert_eq!(
+        consumer.getDelivery(U256::ZERO).call().await.unwrap().subscriptionId,
+        late
+    );
+    send(consumer.cancelSubscription(late)).await;
+    for _ in 0..3 {
+        advance(&p, 30).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(1));
+    let state = node.chain_state().await;
+    assert_eq!(state["tracked"]["onchain"], 0, "{state}");
+    assert_eq!(
+        state["transactions"]["sent"], 1,
+        "no transaction for cancelled intervals: {state}"
+    );
+}
+
+/// A consumer wallet owned by the deployer, holding `funds` wei, letting `spender` spend `allowance`.
+async fn consumer_wallet(devnet: &Devnet, p: &DynProvider, spender: Address, funds: U256, allowance: U256) -> Address {
+    let factory = WalletFactory::new(devnet.deployment.wallet_factory, p);
+    let receipt = send(factory.createWallet(node_address(devnet::DEPLOYER))).await;
+    let wallet = receipt
+        .decoded_log::<WalletFactory::WalletCreated>()
+        .unwrap()
+        .data
+        .wallet;
+    let fund = alloy::rpc::types::TransactionRequest::default().to(wallet).value(funds);
+    p.send_transaction(fund).await.unwrap().get_receipt().await.unwrap();
+    send(Wallet::new(wallet, p).approve(spender, Address::ZERO, allowance)).await;
+    wallet
+}
+
+#[tokio::test]
+async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refused() {
+    let devnet = devnet().await;
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["containers"][0]["accepted_payments"] = json!({"0x0000000000000000000000000000000000000000": 1000});
+    let node = NodeProcess::start(config);
+    let p = deployer(&devnet);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    let wallet = consumer_wallet(
+        &devnet,
+        &p,
+        *consumer.address(),
+        U256::from(100_000),
+        U256::from(100_000),
+    )
+    .await;
+    let node_wallet = devnet.node_payment_wallet;
+    let before = p.get_balance(node_wallet).await.unwrap();
+    // Below the container's accepted minimum (1000 wei): ignored.
+    send(consumer.requestCompute(
+        "hello-world".into(),
+        Bytes::new(),
+        1,
+        Address::ZERO,
+        U256::from(999),
+        wallet,
+        Address::ZERO,
+    ))
+    .await;
+    let paid = created_id(
+        &send(consumer.requestCompute(
+            "hello-world".into(),
+            Bytes::new(),
+            1,
+            Address::ZERO,
+            U256::from(10_000),
+            wallet,
+            Address::ZERO,
+        ))
+        .await,
+    );
+    wait_for("the paid delivery", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    assert_eq!(
+        consumer.getDelivery(U256::ZERO).call().await.unwrap().subscriptionId,
+        paid
+    );
+    // Fee 5 % is taken twice: the node's wallet gets 90 %.
+    assert_eq!(p.get_balance(node_wallet).await.unwrap() - before, U256::from(9_000));
+    mine(&p).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        consumer.deliveryCount().call().await.unwrap(),
+        U256::from(1),
+        "the underpaid one stays unserved"
+    );
+}
+
+/// A signed delegated-subscription request body for the devnet's delegator consumer.
+fn delegated_body(devnet: &Devnet, signer: usize, nonce: u32, expiry: u32, containers: &str) -> String {
+    let owner = devnet.examples.delegator_consumer;
+    let sub = eip712::Subscription::unpaid(owner, 0, 0, 1, 1, infernet_contracts::container_id(containers), false);
+    let message = eip712::DelegateSubscription { nonce, expiry, sub };
+    let sig = eip712::sign(&devnet::signer(signer), &message, 31337, devnet.deployment.coordinator).unwrap();
+    // r and s as plain JSON integers, as Ritual's Python client sends them.
+    format!(
+        r#"{{"subscription": {{"owner": "{owner}", "active_at": 0, "period": 0, "frequency": 1, "redundancy": 1,
+             "containers": "{:x}", "lazy": false, "verifier": "{z}", "payment_amount": 0,
+             "payment_token": "{z}", "wallet": "{z}"}},
+           "signature": {{"nonce": {nonce}, "expiry": {expiry}, "v": {}, "r": {}, "s": {}}},
+           "data": {{"prompt": "hi"}}}}"#,
+        infernet_contracts::container_id(containers),
+        sig.v,
+        U256::from_be_bytes(sig.r.0),
+        U256::from_be_bytes(sig.s.0),
+        z = Address::ZERO,
+    )
+}
+
+async fn post_job(node: &NodeProcess, body: String) -> (u16, Value) {
+    let r = client()
+        .post(node.at("/api/jobs"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_delegated_subscription_is_created_and_delivered_and_bad_signatures_are_refused() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+
+    // Signed by someone who is not the consumer's signer: refused before the 200.
+    let (status, body) = post_job(&node, delegated_body(&devnet, 3, 1, now + 3600, "hello-world")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("signer mismatch"), "{body}");
+    // Expired.
+    let (status, body) = post_job(
+        &node,
+        delegated_body(&devnet, devnet::DELEGATE_SIGNER, 1, now - 10, "hello-world"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("Signature expired")),
+        "{body}"
+    );
+    // A container set this node does not run.
+    let (status, body) = post_job(
+        &node,
+        delegated_body(&devnet, devnet::DELEGATE_SIGNER, 1, now + 3600, "nope"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("Container-set not supported")),
+        "{body}"
+    );
+    // A malformed signature field is named.
+    let broken =
+        delegated_body(&devnet, devnet::DELEGATE_SIGNER, 1, now + 3600, "hello-world").replace("\"v\": 2", "\"v\": 9");
+    let (status, body) = post_job(&node, broken).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("signature.v"), "{body}");
+
+    let good = delegated_body(&devnet, devnet::DELEGATE_SIGNER, 7, now + 3600, "hello-world");
+    let (status, body) = post_job(&node, good.clone()).await;
+    assert_eq!((status, body), (200, json!({})));
+    let consumer = ExampleDelegatorConsumer::new(devnet.examples.delegator_consumer, &p);
+    wait_for("the delegated delivery", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    let coordinator = EIP712Coordinator::new(devnet.deployment.coordinator, &p);
+    let key = alloy::primitives::keccak256((devnet.examples.delegator_consumer, 7u32).abi_encode());
+    let id = coordinator.delegateCreatedIds(key).call().await.unwrap();
+    assert!(id > 0, "the delivery created the subscription on chain");
+    let d = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!(
+        (d.subscriptionId, d.interval, d.node),
+        (id, 1, node_address(devnet::NODE))
+    );
+    // Delegated input is the request's data (off-chain source), echoed as raw_input.
+    assert_eq!(
+        String::from_utf8(decode_pair(&d.input).0).unwrap(),
+        r#"{"prompt":"hi"}"#
+    );
+    // Submitting it again is harmless: accepted, never delivered twice.
+    let (status, _) = post_job(&node, good).await;
+    assert_eq!(status, 200);
+    mine(&p).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(1));
+    let state = node.chain_state().await;
+    assert_eq!(state["transactions"]["sent"], 1, "{state}");
+}
+
+/// A JSON-RPC proxy in front of anvil that refuses about a third of the requests with 429 or 503.
+async fn flaky_proxy(upstream: String) -> (u16, Arc<AtomicUsize>) {
+    use axum::{
+        Router,
+        body::Bytes as AxumBytes,
+        http::{StatusCode, header},
+        response::IntoResponse,
+        routing::post,
+    };
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = Arc::new(AtomicUsize::new(0));
+    let (r, c) = (refused.clone(), count.clone());
+    let http = client();
+    let port = crate::support::serve(Router::new().route(
+        "/",
+        post(move |body: AxumBytes| {
+            let (r, c, http, upstream) = (r.clone(), c.clone(), http.clone(), upstream.clone());
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                if n % 3 == 1 {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let status = if n % 2 == 0 {
+                        StatusCode::TOO_MANY_REQUESTS
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    return (status, "try later").into_response();
+                }
+                match http
+                    .post(&upstream)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(answer) => {
+                        let bytes = answer.bytes().await.unwrap_or_default();
+                        ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+                    }
+                    Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+                }
+            }
+        }),
+    ))
+    .await;
+    (port, refused)
+}
+
+// Multi-threaded: the proxy runs on this test's runtime while the node starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_get_through_an_rpc_that_fails_part_of_the_time() {
+    let devnet = devnet().await;
+    let (port, refused) = flaky_proxy(devnet.endpoint()).await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &format!("http://127.0.0.1:{port}")));
+    let p = deployer(&devnet);
+    let callback = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    for i in 0..3u8 {
+        send(callback.requestCompute(
+            "hello-world".into(),
+            Bytes::from(vec![i]),
+            1,
+            Address::ZERO,
+            U256::ZERO,
+            Address::ZERO,
+            Address::ZERO,
+        ))
+        .await;
+    }
+    let recurring = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
+    send(recurring.createSubscription(
+        "hello-world".into(),
+        2,
+        20,
+        1,
+        false,
+        Address::ZERO,
+        U256::ZERO,
+        Address::ZERO,
+        Address::ZERO,
+    ))
+    .await;
+    wait_for("three callbacks", &node, || async {
+        callback.deliveryCount().call().await.unwrap() == U256::from(3)
+    })
+    .await;
+    for k in 1..=2u64 {
+        advance(&p, 20).await;
+        wait_for(&format!("recurring interval {k}"), &node, || async {
+            recurring.deliveryCount().call().await.unwrap() == U256::from(k)
+        })
+        .await;
+    }
+    assert!(
+        refused.load(Ordering::SeqCst) > 10,
+        "the proxy refused requests along the way"
+    );
+    let metrics = client()
+        .get(node.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors = |kind: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("infernet_rpc_errors_total{{kind=\"{kind}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(errors("rate_limited") > 0 && errors("unavailable") > 0, "{metrics}");
+    wait_for("the node to see its receipts", &node, || async {
+        node.chain_state().await["deliveries"]["delivered"] == 5
+    })
+    .await;
+    let state = node.chain_state().await;
+    assert_eq!(state["transactions"]["reverted"], 0, "{state}");
+    assert_eq!(
+        state["transactions"]["sent"], 5,
+        "one transaction per delivery: {state}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_killed_with_a_transaction_in_flight_never_delivers_that_interval_twice() {
+    let devnet = devnet().await;
+    let p = deployer(&devnet);
+    // Blocks only when the test mines them: the node's transaction waits in the mempool.
+    let _: Value = p.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let mut node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
+    let pending = consumer
+        .createSubscription(
+            "hello-world".into(),
+            2,
+            30,
+            1,
+            false,
+            Address::ZERO,
+            U256::ZERO,
+            Address::ZERO,
+            Address::ZERO,
+        )
+        .send()
+        .await
+        .unwrap();
+    mine(&p).await;
+    pending.get_receipt().await.unwrap();
+    advance(&p, 30).await;
+    let me = node_address(devnet::NODE);
+    let nonce_before = p.get_transaction_count(me).await.unwrap();
+    wait_for("the node's delivery to reach the mempool", &node, || async {
+        p.get_transaction_count(me).pending().await.unwrap() == nonce_before + 1
+    })
+    .await;
+    node.kill();
+    node.spawn();
+    // The restarted node finds its earlier transaction pending; only then is it mined.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    mine(&p).await;
+    let _: Value = p.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    wait_for("interval 1", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    for _ in 0..4 {
+        mine(&p).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(1));
+    assert_eq!(
+        p.get_transaction_count(me).await.unwrap(),
+        nonce_before + 1,
+        "the restarted node sent nothing more for interval 1; log:\n{}",
+        node.logs()
+    );
+    assert!(
+        node.logs()
+            .contains("waiting for transactions sent before the restart to be mined"),
+        "{}",
+        node.logs()
+    );
+    // And it serves the next interval normally.
+    advance(&p, 30).await;
+    wait_for("interval 2", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(2)
+    })
+    .await;
+    let d = consumer.getDelivery(U256::from(1)).call().await.unwrap();
+    assert_eq!((d.interval, d.node), (2, me));
+}
