@@ -1,10 +1,11 @@
 //! `infernet`: the Infernet command line.
 //!
-//! Exit codes: 0 success; 1 the server answered an error, could not be reached, or the job failed;
-//! 2 bad usage. Errors go to stderr as `error: ...`, data to stdout.
+//! Exit codes: 0 success; 1 the server or the chain answered an error, could not be reached, or the
+//! job failed; 2 bad usage. Errors go to stderr as `error: ...`, data to stdout.
 
 mod commands;
 mod devnet;
+mod wallet;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -131,6 +132,8 @@ enum Command {
     Containers,
     /// Start a local chain with the Infernet contracts deployed and write a node config.json for it.
     Devnet(devnet::DevnetArgs),
+    /// The SDK's payment Wallet: create one, fund it, approve spenders, withdraw, read balances.
+    Wallet(wallet::WalletArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +220,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => commands::find(&router()?, containers, n, offset, json).await,
         Command::Containers => commands::containers(&router()?, json).await,
         Command::Devnet(args) => devnet::run(args).await.map_err(|e| Failure::Runtime(format!("{e:#}"))),
+        Command::Wallet(args) => wallet::run(args, json).await,
     }
 }
 

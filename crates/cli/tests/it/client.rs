@@ -325,7 +325,8 @@ fn bad_usage_exits_2_and_names_the_argument() {
                 "--chain-id",
                 "1",
             ][..],
-            "subscription.containers: missing",
+            // Fields are checked in Ritual's order: the owner before the containers.
+            "subscription.owner: \"x\" is not an address",
         ),
         (&["results"][..], "<IDS>"),
         (&["frobnicate"][..], "unrecognized subcommand"),

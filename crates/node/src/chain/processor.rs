@@ -22,7 +22,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use alloy::{
@@ -169,7 +169,13 @@ struct Tracked {
 
 /// What a job reports back.
 enum Report {
-    Delivered { created_id: Option<u32> },
+    Delivered {
+        created_id: Option<u32>,
+        /// From the block that made it due to the transaction's send, container calls excluded.
+        reaction: Duration,
+        /// Time in the containers.
+        containers: Duration,
+    },
     Settled(String),
     Over(String),
     Failed(String),
@@ -215,6 +221,8 @@ pub struct Processor {
     jobs: TaskTracker,
     reports: mpsc::UnboundedSender<(Key, u32, Instant, Report)>,
     head: Option<Head>,
+    /// When the current head was received.
+    head_seen: Instant,
 }
 
 /// Creates the Processor and its handle.
@@ -238,6 +246,7 @@ pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox
         jobs: TaskTracker::new(),
         reports,
         head: None,
+        head_seen: Instant::now(),
     };
     (
         processor,
@@ -304,6 +313,7 @@ impl Processor {
                     let head = *heads.borrow_and_update();
                     if let Some(head) = head {
                         self.head = Some(head);
+                        self.head_seen = Instant::now();
                         // New subscriptions of this block first, so they are seen as due now.
                         while let Ok(command) = inbox.commands.try_recv() {
                             self.command(command);
@@ -381,7 +391,7 @@ impl Processor {
                     return;
                 }
                 let (interval, due) = self.first_due(&sub);
-                tracing::info!(id, containers = ?containers, interval, due, "tracked new subscription");
+                tracing::debug!(id, containers = ?containers, interval, due, "tracked new subscription");
                 self.tracked.insert(
                     key,
                     Tracked {
@@ -468,10 +478,22 @@ impl Processor {
         let linked = t.chain_id.is_some();
         let metrics = self.ctx.orchestrator.metrics().clone();
         match report {
-            Report::Delivered { created_id } => {
+            Report::Delivered {
+                created_id,
+                reaction,
+                containers,
+            } => {
                 self.status.delivered();
+                self.status.observe_reaction(reaction);
                 metrics.job(source, true, started.elapsed());
-                tracing::info!(%key, interval = k, took = ?started.elapsed(), "delivered");
+                tracing::info!(
+                    %key,
+                    interval = k,
+                    took = ?started.elapsed(),
+                    reaction_ms = reaction.as_secs_f64() * 1e3,
+                    containers_ms = containers.as_secs_f64() * 1e3,
+                    "delivered"
+                );
                 if let (Key::Delegated(..), Some(id), false) = (key, created_id, linked) {
                     self.link(key, id);
                 }
@@ -755,6 +777,7 @@ impl Processor {
         let Some(t) = self.tracked.get(&key) else { return };
         let job = Job {
             ctx: self.ctx.clone(),
+            seen: self.head_seen,
             key,
             interval: k,
             timestamp: head.timestamp,
@@ -776,6 +799,8 @@ impl Processor {
 /// One delivery attempt.
 struct Job {
     ctx: Arc<JobContext>,
+    /// When the block that made it due was received.
+    seen: Instant,
     key: Key,
     interval: u32,
     timestamp: u64,
@@ -803,11 +828,13 @@ impl Job {
             destination: JobLocation::Onchain,
             data,
         };
+        let called = Instant::now();
         let (results, raw) = self
             .ctx
             .orchestrator
             .run_pipeline_raw(&self.containers, input, self.sub.requires_proof())
             .await;
+        let containers = called.elapsed();
         let output = match results.last() {
             None => return Report::Failed("container results empty".into()),
             Some(ContainerResult::Error { container, error }) => {
@@ -881,11 +908,16 @@ impl Job {
         };
         match self.ctx.wallet.send(simulated).await {
             TxOutcome::Mined {
-                success: true, receipt, ..
+                success: true,
+                receipt,
+                sent_at,
+                ..
             } => Report::Delivered {
                 created_id: receipt
                     .decoded_log::<EIP712Coordinator::SubscriptionCreated>()
                     .map(|log| log.data.id),
+                reaction: sent_at.saturating_duration_since(self.seen).saturating_sub(containers),
+                containers,
             },
             TxOutcome::Mined { hash, .. } => Report::Failed(format!("transaction {hash} reverted")),
             TxOutcome::Failed(why) => Report::Failed(why),

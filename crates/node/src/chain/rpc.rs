@@ -607,4 +607,24 @@ mod tests {
         assert!(RpcErrorKind::Timeout.is_retryable());
         assert!(!RpcErrorKind::Revert.is_retryable());
     }
+
+    #[test]
+    fn rpc_urls_with_single_label_hosts_are_accepted() {
+        crate::install_tls_provider();
+        for ok in [
+            "http://localhost:8545",
+            "http://anvil:8545",
+            "https://rpc.example/v2/KEY",
+            "http://10.0.0.5:8545",
+        ] {
+            let rpc = Rpc::new(ok, RetryPolicy::default()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(!rpc.url.contains("KEY"), "{}", rpc.url);
+        }
+        assert!(
+            Rpc::new("ws://localhost:8546", RetryPolicy::default())
+                .unwrap_err()
+                .contains("ws://")
+        );
+        assert!(Rpc::new("localhost:8545 x", RetryPolicy::default()).is_err());
+    }
 }

@@ -30,6 +30,7 @@ pub struct ChainStatus {
     tx_replaced: AtomicU64,
     nonce: AtomicU64,
     last_error: Mutex<Option<String>>,
+    reaction: crate::stats::metrics::Histogram,
     /// RPC errors by kind and calls sent.
     pub rpc: Arc<RpcErrorCounts>,
 }
@@ -63,6 +64,11 @@ impl ChainStatus {
         tx_failed => tx_failed,
         /// A stuck transaction was replaced.
         tx_replaced => tx_replaced,
+    }
+
+    /// Time from a due block to the delivery's send, container calls excluded.
+    pub fn observe_reaction(&self, d: std::time::Duration) {
+        self.reaction.observe(d);
     }
 
     /// A new head block.
@@ -181,6 +187,8 @@ impl ChainStatus {
         ] {
             let _ = writeln!(out, "infernet_chain_deliveries_total{{outcome=\"{label}\"}} {}", get(v));
         }
+        out.push_str("# HELP infernet_chain_reaction_seconds From the block a subscription became due in to its delivery being sent, container calls excluded.\n# TYPE infernet_chain_reaction_seconds histogram\n");
+        self.reaction.render(out, "infernet_chain_reaction_seconds", "");
         out.push_str("# HELP infernet_rpc_errors_total RPC errors by kind (every attempt).\n# TYPE infernet_rpc_errors_total counter\n");
         for kind in ERROR_KINDS {
             let _ = writeln!(

@@ -105,6 +105,8 @@ pub enum TxOutcome {
         success: bool,
         /// The receipt.
         receipt: Box<TransactionReceipt>,
+        /// When the (first) transaction was handed to the endpoint.
+        sent_at: Instant,
     },
     /// Never mined: sending failed or another transaction took its nonce.
     Failed(String),
@@ -219,6 +221,7 @@ struct Inflight {
     legacy: bool,
     sent_block: u64,
     sent_at: Instant,
+    first_sent: Instant,
     replacements: u32,
     reply: Option<oneshot::Sender<TxOutcome>>,
 }
@@ -473,6 +476,7 @@ impl Actor {
             legacy,
             sent_block: self.head.map(|h| h.number).unwrap_or(0),
             sent_at: Instant::now(),
+            first_sent: Instant::now(),
             replacements: 0,
             reply: Some(reply),
         };
@@ -490,6 +494,8 @@ impl Actor {
             match self.rpc.send_raw(raw).await {
                 Ok(hash) => {
                     tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
+                    inflight.first_sent = Instant::now();
+                    inflight.sent_at = inflight.first_sent;
                     inflight.hashes.push(hash);
                     self.next_nonce += 1;
                     self.status.set_nonce(self.next_nonce);
@@ -564,6 +570,7 @@ impl Actor {
                         hash,
                         success,
                         receipt: Box::new(receipt.clone()),
+                        sent_at: tx.first_sent,
                     });
                 }
                 done.push(*nonce);

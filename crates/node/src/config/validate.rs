@@ -290,7 +290,7 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
         match chain.rpc_url.as_deref().map(str::trim) {
             None | Some("") => p.error("chain.rpc_url", "must be defined when chain is enabled"),
             Some(url) => {
-                if let Err(e) = check_url(url, &["http", "https", "ws", "wss"]) {
+                if let Err(e) = check_url(url, &["http", "https"]) {
                     p.error("chain.rpc_url", e);
                 }
             }

@@ -62,14 +62,28 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Valu
 #[derive(Deserialize)]
 pub(super) struct ResourcesQuery {
     model_id: Option<String>,
+    #[serde(default)]
+    system: bool,
 }
 
-/// `GET /resources[?model_id=]`: each container's `/service-resources`.
+/// `GET /resources[?model_id=][&system=true]`: each container's `/service-resources`; with
+/// `system=true` also the host's CPU, memory, disk and GPUs under `system` (opt-in, because
+/// Ritual's clients and routers read every key of this object as a container id).
 #[utoipa::path(get, path = "/resources", tag = "node",
-    params(("model_id" = Option<String>, Query, description = "Ask the containers about this model")),
+    params(
+        ("model_id" = Option<String>, Query, description = "Ask the containers about this model"),
+        ("system" = Option<bool>, Query, description = "Add host statistics under `system`"),
+    ),
     responses((status = 200, description = "`{container_id: resources}`; failing containers are left out")))]
 pub(super) async fn resources(State(state): State<Arc<AppState>>, Query(q): Query<ResourcesQuery>) -> Json<Value> {
-    Json(Value::Object(state.orchestrator.resources(q.model_id.as_deref()).await))
+    let mut resources = state.orchestrator.resources(q.model_id.as_deref()).await;
+    if q.system {
+        let sampler = state.system.clone();
+        if let Ok(system) = tokio::task::spawn_blocking(move || sampler.sample()).await {
+            resources.insert("system".into(), json!(system));
+        }
+    }
+    Json(Value::Object(resources))
 }
 
 /// `GET /metrics`: Prometheus text exposition (not rate limited: scrapers poll it).

@@ -55,6 +55,11 @@ async fn health_info_resources_and_openapi() {
     );
     let resources: Value = get_json(&client(), node.at("/resources?model_id=hello-world")).await;
     assert_eq!(resources["hello-world"]["supported"], true);
+    // Host statistics only when asked for: every other key is a container id.
+    let resources: Value = get_json(&client(), node.at("/resources?system=true")).await;
+    assert_eq!(resources["hello-world"]["service"], "hello-world");
+    assert!(resources["system"]["cpus"].as_u64().unwrap() >= 1, "{resources}");
+    assert!(resources["system"]["gpus"].is_array(), "{resources}");
 
     let doc: Value = get_json(&client(), node.at("/openapi.json")).await;
     for path in [

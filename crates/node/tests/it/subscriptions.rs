@@ -222,7 +222,7 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
         state["tracked"]["onchain"], 0,
         "a delivered callback is no longer tracked: {state}"
     );
-    let metrics = client()
+    let text = client()
         .get(node.at("/metrics"))
         .send()
         .await
@@ -230,13 +230,40 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("infernet_jobs_total{source=\"onchain\",outcome=\"success\"} 1"),
-        "{metrics}"
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+        match &sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => panic!("{name} is a summary"),
+        }
+    };
+    assert_eq!(value("infernet_jobs_total", Some(("source", "onchain"))), 1.0, "{text}");
+    assert_eq!(
+        value("infernet_chain_transactions_total", Some(("outcome", "mined"))),
+        1.0
     );
-    assert!(
-        metrics.contains("infernet_chain_transactions_total{outcome=\"mined\"} 1"),
-        "{metrics}"
+    assert_eq!(
+        value("infernet_chain_deliveries_total", Some(("outcome", "delivered"))),
+        1.0
+    );
+    assert_eq!(
+        value("infernet_chain_subscriptions_tracked", Some(("kind", "onchain"))),
+        0.0
+    );
+    assert!(value("infernet_chain_head_block", None) >= state["head_block"].as_f64().unwrap());
+    assert!(value("infernet_rpc_calls_total", None) > 0.0);
+    assert_eq!(
+        value("infernet_chain_reaction_seconds", None),
+        1.0,
+        "one reaction observed"
     );
 }
 
