@@ -248,6 +248,7 @@ pub fn start(
         rpc: chain.rpc.clone(),
         coordinator: chain.coordinator,
         wallet_factory: chain.wallet_factory,
+        reader: chain.reader,
         payment_wallet,
         wallet,
         orchestrator,

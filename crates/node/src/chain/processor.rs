@@ -31,7 +31,7 @@ use alloy::{
     sol_types::{SolCall, SolValue},
 };
 use infernet_contracts::bindings::{
-    BaseConsumer, Delegator, EIP712Coordinator, TestToken, Wallet as PaymentWallet, WalletFactory,
+    BaseConsumer, Delegator, EIP712Coordinator, Reader, TestToken, Wallet as PaymentWallet, WalletFactory,
 };
 use infernet_types::{ContainerResult, DelegateSignature, JobLocation};
 use serde_json::{Map, Value};
@@ -199,6 +199,8 @@ pub struct ProcessorParts {
     pub coordinator: Address,
     /// `WalletFactory`.
     pub wallet_factory: Address,
+    /// `Reader`.
+    pub reader: Address,
     /// The node's payment wallet (`chain.wallet.payment_address`).
     pub payment_wallet: Option<Address>,
     /// Transaction sender.
@@ -213,6 +215,7 @@ pub struct ProcessorParts {
 pub struct Processor {
     ctx: Arc<JobContext>,
     wallet_factory: Address,
+    reader: Address,
     status: Arc<ChainStatus>,
     tracked: HashMap<Key, Tracked>,
     schedule: BTreeSet<(u64, Key)>,
@@ -239,6 +242,7 @@ pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox
             payment_wallet: parts.payment_wallet,
         }),
         wallet_factory: parts.wallet_factory,
+        reader: parts.reader,
         status: parts.status,
         tracked: HashMap::new(),
         schedule: BTreeSet::new(),
@@ -286,6 +290,8 @@ struct Check {
     served: bool,
     responded: bool,
     payable: Result<(), String>,
+    /// The consumer's `getContainerInputs` (on-chain subscriptions).
+    inputs: Option<Bytes>,
 }
 
 impl Processor {
@@ -490,8 +496,8 @@ impl Processor {
                     %key,
                     interval = k,
                     took = ?started.elapsed(),
-                    reaction_ms = reaction.as_secs_f64() * 1e3,
-                    containers_ms = containers.as_secs_f64() * 1e3,
+                    reaction_ms = ms(reaction),
+                    containers_ms = ms(containers),
                     "delivered"
                 );
                 if let (Key::Delegated(..), Some(id), false) = (key, created_id, linked) {
@@ -577,7 +583,7 @@ impl Processor {
                 }
             }
         }
-        let checks = self.pre_check(&candidates).await;
+        let checks = self.pre_check(&candidates, now).await;
         for ((key, k), check) in candidates.into_iter().zip(checks) {
             match check {
                 Err(e) => {
@@ -604,60 +610,85 @@ impl Processor {
                         Report::Failed(format!("payment not possible: {why}")),
                     );
                 }
-                Ok(_) => self.start_job(key, k, head),
+                Ok(c) => self.start_job(key, k, head, c.inputs),
             }
         }
     }
 
-    /// Cancellation, redundancy, our own response and payment for every candidate, in one batch
-    /// (plus one balance read per due ETH-paid subscription).
-    async fn pre_check(&self, candidates: &[(Key, u32)]) -> Vec<Result<Check, RpcError>> {
+    /// Cancellation, redundancy, payment and the consumer's inputs for every candidate, in one
+    /// JSON-RPC batch: the `Reader` reads the subscriptions (one call per run of consecutive ids)
+    /// and all response counts (one call). Only where others have responded already does a second
+    /// round ask whether this node was one of them (after a restart it may have been). ETH-paid
+    /// subscriptions add one balance read each.
+    async fn pre_check(&self, candidates: &[(Key, u32)], now: u64) -> Vec<Result<Check, RpcError>> {
+        let coordinator = self.ctx.coordinator;
+        let reader = self.reader;
+        let mut calls: Vec<(Address, Bytes, Option<Address>)> = Vec::new();
+        let push = |calls: &mut Vec<(Address, Bytes, Option<Address>)>, to: Address, data: Vec<u8>| {
+            calls.push((to, data.into(), None));
+            calls.len() - 1
+        };
+        // Runs of consecutive on-chain ids: (first id, answer slot), each read as one batch.
+        let mut ids: Vec<(u32, u32)> = candidates
+            .iter()
+            .filter_map(|(key, k)| self.tracked[key].chain_id.map(|id| (id, *k)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup_by_key(|(id, _)| *id);
+        let mut runs: Vec<(u32, u32, usize)> = Vec::new();
+        for (id, _) in &ids {
+            match runs.last_mut() {
+                Some((_, end, _)) if *end == *id => *end += 1,
+                _ => runs.push((*id, *id + 1, 0)),
+            }
+        }
+        for run in &mut runs {
+            run.2 = push(
+                &mut calls,
+                reader,
+                Reader::readSubscriptionBatchCall {
+                    startId: run.0,
+                    endId: run.1,
+                }
+                .abi_encode(),
+            );
+        }
+        let counts_slot = (!ids.is_empty()).then(|| {
+            push(
+                &mut calls,
+                reader,
+                Reader::readRedundancyCountBatchCall {
+                    ids: ids.iter().map(|(id, _)| *id).collect(),
+                    intervals: ids.iter().map(|(_, k)| *k).collect(),
+                }
+                .abi_encode(),
+            )
+        });
         enum Slot {
-            Sub,
-            Count,
-            Responded,
+            Inputs,
             ValidWallet,
             Allowance,
             TokenBalance,
         }
-        let mut calls: Vec<(Address, Bytes, Option<Address>)> = Vec::new();
         let mut slots: Vec<Vec<(Slot, usize)>> = Vec::with_capacity(candidates.len());
-        let mut push = |to: Address, data: Vec<u8>| {
-            calls.push((to, data.into(), None));
-            calls.len() - 1
-        };
-        let coordinator = self.ctx.coordinator;
         for (key, k) in candidates {
             let t = &self.tracked[key];
             let mut mine = Vec::new();
-            if let Some(id) = t.chain_id {
-                mine.push((
-                    Slot::Sub,
-                    push(
-                        coordinator,
-                        EIP712Coordinator::getSubscriptionCall { subscriptionId: id }.abi_encode(),
-                    ),
-                ));
-                mine.push((
-                    Slot::Count,
-                    push(
-                        coordinator,
-                        EIP712Coordinator::redundancyCountCall(redundancy_key(id, *k)).abi_encode(),
-                    ),
-                ));
-                mine.push((
-                    Slot::Responded,
-                    push(
-                        coordinator,
-                        EIP712Coordinator::nodeRespondedCall(responded_key(id, *k, self.ctx.node)).abi_encode(),
-                    ),
-                ));
+            if let (None, Some(id)) = (&t.delegated, t.chain_id) {
+                let call = BaseConsumer::getContainerInputsCall {
+                    subscriptionId: id,
+                    interval: *k,
+                    timestamp: u32::try_from(now).unwrap_or(u32::MAX),
+                    caller: self.ctx.node,
+                };
+                mine.push((Slot::Inputs, push(&mut calls, t.sub.owner, call.abi_encode())));
             }
             if t.sub.is_paid() {
                 let s = &t.sub;
                 mine.push((
                     Slot::ValidWallet,
                     push(
+                        &mut calls,
                         self.wallet_factory,
                         WalletFactory::isValidWalletCall(s.wallet).abi_encode(),
                     ),
@@ -665,6 +696,7 @@ impl Processor {
                 mine.push((
                     Slot::Allowance,
                     push(
+                        &mut calls,
                         s.wallet,
                         PaymentWallet::allowanceCall {
                             spender: s.owner,
@@ -676,53 +708,106 @@ impl Processor {
                 if s.payment_token != Address::ZERO {
                     mine.push((
                         Slot::TokenBalance,
-                        push(s.payment_token, TestToken::balanceOfCall(s.wallet).abi_encode()),
+                        push(
+                            &mut calls,
+                            s.payment_token,
+                            TestToken::balanceOfCall(s.wallet).abi_encode(),
+                        ),
                     ));
                 }
             }
             slots.push(mine);
         }
-        let answers = match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
-            Ok(a) => a,
-            Err(e) => {
-                let text = e.to_string();
-                return candidates
-                    .iter()
-                    .map(|_| {
-                        Err(RpcError::Call {
-                            method: "pre-check batch".into(),
-                            message: text.clone(),
-                            kind: e.kind(),
-                            revert: None,
-                        })
+        let failed = |e: &RpcError| {
+            candidates
+                .iter()
+                .map(|_| {
+                    Err(RpcError::Call {
+                        method: "pre-check batch".into(),
+                        message: e.to_string(),
+                        kind: e.kind(),
+                        revert: None,
                     })
-                    .collect();
-            }
+                })
+                .collect()
         };
-        let mut answers: Vec<Option<Result<Bytes, RpcError>>> = answers.into_iter().map(Some).collect();
+        let mut answers: Vec<Option<Result<Bytes, RpcError>>> =
+            match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
+                Ok(a) => a.into_iter().map(Some).collect(),
+                Err(e) => return failed(&e),
+            };
+        let mut take = |i: usize| answers[i].take().unwrap_or_else(|| Ok(Bytes::new()));
+        // On-chain state by id: (subscription, responses so far).
+        let mut onchain: HashMap<u32, Result<(Subscription, u16), String>> = HashMap::new();
+        let counts = counts_slot.map(|i| decode::<Reader::readRedundancyCountBatchCall>(take(i)));
+        let position: HashMap<u32, usize> = ids.iter().enumerate().map(|(p, (id, _))| (*id, p)).collect();
+        for (start, end, slot) in &runs {
+            let subs = decode::<Reader::readSubscriptionBatchCall>(take(*slot));
+            for (i, id) in (*start..*end).enumerate() {
+                let count = match &counts {
+                    Some(Ok(c)) => position.get(&id).and_then(|p| c.get(*p).copied()),
+                    _ => None,
+                };
+                let entry = match (&subs, count) {
+                    (Ok(subs), Some(count)) => match subs.get(i) {
+                        Some(s) => Ok((Subscription::from(s.clone()), count)),
+                        None => Err("the Reader returned fewer subscriptions than asked".to_string()),
+                    },
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, None) => Err(match &counts {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "no response count".to_string(),
+                    }),
+                };
+                onchain.insert(id, entry);
+            }
+        }
         let mut out = Vec::with_capacity(candidates.len());
-        for ((key, _), mine) in candidates.iter().zip(slots) {
+        let mut ask_responded = Vec::new();
+        for (n, ((key, k), mine)) in candidates.iter().zip(slots).enumerate() {
             let t = &self.tracked[key];
             let mut check = Check {
                 cancelled: false,
                 served: false,
                 responded: false,
                 payable: Ok(()),
+                inputs: None,
             };
             let mut result: Result<(), RpcError> = Ok(());
+            if let Some(id) = t.chain_id {
+                match onchain.get(&id) {
+                    Some(Ok((s, count))) => {
+                        check.cancelled = s.is_empty() || s.is_cancelled();
+                        check.served = *count >= t.sub.redundancy;
+                        if *count > 0 && !check.served {
+                            ask_responded.push((n, id, *k));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        result = Err(RpcError::Call {
+                            method: "Reader".into(),
+                            message: e.clone(),
+                            kind: super::rpc::RpcErrorKind::Rpc,
+                            revert: None,
+                        })
+                    }
+                    None => {}
+                }
+            }
             for (slot, i) in mine {
-                let answer = answers[i].take().unwrap_or_else(|| Ok(Bytes::new()));
+                let answer = take(i);
                 let step: Result<(), RpcError> = (|| {
                     match slot {
-                        Slot::Sub => {
-                            let s = Subscription::from(decode::<EIP712Coordinator::getSubscriptionCall>(answer)?);
-                            check.cancelled = s.is_empty() || s.is_cancelled();
-                        }
-                        Slot::Count => {
-                            check.served =
-                                decode::<EIP712Coordinator::redundancyCountCall>(answer)? >= t.sub.redundancy;
-                        }
-                        Slot::Responded => check.responded = decode::<EIP712Coordinator::nodeRespondedCall>(answer)?,
+                        Slot::Inputs => match answer {
+                            Ok(raw) => {
+                                check.inputs =
+                                    Some(decode::<BaseConsumer::getContainerInputsCall>(Ok(raw)).unwrap_or_default())
+                            }
+                            // A consumer without inputs (or one that reverts) gets empty input, as
+                            // Ritual's node does; a failing endpoint is retried.
+                            Err(e) if !e.is_retryable() => check.inputs = Some(Bytes::new()),
+                            Err(e) => return Err(e),
+                        },
                         Slot::ValidWallet => {
                             if !decode::<WalletFactory::isValidWalletCall>(answer)? && check.payable.is_ok() {
                                 check.payable = Err(format!(
@@ -770,17 +855,50 @@ impl Processor {
             }
             out.push(result.map(|()| check));
         }
+        if !ask_responded.is_empty() {
+            let calls: Vec<(Address, Bytes, Option<Address>)> = ask_responded
+                .iter()
+                .map(|(_, id, k)| {
+                    let call = EIP712Coordinator::nodeRespondedCall(responded_key(*id, *k, self.ctx.node));
+                    (coordinator, call.abi_encode().into(), None)
+                })
+                .collect();
+            match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
+                Ok(answers) => {
+                    for ((n, _, _), answer) in ask_responded.iter().zip(answers) {
+                        match decode::<EIP712Coordinator::nodeRespondedCall>(answer) {
+                            Ok(responded) => {
+                                if let Ok(c) = &mut out[*n] {
+                                    c.responded = responded;
+                                }
+                            }
+                            Err(e) => out[*n] = Err(e),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (n, _, _) in &ask_responded {
+                        out[*n] = Err(RpcError::Call {
+                            method: "nodeResponded batch".into(),
+                            message: e.to_string(),
+                            kind: e.kind(),
+                            revert: None,
+                        });
+                    }
+                }
+            }
+        }
         out
     }
 
-    fn start_job(&mut self, key: Key, k: u32, head: Head) {
+    fn start_job(&mut self, key: Key, k: u32, head: Head, inputs: Option<Bytes>) {
         let Some(t) = self.tracked.get(&key) else { return };
         let job = Job {
             ctx: self.ctx.clone(),
             seen: self.head_seen,
+            inputs,
             key,
             interval: k,
-            timestamp: head.timestamp,
             sub: t.sub.clone(),
             containers: t.containers.clone(),
             delegated: t.delegated.clone(),
@@ -801,9 +919,10 @@ struct Job {
     ctx: Arc<JobContext>,
     /// When the block that made it due was received.
     seen: Instant,
+    /// The consumer's container inputs, read with the pre-check (on-chain subscriptions).
+    inputs: Option<Bytes>,
     key: Key,
     interval: u32,
-    timestamp: u64,
     sub: Subscription,
     containers: Arc<[String]>,
     delegated: Option<Arc<DelegatedParts>>,
@@ -812,15 +931,13 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Report {
+        let started = Instant::now();
         let (source, data) = match (&self.delegated, self.chain_id) {
             (Some(parts), _) => (JobLocation::Offchain, Value::Object(parts.data.clone())),
-            (None, Some(id)) => match self.container_inputs(id).await {
-                Ok(inputs) => (
-                    JobLocation::Onchain,
-                    Value::String(alloy::primitives::hex::encode(inputs)),
-                ),
-                Err(e) => return Report::Failed(format!("reading the consumer's container inputs: {e}")),
-            },
+            (None, Some(_)) => (
+                JobLocation::Onchain,
+                Value::String(alloy::primitives::hex::encode(self.inputs.clone().unwrap_or_default())),
+            ),
             (None, None) => return Report::Over("no subscription id".into()),
         };
         let input = JobInput {
@@ -900,8 +1017,19 @@ impl Job {
             data: data.into(),
             label,
         };
+        let simulating = Instant::now();
         let simulated = match self.ctx.wallet.simulate(request).await {
-            Ok(s) => s,
+            Ok(s) => {
+                tracing::debug!(
+                    key = %self.key,
+                    checks_ms = ms(started.saturating_duration_since(self.seen)),
+                    inputs_ms = ms(called.saturating_duration_since(started)),
+                    containers_ms = ms(containers),
+                    simulation_ms = ms(simulating.elapsed()),
+                    "ready to send"
+                );
+                s
+            }
             Err(SimulationError::Infernet(e)) if e.subscription_is_over() => return Report::Over(e.to_string()),
             Err(SimulationError::Infernet(e)) if e.interval_is_settled() => return Report::Settled(e.to_string()),
             Err(e) => return Report::Failed(format!("simulation: {e}")),
@@ -921,24 +1049,6 @@ impl Job {
             },
             TxOutcome::Mined { hash, .. } => Report::Failed(format!("transaction {hash} reverted")),
             TxOutcome::Failed(why) => Report::Failed(why),
-        }
-    }
-
-    async fn container_inputs(&self, id: u32) -> Result<Bytes, RpcError> {
-        let call = BaseConsumer::getContainerInputsCall {
-            subscriptionId: id,
-            interval: self.interval,
-            timestamp: u32::try_from(self.timestamp).unwrap_or(u32::MAX),
-            caller: self.ctx.node,
-        };
-        match self.ctx.rpc.call(self.sub.owner, &call, BlockId::latest()).await {
-            Ok(inputs) => Ok(inputs),
-            // A consumer without inputs (or one that reverts) gets empty input, as Ritual's node does.
-            Err(e) if !e.is_retryable() => {
-                tracing::debug!(key = %self.key, error = %e, "getContainerInputs failed; using empty input");
-                Ok(Bytes::new())
-            }
-            Err(e) => Err(e),
         }
     }
 
@@ -988,6 +1098,10 @@ impl Job {
             TxOutcome::Failed(why) => Err(format!("escrow approval: {why}")),
         }
     }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// The owner's `getSigner()` (zero when the call fails, as Ritual's node treats it).

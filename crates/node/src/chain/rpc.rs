@@ -342,6 +342,24 @@ impl RpcError {
     }
 }
 
+/// Why a raw transaction was not accepted.
+#[derive(Debug, Clone)]
+pub enum SendError {
+    /// The endpoint answered with an error: it did not take the transaction.
+    Refused(String),
+    /// No answer: the transaction may or may not have been taken.
+    NoAnswer(String),
+}
+
+impl From<RpcError> for SendError {
+    fn from(e: RpcError) -> Self {
+        match e.kind() {
+            RpcErrorKind::Revert | RpcErrorKind::Rpc => Self::Refused(e.to_string()),
+            _ => Self::NoAnswer(e.to_string()),
+        }
+    }
+}
+
 /// The chain endpoint: provider, raw client for batches, and error counters.
 #[derive(Debug, Clone)]
 pub struct Rpc {
@@ -492,6 +510,35 @@ impl Rpc {
             .request("eth_sendRawTransaction", (raw,))
             .await
             .map_err(|e| self.error("eth_sendRawTransaction", e))
+    }
+
+    /// `eth_sendRawTransaction` of each of `raws` in one JSON-RPC batch, answered one by one.
+    pub async fn send_raw_batch(&self, raws: &[Bytes]) -> Vec<Result<B256, SendError>> {
+        if raws.len() == 1 {
+            return vec![self.send_raw(raws[0].clone()).await.map_err(SendError::from)];
+        }
+        let mut batch = self.client.new_batch();
+        let mut waiters = Vec::with_capacity(raws.len());
+        for raw in raws {
+            match batch.add_call::<_, B256>("eth_sendRawTransaction", &(raw,)) {
+                Ok(w) => waiters.push(Some(w)),
+                Err(_) => waiters.push(None),
+            }
+        }
+        if let Err(e) = batch.send().await {
+            let e = self.error("eth_sendRawTransaction batch", e);
+            return raws.iter().map(|_| Err(SendError::NoAnswer(e.to_string()))).collect();
+        }
+        let mut out = Vec::with_capacity(raws.len());
+        for w in waiters {
+            out.push(match w {
+                Some(w) => w
+                    .await
+                    .map_err(|e| SendError::from(self.error("eth_sendRawTransaction", e))),
+                None => Err(SendError::Refused("the transaction could not be serialised".into())),
+            });
+        }
+        out
     }
 
     /// One contract call (`eth_call`) decoded as `C`'s return type.

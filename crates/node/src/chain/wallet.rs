@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     blocks::Head,
     errors::InfernetError,
-    rpc::{Rpc, RpcError, RpcErrorKind},
+    rpc::{Rpc, RpcError, RpcErrorKind, SendError},
     status::ChainStatus,
 };
 
@@ -41,6 +41,8 @@ const MAX_REPLACEMENTS: u32 = 6;
 const GAS_MARGIN_PERCENT: u64 = 20;
 /// Priority fee when the endpoint cannot tell one (1 gwei).
 const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
+/// Most transactions sent in one JSON-RPC batch.
+const MAX_BATCH: usize = 256;
 /// Longest wait at start for an earlier run's transactions before cancelling them.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
@@ -295,7 +297,16 @@ impl Actor {
                     return Ok(());
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Send(tx, reply)) => self.send(tx, reply).await,
+                    Some(Command::Send(tx, reply)) => {
+                        let mut batch = vec![(tx, reply)];
+                        while batch.len() < MAX_BATCH {
+                            match commands.try_recv() {
+                                Ok(Command::Send(tx, reply)) => batch.push((tx, reply)),
+                                Err(_) => break,
+                            }
+                        }
+                        self.send_many(batch).await;
+                    }
                     None => return Ok(()),
                 },
                 changed = heads.changed() => {
@@ -374,8 +385,8 @@ impl Actor {
                     access_list: Default::default(),
                     input: Bytes::new(),
                 };
-                match self.sign_and_send(tx.into()) {
-                    Ok(raw) => match self.rpc.send_raw(raw).await {
+                match self.sign(tx.into()) {
+                    Ok((_, raw)) => match self.rpc.send_raw(raw).await {
                         Ok(_) => break,
                         Err(e) if e.to_string().to_lowercase().contains("nonce too low") => break,
                         Err(e) => {
@@ -411,7 +422,7 @@ impl Actor {
         }
     }
 
-    fn sign_and_send(&self, tx: UnsignedTx) -> Result<Bytes, String> {
+    fn sign(&self, tx: UnsignedTx) -> Result<(B256, Bytes), String> {
         let envelope: TxEnvelope = match tx {
             UnsignedTx::Eip1559(tx) => {
                 let sig = self
@@ -428,7 +439,7 @@ impl Actor {
                 tx.into_signed(sig).into()
             }
         };
-        Ok(envelope.encoded_2718().into())
+        Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
     }
 
     fn build(&self, nonce: u64, t: &Inflight) -> UnsignedTx {
@@ -457,84 +468,154 @@ impl Actor {
         }
     }
 
-    async fn send(&mut self, tx: Simulated, reply: oneshot::Sender<TxOutcome>) {
+    /// Fees for a transaction sent now: `(max fee, priority fee, legacy)`.
+    async fn fees(&mut self) -> (u128, u128, bool) {
         let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
-        let (max_fee, priority_fee) = if legacy {
+        if legacy {
             let price = self.base_fee().await;
-            (price, price)
+            (price, price, true)
         } else {
             let base = self.base_fee().await;
             let priority = self.priority_fee().await;
-            (base.saturating_mul(2).saturating_add(priority), priority)
-        };
-        let mut inflight = Inflight {
-            request: tx.request,
-            gas_limit: tx.gas_limit,
-            hashes: Vec::new(),
-            max_fee,
-            priority_fee,
-            legacy,
-            sent_block: self.head.map(|h| h.number).unwrap_or(0),
-            sent_at: Instant::now(),
-            first_sent: Instant::now(),
-            replacements: 0,
-            reply: Some(reply),
-        };
-        // A nonce error means the chain knows a transaction this task did not send (another
-        // process with the same key): read the nonce again and retry once.
-        for attempt in 0..2 {
-            let nonce = self.next_nonce;
-            let raw = match self.sign_and_send(self.build(nonce, &inflight)) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    reply_failed(&mut inflight, format!("signing failed: {e}"));
-                    return;
-                }
+            (base.saturating_mul(2).saturating_add(priority), priority, false)
+        }
+    }
+
+    /// Sends every transaction waiting, with consecutive nonces, in one JSON-RPC batch: fifty
+    /// deliveries due in one block leave in one request instead of fifty.
+    async fn send_many(&mut self, batch: Vec<(Simulated, oneshot::Sender<TxOutcome>)>) {
+        let (max_fee, priority_fee, legacy) = self.fees().await;
+        let block = self.head.map(|h| h.number).unwrap_or(0);
+        let mut signed = Vec::with_capacity(batch.len());
+        for (tx, reply) in batch {
+            let mut inflight = Inflight {
+                request: tx.request,
+                gas_limit: tx.gas_limit,
+                hashes: Vec::new(),
+                max_fee,
+                priority_fee,
+                legacy,
+                sent_block: block,
+                sent_at: Instant::now(),
+                first_sent: Instant::now(),
+                replacements: 0,
+                reply: Some(reply),
             };
-            match self.rpc.send_raw(raw).await {
-                Ok(hash) => {
-                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
-                    inflight.first_sent = Instant::now();
-                    inflight.sent_at = inflight.first_sent;
-                    inflight.hashes.push(hash);
+            let nonce = self.next_nonce;
+            match self.sign(self.build(nonce, &inflight)) {
+                Ok((hash, raw)) => {
                     self.next_nonce += 1;
-                    self.status.set_nonce(self.next_nonce);
+                    signed.push((nonce, hash, raw, inflight));
+                }
+                Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
+            }
+        }
+        let raws: Vec<Bytes> = signed.iter().map(|(_, _, raw, _)| raw.clone()).collect();
+        let answers = self.rpc.send_raw_batch(&raws).await;
+        let mut resend = Vec::new();
+        let mut gaps = Vec::new();
+        for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
+            let now = Instant::now();
+            inflight.first_sent = now;
+            inflight.sent_at = now;
+            match answer {
+                // No answer at all: it may have been accepted. Watched like a sent one (its hash
+                // is known); if it never shows up it is sent again as a replacement.
+                Ok(_) | Err(SendError::NoAnswer(_)) => {
+                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
+                    inflight.hashes.push(hash);
                     self.status.tx_sent();
                     self.inflight.insert(nonce, inflight);
-                    return;
                 }
-                Err(e) => {
-                    let text = e.to_string().to_lowercase();
-                    let nonce_problem = ["nonce too low", "already known", "underpriced", "nonce too high"]
-                        .iter()
-                        .any(|m| text.contains(m));
-                    if nonce_problem && attempt == 0 {
-                        match self.rpc.nonce(self.signer.address(), "pending").await {
-                            Ok(n) => {
-                                tracing::warn!(
-                                    expected = nonce,
-                                    chain = n,
-                                    "nonce out of step with the chain; resynchronised"
-                                );
-                                self.next_nonce = n;
-                                continue;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
-                        }
-                    }
-                    self.status.tx_failed();
-                    let hint = if text.contains("insufficient funds") {
-                        format!(
-                            " (fund the node's account {} with the chain's gas token)",
-                            self.signer.address()
-                        )
+                Err(SendError::Refused(text)) => {
+                    let lower = text.to_lowercase();
+                    if lower.contains("already known") {
+                        inflight.hashes.push(hash);
+                        self.inflight.insert(nonce, inflight);
+                    } else if lower.contains("nonce too low") || lower.contains("nonce too high") {
+                        // Another sender used this key: sign again from the chain's nonce.
+                        resend.push(inflight);
                     } else {
-                        String::new()
-                    };
-                    reply_failed(&mut inflight, format!("{e}{hint}"));
-                    return;
+                        self.status.tx_failed();
+                        let hint = if lower.contains("insufficient funds") {
+                            format!(
+                                " (fund the node's account {} with the chain's gas token)",
+                                self.signer.address()
+                            )
+                        } else {
+                            String::new()
+                        };
+                        reply_failed(&mut inflight, format!("{text}{hint}"));
+                        gaps.push(nonce);
+                    }
                 }
             }
+        }
+        // Refused transactions at the end give their nonces back; ones before accepted
+        // transactions leave gaps that must be filled.
+        gaps.sort_unstable();
+        while gaps.last().is_some_and(|n| n + 1 == self.next_nonce) {
+            gaps.pop();
+            self.next_nonce -= 1;
+        }
+        for nonce in gaps {
+            self.fill_gap(nonce, max_fee, priority_fee).await;
+        }
+        self.status.set_nonce(self.next_nonce);
+        if !resend.is_empty() {
+            match self.rpc.nonce(self.signer.address(), "pending").await {
+                Ok(n) => {
+                    tracing::warn!(chain = n, "nonce out of step with the chain; resynchronised");
+                    self.next_nonce = n;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
+            }
+            for mut inflight in resend {
+                let nonce = self.next_nonce;
+                match self.sign(self.build(nonce, &inflight)) {
+                    Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
+                        Ok(_) => {
+                            tracing::info!(tx = %inflight.request.label, %hash, nonce, "sent transaction");
+                            self.next_nonce += 1;
+                            self.status.tx_sent();
+                            inflight.hashes.push(hash);
+                            inflight.first_sent = Instant::now();
+                            inflight.sent_at = inflight.first_sent;
+                            self.inflight.insert(nonce, inflight);
+                        }
+                        Err(e) => {
+                            self.status.tx_failed();
+                            reply_failed(&mut inflight, e.to_string());
+                        }
+                    },
+                    Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
+                }
+            }
+            self.status.set_nonce(self.next_nonce);
+        }
+    }
+
+    /// A refused transaction left its nonce unused while later ones were accepted: an empty
+    /// transfer to itself takes the nonce so the later ones can be mined.
+    async fn fill_gap(&mut self, nonce: u64, max_fee: u128, priority_fee: u128) {
+        let address = self.signer.address();
+        let tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority_fee,
+            to: TxKind::Call(address),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: Bytes::new(),
+        };
+        match self.sign(tx.into()) {
+            Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
+                Ok(_) => tracing::info!(nonce, %hash, "filled a nonce gap with an empty transfer"),
+                Err(e) => tracing::error!(nonce, error = %e, "cannot fill a nonce gap; later transactions wait for it"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot sign"),
         }
     }
 
@@ -627,8 +708,8 @@ impl Actor {
         tx.replacements += 1;
         tx.sent_block = head.number;
         tx.sent_at = Instant::now();
-        match self.sign_and_send(self.build(nonce, &tx)) {
-            Ok(raw) => match self.rpc.send_raw(raw).await {
+        match self.sign(self.build(nonce, &tx)) {
+            Ok((_, raw)) => match self.rpc.send_raw(raw).await {
                 Ok(hash) => {
                     tracing::warn!(tx = %tx.request.label, nonce, %hash, max_fee = tx.max_fee, "transaction was not mined; replaced it with higher fees");
                     tx.hashes.push(hash);
