@@ -8,7 +8,7 @@ use alloy::{
     signers::local::PrivateKeySigner,
 };
 use infernet_contracts::eip712::{self, DelegateSubscription, Subscription};
-use infernet_types::DelegatedSubscription;
+
 use serde_json::{Map, Value};
 
 /// Why a subscription could not be signed.
@@ -28,8 +28,8 @@ pub enum DelegateError {
 /// Reads the REST subscription JSON into the signed struct; normalises `containers` to the hash
 /// (what nodes expect on the wire).
 pub fn parse_subscription(sub: &mut Map<String, Value>) -> Result<Subscription, DelegateError> {
-    let parsed =
-        DelegatedSubscription::from_json(&Value::Object(sub.clone()).to_string()).map_err(DelegateError::Field)?;
+    let parsed = infernet_types::Subscription::from_json(&Value::Object(sub.clone()).to_string())
+        .map_err(DelegateError::Field)?;
     sub.insert("containers".into(), Value::String(format!("{:x}", parsed.container_id)));
     Ok(Subscription::from(&parsed))
 }

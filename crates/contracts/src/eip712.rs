@@ -89,55 +89,13 @@ pub fn sign(
 
 impl From<Subscription> for EIP712Coordinator::Subscription {
     fn from(s: Subscription) -> Self {
-        Self {
-            owner: s.owner,
-            activeAt: s.activeAt,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            containerId: s.containerId,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            paymentAmount: s.paymentAmount,
-            paymentToken: s.paymentToken,
-            wallet: s.wallet,
-        }
+        (&infernet_types::Subscription::from(s)).into()
     }
 }
 
 impl From<EIP712Coordinator::Subscription> for Subscription {
     fn from(s: EIP712Coordinator::Subscription) -> Self {
-        Self {
-            owner: s.owner,
-            activeAt: s.activeAt,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            containerId: s.containerId,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            paymentAmount: s.paymentAmount,
-            paymentToken: s.paymentToken,
-            wallet: s.wallet,
-        }
-    }
-}
-
-impl From<&infernet_types::DelegatedSubscription> for Subscription {
-    fn from(s: &infernet_types::DelegatedSubscription) -> Self {
-        Self {
-            owner: s.owner,
-            activeAt: s.active_at,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            containerId: s.container_id,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            paymentAmount: s.payment_amount,
-            paymentToken: s.payment_token,
-            wallet: s.wallet,
-        }
+        (&infernet_types::Subscription::from(s)).into()
     }
 }
 

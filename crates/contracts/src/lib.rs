@@ -29,6 +29,54 @@ pub fn container_id(containers: &str) -> B256 {
     keccak256(containers.abi_encode())
 }
 
+/// Conversions between [`infernet_types::Subscription`] and the `Subscription` struct of each
+/// binding (every ABI file gets its own Rust type for the same Solidity struct).
+macro_rules! subscription_conversions {
+    ($($sol:ty),* $(,)?) => {$(
+        impl From<$sol> for infernet_types::Subscription {
+            fn from(s: $sol) -> Self {
+                Self {
+                    owner: s.owner,
+                    active_at: s.activeAt,
+                    period: s.period,
+                    frequency: s.frequency,
+                    redundancy: s.redundancy,
+                    container_id: s.containerId,
+                    lazy: s.lazy,
+                    verifier: s.verifier,
+                    payment_amount: s.paymentAmount,
+                    payment_token: s.paymentToken,
+                    wallet: s.wallet,
+                }
+            }
+        }
+
+        impl From<&infernet_types::Subscription> for $sol {
+            fn from(s: &infernet_types::Subscription) -> Self {
+                Self {
+                    owner: s.owner,
+                    activeAt: s.active_at,
+                    period: s.period,
+                    frequency: s.frequency,
+                    redundancy: s.redundancy,
+                    containerId: s.container_id,
+                    lazy: s.lazy,
+                    verifier: s.verifier,
+                    paymentAmount: s.payment_amount,
+                    paymentToken: s.payment_token,
+                    wallet: s.wallet,
+                }
+            }
+        }
+    )*};
+}
+
+subscription_conversions!(
+    bindings::EIP712Coordinator::Subscription,
+    bindings::Reader::Subscription,
+    eip712::Subscription,
+);
+
 /// Installs ring as the process-wide TLS provider: the workspace builds reqwest with rustls but no
 /// default provider, and alloy's HTTP transport panics without one. Idempotent.
 pub fn install_tls_provider() {

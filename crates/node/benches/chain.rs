@@ -97,16 +97,7 @@ async fn counting_proxy(upstream: String) -> (u16, Arc<Mutex<Counts>>) {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    infernet_testkit::rss_kib(pid) as f64 / 1024.0
 }
 
 struct NodeProcess {

@@ -18,21 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infernet_testkit::{ChildGuard, free_port, percentile, wait_healthy, wait_port, workspace_binary};
+use infernet_testkit::{ChildGuard, free_port, percentile, rss_kib, wait_healthy, wait_port, workspace_binary};
 
 const CONCURRENCY: usize = 16;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Figures {
     requests: usize,

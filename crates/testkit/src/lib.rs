@@ -90,3 +90,16 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     assert!(!sorted.is_empty(), "no samples");
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
+
+/// Resident set size of process `pid` in KiB (0 when it cannot be read), from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

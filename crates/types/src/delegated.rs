@@ -1,4 +1,4 @@
-//! Delegated subscriptions as `POST /api/jobs` receives them: the signed `Subscription` with
+//! Delegated subscriptions as `POST /api/jobs` receives them: the signed [`Subscription`] with
 //! Ritual's field names and the `{nonce, expiry, v, r, s}` signature.
 //!
 //! Numbers are read from the JSON text itself, never through `f64`: Ritual's clients send `r`, `s`
@@ -9,34 +9,7 @@ use std::{collections::BTreeMap, str::FromStr};
 use alloy_primitives::{Address, B256, U256};
 use serde_json::{Map, Value, value::RawValue};
 
-use crate::container_set_hash;
-
-/// The subscription a delegated request carries (the struct the owner's signer signed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DelegatedSubscription {
-    /// Consumer contract that owns the subscription (it exposes `getSigner()`).
-    pub owner: Address,
-    /// First timestamp at which delivery is allowed.
-    pub active_at: u32,
-    /// Seconds per interval (0: one interval).
-    pub period: u32,
-    /// Number of intervals.
-    pub frequency: u32,
-    /// Nodes that may answer each interval.
-    pub redundancy: u16,
-    /// `keccak256(abi.encode("a,b"))` of the container pipeline.
-    pub container_id: B256,
-    /// Output goes to the `Inbox`.
-    pub lazy: bool,
-    /// Proof verifier (zero: none).
-    pub verifier: Address,
-    /// Payment per delivery.
-    pub payment_amount: U256,
-    /// Payment token (zero: ETH).
-    pub payment_token: Address,
-    /// Consumer's payment `Wallet`.
-    pub wallet: Address,
-}
+use crate::{Subscription, container_set_hash};
 
 /// The EIP-712 signature of a delegated subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +30,7 @@ pub struct DelegateSignature {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DelegatedRequest {
     /// The signed subscription.
-    pub subscription: DelegatedSubscription,
+    pub subscription: Subscription,
     /// Its signature.
     pub signature: DelegateSignature,
     /// Input for the first container.
@@ -163,7 +136,7 @@ fn boolean(f: &Fields<'_>, path: &str, name: &str) -> Result<bool, String> {
     }
 }
 
-impl DelegatedSubscription {
+impl Subscription {
     /// Parses the REST `subscription` object (Ritual's field names), naming the failing field.
     pub fn from_raw(raw: &RawValue) -> Result<Self, String> {
         let path = "subscription";
@@ -241,7 +214,7 @@ impl DelegatedRequest {
             None => return Err(format!("{path}: missing field `data`")),
         };
         Ok(Self {
-            subscription: DelegatedSubscription::from_raw(sub_raw)?,
+            subscription: Subscription::from_raw(sub_raw)?,
             signature: DelegateSignature::from_raw(sig_raw)?,
             data,
             raw_subscription: serde_json::from_str(sub_raw.get()).unwrap_or(Value::Null),
@@ -322,16 +295,16 @@ mod tests {
 
     #[test]
     fn containers_may_be_ids_and_round_trip_as_hash() {
-        let sub = DelegatedSubscription::from_json(
+        let sub = Subscription::from_json(
             r#"{"owner": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "active_at": 0, "period": 10,
                 "frequency": 3, "redundancy": 2, "containers": ["a", "b"]}"#,
         )
         .unwrap();
         assert_eq!(sub.container_id, container_set_hash(&["a", "b"]));
         assert_eq!(sub.wallet, Address::ZERO);
-        let again = DelegatedSubscription::from_json(&sub.to_json().to_string()).unwrap();
+        let again = Subscription::from_json(&sub.to_json().to_string()).unwrap();
         assert_eq!(again, sub);
-        let err = DelegatedSubscription::from_json(r#"{"owner": "0x12"}"#).unwrap_err();
+        let err = Subscription::from_json(r#"{"owner": "0x12"}"#).unwrap_err();
         assert!(
             err.starts_with("subscription.owner: \"0x12\" is not an address"),
             "{err}"

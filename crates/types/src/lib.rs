@@ -8,10 +8,12 @@
 mod container_id;
 mod delegated;
 mod job;
+mod subscription;
 
 pub use container_id::{container_set_hash, container_set_string};
-pub use delegated::{DelegateSignature, DelegatedRequest, DelegatedSubscription};
+pub use delegated::{DelegateSignature, DelegatedRequest};
 pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest,
     kind_of,
 };
+pub use subscription::{CANCELLED, Subscription};

@@ -13,7 +13,6 @@ use super::{
     lookup::ContainerLookup,
     processor::{self, DelegatedParts, ProcessorHandle, TrackAnswer},
     rpc::{Rpc, RpcError},
-    subscription::Subscription,
 };
 use crate::guardian::{Guardian, Rejection};
 
@@ -110,7 +109,7 @@ impl DelegatedIntake {
         let parts = DelegatedParts { signature, data };
         match self
             .processor
-            .track_delegated(Subscription::from(&subscription), containers.into(), parts, created)
+            .track_delegated(subscription, containers.into(), parts, created)
             .await
         {
             Some(TrackAnswer::Tracked) | Some(TrackAnswer::AlreadyTracked) => Ok(()),

@@ -15,13 +15,14 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use infernet_types::Subscription;
+
 use super::{
     blocks::{Head, Throttle},
     lookup::ContainerLookup,
     processor::ProcessorHandle,
     rpc::{Rpc, RpcError},
     status::ChainStatus,
-    subscription::Subscription,
 };
 use crate::guardian::Guardian;
 
@@ -305,24 +306,6 @@ impl Listener {
         }
         tracing::info!(from, to = to - 1, tracked, ignored = ?ignored, "subscriptions synced");
         Ok(())
-    }
-}
-
-impl From<Reader::Subscription> for Subscription {
-    fn from(s: Reader::Subscription) -> Self {
-        Self {
-            owner: s.owner,
-            active_at: s.activeAt,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            container_id: s.containerId,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            payment_amount: s.paymentAmount,
-            payment_token: s.paymentToken,
-            wallet: s.wallet,
-        }
     }
 }
 

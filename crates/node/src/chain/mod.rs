@@ -17,7 +17,6 @@ pub mod lookup;
 pub mod processor;
 pub mod rpc;
 pub mod status;
-pub mod subscription;
 pub mod wallet;
 
 use std::{str::FromStr, sync::Arc, time::Duration};

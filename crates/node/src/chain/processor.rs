@@ -33,7 +33,7 @@ use alloy::{
 use infernet_contracts::bindings::{
     BaseConsumer, Delegator, EIP712Coordinator, Reader, TestToken, Wallet as PaymentWallet, WalletFactory,
 };
-use infernet_types::{ContainerResult, DelegateSignature, JobLocation};
+use infernet_types::{ContainerResult, DelegateSignature, JobLocation, Subscription};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -43,7 +43,6 @@ use super::{
     encoding::encode_output,
     rpc::{Rpc, RpcError, decode},
     status::ChainStatus,
-    subscription::Subscription,
     wallet::{SimulationError, TxOutcome, TxRequest, Wallet},
 };
 use crate::{

@@ -172,6 +172,49 @@ fn created_id(receipt: &alloy::rpc::types::TransactionReceipt) -> u32 {
         .id
 }
 
+type SubscriptionConsumer<'a> = ExampleSubscriptionConsumer::ExampleSubscriptionConsumerInstance<&'a DynProvider>;
+
+/// An unpaid hello-world subscription of the example consumer.
+fn unpaid_subscription<'c, 'a>(
+    consumer: &'c SubscriptionConsumer<'a>,
+    frequency: u32,
+    period: u32,
+    redundancy: u16,
+    lazy: bool,
+) -> alloy::contract::SolCallBuilder<&'c &'a DynProvider, ExampleSubscriptionConsumer::createSubscriptionCall> {
+    consumer.createSubscription(
+        "hello-world".into(),
+        frequency,
+        period,
+        redundancy,
+        lazy,
+        Address::ZERO,
+        U256::ZERO,
+        Address::ZERO,
+        Address::ZERO,
+    )
+}
+
+type CallbackConsumer<'a> = ExampleCallbackConsumer::ExampleCallbackConsumerInstance<&'a DynProvider>;
+
+/// A one-shot hello-world request of the example callback consumer, paid `amount` from `wallet`.
+fn request<'c, 'a>(
+    consumer: &'c CallbackConsumer<'a>,
+    inputs: Bytes,
+    amount: U256,
+    wallet: Address,
+) -> alloy::contract::SolCallBuilder<&'c &'a DynProvider, ExampleCallbackConsumer::requestComputeCall> {
+    consumer.requestCompute(
+        "hello-world".into(),
+        inputs,
+        1,
+        Address::ZERO,
+        amount,
+        wallet,
+        Address::ZERO,
+    )
+}
+
 fn node_address(index: usize) -> Address {
     devnet::signer(index).address()
 }
@@ -188,13 +231,10 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
     let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
     let p = deployer(&devnet);
     let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
-    let receipt = send(consumer.requestCompute(
-        "hello-world".into(),
+    let receipt = send(request(
+        &consumer,
         Bytes::from_static(b"\xde\xad\xbe\xef"),
-        1,
-        Address::ZERO,
         U256::ZERO,
-        Address::ZERO,
         Address::ZERO,
     ))
     .await;
@@ -276,18 +316,7 @@ async fn a_recurring_subscription_is_delivered_every_interval_by_each_redundant_
     let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
     send(consumer.setInputData(Bytes::from_static(b"tick"))).await;
     let period = 60;
-    let receipt = send(consumer.createSubscription(
-        "hello-world".into(),
-        3,
-        period,
-        2,
-        false,
-        Address::ZERO,
-        U256::ZERO,
-        Address::ZERO,
-        Address::ZERO,
-    ))
-    .await;
+    let receipt = send(unpaid_subscription(&consumer, 3, period, 2, false)).await;
     let id = created_id(&receipt);
     // Not active yet (activeAt = creation + period): nothing is delivered.
     mine(&p).await;
@@ -340,18 +369,7 @@ async fn a_lazy_subscription_stores_its_output_in_the_inbox() {
     let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
     let p = deployer(&devnet);
     let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
-    let receipt = send(consumer.createSubscription(
-        "hello-world".into(),
-        1,
-        0,
-        1,
-        true,
-        Address::ZERO,
-        U256::ZERO,
-        Address::ZERO,
-        Address::ZERO,
-    ))
-    .await;
+    let receipt = send(unpaid_subscription(&consumer, 1, 0, 1, true)).await;
     let id = created_id(&receipt);
     wait_for("the lazy delivery", &node, || async {
         consumer.deliveryCount().call().await.unwrap() == U256::from(1)
@@ -380,19 +398,7 @@ async fn a_cancelled_subscription_is_not_served() {
     let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
     let p = deployer(&devnet);
     let consumer = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
-    let create = || {
-        consumer.createSubscription(
-            "hello-world".into(),
-            5,
-            30,
-            1,
-            false,
-            Address::ZERO,
-            U256::ZERO,
-            Address::ZERO,
-            Address::ZERO,
-        )
-    };
+    let create = || unpaid_subscription(&consumer, 5, 30, 1, false);
     // One cancelled before it starts, one after its first interval.
     let early = created_id(&send(create()).await);
     let late = created_id(&send(create()).await);
@@ -454,28 +460,8 @@ async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refuse
     let node_wallet = devnet.node_payment_wallet;
     let before = p.get_balance(node_wallet).await.unwrap();
     // Below the container's accepted minimum (1000 wei): ignored.
-    send(consumer.requestCompute(
-        "hello-world".into(),
-        Bytes::new(),
-        1,
-        Address::ZERO,
-        U256::from(999),
-        wallet,
-        Address::ZERO,
-    ))
-    .await;
-    let paid = created_id(
-        &send(consumer.requestCompute(
-            "hello-world".into(),
-            Bytes::new(),
-            1,
-            Address::ZERO,
-            U256::from(10_000),
-            wallet,
-            Address::ZERO,
-        ))
-        .await,
-    );
+    send(request(&consumer, Bytes::new(), U256::from(999), wallet)).await;
+    let paid = created_id(&send(request(&consumer, Bytes::new(), U256::from(10_000), wallet)).await);
     wait_for("the paid delivery", &node, || async {
         consumer.deliveryCount().call().await.unwrap() == U256::from(1)
     })
@@ -662,30 +648,10 @@ async fn deliveries_get_through_an_rpc_that_fails_part_of_the_time() {
     let p = deployer(&devnet);
     let callback = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
     for i in 0..3u8 {
-        send(callback.requestCompute(
-            "hello-world".into(),
-            Bytes::from(vec![i]),
-            1,
-            Address::ZERO,
-            U256::ZERO,
-            Address::ZERO,
-            Address::ZERO,
-        ))
-        .await;
+        send(request(&callback, Bytes::from(vec![i]), U256::ZERO, Address::ZERO)).await;
     }
     let recurring = ExampleSubscriptionConsumer::new(devnet.examples.subscription_consumer, &p);
-    send(recurring.createSubscription(
-        "hello-world".into(),
-        2,
-        20,
-        1,
-        false,
-        Address::ZERO,
-        U256::ZERO,
-        Address::ZERO,
-        Address::ZERO,
-    ))
-    .await;
+    send(unpaid_subscription(&recurring, 2, 20, 1, false)).await;
     wait_for("three callbacks", &node, || async {
         callback.deliveryCount().call().await.unwrap() == U256::from(3)
     })

@@ -1,16 +1,15 @@
-//! A subscription as the node tracks it, and the interval arithmetic of the Coordinator.
+//! The Infernet `Subscription` struct and the interval arithmetic of the Coordinator.
 //!
 //! Time is always a block timestamp passed in, never the local clock (Ritual's node used the
 //! local clock and disagreed with the chain when they drifted).
 
-use alloy::primitives::{Address, B256, U256};
-use infernet_contracts::bindings::EIP712Coordinator;
-use infernet_types::DelegatedSubscription;
+use alloy_primitives::{Address, B256, U256};
 
 /// `activeAt` of a cancelled subscription.
 pub const CANCELLED: u32 = u32::MAX;
 
-/// The fields of the on-chain `Subscription` struct the node uses.
+/// A subscription: the on-chain struct (same fields, same order), or the one a delegated
+/// subscription's signer signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// Consumer contract.
@@ -85,60 +84,6 @@ impl Subscription {
     /// Whether the subscription can never be delivered (`frequency` or `redundancy` 0).
     pub fn is_undeliverable(&self) -> bool {
         self.frequency == 0 || self.redundancy == 0
-    }
-}
-
-impl From<EIP712Coordinator::Subscription> for Subscription {
-    fn from(s: EIP712Coordinator::Subscription) -> Self {
-        Self {
-            owner: s.owner,
-            active_at: s.activeAt,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            container_id: s.containerId,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            payment_amount: s.paymentAmount,
-            payment_token: s.paymentToken,
-            wallet: s.wallet,
-        }
-    }
-}
-
-impl From<&DelegatedSubscription> for Subscription {
-    fn from(s: &DelegatedSubscription) -> Self {
-        Self {
-            owner: s.owner,
-            active_at: s.active_at,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            container_id: s.container_id,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            payment_amount: s.payment_amount,
-            payment_token: s.payment_token,
-            wallet: s.wallet,
-        }
-    }
-}
-
-impl From<&Subscription> for EIP712Coordinator::Subscription {
-    fn from(s: &Subscription) -> Self {
-        Self {
-            owner: s.owner,
-            activeAt: s.active_at,
-            period: s.period,
-            frequency: s.frequency,
-            redundancy: s.redundancy,
-            containerId: s.container_id,
-            lazy: s.lazy,
-            verifier: s.verifier,
-            paymentAmount: s.payment_amount,
-            paymentToken: s.payment_token,
-            wallet: s.wallet,
-        }
     }
 }
 
