@@ -105,9 +105,38 @@ impl NodeProcess {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    async fn metrics(&self) -> String {
+        client()
+            .get(self.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn chain_state(&self) -> Value {
         let info: Value = get_json(&client(), self.at("/info")).await;
         info["chain"]["state"].clone()
+    }
+}
+
+/// The value of metric `name` (with `label`, if given) in Prometheus text; for a histogram, its
+/// observation count.
+fn metric(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("{name} {label:?} missing from:\n{text}"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+        prometheus_parse::Value::Summary(_) => panic!("{name} is a summary"),
     }
 }
 
@@ -262,29 +291,8 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
         state["tracked"]["onchain"], 0,
         "a delivered callback is no longer tracked: {state}"
     );
-    let text = client()
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
-        let sample = scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
-        match &sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
-            prometheus_parse::Value::Summary(_) => panic!("{name} is a summary"),
-        }
-    };
+    let text = node.metrics().await;
+    let value = |name: &str, label: Option<(&str, &str)>| metric(&text, name, label);
     assert_eq!(value("infernet_jobs_total", Some(("source", "onchain"))), 1.0, "{text}");
     assert_eq!(
         value("infernet_chain_transactions_total", Some(("outcome", "mined"))),
@@ -667,23 +675,9 @@ async fn deliveries_get_through_an_rpc_that_fails_part_of_the_time() {
         refused.load(Ordering::SeqCst) > 10,
         "the proxy refused requests along the way"
     );
-    let metrics = client()
-        .get(node.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let errors = |kind: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("infernet_rpc_errors_total{{kind=\"{kind}\"}}")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    assert!(errors("rate_limited") > 0 && errors("unavailable") > 0, "{metrics}");
+    let metrics = node.metrics().await;
+    let errors = |kind: &str| metric(&metrics, "infernet_rpc_errors_total", Some(("kind", kind)));
+    assert!(errors("rate_limited") > 0.0 && errors("unavailable") > 0.0, "{metrics}");
     wait_for("the node to see its receipts", &node, || async {
         node.chain_state().await["deliveries"]["delivered"] == 5
     })
