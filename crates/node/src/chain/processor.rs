@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    blocks::Head,
+    blocks::{Head, Throttle},
     encoding::encode_output,
     rpc::{Rpc, RpcError, decode},
     status::ChainStatus,
@@ -225,6 +225,7 @@ pub struct Processor {
     head: Option<Head>,
     /// When the current head was received.
     head_seen: Instant,
+    check_warnings: Throttle,
 }
 
 /// Creates the Processor and its handle.
@@ -250,6 +251,7 @@ pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox
         reports,
         head: None,
         head_seen: Instant::now(),
+        check_warnings: Throttle::new(Duration::from_secs(30)),
     };
     (
         processor,
@@ -583,11 +585,12 @@ impl Processor {
             }
         }
         let checks = self.pre_check(&candidates, now).await;
+        let mut unchecked: Option<(String, usize)> = None;
         for ((key, k), check) in candidates.into_iter().zip(checks) {
             match check {
                 Err(e) => {
                     // The endpoint failed: look again next block.
-                    tracing::warn!(%key, error = %e, "cannot check the subscription; retrying next block");
+                    unchecked.get_or_insert_with(|| (e.to_string(), 0)).1 += 1;
                     self.schedule(key, now + 1);
                 }
                 Ok(c) if c.cancelled => self.drop_tracking(key, "Subscription cancelled"),
@@ -611,6 +614,11 @@ impl Processor {
                 }
                 Ok(c) => self.start_job(key, k, head, c.inputs),
             }
+        }
+        if let Some((error, subscriptions)) = unchecked
+            && let Some(suppressed) = self.check_warnings.allow()
+        {
+            tracing::warn!(%error, subscriptions, suppressed, "cannot check due subscriptions; retrying next block");
         }
     }
 

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    blocks::Head,
+    blocks::{Head, Throttle},
     errors::InfernetError,
     rpc::{Rpc, RpcError, RpcErrorKind, SendError},
     status::ChainStatus,
@@ -237,6 +237,7 @@ struct Actor {
     priority_fee: Option<(u128, u64)>,
     head: Option<Head>,
     status: Arc<ChainStatus>,
+    receipt_warnings: Throttle,
 }
 
 /// Starts the wallet task; the key moves into it and never leaves.
@@ -267,6 +268,7 @@ pub fn spawn(
         priority_fee: None,
         head: None,
         status,
+        receipt_warnings: Throttle::new(Duration::from_secs(30)),
     };
     let shutdown = tasks.shutdown_token();
     tasks.spawn_critical("wallet", actor.run(rx, heads, ready_tx, shutdown));
@@ -627,7 +629,9 @@ impl Actor {
         let receipts = match self.rpc.receipts(&hashes).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read transaction receipts; retrying next block");
+                if let Some(suppressed) = self.receipt_warnings.allow() {
+                    tracing::warn!(error = %e, suppressed, "cannot read transaction receipts; retrying next block");
+                }
                 return;
             }
         };

@@ -758,3 +758,46 @@ async fn a_node_killed_with_a_transaction_in_flight_never_delivers_that_interval
     let d = consumer.getDelivery(U256::from(1)).call().await.unwrap();
     assert_eq!((d.interval, d.node), (2, me));
 }
+
+// Multi-threaded: the failing service runs on this test's runtime while the node starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_subscription_whose_container_fails_is_retried_a_bounded_number_of_times() {
+    let devnet = devnet().await;
+    let broken = crate::support::stub(crate::support::Stub::Fails).await;
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["manage_containers"] = json!(false);
+    config["containers"] = json!([{"id": "broken", "port": broken}]);
+    let node = NodeProcess::start(config);
+    let p = deployer(&devnet);
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let (status, body) = post_job(
+        &node,
+        delegated_body(&devnet, devnet::DELEGATE_SIGNER, 3, now + 3600, "broken"),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+    // Blocks move time on so that each retry (2 s, then 4 s later) comes due.
+    let deadline = Instant::now() + WAIT;
+    while node.chain_state().await["tracked"]["delegated"] != 0 {
+        assert!(Instant::now() < deadline, "still retrying; log:\n{}", node.logs());
+        advance(&p, 2).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..5 {
+        advance(&p, 5).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = node.chain_state().await;
+    assert_eq!(
+        state["deliveries"]["failed"], 3,
+        "three attempts, then it is dropped: {state}"
+    );
+    assert_eq!(state["transactions"]["sent"], 0, "{state}");
+    assert!(node.logs().contains("giving up on this interval"), "{}", node.logs());
+}
