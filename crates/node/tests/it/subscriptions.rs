@@ -801,3 +801,59 @@ async fn a_delegated_subscription_whose_container_fails_is_retried_a_bounded_num
     assert_eq!(state["transactions"]["sent"], 0, "{state}");
     assert!(node.logs().contains("giving up on this interval"), "{}", node.logs());
 }
+
+#[tokio::test]
+async fn a_proof_subscription_escrows_the_stake_and_is_paid_after_verification() {
+    use infernet_contracts::bindings::AtomicVerifier;
+    let devnet = devnet().await;
+    let p = deployer(&devnet);
+    let verifier = AtomicVerifier::deploy(&p, devnet.deployment.registry).await.unwrap();
+    send(verifier.updateSupportedToken(Address::ZERO, true)).await;
+    send(verifier.updateFee(Address::ZERO, U256::from(1_000))).await;
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["containers"][0]["generates_proofs"] = json!(true);
+    let node = NodeProcess::start(config);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    let wallet = consumer_wallet(
+        &devnet,
+        &p,
+        *consumer.address(),
+        U256::from(100_000),
+        U256::from(100_000),
+    )
+    .await;
+    let node_wallet = devnet.node_payment_wallet;
+    let before = p.get_balance(node_wallet).await.unwrap();
+    for n in 1..=2u64 {
+        let call = consumer.requestCompute(
+            "hello-world".into(),
+            Bytes::new(),
+            1,
+            Address::ZERO,
+            U256::from(10_000),
+            wallet,
+            *verifier.address(),
+        );
+        send(call).await;
+        wait_for("the verified delivery", &node, || async {
+            node.chain_state().await["deliveries"]["delivered"].as_u64() == Some(n)
+        })
+        .await;
+    }
+    let d = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!(d.proof.to_vec(), b"proof".to_vec(), "hello-world's proof is delivered");
+    // Each delivery: 10,000 paid, 10 % protocol fee, 1,000 to the verifier: 8,000 to the node.
+    assert_eq!(p.get_balance(node_wallet).await.unwrap() - before, U256::from(16_000));
+    // The node's stake allowance is approved once and restored after each verification.
+    let state = node.chain_state().await;
+    assert_eq!(
+        state["transactions"]["sent"], 3,
+        "one approval, two deliveries: {state}"
+    );
+    let allowance = Wallet::new(node_wallet, &p)
+        .allowance(node_address(devnet::NODE), Address::ZERO)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(allowance, U256::from(10_000));
+}
