@@ -491,13 +491,33 @@ async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refuse
 
 /// A signed delegated-subscription request body for the devnet's delegator consumer.
 fn delegated_body(devnet: &Devnet, signer: usize, nonce: u32, expiry: u32, containers: &str) -> String {
+    delegated_schedule(devnet, signer, nonce, expiry, containers, (0, 0, 1))
+}
+
+/// [`delegated_body`] with a schedule `(active_at, period, frequency)`.
+fn delegated_schedule(
+    devnet: &Devnet,
+    signer: usize,
+    nonce: u32,
+    expiry: u32,
+    containers: &str,
+    (active_at, period, frequency): (u32, u32, u32),
+) -> String {
     let owner = devnet.examples.delegator_consumer;
-    let sub = eip712::Subscription::unpaid(owner, 0, 0, 1, 1, infernet_contracts::container_id(containers), false);
+    let sub = eip712::Subscription::unpaid(
+        owner,
+        active_at,
+        period,
+        frequency,
+        1,
+        infernet_contracts::container_id(containers),
+        false,
+    );
     let message = eip712::DelegateSubscription { nonce, expiry, sub };
     let sig = eip712::sign(&devnet::signer(signer), &message, 31337, devnet.deployment.coordinator).unwrap();
     // r and s as plain JSON integers, as Ritual's Python client sends them.
     format!(
-        r#"{{"subscription": {{"owner": "{owner}", "active_at": 0, "period": 0, "frequency": 1, "redundancy": 1,
+        r#"{{"subscription": {{"owner": "{owner}", "active_at": {active_at}, "period": {period}, "frequency": {frequency}, "redundancy": 1,
              "containers": "{:x}", "lazy": false, "verifier": "{z}", "payment_amount": 0,
              "payment_token": "{z}", "wallet": "{z}"}},
            "signature": {{"nonce": {nonce}, "expiry": {expiry}, "v": {}, "r": {}, "s": {}}},
@@ -856,4 +876,58 @@ async fn a_proof_subscription_escrows_the_stake_and_is_paid_after_verification()
         .await
         .unwrap();
     assert_eq!(allowance, U256::from(10_000));
+}
+
+#[tokio::test]
+async fn a_recurring_delegated_subscription_is_served_once_per_interval_after_it_exists_on_chain() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let block = p
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = u32::try_from(block.header.timestamp).unwrap();
+    let body = delegated_schedule(
+        &devnet,
+        devnet::DELEGATE_SIGNER,
+        11,
+        now + 3600,
+        "hello-world",
+        (now, 30, 2),
+    );
+    let (status, answer) = post_job(&node, body).await;
+    assert_eq!((status, answer), (200, json!({})));
+    let consumer = ExampleDelegatorConsumer::new(devnet.examples.delegator_consumer, &p);
+    wait_for("interval 1", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    // The first delivery created it on chain, where the Listener finds it too: it stays one
+    // subscription, served under its delegated key.
+    for _ in 0..3 {
+        mine(&p).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let state = node.chain_state().await;
+    assert_eq!(state["tracked"], json!({"delegated": 1, "onchain": 0}), "{state}");
+    advance(&p, 30).await;
+    wait_for("interval 2", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(2)
+    })
+    .await;
+    let d = consumer.getDelivery(U256::from(1)).call().await.unwrap();
+    assert_eq!((d.interval, d.node), (2, node_address(devnet::NODE)));
+    advance(&p, 30).await;
+    wait_for("the node to finish with it", &node, || async {
+        node.chain_state().await["tracked"]["delegated"] == 0
+    })
+    .await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(2));
+    let state = node.chain_state().await;
+    assert_eq!(
+        state["transactions"]["sent"], 2,
+        "one transaction per interval: {state}"
+    );
 }
