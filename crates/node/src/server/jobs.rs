@@ -120,11 +120,13 @@ async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> R
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs",
     request_body = JobRequest,
     responses(
-        (status = 200, description = "Job accepted: `{\"id\": \"<uuid>\"}`"),
-        (status = 400, description = "Malformed request"),
+        (status = 200, description = "Job accepted: `{\"id\": \"<uuid>\"}`; a delegated subscription: `{}`"),
+        (status = 400, description = "Malformed request (the failing field is named)"),
+        (status = 403, description = "Delegated subscription whose signature is not the owner's signer's"),
         (status = 405, description = "Rejected by the Guardian: `{\"error\", \"params\"}`"),
         (status = 413, description = "Body too large"),
         (status = 429, description = "Rate limited"),
+        (status = 503, description = "A container is restarting, or the chain cannot be reached"),
     ))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
