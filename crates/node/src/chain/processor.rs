@@ -150,7 +150,11 @@ impl ProcessorHandle {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Waiting for a block at or after this timestamp.
     Scheduled(u64),
+    /// Due in this block; its pre-check is under way.
+    Checking,
+    /// Its job runs.
     Running,
 }
 
@@ -226,6 +230,10 @@ pub struct Processor {
     /// When the current head was received.
     head_seen: Instant,
     check_warnings: Throttle,
+    /// Tracked delegated subscriptions.
+    delegated_count: usize,
+    /// Jobs running.
+    running: usize,
 }
 
 /// Creates the Processor and its handle.
@@ -252,6 +260,8 @@ pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox
         head: None,
         head_seen: Instant::now(),
         check_warnings: Throttle::new(Duration::from_secs(30)),
+        delegated_count: 0,
+        running: 0,
     };
     (
         processor,
@@ -343,11 +353,11 @@ impl Processor {
         Ok(())
     }
 
+    /// Counts for `/info`; kept as counters so that publishing costs nothing per subscription.
     fn publish(&self) {
-        let delegated = self.tracked.keys().filter(|k| matches!(k, Key::Delegated(..))).count();
-        self.status.set_tracked(self.tracked.len() - delegated, delegated);
         self.status
-            .set_running(self.tracked.values().filter(|t| t.phase == Phase::Running).count());
+            .set_tracked(self.tracked.len() - self.delegated_count, self.delegated_count);
+        self.status.set_running(self.running);
     }
 
     fn now(&self) -> u64 {
@@ -366,6 +376,9 @@ impl Processor {
 
     fn drop_tracking(&mut self, key: Key, why: &str) {
         if let Some(t) = self.tracked.remove(&key) {
+            if t.delegated.is_some() {
+                self.delegated_count -= 1;
+            }
             if let Phase::Scheduled(due) = t.phase {
                 self.schedule.remove(&(due, key));
             }
@@ -394,8 +407,13 @@ impl Processor {
                     return;
                 }
                 let key = Key::Onchain(id);
-                if self.tracked.get(&key).is_some_and(|t| t.phase == Phase::Running) {
-                    return;
+                match self.tracked.get(&key).map(|t| t.phase) {
+                    Some(Phase::Running | Phase::Checking) => return,
+                    // Tracked again (fresh data): its old schedule entry goes.
+                    Some(Phase::Scheduled(due)) => {
+                        self.schedule.remove(&(due, key));
+                    }
+                    None => {}
                 }
                 let (interval, due) = self.first_due(&sub);
                 tracing::debug!(id, containers = ?containers, interval, due, "tracked new subscription");
@@ -427,6 +445,7 @@ impl Processor {
                 }
                 let (interval, due) = self.first_due(&sub);
                 tracing::info!(%key, containers = ?containers, interval, due, created = ?created_id, "tracked new delegated subscription");
+                self.delegated_count += 1;
                 self.tracked.insert(
                     key,
                     Tracked {
@@ -476,6 +495,9 @@ impl Processor {
     fn report(&mut self, key: Key, k: u32, started: Instant, report: Report) {
         let Some(t) = self.tracked.get_mut(&key) else { return };
         // Not running any more; `schedule` or `drop_tracking` below decide what comes next.
+        if t.phase == Phase::Running {
+            self.running -= 1;
+        }
         t.phase = Phase::Scheduled(u64::MAX);
         let source = if t.delegated.is_some() {
             Source::Delegated
@@ -578,7 +600,7 @@ impl Processor {
                             t.interval = k;
                             t.attempts = 0;
                         }
-                        t.phase = Phase::Running;
+                        t.phase = Phase::Checking;
                         candidates.push((key, k));
                     }
                 }
@@ -899,7 +921,9 @@ impl Processor {
     }
 
     fn start_job(&mut self, key: Key, k: u32, head: Head, inputs: Option<Bytes>) {
-        let Some(t) = self.tracked.get(&key) else { return };
+        let Some(t) = self.tracked.get_mut(&key) else { return };
+        t.phase = Phase::Running;
+        self.running += 1;
         let job = Job {
             ctx: self.ctx.clone(),
             seen: self.head_seen,

@@ -818,6 +818,8 @@ async fn a_delegated_subscription_whose_container_fails_is_retried_a_bounded_num
         state["deliveries"]["failed"], 3,
         "three attempts, then it is dropped: {state}"
     );
+    let info: Value = get_json(&client(), node.at("/info")).await;
+    assert_eq!(info["pending"]["onchain"], 0, "{info}");
     assert_eq!(state["transactions"]["sent"], 0, "{state}");
     assert!(node.logs().contains("giving up on this interval"), "{}", node.logs());
 }
