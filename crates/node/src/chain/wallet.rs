@@ -331,6 +331,7 @@ impl Actor {
         let address = self.signer.address();
         let started = Instant::now();
         let mut cancelled = false;
+        let mut announced = false;
         loop {
             let nonces = async {
                 Ok::<_, RpcError>((
@@ -356,7 +357,8 @@ impl Actor {
                         );
                         self.cancel_range(latest, pending).await;
                         cancelled = true;
-                    } else if started.elapsed() < Duration::from_millis(50) {
+                    } else if !announced {
+                        announced = true;
                         tracing::info!(
                             from = latest,
                             to = pending,
