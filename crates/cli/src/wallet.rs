@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use alloy::contract::Error as ContractError;
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, TxHash, U256};
 use alloy::providers::{DynProvider, PendingTransactionBuilder, Provider, ProviderBuilder};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
@@ -357,16 +356,7 @@ impl Chain {
         infernet_contracts::install_tls_provider();
         let from = signer.as_ref().map(PrivateKeySigner::address);
         let provider = match signer {
-            // The default cached nonce manager keeps a nonce whose gas estimate failed; read it from
-            // the chain for every transaction instead.
-            Some(signer) => ProviderBuilder::new()
-                .disable_recommended_fillers()
-                .with_gas_estimation()
-                .with_simple_nonce_management()
-                .fetch_chain_id()
-                .wallet(EthereumWallet::from(signer))
-                .connect_http(url.clone())
-                .erased(),
+            Some(signer) => infernet_contracts::signing_provider(url.clone(), signer),
             None => ProviderBuilder::new().connect_http(url.clone()).erased(),
         };
         Ok(Self {
@@ -442,6 +432,17 @@ impl Chain {
     }
 
     /// Waits for `pending` to be mined and checks it succeeded.
+    /// Sends `call` (a contract call on `to`) and waits for its successful receipt.
+    async fn transact<P: Provider, D: alloy::contract::CallDecoder>(
+        &self,
+        name: &'static str,
+        to: Address,
+        call: alloy::contract::CallBuilder<P, D>,
+    ) -> Result<TransactionReceipt, WalletCmdError> {
+        let pending = call.send().await.map_err(|e| self.error(name, to, e))?;
+        self.confirm(name, pending).await
+    }
+
     async fn confirm(
         &self,
         call: &'static str,
@@ -583,12 +584,13 @@ async fn create(chain: &Chain, owner: Address, json: bool) -> Result<(), WalletC
     let registry = chain.registry.ok_or(WalletCmdError::MissingRegistry)?;
     let factory = chain.factory(registry).await?;
     const CALL: &str = "WalletFactory.createWallet";
-    let pending = WalletFactory::new(factory, &chain.provider)
-        .createWallet(owner)
-        .send()
-        .await
-        .map_err(|e| chain.error(CALL, factory, e))?;
-    let receipt = chain.confirm(CALL, pending).await?;
+    let receipt = chain
+        .transact(
+            CALL,
+            factory,
+            WalletFactory::new(factory, &chain.provider).createWallet(owner),
+        )
+        .await?;
     let tx = receipt.transaction_hash;
     let created = receipt
         .decoded_log::<WalletFactory::WalletCreated>()
@@ -621,8 +623,7 @@ async fn fund(chain: &Chain, wallet: Address, token: Address, amount: U256, json
         if !transfer.call().await.map_err(|e| chain.error(CALL, token, e))? {
             return Err(WalletCmdError::TransferFalse { token });
         }
-        let pending = transfer.send().await.map_err(|e| chain.error(CALL, token, e))?;
-        chain.confirm(CALL, pending).await?
+        chain.transact(CALL, token, transfer).await?
     };
     let tx = receipt.transaction_hash;
     print(
@@ -644,12 +645,11 @@ async fn approve(
 ) -> Result<(), WalletCmdError> {
     chain.ensure_wallet(wallet).await?;
     const CALL: &str = "Wallet.approve";
-    let pending = Wallet::new(wallet, &chain.provider)
-        .approve(spender, token, amount)
-        .send()
-        .await
-        .map_err(|e| chain.error(CALL, wallet, e))?;
-    let tx = chain.confirm(CALL, pending).await?.transaction_hash;
+    let contract = Wallet::new(wallet, &chain.provider);
+    let tx = chain
+        .transact(CALL, wallet, contract.approve(spender, token, amount))
+        .await?
+        .transaction_hash;
     print(
         json,
         json!({"wallet": wallet.to_string(), "spender": spender.to_string(), "token": token.to_string(), "allowance": amount.to_string(), "tx": tx}),
@@ -674,12 +674,11 @@ async fn withdraw(
 ) -> Result<(), WalletCmdError> {
     chain.ensure_wallet(wallet).await?;
     const CALL: &str = "Wallet.withdraw";
-    let pending = Wallet::new(wallet, &chain.provider)
-        .withdraw(token, amount)
-        .send()
-        .await
-        .map_err(|e| chain.error(CALL, wallet, e))?;
-    let tx = chain.confirm(CALL, pending).await?.transaction_hash;
+    let contract = Wallet::new(wallet, &chain.provider);
+    let tx = chain
+        .transact(CALL, wallet, contract.withdraw(token, amount))
+        .await?
+        .transaction_hash;
     print(
         json,
         json!({"wallet": wallet.to_string(), "token": token.to_string(), "amount": amount.to_string(), "to": to.to_string(), "tx": tx}),

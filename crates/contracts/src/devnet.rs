@@ -6,9 +6,8 @@
 
 use std::path::PathBuf;
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, U256, uint};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 
 use crate::anvil::{Anvil, AnvilError, AnvilInstance, dev_signer};
@@ -154,19 +153,7 @@ pub fn signer(index: usize) -> PrivateKeySigner {
     dev_signer(index).expect("devnet roles use the first anvil accounts")
 }
 
-/// A provider that signs with `signer`, connected to `anvil`; it estimates gas, fetches the chain id and
-/// reads the nonce from the chain for every transaction.
-///
-/// alloy's default (cached) nonce manager keeps a nonce it handed out even when gas estimation then fails,
-/// so after one expected revert every later transaction of the account would wait forever behind the gap.
+/// A provider that signs with `signer`, connected to `anvil` (see [`crate::signing_provider`]).
 pub fn wallet_provider(anvil: &AnvilInstance, signer: PrivateKeySigner) -> DynProvider {
-    crate::install_tls_provider();
-    ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(anvil.endpoint_url())
-        .erased()
+    crate::signing_provider(anvil.endpoint_url(), signer)
 }

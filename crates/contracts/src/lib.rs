@@ -77,6 +77,28 @@ subscription_conversions!(
     eip712::Subscription,
 );
 
+/// A provider that signs with `signer`, connected to `url`; it estimates gas, fetches the chain
+/// id and reads the nonce from the chain for every transaction.
+///
+/// alloy's default (cached) nonce manager keeps a nonce it handed out even when gas estimation then
+/// fails, so after one expected revert every later transaction of the account would wait forever
+/// behind the gap.
+pub fn signing_provider(
+    url: alloy::transports::http::reqwest::Url,
+    signer: alloy::signers::local::PrivateKeySigner,
+) -> alloy::providers::DynProvider {
+    use alloy::providers::{Provider, ProviderBuilder};
+    install_tls_provider();
+    ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(alloy::network::EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased()
+}
+
 /// Installs ring as the process-wide TLS provider: the workspace builds reqwest with rustls but no
 /// default provider, and alloy's HTTP transport panics without one. Idempotent.
 pub fn install_tls_provider() {

@@ -122,14 +122,7 @@ impl Node {
 
         let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
         let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone(), metrics)?);
-        let has_payment_address = config
-            .config
-            .chain
-            .wallet
-            .as_ref()
-            .and_then(|w| w.payment_address.as_deref())
-            .is_some_and(|a| !a.trim().is_empty());
-        let guardian = Guardian::new(&config.containers, chain.is_some(), has_payment_address);
+        let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
         let tasks = TaskManager::new();
         let shutdown = tasks.shutdown_token();
         let (chain_info, services) = match chain {

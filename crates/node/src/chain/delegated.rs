@@ -4,14 +4,19 @@
 
 use std::sync::Arc;
 
-use alloy::primitives::{Address, Signature};
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, B256, Signature, keccak256},
+    sol_types::SolValue,
+};
+use infernet_contracts::bindings::{Delegator, EIP712Coordinator};
 use infernet_contracts::eip712::{self, DelegateSubscription};
 use infernet_types::DelegatedRequest;
 use serde_json::json;
 
 use super::{
     lookup::ContainerLookup,
-    processor::{self, DelegatedParts, ProcessorHandle, TrackAnswer},
+    processor::{DelegatedParts, ProcessorHandle},
     rpc::{Rpc, RpcError},
 };
 use crate::guardian::{Guardian, Rejection};
@@ -50,25 +55,24 @@ pub struct DelegatedIntake {
 }
 
 impl DelegatedIntake {
-    /// Checks `request` (at Unix time `now`) and tracks it. Idempotent: the same owner and nonce
-    /// again is accepted without a second delivery.
-    pub async fn accept(&self, request: DelegatedRequest, now: u64) -> Result<(), IntakeError> {
+    /// Checks `request` and tracks it. Idempotent: the same owner and nonce again is accepted
+    /// without a second delivery. The Guardian's first checks (chain enabled, expiry,
+    /// [`Guardian::check_delegated_precondition`]) come before the request is parsed in full, so
+    /// the REST handler runs them first.
+    pub async fn accept(&self, request: DelegatedRequest) -> Result<(), IntakeError> {
         let DelegatedRequest {
             subscription,
             signature,
             data,
             raw_subscription,
         } = request;
-        self.guardian
-            .check_delegated_precondition(&raw_subscription, Some(u64::from(signature.expiry)), now)
-            .map_err(IntakeError::Rejected)?;
         let hash = format!("{:#x}", subscription.container_id);
         let containers = self.lookup.get(&subscription.container_id).unwrap_or_default();
         self.guardian
             .check_subscription_containers(
                 containers,
                 subscription.owner,
-                subscription.verifier != Address::ZERO,
+                subscription.requires_proof(),
                 true,
                 &hash,
             )
@@ -91,7 +95,7 @@ impl DelegatedIntake {
         let recovered = Signature::new(signature.r, signature.s, signature.v == 28)
             .recover_address_from_prehash(&digest)
             .map_err(|e| IntakeError::Signature(format!("signature does not recover to a signer: {e}")))?;
-        let expected = processor::owner_signer(&self.rpc, subscription.owner).await?;
+        let expected = owner_signer(&self.rpc, subscription.owner).await?;
         if expected == Address::ZERO {
             return Err(IntakeError::Signature(format!(
                 "Subscription signer mismatch: owner {} has no getSigner() (it must be a Delegator contract)",
@@ -105,15 +109,54 @@ impl DelegatedIntake {
                 subscription.owner, self.chain_id, self.coordinator
             )));
         }
-        let created = processor::created_id(&self.rpc, self.coordinator, subscription.owner, signature.nonce).await?;
+        let created = created_id(&self.rpc, self.coordinator, subscription.owner, signature.nonce).await?;
         let parts = DelegatedParts { signature, data };
-        match self
+        if self
             .processor
             .track_delegated(subscription, containers.into(), parts, created)
             .await
         {
-            Some(TrackAnswer::Tracked) | Some(TrackAnswer::AlreadyTracked) => Ok(()),
-            None => Err(IntakeError::Stopping),
+            Ok(())
+        } else {
+            Err(IntakeError::Stopping)
         }
+    }
+}
+
+/// The owner's `getSigner()` (zero when the call fails, as Ritual's node treats it).
+async fn owner_signer(rpc: &Rpc, owner: Address) -> Result<Address, RpcError> {
+    match rpc.call(owner, &Delegator::getSignerCall {}, BlockId::latest()).await {
+        Ok(signer) => Ok(signer),
+        Err(e) if !e.is_retryable() => Ok(Address::ZERO),
+        Err(e) => Err(e),
+    }
+}
+
+/// `keccak256(abi.encode(address owner, uint32 nonce))`: the `delegateCreatedIds` key.
+fn delegate_key(owner: Address, nonce: u32) -> B256 {
+    keccak256((owner, nonce).abi_encode())
+}
+
+/// `delegateCreatedIds(owner, nonce)`: the on-chain id of a delegated subscription, if created.
+async fn created_id(rpc: &Rpc, coordinator: Address, owner: Address, nonce: u32) -> Result<Option<u32>, RpcError> {
+    let call = EIP712Coordinator::delegateCreatedIdsCall(delegate_key(owner, nonce));
+    let id = rpc.call(coordinator, &call, BlockId::latest()).await?;
+    Ok((id != 0).then_some(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::address;
+
+    use super::*;
+
+    #[test]
+    fn the_delegate_key_is_abi_encoded() {
+        // keccak256(abi.encode(address owner, uint32 9)), as the Coordinator computes it.
+        let owner = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+        let mut encoded = vec![0u8; 64];
+        encoded[12..32].copy_from_slice(owner.as_slice());
+        encoded[63] = 9;
+        assert_eq!(delegate_key(owner, 9), keccak256(&encoded));
     }
 }

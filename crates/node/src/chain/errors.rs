@@ -14,124 +14,123 @@ pub struct InfernetError {
     pub message: &'static str,
 }
 
-const TABLE: &[([u8; 4], &str, &str)] = &[
-    (
+const fn e(selector: [u8; 4], name: &'static str, message: &'static str) -> InfernetError {
+    InfernetError {
+        selector,
+        name,
+        message,
+    }
+}
+
+const TABLE: &[InfernetError] = &[
+    e(
         [0x23, 0x45, 0x5b, 0xa1],
         "InvalidWallet",
         "Invalid wallet, please make sure you're using a wallet created from Infernet's `WalletFactory`.",
     ),
-    (
+    e(
         [0x4d, 0xb3, 0x10, 0xc3],
         "IntervalMismatch",
         "Interval mismatch. The interval is not the current one.",
     ),
-    (
+    e(
         [0x2f, 0x4c, 0xa8, 0x5b],
         "IntervalCompleted",
         "Interval completed. Redundancy has been already met for the current interval",
     ),
-    (
+    e(
         [0xb9, 0x85, 0x7a, 0xa1],
         "UnauthorizedVerifier",
         "Verifier is not authorized.",
     ),
-    (
+    e(
         [0x88, 0xa2, 0x1e, 0x4f],
         "NodeRespondedAlready",
         "Node already responded for this interval",
     ),
-    (
+    e(
         [0x1a, 0x00, 0x35, 0x4f],
         "SubscriptionNotFound",
         "Subscription not found",
     ),
-    (
+    e(
         [0x1d, 0x68, 0xb3, 0x7c],
         "ProofRequestNotFound",
         "Proof request not found",
     ),
-    (
+    e(
         [0xa7, 0xfb, 0xa7, 0x11],
         "NotSubscriptionOwner",
         "Caller is not the owner of the subscription",
     ),
-    (
+    e(
         [0xae, 0x67, 0x04, 0xa7],
         "SubscriptionCompleted",
         "Subscription is already completed, another node has likely already delivered the response",
     ),
-    (
+    e(
         [0xef, 0xb7, 0x4e, 0xfe],
         "SubscriptionNotActive",
         "Subscription is not active",
     ),
-    (
+    e(
         [0xe2, 0x37, 0x27, 0x99],
         "UnsupportedVerifierToken",
         "Unsupported verifier token. Attempting to pay a `IVerifier`-contract in a token it does not support receiving payments in",
     ),
-    ([0x10, 0xc7, 0x4b, 0x03], "SignerMismatch", "Signer does not match."),
-    (
+    e([0x10, 0xc7, 0x4b, 0x03], "SignerMismatch", "Signer does not match."),
+    e(
         [0x08, 0x19, 0xbd, 0xcd],
         "SignatureExpired",
         "EIP-712 Signature has expired.",
     ),
-    (
+    e(
         [0x8b, 0xaa, 0x57, 0x9f],
         "InvalidSignature",
         "The signature does not recover to an address.",
     ),
-    ([0x90, 0xb8, 0xec, 0x18], "TransferFailed", "Token transfer failed."),
-    ([0xb1, 0x2d, 0x13, 0xeb], "ETHTransferFailed", "ETH transfer failed."),
-    (
+    e([0x90, 0xb8, 0xec, 0x18], "TransferFailed", "Token transfer failed."),
+    e([0xb1, 0x2d, 0x13, 0xeb], "ETHTransferFailed", "ETH transfer failed."),
+    e(
         [0x35, 0x66, 0x80, 0xb7],
         "InsufficientFunds",
         "Insufficient funds. You either are trying to withdraw `amount > unlockedBalance` or are trying to escrow `amount > unlockedBalance` or attempting to unlock `amount > lockedBalance`",
     ),
-    (
+    e(
         [0x13, 0xbe, 0x25, 0x2b],
         "InsufficientAllowance",
         "Insufficient allowance.",
     ),
-    (
+    e(
         [0x42, 0x76, 0x49, 0x46],
         "NodeNotAllowed",
         "Node is not allowed to deliver this subscription.",
     ),
-    ([0xf4, 0xd6, 0x78, 0xb8], "InsufficientBalance", "Insufficient balance."),
-    (
+    e([0xf4, 0xd6, 0x78, 0xb8], "InsufficientBalance", "Insufficient balance."),
+    e(
         [0x9e, 0xc8, 0x53, 0xe6],
         "NotCoordinator",
         "Caller is not the coordinator.",
     ),
-    ([0xab, 0x14, 0x3c, 0x06], "Reentrancy", "Reentrant call."),
+    e([0xab, 0x14, 0x3c, 0x06], "Reentrancy", "Reentrant call."),
 ];
 
 impl InfernetError {
     /// The error whose selector starts `revert`.
     pub fn decode(revert: &[u8]) -> Option<Self> {
         let selector: [u8; 4] = revert.get(..4)?.try_into().ok()?;
-        TABLE
-            .iter()
-            .find(|(s, _, _)| *s == selector)
-            .map(|&(selector, name, message)| Self {
-                selector,
-                name,
-                message,
-            })
+        TABLE.iter().find(|e| e.selector == selector).copied()
     }
 
     /// The error named in an error text (some endpoints put the selector only in the message).
     pub fn find_in(text: &str) -> Option<Self> {
         let lower = text.to_ascii_lowercase();
-        TABLE.iter().find_map(|&(selector, name, message)| {
-            let hex = format!("0x{}", alloy::primitives::hex::encode(selector));
-            (lower.contains(&hex) || text.contains(name)).then_some(Self {
-                selector,
-                name,
-                message,
+        TABLE
+            .iter()
+            .find(|e| {
+                lower.contains(&format!("0x{}", alloy::primitives::hex::encode(e.selector))) || text.contains(e.name)
             })
-        })
+            .copied()
     }
 
     /// From revert data or, failing that, from the error text.
@@ -174,8 +173,8 @@ mod tests {
     #[test]
     fn every_selector_matches_the_compiled_contracts() {
         let text = include_str!("../../../../contracts/out/selectors.json");
-        for (selector, name, _) in TABLE {
-            let entry = format!("\"{name}()\": \"0x{}\"", alloy::primitives::hex::encode(selector));
+        for e in TABLE {
+            let entry = format!("\"{}()\": \"0x{}\"", e.name, alloy::primitives::hex::encode(e.selector));
             assert!(text.contains(&entry), "{entry} not in contracts/out/selectors.json");
         }
         assert!(InfernetError::decode(&[0, 1]).is_none());

@@ -166,24 +166,12 @@ impl Listener {
         let target = head.number.saturating_sub(self.trail_head_blocks);
         let block = BlockId::number(target);
         let mut throttle = Throttle::new(Duration::from_secs(30));
-        let mut attempt = 0u32;
-        let highest = loop {
-            match self
-                .rpc
-                .call(self.coordinator, &EIP712Coordinator::idCall {}, block)
-                .await
-            {
-                Ok(next) => break u64::from(next).saturating_sub(1),
-                Err(e) => {
-                    if !self
-                        .backoff(&e, &mut attempt, &mut throttle, "reading Coordinator.id()", shutdown)
-                        .await
-                    {
-                        return None;
-                    }
-                }
-            }
-        };
+        let next = self
+            .retrying("reading Coordinator.id()", &mut throttle, shutdown, || {
+                self.rpc.call(self.coordinator, &EIP712Coordinator::idCall {}, block)
+            })
+            .await?;
+        let highest = u64::from(next).saturating_sub(1);
         let ranges = batches(*last_sub + 1, highest, self.batch_size);
         if snapshot && !ranges.is_empty() {
             tracing::info!(
@@ -193,18 +181,11 @@ impl Listener {
             );
         }
         for (i, (from, to)) in ranges.iter().copied().enumerate() {
-            attempt = 0;
-            loop {
-                match self.sync_batch(from, to, block, head.timestamp).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        let what = format!("syncing subscriptions {from}..{}", to - 1);
-                        if !self.backoff(&e, &mut attempt, &mut throttle, &what, shutdown).await {
-                            return None;
-                        }
-                    }
-                }
-            }
+            let what = format!("syncing subscriptions {from}..{}", to - 1);
+            self.retrying(&what, &mut throttle, shutdown, || {
+                self.sync_batch(from, to, block, head.timestamp)
+            })
+            .await?;
             *last_sub = to - 1;
             self.status.set_synced(target, *last_sub);
             if i + 1 < ranges.len() && !self.sleep.is_zero() {
@@ -219,26 +200,36 @@ impl Listener {
         Some(target)
     }
 
-    /// Waits before the next attempt; `false` at shutdown.
-    async fn backoff(
+    /// Runs `attempt` until it succeeds, backing off (capped) between failures and showing the
+    /// failure in `/info`; `None` at shutdown.
+    async fn retrying<T, F, Fut>(
         &self,
-        e: &RpcError,
-        attempt: &mut u32,
-        throttle: &mut Throttle,
         what: &str,
+        throttle: &mut Throttle,
         shutdown: &CancellationToken,
-    ) -> bool {
-        *attempt += 1;
+        mut attempt: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RpcError>>,
+    {
         let base = self.sleep.max(Duration::from_millis(250));
-        let delay = base.saturating_mul(1 << (*attempt - 1).min(10)).min(MAX_BACKOFF);
-        if let Some(suppressed) = throttle.allow() {
-            tracing::warn!(error = %e, attempt = *attempt, retry_in = ?delay, suppressed, "{what} failed; retrying");
+        for failures in 0u32.. {
+            let e = match attempt().await {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let delay = base.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF);
+            if let Some(suppressed) = throttle.allow() {
+                tracing::warn!(error = %e, attempt = failures + 1, retry_in = ?delay, suppressed, "{what} failed; retrying");
+            }
+            self.status.set_error(Some(format!("{what}: {e}")));
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
         }
-        self.status.set_error(Some(format!("{what}: {e}")));
-        tokio::select! {
-            _ = shutdown.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
+        None
     }
 
     async fn sync_batch(&self, from: u64, to: u64, block: BlockId, now: u64) -> Result<(), RpcError> {

@@ -150,32 +150,30 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
         return Err(registry_error("no contract code there".into()));
     }
     let latest = BlockId::latest();
-    let read = |call| {
-        let rpc = rpc.clone();
-        async move {
-            match call {
-                Getter::Coordinator => rpc.call(registry_address, &Registry::COORDINATORCall {}, latest).await,
-                Getter::Reader => rpc.call(registry_address, &Registry::READERCall {}, latest).await,
-                Getter::Inbox => rpc.call(registry_address, &Registry::INBOXCall {}, latest).await,
-                Getter::WalletFactory => {
-                    rpc.call(registry_address, &Registry::WALLET_FACTORYCall {}, latest)
-                        .await
-                }
-            }
-        }
-    };
-    let coordinator = timed("Registry.COORDINATOR()", read(Getter::Coordinator))
-        .await
-        .map_err(registry_error)?;
-    let reader = timed("Registry.READER()", read(Getter::Reader))
-        .await
-        .map_err(registry_error)?;
-    let inbox = timed("Registry.INBOX()", read(Getter::Inbox))
-        .await
-        .map_err(registry_error)?;
-    let wallet_factory = timed("Registry.WALLET_FACTORY()", read(Getter::WalletFactory))
-        .await
-        .map_err(registry_error)?;
+    let coordinator = timed(
+        "Registry.COORDINATOR()",
+        rpc.call(registry_address, &Registry::COORDINATORCall {}, latest),
+    )
+    .await
+    .map_err(registry_error)?;
+    let reader = timed(
+        "Registry.READER()",
+        rpc.call(registry_address, &Registry::READERCall {}, latest),
+    )
+    .await
+    .map_err(registry_error)?;
+    let inbox = timed(
+        "Registry.INBOX()",
+        rpc.call(registry_address, &Registry::INBOXCall {}, latest),
+    )
+    .await
+    .map_err(registry_error)?;
+    let wallet_factory = timed(
+        "Registry.WALLET_FACTORY()",
+        rpc.call(registry_address, &Registry::WALLET_FACTORYCall {}, latest),
+    )
+    .await
+    .map_err(registry_error)?;
     tracing::info!(chain_id, node = %signer.address(), %coordinator, %reader, rpc = %url, "chain connected");
     let chain = Chain {
         rpc,
@@ -188,14 +186,6 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
         wallet_factory,
     };
     Ok((chain, NodeKey(signer)))
-}
-
-#[derive(Clone, Copy)]
-enum Getter {
-    Coordinator,
-    Reader,
-    Inbox,
-    WalletFactory,
 }
 
 /// The running chain side.
@@ -238,17 +228,12 @@ pub fn start(
         status.clone(),
         tasks,
     );
-    let payment_wallet = wallet_config
-        .and_then(|w| w.payment_address.as_deref())
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .and_then(|a| Address::from_str(a).ok());
     let (processor, handle, inbox) = processor::new(processor::ProcessorParts {
         rpc: chain.rpc.clone(),
         coordinator: chain.coordinator,
         wallet_factory: chain.wallet_factory,
         reader: chain.reader,
-        payment_wallet,
+        payment_wallet: config.payment_address(),
         wallet,
         orchestrator,
         status: status.clone(),

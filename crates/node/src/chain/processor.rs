@@ -31,7 +31,7 @@ use alloy::{
     sol_types::{SolCall, SolValue},
 };
 use infernet_contracts::bindings::{
-    BaseConsumer, Delegator, EIP712Coordinator, Reader, TestToken, Wallet as PaymentWallet, WalletFactory,
+    BaseConsumer, EIP712Coordinator, Reader, TestToken, Wallet as PaymentWallet, WalletFactory,
 };
 use infernet_types::{ContainerResult, DelegateSignature, JobLocation, Subscription};
 use serde_json::{Map, Value};
@@ -41,7 +41,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{
     blocks::{Head, Throttle},
     encoding::encode_output,
-    rpc::{Rpc, RpcError, decode},
+    rpc::{Read, Rpc, RpcError, decode},
     status::ChainStatus,
     wallet::{SimulationError, TxOutcome, TxRequest, Wallet},
 };
@@ -80,15 +80,6 @@ pub struct DelegatedParts {
     pub data: Map<String, Value>,
 }
 
-/// What a delegated submission found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrackAnswer {
-    /// Now tracked.
-    Tracked,
-    /// Already tracked (same owner and nonce): nothing changed.
-    AlreadyTracked,
-}
-
 enum Command {
     Onchain {
         id: u32,
@@ -100,7 +91,7 @@ enum Command {
         containers: Arc<[String]>,
         parts: Arc<DelegatedParts>,
         created_id: Option<u32>,
-        reply: oneshot::Sender<TrackAnswer>,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -110,15 +101,6 @@ pub struct ProcessorHandle {
     tx: mpsc::UnboundedSender<Command>,
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Onchain { id, .. } => write!(f, "Onchain({id})"),
-            Self::Delegated { sub, parts, .. } => write!(f, "Delegated({}/{})", sub.owner, parts.signature.nonce),
-        }
-    }
-}
-
 impl ProcessorHandle {
     /// Tracks an on-chain subscription the Listener accepted.
     pub fn track_onchain(&self, id: u32, sub: Subscription, containers: Arc<[String]>) {
@@ -126,14 +108,15 @@ impl ProcessorHandle {
     }
 
     /// Tracks a delegated subscription whose signature was checked; `created_id` is its
-    /// on-chain id when `createSubscriptionDelegatee` already ran.
+    /// on-chain id when `createSubscriptionDelegatee` already ran. The same owner and nonce again
+    /// changes nothing. `false` when the Processor has stopped.
     pub async fn track_delegated(
         &self,
         sub: Subscription,
         containers: Arc<[String]>,
         parts: DelegatedParts,
         created_id: Option<u32>,
-    ) -> Option<TrackAnswer> {
+    ) -> bool {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Command::Delegated {
@@ -143,8 +126,8 @@ impl ProcessorHandle {
                 created_id,
                 reply,
             })
-            .ok()?;
-        answer.await.ok()
+            .is_ok()
+            && answer.await.is_ok()
     }
 }
 
@@ -158,12 +141,37 @@ enum Phase {
     Running,
 }
 
+/// Where a tracked subscription comes from, and so how it is delivered.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// On-chain subscription `id`: inputs from the owner, `deliverCompute`.
+    Onchain(u32),
+    /// Delegated: the request's data as input, `deliverComputeDelegatee`; `created` is its
+    /// on-chain id once the first delivery created it.
+    Delegated {
+        parts: Arc<DelegatedParts>,
+        created: Option<u32>,
+    },
+}
+
+impl Origin {
+    /// The on-chain id, when it has one.
+    fn chain_id(&self) -> Option<u32> {
+        match self {
+            Self::Onchain(id) => Some(*id),
+            Self::Delegated { created, .. } => *created,
+        }
+    }
+
+    fn is_delegated(&self) -> bool {
+        matches!(self, Self::Delegated { .. })
+    }
+}
+
 struct Tracked {
     sub: Subscription,
     containers: Arc<[String]>,
-    delegated: Option<Arc<DelegatedParts>>,
-    /// On-chain id (for a delegated subscription, once created).
-    chain_id: Option<u32>,
+    origin: Origin,
     /// The interval being served or to serve next.
     interval: u32,
     attempts: u32,
@@ -279,30 +287,54 @@ pub struct ProcessorInbox {
     reports: mpsc::UnboundedReceiver<(Key, u32, Instant, Report)>,
 }
 
-/// `keccak256(abi.encode(uint32 id, uint32 interval))`: the `redundancyCount` key.
-pub fn redundancy_key(id: u32, interval: u32) -> B256 {
-    keccak256((id, interval).abi_encode())
-}
-
 /// `keccak256(abi.encode(uint32 id, uint32 interval, address node))`: the `nodeResponded` key.
 pub fn responded_key(id: u32, interval: u32, node: Address) -> B256 {
     keccak256((id, interval, node).abi_encode())
 }
 
-/// `keccak256(abi.encode(address owner, uint32 nonce))`: the `delegateCreatedIds` key.
-pub fn delegate_key(owner: Address, nonce: u32) -> B256 {
-    keccak256((owner, nonce).abi_encode())
-}
-
 /// What the batched pre-check found for one due subscription.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Check {
     cancelled: bool,
     served: bool,
     responded: bool,
-    payable: Result<(), String>,
+    /// Why the subscription's wallet cannot pay, when it cannot.
+    unpayable: Option<String>,
     /// The consumer's `getContainerInputs` (on-chain subscriptions).
     inputs: Option<Bytes>,
+}
+
+/// Where a candidate's answers are in the pre-check batch.
+struct Slots {
+    inputs: Option<usize>,
+    /// Valid wallet, the owner's allowance, the wallet's balance.
+    payment: Option<[usize; 3]>,
+}
+
+/// Why `sub`'s wallet cannot pay one delivery, if it cannot.
+fn unpayable(sub: &Subscription, valid_wallet: bool, allowance: U256, balance: U256) -> Option<String> {
+    let (wallet, amount) = (sub.wallet, sub.payment_amount);
+    if !valid_wallet {
+        Some(format!(
+            "subscription wallet {wallet} was not created by the WalletFactory"
+        ))
+    } else if allowance < amount {
+        Some(format!(
+            "the owner's allowance in wallet {wallet} is {allowance}, below the payment {amount}"
+        ))
+    } else if balance < amount {
+        Some(format!("wallet {wallet} holds {balance}, below the payment {amount}"))
+    } else {
+        None
+    }
+}
+
+/// An error for answers that do not line up with what was asked.
+fn short_answer() -> RpcError {
+    RpcError::Decode {
+        method: "Reader".into(),
+        message: "fewer answers than subscriptions asked for".into(),
+    }
 }
 
 impl Processor {
@@ -376,13 +408,13 @@ impl Processor {
 
     fn drop_tracking(&mut self, key: Key, why: &str) {
         if let Some(t) = self.tracked.remove(&key) {
-            if t.delegated.is_some() {
+            if t.origin.is_delegated() {
                 self.delegated_count -= 1;
             }
             if let Phase::Scheduled(due) = t.phase {
                 self.schedule.remove(&(due, key));
             }
-            if let Some(id) = t.chain_id {
+            if let Origin::Delegated { created: Some(id), .. } = t.origin {
                 self.created.remove(&id);
             }
             tracing::info!(%key, reason = why, "stopped tracking");
@@ -422,8 +454,7 @@ impl Processor {
                     Tracked {
                         sub,
                         containers,
-                        delegated: None,
-                        chain_id: Some(id),
+                        origin: Origin::Onchain(id),
                         interval,
                         attempts: 0,
                         phase: Phase::Scheduled(due),
@@ -440,7 +471,8 @@ impl Processor {
             } => {
                 let key = Key::Delegated(sub.owner, parts.signature.nonce);
                 if self.tracked.contains_key(&key) {
-                    let _ = reply.send(TrackAnswer::AlreadyTracked);
+                    tracing::debug!(%key, "already tracked");
+                    let _ = reply.send(());
                     return;
                 }
                 let (interval, due) = self.first_due(&sub);
@@ -451,8 +483,7 @@ impl Processor {
                     Tracked {
                         sub,
                         containers,
-                        delegated: Some(parts),
-                        chain_id: None,
+                        origin: Origin::Delegated { parts, created: None },
                         interval,
                         attempts: 0,
                         phase: Phase::Scheduled(due),
@@ -462,15 +493,19 @@ impl Processor {
                 if let Some(id) = created_id {
                     self.link(key, id);
                 }
-                let _ = reply.send(TrackAnswer::Tracked);
+                let _ = reply.send(());
             }
         }
     }
 
     /// A delegated subscription got its on-chain id: it is served under its delegated key only.
     fn link(&mut self, key: Key, id: u32) {
-        if let Some(t) = self.tracked.get_mut(&key) {
-            t.chain_id = Some(id);
+        if let Some(Tracked {
+            origin: Origin::Delegated { created, .. },
+            ..
+        }) = self.tracked.get_mut(&key)
+        {
+            *created = Some(id);
         }
         self.created.insert(id, key);
         let onchain = Key::Onchain(id);
@@ -494,17 +529,16 @@ impl Processor {
 
     fn report(&mut self, key: Key, k: u32, started: Instant, report: Report) {
         let Some(t) = self.tracked.get_mut(&key) else { return };
-        // Not running any more; `schedule` or `drop_tracking` below decide what comes next.
+        // No longer running; every branch below schedules it again or drops it.
         if t.phase == Phase::Running {
             self.running -= 1;
         }
-        t.phase = Phase::Scheduled(u64::MAX);
-        let source = if t.delegated.is_some() {
+        let source = if t.origin.is_delegated() {
             Source::Delegated
         } else {
             Source::Onchain
         };
-        let linked = t.chain_id.is_some();
+        let linked = t.origin.chain_id().is_some();
         let metrics = self.ctx.orchestrator.metrics().clone();
         match report {
             Report::Delivered {
@@ -626,7 +660,9 @@ impl Processor {
                     tracing::info!(%key, interval = k, "interval already served by enough nodes");
                     self.advance(key, k);
                 }
-                Ok(Check { payable: Err(why), .. }) => {
+                Ok(Check {
+                    unpayable: Some(why), ..
+                }) => {
                     self.report(
                         key,
                         k,
@@ -647,23 +683,21 @@ impl Processor {
     /// Cancellation, redundancy, payment and the consumer's inputs for every candidate, in one
     /// JSON-RPC batch: the `Reader` reads the subscriptions (one call per run of consecutive ids)
     /// and all response counts (one call). Only where others have responded already does a second
-    /// round ask whether this node was one of them (after a restart it may have been). ETH-paid
-    /// subscriptions add one balance read each.
+    /// round ask whether this node was one of them (after a restart it may have been).
     async fn pre_check(&self, candidates: &[(Key, u32)], now: u64) -> Vec<Result<Check, RpcError>> {
-        let coordinator = self.ctx.coordinator;
-        let reader = self.reader;
-        let mut calls: Vec<(Address, Bytes, Option<Address>)> = Vec::new();
-        let push = |calls: &mut Vec<(Address, Bytes, Option<Address>)>, to: Address, data: Vec<u8>| {
-            calls.push((to, data.into(), None));
-            calls.len() - 1
+        let call = |to: Address, data: Vec<u8>| Read::Call { to, data: data.into() };
+        let mut reads = Vec::new();
+        let mut push = |read: Read| {
+            reads.push(read);
+            reads.len() - 1
         };
-        // Runs of consecutive on-chain ids: (first id, answer slot), each read as one batch.
         let mut ids: Vec<(u32, u32)> = candidates
             .iter()
-            .filter_map(|(key, k)| self.tracked[key].chain_id.map(|id| (id, *k)))
+            .filter_map(|(key, k)| self.tracked[key].origin.chain_id().map(|id| (id, *k)))
             .collect();
         ids.sort_unstable();
         ids.dedup_by_key(|(id, _)| *id);
+        // (first id, end id, answer slot) of each run of consecutive ids.
         let mut runs: Vec<(u32, u32, usize)> = Vec::new();
         for (id, _) in &ids {
             match runs.last_mut() {
@@ -672,248 +706,142 @@ impl Processor {
             }
         }
         for run in &mut runs {
-            run.2 = push(
-                &mut calls,
-                reader,
-                Reader::readSubscriptionBatchCall {
-                    startId: run.0,
-                    endId: run.1,
-                }
-                .abi_encode(),
-            );
+            let batch = Reader::readSubscriptionBatchCall {
+                startId: run.0,
+                endId: run.1,
+            };
+            run.2 = push(call(self.reader, batch.abi_encode()));
         }
         let counts_slot = (!ids.is_empty()).then(|| {
-            push(
-                &mut calls,
-                reader,
-                Reader::readRedundancyCountBatchCall {
-                    ids: ids.iter().map(|(id, _)| *id).collect(),
-                    intervals: ids.iter().map(|(_, k)| *k).collect(),
-                }
-                .abi_encode(),
-            )
-        });
-        enum Slot {
-            Inputs,
-            ValidWallet,
-            Allowance,
-            TokenBalance,
-        }
-        let mut slots: Vec<Vec<(Slot, usize)>> = Vec::with_capacity(candidates.len());
-        for (key, k) in candidates {
-            let t = &self.tracked[key];
-            let mut mine = Vec::new();
-            if let (None, Some(id)) = (&t.delegated, t.chain_id) {
-                let call = BaseConsumer::getContainerInputsCall {
-                    subscriptionId: id,
-                    interval: *k,
-                    timestamp: u32::try_from(now).unwrap_or(u32::MAX),
-                    caller: self.ctx.node,
-                };
-                mine.push((Slot::Inputs, push(&mut calls, t.sub.owner, call.abi_encode())));
-            }
-            if t.sub.is_paid() {
-                let s = &t.sub;
-                mine.push((
-                    Slot::ValidWallet,
-                    push(
-                        &mut calls,
-                        self.wallet_factory,
-                        WalletFactory::isValidWalletCall(s.wallet).abi_encode(),
-                    ),
-                ));
-                mine.push((
-                    Slot::Allowance,
-                    push(
-                        &mut calls,
-                        s.wallet,
-                        PaymentWallet::allowanceCall {
-                            spender: s.owner,
-                            token: s.payment_token,
-                        }
-                        .abi_encode(),
-                    ),
-                ));
-                if s.payment_token != Address::ZERO {
-                    mine.push((
-                        Slot::TokenBalance,
-                        push(
-                            &mut calls,
-                            s.payment_token,
-                            TestToken::balanceOfCall(s.wallet).abi_encode(),
-                        ),
-                    ));
-                }
-            }
-            slots.push(mine);
-        }
-        let failed = |e: &RpcError| {
-            candidates
-                .iter()
-                .map(|_| {
-                    Err(RpcError::Call {
-                        method: "pre-check batch".into(),
-                        message: e.to_string(),
-                        kind: e.kind(),
-                        revert: None,
-                    })
-                })
-                .collect()
-        };
-        let mut answers: Vec<Option<Result<Bytes, RpcError>>> =
-            match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
-                Ok(a) => a.into_iter().map(Some).collect(),
-                Err(e) => return failed(&e),
+            let counts = Reader::readRedundancyCountBatchCall {
+                ids: ids.iter().map(|(id, _)| *id).collect(),
+                intervals: ids.iter().map(|(_, k)| *k).collect(),
             };
-        let mut take = |i: usize| answers[i].take().unwrap_or_else(|| Ok(Bytes::new()));
-        // On-chain state by id: (subscription, responses so far).
-        let mut onchain: HashMap<u32, Result<(Subscription, u16), String>> = HashMap::new();
-        let counts = counts_slot.map(|i| decode::<Reader::readRedundancyCountBatchCall>(take(i)));
-        let position: HashMap<u32, usize> = ids.iter().enumerate().map(|(p, (id, _))| (*id, p)).collect();
-        for (start, end, slot) in &runs {
-            let subs = decode::<Reader::readSubscriptionBatchCall>(take(*slot));
-            for (i, id) in (*start..*end).enumerate() {
-                let count = match &counts {
-                    Some(Ok(c)) => position.get(&id).and_then(|p| c.get(*p).copied()),
-                    _ => None,
+            push(call(self.reader, counts.abi_encode()))
+        });
+        let slots: Vec<Slots> = candidates
+            .iter()
+            .map(|(key, k)| {
+                let t = &self.tracked[key];
+                let inputs = match t.origin {
+                    Origin::Onchain(id) => {
+                        let inputs = BaseConsumer::getContainerInputsCall {
+                            subscriptionId: id,
+                            interval: *k,
+                            timestamp: u32::try_from(now).unwrap_or(u32::MAX),
+                            caller: self.ctx.node,
+                        };
+                        Some(push(call(t.sub.owner, inputs.abi_encode())))
+                    }
+                    Origin::Delegated { .. } => None,
                 };
-                let entry = match (&subs, count) {
-                    (Ok(subs), Some(count)) => match subs.get(i) {
-                        Some(s) => Ok((Subscription::from(s.clone()), count)),
-                        None => Err("the Reader returned fewer subscriptions than asked".to_string()),
+                let s = &t.sub;
+                let payment = s.is_paid().then(|| {
+                    let allowance = PaymentWallet::allowanceCall {
+                        spender: s.owner,
+                        token: s.payment_token,
+                    };
+                    let balance = if s.payment_token == Address::ZERO {
+                        Read::Balance(s.wallet)
+                    } else {
+                        call(s.payment_token, TestToken::balanceOfCall(s.wallet).abi_encode())
+                    };
+                    [
+                        push(call(
+                            self.wallet_factory,
+                            WalletFactory::isValidWalletCall(s.wallet).abi_encode(),
+                        )),
+                        push(call(s.wallet, allowance.abi_encode())),
+                        push(balance),
+                    ]
+                });
+                Slots { inputs, payment }
+            })
+            .collect();
+        let answers = match self.ctx.rpc.read_batch(&reads, BlockId::latest()).await {
+            Ok(a) => a,
+            Err(e) => return candidates.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let answer = |i: usize| answers.get(i).cloned().unwrap_or_else(|| Err(short_answer()));
+
+        // On-chain state by id: the subscription and the responses so far.
+        let counts = counts_slot
+            .map(|i| decode::<Reader::readRedundancyCountBatchCall>(answer(i)))
+            .unwrap_or(Ok(Vec::new()));
+        let mut onchain: HashMap<u32, Result<(Subscription, u16), RpcError>> = HashMap::new();
+        let mut position = 0;
+        for (start, end, slot) in &runs {
+            let subs = decode::<Reader::readSubscriptionBatchCall>(answer(*slot));
+            for (i, id) in (*start..*end).enumerate() {
+                let entry = match (&subs, &counts) {
+                    (Ok(subs), Ok(counts)) => match (subs.get(i), counts.get(position)) {
+                        (Some(s), Some(count)) => Ok((Subscription::from(s.clone()), *count)),
+                        _ => Err(short_answer()),
                     },
-                    (Err(e), _) => Err(e.to_string()),
-                    (_, None) => Err(match &counts {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "no response count".to_string(),
-                    }),
+                    (Err(e), _) | (_, Err(e)) => Err(e.clone()),
                 };
                 onchain.insert(id, entry);
+                position += 1;
             }
         }
-        let mut out = Vec::with_capacity(candidates.len());
+
         let mut ask_responded = Vec::new();
-        for (n, ((key, k), mine)) in candidates.iter().zip(slots).enumerate() {
-            let t = &self.tracked[key];
-            let mut check = Check {
-                cancelled: false,
-                served: false,
-                responded: false,
-                payable: Ok(()),
-                inputs: None,
-            };
-            let mut result: Result<(), RpcError> = Ok(());
-            if let Some(id) = t.chain_id {
-                match onchain.get(&id) {
-                    Some(Ok((s, count))) => {
-                        check.cancelled = s.is_empty() || s.is_cancelled();
-                        check.served = *count >= t.sub.redundancy;
-                        if *count > 0 && !check.served {
-                            ask_responded.push((n, id, *k));
-                        }
+        let mut out: Vec<Result<Check, RpcError>> = candidates
+            .iter()
+            .zip(&slots)
+            .enumerate()
+            .map(|(n, ((key, k), slots))| {
+                let t = &self.tracked[key];
+                let mut check = Check::default();
+                if let Some(id) = t.origin.chain_id() {
+                    let (s, count) = onchain.get(&id).cloned().unwrap_or_else(|| Err(short_answer()))?;
+                    check.cancelled = s.is_empty() || s.is_cancelled();
+                    check.served = count >= t.sub.redundancy;
+                    if count > 0 && !check.served {
+                        ask_responded.push((n, id, *k));
                     }
-                    Some(Err(e)) => {
-                        result = Err(RpcError::Call {
-                            method: "Reader".into(),
-                            message: e.clone(),
-                            kind: super::rpc::RpcErrorKind::Rpc,
-                            revert: None,
-                        })
-                    }
-                    None => {}
                 }
-            }
-            for (slot, i) in mine {
-                let answer = take(i);
-                let step: Result<(), RpcError> = (|| {
-                    match slot {
-                        Slot::Inputs => match answer {
-                            Ok(raw) => {
-                                check.inputs =
-                                    Some(decode::<BaseConsumer::getContainerInputsCall>(Ok(raw)).unwrap_or_default())
-                            }
-                            // A consumer without inputs (or one that reverts) gets empty input, as
-                            // Ritual's node does; a failing endpoint is retried.
-                            Err(e) if !e.is_retryable() => check.inputs = Some(Bytes::new()),
-                            Err(e) => return Err(e),
-                        },
-                        Slot::ValidWallet => {
-                            if !decode::<WalletFactory::isValidWalletCall>(answer)? && check.payable.is_ok() {
-                                check.payable = Err(format!(
-                                    "subscription wallet {} was not created by the WalletFactory",
-                                    t.sub.wallet
-                                ));
-                            }
-                        }
-                        Slot::Allowance => {
-                            let allowance = decode::<PaymentWallet::allowanceCall>(answer).unwrap_or(U256::ZERO);
-                            if allowance < t.sub.payment_amount && check.payable.is_ok() {
-                                check.payable = Err(format!(
-                                    "the owner's allowance in wallet {} is {allowance}, below the payment {}",
-                                    t.sub.wallet, t.sub.payment_amount
-                                ));
-                            }
-                        }
-                        Slot::TokenBalance => {
-                            let balance = decode::<TestToken::balanceOfCall>(answer)?;
-                            if balance < t.sub.payment_amount && check.payable.is_ok() {
-                                check.payable = Err(format!(
-                                    "wallet {} holds {balance} of the token, below the payment {}",
-                                    t.sub.wallet, t.sub.payment_amount
-                                ));
-                            }
-                        }
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = step {
-                    result = Err(e);
+                if let Some(i) = slots.inputs {
+                    check.inputs = Some(match answer(i) {
+                        Ok(raw) => decode::<BaseConsumer::getContainerInputsCall>(Ok(raw)).unwrap_or_default(),
+                        // A consumer without inputs (or one that reverts) gets empty input, as
+                        // Ritual's node does; a failing endpoint is retried.
+                        Err(e) if !e.is_retryable() => Bytes::new(),
+                        Err(e) => return Err(e),
+                    });
                 }
-            }
-            if result.is_ok() && t.sub.is_paid() && t.sub.payment_token == Address::ZERO && check.payable.is_ok() {
-                match self.ctx.rpc.balance(t.sub.wallet).await {
-                    Ok(b) if b < t.sub.payment_amount => {
-                        check.payable = Err(format!(
-                            "wallet {} holds {b} wei, below the payment {}",
-                            t.sub.wallet, t.sub.payment_amount
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(e) => result = Err(e),
+                if let Some([valid, allowance, balance]) = slots.payment {
+                    check.unpayable = unpayable(
+                        &t.sub,
+                        decode::<WalletFactory::isValidWalletCall>(answer(valid))?,
+                        decode::<PaymentWallet::allowanceCall>(answer(allowance)).unwrap_or(U256::ZERO),
+                        decode::<TestToken::balanceOfCall>(answer(balance))?,
+                    );
                 }
-            }
-            out.push(result.map(|()| check));
-        }
+                Ok(check)
+            })
+            .collect();
+
         if !ask_responded.is_empty() {
-            let calls: Vec<(Address, Bytes, Option<Address>)> = ask_responded
+            let reads: Vec<Read> = ask_responded
                 .iter()
                 .map(|(_, id, k)| {
-                    let call = EIP712Coordinator::nodeRespondedCall(responded_key(*id, *k, self.ctx.node));
-                    (coordinator, call.abi_encode().into(), None)
+                    let responded = EIP712Coordinator::nodeRespondedCall(responded_key(*id, *k, self.ctx.node));
+                    call(self.ctx.coordinator, responded.abi_encode())
                 })
                 .collect();
-            match self.ctx.rpc.call_batch(&calls, BlockId::latest()).await {
-                Ok(answers) => {
-                    for ((n, _, _), answer) in ask_responded.iter().zip(answers) {
-                        match decode::<EIP712Coordinator::nodeRespondedCall>(answer) {
-                            Ok(responded) => {
-                                if let Ok(c) = &mut out[*n] {
-                                    c.responded = responded;
-                                }
-                            }
-                            Err(e) => out[*n] = Err(e),
-                        }
-                    }
-                }
-                Err(e) => {
-                    for (n, _, _) in &ask_responded {
-                        out[*n] = Err(RpcError::Call {
-                            method: "nodeResponded batch".into(),
-                            message: e.to_string(),
-                            kind: e.kind(),
-                            revert: None,
-                        });
-                    }
+            let answers = self.ctx.rpc.read_batch(&reads, BlockId::latest()).await;
+            for (i, (n, _, _)) in ask_responded.iter().enumerate() {
+                let responded = match &answers {
+                    Ok(a) => decode::<EIP712Coordinator::nodeRespondedCall>(
+                        a.get(i).cloned().unwrap_or_else(|| Err(short_answer())),
+                    ),
+                    Err(e) => Err(e.clone()),
+                };
+                match (responded, &mut out[*n]) {
+                    (Ok(r), Ok(check)) => check.responded = r,
+                    (Err(e), slot) => *slot = Err(e),
+                    (Ok(_), Err(_)) => {}
                 }
             }
         }
@@ -932,8 +860,7 @@ impl Processor {
             interval: k,
             sub: t.sub.clone(),
             containers: t.containers.clone(),
-            delegated: t.delegated.clone(),
-            chain_id: t.chain_id,
+            origin: t.origin.clone(),
         };
         let reports = self.reports.clone();
         let started = Instant::now();
@@ -956,20 +883,17 @@ struct Job {
     interval: u32,
     sub: Subscription,
     containers: Arc<[String]>,
-    delegated: Option<Arc<DelegatedParts>>,
-    chain_id: Option<u32>,
+    origin: Origin,
 }
 
 impl Job {
     async fn run(self) -> Report {
-        let started = Instant::now();
-        let (source, data) = match (&self.delegated, self.chain_id) {
-            (Some(parts), _) => (JobLocation::Offchain, Value::Object(parts.data.clone())),
-            (None, Some(_)) => (
+        let (source, data) = match &self.origin {
+            Origin::Delegated { parts, .. } => (JobLocation::Offchain, Value::Object(parts.data.clone())),
+            Origin::Onchain(_) => (
                 JobLocation::Onchain,
                 Value::String(alloy::primitives::hex::encode(self.inputs.clone().unwrap_or_default())),
             ),
-            (None, None) => return Report::Over("no subscription id".into()),
         };
         let input = JobInput {
             source,
@@ -1006,8 +930,8 @@ impl Job {
             return Report::Failed(e);
         }
         let node_wallet = self.ctx.payment_wallet.unwrap_or(Address::ZERO);
-        let (data, label) = match (&self.delegated, self.chain_id) {
-            (Some(parts), _) => {
+        let (data, label) = match &self.origin {
+            Origin::Delegated { parts, .. } => {
                 let sig = parts.signature;
                 let call = EIP712Coordinator::deliverComputeDelegateeCall {
                     nonce: sig.nonce,
@@ -1027,9 +951,9 @@ impl Job {
                     format!("deliverComputeDelegatee {} interval {}", self.key, self.interval),
                 )
             }
-            (None, Some(id)) => {
+            Origin::Onchain(id) => {
                 let call = EIP712Coordinator::deliverComputeCall {
-                    subscriptionId: id,
+                    subscriptionId: *id,
                     deliveryInterval: self.interval,
                     input: encoded.input,
                     output: encoded.output,
@@ -1041,7 +965,6 @@ impl Job {
                     format!("deliverCompute {} interval {}", self.key, self.interval),
                 )
             }
-            (None, None) => return Report::Over("no subscription id".into()),
         };
         let request = TxRequest {
             to: self.ctx.coordinator,
@@ -1053,8 +976,7 @@ impl Job {
             Ok(s) => {
                 tracing::debug!(
                     key = %self.key,
-                    checks_ms = ms(started.saturating_duration_since(self.seen)),
-                    inputs_ms = ms(called.saturating_duration_since(started)),
+                    checks_ms = ms(called.saturating_duration_since(self.seen)),
                     containers_ms = ms(containers),
                     simulation_ms = ms(simulating.elapsed()),
                     "ready to send"
@@ -1135,55 +1057,20 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The owner's `getSigner()` (zero when the call fails, as Ritual's node treats it).
-pub async fn owner_signer(rpc: &Rpc, owner: Address) -> Result<Address, RpcError> {
-    match rpc.call(owner, &Delegator::getSignerCall {}, BlockId::latest()).await {
-        Ok(signer) => Ok(signer),
-        Err(e) if !e.is_retryable() => Ok(Address::ZERO),
-        Err(e) => Err(e),
-    }
-}
-
-/// `delegateCreatedIds(owner, nonce)`: the on-chain id of a delegated subscription, if created.
-pub async fn created_id(rpc: &Rpc, coordinator: Address, owner: Address, nonce: u32) -> Result<Option<u32>, RpcError> {
-    let id = rpc
-        .call(
-            coordinator,
-            &EIP712Coordinator::delegateCreatedIdsCall(delegate_key(owner, nonce)),
-            BlockId::latest(),
-        )
-        .await?;
-    Ok((id != 0).then_some(id))
-}
-
 #[cfg(test)]
 mod tests {
-    use alloy::primitives::{address, b256};
+    use alloy::primitives::address;
 
     use super::*;
 
     #[test]
-    fn mapping_keys_are_abi_encoded() {
-        // keccak256(abi.encode(uint32(1), uint32(1))) and friends, as the Coordinator computes them.
-        assert_eq!(
-            redundancy_key(1, 1),
-            keccak256(
-                b256!("0000000000000000000000000000000000000000000000000000000000000001")
-                    .iter()
-                    .chain(b256!("0000000000000000000000000000000000000000000000000000000000000001").iter())
-                    .copied()
-                    .collect::<Vec<u8>>()
-            )
-        );
+    fn the_responded_key_is_abi_encoded() {
+        // keccak256(abi.encode(uint32 2, uint32 3, address node)), as the Coordinator computes it.
         let node = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
         let mut encoded = vec![0u8; 96];
         encoded[31] = 2;
         encoded[63] = 3;
         encoded[76..96].copy_from_slice(node.as_slice());
         assert_eq!(responded_key(2, 3, node), keccak256(&encoded));
-        let mut encoded = vec![0u8; 64];
-        encoded[12..32].copy_from_slice(node.as_slice());
-        encoded[63] = 9;
-        assert_eq!(delegate_key(node, 9), keccak256(&encoded));
     }
 }

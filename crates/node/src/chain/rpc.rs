@@ -14,10 +14,9 @@ use std::{
 use alloy::{
     eips::BlockId,
     primitives::{Address, B256, Bytes, U64, U256},
-    providers::{DynProvider, Provider, ProviderBuilder},
     rpc::{
-        client::{ClientBuilder, RpcClient},
-        json_rpc::{ErrorPayload, RequestPacket, ResponsePacket},
+        client::{ClientBuilder, RpcClient, Waiter},
+        json_rpc::{ErrorPayload, RequestPacket, ResponsePacket, RpcRecv, RpcSend},
         types::{Block, TransactionReceipt, TransactionRequest},
     },
     sol_types::SolCall,
@@ -295,7 +294,7 @@ where
 }
 
 /// Why a chain read or write failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
     /// The request failed (after the retries the policy allows).
     #[error("{method}: {message}")]
@@ -360,11 +359,24 @@ impl From<RpcError> for SendError {
     }
 }
 
-/// The chain endpoint: provider, raw client for batches, and error counters.
+/// One read of a JSON-RPC batch ([`Rpc::read_batch`]).
+#[derive(Debug, Clone)]
+pub enum Read {
+    /// `eth_call` of `data` on `to`.
+    Call {
+        /// Contract.
+        to: Address,
+        /// Calldata.
+        data: Bytes,
+    },
+    /// `eth_getBalance`, answered as a 32-byte big-endian word like a `uint256` return value.
+    Balance(Address),
+}
+
+/// The chain endpoint: the JSON-RPC client (with the retry layer) and its error counters.
 #[derive(Debug, Clone)]
 pub struct Rpc {
     client: RpcClient,
-    provider: DynProvider,
     /// `scheme://host[:port]` of the endpoint, for messages.
     pub url: String,
     scrub: Arc<[String]>,
@@ -395,22 +407,12 @@ impl Rpc {
                 counts: counts.clone(),
             })
             .http_with_client(http, endpoint.clone());
-        let provider = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .connect_client(client.clone())
-            .erased();
         Ok(Self {
             client,
-            provider,
             url,
             scrub: Arc::from(vec![raw_url.to_string(), endpoint.to_string()]),
             counts,
         })
-    }
-
-    /// The provider (reads through it get the same retries).
-    pub fn provider(&self) -> &DynProvider {
-        &self.provider
     }
 
     fn error(&self, method: &str, e: TransportError) -> RpcError {
@@ -431,21 +433,49 @@ impl Rpc {
         }
     }
 
+    async fn request<P: RpcSend, R: RpcRecv>(&self, method: &'static str, params: P) -> Result<R, RpcError> {
+        self.client
+            .request(method, params)
+            .await
+            .map_err(|e| self.error(method, e))
+    }
+
+    /// `calls` of one method in one JSON-RPC batch, each answered on its own; `Err` when the
+    /// batch as a whole got no answer.
+    async fn batch<P: RpcSend, R: RpcRecv>(
+        &self,
+        method: &'static str,
+        calls: &[P],
+    ) -> Result<Vec<Result<R, RpcError>>, RpcError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = self.client.new_batch();
+        let mut waiters = Vec::with_capacity(calls.len());
+        for params in calls {
+            waiters.push(
+                batch
+                    .add_call::<P, R>(method, params)
+                    .map_err(|e| self.error(method, e))?,
+            );
+        }
+        batch.send().await.map_err(|e| self.error(method, e))?;
+        let mut out = Vec::with_capacity(waiters.len());
+        for w in waiters {
+            out.push(w.await.map_err(|e| self.error(method, e)));
+        }
+        Ok(out)
+    }
+
     /// `eth_chainId`.
     pub async fn chain_id(&self) -> Result<u64, RpcError> {
-        self.provider
-            .get_chain_id()
-            .await
-            .map_err(|e| self.error("eth_chainId", e))
+        let id: U64 = self.request("eth_chainId", ()).await?;
+        Ok(id.to::<u64>())
     }
 
     /// The latest block (header only).
     pub async fn latest_block(&self) -> Result<Block, RpcError> {
-        let block: Option<Block> = self
-            .client
-            .request("eth_getBlockByNumber", ("latest", false))
-            .await
-            .map_err(|e| self.error("eth_getBlockByNumber", e))?;
+        let block: Option<Block> = self.request("eth_getBlockByNumber", ("latest", false)).await?;
         block.ok_or_else(|| RpcError::Call {
             method: "eth_getBlockByNumber".into(),
             message: "the endpoint has no latest block".into(),
@@ -456,89 +486,45 @@ impl Rpc {
 
     /// `eth_getCode` at latest.
     pub async fn code(&self, at: Address) -> Result<Bytes, RpcError> {
-        self.provider
-            .get_code_at(at)
-            .await
-            .map_err(|e| self.error("eth_getCode", e))
-    }
-
-    /// `eth_getBalance` at latest.
-    pub async fn balance(&self, of: Address) -> Result<U256, RpcError> {
-        self.provider
-            .get_balance(of)
-            .await
-            .map_err(|e| self.error("eth_getBalance", e))
+        self.request("eth_getCode", (at, "latest")).await
     }
 
     /// `eth_getTransactionCount` at `block` (`latest` or `pending`).
     pub async fn nonce(&self, of: Address, block: &'static str) -> Result<u64, RpcError> {
-        let n: U64 = self
-            .client
-            .request("eth_getTransactionCount", (of, block))
-            .await
-            .map_err(|e| self.error("eth_getTransactionCount", e))?;
+        let n: U64 = self.request("eth_getTransactionCount", (of, block)).await?;
         Ok(n.to::<u64>())
     }
 
     /// `eth_maxPriorityFeePerGas`, or `None` when the endpoint does not know it.
     pub async fn max_priority_fee(&self) -> Option<u128> {
-        let fee: Result<U256, _> = self.client.request_noparams("eth_maxPriorityFeePerGas").await;
+        let fee: Result<U256, _> = self.request("eth_maxPriorityFeePerGas", ()).await;
         fee.ok().map(|f| f.saturating_to::<u128>())
     }
 
     /// `eth_gasPrice`.
     pub async fn gas_price(&self) -> Result<u128, RpcError> {
-        self.provider
-            .get_gas_price()
-            .await
-            .map_err(|e| self.error("eth_gasPrice", e))
+        let price: U256 = self.request("eth_gasPrice", ()).await?;
+        Ok(price.saturating_to::<u128>())
     }
 
     /// `eth_estimateGas` of `tx` at latest; a revert comes back as an error with its data.
     pub async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, RpcError> {
-        let gas: U64 = self
-            .client
-            .request("eth_estimateGas", (tx,))
-            .await
-            .map_err(|e| self.error("eth_estimateGas", e))?;
+        let gas: U64 = self.request("eth_estimateGas", (tx,)).await?;
         Ok(gas.to::<u64>())
     }
 
     /// `eth_sendRawTransaction`.
     pub async fn send_raw(&self, raw: Bytes) -> Result<B256, RpcError> {
-        self.client
-            .request("eth_sendRawTransaction", (raw,))
-            .await
-            .map_err(|e| self.error("eth_sendRawTransaction", e))
+        self.request("eth_sendRawTransaction", (raw,)).await
     }
 
     /// `eth_sendRawTransaction` of each of `raws` in one JSON-RPC batch, answered one by one.
     pub async fn send_raw_batch(&self, raws: &[Bytes]) -> Vec<Result<B256, SendError>> {
-        if raws.len() == 1 {
-            return vec![self.send_raw(raws[0].clone()).await.map_err(SendError::from)];
+        let params: Vec<(&Bytes,)> = raws.iter().map(|r| (r,)).collect();
+        match self.batch::<_, B256>("eth_sendRawTransaction", &params).await {
+            Ok(answers) => answers.into_iter().map(|a| a.map_err(SendError::from)).collect(),
+            Err(e) => raws.iter().map(|_| Err(SendError::NoAnswer(e.to_string()))).collect(),
         }
-        let mut batch = self.client.new_batch();
-        let mut waiters = Vec::with_capacity(raws.len());
-        for raw in raws {
-            match batch.add_call::<_, B256>("eth_sendRawTransaction", &(raw,)) {
-                Ok(w) => waiters.push(Some(w)),
-                Err(_) => waiters.push(None),
-            }
-        }
-        if let Err(e) = batch.send().await {
-            let e = self.error("eth_sendRawTransaction batch", e);
-            return raws.iter().map(|_| Err(SendError::NoAnswer(e.to_string()))).collect();
-        }
-        let mut out = Vec::with_capacity(raws.len());
-        for w in waiters {
-            out.push(match w {
-                Some(w) => w
-                    .await
-                    .map_err(|e| SendError::from(self.error("eth_sendRawTransaction", e))),
-                None => Err(SendError::Refused("the transaction could not be serialised".into())),
-            });
-        }
-        out
     }
 
     /// One contract call (`eth_call`) decoded as `C`'s return type.
@@ -549,63 +535,59 @@ impl Rpc {
             .request("eth_call", (tx, block))
             .await
             .map_err(|e| self.error(C::SIGNATURE, e))?;
-        C::abi_decode_returns(&raw).map_err(|e| RpcError::Decode {
-            method: C::SIGNATURE.to_string(),
-            message: e.to_string(),
-        })
+        decode::<C>(Ok(raw))
     }
 
-    /// Several `eth_call`s in one JSON-RPC batch, each answered on its own.
-    pub async fn call_batch(
-        &self,
-        calls: &[(Address, Bytes, Option<Address>)],
-        block: BlockId,
-    ) -> Result<Vec<Result<Bytes, RpcError>>, RpcError> {
-        if calls.is_empty() {
+    /// `reads` at `block` in one JSON-RPC batch, each answered on its own; `Err` when the batch
+    /// as a whole got no answer.
+    pub async fn read_batch(&self, reads: &[Read], block: BlockId) -> Result<Vec<Result<Bytes, RpcError>>, RpcError> {
+        enum Waiting {
+            Call(Waiter<Bytes>),
+            Balance(Waiter<U256>),
+        }
+        if reads.is_empty() {
             return Ok(Vec::new());
         }
         let mut batch = self.client.new_batch();
-        let mut waiters = Vec::with_capacity(calls.len());
-        for (to, data, from) in calls {
-            let mut tx = TransactionRequest::default().to(*to).input(data.clone().into());
-            if let Some(from) = from {
-                tx = tx.from(*from);
-            }
-            let waiter = batch
-                .add_call::<_, Bytes>("eth_call", &(tx, block))
-                .map_err(|e| self.error("eth_call", e))?;
-            waiters.push(waiter);
+        let mut waiting = Vec::with_capacity(reads.len());
+        for read in reads {
+            waiting.push(match read {
+                Read::Call { to, data } => {
+                    let tx = TransactionRequest::default().to(*to).input(data.clone().into());
+                    Waiting::Call(
+                        batch
+                            .add_call("eth_call", &(tx, block))
+                            .map_err(|e| self.error("eth_call", e))?,
+                    )
+                }
+                Read::Balance(of) => Waiting::Balance(
+                    batch
+                        .add_call("eth_getBalance", &(of, block))
+                        .map_err(|e| self.error("eth_getBalance", e))?,
+                ),
+            });
         }
-        batch.send().await.map_err(|e| self.error("eth_call batch", e))?;
-        let mut out = Vec::with_capacity(waiters.len());
-        for w in waiters {
-            out.push(w.await.map_err(|e| self.error("eth_call", e)));
+        batch.send().await.map_err(|e| self.error("read batch", e))?;
+        let mut out = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            out.push(match w {
+                Waiting::Call(w) => w.await.map_err(|e| self.error("eth_call", e)),
+                Waiting::Balance(w) => w
+                    .await
+                    .map(|b| Bytes::from(b.to_be_bytes::<32>().to_vec()))
+                    .map_err(|e| self.error("eth_getBalance", e)),
+            });
         }
         Ok(out)
     }
 
     /// Receipts of `hashes` in one batch (`None`: not mined yet).
     pub async fn receipts(&self, hashes: &[B256]) -> Result<Vec<Option<TransactionReceipt>>, RpcError> {
-        if hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut batch = self.client.new_batch();
-        let mut waiters = Vec::with_capacity(hashes.len());
-        for h in hashes {
-            let waiter = batch
-                .add_call::<_, Option<TransactionReceipt>>("eth_getTransactionReceipt", &(h,))
-                .map_err(|e| self.error("eth_getTransactionReceipt", e))?;
-            waiters.push(waiter);
-        }
-        batch
-            .send()
-            .await
-            .map_err(|e| self.error("eth_getTransactionReceipt batch", e))?;
-        let mut out = Vec::with_capacity(waiters.len());
-        for w in waiters {
-            out.push(w.await.map_err(|e| self.error("eth_getTransactionReceipt", e))?);
-        }
-        Ok(out)
+        let params: Vec<(B256,)> = hashes.iter().map(|h| (*h,)).collect();
+        self.batch("eth_getTransactionReceipt", &params)
+            .await?
+            .into_iter()
+            .collect()
     }
 }
 

@@ -114,11 +114,6 @@ impl ChainStatus {
         *self.last_error.lock().expect("status poisoned") = error;
     }
 
-    /// The head block seen last.
-    pub fn head(&self) -> u64 {
-        self.head.load(Ordering::Relaxed)
-    }
-
     /// `/info` view.
     pub fn to_json(&self) -> Value {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -114,9 +114,8 @@ pub enum TxOutcome {
     Failed(String),
 }
 
-enum Command {
-    Send(Simulated, oneshot::Sender<TxOutcome>),
-}
+/// A transaction for the wallet task and where its outcome goes.
+type Command = (Simulated, oneshot::Sender<TxOutcome>);
 
 /// Handle to the wallet task (cheap to clone).
 #[derive(Clone)]
@@ -205,7 +204,7 @@ impl Wallet {
     /// Sends a simulated transaction and waits until it is mined or given up.
     pub async fn send(&self, tx: Simulated) -> TxOutcome {
         let (reply, outcome) = oneshot::channel();
-        if self.commands.send(Command::Send(tx, reply)).await.is_err() {
+        if self.commands.send((tx, reply)).await.is_err() {
             return TxOutcome::Failed("the wallet task has stopped".into());
         }
         outcome
@@ -299,11 +298,11 @@ impl Actor {
                     return Ok(());
                 }
                 command = commands.recv() => match command {
-                    Some(Command::Send(tx, reply)) => {
-                        let mut batch = vec![(tx, reply)];
+                    Some(first) => {
+                        let mut batch = vec![first];
                         while batch.len() < MAX_BATCH {
                             match commands.try_recv() {
-                                Ok(Command::Send(tx, reply)) => batch.push((tx, reply)),
+                                Ok(next) => batch.push(next),
                                 Err(_) => break,
                             }
                         }
@@ -374,22 +373,10 @@ impl Actor {
     }
 
     async fn cancel_range(&mut self, from: u64, to: u64) {
-        let address = self.signer.address();
         for nonce in from..to {
             let mut fee = self.base_fee().await.saturating_mul(4).max(DEFAULT_PRIORITY_FEE * 4);
             for _ in 0..5 {
-                let tx = TxEip1559 {
-                    chain_id: self.chain_id,
-                    nonce,
-                    gas_limit: 21_000,
-                    max_fee_per_gas: fee,
-                    max_priority_fee_per_gas: fee / 2,
-                    to: TxKind::Call(address),
-                    value: U256::ZERO,
-                    access_list: Default::default(),
-                    input: Bytes::new(),
-                };
-                match self.sign(tx.into()) {
+                match self.sign(self.empty_transfer(nonce, fee, fee / 2)) {
                     Ok((_, raw)) => match self.rpc.send_raw(raw).await {
                         Ok(_) => break,
                         Err(e) if e.to_string().to_lowercase().contains("nonce too low") => break,
@@ -447,174 +434,170 @@ impl Actor {
     }
 
     fn build(&self, nonce: u64, t: &Inflight) -> UnsignedTx {
-        if t.legacy {
+        let fees = Fees {
+            max_fee: t.max_fee,
+            priority_fee: t.priority_fee,
+            legacy: t.legacy,
+        };
+        self.unsigned(nonce, fees, t.gas_limit, t.request.to, t.request.data.clone())
+    }
+
+    /// An empty transfer to the node's own account: takes `nonce` and changes nothing else.
+    fn empty_transfer(&self, nonce: u64, max_fee: u128, priority_fee: u128) -> UnsignedTx {
+        let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
+        let fees = Fees {
+            max_fee,
+            priority_fee,
+            legacy,
+        };
+        self.unsigned(nonce, fees, 21_000, self.signer.address(), Bytes::new())
+    }
+
+    fn unsigned(&self, nonce: u64, fees: Fees, gas_limit: u64, to: Address, input: Bytes) -> UnsignedTx {
+        if fees.legacy {
             UnsignedTx::Legacy(TxLegacy {
                 chain_id: Some(self.chain_id),
                 nonce,
-                gas_price: t.max_fee,
-                gas_limit: t.gas_limit,
-                to: TxKind::Call(t.request.to),
+                gas_price: fees.max_fee,
+                gas_limit,
+                to: TxKind::Call(to),
                 value: U256::ZERO,
-                input: t.request.data.clone(),
+                input,
             })
         } else {
             UnsignedTx::Eip1559(TxEip1559 {
                 chain_id: self.chain_id,
                 nonce,
-                gas_limit: t.gas_limit,
-                max_fee_per_gas: t.max_fee,
-                max_priority_fee_per_gas: t.priority_fee,
-                to: TxKind::Call(t.request.to),
+                gas_limit,
+                max_fee_per_gas: fees.max_fee,
+                max_priority_fee_per_gas: fees.priority_fee,
+                to: TxKind::Call(to),
                 value: U256::ZERO,
                 access_list: Default::default(),
-                input: t.request.data.clone(),
+                input,
             })
         }
     }
 
-    /// Fees for a transaction sent now: `(max fee, priority fee, legacy)`.
-    async fn fees(&mut self) -> (u128, u128, bool) {
+    /// Fees for a transaction sent now.
+    async fn fees(&mut self) -> Fees {
         let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
+        let base = self.base_fee().await;
         if legacy {
-            let price = self.base_fee().await;
-            (price, price, true)
+            Fees {
+                max_fee: base,
+                priority_fee: base,
+                legacy,
+            }
         } else {
-            let base = self.base_fee().await;
             let priority = self.priority_fee().await;
-            (base.saturating_mul(2).saturating_add(priority), priority, false)
+            Fees {
+                max_fee: base.saturating_mul(2).saturating_add(priority),
+                priority_fee: priority,
+                legacy,
+            }
         }
     }
 
     /// Sends every transaction waiting, with consecutive nonces, in one JSON-RPC batch: fifty
     /// deliveries due in one block leave in one request instead of fifty.
-    async fn send_many(&mut self, batch: Vec<(Simulated, oneshot::Sender<TxOutcome>)>) {
-        let (max_fee, priority_fee, legacy) = self.fees().await;
+    async fn send_many(&mut self, batch: Vec<Command>) {
+        let fees = self.fees().await;
         let block = self.head.map(|h| h.number).unwrap_or(0);
-        let mut signed = Vec::with_capacity(batch.len());
-        for (tx, reply) in batch {
-            let mut inflight = Inflight {
+        let mut pending: Vec<Inflight> = batch
+            .into_iter()
+            .map(|(tx, reply)| Inflight {
                 request: tx.request,
                 gas_limit: tx.gas_limit,
                 hashes: Vec::new(),
-                max_fee,
-                priority_fee,
-                legacy,
+                max_fee: fees.max_fee,
+                priority_fee: fees.priority_fee,
+                legacy: fees.legacy,
                 sent_block: block,
                 sent_at: Instant::now(),
                 first_sent: Instant::now(),
                 replacements: 0,
                 reply: Some(reply),
-            };
-            let nonce = self.next_nonce;
-            match self.sign(self.build(nonce, &inflight)) {
-                Ok((hash, raw)) => {
-                    self.next_nonce += 1;
-                    signed.push((nonce, hash, raw, inflight));
-                }
-                Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
+            })
+            .collect();
+        // A nonce error means another sender used this key: the second round signs again from
+        // the chain's nonce; a third is not tried.
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
             }
-        }
-        let raws: Vec<Bytes> = signed.iter().map(|(_, _, raw, _)| raw.clone()).collect();
-        let answers = self.rpc.send_raw_batch(&raws).await;
-        let mut resend = Vec::new();
-        let mut gaps = Vec::new();
-        for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
-            let now = Instant::now();
-            inflight.first_sent = now;
-            inflight.sent_at = now;
-            match answer {
-                // No answer at all: it may have been accepted. Watched like a sent one (its hash
-                // is known); if it never shows up it is sent again as a replacement.
-                Ok(_) | Err(SendError::NoAnswer(_)) => {
-                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
-                    inflight.hashes.push(hash);
-                    self.status.tx_sent();
-                    self.inflight.insert(nonce, inflight);
-                }
-                Err(SendError::Refused(text)) => {
-                    let lower = text.to_lowercase();
-                    if lower.contains("already known") {
-                        inflight.hashes.push(hash);
-                        self.inflight.insert(nonce, inflight);
-                    } else if lower.contains("nonce too low") || lower.contains("nonce too high") {
-                        // Another sender used this key: sign again from the chain's nonce.
-                        resend.push(inflight);
-                    } else {
-                        self.status.tx_failed();
-                        let hint = if lower.contains("insufficient funds") {
-                            format!(
-                                " (fund the node's account {} with the chain's gas token)",
-                                self.signer.address()
-                            )
-                        } else {
-                            String::new()
-                        };
-                        reply_failed(&mut inflight, format!("{text}{hint}"));
-                        gaps.push(nonce);
+            if round > 0 {
+                match self.rpc.nonce(self.signer.address(), "pending").await {
+                    Ok(n) => {
+                        tracing::warn!(chain = n, "nonce out of step with the chain; resynchronised");
+                        self.next_nonce = n;
                     }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
                 }
             }
-        }
-        // Refused transactions at the end give their nonces back; ones before accepted
-        // transactions leave gaps that must be filled.
-        gaps.sort_unstable();
-        while gaps.last().is_some_and(|n| n + 1 == self.next_nonce) {
-            gaps.pop();
-            self.next_nonce -= 1;
-        }
-        for nonce in gaps {
-            self.fill_gap(nonce, max_fee, priority_fee).await;
-        }
-        self.status.set_nonce(self.next_nonce);
-        if !resend.is_empty() {
-            match self.rpc.nonce(self.signer.address(), "pending").await {
-                Ok(n) => {
-                    tracing::warn!(chain = n, "nonce out of step with the chain; resynchronised");
-                    self.next_nonce = n;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
-            }
-            for mut inflight in resend {
+            let mut signed = Vec::with_capacity(pending.len());
+            for mut inflight in pending.drain(..) {
                 let nonce = self.next_nonce;
                 match self.sign(self.build(nonce, &inflight)) {
-                    Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
-                        Ok(_) => {
-                            tracing::info!(tx = %inflight.request.label, %hash, nonce, "sent transaction");
-                            self.next_nonce += 1;
-                            self.status.tx_sent();
-                            inflight.hashes.push(hash);
-                            inflight.first_sent = Instant::now();
-                            inflight.sent_at = inflight.first_sent;
-                            self.inflight.insert(nonce, inflight);
-                        }
-                        Err(e) => {
-                            self.status.tx_failed();
-                            reply_failed(&mut inflight, e.to_string());
-                        }
-                    },
+                    Ok((hash, raw)) => {
+                        self.next_nonce += 1;
+                        signed.push((nonce, hash, raw, inflight));
+                    }
                     Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
                 }
             }
-            self.status.set_nonce(self.next_nonce);
+            let raws: Vec<Bytes> = signed.iter().map(|(_, _, raw, _)| raw.clone()).collect();
+            let answers = self.rpc.send_raw_batch(&raws).await;
+            let mut gaps = Vec::new();
+            for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
+                let text = match answer {
+                    // No answer at all: it may have been accepted. Watched like a sent one (its
+                    // hash is known); if it never shows up it is sent again as a replacement.
+                    Ok(_) | Err(SendError::NoAnswer(_)) => None,
+                    Err(SendError::Refused(text)) => Some(text),
+                };
+                let lower = text.as_deref().map(str::to_lowercase).unwrap_or_default();
+                if text.is_none() || lower.contains("already known") {
+                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
+                    inflight.first_sent = Instant::now();
+                    inflight.sent_at = inflight.first_sent;
+                    inflight.hashes.push(hash);
+                    self.status.tx_sent();
+                    self.inflight.insert(nonce, inflight);
+                } else if round == 0 && (lower.contains("nonce too low") || lower.contains("nonce too high")) {
+                    pending.push(inflight);
+                } else {
+                    self.status.tx_failed();
+                    let hint = if lower.contains("insufficient funds") {
+                        format!(
+                            " (fund the node's account {} with the chain's gas token)",
+                            self.signer.address()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    reply_failed(&mut inflight, format!("{}{hint}", text.unwrap_or_default()));
+                    gaps.push(nonce);
+                }
+            }
+            // Refused transactions at the end give their nonces back; ones before accepted
+            // transactions leave gaps that must be filled.
+            gaps.sort_unstable();
+            while gaps.last().is_some_and(|n| n + 1 == self.next_nonce) {
+                gaps.pop();
+                self.next_nonce -= 1;
+            }
+            for nonce in gaps {
+                self.fill_gap(nonce, fees.max_fee, fees.priority_fee).await;
+            }
         }
+        self.status.set_nonce(self.next_nonce);
     }
 
     /// A refused transaction left its nonce unused while later ones were accepted: an empty
     /// transfer to itself takes the nonce so the later ones can be mined.
     async fn fill_gap(&mut self, nonce: u64, max_fee: u128, priority_fee: u128) {
-        let address = self.signer.address();
-        let tx = TxEip1559 {
-            chain_id: self.chain_id,
-            nonce,
-            gas_limit: 21_000,
-            max_fee_per_gas: max_fee,
-            max_priority_fee_per_gas: priority_fee,
-            to: TxKind::Call(address),
-            value: U256::ZERO,
-            access_list: Default::default(),
-            input: Bytes::new(),
-        };
-        match self.sign(tx.into()) {
+        match self.sign(self.empty_transfer(nonce, max_fee, priority_fee)) {
             Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
                 Ok(_) => tracing::info!(nonce, %hash, "filled a nonce gap with an empty transfer"),
                 Err(e) => tracing::error!(nonce, error = %e, "cannot fill a nonce gap; later transactions wait for it"),
@@ -743,8 +726,9 @@ enum UnsignedTx {
     Legacy(TxLegacy),
 }
 
-impl From<TxEip1559> for UnsignedTx {
-    fn from(tx: TxEip1559) -> Self {
-        Self::Eip1559(tx)
-    }
+#[derive(Debug, Clone, Copy)]
+struct Fees {
+    max_fee: u128,
+    priority_fee: u128,
+    legacy: bool,
 }

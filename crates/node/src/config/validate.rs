@@ -91,6 +91,12 @@ impl ValidConfig {
     pub fn container(&self, id: &str) -> Option<&ContainerSpec> {
         self.containers.iter().find(|c| c.id == id)
     }
+
+    /// The node's payment wallet (`chain.wallet.payment_address`), when it has one.
+    pub fn payment_address(&self) -> Option<Address> {
+        let wallet = self.config.chain.wallet.as_ref()?;
+        parse_address(wallet.payment_address.as_deref()?)
+    }
 }
 
 struct Problems {

@@ -43,7 +43,8 @@ impl FromRequest<Arc<AppState>> for JsonText {
                 ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?;
-        String::from_utf8(bytes.to_vec())
+        // Takes the buffer over when nothing else holds it, copies it otherwise.
+        String::from_utf8(Vec::from(bytes))
             .map(Self)
             .map_err(|_| ApiError::BadRequest("request body is not valid JSON: not UTF-8 text".into()))
     }
@@ -64,14 +65,11 @@ async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), A
     let Some(intake) = &state.delegated else {
         return Err(ApiError::Unavailable("the chain side is not running".into()));
     };
-    intake
-        .accept(request, crate::store::unix_now())
-        .await
-        .map_err(|e| match e {
-            IntakeError::Rejected(r) => ApiError::Rejected(r),
-            IntakeError::Signature(message) => ApiError::Forbidden(message),
-            e @ (IntakeError::Chain(_) | IntakeError::Stopping) => ApiError::Unavailable(e.to_string()),
-        })
+    intake.accept(request).await.map_err(|e| match e {
+        IntakeError::Rejected(r) => ApiError::Rejected(r),
+        IntakeError::Signature(message) => ApiError::Forbidden(message),
+        e @ (IntakeError::Chain(_) | IntakeError::Stopping) => ApiError::Unavailable(e.to_string()),
+    })
 }
 
 /// Guardian checks, then whether every container of the pipeline is serving.

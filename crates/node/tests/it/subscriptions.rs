@@ -244,6 +244,15 @@ fn request<'c, 'a>(
     )
 }
 
+/// The local clock as a `uint32` timestamp (signature expiries are checked against it).
+fn unix_now() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    u32::try_from(secs).unwrap()
+}
+
 fn node_address(index: usize) -> Address {
     devnet::signer(index).address()
 }
@@ -434,8 +443,9 @@ async fn a_cancelled_subscription_is_not_served() {
     );
 }
 
-/// A consumer wallet owned by the deployer, holding `funds` wei, letting `spender` spend `allowance`.
-async fn consumer_wallet(devnet: &Devnet, p: &DynProvider, spender: Address, funds: U256, allowance: U256) -> Address {
+/// A consumer wallet owned by the deployer, holding 100,000 wei, letting `spender` spend all of it.
+async fn consumer_wallet(devnet: &Devnet, p: &DynProvider, spender: Address) -> Address {
+    let (funds, allowance) = (U256::from(100_000), U256::from(100_000));
     let factory = WalletFactory::new(devnet.deployment.wallet_factory, p);
     let receipt = send(factory.createWallet(node_address(devnet::DEPLOYER))).await;
     let wallet = receipt
@@ -457,14 +467,7 @@ async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refuse
     let node = NodeProcess::start(config);
     let p = deployer(&devnet);
     let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
-    let wallet = consumer_wallet(
-        &devnet,
-        &p,
-        *consumer.address(),
-        U256::from(100_000),
-        U256::from(100_000),
-    )
-    .await;
+    let wallet = consumer_wallet(&devnet, &p, *consumer.address()).await;
     let node_wallet = devnet.node_payment_wallet;
     let before = p.get_balance(node_wallet).await.unwrap();
     // Below the container's accepted minimum (1000 wei): ignored.
@@ -546,13 +549,7 @@ async fn a_delegated_subscription_is_created_and_delivered_and_bad_signatures_ar
     let devnet = devnet().await;
     let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
     let p = deployer(&devnet);
-    let now = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let now = unix_now();
 
     // Signed by someone who is not the consumer's signer: refused before the 200.
     let (status, body) = post_job(&node, delegated_body(&devnet, 3, 1, now + 3600, "hello-world")).await;
@@ -789,13 +786,7 @@ async fn a_delegated_subscription_whose_container_fails_is_retried_a_bounded_num
     config["containers"] = json!([{"id": "broken", "port": broken}]);
     let node = NodeProcess::start(config);
     let p = deployer(&devnet);
-    let now = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
+    let now = unix_now();
     let (status, body) = post_job(
         &node,
         delegated_body(&devnet, devnet::DELEGATE_SIGNER, 3, now + 3600, "broken"),
@@ -836,14 +827,7 @@ async fn a_proof_subscription_escrows_the_stake_and_is_paid_after_verification()
     config["containers"][0]["generates_proofs"] = json!(true);
     let node = NodeProcess::start(config);
     let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
-    let wallet = consumer_wallet(
-        &devnet,
-        &p,
-        *consumer.address(),
-        U256::from(100_000),
-        U256::from(100_000),
-    )
-    .await;
+    let wallet = consumer_wallet(&devnet, &p, *consumer.address()).await;
     let node_wallet = devnet.node_payment_wallet;
     let before = p.get_balance(node_wallet).await.unwrap();
     for n in 1..=2u64 {
