@@ -87,6 +87,7 @@ impl BlockWatcher {
         let mut block_time: Option<Duration> = None;
         let mut throttle = Throttle::new(Duration::from_secs(30));
         let mut wait = Duration::ZERO;
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -99,11 +100,16 @@ impl BlockWatcher {
                         tracing::warn!(error = %e, suppressed, "cannot read the latest block; retrying");
                     }
                     self.status.set_error(Some(format!("reading the latest block: {e}")));
+                    failing = true;
                     wait = self.sync_period;
                     continue;
                 }
             };
             throttle.reset();
+            // Clear only this task's own error: the Listener reports its own.
+            if std::mem::take(&mut failing) {
+                self.status.set_error(None);
+            }
             let head = Head {
                 number: block.header.number,
                 timestamp: block.header.timestamp,
@@ -128,7 +134,6 @@ impl BlockWatcher {
                     }
                     last = Some((head, now));
                     self.status.set_head(head.number, head.timestamp);
-                    self.status.set_error(None);
                     if heads.send(Some(head)).is_err() {
                         return Ok(());
                     }

@@ -196,7 +196,6 @@ impl Listener {
             }
         }
         self.status.set_synced(target, *last_sub);
-        self.status.set_error(None);
         Some(target)
     }
 
@@ -216,7 +215,12 @@ impl Listener {
         let base = self.sleep.max(Duration::from_millis(250));
         for failures in 0u32.. {
             let e = match attempt().await {
-                Ok(v) => return Some(v),
+                Ok(v) => {
+                    if failures > 0 {
+                        self.status.set_error(None);
+                    }
+                    return Some(v);
+                }
                 Err(e) => e,
             };
             let delay = base.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF);
