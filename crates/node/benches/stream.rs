@@ -1,13 +1,22 @@
 //! Streaming overhead of the node, measured against the service it proxies, in one run.
 //!
-//! Starts `hello-world` and an `infernet-node` (release builds, embedded store) on loopback, then
-//! drives the same streaming work at 16 concurrent connections twice: directly at the service's
-//! `POST /service_output`, and through the node's `POST /api/jobs/stream`. Prints throughput,
-//! p50/p99 latency of both, their ratio, the latency the node adds, and the node's RSS idle and
-//! under load.
+//! Starts `hello-world`, an `infernet-node` (release builds, embedded store) and a bare forwarding
+//! proxy on loopback, then drives the same streaming work at 16 concurrent connections along three
+//! paths, interleaved over several rounds so that drift in the machine hits them alike:
+//! - directly at the service's `POST /service_output`;
+//! - through the forwarding proxy: a process that does nothing but pass each request to the
+//!   service and its answer back, on pooled keep-alive connections. It is the floor any proxy pays
+//!   here, where the load generator, the service and the proxy share the same cores and a proxy
+//!   holds two sockets per request where the service holds one;
+//! - through the node's `POST /api/jobs/stream` (parse, Guardian, rate limit, job id, store, and
+//!   the streamed answer).
 //!
-//! Run with `make bench` (builds the binaries first). `BENCH_SECONDS` sets the duration of each
-//! phase (default 5).
+//! Prints throughput and p50/p99 latency of each path, the ratios node/direct, floor/direct and
+//! node/floor, the CPU time each process spends per request, the latency the node adds at a fixed
+//! offered load, and the node's RSS idle and under load.
+//!
+//! Run with `make bench` (builds the binaries first). `BENCH_SECONDS` sets the length of each
+//! measured phase (default 3) and `BENCH_ROUNDS` the number of rounds (default 3).
 
 use std::{
     process::{Command, Stdio},
@@ -18,15 +27,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use infernet_testkit::{ChildGuard, free_port, percentile, rss_kib, wait_healthy, wait_port, workspace_binary};
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, header::CONTENT_TYPE};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use infernet_testkit::{
+    ChildGuard, cpu_time, free_port, percentile, rss_kib, wait_healthy, wait_port, workspace_binary,
+};
 
 const CONCURRENCY: usize = 16;
+/// Set when the benchmark re-executes itself as the forwarding proxy: `<listen port>:<service port>`.
+const FORWARD_ENV: &str = "STREAM_BENCH_FORWARD";
 
 struct Figures {
     requests: usize,
     seconds: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
 }
 
 impl Figures {
@@ -76,23 +95,20 @@ async fn load(url: String, body: &'static str, duration: Duration) -> Figures {
         .collect();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     for w in workers {
-        all.extend(w.await.expect("worker"));
+        latencies.extend(w.await.expect("worker"));
     }
     let seconds = start.elapsed().as_secs_f64();
     assert_eq!(
         errors.load(Ordering::Relaxed),
         0,
-        "requests failed during the benchmark"
+        "requests failed during the benchmark ({url})"
     );
-    all.sort();
-    let pct = |p: f64| percentile(&all, p);
     Figures {
-        requests: all.len(),
+        requests: latencies.len(),
         seconds,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        latencies,
     }
 }
 
@@ -125,31 +141,133 @@ async fn paced(url: String, body: &'static str, rate: u32, duration: Duration) -
             Some(t.elapsed())
         }));
     }
-    let mut all = Vec::with_capacity(requests.len());
+    let mut latencies = Vec::with_capacity(requests.len());
     for r in requests {
-        all.push(r.await.expect("request task").expect("paced request failed"));
+        latencies.push(r.await.expect("request task").expect("paced request failed"));
     }
-    let seconds = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| percentile(&all, p);
     Figures {
-        requests: all.len(),
-        seconds,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        requests: latencies.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        latencies,
     }
 }
 
+/// The forwarding proxy: passes each request's body to the service's `/service_output` and
+/// answers with the service's whole answer. Nothing else: no parsing, checks, ids or store.
+fn forward_proxy(listen: u16, service: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let upstream: hyper::Uri = format!("http://127.0.0.1:{service}/service_output")
+            .parse()
+            .expect("uri");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+            .await
+            .expect("forward proxy: bind");
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let (client, upstream) = (client.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let forward = move |request: Request<Incoming>| forward_one(client.clone(), upstream.clone(), request);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), hyper::service::service_fn(forward))
+                    .await;
+            });
+        }
+    });
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn forward_one(
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: hyper::Uri,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let body = request.into_body().collect().await?.to_bytes();
+    let forwarded = Request::post(upstream)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
+    let answer = client.request(forwarded).await?;
+    let answer = answer.into_body().collect().await?.to_bytes();
+    Ok(Response::builder()
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(answer))?)
+}
+
+/// One way to the service, and what was measured along it.
+struct Path {
+    label: &'static str,
+    url: String,
+    body: &'static str,
+    /// The proxy in between, if any.
+    proxy: Option<u32>,
+    rounds: Vec<Figures>,
+    /// CPU time of the load generator, the service and the proxy over all rounds.
+    cpu: [Duration; 3],
+}
+
+impl Path {
+    fn requests(&self) -> usize {
+        self.rounds.iter().map(|r| r.requests).sum()
+    }
+
+    fn median_throughput(&self) -> f64 {
+        median(self.rounds.iter().map(Figures::throughput).collect())
+    }
+
+    fn latency(&self, p: f64) -> Duration {
+        let mut all: Vec<Duration> = self.rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+        all.sort();
+        percentile(&all, p)
+    }
+
+    fn cpu_per_request(&self) -> [f64; 3] {
+        self.cpu.map(|d| d.as_secs_f64() * 1e6 / self.requests().max(1) as f64)
+    }
+
+    /// Median over the rounds of this path's throughput divided by `other`'s in the same round.
+    fn ratio_to(&self, other: &Path) -> f64 {
+        median(
+            self.rounds
+                .iter()
+                .zip(&other.rounds)
+                .map(|(a, b)| a.throughput() / b.throughput())
+                .collect(),
+        )
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    if let Ok(spec) = std::env::var(FORWARD_ENV) {
+        let (listen, service) = spec.split_once(':').expect("<listen>:<service>");
+        forward_proxy(
+            listen.parse().expect("listen port"),
+            service.parse().expect("service port"),
+        );
+        return;
+    }
+    let seconds = env_or("BENCH_SECONDS", 3);
+    let rounds = env_or("BENCH_ROUNDS", 3);
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("tempdir");
-    let service_port = free_port();
-    let node_port = free_port();
-    let _service = ChildGuard(
+    let (service_port, node_port, forward_port) = (free_port(), free_port(), free_port());
+    let service = ChildGuard(
         Command::new(workspace_binary("hello-world"))
             .env("HOST", "127.0.0.1")
             .env("PORT", service_port.to_string())
@@ -158,6 +276,13 @@ fn main() {
             .expect("hello-world"),
     );
     wait_port(service_port, Duration::from_secs(20));
+    let forwarder = ChildGuard(
+        Command::new(std::env::current_exe().expect("own path"))
+            .env(FORWARD_ENV, format!("{forward_port}:{service_port}"))
+            .spawn()
+            .expect("forward proxy"),
+    );
+    wait_port(forward_port, Duration::from_secs(20));
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,
@@ -165,6 +290,7 @@ fn main() {
             "server": {"port": node_port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 1_000_000_000u64, "period": 1}},
             "manage_containers": false,
             "store": {"path": dir.path().join("jobs.redb")},
+            "log": {"path": dir.path().join("infernet_node.log")},
             "containers": [{"id": "hello-world", "port": service_port}]
         })
         .to_string(),
@@ -189,23 +315,39 @@ fn main() {
         .expect("runtime");
     let direct_body = r#"{"source": 1, "destination": 2, "data": {"prompt": "hi"}}"#;
     let node_body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
-    // Warm both paths (connections, allocator) before measuring.
-    runtime.block_on(load(
-        format!("http://127.0.0.1:{service_port}/service_output"),
-        direct_body,
-        Duration::from_millis(500),
-    ));
-    runtime.block_on(load(
-        format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
-        node_body,
-        Duration::from_millis(500),
-    ));
+    let path = |label, url, body, proxy| Path {
+        label,
+        url,
+        body,
+        proxy,
+        rounds: Vec::new(),
+        cpu: [Duration::ZERO; 3],
+    };
+    let mut paths = [
+        path(
+            "direct  POST /service_output ",
+            format!("http://127.0.0.1:{service_port}/service_output"),
+            direct_body,
+            None,
+        ),
+        path(
+            "forwarding proxy (the floor) ",
+            format!("http://127.0.0.1:{forward_port}/service_output"),
+            direct_body,
+            Some(forwarder.id()),
+        ),
+        path(
+            "node    POST /api/jobs/stream",
+            format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
+            node_body,
+            Some(node_pid),
+        ),
+    ];
+    // Warm every path (connections, allocator) before measuring.
+    for p in &paths {
+        runtime.block_on(load(p.url.clone(), p.body, Duration::from_millis(500)));
+    }
 
-    let direct = runtime.block_on(load(
-        format!("http://127.0.0.1:{service_port}/service_output"),
-        direct_body,
-        duration,
-    ));
     let peak = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -217,69 +359,85 @@ fn main() {
             }
         })
     };
-    let through = runtime.block_on(load(
-        format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
-        node_body,
-        duration,
-    ));
+    let cpu = |proxy: Option<u32>| {
+        [
+            cpu_time(std::process::id()),
+            cpu_time(service.id()),
+            proxy.map_or(Duration::ZERO, cpu_time),
+        ]
+    };
+    for _ in 0..rounds {
+        for p in &mut paths {
+            let before = cpu(p.proxy);
+            p.rounds.push(runtime.block_on(load(p.url.clone(), p.body, duration)));
+            let after = cpu(p.proxy);
+            for i in 0..3 {
+                p.cpu[i] += after[i] - before[i];
+            }
+        }
+    }
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.join();
     // Latency below saturation: the same offered load on both paths.
     const RATE: u32 = 1000;
-    let direct_paced = runtime.block_on(paced(
-        format!("http://127.0.0.1:{service_port}/service_output"),
-        direct_body,
-        RATE,
-        duration,
-    ));
-    let node_paced = runtime.block_on(paced(
-        format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
-        node_body,
-        RATE,
-        duration,
-    ));
+    let paced_seconds = Duration::from_secs(seconds.max(3));
+    let [direct, floor, through] = &paths;
+    let direct_paced = runtime.block_on(paced(direct.url.clone(), direct_body, RATE, paced_seconds));
+    let node_paced = runtime.block_on(paced(through.url.clone(), node_body, RATE, paced_seconds));
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("streaming benchmark: {CONCURRENCY} connections, {seconds} s per phase");
     println!(
-        "direct  POST /service_output : {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  ({} requests)",
-        direct.throughput(),
-        ms(direct.p50),
-        ms(direct.p99),
-        direct.requests
+        "streaming benchmark: {CONCURRENCY} connections, {rounds} rounds of {seconds} s per path, paths interleaved"
     );
     println!(
-        "node    POST /api/jobs/stream: {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  ({} requests)",
-        through.throughput(),
-        ms(through.p50),
-        ms(through.p99),
-        through.requests
+        "path                            req/s (median)   p50 ms   p99 ms   CPU us per request: load generator / service / proxy"
+    );
+    for p in &paths {
+        let [generator, service, proxy] = p.cpu_per_request();
+        println!(
+            "{}  {:>14.0}  {:>7.3}  {:>7.3}   {generator:.1} / {service:.1} / {proxy:.1}  ({} requests)",
+            p.label,
+            p.median_throughput(),
+            ms(p.latency(0.50)),
+            ms(p.latency(0.99)),
+            p.requests()
+        );
+    }
+    println!(
+        "ratio node/direct throughput  : {:.2} (target >= 0.50)",
+        through.ratio_to(direct)
     );
     println!(
-        "ratio node/direct throughput : {:.2} (target >= 0.50)",
-        through.throughput() / direct.throughput()
+        "ratio floor/direct throughput : {:.2} (what forwarding alone costs here)",
+        floor.ratio_to(direct)
     );
     println!(
-        "added p50 latency, saturated : {:.3} ms",
-        ms(through.p50) - ms(direct.p50)
+        "ratio node/floor throughput   : {:.2} (the node's own work)",
+        through.ratio_to(floor)
     );
     println!(
         "at {RATE} req/s offered (open loop): direct p50 {:.3} ms p99 {:.3} ms; node p50 {:.3} ms p99 {:.3} ms",
-        ms(direct_paced.p50),
-        ms(direct_paced.p99),
-        ms(node_paced.p50),
-        ms(node_paced.p99)
+        ms(percentile(&sorted(&direct_paced), 0.50)),
+        ms(percentile(&sorted(&direct_paced), 0.99)),
+        ms(percentile(&sorted(&node_paced), 0.50)),
+        ms(percentile(&sorted(&node_paced), 0.99)),
     );
     println!(
         "added p50 latency below saturation: {:.3} ms (target <= 0.3 ms)",
-        ms(node_paced.p50) - ms(direct_paced.p50)
+        ms(percentile(&sorted(&node_paced), 0.50)) - ms(percentile(&sorted(&direct_paced), 0.50))
     );
     println!(
-        "node RSS idle                : {:.1} MB (target <= 20 MB)",
+        "node RSS idle                 : {:.1} MB (target <= 20 MB)",
         idle_rss as f64 / 1024.0
     );
     println!(
-        "node RSS peak under load     : {:.1} MB (target <= 60 MB)",
+        "node RSS peak under load      : {:.1} MB (target <= 60 MB)",
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
+}
+
+fn sorted(figures: &Figures) -> Vec<Duration> {
+    let mut all = figures.latencies.clone();
+    all.sort();
+    all
 }

@@ -3,7 +3,10 @@
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -15,7 +18,10 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use futures::Stream;
+use futures::{
+    Stream, StreamExt,
+    task::{ArcWake, AtomicWaker},
+};
 use infernet_types::{ContainerResult, DelegatedBody, JobRequest, JobResult, JobStatus, ParsedJobRequest, kind_of};
 use serde_json::{Value, json, value::RawValue};
 
@@ -175,17 +181,55 @@ pub(super) async fn batch(
     Ok(Json(answers))
 }
 
+/// Most output held back to be joined with what follows it.
+const BURST_BYTES: usize = 64 * 1024;
+/// Most scheduler passes output is held back for while more keeps arriving.
+const BURST_HOLDS: u8 = 32;
+
 /// The client-visible part of a stream; it also collects the output and records the job's
 /// outcome in the store when the stream ends, fails, or the client goes away.
+///
+/// Output goes to the client in bursts: whatever the container sent back to back (the id line
+/// included) leaves in one write. The HTTP client hands a response over one frame per task wake-up,
+/// so a stream that merely forwarded frames would cost the client, the node and the kernel a
+/// write, a read and a wake-up per frame. When the container has nothing more for now, the
+/// stream waits one scheduler pass (the runtime polls for I/O and runs the other ready tasks) and
+/// sends what it holds if that brought nothing new, so a slow model's tokens are not delayed.
 struct RecordedStream<S> {
     inner: Pin<Box<S>>,
-    /// Sent before the container's output: the job id and a newline.
-    head: Vec<u8>,
+    /// Received but not yet sent; it starts with the job id and a newline.
+    out: Vec<u8>,
+    /// Scheduler passes `out` has been held for since the last send.
+    holds: u8,
+    /// The pass being waited for, while `out` is held and nothing new has arrived since it began.
+    pass: Option<Arc<Pass>>,
     collected: Vec<u8>,
     record: Option<Recorder>,
     ended: bool,
     /// An upstream error to report after the data that preceded it.
     failed: Option<String>,
+}
+
+impl<S> RecordedStream<S> {
+    fn new(inner: S, id: &str, record: Recorder) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            out: format!("{id}\n").into_bytes(),
+            holds: 0,
+            pass: None,
+            collected: Vec::new(),
+            record: Some(record),
+            ended: false,
+            failed: None,
+        }
+    }
+
+    /// Hands out what is held.
+    fn burst(&mut self) -> Bytes {
+        self.holds = 0;
+        self.pass = None;
+        Bytes::from(std::mem::take(&mut self.out))
+    }
 }
 
 struct Recorder {
@@ -217,11 +261,43 @@ impl Recorder {
     }
 }
 
+/// One scheduler pass: over once the runtime has polled for I/O and run the other ready tasks.
+/// (The body is polled several times within one pass, so the number of polls says nothing.)
+struct Pass {
+    over: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Pass {
+    /// Starts a pass; the task is woken when it is over.
+    fn start(cx: &mut Context<'_>) -> Arc<Self> {
+        let pass = Arc::new(Self {
+            over: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        pass.task.register(cx.waker());
+        let waker = futures::task::waker(pass.clone());
+        let mut yielding = std::pin::pin!(tokio::task::yield_now());
+        // The first poll only registers the deferred wake-up.
+        let _ = yielding.as_mut().poll(&mut Context::from_waker(&waker));
+        pass
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+}
+
+impl ArcWake for Pass {
+    fn wake_by_ref(pass: &Arc<Self>) {
+        pass.over.store(true, Ordering::Release);
+        pass.task.wake();
+    }
+}
+
 impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
     type Item = Result<Bytes, std::io::Error>;
 
-    /// Hands out everything the container has sent so far as one chunk (the id line included on
-    /// the first poll): one write to the client per burst rather than one per upstream frame.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(e) = this.failed.take() {
@@ -230,12 +306,16 @@ impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
         if this.ended {
             return Poll::Ready(None);
         }
-        let mut out = std::mem::take(&mut this.head);
         loop {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.collected.extend_from_slice(&chunk);
-                    out.extend_from_slice(&chunk);
+                    this.out.extend_from_slice(&chunk);
+                    // Progress: a pass that brings more is worth waiting for again.
+                    this.pass = None;
+                    if this.out.len() >= BURST_BYTES {
+                        return Poll::Ready(Some(Ok(this.burst())));
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(record) = this.record.take() {
@@ -243,21 +323,34 @@ impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
                     }
                     // An error ends the HTTP body abnormally, so the client sees a failed transfer
                     // rather than a silently truncated one (after what was already received).
-                    if out.is_empty() {
+                    if this.out.is_empty() {
                         return Poll::Ready(Some(Err(std::io::Error::other(e))));
                     }
                     this.failed = Some(e);
-                    return Poll::Ready(Some(Ok(Bytes::from(out))));
+                    return Poll::Ready(Some(Ok(this.burst())));
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
                     if let Some(record) = this.record.take() {
                         record.finish(Ok(&this.collected));
                     }
-                    return Poll::Ready((!out.is_empty()).then(|| Ok(Bytes::from(out))));
+                    return Poll::Ready((!this.out.is_empty()).then(|| Ok(this.burst())));
                 }
-                Poll::Pending if out.is_empty() => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(Some(Ok(Bytes::from(out)))),
+                Poll::Pending if this.out.is_empty() => return Poll::Pending,
+                Poll::Pending => match &this.pass {
+                    // A whole pass brought nothing: the container is between outputs.
+                    Some(pass) if pass.is_over() => return Poll::Ready(Some(Ok(this.burst()))),
+                    Some(pass) => {
+                        pass.task.register(cx.waker());
+                        return Poll::Pending;
+                    }
+                    None if this.holds >= BURST_HOLDS => return Poll::Ready(Some(Ok(this.burst()))),
+                    None => {
+                        this.holds += 1;
+                        this.pass = Some(Pass::start(cx));
+                        return Poll::Pending;
+                    }
+                },
             }
         }
     }
@@ -315,17 +408,13 @@ pub(super) async fn stream(
             return Err(ApiError::BadGateway { message, id });
         }
     };
-    let recorded = RecordedStream {
-        inner: Box::pin(body),
-        head: format!("{id}\n").into_bytes(),
-        collected: Vec::new(),
-        record: Some(record),
-        ended: false,
-        failed: None,
-    };
+    // The headers wait for the first burst (at most one scheduler pass when the container has
+    // nothing yet), so a short answer leaves in one write, headers and end of body included.
+    let mut recorded = RecordedStream::new(body, &id, record);
+    let first = recorded.next().await;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(recorded),
+        Body::from_stream(futures::stream::iter(first).chain(recorded)),
     )
         .into_response())
 }

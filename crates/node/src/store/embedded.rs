@@ -56,30 +56,60 @@ impl Meta {
     }
 }
 
+/// A job id as the index keeps it: the node's own ids (lower-case hyphenated UUIDs) in 16 bytes
+/// without an allocation, any other id as given. A full store holds `max_jobs` of these twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum JobKey {
+    Uuid([u8; 16]),
+    Other(Box<str>),
+}
+
+impl JobKey {
+    fn new(id: &str) -> Self {
+        if let Ok(uuid) = uuid::Uuid::try_parse(id) {
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            // Only the exact text the id was written as maps back to it.
+            if uuid.hyphenated().encode_lower(&mut text).as_bytes() == id.as_bytes() {
+                return Self::Uuid(uuid.into_bytes());
+            }
+        }
+        Self::Other(id.into())
+    }
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Uuid(bytes) => uuid::Uuid::from_bytes(*bytes).hyphenated().fmt(f),
+            Self::Other(id) => f.write_str(id),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Index {
-    jobs: HashMap<String, Meta>,
+    jobs: HashMap<JobKey, Meta>,
     /// Recency order: tick → id (smallest tick = least recently used).
-    recency: BTreeMap<u64, String>,
+    recency: BTreeMap<u64, JobKey>,
     next_tick: u64,
     next_key: u64,
     running: u64,
 }
 
 impl Index {
-    fn touch(&mut self, id: &str) {
+    fn touch(&mut self, id: &JobKey) {
         let tick = self.next_tick;
         if let Some(meta) = self.jobs.get_mut(id) {
             self.recency.remove(&meta.tick);
             meta.tick = tick;
-            self.recency.insert(tick, id.to_string());
+            self.recency.insert(tick, id.clone());
             self.next_tick += 1;
         }
     }
 
     /// Records a job's state; returns its row key (kept from an earlier write of the same id).
-    fn upsert(&mut self, id: &str, owner: IpAddr, running: bool, expires: u64) -> u64 {
-        let key = match self.remove(id) {
+    fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64) -> u64 {
+        let key = match self.remove(&id) {
             Some(old) => old.key,
             None => {
                 self.next_key += 1;
@@ -99,16 +129,16 @@ impl Index {
         key
     }
 
-    fn insert(&mut self, id: &str, mut meta: Meta) {
+    fn insert(&mut self, id: JobKey, mut meta: Meta) {
         meta.tick = self.next_tick;
         self.next_tick += 1;
         self.next_key = self.next_key.max(meta.key);
         self.running += u64::from(meta.running);
-        self.recency.insert(meta.tick, id.to_string());
-        self.jobs.insert(id.to_string(), meta);
+        self.recency.insert(meta.tick, id.clone());
+        self.jobs.insert(id, meta);
     }
 
-    fn remove(&mut self, id: &str) -> Option<Meta> {
+    fn remove(&mut self, id: &JobKey) -> Option<Meta> {
         let meta = self.jobs.remove(id)?;
         self.recency.remove(&meta.tick);
         self.running -= u64::from(meta.running);
@@ -117,7 +147,7 @@ impl Index {
 
     /// Removes jobs past their lifetime; returns their row keys.
     fn expire(&mut self, now: u64) -> Vec<u64> {
-        let ids: Vec<String> = self
+        let ids: Vec<JobKey> = self
             .jobs
             .iter()
             .filter(|(_, m)| !m.is_live(now))
@@ -289,11 +319,11 @@ impl EmbeddedStore {
             job: job.clone(),
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
-        let key = self
-            .index
-            .lock()
-            .expect("store index poisoned")
-            .upsert(&job.id, owner, running, expires);
+        let key =
+            self.index
+                .lock()
+                .expect("store index poisoned")
+                .upsert(JobKey::new(&job.id), owner, running, expires);
         let (ack, done) = if acked {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -310,11 +340,17 @@ impl EmbeddedStore {
         Ok(done)
     }
 
+    /// Once the store holds more than `max_jobs`, evicts the least recently used down to 1 % below
+    /// it, so a full store evicts (and says so) once per hundredth of its size, not on every job.
     fn evict_over_capacity(&self) {
         let mut victims = Vec::new();
         {
             let mut index = self.index.lock().expect("store index poisoned");
-            while index.jobs.len() as u64 > self.max_jobs {
+            if index.jobs.len() as u64 <= self.max_jobs {
+                return;
+            }
+            let low_water = self.max_jobs - self.max_jobs / 100;
+            while index.jobs.len() as u64 > low_water {
                 let Some(id) = index.recency.first_key_value().map(|(_, id)| id.clone()) else {
                     break;
                 };
@@ -402,7 +438,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
                 rewrites.push((key, serde_json::to_vec(&record).map_err(|e| e.to_string())?));
             }
             index.insert(
-                &record.id,
+                JobKey::new(&record.id),
                 Meta {
                     key,
                     owner: record.owner,
@@ -493,19 +529,13 @@ impl JobStore for EmbeddedStore {
         let wanted: Vec<(String, u64)> = {
             let mut index = self.index.lock().expect("store index poisoned");
             let mut seen = std::collections::HashSet::new();
-            let live: Vec<(String, u64)> = ids
-                .iter()
-                .filter(|id| seen.insert(id.as_str()))
-                .filter_map(|id| {
-                    index
-                        .jobs
-                        .get(id.as_str())
-                        .filter(|m| m.is_live(now))
-                        .map(|m| (id.clone(), m.key))
-                })
-                .collect();
-            for (id, _) in &live {
-                index.touch(id);
+            let mut live = Vec::new();
+            for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
+                let key = JobKey::new(id);
+                if let Some(meta) = index.jobs.get(&key).filter(|m| m.is_live(now)) {
+                    live.push((id.clone(), meta.key));
+                    index.touch(&key);
+                }
             }
             live
         };
@@ -557,7 +587,7 @@ impl JobStore for EmbeddedStore {
                 ListFilter::Pending => m.running,
                 ListFilter::Completed => !m.running,
             })
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect())
     }
 
@@ -567,5 +597,23 @@ impl JobStore for EmbeddedStore {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobKey;
+
+    #[test]
+    fn job_keys_give_back_the_exact_id() {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let upper = uuid.to_uppercase();
+        for id in [uuid.as_str(), upper.as_str(), "status-report-7", "", "{not a uuid}"] {
+            assert_eq!(JobKey::new(id).to_string(), id);
+        }
+        assert!(matches!(JobKey::new(&uuid), JobKey::Uuid(_)));
+        // The same UUID written another way is another id.
+        assert_ne!(JobKey::new(&uuid), JobKey::new(&upper));
+        assert_ne!(JobKey::new(&uuid), JobKey::new(&uuid.replace('-', "")));
     }
 }

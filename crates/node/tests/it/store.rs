@@ -211,6 +211,28 @@ async fn embedded_evicts_least_recently_used() {
     assert_eq!(ids, vec!["1", "3", "4"]);
 }
 
+#[tokio::test]
+async fn a_full_embedded_store_evicts_a_hundredth_at_a_time() {
+    let store = Backend::embedded(300).open(LONG).await;
+    let alice = ip("192.0.2.1");
+    for i in 0..300 {
+        store.put(alice, &done(&format!("j{i}"))).await.unwrap();
+    }
+    assert_eq!(store.list(alice, ListFilter::All).await.unwrap().len(), 300);
+    // One job over the bound evicts the four oldest (down to 297); the next three evict nothing.
+    store.put(alice, &done("j300")).await.unwrap();
+    let ids = store.list(alice, ListFilter::All).await.unwrap();
+    assert_eq!(ids.len(), 297);
+    for gone in ["j0", "j1", "j2", "j3"] {
+        assert!(!ids.iter().any(|id| id == gone), "{gone} should be evicted");
+    }
+    assert!(ids.iter().any(|id| id == "j4") && ids.iter().any(|id| id == "j300"));
+    for i in 301..304 {
+        store.put(alice, &done(&format!("j{i}"))).await.unwrap();
+    }
+    assert_eq!(store.list(alice, ListFilter::All).await.unwrap().len(), 300);
+}
+
 async fn detached_writes_keep_their_order(backend: Backend) {
     let store = backend.open(LONG).await;
     let alice = ip("192.0.2.1");

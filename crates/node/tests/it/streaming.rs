@@ -1,6 +1,9 @@
 //! `POST /api/jobs/stream`.
 
+use std::time::Duration;
+
 use serde_json::json;
+use tokio::sync::Notify;
 
 use crate::support::{Stub, TestNode, client, get_json, hello_world_config, stub, unmanaged, wait_job};
 
@@ -24,6 +27,45 @@ async fn stream_sends_the_id_line_then_the_output_and_stores_it() {
         job["result"],
         json!({"container": "hello-world", "output": {"output": expected}})
     );
+}
+
+#[tokio::test]
+async fn stream_output_reaches_the_client_as_the_container_sends_it() {
+    let gate: &'static Notify = Box::leak(Box::new(Notify::new()));
+    let port = stub(Stub::Gated(gate)).await;
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gated", port)]})).await;
+    // The container sends its second chunk only once the client holds the first.
+    let mut received = Vec::new();
+    let early = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut response = client()
+            .post(node.at("/api/jobs/stream"))
+            .json(&json!({"containers": ["gated"], "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        while !received.ends_with(b"first ") {
+            let chunk = response.chunk().await.unwrap().expect("the stream ended early");
+            received.extend_from_slice(&chunk);
+        }
+        response
+    })
+    .await;
+    let Ok(mut response) = early else {
+        panic!(
+            "the node held the output back; the client had {:?}",
+            String::from_utf8_lossy(&received)
+        );
+    };
+    gate.notify_one();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(received).unwrap();
+    let (id, output) = text.split_once('\n').unwrap();
+    assert_eq!(output, "first second");
+    let job = wait_job(&node, id, false).await;
+    assert_eq!(job["result"]["output"], json!({"output": "first second"}));
 }
 
 #[tokio::test]

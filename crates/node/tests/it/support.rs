@@ -166,6 +166,8 @@ pub(crate) enum Stub {
     Slow(Duration),
     /// Streams one chunk, then breaks the connection.
     BreaksMidStream,
+    /// Streams `first `, then `second` once the gate is opened.
+    Gated(&'static tokio::sync::Notify),
 }
 
 /// Starts a stub container service; returns its port.
@@ -195,6 +197,20 @@ pub(crate) async fn stub(kind: Stub) -> u16 {
                         }
                         _ => None,
                     }
+                });
+                Response::new(Body::from_stream(chunks))
+            }
+            Stub::Gated(gate) => {
+                let chunks = futures::stream::unfold(0, move |step| async move {
+                    let chunk: &'static [u8] = match step {
+                        0 => b"first ",
+                        1 => {
+                            gate.notified().await;
+                            b"second"
+                        }
+                        _ => return None,
+                    };
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(chunk)), step + 1))
                 });
                 Response::new(Body::from_stream(chunks))
             }
