@@ -16,7 +16,7 @@
 //! offered load, and the node's RSS idle and under load.
 //!
 //! Run with `make bench` (builds the binaries first). `BENCH_SECONDS` sets the length of each
-//! measured phase (default 3) and `BENCH_ROUNDS` the number of rounds (default 3).
+//! measured phase (default 3) and `BENCH_ROUNDS` the number of rounds (default 5).
 
 use std::{
     process::{Command, Stdio},
@@ -246,7 +246,12 @@ impl Path {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -263,10 +268,11 @@ fn main() {
         return;
     }
     let seconds = env_or("BENCH_SECONDS", 3);
-    let rounds = env_or("BENCH_ROUNDS", 3);
+    let rounds = env_or("BENCH_ROUNDS", 5);
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (service_port, node_port, forward_port) = (free_port(), free_port(), free_port());
+    // Each port is picked once the previous one is taken, so no two can be the same.
+    let service_port = free_port();
     let service = ChildGuard(
         Command::new(workspace_binary("hello-world"))
             .env("HOST", "127.0.0.1")
@@ -276,13 +282,19 @@ fn main() {
             .expect("hello-world"),
     );
     wait_port(service_port, Duration::from_secs(20));
-    let forwarder = ChildGuard(
+    let forward_port = free_port();
+    let mut forwarder = ChildGuard(
         Command::new(std::env::current_exe().expect("own path"))
             .env(FORWARD_ENV, format!("{forward_port}:{service_port}"))
             .spawn()
             .expect("forward proxy"),
     );
     wait_port(forward_port, Duration::from_secs(20));
+    assert!(
+        forwarder.0.try_wait().expect("forward proxy status").is_none(),
+        "the forwarding proxy exited"
+    );
+    let node_port = free_port();
     let config = dir.path().join("config.json");
     std::fs::write(
         &config,
