@@ -32,6 +32,15 @@ const MAX_BATCH: usize = 4096;
 /// Longest a busy writer waits to fill a batch.
 const LINGER: Duration = Duration::from_millis(2);
 
+/// A row, as written from borrowed parts; reads back as a [`Record`].
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    id: &'a str,
+    owner: IpAddr,
+    expires: u64,
+    job: &'a JobResult,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     id: String,
@@ -312,11 +321,11 @@ impl EmbeddedStore {
                 self.lifetimes.result
             },
         );
-        let record = Record {
-            id: job.id.clone(),
+        let record = RecordRef {
+            id: &job.id,
             owner,
             expires,
-            job: job.clone(),
+            job,
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
         let key =
