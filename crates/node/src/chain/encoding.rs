@@ -70,15 +70,73 @@ pub fn encode_output(output: &Value, raw: &[u8]) -> Result<ChainOutput, String> 
 /// Python's `repr` of what `json.loads` makes of the JSON text `raw`.
 pub fn python_repr(raw: &[u8]) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len() + 16);
+    let literals = number_literals(raw);
+    let mut numbers = literals.iter();
     let mut de = serde_json::Deserializer::from_slice(raw);
-    serde::de::DeserializeSeed::deserialize(Repr(&mut out), &mut de).map_err(|e| format!("output is not JSON: {e}"))?;
+    let repr = Repr {
+        out: &mut out,
+        numbers: &mut numbers,
+    };
+    serde::de::DeserializeSeed::deserialize(repr, &mut de).map_err(|e| format!("output is not JSON: {e}"))?;
     Ok(out)
 }
 
-/// Writes the `repr` of the JSON value it visits, in document order.
-struct Repr<'a>(&'a mut String);
+/// The number literals of a JSON text, outside its strings, in document order. The deserializer
+/// visits numbers in that same order, and hands an integer past 64 bits over as a float; its
+/// literal keeps the digits that Python's `int` keeps.
+fn number_literals(raw: &[u8]) -> Vec<&[u8]> {
+    let mut literals = Vec::new();
+    let (mut i, mut in_string) = (0, false);
+    while i < raw.len() {
+        match raw[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'-' | b'0'..=b'9' if !in_string => {
+                let start = i;
+                while i < raw.len() && matches!(raw[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    i += 1;
+                }
+                literals.push(&raw[start..i]);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    literals
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for Repr<'_> {
+/// The literal as Python prints the `int` it parses to, if it is an integer literal (JSON allows
+/// no leading zeros, so only `-0` prints otherwise).
+fn integer_literal(literal: &[u8]) -> Option<&str> {
+    let digits = literal.strip_prefix(b"-").unwrap_or(literal);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits == b"0" {
+        return Some("0");
+    }
+    std::str::from_utf8(literal).ok()
+}
+
+/// Writes the `repr` of the JSON value it visits, in document order.
+struct Repr<'a, 'r> {
+    out: &'a mut String,
+    /// The number literals not visited yet.
+    numbers: &'a mut std::slice::Iter<'r, &'r [u8]>,
+}
+
+impl<'r> Repr<'_, 'r> {
+    /// The same writer, for a nested value.
+    fn nested(&mut self) -> Repr<'_, 'r> {
+        Repr {
+            out: &mut *self.out,
+            numbers: &mut *self.numbers,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Repr<'_, '_> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -86,7 +144,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Repr<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Repr<'_> {
+impl<'de> serde::de::Visitor<'de> for Repr<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,66 +152,71 @@ impl<'de> serde::de::Visitor<'de> for Repr<'_> {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.push_str(if v { "True" } else { "False" });
+        self.out.push_str(if v { "True" } else { "False" });
         Ok(())
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.push_str(&v.to_string());
+        self.numbers.next();
+        self.out.push_str(&v.to_string());
         Ok(())
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.push_str(&v.to_string());
+        self.numbers.next();
+        self.out.push_str(&v.to_string());
         Ok(())
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.0.push_str(&float_repr(v));
+        match self.numbers.next().and_then(|literal| integer_literal(literal)) {
+            Some(integer) => self.out.push_str(integer),
+            None => self.out.push_str(&float_repr(v)),
+        }
         Ok(())
     }
 
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        string_repr(v, self.0);
+        string_repr(v, self.out);
         Ok(())
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.push_str("None");
+        self.out.push_str("None");
         Ok(())
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.0.push('[');
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push('[');
         let mut first = true;
         loop {
-            let len = self.0.len();
+            let len = self.out.len();
             if !first {
-                self.0.push_str(", ");
+                self.out.push_str(", ");
             }
-            if seq.next_element_seed(Repr(&mut *self.0))?.is_none() {
-                self.0.truncate(len);
+            if seq.next_element_seed(self.nested())?.is_none() {
+                self.out.truncate(len);
                 break;
             }
             first = false;
         }
-        self.0.push(']');
+        self.out.push(']');
         Ok(())
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.0.push('{');
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.out.push('{');
         let mut first = true;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if !first {
-                self.0.push_str(", ");
+                self.out.push_str(", ");
             }
             first = false;
-            string_repr(&key, self.0);
-            self.0.push_str(": ");
-            map.next_value_seed(Repr(&mut *self.0))?;
+            string_repr(&key, self.out);
+            self.out.push_str(": ");
+            map.next_value_seed(self.nested())?;
         }
-        self.0.push('}');
+        self.out.push('}');
         Ok(())
     }
 }
@@ -260,6 +323,15 @@ mod tests {
         assert_eq!(repr(r#""tab\tnew\nline\\ é ✓""#), r"'tab\tnew\nline\\ é ✓'");
         assert_eq!(repr(r#""\u0001\u007f\u0085""#), r"'\x01\x7f\x85'");
         assert!(python_repr(b"{nope").is_err());
+        // Integers past 64 bits keep every digit, as Python's int does; floats stay floats.
+        assert_eq!(
+            repr(r#"{"s": "a\"1 -2", "big": 340282366920938463463374607431768211456, "f": [1.5, 2e3, -0]}"#),
+            r#"{'s': 'a"1 -2', 'big': 340282366920938463463374607431768211456, 'f': [1.5, 2000.0, 0]}"#
+        );
+        assert_eq!(
+            repr("[-98765432109876543210, 18446744073709551615, 18446744073709551616.0]"),
+            "[-98765432109876543210, 18446744073709551615, 1.8446744073709552e+19]"
+        );
         for (f, text) in [
             (1.0, "1.0"),
             (0.1, "0.1"),
