@@ -1,7 +1,8 @@
 //! Infernet contract errors: revert selectors to names, messages, and what they mean for a
 //! delivery.
 
-use alloy::primitives::Bytes;
+use alloy::{primitives::Bytes, sol_types::SolError};
+use infernet_contracts::bindings;
 
 /// A custom error of the Infernet contracts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,105 +15,70 @@ pub struct InfernetError {
     pub message: &'static str,
 }
 
-const fn e(selector: [u8; 4], name: &'static str, message: &'static str) -> InfernetError {
-    InfernetError {
-        selector,
-        name,
-        message,
-    }
+/// An entry of the table: the selector comes from the contract's generated binding.
+macro_rules! error {
+    ($contract:ident :: $name:ident, $message:expr) => {
+        InfernetError {
+            selector: <bindings::$contract::$name as SolError>::SELECTOR,
+            name: stringify!($name),
+            message: $message,
+        }
+    };
 }
 
 const TABLE: &[InfernetError] = &[
-    e(
-        [0x23, 0x45, 0x5b, 0xa1],
-        "InvalidWallet",
-        "Invalid wallet, please make sure you're using a wallet created from Infernet's `WalletFactory`.",
+    error!(
+        EIP712Coordinator::InvalidWallet,
+        "Invalid wallet, please make sure you're using a wallet created from Infernet's `WalletFactory`."
     ),
-    e(
-        [0x4d, 0xb3, 0x10, 0xc3],
-        "IntervalMismatch",
-        "Interval mismatch. The interval is not the current one.",
+    error!(
+        EIP712Coordinator::IntervalMismatch,
+        "Interval mismatch. The interval is not the current one."
     ),
-    e(
-        [0x2f, 0x4c, 0xa8, 0x5b],
-        "IntervalCompleted",
-        "Interval completed. Redundancy has been already met for the current interval",
+    error!(
+        EIP712Coordinator::IntervalCompleted,
+        "Interval completed. Redundancy has been already met for the current interval"
     ),
-    e(
-        [0xb9, 0x85, 0x7a, 0xa1],
-        "UnauthorizedVerifier",
-        "Verifier is not authorized.",
+    error!(EIP712Coordinator::UnauthorizedVerifier, "Verifier is not authorized."),
+    error!(
+        EIP712Coordinator::NodeRespondedAlready,
+        "Node already responded for this interval"
     ),
-    e(
-        [0x88, 0xa2, 0x1e, 0x4f],
-        "NodeRespondedAlready",
-        "Node already responded for this interval",
+    error!(EIP712Coordinator::SubscriptionNotFound, "Subscription not found"),
+    error!(EIP712Coordinator::ProofRequestNotFound, "Proof request not found"),
+    error!(
+        EIP712Coordinator::NotSubscriptionOwner,
+        "Caller is not the owner of the subscription"
     ),
-    e(
-        [0x1a, 0x00, 0x35, 0x4f],
-        "SubscriptionNotFound",
-        "Subscription not found",
+    error!(
+        EIP712Coordinator::SubscriptionCompleted,
+        "Subscription is already completed, another node has likely already delivered the response"
     ),
-    e(
-        [0x1d, 0x68, 0xb3, 0x7c],
-        "ProofRequestNotFound",
-        "Proof request not found",
+    error!(EIP712Coordinator::SubscriptionNotActive, "Subscription is not active"),
+    error!(
+        EIP712Coordinator::UnsupportedVerifierToken,
+        "Unsupported verifier token. Attempting to pay a `IVerifier`-contract in a token it does not support receiving payments in"
     ),
-    e(
-        [0xa7, 0xfb, 0xa7, 0x11],
-        "NotSubscriptionOwner",
-        "Caller is not the owner of the subscription",
+    error!(EIP712Coordinator::SignerMismatch, "Signer does not match."),
+    error!(EIP712Coordinator::SignatureExpired, "EIP-712 Signature has expired."),
+    error!(
+        EIP712Coordinator::InvalidSignature,
+        "The signature does not recover to an address."
     ),
-    e(
-        [0xae, 0x67, 0x04, 0xa7],
-        "SubscriptionCompleted",
-        "Subscription is already completed, another node has likely already delivered the response",
+    error!(Wallet::TransferFailed, "Token transfer failed."),
+    error!(Wallet::ETHTransferFailed, "ETH transfer failed."),
+    error!(
+        Wallet::InsufficientFunds,
+        "Insufficient funds. You either are trying to withdraw `amount > unlockedBalance` or are trying to escrow `amount > unlockedBalance` or attempting to unlock `amount > lockedBalance`"
     ),
-    e(
-        [0xef, 0xb7, 0x4e, 0xfe],
-        "SubscriptionNotActive",
-        "Subscription is not active",
+    error!(Wallet::InsufficientAllowance, "Insufficient allowance."),
+    error!(
+        Allowlist::NodeNotAllowed,
+        "Node is not allowed to deliver this subscription."
     ),
-    e(
-        [0xe2, 0x37, 0x27, 0x99],
-        "UnsupportedVerifierToken",
-        "Unsupported verifier token. Attempting to pay a `IVerifier`-contract in a token it does not support receiving payments in",
-    ),
-    e([0x10, 0xc7, 0x4b, 0x03], "SignerMismatch", "Signer does not match."),
-    e(
-        [0x08, 0x19, 0xbd, 0xcd],
-        "SignatureExpired",
-        "EIP-712 Signature has expired.",
-    ),
-    e(
-        [0x8b, 0xaa, 0x57, 0x9f],
-        "InvalidSignature",
-        "The signature does not recover to an address.",
-    ),
-    e([0x90, 0xb8, 0xec, 0x18], "TransferFailed", "Token transfer failed."),
-    e([0xb1, 0x2d, 0x13, 0xeb], "ETHTransferFailed", "ETH transfer failed."),
-    e(
-        [0x35, 0x66, 0x80, 0xb7],
-        "InsufficientFunds",
-        "Insufficient funds. You either are trying to withdraw `amount > unlockedBalance` or are trying to escrow `amount > unlockedBalance` or attempting to unlock `amount > lockedBalance`",
-    ),
-    e(
-        [0x13, 0xbe, 0x25, 0x2b],
-        "InsufficientAllowance",
-        "Insufficient allowance.",
-    ),
-    e(
-        [0x42, 0x76, 0x49, 0x46],
-        "NodeNotAllowed",
-        "Node is not allowed to deliver this subscription.",
-    ),
-    e([0xf4, 0xd6, 0x78, 0xb8], "InsufficientBalance", "Insufficient balance."),
-    e(
-        [0x9e, 0xc8, 0x53, 0xe6],
-        "NotCoordinator",
-        "Caller is not the coordinator.",
-    ),
-    e([0xab, 0x14, 0x3c, 0x06], "Reentrancy", "Reentrant call."),
+    error!(TestToken::InsufficientBalance, "Insufficient balance."),
+    error!(Wallet::NotCoordinator, "Caller is not the coordinator."),
+    error!(EIP712Coordinator::Reentrancy, "Reentrant call."),
 ];
 
 impl InfernetError {
