@@ -21,12 +21,12 @@ pub mod wallet;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
-use alloy::{eips::BlockId, primitives::Address, signers::local::PrivateKeySigner};
+use alloy::{eips::BlockId, primitives::Address, signers::local::PrivateKeySigner, sol_types::SolCall};
 use infernet_contracts::bindings::Registry;
 use tokio::sync::watch;
 
 use crate::{config::ValidConfig, guardian::Guardian, orchestrator::Orchestrator, tasks::TaskManager};
-use rpc::{RetryPolicy, Rpc};
+use rpc::{Read, RetryPolicy, Rpc};
 use status::ChainStatus;
 
 /// How long one boot-time RPC call may take, retries included.
@@ -149,31 +149,38 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
     if code.is_empty() {
         return Err(registry_error("no contract code there".into()));
     }
-    let latest = BlockId::latest();
-    let coordinator = timed(
+    // The four getters go out in one JSON-RPC batch.
+    let getter = |data: Vec<u8>| Read::Call {
+        to: registry_address,
+        data: data.into(),
+    };
+    let reads = [
+        getter(Registry::COORDINATORCall {}.abi_encode()),
+        getter(Registry::READERCall {}.abi_encode()),
+        getter(Registry::INBOXCall {}.abi_encode()),
+        getter(Registry::WALLET_FACTORYCall {}.abi_encode()),
+    ];
+    let answers = timed("Registry getters", rpc.read_batch(&reads, BlockId::latest()))
+        .await
+        .map_err(registry_error)?;
+    let Ok([coordinator, reader, inbox, wallet_factory]) = <[_; 4]>::try_from(answers) else {
+        return Err(registry_error(
+            "the batch of Registry getters came back incomplete".into(),
+        ));
+    };
+    let answer = |what: &str, decoded: Result<Address, rpc::RpcError>| {
+        decoded.map_err(|e| registry_error(format!("{what} failed: {e}")))
+    };
+    let coordinator = answer(
         "Registry.COORDINATOR()",
-        rpc.call(registry_address, &Registry::COORDINATORCall {}, latest),
-    )
-    .await
-    .map_err(registry_error)?;
-    let reader = timed(
-        "Registry.READER()",
-        rpc.call(registry_address, &Registry::READERCall {}, latest),
-    )
-    .await
-    .map_err(registry_error)?;
-    let inbox = timed(
-        "Registry.INBOX()",
-        rpc.call(registry_address, &Registry::INBOXCall {}, latest),
-    )
-    .await
-    .map_err(registry_error)?;
-    let wallet_factory = timed(
+        rpc::decode::<Registry::COORDINATORCall>(coordinator),
+    )?;
+    let reader = answer("Registry.READER()", rpc::decode::<Registry::READERCall>(reader))?;
+    let inbox = answer("Registry.INBOX()", rpc::decode::<Registry::INBOXCall>(inbox))?;
+    let wallet_factory = answer(
         "Registry.WALLET_FACTORY()",
-        rpc.call(registry_address, &Registry::WALLET_FACTORYCall {}, latest),
-    )
-    .await
-    .map_err(registry_error)?;
+        rpc::decode::<Registry::WALLET_FACTORYCall>(wallet_factory),
+    )?;
     tracing::info!(chain_id, node = %signer.address(), %coordinator, %reader, rpc = %url, "chain connected");
     let chain = Chain {
         rpc,
