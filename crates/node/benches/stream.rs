@@ -45,12 +45,26 @@ const FORWARD_ENV: &str = "STREAM_BENCH_FORWARD";
 struct Figures {
     requests: usize,
     seconds: f64,
+    /// Sorted.
     latencies: Vec<Duration>,
 }
 
 impl Figures {
+    fn new(mut latencies: Vec<Duration>, seconds: f64) -> Self {
+        latencies.sort();
+        Self {
+            requests: latencies.len(),
+            seconds,
+            latencies,
+        }
+    }
+
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds
+    }
+
+    fn latency(&self, p: f64) -> Duration {
+        percentile(&self.latencies, p)
     }
 }
 
@@ -105,11 +119,7 @@ async fn load(url: String, body: &'static str, duration: Duration) -> Figures {
         0,
         "requests failed during the benchmark ({url})"
     );
-    Figures {
-        requests: latencies.len(),
-        seconds,
-        latencies,
-    }
+    Figures::new(latencies, seconds)
 }
 
 /// Open-loop load: one request every `1/rate` seconds for `duration`, each on a pooled connection,
@@ -145,11 +155,7 @@ async fn paced(url: String, body: &'static str, rate: u32, duration: Duration) -
     for r in requests {
         latencies.push(r.await.expect("request task").expect("paced request failed"));
     }
-    Figures {
-        requests: latencies.len(),
-        seconds: start.elapsed().as_secs_f64(),
-        latencies,
-    }
+    Figures::new(latencies, start.elapsed().as_secs_f64())
 }
 
 /// The forwarding proxy: passes each request's body to the service's `/service_output` and
@@ -222,10 +228,13 @@ impl Path {
         median(self.rounds.iter().map(Figures::throughput).collect())
     }
 
-    fn latency(&self, p: f64) -> Duration {
-        let mut all: Vec<Duration> = self.rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect();
-        all.sort();
-        percentile(&all, p)
+    /// Latency percentiles over all rounds.
+    fn latencies(&self, ps: [f64; 2]) -> [Duration; 2] {
+        let all = Figures::new(
+            self.rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect(),
+            0.0,
+        );
+        ps.map(|p| all.latency(p))
     }
 
     fn cpu_per_request(&self) -> [f64; 3] {
@@ -406,12 +415,13 @@ fn main() {
     );
     for p in &paths {
         let [generator, service, proxy] = p.cpu_per_request();
+        let [p50, p99] = p.latencies([0.50, 0.99]);
         println!(
             "{}  {:>14.0}  {:>7.3}  {:>7.3}   {generator:.1} / {service:.1} / {proxy:.1}  ({} requests)",
             p.label,
             p.median_throughput(),
-            ms(p.latency(0.50)),
-            ms(p.latency(0.99)),
+            ms(p50),
+            ms(p99),
             p.requests()
         );
     }
@@ -429,14 +439,14 @@ fn main() {
     );
     println!(
         "at {RATE} req/s offered (open loop): direct p50 {:.3} ms p99 {:.3} ms; node p50 {:.3} ms p99 {:.3} ms",
-        ms(percentile(&sorted(&direct_paced), 0.50)),
-        ms(percentile(&sorted(&direct_paced), 0.99)),
-        ms(percentile(&sorted(&node_paced), 0.50)),
-        ms(percentile(&sorted(&node_paced), 0.99)),
+        ms(direct_paced.latency(0.50)),
+        ms(direct_paced.latency(0.99)),
+        ms(node_paced.latency(0.50)),
+        ms(node_paced.latency(0.99)),
     );
     println!(
         "added p50 latency below saturation: {:.3} ms (target <= 0.3 ms)",
-        ms(percentile(&sorted(&node_paced), 0.50)) - ms(percentile(&sorted(&direct_paced), 0.50))
+        ms(node_paced.latency(0.50)) - ms(direct_paced.latency(0.50))
     );
     println!(
         "node RSS idle                 : {:.1} MB (target <= 20 MB)",
@@ -446,10 +456,4 @@ fn main() {
         "node RSS peak under load      : {:.1} MB (target <= 60 MB)",
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
-}
-
-fn sorted(figures: &Figures) -> Vec<Duration> {
-    let mut all = figures.latencies.clone();
-    all.sort();
-    all
 }

@@ -154,6 +154,30 @@ impl Index {
         Some(meta)
     }
 
+    /// Once more than `max_jobs` are held, evicts the least recently used down to 1 % below it, so
+    /// a full store evicts (and says so) once per hundredth of its size, not on every job. Returns
+    /// the row deletions.
+    fn evict_over(&mut self, max_jobs: u64) -> Vec<Op> {
+        if self.jobs.len() as u64 <= max_jobs {
+            return Vec::new();
+        }
+        let low_water = max_jobs - max_jobs / 100;
+        let mut victims = Vec::new();
+        while self.jobs.len() as u64 > low_water {
+            let Some(id) = self.recency.first_key_value().map(|(_, id)| id.clone()) else {
+                break;
+            };
+            if let Some(meta) = self.remove(&id) {
+                victims.push(Op::Delete(meta.key));
+            }
+        }
+        tracing::debug!(
+            evicted = victims.len(),
+            "job store over capacity, evicted least recently used jobs"
+        );
+        victims
+    }
+
     /// Removes jobs past their lifetime; returns their row keys.
     fn expire(&mut self, now: u64) -> Vec<u64> {
         let ids: Vec<JobKey> = self
@@ -328,51 +352,34 @@ impl EmbeddedStore {
             job,
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
-        let key =
-            self.index
-                .lock()
-                .expect("store index poisoned")
-                .upsert(JobKey::new(&job.id), owner, running, expires);
+        let ops = {
+            let mut index = self.index.lock().expect("store index poisoned");
+            let key = index.upsert(JobKey::new(&job.id), owner, running, expires);
+            let mut ops = vec![Op::Put(key, bytes)];
+            ops.extend(index.evict_over(self.max_jobs));
+            ops
+        };
         let (ack, done) = if acked {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
+        // The evictions travel with the write that caused them.
         self.writer
-            .push(Write {
-                ops: vec![Op::Put(key, bytes)],
-                ack,
-            })
+            .push(Write { ops, ack })
             .map_err(|()| self.error("the store is closed"))?;
-        self.evict_over_capacity();
         Ok(done)
     }
 
-    /// Once the store holds more than `max_jobs`, evicts the least recently used down to 1 % below
-    /// it, so a full store evicts (and says so) once per hundredth of its size, not on every job.
+    /// Evicts over-capacity jobs left by an earlier run with a larger `max_jobs`.
     fn evict_over_capacity(&self) {
-        let mut victims = Vec::new();
-        {
-            let mut index = self.index.lock().expect("store index poisoned");
-            if index.jobs.len() as u64 <= self.max_jobs {
-                return;
-            }
-            let low_water = self.max_jobs - self.max_jobs / 100;
-            while index.jobs.len() as u64 > low_water {
-                let Some(id) = index.recency.first_key_value().map(|(_, id)| id.clone()) else {
-                    break;
-                };
-                if let Some(meta) = index.remove(&id) {
-                    victims.push(Op::Delete(meta.key));
-                }
-            }
-        }
+        let victims = self
+            .index
+            .lock()
+            .expect("store index poisoned")
+            .evict_over(self.max_jobs);
         if !victims.is_empty() {
-            tracing::debug!(
-                evicted = victims.len(),
-                "job store over capacity, evicted least recently used jobs"
-            );
             // Losing an eviction to a crash only means it happens again at the next start.
             let _ = self.writer.push(Write {
                 ops: victims,
