@@ -412,11 +412,13 @@ pub(super) async fn stream(
     // nothing yet), so a short answer leaves in one write, headers and end of body included.
     let mut recorded = RecordedStream::new(body, &id, record);
     let first = recorded.next().await;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        Body::from_stream(futures::stream::iter(first).chain(recorded)),
-    )
-        .into_response())
+    // An answer that is already whole goes out with its length: the client reads one framed
+    // body instead of decoding chunks.
+    let body = match first {
+        Some(Ok(whole)) if recorded.ended => Body::from(whole),
+        first => Body::from_stream(futures::stream::iter(first).chain(recorded)),
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 /// Query of `GET /api/jobs`.

@@ -171,3 +171,42 @@ async fn remote_container_gets_the_bearer_token() {
     let job = wait_job(&node, &id, false).await;
     assert_eq!(job["result"]["output"], json!({"auth": "Bearer s3cret"}));
 }
+
+#[tokio::test]
+async fn https_container_is_never_called_in_plain_text() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use axum::{Json, Router, routing::post};
+    // A plain-HTTP service behind an `https` URL: the node must attempt TLS (and fail), never
+    // send the job in the clear.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let port = crate::support::serve(Router::new().route(
+        "/service_output",
+        post(move || async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Json(json!({"leaked": true}))
+        }),
+    ))
+    .await;
+    let node = TestNode::start(json!({"containers": [
+        {"id": "remote", "url": format!("https://127.0.0.1:{port}"), "bearer": "s3cret"}
+    ]}))
+    .await;
+    let id = submit(&node, json!({"containers": ["remote"], "data": {}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("https://127.0.0.1:{port}/service_output")),
+        "{error}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the service answered a plain-text call"
+    );
+}

@@ -4,13 +4,17 @@
 //! `data` of container i+1 (node reference §4). Unlike Ritual's node, a non-2xx answer is an
 //! error, every call has the container's own timeout, and HTTP connections are pooled across jobs.
 
+mod http;
+
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::Stream;
+use hyper::header::HeaderValue;
 use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult, JobStatus};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde_json::{Map, Value};
+
+use self::http::{BodyStream, CallError, ContainerHttp, Endpoint};
 
 use crate::{
     config::ContainerSpec,
@@ -26,9 +30,8 @@ const RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How the Orchestrator reaches one container.
 #[derive(Debug, Clone)]
 struct Target {
-    /// Parsed once: parsing a URL per call shows up in profiles.
-    output_url: reqwest::Url,
-    resources_url: reqwest::Url,
+    output_url: Endpoint,
+    resources_url: Endpoint,
     bearer: Option<HeaderValue>,
     timeout: Duration,
 }
@@ -60,7 +63,7 @@ pub struct JobInput {
 
 /// Runs pipelines and records off-chain jobs in the store.
 pub struct Orchestrator {
-    client: reqwest::Client,
+    client: ContainerHttp,
     targets: HashMap<String, Target>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
@@ -76,22 +79,15 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn describe(e: &reqwest::Error, id: &str, url: &reqwest::Url, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("container {id} did not answer within {}s", timeout.as_secs_f64())
-    } else if e.is_connect() {
-        format!("container {id} is unreachable at {url}: {}", root_cause(e))
-    } else {
-        format!("container {id} call to {url} failed: {}", root_cause(e))
+fn describe(e: &CallError, id: &str, url: &Endpoint) -> String {
+    match e {
+        CallError::Connect(cause) => format!("container {id} is unreachable at {url}: {cause}"),
+        CallError::Failed(cause) => format!("container {id} call to {url} failed: {cause}"),
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
+fn timed_out(id: &str, timeout: Duration) -> String {
+    format!("container {id} did not answer within {}s", timeout.as_secs_f64())
 }
 
 impl Orchestrator {
@@ -101,13 +97,7 @@ impl Orchestrator {
         store: Arc<dyn JobStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, OrchestratorError> {
-        crate::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()?;
+        let client = ContainerHttp::new()?;
         let mut targets = HashMap::new();
         for (i, c) in containers.iter().enumerate() {
             let bearer = if c.bearer.is_empty() {
@@ -118,9 +108,7 @@ impl Orchestrator {
                 v.set_sensitive(true);
                 Some(v)
             };
-            let url = |path: &str| {
-                reqwest::Url::parse(&format!("{}/{path}", c.base_url)).map_err(|_| OrchestratorError::Url(i))
-            };
+            let url = |path: &str| Endpoint::parse(&format!("{}/{path}", c.base_url)).ok_or(OrchestratorError::Url(i));
             targets.insert(
                 c.id.clone(),
                 Target {
@@ -149,21 +137,6 @@ impl Orchestrator {
         &self.store
     }
 
-    fn request(&self, target: &Target, url: &reqwest::Url, body: Option<&ContainerInput>) -> reqwest::RequestBuilder {
-        let mut req = match body {
-            Some(body) => self
-                .client
-                .post(url.clone())
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(serde_json::to_vec(body).unwrap_or_default()),
-            None => self.client.get(url.clone()),
-        };
-        if let Some(bearer) = &target.bearer {
-            req = req.header(AUTHORIZATION, bearer.clone());
-        }
-        req
-    }
-
     /// One container call: its parsed answer and the answer as sent.
     async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
         let target = self
@@ -171,17 +144,16 @@ impl Orchestrator {
             .get(id)
             .ok_or_else(|| format!("container {id} is not configured on this node"))?;
         let url = &target.output_url;
-        let response = self
-            .request(target, url, Some(input))
-            .timeout(target.timeout)
-            .send()
+        let body = serde_json::to_vec(input).map_err(|e| format!("cannot encode the input of {id}: {e}"))?;
+        let exchange = async {
+            let answer = self.client.send(url, target.bearer.as_ref(), Some(body)).await?;
+            let status = answer.status;
+            Ok::<_, CallError>((status, answer.bytes().await?))
+        };
+        let (status, body) = tokio::time::timeout(target.timeout, exchange)
             .await
-            .map_err(|e| describe(&e, id, url, target.timeout))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| describe(&e, id, url, target.timeout))?;
+            .map_err(|_| timed_out(id, target.timeout))?
+            .map_err(|e| describe(&e, id, url))?;
         if !status.is_success() {
             return Err(format!(
                 "container {id} answered HTTP {}: {}",
@@ -309,13 +281,18 @@ impl Orchestrator {
         };
         let url = target.output_url.clone();
         let idle = target.timeout;
-        let response = tokio::time::timeout(idle, self.request(target, &url, Some(&input)).send())
+        let body = serde_json::to_vec(&input).map_err(|e| format!("cannot encode the input of {container}: {e}"))?;
+        let response = tokio::time::timeout(idle, self.client.send(&url, target.bearer.as_ref(), Some(body)))
             .await
-            .map_err(|_| format!("container {container} did not answer within {}s", idle.as_secs_f64()))?
-            .map_err(|e| describe(&e, container, &url, idle))?;
-        let status = response.status();
+            .map_err(|_| timed_out(container, idle))?
+            .map_err(|e| describe(&e, container, &url))?;
+        let status = response.status;
         if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
+            let body = tokio::time::timeout(idle, response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             return Err(format!(
                 "container {container} answered HTTP {}: {}",
                 status.as_u16(),
@@ -323,7 +300,7 @@ impl Orchestrator {
             ));
         }
         Ok(IdleTimeout {
-            body: Box::pin(response.bytes_stream()),
+            body: response.into_stream(),
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             container: container.to_string(),
@@ -336,24 +313,26 @@ impl Orchestrator {
     /// Containers that fail or answer non-JSON are left out (and logged).
     pub async fn resources(&self, model_id: Option<&str>) -> Map<String, Value> {
         let calls = self.targets.iter().map(|(id, target)| async move {
-            let mut req = self
-                .request(target, &target.resources_url, None)
-                .timeout(RESOURCES_TIMEOUT);
-            if let Some(model) = model_id {
-                req = req.query(&[("model_id", model)]);
-            }
-            let result = async {
-                let response = req
-                    .send()
+            let url = match model_id {
+                Some(model) => target.resources_url.with_query(&[("model_id", model)]),
+                None => target.resources_url.clone(),
+            };
+            let exchange = async {
+                let response = self
+                    .client
+                    .send(&url, target.bearer.as_ref(), None)
                     .await
-                    .map_err(|e| describe(&e, id, &target.resources_url, RESOURCES_TIMEOUT))?;
-                let status = response.status();
+                    .map_err(|e| describe(&e, id, &url))?;
+                let status = response.status;
+                let body = response.bytes().await.map_err(|e| describe(&e, id, &url))?;
                 if !status.is_success() {
                     return Err(format!("HTTP {}", status.as_u16()));
                 }
-                response.json::<Value>().await.map_err(|e| format!("not JSON: {e}"))
-            }
-            .await;
+                serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
+            };
+            let result = tokio::time::timeout(RESOURCES_TIMEOUT, exchange)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(id, RESOURCES_TIMEOUT)));
             match result {
                 Ok(v) => Some((id.clone(), v)),
                 Err(error) => {
@@ -369,11 +348,11 @@ impl Orchestrator {
 /// A container's streamed body that fails when no chunk arrives for `idle` (one timer, reset per
 /// chunk, rather than a new timer per chunk).
 pub struct IdleTimeout {
-    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: BodyStream,
     idle: Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     container: String,
-    url: reqwest::Url,
+    url: Endpoint,
     done: bool,
 }
 
@@ -388,7 +367,7 @@ impl Stream for IdleTimeout {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.body.as_mut().poll_next(cx) {
+        match std::pin::Pin::new(&mut self.body).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 let next = tokio::time::Instant::now() + self.idle;
                 self.deadline.as_mut().reset(next);
@@ -396,7 +375,7 @@ impl Stream for IdleTimeout {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                Poll::Ready(Some(Err(describe(&e, &self.container, &self.url, self.idle))))
+                Poll::Ready(Some(Err(describe(&e, &self.container, &self.url))))
             }
             Poll::Ready(None) => {
                 self.done = true;
