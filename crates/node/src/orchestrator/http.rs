@@ -19,7 +19,7 @@ use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{
     Method, Request, StatusCode, Uri,
     body::Incoming,
-    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue},
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION},
 };
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -127,6 +127,7 @@ impl ContainerHttp {
     }
 
     /// Sends a `POST` with a JSON `body`, or a `GET` without one; answers once the head is in.
+    /// Redirects are followed, as Ritual's node follows them.
     pub(super) async fn send(
         &self,
         endpoint: &Endpoint,
@@ -135,27 +136,31 @@ impl ContainerHttp {
     ) -> Result<Answer, CallError> {
         let method = if body.is_some() { Method::POST } else { Method::GET };
         let json = HeaderValue::from_static("application/json");
+        let body = body.map(Bytes::from);
         if let Some(uri) = &endpoint.plain {
-            let mut request = Request::builder().method(method).uri(uri.clone());
+            let mut request = Request::builder().method(method.clone()).uri(uri.clone());
             if body.is_some() {
-                request = request.header(CONTENT_TYPE, json);
+                request = request.header(CONTENT_TYPE, json.clone());
             }
             if let Some(bearer) = bearer {
                 request = request.header(AUTHORIZATION, bearer.clone());
             }
             let request = request
-                .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
+                .body(Full::new(body.clone().unwrap_or_default()))
                 .map_err(|e| CallError::Failed(e.to_string()))?;
             let response = self
                 .plain
                 .request(request)
                 .await
                 .map_err(|e| CallError::of_hyper(&e, e.is_connect()))?;
-            let (head, body) = response.into_parts();
-            return Ok(Answer {
-                status: head.status,
-                body: AnswerBody::Plain(body),
-            });
+            let (head, answer) = response.into_parts();
+            // The lean client does not follow redirects; the full one repeats the call and does.
+            if !(head.status.is_redirection() && head.headers.contains_key(LOCATION)) {
+                return Ok(Answer {
+                    status: head.status,
+                    body: AnswerBody::Plain(answer),
+                });
+            }
         }
         let mut request = self.tls.request(method, endpoint.url.clone());
         if let Some(body) = body {

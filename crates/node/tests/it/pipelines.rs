@@ -210,3 +210,30 @@ async fn https_container_is_never_called_in_plain_text() {
         "the service answered a plain-text call"
     );
 }
+
+#[tokio::test]
+async fn redirected_container_calls_are_followed() {
+    use axum::{
+        Json, Router,
+        response::{IntoResponse, Redirect},
+        routing::post,
+    };
+    // As Ritual's node: a container that moved its endpoint still serves the job.
+    let port = crate::support::serve(
+        Router::new()
+            .route(
+                "/service_output",
+                post(|| async { Redirect::temporary("/v2/service_output").into_response() }),
+            )
+            .route(
+                "/v2/service_output",
+                post(|Json(input): Json<serde_json::Value>| async move { Json(json!({"moved": input["data"]})) }),
+            ),
+    )
+    .await;
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("moved", port)]})).await;
+    let id = submit(&node, json!({"containers": ["moved"], "data": {"x": 1}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "success", "{job}");
+    assert_eq!(job["result"]["output"], json!({"moved": {"x": 1}}));
+}
