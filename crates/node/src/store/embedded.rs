@@ -3,7 +3,11 @@
 //! eviction.
 //!
 //! Writes go to one writer thread that commits whatever has queued up in one transaction (group
-//! commit), so a busy node pays one fsync per batch rather than per job. Rows are keyed by a
+//! commit), so a busy node pays one fsync per batch rather than per job. A write someone waits
+//! for is committed at once; writes nobody waits for (a stream's records) wait up to
+//! [`LINGER_DETACHED`] for company, are encoded by the writer, and a row superseded within the
+//! batch (a short stream's running record) is never encoded or written. Until its commit, a
+//! queued row is answered from memory, so readers always see the latest write. Rows are keyed by a
 //! sequence number rather than by the (random) job id, so a batch appends to the same few pages
 //! instead of touching one random page per job. An in-memory index (id → key, owner, state,
 //! expiry, recency) answers listings and eviction without reading the file.
@@ -29,8 +33,11 @@ const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 const CACHE_BYTES: usize = 4 << 20;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
-/// Longest a busy writer waits to fill a batch.
+/// Longest a busy writer waits to fill a batch while a caller awaits one of its writes.
 const LINGER: Duration = Duration::from_millis(2);
+/// Longest a busy writer waits to fill a batch nobody awaits: how long a stream's record may
+/// stay in memory only (lost to a `kill -9` in that window; the stream's client has its output).
+const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
 /// A row, as written from borrowed parts; reads back as a [`Record`].
 #[derive(Serialize)]
@@ -41,13 +48,35 @@ struct RecordRef<'a> {
     job: &'a JobResult,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Record {
     id: String,
     owner: IpAddr,
     /// Unix seconds after which the record is gone (0: never).
     expires: u64,
     job: JobResult,
+}
+
+/// A row as queued: encoded by its writer, or left for the writer thread to encode.
+enum Row {
+    Encoded(Vec<u8>),
+    Fresh(Record),
+}
+
+impl Row {
+    fn encode(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self {
+            Self::Encoded(bytes) => Ok(bytes.as_slice().into()),
+            Self::Fresh(record) => serde_json::to_vec(record).map(Into::into).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn record(&self) -> Result<Record, serde_json::Error> {
+        match self {
+            Self::Encoded(bytes) => serde_json::from_slice(bytes),
+            Self::Fresh(record) => Ok(record.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +132,8 @@ struct Index {
     next_tick: u64,
     next_key: u64,
     running: u64,
+    /// Rows queued but not committed yet, by row key: the freshest state of those jobs.
+    unwritten: HashMap<u64, Arc<Row>>,
 }
 
 impl Index {
@@ -116,26 +147,56 @@ impl Index {
         }
     }
 
-    /// Records a job's state; returns its row key (kept from an earlier write of the same id).
-    fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64) -> u64 {
-        let key = match self.remove(&id) {
-            Some(old) => old.key,
+    /// Records a job's state and its queued row; returns the row key (kept from an earlier write
+    /// of the same id).
+    fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        self.running += u64::from(running);
+        let key = match self.jobs.get_mut(&id) {
+            Some(meta) => {
+                self.recency.remove(&meta.tick);
+                self.running -= u64::from(meta.running);
+                *meta = Meta {
+                    key: meta.key,
+                    owner,
+                    running,
+                    expires,
+                    tick,
+                };
+                self.recency.insert(tick, id);
+                meta.key
+            }
             None => {
                 self.next_key += 1;
-                self.next_key
+                let key = self.next_key;
+                self.recency.insert(tick, id.clone());
+                self.jobs.insert(
+                    id,
+                    Meta {
+                        key,
+                        owner,
+                        running,
+                        expires,
+                        tick,
+                    },
+                );
+                key
             }
         };
-        self.insert(
-            id,
-            Meta {
-                key,
-                owner,
-                running,
-                expires,
-                tick: 0,
-            },
-        );
+        self.unwritten.insert(key, row);
         key
+    }
+
+    /// Forgets the queued rows a commit wrote, unless a newer write of the row came since.
+    fn written(&mut self, batch: &[Write]) {
+        for op in batch.iter().flat_map(|w| &w.ops) {
+            if let Op::Put(key, row) = op
+                && self.unwritten.get(key).is_some_and(|queued| Arc::ptr_eq(queued, row))
+            {
+                self.unwritten.remove(key);
+            }
+        }
     }
 
     fn insert(&mut self, id: JobKey, mut meta: Meta) {
@@ -151,6 +212,7 @@ impl Index {
         let meta = self.jobs.remove(id)?;
         self.recency.remove(&meta.tick);
         self.running -= u64::from(meta.running);
+        self.unwritten.remove(&meta.key);
         Some(meta)
     }
 
@@ -190,8 +252,14 @@ impl Index {
     }
 }
 
+/// A job handed to the store: lent by a caller that awaits the write, or given to it.
+enum Job<'a> {
+    Lent(&'a JobResult),
+    Given(JobResult),
+}
+
 enum Op {
-    Put(u64, Vec<u8>),
+    Put(u64, Arc<Row>),
     Delete(u64),
 }
 
@@ -200,11 +268,15 @@ struct Write {
     ack: Option<oneshot::Sender<Result<(), String>>>,
 }
 
-/// The writer's queue: producers append, and wake the writer only when it is idle.
+/// The writer's queue: producers append, and wake the writer only when it is idle, or when it
+/// lingers for a batch nobody awaited and now someone does.
 #[derive(Default)]
 struct Queue {
     writes: Vec<Write>,
+    /// Queued writes with a caller waiting for them.
+    awaited: usize,
     idle: bool,
+    lingering: bool,
     closed: bool,
 }
 
@@ -220,8 +292,10 @@ impl Writer {
         if q.closed {
             return Err(());
         }
+        let first_awaited = write.ack.is_some() && q.awaited == 0;
+        q.awaited += usize::from(write.ack.is_some());
         q.writes.push(write);
-        if q.idle {
+        if q.idle || (q.lingering && first_awaited) {
             q.idle = false;
             self.wake.notify_one();
         }
@@ -235,7 +309,7 @@ impl Writer {
     }
 
     /// Waits for writes; returns `None` once closed and drained. A busy writer lingers a little
-    /// to fill the batch.
+    /// to fill the batch: [`LINGER`] once a caller waits, else [`LINGER_DETACHED`].
     fn next_batch(&self, busy: bool) -> Option<Vec<Write>> {
         let mut q = self.queue.lock().expect("writer queue poisoned");
         while q.writes.is_empty() {
@@ -246,15 +320,19 @@ impl Writer {
             q = self.wake.wait(q).expect("writer queue poisoned");
         }
         q.idle = false;
-        if busy && !q.closed && q.writes.len() < MAX_BATCH {
-            let deadline = Instant::now() + LINGER;
-            while q.writes.len() < MAX_BATCH {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+        if busy {
+            let start = Instant::now();
+            q.lingering = true;
+            while !q.closed && q.writes.len() < MAX_BATCH {
+                let linger = if q.awaited > 0 { LINGER } else { LINGER_DETACHED };
+                let Some(left) = (start + linger).checked_duration_since(Instant::now()) else {
                     break;
                 };
                 q = self.wake.wait_timeout(q, left).expect("writer queue poisoned").0;
             }
+            q.lingering = false;
         }
+        q.awaited = 0;
         Some(std::mem::take(&mut q.writes))
     }
 }
@@ -302,16 +380,17 @@ impl EmbeddedStore {
             .map_err(|e| err(e.to_string()))?
             .map_err(err)?;
         let db = Arc::new(db);
+        let index = Arc::new(Mutex::new(index));
         let writer = Arc::new(Writer::default());
-        let (writer_db, queue) = (db.clone(), writer.clone());
+        let (writer_db, queue, written) = (db.clone(), writer.clone(), index.clone());
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &queue))
+            .spawn(move || writer_loop(&writer_db, &queue, &written))
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
             db,
             path: path_str,
-            index: Arc::new(Mutex::new(index)),
+            index,
             writer,
             writer_thread: Some(writer_thread),
             lifetimes,
@@ -329,41 +408,56 @@ impl EmbeddedStore {
         }
     }
 
-    /// Updates the index and queues the row write; returns the queued write's acknowledgement.
+    /// Updates the index and queues the row write; a lent job's write is awaited (its
+    /// acknowledgement is returned), a given one's is not.
     fn enqueue(
         &self,
         owner: IpAddr,
-        job: &JobResult,
-        acked: bool,
+        job: Job<'_>,
     ) -> Result<Option<oneshot::Receiver<Result<(), String>>>, StoreError> {
-        let running = !job.status.is_final();
-        let expires = expiry(
-            unix_now(),
-            if running {
-                Some(self.lifetimes.pending)
-            } else {
-                self.lifetimes.result
-            },
-        );
-        let record = RecordRef {
-            id: &job.id,
-            owner,
-            expires,
-            job,
+        let status = match &job {
+            Job::Lent(job) => job.status,
+            Job::Given(job) => job.status,
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| self.error(e))?;
+        let running = !status.is_final();
+        let lifetime = if running {
+            Some(self.lifetimes.pending)
+        } else {
+            self.lifetimes.result
+        };
+        let expires = expiry(unix_now(), lifetime);
+        let (id, row, ack, done) = match job {
+            // Encoded here: the caller lends the job and waits for the write anyway.
+            Job::Lent(job) => {
+                let bytes = serde_json::to_vec(&RecordRef {
+                    id: &job.id,
+                    owner,
+                    expires,
+                    job,
+                })
+                .map_err(|e| self.error(e))?;
+                let (tx, rx) = oneshot::channel();
+                (JobKey::new(&job.id), Row::Encoded(bytes), Some(tx), Some(rx))
+            }
+            Job::Given(job) => (
+                JobKey::new(&job.id),
+                Row::Fresh(Record {
+                    id: job.id.clone(),
+                    owner,
+                    expires,
+                    job,
+                }),
+                None,
+                None,
+            ),
+        };
+        let row = Arc::new(row);
         let ops = {
             let mut index = self.index.lock().expect("store index poisoned");
-            let key = index.upsert(JobKey::new(&job.id), owner, running, expires);
-            let mut ops = vec![Op::Put(key, bytes)];
+            let key = index.upsert(id, owner, running, expires, row.clone());
+            let mut ops = vec![Op::Put(key, row)];
             ops.extend(index.evict_over(self.max_jobs));
             ops
-        };
-        let (ack, done) = if acked {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
         };
         // The evictions travel with the write that caused them.
         self.writer
@@ -472,7 +566,10 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
         );
     }
     if !rewrites.is_empty() || !deletes.is_empty() {
-        let mut ops: Vec<Op> = rewrites.into_iter().map(|(k, b)| Op::Put(k, b)).collect();
+        let mut ops: Vec<Op> = rewrites
+            .into_iter()
+            .map(|(k, b)| Op::Put(k, Arc::new(Row::Encoded(b))))
+            .collect();
         ops.extend(deletes.into_iter().map(Op::Delete));
         commit(&db, &[Write { ops, ack: None }])?;
     }
@@ -480,7 +577,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), Strin
 }
 
 /// Applies queued writes, committing each batch in one transaction, until the store closes.
-fn writer_loop(db: &Database, writer: &Writer) {
+fn writer_loop(db: &Database, writer: &Writer, index: &Mutex<Index>) {
     let mut busy = false;
     while let Some(batch) = writer.next_batch(busy) {
         busy = batch.len() > 1;
@@ -488,6 +585,8 @@ fn writer_loop(db: &Database, writer: &Writer) {
         if let Err(e) = &result {
             tracing::error!(error = %e, "job store write failed");
         }
+        // Committed, or failed for good: either way the file now says what readers get.
+        index.lock().expect("store index poisoned").written(&batch);
         for w in batch {
             if let Some(ack) = w.ack {
                 let _ = ack.send(result.clone());
@@ -499,20 +598,20 @@ fn writer_loop(db: &Database, writer: &Writer) {
 fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
     // Only the last write of a row in the batch matters (a job's running record and its result
     // often arrive together).
-    let mut latest: BTreeMap<u64, Option<&[u8]>> = BTreeMap::new();
+    let mut latest: BTreeMap<u64, Option<&Row>> = BTreeMap::new();
     for op in batch.iter().flat_map(|w| &w.ops) {
         match op {
-            Op::Put(key, bytes) => latest.insert(*key, Some(bytes.as_slice())),
+            Op::Put(key, row) => latest.insert(*key, Some(&**row)),
             Op::Delete(key) => latest.insert(*key, None),
         };
     }
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        for (key, bytes) in latest {
-            match bytes {
-                Some(bytes) => {
-                    table.insert(key, bytes).map_err(|e| e.to_string())?;
+        for (key, row) in latest {
+            match row {
+                Some(row) => {
+                    table.insert(key, &*row.encode()?).map_err(|e| e.to_string())?;
                 }
                 None => {
                     table.remove(key).map_err(|e| e.to_string())?;
@@ -527,7 +626,7 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
 impl JobStore for EmbeddedStore {
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError> {
         let done = self
-            .enqueue(owner, job, true)?
+            .enqueue(owner, Job::Lent(job))?
             .ok_or_else(|| self.error("no acknowledgement"))?;
         done.await
             .map_err(|_| self.error("the writer thread stopped"))?
@@ -535,48 +634,66 @@ impl JobStore for EmbeddedStore {
     }
 
     fn put_detached(&self, owner: IpAddr, job: JobResult) {
-        if let Err(e) = self.enqueue(owner, &job, false) {
-            tracing::error!(job = %job.id, error = %e, "cannot store job");
+        // Only a closing store refuses a given job.
+        if let Err(e) = self.enqueue(owner, Job::Given(job)) {
+            tracing::error!(error = %e, "cannot store a job");
         }
     }
 
     async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError> {
         let now = unix_now();
-        let wanted: Vec<(String, u64)> = {
+        // Each wanted job's row: still in memory, or where it is in the file.
+        let wanted: Vec<(String, Result<Arc<Row>, u64>)> = {
             let mut index = self.index.lock().expect("store index poisoned");
             let mut seen = std::collections::HashSet::new();
             let mut live = Vec::new();
             for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
                 let key = JobKey::new(id);
                 if let Some(meta) = index.jobs.get(&key).filter(|m| m.is_live(now)) {
-                    live.push((id.clone(), meta.key));
+                    let row = index.unwritten.get(&meta.key).cloned().ok_or(meta.key);
+                    live.push((id.clone(), row));
                     index.touch(&key);
                 }
             }
             live
         };
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let db = self.db.clone();
-        let rows = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u8>)>, String> {
-            let read = db.begin_read().map_err(|e| e.to_string())?;
-            let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
-            let mut rows = Vec::with_capacity(wanted.len());
-            for (id, key) in wanted {
-                // A row queued but not yet committed is not visible yet.
-                if let Some(v) = table.get(key).map_err(|e| e.to_string())? {
-                    rows.push((id, v.value().to_vec()));
+        // One slot per wanted job, in the order asked; a job whose row cannot be read stays out.
+        let mut rows: Vec<Option<(String, Arc<Row>)>> = Vec::with_capacity(wanted.len());
+        let mut in_file = Vec::new();
+        for (at, (id, row)) in wanted.into_iter().enumerate() {
+            match row {
+                Ok(row) => rows.push(Some((id, row))),
+                Err(key) => {
+                    in_file.push((at, id, key));
+                    rows.push(None);
                 }
             }
-            Ok(rows)
-        })
-        .await
-        .map_err(|e| self.error(e))?
-        .map_err(|e| self.error(e))?;
+        }
+        if !in_file.is_empty() {
+            let db = self.db.clone();
+            let read = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, String, Vec<u8>)>, String> {
+                let read = db.begin_read().map_err(|e| e.to_string())?;
+                let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
+                let mut found = Vec::with_capacity(in_file.len());
+                for (at, id, key) in in_file {
+                    // A failed write leaves the job without a row.
+                    if let Some(v) = table.get(key).map_err(|e| e.to_string())? {
+                        found.push((at, id, v.value().to_vec()));
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(|e| self.error(e))?
+            .map_err(|e| self.error(e))?;
+            for (at, id, bytes) in read {
+                rows[at] = Some((id, Arc::new(Row::Encoded(bytes))));
+            }
+        }
         rows.into_iter()
-            .map(|(id, bytes)| {
-                serde_json::from_slice::<Record>(&bytes)
+            .flatten()
+            .map(|(id, row)| {
+                row.record()
                     .map(|r| StoredJob {
                         owner: r.owner,
                         job: r.job,

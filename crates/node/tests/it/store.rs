@@ -259,6 +259,35 @@ async fn detached_writes_keep_their_order(backend: Backend) {
 }
 
 #[tokio::test]
+async fn embedded_detached_writes_are_read_at_once_in_order_and_kept() {
+    let backend = Backend::embedded(1000);
+    let alice = ip("192.0.2.1");
+    {
+        let store = backend.open(LONG).await;
+        store.put(alice, &done("acked")).await.unwrap();
+        for i in 0..200 {
+            let id = format!("s{i}");
+            store.put_detached(alice, JobResult::running(&id));
+            store.put_detached(alice, done(&id));
+        }
+        // Whether a row is committed yet or still queued, a reader gets the latest write, in the
+        // order asked.
+        let asked = ["s199", "nobody", "acked", "s0", "s199"].map(String::from);
+        let got = store.get(&asked).await.unwrap();
+        let ids: Vec<&str> = got.iter().map(|j| j.job.id.as_str()).collect();
+        assert_eq!(ids, ["s199", "acked", "s0"]);
+        assert!(got.iter().all(|j| j.job == done(&j.job.id) && j.owner == alice));
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+    }
+    // Closing the store writes what is queued.
+    let store = backend.open(LONG).await;
+    let ids: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+    let got = store.get(&ids).await.unwrap();
+    assert_eq!(got.len(), 200);
+    assert!(got.iter().all(|j| j.job == done(&j.job.id)));
+}
+
+#[tokio::test]
 async fn embedded_detached_order() {
     detached_writes_keep_their_order(Backend::embedded(100)).await;
 }
