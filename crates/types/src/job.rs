@@ -213,6 +213,12 @@ impl ParsedJobRequest {
     /// Unknown keys are ignored (Ritual's clients send extras); `id` and `ip` in a body are never
     /// honoured, since the node assigns the id and reads the client address from the connection.
     pub fn from_json(text: &str) -> Result<Self, String> {
+        // The common case, a well-formed off-chain job, parses straight from the text (it has
+        // `containers`, so it is off-chain either way); anything else, and every error message,
+        // takes the way that names the offending path.
+        if let Ok(request) = serde_json::from_str::<JobRequest>(text) {
+            return Ok(Self::Offchain(request));
+        }
         let value: Value = serde_json::from_str(text).map_err(|e| format!("request body is not valid JSON: {e}"))?;
         let Value::Object(obj) = &value else {
             return Err(format!(

@@ -124,16 +124,20 @@ impl std::fmt::Display for JobKey {
     }
 }
 
+/// The index's maps hash with a seeded fast hasher: their keys are node-made random ids and row
+/// numbers, and SipHash showed up in profiles of the streaming path.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Index {
-    jobs: HashMap<JobKey, Meta>,
+    jobs: FastMap<JobKey, Meta>,
     /// Recency order: tick → id (smallest tick = least recently used).
     recency: BTreeMap<u64, JobKey>,
     next_tick: u64,
     next_key: u64,
     running: u64,
     /// Rows queued but not committed yet, by row key: the freshest state of those jobs.
-    unwritten: HashMap<u64, Arc<Row>>,
+    unwritten: FastMap<u64, Arc<Row>>,
 }
 
 impl Index {
