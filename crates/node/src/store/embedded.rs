@@ -31,6 +31,8 @@ use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted,
 const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
 /// Page cache of the database; the index keeps the hot metadata, so this can stay small.
 const CACHE_BYTES: usize = 4 << 20;
+/// Deletions in one batch from which a sweep over their span replaces one lookup each.
+const EVICTION_SWEEP: usize = 64;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 /// Longest a busy writer waits to fill a batch while a caller awaits one of its writes.
@@ -612,14 +614,30 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        for (key, row) in latest {
-            match row {
-                Some(row) => {
-                    table.insert(key, &*row.encode()?).map_err(|e| e.to_string())?;
-                }
-                None => {
+        let deleted: Vec<u64> = latest
+            .iter()
+            .filter(|(_, row)| row.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        match (deleted.first(), deleted.last()) {
+            // Evictions of a full store take the oldest rows, which sit side by side: one sweep
+            // over their span costs far less than looking each one up.
+            (Some(&first), Some(&last))
+                if deleted.len() >= EVICTION_SWEEP && last - first < 2 * deleted.len() as u64 =>
+            {
+                table
+                    .retain_in(first..=last, |key, _| deleted.binary_search(&key).is_err())
+                    .map_err(|e| e.to_string())?;
+            }
+            _ => {
+                for &key in &deleted {
                     table.remove(key).map_err(|e| e.to_string())?;
                 }
+            }
+        }
+        for (key, row) in latest {
+            if let Some(row) = row {
+                table.insert(key, &*row.encode()?).map_err(|e| e.to_string())?;
             }
         }
     }

@@ -233,6 +233,34 @@ async fn a_full_embedded_store_evicts_a_hundredth_at_a_time() {
     assert_eq!(store.list(alice, ListFilter::All).await.unwrap().len(), 300);
 }
 
+#[tokio::test]
+async fn a_full_embedded_store_sweeps_out_the_oldest_rows_and_keeps_touched_ones() {
+    let backend = Backend::embedded(6400);
+    let alice = ip("192.0.2.1");
+    {
+        let store = backend.open(LONG).await;
+        for i in 0..6400 {
+            store.put_detached(alice, done(&format!("j{i}")));
+        }
+        // Jobs read again are recent again: the eviction passes them by.
+        assert_eq!(store.get(&["j10".into(), "j20".into()]).await.unwrap().len(), 2);
+        // Over capacity: the 65 least recently used go at once (j0..j66 but j10 and j20).
+        store.put(alice, &done("j6400")).await.unwrap();
+    }
+    // Reopened with room to spare, so only what the file holds decides what is listed.
+    let Backend::Embedded { path, .. } = &backend else {
+        unreachable!()
+    };
+    let store = EmbeddedStore::open(path, LONG, 100_000).await.unwrap();
+    let ids = store.list(alice, ListFilter::All).await.unwrap();
+    assert_eq!(ids.len(), 6336);
+    let held = |id: &str| ids.iter().any(|i| i == id);
+    assert!(held("j10") && held("j20") && held("j67") && held("j6400"));
+    assert!(!held("j0") && !held("j11") && !held("j66"));
+    let kept = store.get(&["j10".into(), "j67".into()]).await.unwrap();
+    assert!(kept.iter().all(|j| j.job == done(&j.job.id)) && kept.len() == 2);
+}
+
 async fn detached_writes_keep_their_order(backend: Backend) {
     let store = backend.open(LONG).await;
     let alice = ip("192.0.2.1");
