@@ -286,10 +286,11 @@ struct Queue {
     closed: bool,
 }
 
-#[derive(Default)]
 struct Writer {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// [`LINGER_DETACHED`], unless told otherwise.
+    detached_linger: Duration,
 }
 
 impl Writer {
@@ -330,7 +331,7 @@ impl Writer {
             let start = Instant::now();
             q.lingering = true;
             while !q.closed && q.writes.len() < MAX_BATCH {
-                let linger = if q.awaited > 0 { LINGER } else { LINGER_DETACHED };
+                let linger = if q.awaited > 0 { LINGER } else { self.detached_linger };
                 let Some(left) = (start + linger).checked_duration_since(Instant::now()) else {
                     break;
                 };
@@ -372,6 +373,16 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file, fails jobs that were running when the node stopped,
     /// drops expired ones, and starts the writer thread and the expiry sweeper.
     pub async fn open(path: &Path, lifetimes: Lifetimes, max_jobs: u64) -> Result<Self, StoreError> {
+        Self::open_with_linger(path, lifetimes, max_jobs, LINGER_DETACHED).await
+    }
+
+    /// [`Self::open`], with writes nobody awaits held back up to `detached_linger` to be batched.
+    pub async fn open_with_linger(
+        path: &Path,
+        lifetimes: Lifetimes,
+        max_jobs: u64,
+        detached_linger: Duration,
+    ) -> Result<Self, StoreError> {
         let path_str = path.display().to_string();
         let err = |message: String| StoreError::Embedded {
             path: path_str.clone(),
@@ -387,7 +398,11 @@ impl EmbeddedStore {
             .map_err(err)?;
         let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
-        let writer = Arc::new(Writer::default());
+        let writer = Arc::new(Writer {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            detached_linger,
+        });
         let (writer_db, queue, written) = (db.clone(), writer.clone(), index.clone());
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())

@@ -163,6 +163,18 @@ async fn results_survive_kill_9_and_interrupted_jobs_are_reported_failed() {
     }
     let slow = submit_to(&node.url, "slow").await;
     assert_eq!(job(&node.url, &slow).await["status"], "running");
+    let streamed = client()
+        .post(format!("{}/api/jobs/stream", node.url))
+        .json(&json!({"containers": ["fast"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (streamed_id, streamed_output) = streamed.split_once('\n').unwrap();
+    // A stream's record reaches the file within 20 ms of the stream's end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     node.child.kill().unwrap(); // SIGKILL
     node.child.wait().unwrap();
 
@@ -170,6 +182,9 @@ async fn results_survive_kill_9_and_interrupted_jobs_are_reported_failed() {
     let kept = job(&node.url, &fast).await;
     assert_eq!(kept["status"], "success");
     assert_eq!(kept["result"]["output"]["by"], "fast");
+    let stream = job(&node.url, streamed_id).await;
+    assert_eq!(stream["status"], "success", "{stream}");
+    assert_eq!(stream["result"]["output"]["output"], streamed_output);
     let cut = job(&node.url, &slow).await;
     assert_eq!(cut["status"], "failed");
     assert!(

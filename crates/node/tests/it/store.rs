@@ -261,6 +261,30 @@ async fn a_full_embedded_store_sweeps_out_the_oldest_rows_and_keeps_touched_ones
     assert!(kept.iter().all(|j| j.job == done(&j.job.id)) && kept.len() == 2);
 }
 
+#[tokio::test]
+async fn an_awaited_write_is_not_held_back_by_lingering_detached_ones() {
+    // Detached writes may wait for company; a caller waiting for its own write must not wait
+    // with them. The linger here is long enough that waiting it out would fail the test.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with_linger(&dir.path().join("jobs.redb"), LONG, 100_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let alice = ip("192.0.2.1");
+    // Two waves make the writer busy, so the third one lingers.
+    for wave in 0..3 {
+        for i in 0..200 {
+            store.put_detached(alice, done(&format!("w{wave}-{i}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), store.put(alice, &done("awaited")))
+        .await
+        .expect("the awaited write waited for the detached ones' linger")
+        .unwrap();
+    let got = store.get(&["awaited".into(), "w2-199".into()]).await.unwrap();
+    assert_eq!(got.len(), 2);
+}
+
 async fn detached_writes_keep_their_order(backend: Backend) {
     let store = backend.open(LONG).await;
     let alice = ip("192.0.2.1");
