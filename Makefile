@@ -1,7 +1,7 @@
 # One entry point for every check; .ci/run calls these too.
 CARGO ?= cargo
 
-.PHONY: run test lint bench deps contracts-check
+.PHONY: run test lint bench count deps contracts-check
 
 ## Run the node on embedded defaults with the hello-world service (no Docker, Redis or chain).
 run:
@@ -32,3 +32,7 @@ bench:
 	$(CARGO) bench -p infernet-node --bench stream
 	$(CARGO) bench -p infernet-node --bench chain
 	$(CARGO) bench -p infernet-router --bench probe
+
+## Instructions per streamed job, node against the bare forwarding proxy (needs valgrind and `make bench`).
+count:
+	bash scripts/count-instructions.sh
