@@ -6,6 +6,7 @@
 #
 # Needs valgrind (`apt-get install -y valgrind`) and the release builds (`make bench` makes them).
 # Usage: scripts/count-instructions.sh [requests]   (default 2000)
+# With KEEP_PROFILES=DIR the callgrind profiles are left in DIR (for callgrind_annotate).
 set -euo pipefail
 
 requests=${1:-2000}
@@ -34,11 +35,11 @@ wait_port() {
     echo "nothing listens on port $1" >&2
     exit 1
 }
-# Sends $3 identical requests on one kept-alive connection.
+# Sends $3 identical requests over 16 kept-alive connections, as the stream benchmark does.
 post() {
     local url=$1 body=$2 n=$3 args=()
     for _ in $(seq 1 "$n"); do args+=("$url"); done
-    curl -sf -X POST -H "content-type: application/json" -d "$body" "${args[@]}" >/dev/null
+    curl -sf --parallel --parallel-max 16 -X POST -H "content-type: application/json" -d "$body" "${args[@]}" >/dev/null
 }
 # Runs "$@" under callgrind, warms it up, counts $requests requests of $url with $body.
 count() {
@@ -56,6 +57,10 @@ count() {
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     kill "$pid"
+    if [[ -n ${KEEP_PROFILES:-} ]]; then
+        mkdir -p "$KEEP_PROFILES"
+        cp "$dir/$name.out".* "$KEEP_PROFILES/"
+    fi
     local total
     total=$(grep -h '^totals:' "$dir/$name.out".* | awk '{s += $2} END {print s}')
     echo "$((total / requests))"
@@ -79,7 +84,7 @@ floor_port=$(free_port)
 floor=$(STREAM_BENCH_FORWARD="$floor_port:$service_port" count floor "$floor_port" \
     "http://127.0.0.1:$floor_port/service_output" '{"source": 1, "destination": 2, "data": {"prompt": "hi"}}' "$bench")
 
-echo "user-space instructions per request, $requests requests on one connection (callgrind):"
+echo "user-space instructions per request, $requests requests over 16 connections (callgrind):"
 echo "  node  POST /api/jobs/stream : $node"
 echo "  floor forwarding proxy      : $floor"
 python3 -c "print(f'  node / floor                : {$node / $floor:.2f}')"

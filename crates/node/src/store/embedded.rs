@@ -315,8 +315,9 @@ impl Writer {
         self.wake.notify_one();
     }
 
-    /// Waits for writes; returns `None` once closed and drained. A busy writer lingers a little
-    /// to fill the batch: [`LINGER`] once a caller waits, else [`LINGER_DETACHED`].
+    /// Waits for writes; returns `None` once closed and drained. The writer lingers to fill the
+    /// batch: up to the detached linger while nobody awaits a write, [`LINGER`] once someone
+    /// does and the writer is busy.
     fn next_batch(&self, busy: bool) -> Option<Vec<Write>> {
         let mut q = self.queue.lock().expect("writer queue poisoned");
         while q.writes.is_empty() {
@@ -327,11 +328,17 @@ impl Writer {
             q = self.wake.wait(q).expect("writer queue poisoned");
         }
         q.idle = false;
-        if busy {
+        // Writes nobody awaits always wait for company (a stream's two records then become one
+        // row); an awaited one only on a busy writer.
+        if busy || q.awaited == 0 {
             let start = Instant::now();
             q.lingering = true;
             while !q.closed && q.writes.len() < MAX_BATCH {
-                let linger = if q.awaited > 0 { LINGER } else { self.detached_linger };
+                let linger = match (q.awaited, busy) {
+                    (0, _) => self.detached_linger,
+                    (_, true) => LINGER,
+                    (_, false) => Duration::ZERO,
+                };
                 let Some(left) = (start + linger).checked_duration_since(Instant::now()) else {
                     break;
                 };
