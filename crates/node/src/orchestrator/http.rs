@@ -73,7 +73,8 @@ pub(super) enum CallError {
 }
 
 impl CallError {
-    fn of_hyper(e: &(dyn std::error::Error + 'static), connect: bool) -> Self {
+    /// From either client's error, by its root cause.
+    fn new(e: &(dyn std::error::Error + 'static), connect: bool) -> Self {
         let cause = root_cause(e);
         if connect {
             Self::Connect(cause)
@@ -83,12 +84,7 @@ impl CallError {
     }
 
     fn of_reqwest(e: &reqwest::Error) -> Self {
-        let cause = root_cause(e);
-        if e.is_connect() {
-            Self::Connect(cause)
-        } else {
-            Self::Failed(cause)
-        }
+        Self::new(e, e.is_connect())
     }
 }
 
@@ -152,7 +148,7 @@ impl ContainerHttp {
                 .plain
                 .request(request)
                 .await
-                .map_err(|e| CallError::of_hyper(&e, e.is_connect()))?;
+                .map_err(|e| CallError::new(&e, e.is_connect()))?;
             let (head, answer) = response.into_parts();
             // The lean client does not follow redirects; the full one repeats the call and does.
             if !(head.status.is_redirection() && head.headers.contains_key(LOCATION)) {
@@ -196,7 +192,7 @@ impl Answer {
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| CallError::of_hyper(&e, false)),
+                .map_err(|e| CallError::new(&e, false)),
             AnswerBody::Tls(response) => response.bytes().await.map_err(|e| CallError::of_reqwest(&e)),
         }
     }
@@ -221,7 +217,7 @@ impl Stream for BodyStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
-            Self::Plain(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::of_hyper(&e, false)),
+            Self::Plain(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::new(&e, false)),
             Self::Tls(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::of_reqwest(&e)),
         }
     }

@@ -10,7 +10,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::Stream;
-use hyper::header::HeaderValue;
+use hyper::{StatusCode, header::HeaderValue};
 use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult, JobStatus};
 use serde_json::{Map, Value};
 
@@ -90,6 +90,15 @@ fn timed_out(id: &str, timeout: Duration) -> String {
     format!("container {id} did not answer within {}s", timeout.as_secs_f64())
 }
 
+/// A non-2xx answer, as a job error.
+fn refused(id: &str, status: StatusCode, body: &[u8]) -> String {
+    format!("container {id} answered HTTP {}: {}", status.as_u16(), excerpt(body))
+}
+
+fn encode(id: &str, input: &ContainerInput) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(input).map_err(|e| format!("cannot encode the input of {id}: {e}"))
+}
+
 impl Orchestrator {
     /// Builds the Orchestrator for the configured containers.
     pub fn new(
@@ -137,29 +146,40 @@ impl Orchestrator {
         &self.store
     }
 
-    /// One container call: its parsed answer and the answer as sent.
-    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
-        let target = self
-            .targets
+    fn target(&self, id: &str) -> Result<&Target, String> {
+        self.targets
             .get(id)
-            .ok_or_else(|| format!("container {id} is not configured on this node"))?;
-        let url = &target.output_url;
-        let body = serde_json::to_vec(input).map_err(|e| format!("cannot encode the input of {id}: {e}"))?;
+            .ok_or_else(|| format!("container {id} is not configured on this node"))
+    }
+
+    /// One whole exchange with a container within `timeout`: the answer's status and body.
+    async fn exchange(
+        &self,
+        id: &str,
+        target: &Target,
+        url: &Endpoint,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
-            let answer = self.client.send(url, target.bearer.as_ref(), Some(body)).await?;
+            let answer = self.client.send(url, target.bearer.as_ref(), body).await?;
             let status = answer.status;
             Ok::<_, CallError>((status, answer.bytes().await?))
         };
-        let (status, body) = tokio::time::timeout(target.timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| timed_out(id, target.timeout))?
-            .map_err(|e| describe(&e, id, url))?;
+            .map_err(|_| timed_out(id, timeout))?
+            .map_err(|e| describe(&e, id, url))
+    }
+
+    /// One container call: its parsed answer and the answer as sent.
+    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
+        let target = self.target(id)?;
+        let (status, body) = self
+            .exchange(id, target, &target.output_url, Some(encode(id, input)?), target.timeout)
+            .await?;
         if !status.is_success() {
-            return Err(format!(
-                "container {id} answered HTTP {}: {}",
-                status.as_u16(),
-                excerpt(&body)
-            ));
+            return Err(refused(id, status, &body));
         }
         if body.is_empty() {
             return Ok((Value::Null, Bytes::from_static(b"null")));
@@ -269,10 +289,7 @@ impl Orchestrator {
     /// Each chunk must arrive within the container's timeout (an idle timeout, not a cap on the
     /// whole stream). An error mid-stream ends the stream with that error.
     pub async fn open_stream(&self, container: &str, data: Map<String, Value>) -> Result<IdleTimeout, String> {
-        let target = self
-            .targets
-            .get(container)
-            .ok_or_else(|| format!("container {container} is not configured on this node"))?;
+        let target = self.target(container)?;
         let input = ContainerInput {
             source: JobLocation::Offchain,
             destination: JobLocation::Stream,
@@ -281,7 +298,7 @@ impl Orchestrator {
         };
         let url = target.output_url.clone();
         let idle = target.timeout;
-        let body = serde_json::to_vec(&input).map_err(|e| format!("cannot encode the input of {container}: {e}"))?;
+        let body = encode(container, &input)?;
         let response = tokio::time::timeout(idle, self.client.send(&url, target.bearer.as_ref(), Some(body)))
             .await
             .map_err(|_| timed_out(container, idle))?
@@ -293,11 +310,7 @@ impl Orchestrator {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            return Err(format!(
-                "container {container} answered HTTP {}: {}",
-                status.as_u16(),
-                excerpt(&body)
-            ));
+            return Err(refused(container, status, &body));
         }
         Ok(IdleTimeout {
             body: response.into_stream(),
@@ -317,22 +330,11 @@ impl Orchestrator {
                 Some(model) => target.resources_url.with_query(&[("model_id", model)]),
                 None => target.resources_url.clone(),
             };
-            let exchange = async {
-                let response = self
-                    .client
-                    .send(&url, target.bearer.as_ref(), None)
-                    .await
-                    .map_err(|e| describe(&e, id, &url))?;
-                let status = response.status;
-                let body = response.bytes().await.map_err(|e| describe(&e, id, &url))?;
-                if !status.is_success() {
-                    return Err(format!("HTTP {}", status.as_u16()));
-                }
-                serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}"))
+            let result = match self.exchange(id, target, &url, None, RESOURCES_TIMEOUT).await {
+                Ok((status, _)) if !status.is_success() => Err(format!("HTTP {}", status.as_u16())),
+                Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}")),
+                Err(e) => Err(e),
             };
-            let result = tokio::time::timeout(RESOURCES_TIMEOUT, exchange)
-                .await
-                .unwrap_or_else(|_| Err(timed_out(id, RESOURCES_TIMEOUT)));
             match result {
                 Ok(v) => Some((id.clone(), v)),
                 Err(error) => {

@@ -21,7 +21,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use infernet_types::JobResult;
+use infernet_types::{JobResult, JobStatus};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -37,8 +37,8 @@ const EVICTION_SWEEP: usize = 64;
 const MAX_BATCH: usize = 4096;
 /// Longest a busy writer waits to fill a batch while a caller awaits one of its writes.
 const LINGER: Duration = Duration::from_millis(2);
-/// Longest a busy writer waits to fill a batch nobody awaits: how long a stream's record may
-/// stay in memory only (lost to a `kill -9` in that window; the stream's client has its output).
+/// Longest the writer waits to fill a batch nobody awaits: how long a stream's record may stay
+/// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
 /// A row, as written from borrowed parts; reads back as a [`Record`].
@@ -156,37 +156,31 @@ impl Index {
     /// Records a job's state and its queued row; returns the row key (kept from an earlier write
     /// of the same id).
     fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
-        let tick = self.next_tick;
-        self.next_tick += 1;
-        self.running += u64::from(running);
         let key = match self.jobs.get_mut(&id) {
             Some(meta) => {
                 self.recency.remove(&meta.tick);
-                self.running -= u64::from(meta.running);
+                self.running = self.running - u64::from(meta.running) + u64::from(running);
                 *meta = Meta {
                     key: meta.key,
                     owner,
                     running,
                     expires,
-                    tick,
+                    tick: self.next_tick,
                 };
-                self.recency.insert(tick, id);
+                self.next_tick += 1;
+                self.recency.insert(meta.tick, id);
                 meta.key
             }
             None => {
-                self.next_key += 1;
-                let key = self.next_key;
-                self.recency.insert(tick, id.clone());
-                self.jobs.insert(
-                    id,
-                    Meta {
-                        key,
-                        owner,
-                        running,
-                        expires,
-                        tick,
-                    },
-                );
+                let key = self.next_key + 1;
+                let meta = Meta {
+                    key,
+                    owner,
+                    running,
+                    expires,
+                    tick: 0,
+                };
+                self.insert(id, meta);
                 key
             }
         };
@@ -256,12 +250,6 @@ impl Index {
             .collect();
         ids.iter().filter_map(|id| self.remove(id)).map(|m| m.key).collect()
     }
-}
-
-/// A job handed to the store: lent by a caller that awaits the write, or given to it.
-enum Job<'a> {
-    Lent(&'a JobResult),
-    Given(JobResult),
 }
 
 enum Op {
@@ -436,49 +424,26 @@ impl EmbeddedStore {
         }
     }
 
-    /// Updates the index and queues the row write; a lent job's write is awaited (its
-    /// acknowledgement is returned), a given one's is not.
-    fn enqueue(
-        &self,
-        owner: IpAddr,
-        job: Job<'_>,
-    ) -> Result<Option<oneshot::Receiver<Result<(), String>>>, StoreError> {
-        let status = match &job {
-            Job::Lent(job) => job.status,
-            Job::Given(job) => job.status,
-        };
+    /// Whether a job in `status` is running, and when its record expires.
+    fn lifetime(&self, status: JobStatus) -> (bool, u64) {
         let running = !status.is_final();
         let lifetime = if running {
             Some(self.lifetimes.pending)
         } else {
             self.lifetimes.result
         };
-        let expires = expiry(unix_now(), lifetime);
-        let (id, row, ack, done) = match job {
-            // Encoded here: the caller lends the job and waits for the write anyway.
-            Job::Lent(job) => {
-                let bytes = serde_json::to_vec(&RecordRef {
-                    id: &job.id,
-                    owner,
-                    expires,
-                    job,
-                })
-                .map_err(|e| self.error(e))?;
-                let (tx, rx) = oneshot::channel();
-                (JobKey::new(&job.id), Row::Encoded(bytes), Some(tx), Some(rx))
-            }
-            Job::Given(job) => (
-                JobKey::new(&job.id),
-                Row::Fresh(Record {
-                    id: job.id.clone(),
-                    owner,
-                    expires,
-                    job,
-                }),
-                None,
-                None,
-            ),
-        };
+        (running, expiry(unix_now(), lifetime))
+    }
+
+    /// Updates the index and queues the row write; `ack` hears of its commit.
+    fn enqueue(
+        &self,
+        id: JobKey,
+        owner: IpAddr,
+        (running, expires): (bool, u64),
+        row: Row,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), StoreError> {
         let row = Arc::new(row);
         let ops = {
             let mut index = self.index.lock().expect("store index poisoned");
@@ -490,8 +455,7 @@ impl EmbeddedStore {
         // The evictions travel with the write that caused them.
         self.writer
             .push(Write { ops, ack })
-            .map_err(|()| self.error("the store is closed"))?;
-        Ok(done)
+            .map_err(|()| self.error("the store is closed"))
     }
 
     /// Evicts over-capacity jobs left by an earlier run with a larger `max_jobs`.
@@ -669,17 +633,33 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError> {
-        let done = self
-            .enqueue(owner, Job::Lent(job))?
-            .ok_or_else(|| self.error("no acknowledgement"))?;
+        let lifetime = self.lifetime(job.status);
+        // Encoded here: the caller lends the job and waits for the write anyway.
+        let bytes = serde_json::to_vec(&RecordRef {
+            id: &job.id,
+            owner,
+            expires: lifetime.1,
+            job,
+        })
+        .map_err(|e| self.error(e))?;
+        let (ack, done) = oneshot::channel();
+        self.enqueue(JobKey::new(&job.id), owner, lifetime, Row::Encoded(bytes), Some(ack))?;
         done.await
             .map_err(|_| self.error("the writer thread stopped"))?
             .map_err(|e| self.error(e))
     }
 
     fn put_detached(&self, owner: IpAddr, job: JobResult) {
-        // Only a closing store refuses a given job.
-        if let Err(e) = self.enqueue(owner, Job::Given(job)) {
+        let lifetime = self.lifetime(job.status);
+        let id = JobKey::new(&job.id);
+        let record = Record {
+            id: job.id.clone(),
+            owner,
+            expires: lifetime.1,
+            job,
+        };
+        // Only a closing store refuses a job; the writer encodes it.
+        if let Err(e) = self.enqueue(id, owner, lifetime, Row::Fresh(record), None) {
             tracing::error!(error = %e, "cannot store a job");
         }
     }

@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::support::{Stub, client, free_port, get_json, stub};
+use crate::support::{Stub, client, free_port, get_json, open_stream, stub};
 
 const NODE: &str = env!("CARGO_BIN_EXE_infernet-node");
 
@@ -163,12 +163,8 @@ async fn results_survive_kill_9_and_interrupted_jobs_are_reported_failed() {
     }
     let slow = submit_to(&node.url, "slow").await;
     assert_eq!(job(&node.url, &slow).await["status"], "running");
-    let streamed = client()
-        .post(format!("{}/api/jobs/stream", node.url))
-        .json(&json!({"containers": ["fast"], "data": {}}))
-        .send()
+    let streamed = open_stream(&node.url, json!({"containers": ["fast"], "data": {}}))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -153,22 +153,28 @@ async fn unreachable_container_fails_the_job_with_its_address() {
     );
 }
 
+/// Runs a job on a node whose one container is `container`, served by `service`; answers the
+/// finished job and the service's port.
+async fn job_on(service: axum::Router, container: impl FnOnce(u16) -> Value, data: Value) -> (Value, u16) {
+    let port = crate::support::serve(service).await;
+    let container = container(port);
+    let id = container["id"].clone();
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [container]})).await;
+    let job_id = submit(&node, json!({"containers": [id], "data": data})).await;
+    (wait_job(&node, &job_id, false).await, port)
+}
+
 #[tokio::test]
 async fn remote_container_gets_the_bearer_token() {
     use axum::{Json, Router, http::HeaderMap, routing::post};
-    let port = crate::support::serve(Router::new().route(
+    let service = Router::new().route(
         "/v1/service_output",
         post(|headers: HeaderMap| async move {
             Json(json!({"auth": headers.get("authorization").and_then(|v| v.to_str().ok())}))
         }),
-    ))
-    .await;
-    let node = TestNode::start(json!({"containers": [
-        {"id": "remote", "url": format!("http://127.0.0.1:{port}/v1/"), "bearer": "s3cret"}
-    ]}))
-    .await;
-    let id = submit(&node, json!({"containers": ["remote"], "data": {}})).await;
-    let job = wait_job(&node, &id, false).await;
+    );
+    let remote = |port| json!({"id": "remote", "url": format!("http://127.0.0.1:{port}/v1/"), "bearer": "s3cret"});
+    let (job, _) = job_on(service, remote, json!({})).await;
     assert_eq!(job["result"]["output"], json!({"auth": "Bearer s3cret"}));
 }
 
@@ -184,20 +190,15 @@ async fn https_container_is_never_called_in_plain_text() {
     // send the job in the clear.
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
-    let port = crate::support::serve(Router::new().route(
+    let service = Router::new().route(
         "/service_output",
         post(move || async move {
             seen.fetch_add(1, Ordering::SeqCst);
             Json(json!({"leaked": true}))
         }),
-    ))
-    .await;
-    let node = TestNode::start(json!({"containers": [
-        {"id": "remote", "url": format!("https://127.0.0.1:{port}"), "bearer": "s3cret"}
-    ]}))
-    .await;
-    let id = submit(&node, json!({"containers": ["remote"], "data": {}})).await;
-    let job = wait_job(&node, &id, false).await;
+    );
+    let remote = |port| json!({"id": "remote", "url": format!("https://127.0.0.1:{port}"), "bearer": "s3cret"});
+    let (job, port) = job_on(service, remote, json!({})).await;
     assert_eq!(job["status"], "failed");
     let error = job["result"]["error"].as_str().unwrap();
     assert!(
@@ -219,21 +220,16 @@ async fn redirected_container_calls_are_followed() {
         routing::post,
     };
     // As Ritual's node: a container that moved its endpoint still serves the job.
-    let port = crate::support::serve(
-        Router::new()
-            .route(
-                "/service_output",
-                post(|| async { Redirect::temporary("/v2/service_output").into_response() }),
-            )
-            .route(
-                "/v2/service_output",
-                post(|Json(input): Json<serde_json::Value>| async move { Json(json!({"moved": input["data"]})) }),
-            ),
-    )
-    .await;
-    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("moved", port)]})).await;
-    let id = submit(&node, json!({"containers": ["moved"], "data": {"x": 1}})).await;
-    let job = wait_job(&node, &id, false).await;
+    let service = Router::new()
+        .route(
+            "/service_output",
+            post(|| async { Redirect::temporary("/v2/service_output").into_response() }),
+        )
+        .route(
+            "/v2/service_output",
+            post(|Json(input): Json<serde_json::Value>| async move { Json(json!({"moved": input["data"]})) }),
+        );
+    let (job, _) = job_on(service, |port| unmanaged("moved", port), json!({"x": 1})).await;
     assert_eq!(job["status"], "success", "{job}");
     assert_eq!(job["result"]["output"], json!({"moved": {"x": 1}}));
 }

@@ -5,22 +5,16 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::support::{Stub, TestNode, client, get_json, hello_world_config, stub, unmanaged, wait_job};
-
-/// Posts `body` to `POST /api/jobs/stream`; the response's body is left to read.
-async fn open_stream(node: &TestNode, body: serde_json::Value) -> reqwest::Response {
-    client()
-        .post(node.at("/api/jobs/stream"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
+use crate::support::{Stub, TestNode, client, get_json, hello_world_config, open_stream, stub, unmanaged, wait_job};
 
 #[tokio::test]
 async fn stream_sends_the_id_line_then_the_output_and_stores_it() {
     let node = TestNode::start(hello_world_config()).await;
-    let response = open_stream(&node, json!({"containers": ["hello-world"], "data": {"tokens": 500}})).await;
+    let response = open_stream(
+        &node.url,
+        json!({"containers": ["hello-world"], "data": {"tokens": 500}}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
     let (id, output) = body.split_once('\n').unwrap();
@@ -42,7 +36,7 @@ async fn stream_output_reaches_the_client_as_the_container_sends_it() {
     // The container sends its second chunk only once the client holds the first.
     let mut received = Vec::new();
     let early = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut response = open_stream(&node, json!({"containers": ["gated"], "data": {}})).await;
+        let mut response = open_stream(&node.url, json!({"containers": ["gated"], "data": {}})).await;
         assert_eq!(response.status(), 200);
         while !received.ends_with(b"first ") {
             let chunk = response.chunk().await.unwrap().expect("the stream ended early");
@@ -72,7 +66,7 @@ async fn stream_output_reaches_the_client_as_the_container_sends_it() {
 async fn stream_from_an_unreachable_container_is_a_502_with_the_job_id() {
     let port = crate::support::free_port();
     let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gone", port)]})).await;
-    let response = open_stream(&node, json!({"containers": ["gone"], "data": {}})).await;
+    let response = open_stream(&node.url, json!({"containers": ["gone"], "data": {}})).await;
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("unreachable"), "{body}");
@@ -84,7 +78,7 @@ async fn stream_from_an_unreachable_container_is_a_502_with_the_job_id() {
 async fn a_stream_that_breaks_is_an_error_for_the_client_and_in_the_result() {
     let port = stub(Stub::BreaksMidStream).await;
     let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("flaky", port)]})).await;
-    let response = open_stream(&node, json!({"containers": ["flaky"], "data": {}})).await;
+    let response = open_stream(&node.url, json!({"containers": ["flaky"], "data": {}})).await;
     assert_eq!(response.status(), 200);
     // The body ends abnormally rather than looking complete.
     assert!(response.text().await.is_err());
@@ -97,12 +91,12 @@ async fn a_stream_that_breaks_is_an_error_for_the_client_and_in_the_result() {
 #[tokio::test]
 async fn stream_refuses_delegated_subscriptions_and_guardian_rejections() {
     let node = TestNode::start(hello_world_config()).await;
-    let r = open_stream(&node, json!({"subscription": {}, "signature": {}, "data": {}})).await;
+    let r = open_stream(&node.url, json!({"subscription": {}, "signature": {}, "data": {}})).await;
     assert_eq!(r.status(), 405);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["error"],
         "Streaming only supported for OffchainJob requests."
     );
-    let r = open_stream(&node, json!({"containers": ["nope"], "data": {}})).await;
+    let r = open_stream(&node.url, json!({"containers": ["nope"], "data": {}})).await;
     assert_eq!(r.status(), 405);
 }

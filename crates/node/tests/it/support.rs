@@ -141,6 +141,17 @@ pub(crate) fn client() -> reqwest::Client {
     client_from("127.0.0.1")
 }
 
+/// Posts `body` to `POST /api/jobs/stream` of the node at `url`; the response's body is left to
+/// read.
+pub(crate) async fn open_stream(url: &str, body: serde_json::Value) -> reqwest::Response {
+    client()
+        .post(format!("{url}/api/jobs/stream"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Serves `router` on a free loopback port and returns the port.
 pub(crate) async fn serve(router: Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
