@@ -46,17 +46,18 @@ count() {
     local name=$1 port=$2 url=$3 body=$4
     shift 4
     valgrind --tool=callgrind --callgrind-out-file="$dir/$name.out" "$@" 2>/dev/null &
-    local pid=$!
-    # count runs in a command substitution: its own trap stops what it started.
-    trap 'kill "$pid" 2>/dev/null || true' EXIT
+    # count runs in a command substitution: its own trap stops what it started. Not local: the
+    # trap runs after the function has returned.
+    counted=$!
+    trap 'kill "$counted" 2>/dev/null || true' EXIT
     wait_port "$port"
     post "$url" "$body" 200
     sleep 1
-    callgrind_control -z "$pid" >/dev/null 2>&1
+    callgrind_control -z "$counted" >/dev/null 2>&1
     post "$url" "$body" "$requests"
-    callgrind_control -d "$pid" >/dev/null 2>&1
+    callgrind_control -d "$counted" >/dev/null 2>&1
     sleep 1
-    kill "$pid"
+    kill "$counted"
     if [[ -n ${KEEP_PROFILES:-} ]]; then
         mkdir -p "$KEEP_PROFILES"
         cp "$dir/$name.out".* "$KEEP_PROFILES/"

@@ -4,10 +4,7 @@
 //! texts; the differences are deliberate fixes: the client address is the connection's peer (a
 //! body can never set it), and every rejection carries serialisable `params`.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use alloy_primitives::{Address, U256};
 use ipnet::IpNet;
@@ -44,7 +41,7 @@ struct Restrictions {
 /// The request filter.
 #[derive(Debug, Clone)]
 pub struct Guardian {
-    containers: HashMap<String, Restrictions>,
+    containers: crate::FastMap<String, Restrictions>,
     chain_enabled: bool,
     has_payment_address: bool,
 }

@@ -6,7 +6,7 @@
 
 mod http;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -64,7 +64,7 @@ pub struct JobInput {
 /// Runs pipelines and records off-chain jobs in the store.
 pub struct Orchestrator {
     client: ContainerHttp,
-    targets: HashMap<String, Target>,
+    targets: crate::FastMap<String, Target>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
 }
@@ -107,7 +107,7 @@ impl Orchestrator {
         metrics: Arc<Metrics>,
     ) -> Result<Self, OrchestratorError> {
         let client = ContainerHttp::new()?;
-        let mut targets = HashMap::new();
+        let mut targets = crate::FastMap::default();
         for (i, c) in containers.iter().enumerate() {
             let bearer = if c.bearer.is_empty() {
                 None

@@ -13,7 +13,7 @@
 //! expiry, recency) answers listings and eviction without reading the file.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::IpAddr,
     path::Path,
     sync::{Arc, Condvar, Mutex},
@@ -25,6 +25,8 @@ use infernet_types::{JobResult, JobStatus};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use crate::FastMap;
 
 use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted, unix_now};
 
@@ -125,10 +127,6 @@ impl std::fmt::Display for JobKey {
         }
     }
 }
-
-/// The index's maps hash with a seeded fast hasher: their keys are node-made random ids and row
-/// numbers, and SipHash showed up in profiles of the streaming path.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Index {
