@@ -54,17 +54,13 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `limit` requests per `period`.
     pub fn new(limit: u64, period: Duration) -> Self {
+        let limit = limit.max(1);
         Self {
-            limit: limit.max(1),
-            limit_header: HeaderValue::from(limit.max(1)),
+            limit,
+            limit_header: HeaderValue::from(limit),
             period,
             tat: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Requests allowed per period.
-    pub fn limit(&self) -> u64 {
-        self.limit
     }
 
     fn interval(&self) -> Duration {

@@ -142,12 +142,8 @@ struct Index {
 
 impl Index {
     fn touch(&mut self, id: &JobKey) {
-        let tick = self.next_tick;
         if let Some(meta) = self.jobs.get_mut(id) {
-            self.recency.remove(&meta.tick);
-            meta.tick = tick;
-            self.recency.insert(tick, id.clone());
-            self.next_tick += 1;
+            restamp(&mut self.recency, &mut self.next_tick, meta, id.clone());
         }
     }
 
@@ -156,17 +152,9 @@ impl Index {
     fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
         let key = match self.jobs.get_mut(&id) {
             Some(meta) => {
-                self.recency.remove(&meta.tick);
                 self.running = self.running - u64::from(meta.running) + u64::from(running);
-                *meta = Meta {
-                    key: meta.key,
-                    owner,
-                    running,
-                    expires,
-                    tick: self.next_tick,
-                };
-                self.next_tick += 1;
-                self.recency.insert(meta.tick, id);
+                (meta.owner, meta.running, meta.expires) = (owner, running, expires);
+                restamp(&mut self.recency, &mut self.next_tick, meta, id);
                 meta.key
             }
             None => {
@@ -248,6 +236,14 @@ impl Index {
             .collect();
         ids.iter().filter_map(|id| self.remove(id)).map(|m| m.key).collect()
     }
+}
+
+/// Makes a held job the most recently used (one lookup: the caller already holds its entry).
+fn restamp(recency: &mut BTreeMap<u64, JobKey>, next_tick: &mut u64, meta: &mut Meta, id: JobKey) {
+    recency.remove(&meta.tick);
+    meta.tick = *next_tick;
+    *next_tick += 1;
+    recency.insert(meta.tick, id);
 }
 
 enum Op {
