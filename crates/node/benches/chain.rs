@@ -116,7 +116,7 @@ impl NodeProcess {
             "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world"}}],
             // A generous rate limit: the benchmark polls /info throughout.
             "server": {"port": port, "rate_limit": {"num_requests": 1000000, "period": 1}},
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "log": {"path": dir.path().join("node.log")},
             "forward_stats": false,
             "chain": {

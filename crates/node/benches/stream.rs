@@ -310,7 +310,7 @@ fn main() {
         serde_json::json!({
             "server": {"port": node_port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 1_000_000_000u64, "period": 1}},
             "manage_containers": false,
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "log": {"path": dir.path().join("infernet_node.log")},
             "containers": [{"id": "hello-world", "port": service_port}]
         })

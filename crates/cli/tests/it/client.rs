@@ -79,7 +79,7 @@ impl Cluster {
             "manage_containers": false,
             "containers": [{"id": "echo", "port": stub, "description": "echoes its input"}],
             "log": {"path": dir.path().join("node.log")},
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "server": {"port": node_port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 100000, "period": 1}},
         });
         let config_path = dir.path().join("config.json");

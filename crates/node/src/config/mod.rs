@@ -396,7 +396,7 @@ impl Default for RateLimitConfig {
 /// `store` (extension): the embedded job store and result lifetimes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StoreConfig {
-    /// Database file of the embedded store.
+    /// File of the embedded store.
     #[serde(default = "default_store_path")]
     pub path: String,
     /// Seconds a finished result is kept (0: until evicted).
@@ -445,8 +445,13 @@ impl Default for StatsConfig {
     }
 }
 
+/// Default file of the embedded store.
+pub const DEFAULT_STORE_PATH: &str = "infernet-jobs.db";
+/// Where earlier builds kept it by default (converted and moved on first use).
+pub const LEGACY_STORE_PATH: &str = "infernet-jobs.redb";
+
 fn default_store_path() -> String {
-    "infernet-jobs.redb".into()
+    DEFAULT_STORE_PATH.into()
 }
 fn default_result_ttl() -> u64 {
     7 * 24 * 3600

@@ -1,19 +1,24 @@
-//! Embedded persistent store on `redb`: one file, crash-safe (a result acknowledged as stored
-//! survives `kill -9`), pending and result lifetimes, bounded size with least-recently-used
-//! eviction.
+//! Embedded persistent store: one append-only log file (see [`log`]), crash-safe (a result
+//! acknowledged as stored survives `kill -9`), pending and result lifetimes, bounded size with
+//! least-recently-used eviction.
 //!
-//! Writes go to one writer thread that commits whatever has queued up in one transaction (group
-//! commit), so a busy node pays one fsync per batch rather than per job. A write someone waits
-//! for is committed at once; writes nobody waits for (a stream's records) wait up to
-//! [`LINGER_DETACHED`] for company, are encoded by the writer, and a row superseded within the
-//! batch (a short stream's running record) is never encoded or written. Until its commit, a
-//! queued row is answered from memory, so readers always see the latest write. Rows are keyed by a
-//! sequence number rather than by the (random) job id, so a batch appends to the same few pages
-//! instead of touching one random page per job. An in-memory index (id → key, owner, state,
-//! expiry, recency) answers listings and eviction without reading the file.
+//! An in-memory index (id → owner, state, expiry, recency and where the job's latest record is in
+//! the file) answers listings, counts and eviction without touching the file; a read of a result
+//! is one positioned read. Writes go to one writer thread that appends whatever has queued up in
+//! one write (group commit), so a busy node pays one `write` and at most one `fdatasync` per batch
+//! rather than per job. A write someone waits for is written (and synced) at once; writes nobody
+//! waits for (a stream's records) wait up to [`LINGER_DETACHED`] for company, are encoded by the
+//! writer, and a record superseded within the batch (a short stream's running record) is never
+//! encoded or written. Until it is written, a queued record is answered from memory, so readers
+//! always see the latest write. Once superseded records make up most of the file, the writer
+//! rewrites it with the live ones only.
+
+mod legacy;
+mod log;
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     net::IpAddr,
     path::Path,
     sync::{Arc, Condvar, Mutex},
@@ -22,20 +27,15 @@ use std::{
 
 use async_trait::async_trait;
 use infernet_types::{JobResult, JobStatus};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::FastMap;
 
 use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted, unix_now};
+use log::{Entry, Loc, Log};
 
-const JOBS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("jobs");
-/// Page cache of the database; the index keeps the hot metadata, so this can stay small.
-const CACHE_BYTES: usize = 4 << 20;
-/// Deletions in one batch from which a sweep over their span replaces one lookup each.
-const EVICTION_SWEEP: usize = 64;
-/// Most writes committed in one transaction.
+/// Most writes appended in one batch.
 const MAX_BATCH: usize = 4096;
 /// Longest a busy writer waits to fill a batch while a caller awaits one of its writes.
 const LINGER: Duration = Duration::from_millis(2);
@@ -43,7 +43,7 @@ const LINGER: Duration = Duration::from_millis(2);
 /// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
-/// A row, as written from borrowed parts; reads back as a [`Record`].
+/// A record, as written from borrowed parts; reads back as a [`Record`].
 #[derive(Serialize)]
 struct RecordRef<'a> {
     id: &'a str,
@@ -61,17 +61,34 @@ struct Record {
     job: JobResult,
 }
 
-/// A row as queued: encoded by its writer, or left for the writer thread to encode.
+/// What a replay needs of a record (the rest of it is left unparsed).
+#[derive(Deserialize)]
+struct RecordHead {
+    id: String,
+    owner: IpAddr,
+    expires: u64,
+    job: JobHead,
+}
+
+#[derive(Deserialize)]
+struct JobHead {
+    status: JobStatus,
+}
+
+/// A record as queued: encoded by its writer, or left for the writer thread to encode.
 enum Row {
     Encoded(Vec<u8>),
     Fresh(Record),
 }
 
 impl Row {
-    fn encode(&self) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
-            Self::Encoded(bytes) => Ok(bytes.as_slice().into()),
-            Self::Fresh(record) => serde_json::to_vec(record).map(Into::into).map_err(|e| e.to_string()),
+            Self::Encoded(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
+            Self::Fresh(record) => serde_json::to_writer(out, record).map_err(|e| e.to_string()),
         }
     }
 
@@ -83,18 +100,37 @@ impl Row {
     }
 }
 
+/// What the index holds per job (a full store holds `max_jobs` of these: kept small).
 #[derive(Debug, Clone)]
 struct Meta {
+    /// Names the job's queued records (unique for the life of the process).
     key: u64,
     owner: IpAddr,
     running: bool,
     expires: u64,
     tick: u64,
+    /// Where the job's latest written record is; `len` 0 until the first is written.
+    at: u64,
+    len: u32,
 }
 
 impl Meta {
     fn is_live(&self, now: u64) -> bool {
         self.expires == 0 || self.expires > now
+    }
+
+    fn loc(&self) -> Option<Loc> {
+        (self.len > 0).then_some(Loc {
+            at: self.at,
+            len: self.len,
+        })
+    }
+
+    /// Moves the job's record to `loc`; returns the length of the one it replaces.
+    fn place(&mut self, loc: Loc) -> u64 {
+        let old = self.len;
+        (self.at, self.len) = (loc.at, loc.len);
+        u64::from(old)
     }
 }
 
@@ -128,7 +164,6 @@ impl std::fmt::Display for JobKey {
     }
 }
 
-#[derive(Default)]
 struct Index {
     jobs: FastMap<JobKey, Meta>,
     /// Recency order: tick → id (smallest tick = least recently used).
@@ -136,75 +171,105 @@ struct Index {
     next_tick: u64,
     next_key: u64,
     running: u64,
-    /// Rows queued but not committed yet, by row key: the freshest state of those jobs.
+    /// Records queued but not written yet, by job key: the freshest state of those jobs.
     unwritten: FastMap<u64, Arc<Row>>,
+    /// The file the locations point into.
+    file: Arc<File>,
+    /// Length of the frames at the jobs' locations: what a compaction keeps.
+    live: u64,
 }
 
 impl Index {
+    fn new(file: Arc<File>) -> Self {
+        Self {
+            jobs: FastMap::default(),
+            recency: BTreeMap::new(),
+            next_tick: 0,
+            next_key: 0,
+            running: 0,
+            unwritten: FastMap::default(),
+            file,
+            live: 0,
+        }
+    }
+
     fn touch(&mut self, id: &JobKey) {
         if let Some(meta) = self.jobs.get_mut(id) {
             restamp(&mut self.recency, &mut self.next_tick, meta, id.clone());
         }
     }
 
-    /// Records a job's state and its queued row; returns the row key (kept from an earlier write
-    /// of the same id).
-    fn upsert(&mut self, id: JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
-        let key = match self.jobs.get_mut(&id) {
+    /// Records a job's state and its queued record; returns the job's key (kept from an earlier
+    /// write of the same id).
+    fn upsert(&mut self, id: &JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
+        let key = match self.jobs.get_mut(id) {
             Some(meta) => {
                 self.running = self.running - u64::from(meta.running) + u64::from(running);
                 (meta.owner, meta.running, meta.expires) = (owner, running, expires);
-                restamp(&mut self.recency, &mut self.next_tick, meta, id);
+                restamp(&mut self.recency, &mut self.next_tick, meta, id.clone());
                 meta.key
             }
-            None => {
-                let key = self.next_key + 1;
-                let meta = Meta {
-                    key,
+            None => self.insert(
+                id.clone(),
+                Meta {
+                    key: 0,
                     owner,
                     running,
                     expires,
                     tick: 0,
-                };
-                self.insert(id, meta);
-                key
-            }
+                    at: 0,
+                    len: 0,
+                },
+            ),
         };
         self.unwritten.insert(key, row);
         key
     }
 
-    /// Forgets the queued rows a commit wrote, unless a newer write of the row came since.
-    fn written(&mut self, batch: &[Write]) {
+    /// Notes where a batch's records went, and forgets the queued ones it wrote unless a newer
+    /// write of the job came since.
+    fn written(&mut self, batch: &[Write], placed: &FastMap<u64, Loc>) {
         for op in batch.iter().flat_map(|w| &w.ops) {
-            if let Op::Put(key, row) = op
-                && self.unwritten.get(key).is_some_and(|queued| Arc::ptr_eq(queued, row))
+            let Op::Put { key, id, row } = op else { continue };
+            if let Some(&loc) = placed.get(key)
+                && let Some(meta) = self.jobs.get_mut(id).filter(|m| m.key == *key)
             {
+                self.live = self.live - meta.place(loc) + u64::from(loc.len);
+            }
+            if self.unwritten.get(key).is_some_and(|queued| Arc::ptr_eq(queued, row)) {
                 self.unwritten.remove(key);
             }
         }
     }
 
-    fn insert(&mut self, id: JobKey, mut meta: Meta) {
+    /// Adds a job not held yet, with a new key; returns the key.
+    fn insert(&mut self, id: JobKey, mut meta: Meta) -> u64 {
+        self.next_key += 1;
+        meta.key = self.next_key;
         meta.tick = self.next_tick;
         self.next_tick += 1;
-        self.next_key = self.next_key.max(meta.key);
         self.running += u64::from(meta.running);
+        self.live += u64::from(meta.len);
         self.recency.insert(meta.tick, id.clone());
         self.jobs.insert(id, meta);
+        self.next_key
     }
 
-    fn remove(&mut self, id: &JobKey) -> Option<Meta> {
+    fn remove(&mut self, id: &JobKey) -> Option<Op> {
         let meta = self.jobs.remove(id)?;
         self.recency.remove(&meta.tick);
         self.running -= u64::from(meta.running);
+        self.live -= u64::from(meta.len);
         self.unwritten.remove(&meta.key);
-        Some(meta)
+        Some(Op::Delete {
+            key: meta.key,
+            id: id.clone(),
+        })
     }
 
     /// Once more than `max_jobs` are held, evicts the least recently used down to 1 % below it, so
     /// a full store evicts (and says so) once per hundredth of its size, not on every job. Returns
-    /// the row deletions.
+    /// the deletions.
     fn evict_over(&mut self, max_jobs: u64) -> Vec<Op> {
         if self.jobs.len() as u64 <= max_jobs {
             return Vec::new();
@@ -215,9 +280,7 @@ impl Index {
             let Some(id) = self.recency.first_key_value().map(|(_, id)| id.clone()) else {
                 break;
             };
-            if let Some(meta) = self.remove(&id) {
-                victims.push(Op::Delete(meta.key));
-            }
+            victims.extend(self.remove(&id));
         }
         tracing::debug!(
             evicted = victims.len(),
@@ -226,15 +289,15 @@ impl Index {
         victims
     }
 
-    /// Removes jobs past their lifetime; returns their row keys.
-    fn expire(&mut self, now: u64) -> Vec<u64> {
+    /// Removes jobs past their lifetime; returns the deletions.
+    fn expire(&mut self, now: u64) -> Vec<Op> {
         let ids: Vec<JobKey> = self
             .jobs
             .iter()
             .filter(|(_, m)| !m.is_live(now))
             .map(|(id, _)| id.clone())
             .collect();
-        ids.iter().filter_map(|id| self.remove(id)).map(|m| m.key).collect()
+        ids.iter().filter_map(|id| self.remove(id)).collect()
     }
 }
 
@@ -247,8 +310,16 @@ fn restamp(recency: &mut BTreeMap<u64, JobKey>, next_tick: &mut u64, meta: &mut 
 }
 
 enum Op {
-    Put(u64, Arc<Row>),
-    Delete(u64),
+    Put { key: u64, id: JobKey, row: Arc<Row> },
+    Delete { key: u64, id: JobKey },
+}
+
+impl Op {
+    fn key(&self) -> u64 {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key, .. } => *key,
+        }
+    }
 }
 
 struct Write {
@@ -335,7 +406,6 @@ impl Writer {
 
 /// The embedded job store.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
     path: String,
     index: Arc<Mutex<Index>>,
     writer: Arc<Writer>,
@@ -359,7 +429,7 @@ fn expiry(now: u64, lifetime: Option<Duration>) -> u64 {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database file, fails jobs that were running when the node stopped,
+    /// Opens (or creates) the store file, fails jobs that were running when the node stopped,
     /// drops expired ones, and starts the writer thread and the expiry sweeper.
     pub async fn open(path: &Path, lifetimes: Lifetimes, max_jobs: u64) -> Result<Self, StoreError> {
         Self::open_with_linger(path, lifetimes, max_jobs, LINGER_DETACHED).await
@@ -381,24 +451,22 @@ impl EmbeddedStore {
             std::fs::create_dir_all(parent).map_err(|e| err(format!("cannot create its directory: {e}")))?;
         }
         let path_owned = path.to_path_buf();
-        let (db, index) = tokio::task::spawn_blocking(move || recover(&path_owned, lifetimes))
+        let (log, index) = tokio::task::spawn_blocking(move || recover(&path_owned, lifetimes))
             .await
             .map_err(|e| err(e.to_string()))?
             .map_err(err)?;
-        let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
         let writer = Arc::new(Writer {
             queue: Mutex::default(),
             wake: Condvar::new(),
             detached_linger,
         });
-        let (writer_db, queue, written) = (db.clone(), writer.clone(), index.clone());
+        let (queue, written) = (writer.clone(), index.clone());
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &queue, &written))
+            .spawn(move || writer_loop(log, &queue, &written))
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
-            db,
             path: path_str,
             index,
             writer,
@@ -429,7 +497,7 @@ impl EmbeddedStore {
         (running, expiry(unix_now(), lifetime))
     }
 
-    /// Updates the index and queues the row write; `ack` hears of its commit.
+    /// Updates the index and queues the record's write; `ack` hears of it being written.
     fn enqueue(
         &self,
         id: JobKey,
@@ -441,8 +509,8 @@ impl EmbeddedStore {
         let row = Arc::new(row);
         let ops = {
             let mut index = self.index.lock().expect("store index poisoned");
-            let key = index.upsert(id, owner, running, expires, row.clone());
-            let mut ops = vec![Op::Put(key, row)];
+            let key = index.upsert(&id, owner, running, expires, row.clone());
+            let mut ops = vec![Op::Put { key, id, row }];
             ops.extend(index.evict_over(self.max_jobs));
             ops
         };
@@ -480,15 +548,8 @@ impl EmbeddedStore {
                 let (Some(index), Some(writer)) = (index.upgrade(), writer.upgrade()) else {
                     return;
                 };
-                let keys = index.lock().expect("store index poisoned").expire(unix_now());
-                if !keys.is_empty()
-                    && writer
-                        .push(Write {
-                            ops: keys.into_iter().map(Op::Delete).collect(),
-                            ack: None,
-                        })
-                        .is_err()
-                {
+                let ops = index.lock().expect("store index poisoned").expire(unix_now());
+                if !ops.is_empty() && writer.push(Write { ops, ack: None }).is_err() {
                     return;
                 }
             }
@@ -496,132 +557,181 @@ impl EmbeddedStore {
     }
 }
 
-/// Opens the database and rebuilds the index; running jobs become failures, expired ones go.
-fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Database, Index), String> {
-    let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(path)
-        .map_err(|e| format!("cannot open: {e} (is another node using this file? set store.path)"))?;
-    let now = unix_now();
-    let mut index = Index::default();
-    let mut rewrites = Vec::new();
-    let mut deletes = Vec::new();
-    {
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(JOBS)
-            .map_err(|e| format!("{e} (a file of another program or version? set store.path)"))?;
-        txn.commit().map_err(|e| e.to_string())?;
-        let read = db.begin_read().map_err(|e| e.to_string())?;
-        let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
-        for row in table.iter().map_err(|e| e.to_string())? {
-            let (k, v) = row.map_err(|e| e.to_string())?;
-            let key = k.value();
-            let mut record = match serde_json::from_slice::<Record>(v.value()) {
-                Ok(record) if record.expires != 0 && record.expires <= now => {
-                    deletes.push(key);
-                    continue;
-                }
-                Ok(record) => record,
-                Err(e) => {
-                    tracing::warn!(row = key, error = %e, "dropping unreadable job record");
-                    deletes.push(key);
-                    continue;
-                }
-            };
-            if !record.job.status.is_final() {
-                record.job = interrupted(&record.job);
-                record.expires = expiry(now, lifetimes.result);
-                rewrites.push((key, serde_json::to_vec(&record).map_err(|e| e.to_string())?));
+/// A job as the replay leaves it.
+struct Replayed {
+    loc: Loc,
+    owner: IpAddr,
+    expires: u64,
+    running: bool,
+    /// Order of the job's latest record in the file.
+    seq: u64,
+}
+
+/// Opens the log and rebuilds the index; running jobs become failures, expired ones go.
+fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
+    let mut jobs: FastMap<JobKey, Replayed> = FastMap::default();
+    let mut seq = 0;
+    let mut log = Log::open(path, |loc, entry| match entry {
+        Entry::Put(json) => match serde_json::from_slice::<RecordHead>(json) {
+            Ok(head) => {
+                seq += 1;
+                let replayed = Replayed {
+                    loc,
+                    owner: head.owner,
+                    expires: head.expires,
+                    running: !head.job.status.is_final(),
+                    seq,
+                };
+                jobs.insert(JobKey::new(&head.id), replayed);
             }
-            index.insert(
-                JobKey::new(&record.id),
-                Meta {
-                    key,
-                    owner: record.owner,
-                    running: false,
-                    expires: record.expires,
-                    tick: 0,
-                },
-            );
+            Err(e) => tracing::warn!(offset = loc.at, error = %e, "skipping an unreadable job record"),
+        },
+        Entry::Delete(id) => {
+            jobs.remove(&JobKey::new(id));
         }
+    })?;
+    let now = unix_now();
+    jobs.retain(|_, job| job.expires == 0 || job.expires > now);
+    // Jobs that were running when the node stopped are failed, in a record of their own.
+    let file = log.file();
+    let mut interrupted_jobs = 0;
+    for job in jobs.values_mut().filter(|job| job.running) {
+        let mut record: Record = serde_json::from_slice(&log::read(&file, job.loc)?)
+            .map_err(|e| format!("a running job's record is unreadable: {e}"))?;
+        record.job = interrupted(&record.job);
+        record.expires = expiry(now, lifetimes.result);
+        job.loc = log.put(|out| serde_json::to_writer(out, &record).map_err(|e| e.to_string()))?;
+        (job.expires, job.running) = (record.expires, false);
+        interrupted_jobs += 1;
     }
-    if !rewrites.is_empty() {
+    if interrupted_jobs > 0 {
+        log.commit(true)?;
         tracing::warn!(
-            jobs = rewrites.len(),
+            jobs = interrupted_jobs,
             "jobs were running when the node stopped; marked as failed"
         );
     }
-    if !rewrites.is_empty() || !deletes.is_empty() {
-        let mut ops: Vec<Op> = rewrites
-            .into_iter()
-            .map(|(k, b)| Op::Put(k, Arc::new(Row::Encoded(b))))
-            .collect();
-        ops.extend(deletes.into_iter().map(Op::Delete));
-        commit(&db, &[Write { ops, ack: None }])?;
+    let mut order: Vec<(JobKey, Replayed)> = jobs.into_iter().collect();
+    order.sort_unstable_by_key(|(_, job)| job.seq);
+    let mut index = Index::new(log.file());
+    for (id, job) in order {
+        index.insert(
+            id,
+            Meta {
+                key: 0,
+                owner: job.owner,
+                running: false,
+                expires: job.expires,
+                tick: 0,
+                at: job.loc.at,
+                len: job.loc.len,
+            },
+        );
     }
-    Ok((db, index))
+    Ok((log, index))
 }
 
-/// Applies queued writes, committing each batch in one transaction, until the store closes.
-fn writer_loop(db: &Database, writer: &Writer, index: &Mutex<Index>) {
+/// Appends queued writes, one batch at a time, until the store closes; compacts the file when
+/// superseded records make up most of it.
+fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>) {
     let mut busy = false;
+    let mut placed = FastMap::default();
     while let Some(batch) = writer.next_batch(busy) {
         busy = batch.len() > 1;
-        let result = commit(db, &batch);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "job store write failed");
-        }
-        // Committed, or failed for good: either way the file now says what readers get.
-        index.lock().expect("store index poisoned").written(&batch);
-        for w in batch {
+        let results = append(&mut log, &batch, &mut placed);
+        let compact = {
+            // Written, or failed for good: either way the file now says what readers get.
+            let mut index = index.lock().expect("store index poisoned");
+            index.written(&batch, &placed);
+            log.wants_compaction(index.live)
+        };
+        for (w, result) in batch.into_iter().zip(results) {
             if let Some(ack) = w.ack {
-                let _ = ack.send(result.clone());
+                let _ = ack.send(result);
             }
+        }
+        if compact {
+            compact_log(&mut log, index);
         }
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
-    // Only the last write of a row in the batch matters (a job's running record and its result
-    // often arrive together).
-    let mut latest: BTreeMap<u64, Option<&Row>> = BTreeMap::new();
-    for op in batch.iter().flat_map(|w| &w.ops) {
-        match op {
-            Op::Put(key, row) => latest.insert(*key, Some(&**row)),
-            Op::Delete(key) => latest.insert(*key, None),
-        };
+/// Writes the latest operation of each job in the batch, in order, in one write (synced when
+/// someone awaits it); fills `placed` with where each job's record went. Returns each write's
+/// outcome.
+fn append(log: &mut Log, batch: &[Write], placed: &mut FastMap<u64, Loc>) -> Vec<Result<(), String>> {
+    placed.clear();
+    // Only a job's last operation in the batch matters (a running record and its result often
+    // arrive together).
+    let mut last: FastMap<u64, (usize, usize)> = FastMap::default();
+    for (w, write) in batch.iter().enumerate() {
+        for (o, op) in write.ops.iter().enumerate() {
+            last.insert(op.key(), (w, o));
+        }
     }
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
-    {
-        let mut table = txn.open_table(JOBS).map_err(|e| e.to_string())?;
-        let deleted: Vec<u64> = latest
-            .iter()
-            .filter(|(_, row)| row.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        match (deleted.first(), deleted.last()) {
-            // Evictions of a full store take the oldest rows, which sit side by side: one sweep
-            // over their span costs far less than looking each one up.
-            (Some(&first), Some(&last))
-                if deleted.len() >= EVICTION_SWEEP && last - first < 2 * deleted.len() as u64 =>
-            {
-                table
-                    .retain_in(first..=last, |key, _| deleted.binary_search(&key).is_err())
-                    .map_err(|e| e.to_string())?;
+    let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+    for (w, write) in batch.iter().enumerate() {
+        for (o, op) in write.ops.iter().enumerate() {
+            if last.get(&op.key()) != Some(&(w, o)) {
+                continue;
             }
-            _ => {
-                for &key in &deleted {
-                    table.remove(key).map_err(|e| e.to_string())?;
+            match op {
+                Op::Put { key, row, .. } => match log.put(|out| row.encode_into(out)) {
+                    Ok(loc) => {
+                        placed.insert(*key, loc);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a job");
+                        results[w] = Err(e);
+                    }
+                },
+                Op::Delete { id, .. } => log.delete(&id.to_string()),
+            }
+        }
+    }
+    if let Err(e) = log.commit(batch.iter().any(|w| w.ack.is_some())) {
+        tracing::error!(error = %e, "job store write failed");
+        placed.clear();
+        results.fill(Err(e));
+    }
+    results
+}
+
+/// Rewrites the file with the live records only; readers switch to the new file and locations
+/// at once, under the index lock.
+fn compact_log(log: &mut Log, index: &Mutex<Index>) {
+    let mut live: Vec<Loc> = {
+        let index = index.lock().expect("store index poisoned");
+        index.jobs.values().filter_map(Meta::loc).collect()
+    };
+    live.sort_unstable_by_key(|loc| loc.at);
+    // Only this thread moves records, so the locations stay valid while it copies; jobs removed
+    // meanwhile are copied too, and their queued deletions follow in the new file.
+    let started = Instant::now();
+    match log.compact(&live) {
+        Ok(moved) => {
+            let mut index = index.lock().expect("store index poisoned");
+            let mut kept = 0;
+            for meta in index.jobs.values_mut() {
+                if let Some(loc) = meta.loc()
+                    && let Ok(i) = live.binary_search_by_key(&loc.at, |l| l.at)
+                {
+                    kept += meta.place(Loc {
+                        at: moved[i],
+                        len: loc.len,
+                    });
                 }
             }
+            index.file = log.file();
+            index.live = kept;
+            tracing::debug!(
+                records = live.len(),
+                took_ms = started.elapsed().as_millis(),
+                "job store compacted"
+            );
         }
-        for (key, row) in latest {
-            if let Some(row) = row {
-                table.insert(key, &*row.encode()?).map_err(|e| e.to_string())?;
-            }
-        }
+        Err(e) => tracing::error!(error = %e, "job store compaction failed; the file keeps growing until it succeeds"),
     }
-    txn.commit().map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -660,46 +770,37 @@ impl JobStore for EmbeddedStore {
 
     async fn get(&self, ids: &[String]) -> Result<Vec<StoredJob>, StoreError> {
         let now = unix_now();
-        // Each wanted job's row: still in memory, or where it is in the file.
-        let wanted: Vec<(String, Result<Arc<Row>, u64>)> = {
+        // One slot per wanted job, in the order asked: its queued record, or where it is in the
+        // file. A job whose record cannot be read stays out.
+        let mut rows: Vec<Option<(String, Arc<Row>)>> = Vec::new();
+        let mut in_file: Vec<(usize, String, Loc)> = Vec::new();
+        let file = {
             let mut index = self.index.lock().expect("store index poisoned");
             let mut seen = std::collections::HashSet::new();
-            let mut live = Vec::new();
             for id in ids.iter().filter(|id| seen.insert(id.as_str())) {
                 let key = JobKey::new(id);
-                if let Some(meta) = index.jobs.get(&key).filter(|m| m.is_live(now)) {
-                    let row = index.unwritten.get(&meta.key).cloned().ok_or(meta.key);
-                    live.push((id.clone(), row));
-                    index.touch(&key);
-                }
-            }
-            live
-        };
-        // One slot per wanted job, in the order asked; a job whose row cannot be read stays out.
-        let mut rows: Vec<Option<(String, Arc<Row>)>> = Vec::with_capacity(wanted.len());
-        let mut in_file = Vec::new();
-        for (at, (id, row)) in wanted.into_iter().enumerate() {
-            match row {
-                Ok(row) => rows.push(Some((id, row))),
-                Err(key) => {
-                    in_file.push((at, id, key));
-                    rows.push(None);
-                }
-            }
-        }
-        if !in_file.is_empty() {
-            let db = self.db.clone();
-            let read = tokio::task::spawn_blocking(move || -> Result<Vec<(usize, String, Vec<u8>)>, String> {
-                let read = db.begin_read().map_err(|e| e.to_string())?;
-                let table = read.open_table(JOBS).map_err(|e| e.to_string())?;
-                let mut found = Vec::with_capacity(in_file.len());
-                for (at, id, key) in in_file {
-                    // A failed write leaves the job without a row.
-                    if let Some(v) = table.get(key).map_err(|e| e.to_string())? {
-                        found.push((at, id, v.value().to_vec()));
+                let Some(meta) = index.jobs.get(&key).filter(|m| m.is_live(now)) else {
+                    continue;
+                };
+                match (index.unwritten.get(&meta.key), meta.loc()) {
+                    (Some(row), _) => rows.push(Some((id.clone(), row.clone()))),
+                    (None, Some(loc)) => {
+                        in_file.push((rows.len(), id.clone(), loc));
+                        rows.push(None);
                     }
+                    // A failed write leaves the job without a record.
+                    (None, None) => continue,
                 }
-                Ok(found)
+                index.touch(&key);
+            }
+            index.file.clone()
+        };
+        if !in_file.is_empty() {
+            let read = tokio::task::spawn_blocking(move || {
+                in_file
+                    .into_iter()
+                    .map(|(at, id, loc)| log::read(&file, loc).map(|bytes| (at, id, bytes)))
+                    .collect::<Result<Vec<_>, String>>()
             })
             .await
             .map_err(|e| self.error(e))?
@@ -710,16 +811,19 @@ impl JobStore for EmbeddedStore {
         }
         rows.into_iter()
             .flatten()
-            .map(|(id, row)| {
-                row.record()
-                    .map(|r| StoredJob {
-                        owner: r.owner,
-                        job: r.job,
-                    })
-                    .map_err(|e| StoreError::Corrupt {
-                        id,
-                        message: e.to_string(),
-                    })
+            .map(|(id, row)| match row.record() {
+                Ok(r) if r.id == id => Ok(StoredJob {
+                    owner: r.owner,
+                    job: r.job,
+                }),
+                Ok(r) => Err(StoreError::Corrupt {
+                    id,
+                    message: format!("the record found is job {}'s", r.id),
+                }),
+                Err(e) => Err(StoreError::Corrupt {
+                    id,
+                    message: e.to_string(),
+                }),
             })
             .collect()
     }

@@ -110,8 +110,31 @@ pub async fn open(config: &ValidConfig) -> Result<Arc<dyn JobStore>, StoreError>
     };
     Ok(match &config.config.redis {
         Some(redis) => Arc::new(RedisStore::connect(&redis.host, redis.port, lifetimes).await?),
-        None => Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?),
+        None => {
+            adopt_legacy_default(&store.path);
+            Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?)
+        }
     })
+}
+
+/// Earlier builds kept the embedded store in `infernet-jobs.redb` by default: a store named
+/// `infernet-jobs.db` that does not exist yet takes over that file beside it (converted when
+/// opened).
+fn adopt_legacy_default(path: &str) {
+    use crate::config::{DEFAULT_STORE_PATH, LEGACY_STORE_PATH};
+    let path = std::path::Path::new(path);
+    if path.file_name() != Some(std::ffi::OsStr::new(DEFAULT_STORE_PATH)) || path.exists() {
+        return;
+    }
+    let legacy = path.with_file_name(LEGACY_STORE_PATH);
+    if legacy.is_file() {
+        match std::fs::rename(&legacy, path) {
+            Ok(()) => tracing::info!(from = %legacy.display(), to = %path.display(), "job store moved"),
+            Err(e) => {
+                tracing::warn!(from = %legacy.display(), error = %e, "cannot take over the earlier job store; starting empty")
+            }
+        }
+    }
 }
 
 /// Seconds since the Unix epoch.

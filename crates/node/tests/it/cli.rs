@@ -145,7 +145,7 @@ async fn results_survive_kill_9_and_interrupted_jobs_are_reported_failed() {
             "server": {"port": port, "bind": "127.0.0.1"},
             "log": {"path": dir.path().join("node.log")},
             "manage_containers": false,
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "containers": [
                 {"id": "fast", "port": stub(Stub::Echo("fast")).await},
                 {"id": "slow", "port": stub(Stub::Slow(Duration::from_secs(60))).await}
@@ -200,7 +200,7 @@ async fn sigterm_stops_the_node_and_its_services_with_exit_0() {
         json!({
             "server": {"port": port, "bind": "127.0.0.1"},
             "log": {"path": dir.path().join("node.log")},
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world", "args": [tag]}}]
         })
         .to_string(),
@@ -242,7 +242,7 @@ async fn secrets_never_reach_the_logs() {
         json!({
             "server": {"port": port, "bind": "127.0.0.1"},
             "log": {"path": log},
-            "store": {"path": dir.path().join("jobs.redb")},
+            "store": {"path": dir.path().join("jobs.db")},
             "chain": chain,
             "containers": [{"id": "remote", "url": format!("http://127.0.0.1:{remote}"), "bearer": BEARER}]
         })

@@ -49,7 +49,7 @@ enum Backend {
 impl Backend {
     fn embedded(max_jobs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
+        let path = dir.path().join("jobs.db");
         Self::Embedded {
             _dir: dir,
             path,
@@ -266,7 +266,7 @@ async fn an_awaited_write_is_not_held_back_by_lingering_detached_ones() {
     // Detached writes may wait for company; a caller waiting for its own write must not wait
     // with them. The linger here is long enough that waiting it out would fail the test.
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_with_linger(&dir.path().join("jobs.redb"), LONG, 100_000, Duration::from_secs(60))
+    let store = EmbeddedStore::open_with_linger(&dir.path().join("jobs.db"), LONG, 100_000, Duration::from_secs(60))
         .await
         .unwrap();
     let alice = ip("192.0.2.1");
@@ -346,4 +346,165 @@ async fn embedded_detached_order() {
 #[tokio::test]
 async fn redis_detached_order() {
     detached_writes_keep_their_order(Backend::redis()).await;
+}
+
+/// A job whose output is `size` bytes of version `version`.
+fn versioned(id: &str, version: usize, size: usize) -> JobResult {
+    JobResult::finished(
+        id,
+        vec![ContainerResult::Output {
+            container: "a".into(),
+            output: json!({"version": version, "pad": "x".repeat(size)}),
+        }],
+    )
+}
+
+fn version_of(job: &StoredJob) -> u64 {
+    match &job.job.result {
+        Some(ContainerResult::Output { output, .. }) => output["version"].as_u64().unwrap(),
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_torn_or_damaged_tail_is_cut_off_kept_aside_and_the_rest_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let alice = ip("192.0.2.1");
+    {
+        let store = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
+        for i in 0..5 {
+            store.put(alice, &done(&format!("j{i}"))).await.unwrap();
+        }
+    }
+    let whole = std::fs::read(&path).unwrap();
+    // A write cut short by a crash: a frame head that promises more than follows.
+    let torn = [&200u32.to_le_bytes()[..], &[0xab; 4], b"{\"id\":"].concat();
+    std::fs::write(&path, [whole.as_slice(), &torn].concat()).unwrap();
+    {
+        let store = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
+        let ids: Vec<String> = (0..5).map(|i| format!("j{i}")).collect();
+        assert_eq!(store.get(&ids).await.unwrap().len(), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), whole, "the torn frame is cut off");
+        assert_eq!(std::fs::read(dir.path().join("jobs.db.damaged")).unwrap(), torn);
+        // Writing goes on after the cut.
+        store.put(alice, &done("after")).await.unwrap();
+    }
+    // A flipped byte in the last record: that record goes, the ones before it stay.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
+    let got = store.get(&["j4".into(), "after".into()]).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.job.id.as_str()).collect::<Vec<_>>(), ["j4"]);
+    assert_eq!(std::fs::read(&path).unwrap(), whole);
+}
+
+#[tokio::test]
+async fn a_file_of_superseded_records_is_compacted_while_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let alice = ip("192.0.2.1");
+    let ids: Vec<String> = (0..50).map(|i| format!("job-{i}")).collect();
+    let store = Arc::new(EmbeddedStore::open(&path, LONG, 1000).await.unwrap());
+    // A reader that keeps asking for every job while the file is rewritten under it.
+    let reader = {
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::spawn(async move {
+            let mut reads = 0;
+            loop {
+                let got = store.get(&ids).await.expect("a read failed during compaction");
+                if got.len() == ids.len() && got.iter().all(|j| version_of(j) == 79) {
+                    return reads;
+                }
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // 80 versions of 50 jobs of ~4 KB: ~16 MB written, ~200 KB live.
+    for version in 0..80 {
+        for id in &ids {
+            store.put(alice, &versioned(id, version, 4000)).await.unwrap();
+        }
+    }
+    let reads = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reads > 0);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 10 << 20, "the file was not compacted: {size} bytes");
+    drop(store);
+    let store = EmbeddedStore::open(&path, LONG, 1000).await.unwrap();
+    let got = store.get(&ids).await.unwrap();
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|j| version_of(j) == 79));
+    assert!(!dir.path().join("jobs.db.compact").exists());
+}
+
+#[tokio::test]
+async fn a_store_file_of_the_earlier_redb_format_is_converted_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.redb");
+    let table: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("jobs");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows = txn.open_table(table).unwrap();
+            for (key, id, owner) in [(1u64, "old-1", "192.0.2.1"), (2, "old-2", "192.0.2.2")] {
+                let record = json!({"id": id, "owner": owner, "expires": 0, "job": done(id)});
+                rows.insert(key, serde_json::to_vec(&record).unwrap().as_slice())
+                    .unwrap();
+            }
+            let running =
+                json!({"id": "old-3", "owner": "192.0.2.1", "expires": 0, "job": JobResult::running("old-3")});
+            rows.insert(3, serde_json::to_vec(&running).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
+    let got = store
+        .get(&["old-1".into(), "old-2".into(), "old-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0],
+        StoredJob {
+            owner: ip("192.0.2.1"),
+            job: done("old-1")
+        }
+    );
+    assert_eq!(got[1].owner, ip("192.0.2.2"));
+    // A job running when the old build stopped is reported failed, as after any restart.
+    assert_eq!(got[2].job.status, JobStatus::Failed);
+    assert_eq!(&std::fs::read(&path).unwrap()[..8], b"INFJOBS1");
+    assert_eq!(
+        store.list(ip("192.0.2.1"), ListFilter::All).await.unwrap(),
+        ["old-1", "old-3"]
+    );
+}
+
+#[tokio::test]
+async fn a_store_file_in_use_by_another_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let _first = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
+    let err = EmbeddedStore::open(&path, LONG, 100)
+        .await
+        .err()
+        .expect("a second store opened the file");
+    assert!(err.to_string().contains("another node"), "{err}");
+    // And a file that is not a job store is not taken for one.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, "some notes of mine").unwrap();
+    let err = EmbeddedStore::open(&other, LONG, 100)
+        .await
+        .err()
+        .expect("a text file opened as a store");
+    assert!(err.to_string().contains("not an Infernet job store"), "{err}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "some notes of mine");
 }

@@ -55,7 +55,7 @@ impl NodeProcess {
         let mut config = config;
         let port = free_port();
         config["server"] = json!({"port": port, "rate_limit": {"num_requests": 100000, "period": 1}});
-        config["store"] = json!({"path": dir.path().join("jobs.redb")});
+        config["store"] = json!({"path": dir.path().join("jobs.db")});
         config["log"] = json!({"path": dir.path().join("node.log")});
         config["forward_stats"] = json!(false);
         std::fs::write(&config_path, config.to_string()).unwrap();

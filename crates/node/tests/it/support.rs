@@ -89,7 +89,7 @@ impl TestNode {
             .as_object_mut()
             .unwrap()
             .entry("path")
-            .or_insert_with(|| json!(dir.path().join("jobs.redb").display().to_string()));
+            .or_insert_with(|| json!(dir.path().join("jobs.db").display().to_string()));
         let server = obj
             .entry("server")
             .or_insert_with(|| json!({}))

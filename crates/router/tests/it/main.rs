@@ -49,7 +49,7 @@ impl NodeProc {
                 "server": {"port": port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 100000, "period": 1}},
                 "manage_containers": false,
                 "log": {"path": dir.path().join("node.log")},
-                "store": {"path": dir.path().join("jobs.redb")},
+                "store": {"path": dir.path().join("jobs.db")},
                 "containers": containers
         });
         for (k, v) in extra.as_object().unwrap() {
