@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -164,20 +163,10 @@ impl Node {
             system: Arc::new(SystemStats::new()),
         });
 
-        let app = server::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let serve_shutdown = shutdown.clone();
+        let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
         tasks.spawn_critical("rest-server", async move {
-            // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm and
-            // delayed ACKs add ~40 ms to each.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-                .await
-                .map_err(|e| format!("stopped: {e}"))
+            server::serve(listener, serve_state, serve_shutdown).await;
+            Ok(())
         });
         let supervisor = manager.clone();
         let supervise_shutdown = shutdown.clone();

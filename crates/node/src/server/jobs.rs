@@ -49,11 +49,31 @@ impl FromRequest<Arc<AppState>> for JsonText {
                 ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?;
-        // Takes the buffer over when nothing else holds it, copies it otherwise.
-        String::from_utf8(Vec::from(bytes))
-            .map(Self)
-            .map_err(|_| ApiError::BadRequest("request body is not valid JSON: not UTF-8 text".into()))
+        text(bytes).map(Self)
     }
+}
+
+/// A body as text: not UTF-8 is a 400.
+fn text(bytes: Bytes) -> Result<String, ApiError> {
+    // Takes the buffer over when nothing else holds it, copies it otherwise.
+    String::from_utf8(Vec::from(bytes))
+        .map_err(|_| ApiError::BadRequest("request body is not valid JSON: not UTF-8 text".into()))
+}
+
+/// A body read straight from the connection, at most `max_body` bytes, as [`JsonText`] reads it.
+async fn read_text(body: hyper::body::Incoming, max_body: usize) -> Result<String, ApiError> {
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, max_body)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge(max_body)
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+            }
+        })?;
+    text(collected.to_bytes())
 }
 
 fn new_job_id() -> String {
@@ -378,7 +398,21 @@ pub(super) async fn stream(
     ClientIp(client): ClientIp,
     JsonText(body): JsonText,
 ) -> Result<Response, ApiError> {
-    let request = match ParsedJobRequest::from_json(&body).map_err(ApiError::BadRequest)? {
+    stream_job(&state, client, &body).await
+}
+
+/// `POST /api/jobs/stream` as the server's front answers it, straight from the connection.
+pub(super) async fn stream_direct(state: &Arc<AppState>, client: IpAddr, body: hyper::body::Incoming) -> Response {
+    let answer = match read_text(body, state.max_body).await {
+        Ok(body) => stream_job(state, client, &body).await,
+        Err(e) => Err(e),
+    };
+    answer.into_response()
+}
+
+/// Runs a streaming job from its request body.
+async fn stream_job(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Response, ApiError> {
+    let request = match ParsedJobRequest::from_json(body).map_err(ApiError::BadRequest)? {
         ParsedJobRequest::Offchain(request) => request,
         ParsedJobRequest::Delegated(_) => {
             return Err(ApiError::Rejected(crate::guardian::Rejection {
@@ -387,7 +421,7 @@ pub(super) async fn stream(
             }));
         }
     };
-    admit(&state, client, &request)?;
+    admit(state, client, &request)?;
     let id = new_job_id();
     let container = request.containers[0].clone();
 

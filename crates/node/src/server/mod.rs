@@ -2,6 +2,7 @@
 //! parse, ask the Guardian, hand over to the Orchestrator or the store.
 
 mod error;
+mod front;
 mod info;
 mod jobs;
 mod openapi;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+pub use front::serve;
 pub use openapi::ApiDoc;
 
 use crate::{containers::States, guardian::Guardian, orchestrator::Orchestrator, store::JobStore};

@@ -91,14 +91,25 @@ impl RateLimiter {
     }
 }
 
-/// Runs `next` when `client` may make one more request on `route`, adding `RateLimit-Limit`,
-/// `RateLimit-Remaining` and `RateLimit-Reset`; otherwise answers 429 with `Retry-After`. The
-/// node's and the router's middleware both end here.
+/// Runs `next` when `client` may make one more request on `route` (see [`limit`]). The node's
+/// and the router's middleware both end here.
 pub async fn enforce(limiter: &RateLimiter, route: &'static str, client: IpAddr, req: Request, next: Next) -> Response {
+    limit(limiter, route, client, next.run(req)).await
+}
+
+/// Awaits `answer` when `client` may make one more request on `route`, adding `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset`; otherwise answers 429 with `Retry-After` (and
+/// `answer` never runs).
+pub async fn limit(
+    limiter: &RateLimiter,
+    route: &'static str,
+    client: IpAddr,
+    answer: impl Future<Output = Response>,
+) -> Response {
     match limiter.check(route, client, Instant::now()) {
         Decision::Deny { retry_after } => ApiError::TooManyRequests { retry_after }.into_response(),
         Decision::Allow { remaining, reset } => {
-            let mut response = next.run(req).await;
+            let mut response = answer.await;
             let headers = response.headers_mut();
             headers.insert(LIMIT, limiter.limit_header.clone());
             headers.insert(REMAINING, HeaderValue::from(remaining));

@@ -167,14 +167,34 @@ async fn bad_input_is_a_4xx_with_a_clear_error() {
             "requires_proof",
         ),
     ] {
-        let (got, answer) = post(&node, "/api/jobs", body).await;
-        assert_eq!(got, status, "{body}: {answer}");
-        assert!(answer["error"].as_str().unwrap().contains(needle), "{body}: {answer}");
+        // The streaming route is answered by the server's front, not the router: same errors.
+        for path in ["/api/jobs", "/api/jobs/stream"] {
+            let (got, answer) = post(&node, path, body).await;
+            assert_eq!(got, status, "{path} {body}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap().contains(needle),
+                "{path} {body}: {answer}"
+            );
+        }
     }
     let big = format!(r#"{{"containers": ["echo"], "data": {{"x": "{}"}}}}"#, "a".repeat(4096));
-    let (got, answer) = post(&node, "/api/jobs", &big).await;
-    assert_eq!(got, 413);
-    assert!(answer["error"].as_str().unwrap().contains("1024"), "{answer}");
+    for path in ["/api/jobs", "/api/jobs/stream"] {
+        let (got, answer) = post(&node, path, &big).await;
+        assert_eq!(got, 413, "{path}");
+        assert!(answer["error"].as_str().unwrap().contains("1024"), "{path}: {answer}");
+        let r = client()
+            .post(node.at(path))
+            .body(vec![b'{', 0xff, 0xfe, b'}'])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let answer: Value = r.json().await.unwrap();
+        assert!(
+            answer["error"].as_str().unwrap().contains("not UTF-8"),
+            "{path}: {answer}"
+        );
+    }
     let (got, answer) = post(&node, "/api/jobs/batch", r#"{"containers": ["echo"], "data": {}}"#).await;
     assert_eq!(got, 400);
     assert!(
@@ -260,6 +280,26 @@ async fn rate_limit_is_per_client_with_retry_after_and_not_spoofable() {
     );
     // Another route has its own bucket; another client has its own too.
     assert_eq!(c.get(node.at("/info")).send().await.unwrap().status(), 200);
+    // The streaming route, answered by the server's front, is limited alike (a refused body
+    // counts too: the limit comes first).
+    for i in 0..3 {
+        let r = c
+            .post(node.at("/api/jobs/stream"))
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "stream request {i}");
+        assert_eq!(r.headers()["ratelimit-remaining"], (2 - i).to_string().as_str());
+    }
+    let r = c
+        .post(node.at("/api/jobs/stream"))
+        .body(json!({"containers": ["echo"], "data": {}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
     assert_eq!(
         client_from("127.0.0.2")
             .get(node.at("/health"))
