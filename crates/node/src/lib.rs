@@ -29,8 +29,8 @@ pub mod tasks;
 pub use node::{Node, NodeError, RunningNode};
 
 /// A hash map with a seeded fast hasher, for keys the node makes (random ids, row numbers) or takes
-/// from its config (container ids): SipHash showed up in profiles of the streaming path. Maps
-/// keyed by what a client picks (its address) keep the standard hasher.
+/// from its config (container ids): SipHash showed up in profiles of the streaming path. The rate
+/// limiter, keyed by client addresses, uses foldhash's quality variant with a per-map seed.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Installs the process-wide TLS provider (ring) that every HTTP client of the node uses.

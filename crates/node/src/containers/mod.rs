@@ -10,7 +10,6 @@ pub mod docker;
 pub mod process;
 
 use std::{
-    collections::HashMap,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -95,7 +94,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Cached states, shared with the REST server.
-pub type States = Arc<RwLock<HashMap<String, ContainerState>>>;
+pub type States = Arc<RwLock<crate::FastMap<String, ContainerState>>>;
 
 /// Starts, watches and stops the node's containers.
 pub struct ContainerManager {

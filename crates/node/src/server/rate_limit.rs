@@ -47,8 +47,10 @@ pub struct RateLimiter {
     /// `limit` as a header value, the same on every answer.
     limit_header: HeaderValue,
     period: Duration,
-    /// Theoretical arrival time per (route, client).
-    tat: Mutex<HashMap<(&'static str, IpAddr), Instant>>,
+    /// Theoretical arrival time per (route, client). Hashed with a per-process random seed: a
+    /// client picks its key only among the addresses it holds, and SipHash here was 1.4 % of the
+    /// node's work per streamed job.
+    tat: Mutex<HashMap<(&'static str, IpAddr), Instant, foldhash::quality::RandomState>>,
 }
 
 impl RateLimiter {
@@ -59,7 +61,7 @@ impl RateLimiter {
             limit,
             limit_header: HeaderValue::from(limit),
             period,
-            tat: Mutex::new(HashMap::new()),
+            tat: Mutex::new(HashMap::default()),
         }
     }
 

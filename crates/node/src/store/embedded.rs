@@ -144,15 +144,31 @@ enum JobKey {
 
 impl JobKey {
     fn new(id: &str) -> Self {
-        if let Ok(uuid) = uuid::Uuid::try_parse(id) {
-            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            // Only the exact text the id was written as maps back to it.
-            if uuid.hyphenated().encode_lower(&mut text).as_bytes() == id.as_bytes() {
-                return Self::Uuid(uuid.into_bytes());
-            }
+        match parse_lower_hyphenated(id.as_bytes()) {
+            Some(bytes) => Self::Uuid(bytes),
+            None => Self::Other(id.into()),
         }
-        Self::Other(id.into())
     }
+}
+
+/// The 16 bytes of a UUID written exactly as the node writes its ids (lower-case hex, hyphens at
+/// 8, 13, 18, 23); any other text is `None`, so only that exact text maps back to the id.
+fn parse_lower_hyphenated(text: &[u8]) -> Option<[u8; 16]> {
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    // Where each byte's two hex digits start.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut bytes = [0u8; 16];
+    for (byte, &at) in bytes.iter_mut().zip(&AT) {
+        *byte = (nibble(text[at])? << 4) | nibble(text[at + 1])?;
+    }
+    Some(bytes)
 }
 
 impl std::fmt::Display for JobKey {
@@ -870,5 +886,11 @@ mod tests {
         // The same UUID written another way is another id.
         assert_ne!(JobKey::new(&uuid), JobKey::new(&upper));
         assert_ne!(JobKey::new(&uuid), JobKey::new(&uuid.replace('-', "")));
+        // Hyphens elsewhere (same length, same digits) are another id too.
+        let moved = format!("{}-{}", &uuid[..7], &uuid[7..].replacen('-', "", 1));
+        assert!(matches!(JobKey::new(&moved), JobKey::Other(_)));
+        assert_eq!(JobKey::new(&moved).to_string(), moved);
+        let parsed = uuid::Uuid::parse_str(&uuid).unwrap();
+        assert_eq!(JobKey::new(&uuid), JobKey::Uuid(parsed.into_bytes()));
     }
 }
