@@ -21,7 +21,10 @@ use std::{
     fs::File,
     net::IpAddr,
     path::Path,
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -75,27 +78,50 @@ struct JobHead {
     status: JobStatus,
 }
 
-/// A record as queued: encoded by its writer, or left for the writer thread to encode.
-enum Row {
+/// A record as queued.
+struct Row {
+    data: RowData,
+    /// A newer record of the job was queued since, or the job is gone: writing this one is
+    /// useless (a short stream's running record, for one, is never encoded or written).
+    superseded: AtomicBool,
+}
+
+/// Encoded by its writer, or left for the writer thread to encode.
+enum RowData {
     Encoded(Vec<u8>),
     Fresh(Record),
 }
 
 impl Row {
+    fn new(data: RowData) -> Arc<Self> {
+        Arc::new(Self {
+            data,
+            superseded: AtomicBool::new(false),
+        })
+    }
+
+    fn supersede(&self) {
+        self.superseded.store(true, Ordering::Relaxed);
+    }
+
+    fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        match self {
-            Self::Encoded(bytes) => {
+        match &self.data {
+            RowData::Encoded(bytes) => {
                 out.extend_from_slice(bytes);
                 Ok(())
             }
-            Self::Fresh(record) => serde_json::to_writer(out, record).map_err(|e| e.to_string()),
+            RowData::Fresh(record) => serde_json::to_writer(out, record).map_err(|e| e.to_string()),
         }
     }
 
     fn record(&self) -> Result<Record, serde_json::Error> {
-        match self {
-            Self::Encoded(bytes) => serde_json::from_slice(bytes),
-            Self::Fresh(record) => Ok(record.clone()),
+        match &self.data {
+            RowData::Encoded(bytes) => serde_json::from_slice(bytes),
+            RowData::Fresh(record) => Ok(record.clone()),
         }
     }
 }
@@ -238,16 +264,18 @@ impl Index {
                 },
             ),
         };
-        self.unwritten.insert(key, row);
+        if let Some(older) = self.unwritten.insert(key, row) {
+            older.supersede();
+        }
         key
     }
 
-    /// Notes where a batch's records went, and forgets the queued ones it wrote unless a newer
-    /// write of the job came since.
-    fn written(&mut self, batch: &[Write], placed: &FastMap<u64, Loc>) {
-        for op in batch.iter().flat_map(|w| &w.ops) {
+    /// Notes where a batch's records went (`placed`: one slot per operation, in order), and
+    /// forgets the queued ones it wrote unless a newer write of the job came since.
+    fn written(&mut self, batch: &[Write], placed: &[Option<Loc>]) {
+        for (op, placed) in batch.iter().flat_map(|w| &w.ops).zip(placed) {
             let Op::Put { key, id, row } = op else { continue };
-            if let Some(&loc) = placed.get(key)
+            if let Some(loc) = *placed
                 && let Some(meta) = self.jobs.get_mut(id).filter(|m| m.key == *key)
             {
                 self.live = self.live - meta.place(loc) + u64::from(loc.len);
@@ -276,11 +304,10 @@ impl Index {
         self.recency.remove(&meta.tick);
         self.running -= u64::from(meta.running);
         self.live -= u64::from(meta.len);
-        self.unwritten.remove(&meta.key);
-        Some(Op::Delete {
-            key: meta.key,
-            id: id.clone(),
-        })
+        if let Some(queued) = self.unwritten.remove(&meta.key) {
+            queued.supersede();
+        }
+        Some(Op::Delete { id: id.clone() })
     }
 
     /// Once more than `max_jobs` are held, evicts the least recently used down to 1 % below it, so
@@ -327,15 +354,7 @@ fn restamp(recency: &mut BTreeMap<u64, JobKey>, next_tick: &mut u64, meta: &mut 
 
 enum Op {
     Put { key: u64, id: JobKey, row: Arc<Row> },
-    Delete { key: u64, id: JobKey },
-}
-
-impl Op {
-    fn key(&self) -> u64 {
-        match self {
-            Self::Put { key, .. } | Self::Delete { key, .. } => *key,
-        }
-    }
+    Delete { id: JobKey },
 }
 
 struct Write {
@@ -519,10 +538,10 @@ impl EmbeddedStore {
         id: JobKey,
         owner: IpAddr,
         (running, expires): (bool, u64),
-        row: Row,
+        row: RowData,
         ack: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), StoreError> {
-        let row = Arc::new(row);
+        let row = Row::new(row);
         let ops = {
             let mut index = self.index.lock().expect("store index poisoned");
             let key = index.upsert(&id, owner, running, expires, row.clone());
@@ -651,7 +670,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
 /// superseded records make up most of it.
 fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>) {
     let mut busy = false;
-    let mut placed = FastMap::default();
+    let mut placed = Vec::new();
     while let Some(batch) = writer.next_batch(busy) {
         busy = batch.len() > 1;
         let results = append(&mut log, &batch, &mut placed);
@@ -672,42 +691,35 @@ fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>) {
     }
 }
 
-/// Writes the latest operation of each job in the batch, in order, in one write (synced when
-/// someone awaits it); fills `placed` with where each job's record went. Returns each write's
-/// outcome.
-fn append(log: &mut Log, batch: &[Write], placed: &mut FastMap<u64, Loc>) -> Vec<Result<(), String>> {
+/// Writes the batch's operations, in order, in one write (synced when someone awaits one of
+/// them), leaving out records superseded since they were queued; fills `placed` with where each
+/// operation's record went. Returns each write's outcome.
+fn append(log: &mut Log, batch: &[Write], placed: &mut Vec<Option<Loc>>) -> Vec<Result<(), String>> {
     placed.clear();
-    // Only a job's last operation in the batch matters (a running record and its result often
-    // arrive together).
-    let mut last: FastMap<u64, (usize, usize)> = FastMap::default();
-    for (w, write) in batch.iter().enumerate() {
-        for (o, op) in write.ops.iter().enumerate() {
-            last.insert(op.key(), (w, o));
-        }
-    }
     let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
-    for (w, write) in batch.iter().enumerate() {
-        for (o, op) in write.ops.iter().enumerate() {
-            if last.get(&op.key()) != Some(&(w, o)) {
-                continue;
-            }
-            match op {
-                Op::Put { key, row, .. } => match log.put(|out| row.encode_into(out)) {
-                    Ok(loc) => {
-                        placed.insert(*key, loc);
-                    }
+    for (write, result) in batch.iter().zip(&mut results) {
+        for op in &write.ops {
+            let loc = match op {
+                Op::Put { row, .. } if row.is_superseded() => None,
+                Op::Put { row, .. } => match log.put(|out| row.encode_into(out)) {
+                    Ok(loc) => Some(loc),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot store a job");
-                        results[w] = Err(e);
+                        *result = Err(e);
+                        None
                     }
                 },
-                Op::Delete { id, .. } => log.delete(&id.to_string()),
-            }
+                Op::Delete { id, .. } => {
+                    log.delete(&id.to_string());
+                    None
+                }
+            };
+            placed.push(loc);
         }
     }
     if let Err(e) = log.commit(batch.iter().any(|w| w.ack.is_some())) {
         tracing::error!(error = %e, "job store write failed");
-        placed.clear();
+        placed.fill(None);
         results.fill(Err(e));
     }
     results
@@ -763,7 +775,13 @@ impl JobStore for EmbeddedStore {
         })
         .map_err(|e| self.error(e))?;
         let (ack, done) = oneshot::channel();
-        self.enqueue(JobKey::new(&job.id), owner, lifetime, Row::Encoded(bytes), Some(ack))?;
+        self.enqueue(
+            JobKey::new(&job.id),
+            owner,
+            lifetime,
+            RowData::Encoded(bytes),
+            Some(ack),
+        )?;
         done.await
             .map_err(|_| self.error("the writer thread stopped"))?
             .map_err(|e| self.error(e))
@@ -779,7 +797,7 @@ impl JobStore for EmbeddedStore {
             job,
         };
         // Only a closing store refuses a job; the writer encodes it.
-        if let Err(e) = self.enqueue(id, owner, lifetime, Row::Fresh(record), None) {
+        if let Err(e) = self.enqueue(id, owner, lifetime, RowData::Fresh(record), None) {
             tracing::error!(error = %e, "cannot store a job");
         }
     }
@@ -822,7 +840,7 @@ impl JobStore for EmbeddedStore {
             .map_err(|e| self.error(e))?
             .map_err(|e| self.error(e))?;
             for (at, id, bytes) in read {
-                rows[at] = Some((id, Arc::new(Row::Encoded(bytes))));
+                rows[at] = Some((id, Row::new(RowData::Encoded(bytes))));
             }
         }
         rows.into_iter()

@@ -508,3 +508,33 @@ async fn a_store_file_in_use_by_another_store_is_refused() {
     assert!(err.to_string().contains("not an Infernet job store"), "{err}");
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "some notes of mine");
 }
+
+#[tokio::test]
+async fn a_record_superseded_before_it_is_written_never_reaches_the_file() {
+    // A stream's running record is superseded by its result within milliseconds: only the
+    // result is written. The long linger keeps every write queued until the store closes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let alice = ip("192.0.2.1");
+    {
+        let store = EmbeddedStore::open_with_linger(&path, LONG, 1000, Duration::from_secs(60))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let id = format!("s{i}");
+            store.put_detached(alice, JobResult::running(&id));
+            store.put_detached(alice, done(&id));
+        }
+        // Queued, not written: still answered from memory.
+        assert_eq!(store.get(&["s7".into()]).await.unwrap()[0].job, done("s7"));
+    }
+    let file = std::fs::read(&path).unwrap();
+    let text = String::from_utf8_lossy(&file);
+    assert_eq!(text.matches(r#""status":"success""#).count(), 100);
+    assert!(
+        !text.contains(r#""status":"running""#),
+        "a superseded running record was written"
+    );
+    let store = EmbeddedStore::open(&path, LONG, 1000).await.unwrap();
+    assert_eq!(store.list(alice, ListFilter::Completed).await.unwrap().len(), 100);
+}
