@@ -700,7 +700,9 @@ fn append(log: &mut Log, batch: &[Write], placed: &mut Vec<Option<Loc>>) -> Vec<
     for (write, result) in batch.iter().zip(&mut results) {
         for op in &write.ops {
             let loc = match op {
-                Op::Put { row, .. } if row.is_superseded() => None,
+                // A write someone awaits is written even so: the newer record may be one nobody
+                // awaits, written later without a sync.
+                Op::Put { row, .. } if row.is_superseded() && write.ack.is_none() => None,
                 Op::Put { row, .. } => match log.put(|out| row.encode_into(out)) {
                     Ok(loc) => Some(loc),
                     Err(e) => {

@@ -399,6 +399,9 @@ async fn a_torn_or_damaged_tail_is_cut_off_kept_aside_and_the_rest_survives() {
     let got = store.get(&["j4".into(), "after".into()]).await.unwrap();
     assert_eq!(got.iter().map(|j| j.job.id.as_str()).collect::<Vec<_>>(), ["j4"]);
     assert_eq!(std::fs::read(&path).unwrap(), whole);
+    // Both cuts are kept, in order.
+    let kept = std::fs::read(dir.path().join("jobs.db.damaged")).unwrap();
+    assert_eq!(kept, [torn.as_slice(), &bytes[whole.len()..]].concat());
 }
 
 #[tokio::test]

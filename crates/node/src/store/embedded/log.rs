@@ -8,7 +8,7 @@
 //!
 //! A job's latest `PUT` is its state; a `DELETE` forgets it. Appends go to the end in one write
 //! per batch, so a `kill -9` can at worst leave a torn last frame, which the next open cuts off
-//! (keeping the cut bytes beside the file). Once most of the file is superseded frames, it is
+//! (appending the cut bytes to `<path>.damaged`). Once most of the file is superseded frames, it is
 //! rewritten with only the live ones and swapped in by a rename, so a crash mid-way leaves the old
 //! file whole.
 
@@ -161,9 +161,10 @@ impl Log {
     /// or damaged tail is cut off and kept in `<path>.damaged`; a file in the store's earlier
     /// (redb) format is converted first.
     pub(super) fn open(path: &Path, mut apply: impl FnMut(Loc, Entry<'_>)) -> Result<Self, String> {
-        // A compaction that did not finish left its half-written copy; the log itself is whole.
-        let _ = std::fs::remove_file(sibling(path, ".compact"));
         let file = open_locked(path, true)?;
+        // A compaction that did not finish left its half-written copy; the log itself is whole.
+        // (Only once the lock is ours: the copy could be another node's, in progress.)
+        let _ = std::fs::remove_file(sibling(path, ".compact"));
         let mut magic = [0u8; 8];
         let size = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
         if size == 0 {
@@ -236,7 +237,13 @@ impl Log {
             cut.seek(SeekFrom::Start(at))
                 .and_then(|_| cut.read_to_end(&mut tail))
                 .map_err(|e| format!("cannot read: {e}"))?;
-            std::fs::write(&kept, &tail).map_err(|e| format!("cannot save the damaged tail: {e}"))?;
+            // Appended: an earlier cut's bytes stay too.
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&kept)
+                .and_then(|mut f| f.write_all(&tail).and_then(|()| f.sync_all()))
+                .map_err(|e| format!("cannot save the damaged tail: {e}"))?;
             file.set_len(at)
                 .map_err(|e| format!("cannot cut the damaged tail: {e}"))?;
             file.sync_all().map_err(|e| format!("cannot sync: {e}"))?;
