@@ -39,7 +39,7 @@ wait_port() {
 post() {
     local url=$1 body=$2 n=$3 args=()
     for _ in $(seq 1 "$n"); do args+=("$url"); done
-    curl -sf --parallel --parallel-max 16 -X POST -H "content-type: application/json" -d "$body" "${args[@]}" >/dev/null
+    curl -sf --no-progress-meter --parallel --parallel-max 16 -X POST -H "content-type: application/json" -d "$body" "${args[@]}" >/dev/null
 }
 # Runs "$@" under callgrind, warms it up, counts $requests requests of $url with $body.
 count() {
