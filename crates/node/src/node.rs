@@ -165,7 +165,7 @@ impl Node {
 
         let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
         tasks.spawn_critical("rest-server", async move {
-            server::serve(listener, serve_state, serve_shutdown).await;
+            server::serve(listener, serve_state, serve_shutdown, DRAIN).await;
             Ok(())
         });
         let supervisor = manager.clone();

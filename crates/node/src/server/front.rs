@@ -10,7 +10,7 @@ use axum::{Router, extract::ConnectInfo, http::Method, response::Response};
 use futures::future::Either;
 use hyper::{Request, body::Incoming};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto::Builder, graceful::GracefulShutdown},
 };
 use tokio::net::TcpListener;
@@ -53,10 +53,13 @@ impl hyper::service::Service<Request<Incoming>> for Front {
 }
 
 /// Serves the REST API on `listener` until `shutdown`; then stops accepting, lets requests in
-/// flight finish and closes idle connections.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+/// flight finish (for at most `drain`: a stream can last long) and closes idle connections.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken, drain: Duration) {
     let router = super::router(state.clone());
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // Makes hyper's header read timeout (30 s) effective: a client that sends half a request
+    // head and stalls is closed.
+    builder.http1().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -99,5 +102,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {drain:?}; closing them");
+    }
 }

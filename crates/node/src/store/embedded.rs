@@ -460,7 +460,7 @@ impl Drop for EmbeddedStore {
 }
 
 fn expiry(now: u64, lifetime: Option<Duration>) -> u64 {
-    lifetime.map(|d| now + d.as_secs().max(1)).unwrap_or(0)
+    lifetime.map(|d| now.saturating_add(d.as_secs().max(1))).unwrap_or(0)
 }
 
 impl EmbeddedStore {
@@ -542,14 +542,13 @@ impl EmbeddedStore {
         ack: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), StoreError> {
         let row = Row::new(row);
-        let ops = {
-            let mut index = self.index.lock().expect("store index poisoned");
-            let key = index.upsert(&id, owner, running, expires, row.clone());
-            let mut ops = vec![Op::Put { key, id, row }];
-            ops.extend(index.evict_over(self.max_jobs));
-            ops
-        };
+        let mut index = self.index.lock().expect("store index poisoned");
+        let key = index.upsert(&id, owner, running, expires, row.clone());
+        let mut ops = vec![Op::Put { key, id, row }];
         // The evictions travel with the write that caused them.
+        ops.extend(index.evict_over(self.max_jobs));
+        // Queued under the index lock, so the file gets the writes in the order the index saw
+        // them (the writer takes the two locks one after the other, never together).
         self.writer
             .push(Write { ops, ack })
             .map_err(|()| self.error("the store is closed"))
@@ -557,11 +556,8 @@ impl EmbeddedStore {
 
     /// Evicts over-capacity jobs left by an earlier run with a larger `max_jobs`.
     fn evict_over_capacity(&self) {
-        let victims = self
-            .index
-            .lock()
-            .expect("store index poisoned")
-            .evict_over(self.max_jobs);
+        let mut index = self.index.lock().expect("store index poisoned");
+        let victims = index.evict_over(self.max_jobs);
         if !victims.is_empty() {
             // Losing an eviction to a crash only means it happens again at the next start.
             let _ = self.writer.push(Write {
@@ -583,7 +579,8 @@ impl EmbeddedStore {
                 let (Some(index), Some(writer)) = (index.upgrade(), writer.upgrade()) else {
                     return;
                 };
-                let ops = index.lock().expect("store index poisoned").expire(unix_now());
+                let mut index = index.lock().expect("store index poisoned");
+                let ops = index.expire(unix_now());
                 if !ops.is_empty() && writer.push(Write { ops, ack: None }).is_err() {
                     return;
                 }

@@ -426,7 +426,9 @@ async fn a_file_of_superseded_records_is_compacted_while_reads_go_on() {
             }
         })
     };
-    // 80 versions of 50 jobs of ~4 KB: ~16 MB written, ~200 KB live.
+    // A job written once stays live across every compaction.
+    store.put(alice, &done("keeper")).await.unwrap();
+    // 80 versions of 50 jobs of ~4 KB: ~16 MB written, ~200 KB live: several compactions.
     for version in 0..80 {
         for id in &ids {
             store.put(alice, &versioned(id, version, 4000)).await.unwrap();
@@ -445,6 +447,20 @@ async fn a_file_of_superseded_records_is_compacted_while_reads_go_on() {
     assert_eq!(got.len(), 50);
     assert!(got.iter().all(|j| version_of(j) == 79));
     assert!(!dir.path().join("jobs.db.compact").exists());
+    // After a restart (the replay leaves the file's position at its end) compaction goes on.
+    for version in 80..160 {
+        for id in &ids {
+            store.put(alice, &versioned(id, version, 4000)).await.unwrap();
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        size < 10 << 20,
+        "the file was not compacted after a restart: {size} bytes"
+    );
+    let got = store.get(&["keeper".into(), ids[7].clone()]).await.unwrap();
+    assert_eq!(got[0].job, done("keeper"));
+    assert_eq!(version_of(&got[1]), 159);
 }
 
 #[tokio::test]

@@ -57,6 +57,9 @@ pub(super) struct Log {
     end: u64,
     /// Frames of the batch being written.
     batch: Vec<u8>,
+    /// A failed write may have left frames past `end` that could not be cut off yet; they must
+    /// go before anything else is written, or a replay would take them for records.
+    dirty: bool,
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -187,6 +190,7 @@ impl Log {
             file: Arc::new(file),
             end,
             batch: Vec::new(),
+            dirty: false,
         })
     }
 
@@ -281,6 +285,13 @@ impl Log {
     /// Writes the queued frames in one write; with `sync`, waits until they are on disk. On a
     /// failure the file is cut back, so the queued frames are all lost together.
     pub(super) fn commit(&mut self, sync: bool) -> Result<(), String> {
+        if self.dirty {
+            if let Err(e) = self.file.set_len(self.end) {
+                self.batch.clear();
+                return Err(format!("cannot cut off a failed write: {e}"));
+            }
+            self.dirty = false;
+        }
         let written = self
             .file
             .write_all_at(&self.batch, self.end)
@@ -293,7 +304,7 @@ impl Log {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.end);
+                self.dirty = self.file.set_len(self.end).is_err();
                 Err(format!("cannot write: {e}"))
             }
         }
@@ -329,7 +340,8 @@ impl Log {
         let io = |e: std::io::Error| format!("compaction: {e}");
         writer.write_all(MAGIC).map_err(io)?;
         let mut end = MAGIC.len() as u64;
-        let mut pos = reader.stream_position().map_err(io)?;
+        // The file's position is wherever a replay or an earlier compaction left it.
+        let mut pos = reader.seek(SeekFrom::Start(0)).map_err(io)?;
         let mut bytes = Vec::new();
         for loc in live {
             let skip = loc
@@ -359,7 +371,10 @@ impl Log {
 pub(super) fn create_with(path: &Path, records: &[Vec<u8>]) -> Result<(), String> {
     let tmp = sibling(path, ".converting");
     let written = (|| {
-        let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        // Locked: another node converting the same file at the same moment fails here.
+        let file = open_locked(&tmp, true)?;
+        file.set_len(0)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let mut out = MAGIC.to_vec();
         for record in records {
             frame(&mut out, PUT, |o| {
