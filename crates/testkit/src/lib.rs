@@ -9,12 +9,38 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A free TCP port on 127.0.0.1.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768–60999 by default),
+/// which outgoing connections draw their local ports from.
+const PORTS: std::ops::Range<u16> = 10_000..32_000;
+
+/// A free TCP port on 127.0.0.1, for a server a test starts. Not one the kernel picks for a
+/// `bind(0)`: such a port, once released, can go to any outgoing connection's local end before
+/// the server binds it (tests failed with "Address already in use" that way). Each call gives
+/// another port (from a random start per process) that nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::{
+        hash::{BuildHasher, Hasher},
+        sync::atomic::{AtomicU32, Ordering},
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let _ = NEXT.compare_exchange(
+            u32::MAX,
+            (seed % u64::from(span)) as u32,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}")
 }
 
 /// A binary of the workspace, next to the running test or bench executable
