@@ -557,3 +557,29 @@ async fn a_record_superseded_before_it_is_written_never_reaches_the_file() {
     let store = EmbeddedStore::open(&path, LONG, 1000).await.unwrap();
     assert_eq!(store.list(alice, ListFilter::Completed).await.unwrap().len(), 100);
 }
+
+#[tokio::test]
+async fn a_node_on_the_default_store_name_takes_over_the_earlier_default_file_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("infernet-jobs.redb");
+    let table: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("jobs");
+    {
+        let db = redb::Database::create(&legacy).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows = txn.open_table(table).unwrap();
+            let record = json!({"id": "kept", "owner": "192.0.2.1", "expires": 0, "job": done("kept")});
+            rows.insert(1, serde_json::to_vec(&record).unwrap().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let path = dir.path().join("infernet-jobs.db");
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, json!({"store": {"path": path}, "containers": []}).to_string()).unwrap();
+    let loaded = infernet_node::config::load(&config).unwrap();
+    let valid = infernet_node::config::validate(loaded.config, &loaded.unknown_keys).unwrap();
+    let store = infernet_node::store::open(&valid).await.unwrap();
+    assert_eq!(store.get(&["kept".into()]).await.unwrap()[0].job, done("kept"));
+    assert!(!legacy.exists(), "the earlier file was left beside the new one");
+    assert_eq!(&std::fs::read(&path).unwrap()[..8], b"INFJOBS1");
+}
