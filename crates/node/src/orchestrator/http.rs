@@ -1,16 +1,18 @@
 //! HTTP to containers.
 //!
 //! Containers on plain `http` (local and managed containers, the usual case) are called through a
-//! lean hyper client: a pool of keep-alive connections and nothing else, which halves what a call
-//! costs the node next to a full-featured client. `https` services, and URLs that carry
+//! lean hyper client: a pool of keep-alive connections per endpoint and nothing else, which halves
+//! what a call costs the node next to a full-featured client (and finds its connections without
+//! hashing a host name, as a general-purpose pool does on every call). `https` services, and URLs that carry
 //! credentials, go through reqwest, which brings the platform's TLS verification (its root store,
 //! so private CAs work) and basic authentication from the URL. Both give the same answers and
 //! errors, so the Orchestrator never knows which one carried a call.
 
 use std::{
     pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -18,13 +20,11 @@ use futures::{Stream, TryStreamExt};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{
     Method, Request, StatusCode, Uri,
-    body::Incoming,
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
     header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION},
 };
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_util::rt::TokioIo;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -35,25 +35,141 @@ const POOL_IDLE_PER_HOST: usize = 64;
 pub(super) struct Endpoint {
     /// As shown in errors.
     url: reqwest::Url,
-    /// Set when the lean client can carry calls to it.
-    plain: Option<Uri>,
+    /// Set when the lean client can carry calls to it: the request target and the connections.
+    plain: Option<(Uri, Arc<Pool>)>,
 }
 
 impl Endpoint {
     pub(super) fn parse(text: &str) -> Option<Self> {
         let url = reqwest::Url::parse(text).ok()?;
         let plain = (url.scheme() == "http" && url.username().is_empty() && url.password().is_none())
-            .then(|| url.as_str().parse::<Uri>().ok())
+            .then(|| {
+                // An IPv6 host comes in brackets, as `host:port` needs it.
+                let authority = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
+                let uri = url.as_str().parse::<Uri>().ok()?;
+                Some((uri, Arc::new(Pool::new(authority))))
+            })
             .flatten();
         Some(Self { url, plain })
     }
 
-    /// The same endpoint with `pairs` as its query.
+    /// The same endpoint with `pairs` as its query (and the same connections).
     pub(super) fn with_query(&self, pairs: &[(&str, &str)]) -> Self {
         let mut url = self.url.clone();
         url.query_pairs_mut().clear().extend_pairs(pairs);
-        let plain = self.plain.as_ref().and_then(|_| url.as_str().parse().ok());
+        let plain = self
+            .plain
+            .as_ref()
+            .and_then(|(_, pool)| Some((url.as_str().parse().ok()?, pool.clone())));
         Self { url, plain }
+    }
+}
+
+/// Keep-alive connections to one plain-`http` endpoint. The most recently used goes out first;
+/// a connection comes back once its answer has been read to the end.
+#[derive(Debug)]
+pub(super) struct Pool {
+    /// Where to connect: `host:port`.
+    authority: String,
+    /// Oldest first.
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+impl Pool {
+    fn new(authority: String) -> Self {
+        Self {
+            authority,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A connection ready for a request, and whether it was pooled (a pooled one may turn out
+    /// closed by the other end).
+    async fn checkout(&self) -> Result<(SendRequest<Full<Bytes>>, bool), CallError> {
+        loop {
+            let idle = self.idle.lock().expect("connection pool poisoned").pop();
+            let Some(mut idle) = idle else { break };
+            if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() && idle.sender.ready().await.is_ok()
+            {
+                return Ok((idle.sender, true));
+            }
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| CallError::Connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| CallError::Connect(e.to_string()))?;
+        // Requests and streamed answers are small writes: no Nagle delays.
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| CallError::new(&e, true))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "container connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn put(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().expect("connection pool poisoned");
+        let expired = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) >= POOL_IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < POOL_IDLE_PER_HOST {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+}
+
+/// An answer's body on a pooled connection, which goes back to its pool at the end of the body.
+pub(super) struct Pooled {
+    body: Incoming,
+    back: Option<(SendRequest<Full<Bytes>>, Arc<Pool>)>,
+}
+
+impl Body for Pooled {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => {
+                if let Some((sender, pool)) = this.back.take() {
+                    pool.put(sender);
+                }
+            }
+            // A broken answer leaves its connection unusable.
+            Some(Err(_)) => this.back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -96,9 +212,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// The HTTP clients of the Orchestrator; cheap to share, connections are pooled across jobs.
+/// The HTTP clients of the Orchestrator; cheap to share, connections are pooled across jobs
+/// (the lean client's in each [`Endpoint`]).
 pub(super) struct ContainerHttp {
-    plain: Client<HttpConnector, Full<Bytes>>,
     tls: reqwest::Client,
 }
 
@@ -111,15 +227,7 @@ impl ContainerHttp {
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .tcp_nodelay(true)
             .build()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let plain = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .build(connector);
-        Ok(Self { plain, tls })
+        Ok(Self { tls })
     }
 
     /// Sends a `POST` with a JSON `body`, or a `GET` without one; answers once the head is in.
@@ -133,7 +241,7 @@ impl ContainerHttp {
         let method = if body.is_some() { Method::POST } else { Method::GET };
         let json = HeaderValue::from_static("application/json");
         let body = body.map(Bytes::from);
-        if let Some(uri) = &endpoint.plain {
+        if let Some((uri, pool)) = &endpoint.plain {
             let mut request = Request::builder().method(method.clone()).uri(uri.clone());
             if body.is_some() {
                 request = request.header(CONTENT_TYPE, json.clone());
@@ -144,17 +252,30 @@ impl ContainerHttp {
             let request = request
                 .body(Full::new(body.clone().unwrap_or_default()))
                 .map_err(|e| CallError::Failed(e.to_string()))?;
-            let response = self
-                .plain
-                .request(request)
-                .await
-                .map_err(|e| CallError::new(&e, e.is_connect()))?;
-            let (head, answer) = response.into_parts();
+            let (mut sender, pooled) = pool.checkout().await?;
+            let response = match sender.try_send_request(request).await {
+                Ok(response) => response,
+                // Never sent: the pooled connection was closed by the container meanwhile. Once
+                // more, on a new connection.
+                Err(mut e) if pooled && e.message().is_some() => {
+                    let request = e.take_message().expect("checked just above");
+                    sender = pool.connect().await?;
+                    sender
+                        .try_send_request(request)
+                        .await
+                        .map_err(|e| CallError::new(e.error(), false))?
+                }
+                Err(e) => return Err(CallError::new(e.error(), false)),
+            };
+            let (head, body) = response.into_parts();
             // The lean client does not follow redirects; the full one repeats the call and does.
             if !(head.status.is_redirection() && head.headers.contains_key(LOCATION)) {
                 return Ok(Answer {
                     status: head.status,
-                    body: AnswerBody::Plain(answer),
+                    body: AnswerBody::Plain(Pooled {
+                        body,
+                        back: Some((sender, pool.clone())),
+                    }),
                 });
             }
         }
@@ -180,7 +301,7 @@ pub(super) struct Answer {
 }
 
 enum AnswerBody {
-    Plain(Incoming),
+    Plain(Pooled),
     Tls(reqwest::Response),
 }
 
@@ -208,7 +329,7 @@ impl Answer {
 
 /// A container's body as it arrives.
 pub(super) enum BodyStream {
-    Plain(BodyDataStream<Incoming>),
+    Plain(BodyDataStream<Pooled>),
     Tls(Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>),
 }
 
