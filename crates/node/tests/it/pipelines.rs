@@ -233,3 +233,63 @@ async fn redirected_container_calls_are_followed() {
     assert_eq!(job["status"], "success", "{job}");
     assert_eq!(job["result"]["output"], json!({"moved": {"x": 1}}));
 }
+
+/// A bare HTTP service answering `{"served": true}`; with `close`, it drops each connection after
+/// its answer without saying so (no `Connection: close`). Answers its port and a count of the
+/// connections it accepted.
+async fn raw_service(close: bool) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    // Head and the (small) body: enough once the JSON object closes.
+                    let mut request = Vec::new();
+                    while !request.ends_with(b"}") {
+                        let Ok(n @ 1..) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let body = r#"{"served": true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test]
+async fn container_connections_are_kept_alive_and_dead_ones_are_not_reused() {
+    for (close, expected) in [(false, 1), (true, 3)] {
+        let (port, connections) = raw_service(close).await;
+        let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("raw", port)]})).await;
+        for i in 0..3 {
+            let id = submit(&node, json!({"containers": ["raw"], "data": {"i": i}})).await;
+            let job = wait_job(&node, &id, false).await;
+            assert_eq!(job["status"], "success", "close={close} job {i}: {job}");
+            assert_eq!(job["result"]["output"], json!({"served": true}));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let made = connections.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            made, expected,
+            "close={close}: {made} connections for 3 sequential jobs"
+        );
+    }
+}
