@@ -22,21 +22,41 @@ use hyper::{
     Method, Request, StatusCode, Uri,
     body::{Body, Frame, Incoming, SizeHint},
     client::conn::http1::SendRequest,
-    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION},
 };
 use hyper_util::rt::TokioIo;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const POOL_IDLE_PER_HOST: usize = 64;
+/// Longest a pooled connection may take to become ready for the next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 /// A container URL, parsed once (parsing per call shows up in profiles).
 #[derive(Debug, Clone)]
 pub(super) struct Endpoint {
     /// As shown in errors.
     url: reqwest::Url,
-    /// Set when the lean client can carry calls to it: the request target and the connections.
-    plain: Option<(Uri, Arc<Pool>)>,
+    /// Set when the lean client can carry calls to it.
+    plain: Option<Plain>,
+}
+
+/// What the lean client needs of an endpoint.
+#[derive(Debug, Clone)]
+struct Plain {
+    /// The request target in origin form (path and query), as servers expect it.
+    target: Uri,
+    /// The `Host` header (the port only when not the default).
+    host: HeaderValue,
+    pool: Arc<Pool>,
+}
+
+/// The origin-form request target of `url`.
+fn origin_form(url: &reqwest::Url) -> Option<Uri> {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()).parse().ok(),
+        None => url.path().parse().ok(),
+    }
 }
 
 impl Endpoint {
@@ -44,10 +64,19 @@ impl Endpoint {
         let url = reqwest::Url::parse(text).ok()?;
         let plain = (url.scheme() == "http" && url.username().is_empty() && url.password().is_none())
             .then(|| {
-                // An IPv6 host comes in brackets, as `host:port` needs it.
-                let authority = format!("{}:{}", url.host_str()?, url.port_or_known_default()?);
-                let uri = url.as_str().parse::<Uri>().ok()?;
-                Some((uri, Arc::new(Pool::new(authority))))
+                // An IPv6 host comes in brackets, as both need it.
+                let host = url.host_str()?;
+                let authority = format!("{host}:{}", url.port_or_known_default()?);
+                let host = match url.port() {
+                    Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+                    None => HeaderValue::from_str(host),
+                }
+                .ok()?;
+                Some(Plain {
+                    target: origin_form(&url)?,
+                    host,
+                    pool: Arc::new(Pool::new(authority)),
+                })
             })
             .flatten();
         Some(Self { url, plain })
@@ -57,10 +86,12 @@ impl Endpoint {
     pub(super) fn with_query(&self, pairs: &[(&str, &str)]) -> Self {
         let mut url = self.url.clone();
         url.query_pairs_mut().clear().extend_pairs(pairs);
-        let plain = self
-            .plain
-            .as_ref()
-            .and_then(|(_, pool)| Some((url.as_str().parse().ok()?, pool.clone())));
+        let plain = self.plain.as_ref().and_then(|plain| {
+            Some(Plain {
+                target: origin_form(&url)?,
+                ..plain.clone()
+            })
+        });
         Self { url, plain }
     }
 }
@@ -95,7 +126,11 @@ impl Pool {
         loop {
             let idle = self.idle.lock().expect("connection pool poisoned").pop();
             let Some(mut idle) = idle else { break };
-            if idle.since.elapsed() < POOL_IDLE_TIMEOUT && !idle.sender.is_closed() && idle.sender.ready().await.is_ok()
+            // An idle connection is ready at once, or within moments of its last answer's end;
+            // one that stays busy (a request the container never read) is left to close.
+            if idle.since.elapsed() < POOL_IDLE_TIMEOUT
+                && !idle.sender.is_closed()
+                && matches!(tokio::time::timeout(READY_WAIT, idle.sender.ready()).await, Ok(Ok(())))
             {
                 return Ok((idle.sender, true));
             }
@@ -127,11 +162,8 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("connection pool poisoned");
-        let expired = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= POOL_IDLE_TIMEOUT)
-            .count();
-        idle.drain(..expired);
+        // Connections the container closed, or idle too long, make room.
+        idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.sender.is_closed());
         if idle.len() < POOL_IDLE_PER_HOST {
             idle.push(Idle { sender, since: now });
         }
@@ -241,8 +273,11 @@ impl ContainerHttp {
         let method = if body.is_some() { Method::POST } else { Method::GET };
         let json = HeaderValue::from_static("application/json");
         let body = body.map(Bytes::from);
-        if let Some((uri, pool)) = &endpoint.plain {
-            let mut request = Request::builder().method(method.clone()).uri(uri.clone());
+        if let Some(Plain { target, host, pool }) = &endpoint.plain {
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(target.clone())
+                .header(HOST, host.clone());
             if body.is_some() {
                 request = request.header(CONTENT_TYPE, json.clone());
             }

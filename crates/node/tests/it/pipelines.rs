@@ -258,9 +258,17 @@ async fn raw_service(close: bool) -> (u16, std::sync::Arc<std::sync::atomic::Ato
                         };
                         request.extend_from_slice(&buf[..n]);
                     }
-                    let body = r#"{"served": true}"#;
+                    // Origin-form target and a Host header, as HTTP/1.1 servers require.
+                    let head = String::from_utf8_lossy(&request).to_lowercase();
+                    let proper = head.starts_with("post /service_output http/1.1\r\n")
+                        && head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n"));
+                    let (status, body) = if proper {
+                        ("200 OK", r#"{"served": true}"#.to_string())
+                    } else {
+                        ("400 Bad Request", format!(r#"{{"bad request": {:?}}}"#, head))
+                    };
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     socket.write_all(answer.as_bytes()).await.unwrap();
