@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use infernet_types::{ContainerResult, JobResult, JobStatus};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use infernet_node::store::{EmbeddedStore, INTERRUPTED, JobStore, Lifetimes, ListFilter, RedisStore, StoredJob};
 
@@ -463,28 +463,31 @@ async fn a_file_of_superseded_records_is_compacted_while_reads_go_on() {
     assert_eq!(version_of(&got[1]), 159);
 }
 
+/// A store file as earlier builds wrote it: the records (JSON) in redb's `jobs` table, keyed 1, 2, …
+fn write_redb(path: &std::path::Path, records: &[Value]) {
+    let table: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("jobs");
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut rows = txn.open_table(table).unwrap();
+        for (key, record) in (1u64..).zip(records) {
+            rows.insert(key, serde_json::to_vec(record).unwrap().as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
 #[tokio::test]
 async fn a_store_file_of_the_earlier_redb_format_is_converted_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.redb");
-    let table: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("jobs");
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut rows = txn.open_table(table).unwrap();
-            for (key, id, owner) in [(1u64, "old-1", "192.0.2.1"), (2, "old-2", "192.0.2.2")] {
-                let record = json!({"id": id, "owner": owner, "expires": 0, "job": done(id)});
-                rows.insert(key, serde_json::to_vec(&record).unwrap().as_slice())
-                    .unwrap();
-            }
-            let running =
-                json!({"id": "old-3", "owner": "192.0.2.1", "expires": 0, "job": JobResult::running("old-3")});
-            rows.insert(3, serde_json::to_vec(&running).unwrap().as_slice())
-                .unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    let mut records: Vec<Value> = [("old-1", "192.0.2.1"), ("old-2", "192.0.2.2")]
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "owner": owner, "expires": 0, "job": done(id)}))
+        .collect();
+    records.push(json!({"id": "old-3", "owner": "192.0.2.1", "expires": 0, "job": JobResult::running("old-3")}));
+    write_redb(&path, &records);
     let store = EmbeddedStore::open(&path, LONG, 100).await.unwrap();
     let got = store
         .get(&["old-1".into(), "old-2".into(), "old-3".into()])
@@ -562,17 +565,10 @@ async fn a_record_superseded_before_it_is_written_never_reaches_the_file() {
 async fn a_node_on_the_default_store_name_takes_over_the_earlier_default_file_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("infernet-jobs.redb");
-    let table: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("jobs");
-    {
-        let db = redb::Database::create(&legacy).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut rows = txn.open_table(table).unwrap();
-            let record = json!({"id": "kept", "owner": "192.0.2.1", "expires": 0, "job": done("kept")});
-            rows.insert(1, serde_json::to_vec(&record).unwrap().as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    write_redb(
+        &legacy,
+        &[json!({"id": "kept", "owner": "192.0.2.1", "expires": 0, "job": done("kept")})],
+    );
     let path = dir.path().join("infernet-jobs.db");
     let config = dir.path().join("config.json");
     std::fs::write(&config, json!({"store": {"path": path}, "containers": []}).to_string()).unwrap();
