@@ -8,8 +8,8 @@
 //! one write (group commit), so a busy node pays one `write` and at most one `fdatasync` per batch
 //! rather than per job. A write someone waits for is written (and synced) at once; writes nobody
 //! waits for (a stream's records) wait up to [`LINGER_DETACHED`] for company, are encoded by the
-//! writer, and a record superseded within the batch (a short stream's running record) is never
-//! encoded or written. Until it is written, a queued record is answered from memory, so readers
+//! writer, and a record superseded before it is written (a short stream's running record) is
+//! never encoded or written. Until it is written, a queued record is answered from memory, so readers
 //! always see the latest write. Once superseded records make up most of the file, the writer
 //! rewrites it with the live ones only.
 
@@ -666,6 +666,12 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
 /// Appends queued writes, one batch at a time, until the store closes; compacts the file when
 /// superseded records make up most of it.
 fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>) {
+    // A file left mostly superseded (jobs expired or evicted while the node was down) is
+    // compacted at once, not at the first write.
+    let compact = log.wants_compaction(index.lock().expect("store index poisoned").live);
+    if compact {
+        compact_log(&mut log, index);
+    }
     let mut busy = false;
     let mut placed = Vec::new();
     while let Some(batch) = writer.next_batch(busy) {
@@ -708,8 +714,8 @@ fn append(log: &mut Log, batch: &[Write], placed: &mut Vec<Option<Loc>>) -> Vec<
                         None
                     }
                 },
-                Op::Delete { id, .. } => {
-                    log.delete(&id.to_string());
+                Op::Delete { id } => {
+                    log.delete(id);
                     None
                 }
             };

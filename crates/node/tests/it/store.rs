@@ -579,3 +579,34 @@ async fn a_node_on_the_default_store_name_takes_over_the_earlier_default_file_be
     assert!(!legacy.exists(), "the earlier file was left beside the new one");
     assert_eq!(&std::fs::read(&path).unwrap()[..8], b"INFJOBS1");
 }
+
+#[tokio::test]
+async fn a_file_of_jobs_expired_while_the_node_was_down_is_compacted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let alice = ip("192.0.2.1");
+    let short = Lifetimes {
+        pending: Duration::from_secs(900),
+        result: Some(Duration::from_secs(1)),
+    };
+    {
+        let store = EmbeddedStore::open(&path, short, 10_000).await.unwrap();
+        // ~6 MB of results that expire after a second.
+        for i in 0..1500 {
+            store.put(alice, &versioned(&format!("j{i}"), 0, 4000)).await.unwrap();
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 5 << 20, "{size}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Reopened and left alone: no write comes to trigger it.
+    let _store = EmbeddedStore::open(&path, short, 10_000).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&path).unwrap().len() > 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired records were not compacted away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -274,11 +274,11 @@ impl Log {
     }
 
     /// Queues the deletion of a job for the next [`Self::commit`].
-    pub(super) fn delete(&mut self, id: &str) {
-        // An id is far below the frame limit.
+    pub(super) fn delete(&mut self, id: impl std::fmt::Display) {
+        use std::io::Write as _;
+        // Written in place (no string per deletion); an id is far below the frame limit.
         let _ = frame(&mut self.batch, DELETE, |out| {
-            out.extend_from_slice(id.as_bytes());
-            Ok(())
+            write!(out, "{id}").map_err(|e| e.to_string())
         });
     }
 
@@ -319,77 +319,81 @@ impl Log {
     /// Rewrites the file with only the frames at `live` (in file order) and swaps it in. Returns
     /// their new offsets, in the same order.
     pub(super) fn compact(&mut self, live: &[Loc]) -> Result<Vec<u64>, String> {
-        let tmp = sibling(&self.path, ".compact");
-        let result = self.copy_into(&tmp, live);
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        let (file, end, moved) = result?;
-        self.file = Arc::new(file);
-        self.end = end;
-        Ok(moved)
-    }
-
-    fn copy_into(&self, tmp: &Path, live: &[Loc]) -> Result<(File, u64, Vec<u64>), String> {
-        let file = open_locked(tmp, true)?;
-        file.set_len(0).map_err(|e| format!("cannot write: {e}"))?;
         let mut moved = Vec::with_capacity(live.len());
         // In file order, the old file is read once, front to back.
         let mut reader = BufReader::with_capacity(IO_BUFFER, &*self.file);
-        let mut writer = BufWriter::with_capacity(IO_BUFFER, &file);
-        let io = |e: std::io::Error| format!("compaction: {e}");
-        writer.write_all(MAGIC).map_err(io)?;
         let mut end = MAGIC.len() as u64;
-        // The file's position is wherever a replay or an earlier compaction left it.
-        let mut pos = reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let mut bytes = Vec::new();
-        for loc in live {
-            let skip = loc
-                .at
-                .checked_sub(pos)
-                .and_then(|s| i64::try_from(s).ok())
-                .ok_or_else(|| "compaction: records out of order".to_string())?;
-            reader.seek_relative(skip).map_err(io)?;
-            bytes.resize(loc.len as usize, 0);
-            reader.read_exact(&mut bytes).map_err(io)?;
-            pos = loc.at + u64::from(loc.len);
-            writer.write_all(&bytes).map_err(io)?;
-            moved.push(end);
-            end += u64::from(loc.len);
-        }
-        writer.flush().map_err(io)?;
-        drop(writer);
-        file.sync_all().map_err(io)?;
-        std::fs::rename(tmp, &self.path).map_err(|e| format!("compaction: cannot replace the file: {e}"))?;
-        sync_dir(&self.path);
-        Ok((file, end, moved))
+        let file = swap_in(&self.path, ".compact", |writer| {
+            let io = |e: std::io::Error| format!("compaction: {e}");
+            // The file's position is wherever a replay or an earlier compaction left it.
+            let mut pos = reader.seek(SeekFrom::Start(0)).map_err(io)?;
+            let mut bytes = Vec::new();
+            for loc in live {
+                let skip = loc
+                    .at
+                    .checked_sub(pos)
+                    .and_then(|s| i64::try_from(s).ok())
+                    .ok_or_else(|| "compaction: records out of order".to_string())?;
+                reader.seek_relative(skip).map_err(io)?;
+                bytes.resize(loc.len as usize, 0);
+                reader.read_exact(&mut bytes).map_err(io)?;
+                pos = loc.at + u64::from(loc.len);
+                writer.write_all(&bytes).map_err(io)?;
+                moved.push(end);
+                end += u64::from(loc.len);
+            }
+            Ok(())
+        })?;
+        self.end = end;
+        self.file = Arc::new(file);
+        Ok(moved)
     }
 }
 
-/// Writes a new log holding `records` (JSON) and puts it at `path` by a rename, replacing what is
-/// there only once the new file is whole.
-pub(super) fn create_with(path: &Path, records: &[Vec<u8>]) -> Result<(), String> {
-    let tmp = sibling(path, ".converting");
+/// Writes a new log at `<path><suffix>` (locked, so a second node doing the same fails), with
+/// the magic and what `fill` writes, syncs it and renames it over `path`: what was there is
+/// replaced only once the new file is whole. Answers the new file.
+fn swap_in(
+    path: &Path,
+    suffix: &str,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), String>,
+) -> Result<File, String> {
+    let tmp = sibling(path, suffix);
     let written = (|| {
-        // Locked: another node converting the same file at the same moment fails here.
         let file = open_locked(&tmp, true)?;
-        file.set_len(0)
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let mut out = MAGIC.to_vec();
-        for record in records {
-            frame(&mut out, PUT, |o| {
-                o.extend_from_slice(record);
-                Ok(())
-            })?;
+        let io = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
+        file.set_len(0).map_err(io)?;
+        {
+            let mut writer = BufWriter::with_capacity(IO_BUFFER, &file);
+            writer.write_all(MAGIC).map_err(io)?;
+            fill(&mut writer)?;
+            writer.flush().map_err(io)?;
         }
-        file.write_all_at(&out, 0)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace the file: {e}"))
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+        Ok(file)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     sync_dir(path);
     written
+}
+
+/// Writes a new log holding `records` (JSON) at `path`, replacing what is there only once the
+/// new file is whole.
+pub(super) fn create_with(path: &Path, records: &[Vec<u8>]) -> Result<(), String> {
+    swap_in(path, ".converting", |writer| {
+        let mut out = Vec::new();
+        for record in records {
+            out.clear();
+            frame(&mut out, PUT, |o| {
+                o.extend_from_slice(record);
+                Ok(())
+            })?;
+            writer.write_all(&out).map_err(|e| format!("cannot write: {e}"))?;
+        }
+        Ok(())
+    })
+    .map(drop)
 }
