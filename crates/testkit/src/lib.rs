@@ -20,21 +20,18 @@ const PORTS: std::ops::Range<u16> = 10_000..32_000;
 pub fn free_port() -> u16 {
     use std::{
         hash::{BuildHasher, Hasher},
-        sync::atomic::{AtomicU32, Ordering},
+        sync::{
+            LazyLock,
+            atomic::{AtomicU32, Ordering},
+        },
     };
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let span = u32::from(PORTS.end - PORTS.start);
-    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+    const SPAN: u32 = (PORTS.end - PORTS.start) as u32;
+    static NEXT: LazyLock<AtomicU32> = LazyLock::new(|| {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let _ = NEXT.compare_exchange(
-            u32::MAX,
-            (seed % u64::from(span)) as u32,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-    for _ in 0..span {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        AtomicU32::new((seed % u64::from(SPAN)) as u32)
+    });
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
         let port = PORTS.start + offset as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;

@@ -86,6 +86,17 @@ impl Endpoint {
     pub(super) fn with_query(&self, pairs: &[(&str, &str)]) -> Self {
         let mut url = self.url.clone();
         url.query_pairs_mut().clear().extend_pairs(pairs);
+        self.at(url)
+    }
+
+    /// The endpoint at `path` next to this one (its last segment replaced), on the same
+    /// connections.
+    pub(super) fn beside(&self, path: &str) -> Option<Self> {
+        Some(self.at(self.url.join(path).ok()?))
+    }
+
+    /// `url` (same scheme, host and port) on this endpoint's connections.
+    fn at(&self, url: reqwest::Url) -> Self {
         let plain = self.plain.as_ref().and_then(|plain| {
             Some(Plain {
                 target: origin_form(&url)?,
@@ -376,5 +387,45 @@ impl Stream for BodyStream {
             Self::Plain(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::new(&e, false)),
             Self::Tls(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::of_reqwest(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(e: &Endpoint) -> &Plain {
+        e.plain.as_ref().expect("a plain-http endpoint")
+    }
+
+    #[test]
+    fn endpoints_beside_one_another_share_connections_and_target_their_own_path() {
+        let output = Endpoint::parse("http://127.0.0.1:3001/prefix/service_output").unwrap();
+        let resources = output.beside("service-resources").unwrap();
+        let by_model = resources.with_query(&[("model_id", "m 1")]);
+        assert_eq!(resources.to_string(), "http://127.0.0.1:3001/prefix/service-resources");
+        assert_eq!(plain(&by_model).target, "/prefix/service-resources?model_id=m+1");
+        assert!(Arc::ptr_eq(&plain(&output).pool, &plain(&by_model).pool));
+        assert_eq!(plain(&output).host, "127.0.0.1:3001");
+        assert_eq!(plain(&output).pool.authority, "127.0.0.1:3001");
+        // The default port is left out of Host but needed to connect; IPv6 keeps its brackets.
+        let default = Endpoint::parse("http://svc/service_output").unwrap();
+        assert_eq!(
+            (
+                plain(&default).host.to_str().unwrap(),
+                plain(&default).pool.authority.as_str()
+            ),
+            ("svc", "svc:80")
+        );
+        let v6 = Endpoint::parse("http://[::1]:3000/service_output").unwrap();
+        assert_eq!(plain(&v6).pool.authority, "[::1]:3000");
+        // https and URLs with credentials go through the full client.
+        assert!(Endpoint::parse("https://svc/service_output").unwrap().plain.is_none());
+        assert!(
+            Endpoint::parse("http://u:p@svc/service_output")
+                .unwrap()
+                .plain
+                .is_none()
+        );
     }
 }

@@ -117,12 +117,17 @@ impl Orchestrator {
                 v.set_sensitive(true);
                 Some(v)
             };
-            let url = |path: &str| Endpoint::parse(&format!("{}/{path}", c.base_url)).ok_or(OrchestratorError::Url(i));
+            let output_url =
+                Endpoint::parse(&format!("{}/service_output", c.base_url)).ok_or(OrchestratorError::Url(i))?;
+            // On the same connections as the calls.
+            let resources_url = output_url
+                .beside("service-resources")
+                .ok_or(OrchestratorError::Url(i))?;
             targets.insert(
                 c.id.clone(),
                 Target {
-                    output_url: url("service_output")?,
-                    resources_url: url("service-resources")?,
+                    output_url,
+                    resources_url,
                     bearer,
                     timeout: c.timeout,
                 },

@@ -19,8 +19,10 @@ use tower::Service;
 
 use super::{AppState, ClientIp, jobs, rate_limit};
 
-/// The route the front answers itself.
-const STREAM: &str = "/api/jobs/stream";
+/// The route the front answers itself, and its rate-limit bucket (the router's, were it to
+/// answer it).
+pub(super) const STREAM: &str = "/api/jobs/stream";
+pub(super) const STREAM_BUCKET: &str = "POST /api/jobs/stream";
 
 type Direct = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -43,7 +45,7 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             return Either::Left(Box::pin(async move {
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
                 let answer = jobs::stream_direct(&state, client, req.into_body());
-                Ok(rate_limit::limit(&state.limiter, "POST /api/jobs/stream", client, answer).await)
+                Ok(rate_limit::limit(&state.limiter, STREAM_BUCKET, client, answer).await)
             }));
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));

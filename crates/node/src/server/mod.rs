@@ -171,8 +171,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(jobs::batch).route_layer(limited("POST /api/jobs/batch")),
         )
         .route(
-            "/api/jobs/stream",
-            post(jobs::stream).route_layer(limited("POST /api/jobs/stream")),
+            front::STREAM,
+            post(jobs::stream).route_layer(limited(front::STREAM_BUCKET)),
         )
         .route("/api/status", put(jobs::status))
         .route("/openapi.json", get(openapi::document))
