@@ -263,6 +263,34 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// Starts a node on embedded defaults in front of the service; returns it and its port.
+fn start_node(binary: &std::path::Path, service_port: u16, dir: &std::path::Path, name: &str) -> (ChildGuard, u16) {
+    let port = free_port();
+    let config = dir.join(format!("config-{name}.json"));
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "server": {"port": port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 1_000_000_000u64, "period": 1}},
+            "manage_containers": false,
+            "store": {"path": dir.join(format!("jobs-{name}.db"))},
+            "log": {"path": dir.join(format!("infernet_node-{name}.log"))},
+            "containers": [{"id": "hello-world", "port": service_port}]
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let node = ChildGuard(
+        Command::new(binary)
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("infernet-node"),
+    );
+    wait_healthy(port, Duration::from_secs(20));
+    (node, port)
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
@@ -303,30 +331,11 @@ fn main() {
         forwarder.0.try_wait().expect("forward proxy status").is_none(),
         "the forwarding proxy exited"
     );
-    let node_port = free_port();
-    let config = dir.path().join("config.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({
-            "server": {"port": node_port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 1_000_000_000u64, "period": 1}},
-            "manage_containers": false,
-            "store": {"path": dir.path().join("jobs.db")},
-            "log": {"path": dir.path().join("infernet_node.log")},
-            "containers": [{"id": "hello-world", "port": service_port}]
-        })
-        .to_string(),
-    )
-    .expect("config");
-    let node = ChildGuard(
-        Command::new(workspace_binary("infernet-node"))
-            .args(["--config", config.to_str().expect("utf-8 path")])
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("infernet-node"),
-    );
-    wait_healthy(node_port, Duration::from_secs(20));
-    let node_pid = node.id();
+    let node = start_node(&workspace_binary("infernet-node"), service_port, dir.path(), "a");
+    // `BENCH_NODE_B=<binary>`: a second build measured in the same run, for A/B comparisons.
+    let node_b = std::env::var_os("BENCH_NODE_B")
+        .map(|binary| start_node(std::path::Path::new(&binary), service_port, dir.path(), "b"));
+    let node_pid = node.0.id();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(node_pid);
 
@@ -359,11 +368,21 @@ fn main() {
         ),
         path(
             "node    POST /api/jobs/stream",
-            format!("http://127.0.0.1:{node_port}/api/jobs/stream"),
+            format!("http://127.0.0.1:{}/api/jobs/stream", node.1),
             node_body,
             Some(node_pid),
         ),
-    ];
+    ]
+    .into_iter()
+    .chain(node_b.as_ref().map(|(b, port)| {
+        path(
+            "node B  POST /api/jobs/stream",
+            format!("http://127.0.0.1:{port}/api/jobs/stream"),
+            node_body,
+            Some(b.id()),
+        )
+    }))
+    .collect::<Vec<_>>();
     // Warm every path (connections, allocator) before measuring.
     for p in &paths {
         runtime.block_on(load(p.url.clone(), p.body, Duration::from_millis(500)));
@@ -402,7 +421,7 @@ fn main() {
     // Latency below saturation: the same offered load on both paths.
     const RATE: u32 = 1000;
     let paced_seconds = Duration::from_secs(seconds.max(3));
-    let [direct, floor, through] = &paths;
+    let (direct, floor, through) = (&paths[0], &paths[1], &paths[2]);
     let direct_paced = runtime.block_on(paced(direct.url.clone(), direct_body, RATE, paced_seconds));
     let node_paced = runtime.block_on(paced(through.url.clone(), node_body, RATE, paced_seconds));
 
@@ -437,6 +456,10 @@ fn main() {
         "ratio node/floor throughput   : {:.2} (the node's own work)",
         through.ratio_to(floor)
     );
+    if let Some(b) = paths.get(3) {
+        println!("ratio node B/direct throughput: {:.2}", b.ratio_to(direct));
+        println!("ratio node B/node throughput  : {:.2}", b.ratio_to(through));
+    }
     println!(
         "at {RATE} req/s offered (open loop): direct p50 {:.3} ms p99 {:.3} ms; node p50 {:.3} ms p99 {:.3} ms",
         ms(direct_paced.latency(0.50)),

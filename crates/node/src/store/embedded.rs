@@ -46,13 +46,46 @@ const LINGER: Duration = Duration::from_millis(2);
 /// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
-/// A record, as written from borrowed parts; reads back as a [`Record`].
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    id: &'a str,
-    owner: IpAddr,
-    expires: u64,
-    job: &'a JobResult,
+/// Appends a job's record, as JSON that reads back as a [`Record`]. The record's own fields are
+/// written by hand (the writer thread encodes every stored job: this halves its work per job);
+/// the job goes through its `Serialize`, the API's.
+fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult) -> Result<(), String> {
+    out.extend_from_slice(br#"{"id":"#);
+    json_str(out, &job.id)?;
+    out.extend_from_slice(br#","owner":""#);
+    match owner {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        // Hex digits and colons: nothing to escape.
+        IpAddr::V6(v6) => {
+            std::io::Write::write_fmt(out, format_args!("{v6}")).map_err(|e| e.to_string())?;
+        }
+    }
+    out.extend_from_slice(br#"","expires":"#);
+    out.extend_from_slice(itoa::Buffer::new().format(expires).as_bytes());
+    out.extend_from_slice(br#","job":"#);
+    serde_json::to_writer(&mut *out, job).map_err(|e| e.to_string())?;
+    out.push(b'}');
+    Ok(())
+}
+
+/// A JSON string: as is between quotes when nothing in it needs escaping (a job id always), else
+/// through serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(out, s).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -86,10 +119,14 @@ struct Row {
     superseded: AtomicBool,
 }
 
-/// Encoded by its writer, or left for the writer thread to encode.
+/// Encoded by its writer, or left for the writer thread to encode (the job holds the id).
 enum RowData {
     Encoded(Vec<u8>),
-    Fresh(Record),
+    Fresh {
+        owner: IpAddr,
+        expires: u64,
+        job: JobResult,
+    },
 }
 
 impl Row {
@@ -114,14 +151,19 @@ impl Row {
                 out.extend_from_slice(bytes);
                 Ok(())
             }
-            RowData::Fresh(record) => serde_json::to_writer(out, record).map_err(|e| e.to_string()),
+            RowData::Fresh { owner, expires, job } => encode_record(out, *owner, *expires, job),
         }
     }
 
     fn record(&self) -> Result<Record, serde_json::Error> {
         match &self.data {
             RowData::Encoded(bytes) => serde_json::from_slice(bytes),
-            RowData::Fresh(record) => Ok(record.clone()),
+            RowData::Fresh { owner, expires, job } => Ok(Record {
+                id: job.id.clone(),
+                owner: *owner,
+                expires: *expires,
+                job: job.clone(),
+            }),
         }
     }
 }
@@ -180,21 +222,37 @@ impl JobKey {
 /// The 16 bytes of a UUID written exactly as the node writes its ids (lower-case hex, hyphens at
 /// 8, 13, 18, 23); any other text is `None`, so only that exact text maps back to the id.
 fn parse_lower_hyphenated(text: &[u8]) -> Option<[u8; 16]> {
-    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+    /// Value of each lower-case hex digit; `INVALID` for every other byte.
+    const INVALID: u8 = 0xff;
+    const NIBBLE: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut c = 0;
+        while c < 10 {
+            table[b'0' as usize + c] = c as u8;
+            c += 1;
+        }
+        let mut c = 0;
+        while c < 6 {
+            table[b'a' as usize + c] = 10 + c as u8;
+            c += 1;
+        }
+        table
     };
     // Where each byte's two hex digits start.
     const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    let mut bytes = [0u8; 16];
-    for (byte, &at) in bytes.iter_mut().zip(&AT) {
-        *byte = (nibble(text[at])? << 4) | nibble(text[at + 1])?;
+    let text: &[u8; 36] = text.try_into().ok()?;
+    if text[8] != b'-' || text[13] != b'-' || text[18] != b'-' || text[23] != b'-' {
+        return None;
     }
-    Some(bytes)
+    let mut bytes = [0u8; 16];
+    // Any invalid digit sets the high bits of `bad`: one test at the end instead of one per digit.
+    let mut bad = 0u8;
+    for (byte, &at) in bytes.iter_mut().zip(&AT) {
+        let (high, low) = (NIBBLE[usize::from(text[at])], NIBBLE[usize::from(text[at + 1])]);
+        bad |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(bytes)
 }
 
 impl std::fmt::Display for JobKey {
@@ -273,7 +331,7 @@ impl Index {
     /// Notes where a batch's records went (`placed`: one slot per operation, in order), and
     /// forgets the queued ones it wrote unless a newer write of the job came since.
     fn written(&mut self, batch: &[Write], placed: &[Option<Loc>]) {
-        for (op, placed) in batch.iter().flat_map(|w| &w.ops).zip(placed) {
+        for (op, placed) in batch.iter().flat_map(Write::ops).zip(placed) {
             let Op::Put { key, id, row } = op else { continue };
             if let Some(loc) = *placed
                 && let Some(meta) = self.jobs.get_mut(id).filter(|m| m.key == *key)
@@ -302,12 +360,17 @@ impl Index {
     fn remove(&mut self, id: &JobKey) -> Option<Op> {
         let meta = self.jobs.remove(id)?;
         self.recency.remove(&meta.tick);
+        self.forget(&meta);
+        Some(Op::Delete { id: id.clone() })
+    }
+
+    /// Accounts for a job taken out of `jobs` and `recency`.
+    fn forget(&mut self, meta: &Meta) {
         self.running -= u64::from(meta.running);
         self.live -= u64::from(meta.len);
         if let Some(queued) = self.unwritten.remove(&meta.key) {
             queued.supersede();
         }
-        Some(Op::Delete { id: id.clone() })
     }
 
     /// Once more than `max_jobs` are held, evicts the least recently used down to 1 % below it, so
@@ -318,12 +381,15 @@ impl Index {
             return Vec::new();
         }
         let low_water = max_jobs - max_jobs / 100;
-        let mut victims = Vec::new();
+        let mut victims = Vec::with_capacity((self.jobs.len() as u64 - low_water) as usize);
         while self.jobs.len() as u64 > low_water {
-            let Some(id) = self.recency.first_key_value().map(|(_, id)| id.clone()) else {
+            let Some((_, id)) = self.recency.pop_first() else {
                 break;
             };
-            victims.extend(self.remove(&id));
+            if let Some(meta) = self.jobs.remove(&id) {
+                self.forget(&meta);
+                victims.push(Op::Delete { id });
+            }
         }
         tracing::debug!(
             evicted = victims.len(),
@@ -358,6 +424,9 @@ enum Op {
 }
 
 struct Write {
+    /// The job written, if any (no allocation for the usual write of one job).
+    put: Option<Op>,
+    /// Further operations, after `put`: the evictions it caused, or a sweep's deletions.
     ops: Vec<Op>,
     ack: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -379,6 +448,12 @@ struct Writer {
     wake: Condvar,
     /// [`LINGER_DETACHED`], unless told otherwise.
     detached_linger: Duration,
+}
+
+impl Write {
+    fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.put.iter().chain(&self.ops)
+    }
 }
 
 impl Writer {
@@ -544,13 +619,16 @@ impl EmbeddedStore {
         let row = Row::new(row);
         let mut index = self.index.lock().expect("store index poisoned");
         let key = index.upsert(&id, owner, running, expires, row.clone());
-        let mut ops = vec![Op::Put { key, id, row }];
         // The evictions travel with the write that caused them.
-        ops.extend(index.evict_over(self.max_jobs));
+        let ops = index.evict_over(self.max_jobs);
         // Queued under the index lock, so the file gets the writes in the order the index saw
         // them (the writer takes the two locks one after the other, never together).
         self.writer
-            .push(Write { ops, ack })
+            .push(Write {
+                put: Some(Op::Put { key, id, row }),
+                ops,
+                ack,
+            })
             .map_err(|()| self.error("the store is closed"))
     }
 
@@ -561,6 +639,7 @@ impl EmbeddedStore {
         if !victims.is_empty() {
             // Losing an eviction to a crash only means it happens again at the next start.
             let _ = self.writer.push(Write {
+                put: None,
                 ops: victims,
                 ack: None,
             });
@@ -581,7 +660,15 @@ impl EmbeddedStore {
                 };
                 let mut index = index.lock().expect("store index poisoned");
                 let ops = index.expire(unix_now());
-                if !ops.is_empty() && writer.push(Write { ops, ack: None }).is_err() {
+                if !ops.is_empty()
+                    && writer
+                        .push(Write {
+                            put: None,
+                            ops,
+                            ack: None,
+                        })
+                        .is_err()
+                {
                     return;
                 }
             }
@@ -701,7 +788,7 @@ fn append(log: &mut Log, batch: &[Write], placed: &mut Vec<Option<Loc>>) -> Vec<
     placed.clear();
     let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
     for (write, result) in batch.iter().zip(&mut results) {
-        for op in &write.ops {
+        for op in write.ops() {
             let loc = match op {
                 // A write someone awaits is written even so: the newer record may be one nobody
                 // awaits, written later without a sync.
@@ -772,13 +859,8 @@ impl JobStore for EmbeddedStore {
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError> {
         let lifetime = self.lifetime(job.status);
         // Encoded here: the caller lends the job and waits for the write anyway.
-        let bytes = serde_json::to_vec(&RecordRef {
-            id: &job.id,
-            owner,
-            expires: lifetime.1,
-            job,
-        })
-        .map_err(|e| self.error(e))?;
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, owner, lifetime.1, job).map_err(|e| self.error(e))?;
         let (ack, done) = oneshot::channel();
         self.enqueue(
             JobKey::new(&job.id),
@@ -795,14 +877,13 @@ impl JobStore for EmbeddedStore {
     fn put_detached(&self, owner: IpAddr, job: JobResult) {
         let lifetime = self.lifetime(job.status);
         let id = JobKey::new(&job.id);
-        let record = Record {
-            id: job.id.clone(),
+        let row = RowData::Fresh {
             owner,
             expires: lifetime.1,
             job,
         };
         // Only a closing store refuses a job; the writer encodes it.
-        if let Err(e) = self.enqueue(id, owner, lifetime, RowData::Fresh(record), None) {
+        if let Err(e) = self.enqueue(id, owner, lifetime, row, None) {
             tracing::error!(error = %e, "cannot store a job");
         }
     }
@@ -896,7 +977,35 @@ impl JobStore for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
-    use super::JobKey;
+    use infernet_types::{ContainerResult, JobResult};
+
+    use super::{JobKey, Record, encode_record};
+
+    #[test]
+    fn records_read_back_as_written_whatever_the_id_owner_and_output() {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let odd = "a \"quoted\" id\\with\nnew line, tab\t and ünïcode";
+        for (id, owner, expires) in [
+            (uuid.as_str(), "127.0.0.1", 0),
+            (uuid.as_str(), "255.0.10.200", u64::MAX),
+            (odd, "::1", 1_700_000_000),
+            ("", "2001:db8::ff00:42:8329", 7),
+            ("x", "::ffff:10.0.0.1", 7),
+        ] {
+            let output = ContainerResult::Output {
+                container: "c\"1".into(),
+                output: serde_json::json!({"output": "line\n\"two\"", "n": [1, 2.5, null]}),
+            };
+            let job = JobResult::finished(id, vec![output]);
+            let mut out = Vec::new();
+            encode_record(&mut out, owner.parse().unwrap(), expires, &job).unwrap();
+            let record: Record = serde_json::from_slice(&out).expect("valid JSON record");
+            assert_eq!(record.id, id);
+            assert_eq!(record.owner.to_string(), owner);
+            assert_eq!(record.expires, expires);
+            assert_eq!(record.job, job);
+        }
+    }
 
     #[test]
     fn job_keys_give_back_the_exact_id() {
