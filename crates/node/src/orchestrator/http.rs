@@ -11,7 +11,7 @@
 use std::{
     pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll, ready},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -21,7 +21,7 @@ use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{
     Method, Request, StatusCode, Uri,
     body::{Body, Frame, Incoming, SizeHint},
-    client::conn::http1::SendRequest,
+    client::conn::http1::{Connection, SendRequest},
     header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION},
 };
 use hyper_util::rt::TokioIo;
@@ -108,7 +108,9 @@ impl Endpoint {
 }
 
 /// Keep-alive connections to one plain-`http` endpoint. The most recently used goes out first;
-/// a connection comes back once its answer has been read to the end.
+/// a connection comes back once its answer has been read to the end. A connection has no task of
+/// its own: the call using it drives it (see [`Conn`]), and an idle one is looked at when it is
+/// next taken out (one the container closed meanwhile is then dropped).
 #[derive(Debug)]
 pub(super) struct Pool {
     /// Where to connect: `host:port`.
@@ -119,8 +121,64 @@ pub(super) struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    conn: Conn,
     since: Instant,
+}
+
+/// The reading and writing half of a connection to a container.
+type ConnectionIo = Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+
+/// A connection to a container, driven by the call that holds it rather than by a task of its
+/// own: the request, the answer's head and each piece of its body are then handed over within
+/// the call's task, where a connection task would cost a wake-up and a scheduling per hand-over
+/// (four or more per call).
+#[derive(Debug)]
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// Reads and writes the socket when polled; `None` once the connection has ended. Boxed: it
+    /// holds its buffers' state, a kilobyte and more that would be copied at every hand-over.
+    io: Option<Pin<Box<ConnectionIo>>>,
+}
+
+impl Conn {
+    /// Lets the connection make progress (the caller is woken when it can make more).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(io) = &mut self.io
+            && let Poll::Ready(ended) = io.as_mut().poll(cx)
+        {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "container connection ended with an error");
+            }
+            // Requests still queued on it fail with the connection's error.
+            self.io = None;
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.io.is_none() || self.sender.is_closed()
+    }
+
+    /// Waits until the connection can take a request.
+    async fn ready(&mut self) -> hyper::Result<()> {
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Sends `request`; answers once the head is in.
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
+        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 impl Pool {
@@ -133,58 +191,58 @@ impl Pool {
 
     /// A connection ready for a request, and whether it was pooled (a pooled one may turn out
     /// closed by the other end).
-    async fn checkout(&self) -> Result<(SendRequest<Full<Bytes>>, bool), CallError> {
+    async fn checkout(&self) -> Result<(Conn, bool), CallError> {
         loop {
             let idle = self.idle.lock().expect("connection pool poisoned").pop();
             let Some(mut idle) = idle else { break };
             // An idle connection is ready at once, or within moments of its last answer's end;
             // one that stays busy (a request the container never read) is left to close.
             if idle.since.elapsed() < POOL_IDLE_TIMEOUT
-                && !idle.sender.is_closed()
-                && matches!(tokio::time::timeout(READY_WAIT, idle.sender.ready()).await, Ok(Ok(())))
+                && !idle.conn.is_closed()
+                && matches!(tokio::time::timeout(READY_WAIT, idle.conn.ready()).await, Ok(Ok(())))
             {
-                return Ok((idle.sender, true));
+                return Ok((idle.conn, true));
             }
         }
         Ok((self.connect().await?, false))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    async fn connect(&self) -> Result<Conn, CallError> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
             .await
             .map_err(|_| CallError::Connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| CallError::Connect(e.to_string()))?;
         // Requests and streamed answers are small writes: no Nagle delays.
         let _ = tcp.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        let (sender, io) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| CallError::new(&e, true))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "container connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            io: Some(Box::pin(io)),
+        })
     }
 
-    fn put(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
+    fn put(&self, conn: Conn) {
+        if conn.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("connection pool poisoned");
-        // Connections the container closed, or idle too long, make room.
-        idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.sender.is_closed());
+        // Connections ended, or idle too long, make room.
+        idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.conn.is_closed());
         if idle.len() < POOL_IDLE_PER_HOST {
-            idle.push(Idle { sender, since: now });
+            idle.push(Idle { conn, since: now });
         }
     }
 }
 
-/// An answer's body on a pooled connection, which goes back to its pool at the end of the body.
+/// An answer's body on a pooled connection, which it drives, and which goes back to its pool at
+/// the end of the body.
 pub(super) struct Pooled {
     body: Incoming,
-    back: Option<(SendRequest<Full<Bytes>>, Arc<Pool>)>,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
 }
 
 impl Body for Pooled {
@@ -193,15 +251,27 @@ impl Body for Pooled {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        // The connection hands the body over a piece at a time, once asked: a body found empty
+        // asks, and a second turn fetches what was already read.
+        let mut turns = 2;
+        let frame = loop {
+            if let Some(conn) = &mut this.conn {
+                conn.drive(cx);
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(frame) => break frame,
+                Poll::Pending if turns > 1 => turns -= 1,
+                Poll::Pending => return Poll::Pending,
+            }
+        };
         match &frame {
             None => {
-                if let Some((sender, pool)) = this.back.take() {
-                    pool.put(sender);
+                if let Some(conn) = this.conn.take() {
+                    this.pool.put(conn);
                 }
             }
             // A broken answer leaves its connection unusable.
-            Some(Err(_)) => this.back = None,
+            Some(Err(_)) => this.conn = None,
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
@@ -298,18 +368,15 @@ impl ContainerHttp {
             let request = request
                 .body(Full::new(body.clone().unwrap_or_default()))
                 .map_err(|e| CallError::Failed(e.to_string()))?;
-            let (mut sender, pooled) = pool.checkout().await?;
-            let response = match sender.try_send_request(request).await {
+            let (mut conn, pooled) = pool.checkout().await?;
+            let response = match conn.send(request).await {
                 Ok(response) => response,
                 // Never sent: the pooled connection was closed by the container meanwhile. Once
                 // more, on a new connection.
                 Err(mut e) if pooled && e.message().is_some() => {
                     let request = e.take_message().expect("checked just above");
-                    sender = pool.connect().await?;
-                    sender
-                        .try_send_request(request)
-                        .await
-                        .map_err(|e| CallError::new(e.error(), false))?
+                    conn = pool.connect().await?;
+                    conn.send(request).await.map_err(|e| CallError::new(e.error(), false))?
                 }
                 Err(e) => return Err(CallError::new(e.error(), false)),
             };
@@ -320,7 +387,8 @@ impl ContainerHttp {
                     status: head.status,
                     body: AnswerBody::Plain(Pooled {
                         body,
-                        back: Some((sender, pool.clone())),
+                        conn: Some(conn),
+                        pool: pool.clone(),
                     }),
                 });
             }
