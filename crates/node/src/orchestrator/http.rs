@@ -31,6 +31,9 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const POOL_IDLE_PER_HOST: usize = 64;
 /// Longest a pooled connection may take to become ready for the next request.
 const READY_WAIT: Duration = Duration::from_millis(50);
+/// How often idle connections are looked at: those the container closed, or idle too long, are
+/// released (nothing else reads them while they wait).
+const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// A container URL, parsed once (parsing per call shows up in profiles).
 #[derive(Debug, Clone)]
@@ -109,14 +112,16 @@ impl Endpoint {
 
 /// Keep-alive connections to one plain-`http` endpoint. The most recently used goes out first;
 /// a connection comes back once its answer has been read to the end. A connection has no task of
-/// its own: the call using it drives it (see [`Conn`]), and an idle one is looked at when it is
-/// next taken out (one the container closed meanwhile is then dropped).
+/// its own: the call using it drives it (see [`Conn`]); idle ones are looked at every
+/// [`REAP_EVERY`] and when taken out, and released once the container closed them.
 #[derive(Debug)]
 pub(super) struct Pool {
     /// Where to connect: `host:port`.
     authority: String,
     /// Oldest first.
     idle: Mutex<Vec<Idle>>,
+    /// Set once the task that releases dead idle connections runs.
+    reaping: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -186,12 +191,32 @@ impl Pool {
         Self {
             authority,
             idle: Mutex::new(Vec::new()),
+            reaping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Releases idle connections the container closed (their end of file is read now) or that
+    /// waited too long; ends with the pool.
+    fn reap(pool: std::sync::Weak<Self>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REAP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut idle = pool.idle.lock().expect("connection pool poisoned");
+                for i in idle.iter_mut() {
+                    i.conn.drive(&mut cx);
+                }
+                idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.conn.is_closed());
+            }
+        });
     }
 
     /// A connection ready for a request, and whether it was pooled (a pooled one may turn out
     /// closed by the other end).
-    async fn checkout(&self) -> Result<(Conn, bool), CallError> {
+    async fn checkout(self: &Arc<Self>) -> Result<(Conn, bool), CallError> {
         loop {
             let idle = self.idle.lock().expect("connection pool poisoned").pop();
             let Some(mut idle) = idle else { break };
@@ -207,7 +232,10 @@ impl Pool {
         Ok((self.connect().await?, false))
     }
 
-    async fn connect(&self) -> Result<Conn, CallError> {
+    async fn connect(self: &Arc<Self>) -> Result<Conn, CallError> {
+        if !self.reaping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Self::reap(Arc::downgrade(self));
+        }
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
             .await
             .map_err(|_| CallError::Connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?

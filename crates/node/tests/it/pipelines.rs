@@ -234,19 +234,37 @@ async fn redirected_container_calls_are_followed() {
     assert_eq!(job["result"]["output"], json!({"moved": {"x": 1}}));
 }
 
-/// A bare HTTP service answering `{"served": true}`; with `close`, it drops each connection after
-/// its answer without saying so (no `Connection: close`). Answers its port and a count of the
-/// connections it accepted.
-async fn raw_service(close: bool) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// What the raw service does with a connection once it has answered.
+#[derive(Clone, Copy, Debug)]
+enum AfterAnswer {
+    /// Waits for the next request.
+    KeepOpen,
+    /// Drops it without saying so (no `Connection: close`).
+    Drop,
+    /// Closes its sending side a moment later and waits for the node to close the connection.
+    HalfClose,
+}
+
+/// A bare HTTP service answering `{"served": true}`. Answers its port, a count of the
+/// connections it accepted and a count of those the node closed.
+async fn raw_service(
+    after: AfterAnswer,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let accepted = connections.clone();
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (accepted, closed) = (connections.clone(), released.clone());
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
             accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 loop {
@@ -254,6 +272,7 @@ async fn raw_service(close: bool) -> (u16, std::sync::Arc<std::sync::atomic::Ato
                     let mut request = Vec::new();
                     while !request.ends_with(b"}") {
                         let Ok(n @ 1..) = socket.read(&mut buf).await else {
+                            closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return;
                         };
                         request.extend_from_slice(&buf[..n]);
@@ -272,32 +291,59 @@ async fn raw_service(close: bool) -> (u16, std::sync::Arc<std::sync::atomic::Ato
                         body.len()
                     );
                     socket.write_all(answer.as_bytes()).await.unwrap();
-                    if close {
-                        return;
+                    match after {
+                        AfterAnswer::KeepOpen => {}
+                        AfterAnswer::Drop => return,
+                        AfterAnswer::HalfClose => {
+                            // Later, when the node holds the connection idle.
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            socket.shutdown().await.unwrap();
+                            // Only the node's close ends this read.
+                            while matches!(socket.read(&mut buf).await, Ok(1..)) {}
+                            closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
                     }
                 }
             });
         }
     });
-    (port, connections)
+    (port, connections, released)
 }
 
 #[tokio::test]
 async fn container_connections_are_kept_alive_and_dead_ones_are_not_reused() {
-    for (close, expected) in [(false, 1), (true, 3)] {
-        let (port, connections) = raw_service(close).await;
+    for (close, expected) in [(AfterAnswer::KeepOpen, 1), (AfterAnswer::Drop, 3)] {
+        let (port, connections, _) = raw_service(close).await;
         let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("raw", port)]})).await;
         for i in 0..3 {
             let id = submit(&node, json!({"containers": ["raw"], "data": {"i": i}})).await;
             let job = wait_job(&node, &id, false).await;
-            assert_eq!(job["status"], "success", "close={close} job {i}: {job}");
+            assert_eq!(job["status"], "success", "{close:?} job {i}: {job}");
             assert_eq!(job["result"]["output"], json!({"served": true}));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let made = connections.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(
-            made, expected,
-            "close={close}: {made} connections for 3 sequential jobs"
-        );
+        assert_eq!(made, expected, "{close:?}: {made} connections for 3 sequential jobs");
     }
+}
+
+#[tokio::test]
+async fn an_idle_container_connection_the_container_closed_is_released() {
+    // No call needs the connection again: the node still closes its end, rather than leave the
+    // socket open (CLOSE_WAIT) for as long as the container gets no calls.
+    let (port, connections, released) = raw_service(AfterAnswer::HalfClose).await;
+    let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("raw", port)]})).await;
+    let id = submit(&node, json!({"containers": ["raw"], "data": {}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "success", "{job}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while released.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node kept the closed connection open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
