@@ -26,10 +26,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Benchmarks: node streaming vs. direct service; chain side on anvil; router probe round and /api/v1/ips latency.
+## Benchmarks: node streaming vs. direct service; the embedded store per streamed job; chain side on anvil; router probe round and /api/v1/ips latency.
 bench:
 	$(CARGO) build --release -p hello-world -p infernet-node -p infernet-router --bins
 	$(CARGO) bench -p infernet-node --bench stream
+	$(CARGO) bench -p infernet-node --bench store
 	$(CARGO) bench -p infernet-node --bench chain
 	$(CARGO) bench -p infernet-router --bench probe
 

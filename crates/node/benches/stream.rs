@@ -459,6 +459,12 @@ fn main() {
     if let Some(b) = paths.get(3) {
         println!("ratio node B/direct throughput: {:.2}", b.ratio_to(direct));
         println!("ratio node B/node throughput  : {:.2}", b.ratio_to(through));
+        let b_paced = runtime.block_on(paced(b.url.clone(), node_body, RATE, paced_seconds));
+        println!(
+            "at {RATE} req/s offered: node B p50 {:.3} ms p99 {:.3} ms",
+            ms(b_paced.latency(0.50)),
+            ms(b_paced.latency(0.99))
+        );
     }
     println!(
         "at {RATE} req/s offered (open loop): direct p50 {:.3} ms p99 {:.3} ms; node p50 {:.3} ms p99 {:.3} ms",
