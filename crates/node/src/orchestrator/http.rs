@@ -130,6 +130,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Neither ended nor idle too long.
+    fn usable(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < POOL_IDLE_TIMEOUT && !self.conn.is_closed()
+    }
+}
+
 /// The reading and writing half of a connection to a container.
 type ConnectionIo = Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
 
@@ -209,7 +216,7 @@ impl Pool {
                 for i in idle.iter_mut() {
                     i.conn.drive(&mut cx);
                 }
-                idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.conn.is_closed());
+                idle.retain(|i| i.usable(now));
             }
         });
     }
@@ -222,8 +229,7 @@ impl Pool {
             let Some(mut idle) = idle else { break };
             // An idle connection is ready at once, or within moments of its last answer's end;
             // one that stays busy (a request the container never read) is left to close.
-            if idle.since.elapsed() < POOL_IDLE_TIMEOUT
-                && !idle.conn.is_closed()
+            if idle.usable(Instant::now())
                 && matches!(tokio::time::timeout(READY_WAIT, idle.conn.ready()).await, Ok(Ok(())))
             {
                 return Ok((idle.conn, true));
@@ -257,8 +263,11 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().expect("connection pool poisoned");
-        // Connections ended, or idle too long, make room.
-        idle.retain(|i| now.duration_since(i.since) < POOL_IDLE_TIMEOUT && !i.conn.is_closed());
+        // A full pool makes room by releasing connections ended or idle too long (the sweep
+        // does so every few seconds anyway).
+        if idle.len() >= POOL_IDLE_PER_HOST {
+            idle.retain(|i| i.usable(now));
+        }
         if idle.len() < POOL_IDLE_PER_HOST {
             idle.push(Idle { conn, since: now });
         }

@@ -30,7 +30,7 @@ use std::{
 
 use async_trait::async_trait;
 use infernet_types::{JobResult, JobStatus};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::FastMap;
@@ -46,9 +46,9 @@ const LINGER: Duration = Duration::from_millis(2);
 /// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
-/// Appends a job's record, as JSON that reads back as a [`Record`]. The record's own fields are
-/// written by hand (the writer thread encodes every stored job: this halves its work per job);
-/// the job goes through its `Serialize`, the API's.
+/// Appends a job's record, as JSON that reads back as a [`Record`]; every record the store writes
+/// is encoded here. The record's own fields are written by hand (the writer thread encodes every
+/// stored job: this halves its work per job); the job goes through its `Serialize`, the API's.
 fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult) -> Result<(), String> {
     out.extend_from_slice(br#"{"id":"#);
     json_str(out, &job.id)?;
@@ -88,7 +88,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record {
     id: String,
     owner: IpAddr,
@@ -451,6 +451,15 @@ struct Writer {
 }
 
 impl Write {
+    /// Deletions nobody waits for (evictions at start, expiries).
+    fn deletions(ops: Vec<Op>) -> Self {
+        Self {
+            put: None,
+            ops,
+            ack: None,
+        }
+    }
+
     fn ops(&self) -> impl Iterator<Item = &Op> {
         self.put.iter().chain(&self.ops)
     }
@@ -638,11 +647,7 @@ impl EmbeddedStore {
         let victims = index.evict_over(self.max_jobs);
         if !victims.is_empty() {
             // Losing an eviction to a crash only means it happens again at the next start.
-            let _ = self.writer.push(Write {
-                put: None,
-                ops: victims,
-                ack: None,
-            });
+            let _ = self.writer.push(Write::deletions(victims));
         }
     }
 
@@ -660,15 +665,7 @@ impl EmbeddedStore {
                 };
                 let mut index = index.lock().expect("store index poisoned");
                 let ops = index.expire(unix_now());
-                if !ops.is_empty()
-                    && writer
-                        .push(Write {
-                            put: None,
-                            ops,
-                            ack: None,
-                        })
-                        .is_err()
-                {
+                if !ops.is_empty() && writer.push(Write::deletions(ops)).is_err() {
                     return;
                 }
             }
@@ -719,7 +716,7 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
             .map_err(|e| format!("a running job's record is unreadable: {e}"))?;
         record.job = interrupted(&record.job);
         record.expires = expiry(now, lifetimes.result);
-        job.loc = log.put(|out| serde_json::to_writer(out, &record).map_err(|e| e.to_string()))?;
+        job.loc = log.put(|out| encode_record(out, record.owner, record.expires, &record.job))?;
         (job.expires, job.running) = (record.expires, false);
         interrupted_jobs += 1;
     }
