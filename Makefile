@@ -31,6 +31,7 @@ bench:
 	$(CARGO) build --release -p hello-world -p infernet-node -p infernet-router --bins
 	$(CARGO) bench -p infernet-node --bench stream
 	$(CARGO) bench -p infernet-node --bench store
+	$(CARGO) bench -p infernet-node --bench store_memory
 	$(CARGO) bench -p infernet-node --bench chain
 	$(CARGO) bench -p infernet-router --bench probe
 

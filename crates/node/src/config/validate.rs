@@ -193,6 +193,8 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
 
 /// Longest duration accepted anywhere in the config (one year), so every value fits a `Duration`.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// Most jobs the embedded store may be told to keep (its index numbers them in 32 bits).
+const MAX_STORE_JOBS: u64 = 1_000_000_000;
 
 fn positive(x: f64) -> bool {
     x > 0.0 && x <= MAX_SECONDS
@@ -277,6 +279,13 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     }
     if config.store.max_jobs == 0 {
         p.error("store.max_jobs", "must be at least 1");
+    } else if config.store.max_jobs > MAX_STORE_JOBS {
+        p.error(
+            "store.max_jobs",
+            format!(
+                "must be at most {MAX_STORE_JOBS} (the embedded store's index holds about 100 bytes of memory per job)"
+            ),
+        );
     }
     if let Some(endpoint) = &config.stats.endpoint
         && let Err(e) = check_url(endpoint, &["http", "https"])
@@ -556,6 +565,23 @@ mod tests {
             ]
         );
         assert!(errs[4].message.contains("duplicate id \"a\""));
+    }
+
+    #[test]
+    fn the_store_bound_must_fit_its_index() {
+        for (max_jobs, ok) in [
+            (0, false),
+            (1, true),
+            (1_000_000_000, true),
+            (1_000_000_001, false),
+            (u64::MAX, false),
+        ] {
+            let result = check(&format!(r#"{{"store": {{"max_jobs": {max_jobs}}}}}"#));
+            assert_eq!(result.is_ok(), ok, "max_jobs {max_jobs}");
+            if let Err(errs) = result {
+                assert_eq!(paths(&errs), vec!["store.max_jobs"]);
+            }
+        }
     }
 
     #[test]
