@@ -10,16 +10,17 @@
 //! `cargo bench -p infernet-node --bench store`; `BENCH_JOBS` sets the number of streamed jobs
 //! per phase (default 400 000).
 
+mod support;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use infernet_node::store::{EmbeddedStore, JobStore, Lifetimes};
+use infernet_node::store::JobStore;
 use infernet_testkit::cpu_time;
-use infernet_types::{ContainerResult, JobResult};
-use serde_json::json;
+use support::{open_store, streamed_records as records};
 
 // The node's allocator, so the figures are the node's.
 #[global_allocator]
@@ -27,14 +28,6 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TASKS: usize = 16;
 const MAX_JOBS: u64 = 100_000;
-
-fn records(id: &str) -> (JobResult, JobResult) {
-    let output = ContainerResult::Output {
-        container: "hello-world".into(),
-        output: json!({"output": "{\"output\": \"hello, world!\"}\n"}),
-    };
-    (JobResult::running(id), JobResult::finished(id, vec![output]))
-}
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -77,21 +70,8 @@ fn main() {
         .unwrap_or(400_000usize);
     let per_task = jobs / TASKS;
     let jobs = per_task * TASKS;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lifetimes = Lifetimes {
-        pending: Duration::from_secs(900),
-        result: None,
-    };
-    let store: Arc<dyn JobStore> = Arc::new(
-        runtime
-            .block_on(EmbeddedStore::open(&dir.path().join("jobs.db"), lifetimes, MAX_JOBS))
-            .expect("store"),
-    );
+    let (runtime, _dir, store) = open_store(MAX_JOBS);
+    let store: Arc<dyn JobStore> = Arc::new(store);
     let owner = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     // Fill the store first, so the measured jobs evict as a busy node's do.

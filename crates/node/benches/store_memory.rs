@@ -11,6 +11,8 @@
 //! `cargo bench -p infernet-node --bench store_memory`; `BENCH_MAX_JOBS` sets the bound
 //! (default 100 000, the node's default).
 
+mod support;
+
 use std::{
     alloc::{GlobalAlloc, Layout},
     net::{IpAddr, Ipv4Addr},
@@ -18,10 +20,9 @@ use std::{
     time::Duration,
 };
 
-use infernet_node::store::{EmbeddedStore, JobStore, Lifetimes};
+use infernet_node::store::JobStore;
 use infernet_testkit::rss_kib;
-use infernet_types::{ContainerResult, JobResult};
-use serde_json::json;
+use support::{open_store, streamed_records};
 
 /// The node's allocator, counting the bytes it has handed out and not got back.
 struct Counting;
@@ -67,19 +68,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000u64);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lifetimes = Lifetimes {
-        pending: Duration::from_secs(900),
-        result: None,
-    };
-    let store = runtime
-        .block_on(EmbeddedStore::open(&dir.path().join("jobs.db"), lifetimes, max_jobs))
-        .expect("store");
+    let (runtime, _dir, store) = open_store(max_jobs);
     let owner = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let empty = settled();
     let report = |phase: &str, (heap, rss): (f64, f64)| {
@@ -95,13 +84,9 @@ fn main() {
     let store_jobs = |count: u64| {
         runtime.block_on(async {
             for i in 0..count {
-                let id = uuid::Uuid::new_v4().to_string();
-                let output = ContainerResult::Output {
-                    container: "hello-world".into(),
-                    output: json!({"output": "{\"output\": \"hello, world!\"}\n"}),
-                };
-                store.put_detached(owner, JobResult::running(&id));
-                store.put_detached(owner, JobResult::finished(&id, vec![output]));
+                let (running, done) = streamed_records(&uuid::Uuid::new_v4().to_string());
+                store.put_detached(owner, running);
+                store.put_detached(owner, done);
                 // About 30 000 jobs/s: the pace of a busy node, which the writer keeps up with.
                 if i % 32 == 31 {
                     tokio::time::sleep(Duration::from_millis(1)).await;

@@ -283,7 +283,7 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
         p.error(
             "store.max_jobs",
             format!(
-                "must be at most {MAX_STORE_JOBS} (the embedded store's index holds about 100 bytes of memory per job)"
+                "must be at most {MAX_STORE_JOBS} (the embedded store's index holds about 125 bytes of memory per job)"
             ),
         );
     }

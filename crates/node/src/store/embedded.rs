@@ -338,7 +338,7 @@ impl Index {
         meta.key = self.next_key;
         self.running += u64::from(meta.running);
         self.live += u64::from(meta.len);
-        self.jobs.insert(id, meta);
+        self.jobs.insert_new(id, meta);
         self.next_key
     }
 

@@ -89,11 +89,10 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         Some(&mut self.node_mut(i).value)
     }
 
-    /// Adds or replaces the entry, as the most recently used; returns the value it replaces.
-    pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(old) = self.touch(&key) {
-            return Some(std::mem::replace(old, value));
-        }
+    /// Adds an entry for a key not held (the caller has just looked), as the most recently
+    /// used. Not looked up again here: every new job comes this way.
+    pub(super) fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(self.slot_of(&key).is_none(), "insert_new of a key already held");
         let node = Some(Node {
             key,
             value,
@@ -123,7 +122,6 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             hasher.hash_one(&slots[j as usize].as_ref().expect("a hashed slot holds an entry").key)
         });
         self.push_back(i);
-        None
     }
 
     /// Takes out the least recently used entry.
@@ -245,7 +243,17 @@ mod tests {
             // Few keys, so that operations often meet existing entries.
             let key = (next() % 64) as u32;
             match next() % 8 {
-                0 | 1 => assert_eq!(lru.insert(key, step), model.insert(key, step)),
+                0 | 1 => {
+                    // As the index upserts: update in place if held, else add.
+                    let old = match lru.touch(&key) {
+                        Some(v) => Some(std::mem::replace(v, step)),
+                        None => {
+                            lru.insert_new(key, step);
+                            None
+                        }
+                    };
+                    assert_eq!(old, model.insert(key, step));
+                }
                 2 => assert_eq!(lru.touch(&key).copied(), model.touch(key)),
                 3 => assert_eq!(lru.get(&key), model.at(key).map(|i| &model.0[i].1)),
                 4 | 5 => {
@@ -286,7 +294,7 @@ mod tests {
         let mut lru: Lru<u32, ()> = Lru::default();
         for round in 0..10 {
             for key in 0..1000 {
-                lru.insert(round * 1000 + key, ());
+                lru.insert_new(round * 1000 + key, ());
             }
             while lru.len() > 500 {
                 lru.pop_lru();
