@@ -417,18 +417,31 @@ impl ContainerHttp {
                 }
                 Err(e) => return Err(CallError::new(e.error(), false)),
             };
-            let (head, body) = response.into_parts();
-            // The lean client does not follow redirects; the full one repeats the call and does.
-            if !(head.status.is_redirection() && head.headers.contains_key(LOCATION)) {
+            let (head, answer) = response.into_parts();
+            let Some(redirect) = Redirect::of(&endpoint.url, &method, head.status, &head.headers) else {
                 return Ok(Answer {
                     status: head.status,
                     body: AnswerBody::Plain(Pooled {
-                        body,
+                        body: answer,
                         conn: Some(conn),
                         pool: pool.clone(),
                     }),
                 });
+            };
+            // Redirects are rare: the rest of the way (further redirects included) goes through
+            // the full client, from where this answer points, so the call is never repeated.
+            let mut request = self.tls.request(redirect.method, redirect.to);
+            if redirect.keeps_body
+                && let Some(body) = body
+            {
+                request = request.header(CONTENT_TYPE, json).body(body);
             }
+            if redirect.same_origin
+                && let Some(bearer) = bearer
+            {
+                request = request.header(AUTHORIZATION, bearer.clone());
+            }
+            return self.full(request).await;
         }
         let mut request = self.tls.request(method, endpoint.url.clone());
         if let Some(body) = body {
@@ -437,10 +450,44 @@ impl ContainerHttp {
         if let Some(bearer) = bearer {
             request = request.header(AUTHORIZATION, bearer.clone());
         }
+        self.full(request).await
+    }
+
+    /// Sends `request` through the full client.
+    async fn full(&self, request: reqwest::RequestBuilder) -> Result<Answer, CallError> {
         let response = request.send().await.map_err(|e| CallError::of_reqwest(&e))?;
         Ok(Answer {
             status: response.status(),
             body: AnswerBody::Tls(response),
+        })
+    }
+}
+
+/// Where a lean-client answer sends the call on, followed as reqwest (and Ritual's aiohttp)
+/// follow redirects: 307 and 308 repeat the request there; 301, 302 and 303 turn it into a
+/// `GET` without a body. The bearer token goes along only to the same origin.
+#[derive(Debug, PartialEq)]
+struct Redirect {
+    to: reqwest::Url,
+    method: Method,
+    keeps_body: bool,
+    same_origin: bool,
+}
+
+impl Redirect {
+    /// `None` when the answer is not a redirect to follow (it is then the call's answer).
+    fn of(from: &reqwest::Url, method: &Method, status: StatusCode, headers: &hyper::HeaderMap) -> Option<Self> {
+        let keeps_body = match status {
+            StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => true,
+            StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => false,
+            _ => return None,
+        };
+        let to = from.join(headers.get(LOCATION)?.to_str().ok()?).ok()?;
+        Some(Self {
+            method: if keeps_body { method.clone() } else { Method::GET },
+            same_origin: to.origin() == from.origin(),
+            to,
+            keeps_body,
         })
     }
 }
@@ -501,6 +548,35 @@ mod tests {
 
     fn plain(e: &Endpoint) -> &Plain {
         e.plain.as_ref().expect("a plain-http endpoint")
+    }
+
+    #[test]
+    fn redirects_are_followed_as_reqwest_and_aiohttp_follow_them() {
+        let from = reqwest::Url::parse("http://127.0.0.1:3000/service_output").unwrap();
+        let at = |status: u16, location: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(LOCATION, HeaderValue::from_str(location).unwrap());
+            Redirect::of(&from, &Method::POST, StatusCode::from_u16(status).unwrap(), &headers)
+        };
+        let kept = at(307, "/v2/service_output").unwrap();
+        assert_eq!(kept.to.as_str(), "http://127.0.0.1:3000/v2/service_output");
+        assert_eq!(
+            (kept.method, kept.keeps_body, kept.same_origin),
+            (Method::POST, true, true)
+        );
+        assert!(at(308, "v2").unwrap().keeps_body);
+        for status in [301, 302, 303] {
+            let moved = at(status, "http://127.0.0.1:3001/result").unwrap();
+            assert_eq!((moved.method, moved.keeps_body), (Method::GET, false), "{status}");
+            assert!(!moved.same_origin, "another port is another origin: no bearer there");
+        }
+        // Not redirects to follow: the answer stands.
+        assert_eq!(at(300, "/elsewhere"), None);
+        assert_eq!(at(304, "/elsewhere"), None);
+        assert_eq!(
+            Redirect::of(&from, &Method::POST, StatusCode::FOUND, &hyper::HeaderMap::new()),
+            None
+        );
     }
 
     #[test]

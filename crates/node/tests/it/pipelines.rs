@@ -234,6 +234,36 @@ async fn redirected_container_calls_are_followed() {
     assert_eq!(job["result"]["output"], json!({"moved": {"x": 1}}));
 }
 
+#[tokio::test]
+async fn a_see_other_redirect_is_fetched_once_and_never_posts_twice() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use axum::{
+        Json, Router,
+        response::{IntoResponse, Redirect},
+        routing::{get, post},
+    };
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    // A service that takes the job and points at its result (Post/Redirect/Get).
+    let service = Router::new()
+        .route(
+            "/service_output",
+            post(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Redirect::to("/result").into_response()
+            }),
+        )
+        .route("/result", get(|| async { Json(json!({"fetched": true})) }));
+    let (job, _) = job_on(service, |port| unmanaged("prg", port), json!({"x": 1})).await;
+    assert_eq!(job["status"], "success", "{job}");
+    assert_eq!(job["result"]["output"], json!({"fetched": true}));
+    assert_eq!(posts.load(Ordering::SeqCst), 1, "the job was posted more than once");
+}
+
 /// What the raw service does with a connection once it has answered.
 #[derive(Clone, Copy, Debug)]
 enum AfterAnswer {
