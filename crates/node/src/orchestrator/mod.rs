@@ -30,6 +30,8 @@ const RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 /// How the Orchestrator reaches one container.
 #[derive(Debug, Clone)]
 struct Target {
+    /// The container's id, as errors name it.
+    id: String,
     output_url: Endpoint,
     resources_url: Endpoint,
     bearer: Option<HeaderValue>,
@@ -64,7 +66,8 @@ pub struct JobInput {
 /// Runs pipelines and records off-chain jobs in the store.
 pub struct Orchestrator {
     client: ContainerHttp,
-    targets: crate::FastMap<String, Target>,
+    /// Shared: a streamed body keeps its container's for its errors.
+    targets: crate::FastMap<String, Arc<Target>>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
 }
@@ -125,12 +128,13 @@ impl Orchestrator {
                 .ok_or(OrchestratorError::Url(i))?;
             targets.insert(
                 c.id.clone(),
-                Target {
+                Arc::new(Target {
+                    id: c.id.clone(),
                     output_url,
                     resources_url,
                     bearer,
                     timeout: c.timeout,
-                },
+                }),
             );
         }
         Ok(Self {
@@ -151,7 +155,7 @@ impl Orchestrator {
         &self.store
     }
 
-    fn target(&self, id: &str) -> Result<&Target, String> {
+    fn target(&self, id: &str) -> Result<&Arc<Target>, String> {
         self.targets
             .get(id)
             .ok_or_else(|| format!("container {id} is not configured on this node"))
@@ -301,13 +305,17 @@ impl Orchestrator {
             data: Value::Object(data),
             requires_proof: None,
         };
-        let url = target.output_url.clone();
         let idle = target.timeout;
         let body = encode(container, &input)?;
-        let response = tokio::time::timeout(idle, self.client.send(&url, target.bearer.as_ref(), Some(body)))
-            .await
-            .map_err(|_| timed_out(container, idle))?
-            .map_err(|e| describe(&e, container, &url))?;
+        // One timer for the whole stream: the wait for the answer's head, then each wait for
+        // more (a timer registered and cancelled per stage showed up in profiles).
+        let mut deadline = Box::pin(tokio::time::sleep(idle));
+        let send = self.client.send(&target.output_url, target.bearer.as_ref(), Some(body));
+        let response = tokio::select! {
+            biased;
+            response = send => response.map_err(|e| describe(&e, container, &target.output_url))?,
+            () = deadline.as_mut() => return Err(timed_out(container, idle)),
+        };
         let status = response.status;
         if !status.is_success() {
             let body = tokio::time::timeout(idle, response.bytes())
@@ -319,10 +327,9 @@ impl Orchestrator {
         }
         Ok(IdleTimeout {
             body: response.into_stream(),
-            idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
-            container: container.to_string(),
-            url,
+            target: target.clone(),
+            deadline,
+            last: tokio::time::Instant::now(),
             done: false,
         })
     }
@@ -352,14 +359,15 @@ impl Orchestrator {
     }
 }
 
-/// A container's streamed body that fails when no chunk arrives for `idle` (one timer, reset per
-/// chunk, rather than a new timer per chunk).
+/// A container's streamed body that fails when no chunk arrives for the container's timeout. One
+/// timer serves the whole stream, and a chunk only notes when it came: the timer is moved on when
+/// it fires early, not at every chunk (each move takes the runtime's timer lock).
 pub struct IdleTimeout {
     body: BodyStream,
-    idle: Duration,
+    target: Arc<Target>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    container: String,
-    url: Endpoint,
+    /// When the last chunk came (or the answer's head).
+    last: tokio::time::Instant,
     done: bool,
 }
 
@@ -371,34 +379,42 @@ impl Stream for IdleTimeout {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        if self.done {
+        let this = &mut *self;
+        if this.done {
             return Poll::Ready(None);
         }
-        match std::pin::Pin::new(&mut self.body).poll_next(cx) {
+        match std::pin::Pin::new(&mut this.body).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                let next = tokio::time::Instant::now() + self.idle;
-                self.deadline.as_mut().reset(next);
+                this.last = tokio::time::Instant::now();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(describe(&e, &self.container, &self.url))))
+                this.done = true;
+                Poll::Ready(Some(Err(describe(&e, &this.target.id, &this.target.output_url))))
             }
             Poll::Ready(None) => {
-                self.done = true;
+                this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    let message = format!(
-                        "container {} sent nothing for {}s; stream abandoned",
-                        self.container,
-                        self.idle.as_secs_f64()
-                    );
-                    Poll::Ready(Some(Err(message)))
+            Poll::Pending => loop {
+                match this.deadline.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => {
+                        let due = this.last + this.target.timeout;
+                        if due > this.deadline.deadline() {
+                            // Chunks came meanwhile: wait from the last one.
+                            this.deadline.as_mut().reset(due);
+                            continue;
+                        }
+                        this.done = true;
+                        let message = format!(
+                            "container {} sent nothing for {}s; stream abandoned",
+                            this.target.id,
+                            this.target.timeout.as_secs_f64()
+                        );
+                        return Poll::Ready(Some(Err(message)));
+                    }
                 }
-                Poll::Pending => Poll::Pending,
             },
         }
     }

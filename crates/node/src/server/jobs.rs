@@ -231,10 +231,16 @@ struct RecordedStream<S> {
 }
 
 impl<S> RecordedStream<S> {
-    fn new(inner: S, id: &str, record: Recorder) -> Self {
+    fn new(inner: S, record: Recorder) -> Self {
         Self {
             inner: Box::pin(inner),
-            out: format!("{id}\n").into_bytes(),
+            out: {
+                // Room for a short answer: it then leaves as it came, without growing this.
+                let mut out = Vec::with_capacity(record.id.len() + 1 + 1024);
+                out.extend_from_slice(record.id.as_bytes());
+                out.push(b'\n');
+                out
+            },
             holds: 0,
             pass: None,
             collected: Vec::new(),
@@ -262,14 +268,16 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn finish(self, outcome: Result<&[u8], String>) {
+    fn finish(self, outcome: Result<Vec<u8>, String>) {
         let took = self.started.elapsed();
         self.metrics.container_call(&self.container, outcome.is_ok(), took);
         self.metrics.job(Source::Offchain, outcome.is_ok(), took);
         let result = match outcome {
             Ok(bytes) => ContainerResult::Output {
                 container: self.container,
-                output: json!({"output": String::from_utf8_lossy(bytes)}),
+                // Valid UTF-8 (the usual case) keeps its buffer.
+                output: json!({"output": String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())}),
             },
             Err(error) => ContainerResult::Error {
                 container: self.container,
@@ -352,7 +360,7 @@ impl<S: Stream<Item = Result<Bytes, String>>> Stream for RecordedStream<S> {
                 Poll::Ready(None) => {
                     this.ended = true;
                     if let Some(record) = this.record.take() {
-                        record.finish(Ok(&this.collected));
+                        record.finish(Ok(std::mem::take(&mut this.collected)));
                     }
                     return Poll::Ready((!this.out.is_empty()).then(|| Ok(this.burst())));
                 }
@@ -423,7 +431,8 @@ async fn stream_job(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result
     };
     admit(state, client, &request)?;
     let id = new_job_id();
-    let container = request.containers[0].clone();
+    // The Guardian admits no empty pipeline.
+    let container = request.containers.into_iter().next().unwrap_or_default();
 
     // The store is written off the response path; one writer keeps the two writes in order.
     state.store.put_detached(client, JobResult::running(&id));
@@ -432,19 +441,20 @@ async fn stream_job(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result
         metrics: state.orchestrator.metrics().clone(),
         started: Instant::now(),
         owner: client,
-        id: id.clone(),
-        container: container.clone(),
+        id,
+        container,
     };
-    let body = match state.orchestrator.open_stream(&container, request.data).await {
+    let body = match state.orchestrator.open_stream(&record.container, request.data).await {
         Ok(body) => body,
         Err(message) => {
+            let id = record.id.clone();
             record.finish(Err(message.clone()));
             return Err(ApiError::BadGateway { message, id });
         }
     };
     // The headers wait for the first burst (at most one scheduler pass when the container has
     // nothing yet), so a short answer leaves in one write, headers and end of body included.
-    let mut recorded = RecordedStream::new(body, &id, record);
+    let mut recorded = RecordedStream::new(body, record);
     let first = recorded.next().await;
     // An answer that is already whole goes out with its length: the client reads one framed
     // body instead of decoding chunks.

@@ -114,11 +114,17 @@ pub async fn limit(
             let mut response = answer.await;
             let headers = response.headers_mut();
             headers.insert(LIMIT, limiter.limit_header.clone());
-            headers.insert(REMAINING, HeaderValue::from(remaining));
-            headers.insert(RESET, HeaderValue::from(reset.as_secs_f64().ceil() as u64));
+            headers.insert(REMAINING, number(remaining));
+            headers.insert(RESET, number(reset.as_secs_f64().ceil() as u64));
             response
         }
     }
+}
+
+/// `n` as a header value, in one allocation (`HeaderValue::from(u64)` makes three).
+fn number(n: u64) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(itoa::Buffer::new().format(n).as_bytes()))
+        .expect("digits are a valid header value")
 }
 
 #[cfg(test)]

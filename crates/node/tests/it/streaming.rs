@@ -63,6 +63,55 @@ async fn stream_output_reaches_the_client_as_the_container_sends_it() {
 }
 
 #[tokio::test]
+async fn a_stream_is_abandoned_only_after_its_container_is_silent_for_the_timeout() {
+    // Four chunks 0.3 s apart outlast the 0.5 s timeout together, never between two of them.
+    let port = stub(Stub::Trickle(4, Duration::from_millis(300))).await;
+    let node = TestNode::start(json!({"manage_containers": false,
+        "containers": [{"id": "slow", "port": port, "timeout": 0.5}]}))
+    .await;
+    let started = std::time::Instant::now();
+    let mut response = open_stream(&node.url, json!({"containers": ["slow"], "data": {}})).await;
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let took = started.elapsed();
+    assert!(ended.is_err(), "an abandoned stream must not look complete");
+    let text = String::from_utf8(received).unwrap();
+    let (id, output) = text.split_once('\n').unwrap();
+    assert_eq!(
+        output, "tick tick tick tick ",
+        "every chunk before the silence reaches the client"
+    );
+    // 1.2 s of chunks, then 0.5 s of silence.
+    assert!(took >= Duration::from_millis(1600), "abandoned after {took:?}");
+    let job = wait_job(&node, id, false).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(error.contains("container slow sent nothing for 0.5s"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_whose_answer_never_starts_times_out_with_a_502() {
+    let port = stub(Stub::Slow(Duration::from_secs(30))).await;
+    let node = TestNode::start(json!({"manage_containers": false,
+        "containers": [{"id": "mute", "port": port, "timeout": 0.3}]}))
+    .await;
+    let response = open_stream(&node.url, json!({"containers": ["mute"], "data": {}})).await;
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("did not answer within 0.3s"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn stream_from_an_unreachable_container_is_a_502_with_the_job_id() {
     let port = crate::support::free_port();
     let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gone", port)]})).await;

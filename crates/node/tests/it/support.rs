@@ -179,6 +179,9 @@ pub(crate) enum Stub {
     BreaksMidStream,
     /// Streams `first `, then `second` once the gate is opened.
     Gated(&'static tokio::sync::Notify),
+    /// Streams `tick ` the given number of times, a pause before each, then goes silent with
+    /// the connection open.
+    Trickle(usize, Duration),
 }
 
 /// Starts a stub container service; returns its port.
@@ -222,6 +225,16 @@ pub(crate) async fn stub(kind: Stub) -> u16 {
                         _ => return None,
                     };
                     Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(chunk)), step + 1))
+                });
+                Response::new(Body::from_stream(chunks))
+            }
+            Stub::Trickle(ticks, pause) => {
+                let chunks = futures::stream::unfold(0, move |step| async move {
+                    tokio::time::sleep(pause).await;
+                    if step == ticks {
+                        std::future::pending::<()>().await;
+                    }
+                    Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(b"tick ")), step + 1))
                 });
                 Response::new(Body::from_stream(chunks))
             }
