@@ -18,6 +18,7 @@ pub mod chain;
 pub mod config;
 pub mod containers;
 pub mod guardian;
+pub(crate) mod json;
 pub mod logging;
 pub mod node;
 pub mod orchestrator;

@@ -98,10 +98,6 @@ fn refused(id: &str, status: StatusCode, body: &[u8]) -> String {
     format!("container {id} answered HTTP {}: {}", status.as_u16(), excerpt(body))
 }
 
-fn encode(id: &str, input: &ContainerInput) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(input).map_err(|e| format!("cannot encode the input of {id}: {e}"))
-}
-
 impl Orchestrator {
     /// Builds the Orchestrator for the configured containers.
     pub fn new(
@@ -185,7 +181,13 @@ impl Orchestrator {
     async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
         let target = self.target(id)?;
         let (status, body) = self
-            .exchange(id, target, &target.output_url, Some(encode(id, input)?), target.timeout)
+            .exchange(
+                id,
+                target,
+                &target.output_url,
+                Some(crate::json::container_input(input)),
+                target.timeout,
+            )
             .await?;
         if !status.is_success() {
             return Err(refused(id, status, &body));
@@ -306,7 +308,7 @@ impl Orchestrator {
             requires_proof: None,
         };
         let idle = target.timeout;
-        let body = encode(container, &input)?;
+        let body = crate::json::container_input(&input);
         // One timer for the whole stream: the wait for the answer's head, then each wait for
         // more (a timer registered and cancelled per stage showed up in profiles).
         let mut deadline = Box::pin(tokio::time::sleep(idle));

@@ -48,11 +48,10 @@ const LINGER: Duration = Duration::from_millis(2);
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
 /// Appends a job's record, as JSON that reads back as a [`Record`]; every record the store writes
-/// is encoded here. The record's own fields are written by hand (the writer thread encodes every
-/// stored job: this halves its work per job); the job goes through its `Serialize`, the API's.
+/// is encoded here, by hand (the writer thread encodes every stored job: see [`crate::json`]).
 fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult) -> Result<(), String> {
     out.extend_from_slice(br#"{"id":"#);
-    json_str(out, &job.id)?;
+    crate::json::write_str(out, &job.id);
     out.extend_from_slice(br#","owner":""#);
     match owner {
         IpAddr::V4(v4) => {
@@ -71,22 +70,9 @@ fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult
     out.extend_from_slice(br#"","expires":"#);
     out.extend_from_slice(itoa::Buffer::new().format(expires).as_bytes());
     out.extend_from_slice(br#","job":"#);
-    serde_json::to_writer(&mut *out, job).map_err(|e| e.to_string())?;
+    crate::json::write_job(out, job);
     out.push(b'}');
     Ok(())
-}
-
-/// A JSON string: as is between quotes when nothing in it needs escaping (a job id always), else
-/// through serde_json.
-fn json_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        Ok(())
-    } else {
-        serde_json::to_writer(out, s).map_err(|e| e.to_string())
-    }
 }
 
 #[derive(Deserialize)]
