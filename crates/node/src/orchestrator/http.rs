@@ -392,19 +392,18 @@ impl ContainerHttp {
         let json = HeaderValue::from_static("application/json");
         let body = body.map(Bytes::from);
         if let Some(Plain { target, host, pool }) = &endpoint.plain {
-            let mut request = Request::builder()
-                .method(method.clone())
-                .uri(target.clone())
-                .header(HOST, host.clone());
+            // Built in place: the builder moves all of its parts at every step.
+            let mut request = Request::new(Full::new(body.clone().unwrap_or_default()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = target.clone();
+            let headers = request.headers_mut();
+            headers.insert(HOST, host.clone());
             if body.is_some() {
-                request = request.header(CONTENT_TYPE, json.clone());
+                headers.insert(CONTENT_TYPE, json.clone());
             }
             if let Some(bearer) = bearer {
-                request = request.header(AUTHORIZATION, bearer.clone());
+                headers.insert(AUTHORIZATION, bearer.clone());
             }
-            let request = request
-                .body(Full::new(body.clone().unwrap_or_default()))
-                .map_err(|e| CallError::Failed(e.to_string()))?;
             let (mut conn, pooled) = pool.checkout().await?;
             let response = match conn.send(request).await {
                 Ok(response) => response,

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::{AppState, ClientIp, jobs, rate_limit};
+use super::{AppState, ClientIp, jobs};
 
 /// The route the front answers itself, and its rate-limit bucket (the router's, were it to
 /// answer it).
@@ -44,8 +44,13 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             let (state, peer) = (self.state.clone(), self.peer);
             return Either::Left(Box::pin(async move {
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
-                let answer = jobs::stream_direct(&state, client, req.into_body());
-                Ok(rate_limit::limit(&state.limiter, STREAM_BUCKET, client, answer).await)
+                Ok(match state.limiter.admit(STREAM_BUCKET, client) {
+                    Ok(allowed) => allowed.stamp(
+                        &state.limiter,
+                        jobs::stream_direct(&state, client, req.into_body()).await,
+                    ),
+                    Err(refused) => refused,
+                })
             }));
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));

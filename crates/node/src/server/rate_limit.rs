@@ -93,31 +93,42 @@ impl RateLimiter {
     }
 }
 
-/// Runs `next` when `client` may make one more request on `route` (see [`limit`]). The node's
-/// and the router's middleware both end here.
+/// Runs `next` when `client` may make one more request on `route` (see [`RateLimiter::admit`]).
+/// The node's and the router's middleware both end here.
 pub async fn enforce(limiter: &RateLimiter, route: &'static str, client: IpAddr, req: Request, next: Next) -> Response {
-    limit(limiter, route, client, next.run(req)).await
+    match limiter.admit(route, client) {
+        Ok(allowed) => allowed.stamp(limiter, next.run(req).await),
+        Err(refused) => refused,
+    }
 }
 
-/// Awaits `answer` when `client` may make one more request on `route`, adding `RateLimit-Limit`,
-/// `RateLimit-Remaining` and `RateLimit-Reset`; otherwise answers 429 with `Retry-After` (and
-/// `answer` never runs).
-pub async fn limit(
-    limiter: &RateLimiter,
-    route: &'static str,
-    client: IpAddr,
-    answer: impl Future<Output = Response>,
-) -> Response {
-    match limiter.check(route, client, Instant::now()) {
-        Decision::Deny { retry_after } => ApiError::TooManyRequests { retry_after }.into_response(),
-        Decision::Allow { remaining, reset } => {
-            let mut response = answer.await;
-            let headers = response.headers_mut();
-            headers.insert(LIMIT, limiter.limit_header.clone());
-            headers.insert(REMAINING, number(remaining));
-            headers.insert(RESET, number(reset.as_secs_f64().ceil() as u64));
-            response
+/// A request let through, to be answered with the limiter's headers.
+#[derive(Debug)]
+pub struct Allowed {
+    remaining: u64,
+    reset: Duration,
+}
+
+impl RateLimiter {
+    /// Accounts one request of `client` on `route` now: [`Allowed`] when it may go on, else the
+    /// 429 answer with `Retry-After`. (No future is passed in: the hot path awaits its own answer
+    /// in place, rather than handing a large future down to be moved once more.)
+    pub fn admit(&self, route: &'static str, client: IpAddr) -> Result<Allowed, Response> {
+        match self.check(route, client, Instant::now()) {
+            Decision::Deny { retry_after } => Err(ApiError::TooManyRequests { retry_after }.into_response()),
+            Decision::Allow { remaining, reset } => Ok(Allowed { remaining, reset }),
         }
+    }
+}
+
+impl Allowed {
+    /// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` to `response`.
+    pub fn stamp(self, limiter: &RateLimiter, mut response: Response) -> Response {
+        let headers = response.headers_mut();
+        headers.insert(LIMIT, limiter.limit_header.clone());
+        headers.insert(REMAINING, number(self.remaining));
+        headers.insert(RESET, number(self.reset.as_secs_f64().ceil() as u64));
+        response
     }
 }
 
