@@ -6,7 +6,12 @@
 
 use std::{convert::Infallible, io::ErrorKind, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use axum::{Router, extract::ConnectInfo, http::Method, response::Response};
+use axum::{
+    Router,
+    extract::ConnectInfo,
+    http::Method,
+    response::{IntoResponse, Response},
+};
 use futures::future::Either;
 use hyper::{Request, body::Incoming};
 use hyper_util::{
@@ -49,7 +54,7 @@ impl hyper::service::Service<Request<Incoming>> for Front {
                         &state.limiter,
                         jobs::stream_direct(&state, client, req.into_body()).await,
                     ),
-                    Err(refused) => refused,
+                    Err(refused) => refused.into_response(),
                 })
             }));
         }

@@ -98,7 +98,22 @@ impl RateLimiter {
 pub async fn enforce(limiter: &RateLimiter, route: &'static str, client: IpAddr, req: Request, next: Next) -> Response {
     match limiter.admit(route, client) {
         Ok(allowed) => allowed.stamp(limiter, next.run(req).await),
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A request refused: answered 429 with `Retry-After`.
+#[derive(Debug)]
+pub struct Refused {
+    retry_after: Duration,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        ApiError::TooManyRequests {
+            retry_after: self.retry_after,
+        }
+        .into_response()
     }
 }
 
@@ -110,12 +125,12 @@ pub struct Allowed {
 }
 
 impl RateLimiter {
-    /// Accounts one request of `client` on `route` now: [`Allowed`] when it may go on, else the
-    /// 429 answer with `Retry-After`. (No future is passed in: the hot path awaits its own answer
+    /// Accounts one request of `client` on `route` now: [`Allowed`] when it may go on, else
+    /// [`Refused`]. (No future is passed in: the hot path awaits its own answer
     /// in place, rather than handing a large future down to be moved once more.)
-    pub fn admit(&self, route: &'static str, client: IpAddr) -> Result<Allowed, Response> {
+    pub fn admit(&self, route: &'static str, client: IpAddr) -> Result<Allowed, Refused> {
         match self.check(route, client, Instant::now()) {
-            Decision::Deny { retry_after } => Err(ApiError::TooManyRequests { retry_after }.into_response()),
+            Decision::Deny { retry_after } => Err(Refused { retry_after }),
             Decision::Allow { remaining, reset } => Ok(Allowed { remaining, reset }),
         }
     }
