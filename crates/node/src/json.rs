@@ -25,27 +25,36 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Where the next byte that JSON must escape (`"`, `\` or a control character) is, from `from`.
 fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut i = from;
-    // Eight bytes at a time: a byte is zero in `x ^ pattern` where it equals the pattern, and
-    // "has a zero byte" and "has a byte below 0x20" are the usual word tricks (exact for bytes
-    // below 0x80; bytes from 0x80 never need escaping and are masked out by `!word`).
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        let below_space = word.wrapping_sub(ONES * 0x20);
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let hits = (below_space | quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES)) & !word & HIGHS;
-        if hits != 0 {
+    let rest = &bytes[from..];
+    let needs_escape = |&b: &u8| b < 0x20 || b == b'"' || b == b'\\';
+    // Eight bytes at a time, the last eight overlapping the words before when the length is not a
+    // multiple of eight; byte by byte only within a word that has a hit, and in short strings.
+    let mut words = rest.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        if has_escape(word) {
             break;
         }
-        i += 8;
+        at += 8;
     }
-    bytes[i..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|at| i + at)
+    if at == rest.len() || (at + 8 > rest.len() && rest.len() >= 8 && !has_escape(&rest[rest.len() - 8..])) {
+        return None;
+    }
+    rest[at..].iter().position(needs_escape).map(|i| from + at + i)
+}
+
+/// Whether one of these eight bytes needs escaping. A byte is zero in `x ^ pattern` where it
+/// equals the pattern; "has a zero byte" and "has a byte below 0x20" are the usual word tricks,
+/// exact as a yes or no for bytes below 0x80 (bytes from 0x80 never need escaping and are masked
+/// out by `!word`).
+fn has_escape(eight: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let word = u64::from_ne_bytes(eight.try_into().expect("eight bytes"));
+    let below_space = word.wrapping_sub(ONES * 0x20);
+    let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+    let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    (below_space | quote | backslash) & !word & HIGHS != 0
 }
 
 fn escape(out: &mut Vec<u8>, b: u8) {
@@ -219,6 +228,16 @@ mod tests {
                 s.push(char::from(b));
                 s.push_str(&"y".repeat(17 - offset));
                 cases.push(s);
+            }
+        }
+        // And at every position of strings of every length up to three words.
+        for len in 1..=24 {
+            for at in 0..len {
+                for b in [0x01, 0x1f, b'"', b'\\', b'\n'] {
+                    let mut s = "z".repeat(len);
+                    s.replace_range(at..=at, char::from(b).encode_utf8(&mut [0; 4]));
+                    cases.push(s);
+                }
             }
         }
         for s in &cases {
