@@ -391,7 +391,8 @@ impl ContainerHttp {
         let method = if body.is_some() { Method::POST } else { Method::GET };
         let json = HeaderValue::from_static("application/json");
         let body = body.map(Bytes::from);
-        if let Some(Plain { target, host, pool }) = &endpoint.plain {
+        // The full client's call: the whole of it, or the rest of a lean one that was redirected.
+        let (method, url, body, bearer) = if let Some(Plain { target, host, pool }) = &endpoint.plain {
             // Built in place: the builder moves all of its parts at every step.
             let mut request = Request::new(Full::new(body.clone().unwrap_or_default()));
             *request.method_mut() = method.clone();
@@ -429,31 +430,22 @@ impl ContainerHttp {
             };
             // Redirects are rare: the rest of the way (further redirects included) goes through
             // the full client, from where this answer points, so the call is never repeated.
-            let mut request = self.tls.request(redirect.method, redirect.to);
-            if redirect.keeps_body
-                && let Some(body) = body
-            {
-                request = request.header(CONTENT_TYPE, json).body(body);
-            }
-            if redirect.same_origin
-                && let Some(bearer) = bearer
-            {
-                request = request.header(AUTHORIZATION, bearer.clone());
-            }
-            return self.full(request).await;
-        }
-        let mut request = self.tls.request(method, endpoint.url.clone());
+            (
+                redirect.method,
+                redirect.to,
+                body.filter(|_| redirect.keeps_body),
+                bearer.filter(|_| redirect.same_origin),
+            )
+        } else {
+            (method, endpoint.url.clone(), body, bearer)
+        };
+        let mut request = self.tls.request(method, url);
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, json).body(body);
         }
         if let Some(bearer) = bearer {
             request = request.header(AUTHORIZATION, bearer.clone());
         }
-        self.full(request).await
-    }
-
-    /// Sends `request` through the full client.
-    async fn full(&self, request: reqwest::RequestBuilder) -> Result<Answer, CallError> {
         let response = request.send().await.map_err(|e| CallError::of_reqwest(&e))?;
         Ok(Answer {
             status: response.status(),

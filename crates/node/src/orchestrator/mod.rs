@@ -28,7 +28,7 @@ const EXCERPT: usize = 512;
 const RESOURCES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the Orchestrator reaches one container.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Target {
     /// The container's id, as errors name it.
     id: String,
@@ -160,7 +160,6 @@ impl Orchestrator {
     /// One whole exchange with a container within `timeout`: the answer's status and body.
     async fn exchange(
         &self,
-        id: &str,
         target: &Target,
         url: &Endpoint,
         body: Option<Vec<u8>>,
@@ -173,8 +172,8 @@ impl Orchestrator {
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| timed_out(id, timeout))?
-            .map_err(|e| describe(&e, id, url))
+            .map_err(|_| timed_out(&target.id, timeout))?
+            .map_err(|e| describe(&e, &target.id, url))
     }
 
     /// One container call: its parsed answer and the answer as sent.
@@ -182,7 +181,6 @@ impl Orchestrator {
         let target = self.target(id)?;
         let (status, body) = self
             .exchange(
-                id,
                 target,
                 &target.output_url,
                 Some(crate::json::container_input(input)),
@@ -344,7 +342,7 @@ impl Orchestrator {
                 Some(model) => target.resources_url.with_query(&[("model_id", model)]),
                 None => target.resources_url.clone(),
             };
-            let result = match self.exchange(id, target, &url, None, RESOURCES_TIMEOUT).await {
+            let result = match self.exchange(target, &url, None, RESOURCES_TIMEOUT).await {
                 Ok((status, _)) if !status.is_success() => Err(format!("HTTP {}", status.as_u16())),
                 Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}")),
                 Err(e) => Err(e),
