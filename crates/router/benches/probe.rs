@@ -18,7 +18,7 @@ use axum::{Json, Router, routing::get};
 use infernet_router::{
     address::NodeAddr,
     monitor::{Monitor, ProbeSettings},
-    registry::{Hysteresis, Registry},
+    registry::{Hysteresis, Limits, Registry},
 };
 use serde_json::json;
 
@@ -113,12 +113,17 @@ fn main() {
             interval: REFRESH,
             timeout: Duration::from_secs(3),
             concurrency: 64,
+            max_body_bytes: 256 * 1024,
         };
         let registry = Arc::new(Registry::new(
             addrs.clone(),
             Hysteresis {
                 leave_after: 2,
                 return_after: 2,
+            },
+            Limits {
+                max_registrations: 0,
+                max_per_source: 0,
             },
         ));
         let monitor = Monitor::new(registry.clone(), settings).expect("monitor");

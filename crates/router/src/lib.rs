@@ -5,12 +5,14 @@
 //! - [`registry`] — the node table, with hysteresis;
 //! - [`monitor`] — the prober;
 //! - [`ranking`] — which nodes a client gets;
+//! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
 pub mod address;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;
+pub mod resources;
 pub mod server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -24,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     address::NodeAddr,
     monitor::{Monitor, ProbeSettings},
-    registry::{Hysteresis, Registry},
+    registry::{Hysteresis, Limits, Registry},
+    resources::FanOut,
     server::RouterState,
 };
 
@@ -45,6 +48,10 @@ pub struct Settings {
     pub registration_token: Option<String>,
     /// Lifetime of a registration.
     pub registration_ttl: Duration,
+    /// Bounds on registrations.
+    pub registrations: Limits,
+    /// Bounds of the `/api/v1/resources` fan-out.
+    pub resources: FanOut,
 }
 
 /// A started router.
@@ -71,7 +78,11 @@ impl RunningRouter {
 /// Starts the prober and the server on `listener`.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let registry = Arc::new(Registry::new(settings.listed, settings.hysteresis));
+    let registry = Arc::new(Registry::new(
+        settings.listed,
+        settings.hysteresis,
+        settings.registrations,
+    ));
     let monitor = Monitor::new(registry.clone(), settings.probe).map_err(|e| format!("HTTP client: {e}"))?;
     let state = Arc::new(RouterState {
         registry,
@@ -83,6 +94,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
             .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?,
+        resources: settings.resources,
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
     });

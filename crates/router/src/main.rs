@@ -3,7 +3,12 @@
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use infernet_router::{Settings, address, monitor::ProbeSettings, registry::Hysteresis};
+use infernet_router::{
+    Settings, address,
+    monitor::ProbeSettings,
+    registry::{Hysteresis, Limits},
+    resources::FanOut,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -12,8 +17,8 @@ use infernet_router::{Settings, address, monitor::ProbeSettings, registry::Hyste
     about = "Tells Infernet clients which nodes can serve their job"
 )]
 struct Args {
-    /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 4000)]
+    /// Port to listen on (4100: a node next to it keeps its 4000).
+    #[arg(long, env = "PORT", default_value_t = 4100)]
     port: u16,
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = "0.0.0.0")]
@@ -33,6 +38,15 @@ struct Args {
     /// Probes in flight at once.
     #[arg(long, env = "PROBE_CONCURRENCY", default_value_t = 64)]
     probe_concurrency: usize,
+    /// Largest body read from a node's `/info` or `/resources`, in bytes.
+    #[arg(long, env = "PROBE_MAX_BYTES", default_value_t = 256 * 1024)]
+    probe_max_bytes: usize,
+    /// Seconds `/api/v1/resources` waits for nodes; later ones are reported late.
+    #[arg(long, env = "RESOURCES_DEADLINE", default_value_t = 3.0)]
+    resources_deadline: f64,
+    /// `/resources` calls in flight at once for one `/api/v1/resources`.
+    #[arg(long, env = "RESOURCES_CONCURRENCY", default_value_t = 64)]
+    resources_concurrency: usize,
     /// Failed probes in a row before a node is no longer handed out.
     #[arg(long, env = "LEAVE_AFTER", default_value_t = 2)]
     leave_after: u32,
@@ -45,6 +59,12 @@ struct Args {
     /// Seconds a registration lasts without a new heartbeat.
     #[arg(long, env = "REGISTRATION_TTL", default_value_t = 180)]
     registration_ttl: u64,
+    /// Registered nodes tracked at once (listed nodes do not count).
+    #[arg(long, env = "MAX_REGISTRATIONS", default_value_t = 1000)]
+    max_registrations: usize,
+    /// Registered nodes tracked at once per source address.
+    #[arg(long, env = "MAX_REGISTRATIONS_PER_SOURCE", default_value_t = 32)]
+    max_registrations_per_source: usize,
     /// Proxies (IPs/CIDRs, comma-separated) whose `X-Forwarded-For` is believed.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
@@ -81,6 +101,12 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let timeout = seconds("--probe-timeout", args.probe_timeout)
         .map_err(|e| errors.push(e))
         .ok();
+    let deadline = seconds("--resources-deadline", args.resources_deadline)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if args.probe_max_bytes < 1024 {
+        errors.push("--probe-max-bytes must be at least 1024".into());
+    }
     if args.ratelimit_reqs_per_min == 0 {
         errors.push("--ratelimit-reqs-per-min must be at least 1".into());
     }
@@ -98,13 +124,14 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             Err(_) => errors.push(format!("--trusted-proxies: \"{p}\" is not an IP or CIDR")),
         }
     }
-    match (interval, timeout, errors.is_empty()) {
-        (Some(interval), Some(timeout), true) => Ok(Settings {
+    match (interval, timeout, deadline, errors.is_empty()) {
+        (Some(interval), Some(timeout), Some(deadline), true) => Ok(Settings {
             listed,
             probe: ProbeSettings {
                 interval,
                 timeout,
                 concurrency: args.probe_concurrency.max(1),
+                max_body_bytes: args.probe_max_bytes,
             },
             hysteresis: Hysteresis {
                 leave_after: args.leave_after,
@@ -114,6 +141,15 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             trusted_proxies,
             registration_token: args.registration_token.clone().filter(|t| !t.is_empty()),
             registration_ttl: Duration::from_secs(args.registration_ttl.max(1)),
+            registrations: Limits {
+                max_registrations: args.max_registrations,
+                max_per_source: args.max_registrations_per_source,
+            },
+            resources: FanOut {
+                concurrency: args.resources_concurrency.max(1),
+                deadline,
+                max_body_bytes: args.probe_max_bytes,
+            },
         }),
         _ => Err(errors),
     }

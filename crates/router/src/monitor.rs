@@ -1,6 +1,10 @@
 //! The prober: every refresh interval, `GET /info` on every node, concurrently (bounded), with a
-//! timeout and pooled connections. Rounds start at a fixed rate; a slow node costs one timeout,
-//! not the whole schedule.
+//! timeout, a byte limit on the answer and pooled connections. Rounds start at a fixed rate; a
+//! slow node costs one timeout, not the whole schedule. Nodes that just registered are probed at
+//! once, so they are served as soon as they answered, not a whole interval later.
+//!
+//! The byte limit exists because an `/info` body that never ends grew the router to 1.16 GB
+//! within the 3 s timeout; now such a node costs at most `max_body_bytes` while it is read.
 
 use std::{
     sync::{
@@ -15,6 +19,51 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{ContainerSummary, NodeReport, Registry};
+
+/// Why a node's answer was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The node did not answer (or finish its body) in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed.
+    #[error("unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// The node answered with an error status.
+    #[error("{path} answered HTTP {status}")]
+    Status {
+        /// `/info` or `/resources`.
+        path: &'static str,
+        /// The status code.
+        status: u16,
+    },
+    /// The body was longer than the router reads from a node.
+    #[error("{path} answer larger than {limit} bytes (the router's --probe-max-bytes); not read further")]
+    TooLarge {
+        /// `/info` or `/resources`.
+        path: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not the JSON a node answers.
+    #[error("{path} is not a node's answer: {source}")]
+    NotNodeAnswer {
+        /// `/info` or `/resources`.
+        path: &'static str,
+        /// What did not parse.
+        source: serde_json::Error,
+    },
+}
+
+impl ProbeError {
+    fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
+        if e.is_timeout() {
+            Self::Timeout(timeout)
+        } else {
+            Self::Unreachable(e)
+        }
+    }
+}
 
 /// The part of a node's `/info` the router relies on.
 #[derive(Deserialize)]
@@ -40,6 +89,60 @@ pub struct ProbeSettings {
     pub timeout: Duration,
     /// Probes in flight at once.
     pub concurrency: usize,
+    /// Largest body read from a node (`/info`, `/resources`).
+    pub max_body_bytes: usize,
+}
+
+/// `GET {url}{path}` and parse its JSON, reading at most `limit` bytes within `timeout`.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    path: &'static str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<T, ProbeError> {
+    // The request's timeout covers the body too, so a slow drip ends at `timeout`.
+    let mut response = request
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| ProbeError::from_reqwest(e, timeout))?;
+    if !response.status().is_success() {
+        return Err(ProbeError::Status {
+            path,
+            status: response.status().as_u16(),
+        });
+    }
+    let too_large = ProbeError::TooLarge { path, limit };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ProbeError::from_reqwest(e, timeout))?
+    {
+        if body.len() + chunk.len() > limit {
+            // Dropping the response closes the connection instead of draining it.
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|source| ProbeError::NotNodeAnswer { path, source })
+}
+
+async fn probe(client: &reqwest::Client, url: &str, settings: &ProbeSettings) -> Result<NodeReport, ProbeError> {
+    let info: Info = get_json(
+        client.get(format!("{url}/info")),
+        "/info",
+        settings.timeout,
+        settings.max_body_bytes,
+    )
+    .await?;
+    Ok(NodeReport {
+        containers: info.containers,
+        pending: info.pending.offchain + info.pending.onchain,
+    })
 }
 
 /// Runs probe rounds until `shutdown`.
@@ -49,32 +152,6 @@ pub struct Monitor {
     settings: ProbeSettings,
     /// Duration of the last round, in microseconds.
     pub last_round_micros: Arc<AtomicU64>,
-}
-
-async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<NodeReport, String> {
-    let response = client
-        .get(format!("{url}/info"))
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("no answer within {timeout:?}")
-            } else {
-                format!("unreachable: {e}")
-            }
-        })?;
-    if !response.status().is_success() {
-        return Err(format!("/info answered HTTP {}", response.status().as_u16()));
-    }
-    let info: Info = response
-        .json()
-        .await
-        .map_err(|e| format!("/info is not a node's answer: {e}"))?;
-    Ok(NodeReport {
-        containers: info.containers,
-        pending: info.pending.offchain + info.pending.onchain,
-    })
 }
 
 impl Monitor {
@@ -97,29 +174,35 @@ impl Monitor {
     /// One round over every node; returns how long it took.
     pub async fn round(&self) -> Duration {
         let start = Instant::now();
-        let targets = self.registry.targets(start);
-        let timeout = self.settings.timeout;
+        self.probe_all(self.registry.targets(start)).await;
+        let took = start.elapsed();
+        self.last_round_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+        took
+    }
+
+    async fn probe_all(&self, targets: Vec<(String, String)>) {
         let results = futures::stream::iter(targets)
             .map(|(key, url)| async move {
-                let result = probe(&self.client, &url, timeout).await;
+                let result = probe(&self.client, &url, &self.settings).await;
                 (key, result)
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
         self.registry.apply(results);
-        let took = start.elapsed();
-        self.last_round_micros.store(took.as_micros() as u64, Ordering::Relaxed);
-        took
     }
 
-    /// Probes at a fixed rate until `shutdown`.
+    /// Probes at a fixed rate until `shutdown`, and nodes that just registered at once.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = self.registry.joined() => {
+                    self.probe_all(self.registry.unprobed()).await;
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             let took = self.round().await;
@@ -129,5 +212,50 @@ impl Monitor {
                 tracing::debug!(?took, "probe round");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-shot HTTP server on loopback that answers `head` and then `body_chunks` of 64 KiB.
+    async fn serve_once(head: &'static str, body_chunks: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..body_chunks {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_refused_without_reading_it_all() {
+        infernet_node::install_tls_provider();
+        let client = reqwest::Client::new();
+        // 64 MiB announced without a length: refused after 1 MiB, long before the timeout.
+        let url = serve_once("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", 1024).await;
+        let started = Instant::now();
+        let err = get_json::<serde_json::Value>(client.get(&url), "/info", Duration::from_secs(30), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::TooLarge { limit: 1048576, .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // A declared length past the limit is refused before any body byte is read.
+        let url = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 99999999\r\n\r\n", 0).await;
+        let err = get_json::<serde_json::Value>(client.get(&url), "/info", Duration::from_secs(30), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
     }
 }

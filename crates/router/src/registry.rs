@@ -1,16 +1,27 @@
 //! The node table: which nodes exist (static list and live registrations), what each last
-//! reported, and whether it is available, with hysteresis so one failed probe does not eject a
+//! reported, and whether it is handed out, with hysteresis so one failed probe does not eject a
 //! node and one success does not bring a dead one back.
+//!
+//! Registering only puts a node on the probe list: it is handed out once a probe of its `/info`
+//! succeeded, and a heartbeat never changes whether it is. Registrations are capped in total and
+//! per source address (5,000 unchecked ones once made `/api/v1/resources` take 48 s). A node that
+//! was failing when its registration lapsed is remembered for a while, so registering again does
+//! not skip `return_after`.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::IpAddr,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
-use crate::address::NodeAddr;
+use crate::{address::NodeAddr, monitor::ProbeError, ranking};
+
+/// How long a node that lapsed while failing is remembered.
+const FORGET_FAILED_AFTER: Duration = Duration::from_secs(3600);
 
 /// A container as a node's `/info` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +58,36 @@ pub struct Hysteresis {
     pub return_after: u32,
 }
 
+/// Bounds on registrations (listed nodes do not count).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Registered nodes tracked at once.
+    pub max_registrations: usize,
+    /// Registered nodes tracked at once per source address.
+    pub max_per_source: usize,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The table holds as many registered nodes as allowed.
+    #[error(
+        "this router already tracks {max} registered nodes (its --max-registrations); register with another router or retry later"
+    )]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// This source address registered as many nodes as allowed.
+    #[error("{from} already registered {max} nodes (the router's --max-registrations-per-source)")]
+    SourceFull {
+        /// The source address.
+        from: IpAddr,
+        /// The limit.
+        max: usize,
+    },
+}
+
 /// One node's state, as the debug view shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
@@ -72,6 +113,8 @@ struct NodeState {
     addr: NodeAddr,
     listed: bool,
     registered_until: Option<Instant>,
+    /// Address the registration came from.
+    source: Option<IpAddr>,
     available: bool,
     probed: bool,
     failures: u32,
@@ -98,38 +141,55 @@ pub struct Snapshot {
     pub available: Vec<Available>,
     /// Nodes known (available or not).
     pub known: usize,
-    /// Candidates per requested container set, grouped by load class (lowest first); built on
-    /// first use and dropped with the snapshot at the next probe round.
-    pub groups: Mutex<HashMap<Vec<String>, Arc<Groups>>>,
+    /// Seed of the order among equal loads; kept from snapshot to snapshot for as long as what
+    /// the order depends on ([`ranking::fingerprint`]) is unchanged.
+    pub seed: u64,
+    /// Candidates per requested container set, in order (see [`ranking`]); built on first use
+    /// and dropped with the snapshot.
+    pub orders: Mutex<HashMap<Vec<String>, Arc<Vec<usize>>>>,
 }
 
-/// Indices into [`Snapshot::available`], one list per load class, lowest class first.
-pub type Groups = Vec<Vec<usize>>;
+struct Table {
+    nodes: BTreeMap<String, NodeState>,
+    /// Registered nodes dropped while failing, with when they were dropped.
+    failed: HashMap<String, Instant>,
+    /// The ranking fingerprint of the last snapshot and its seed.
+    order: (u64, u64),
+}
 
 /// The node table.
 pub struct Registry {
-    nodes: Mutex<BTreeMap<String, NodeState>>,
+    table: Mutex<Table>,
     snapshot: RwLock<Arc<Snapshot>>,
     hysteresis: Hysteresis,
+    limits: Limits,
+    joined: Notify,
 }
 
 impl Registry {
     /// A table with the static list.
-    pub fn new(listed: Vec<NodeAddr>, hysteresis: Hysteresis) -> Self {
+    pub fn new(listed: Vec<NodeAddr>, hysteresis: Hysteresis, limits: Limits) -> Self {
         let nodes = listed
             .into_iter()
-            .map(|addr| {
-                let key = addr.key();
-                (key, NodeState::new(addr, true, None))
-            })
+            .map(|addr| (addr.key(), NodeState::new(addr, true)))
             .collect();
         let registry = Self {
-            nodes: Mutex::new(nodes),
+            table: Mutex::new(Table {
+                nodes,
+                failed: HashMap::new(),
+                order: (0, rand::random()),
+            }),
             snapshot: RwLock::default(),
             hysteresis,
+            limits,
+            joined: Notify::new(),
         };
-        registry.publish();
+        registry.publish(&mut registry.lock());
         registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("node table poisoned")
     }
 
     /// The current snapshot.
@@ -137,9 +197,10 @@ impl Registry {
         self.snapshot.read().expect("snapshot poisoned").clone()
     }
 
-    fn publish(&self) {
-        let nodes = self.nodes.lock().expect("node table poisoned");
-        let available = nodes
+    /// Publishes the table (under its lock, so snapshots are swapped in the table's order).
+    fn publish(&self, table: &mut Table) {
+        let available: Vec<Available> = table
+            .nodes
             .iter()
             .filter(|(_, n)| n.available)
             .map(|(key, n)| Available {
@@ -148,56 +209,113 @@ impl Registry {
                 report: n.report.clone(),
             })
             .collect();
+        let fingerprint = ranking::fingerprint(&available);
+        if fingerprint != table.order.0 {
+            table.order = (fingerprint, rand::random());
+        }
         let snapshot = Snapshot {
             available,
-            known: nodes.len(),
-            groups: Mutex::default(),
+            known: table.nodes.len(),
+            seed: table.order.1,
+            orders: Mutex::default(),
         };
-        drop(nodes);
         *self.snapshot.write().expect("snapshot poisoned") = Arc::new(snapshot);
     }
 
     /// Nodes to probe now; expired registrations of unlisted nodes are dropped first.
     pub fn targets(&self, now: Instant) -> Vec<(String, String)> {
-        let mut nodes = self.nodes.lock().expect("node table poisoned");
-        nodes.retain(|_, n| n.listed || n.registered_until.is_some_and(|t| t > now));
-        nodes.iter().map(|(k, n)| (k.clone(), n.addr.base_url())).collect()
+        let mut table = self.lock();
+        table.purge(now, self.limits.max_registrations);
+        table
+            .nodes
+            .iter()
+            .map(|(k, n)| (k.clone(), n.addr.base_url()))
+            .collect()
     }
 
-    /// Applies one round of probe results and publishes a new snapshot.
-    pub fn apply(&self, results: Vec<(String, Result<NodeReport, String>)>) {
-        {
-            let mut nodes = self.nodes.lock().expect("node table poisoned");
-            for (key, result) in results {
-                if let Some(node) = nodes.get_mut(&key) {
-                    node.record(result, self.hysteresis);
-                }
+    /// Nodes never probed yet (just registered).
+    pub fn unprobed(&self) -> Vec<(String, String)> {
+        let table = self.lock();
+        table
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.probed)
+            .map(|(k, n)| (k.clone(), n.addr.base_url()))
+            .collect()
+    }
+
+    /// Resolves when a node joined by registering since the last call.
+    pub async fn joined(&self) {
+        self.joined.notified().await
+    }
+
+    /// Applies probe results and publishes a new snapshot.
+    pub fn apply(&self, results: Vec<(String, Result<NodeReport, ProbeError>)>) {
+        let mut table = self.lock();
+        for (key, result) in results {
+            if let Some(node) = table.nodes.get_mut(&key) {
+                node.record(result, self.hysteresis);
             }
         }
-        self.publish();
+        self.publish(&mut table);
     }
 
-    /// A node announced itself: it joins (or refreshes) the table until `ttl` passes.
-    pub fn register(&self, addr: NodeAddr, report: NodeReport, ttl: Duration, now: Instant) {
-        {
-            let mut nodes = self.nodes.lock().expect("node table poisoned");
-            let node = nodes
-                .entry(addr.key())
-                .or_insert_with(|| NodeState::new(addr, false, None));
+    /// A node announced itself from `source`: it joins the probe list (or refreshes its entry)
+    /// until `ttl` passes. Only a probe makes it available; its report refreshes the load of an
+    /// available node.
+    pub fn register(
+        &self,
+        addr: NodeAddr,
+        report: NodeReport,
+        ttl: Duration,
+        source: IpAddr,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
+        let mut table = self.lock();
+        table.purge(now, self.limits.max_registrations);
+        let key = addr.key();
+        if let Some(node) = table.nodes.get_mut(&key) {
             node.registered_until = Some(now + ttl);
-            node.report = report;
-            // The heartbeat proves the node is alive; probes still decide reachability.
-            if node.failures < self.hysteresis.leave_after {
-                node.available = true;
+            if node.available && node.report != report {
+                node.report = report;
+                self.publish(&mut table);
             }
+            return Ok(());
         }
-        self.publish();
+        let registered = table.nodes.values().filter(|n| !n.listed);
+        if registered.clone().count() >= self.limits.max_registrations {
+            return Err(RegistryError::Full {
+                max: self.limits.max_registrations,
+            });
+        }
+        if registered.filter(|n| n.source == Some(source)).count() >= self.limits.max_per_source {
+            return Err(RegistryError::SourceFull {
+                from: source,
+                max: self.limits.max_per_source,
+            });
+        }
+        let mut node = NodeState::new(addr, false);
+        node.registered_until = Some(now + ttl);
+        node.source = Some(source);
+        node.report = report;
+        // Failing when its registration lapsed: it proves itself `return_after` times, as if it
+        // had stayed.
+        node.probed = table.failed.remove(&key).is_some();
+        let probed = node.probed;
+        table.nodes.insert(key, node);
+        self.publish(&mut table);
+        drop(table);
+        if !probed {
+            self.joined.notify_one();
+        }
+        Ok(())
     }
 
     /// Every node with its state, for the debug view.
     pub fn view(&self, now: Instant) -> Vec<NodeView> {
-        let nodes = self.nodes.lock().expect("node table poisoned");
-        nodes
+        let table = self.lock();
+        table
+            .nodes
             .iter()
             .map(|(key, n)| NodeView {
                 address: key.clone(),
@@ -213,12 +331,34 @@ impl Registry {
     }
 }
 
+impl Table {
+    /// Drops lapsed registrations of unlisted nodes, remembering those that were failing.
+    fn purge(&mut self, now: Instant, remember: usize) {
+        let failed = &mut self.failed;
+        self.nodes.retain(|key, n| {
+            let keep = n.listed || n.registered_until.is_some_and(|t| t > now);
+            if !keep && n.probed && !n.available {
+                failed.insert(key.clone(), now);
+            }
+            keep
+        });
+        failed.retain(|_, t| now.duration_since(*t) < FORGET_FAILED_AFTER);
+        while failed.len() > remember {
+            let Some(oldest) = failed.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            failed.remove(&oldest);
+        }
+    }
+}
+
 impl NodeState {
-    fn new(addr: NodeAddr, listed: bool, registered_until: Option<Instant>) -> Self {
+    fn new(addr: NodeAddr, listed: bool) -> Self {
         Self {
             addr,
             listed,
-            registered_until,
+            registered_until: None,
+            source: None,
             available: false,
             probed: false,
             failures: 0,
@@ -228,7 +368,7 @@ impl NodeState {
         }
     }
 
-    fn record(&mut self, result: Result<NodeReport, String>, h: Hysteresis) {
+    fn record(&mut self, result: Result<NodeReport, ProbeError>, h: Hysteresis) {
         match result {
             Ok(report) => {
                 self.report = report;
@@ -251,7 +391,7 @@ impl NodeState {
                     tracing::warn!(node = %self.addr, error = %e, "node unavailable");
                     self.available = false;
                 }
-                self.last_error = Some(e);
+                self.last_error = Some(e.to_string());
             }
         }
         self.probed = true;
@@ -280,21 +420,41 @@ mod tests {
         }
     }
 
+    const LIMITS: Limits = Limits {
+        max_registrations: 100,
+        max_per_source: 100,
+    };
+
+    fn registry(listed: &[&str], leave_after: u32, return_after: u32) -> Registry {
+        Registry::new(
+            listed.iter().map(|s| addr(s)).collect(),
+            Hysteresis {
+                leave_after,
+                return_after,
+            },
+            LIMITS,
+        )
+    }
+
+    fn down() -> Result<NodeReport, ProbeError> {
+        Err(ProbeError::Timeout(Duration::from_secs(1)))
+    }
+
+    fn keys(r: &Registry) -> Vec<String> {
+        r.snapshot().available.iter().map(|a| a.key.clone()).collect()
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn nodes_leave_after_n_failures_and_return_after_m_successes() {
-        let r = Registry::new(
-            vec![addr("a:1")],
-            Hysteresis {
-                leave_after: 3,
-                return_after: 2,
-            },
-        );
+        let r = registry(&["a:1"], 3, 2);
         let key = "a:1".to_string();
         r.apply(vec![(key.clone(), Ok(report(&["x"])))]);
         assert_eq!(r.snapshot().available.len(), 1, "first success serves at once");
         for i in 0..3 {
             assert_eq!(r.snapshot().available.len(), 1, "still there after {i} failures");
-            r.apply(vec![(key.clone(), Err("down".into()))]);
+            r.apply(vec![(key.clone(), down())]);
         }
         assert!(r.snapshot().available.is_empty());
         r.apply(vec![(key.clone(), Ok(report(&["x"])))]);
@@ -305,24 +465,18 @@ mod tests {
 
     #[test]
     fn a_node_listed_and_registered_appears_once_and_registrations_expire() {
-        let r = Registry::new(
-            vec![addr("a:1")],
-            Hysteresis {
-                leave_after: 1,
-                return_after: 1,
-            },
-        );
+        let r = registry(&["a:1"], 1, 1);
         let now = Instant::now();
-        r.register(addr("http://a:1"), report(&["x"]), Duration::from_secs(10), now);
-        r.register(addr("b:2"), report(&["y"]), Duration::from_secs(10), now);
-        assert_eq!(
-            r.snapshot()
-                .available
-                .iter()
-                .map(|a| a.key.as_str())
-                .collect::<Vec<_>>(),
-            vec!["a:1", "b:2"]
-        );
+        let ttl = Duration::from_secs(10);
+        r.register(addr("http://a:1"), report(&["x"]), ttl, LOCAL, now).unwrap();
+        r.register(addr("b:2"), report(&["y"]), ttl, LOCAL, now).unwrap();
+        let targets: Vec<String> = r.targets(now).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(targets, vec!["a:1", "b:2"]);
+        r.apply(vec![
+            ("a:1".into(), Ok(report(&["x"]))),
+            ("b:2".into(), Ok(report(&["y"]))),
+        ]);
+        assert_eq!(keys(&r), vec!["a:1", "b:2"]);
         let later = now + Duration::from_secs(11);
         let targets: Vec<String> = r.targets(later).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
@@ -330,5 +484,100 @@ mod tests {
             vec!["a:1"],
             "the listed node stays, the expired registration goes"
         );
+    }
+
+    #[test]
+    fn a_registered_node_is_handed_out_only_after_a_probe_succeeded() {
+        let r = registry(&[], 2, 2);
+        let now = Instant::now();
+        r.register(addr("b:2"), report(&["x"]), Duration::from_secs(10), LOCAL, now)
+            .unwrap();
+        assert!(keys(&r).is_empty(), "a heartbeat alone does not make a node available");
+        assert_eq!(r.unprobed(), vec![("b:2".to_string(), "http://b:2".to_string())]);
+        r.apply(vec![("b:2".into(), down())]);
+        assert!(keys(&r).is_empty());
+        assert!(r.unprobed().is_empty());
+    }
+
+    #[test]
+    fn a_failing_node_that_registers_again_does_not_skip_return_after() {
+        let r = registry(&[], 2, 3);
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let beat = |at: Instant| r.register(addr("b:2"), report(&["x"]), ttl, LOCAL, at).unwrap();
+        beat(now);
+        r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
+        assert_eq!(keys(&r), vec!["b:2"]);
+        r.apply(vec![("b:2".into(), down()), ("b:2".into(), down())]);
+        assert!(keys(&r).is_empty(), "left after two failures");
+        r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
+        beat(now);
+        assert!(keys(&r).is_empty(), "a heartbeat does not bring it back early");
+        r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
+        assert!(keys(&r).is_empty(), "two good probes of three");
+
+        // Its registration lapses while it fails; registering anew does not start it afresh.
+        r.apply(vec![("b:2".into(), down())]);
+        let later = now + ttl * 2;
+        assert!(r.targets(later).is_empty());
+        beat(later);
+        assert!(r.unprobed().is_empty(), "not a newcomer");
+        for i in 0..2 {
+            r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
+            assert!(keys(&r).is_empty(), "good probe {i} of 3");
+        }
+        r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
+        assert_eq!(keys(&r), vec!["b:2"]);
+    }
+
+    #[test]
+    fn registrations_are_capped_in_total_and_per_source() {
+        let r = Registry::new(
+            vec![addr("listed:1")],
+            Hysteresis {
+                leave_after: 1,
+                return_after: 1,
+            },
+            Limits {
+                max_registrations: 3,
+                max_per_source: 2,
+            },
+        );
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let other: IpAddr = "10.0.0.9".parse().unwrap();
+        let reg = |a: &str, from: IpAddr| r.register(addr(a), report(&["x"]), ttl, from, now);
+        assert_eq!(reg("listed:1", LOCAL), Ok(()), "listed nodes do not count");
+        assert_eq!(reg("a:1", LOCAL), Ok(()));
+        assert_eq!(reg("b:1", LOCAL), Ok(()));
+        assert_eq!(
+            reg("c:1", LOCAL),
+            Err(RegistryError::SourceFull { from: LOCAL, max: 2 })
+        );
+        assert_eq!(reg("a:1", LOCAL), Ok(()), "a refresh is not a new registration");
+        assert_eq!(reg("c:1", other), Ok(()));
+        assert_eq!(reg("d:1", other), Err(RegistryError::Full { max: 3 }));
+        // Lapsed registrations free their places.
+        assert!(
+            r.register(addr("d:1"), report(&["x"]), ttl, other, now + ttl * 2)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_order_seed_changes_only_with_membership_or_load_class() {
+        let r = registry(&["a:1", "b:1"], 1, 1);
+        let load = |p: u64| {
+            let mut rep = report(&["x"]);
+            rep.pending = p;
+            Ok(rep)
+        };
+        r.apply(vec![("a:1".into(), load(100)), ("b:1".into(), load(100))]);
+        let seed = r.snapshot().seed;
+        r.apply(vec![("a:1".into(), load(101)), ("b:1".into(), load(100))]);
+        assert_eq!(r.snapshot().seed, seed, "same load class, same order");
+        r.apply(vec![("a:1".into(), load(0)), ("b:1".into(), load(100))]);
+        let seed2 = r.snapshot().seed;
+        assert_ne!(seed2, seed, "a load class changed");
+        r.apply(vec![("a:1".into(), down()), ("b:1".into(), load(100))]);
+        assert_ne!(r.snapshot().seed, seed2, "membership changed");
     }
 }

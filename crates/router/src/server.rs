@@ -1,4 +1,5 @@
 //! The router's REST API (Ritual-compatible paths) plus registration, health and metrics.
+//! Every error, including axum's own 404, 405 and 413, is JSON `{"error": …}`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -11,14 +12,13 @@ use std::{
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{ConnectInfo, RawQuery, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    body::{Body, Bytes},
+    extract::{ConnectInfo, DefaultBodyLimit, RawQuery, Request, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures::StreamExt;
 use infernet_node::server::{
     ClientIp,
     rate_limit::{self, RateLimiter},
@@ -30,11 +30,15 @@ use serde_json::{Map, Value, json};
 use crate::{
     address::NodeAddr,
     ranking,
-    registry::{ContainerSummary, NodeReport, Registry},
+    registry::{ContainerSummary, NodeReport, Registry, RegistryError},
+    resources::{self, FanOut},
 };
 
 /// Most nodes one `/api/v1/ips` answer may hold.
 pub const MAX_N: usize = 100;
+
+/// Largest heartbeat body taken by `/api/v1/register`.
+pub const MAX_HEARTBEAT_BYTES: usize = 1 << 20;
 
 /// Shared state of the handlers.
 pub struct RouterState {
@@ -50,6 +54,8 @@ pub struct RouterState {
     pub registration_ttl: Duration,
     /// Client for `/resources` aggregation.
     pub client: reqwest::Client,
+    /// Bounds of the `/resources` aggregation.
+    pub resources: FanOut,
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
@@ -114,15 +120,16 @@ async fn ips(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuery) -> 
         return error(StatusCode::BAD_REQUEST, "No containers specified");
     }
     let snapshot = state.registry.snapshot();
-    Json(ranking::select(&snapshot, &containers, n, offset, &mut rand::rng())).into_response()
+    Json(ranking::select(&snapshot, &containers, n, offset)).into_response()
 }
 
-/// `GET /api/v1/containers`: containers on available nodes with how many nodes run each.
+/// `GET /api/v1/containers`: containers that available nodes run for outside clients
+/// (`external`), with how many nodes run each.
 async fn containers(State(state): State<Arc<RouterState>>) -> Json<Vec<Value>> {
     let snapshot = state.registry.snapshot();
     let mut seen: Vec<(String, usize, String)> = Vec::new();
     for node in &snapshot.available {
-        for c in &node.report.containers {
+        for c in node.report.containers.iter().filter(|c| c.external) {
             match seen.iter_mut().find(|(id, _, _)| id == &c.id) {
                 Some((_, count, description)) => {
                     *count += 1;
@@ -141,7 +148,8 @@ async fn containers(State(state): State<Arc<RouterState>>) -> Json<Vec<Value>> {
     )
 }
 
-/// `GET /api/v1/resources[?model_id=]`: every available node's `/resources`, keyed by node.
+/// `GET /api/v1/resources[?model_id=]`: every available node's `/resources`, keyed by node;
+/// nodes that did not answer within the deadline as `{"error": "late: …"}`.
 async fn resources(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuery) -> Json<Map<String, Value>> {
     let model = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "model_id")
@@ -153,31 +161,7 @@ async fn resources(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuer
         .iter()
         .map(|n| (n.key.clone(), n.url.clone()))
         .collect();
-    let calls = nodes.into_iter().map(|(key, url)| {
-        let mut req = state
-            .client
-            .get(format!("{url}/resources"))
-            .timeout(Duration::from_secs(3));
-        if let Some(m) = &model {
-            req = req.query(&[("model_id", m)]);
-        }
-        async move {
-            let value = async {
-                req.send()
-                    .await
-                    .ok()?
-                    .error_for_status()
-                    .ok()?
-                    .json::<Value>()
-                    .await
-                    .ok()
-            }
-            .await;
-            value.map(|v| (key, v))
-        }
-    });
-    let answers: Vec<Option<(String, Value)>> = futures::stream::iter(calls).buffer_unordered(32).collect().await;
-    Json(answers.into_iter().flatten().collect())
+    Json(resources::gather(&state.client, nodes, model.as_deref(), state.resources).await)
 }
 
 #[derive(Deserialize)]
@@ -197,7 +181,7 @@ async fn register(
     State(state): State<Arc<RouterState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(token) = &state.registration_token else {
         return error(
@@ -212,14 +196,25 @@ async fn register(
     if presented != Some(token.as_str()) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes"),
+            );
+        }
+        Err(e) => return error(e.status(), e.body_text()),
+    };
     let beat: Heartbeat = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")),
     };
+    let source = client_ip(&state, peer, &headers);
     let text = match beat.address {
         Some(a) => a,
         None => {
-            let ip = client_ip(&state, peer, &headers);
+            let ip = source;
             let host = if ip.is_ipv6() {
                 format!("[{ip}]")
             } else {
@@ -242,15 +237,20 @@ async fn register(
         })
         .unwrap_or(0);
     let key = addr.key();
-    state.registry.register(
-        addr,
-        NodeReport {
-            containers: beat.containers,
-            pending,
-        },
-        state.registration_ttl,
-        Instant::now(),
-    );
+    let report = NodeReport {
+        containers: beat.containers,
+        pending,
+    };
+    if let Err(e) = state
+        .registry
+        .register(addr, report, state.registration_ttl, source, Instant::now())
+    {
+        let status = match e {
+            RegistryError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RegistryError::SourceFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        };
+        return error(status, e.to_string());
+    }
     Json(json!({"address": key, "ttl": state.registration_ttl.as_secs()})).into_response()
 }
 
@@ -301,7 +301,7 @@ pub fn app(state: Arc<RouterState>) -> Router {
             rate_limit,
         )
     };
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/ips", get(ips).route_layer(limited(0)))
         .route("/api/v1/containers", get(containers).route_layer(limited(1)))
         .route("/api/v1/resources", get(resources).route_layer(limited(2)))
@@ -309,12 +309,56 @@ pub fn app(state: Arc<RouterState>) -> Router {
             "/health",
             get(|| async { Json(json!({"status": "healthy"})) }).route_layer(limited(3)),
         )
-        .route("/api/v1/register", post(register))
+        .route(
+            "/api/v1/register",
+            post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
+        )
         .route("/api/v1/nodes", get(nodes))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router, so that it sees answers as they leave it (405 with `Allow`).
+    Router::new()
+        .fallback_service(api)
+        .layer(middleware::from_fn(json_errors))
+}
+
+/// Rewrites error answers that are not JSON (axum's 405, a 413 or 408 from a layer) as
+/// `{"error": …}`, keeping their status and headers.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error texts of axum and tower are short; a longer one is cut, not buffered.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, parts.headers.get(header::ALLOW)) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(allow)) => {
+            format!(
+                "method {method} not allowed here; use {}",
+                allow.to_str().unwrap_or("GET")
+            )
+        }
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(json!({ "error": message }).to_string()))
 }
 
 /// The OpenAPI document (hand-written: five small routes).

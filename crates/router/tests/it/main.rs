@@ -1,4 +1,7 @@
-//! Router tests against real `infernet-node` processes on loopback.
+//! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
+//! in-process fake and hostile nodes.
+
+mod hardening;
 
 use std::{
     net::SocketAddr,
@@ -8,7 +11,13 @@ use std::{
 };
 
 use axum::{Json, Router, routing::post};
-use infernet_router::{Settings, address::NodeAddr, monitor::ProbeSettings, registry::Hysteresis};
+use infernet_router::{
+    Settings,
+    address::NodeAddr,
+    monitor::ProbeSettings,
+    registry::{Hysteresis, Limits},
+    resources::FanOut,
+};
 use infernet_testkit::{free_port, wait_healthy, workspace_binary};
 use serde_json::{Value, json};
 
@@ -103,6 +112,7 @@ fn settings(listed: &[String]) -> Settings {
             interval: Duration::from_millis(150),
             timeout: Duration::from_secs(1),
             concurrency: 16,
+            max_body_bytes: 256 * 1024,
         },
         hysteresis: Hysteresis {
             leave_after: 2,
@@ -112,6 +122,15 @@ fn settings(listed: &[String]) -> Settings {
         trusted_proxies: Vec::new(),
         registration_token: Some("t0ken".into()),
         registration_ttl: Duration::from_secs(60),
+        registrations: Limits {
+            max_registrations: 1000,
+            max_per_source: 1000,
+        },
+        resources: FanOut {
+            concurrency: 16,
+            deadline: Duration::from_secs(3),
+            max_body_bytes: 256 * 1024,
+        },
     }
 }
 
