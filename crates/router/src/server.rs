@@ -376,9 +376,12 @@ pub fn openapi() -> Value {
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}
                 ],
                 "responses": {"200": {"description": "node addresses"}, "400": {"description": "no container, or bad n/offset"}, "429": {"description": "rate limited"}}}},
-            "/api/v1/containers": {"get": {"summary": "Containers on available nodes", "responses": ok("[{id, count, description}]")}},
-            "/api/v1/resources": {"get": {"summary": "Each available node's /resources", "responses": ok("{node: resources}")}},
-            "/api/v1/register": {"post": {"summary": "Node heartbeat (bearer token)", "responses": ok("registered")}},
+            "/api/v1/containers": {"get": {"summary": "Containers that available nodes run for outside clients (external)", "responses": ok("[{id, count, description}]")}},
+            "/api/v1/resources": {"get": {"summary": "Each available node's /resources; nodes not answered by the deadline as {error: \"late: …\"}", "responses": ok("{node: resources}")}},
+            "/api/v1/register": {"post": {"summary": "Node heartbeat (bearer token); the node is handed out once a probe of its /info succeeded",
+                "responses": {"200": {"description": "registered"}, "400": {"description": "invalid heartbeat"}, "401": {"description": "missing or wrong token"},
+                    "403": {"description": "registration is off"}, "413": {"description": "heartbeat too large"},
+                    "429": {"description": "too many registrations from this address"}, "503": {"description": "too many registrations"}}}},
             "/api/v1/nodes": {"get": {"summary": "Every known node and its state", "responses": ok("nodes")}},
             "/health": {"get": {"summary": "Liveness", "responses": ok("{status: healthy}")}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": ok("text")}}
