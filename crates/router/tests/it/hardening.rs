@@ -124,6 +124,9 @@ async fn a_registered_node_is_handed_out_only_after_a_good_probe() {
     let mut s = settings(&[]);
     // One round at start, then none: only the probe of a newcomer can make it available.
     s.probe.interval = Duration::from_secs(3600);
+    // Failed probes alone would not eject a node that was handed out: only never handing it out
+    // keeps it away.
+    s.hysteresis.leave_after = 100;
     let url = router(s).await;
     let closed = format!("127.0.0.1:{}", infernet_testkit::free_port());
     assert_eq!(register(&url, &closed).await.0, 200);
