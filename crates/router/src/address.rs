@@ -7,6 +7,36 @@ use std::fmt;
 /// Port of a node when none is given.
 pub const DEFAULT_PORT: u16 = 4000;
 
+/// Why an address was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Nothing but blanks or a comment.
+    #[error("empty address")]
+    Empty,
+    /// A scheme other than http or https.
+    #[error("\"{line}\": scheme {scheme} is not http or https")]
+    Scheme {
+        /// The address as written.
+        line: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// `[` without `]`.
+    #[error("\"{0}\": unclosed [ in IPv6 address")]
+    UnclosedBracket(String),
+    /// No host before the port.
+    #[error("\"{0}\": no host")]
+    NoHost(String),
+    /// A port that is not 1 to 65535.
+    #[error("\"{line}\": invalid port \"{port}\"")]
+    Port {
+        /// The address as written.
+        line: String,
+        /// The port as written.
+        port: String,
+    },
+}
+
 /// A normalised node address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeAddr {
@@ -20,7 +50,7 @@ pub struct NodeAddr {
 
 impl NodeAddr {
     /// Parses one address; `None` for blank lines and comments, `Err` for malformed ones.
-    pub fn parse(line: &str) -> Option<Result<Self, String>> {
+    pub fn parse(line: &str) -> Option<Result<Self, AddressError>> {
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
             return None;
@@ -28,13 +58,18 @@ impl NodeAddr {
         let (scheme, rest) = match line.split_once("://") {
             Some(("http", rest)) => ("http", rest),
             Some(("https", rest)) => ("https", rest),
-            Some((other, _)) => return Some(Err(format!("\"{line}\": scheme {other} is not http or https"))),
+            Some((other, _)) => {
+                return Some(Err(AddressError::Scheme {
+                    line: line.into(),
+                    scheme: other.into(),
+                }));
+            }
             None => ("http", line),
         };
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let Some((host, after)) = v6.split_once(']') else {
-                return Some(Err(format!("\"{line}\": unclosed [ in IPv6 address")));
+                return Some(Err(AddressError::UnclosedBracket(line.into())));
             };
             (format!("[{host}]"), after.strip_prefix(':'))
         } else {
@@ -44,7 +79,7 @@ impl NodeAddr {
             }
         };
         if host.is_empty() || host.contains(char::is_whitespace) {
-            return Some(Err(format!("\"{line}\": no host")));
+            return Some(Err(AddressError::NoHost(line.into())));
         }
         let default = if scheme == "https" && port.is_none() && line.contains("://") {
             443
@@ -55,7 +90,12 @@ impl NodeAddr {
             None => default,
             Some(p) => match p.parse::<u16>() {
                 Ok(p) if p > 0 => p,
-                _ => return Some(Err(format!("\"{line}\": invalid port \"{p}\""))),
+                _ => {
+                    return Some(Err(AddressError::Port {
+                        line: line.into(),
+                        port: p.into(),
+                    }));
+                }
             },
         };
         Some(Ok(Self {

@@ -141,7 +141,8 @@ async fn probe(client: &reqwest::Client, url: &str, settings: &ProbeSettings) ->
     .await?;
     Ok(NodeReport {
         containers: info.containers,
-        pending: info.pending.offchain + info.pending.onchain,
+        // Saturating: a node's numbers are outside input.
+        pending: info.pending.offchain.saturating_add(info.pending.onchain),
     })
 }
 

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    address::NodeAddr,
+    address::{AddressError, NodeAddr},
     ranking,
     registry::{ContainerSummary, NodeReport, Registry, RegistryError},
     resources::{self, FanOut},
@@ -176,6 +176,31 @@ struct Heartbeat {
     pending: Option<Value>,
 }
 
+impl Heartbeat {
+    /// The node's address: as given, or the caller's address with `port`.
+    fn node_addr(&self, source: IpAddr) -> Result<NodeAddr, AddressError> {
+        let text = match &self.address {
+            Some(a) => a.clone(),
+            None if source.is_ipv6() => format!("[{source}]:{}", self.port()),
+            None => format!("{source}:{}", self.port()),
+        };
+        NodeAddr::parse(&text).unwrap_or(Err(AddressError::Empty))
+    }
+
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(crate::address::DEFAULT_PORT)
+    }
+
+    /// Pending jobs, as a number or as `{offchain, onchain}`.
+    fn load(&self) -> u64 {
+        match &self.pending {
+            Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+            Some(Value::Object(o)) => o.values().filter_map(Value::as_u64).fold(0, u64::saturating_add),
+            _ => 0,
+        }
+    }
+}
+
 /// `POST /api/v1/register`: a node announces itself (its metric sender's heartbeat).
 async fn register(
     State(state): State<Arc<RouterState>>,
@@ -211,35 +236,14 @@ async fn register(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")),
     };
     let source = client_ip(&state, peer, &headers);
-    let text = match beat.address {
-        Some(a) => a,
-        None => {
-            let ip = source;
-            let host = if ip.is_ipv6() {
-                format!("[{ip}]")
-            } else {
-                ip.to_string()
-            };
-            format!("{host}:{}", beat.port.unwrap_or(crate::address::DEFAULT_PORT))
-        }
+    let addr = match beat.node_addr(source) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let addr = match NodeAddr::parse(&text) {
-        Some(Ok(a)) => a,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
-        None => return error(StatusCode::BAD_REQUEST, "empty address"),
-    };
-    let pending = beat
-        .pending
-        .map(|p| match p {
-            Value::Number(n) => n.as_u64().unwrap_or(0),
-            Value::Object(o) => o.values().filter_map(Value::as_u64).sum(),
-            _ => 0,
-        })
-        .unwrap_or(0);
     let key = addr.key();
     let report = NodeReport {
+        pending: beat.load(),
         containers: beat.containers,
-        pending,
     };
     if let Err(e) = state
         .registry
