@@ -41,8 +41,9 @@ struct Args {
     /// Largest body read from a node's `/info` or `/resources`, in bytes.
     #[arg(long, env = "PROBE_MAX_BYTES", default_value_t = 256 * 1024)]
     probe_max_bytes: usize,
-    /// Seconds `/api/v1/resources` waits for nodes; later ones are reported late.
-    #[arg(long, env = "RESOURCES_DEADLINE", default_value_t = 3.0)]
+    /// Seconds `/api/v1/resources` waits for nodes; later ones are reported late (under the 3 s
+    /// Ritual's client waits for the whole answer).
+    #[arg(long, env = "RESOURCES_DEADLINE", default_value_t = 2.0)]
     resources_deadline: f64,
     /// `/resources` calls in flight at once for one `/api/v1/resources`.
     #[arg(long, env = "RESOURCES_CONCURRENCY", default_value_t = 64)]

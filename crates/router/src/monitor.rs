@@ -259,4 +259,26 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
     }
+
+    #[tokio::test]
+    async fn loads_past_u64_saturate_instead_of_overflowing() {
+        infernet_node::install_tls_provider();
+        let body = r#"{"containers": [], "pending": {"offchain": 18446744073709551615, "onchain": 7}}"#;
+        let head: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let url = serve_once(head, 0).await;
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            concurrency: 1,
+            max_body_bytes: 1024,
+        };
+        let report = probe(&reqwest::Client::new(), &url, &settings).await.unwrap();
+        assert_eq!(report.pending, u64::MAX);
+    }
 }
