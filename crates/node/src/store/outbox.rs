@@ -94,6 +94,11 @@ impl Outbox {
         self.state().owed.contains_key(id)
     }
 
+    /// The owed record of job `id`, if it is finished: newer than what Redis has.
+    pub(super) fn finished(&self, id: &str) -> Option<Owed> {
+        self.state().owed.get(id).filter(|o| o.finished).cloned()
+    }
+
     /// Up to `max` owed records, to write.
     pub(super) fn batch(&self, max: usize) -> Vec<(String, Owed)> {
         let state = self.state();

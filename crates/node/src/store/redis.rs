@@ -310,7 +310,9 @@ impl JobStore for RedisStore {
         let running: Vec<Option<String>> = db.query(&db.pending, redis::cmd("MGET").arg(&keys)).await?;
         let mut out = Vec::with_capacity(found.len());
         for (((id, owner), done), running) in found.into_iter().zip(done).zip(running) {
-            let Some(value) = done.or(running) else {
+            // A result still owed (the catch-up failed) is newer than what Redis has.
+            let owed = self.outbox.finished(id).map(|o| (o.owner, o.value.to_string()));
+            let Some((owner, value)) = owed.or(done.or(running).map(|v| (owner, v))) else {
                 continue;
             };
             let job = serde_json::from_str::<JobResult>(&value).map_err(|e| StoreError::Corrupt {
