@@ -248,3 +248,22 @@ pub(crate) fn interrupted(job: &JobResult) -> JobResult {
     });
     JobResult::finished(job.id.clone(), results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_the_longest_and_start_over_once_answered() {
+        let backlog = Backlog {
+            first_retry: Duration::from_millis(100),
+            max_retry: Duration::from_millis(350),
+            ..Backlog::default()
+        };
+        let mut backoff = Backoff::new(backlog);
+        let waits: Vec<u64> = (0..5).map(|_| backoff.wait().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 350, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.wait(), Duration::from_millis(100));
+    }
+}

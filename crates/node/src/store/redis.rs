@@ -106,8 +106,8 @@ impl RedisStore {
     /// Writes what is owed before a read, so readers see every write made so far (when Redis
     /// does not take them, the read fails as well).
     async fn catch_up(&self) {
-        if self.outbox.len() > 0 {
-            let _ = self.db.drain(&self.outbox).await;
+        if self.outbox.len() > 0 && self.db.drain(&self.outbox).await.is_ok() {
+            self.outbox.store_answered();
         }
     }
 }
