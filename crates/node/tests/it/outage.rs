@@ -352,3 +352,44 @@ async fn jobs_that_finish_on_a_full_disk_end_and_are_written_once_space_frees() 
     assert_eq!(stored.len(), JOBS);
     assert!(stored.iter().all(|s| s.job.status == JobStatus::Success), "{stored:?}");
 }
+
+#[tokio::test]
+async fn a_streams_records_written_detached_on_a_full_disk_are_kept_and_written_once_space_frees() {
+    let Some(tmpfs) = Tmpfs::mount("256k") else { return };
+    let path = tmpfs.path().join("jobs.db");
+    let tuning = infernet_node::store::Tuning {
+        detached_linger: Duration::ZERO,
+        backlog: infernet_node::store::Backlog {
+            first_retry: Duration::from_millis(20),
+            max_retry: Duration::from_millis(100),
+            ..Default::default()
+        },
+    };
+    let store = EmbeddedStore::open_with(&path, LIFETIMES, 1000, tuning).await.unwrap();
+    let owner = "127.0.0.1".parse().unwrap();
+    let filler = tmpfs.fill();
+    // Too large to fit in what is left of the file's last page.
+    let output = json!({"output": "y".repeat(16 << 10)});
+    let done = infernet_types::JobResult::finished(
+        "s",
+        vec![infernet_types::ContainerResult::Output {
+            container: "c".into(),
+            output,
+        }],
+    );
+    store.put_detached(owner, infernet_types::JobResult::running("s"));
+    store.put_detached(owner, done.clone());
+    // An awaited write comes after them: refused, so they were tried and not taken either.
+    let refused = store.put(owner, &infernet_types::JobResult::running("probe")).await;
+    assert!(refused.unwrap_err().to_string().contains("No space left"));
+    assert_eq!(store.unwritten(), 1, "the finished record is held");
+    assert!(store.get(&["probe".into()]).await.unwrap().is_empty());
+    assert_eq!(store.get(&["s".into()]).await.unwrap()[0].job, done);
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+
+    std::fs::remove_file(filler).unwrap();
+    until("the held record to be written", || async { store.unwritten() == 0 }).await;
+    drop(store);
+    let reopened = EmbeddedStore::open(&path, LIFETIMES, 1000).await.unwrap();
+    assert_eq!(reopened.get(&["s".into()]).await.unwrap()[0].job, done);
+}
