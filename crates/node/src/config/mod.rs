@@ -408,6 +408,13 @@ pub struct StoreConfig {
     /// Most jobs kept by the embedded store; the least recently used are evicted past it.
     #[serde(default = "default_max_jobs", deserialize_with = "lax::u64")]
     pub max_jobs: u64,
+    /// Most jobs whose records are held in memory while the store does not take writes (Redis
+    /// down, a full disk); written once it does.
+    #[serde(default = "default_max_held_writes", deserialize_with = "lax::u64")]
+    pub max_held_writes: u64,
+    /// Longest wait, in seconds, between retries of held writes.
+    #[serde(default = "default_retry_max_delay", deserialize_with = "lax::f64")]
+    pub retry_max_delay: f64,
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
@@ -463,6 +470,14 @@ fn default_max_jobs() -> u64 {
     100_000
 }
 
+fn default_max_held_writes() -> u64 {
+    10_000
+}
+
+fn default_retry_max_delay() -> f64 {
+    5.0
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -470,6 +485,8 @@ impl Default for StoreConfig {
             result_ttl: default_result_ttl(),
             pending_ttl: default_pending_ttl(),
             max_jobs: default_max_jobs(),
+            max_held_writes: default_max_held_writes(),
+            retry_max_delay: default_retry_max_delay(),
         }
     }
 }

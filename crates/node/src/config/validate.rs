@@ -287,6 +287,15 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             ),
         );
     }
+    if config.store.max_held_writes == 0 {
+        p.error(
+            "store.max_held_writes",
+            "must be at least 1 (results written while the store is down are held up to this many jobs)",
+        );
+    }
+    if !(config.store.retry_max_delay.is_finite() && config.store.retry_max_delay > 0.0) {
+        p.error("store.retry_max_delay", "must be a number of seconds above 0, e.g. 5");
+    }
     if let Some(endpoint) = &config.stats.endpoint
         && let Err(e) = check_url(endpoint, &["http", "https"])
     {

@@ -4,6 +4,8 @@ mod api;
 mod chain;
 mod cli;
 mod docker;
+mod heartbeat;
+mod outage;
 mod pipelines;
 mod store;
 mod streaming;
