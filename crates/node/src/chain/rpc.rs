@@ -341,20 +341,96 @@ impl RpcError {
     }
 }
 
+/// Why an endpoint refused a raw transaction, decoded once from its answer here at the RPC
+/// edge; the Wallet decides on the variant, never on the text. Each carries the endpoint's
+/// message for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The nonce is below the account's: it was used already.
+    #[error("{0}")]
+    NonceTooLow(String),
+    /// The nonce leaves a gap the endpoint does not queue.
+    #[error("{0}")]
+    NonceTooHigh(String),
+    /// The same transaction is in the pool already: it was taken.
+    #[error("{0}")]
+    AlreadyKnown(String),
+    /// Its fees are too low (for a replacement: not raised enough).
+    #[error("{0}")]
+    Underpriced(String),
+    /// The account cannot pay for the gas.
+    #[error("{0}")]
+    InsufficientFunds(String),
+    /// Its execution reverts; `selector` is the custom error's, when the endpoint gave data.
+    #[error("{message}")]
+    Reverted {
+        /// First four bytes of the revert data.
+        selector: Option<[u8; 4]>,
+        /// The endpoint's message.
+        message: String,
+    },
+    /// Any other refusal.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Refusal {
+    /// Decodes an endpoint's error answer (geth, anvil, reth, erigon and nethermind texts).
+    pub fn decode(message: String, revert: Option<&Bytes>) -> Self {
+        let lower = message.to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+        if has(&["nonce too low", "nonce is too low", "oldnonce", "already been used"]) {
+            Self::NonceTooLow(message)
+        } else if has(&["nonce too high", "nonce is too high", "nonce gap"]) {
+            Self::NonceTooHigh(message)
+        } else if has(&["already known", "already imported", "known transaction", "alreadyknown"]) {
+            Self::AlreadyKnown(message)
+        } else if has(&["underpriced", "fee too low", "feetoolow", "max fee per gas less than"]) {
+            Self::Underpriced(message)
+        } else if has(&["insufficient funds", "insufficient balance"]) {
+            Self::InsufficientFunds(message)
+        } else if revert.is_some() || lower.contains("revert") {
+            let selector = revert.and_then(|d| d.get(..4)).and_then(|s| s.try_into().ok());
+            Self::Reverted { selector, message }
+        } else {
+            Self::Other(message)
+        }
+    }
+
+    /// Whether the nonce is out of step with the chain (signing again from its nonce may help).
+    pub fn is_nonce_error(&self) -> bool {
+        matches!(self, Self::NonceTooLow(_) | Self::NonceTooHigh(_))
+    }
+}
+
 /// Why a raw transaction was not accepted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {
     /// The endpoint answered with an error: it did not take the transaction.
-    Refused(String),
+    #[error("refused: {0}")]
+    Refused(Refusal),
     /// No answer: the transaction may or may not have been taken.
-    NoAnswer(String),
+    #[error("no answer: {0}")]
+    NoAnswer(RpcError),
+}
+
+impl SendError {
+    /// The refusal, when the endpoint answered.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Refused(r) => Some(r),
+            Self::NoAnswer(_) => None,
+        }
+    }
 }
 
 impl From<RpcError> for SendError {
     fn from(e: RpcError) -> Self {
-        match e.kind() {
-            RpcErrorKind::Revert | RpcErrorKind::Rpc => Self::Refused(e.to_string()),
-            _ => Self::NoAnswer(e.to_string()),
+        match (&e, e.kind()) {
+            (RpcError::Call { message, revert, .. }, RpcErrorKind::Revert | RpcErrorKind::Rpc) => {
+                Self::Refused(Refusal::decode(message.clone(), revert.as_ref()))
+            }
+            _ => Self::NoAnswer(e),
         }
     }
 }
@@ -373,6 +449,20 @@ pub enum Read {
     Balance(Address),
 }
 
+/// Why an RPC endpoint cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EndpointError {
+    /// `chain.rpc_url` does not parse.
+    #[error("not a URL: {0}")]
+    NotUrl(String),
+    /// Not an HTTP(S) endpoint.
+    #[error("scheme {0}:// is not supported; use an http:// or https:// endpoint")]
+    Scheme(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
 /// The chain endpoint: the JSON-RPC client (with the retry layer) and its error counters.
 #[derive(Debug, Clone)]
 pub struct Rpc {
@@ -386,21 +476,21 @@ pub struct Rpc {
 
 impl Rpc {
     /// Connects (lazily: nothing is sent yet) to `raw_url`.
-    pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, String> {
+    pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, EndpointError> {
         let url = super::redact_url(raw_url);
-        let endpoint: reqwest::Url = raw_url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+        let endpoint = raw_url
+            .trim()
+            .parse::<reqwest::Url>()
+            .map_err(|e| EndpointError::NotUrl(e.to_string()))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(format!(
-                "scheme {}:// is not supported; use an http:// or https:// endpoint",
-                endpoint.scheme()
-            ));
+            return Err(EndpointError::Scheme(endpoint.scheme().to_string()));
         }
         let counts = Arc::new(RpcErrorCounts::default());
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(|e| EndpointError::Client(e.to_string()))?;
         let client = ClientBuilder::default()
             .layer(RetryLayer {
                 policy,
@@ -514,8 +604,8 @@ impl Rpc {
     }
 
     /// `eth_sendRawTransaction`.
-    pub async fn send_raw(&self, raw: Bytes) -> Result<B256, RpcError> {
-        self.request("eth_sendRawTransaction", (raw,)).await
+    pub async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError> {
+        Ok(self.request("eth_sendRawTransaction", (raw,)).await?)
     }
 
     /// `eth_sendRawTransaction` of each of `raws` in one JSON-RPC batch, answered one by one.
@@ -523,7 +613,7 @@ impl Rpc {
         let params: Vec<(&Bytes,)> = raws.iter().map(|r| (r,)).collect();
         match self.batch::<_, B256>("eth_sendRawTransaction", &params).await {
             Ok(answers) => answers.into_iter().map(|a| a.map_err(SendError::from)).collect(),
-            Err(e) => raws.iter().map(|_| Err(SendError::NoAnswer(e.to_string()))).collect(),
+            Err(e) => raws.iter().map(|_| Err(SendError::NoAnswer(e.clone()))).collect(),
         }
     }
 
@@ -638,6 +728,55 @@ mod tests {
     }
 
     #[test]
+    fn send_refusals_are_decoded_once() {
+        let refused = |text: &str, kind: RpcErrorKind, revert: Option<Bytes>| {
+            SendError::from(RpcError::Call {
+                method: "eth_sendRawTransaction".into(),
+                message: text.into(),
+                kind,
+                revert,
+            })
+        };
+        let rpc = RpcErrorKind::Rpc;
+        let decoded = |text: &str| refused(text, rpc, None).refusal().cloned();
+        assert!(matches!(
+            decoded("error code -32000: nonce too low"),
+            Some(Refusal::NonceTooLow(_))
+        ));
+        assert!(matches!(
+            decoded("Nonce too high. Expected 3"),
+            Some(Refusal::NonceTooHigh(_))
+        ));
+        assert!(matches!(decoded("already known"), Some(Refusal::AlreadyKnown(_))));
+        assert!(matches!(
+            decoded("replacement transaction underpriced"),
+            Some(Refusal::Underpriced(_))
+        ));
+        assert!(matches!(
+            decoded("insufficient funds for gas * price + value"),
+            Some(Refusal::InsufficientFunds(_))
+        ));
+        assert!(matches!(decoded("invalid sender"), Some(Refusal::Other(_))));
+        let reverted = refused(
+            "execution reverted",
+            RpcErrorKind::Revert,
+            Some(Bytes::from_static(&[0x88, 0xa2, 0x1e, 0x4f, 0])),
+        );
+        assert_eq!(
+            reverted.refusal(),
+            Some(&Refusal::Reverted {
+                selector: Some([0x88, 0xa2, 0x1e, 0x4f]),
+                message: "execution reverted".into()
+            })
+        );
+        assert!(decoded("nonce too low").unwrap().is_nonce_error());
+        assert!(!decoded("already known").unwrap().is_nonce_error());
+        let timeout = refused("timed out", RpcErrorKind::Timeout, None);
+        assert!(matches!(timeout, SendError::NoAnswer(_)), "no answer is not a refusal");
+        assert_eq!(decoded("nonce too low").unwrap().to_string(), "nonce too low");
+    }
+
+    #[test]
     fn rpc_urls_with_single_label_hosts_are_accepted() {
         crate::install_tls_provider();
         for ok in [
@@ -652,6 +791,7 @@ mod tests {
         assert!(
             Rpc::new("ws://localhost:8546", RetryPolicy::default())
                 .unwrap_err()
+                .to_string()
                 .contains("ws://")
         );
         assert!(Rpc::new("localhost:8545 x", RetryPolicy::default()).is_err());

@@ -5,7 +5,7 @@
 //! ([`Wallet::send`]) and get its outcome once mined. The task signs locally, sends, watches
 //! receipts on every new block, replaces a transaction that stays unmined (same nonce, higher
 //! fees), and at start waits for transactions an earlier run left in the mempool, so a restart
-//! never races its own deliveries.
+//! never races its own deliveries. Its nonce and fee decisions are in [`super::nonces`].
 
 use std::{
     collections::BTreeMap,
@@ -27,24 +27,15 @@ use tokio_util::sync::CancellationToken;
 use super::{
     blocks::{Head, Throttle},
     errors::InfernetError,
-    rpc::{Rpc, RpcError, RpcErrorKind, SendError},
+    nonces::{self, CancelStep, DEFAULT_PRIORITY_FEE, Fees, MAX_REPLACEMENTS, Replacement, Startup, Verdict},
+    rpc::{Refusal, Rpc, RpcError, RpcErrorKind},
     status::ChainStatus,
 };
 
-/// Blocks a transaction may stay unmined before it is replaced with higher fees.
-const STUCK_BLOCKS: u64 = 4;
-/// Shortest time before a replacement (slow chains have few blocks).
-const STUCK_MIN: Duration = Duration::from_secs(10);
-/// Replacements of one transaction before the wallet gives up on it.
-const MAX_REPLACEMENTS: u32 = 6;
 /// Gas added to an estimate (consumers' callbacks vary between estimate and inclusion).
 const GAS_MARGIN_PERCENT: u64 = 20;
-/// Priority fee when the endpoint cannot tell one (1 gwei).
-const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
 /// Most transactions sent in one JSON-RPC batch.
 const MAX_BATCH: usize = 256;
-/// Longest wait at start for an earlier run's transactions before cancelling them.
-const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 /// A transaction to send.
 #[derive(Clone)]
@@ -111,7 +102,44 @@ pub enum TxOutcome {
         sent_at: Instant,
     },
     /// Never mined: sending failed or another transaction took its nonce.
-    Failed(String),
+    Failed(TxError),
+}
+
+/// Why a transaction was not mined.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TxError {
+    /// The wallet task is gone.
+    #[error("the wallet task has stopped")]
+    Stopped,
+    /// The node stopped with the transaction in flight.
+    #[error("node shutting down; nonce {0} may still be mined")]
+    ShuttingDown(u64),
+    /// The key could not sign it.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The node's account cannot pay for gas.
+    #[error("{refusal} (fund the node's account {account} with the chain's gas token)")]
+    NoGasFunds {
+        /// The endpoint's refusal.
+        refusal: Refusal,
+        /// The node's account.
+        account: Address,
+    },
+    /// The endpoint refused it.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// Another transaction took its nonce.
+    #[error("nonce {0} was used by another transaction")]
+    NonceTaken(u64),
+}
+
+impl TxError {
+    fn refused(refusal: Refusal, account: Address) -> Self {
+        match refusal {
+            Refusal::InsufficientFunds(_) => Self::NoGasFunds { refusal, account },
+            refusal => Self::Refused(refusal),
+        }
+    }
 }
 
 /// A transaction for the wallet task and where its outcome goes.
@@ -205,11 +233,9 @@ impl Wallet {
     pub async fn send(&self, tx: Simulated) -> TxOutcome {
         let (reply, outcome) = oneshot::channel();
         if self.commands.send((tx, reply)).await.is_err() {
-            return TxOutcome::Failed("the wallet task has stopped".into());
+            return TxOutcome::Failed(TxError::Stopped);
         }
-        outcome
-            .await
-            .unwrap_or_else(|_| TxOutcome::Failed("the wallet task stopped before the transaction was mined".into()))
+        outcome.await.unwrap_or(TxOutcome::Failed(TxError::Stopped))
     }
 }
 
@@ -217,9 +243,7 @@ struct Inflight {
     request: TxRequest,
     gas_limit: u64,
     hashes: Vec<B256>,
-    max_fee: u128,
-    priority_fee: u128,
-    legacy: bool,
+    fees: Fees,
     sent_block: u64,
     sent_at: Instant,
     first_sent: Instant,
@@ -270,7 +294,7 @@ pub fn spawn(
         receipt_warnings: Throttle::new(Duration::from_secs(30)),
     };
     let shutdown = tasks.shutdown_token();
-    tasks.spawn_critical("wallet", actor.run(rx, heads, ready_tx, shutdown));
+    tasks.spawn_critical("wallet", super::task(actor.run(rx, heads, ready_tx, shutdown)));
     wallet
 }
 
@@ -281,10 +305,10 @@ impl Actor {
         mut heads: watch::Receiver<Option<Head>>,
         ready: watch::Sender<bool>,
         shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    ) {
         tokio::select! {
-            r = self.settle_earlier_run(&mut heads) => r?,
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = self.settle_earlier_run(&mut heads) => {}
+            _ = shutdown.cancelled() => return,
         }
         let _ = ready.send(true);
         loop {
@@ -292,10 +316,10 @@ impl Actor {
                 _ = shutdown.cancelled() => {
                     for (nonce, tx) in std::mem::take(&mut self.inflight) {
                         if let Some(reply) = tx.reply {
-                            let _ = reply.send(TxOutcome::Failed(format!("node shutting down; nonce {nonce} may still be mined")));
+                            let _ = reply.send(TxOutcome::Failed(TxError::ShuttingDown(nonce)));
                         }
                     }
-                    return Ok(());
+                    return;
                 }
                 command = commands.recv() => match command {
                     Some(first) => {
@@ -308,11 +332,11 @@ impl Actor {
                         }
                         self.send_many(batch).await;
                     }
-                    None => return Ok(()),
+                    None => return,
                 },
                 changed = heads.changed() => {
                     if changed.is_err() {
-                        return Ok(());
+                        return;
                     }
                     let head = *heads.borrow_and_update();
                     if let Some(head) = head {
@@ -326,11 +350,10 @@ impl Actor {
 
     /// At start: transactions of an earlier run may still be pending. Waits for them to be
     /// mined, replacing them with empty self-transfers if they do not get mined in time.
-    async fn settle_earlier_run(&mut self, heads: &mut watch::Receiver<Option<Head>>) -> Result<(), String> {
+    async fn settle_earlier_run(&mut self, heads: &mut watch::Receiver<Option<Head>>) {
         let address = self.signer.address();
         let started = Instant::now();
-        let mut cancelled = false;
-        let mut announced = false;
+        let (mut cancelled, mut announced) = (false, false);
         loop {
             let nonces = async {
                 Ok::<_, RpcError>((
@@ -339,24 +362,25 @@ impl Actor {
                 ))
             };
             match nonces.await {
-                Ok((latest, pending)) if latest >= pending => {
-                    self.next_nonce = latest;
-                    self.status.set_nonce(latest);
-                    if cancelled {
-                        tracing::info!(nonce = latest, "earlier transactions settled");
+                Ok((latest, pending)) => match nonces::startup(latest, pending, started.elapsed(), cancelled) {
+                    Startup::Ready(nonce) => {
+                        self.next_nonce = nonce;
+                        self.status.set_nonce(nonce);
+                        if cancelled {
+                            tracing::info!(nonce, "earlier transactions settled");
+                        }
+                        return;
                     }
-                    return Ok(());
-                }
-                Ok((latest, pending)) => {
-                    if started.elapsed() > STARTUP_WAIT && !cancelled {
+                    Startup::Cancel { from, to } => {
                         tracing::warn!(
-                            from = latest,
-                            to = pending,
+                            from,
+                            to,
                             "transactions of an earlier run are stuck; replacing them with empty transfers"
                         );
-                        self.cancel_range(latest, pending).await;
+                        self.cancel_range(from, to).await;
                         cancelled = true;
-                    } else if !announced {
+                    }
+                    Startup::Wait if !announced => {
                         announced = true;
                         tracing::info!(
                             from = latest,
@@ -364,7 +388,8 @@ impl Actor {
                             "waiting for transactions sent before the restart to be mined"
                         );
                     }
-                }
+                    Startup::Wait => {}
+                },
                 Err(e) => tracing::warn!(error = %e, "cannot read the node's nonce; retrying"),
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), heads.changed()).await;
@@ -374,20 +399,23 @@ impl Actor {
 
     async fn cancel_range(&mut self, from: u64, to: u64) {
         for nonce in from..to {
-            let mut fee = self.base_fee().await.saturating_mul(4).max(DEFAULT_PRIORITY_FEE * 4);
-            for _ in 0..5 {
-                match self.sign(self.empty_transfer(nonce, fee, fee / 2)) {
-                    Ok((_, raw)) => match self.rpc.send_raw(raw).await {
-                        Ok(_) => break,
-                        Err(e) if e.to_string().to_lowercase().contains("nonce too low") => break,
-                        Err(e) => {
-                            tracing::debug!(nonce, error = %e, "cancelling transaction refused; raising the fee");
-                            fee = fee.saturating_mul(2);
-                        }
-                    },
+            let mut fee = nonces::cancel_fee(self.base_fee().await);
+            for _ in 0..nonces::CANCEL_TRIES {
+                let raw = match self.sign(self.empty_transfer(nonce, fee, fee / 2)) {
+                    Ok((_, raw)) => raw,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot sign");
                         return;
+                    }
+                };
+                let sent = self.rpc.send_raw(raw).await;
+                match nonces::after_cancel(sent.as_ref().map(|_| ()), fee) {
+                    CancelStep::Next => break,
+                    CancelStep::Raise(higher) => {
+                        if let Err(e) = sent {
+                            tracing::debug!(nonce, error = %e, "cancelling transaction refused; raising the fee");
+                        }
+                        fee = higher;
                     }
                 }
             }
@@ -404,7 +432,7 @@ impl Actor {
     async fn priority_fee(&mut self) -> u128 {
         let block = self.head.map(|h| h.number).unwrap_or(0);
         match self.priority_fee {
-            Some((fee, at)) if block < at + 50 => fee,
+            Some((fee, at)) if block < at + nonces::PRIORITY_FEE_BLOCKS => fee,
             _ => {
                 let fee = self.rpc.max_priority_fee().await.unwrap_or(DEFAULT_PRIORITY_FEE);
                 self.priority_fee = Some((fee, block));
@@ -413,20 +441,20 @@ impl Actor {
         }
     }
 
-    fn sign(&self, tx: UnsignedTx) -> Result<(B256, Bytes), String> {
+    fn sign(&self, tx: UnsignedTx) -> Result<(B256, Bytes), TxError> {
         let envelope: TxEnvelope = match tx {
             UnsignedTx::Eip1559(tx) => {
                 let sig = self
                     .signer
                     .sign_hash_sync(&tx.signature_hash())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| TxError::Signing(e.to_string()))?;
                 tx.into_signed(sig).into()
             }
             UnsignedTx::Legacy(tx) => {
                 let sig = self
                     .signer
                     .sign_hash_sync(&tx.signature_hash())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| TxError::Signing(e.to_string()))?;
                 tx.into_signed(sig).into()
             }
         };
@@ -434,12 +462,7 @@ impl Actor {
     }
 
     fn build(&self, nonce: u64, t: &Inflight) -> UnsignedTx {
-        let fees = Fees {
-            max_fee: t.max_fee,
-            priority_fee: t.priority_fee,
-            legacy: t.legacy,
-        };
-        self.unsigned(nonce, fees, t.gas_limit, t.request.to, t.request.data.clone())
+        self.unsigned(nonce, t.fees, t.gas_limit, t.request.to, t.request.data.clone())
     }
 
     /// An empty transfer to the node's own account: takes `nonce` and changes nothing else.
@@ -483,20 +506,8 @@ impl Actor {
     async fn fees(&mut self) -> Fees {
         let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
         let base = self.base_fee().await;
-        if legacy {
-            Fees {
-                max_fee: base,
-                priority_fee: base,
-                legacy,
-            }
-        } else {
-            let priority = self.priority_fee().await;
-            Fees {
-                max_fee: base.saturating_mul(2).saturating_add(priority),
-                priority_fee: priority,
-                legacy,
-            }
-        }
+        let priority = if legacy { base } else { self.priority_fee().await };
+        nonces::fees(base, priority, legacy)
     }
 
     /// Sends every transaction waiting, with consecutive nonces, in one JSON-RPC batch: fifty
@@ -510,9 +521,7 @@ impl Actor {
                 request: tx.request,
                 gas_limit: tx.gas_limit,
                 hashes: Vec::new(),
-                max_fee: fees.max_fee,
-                priority_fee: fees.priority_fee,
-                legacy: fees.legacy,
+                fees,
                 sent_block: block,
                 sent_at: Instant::now(),
                 first_sent: Instant::now(),
@@ -543,52 +552,38 @@ impl Actor {
                         self.next_nonce += 1;
                         signed.push((nonce, hash, raw, inflight));
                     }
-                    Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
+                    Err(e) => reply_failed(&mut inflight, e),
                 }
             }
             let raws: Vec<Bytes> = signed.iter().map(|(_, _, raw, _)| raw.clone()).collect();
             let answers = self.rpc.send_raw_batch(&raws).await;
-            let mut gaps = Vec::new();
+            let mut failed = Vec::new();
             for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
-                let text = match answer {
-                    // No answer at all: it may have been accepted. Watched like a sent one (its
-                    // hash is known); if it never shows up it is sent again as a replacement.
-                    Ok(_) | Err(SendError::NoAnswer(_)) => None,
-                    Err(SendError::Refused(text)) => Some(text),
-                };
-                let lower = text.as_deref().map(str::to_lowercase).unwrap_or_default();
-                if text.is_none() || lower.contains("already known") {
-                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
-                    inflight.first_sent = Instant::now();
-                    inflight.sent_at = inflight.first_sent;
-                    inflight.hashes.push(hash);
-                    self.status.tx_sent();
-                    self.inflight.insert(nonce, inflight);
-                } else if round == 0 && (lower.contains("nonce too low") || lower.contains("nonce too high")) {
-                    pending.push(inflight);
-                } else {
-                    self.status.tx_failed();
-                    let hint = if lower.contains("insufficient funds") {
-                        format!(
-                            " (fund the node's account {} with the chain's gas token)",
-                            self.signer.address()
-                        )
-                    } else {
-                        String::new()
-                    };
-                    reply_failed(&mut inflight, format!("{}{hint}", text.unwrap_or_default()));
-                    gaps.push(nonce);
+                match (nonces::verdict(&answer, round), answer) {
+                    (Verdict::Sent, _) => {
+                        tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
+                        inflight.first_sent = Instant::now();
+                        inflight.sent_at = inflight.first_sent;
+                        inflight.hashes.push(hash);
+                        self.status.tx_sent();
+                        self.inflight.insert(nonce, inflight);
+                    }
+                    (Verdict::Resign, _) => pending.push(inflight),
+                    (Verdict::Failed, answer) => {
+                        self.status.tx_failed();
+                        let refusal = match answer {
+                            Err(e) => e.refusal().cloned().unwrap_or_else(|| Refusal::Other(e.to_string())),
+                            Ok(_) => Refusal::Other("refused".into()),
+                        };
+                        reply_failed(&mut inflight, TxError::refused(refusal, self.signer.address()));
+                        failed.push(nonce);
+                    }
                 }
             }
-            // Refused transactions at the end give their nonces back; ones before accepted
-            // transactions leave gaps that must be filled.
-            gaps.sort_unstable();
-            while gaps.last().is_some_and(|n| n + 1 == self.next_nonce) {
-                gaps.pop();
-                self.next_nonce -= 1;
-            }
+            let (next, gaps) = nonces::gaps(failed, self.next_nonce);
+            self.next_nonce = next;
             for nonce in gaps {
-                self.fill_gap(nonce, fees.max_fee, fees.priority_fee).await;
+                self.fill_gap(nonce, fees).await;
             }
         }
         self.status.set_nonce(self.next_nonce);
@@ -596,8 +591,8 @@ impl Actor {
 
     /// A refused transaction left its nonce unused while later ones were accepted: an empty
     /// transfer to itself takes the nonce so the later ones can be mined.
-    async fn fill_gap(&mut self, nonce: u64, max_fee: u128, priority_fee: u128) {
-        match self.sign(self.empty_transfer(nonce, max_fee, priority_fee)) {
+    async fn fill_gap(&mut self, nonce: u64, fees: Fees) {
+        match self.sign(self.empty_transfer(nonce, fees.max_fee, fees.priority_fee)) {
             Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
                 Ok(_) => tracing::info!(nonce, %hash, "filled a nonce gap with an empty transfer"),
                 Err(e) => tracing::error!(nonce, error = %e, "cannot fill a nonce gap; later transactions wait for it"),
@@ -654,23 +649,23 @@ impl Actor {
         }
         // Nonces below the chain's were taken by transactions we do not know: give those up.
         if let Ok(latest) = self.rpc.nonce(self.signer.address(), "latest").await {
-            let taken: Vec<u64> = self.inflight.range(..latest).map(|(n, _)| *n).collect();
+            let taken: Vec<u64> = self
+                .inflight
+                .range(..latest)
+                .filter(|(n, t)| nonces::nonce_taken(**n, latest, head.number, t.sent_block))
+                .map(|(n, _)| *n)
+                .collect();
             for nonce in taken {
                 if let Some(mut tx) = self.inflight.remove(&nonce) {
-                    // Its receipt may only show up next block; give it one more look.
-                    if head.number <= tx.sent_block + 1 {
-                        self.inflight.insert(nonce, tx);
-                        continue;
-                    }
                     self.status.tx_failed();
-                    reply_failed(&mut tx, format!("nonce {nonce} was used by another transaction"));
+                    reply_failed(&mut tx, TxError::NonceTaken(nonce));
                 }
             }
         }
         let stuck: Vec<u64> = self
             .inflight
             .iter()
-            .filter(|(_, t)| head.number >= t.sent_block + STUCK_BLOCKS && t.sent_at.elapsed() >= STUCK_MIN)
+            .filter(|(_, t)| nonces::is_stuck(head.number, t.sent_block, t.sent_at.elapsed()))
             .map(|(n, _)| *n)
             .collect();
         for nonce in stuck {
@@ -683,24 +678,21 @@ impl Actor {
         let Some(mut tx) = self.inflight.remove(&nonce) else {
             return;
         };
-        if tx.replacements >= MAX_REPLACEMENTS {
-            // Keep watching: it may still be mined, and the nonce must not be reused.
-            tx.sent_block = head.number;
-            tx.sent_at = Instant::now();
-            tracing::warn!(tx = %tx.request.label, nonce, "transaction still unmined after {MAX_REPLACEMENTS} fee bumps");
-            self.inflight.insert(nonce, tx);
-            return;
-        }
-        // Replacements must raise both fees by at least 10 %; 25 % clears every client's rule.
-        tx.priority_fee = tx.priority_fee.saturating_mul(5) / 4 + 1;
-        tx.max_fee = (tx.max_fee.saturating_mul(5) / 4 + 1).max(base.saturating_mul(2) + tx.priority_fee);
-        tx.replacements += 1;
         tx.sent_block = head.number;
         tx.sent_at = Instant::now();
+        match nonces::replacement(tx.fees, tx.replacements, base) {
+            Replacement::KeepWatching => {
+                tracing::warn!(tx = %tx.request.label, nonce, "transaction still unmined after {MAX_REPLACEMENTS} fee bumps");
+                self.inflight.insert(nonce, tx);
+                return;
+            }
+            Replacement::Bump(fees) => tx.fees = fees,
+        }
+        tx.replacements += 1;
         match self.sign(self.build(nonce, &tx)) {
             Ok((_, raw)) => match self.rpc.send_raw(raw).await {
                 Ok(hash) => {
-                    tracing::warn!(tx = %tx.request.label, nonce, %hash, max_fee = tx.max_fee, "transaction was not mined; replaced it with higher fees");
+                    tracing::warn!(tx = %tx.request.label, nonce, %hash, max_fee = tx.fees.max_fee, "transaction was not mined; replaced it with higher fees");
                     tx.hashes.push(hash);
                     self.status.tx_replaced();
                 }
@@ -714,7 +706,7 @@ impl Actor {
     }
 }
 
-fn reply_failed(tx: &mut Inflight, reason: String) {
+fn reply_failed(tx: &mut Inflight, reason: TxError) {
     tracing::warn!(tx = %tx.request.label, %reason, "transaction not sent");
     if let Some(reply) = tx.reply.take() {
         let _ = reply.send(TxOutcome::Failed(reason));
@@ -724,11 +716,4 @@ fn reply_failed(tx: &mut Inflight, reason: String) {
 enum UnsignedTx {
     Eip1559(TxEip1559),
     Legacy(TxLegacy),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fees {
-    max_fee: u128,
-    priority_fee: u128,
-    legacy: bool,
 }
