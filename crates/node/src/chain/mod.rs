@@ -23,7 +23,9 @@ pub mod nonces;
 pub mod precheck;
 pub mod processor;
 pub mod rpc;
+pub mod rpc_error;
 pub mod schedule;
+pub mod sender;
 pub mod status;
 pub mod wallet;
 
