@@ -24,6 +24,7 @@ use alloy::{
 };
 use tower::{Layer, Service};
 
+use super::errors::InfernetError;
 pub use super::rpc_error::{
     ERROR_KINDS, EndpointError, Refusal, RpcError, RpcErrorKind, SendError, classify, classify_payload,
 };
@@ -258,14 +259,16 @@ impl Rpc {
 
     fn error(&self, method: &str, e: TransportError) -> RpcError {
         let kind = classify(&e);
-        let revert = match &e {
-            TransportError::ErrorResp(payload) => payload.as_revert_data(),
-            _ => None,
-        };
         let message = self
             .scrub
             .iter()
             .fold(e.to_string(), |m, u| m.replace(u.as_str(), &self.url));
+        // Some endpoints name the Infernet error only in the message: decoded here, once.
+        let revert = match &e {
+            TransportError::ErrorResp(payload) => payload.as_revert_data(),
+            _ => None,
+        }
+        .or_else(|| InfernetError::find_in(&message).map(|i| Bytes::copy_from_slice(&i.selector)));
         RpcError::Call {
             method: method.to_string(),
             message,

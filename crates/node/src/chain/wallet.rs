@@ -197,7 +197,7 @@ impl Wallet {
             }
             Err(e) => {
                 let text = e.to_string();
-                let infernet = InfernetError::from_revert(e.revert_data(), &text);
+                let infernet = e.revert_data().and_then(|d| InfernetError::decode(d));
                 let haystack = format!("{text} {}", infernet.map(|i| i.name).unwrap_or_default()).to_lowercase();
                 if let Some(allowed) = self
                     .allowed_sim_errors
