@@ -268,7 +268,115 @@ async fn responded(rpc: &Rpc, c: &Contracts, ask: &[(usize, u32, u32)], out: &mu
 
 #[cfg(test)]
 mod tests {
+    use alloy::primitives::{B256, address};
+
     use super::*;
+    use crate::chain::{rpc::RpcErrorKind, schedule::Key};
+
+    const OWNER: Address = address!("00000000000000000000000000000000000000aa");
+
+    fn due(chain_id: Option<u32>, paid: bool) -> Due {
+        let sub = Subscription {
+            owner: OWNER,
+            active_at: 0,
+            period: 0,
+            frequency: 1,
+            redundancy: 2,
+            container_id: B256::ZERO,
+            lazy: false,
+            verifier: Address::ZERO,
+            payment_amount: U256::from(if paid { 10 } else { 0 }),
+            payment_token: Address::ZERO,
+            wallet: OWNER,
+        };
+        Due {
+            key: Key::Onchain(chain_id.unwrap_or(0)),
+            interval: 1,
+            sub,
+            chain_id,
+            inputs_of: chain_id,
+            find_created: None,
+        }
+    }
+
+    fn failed(kind: RpcErrorKind) -> Result<Bytes, RpcError> {
+        Err(RpcError::Call {
+            method: "eth_call".into(),
+            message: "failed".into(),
+            kind,
+            revert: None,
+        })
+    }
+
+    fn state(sub: &Subscription, count: u16) -> HashMap<u32, Result<(Subscription, u16), RpcError>> {
+        HashMap::from([(7, Ok((sub.clone(), count)))])
+    }
+
+    #[test]
+    fn the_answers_become_a_check() {
+        let d = due(Some(7), false);
+        let slots = Slots {
+            inputs: Some(0),
+            created: None,
+            payment: None,
+        };
+        let inputs = BaseConsumer::getContainerInputsCall::abi_encode_returns(&Bytes::from_static(b"in"));
+        let answers: Answers = vec![Ok(inputs.into())];
+        let (check, ask) = check_one(&d, &slots, &answers, &state(&d.sub, 1)).unwrap();
+        assert_eq!(check.inputs, Some(Bytes::from_static(b"in")));
+        assert!(
+            !check.served && !check.cancelled && ask,
+            "one of two responded: was it us?"
+        );
+        let (check, ask) = check_one(&d, &slots, &answers, &state(&d.sub, 2)).unwrap();
+        assert!(check.served && !ask, "redundancy met");
+        let mut gone = d.sub.clone();
+        gone.owner = Address::ZERO;
+        assert!(check_one(&d, &slots, &answers, &state(&gone, 0)).unwrap().0.cancelled);
+        // A consumer whose getContainerInputs reverts gets empty input; a failing endpoint is
+        // checked again.
+        let reverted: Answers = vec![failed(RpcErrorKind::Revert)];
+        let (check, _) = check_one(&d, &slots, &reverted, &state(&d.sub, 0)).unwrap();
+        assert_eq!(check.inputs, Some(Bytes::new()));
+        let down: Answers = vec![failed(RpcErrorKind::Timeout)];
+        assert!(check_one(&d, &slots, &down, &state(&d.sub, 0)).is_err());
+        assert!(
+            check_one(&d, &slots, &answers, &HashMap::new()).is_err(),
+            "short answer"
+        );
+    }
+
+    #[test]
+    fn created_ids_and_payment_are_read_from_their_slots() {
+        let mut d = due(None, true);
+        d.find_created = Some((OWNER, 3));
+        let slots = Slots {
+            inputs: None,
+            created: Some(0),
+            payment: Some([1, 2, 3]),
+        };
+        let word = |v: U256| Ok(Bytes::from(v.to_be_bytes::<32>().to_vec()));
+        let answers: Answers = vec![
+            word(U256::from(5)),
+            word(U256::from(1)),
+            word(U256::from(10)),
+            word(U256::from(9)),
+        ];
+        let (check, ask) = check_one(&d, &slots, &answers, &HashMap::new()).unwrap();
+        assert_eq!((check.created, ask), (Some(5), false));
+        assert!(matches!(
+            check.unpayable,
+            Some(crate::chain::schedule::Unpayable::Balance { .. })
+        ));
+        let none: Answers = vec![
+            word(U256::ZERO),
+            word(U256::from(1)),
+            word(U256::from(10)),
+            word(U256::from(10)),
+        ];
+        let (check, _) = check_one(&d, &slots, &none, &HashMap::new()).unwrap();
+        assert_eq!((check.created, check.unpayable), (None, None));
+    }
 
     #[test]
     fn consecutive_ids_are_read_in_runs() {

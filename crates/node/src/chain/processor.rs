@@ -322,7 +322,7 @@ impl Processor {
                 _ => tracing::error!(%key, interval = k, attempts = MAX_ATTEMPTS, %error, "giving up on this interval"),
             }
         }
-        if after == After::Finished {
+        if matches!(after, After::Finished | After::GaveUpInterval(None)) {
             tracing::info!(%key, reason = "last interval done", "stopped tracking");
         }
     }
