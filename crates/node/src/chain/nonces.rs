@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::rpc::SendError;
+use super::rpc::{Refusal, SendError};
 
 /// Blocks a transaction may stay unmined before it is replaced with higher fees.
 pub const STUCK_BLOCKS: u64 = 4;
@@ -116,24 +116,24 @@ pub fn after_cancel(sent: Result<(), &SendError>, fee: u128) -> CancelStep {
 }
 
 /// What a send's answer means for one transaction of a batch, in round `round` (0 or 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Taken (or possibly taken: no answer): watch it for its receipt.
     Sent,
     /// Its nonce is out of step with the chain: sign it again from the chain's nonce.
     Resign,
-    /// Refused: it will not be mined, and its nonce is free again.
-    Failed,
+    /// Refused (why): it will not be mined, and its nonce is free again.
+    Failed(Refusal),
 }
 
 /// See [`Verdict`]. A transaction without an answer is watched like a sent one (its hash is
 /// known); if it never shows up it is replaced.
-pub fn verdict<T>(answer: &Result<T, SendError>, round: u32) -> Verdict {
+pub fn verdict<T>(answer: Result<T, SendError>, round: u32) -> Verdict {
     match answer {
         Ok(_) | Err(SendError::NoAnswer(_)) => Verdict::Sent,
-        Err(SendError::Refused(super::rpc::Refusal::AlreadyKnown(_))) => Verdict::Sent,
+        Err(SendError::Refused(Refusal::AlreadyKnown(_))) => Verdict::Sent,
         Err(SendError::Refused(r)) if round == 0 && r.is_nonce_error() => Verdict::Resign,
-        Err(SendError::Refused(_)) => Verdict::Failed,
+        Err(SendError::Refused(r)) => Verdict::Failed(r),
     }
 }
 
@@ -187,7 +187,7 @@ pub fn replacement(fees: Fees, replacements: u32, base_fee: u128) -> Replacement
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::rpc::{Refusal, RpcError, RpcErrorKind};
+    use crate::chain::rpc::{RpcError, RpcErrorKind};
 
     fn refused(r: Refusal) -> Result<(), SendError> {
         Err(SendError::Refused(r))
@@ -257,18 +257,18 @@ mod tests {
     #[test]
     fn each_send_answer_has_one_verdict() {
         let ok: Result<(), SendError> = Ok(());
-        assert_eq!(verdict(&ok, 0), Verdict::Sent);
-        assert_eq!(verdict(&Err::<(), _>(no_answer()), 1), Verdict::Sent);
+        assert_eq!(verdict(ok, 0), Verdict::Sent);
+        assert_eq!(verdict(Err::<(), _>(no_answer()), 1), Verdict::Sent);
         let known = refused(Refusal::AlreadyKnown("already known".into()));
-        assert_eq!(verdict(&known, 0), Verdict::Sent);
+        assert_eq!(verdict(known, 0), Verdict::Sent);
         for nonce in [
             Refusal::NonceTooLow("nonce too low".into()),
             Refusal::NonceTooHigh("nonce too high".into()),
         ] {
-            assert_eq!(verdict(&refused(nonce.clone()), 0), Verdict::Resign);
+            assert_eq!(verdict(refused(nonce.clone()), 0), Verdict::Resign);
             assert_eq!(
-                verdict(&refused(nonce), 1),
-                Verdict::Failed,
+                verdict(refused(nonce.clone()), 1),
+                Verdict::Failed(nonce),
                 "a third round is not tried"
             );
         }
@@ -281,7 +281,7 @@ mod tests {
             },
             Refusal::Other("invalid sender".into()),
         ] {
-            assert_eq!(verdict(&refused(other), 0), Verdict::Failed);
+            assert_eq!(verdict(refused(other.clone()), 0), Verdict::Failed(other));
         }
     }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     blocks::{Head, Throttle},
     nonces::{self, CancelStep, DEFAULT_PRIORITY_FEE, Fees, MAX_REPLACEMENTS, Replacement, Startup, Verdict},
-    rpc::{Refusal, Rpc, RpcError},
+    rpc::{Rpc, RpcError},
     status::ChainStatus,
     wallet::{Command, TxError, TxOutcome, TxRequest},
 };
@@ -331,8 +331,8 @@ impl Sender {
             let answers = self.rpc.send_raw_batch(&raws).await;
             let mut failed = Vec::new();
             for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
-                match (nonces::verdict(&answer, round), answer) {
-                    (Verdict::Sent, _) => {
+                match nonces::verdict(answer, round) {
+                    Verdict::Sent => {
                         tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
                         inflight.first_sent = Instant::now();
                         inflight.sent_at = inflight.first_sent;
@@ -340,13 +340,9 @@ impl Sender {
                         self.status.tx_sent();
                         self.inflight.insert(nonce, inflight);
                     }
-                    (Verdict::Resign, _) => pending.push(inflight),
-                    (Verdict::Failed, answer) => {
+                    Verdict::Resign => pending.push(inflight),
+                    Verdict::Failed(refusal) => {
                         self.status.tx_failed();
-                        let refusal = match answer {
-                            Err(e) => e.refusal().cloned().unwrap_or_else(|| Refusal::Other(e.to_string())),
-                            Ok(_) => Refusal::Other("refused".into()),
-                        };
                         reply_failed(&mut inflight, TxError::refused(refusal, self.signer.address()));
                         failed.push(nonce);
                     }
