@@ -81,6 +81,20 @@ pub enum DeliveryError {
     NotMined(TxError),
 }
 
+impl DeliveryError {
+    /// Whether another attempt may succeed; one that would fail the same way (a setting, the
+    /// node stopping) is not made.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::NoPaymentWallet => false,
+            Self::Simulation(e) => e.is_retryable(),
+            Self::NotMined(e) => e.is_retryable(),
+            Self::Escrow(e) => e.is_retryable(),
+            _ => true,
+        }
+    }
+}
+
 /// How a job ended.
 #[derive(Debug)]
 pub enum Report {
@@ -289,6 +303,29 @@ mod tests {
         ));
         for ok in [json!({"code": "200"}), json!({"code": 200}), json!({"output": 1})] {
             assert!(last_output(&[output(ok.clone())]).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn only_failures_another_attempt_could_fix_are_retried() {
+        let gas = SimulationError::GasLimit { needed: 2, limit: 1 };
+        for hopeless in [
+            DeliveryError::NoPaymentWallet,
+            DeliveryError::Simulation(gas.clone()),
+            DeliveryError::NotMined(TxError::Stopped),
+            DeliveryError::Escrow(Box::new(DeliveryError::NotMined(TxError::ShuttingDown(3)))),
+        ] {
+            assert!(!hopeless.is_retryable(), "{hopeless}");
+        }
+        for worth_retrying in [
+            DeliveryError::NoResults,
+            DeliveryError::Code("500".into()),
+            DeliveryError::Reverted(B256::ZERO),
+            DeliveryError::NotMined(TxError::NonceTaken(3)),
+            DeliveryError::Simulation(SimulationError::Reverted("consumer reverted".into())),
+            DeliveryError::Escrow(Box::new(DeliveryError::Reverted(B256::ZERO))),
+        ] {
+            assert!(worth_retrying.is_retryable(), "{worth_retrying}");
         }
     }
 }

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{orchestrator::Orchestrator, stats::metrics::Source};
 
-pub use super::schedule::{DelegatedParts, MAX_ATTEMPTS};
+pub use super::schedule::DelegatedParts;
 
 enum Command {
     Onchain {
@@ -307,10 +307,14 @@ impl Processor {
                 tracing::info!(%key, reason = %why, "stopped tracking");
                 Outcome::Over
             }
-            Report::Failed(_) => {
+            Report::Failed(e) => {
                 self.status.job_failed();
                 metrics.job(source, false, started.elapsed());
-                Outcome::Failed
+                if e.is_retryable() {
+                    Outcome::Failed
+                } else {
+                    Outcome::FailedForGood
+                }
             }
         };
         let after = self.schedule.reported(key, k, outcome, now);
@@ -319,7 +323,7 @@ impl Processor {
                 After::Retry { attempt, at } => {
                     tracing::warn!(%key, interval = k, attempt, %error, retry_at = at, "delivery failed; will retry")
                 }
-                _ => tracing::error!(%key, interval = k, attempts = MAX_ATTEMPTS, %error, "giving up on this interval"),
+                _ => tracing::error!(%key, interval = k, %error, "giving up on this interval"),
             }
         }
         if matches!(after, After::Finished | After::GaveUpInterval(None)) {

@@ -256,8 +256,10 @@ pub enum Outcome {
     Settled,
     /// The subscription cannot be served any more.
     Over,
-    /// The attempt failed.
+    /// The attempt failed; another may succeed.
     Failed,
+    /// The attempt failed in a way another would repeat: the interval is given up at once.
+    FailedForGood,
 }
 
 /// What follows a job's outcome.
@@ -599,6 +601,7 @@ impl Schedule {
                 self.drop_tracking(key);
                 After::Dropped
             }
+            Outcome::FailedForGood => After::GaveUpInterval(self.advance(key, k)),
             Outcome::Failed => {
                 t.attempts += 1;
                 let attempt = t.attempts;
@@ -759,6 +762,16 @@ mod tests {
             s.reported(key, 2, Outcome::Failed, 200),
             After::Retry { attempt: 1, at: 202 }
         );
+    }
+
+    #[test]
+    fn a_failure_for_good_gives_the_interval_up_at_once() {
+        let mut s = Schedule::default();
+        onchain(&mut s, 1, sub(100, 100, 3), 100);
+        run(&serve(&mut s, 100, Check::default())[0]);
+        let after = s.reported(Key::Onchain(1), 1, Outcome::FailedForGood, 100);
+        assert_eq!(after, After::GaveUpInterval(Some(200)));
+        assert!(s.take_due(199).0.is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     blocks::Head,
     errors::InfernetError,
-    rpc::{Refusal, Rpc, RpcErrorKind},
+    rpc::{Refusal, Rpc, RpcError, RpcErrorKind},
     sender::Sender,
     status::ChainStatus,
 };
@@ -68,7 +68,14 @@ pub enum SimulationError {
     },
     /// The RPC endpoint failed.
     #[error("simulation could not run: {0}")]
-    Rpc(String),
+    Rpc(RpcError),
+}
+
+impl SimulationError {
+    /// Whether simulating again later may succeed: not above the configured gas cap.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::GasLimit { .. })
+    }
 }
 
 /// A simulated transaction, ready to send.
@@ -125,6 +132,11 @@ pub enum TxError {
 }
 
 impl TxError {
+    /// Whether sending again may get it mined: not when the wallet task is gone.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Stopped | Self::ShuttingDown(_))
+    }
+
     pub(super) fn refused(refusal: Refusal, account: Address) -> Self {
         match refusal {
             Refusal::InsufficientFunds(_) => Self::NoGasFunds { refusal, account },
@@ -214,7 +226,7 @@ impl Wallet {
                 Err(match (infernet, e.kind()) {
                     (Some(i), _) => SimulationError::Infernet(i),
                     (None, RpcErrorKind::Revert) => SimulationError::Reverted(text),
-                    (None, _) => SimulationError::Rpc(text),
+                    (None, _) => SimulationError::Rpc(e),
                 })
             }
         }
