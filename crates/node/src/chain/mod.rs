@@ -20,6 +20,7 @@ pub mod job;
 pub mod listener;
 pub mod lookup;
 pub mod nonces;
+pub mod payment;
 pub mod precheck;
 pub mod processor;
 pub mod rpc;

@@ -34,9 +34,11 @@ use std::{
     sync::Arc,
 };
 
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{Address, Bytes};
 use infernet_types::{DelegateSignature, Subscription};
 use serde_json::{Map, Value};
+
+pub use super::payment::{Unpayable, unpayable};
 
 /// Failed attempts at one interval before the node gives it up.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -158,56 +160,6 @@ pub struct Check {
     pub created: Option<u32>,
     /// The consumer's `getContainerInputs`.
     pub inputs: Option<Bytes>,
-}
-
-/// Why a subscription's wallet cannot pay one delivery.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unpayable {
-    /// The wallet is not one of the `WalletFactory`'s, so it can never pay.
-    #[error("subscription wallet {0} was not created by the WalletFactory")]
-    InvalidWallet(Address),
-    /// The owner may spend less than one payment from the wallet.
-    #[error("the owner's allowance in wallet {wallet} is {allowance}, below the payment {amount}")]
-    Allowance {
-        /// The wallet.
-        wallet: Address,
-        /// What the owner may spend.
-        allowance: U256,
-        /// One payment.
-        amount: U256,
-    },
-    /// The wallet holds less than one payment.
-    #[error("wallet {wallet} holds {balance}, below the payment {amount}")]
-    Balance {
-        /// The wallet.
-        wallet: Address,
-        /// What it holds.
-        balance: U256,
-        /// One payment.
-        amount: U256,
-    },
-}
-
-/// Why `sub`'s wallet cannot pay one delivery, if it cannot.
-pub fn unpayable(sub: &Subscription, valid_wallet: bool, allowance: U256, balance: U256) -> Option<Unpayable> {
-    let (wallet, amount) = (sub.wallet, sub.payment_amount);
-    if !valid_wallet {
-        Some(Unpayable::InvalidWallet(wallet))
-    } else if allowance < amount {
-        Some(Unpayable::Allowance {
-            wallet,
-            allowance,
-            amount,
-        })
-    } else if balance < amount {
-        Some(Unpayable::Balance {
-            wallet,
-            balance,
-            amount,
-        })
-    } else {
-        None
-    }
 }
 
 /// A job to start.
@@ -619,7 +571,7 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
-    use alloy::primitives::{B256, address};
+    use alloy::primitives::{B256, U256, address};
 
     use super::*;
 
@@ -1027,25 +979,5 @@ mod tests {
         s.track_delegated(sub(100, 10, 3), containers(), parts(1), Some(9), 115);
         let (due, _) = s.take_due(115);
         assert_eq!((due[0].interval, due[0].inputs_of), (2, Some(9)));
-    }
-
-    #[test]
-    fn unpayable_names_the_first_reason() {
-        let mut paid = sub(0, 0, 1);
-        paid.payment_amount = U256::from(10);
-        paid.wallet = OWNER;
-        let ten = U256::from(10);
-        assert_eq!(unpayable(&paid, false, ten, ten), Some(Unpayable::InvalidWallet(OWNER)));
-        assert!(matches!(
-            unpayable(&paid, true, U256::from(9), ten),
-            Some(Unpayable::Allowance { .. })
-        ));
-        assert!(matches!(
-            unpayable(&paid, true, ten, U256::from(9)),
-            Some(Unpayable::Balance { .. })
-        ));
-        assert_eq!(unpayable(&paid, true, ten, ten), None);
-        let shown = unpayable(&paid, true, ten, U256::ZERO).unwrap().to_string();
-        assert!(shown.contains("holds 0, below the payment 10"), "{shown}");
     }
 }
