@@ -5,6 +5,7 @@
 
 mod commands;
 mod devnet;
+mod operator;
 mod wallet;
 
 use std::process::ExitCode;
@@ -134,6 +135,8 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// The SDK's payment Wallet: create one, fund it, approve spenders, withdraw, read balances.
     Wallet(wallet::WalletArgs),
+    /// The operator's Nostr key, which signs the changes they make to their nodes.
+    Operator(operator::OperatorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +224,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Containers => commands::containers(&router()?, json).await,
         Command::Devnet(args) => devnet::run(args).await.map_err(|e| Failure::Runtime(format!("{e:#}"))),
         Command::Wallet(args) => wallet::run(args, json).await,
+        Command::Operator(ref args) => operator::run(args, json),
     }
 }
 
