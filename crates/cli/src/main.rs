@@ -137,6 +137,8 @@ enum Command {
     Wallet(wallet::WalletArgs),
     /// The operator's Nostr key, which signs the changes they make to their nodes.
     Operator(operator::OperatorArgs),
+    /// A node's admin API (pause, resume, drain, status, settings), signed with the operator's key.
+    Admin(operator::AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Devnet(args) => devnet::run(args).await.map_err(|e| Failure::Runtime(format!("{e:#}"))),
         Command::Wallet(args) => wallet::run(args, json).await,
         Command::Operator(ref args) => operator::run(args, json),
+        Command::Admin(ref args) => operator::admin(&node()?, args).await,
     }
 }
 

@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 use infernet_identity::Identity;
 use serde_json::json;
 
-use crate::commands::Failure;
+use infernet_cli::client::NodeClient;
+use reqwest::Method;
+
+use crate::commands::{Failure, json_object_arg};
 
 /// `infernet operator …`.
 #[derive(Debug, Args)]
@@ -32,6 +35,60 @@ enum OperatorCommand {
     New,
     /// Print the npub (and hex form) of the key in the key file.
     Show,
+}
+
+/// `infernet admin …`: a node's admin API, every request signed with the operator's key.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The operator's secret key file (`nsec1…`, mode 0600).
+    #[arg(
+        long,
+        global = true,
+        env = "INFERNET_OPERATOR_KEY",
+        value_name = "PATH",
+        default_value_os_t = default_key_file()
+    )]
+    key_file: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Whether the node takes jobs now, and why not.
+    Status,
+    /// Take no new off-chain jobs until `resume` (running jobs go on).
+    Pause,
+    /// Take jobs again.
+    Resume,
+    /// Finish running jobs and take no new ones (before maintenance).
+    Drain,
+    /// Print the provider's settings, or replace them with `--set`.
+    Settings {
+        /// The whole settings document (availability, pricing, limits): JSON or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        set: Option<String>,
+    },
+}
+
+pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Failure> {
+    let operator = Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (method, path, body) = match &args.command {
+        AdminCommand::Status => (Method::GET, "/admin/status", None),
+        AdminCommand::Pause => (Method::POST, "/admin/pause", Some(json!({}))),
+        AdminCommand::Resume => (Method::POST, "/admin/resume", Some(json!({}))),
+        AdminCommand::Drain => (Method::POST, "/admin/drain", Some(json!({}))),
+        AdminCommand::Settings { set: None } => (Method::GET, "/admin/settings", None),
+        AdminCommand::Settings { set: Some(doc) } => {
+            (Method::PUT, "/admin/settings", Some(json_object_arg("set", doc)?))
+        }
+    };
+    let answer = node
+        .admin(&operator, method, path, body.as_ref())
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    Ok(())
 }
 
 /// `~/.infernet/operator.nsec`, or `operator.nsec` here when there is no home directory.

@@ -54,3 +54,76 @@ fn operator_new_writes_a_private_key_and_show_prints_its_npub() {
     let missing = operator(&["show"], &dir.path().join("none"));
     assert_eq!(missing.status.code(), Some(1));
 }
+
+/// `infernet admin …` against a real node that trusts the operator's key.
+#[test]
+fn admin_commands_are_signed_with_the_operators_key_and_obeyed() {
+    use infernet_testkit::{ChildGuard, free_port, workspace_binary};
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("operator.nsec");
+    let made = operator(&["new"], &key_file);
+    let npub = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let port = free_port();
+    let config = serde_json::json!({
+        "manage_containers": false,
+        "containers": [{"id": "echo", "port": free_port()}],
+        "log": {"path": dir.path().join("node.log")},
+        "store": {"path": dir.path().join("jobs.db")},
+        "server": {"port": port, "bind": "127.0.0.1"},
+        "operator": {"pubkeys": [npub]},
+    });
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let _node = ChildGuard(
+        Command::new(workspace_binary("infernet-node"))
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let admin = |key: &std::path::Path, args: &[&str]| {
+        Command::new(BIN)
+            .args(["--node", &url, "admin", "--key-file"])
+            .arg(key)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let paused = loop {
+        let out = admin(&key_file, &["pause"]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&paused.stdout).unwrap();
+    assert_eq!(answer["mode"], "paused");
+    let job = Command::new(BIN)
+        .args(["--node", &url, "job", "-c", "echo", "--data", "{}"])
+        .output()
+        .unwrap();
+    assert_eq!(job.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&job.stderr).contains("paused"), "{job:?}");
+
+    let pricing = r#"{"pricing": {"echo": {"per_job": 0.01, "unit": "USD"}}}"#;
+    let set = admin(&key_file, &["settings", "--set", pricing]);
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&admin(&key_file, &["settings"]).stdout).unwrap();
+    assert_eq!(shown["pricing"]["echo"]["per_job"], 0.01);
+
+    let stranger = dir.path().join("stranger.nsec");
+    assert!(operator(&["new"], &stranger).status.success());
+    let refused = admin(&stranger, &["resume"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not allowed"),
+        "{refused:?}"
+    );
+    let status: serde_json::Value = serde_json::from_slice(&admin(&key_file, &["status"]).stdout).unwrap();
+    assert_eq!(status["mode"], "paused", "the stranger changed nothing");
+}
