@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt, path::Path};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate};
+pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, ValidOperator, validate};
 
 /// A string that must never be printed: private keys, passwords, bearer tokens.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -83,6 +83,9 @@ pub struct Config {
     /// Where the metric sender sends heartbeats (extension; with `forward_stats`).
     #[serde(default)]
     pub stats: StatsConfig,
+    /// Who may manage this node through the signed admin API, and the node's own key (extension).
+    #[serde(default)]
+    pub operator: OperatorConfig,
 }
 
 fn yes() -> bool {
@@ -415,6 +418,24 @@ pub struct StoreConfig {
     /// Longest wait, in seconds, between retries of held writes.
     #[serde(default = "default_retry_max_delay", deserialize_with = "lax::f64")]
     pub retry_max_delay: f64,
+}
+
+/// `operator` (extension): the operators' keys, the node's own key and the URL operators reach it at.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct OperatorConfig {
+    /// Operators' Nostr public keys (`npub1…` or 64 hex) allowed to sign admin requests; none: the
+    /// admin API refuses everyone.
+    #[serde(default)]
+    pub pubkeys: Vec<String>,
+    /// The node's own key file (made at first start, mode 0600); default `infernet-node.nsec` beside
+    /// the embedded store's file.
+    #[serde(default)]
+    pub node_key: Option<String>,
+    /// The URL operators reach the node at, as they sign it (`https://node.example:4000`); needed
+    /// behind a proxy. Requests signed for `http://127.0.0.1:{port}` or `http://localhost:{port}`
+    /// are accepted too.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.

@@ -1,5 +1,6 @@
 //! Integration tests of the node: real HTTP on loopback, real services, real stores.
 
+mod admin;
 mod api;
 mod chain;
 mod cli;
