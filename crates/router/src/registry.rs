@@ -40,6 +40,16 @@ fn yes() -> bool {
     true
 }
 
+/// Who a node is, from its signed heartbeat: its key and the operators its statement names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeIdentity {
+    /// The node's key, `npub1…`.
+    pub key: String,
+    /// Operators (`npub1…`) the node's own statement names; a node is listed under an operator only
+    /// when it says so itself.
+    pub operators: Vec<String>,
+}
+
 /// What a node last reported.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeReport {
@@ -107,6 +117,9 @@ pub struct NodeView {
     pub containers: Vec<String>,
     /// Load.
     pub pending: u64,
+    /// The node's key and operators, when its heartbeats are signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<NodeIdentity>,
 }
 
 struct NodeState {
@@ -121,6 +134,7 @@ struct NodeState {
     successes: u32,
     report: NodeReport,
     last_error: Option<String>,
+    identity: Option<NodeIdentity>,
 }
 
 /// An available node, as the ranking sees it.
@@ -262,7 +276,8 @@ impl Registry {
 
     /// A node announced itself from `source`: it joins the probe list (or refreshes its entry)
     /// until `ttl` passes. Only a probe makes it available; its report refreshes the load of an
-    /// available node.
+    /// available node. A signed node (`identity`) has one registration: registering from a new
+    /// address replaces the old one.
     pub fn register(
         &self,
         addr: NodeAddr,
@@ -270,12 +285,26 @@ impl Registry {
         ttl: Duration,
         source: IpAddr,
         now: Instant,
+        identity: Option<NodeIdentity>,
     ) -> Result<(), RegistryError> {
         let mut table = self.lock();
         table.purge(now, self.limits.max_registrations);
         let key = addr.key();
+        if let Some(node_key) = identity.as_ref().map(|i| i.key.as_str()) {
+            let moved = |k: &String, n: &NodeState| {
+                *k != key && !n.listed && n.identity.as_ref().is_some_and(|i| i.key == node_key)
+            };
+            let before = table.nodes.len();
+            table.nodes.retain(|k, n| !moved(k, n));
+            if table.nodes.len() != before {
+                self.publish(&mut table);
+            }
+        }
         if let Some(node) = table.nodes.get_mut(&key) {
             node.registered_until = Some(now + ttl);
+            if identity.is_some() {
+                node.identity = identity;
+            }
             if node.available && node.report != report {
                 node.report = report;
                 self.publish(&mut table);
@@ -298,6 +327,7 @@ impl Registry {
         node.registered_until = Some(now + ttl);
         node.source = Some(source);
         node.report = report;
+        node.identity = identity;
         // Failing when its registration lapsed: it proves itself `return_after` times, as if it
         // had stayed.
         node.probed = table.failed.remove(&key).is_some();
@@ -326,6 +356,7 @@ impl Registry {
                 last_error: n.last_error.clone(),
                 containers: n.report.containers.iter().map(|c| c.id.clone()).collect(),
                 pending: n.report.pending,
+                identity: n.identity.clone(),
             })
             .collect()
     }
@@ -365,6 +396,7 @@ impl NodeState {
             successes: 0,
             report: NodeReport::default(),
             last_error: None,
+            identity: None,
         }
     }
 
@@ -468,8 +500,9 @@ mod tests {
         let r = registry(&["a:1"], 1, 1);
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
-        r.register(addr("http://a:1"), report(&["x"]), ttl, LOCAL, now).unwrap();
-        r.register(addr("b:2"), report(&["y"]), ttl, LOCAL, now).unwrap();
+        r.register(addr("http://a:1"), report(&["x"]), ttl, LOCAL, now, None)
+            .unwrap();
+        r.register(addr("b:2"), report(&["y"]), ttl, LOCAL, now, None).unwrap();
         let targets: Vec<String> = r.targets(now).into_iter().map(|(k, _)| k).collect();
         assert_eq!(targets, vec!["a:1", "b:2"]);
         r.apply(vec![
@@ -490,7 +523,7 @@ mod tests {
     fn a_registered_node_is_handed_out_only_after_a_probe_succeeded() {
         let r = registry(&[], 2, 2);
         let now = Instant::now();
-        r.register(addr("b:2"), report(&["x"]), Duration::from_secs(10), LOCAL, now)
+        r.register(addr("b:2"), report(&["x"]), Duration::from_secs(10), LOCAL, now, None)
             .unwrap();
         assert!(keys(&r).is_empty(), "a heartbeat alone does not make a node available");
         assert_eq!(r.unprobed(), vec![("b:2".to_string(), "http://b:2".to_string())]);
@@ -503,7 +536,7 @@ mod tests {
     fn a_failing_node_that_registers_again_does_not_skip_return_after() {
         let r = registry(&[], 2, 3);
         let (now, ttl) = (Instant::now(), Duration::from_secs(10));
-        let beat = |at: Instant| r.register(addr("b:2"), report(&["x"]), ttl, LOCAL, at).unwrap();
+        let beat = |at: Instant| r.register(addr("b:2"), report(&["x"]), ttl, LOCAL, at, None).unwrap();
         beat(now);
         r.apply(vec![("b:2".into(), Ok(report(&["x"])))]);
         assert_eq!(keys(&r), vec!["b:2"]);
@@ -544,7 +577,7 @@ mod tests {
         );
         let (now, ttl) = (Instant::now(), Duration::from_secs(10));
         let other: IpAddr = "10.0.0.9".parse().unwrap();
-        let reg = |a: &str, from: IpAddr| r.register(addr(a), report(&["x"]), ttl, from, now);
+        let reg = |a: &str, from: IpAddr| r.register(addr(a), report(&["x"]), ttl, from, now, None);
         assert_eq!(reg("listed:1", LOCAL), Ok(()), "listed nodes do not count");
         assert_eq!(reg("a:1", LOCAL), Ok(()));
         assert_eq!(reg("b:1", LOCAL), Ok(()));
@@ -557,7 +590,7 @@ mod tests {
         assert_eq!(reg("d:1", other), Err(RegistryError::Full { max: 3 }));
         // Lapsed registrations free their places.
         assert!(
-            r.register(addr("d:1"), report(&["x"]), ttl, other, now + ttl * 2)
+            r.register(addr("d:1"), report(&["x"]), ttl, other, now + ttl * 2, None)
                 .is_ok()
         );
     }

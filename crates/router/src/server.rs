@@ -27,10 +27,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use infernet_identity::{npub, parse_public_key, statement, unix_now};
+
 use crate::{
     address::{AddressError, NodeAddr},
     ranking,
-    registry::{ContainerSummary, NodeReport, Registry, RegistryError},
+    registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
     resources::{self, FanOut},
 };
 
@@ -201,25 +203,69 @@ impl Heartbeat {
     }
 }
 
-/// `POST /api/v1/register`: a node announces itself (its metric sender's heartbeat).
+/// The `d` tag of a node's heartbeat statement (the node's `admin::HEARTBEAT_SUBJECT`).
+const HEARTBEAT_SUBJECT: &str = "infernet-heartbeat";
+/// How old a signed heartbeat may be (either side of this router's clock).
+const HEARTBEAT_MAX_AGE: u64 = 120;
+
+/// A heartbeat's body: `{"signed": <Nostr event>}` from nodes that sign (this project's), else the
+/// heartbeat itself. A signed heartbeat's content is what counts; its signer is the node's identity.
+fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), (StatusCode, String)> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
+    let Some(signed) = value.get("signed") else {
+        let beat =
+            serde_json::from_value(value).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
+        return Ok((beat, None));
+    };
+    let text = signed.as_str().ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            "`signed` must be a Nostr event as a string".to_string(),
+        )
+    })?;
+    let checked = statement::verify(text, HEARTBEAT_SUBJECT, unix_now(), HEARTBEAT_MAX_AGE)
+        .map_err(|e| (StatusCode::UNAUTHORIZED, format!("heartbeat signature: {e}")))?;
+    let operators = checked.content["operators"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|k| parse_public_key(k).ok())
+                .map(|k| npub(&k))
+                .take(MAX_OPERATORS)
+                .collect()
+        })
+        .unwrap_or_default();
+    let identity = NodeIdentity {
+        key: npub(&checked.signer),
+        operators,
+    };
+    let beat = serde_json::from_value(checked.content)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
+    Ok((beat, Some(identity)))
+}
+
+/// Most operators kept per node.
+const MAX_OPERATORS: usize = 16;
+
+/// `POST /api/v1/register`: a node announces itself (its metric sender's heartbeat). Signed
+/// heartbeats are accepted as they are; unsigned ones only with the registration token, which,
+/// when set, every heartbeat must carry.
 async fn register(
     State(state): State<Arc<RouterState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(token) = &state.registration_token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "registration is off on this router (start it with --registration-token)",
-        );
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    if let Some(token) = &state.registration_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
     }
     let body = match body {
         Ok(b) => b,
@@ -231,10 +277,16 @@ async fn register(
         }
         Err(e) => return error(e.status(), e.body_text()),
     };
-    let beat: Heartbeat = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")),
+    let (beat, identity) = match read_heartbeat(&body) {
+        Ok(read) => read,
+        Err((status, message)) => return error(status, message),
     };
+    if identity.is_none() && state.registration_token.is_none() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unsigned heartbeats need a registration token, and this router has none: sign heartbeats with the node's key (infernet-node does) or start the router with --registration-token",
+        );
+    }
     let source = client_ip(&state, peer, &headers);
     let addr = match beat.node_addr(source) {
         Ok(a) => a,
@@ -247,7 +299,7 @@ async fn register(
     };
     if let Err(e) = state
         .registry
-        .register(addr, report, state.registration_ttl, source, Instant::now())
+        .register(addr, report, state.registration_ttl, source, Instant::now(), identity)
     {
         let status = match e {
             RegistryError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -36,6 +36,8 @@ use crate::{config::ValidConfig, server::AppState};
 const MAX_BODY: usize = 1 << 20;
 /// The `d` tag of the node's identity statement.
 pub const IDENTITY_SUBJECT: &str = "infernet-node";
+/// The `d` tag of a heartbeat: the node's statement of its state to a router.
+pub const HEARTBEAT_SUBJECT: &str = "infernet-heartbeat";
 
 /// Why the admin side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,11 @@ impl Admin {
     /// The node's own key.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The operators' keys, as `npub1…`.
+    pub fn operators(&self) -> Vec<String> {
+        self.auth.operators().iter().map(npub).collect()
     }
 
     /// What the operator set.
@@ -207,7 +214,7 @@ async fn identity(State(state): State<Arc<AppState>>) -> Response {
     let admin = &state.admin;
     let content = json!({
         "node": admin.identity.npub(),
-        "operators": admin.auth.operators().iter().map(npub).collect::<Vec<_>>(),
+        "operators": admin.operators(),
         "url": admin.public_url,
         "version": env!("CARGO_PKG_VERSION"),
         "containers": state.containers.iter().filter(|c| c.external).map(|c| c.id.as_str()).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! The metric sender: a heartbeat with the node's identity, containers, load and job counters,
-//! sent to `stats.endpoint` (a router's registration endpoint) every `stats.interval`. It never
-//! carries job data, results or client addresses. Failures are logged once, not at every beat.
+//! sent to `stats.endpoint` (a router's registration endpoint) every `stats.interval`, as a
+//! statement signed by the node's key (`{"signed": <Nostr event>}`). It never carries job data,
+//! results or client addresses. Failures are logged once, not at every beat.
 
 use std::{sync::Arc, time::Duration};
 
@@ -55,7 +56,11 @@ pub async fn run(state: Arc<AppState>, settings: SenderSettings, shutdown: Cance
             _ = ticker.tick() => {}
         }
         let beat = heartbeat(&state, &settings).await;
-        let mut request = client.post(&settings.endpoint).json(&beat);
+        // Signed by the node's key: the router knows the node by that key, and believes whom it
+        // belongs to only from the node's own statement.
+        let signed = infernet_identity::statement::sign(state.admin.identity(), crate::admin::HEARTBEAT_SUBJECT, &beat)
+            .expect("JSON values always serialise");
+        let mut request = client.post(&settings.endpoint).json(&json!({"signed": signed}));
         if !settings.token.is_empty() {
             request = request.bearer_auth(settings.token.expose());
         }

@@ -36,6 +36,25 @@ pub struct Snapshot {
     pub chain_status: Option<Arc<ChainStatus>>,
     /// The host, when asked for.
     pub system: Option<SystemSample>,
+    /// The node's key (npub), its operators (npubs), and what the provider advertises.
+    pub provider: Value,
+}
+
+/// Who runs the node and what its provider advertises: its key, its operators, its prices, and
+/// whether it takes jobs now (`open`, and `available_at` when it does not).
+fn provider(state: &AppState) -> Value {
+    let admin = &state.admin;
+    let persisted = admin.state();
+    let (open, reason, available_at) = match crate::admin::state::gate(&persisted, jiff::Timestamp::now()) {
+        Ok(()) => (true, None, None),
+        Err(closed) => (false, Some(closed.reason), closed.available_at.map(|t| t.to_string())),
+    };
+    json!({
+        "node": admin.identity().npub(),
+        "operators": admin.operators(),
+        "pricing": persisted.settings.pricing,
+        "availability": {"open": open, "reason": reason, "available_at": available_at, "mode": persisted.mode},
+    })
 }
 
 impl Snapshot {
@@ -72,6 +91,7 @@ impl Snapshot {
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
             system,
+            provider: provider(state),
         }
     }
 
@@ -102,6 +122,10 @@ impl Snapshot {
             "store": self.store,
             "system": self.system,
             "version": env!("CARGO_PKG_VERSION"),
+            "node": self.provider["node"],
+            "operators": self.provider["operators"],
+            "pricing": self.provider["pricing"],
+            "availability": self.provider["availability"],
         }))
     }
 
@@ -127,6 +151,10 @@ impl Snapshot {
             "chain": {"enabled": self.chain.enabled, "address": self.chain.address},
             "version": env!("CARGO_PKG_VERSION"),
             "system": self.system,
+            "node": self.provider["node"],
+            "operators": self.provider["operators"],
+            "pricing": self.provider["pricing"],
+            "availability": self.provider["availability"],
         })
     }
 

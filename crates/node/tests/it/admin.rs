@@ -6,15 +6,44 @@ use serde_json::{Value, json};
 
 use crate::support::{Stub, TestNode, client, stub, unmanaged};
 
-/// A node managed by `operator`, its store (and so its key and admin state) in `dir`.
+/// A node managed by `operator`, its store (and so its key and admin state) in `dir`, sending
+/// heartbeats to `beats` when given.
 async fn managed_node(operator: &Identity, dir: &std::path::Path, echo_port: u16) -> TestNode {
-    TestNode::start(json!({
+    managed_node_beating(operator, dir, echo_port, None).await
+}
+
+async fn managed_node_beating(
+    operator: &Identity,
+    dir: &std::path::Path,
+    echo_port: u16,
+    beats: Option<u16>,
+) -> TestNode {
+    let mut config = json!({
         "manage_containers": false,
         "containers": [unmanaged("echo", echo_port)],
         "store": {"path": dir.join("jobs.db").display().to_string()},
         "operator": {"pubkeys": [operator.npub()]},
-    }))
-    .await
+    });
+    if let Some(port) = beats {
+        config["stats"] = json!({"endpoint": format!("http://127.0.0.1:{port}/register"), "interval": 0.05});
+    }
+    TestNode::start(config).await
+}
+
+/// A heartbeat sink: the latest heartbeat received, checked and unwrapped.
+async fn heartbeat_sink() -> (u16, tokio::sync::watch::Receiver<Value>) {
+    use axum::{Router, routing::post};
+    let (beats, heard) = tokio::sync::watch::channel(Value::Null);
+    let beats = std::sync::Arc::new(beats);
+    let port = crate::support::serve(Router::new().route(
+        "/register",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            beats.send_replace(crate::support::heartbeat_of(&body));
+            async { "ok" }
+        }),
+    ))
+    .await;
+    (port, heard)
 }
 
 /// Sends `method path` with `body`, signed by `signer` for the node's URL (or the `signed_url` given).
@@ -111,7 +140,8 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
     let operator = Identity::generate();
     let dir = tempfile::tempdir().unwrap();
     let echo = stub(Stub::Echo("echo")).await;
-    let node = managed_node(&operator, dir.path(), echo).await;
+    let (sink, mut heard) = heartbeat_sink().await;
+    let node = managed_node_beating(&operator, dir.path(), echo, Some(sink)).await;
 
     for (path, mode) in [("/admin/pause", "paused"), ("/admin/drain", "draining")] {
         let (status, answer) = signed(&node, &operator, "POST", path, Some(&json!({}))).await;
@@ -160,6 +190,28 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
     let (status, refused) = submit_job(&node).await;
     assert_eq!(status, 503, "{refused}");
     assert_eq!(refused["available_at"], format!("{date}T00:00:00Z"), "{refused}");
+
+    // The price and the closed hours show in /info and the (signed) heartbeat.
+    let info: Value = client()
+        .get(node.at("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["pricing"]["echo"]["per_job"], 0.002, "{info}");
+    assert_eq!(info["availability"]["open"], false);
+    assert_eq!(info["availability"]["available_at"], format!("{date}T00:00:00Z"));
+    let beat = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        heard.wait_for(|b| b["pricing"]["echo"]["per_job"] == 0.002),
+    )
+    .await
+    .expect("a heartbeat with the new price within 10 s")
+    .unwrap()
+    .clone();
+    assert_eq!(beat["availability"], info["availability"]);
 
     // The price shows in the node's signed identity.
     let identity = client()

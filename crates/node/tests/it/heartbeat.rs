@@ -21,7 +21,7 @@ async fn the_heartbeat_counts_the_chain_jobs_that_info_shows_running() {
     let router = serve(Router::new().route(
         "/api/v1/register",
         post(move |Json(beat): Json<Value>| {
-            beats.send_replace(beat);
+            beats.send_replace(crate::support::heartbeat_of(&beat));
             async { StatusCode::OK }
         }),
     ))

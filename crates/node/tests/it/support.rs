@@ -278,3 +278,19 @@ pub(crate) fn hello_world_config() -> Value {
         "containers": [{"id": "hello-world", "port": free_port(), "process": {"program": "hello-world"}}]
     })
 }
+
+/// The heartbeat inside a signed heartbeat body (`{"signed": <event>}`), after checking that the
+/// node's key signed it and that it names that key as `node`.
+pub(crate) fn heartbeat_of(body: &Value) -> Value {
+    let event = body["signed"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an unsigned heartbeat: {body}"));
+    let checked = infernet_identity::statement::verify(event, "infernet-heartbeat", infernet_identity::unix_now(), 60)
+        .unwrap_or_else(|e| panic!("a heartbeat that does not check out: {e}"));
+    assert_eq!(
+        checked.content["node"],
+        infernet_identity::npub(&checked.signer),
+        "signed by the node it names"
+    );
+    checked.content
+}

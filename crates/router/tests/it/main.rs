@@ -2,6 +2,7 @@
 //! in-process fake and hostile nodes.
 
 mod hardening;
+mod signed;
 
 use std::{
     net::SocketAddr,
