@@ -1,6 +1,7 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
-//! in-process fake and hostile nodes.
+//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
 
+mod db;
 mod hardening;
 
 use std::{
@@ -131,6 +132,7 @@ fn settings(listed: &[String]) -> Settings {
             deadline: Duration::from_secs(3),
             max_body_bytes: 256 * 1024,
         },
+        database: infernet_router::db::DbSettings::new("sqlite::memory:"),
     }
 }
 
@@ -361,6 +363,9 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
             "--ips-file",
             ips.to_str().unwrap(),
         ])
+        // The default database is created in the working directory.
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -374,10 +379,12 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(dir.path().join("infernet-router.db").is_file());
 
     std::fs::write(&ips, "127.0.0.1:notaport\n").unwrap();
     let out = Command::new(bin)
         .args(["--ips-file", ips.to_str().unwrap(), "--refresh-interval", "0"])
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
