@@ -118,6 +118,10 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if args.leave_after == 0 || args.return_after == 0 {
         errors.push("--leave-after and --return-after must be at least 1".into());
     }
+    let database = infernet_router::db::DbSettings::new(&args.database_url);
+    if let Err(e) = database.dialect() {
+        errors.push(e.to_string());
+    }
     let mut trusted_proxies = Vec::new();
     for p in &args.trusted_proxies {
         match p
@@ -155,7 +159,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 deadline,
                 max_body_bytes: args.probe_max_bytes,
             },
-            database: infernet_router::db::DbSettings::new(&args.database_url),
+            database,
         }),
         _ => Err(errors),
     }

@@ -65,6 +65,19 @@ impl DbSettings {
     }
 }
 
+impl DbSettings {
+    /// The dialect the URL names (checked before anything is opened).
+    pub fn dialect(&self) -> Result<Dialect, DbError> {
+        match self.url.trim().split(':').next().unwrap_or_default() {
+            "sqlite" => Ok(Dialect::Sqlite),
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            other => Err(DbError::UnsupportedUrl {
+                scheme: other.to_owned(),
+            }),
+        }
+    }
+}
+
 impl Default for DbSettings {
     fn default() -> Self {
         Self::new(DEFAULT_URL)
@@ -82,11 +95,15 @@ impl fmt::Debug for DbSettings {
     }
 }
 
-/// `url` with everything between `://` and `@` (user and password) replaced.
+/// `url` without what can hold a password: the user part (before `@`) and the query string.
 fn redacted(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, _)) => (url, "?***"),
+        None => (url, ""),
+    };
     match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}://***{}", &url[..start], &url[at..]),
-        _ => url.to_owned(),
+        (Some(start), Some(at)) if at > start => format!("{}://***{}{query}", &url[..start], &url[at..]),
+        _ => format!("{url}{query}"),
     }
 }
 
@@ -141,10 +158,12 @@ impl DbError {
         match self {
             Self::PoolTimedOut => true,
             Self::Query(e) => {
-                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-                    || e.as_database_error().is_some_and(|d| {
-                        // SQLite: 5 busy, 6 locked; PostgreSQL: serialization failure, deadlock.
-                        matches!(d.code().as_deref(), Some("5" | "6" | "40001" | "40P01"))
+                matches!(e, sqlx::Error::Io(_))
+                    || e.as_database_error().and_then(|d| d.code()).is_some_and(|code| {
+                        // PostgreSQL: serialization failure, deadlock. SQLite (extended codes):
+                        // busy or locked in the low byte.
+                        matches!(&*code, "40001" | "40P01")
+                            || code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
                     })
             }
             _ => false,
@@ -265,14 +284,14 @@ impl Db {
     /// Opens the database `settings` names (creating a SQLite file if missing) and applies the
     /// embedded migrations.
     pub async fn open(settings: &DbSettings) -> Result<Self, DbError> {
+        let dialect = settings.dialect()?;
         let url = settings.url.trim();
-        let scheme = url.split(':').next().unwrap_or_default();
         let connect = |source| DbError::Connect {
             url: redacted(url),
             source,
         };
-        let pool = match scheme {
-            "sqlite" => {
+        let pool = match dialect {
+            Dialect::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(connect)?
                     .create_if_missing(true)
@@ -289,7 +308,7 @@ impl Db {
                     .map_err(connect)?;
                 Pool::Sqlite(pool)
             }
-            "postgres" | "postgresql" => {
+            Dialect::Postgres => {
                 let options = PgConnectOptions::from_str(url)
                     .map_err(connect)?
                     .disable_statement_logging();
@@ -300,11 +319,6 @@ impl Db {
                     .await
                     .map_err(connect)?;
                 Pool::Postgres(pool)
-            }
-            other => {
-                return Err(DbError::UnsupportedUrl {
-                    scheme: other.to_owned(),
-                });
             }
         };
         let db = Self { pool };
@@ -402,6 +416,7 @@ mod tests {
         assert!(!shown.contains("s3cret") && !shown.contains("router:"), "{shown}");
         assert!(shown.contains("db.example:5432/infernet"), "{shown}");
         assert_eq!(redacted("sqlite://infernet-router.db"), "sqlite://infernet-router.db");
+        assert_eq!(redacted("postgres://h/db?password=x"), "postgres://h/db?***");
     }
 
     #[tokio::test]

@@ -383,14 +383,23 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
 
     std::fs::write(&ips, "127.0.0.1:notaport\n").unwrap();
     let out = Command::new(bin)
-        .args(["--ips-file", ips.to_str().unwrap(), "--refresh-interval", "0"])
+        .args([
+            "--ips-file",
+            ips.to_str().unwrap(),
+            "--refresh-interval",
+            "0",
+            "--database-url",
+            "mysql://localhost/x",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("invalid port") && stderr.contains("--refresh-interval"),
+        stderr.contains("invalid port")
+            && stderr.contains("--refresh-interval")
+            && stderr.contains("--database-url: unsupported scheme \"mysql\""),
         "{stderr}"
     );
 }
