@@ -108,6 +108,12 @@ CREATE TABLE metric_samples (
     latency_ms_sum  BIGINT NOT NULL,
     probes_ok       BIGINT NOT NULL,
     probes_failed   BIGINT NOT NULL,
+    -- Times the router's choice left the node out, by filter ("why am I not getting jobs").
+    excluded_price     BIGINT NOT NULL DEFAULT 0,
+    excluded_hours     BIGINT NOT NULL DEFAULT 0,
+    excluded_hardware  BIGINT NOT NULL DEFAULT 0,
+    excluded_health    BIGINT NOT NULL DEFAULT 0,
+    excluded_load      BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (node, minute)
 );
 CREATE INDEX metric_samples_minute ON metric_samples (minute);

@@ -108,6 +108,12 @@ CREATE TABLE metric_samples (
     latency_ms_sum  INTEGER NOT NULL,
     probes_ok       INTEGER NOT NULL,
     probes_failed   INTEGER NOT NULL,
+    -- Times the router's choice left the node out, by filter ("why am I not getting jobs").
+    excluded_price     INTEGER NOT NULL DEFAULT 0,
+    excluded_hours     INTEGER NOT NULL DEFAULT 0,
+    excluded_hardware  INTEGER NOT NULL DEFAULT 0,
+    excluded_health    INTEGER NOT NULL DEFAULT 0,
+    excluded_load      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node, minute)
 ) STRICT;
 CREATE INDEX metric_samples_minute ON metric_samples (minute);

@@ -271,6 +271,11 @@ async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
                         .bind(s.latency_ms_sum)
                         .bind(s.probes_ok)
                         .bind(s.probes_failed)
+                        .bind(s.excluded_price)
+                        .bind(s.excluded_hours)
+                        .bind(s.excluded_hardware)
+                        .bind(s.excluded_health)
+                        .bind(s.excluded_load)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -87,4 +87,15 @@ impl Db {
             .await?
         }))
     }
+
+    /// Deletes rows finished before `before` (Unix ms; retention); returns how many.
+    pub async fn prune_ledger(&self, before: i64) -> Result<u64, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query("DELETE FROM ledger WHERE finished_at < $1")
+                .bind(before)
+                .execute(p)
+                .await?
+                .rows_affected()
+        }))
+    }
 }

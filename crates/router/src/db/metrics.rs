@@ -21,16 +21,41 @@ pub struct MetricSample {
     pub probes_ok: i64,
     /// Probes failed.
     pub probes_failed: i64,
+    /// Times the choice left it out: price above the client's maximum (or another unit).
+    pub excluded_price: i64,
+    /// … outside its available hours.
+    pub excluded_hours: i64,
+    /// … hardware short of the requirements.
+    pub excluded_hardware: i64,
+    /// … not healthy.
+    pub excluded_health: i64,
+    /// … too loaded.
+    pub excluded_load: i64,
 }
 
-/// Adds one sample; parameters in column order.
-pub(super) const ADD: &str = "INSERT INTO metric_samples (node, minute, jobs_ok, jobs_failed, latency_ms_sum, \
-     probes_ok, probes_failed) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+macro_rules! cols {
+    () => {
+        "node, minute, jobs_ok, jobs_failed, latency_ms_sum, probes_ok, probes_failed, \
+         excluded_price, excluded_hours, excluded_hardware, excluded_health, excluded_load"
+    };
+}
+
+/// Adds one sample; parameters in [`cols!`] order.
+pub(super) const ADD: &str = concat!(
+    "INSERT INTO metric_samples (",
+    cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (node, minute) DO UPDATE SET jobs_ok = metric_samples.jobs_ok + excluded.jobs_ok, \
      jobs_failed = metric_samples.jobs_failed + excluded.jobs_failed, \
      latency_ms_sum = metric_samples.latency_ms_sum + excluded.latency_ms_sum, \
      probes_ok = metric_samples.probes_ok + excluded.probes_ok, \
-     probes_failed = metric_samples.probes_failed + excluded.probes_failed";
+     probes_failed = metric_samples.probes_failed + excluded.probes_failed, \
+     excluded_price = metric_samples.excluded_price + excluded.excluded_price, \
+     excluded_hours = metric_samples.excluded_hours + excluded.excluded_hours, \
+     excluded_hardware = metric_samples.excluded_hardware + excluded.excluded_hardware, \
+     excluded_health = metric_samples.excluded_health + excluded.excluded_health, \
+     excluded_load = metric_samples.excluded_load + excluded.excluded_load"
+);
 
 from_row!(MetricSample, |row| Ok(MetricSample {
     node: row.try_get("node")?,
@@ -40,16 +65,22 @@ from_row!(MetricSample, |row| Ok(MetricSample {
     latency_ms_sum: row.try_get("latency_ms_sum")?,
     probes_ok: row.try_get("probes_ok")?,
     probes_failed: row.try_get("probes_failed")?,
+    excluded_price: row.try_get("excluded_price")?,
+    excluded_hours: row.try_get("excluded_hours")?,
+    excluded_hardware: row.try_get("excluded_hardware")?,
+    excluded_health: row.try_get("excluded_health")?,
+    excluded_load: row.try_get("excluded_load")?,
 }));
 
 impl Db {
     /// The node's samples for minutes in `[from, to)`, oldest first.
     pub async fn metric_samples(&self, node: &str, from: i64, to: i64) -> Result<Vec<MetricSample>, DbError> {
         Ok(on_pool!(self, |p| {
-            sqlx::query_as(
-                "SELECT node, minute, jobs_ok, jobs_failed, latency_ms_sum, probes_ok, probes_failed \
-                 FROM metric_samples WHERE node = $1 AND minute >= $2 AND minute < $3 ORDER BY minute",
-            )
+            sqlx::query_as(concat!(
+                "SELECT ",
+                cols!(),
+                " FROM metric_samples WHERE node = $1 AND minute >= $2 AND minute < $3 ORDER BY minute"
+            ))
             .bind(node)
             .bind(from)
             .bind(to)

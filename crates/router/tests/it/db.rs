@@ -639,6 +639,11 @@ async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
         latency_ms_sum: 80,
         probes_ok: 1,
         probes_failed: 0,
+        excluded_price: 3,
+        excluded_hours: 0,
+        excluded_hardware: 0,
+        excluded_health: 0,
+        excluded_load: 1,
     };
     sender.try_send(Record::Metrics(sample.clone())).unwrap();
     sender.try_send(Record::Metrics(sample.clone())).unwrap();
@@ -652,6 +657,8 @@ async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
             jobs_failed: 2,
             latency_ms_sum: 160,
             probes_ok: 2,
+            excluded_price: 6,
+            excluded_load: 2,
             ..sample
         }]
     );
@@ -661,6 +668,13 @@ async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(db.ledger_of_node("node-a", 20_000, 20_001, 1).await.unwrap().len(), 1);
+    // Retention: rows finished before the cut go, later ones stay.
+    assert_eq!(db.prune_ledger(20_000).await.unwrap(), 3);
+    assert_eq!(
+        db.ledger_of_node("node-a", 0, i64::MAX, 100).await.unwrap(),
+        vec![ledger_row("last", 20_000)]
+    );
+    assert_eq!(db.prune_metric_samples(8).await.unwrap(), 1);
     assert!(matches!(
         sender.try_send(Record::Ledger(ledger_row("x", 1))),
         Err(BatchError::Closed)
