@@ -297,6 +297,11 @@ async fn migrations_apply_once_and_reopen_cleanly(backend: Backend) {
     let db = t.open().await;
     let tables = db.describe().await.unwrap();
     assert_eq!(tables.keys().map(String::as_str).collect::<Vec<_>>(), TABLES);
+    if let Pool::Sqlite(p) = db.pool() {
+        // Readers do not wait for the writer.
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(p).await.unwrap();
+        assert_eq!(mode, "wal");
+    }
     db.close().await;
     // A second start finds everything applied.
     let again = t.open().await;
