@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine: redis-server, postgresql (the
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
 # Docker engine (docker.io; dockerd is started in the background if it does not answer), and the
-# npm packages of contracts/ (solc for the contract build check, anvil for chain tests).
+# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +35,14 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not answer within 60 s; see /var/tmp/dockerd.log" >&2; exit 1; }
 fi
 
-# contracts/node_modules: reinstall only when package-lock.json changed.
-stamp=contracts/node_modules/.lock-sha
-want=$(sha256sum contracts/package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "installing contracts/ npm packages"
-  (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$stamp"
-fi
+# npm packages of the tests: reinstalled only when their package-lock.json changed. contracts/:
+# solc and anvil; crates/identity/tests/js: nostr-tools, the independent Nostr signer.
+for dir in contracts crates/identity/tests/js; do
+  stamp=$dir/node_modules/.lock-sha
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "installing $dir npm packages"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  fi
+done

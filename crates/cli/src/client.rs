@@ -198,6 +198,30 @@ impl Http {
         self.json(&url, request).await
     }
 
+    /// Sends `method path` with `body`, signed by `signer` (NIP-98) for the URL it is sent to.
+    async fn signed(
+        &self,
+        signer: &infernet_identity::Identity,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        let body = body.map(Value::to_string);
+        let header =
+            infernet_identity::nip98::authorization(signer, method.as_str(), &url, body.as_deref().map(str::as_bytes));
+        let mut request = self
+            .client
+            .request(method, &url)
+            .header(reqwest::header::AUTHORIZATION, header);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        self.json(&url, request).await
+    }
+
     /// POSTs a JSON body given as text (for numbers `serde_json::Value` cannot hold, like uint256).
     async fn post_text<T: DeserializeOwned>(&self, path: &str, body: String) -> Result<T, ClientError> {
         let url = self.url(path);
@@ -236,6 +260,17 @@ impl NodeClient {
     /// The node's base URL.
     pub fn base_url(&self) -> &str {
         self.http.base.as_str()
+    }
+
+    /// An admin request (`/admin/…`) signed by the operator's key.
+    pub async fn admin(
+        &self,
+        operator: &infernet_identity::Identity,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        self.http.signed(operator, method, path, body).await
     }
 
     /// `GET /health`: `{"status": "healthy"}` when the node is up.

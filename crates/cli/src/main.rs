@@ -5,6 +5,7 @@
 
 mod commands;
 mod devnet;
+mod operator;
 mod wallet;
 
 use std::process::ExitCode;
@@ -134,6 +135,10 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// The SDK's payment Wallet: create one, fund it, approve spenders, withdraw, read balances.
     Wallet(wallet::WalletArgs),
+    /// The operator's Nostr key, which signs the changes they make to their nodes.
+    Operator(operator::OperatorArgs),
+    /// A node's admin API (pause, resume, drain, status, settings), signed with the operator's key.
+    Admin(operator::AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +226,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Containers => commands::containers(&router()?, json).await,
         Command::Devnet(args) => devnet::run(args).await.map_err(|e| Failure::Runtime(format!("{e:#}"))),
         Command::Wallet(args) => wallet::run(args, json).await,
+        Command::Operator(ref args) => operator::run(args, json),
+        Command::Admin(ref args) => operator::admin(&node()?, args).await,
     }
 }
 

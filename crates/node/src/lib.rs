@@ -2,6 +2,7 @@
 //! contracts through the Infernet SDK `Coordinator`.
 //!
 //! The architecture follows Ritual's node, with one module per component:
+//! - [`admin`] — the operator's signed admin API and the node's own key;
 //! - [`config`] — `config.json`, defaults and validation;
 //! - [`chain`] — the chain side (today: RPC, node key and Registry lookup at boot);
 //! - [`guardian`] — which jobs the node accepts;
@@ -14,6 +15,7 @@
 //! - [`tasks`] — supervised tasks and shutdown;
 //! - [`node`] — wires them together.
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod containers;

@@ -48,6 +48,9 @@ pub enum NodeError {
     /// The chain could not be reached or is not an Infernet deployment.
     #[error(transparent)]
     Chain(#[from] chain::ChainError),
+    /// The node's key or the operator's saved state could not be read.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// A critical task failed.
     #[error("{0}")]
     TaskFailed(String),
@@ -109,6 +112,8 @@ impl Node {
             source,
         })?;
         let store = store::open(&config).await?;
+        let admin = Arc::new(crate::admin::Admin::open(&config, addr.port())?);
+        tracing::info!(node = %admin.identity().npub(), "node identity");
         tracing::info!(backend = store.backend(), "job store ready");
         // The chain first: a wrong RPC, key or Registry stops the node before any container starts.
         let chain = match config.config.chain.enabled {
@@ -161,6 +166,7 @@ impl Node {
             jobs: TaskTracker::new(),
             max_body: usize::try_from(config.config.server.max_body_size).unwrap_or(usize::MAX),
             system: Arc::new(SystemStats::new()),
+            admin,
         });
 
         let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());

@@ -8,6 +8,7 @@
 mod container_id;
 mod delegated;
 mod job;
+pub mod settings;
 mod subscription;
 
 pub use container_id::{container_set_hash, container_set_string};

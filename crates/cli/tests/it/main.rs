@@ -2,4 +2,5 @@
 
 mod client;
 mod devnet;
+mod operator;
 mod wallet;

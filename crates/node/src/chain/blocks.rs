@@ -81,7 +81,7 @@ pub struct BlockWatcher {
 
 impl BlockWatcher {
     /// Runs until shutdown. RPC failures are logged (throttled) and retried; they never end it.
-    pub async fn run(self, heads: watch::Sender<Option<Head>>, shutdown: CancellationToken) -> Result<(), String> {
+    pub async fn run(self, heads: watch::Sender<Option<Head>>, shutdown: CancellationToken) {
         let mut last: Option<(Head, Instant)> = None;
         // Learnt time between blocks; unknown until two consecutive blocks were seen.
         let mut block_time: Option<Duration> = None;
@@ -90,7 +90,7 @@ impl BlockWatcher {
         let mut failing = false;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
             let block = match self.rpc.latest_block().await {
@@ -135,7 +135,7 @@ impl BlockWatcher {
                     last = Some((head, now));
                     self.status.set_head(head.number, head.timestamp);
                     if heads.send(Some(head)).is_err() {
-                        return Ok(());
+                        return;
                     }
                     // Next poll just before the next block is due: the delay after a block
                     // shrinks each block until one poll comes early and retries.

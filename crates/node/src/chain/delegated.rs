@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use alloy::{
     eips::BlockId,
-    primitives::{Address, B256, Signature, keccak256},
-    sol_types::SolValue,
+    primitives::{Address, Signature},
 };
 use infernet_contracts::bindings::{Delegator, EIP712Coordinator};
 use infernet_contracts::eip712::{self, DelegateSubscription};
@@ -15,6 +14,7 @@ use infernet_types::DelegatedRequest;
 use serde_json::json;
 
 use super::{
+    coordinator::delegate_key,
     lookup::ContainerLookup,
     processor::{DelegatedParts, ProcessorHandle},
     rpc::{Rpc, RpcError},
@@ -132,31 +132,9 @@ async fn owner_signer(rpc: &Rpc, owner: Address) -> Result<Address, RpcError> {
     }
 }
 
-/// `keccak256(abi.encode(address owner, uint32 nonce))`: the `delegateCreatedIds` key.
-fn delegate_key(owner: Address, nonce: u32) -> B256 {
-    keccak256((owner, nonce).abi_encode())
-}
-
 /// `delegateCreatedIds(owner, nonce)`: the on-chain id of a delegated subscription, if created.
 async fn created_id(rpc: &Rpc, coordinator: Address, owner: Address, nonce: u32) -> Result<Option<u32>, RpcError> {
     let call = EIP712Coordinator::delegateCreatedIdsCall(delegate_key(owner, nonce));
     let id = rpc.call(coordinator, &call, BlockId::latest()).await?;
     Ok((id != 0).then_some(id))
-}
-
-#[cfg(test)]
-mod tests {
-    use alloy::primitives::address;
-
-    use super::*;
-
-    #[test]
-    fn the_delegate_key_is_abi_encoded() {
-        // keccak256(abi.encode(address owner, uint32 9)), as the Coordinator computes it.
-        let owner = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
-        let mut encoded = vec![0u8; 64];
-        encoded[12..32].copy_from_slice(owner.as_slice());
-        encoded[63] = 9;
-        assert_eq!(delegate_key(owner, 9), keccak256(&encoded));
-    }
 }

@@ -22,6 +22,30 @@ pub struct ChainOutput {
     pub proof: Bytes,
 }
 
+/// Why an output cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodingError {
+    /// One of the five keys is a string that is not hex.
+    #[error("output.{key}: not hex ({message})")]
+    NotHex {
+        /// The key.
+        key: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+    /// One of the five keys is neither a string nor `null`.
+    #[error("output.{key}: expected a hex string, found {found}")]
+    NotString {
+        /// The key.
+        key: &'static str,
+        /// What it holds.
+        found: String,
+    },
+    /// The container's answer is not JSON.
+    #[error("output is not JSON: {0}")]
+    NotJson(String),
+}
+
 const FIVE_KEYS: [&str; 5] = [
     "raw_input",
     "processed_input",
@@ -30,18 +54,25 @@ const FIVE_KEYS: [&str; 5] = [
     "proof",
 ];
 
-fn hex_field(obj: &Map<String, Value>, key: &str) -> Result<Vec<u8>, String> {
+fn hex_field(obj: &Map<String, Value>, key: &'static str) -> Result<Vec<u8>, EncodingError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => alloy::primitives::hex::decode(s.strip_prefix("0x").unwrap_or(s))
-            .map_err(|e| format!("output.{key}: not hex ({e})")),
-        Some(other) => Err(format!("output.{key}: expected a hex string, found {other}")),
+        Some(Value::String(s)) => {
+            alloy::primitives::hex::decode(s.strip_prefix("0x").unwrap_or(s)).map_err(|e| EncodingError::NotHex {
+                key,
+                message: e.to_string(),
+            })
+        }
+        Some(other) => Err(EncodingError::NotString {
+            key,
+            found: other.to_string(),
+        }),
     }
 }
 
 /// Encodes a container's final output for delivery; `raw` is the container's answer as sent, so
 /// the `repr` keeps its key order (Python dicts keep insertion order).
-pub fn encode_output(output: &Value, raw: &[u8]) -> Result<ChainOutput, String> {
+pub fn encode_output(output: &Value, raw: &[u8]) -> Result<ChainOutput, EncodingError> {
     if let Value::Object(obj) = output
         && FIVE_KEYS.iter().all(|k| obj.contains_key(*k))
     {
@@ -68,7 +99,7 @@ pub fn encode_output(output: &Value, raw: &[u8]) -> Result<ChainOutput, String> 
 }
 
 /// Python's `repr` of what `json.loads` makes of the JSON text `raw`.
-pub fn python_repr(raw: &[u8]) -> Result<String, String> {
+pub fn python_repr(raw: &[u8]) -> Result<String, EncodingError> {
     let mut out = String::with_capacity(raw.len() + 16);
     let literals = number_literals(raw);
     let mut numbers = literals.iter();
@@ -77,7 +108,7 @@ pub fn python_repr(raw: &[u8]) -> Result<String, String> {
         out: &mut out,
         numbers: &mut numbers,
     };
-    serde::de::DeserializeSeed::deserialize(repr, &mut de).map_err(|e| format!("output is not JSON: {e}"))?;
+    serde::de::DeserializeSeed::deserialize(repr, &mut de).map_err(|e| EncodingError::NotJson(e.to_string()))?;
     Ok(out)
 }
 
@@ -368,7 +399,7 @@ mod tests {
             b"",
         )
         .unwrap_err();
-        assert!(err.starts_with("output.raw_input"), "{err}");
+        assert!(err.to_string().starts_with("output.raw_input"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Infernet contract errors: revert selectors to names, messages, and what they mean for a
 //! delivery.
 
-use alloy::{primitives::Bytes, sol_types::SolError};
+use alloy::sol_types::SolError;
 use infernet_contracts::bindings;
 
 /// A custom error of the Infernet contracts.
@@ -88,7 +88,8 @@ impl InfernetError {
         TABLE.iter().find(|e| e.selector == selector).copied()
     }
 
-    /// The error named in an error text (some endpoints put the selector only in the message).
+    /// The error named in an error text (some endpoints put the selector only in the message);
+    /// read once, where an RPC error is made ([`super::rpc::Rpc`]).
     pub fn find_in(text: &str) -> Option<Self> {
         let lower = text.to_ascii_lowercase();
         TABLE
@@ -97,11 +98,6 @@ impl InfernetError {
                 lower.contains(&format!("0x{}", alloy::primitives::hex::encode(e.selector))) || text.contains(e.name)
             })
             .copied()
-    }
-
-    /// From revert data or, failing that, from the error text.
-    pub fn from_revert(data: Option<&Bytes>, text: &str) -> Option<Self> {
-        data.and_then(|d| Self::decode(d)).or_else(|| Self::find_in(text))
     }
 
     /// Whether the interval is settled for this node, so nothing should be sent for it:

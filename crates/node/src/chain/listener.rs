@@ -69,6 +69,43 @@ pub struct Listener {
 }
 
 /// Why a subscription is not tracked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum Ignored {
+    /// The id holds no subscription.
+    #[error("Subscription not found")]
+    NotFound,
+    /// Its owner cancelled it.
+    #[error("Subscription cancelled")]
+    Cancelled,
+    /// `frequency` or `redundancy` is 0.
+    #[error("frequency or redundancy is 0: it can never be delivered")]
+    Undeliverable,
+    /// Past its last interval.
+    #[error("Subscription expired")]
+    Expired,
+    /// Its last interval has all its responses.
+    #[error("Subscription completed")]
+    Completed,
+    /// The Guardian or the payment rules refused it.
+    #[error("{} {}", .0.error, .0.params)]
+    Rejected(crate::guardian::Rejection),
+}
+
+impl Ignored {
+    /// The reason without its parameters, to count ignored subscriptions by.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Rejected(r) => r.error,
+            Self::NotFound => "Subscription not found",
+            Self::Cancelled => "Subscription cancelled",
+            Self::Undeliverable => "frequency or redundancy is 0",
+            Self::Expired => "Subscription expired",
+            Self::Completed => "Subscription completed",
+        }
+    }
+}
+
+/// The containers of a subscription to track, or why it is not tracked.
 fn screen(
     guardian: &Guardian,
     lookup: &ContainerLookup,
@@ -76,25 +113,25 @@ fn screen(
     sub: &Subscription,
     now: u64,
     completed: bool,
-) -> Result<Arc<[String]>, String> {
+) -> Result<Arc<[String]>, Ignored> {
     if sub.is_empty() {
-        return Err("Subscription not found".into());
+        return Err(Ignored::NotFound);
     }
     if sub.is_cancelled() {
-        return Err("Subscription cancelled".into());
+        return Err(Ignored::Cancelled);
     }
     if sub.is_undeliverable() {
-        return Err("frequency or redundancy is 0: it can never be delivered".into());
+        return Err(Ignored::Undeliverable);
     }
     if sub.is_active(now) && sub.interval_at(now) > sub.frequency {
-        return Err("Subscription expired".into());
+        return Err(Ignored::Expired);
     }
     if completed {
-        return Err("Subscription completed".into());
+        return Err(Ignored::Completed);
     }
     let hash = format!("{:#x}", sub.container_id);
     let containers = lookup.get(&sub.container_id).unwrap_or_default();
-    let rejection = |r: crate::guardian::Rejection| format!("{} {}", r.error, r.params);
+    let rejection = Ignored::Rejected;
     guardian
         .check_subscription_containers(containers, sub.owner, sub.requires_proof(), false, &hash)
         .map_err(rejection)?;
@@ -111,16 +148,12 @@ fn screen(
 
 impl Listener {
     /// Runs until shutdown: snapshot sync, then follows new blocks.
-    pub async fn run(
-        self,
-        mut heads: watch::Receiver<Option<Head>>,
-        shutdown: CancellationToken,
-    ) -> Result<(), String> {
+    pub async fn run(self, mut heads: watch::Receiver<Option<Head>>, shutdown: CancellationToken) {
         let head = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            h = heads.wait_for(Option::is_some) => match h {
-                Ok(h) => (*h).ok_or("no head")?,
-                Err(_) => return Ok(()),
+            _ = shutdown.cancelled() => return,
+            h = heads.wait_for(Option::is_some) => match h.ok().and_then(|h| *h) {
+                Some(h) => h,
+                None => return,
             },
         };
         let mut last_sub = self.starting_sub_id;
@@ -130,16 +163,15 @@ impl Listener {
             block = head.number.saturating_sub(self.trail_head_blocks),
             "started snapshot sync"
         );
-        let mut last_block = match self.sync_to(head, &mut last_sub, &shutdown, true).await {
-            Some(block) => block,
-            None => return Ok(()),
+        let Some(mut last_block) = self.sync_to(head, &mut last_sub, &shutdown, true).await else {
+            return;
         };
         self.status.set_snapshot_done();
         tracing::info!(up_to = last_sub, block = last_block, took = ?started.elapsed(), "finished snapshot sync");
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                changed = heads.changed() => if changed.is_err() { return Ok(()) },
+                _ = shutdown.cancelled() => return,
+                changed = heads.changed() => if changed.is_err() { return },
             }
             let Some(head) = *heads.borrow_and_update() else {
                 continue;
@@ -149,7 +181,7 @@ impl Listener {
             }
             match self.sync_to(head, &mut last_sub, &shutdown, false).await {
                 Some(block) => last_block = block,
-                None => return Ok(()),
+                None => return,
             }
         }
     }
@@ -282,7 +314,7 @@ impl Listener {
                 completed.insert(*id, count);
             }
         }
-        let (mut tracked, mut ignored) = (0usize, BTreeMap::<String, usize>::new());
+        let (mut tracked, mut ignored) = (0usize, BTreeMap::<&str, usize>::new());
         for (i, sub) in subs.into_iter().enumerate() {
             let id = start + i as u32;
             let done = completed.get(&id).is_some_and(|c| *c >= sub.redundancy);
@@ -294,8 +326,7 @@ impl Listener {
                 }
                 Err(reason) => {
                     tracing::debug!(id, %reason, "ignored subscription");
-                    let key = reason.split(" {").next().unwrap_or(&reason).to_string();
-                    *ignored.entry(key).or_default() += 1;
+                    *ignored.entry(reason.label()).or_default() += 1;
                 }
             }
         }

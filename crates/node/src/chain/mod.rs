@@ -4,18 +4,29 @@
 //! The parts, as in Ritual's architecture:
 //! - [`blocks::BlockWatcher`] polls the head and publishes each new block;
 //! - [`listener::Listener`] finds subscriptions (snapshot sync, then new ones per block);
-//! - [`processor::Processor`] decides per block what is due and runs it;
-//! - [`wallet::Wallet`] holds the key and sends every transaction;
+//! - [`processor::Processor`] runs, per block, what its scheduling core ([`schedule`]) finds
+//!   due: the pre-check reads ([`precheck`]), the jobs ([`job`]) and their deliveries, whose
+//!   calldata [`coordinator`] builds;
+//! - [`wallet::Wallet`] holds the key and sends every transaction; its nonce and fee decisions
+//!   are in [`nonces`];
 //! - [`delegated::DelegatedIntake`] checks delegated subscriptions before `POST /api/jobs` answers.
 
 pub mod blocks;
+pub mod coordinator;
 pub mod delegated;
 pub mod encoding;
 pub mod errors;
+pub mod job;
 pub mod listener;
 pub mod lookup;
+pub mod nonces;
+pub mod payment;
+pub mod precheck;
 pub mod processor;
 pub mod rpc;
+pub mod rpc_error;
+pub mod schedule;
+pub mod sender;
 pub mod status;
 pub mod wallet;
 
@@ -105,12 +116,41 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-async fn timed<T>(what: &str, call: impl std::future::Future<Output = Result<T, rpc::RpcError>>) -> Result<T, String> {
+/// Why one boot-time RPC call failed.
+#[derive(Debug, thiserror::Error)]
+enum BootCallError {
+    /// The endpoint answered with an error.
+    #[error("{what} failed: {error}")]
+    Failed {
+        /// The call.
+        what: &'static str,
+        /// Its error.
+        error: rpc::RpcError,
+    },
+    /// No answer in time.
+    #[error("{what} did not answer within {RPC_TIMEOUT:?}")]
+    Timeout {
+        /// The call.
+        what: &'static str,
+    },
+}
+
+async fn timed<T>(
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, rpc::RpcError>>,
+) -> Result<T, BootCallError> {
     match tokio::time::timeout(RPC_TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
-        Err(_) => Err(format!("{what} did not answer within {RPC_TIMEOUT:?}")),
+        Ok(Err(error)) => Err(BootCallError::Failed { what, error }),
+        Err(_) => Err(BootCallError::Timeout { what }),
     }
+}
+
+/// A chain task for the [`TaskManager`], which takes tasks that may fail with a message; these
+/// end only at shutdown.
+async fn task(run: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    run.await;
+    Ok(())
 }
 
 /// Connects to the chain of a validated config: key, chain id, Registry lookup.
@@ -124,12 +164,12 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
     let signer = PrivateKeySigner::from_str(key.expose().trim()).map_err(|_| ChainError::Key)?;
     let raw_url = config.rpc_url.as_deref().unwrap_or_default();
     let url = redact_url(raw_url);
-    let rpc_error = |message: String| ChainError::Rpc {
+    let rpc_error = |message: &dyn std::fmt::Display| ChainError::Rpc {
         url: url.clone(),
-        message,
+        message: message.to_string(),
     };
-    let rpc = Rpc::new(raw_url, RetryPolicy::default()).map_err(rpc_error)?;
-    let chain_id = timed("eth_chainId", rpc.chain_id()).await.map_err(rpc_error)?;
+    let rpc = Rpc::new(raw_url, RetryPolicy::default()).map_err(|e| rpc_error(&e))?;
+    let chain_id = timed("eth_chainId", rpc.chain_id()).await.map_err(|e| rpc_error(&e))?;
     let registry_address =
         Address::from_str(config.registry_address.as_deref().unwrap_or_default().trim()).map_err(|e| {
             ChainError::Registry {
@@ -145,7 +185,7 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
     };
     let code = timed("eth_getCode", rpc.code(registry_address))
         .await
-        .map_err(rpc_error)?;
+        .map_err(|e| rpc_error(&e))?;
     if code.is_empty() {
         return Err(registry_error("no contract code there".into()));
     }
@@ -162,7 +202,7 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
     ];
     let answers = timed("Registry getters", rpc.read_batch(&reads, BlockId::latest()))
         .await
-        .map_err(registry_error)?;
+        .map_err(|e| registry_error(e.to_string()))?;
     let Ok([coordinator, reader, inbox, wallet_factory]) = <[_; 4]>::try_from(answers) else {
         return Err(registry_error(
             "the batch of Registry getters came back incomplete".into(),
@@ -222,7 +262,7 @@ pub fn start(
         sync_period: Duration::from_secs_f64(sync.sync_period),
         status: status.clone(),
     };
-    tasks.spawn_critical("block-watcher", watcher.run(heads_tx, tasks.shutdown_token()));
+    tasks.spawn_critical("block-watcher", task(watcher.run(heads_tx, tasks.shutdown_token())));
     let wallet = wallet::spawn(
         chain.rpc.clone(),
         key.0,
@@ -245,7 +285,10 @@ pub fn start(
         orchestrator,
         status: status.clone(),
     });
-    tasks.spawn_critical("processor", processor.run(inbox, heads.clone(), tasks.shutdown_token()));
+    tasks.spawn_critical(
+        "processor",
+        task(processor.run(inbox, heads.clone(), tasks.shutdown_token())),
+    );
     let lookup = Arc::new(lookup::ContainerLookup::new(
         config.containers.iter().map(|c| (c.id.as_str(), c.external)),
     ));
@@ -263,7 +306,7 @@ pub fn start(
         processor: handle.clone(),
         status: status.clone(),
     };
-    tasks.spawn_critical("listener", listener.run(heads, tasks.shutdown_token()));
+    tasks.spawn_critical("listener", task(listener.run(heads, tasks.shutdown_token())));
     let delegated = Arc::new(delegated::DelegatedIntake {
         rpc: chain.rpc.clone(),
         chain_id: chain.chain_id,

@@ -1,6 +1,6 @@
 //! The JSON-RPC endpoint: a retrying transport (typed policy, capped backoff with full jitter,
 //! per-attempt timeout), classified errors, and the few calls the chain side makes, with
-//! JSON-RPC batching for everything read per block.
+//! JSON-RPC batching for everything read per block. Its errors are [`super::rpc_error`]'s.
 
 use std::{
     sync::{
@@ -16,13 +16,18 @@ use alloy::{
     primitives::{Address, B256, Bytes, U64, U256},
     rpc::{
         client::{ClientBuilder, RpcClient, Waiter},
-        json_rpc::{ErrorPayload, RequestPacket, ResponsePacket, RpcRecv, RpcSend},
+        json_rpc::{RequestPacket, ResponsePacket, RpcRecv, RpcSend},
         types::{Block, TransactionReceipt, TransactionRequest},
     },
     sol_types::SolCall,
     transports::{TransportError, TransportErrorKind, TransportFut},
 };
 use tower::{Layer, Service};
+
+use super::errors::InfernetError;
+pub use super::rpc_error::{
+    ERROR_KINDS, EndpointError, Refusal, RpcError, RpcErrorKind, SendError, classify, classify_payload,
+};
 
 /// How the chain side retries one JSON-RPC request (a batch counts as one).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,103 +62,6 @@ impl RetryPolicy {
             .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX))
             .min(self.max_delay);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
-    }
-}
-
-/// What kind of failure an RPC error is; metrics count errors by this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpcErrorKind {
-    /// HTTP 429 or a provider's rate-limit error.
-    RateLimited,
-    /// HTTP 5xx: the endpoint is overloaded or broken right now.
-    Unavailable,
-    /// No answer within the attempt timeout.
-    Timeout,
-    /// The connection failed (refused, reset, DNS).
-    Connection,
-    /// The call executed and reverted.
-    Revert,
-    /// Any other JSON-RPC error answer.
-    Rpc,
-    /// The answer could not be decoded.
-    Decode,
-}
-
-/// Every [`RpcErrorKind`], in metric order.
-pub const ERROR_KINDS: [RpcErrorKind; 7] = [
-    RpcErrorKind::RateLimited,
-    RpcErrorKind::Unavailable,
-    RpcErrorKind::Timeout,
-    RpcErrorKind::Connection,
-    RpcErrorKind::Revert,
-    RpcErrorKind::Rpc,
-    RpcErrorKind::Decode,
-];
-
-impl RpcErrorKind {
-    /// Metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::Unavailable => "unavailable",
-            Self::Timeout => "timeout",
-            Self::Connection => "connection",
-            Self::Revert => "revert",
-            Self::Rpc => "rpc",
-            Self::Decode => "decode",
-        }
-    }
-
-    /// Whether sending the same request again may succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited | Self::Unavailable | Self::Timeout | Self::Connection
-        )
-    }
-}
-
-fn classify_payload(payload: &ErrorPayload) -> RpcErrorKind {
-    let message = payload.message.to_ascii_lowercase();
-    if payload.is_retry_err() || message.contains("rate limit") || message.contains("too many requests") {
-        RpcErrorKind::RateLimited
-    } else if payload.code == 3 || message.contains("revert") {
-        RpcErrorKind::Revert
-    } else {
-        RpcErrorKind::Rpc
-    }
-}
-
-/// Classifies a transport-level error.
-pub fn classify(error: &TransportError) -> RpcErrorKind {
-    match error {
-        TransportError::ErrorResp(payload) => classify_payload(payload),
-        TransportError::Transport(kind) => match kind {
-            TransportErrorKind::HttpError(e) if e.status == 429 => RpcErrorKind::RateLimited,
-            TransportErrorKind::HttpError(e) if e.status >= 500 => RpcErrorKind::Unavailable,
-            TransportErrorKind::HttpErrorWithRetryAfter { error, .. } if error.status == 429 => {
-                RpcErrorKind::RateLimited
-            }
-            TransportErrorKind::HttpErrorWithRetryAfter { error, .. } if error.status >= 500 => {
-                RpcErrorKind::Unavailable
-            }
-            TransportErrorKind::HttpError(_) | TransportErrorKind::HttpErrorWithRetryAfter { .. } => RpcErrorKind::Rpc,
-            TransportErrorKind::MissingBatchResponse(_) | TransportErrorKind::BackendGone => RpcErrorKind::Connection,
-            TransportErrorKind::Custom(e) => {
-                let text = e.to_string().to_ascii_lowercase();
-                if text.contains("timed out") || text.contains("timeout") {
-                    RpcErrorKind::Timeout
-                } else if text.contains("429") {
-                    RpcErrorKind::RateLimited
-                } else {
-                    RpcErrorKind::Connection
-                }
-            }
-            _ => RpcErrorKind::Connection,
-        },
-        TransportError::NullResp => RpcErrorKind::Unavailable,
-        TransportError::DeserError { .. } | TransportError::SerError(_) => RpcErrorKind::Decode,
-        _ => RpcErrorKind::Rpc,
     }
 }
 
@@ -293,72 +201,6 @@ where
     }
 }
 
-/// Why a chain read or write failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RpcError {
-    /// The request failed (after the retries the policy allows).
-    #[error("{method}: {message}")]
-    Call {
-        /// JSON-RPC method or contract call.
-        method: String,
-        /// What went wrong (the RPC URL is never part of it).
-        message: String,
-        /// Classification.
-        kind: RpcErrorKind,
-        /// Revert data, when the call reverted with some.
-        revert: Option<Bytes>,
-    },
-    /// The answer did not decode as the call's return type.
-    #[error("{method}: undecodable answer: {message}")]
-    Decode {
-        /// Contract call.
-        method: String,
-        /// Decoder message.
-        message: String,
-    },
-}
-
-impl RpcError {
-    /// Classification of this error.
-    pub fn kind(&self) -> RpcErrorKind {
-        match self {
-            Self::Call { kind, .. } => *kind,
-            Self::Decode { .. } => RpcErrorKind::Decode,
-        }
-    }
-
-    /// Revert data of a reverted call.
-    pub fn revert_data(&self) -> Option<&Bytes> {
-        match self {
-            Self::Call { revert, .. } => revert.as_ref(),
-            Self::Decode { .. } => None,
-        }
-    }
-
-    /// Whether trying again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        self.kind().is_retryable()
-    }
-}
-
-/// Why a raw transaction was not accepted.
-#[derive(Debug, Clone)]
-pub enum SendError {
-    /// The endpoint answered with an error: it did not take the transaction.
-    Refused(String),
-    /// No answer: the transaction may or may not have been taken.
-    NoAnswer(String),
-}
-
-impl From<RpcError> for SendError {
-    fn from(e: RpcError) -> Self {
-        match e.kind() {
-            RpcErrorKind::Revert | RpcErrorKind::Rpc => Self::Refused(e.to_string()),
-            _ => Self::NoAnswer(e.to_string()),
-        }
-    }
-}
-
 /// One read of a JSON-RPC batch ([`Rpc::read_batch`]).
 #[derive(Debug, Clone)]
 pub enum Read {
@@ -386,21 +228,21 @@ pub struct Rpc {
 
 impl Rpc {
     /// Connects (lazily: nothing is sent yet) to `raw_url`.
-    pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, String> {
+    pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, EndpointError> {
         let url = super::redact_url(raw_url);
-        let endpoint: reqwest::Url = raw_url.trim().parse().map_err(|e| format!("not a URL: {e}"))?;
+        let endpoint = raw_url
+            .trim()
+            .parse::<reqwest::Url>()
+            .map_err(|e| EndpointError::NotUrl(e.to_string()))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(format!(
-                "scheme {}:// is not supported; use an http:// or https:// endpoint",
-                endpoint.scheme()
-            ));
+            return Err(EndpointError::Scheme(endpoint.scheme().to_string()));
         }
         let counts = Arc::new(RpcErrorCounts::default());
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(|e| EndpointError::Client(e.to_string()))?;
         let client = ClientBuilder::default()
             .layer(RetryLayer {
                 policy,
@@ -417,14 +259,16 @@ impl Rpc {
 
     fn error(&self, method: &str, e: TransportError) -> RpcError {
         let kind = classify(&e);
-        let revert = match &e {
-            TransportError::ErrorResp(payload) => payload.as_revert_data(),
-            _ => None,
-        };
         let message = self
             .scrub
             .iter()
             .fold(e.to_string(), |m, u| m.replace(u.as_str(), &self.url));
+        // Some endpoints name the Infernet error only in the message: decoded here, once.
+        let revert = match &e {
+            TransportError::ErrorResp(payload) => payload.as_revert_data(),
+            _ => None,
+        }
+        .or_else(|| InfernetError::find_in(&message).map(|i| Bytes::copy_from_slice(&i.selector)));
         RpcError::Call {
             method: method.to_string(),
             message,
@@ -514,8 +358,8 @@ impl Rpc {
     }
 
     /// `eth_sendRawTransaction`.
-    pub async fn send_raw(&self, raw: Bytes) -> Result<B256, RpcError> {
-        self.request("eth_sendRawTransaction", (raw,)).await
+    pub async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError> {
+        Ok(self.request("eth_sendRawTransaction", (raw,)).await?)
     }
 
     /// `eth_sendRawTransaction` of each of `raws` in one JSON-RPC batch, answered one by one.
@@ -523,7 +367,7 @@ impl Rpc {
         let params: Vec<(&Bytes,)> = raws.iter().map(|r| (r,)).collect();
         match self.batch::<_, B256>("eth_sendRawTransaction", &params).await {
             Ok(answers) => answers.into_iter().map(|a| a.map_err(SendError::from)).collect(),
-            Err(e) => raws.iter().map(|_| Err(SendError::NoAnswer(e.to_string()))).collect(),
+            Err(e) => raws.iter().map(|_| Err(SendError::NoAnswer(e.clone()))).collect(),
         }
     }
 
@@ -623,21 +467,6 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_classified_for_retry() {
-        let http = |status| TransportErrorKind::http_error(status, String::new());
-        assert_eq!(classify(&http(429)), RpcErrorKind::RateLimited);
-        assert_eq!(classify(&http(502)), RpcErrorKind::Unavailable);
-        assert_eq!(classify(&http(400)), RpcErrorKind::Rpc);
-        let revert: ErrorPayload =
-            serde_json::from_str(r#"{"code": 3, "message": "execution reverted", "data": "0x4db310c3"}"#).unwrap();
-        assert_eq!(classify(&TransportError::ErrorResp(revert)), RpcErrorKind::Revert);
-        let limited: ErrorPayload = serde_json::from_str(r#"{"code": -32005, "message": "limit exceeded"}"#).unwrap();
-        assert_eq!(classify(&TransportError::ErrorResp(limited)), RpcErrorKind::RateLimited);
-        assert!(RpcErrorKind::Timeout.is_retryable());
-        assert!(!RpcErrorKind::Revert.is_retryable());
-    }
-
-    #[test]
     fn rpc_urls_with_single_label_hosts_are_accepted() {
         crate::install_tls_provider();
         for ok in [
@@ -652,6 +481,7 @@ mod tests {
         assert!(
             Rpc::new("ws://localhost:8546", RetryPolicy::default())
                 .unwrap_err()
+                .to_string()
                 .contains("ws://")
         );
         assert!(Rpc::new("localhost:8545 x", RetryPolicy::default()).is_err());

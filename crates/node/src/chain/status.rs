@@ -5,7 +5,12 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
+use std::collections::VecDeque;
+
 use serde_json::{Value, json};
+
+/// Subscriptions given up that `/info` lists (the latest ones).
+pub const GIVEN_UP_SHOWN: usize = 16;
 
 use super::rpc::{ERROR_KINDS, RpcErrorCounts};
 
@@ -29,6 +34,9 @@ pub struct ChainStatus {
     tx_failed: AtomicU64,
     tx_replaced: AtomicU64,
     nonce: AtomicU64,
+    given_up: AtomicU64,
+    /// The latest subscriptions given up, and why (at most [`GIVEN_UP_SHOWN`]).
+    given_up_recent: Mutex<VecDeque<(String, String)>>,
     last_error: Mutex<Option<String>>,
     reaction: crate::stats::metrics::Histogram,
     /// RPC errors by kind and calls sent.
@@ -109,6 +117,16 @@ impl ChainStatus {
         self.nonce.store(nonce, Ordering::Relaxed);
     }
 
+    /// The node gave up on a subscription it can never serve (`key`), because of `reason`.
+    pub fn gave_up(&self, key: String, reason: String) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.given_up_recent.lock().expect("status poisoned");
+        if recent.len() == GIVEN_UP_SHOWN {
+            recent.pop_front();
+        }
+        recent.push_back((key, reason));
+    }
+
     /// Records (or clears) the latest persistent problem.
     pub fn set_error(&self, error: Option<String>) {
         *self.last_error.lock().expect("status poisoned") = error;
@@ -124,7 +142,13 @@ impl ChainStatus {
             "synced_subscription_id": get(&self.synced_subscription),
             "snapshot_synced": self.snapshot_done.load(Ordering::Relaxed),
             "tracked": {"onchain": get(&self.tracked_onchain), "delegated": get(&self.tracked_delegated)},
-            "deliveries": {"delivered": get(&self.delivered), "skipped": get(&self.skipped), "failed": get(&self.failed)},
+            "deliveries": {
+                "delivered": get(&self.delivered), "skipped": get(&self.skipped), "failed": get(&self.failed),
+                "given_up": get(&self.given_up),
+            },
+            "given_up": self.given_up_recent.lock().expect("status poisoned").iter()
+                .map(|(subscription, reason)| json!({"subscription": subscription, "reason": reason}))
+                .collect::<Vec<_>>(),
             "transactions": {
                 "sent": get(&self.tx_sent), "mined": get(&self.tx_mined), "reverted": get(&self.tx_reverted),
                 "failed": get(&self.tx_failed), "replaced": get(&self.tx_replaced), "next_nonce": get(&self.nonce),
@@ -179,6 +203,7 @@ impl ChainStatus {
             ("delivered", &self.delivered),
             ("skipped", &self.skipped),
             ("failed", &self.failed),
+            ("given_up", &self.given_up),
         ] {
             let _ = writeln!(out, "infernet_chain_deliveries_total{{outcome=\"{label}\"}} {}", get(v));
         }

@@ -5,46 +5,28 @@
 //! ([`Wallet::send`]) and get its outcome once mined. The task signs locally, sends, watches
 //! receipts on every new block, replaces a transaction that stays unmined (same nonce, higher
 //! fees), and at start waits for transactions an earlier run left in the mempool, so a restart
-//! never races its own deliveries.
+//! never races its own deliveries. The task is [`super::sender`]; its nonce and fee decisions
+//! are in [`super::nonces`].
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Instant};
 
 use alloy::{
-    consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy},
-    eips::eip2718::Encodable2718,
-    primitives::{Address, B256, Bytes, TxKind, U256},
+    primitives::{Address, B256, Bytes},
     rpc::types::{TransactionReceipt, TransactionRequest},
-    signers::{SignerSync, local::PrivateKeySigner},
+    signers::local::PrivateKeySigner,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
 use super::{
-    blocks::{Head, Throttle},
+    blocks::Head,
     errors::InfernetError,
-    rpc::{Rpc, RpcError, RpcErrorKind, SendError},
+    rpc::{Refusal, Rpc, RpcError, RpcErrorKind},
+    sender::Sender,
     status::ChainStatus,
 };
 
-/// Blocks a transaction may stay unmined before it is replaced with higher fees.
-const STUCK_BLOCKS: u64 = 4;
-/// Shortest time before a replacement (slow chains have few blocks).
-const STUCK_MIN: Duration = Duration::from_secs(10);
-/// Replacements of one transaction before the wallet gives up on it.
-const MAX_REPLACEMENTS: u32 = 6;
 /// Gas added to an estimate (consumers' callbacks vary between estimate and inclusion).
 const GAS_MARGIN_PERCENT: u64 = 20;
-/// Priority fee when the endpoint cannot tell one (1 gwei).
-const DEFAULT_PRIORITY_FEE: u128 = 1_000_000_000;
-/// Most transactions sent in one JSON-RPC batch.
-const MAX_BATCH: usize = 256;
-/// Longest wait at start for an earlier run's transactions before cancelling them.
-const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
 /// A transaction to send.
 #[derive(Clone)]
@@ -86,14 +68,21 @@ pub enum SimulationError {
     },
     /// The RPC endpoint failed.
     #[error("simulation could not run: {0}")]
-    Rpc(String),
+    Rpc(RpcError),
+}
+
+impl SimulationError {
+    /// Whether simulating again later may succeed: not above the configured gas cap.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::GasLimit { .. })
+    }
 }
 
 /// A simulated transaction, ready to send.
 #[derive(Debug, Clone)]
 pub struct Simulated {
-    request: TxRequest,
-    gas_limit: u64,
+    pub(super) request: TxRequest,
+    pub(super) gas_limit: u64,
 }
 
 /// How a sent transaction ended.
@@ -111,11 +100,53 @@ pub enum TxOutcome {
         sent_at: Instant,
     },
     /// Never mined: sending failed or another transaction took its nonce.
-    Failed(String),
+    Failed(TxError),
+}
+
+/// Why a transaction was not mined.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TxError {
+    /// The wallet task is gone.
+    #[error("the wallet task has stopped")]
+    Stopped,
+    /// The node stopped with the transaction in flight.
+    #[error("node shutting down; nonce {0} may still be mined")]
+    ShuttingDown(u64),
+    /// The key could not sign it.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The node's account cannot pay for gas.
+    #[error("{refusal} (fund the node's account {account} with the chain's gas token)")]
+    NoGasFunds {
+        /// The endpoint's refusal.
+        refusal: Refusal,
+        /// The node's account.
+        account: Address,
+    },
+    /// The endpoint refused it.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// Another transaction took its nonce.
+    #[error("nonce {0} was used by another transaction")]
+    NonceTaken(u64),
+}
+
+impl TxError {
+    /// Whether sending again may get it mined: not when the wallet task is gone.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Stopped | Self::ShuttingDown(_))
+    }
+
+    pub(super) fn refused(refusal: Refusal, account: Address) -> Self {
+        match refusal {
+            Refusal::InsufficientFunds(_) => Self::NoGasFunds { refusal, account },
+            refusal => Self::Refused(refusal),
+        }
+    }
 }
 
 /// A transaction for the wallet task and where its outcome goes.
-type Command = (Simulated, oneshot::Sender<TxOutcome>);
+pub(super) type Command = (Simulated, oneshot::Sender<TxOutcome>);
 
 /// Handle to the wallet task (cheap to clone).
 #[derive(Clone)]
@@ -178,7 +209,7 @@ impl Wallet {
             }
             Err(e) => {
                 let text = e.to_string();
-                let infernet = InfernetError::from_revert(e.revert_data(), &text);
+                let infernet = e.revert_data().and_then(|d| InfernetError::decode(d));
                 let haystack = format!("{text} {}", infernet.map(|i| i.name).unwrap_or_default()).to_lowercase();
                 if let Some(allowed) = self
                     .allowed_sim_errors
@@ -195,7 +226,7 @@ impl Wallet {
                 Err(match (infernet, e.kind()) {
                     (Some(i), _) => SimulationError::Infernet(i),
                     (None, RpcErrorKind::Revert) => SimulationError::Reverted(text),
-                    (None, _) => SimulationError::Rpc(text),
+                    (None, _) => SimulationError::Rpc(e),
                 })
             }
         }
@@ -205,38 +236,10 @@ impl Wallet {
     pub async fn send(&self, tx: Simulated) -> TxOutcome {
         let (reply, outcome) = oneshot::channel();
         if self.commands.send((tx, reply)).await.is_err() {
-            return TxOutcome::Failed("the wallet task has stopped".into());
+            return TxOutcome::Failed(TxError::Stopped);
         }
-        outcome
-            .await
-            .unwrap_or_else(|_| TxOutcome::Failed("the wallet task stopped before the transaction was mined".into()))
+        outcome.await.unwrap_or(TxOutcome::Failed(TxError::Stopped))
     }
-}
-
-struct Inflight {
-    request: TxRequest,
-    gas_limit: u64,
-    hashes: Vec<B256>,
-    max_fee: u128,
-    priority_fee: u128,
-    legacy: bool,
-    sent_block: u64,
-    sent_at: Instant,
-    first_sent: Instant,
-    replacements: u32,
-    reply: Option<oneshot::Sender<TxOutcome>>,
-}
-
-struct Actor {
-    rpc: Rpc,
-    signer: PrivateKeySigner,
-    chain_id: u64,
-    next_nonce: u64,
-    inflight: BTreeMap<u64, Inflight>,
-    priority_fee: Option<(u128, u64)>,
-    head: Option<Head>,
-    status: Arc<ChainStatus>,
-    receipt_warnings: Throttle,
 }
 
 /// Starts the wallet task; the key moves into it and never leaves.
@@ -258,477 +261,8 @@ pub fn spawn(
         commands,
         ready,
     };
-    let actor = Actor {
-        rpc,
-        signer,
-        chain_id: settings.chain_id,
-        next_nonce: 0,
-        inflight: BTreeMap::new(),
-        priority_fee: None,
-        head: None,
-        status,
-        receipt_warnings: Throttle::new(Duration::from_secs(30)),
-    };
+    let sender = Sender::new(rpc, signer, settings.chain_id, status);
     let shutdown = tasks.shutdown_token();
-    tasks.spawn_critical("wallet", actor.run(rx, heads, ready_tx, shutdown));
+    tasks.spawn_critical("wallet", super::task(sender.run(rx, heads, ready_tx, shutdown)));
     wallet
-}
-
-impl Actor {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut heads: watch::Receiver<Option<Head>>,
-        ready: watch::Sender<bool>,
-        shutdown: CancellationToken,
-    ) -> Result<(), String> {
-        tokio::select! {
-            r = self.settle_earlier_run(&mut heads) => r?,
-            _ = shutdown.cancelled() => return Ok(()),
-        }
-        let _ = ready.send(true);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    for (nonce, tx) in std::mem::take(&mut self.inflight) {
-                        if let Some(reply) = tx.reply {
-                            let _ = reply.send(TxOutcome::Failed(format!("node shutting down; nonce {nonce} may still be mined")));
-                        }
-                    }
-                    return Ok(());
-                }
-                command = commands.recv() => match command {
-                    Some(first) => {
-                        let mut batch = vec![first];
-                        while batch.len() < MAX_BATCH {
-                            match commands.try_recv() {
-                                Ok(next) => batch.push(next),
-                                Err(_) => break,
-                            }
-                        }
-                        self.send_many(batch).await;
-                    }
-                    None => return Ok(()),
-                },
-                changed = heads.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    let head = *heads.borrow_and_update();
-                    if let Some(head) = head {
-                        self.head = Some(head);
-                        self.on_block(head).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// At start: transactions of an earlier run may still be pending. Waits for them to be
-    /// mined, replacing them with empty self-transfers if they do not get mined in time.
-    async fn settle_earlier_run(&mut self, heads: &mut watch::Receiver<Option<Head>>) -> Result<(), String> {
-        let address = self.signer.address();
-        let started = Instant::now();
-        let mut cancelled = false;
-        let mut announced = false;
-        loop {
-            let nonces = async {
-                Ok::<_, RpcError>((
-                    self.rpc.nonce(address, "latest").await?,
-                    self.rpc.nonce(address, "pending").await?,
-                ))
-            };
-            match nonces.await {
-                Ok((latest, pending)) if latest >= pending => {
-                    self.next_nonce = latest;
-                    self.status.set_nonce(latest);
-                    if cancelled {
-                        tracing::info!(nonce = latest, "earlier transactions settled");
-                    }
-                    return Ok(());
-                }
-                Ok((latest, pending)) => {
-                    if started.elapsed() > STARTUP_WAIT && !cancelled {
-                        tracing::warn!(
-                            from = latest,
-                            to = pending,
-                            "transactions of an earlier run are stuck; replacing them with empty transfers"
-                        );
-                        self.cancel_range(latest, pending).await;
-                        cancelled = true;
-                    } else if !announced {
-                        announced = true;
-                        tracing::info!(
-                            from = latest,
-                            to = pending,
-                            "waiting for transactions sent before the restart to be mined"
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the node's nonce; retrying"),
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(2), heads.changed()).await;
-            self.head = *heads.borrow();
-        }
-    }
-
-    async fn cancel_range(&mut self, from: u64, to: u64) {
-        for nonce in from..to {
-            let mut fee = self.base_fee().await.saturating_mul(4).max(DEFAULT_PRIORITY_FEE * 4);
-            for _ in 0..5 {
-                match self.sign(self.empty_transfer(nonce, fee, fee / 2)) {
-                    Ok((_, raw)) => match self.rpc.send_raw(raw).await {
-                        Ok(_) => break,
-                        Err(e) if e.to_string().to_lowercase().contains("nonce too low") => break,
-                        Err(e) => {
-                            tracing::debug!(nonce, error = %e, "cancelling transaction refused; raising the fee");
-                            fee = fee.saturating_mul(2);
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot sign");
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn base_fee(&mut self) -> u128 {
-        match self.head.and_then(|h| h.base_fee) {
-            Some(fee) => u128::from(fee),
-            None => self.rpc.gas_price().await.unwrap_or(DEFAULT_PRIORITY_FEE),
-        }
-    }
-
-    async fn priority_fee(&mut self) -> u128 {
-        let block = self.head.map(|h| h.number).unwrap_or(0);
-        match self.priority_fee {
-            Some((fee, at)) if block < at + 50 => fee,
-            _ => {
-                let fee = self.rpc.max_priority_fee().await.unwrap_or(DEFAULT_PRIORITY_FEE);
-                self.priority_fee = Some((fee, block));
-                fee
-            }
-        }
-    }
-
-    fn sign(&self, tx: UnsignedTx) -> Result<(B256, Bytes), String> {
-        let envelope: TxEnvelope = match tx {
-            UnsignedTx::Eip1559(tx) => {
-                let sig = self
-                    .signer
-                    .sign_hash_sync(&tx.signature_hash())
-                    .map_err(|e| e.to_string())?;
-                tx.into_signed(sig).into()
-            }
-            UnsignedTx::Legacy(tx) => {
-                let sig = self
-                    .signer
-                    .sign_hash_sync(&tx.signature_hash())
-                    .map_err(|e| e.to_string())?;
-                tx.into_signed(sig).into()
-            }
-        };
-        Ok((*envelope.tx_hash(), envelope.encoded_2718().into()))
-    }
-
-    fn build(&self, nonce: u64, t: &Inflight) -> UnsignedTx {
-        let fees = Fees {
-            max_fee: t.max_fee,
-            priority_fee: t.priority_fee,
-            legacy: t.legacy,
-        };
-        self.unsigned(nonce, fees, t.gas_limit, t.request.to, t.request.data.clone())
-    }
-
-    /// An empty transfer to the node's own account: takes `nonce` and changes nothing else.
-    fn empty_transfer(&self, nonce: u64, max_fee: u128, priority_fee: u128) -> UnsignedTx {
-        let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
-        let fees = Fees {
-            max_fee,
-            priority_fee,
-            legacy,
-        };
-        self.unsigned(nonce, fees, 21_000, self.signer.address(), Bytes::new())
-    }
-
-    fn unsigned(&self, nonce: u64, fees: Fees, gas_limit: u64, to: Address, input: Bytes) -> UnsignedTx {
-        if fees.legacy {
-            UnsignedTx::Legacy(TxLegacy {
-                chain_id: Some(self.chain_id),
-                nonce,
-                gas_price: fees.max_fee,
-                gas_limit,
-                to: TxKind::Call(to),
-                value: U256::ZERO,
-                input,
-            })
-        } else {
-            UnsignedTx::Eip1559(TxEip1559 {
-                chain_id: self.chain_id,
-                nonce,
-                gas_limit,
-                max_fee_per_gas: fees.max_fee,
-                max_priority_fee_per_gas: fees.priority_fee,
-                to: TxKind::Call(to),
-                value: U256::ZERO,
-                access_list: Default::default(),
-                input,
-            })
-        }
-    }
-
-    /// Fees for a transaction sent now.
-    async fn fees(&mut self) -> Fees {
-        let legacy = self.head.is_some_and(|h| h.base_fee.is_none());
-        let base = self.base_fee().await;
-        if legacy {
-            Fees {
-                max_fee: base,
-                priority_fee: base,
-                legacy,
-            }
-        } else {
-            let priority = self.priority_fee().await;
-            Fees {
-                max_fee: base.saturating_mul(2).saturating_add(priority),
-                priority_fee: priority,
-                legacy,
-            }
-        }
-    }
-
-    /// Sends every transaction waiting, with consecutive nonces, in one JSON-RPC batch: fifty
-    /// deliveries due in one block leave in one request instead of fifty.
-    async fn send_many(&mut self, batch: Vec<Command>) {
-        let fees = self.fees().await;
-        let block = self.head.map(|h| h.number).unwrap_or(0);
-        let mut pending: Vec<Inflight> = batch
-            .into_iter()
-            .map(|(tx, reply)| Inflight {
-                request: tx.request,
-                gas_limit: tx.gas_limit,
-                hashes: Vec::new(),
-                max_fee: fees.max_fee,
-                priority_fee: fees.priority_fee,
-                legacy: fees.legacy,
-                sent_block: block,
-                sent_at: Instant::now(),
-                first_sent: Instant::now(),
-                replacements: 0,
-                reply: Some(reply),
-            })
-            .collect();
-        // A nonce error means another sender used this key: the second round signs again from
-        // the chain's nonce; a third is not tried.
-        for round in 0..2 {
-            if pending.is_empty() {
-                break;
-            }
-            if round > 0 {
-                match self.rpc.nonce(self.signer.address(), "pending").await {
-                    Ok(n) => {
-                        tracing::warn!(chain = n, "nonce out of step with the chain; resynchronised");
-                        self.next_nonce = n;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the nonce"),
-                }
-            }
-            let mut signed = Vec::with_capacity(pending.len());
-            for mut inflight in pending.drain(..) {
-                let nonce = self.next_nonce;
-                match self.sign(self.build(nonce, &inflight)) {
-                    Ok((hash, raw)) => {
-                        self.next_nonce += 1;
-                        signed.push((nonce, hash, raw, inflight));
-                    }
-                    Err(e) => reply_failed(&mut inflight, format!("signing failed: {e}")),
-                }
-            }
-            let raws: Vec<Bytes> = signed.iter().map(|(_, _, raw, _)| raw.clone()).collect();
-            let answers = self.rpc.send_raw_batch(&raws).await;
-            let mut gaps = Vec::new();
-            for ((nonce, hash, _, mut inflight), answer) in signed.into_iter().zip(answers) {
-                let text = match answer {
-                    // No answer at all: it may have been accepted. Watched like a sent one (its
-                    // hash is known); if it never shows up it is sent again as a replacement.
-                    Ok(_) | Err(SendError::NoAnswer(_)) => None,
-                    Err(SendError::Refused(text)) => Some(text),
-                };
-                let lower = text.as_deref().map(str::to_lowercase).unwrap_or_default();
-                if text.is_none() || lower.contains("already known") {
-                    tracing::info!(tx = %inflight.request.label, %hash, nonce, gas = inflight.gas_limit, "sent transaction");
-                    inflight.first_sent = Instant::now();
-                    inflight.sent_at = inflight.first_sent;
-                    inflight.hashes.push(hash);
-                    self.status.tx_sent();
-                    self.inflight.insert(nonce, inflight);
-                } else if round == 0 && (lower.contains("nonce too low") || lower.contains("nonce too high")) {
-                    pending.push(inflight);
-                } else {
-                    self.status.tx_failed();
-                    let hint = if lower.contains("insufficient funds") {
-                        format!(
-                            " (fund the node's account {} with the chain's gas token)",
-                            self.signer.address()
-                        )
-                    } else {
-                        String::new()
-                    };
-                    reply_failed(&mut inflight, format!("{}{hint}", text.unwrap_or_default()));
-                    gaps.push(nonce);
-                }
-            }
-            // Refused transactions at the end give their nonces back; ones before accepted
-            // transactions leave gaps that must be filled.
-            gaps.sort_unstable();
-            while gaps.last().is_some_and(|n| n + 1 == self.next_nonce) {
-                gaps.pop();
-                self.next_nonce -= 1;
-            }
-            for nonce in gaps {
-                self.fill_gap(nonce, fees.max_fee, fees.priority_fee).await;
-            }
-        }
-        self.status.set_nonce(self.next_nonce);
-    }
-
-    /// A refused transaction left its nonce unused while later ones were accepted: an empty
-    /// transfer to itself takes the nonce so the later ones can be mined.
-    async fn fill_gap(&mut self, nonce: u64, max_fee: u128, priority_fee: u128) {
-        match self.sign(self.empty_transfer(nonce, max_fee, priority_fee)) {
-            Ok((hash, raw)) => match self.rpc.send_raw(raw).await {
-                Ok(_) => tracing::info!(nonce, %hash, "filled a nonce gap with an empty transfer"),
-                Err(e) => tracing::error!(nonce, error = %e, "cannot fill a nonce gap; later transactions wait for it"),
-            },
-            Err(e) => tracing::error!(error = %e, "cannot sign"),
-        }
-    }
-
-    async fn on_block(&mut self, head: Head) {
-        if self.inflight.is_empty() {
-            return;
-        }
-        let hashes: Vec<B256> = self.inflight.values().flat_map(|t| t.hashes.iter().copied()).collect();
-        let receipts = match self.rpc.receipts(&hashes).await {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(suppressed) = self.receipt_warnings.allow() {
-                    tracing::warn!(error = %e, suppressed, "cannot read transaction receipts; retrying next block");
-                }
-                return;
-            }
-        };
-        let mined: BTreeMap<B256, TransactionReceipt> = hashes
-            .into_iter()
-            .zip(receipts)
-            .filter_map(|(h, r)| r.map(|r| (h, r)))
-            .collect();
-        let mut done = Vec::new();
-        for (nonce, tx) in &mut self.inflight {
-            if let Some((hash, receipt)) = tx.hashes.iter().find_map(|h| mined.get(h).map(|r| (*h, r))) {
-                let success = receipt.status();
-                if success {
-                    self.status.tx_mined();
-                } else {
-                    self.status.tx_reverted();
-                }
-                tracing::info!(tx = %tx.request.label, %hash, block = ?receipt.block_number, success, gas_used = receipt.gas_used, "transaction mined");
-                if let Some(reply) = tx.reply.take() {
-                    let _ = reply.send(TxOutcome::Mined {
-                        hash,
-                        success,
-                        receipt: Box::new(receipt.clone()),
-                        sent_at: tx.first_sent,
-                    });
-                }
-                done.push(*nonce);
-            }
-        }
-        for nonce in done {
-            self.inflight.remove(&nonce);
-        }
-        if self.inflight.is_empty() {
-            return;
-        }
-        // Nonces below the chain's were taken by transactions we do not know: give those up.
-        if let Ok(latest) = self.rpc.nonce(self.signer.address(), "latest").await {
-            let taken: Vec<u64> = self.inflight.range(..latest).map(|(n, _)| *n).collect();
-            for nonce in taken {
-                if let Some(mut tx) = self.inflight.remove(&nonce) {
-                    // Its receipt may only show up next block; give it one more look.
-                    if head.number <= tx.sent_block + 1 {
-                        self.inflight.insert(nonce, tx);
-                        continue;
-                    }
-                    self.status.tx_failed();
-                    reply_failed(&mut tx, format!("nonce {nonce} was used by another transaction"));
-                }
-            }
-        }
-        let stuck: Vec<u64> = self
-            .inflight
-            .iter()
-            .filter(|(_, t)| head.number >= t.sent_block + STUCK_BLOCKS && t.sent_at.elapsed() >= STUCK_MIN)
-            .map(|(n, _)| *n)
-            .collect();
-        for nonce in stuck {
-            self.replace(nonce, head).await;
-        }
-    }
-
-    async fn replace(&mut self, nonce: u64, head: Head) {
-        let base = self.base_fee().await;
-        let Some(mut tx) = self.inflight.remove(&nonce) else {
-            return;
-        };
-        if tx.replacements >= MAX_REPLACEMENTS {
-            // Keep watching: it may still be mined, and the nonce must not be reused.
-            tx.sent_block = head.number;
-            tx.sent_at = Instant::now();
-            tracing::warn!(tx = %tx.request.label, nonce, "transaction still unmined after {MAX_REPLACEMENTS} fee bumps");
-            self.inflight.insert(nonce, tx);
-            return;
-        }
-        // Replacements must raise both fees by at least 10 %; 25 % clears every client's rule.
-        tx.priority_fee = tx.priority_fee.saturating_mul(5) / 4 + 1;
-        tx.max_fee = (tx.max_fee.saturating_mul(5) / 4 + 1).max(base.saturating_mul(2) + tx.priority_fee);
-        tx.replacements += 1;
-        tx.sent_block = head.number;
-        tx.sent_at = Instant::now();
-        match self.sign(self.build(nonce, &tx)) {
-            Ok((_, raw)) => match self.rpc.send_raw(raw).await {
-                Ok(hash) => {
-                    tracing::warn!(tx = %tx.request.label, nonce, %hash, max_fee = tx.max_fee, "transaction was not mined; replaced it with higher fees");
-                    tx.hashes.push(hash);
-                    self.status.tx_replaced();
-                }
-                Err(e) => {
-                    tracing::warn!(tx = %tx.request.label, nonce, error = %e, "replacement refused; keeping the original")
-                }
-            },
-            Err(e) => tracing::error!(error = %e, "cannot sign a replacement"),
-        }
-        self.inflight.insert(nonce, tx);
-    }
-}
-
-fn reply_failed(tx: &mut Inflight, reason: String) {
-    tracing::warn!(tx = %tx.request.label, %reason, "transaction not sent");
-    if let Some(reply) = tx.reply.take() {
-        let _ = reply.send(TxOutcome::Failed(reason));
-    }
-}
-
-enum UnsignedTx {
-    Eip1559(TxEip1559),
-    Legacy(TxLegacy),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fees {
-    max_fee: u128,
-    priority_fee: u128,
-    legacy: bool,
 }

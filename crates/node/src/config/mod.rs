@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt, path::Path};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate};
+pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, ValidOperator, validate};
 
 /// A string that must never be printed: private keys, passwords, bearer tokens.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -83,6 +83,9 @@ pub struct Config {
     /// Where the metric sender sends heartbeats (extension; with `forward_stats`).
     #[serde(default)]
     pub stats: StatsConfig,
+    /// Who may manage this node through the signed admin API, and the node's own key (extension).
+    #[serde(default)]
+    pub operator: OperatorConfig,
 }
 
 fn yes() -> bool {
@@ -408,6 +411,31 @@ pub struct StoreConfig {
     /// Most jobs kept by the embedded store; the least recently used are evicted past it.
     #[serde(default = "default_max_jobs", deserialize_with = "lax::u64")]
     pub max_jobs: u64,
+    /// Most jobs whose records are held in memory while the store does not take writes (Redis
+    /// down, a full disk); written once it does.
+    #[serde(default = "default_max_held_writes", deserialize_with = "lax::u64")]
+    pub max_held_writes: u64,
+    /// Longest wait, in seconds, between retries of held writes.
+    #[serde(default = "default_retry_max_delay", deserialize_with = "lax::f64")]
+    pub retry_max_delay: f64,
+}
+
+/// `operator` (extension): the operators' keys, the node's own key and the URL operators reach it at.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct OperatorConfig {
+    /// Operators' Nostr public keys (`npub1…` or 64 hex) allowed to sign admin requests; none: the
+    /// admin API refuses everyone.
+    #[serde(default)]
+    pub pubkeys: Vec<String>,
+    /// The node's own key file (made at first start, mode 0600); default `infernet-node.nsec` beside
+    /// the embedded store's file.
+    #[serde(default)]
+    pub node_key: Option<String>,
+    /// The URL operators reach the node at, as they sign it (`https://node.example:4000`); needed
+    /// behind a proxy. Requests signed for `http://127.0.0.1:{port}` or `http://localhost:{port}`
+    /// are accepted too.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
@@ -463,6 +491,14 @@ fn default_max_jobs() -> u64 {
     100_000
 }
 
+fn default_max_held_writes() -> u64 {
+    10_000
+}
+
+fn default_retry_max_delay() -> f64 {
+    5.0
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -470,6 +506,8 @@ impl Default for StoreConfig {
             result_ttl: default_result_ttl(),
             pending_ttl: default_pending_ttl(),
             max_jobs: default_max_jobs(),
+            max_held_writes: default_max_held_writes(),
+            retry_max_delay: default_retry_max_delay(),
         }
     }
 }

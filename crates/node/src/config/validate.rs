@@ -82,8 +82,21 @@ pub struct ValidConfig {
     pub containers: Vec<ContainerSpec>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Who manages the node, and its own key.
+    pub operator: ValidOperator,
     /// Things worth a warning (unknown keys, ignored settings, auto-assigned ports).
     pub warnings: Vec<ConfigProblem>,
+}
+
+/// `operator`, checked.
+#[derive(Debug, Clone)]
+pub struct ValidOperator {
+    /// Keys allowed to sign admin requests.
+    pub pubkeys: Vec<infernet_identity::PublicKey>,
+    /// The node's key file.
+    pub node_key: std::path::PathBuf,
+    /// The node's public base URL (no trailing slash), when set.
+    pub public_url: Option<String>,
 }
 
 impl ValidConfig {
@@ -286,6 +299,15 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
                 "must be at most {MAX_STORE_JOBS} (the embedded store's index holds about 125 bytes of memory per job)"
             ),
         );
+    }
+    if config.store.max_held_writes == 0 {
+        p.error(
+            "store.max_held_writes",
+            "must be at least 1 (results written while the store is down are held up to this many jobs)",
+        );
+    }
+    if !(config.store.retry_max_delay.is_finite() && config.store.retry_max_delay > 0.0) {
+        p.error("store.retry_max_delay", "must be a number of seconds above 0, e.g. 5");
     }
     if let Some(endpoint) = &config.stats.endpoint
         && let Err(e) = check_url(endpoint, &["http", "https"])
@@ -496,15 +518,54 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
         });
     }
 
+    let operator = validate_operator(&config, &mut p);
     if p.errors.is_empty() {
         Ok(ValidConfig {
             config,
             containers: specs,
             trusted_proxies,
+            operator,
             warnings: p.warnings,
         })
     } else {
         Err(p.errors)
+    }
+}
+
+/// `operator`: keys in either form, a public URL that is an http(s) origin.
+fn validate_operator(config: &Config, p: &mut Problems) -> ValidOperator {
+    let operator = &config.operator;
+    let mut pubkeys = Vec::new();
+    for (i, text) in operator.pubkeys.iter().enumerate() {
+        match infernet_identity::parse_public_key(text) {
+            Ok(key) => pubkeys.push(key),
+            Err(e) => p.error(format!("operator.pubkeys[{i}]"), e.to_string()),
+        }
+    }
+    let public_url = operator.public_url.as_deref().and_then(|text| {
+        let base = text.trim_end_matches('/');
+        let parsed = url::Url::parse(base).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && u.query().is_none()
+        });
+        if parsed.is_none() {
+            p.error(
+                "operator.public_url",
+                format!("{text:?} is not an http(s) origin such as https://node.example:4000 (no path or query)"),
+            );
+        }
+        parsed.map(|_| base.to_string())
+    });
+    let node_key = match &operator.node_key {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::path::Path::new(&config.store.path)
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join("infernet-node.nsec"),
+    };
+    ValidOperator {
+        pubkeys,
+        node_key,
+        public_url,
     }
 }
 

@@ -53,6 +53,14 @@ pub enum ApiError {
     /// A container of the job is not serving right now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The node takes no new jobs now: paused, draining or outside its provider's hours (503).
+    #[error("{reason}")]
+    Closed {
+        /// Why.
+        reason: String,
+        /// When it takes jobs again (RFC 3339), if its schedule says.
+        available_at: Option<String>,
+    },
     /// The job store failed (503).
     #[error("job store unavailable: {0}")]
     Store(#[from] StoreError),
@@ -70,7 +78,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Closed { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +87,7 @@ impl ApiError {
         match self {
             Self::Rejected(r) => json!({"error": r.error, "params": r.params}),
             Self::BadGateway { message, id } => json!({"error": message, "id": id}),
+            Self::Closed { reason, available_at } => json!({"error": reason, "available_at": available_at}),
             other => json!({"error": other.to_string()}),
         }
     }

@@ -7,10 +7,10 @@ use axum::{
     extract::{Query, State},
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::containers::ContainerState;
+use crate::stats::snapshot::Snapshot;
 
 /// `GET /health`: the node is up.
 #[utoipa::path(get, path = "/health", tag = "node",
@@ -23,40 +23,7 @@ pub(super) async fn health() -> Json<Value> {
 #[utoipa::path(get, path = "/info", tag = "node",
     responses((status = 200, description = "Node information")))]
 pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let pending = state.store.pending_count().await?;
-    let sampler = state.system.clone();
-    let system = tokio::task::spawn_blocking(move || sampler.sample()).await.ok();
-    let (running, states): (Vec<Value>, Map<String, Value>) = {
-        let states = state.states.read().expect("container states poisoned");
-        let running = state
-            .containers
-            .iter()
-            .filter(|c| states.get(&c.id) == Some(&ContainerState::Running))
-            .map(|c| json!(c))
-            .collect();
-        let all = states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
-        (running, all)
-    };
-    let mut chain = json!({"address": state.chain.address, "enabled": state.chain.enabled});
-    if let Some(id) = state.chain.chain_id {
-        chain["chain_id"] = json!(id);
-    }
-    if let Some(coordinator) = &state.chain.coordinator {
-        chain["coordinator"] = json!(coordinator);
-    }
-    if let Some(status) = &state.chain_status {
-        chain["state"] = status.to_json();
-    }
-    let pending_onchain = state.chain_status.as_ref().map(|s| s.running()).unwrap_or(0);
-    Ok(Json(json!({
-        "chain": chain,
-        "containers": running,
-        "container_states": states,
-        "pending": {"offchain": pending, "onchain": pending_onchain},
-        "store": state.store.backend(),
-        "system": system,
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
+    Ok(Json(Snapshot::take(&state, true).await.info()?))
 }
 
 #[derive(Deserialize)]
@@ -86,33 +53,21 @@ pub(super) async fn resources(State(state): State<Arc<AppState>>, Query(q): Quer
     Json(Value::Object(resources))
 }
 
-/// `GET /metrics`: Prometheus text exposition (not rate limited: scrapers poll it).
-pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Result<axum::response::Response, ApiError> {
+/// `GET /metrics`: Prometheus text exposition (not rate limited: scrapers poll it). Answers while
+/// the store is down too (`infernet_store_up 0`).
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let pending_offchain = state.store.pending_count().await?;
-    let containers_up = {
-        let states = state.states.read().expect("container states poisoned");
-        state
-            .containers
-            .iter()
-            .map(|c| (c.id.clone(), states.get(&c.id) == Some(&ContainerState::Running)))
-            .collect()
-    };
-    let gauges = crate::stats::metrics::Gauges {
-        pending_offchain,
-        pending_onchain: state.chain_status.as_ref().map(|s| s.running()).unwrap_or(0),
-        containers_up,
-    };
-    let mut body = state.orchestrator.metrics().render(&gauges);
-    if let Some(status) = &state.chain_status {
+    let snapshot = Snapshot::take(&state, false).await;
+    let mut body = state.orchestrator.metrics().render(&snapshot.gauges());
+    if let Some(status) = &snapshot.chain_status {
         status.render(&mut body);
     }
-    Ok((
+    (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         body,
     )
-        .into_response())
+        .into_response()
 }

@@ -100,6 +100,10 @@ async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), A
 
 /// Guardian checks, then whether every container of the pipeline is serving.
 fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), ApiError> {
+    state.admin.gate().map_err(|closed| ApiError::Closed {
+        reason: closed.reason,
+        available_at: closed.available_at.map(|t| t.to_string()),
+    })?;
     state
         .guardian
         .check_offchain(&request.containers, request.requires_proof.unwrap_or(false), client)

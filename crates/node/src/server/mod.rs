@@ -85,6 +85,8 @@ pub struct AppState {
     pub max_body: usize,
     /// Host statistics (CPU, memory, disk, GPUs).
     pub system: Arc<crate::stats::system::SystemStats>,
+    /// The node's key, its operators and what they set.
+    pub admin: Arc<crate::admin::Admin>,
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last address in
@@ -177,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", put(jobs::status))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(info::metrics))
+        .merge(crate::admin::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

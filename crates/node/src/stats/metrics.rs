@@ -98,10 +98,12 @@ pub struct Metrics {
 /// Values read at render time from elsewhere in the node.
 #[derive(Debug, Default)]
 pub struct Gauges {
-    /// Running off-chain jobs.
-    pub pending_offchain: u64,
+    /// Running off-chain jobs (`None`: the store could not count them).
+    pub pending_offchain: Option<u64>,
     /// Running chain jobs.
     pub pending_onchain: u64,
+    /// Job records the store has accepted but not written yet.
+    pub store_unwritten: u64,
     /// Container id → serving (1) or not (0).
     pub containers_up: Vec<(String, bool)>,
 }
@@ -169,15 +171,23 @@ impl Metrics {
         out.push_str("# HELP infernet_job_duration_seconds Time from accepting a job to its result.\n# TYPE infernet_job_duration_seconds histogram\n");
         self.job_latency.render(&mut out, "infernet_job_duration_seconds", "");
         out.push_str("# HELP infernet_jobs_pending Jobs running now.\n# TYPE infernet_jobs_pending gauge\n");
-        let _ = writeln!(
-            out,
-            "infernet_jobs_pending{{source=\"offchain\"}} {}",
-            gauges.pending_offchain
-        );
+        if let Some(pending) = gauges.pending_offchain {
+            let _ = writeln!(out, "infernet_jobs_pending{{source=\"offchain\"}} {pending}");
+        }
         let _ = writeln!(
             out,
             "infernet_jobs_pending{{source=\"onchain\"}} {}",
             gauges.pending_onchain
+        );
+        let _ = writeln!(
+            out,
+            "# HELP infernet_store_up Whether the job store answered.\n# TYPE infernet_store_up gauge\ninfernet_store_up {}",
+            u8::from(gauges.pending_offchain.is_some())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP infernet_store_unwritten_records Job records accepted but not written yet (queued, or held while the store does not take writes).\n# TYPE infernet_store_unwritten_records gauge\ninfernet_store_unwritten_records {}",
+            gauges.store_unwritten
         );
         let map = self.containers.read().expect("metrics poisoned");
         out.push_str("# HELP infernet_container_calls_total Calls to containers by outcome.\n# TYPE infernet_container_calls_total counter\n");
@@ -228,8 +238,9 @@ mod tests {
         m.job(Source::Offchain, false, Duration::from_secs(1));
         m.container_call("a\"b", true, Duration::from_micros(400));
         let text = m.render(&Gauges {
-            pending_offchain: 2,
+            pending_offchain: Some(2),
             pending_onchain: 0,
+            store_unwritten: 3,
             containers_up: vec![("a\"b".into(), true)],
         });
         assert!(text.contains("infernet_jobs_total{source=\"offchain\",outcome=\"success\"} 1"));
@@ -240,5 +251,7 @@ mod tests {
         assert!(text.contains("infernet_container_call_duration_seconds_bucket{container=\"a\\\"b\",le=\"0.0005\"} 1"));
         assert!(text.contains("infernet_jobs_pending{source=\"offchain\"} 2"));
         assert!(text.contains("infernet_container_up{container=\"a\\\"b\"} 1"));
+        assert!(text.contains("infernet_store_up 1"));
+        assert!(text.contains("infernet_store_unwritten_records 3"));
     }
 }

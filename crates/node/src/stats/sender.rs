@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Secret, containers::ContainerState, server::AppState};
+use super::snapshot::Snapshot;
+use crate::{config::Secret, server::AppState};
 
 /// Where and how often to send.
 #[derive(Debug, Clone)]
@@ -24,36 +25,10 @@ pub struct SenderSettings {
     pub port: u16,
 }
 
-/// Builds one heartbeat.
+/// Builds one heartbeat, from the snapshot `/info` reads too.
 pub async fn heartbeat(state: &AppState, settings: &SenderSettings) -> Value {
-    let containers: Vec<Value> = {
-        let states = state.states.read().expect("container states poisoned");
-        state
-            .containers
-            .iter()
-            .filter(|c| states.get(&c.id) == Some(&ContainerState::Running))
-            .map(|c| json!({"id": c.id, "description": c.description, "external": c.external}))
-            .collect()
-    };
-    let pending = state.store.pending_count().await.unwrap_or(0);
-    let jobs: serde_json::Map<String, Value> = state
-        .orchestrator
-        .metrics()
-        .job_counts()
-        .into_iter()
-        .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
-        .collect();
-    let sampler = state.system.clone();
-    let system = tokio::task::spawn_blocking(move || sampler.sample()).await.ok();
-    let mut beat = json!({
-        "port": settings.port,
-        "containers": containers,
-        "pending": {"offchain": pending, "onchain": 0},
-        "jobs": jobs,
-        "chain": {"enabled": state.chain.enabled, "address": state.chain.address},
-        "version": env!("CARGO_PKG_VERSION"),
-        "system": system,
-    });
+    let mut beat = Snapshot::take(state, true).await.heartbeat();
+    beat["port"] = json!(settings.port);
     if let Some(address) = &settings.advertise {
         beat["address"] = json!(address);
     }

@@ -12,20 +12,25 @@
 //! never encoded or written. Until it is written, a queued record is answered from memory, so readers
 //! always see the latest write. Once superseded records make up most of the file, the writer
 //! rewrites it with the live ones only.
+//!
+//! When the file does not take a batch (a full disk), finished jobs' records stay in memory,
+//! answered to readers, and are written before anything newer at each retry (see [`writer`]); an
+//! awaited record of a running job is refused instead, so its job is not accepted.
 
+mod index;
 mod legacy;
 mod log;
 mod lru;
+mod writer;
 
 use std::{
-    fs::File,
     net::IpAddr,
     path::Path,
     sync::{
-        Arc, Condvar, Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -35,14 +40,11 @@ use tokio::sync::oneshot;
 
 use crate::FastMap;
 
-use super::{JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted, unix_now};
+use super::{Backlog, JobStore, Lifetimes, ListFilter, StoreError, StoredJob, interrupted, unix_now};
+use index::{Index, Op, Write};
 use log::{Entry, Loc, Log};
-use lru::Lru;
+use writer::Writer;
 
-/// Most writes appended in one batch.
-const MAX_BATCH: usize = 4096;
-/// Longest a busy writer waits to fill a batch while a caller awaits one of its writes.
-const LINGER: Duration = Duration::from_millis(2);
 /// Longest the writer waits to fill a batch nobody awaits: how long a stream's record may stay
 /// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
 const LINGER_DETACHED: Duration = Duration::from_millis(20);
@@ -101,6 +103,8 @@ struct JobHead {
 /// A record as queued.
 struct Row {
     data: RowData,
+    /// The job is running (a write of it that fails is refused rather than held).
+    running: bool,
     /// A newer record of the job was queued since, or the job is gone: writing this one is
     /// useless (a short stream's running record, for one, is never encoded or written).
     superseded: AtomicBool,
@@ -117,9 +121,10 @@ enum RowData {
 }
 
 impl Row {
-    fn new(data: RowData) -> Arc<Self> {
+    fn new(data: RowData, running: bool) -> Arc<Self> {
         Arc::new(Self {
             data,
+            running,
             superseded: AtomicBool::new(false),
         })
     }
@@ -250,234 +255,6 @@ impl std::fmt::Display for JobKey {
     }
 }
 
-struct Index {
-    /// The jobs held, in recency order.
-    jobs: Lru<JobKey, Meta>,
-    next_key: u64,
-    running: u64,
-    /// Records queued but not written yet, by job key: the freshest state of those jobs.
-    unwritten: FastMap<u64, Arc<Row>>,
-    /// The file the locations point into.
-    file: Arc<File>,
-    /// Length of the frames at the jobs' locations: what a compaction keeps.
-    live: u64,
-}
-
-impl Index {
-    fn new(file: Arc<File>) -> Self {
-        Self {
-            jobs: Lru::default(),
-            next_key: 0,
-            running: 0,
-            unwritten: FastMap::default(),
-            file,
-            live: 0,
-        }
-    }
-
-    /// Records a job's state and its queued record; returns the job's key (kept from an earlier
-    /// write of the same id).
-    fn upsert(&mut self, id: &JobKey, owner: IpAddr, running: bool, expires: u64, row: Arc<Row>) -> u64 {
-        let key = match self.jobs.touch(id) {
-            Some(meta) => {
-                self.running = self.running - u64::from(meta.running) + u64::from(running);
-                (meta.owner, meta.running, meta.expires) = (owner, running, expires);
-                meta.key
-            }
-            None => self.insert(
-                id.clone(),
-                Meta {
-                    key: 0,
-                    owner,
-                    running,
-                    expires,
-                    at: 0,
-                    len: 0,
-                },
-            ),
-        };
-        if let Some(older) = self.unwritten.insert(key, row) {
-            older.supersede();
-        }
-        key
-    }
-
-    /// Notes where a batch's records went (`placed`: one slot per operation, in order), and
-    /// forgets the queued ones it wrote unless a newer write of the job came since.
-    fn written(&mut self, batch: &[Write], placed: &[Option<Loc>]) {
-        for (op, placed) in batch.iter().flat_map(Write::ops).zip(placed) {
-            let Op::Put { key, id, row } = op else { continue };
-            if let Some(loc) = *placed
-                && let Some(meta) = self.jobs.get_mut(id).filter(|m| m.key == *key)
-            {
-                self.live = self.live - meta.place(loc) + u64::from(loc.len);
-            }
-            if self.unwritten.get(key).is_some_and(|queued| Arc::ptr_eq(queued, row)) {
-                self.unwritten.remove(key);
-            }
-        }
-    }
-
-    /// Adds a job not held yet, with a new key; returns the key.
-    fn insert(&mut self, id: JobKey, mut meta: Meta) -> u64 {
-        self.next_key += 1;
-        meta.key = self.next_key;
-        self.running += u64::from(meta.running);
-        self.live += u64::from(meta.len);
-        self.jobs.insert_new(id, meta);
-        self.next_key
-    }
-
-    /// Accounts for a job taken out of `jobs`.
-    fn forget(&mut self, meta: &Meta) {
-        self.running -= u64::from(meta.running);
-        self.live -= u64::from(meta.len);
-        if let Some(queued) = self.unwritten.remove(&meta.key) {
-            queued.supersede();
-        }
-    }
-
-    /// Once more than `max_jobs` are held, evicts the least recently used down to 1 % below it, so
-    /// a full store evicts (and says so) once per hundredth of its size, not on every job. Returns
-    /// the deletions.
-    fn evict_over(&mut self, max_jobs: u64) -> Vec<Op> {
-        if self.jobs.len() as u64 <= max_jobs {
-            return Vec::new();
-        }
-        let low_water = max_jobs - max_jobs / 100;
-        let mut victims = Vec::with_capacity((self.jobs.len() as u64 - low_water) as usize);
-        while self.jobs.len() as u64 > low_water {
-            let Some((id, meta)) = self.jobs.pop_lru() else {
-                break;
-            };
-            self.forget(&meta);
-            victims.push(Op::Delete { id });
-        }
-        tracing::debug!(
-            evicted = victims.len(),
-            "job store over capacity, evicted least recently used jobs"
-        );
-        victims
-    }
-
-    /// Removes jobs past their lifetime; returns the deletions.
-    fn expire(&mut self, now: u64) -> Vec<Op> {
-        let expired = self.jobs.extract_if(|m| !m.is_live(now));
-        expired
-            .into_iter()
-            .map(|(id, meta)| {
-                self.forget(&meta);
-                Op::Delete { id }
-            })
-            .collect()
-    }
-}
-
-enum Op {
-    Put { key: u64, id: JobKey, row: Arc<Row> },
-    Delete { id: JobKey },
-}
-
-struct Write {
-    /// The job written, if any (no allocation for the usual write of one job).
-    put: Option<Op>,
-    /// Further operations, after `put`: the evictions it caused, or a sweep's deletions.
-    ops: Vec<Op>,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
-}
-
-/// The writer's queue: producers append, and wake the writer only when it is idle, or when it
-/// lingers for a batch nobody awaited and now someone does.
-#[derive(Default)]
-struct Queue {
-    writes: Vec<Write>,
-    /// Queued writes with a caller waiting for them.
-    awaited: usize,
-    idle: bool,
-    lingering: bool,
-    closed: bool,
-}
-
-struct Writer {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    /// [`LINGER_DETACHED`], unless told otherwise.
-    detached_linger: Duration,
-}
-
-impl Write {
-    /// Deletions nobody waits for (evictions at start, expiries).
-    fn deletions(ops: Vec<Op>) -> Self {
-        Self {
-            put: None,
-            ops,
-            ack: None,
-        }
-    }
-
-    fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.put.iter().chain(&self.ops)
-    }
-}
-
-impl Writer {
-    fn push(&self, write: Write) -> Result<(), ()> {
-        let mut q = self.queue.lock().expect("writer queue poisoned");
-        if q.closed {
-            return Err(());
-        }
-        let first_awaited = write.ack.is_some() && q.awaited == 0;
-        q.awaited += usize::from(write.ack.is_some());
-        q.writes.push(write);
-        if q.idle || (q.lingering && first_awaited) {
-            q.idle = false;
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    fn close(&self) {
-        let mut q = self.queue.lock().expect("writer queue poisoned");
-        q.closed = true;
-        self.wake.notify_one();
-    }
-
-    /// Waits for writes; returns `None` once closed and drained. The writer lingers to fill the
-    /// batch: up to the detached linger while nobody awaits a write, [`LINGER`] once someone
-    /// does and the writer is busy.
-    fn next_batch(&self, busy: bool) -> Option<Vec<Write>> {
-        let mut q = self.queue.lock().expect("writer queue poisoned");
-        while q.writes.is_empty() {
-            if q.closed {
-                return None;
-            }
-            q.idle = true;
-            q = self.wake.wait(q).expect("writer queue poisoned");
-        }
-        q.idle = false;
-        // Writes nobody awaits always wait for company (a stream's two records then become one
-        // row); an awaited one only on a busy writer.
-        if busy || q.awaited == 0 {
-            let start = Instant::now();
-            q.lingering = true;
-            while !q.closed && q.writes.len() < MAX_BATCH {
-                let linger = match (q.awaited, busy) {
-                    (0, _) => self.detached_linger,
-                    (_, true) => LINGER,
-                    (_, false) => Duration::ZERO,
-                };
-                let Some(left) = (start + linger).checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                q = self.wake.wait_timeout(q, left).expect("writer queue poisoned").0;
-            }
-            q.lingering = false;
-        }
-        q.awaited = 0;
-        Some(std::mem::take(&mut q.writes))
-    }
-}
-
 /// The embedded job store.
 pub struct EmbeddedStore {
     path: String,
@@ -494,6 +271,24 @@ impl Drop for EmbeddedStore {
         self.writer.close();
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// How the embedded store batches writes and holds those the file does not take.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How long writes nobody awaits may wait to be batched with others.
+    pub detached_linger: Duration,
+    /// Records held while the file does not take them (a full disk).
+    pub backlog: Backlog,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            detached_linger: LINGER_DETACHED,
+            backlog: Backlog::default(),
         }
     }
 }
@@ -516,6 +311,20 @@ impl EmbeddedStore {
         max_jobs: u64,
         detached_linger: Duration,
     ) -> Result<Self, StoreError> {
+        let tuning = Tuning {
+            detached_linger,
+            ..Tuning::default()
+        };
+        Self::open_with(path, lifetimes, max_jobs, tuning).await
+    }
+
+    /// [`Self::open`], batching and holding writes as `tuning` says.
+    pub async fn open_with(
+        path: &Path,
+        lifetimes: Lifetimes,
+        max_jobs: u64,
+        tuning: Tuning,
+    ) -> Result<Self, StoreError> {
         let path_str = path.display().to_string();
         let err = |message: String| StoreError::Embedded {
             path: path_str.clone(),
@@ -530,15 +339,11 @@ impl EmbeddedStore {
             .map_err(|e| err(e.to_string()))?
             .map_err(err)?;
         let index = Arc::new(Mutex::new(index));
-        let writer = Arc::new(Writer {
-            queue: Mutex::default(),
-            wake: Condvar::new(),
-            detached_linger,
-        });
+        let writer = Arc::new(Writer::new(tuning.detached_linger));
         let (queue, written) = (writer.clone(), index.clone());
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(log, &queue, &written))
+            .spawn(move || writer::writer_loop(log, &queue, &written, tuning.backlog))
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         let store = Self {
             path: path_str,
@@ -580,7 +385,7 @@ impl EmbeddedStore {
         row: RowData,
         ack: Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), StoreError> {
-        let row = Row::new(row);
+        let row = Row::new(row, running);
         let mut index = self.index.lock().expect("store index poisoned");
         let key = index.upsert(&id, owner, running, expires, row.clone());
         // The evictions travel with the write that caused them.
@@ -701,110 +506,6 @@ fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
     Ok((log, index))
 }
 
-/// Appends queued writes, one batch at a time, until the store closes; compacts the file when
-/// superseded records make up most of it.
-fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>) {
-    // A file left mostly superseded (jobs expired or evicted while the node was down) is
-    // compacted at once, not at the first write.
-    let compact = log.wants_compaction(index.lock().expect("store index poisoned").live);
-    if compact {
-        compact_log(&mut log, index);
-    }
-    let mut busy = false;
-    let mut placed = Vec::new();
-    while let Some(batch) = writer.next_batch(busy) {
-        busy = batch.len() > 1;
-        let results = append(&mut log, &batch, &mut placed);
-        let compact = {
-            // Written, or failed for good: either way the file now says what readers get.
-            let mut index = index.lock().expect("store index poisoned");
-            index.written(&batch, &placed);
-            log.wants_compaction(index.live)
-        };
-        for (w, result) in batch.into_iter().zip(results) {
-            if let Some(ack) = w.ack {
-                let _ = ack.send(result);
-            }
-        }
-        if compact {
-            compact_log(&mut log, index);
-        }
-    }
-}
-
-/// Writes the batch's operations, in order, in one write (synced when someone awaits one of
-/// them), leaving out records superseded since they were queued; fills `placed` with where each
-/// operation's record went. Returns each write's outcome.
-fn append(log: &mut Log, batch: &[Write], placed: &mut Vec<Option<Loc>>) -> Vec<Result<(), String>> {
-    placed.clear();
-    let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
-    for (write, result) in batch.iter().zip(&mut results) {
-        for op in write.ops() {
-            let loc = match op {
-                // A write someone awaits is written even so: the newer record may be one nobody
-                // awaits, written later without a sync.
-                Op::Put { row, .. } if row.is_superseded() && write.ack.is_none() => None,
-                Op::Put { row, .. } => match log.put(|out| row.encode_into(out)) {
-                    Ok(loc) => Some(loc),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot store a job");
-                        *result = Err(e);
-                        None
-                    }
-                },
-                Op::Delete { id } => {
-                    log.delete(id);
-                    None
-                }
-            };
-            placed.push(loc);
-        }
-    }
-    if let Err(e) = log.commit(batch.iter().any(|w| w.ack.is_some())) {
-        tracing::error!(error = %e, "job store write failed");
-        placed.fill(None);
-        results.fill(Err(e));
-    }
-    results
-}
-
-/// Rewrites the file with the live records only; readers switch to the new file and locations
-/// at once, under the index lock.
-fn compact_log(log: &mut Log, index: &Mutex<Index>) {
-    let mut live: Vec<Loc> = {
-        let index = index.lock().expect("store index poisoned");
-        index.jobs.values().filter_map(Meta::loc).collect()
-    };
-    live.sort_unstable_by_key(|loc| loc.at);
-    // Only this thread moves records, so the locations stay valid while it copies; jobs removed
-    // meanwhile are copied too, and their queued deletions follow in the new file.
-    let started = Instant::now();
-    match log.compact(&live) {
-        Ok(moved) => {
-            let mut index = index.lock().expect("store index poisoned");
-            let mut kept = 0;
-            for meta in index.jobs.values_mut() {
-                if let Some(loc) = meta.loc()
-                    && let Ok(i) = live.binary_search_by_key(&loc.at, |l| l.at)
-                {
-                    kept += meta.place(Loc {
-                        at: moved[i],
-                        len: loc.len,
-                    });
-                }
-            }
-            index.file = log.file();
-            index.live = kept;
-            tracing::debug!(
-                records = live.len(),
-                took_ms = started.elapsed().as_millis(),
-                "job store compacted"
-            );
-        }
-        Err(e) => tracing::error!(error = %e, "job store compaction failed; the file keeps growing until it succeeds"),
-    }
-}
-
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn put(&self, owner: IpAddr, job: &JobResult) -> Result<(), StoreError> {
@@ -877,7 +578,7 @@ impl JobStore for EmbeddedStore {
             .map_err(|e| self.error(e))?
             .map_err(|e| self.error(e))?;
             for (at, id, bytes) in read {
-                rows[at] = Some((id, Row::new(RowData::Encoded(bytes))));
+                rows[at] = Some((id, Row::new(RowData::Encoded(bytes), false)));
             }
         }
         rows.into_iter()
@@ -918,6 +619,10 @@ impl JobStore for EmbeddedStore {
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
         Ok(self.index.lock().expect("store index poisoned").running)
+    }
+
+    fn unwritten(&self) -> usize {
+        self.index.lock().expect("store index poisoned").unwritten.len()
     }
 
     fn backend(&self) -> &'static str {

@@ -3,8 +3,14 @@
 //!
 //! Jobs are stored by id together with the client address that created them. Results can be read
 //! by id from any address (ids are random UUIDs, unguessable); listing ids is scoped to the caller.
+//!
+//! Every accepted job ends: a finished job's record that the store cannot write now (Redis down, a
+//! full disk) is held in memory, answered to readers, and written once the store takes it again,
+//! retried with backoff. What is held has a bound ([`Backlog`]); past it a record is dropped with
+//! an error in the log.
 
 mod embedded;
+mod outbox;
 mod redis;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
@@ -14,7 +20,7 @@ use infernet_types::JobResult;
 
 use crate::config::ValidConfig;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, Tuning};
 pub use redis::RedisStore;
 
 /// Error text stored for jobs that were running when the node stopped.
@@ -38,6 +44,16 @@ pub enum StoreError {
         addr: String,
         /// What failed.
         message: String,
+    },
+    /// The store is not taking writes and holds as many as it may already.
+    #[error(
+        "the job store is not taking writes and already holds {jobs} jobs ({bytes} bytes) for it, its limit (store.max_held_writes); retry once it answers again"
+    )]
+    Backlog {
+        /// Jobs held.
+        jobs: usize,
+        /// Bytes of their records.
+        bytes: usize,
     },
     /// A stored record could not be decoded.
     #[error("stored job {id} is corrupt: {message}")]
@@ -78,6 +94,65 @@ pub struct Lifetimes {
     pub result: Option<Duration>,
 }
 
+/// Writes held while the store does not take them: their bound, and how they are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Most jobs whose records are held.
+    pub max_jobs: usize,
+    /// Most bytes of held records.
+    pub max_bytes: usize,
+    /// Wait before the first retry; it doubles at each failure.
+    pub first_retry: Duration,
+    /// Longest wait between retries.
+    pub max_retry: Duration,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self {
+            max_jobs: 10_000,
+            max_bytes: 64 << 20,
+            first_retry: Duration::from_millis(100),
+            max_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backlog {
+    /// Whether `jobs` records of `bytes` fit.
+    fn fits(&self, jobs: usize, bytes: usize) -> bool {
+        jobs <= self.max_jobs && bytes <= self.max_bytes
+    }
+}
+
+/// Waits between retries of held writes: doubling from the first up to the longest.
+#[derive(Debug)]
+struct Backoff {
+    backlog: Backlog,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(backlog: Backlog) -> Self {
+        Self {
+            backlog,
+            next: backlog.first_retry,
+        }
+    }
+
+    /// The wait before the next retry.
+    fn wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.backlog.max_retry);
+        wait
+    }
+
+    /// The store answered: the next failure starts over from the first wait.
+    fn reset(&mut self) {
+        self.next = self.backlog.first_retry;
+    }
+}
+
 /// Where off-chain job results live.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -97,6 +172,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Number of running jobs (all clients).
     async fn pending_count(&self) -> Result<u64, StoreError>;
 
+    /// Records accepted but not written yet: held while the store does not take them, or queued
+    /// by [`Self::put_detached`].
+    fn unwritten(&self) -> usize;
+
     /// Backend name for `/info` and logs.
     fn backend(&self) -> &'static str;
 }
@@ -108,11 +187,24 @@ pub async fn open(config: &ValidConfig) -> Result<Arc<dyn JobStore>, StoreError>
         pending: Duration::from_secs(store.pending_ttl.max(1)),
         result: (store.result_ttl > 0).then(|| Duration::from_secs(store.result_ttl)),
     };
+    let backlog = Backlog {
+        max_jobs: usize::try_from(store.max_held_writes).unwrap_or(usize::MAX),
+        max_retry: Duration::from_secs_f64(store.retry_max_delay),
+        ..Backlog::default()
+    };
+    let backlog = Backlog {
+        first_retry: backlog.first_retry.min(backlog.max_retry),
+        ..backlog
+    };
     Ok(match &config.config.redis {
-        Some(redis) => Arc::new(RedisStore::connect(&redis.host, redis.port, lifetimes).await?),
+        Some(redis) => Arc::new(RedisStore::connect_with(&redis.host, redis.port, lifetimes, backlog).await?),
         None => {
             adopt_legacy_default(&store.path);
-            Arc::new(EmbeddedStore::open(store.path.as_ref(), lifetimes, store.max_jobs).await?)
+            let tuning = embedded::Tuning {
+                backlog,
+                ..embedded::Tuning::default()
+            };
+            Arc::new(EmbeddedStore::open_with(store.path.as_ref(), lifetimes, store.max_jobs, tuning).await?)
         }
     })
 }
@@ -155,4 +247,23 @@ pub(crate) fn interrupted(job: &JobResult) -> JobResult {
         error: INTERRUPTED.into(),
     });
     JobResult::finished(job.id.clone(), results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_the_longest_and_start_over_once_answered() {
+        let backlog = Backlog {
+            first_retry: Duration::from_millis(100),
+            max_retry: Duration::from_millis(350),
+            ..Backlog::default()
+        };
+        let mut backoff = Backoff::new(backlog);
+        let waits: Vec<u64> = (0..5).map(|_| backoff.wait().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 350, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.wait(), Duration::from_millis(100));
+    }
 }

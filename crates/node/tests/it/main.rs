@@ -1,9 +1,12 @@
 //! Integration tests of the node: real HTTP on loopback, real services, real stores.
 
+mod admin;
 mod api;
 mod chain;
 mod cli;
 mod docker;
+mod heartbeat;
+mod outage;
 mod pipelines;
 mod store;
 mod streaming;

@@ -898,13 +898,26 @@ async fn a_recurring_delegated_subscription_is_served_once_per_interval_after_it
     }
     let state = node.chain_state().await;
     assert_eq!(state["tracked"], json!({"delegated": 1, "onchain": 0}), "{state}");
+    send(consumer.setInputData(Bytes::from_static(b"tock"))).await;
     advance(&p, 30).await;
     wait_for("interval 2", &node, || async {
         consumer.deliveryCount().call().await.unwrap() == U256::from(2)
     })
     .await;
+    let first = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!(
+        String::from_utf8(decode_pair(&first.input).0).unwrap(),
+        r#"{"prompt":"hi"}"#,
+        "the first interval creates it with the signed request's data"
+    );
     let d = consumer.getDelivery(U256::from(1)).call().await.unwrap();
     assert_eq!((d.interval, d.node), (2, node_address(devnet::NODE)));
+    // From the second interval on: deliverCompute on the created id, with the consumer's inputs
+    // (getContainerInputs = abi.encode(id, interval, inputData)), as every node would deliver.
+    let id = first.subscriptionId;
+    assert_eq!(d.subscriptionId, id);
+    let expected_input = (id, 2u32, Bytes::from_static(b"tock")).abi_encode_params();
+    assert_eq!(decode_pair(&d.input).0, expected_input);
     advance(&p, 30).await;
     wait_for("the node to finish with it", &node, || async {
         node.chain_state().await["tracked"]["delegated"] == 0
@@ -916,4 +929,134 @@ async fn a_recurring_delegated_subscription_is_served_once_per_interval_after_it
         state["transactions"]["sent"], 2,
         "one transaction per interval: {state}"
     );
+}
+
+/// The latest block's timestamp.
+async fn chain_now(p: &DynProvider) -> u32 {
+    let block = p
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    u32::try_from(block.header.timestamp).unwrap()
+}
+
+/// Creates the delegator consumer's delegated subscription `nonce` on chain, as a client (not
+/// the node) would: `createSubscriptionDelegatee` from the deployer. Returns its id.
+async fn create_delegated(
+    devnet: &Devnet,
+    p: &DynProvider,
+    nonce: u32,
+    expiry: u32,
+    (active_at, period, frequency): (u32, u32, u32),
+) -> u32 {
+    let sub = eip712::Subscription::unpaid(
+        devnet.examples.delegator_consumer,
+        active_at,
+        period,
+        frequency,
+        1,
+        infernet_contracts::container_id("hello-world"),
+        false,
+    );
+    let message = eip712::DelegateSubscription {
+        nonce,
+        expiry,
+        sub: sub.clone(),
+    };
+    let signer = devnet::signer(devnet::DELEGATE_SIGNER);
+    let sig = eip712::sign(&signer, &message, 31337, devnet.deployment.coordinator).unwrap();
+    let coordinator = EIP712Coordinator::new(devnet.deployment.coordinator, p);
+    created_id(&send(coordinator.createSubscriptionDelegatee(nonce, expiry, sub.into(), sig.v, sig.r, sig.s)).await)
+}
+
+#[tokio::test]
+async fn a_delegated_subscription_created_on_chain_by_someone_else_is_tracked_and_delivered_once() {
+    let devnet = devnet().await;
+    let node = NodeProcess::start(node_config(&devnet, NODE_KEY, &devnet.endpoint()));
+    let p = deployer(&devnet);
+    let now = chain_now(&p).await;
+    let schedule = (now + 30, 30, 2);
+    let body = delegated_schedule(
+        &devnet,
+        devnet::DELEGATE_SIGNER,
+        21,
+        now + 3600,
+        "hello-world",
+        schedule,
+    );
+    let (status, answer) = post_job(&node, body).await;
+    assert_eq!((status, answer), (200, json!({})));
+    // The client creates it on chain itself before its first interval.
+    let id = create_delegated(&devnet, &p, 21, now + 3600, schedule).await;
+    mine(&p).await;
+    wait_for("the Listener to read the new subscription", &node, || async {
+        node.chain_state().await["synced_subscription_id"].as_u64() >= Some(u64::from(id))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = node.chain_state().await;
+    assert_eq!(
+        state["tracked"],
+        json!({"delegated": 1, "onchain": 0}),
+        "the Listener's sighting is the delegated subscription, not a second one: {state}"
+    );
+    advance(&p, 30).await;
+    let consumer = ExampleDelegatorConsumer::new(devnet.examples.delegator_consumer, &p);
+    wait_for("interval 1", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    for _ in 0..3 {
+        mine(&p).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::from(1));
+    let d = consumer.getDelivery(U256::ZERO).call().await.unwrap();
+    assert_eq!((d.subscriptionId, d.interval), (id, 1));
+    wait_for("the node to see its receipt", &node, || async {
+        node.chain_state().await["deliveries"]["delivered"] == 1
+    })
+    .await;
+    let state = node.chain_state().await;
+    assert_eq!(
+        (&state["transactions"]["sent"], &state["transactions"]["reverted"]),
+        (&json!(1), &json!(0)),
+        "one transaction, none wasted on a second delivery: {state}"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_whose_wallet_can_never_pay_is_given_up_with_the_reason() {
+    let devnet = devnet().await;
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["containers"][0]["accepted_payments"] = json!({"0x0000000000000000000000000000000000000000": 1000});
+    let mut node = NodeProcess::start(config);
+    let p = deployer(&devnet);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    // An account the WalletFactory never created: no delivery can ever be paid from it.
+    let not_a_wallet = node_address(devnet::DEPLOYER);
+    let id = created_id(&send(request(&consumer, Bytes::new(), U256::from(10_000), not_a_wallet)).await);
+    for run in ["first run", "after a restart"] {
+        wait_for("the node to give it up", &node, || async {
+            node.chain_state().await["deliveries"]["given_up"] == 1
+        })
+        .await;
+        let state = node.chain_state().await;
+        let given_up = &state["given_up"][0];
+        assert_eq!(given_up["subscription"], format!("subscription {id}"), "{run}: {state}");
+        let reason = given_up["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("{not_a_wallet} was not created by the WalletFactory")),
+            "{run}: {reason}"
+        );
+        assert_eq!(state["tracked"]["onchain"], 0, "{run}: {state}");
+        assert_eq!(state["deliveries"]["failed"], 0, "{run}: no attempt is made: {state}");
+        assert_eq!(state["transactions"]["sent"], 0, "{run}: {state}");
+        if run == "first run" {
+            node.kill();
+            node.spawn();
+        }
+    }
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::ZERO);
 }

@@ -124,6 +124,12 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         self.push_back(i);
     }
 
+    /// Takes out the entry of `key`.
+    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+        let i = self.slot_of(key)?;
+        Some(self.take_slot(i).1)
+    }
+
     /// Takes out the least recently used entry.
     pub(super) fn pop_lru(&mut self) -> Option<(K, V)> {
         (self.head != NIL).then(|| self.take_slot(self.head))

@@ -1,0 +1,132 @@
+//! `infernet operator`: the operator's Nostr key, which signs every change they make to their
+//! nodes. The key lives in a file readable by its owner only; nothing else here holds it.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use infernet_identity::Identity;
+use serde_json::json;
+
+use infernet_cli::client::NodeClient;
+use reqwest::Method;
+
+use crate::commands::{Failure, json_object_arg};
+
+/// `infernet operator …`.
+#[derive(Debug, Args)]
+pub(crate) struct OperatorArgs {
+    /// The operator's secret key file (`nsec1…`, mode 0600).
+    #[arg(
+        long,
+        global = true,
+        env = "INFERNET_OPERATOR_KEY",
+        value_name = "PATH",
+        default_value_os_t = default_key_file()
+    )]
+    key_file: PathBuf,
+    #[command(subcommand)]
+    command: OperatorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Make a new operator key: writes its nsec to the key file (0600, never overwritten) and
+    /// prints its npub, which nodes list in `operator.pubkeys`.
+    New,
+    /// Print the npub (and hex form) of the key in the key file.
+    Show,
+}
+
+/// `infernet admin …`: a node's admin API, every request signed with the operator's key.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The operator's secret key file (`nsec1…`, mode 0600).
+    #[arg(
+        long,
+        global = true,
+        env = "INFERNET_OPERATOR_KEY",
+        value_name = "PATH",
+        default_value_os_t = default_key_file()
+    )]
+    key_file: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Whether the node takes jobs now, and why not.
+    Status,
+    /// Take no new off-chain jobs until `resume` (running jobs go on).
+    Pause,
+    /// Take jobs again.
+    Resume,
+    /// Finish running jobs and take no new ones (before maintenance).
+    Drain,
+    /// Print the provider's settings, or replace them with `--set`.
+    Settings {
+        /// The whole settings document (availability, pricing, limits): JSON or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        set: Option<String>,
+    },
+}
+
+pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Failure> {
+    let operator = Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let (method, path, body) = match &args.command {
+        AdminCommand::Status => (Method::GET, "/admin/status", None),
+        AdminCommand::Pause => (Method::POST, "/admin/pause", Some(json!({}))),
+        AdminCommand::Resume => (Method::POST, "/admin/resume", Some(json!({}))),
+        AdminCommand::Drain => (Method::POST, "/admin/drain", Some(json!({}))),
+        AdminCommand::Settings { set: None } => (Method::GET, "/admin/settings", None),
+        AdminCommand::Settings { set: Some(doc) } => {
+            (Method::PUT, "/admin/settings", Some(json_object_arg("set", doc)?))
+        }
+    };
+    let answer = node
+        .admin(&operator, method, path, body.as_ref())
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    Ok(())
+}
+
+/// `~/.infernet/operator.nsec`, or `operator.nsec` here when there is no home directory.
+fn default_key_file() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".infernet"))
+        .unwrap_or_default()
+        .join("operator.nsec")
+}
+
+pub(crate) fn run(args: &OperatorArgs, json: bool) -> Result<(), Failure> {
+    let identity = match args.command {
+        OperatorCommand::New => create(&args.key_file)?,
+        OperatorCommand::Show => Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?,
+    };
+    if json {
+        let shown = json!({
+            "npub": identity.npub(),
+            "hex": identity.public_key().to_hex(),
+            "key_file": args.key_file,
+        });
+        println!("{shown}");
+    } else {
+        println!("{}", identity.npub());
+        eprintln!("key file: {}", args.key_file.display());
+    }
+    Ok(())
+}
+
+/// A new key in `path`, its folder made private when this makes it.
+fn create(path: &Path) -> Result<Identity, Failure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Failure::Runtime(format!("{}: {e}", dir.display())))?;
+    }
+    Identity::create(path).map_err(|e| Failure::Runtime(e.to_string()))
+}

@@ -1,0 +1,3 @@
+//! Integration tests of `infernet-identity`.
+
+mod interop;

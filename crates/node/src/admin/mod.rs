@@ -1,0 +1,289 @@
+//! The operator's signed admin API and the node's own identity.
+//!
+//! Every `/admin/…` request must be signed by one of `operator.pubkeys` (NIP-98, see [`auth`]);
+//! nothing about managing the node rests on an IP address or a shared password. What the API sets
+//! is kept across restarts ([`state`]). `GET /identity` answers a fresh statement signed by the
+//! node's own key (made at first start, mode 0600) naming the node, its operators, its URL, version
+//! and containers, so a router or a dashboard can check whom the node belongs to.
+//!
+//! Endpoints: `GET /admin/status`; `POST /admin/pause`, `/admin/resume`, `/admin/drain`;
+//! `GET|PUT /admin/settings` (the provider's settings: availability, pricing, limits).
+
+pub mod auth;
+pub mod state;
+
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{FromRequest, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use infernet_identity::{Identity, KeyError, PublicKey, nip98::AuthError, npub, statement};
+use infernet_types::settings::{Host, Problems, Settings};
+use serde_json::{Value, json};
+
+use self::{
+    auth::OperatorAuth,
+    state::{AdminState, Mode, Persisted, StateError},
+};
+use crate::{config::ValidConfig, server::AppState};
+
+/// Largest admin request body.
+const MAX_BODY: usize = 1 << 20;
+/// The `d` tag of the node's identity statement.
+pub const IDENTITY_SUBJECT: &str = "infernet-node";
+
+/// Why the admin side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The node's key could not be read or made.
+    #[error("node key: {0}")]
+    Key(#[from] KeyError),
+    /// The admin state could not be read.
+    #[error("admin state: {0}")]
+    State(#[from] StateError),
+}
+
+/// The node's identity, its operators and what they set.
+#[derive(Debug)]
+pub struct Admin {
+    identity: Identity,
+    auth: OperatorAuth,
+    state: AdminState,
+    public_url: Option<String>,
+}
+
+impl Admin {
+    /// Loads (or makes, at first start) the node's key and reads the admin state beside it; the
+    /// node serves on `port`.
+    pub fn open(config: &ValidConfig, port: u16) -> Result<Self, AdminError> {
+        let operator = &config.operator;
+        if let Some(dir) = operator.node_key.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let (identity, created) = Identity::load_or_create(&operator.node_key)?;
+        if created {
+            tracing::info!(key = %operator.node_key.display(), node = %identity.npub(), "made the node's key");
+        }
+        let state_path = operator
+            .node_key
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join("infernet-admin.json");
+        if operator.pubkeys.is_empty() {
+            tracing::info!("no operator.pubkeys: the admin API refuses every request");
+        }
+        Ok(Self {
+            auth: OperatorAuth::new(operator, port, &identity.public_key()),
+            state: AdminState::open(state_path)?,
+            identity,
+            public_url: operator.public_url.clone(),
+        })
+    }
+
+    /// The node's own key.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// What the operator set.
+    pub fn state(&self) -> Persisted {
+        self.state.get()
+    }
+
+    /// Whether a new off-chain job is taken now (see [`state::gate`]).
+    pub fn gate(&self) -> Result<(), state::Closed> {
+        self.state.with(|s| state::gate(s, jiff::Timestamp::now()))
+    }
+}
+
+/// The admin routes and `/identity`.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/identity", get(identity))
+        .route("/admin/status", get(status))
+        .route("/admin/pause", post(pause))
+        .route("/admin/resume", post(resume))
+        .route("/admin/drain", post(drain))
+        .route("/admin/settings", get(settings).put(put_settings))
+}
+
+/// An admin answer that is not a success.
+#[derive(Debug)]
+enum Refusal {
+    /// The request is not signed by an operator (401), or the replay cache is full (503).
+    Auth(AuthError),
+    /// The body is too large (413).
+    TooLarge,
+    /// The body is not valid (400), with every problem.
+    Invalid(Problems),
+    /// The body is not JSON text (400).
+    BadRequest(String),
+    /// The change could not be kept (500).
+    State(StateError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            Self::Auth(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                json!({"error": e.to_string()}),
+            ),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!("admin request body larger than {MAX_BODY} bytes")}),
+            ),
+            Self::Invalid(problems) => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": problems.to_string(),
+                    "problems": problems.0.iter().map(|p| json!({"path": p.path, "message": p.message})).collect::<Vec<_>>(),
+                }),
+            ),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, json!({"error": message})),
+            Self::State(e) => {
+                tracing::error!(error = %e, "cannot keep an admin change");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, Self::Auth(_)) && status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Nostr"));
+        }
+        response
+    }
+}
+
+/// A request signed by an operator, with its body.
+struct Signed {
+    operator: PublicKey,
+    body: Bytes,
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = Refusal;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let method = req.method().as_str().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), |pq| pq.as_str().to_string());
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| Refusal::TooLarge)?;
+        let operator = state
+            .admin
+            .auth
+            .check(
+                &method,
+                &target,
+                authorization.as_deref(),
+                &body,
+                infernet_identity::unix_now(),
+            )
+            .map_err(Refusal::Auth)?;
+        Ok(Self { operator, body })
+    }
+}
+
+/// `GET /identity`: a fresh statement signed by the node's key.
+async fn identity(State(state): State<Arc<AppState>>) -> Response {
+    let admin = &state.admin;
+    let content = json!({
+        "node": admin.identity.npub(),
+        "operators": admin.auth.operators().iter().map(npub).collect::<Vec<_>>(),
+        "url": admin.public_url,
+        "version": env!("CARGO_PKG_VERSION"),
+        "containers": state.containers.iter().filter(|c| c.external).map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        "pricing": admin.state.get().settings.pricing,
+    });
+    let signed = statement::sign(&admin.identity, IDENTITY_SUBJECT, &content).expect("JSON values always serialise");
+    ([(header::CONTENT_TYPE, "application/json")], signed).into_response()
+}
+
+/// What `/admin/status` and the mode changes answer.
+fn status_body(state: &AppState, persisted: &Persisted) -> Value {
+    let gate = state::gate(persisted, jiff::Timestamp::now());
+    let (taking_jobs, reason, available_at) = match gate {
+        Ok(()) => (true, None, None),
+        Err(closed) => (false, Some(closed.reason), closed.available_at.map(|t| t.to_string())),
+    };
+    json!({
+        "mode": persisted.mode,
+        "taking_jobs": taking_jobs,
+        "reason": reason,
+        "available_at": available_at,
+        "node": state.admin.identity.npub(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `GET /admin/status`.
+async fn status(State(state): State<Arc<AppState>>, signed: Signed) -> Json<Value> {
+    tracing::debug!(operator = %npub(&signed.operator), "admin status");
+    Json(status_body(&state, &state.admin.state.get()))
+}
+
+async fn set_mode(state: &AppState, signed: &Signed, mode: Mode) -> Result<Json<Value>, Refusal> {
+    let persisted = state.admin.state.update(|s| s.mode = mode).map_err(Refusal::State)?;
+    tracing::info!(operator = %npub(&signed.operator), ?mode, "operator changed the node's mode");
+    Ok(Json(status_body(state, &persisted)))
+}
+
+/// `POST /admin/pause`: no new off-chain jobs until resumed.
+async fn pause(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Json<Value>, Refusal> {
+    set_mode(&state, &signed, Mode::Paused).await
+}
+
+/// `POST /admin/resume`.
+async fn resume(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Json<Value>, Refusal> {
+    set_mode(&state, &signed, Mode::Serving).await
+}
+
+/// `POST /admin/drain`: finish running jobs, take no new ones.
+async fn drain(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Json<Value>, Refusal> {
+    set_mode(&state, &signed, Mode::Draining).await
+}
+
+/// `GET /admin/settings`.
+async fn settings(State(state): State<Arc<AppState>>, _signed: Signed) -> Json<Settings> {
+    Json(state.admin.state.get().settings)
+}
+
+/// `PUT /admin/settings`: the whole settings document, checked against this node and its host.
+async fn put_settings(State(state): State<Arc<AppState>>, signed: Signed) -> Result<Json<Settings>, Refusal> {
+    let text =
+        std::str::from_utf8(&signed.body).map_err(|_| Refusal::BadRequest("the body is not UTF-8 text".into()))?;
+    let settings = Settings::parse(text).map_err(Refusal::Invalid)?;
+    let sample = state.system.sample();
+    let host = Host {
+        cpus: sample.cpus as f64,
+        memory_mb: sample.memory_total_bytes >> 20,
+        gpus: u32::try_from(sample.gpus.len()).unwrap_or(u32::MAX),
+    };
+    let ids: Vec<&str> = state.containers.iter().map(|c| c.id.as_str()).collect();
+    settings.check(&ids, &host).map_err(Refusal::Invalid)?;
+    let persisted = state
+        .admin
+        .state
+        .update(|s| s.settings = settings)
+        .map_err(Refusal::State)?;
+    tracing::info!(operator = %npub(&signed.operator), "operator changed the provider's settings");
+    Ok(Json(persisted.settings))
+}

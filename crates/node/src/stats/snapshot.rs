@@ -1,0 +1,142 @@
+//! One snapshot of the node: what `/info`, `/metrics` and the heartbeat say of it is read here,
+//! once, so they never disagree (a router that reads heartbeats sees the chain jobs `/info`
+//! shows).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::{Map, Value, json};
+
+use super::{metrics::Gauges, system::SystemSample};
+use crate::{
+    chain::status::ChainStatus,
+    containers::ContainerState,
+    server::{AppState, ChainInfo, ContainerInfo},
+    store::StoreError,
+};
+
+/// The node at one moment.
+pub struct Snapshot {
+    /// Configured containers, in config order, and whether each is serving.
+    pub containers: Vec<(ContainerInfo, bool)>,
+    /// What the node knows of each container's service.
+    pub states: Vec<(String, ContainerState)>,
+    /// Running off-chain jobs, or why the store could not count them.
+    pub pending_offchain: Result<u64, StoreError>,
+    /// Running chain jobs.
+    pub pending_onchain: u64,
+    /// Job records the store has accepted but not written yet.
+    pub store_unwritten: usize,
+    /// The store's backend.
+    pub store: &'static str,
+    /// Finished jobs by source: `(success, failure)`.
+    pub jobs: BTreeMap<&'static str, (u64, u64)>,
+    /// The chain side's identity.
+    pub chain: ChainInfo,
+    /// What the chain side is doing (chain enabled only).
+    pub chain_status: Option<Arc<ChainStatus>>,
+    /// The host, when asked for.
+    pub system: Option<SystemSample>,
+}
+
+impl Snapshot {
+    /// Reads the node; samples the host too with `system` (a sample moves the CPU figure's
+    /// window, so only the views that show it take one).
+    pub async fn take(state: &AppState, system: bool) -> Self {
+        let pending_offchain = state.store.pending_count().await;
+        let (containers, states) = {
+            let states = state.states.read().expect("container states poisoned");
+            let containers = state
+                .containers
+                .iter()
+                .map(|c| (c.clone(), states.get(&c.id) == Some(&ContainerState::Running)))
+                .collect();
+            (
+                containers,
+                states.iter().map(|(id, s)| (id.clone(), s.clone())).collect(),
+            )
+        };
+        let system = if system {
+            let sampler = state.system.clone();
+            tokio::task::spawn_blocking(move || sampler.sample()).await.ok()
+        } else {
+            None
+        };
+        Self {
+            containers,
+            states,
+            pending_offchain,
+            pending_onchain: state.chain_status.as_ref().map_or(0, |s| s.running()),
+            store_unwritten: state.store.unwritten(),
+            store: state.store.backend(),
+            jobs: state.orchestrator.metrics().job_counts(),
+            chain: state.chain.clone(),
+            chain_status: state.chain_status.clone(),
+            system,
+        }
+    }
+
+    fn serving(&self) -> impl Iterator<Item = &ContainerInfo> {
+        self.containers.iter().filter(|(_, up)| *up).map(|(c, _)| c)
+    }
+
+    /// The `/info` body; fails when the store cannot count its running jobs.
+    pub fn info(self) -> Result<Value, StoreError> {
+        let running: Vec<Value> = self.serving().map(|c| json!(c)).collect();
+        let pending = self.pending_offchain?;
+        let states: Map<String, Value> = self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
+        let mut chain = json!({"address": self.chain.address, "enabled": self.chain.enabled});
+        if let Some(id) = self.chain.chain_id {
+            chain["chain_id"] = json!(id);
+        }
+        if let Some(coordinator) = &self.chain.coordinator {
+            chain["coordinator"] = json!(coordinator);
+        }
+        if let Some(status) = &self.chain_status {
+            chain["state"] = status.to_json();
+        }
+        Ok(json!({
+            "chain": chain,
+            "containers": running,
+            "container_states": states,
+            "pending": {"offchain": pending, "onchain": self.pending_onchain},
+            "store": self.store,
+            "system": self.system,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+    }
+
+    /// The heartbeat's body, before the sender adds its own keys; a store that cannot count its
+    /// running jobs counts as none.
+    pub fn heartbeat(&self) -> Value {
+        let containers: Vec<Value> = self
+            .serving()
+            .map(|c| json!({"id": c.id, "description": c.description, "external": c.external}))
+            .collect();
+        let jobs: Map<String, Value> = self
+            .jobs
+            .iter()
+            .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
+            .collect();
+        json!({
+            "containers": containers,
+            "pending": {
+                "offchain": self.pending_offchain.as_ref().copied().unwrap_or(0),
+                "onchain": self.pending_onchain,
+            },
+            "jobs": jobs,
+            "chain": {"enabled": self.chain.enabled, "address": self.chain.address},
+            "version": env!("CARGO_PKG_VERSION"),
+            "system": self.system,
+        })
+    }
+
+    /// The gauges `/metrics` shows.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            pending_offchain: self.pending_offchain.as_ref().ok().copied(),
+            pending_onchain: self.pending_onchain,
+            store_unwritten: self.store_unwritten as u64,
+            containers_up: self.containers.iter().map(|(c, up)| (c.id.clone(), *up)).collect(),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The operator's signed admin API over real HTTP: who may call it, pause/resume/drain, the
+//! provider's settings, the node's signed identity, and what survives a restart.
+
+use infernet_identity::{Identity, nip98, statement};
+use serde_json::{Value, json};
+
+use crate::support::{Stub, TestNode, client, stub, unmanaged};
+
+/// A node managed by `operator`, its store (and so its key and admin state) in `dir`.
+async fn managed_node(operator: &Identity, dir: &std::path::Path, echo_port: u16) -> TestNode {
+    TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("echo", echo_port)],
+        "store": {"path": dir.join("jobs.db").display().to_string()},
+        "operator": {"pubkeys": [operator.npub()]},
+    }))
+    .await
+}
+
+/// Sends `method path` with `body`, signed by `signer` for the node's URL (or the `signed_url` given).
+async fn signed(node: &TestNode, signer: &Identity, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let url = node.at(path);
+    let body = body.map(Value::to_string);
+    let header = nip98::authorization(signer, method, &url, body.as_deref().map(str::as_bytes));
+    send(method, &url, Some(header), body).await
+}
+
+async fn send(method: &str, url: &str, authorization: Option<String>, body: Option<String>) -> (u16, Value) {
+    let mut request = client().request(method.parse().unwrap(), url);
+    if let Some(header) = authorization {
+        request = request.header("authorization", header);
+    }
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn submit_job(node: &TestNode) -> (u16, Value) {
+    send(
+        "POST",
+        &node.at("/api/jobs"),
+        None,
+        Some(json!({"containers": ["echo"], "data": {}}).to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn only_a_fresh_request_signed_by_an_operator_for_this_node_is_obeyed() {
+    let operator = Identity::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let node = managed_node(&operator, dir.path(), stub(Stub::Echo("echo")).await).await;
+    let url = node.at("/admin/pause");
+    let body = json!({}).to_string();
+    let now = infernet_identity::unix_now();
+    let sign = |who: &Identity, method: &str, url: &str, payload: &str, at: u64| {
+        nip98::authorization_at(who, method, url, Some(payload.as_bytes()), at)
+    };
+
+    // Each refusal says why, with 401.
+    let forged = {
+        let good = sign(&operator, "POST", &url, &body, now);
+        let event = String::from_utf8(base64_decode(&good["Nostr ".len()..])).unwrap();
+        let mut event: Value = serde_json::from_str(&event).unwrap();
+        event["created_at"] = json!(now - 1);
+        format!("Nostr {}", base64_encode(event.to_string().as_bytes()))
+    };
+    let cases = [
+        (None, "needs a NIP-98"),
+        (Some(forged), "signature is invalid"),
+        (
+            Some(sign(&operator, "POST", &url, &body, now - 120)),
+            "away from the server's clock",
+        ),
+        (
+            Some(sign(&operator, "POST", &node.at("/admin/resume"), &body, now)),
+            "`u` tag",
+        ),
+        (Some(sign(&operator, "GET", &url, &body, now)), "`method` tag"),
+        (
+            Some(sign(&operator, "POST", &url, "{\"other\":1}", now)),
+            "does not match",
+        ),
+        (
+            Some(sign(&Identity::generate(), "POST", &url, &body, now)),
+            "is not allowed",
+        ),
+    ];
+    for (header, why) in cases {
+        let (status, answer) = send("POST", &url, header, Some(body.clone())).await;
+        assert_eq!(status, 401, "{why}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(why), "{why}: {answer}");
+    }
+    let (status, _) = submit_job(&node).await;
+    assert_eq!(status, 200, "nothing above paused the node");
+
+    // The operator's request is obeyed once; the same event again is a replay.
+    let header = sign(&operator, "POST", &url, &body, now);
+    let (status, answer) = send("POST", &url, Some(header.clone()), Some(body.clone())).await;
+    assert_eq!((status, answer["mode"].as_str()), (200, Some("paused")), "{answer}");
+    let (status, answer) = send("POST", &url, Some(header), Some(body.clone())).await;
+    assert_eq!(status, 401);
+    assert!(answer["error"].as_str().unwrap().contains("used before"), "{answer}");
+}
+
+#[tokio::test]
+async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_restart() {
+    let operator = Identity::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let echo = stub(Stub::Echo("echo")).await;
+    let node = managed_node(&operator, dir.path(), echo).await;
+
+    for (path, mode) in [("/admin/pause", "paused"), ("/admin/drain", "draining")] {
+        let (status, answer) = signed(&node, &operator, "POST", path, Some(&json!({}))).await;
+        assert_eq!(
+            (status, answer["taking_jobs"].as_bool()),
+            (200, Some(false)),
+            "{answer}"
+        );
+        let (status, refused) = submit_job(&node).await;
+        assert_eq!(status, 503, "{refused}");
+        assert!(refused["error"].as_str().unwrap().contains(mode), "{refused}");
+    }
+    let (status, _) = signed(&node, &operator, "POST", "/admin/resume", Some(&json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(submit_job(&node).await.0, 200);
+
+    // Bad settings: 400 naming each field.
+    let bad = json!({"availability": {"timezone": "Mars/Olympus", "weekly": []},
+                     "pricing": {"echo": {"per_job": -1, "unit": "USD"}},
+                     "limits": {"echo": {"memory_mb": 1u64 << 40}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&bad)).await;
+    assert_eq!(status, 400, "{answer}");
+    let paths: Vec<&str> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["availability.timezone", "pricing.echo.per_job"], "{answer}");
+    let beyond = json!({"limits": {"echo": {"memory_mb": 1u64 << 40}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&beyond)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], "limits.echo.memory_mb");
+
+    // A schedule with no opening now: the node refuses jobs and says when it opens.
+    let tomorrow = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(36))
+        .unwrap();
+    let date = tomorrow.to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string();
+    let settings = json!({
+        "availability": {"timezone": "UTC", "weekly": [], "exceptions": [{"date": date, "available": true}]},
+        "pricing": {"echo": {"per_job": 0.002, "per_second": 0.0005, "unit": "USD"}},
+    });
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&settings)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, refused) = submit_job(&node).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["available_at"], format!("{date}T00:00:00Z"), "{refused}");
+
+    // The price shows in the node's signed identity.
+    let identity = client()
+        .get(node.at("/identity"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let checked = statement::verify(&identity, "infernet-node", infernet_identity::unix_now(), 60).unwrap();
+    assert_eq!(checked.content["pricing"]["echo"]["per_job"], 0.002);
+    assert_eq!(checked.content["operators"], json!([operator.npub()]));
+    let node_key = checked.signer;
+    let mut node = node;
+    let running = node.node.take().unwrap();
+    running.shutdown();
+    running.wait().await.unwrap();
+
+    // Restarted on the same store: same key, same settings, still outside its hours.
+    let node = managed_node(&operator, dir.path(), echo).await;
+    let (status, answer) = signed(&node, &operator, "GET", "/admin/settings", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["pricing"], settings["pricing"],
+        "what the API set outlives a restart"
+    );
+    assert_eq!(
+        answer["availability"]["exceptions"],
+        settings["availability"]["exceptions"]
+    );
+    assert_eq!(submit_job(&node).await.0, 503);
+    let identity = client()
+        .get(node.at("/identity"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let checked = statement::verify(&identity, "infernet-node", infernet_identity::unix_now(), 60).unwrap();
+    assert_eq!(checked.signer, node_key, "the node keeps its key");
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
