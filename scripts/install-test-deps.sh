@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine: redis-server, a running Docker
-# engine (docker.io; dockerd is started in the background if it does not answer), and the npm
-# packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests).
+# Installs what the test suite needs on a fresh Debian machine: redis-server, postgresql (the
+# router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
+# Docker engine (docker.io; dockerd is started in the background if it does not answer), and the
+# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_if_needed apt-get update -qq

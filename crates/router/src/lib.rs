@@ -2,6 +2,7 @@
 //! It returns node addresses; clients then call the nodes directly.
 //!
 //! - [`address`] — node addresses as operators write them;
+//! - [`db`] — the database (SQLite or PostgreSQL): nodes, jobs, ledger, keys, metrics;
 //! - [`registry`] — the node table, with hysteresis;
 //! - [`monitor`] — the prober;
 //! - [`ranking`] — which nodes a client gets;
@@ -9,6 +10,7 @@
 //! - [`server`] — the REST API.
 
 pub mod address;
+pub mod db;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;
@@ -52,12 +54,16 @@ pub struct Settings {
     pub registrations: Limits,
     /// Bounds of the `/api/v1/resources` fan-out.
     pub resources: FanOut,
+    /// The database, opened and migrated at start.
+    pub database: db::DbSettings,
 }
 
 /// A started router.
 pub struct RunningRouter {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its database.
+    pub db: db::Db,
     tasks: TaskManager,
 }
 
@@ -78,6 +84,7 @@ impl RunningRouter {
 /// Starts the prober and the server on `listener`.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let db = db::Db::open(&settings.database).await.map_err(|e| e.to_string())?;
     let registry = Arc::new(Registry::new(
         settings.listed,
         settings.hysteresis,
@@ -116,5 +123,5 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
             .map_err(|e| format!("stopped: {e}"))
     });
     tracing::info!(%addr, "router serving");
-    Ok(RunningRouter { addr, tasks })
+    Ok(RunningRouter { addr, db, tasks })
 }

@@ -69,6 +69,10 @@ struct Args {
     /// Proxies (IPs/CIDRs, comma-separated) whose `X-Forwarded-For` is believed.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
+    /// The database: `sqlite://PATH` (created if missing) or `postgres://USER:PASS@HOST/DB` for
+    /// several replicas sharing one state.
+    #[arg(long, env = "DATABASE_URL", default_value = infernet_router::db::DEFAULT_URL, hide_env_values = true)]
+    database_url: String,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -114,6 +118,10 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if args.leave_after == 0 || args.return_after == 0 {
         errors.push("--leave-after and --return-after must be at least 1".into());
     }
+    let database = infernet_router::db::DbSettings::new(&args.database_url);
+    if let Err(e) = database.dialect() {
+        errors.push(e.to_string());
+    }
     let mut trusted_proxies = Vec::new();
     for p in &args.trusted_proxies {
         match p
@@ -151,6 +159,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 deadline,
                 max_body_bytes: args.probe_max_bytes,
             },
+            database,
         }),
         _ => Err(errors),
     }

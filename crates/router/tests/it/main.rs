@@ -1,6 +1,7 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
-//! in-process fake and hostile nodes.
+//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
 
+mod db;
 mod hardening;
 mod signed;
 
@@ -132,6 +133,7 @@ fn settings(listed: &[String]) -> Settings {
             deadline: Duration::from_secs(3),
             max_body_bytes: 256 * 1024,
         },
+        database: infernet_router::db::DbSettings::new("sqlite::memory:"),
     }
 }
 
@@ -362,6 +364,9 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
             "--ips-file",
             ips.to_str().unwrap(),
         ])
+        // The default database is created in the working directory.
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -375,16 +380,27 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
         .status()
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(dir.path().join("infernet-router.db").is_file());
 
     std::fs::write(&ips, "127.0.0.1:notaport\n").unwrap();
     let out = Command::new(bin)
-        .args(["--ips-file", ips.to_str().unwrap(), "--refresh-interval", "0"])
+        .args([
+            "--ips-file",
+            ips.to_str().unwrap(),
+            "--refresh-interval",
+            "0",
+            "--database-url",
+            "mysql://localhost/x",
+        ])
+        .current_dir(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("invalid port") && stderr.contains("--refresh-interval"),
+        stderr.contains("invalid port")
+            && stderr.contains("--refresh-interval")
+            && stderr.contains("--database-url: unsupported scheme \"mysql\""),
         "{stderr}"
     );
 }

@@ -1,0 +1,287 @@
+//! Group commit for ledger rows and metric samples: callers queue records, one writer task commits
+//! them many to a transaction, when [`BatchSettings::max_batch`] records are waiting or
+//! [`BatchSettings::max_delay`] after the first of a batch, whichever comes first.
+//!
+//! Why: a commit costs an fsync (SQLite) or a round trip and a WAL flush (PostgreSQL); at a
+//! thousand jobs a second, one commit per row would be the router's bottleneck, and the gateway
+//! would wait for it. What it costs: records still queued when the process dies are lost — at most
+//! `capacity` records, and at most `max_delay` worth of them under normal load. Jobs themselves are
+//! not batched (their rows are written before the gateway answers). On a clean shutdown the writer
+//! drains the queue before it returns.
+//!
+//! The queue is bounded: [`BatchSender::try_send`] fails with [`BatchError::Full`] rather than
+//! grow, [`BatchSender::send`] waits for room. A batch that fails to commit with a retryable error
+//! is retried (backing off up to 5 s) while new records wait in the queue; any other failure drops
+//! the batch and says how many records it lost.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Db, DbError, ledger, metrics, on_pool};
+use crate::db::{ledger::LedgerRow, metrics::MetricSample};
+
+/// A record to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A ledger row.
+    Ledger(LedgerRow),
+    /// A metric sample (added to the minute's counters).
+    Metrics(MetricSample),
+}
+
+/// Bounds of the batcher.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Records queued at most (default 10,000).
+    pub capacity: usize,
+    /// Records per transaction at most (default 500).
+    pub max_batch: usize,
+    /// How long the first record of a batch waits for others (default 100 ms).
+    pub max_delay: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            max_batch: 500,
+            max_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Errors of the batcher.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The queue holds `capacity` records: the database is not keeping up.
+    #[error("the database write queue is full ({capacity} records); the database is not keeping up")]
+    Full {
+        /// The bound.
+        capacity: usize,
+    },
+    /// The writer has stopped (shutdown).
+    #[error("the database writer has stopped")]
+    Closed,
+    /// The batch holding the caller's records could not be committed.
+    #[error("a batch of database writes failed and was dropped; see the router's log")]
+    Dropped,
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are nearly every message; boxing them would cost an allocation each"
+)]
+enum Msg {
+    Record(Record),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// Queues records; cheap to clone.
+#[derive(Clone)]
+pub struct BatchSender {
+    tx: mpsc::Sender<Msg>,
+    capacity: usize,
+    written: watch::Receiver<u64>,
+}
+
+/// Commits what the senders queue; run it as a supervised task.
+pub struct BatchWriter {
+    db: Db,
+    rx: mpsc::Receiver<Msg>,
+    settings: BatchSettings,
+    written: watch::Sender<u64>,
+}
+
+/// A sender and the writer that serves it.
+pub fn batcher(db: Db, settings: BatchSettings) -> (BatchSender, BatchWriter) {
+    let settings = BatchSettings {
+        capacity: settings.capacity.max(1),
+        max_batch: settings.max_batch.max(1),
+        ..settings
+    };
+    let (tx, rx) = mpsc::channel(settings.capacity);
+    let (written, written_rx) = watch::channel(0);
+    let sender = BatchSender {
+        tx,
+        capacity: settings.capacity,
+        written: written_rx,
+    };
+    (
+        sender,
+        BatchWriter {
+            db,
+            rx,
+            settings,
+            written,
+        },
+    )
+}
+
+impl BatchSender {
+    /// Queues `record`, or fails at once when the queue is full.
+    pub fn try_send(&self, record: Record) -> Result<(), BatchError> {
+        self.tx.try_send(Msg::Record(record)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Full {
+                capacity: self.capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => BatchError::Closed,
+        })
+    }
+
+    /// Queues `record`, waiting for room.
+    pub async fn send(&self, record: Record) -> Result<(), BatchError> {
+        self.tx.send(Msg::Record(record)).await.map_err(|_| BatchError::Closed)
+    }
+
+    /// Commits everything queued before this call now; returns once it is committed.
+    pub async fn flush(&self) -> Result<(), BatchError> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Msg::Flush(done)).await.map_err(|_| BatchError::Closed)?;
+        match wait.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BatchError::Dropped),
+            Err(_) => Err(BatchError::Closed),
+        }
+    }
+
+    /// Records committed so far (a watch: await a count without polling).
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.clone()
+    }
+}
+
+impl BatchWriter {
+    /// Commits batches until `shutdown`, then drains the queue and returns.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.settings.max_batch);
+        let mut waiters = Vec::new();
+        loop {
+            let first = tokio::select! {
+                m = self.rx.recv() => m,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(first) = first else { break };
+            take(first, &mut batch, &mut waiters);
+            let deadline = tokio::time::Instant::now() + self.settings.max_delay;
+            while batch.len() < self.settings.max_batch && waiters.is_empty() {
+                tokio::select! {
+                    m = self.rx.recv() => match m {
+                        Some(m) => take(m, &mut batch, &mut waiters),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            self.commit(&mut batch, &mut waiters, &shutdown).await;
+        }
+        self.rx.close();
+        while let Some(m) = self.rx.recv().await {
+            take(m, &mut batch, &mut waiters);
+            if batch.len() >= self.settings.max_batch {
+                self.commit(&mut batch, &mut waiters, &shutdown).await;
+            }
+        }
+        self.commit(&mut batch, &mut waiters, &shutdown).await;
+    }
+
+    /// Writes `batch` in one transaction, retrying while the error is retryable and the router
+    /// is not stopping; empties it either way and answers the flush waiters.
+    async fn commit(
+        &mut self,
+        batch: &mut Vec<Record>,
+        waiters: &mut Vec<oneshot::Sender<bool>>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut delay = self.settings.max_delay.max(Duration::from_millis(10));
+        let ok = loop {
+            if batch.is_empty() {
+                break true;
+            }
+            match write(&self.db, batch).await {
+                Ok(()) => {
+                    let n = batch.len() as u64;
+                    self.written.send_modify(|w| *w += n);
+                    break true;
+                }
+                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
+                    tracing::warn!(error = %e, records = batch.len(), retry_in = ?delay, "database batch not committed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, lost = batch.len(), "database batch dropped");
+                    break false;
+                }
+            }
+        };
+        batch.clear();
+        for w in waiters.drain(..) {
+            let _ = w.send(ok);
+        }
+    }
+}
+
+fn take(m: Msg, batch: &mut Vec<Record>, waiters: &mut Vec<oneshot::Sender<bool>>) {
+    match m {
+        Msg::Record(r) => batch.push(r),
+        Msg::Flush(w) => waiters.push(w),
+    }
+}
+
+/// One transaction for the whole batch.
+async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
+    on_pool!(db, |p| {
+        let mut tx = p.begin().await?;
+        for record in batch {
+            match record {
+                Record::Ledger(r) => {
+                    let containers = serde_json::to_string(&r.containers).map_err(|e| DbError::BadValue {
+                        column: "containers",
+                        value: e.to_string(),
+                    })?;
+                    sqlx::query(ledger::INSERT)
+                        .bind(&r.job_id)
+                        .bind(&r.client)
+                        .bind(&r.api_key_id)
+                        .bind(&r.node)
+                        .bind(&r.operator)
+                        .bind(containers)
+                        .bind(r.started_at)
+                        .bind(r.finished_at)
+                        .bind(&r.outcome)
+                        .bind(r.duration_ms)
+                        .bind(r.price)
+                        .bind(&r.unit)
+                        .bind(&r.receipt)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Record::Metrics(s) => {
+                    sqlx::query(metrics::ADD)
+                        .bind(&s.node)
+                        .bind(s.minute)
+                        .bind(s.jobs_ok)
+                        .bind(s.jobs_failed)
+                        .bind(s.latency_ms_sum)
+                        .bind(s.probes_ok)
+                        .bind(s.probes_failed)
+                        .bind(s.excluded_price)
+                        .bind(s.excluded_hours)
+                        .bind(s.excluded_hardware)
+                        .bind(s.excluded_health)
+                        .bind(s.excluded_load)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}

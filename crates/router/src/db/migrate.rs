@@ -1,0 +1,59 @@
+//! The schema migrations, embedded in the binary: one list per dialect, same versions in both.
+//! Add a migration by adding a file to both directories and a line to both lists.
+
+use std::borrow::Cow;
+
+use sqlx::{
+    SqlSafeStr,
+    migrate::{MigrateError, Migration, MigrationType, Migrator},
+};
+
+use super::{Db, DbError, Pool};
+
+/// (version, description, SQL).
+type Embedded = (i64, &'static str, &'static str);
+
+const SQLITE: &[Embedded] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+
+const POSTGRES: &[Embedded] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+
+fn migrator(list: &[Embedded]) -> Migrator {
+    Migrator::with_migrations(
+        list.iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Applies what is missing. Several replicas may start at once: sqlx takes an advisory lock on
+/// PostgreSQL, and SQLite's write lock serialises them.
+pub(super) async fn run(db: &Db) -> Result<(), DbError> {
+    let result = match db.pool() {
+        Pool::Sqlite(p) => migrator(SQLITE).run(p).await,
+        Pool::Postgres(p) => migrator(POSTGRES).run(p).await,
+    };
+    result.map_err(|e| match e {
+        MigrateError::VersionMissing(version) => DbError::NewerThanBinary { version },
+        e => DbError::Migrate(e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_dialects_have_the_same_versions() {
+        let versions = |l: &[Embedded]| l.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>();
+        assert_eq!(versions(SQLITE), versions(POSTGRES));
+        assert!(SQLITE.windows(2).all(|w| w[0].0 < w[1].0), "versions ascend");
+    }
+}

@@ -1,0 +1,735 @@
+//! The database layer, the same suite on a real SQLite file and on a real PostgreSQL server.
+//!
+//! PostgreSQL: one throwaway cluster per test binary (`initdb` + `pg_ctl` under a temp dir, as
+//! the `postgres` user when the tests run as root), one database per test, dropped after it; the
+//! server is stopped and its directory removed when the binary exits. Needs Debian's
+//! `postgresql` (scripts/install-test-deps.sh installs it).
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use infernet_router::db::{
+    Db, DbError, DbSettings, Dialect, Pool,
+    api_keys::ApiKey,
+    batcher::{BatchError, BatchSettings, Record, batcher},
+    jobs::{Inserted, JobStatus, Lease, NewJob},
+    ledger::LedgerRow,
+    metrics::MetricSample,
+    nodes::NodeSeen,
+};
+use infernet_testkit::free_port;
+use tokio_util::sync::CancellationToken;
+
+/// A running PostgreSQL cluster.
+struct Postgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    pid: i32,
+}
+
+static POSTGRES: OnceLock<Postgres> = OnceLock::new();
+
+/// The newest `/usr/lib/postgresql/<version>/bin`.
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL is not installed: run scripts/install-test-deps.sh")
+}
+
+/// `program args…`, as the `postgres` user when we are root (PostgreSQL refuses to run as root).
+fn as_postgres(program: &Path) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut c: Command) {
+    let out = c.output().expect("run a PostgreSQL tool");
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn postgres() -> &'static Postgres {
+    POSTGRES.get_or_init(|| {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("infernet-pg-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        if unsafe { libc::geteuid() } == 0 {
+            run({
+                let mut c = Command::new("chown");
+                c.arg("postgres:postgres").arg(&dir);
+                c
+            });
+        }
+        let data = dir.join("data");
+        let mut initdb = as_postgres(&bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        run(initdb);
+        let port = free_port();
+        let mut start = as_postgres(&bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                dir.display()
+            ))
+            .arg("start");
+        run(start);
+        let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse().ok())
+            .expect("postmaster.pid names the server");
+        unsafe { libc::atexit(stop_postgres) };
+        Postgres { bin, dir, port, pid }
+    })
+}
+
+/// At exit: a fast shutdown of the server, then its directory goes.
+extern "C" fn stop_postgres() {
+    let Some(pg) = POSTGRES.get() else { return };
+    unsafe { libc::kill(pg.pid, libc::SIGINT) };
+    for _ in 0..200 {
+        if unsafe { libc::kill(pg.pid, 0) } != 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&pg.dir);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database; removed on drop.
+struct TestDb {
+    settings: DbSettings,
+    /// The SQLite file's directory.
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database's name.
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("router.db").display());
+                Self {
+                    settings: DbSettings::new(url),
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let pg = postgres();
+                let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+                let mut c = as_postgres(&pg.bin.join("createdb"));
+                c.args([
+                    "-h",
+                    &pg.dir.display().to_string(),
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    "postgres",
+                    &name,
+                ]);
+                run(c);
+                Self {
+                    settings: DbSettings::new(format!("postgres://postgres@127.0.0.1:{}/{name}", pg.port)),
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// A new pool on the database, as a router process (re)starting would open it.
+    async fn open(&self) -> Db {
+        Db::open(&self.settings).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let (Some(name), Some(pg)) = (&self.pg_name, POSTGRES.get()) {
+            let mut c = as_postgres(&pg.bin.join("dropdb"));
+            c.args([
+                "-h",
+                &pg.dir.display().to_string(),
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "--force",
+                name,
+            ]);
+            let _ = c.output();
+        }
+    }
+}
+
+/// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    migrations_apply_once_and_reopen_cleanly,
+    a_database_newer_than_the_binary_is_refused,
+    a_repeated_idempotency_key_returns_the_first_job,
+    two_replicas_never_claim_the_same_job,
+    a_late_answer_of_an_earlier_attempt_changes_nothing,
+    a_restart_loses_nothing,
+    nodes_keep_their_record_and_settings,
+    api_keys_are_found_by_hash_until_revoked,
+    the_batcher_commits_by_size_by_time_and_on_shutdown,
+    the_batcher_queue_is_bounded,
+);
+
+fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
+    NewJob {
+        id,
+        client,
+        idempotency_key: key,
+        containers,
+        callback_url: None,
+        now: 1_000,
+    }
+}
+
+fn lease(owner: &str, now: i64) -> Lease<'_> {
+    Lease {
+        owner,
+        now,
+        duration: Duration::from_secs(30),
+    }
+}
+
+fn hello() -> Vec<String> {
+    vec!["hello-world".to_owned()]
+}
+
+fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
+    LedgerRow {
+        job_id: job.into(),
+        client: "addr:ab12".into(),
+        api_key_id: None,
+        node: "node-a".into(),
+        operator: Some("op".into()),
+        containers: hello(),
+        started_at: finished_at - 250,
+        finished_at,
+        outcome: "succeeded".into(),
+        duration_ms: 250,
+        price: Some(0.002),
+        unit: Some("USD".into()),
+        receipt: Some(r#"{"sig":"…"}"#.into()),
+    }
+}
+
+const TABLES: [&str; 7] = [
+    "api_keys",
+    "jobs",
+    "ledger",
+    "metric_samples",
+    "node_settings",
+    "nodes",
+    "operators",
+];
+
+async fn migrations_apply_once_and_reopen_cleanly(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let tables = db.describe().await.unwrap();
+    assert_eq!(tables.keys().map(String::as_str).collect::<Vec<_>>(), TABLES);
+    if let Pool::Sqlite(p) = db.pool() {
+        // Readers do not wait for the writer.
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(p).await.unwrap();
+        assert_eq!(mode, "wal");
+    }
+    db.close().await;
+    // A second start finds everything applied.
+    let again = t.open().await;
+    assert_eq!(again.describe().await.unwrap(), tables);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_is_the_same_on_both_dialects() {
+    let (lite, pg) = (TestDb::new(Backend::Sqlite), TestDb::new(Backend::Postgres));
+    let (lite, pg) = (lite.open().await, pg.open().await);
+    assert_eq!((lite.dialect(), pg.dialect()), (Dialect::Sqlite, Dialect::Postgres));
+    let (lite, pg) = (lite.describe().await.unwrap(), pg.describe().await.unwrap());
+    assert_eq!(lite.keys().collect::<Vec<_>>(), pg.keys().collect::<Vec<_>>());
+    for (table, columns) in &lite {
+        assert_eq!(columns, &pg[table], "table {table}");
+    }
+    assert!(
+        lite["jobs"]
+            .iter()
+            .any(|c| c.name == "lease_until" && c.data_type == "bigint" && c.nullable)
+    );
+}
+
+async fn a_database_newer_than_the_binary_is_refused(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    // What a newer router would have left behind.
+    let sql = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+               VALUES ($1, 'from the future', $2, $3, 0)";
+    let inserted = match db.pool() {
+        Pool::Sqlite(p) => sqlx::query(sql)
+            .bind(9_999_i64)
+            .bind(true)
+            .bind(vec![0u8; 48])
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+        Pool::Postgres(p) => sqlx::query(sql)
+            .bind(9_999_i64)
+            .bind(true)
+            .bind(vec![0u8; 48])
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    assert_eq!(inserted.unwrap(), 1);
+    db.close().await;
+    let e = Db::open(&t.settings).await.unwrap_err();
+    assert!(matches!(e, DbError::NewerThanBinary { version: 9_999 }), "{e:?}");
+    let shown = e.to_string();
+    assert!(shown.contains("9999") && shown.contains("newer version"), "{shown}");
+}
+
+async fn a_repeated_idempotency_key_returns_the_first_job(backend: Backend) {
+    let t = TestDb::new(backend);
+    let (a, b) = (t.open().await, t.open().await);
+    let c = hello();
+    let first = a.insert_job(&new_job("j1", "npub:alice", Some("k"), &c)).await.unwrap();
+    assert!(matches!(first, Inserted::Created(ref j) if j.id == "j1" && j.status == JobStatus::Queued));
+    // The retry, through the other replica, gets the first job.
+    let retry = b.insert_job(&new_job("j2", "npub:alice", Some("k"), &c)).await.unwrap();
+    assert_eq!(retry, Inserted::Existing(first.job().clone()));
+    assert!(b.job("j2").await.unwrap().is_none());
+    // The key is the client's own: another client's "k" is another job; no key, no dedup.
+    let other = a.insert_job(&new_job("j3", "npub:bob", Some("k"), &c)).await.unwrap();
+    assert!(matches!(other, Inserted::Created(_)));
+    for id in ["j4", "j5"] {
+        let n = a.insert_job(&new_job(id, "npub:alice", None, &c)).await.unwrap();
+        assert!(matches!(n, Inserted::Created(_)));
+    }
+    // Two replicas racing with one key: one job.
+    let (r1, r2) = (
+        new_job("r1", "npub:carol", Some("race"), &c),
+        new_job("r2", "npub:carol", Some("race"), &c),
+    );
+    let (x, y) = tokio::join!(a.insert_job(&r1), b.insert_job(&r2));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.job().id, y.job().id);
+    assert_eq!([&x, &y].iter().filter(|i| matches!(i, Inserted::Created(_))).count(), 1);
+}
+
+async fn two_replicas_never_claim_the_same_job(backend: Backend) {
+    let t = TestDb::new(backend);
+    let (a, b) = (t.open().await, t.open().await);
+    let c = hello();
+    let ids: Vec<String> = (0..40).map(|i| format!("job-{i:02}")).collect();
+    for id in &ids {
+        a.insert_job(&new_job(id, "npub:alice", None, &c)).await.unwrap();
+    }
+    let claimer = |db: Db, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(job) = db.claim_next_job(&lease(owner, 2_000)).await.unwrap() {
+                assert_eq!(
+                    (job.status, job.attempt, job.lease_owner.as_deref()),
+                    (JobStatus::Running, 1, Some(owner))
+                );
+                got.push(job.id);
+            }
+            got
+        })
+    };
+    let (x, y) = tokio::join!(claimer(a.clone(), "replica-a"), claimer(b.clone(), "replica-b"));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let (xs, ys): (HashSet<_>, HashSet<_>) = (x.iter().collect(), y.iter().collect());
+    assert!(
+        xs.is_disjoint(&ys),
+        "claimed twice: {:?}",
+        xs.intersection(&ys).collect::<Vec<_>>()
+    );
+    assert_eq!(x.len() + y.len(), ids.len());
+
+    // One job, both replicas at once: exactly one wins.
+    a.insert_job(&new_job("solo", "npub:alice", None, &c)).await.unwrap();
+    let (la, lb) = (lease("replica-a", 3_000), lease("replica-b", 3_000));
+    let (p, q) = tokio::join!(a.claim_job("solo", &la), b.claim_job("solo", &lb));
+    assert_eq!([p.unwrap(), q.unwrap()].iter().flatten().count(), 1);
+}
+
+async fn a_late_answer_of_an_earlier_attempt_changes_nothing(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    db.insert_job(&new_job("j", "npub:alice", None, &hello()))
+        .await
+        .unwrap();
+    let first = db.claim_job("j", &lease("a", 2_000)).await.unwrap().unwrap();
+    assert!(
+        db.set_job_node("j", first.attempt, "node-a", &lease("a", 2_100))
+            .await
+            .unwrap()
+    );
+    // Held: another replica cannot take it while the lease runs.
+    assert!(db.claim_job("j", &lease("b", 2_200)).await.unwrap().is_none());
+    // The lease ran out (replica a died): b takes it as attempt 2.
+    assert_eq!(db.requeue_expired_jobs(40_000).await.unwrap(), 1);
+    let second = db.claim_job("j", &lease("b", 40_000)).await.unwrap().unwrap();
+    assert_eq!((second.attempt, second.node.as_deref()), (2, Some("node-a")));
+    assert!(!db.set_job_node("j", 1, "node-x", &lease("a", 40_001)).await.unwrap());
+    assert!(
+        db.finish_job("j", 1, JobStatus::Failed, Some("late"), 40_002)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let done = db
+        .finish_job("j", 2, JobStatus::Succeeded, None, 40_003)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.status, done.finished_at, done.lease_owner),
+        (JobStatus::Succeeded, Some(40_003), None)
+    );
+    // Final: cannot be cancelled or claimed again.
+    assert!(db.cancel_job("j", 40_004).await.unwrap().is_none());
+    assert!(db.claim_job("j", &lease("c", 99_000)).await.unwrap().is_none());
+    db.insert_job(&new_job("k", "npub:alice", None, &hello()))
+        .await
+        .unwrap();
+    let cancelled = db.cancel_job("k", 5_000).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(db.claim_next_job(&lease("a", 6_000)).await.unwrap().is_none());
+}
+
+async fn a_restart_loses_nothing(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let c = hello();
+    db.insert_job(&new_job("j1", "npub:alice", Some("k1"), &c))
+        .await
+        .unwrap();
+    let claimed = db.claim_job("j1", &lease("a", 2_000)).await.unwrap().unwrap();
+    db.finish_job("j1", claimed.attempt, JobStatus::Succeeded, None, 2_500)
+        .await
+        .unwrap();
+    db.insert_job(&new_job("j2", "npub:alice", None, &c)).await.unwrap();
+    db.upsert_node(&NodeSeen {
+        key: "node-a",
+        address: "127.0.0.1:4000",
+        operator: Some("op"),
+        statement: Some("{}"),
+        now: 1_000,
+    })
+    .await
+    .unwrap();
+    db.put_node_settings("node-a", r#"{"pricing":{}}"#, 1_000)
+        .await
+        .unwrap();
+    // Ledger rows go through the batcher; a clean stop drains it.
+    let (sender, writer) = batcher(
+        db.clone(),
+        BatchSettings {
+            max_delay: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    sender.send(Record::Ledger(ledger_row("j1", 2_500))).await.unwrap();
+    stop.cancel();
+    task.await.unwrap();
+    let before = (
+        db.job("j1").await.unwrap(),
+        db.job("j2").await.unwrap(),
+        db.node("node-a").await.unwrap(),
+    );
+    db.close().await;
+    drop(db);
+
+    let db = t.open().await;
+    let after = (
+        db.job("j1").await.unwrap(),
+        db.job("j2").await.unwrap(),
+        db.node("node-a").await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.0.unwrap().status, JobStatus::Succeeded);
+    assert_eq!(after.1.unwrap().status, JobStatus::Queued);
+    assert_eq!(
+        db.node_settings("node-a").await.unwrap().as_deref(),
+        Some(r#"{"pricing":{}}"#)
+    );
+    assert_eq!(
+        db.ledger_of_node("node-a", 0, i64::MAX, 10).await.unwrap(),
+        vec![ledger_row("j1", 2_500)]
+    );
+    // The idempotency key still holds after the restart.
+    let retry = db
+        .insert_job(&new_job("j9", "npub:alice", Some("k1"), &c))
+        .await
+        .unwrap();
+    assert!(matches!(retry, Inserted::Existing(ref j) if j.id == "j1"));
+}
+
+async fn nodes_keep_their_record_and_settings(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let seen = |now, statement| NodeSeen {
+        key: "npubhex",
+        address: "10.0.0.1:4000",
+        operator: Some("ophex"),
+        statement,
+        now,
+    };
+    let n = db.upsert_node(&seen(1_000, Some("s1"))).await.unwrap();
+    assert_eq!((n.first_seen, n.last_seen, n.probes_ok), (1_000, 1_000, 0));
+    assert!(db.record_probe("npubhex", true, 1_100).await.unwrap());
+    assert!(db.record_probe("npubhex", false, 1_200).await.unwrap());
+    assert!(db.record_probe("npubhex", false, 1_300).await.unwrap());
+    assert!(db.record_job_outcome("npubhex", true, 40).await.unwrap());
+    assert!(db.record_job_outcome("npubhex", false, 999).await.unwrap());
+    assert!(!db.record_probe("unknown", true, 1_300).await.unwrap());
+    // A heartbeat without a statement keeps the last one and the record.
+    let n = db.upsert_node(&seen(2_000, None)).await.unwrap();
+    assert_eq!(n.statement.as_deref(), Some("s1"));
+    assert_eq!(
+        (
+            n.first_seen,
+            n.last_seen,
+            n.probes_ok,
+            n.probes_failed,
+            n.failures_in_a_row
+        ),
+        (1_000, 2_000, 1, 2, 2)
+    );
+    assert_eq!((n.jobs_ok, n.jobs_failed, n.latency_ms_sum), (1, 1, 40));
+    assert_eq!(db.operator("ophex").await.unwrap().unwrap().last_seen, 2_000);
+    assert_eq!(db.nodes_of_operator("ophex").await.unwrap(), vec![n.clone()]);
+    assert_eq!(db.nodes().await.unwrap(), vec![n]);
+    db.put_node_settings("npubhex", "{\"a\":1}", 3_000).await.unwrap();
+    db.put_node_settings("npubhex", "{\"a\":2}", 3_001).await.unwrap();
+    assert_eq!(db.node_settings("npubhex").await.unwrap().as_deref(), Some("{\"a\":2}"));
+    // Settings only for known nodes, and they go with the node.
+    assert!(db.put_node_settings("unknown", "{}", 3_000).await.is_err());
+    assert!(db.delete_node("npubhex").await.unwrap());
+    assert!(db.node_settings("npubhex").await.unwrap().is_none());
+}
+
+async fn api_keys_are_found_by_hash_until_revoked(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let key = ApiKey {
+        id: "k1".into(),
+        hash: "ab".repeat(32),
+        label: Some("lab".into()),
+        per_minute: Some(10),
+        per_day: None,
+        created_at: 1_000,
+        revoked_at: None,
+    };
+    db.insert_api_key(&key).await.unwrap();
+    assert!(
+        db.insert_api_key(&ApiKey {
+            id: "k2".into(),
+            ..key.clone()
+        })
+        .await
+        .is_err(),
+        "hashes are unique"
+    );
+    assert_eq!(db.active_api_key(&key.hash).await.unwrap(), Some(key.clone()));
+    assert!(db.revoke_api_key("k1", 2_000).await.unwrap());
+    assert!(!db.revoke_api_key("k1", 2_001).await.unwrap());
+    assert!(db.active_api_key(&key.hash).await.unwrap().is_none());
+    assert_eq!(db.api_keys().await.unwrap()[0].revoked_at, Some(2_000));
+}
+
+async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let written = |n: u64| move |w: &u64| *w >= n;
+    // By size: three records fill a batch, with an hour's delay.
+    let (sender, writer) = batcher(
+        db.clone(),
+        BatchSettings {
+            capacity: 100,
+            max_batch: 3,
+            max_delay: Duration::from_secs(3600),
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    for i in 0..3 {
+        sender
+            .try_send(Record::Ledger(ledger_row(&format!("s{i}"), 10_000 + i)))
+            .unwrap();
+    }
+    let mut w = sender.written();
+    tokio::time::timeout(Duration::from_secs(10), w.wait_for(written(3)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(db.ledger_of_node("node-a", 0, i64::MAX, 100).await.unwrap().len(), 3);
+    // Samples of one minute add up, in one batch or across batches; a repeated row is kept once.
+    let sample = MetricSample {
+        node: "node-a".into(),
+        minute: 7,
+        jobs_ok: 2,
+        jobs_failed: 1,
+        latency_ms_sum: 80,
+        probes_ok: 1,
+        probes_failed: 0,
+        excluded_price: 3,
+        excluded_hours: 0,
+        excluded_hardware: 0,
+        excluded_health: 0,
+        excluded_load: 1,
+    };
+    sender.try_send(Record::Metrics(sample.clone())).unwrap();
+    sender.try_send(Record::Metrics(sample.clone())).unwrap();
+    sender.try_send(Record::Ledger(ledger_row("s0", 10_000))).unwrap();
+    sender.flush().await.unwrap();
+    let got = db.metric_samples("node-a", 0, 100).await.unwrap();
+    assert_eq!(
+        got,
+        vec![MetricSample {
+            jobs_ok: 4,
+            jobs_failed: 2,
+            latency_ms_sum: 160,
+            probes_ok: 2,
+            excluded_price: 6,
+            excluded_load: 2,
+            ..sample
+        }]
+    );
+    assert_eq!(db.ledger_of_node("node-a", 0, i64::MAX, 100).await.unwrap().len(), 3);
+    // On shutdown what is queued is written.
+    sender.try_send(Record::Ledger(ledger_row("last", 20_000))).unwrap();
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(db.ledger_of_node("node-a", 20_000, 20_001, 1).await.unwrap().len(), 1);
+    // Retention: rows finished before the cut go, later ones stay.
+    assert_eq!(db.prune_ledger(20_000).await.unwrap(), 3);
+    assert_eq!(
+        db.ledger_of_node("node-a", 0, i64::MAX, 100).await.unwrap(),
+        vec![ledger_row("last", 20_000)]
+    );
+    assert_eq!(db.prune_metric_samples(8).await.unwrap(), 1);
+    assert!(matches!(
+        sender.try_send(Record::Ledger(ledger_row("x", 1))),
+        Err(BatchError::Closed)
+    ));
+
+    // By time: one record, a short delay.
+    let (sender, writer) = batcher(
+        db.clone(),
+        BatchSettings {
+            capacity: 100,
+            max_batch: 1000,
+            max_delay: Duration::from_millis(50),
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    sender.try_send(Record::Ledger(ledger_row("timed", 30_000))).unwrap();
+    let mut w = sender.written();
+    tokio::time::timeout(Duration::from_secs(10), w.wait_for(written(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(db.ledger_of_node("node-a", 30_000, 30_001, 1).await.unwrap().len(), 1);
+    stop.cancel();
+    task.await.unwrap();
+}
+
+async fn the_batcher_queue_is_bounded(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let (sender, writer) = batcher(
+        db.clone(),
+        BatchSettings {
+            capacity: 2,
+            max_batch: 10,
+            max_delay: Duration::from_millis(10),
+        },
+    );
+    sender.try_send(Record::Ledger(ledger_row("a", 1))).unwrap();
+    sender.try_send(Record::Ledger(ledger_row("b", 2))).unwrap();
+    let e = sender.try_send(Record::Ledger(ledger_row("c", 3))).unwrap_err();
+    assert!(matches!(e, BatchError::Full { capacity: 2 }), "{e}");
+    assert!(e.to_string().contains("not keeping up"));
+    // Once the writer runs, the queue drains and there is room again.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    sender.flush().await.unwrap();
+    sender.try_send(Record::Ledger(ledger_row("c", 3))).unwrap();
+    sender.flush().await.unwrap();
+    assert_eq!(db.ledger_of_node("node-a", 0, 10, 10).await.unwrap().len(), 3);
+    stop.cancel();
+    task.await.unwrap();
+}
