@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: redis-server, a running Docker
-# engine (docker.io; dockerd is started in the background if it does not answer), and the npm
-# packages of contracts/ (solc for the contract build check, anvil for chain tests).
+# engine (docker.io; dockerd is started in the background if it does not answer), the npm
+# packages of contracts/ (solc for the contract build check, anvil for chain tests), and
+# schemathesis from PyPI (the OpenAPI conformance test).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -40,4 +43,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing contracts/ npm packages"
   (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" > "$stamp"
+fi
+
+# schemathesis: the OpenAPI checker the API conformance test runs.
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+  echo "installing schemathesis (pip)"
+  python3 -m pip install --quiet schemathesis 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages schemathesis
 fi

@@ -904,7 +904,7 @@ impl Job {
         let (results, raw) = self
             .ctx
             .orchestrator
-            .run_pipeline_raw(&self.containers, input, self.sub.requires_proof())
+            .run_pipeline(&self.containers, input, self.sub.requires_proof())
             .await;
         let containers = called.elapsed();
         let output = match results.last() {

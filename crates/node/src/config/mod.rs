@@ -148,10 +148,17 @@ pub struct ContainerConfig {
     /// Timeout of one call to this container, in seconds (extension; Ritual: 180).
     #[serde(default = "default_call_timeout", deserialize_with = "lax::f64")]
     pub timeout: f64,
+    /// Most bytes one call to this container may answer, streamed or not (extension); past it the
+    /// job fails and the connection is dropped.
+    #[serde(default = "default_max_output", deserialize_with = "lax::u64")]
+    pub max_output_size: u64,
 }
 
 fn default_call_timeout() -> f64 {
     180.0
+}
+fn default_max_output() -> u64 {
+    32 << 20
 }
 
 /// A service run as a local process by the node (the `process` container runtime).
@@ -342,6 +349,9 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (extension).
     #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
     pub max_body_size: u64,
+    /// Most jobs in one `POST /api/jobs/batch` (extension).
+    #[serde(default = "default_max_batch", deserialize_with = "lax::u64")]
+    pub max_batch_items: u64,
 }
 
 fn default_server_port() -> u16 {
@@ -353,6 +363,9 @@ fn default_bind() -> String {
 fn default_max_body() -> u64 {
     16 << 20
 }
+fn default_max_batch() -> u64 {
+    1000
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -362,6 +375,7 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             max_body_size: default_max_body(),
+            max_batch_items: default_max_batch(),
         }
     }
 }
@@ -408,6 +422,14 @@ pub struct StoreConfig {
     /// Most jobs kept by the embedded store; the least recently used are evicted past it.
     #[serde(default = "default_max_jobs", deserialize_with = "lax::u64")]
     pub max_jobs: u64,
+    /// Largest job result stored, in bytes (Redis or embedded): a larger off-chain result fails
+    /// the job, a longer stream is stored cut to it and marked truncated.
+    #[serde(default = "default_max_result", deserialize_with = "lax::u64")]
+    pub max_result_size: u64,
+}
+
+fn default_max_result() -> u64 {
+    4 << 20
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
@@ -470,6 +492,7 @@ impl Default for StoreConfig {
             result_ttl: default_result_ttl(),
             pending_ttl: default_pending_ttl(),
             max_jobs: default_max_jobs(),
+            max_result_size: default_max_result(),
         }
     }
 }

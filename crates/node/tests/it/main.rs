@@ -4,6 +4,8 @@ mod api;
 mod chain;
 mod cli;
 mod docker;
+mod limits;
+mod openapi;
 mod pipelines;
 mod store;
 mod streaming;
