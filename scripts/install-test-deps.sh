@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: redis-server, postgresql (the
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
-# Docker engine (docker.io; dockerd is started in the background if it does not answer), and the
-# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests).
+# Docker engine (docker.io; dockerd is started in the background if it does not answer), the
+# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests),
+# and schemathesis from PyPI (the OpenAPI conformance test).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -46,3 +49,10 @@ for dir in contracts crates/identity/tests/js; do
     echo "$want" > "$stamp"
   fi
 done
+
+# schemathesis: the OpenAPI checker the API conformance test runs.
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+  echo "installing schemathesis (pip)"
+  python3 -m pip install --quiet schemathesis 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages schemathesis
+fi

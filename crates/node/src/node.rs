@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     chain,
@@ -125,7 +125,7 @@ impl Node {
         manager.start_all().await?;
 
         let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
-        let orchestrator = Arc::new(Orchestrator::new(&config.containers, store.clone(), metrics)?);
+        let orchestrator = Arc::new(Orchestrator::new(&config, store.clone(), metrics)?);
         let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
         let tasks = TaskManager::new();
         let shutdown = tasks.shutdown_token();
@@ -163,8 +163,8 @@ impl Node {
             chain_status: services.map(|s| s.status),
             trusted_proxies: config.trusted_proxies.clone(),
             limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
-            jobs: TaskTracker::new(),
             max_body: usize::try_from(config.config.server.max_body_size).unwrap_or(usize::MAX),
+            max_batch: usize::try_from(config.config.server.max_batch_items).unwrap_or(usize::MAX),
             system: Arc::new(SystemStats::new()),
             admin,
         });
@@ -204,8 +204,9 @@ impl Node {
         let done = tokio::spawn(async move {
             shutdown.cancelled().await;
             tracing::info!("shutting down: no new jobs, waiting for running ones");
-            state.jobs.close();
-            if tokio::time::timeout(DRAIN, state.jobs.wait()).await.is_err() {
+            let jobs = state.orchestrator.jobs();
+            jobs.close();
+            if tokio::time::timeout(DRAIN, jobs.wait()).await.is_err() {
                 tracing::warn!("jobs still running after {DRAIN:?}; stopping anyway");
             }
             tasks.wait().await;

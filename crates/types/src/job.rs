@@ -167,10 +167,39 @@ impl JobResult {
     }
 }
 
+/// Deepest nesting of a job's `data` the node accepts (objects and arrays, the outermost object
+/// counting as one). A stored job wraps what it holds in a few more levels, and every reader of
+/// the store (serde_json, Ritual's Python clients) stops at 128: deeper data would be kept but
+/// could never be read back.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// Whether `value` nests objects and arrays deeper than `limit` levels (a scalar is depth 0).
+/// Stops looking as soon as it knows.
+pub fn nested_deeper_than(value: &Value, limit: usize) -> bool {
+    match value {
+        Value::Array(items) => limit == 0 || items.iter().any(|v| nested_deeper_than(v, limit - 1)),
+        Value::Object(map) => limit == 0 || map.values().any(|v| nested_deeper_than(v, limit - 1)),
+        _ => false,
+    }
+}
+
+/// `PUT /api/status` body: a container on the node's host reports a job it runs itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+pub struct StatusReport {
+    /// The containers that ran the job.
+    pub containers: Vec<String>,
+    /// Job id.
+    #[schema(min_length = 1)]
+    pub id: String,
+    /// The job's state.
+    pub status: JobStatus,
+}
+
 /// `POST /api/jobs` body for an off-chain job.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 pub struct JobRequest {
     /// Pipeline of container ids; output of container i is the input of container i+1.
+    #[schema(min_items = 1)]
     pub containers: Vec<String>,
     /// Input of the first container (a JSON object).
     #[schema(value_type = Object)]
@@ -178,6 +207,21 @@ pub struct JobRequest {
     /// Ask the last container for a proof.
     #[serde(default)]
     pub requires_proof: Option<bool>,
+}
+
+impl JobRequest {
+    /// The rules the schema cannot say: a pipeline has a container, and `data` can be stored.
+    fn check(&self) -> Result<(), String> {
+        if self.containers.is_empty() {
+            return Err("invalid job request: containers: name at least one container".into());
+        }
+        if self.data.values().any(|v| nested_deeper_than(v, MAX_DATA_DEPTH - 1)) {
+            return Err(format!(
+                "invalid job request: data: nested deeper than {MAX_DATA_DEPTH} levels, the most the node accepts"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A parsed `POST /api/jobs` body: an off-chain job or a delegated subscription.
@@ -212,7 +256,17 @@ impl ParsedJobRequest {
     ///
     /// Unknown keys are ignored (Ritual's clients send extras); `id` and `ip` in a body are never
     /// honoured, since the node assigns the id and reads the client address from the connection.
+    /// An off-chain job names at least one container and its `data` nests at most
+    /// [`MAX_DATA_DEPTH`] levels.
     pub fn from_json(text: &str) -> Result<Self, String> {
+        let parsed = Self::parse_json(text)?;
+        if let Self::Offchain(request) = &parsed {
+            request.check()?;
+        }
+        Ok(parsed)
+    }
+
+    fn parse_json(text: &str) -> Result<Self, String> {
         // The common case, a well-formed off-chain job, parses straight from the text (it has
         // `containers`, so it is off-chain either way); anything else, and every error message,
         // takes the way that names the offending path.
@@ -339,6 +393,32 @@ mod tests {
         assert!(err.contains("missing field `data`"), "{err}");
         let err = ParsedJobRequest::from_json(&json!([1]).to_string()).unwrap_err();
         assert!(err.contains("found an array"), "{err}");
+    }
+
+    /// `depth` levels of `{"a": …}`, the outermost included.
+    fn nested(depth: usize) -> Value {
+        (1..depth).fold(json!({}), |inner, _| json!({ "a": inner }))
+    }
+
+    #[test]
+    fn nesting_depth_counts_objects_and_arrays() {
+        assert!(!nested_deeper_than(&json!(1), 0));
+        assert!(nested_deeper_than(&json!([]), 0));
+        assert!(!nested_deeper_than(&json!([]), 1));
+        assert!(nested_deeper_than(&json!([[1]]), 1));
+        assert!(!nested_deeper_than(&json!({"a": [1], "b": {}}), 2));
+        assert!(nested_deeper_than(&nested(5), 4));
+        assert!(!nested_deeper_than(&nested(5), 5));
+    }
+
+    #[test]
+    fn parse_refuses_data_too_deep_to_read_back_and_empty_pipelines() {
+        let body = |data: Value| json!({"containers": ["a"], "data": data}).to_string();
+        assert!(ParsedJobRequest::from_json(&body(nested(MAX_DATA_DEPTH))).is_ok());
+        let err = ParsedJobRequest::from_json(&body(nested(MAX_DATA_DEPTH + 1))).unwrap_err();
+        assert!(err.contains("data: nested deeper than 100 levels"), "{err}");
+        let err = ParsedJobRequest::from_json(&json!({"containers": [], "data": {}}).to_string()).unwrap_err();
+        assert!(err.contains("containers: name at least one container"), "{err}");
     }
 
     #[test]

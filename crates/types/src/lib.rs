@@ -14,7 +14,7 @@ mod subscription;
 pub use container_id::{container_set_hash, container_set_string};
 pub use delegated::{DelegateSignature, DelegatedRequest};
 pub use job::{
-    ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, ParsedJobRequest,
-    kind_of,
+    ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
+    ParsedJobRequest, StatusReport, kind_of, nested_deeper_than,
 };
 pub use subscription::{CANCELLED, Subscription};

@@ -224,7 +224,7 @@ impl Job {
         let (results, raw) = self
             .ctx
             .orchestrator
-            .run_pipeline_raw(&spec.containers, input, spec.sub.requires_proof())
+            .run_pipeline(&spec.containers, input, spec.sub.requires_proof())
             .await;
         let containers = called.elapsed();
         let output = last_output(&results)?;

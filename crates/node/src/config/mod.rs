@@ -151,10 +151,17 @@ pub struct ContainerConfig {
     /// Timeout of one call to this container, in seconds (extension; Ritual: 180).
     #[serde(default = "default_call_timeout", deserialize_with = "lax::f64")]
     pub timeout: f64,
+    /// Most bytes one call to this container may answer, streamed or not (extension); past it the
+    /// job fails and the connection is dropped.
+    #[serde(default = "default_max_output", deserialize_with = "lax::u64")]
+    pub max_output_size: u64,
 }
 
 fn default_call_timeout() -> f64 {
     180.0
+}
+fn default_max_output() -> u64 {
+    32 << 20
 }
 
 /// A service run as a local process by the node (the `process` container runtime).
@@ -345,6 +352,9 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (extension).
     #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
     pub max_body_size: u64,
+    /// Most jobs in one `POST /api/jobs/batch` (extension).
+    #[serde(default = "default_max_batch", deserialize_with = "lax::u64")]
+    pub max_batch_items: u64,
 }
 
 fn default_server_port() -> u16 {
@@ -356,6 +366,9 @@ fn default_bind() -> String {
 fn default_max_body() -> u64 {
     16 << 20
 }
+fn default_max_batch() -> u64 {
+    1000
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -365,6 +378,7 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             max_body_size: default_max_body(),
+            max_batch_items: default_max_batch(),
         }
     }
 }
@@ -418,6 +432,14 @@ pub struct StoreConfig {
     /// Longest wait, in seconds, between retries of held writes.
     #[serde(default = "default_retry_max_delay", deserialize_with = "lax::f64")]
     pub retry_max_delay: f64,
+    /// Largest job result stored, in bytes (Redis or embedded): a larger off-chain result fails
+    /// the job, a longer stream is stored cut to it and marked truncated.
+    #[serde(default = "default_max_result", deserialize_with = "lax::u64")]
+    pub max_result_size: u64,
+}
+
+fn default_max_result() -> u64 {
+    4 << 20
 }
 
 /// `operator` (extension): the operators' keys, the node's own key and the URL operators reach it at.
@@ -508,6 +530,7 @@ impl Default for StoreConfig {
             max_jobs: default_max_jobs(),
             max_held_writes: default_max_held_writes(),
             retry_max_delay: default_retry_max_delay(),
+            max_result_size: default_max_result(),
         }
     }
 }

@@ -263,6 +263,12 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
     }
+    if config.server.max_batch_items == 0 {
+        p.error("server.max_batch_items", "must be at least 1");
+    }
+    if config.store.max_result_size == 0 {
+        p.error("store.max_result_size", "must be at least 1 byte");
+    }
     let mut trusted_proxies = Vec::new();
     for (i, s) in config.server.trusted_proxies.iter().enumerate() {
         match parse_net(s) {
@@ -435,6 +441,9 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             }
             Runtime::Docker
         };
+        if c.max_output_size == 0 {
+            p.error(at("max_output_size"), "must be at least 1 byte");
+        }
         if !positive(c.timeout) {
             p.error(at("timeout"), "must be a positive number of seconds (at most one year)");
         }

@@ -336,6 +336,8 @@ pub(super) enum CallError {
     Connect(String),
     /// Anything after the connection; the root cause.
     Failed(String),
+    /// The answer's body is longer than this many bytes, the most the call may read.
+    TooLarge(usize),
 }
 
 impl CallError {
@@ -495,15 +497,34 @@ enum AnswerBody {
 }
 
 impl Answer {
-    /// The whole body.
-    pub(super) async fn bytes(self) -> Result<Bytes, CallError> {
+    /// The whole body, at most `limit` bytes. A longer one fails as soon as it is announced or
+    /// read past the limit, and its connection is dropped rather than read to the end.
+    pub(super) async fn bytes(self, limit: usize) -> Result<Bytes, CallError> {
+        let too_large = |announced: Option<u64>| announced.is_some_and(|n| n > limit as u64);
         match self.body {
-            AnswerBody::Plain(body) => body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .map_err(|e| CallError::new(&e, false)),
-            AnswerBody::Tls(response) => response.bytes().await.map_err(|e| CallError::of_reqwest(&e)),
+            AnswerBody::Plain(body) => {
+                if too_large(body.size_hint().exact()) {
+                    return Err(CallError::TooLarge(limit));
+                }
+                match http_body_util::Limited::new(body, limit).collect().await {
+                    Ok(collected) => Ok(collected.to_bytes()),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::TooLarge(limit)),
+                    Err(e) => Err(CallError::new(&*e, false)),
+                }
+            }
+            AnswerBody::Tls(mut response) => {
+                if too_large(response.content_length()) {
+                    return Err(CallError::TooLarge(limit));
+                }
+                let mut body = bytes::BytesMut::new();
+                while let Some(chunk) = response.chunk().await.map_err(|e| CallError::of_reqwest(&e))? {
+                    if body.len() + chunk.len() > limit {
+                        return Err(CallError::TooLarge(limit));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body.freeze())
+            }
         }
     }
 

@@ -1,25 +1,33 @@
-//! Orchestrator: runs a job through its pipeline of containers.
+//! Orchestrator: the owner of a job's life. It accepts off-chain and streaming jobs, runs them
+//! through their containers, records their outcome (store and metrics), and runs the pipelines of
+//! chain jobs, which the chain side records itself.
 //!
 //! Each container is called at `POST {base}/service_output`; the output of container i is the
 //! `data` of container i+1 (node reference §4). Unlike Ritual's node, a non-2xx answer is an
-//! error, every call has the container's own timeout, and HTTP connections are pooled across jobs.
+//! error, every call has the container's own timeout and output limit
+//! (`containers[].max_output_size`), a stored result has a size limit (`store.max_result_size`),
+//! and HTTP connections are pooled across jobs. Streams are in [`stream`].
 
 mod http;
+mod stream;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures::Stream;
 use hyper::{StatusCode, header::HeaderValue};
-use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobResult, JobStatus};
+use infernet_types::{
+    ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH, nested_deeper_than,
+};
 use serde_json::{Map, Value};
+use tokio_util::task::TaskTracker;
 
-use self::http::{BodyStream, CallError, ContainerHttp, Endpoint};
+use self::http::{CallError, ContainerHttp, Endpoint};
+pub use self::stream::JobStream;
 
 use crate::{
-    config::ContainerSpec,
+    config::ValidConfig,
     stats::metrics::{Metrics, Source},
-    store::JobStore,
+    store::{JobStore, StoreError},
 };
 
 /// Longest error body excerpt put in a job error.
@@ -36,6 +44,8 @@ struct Target {
     resources_url: Endpoint,
     bearer: Option<HeaderValue>,
     timeout: Duration,
+    /// Most bytes one call may answer.
+    max_output: usize,
 }
 
 /// Why the Orchestrator could not be built.
@@ -52,6 +62,107 @@ pub enum OrchestratorError {
     Bearer(usize),
 }
 
+/// Why a container call failed. Its text is the job's error, as clients read it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallFailure {
+    /// The job names a container this node does not have.
+    #[error("container {id} is not configured on this node")]
+    Unknown {
+        /// Container id.
+        id: String,
+    },
+    /// No connection could be made.
+    #[error("container {id} is unreachable at {url}: {cause}")]
+    Unreachable {
+        /// Container id.
+        id: String,
+        /// Where it was called.
+        url: String,
+        /// The root cause.
+        cause: String,
+    },
+    /// The call broke after the connection was made.
+    #[error("container {id} call to {url} failed: {cause}")]
+    Broken {
+        /// Container id.
+        id: String,
+        /// Where it was called.
+        url: String,
+        /// The root cause.
+        cause: String,
+    },
+    /// No (whole) answer within the container's timeout.
+    #[error("container {id} did not answer within {}s", .timeout.as_secs_f64())]
+    TimedOut {
+        /// Container id.
+        id: String,
+        /// `containers[].timeout`.
+        timeout: Duration,
+    },
+    /// A streaming container went silent for its timeout.
+    #[error("container {id} sent nothing for {}s; stream abandoned", .timeout.as_secs_f64())]
+    Silent {
+        /// Container id.
+        id: String,
+        /// `containers[].timeout`.
+        timeout: Duration,
+    },
+    /// A non-2xx answer.
+    #[error("container {id} answered HTTP {status}: {excerpt}")]
+    Refused {
+        /// Container id.
+        id: String,
+        /// The answer's status code.
+        status: u16,
+        /// The start of its body.
+        excerpt: String,
+    },
+    /// A 2xx answer whose body is not JSON.
+    #[error("container {id} answered with a body that is not JSON: {excerpt}")]
+    NotJson {
+        /// Container id.
+        id: String,
+        /// The start of its body.
+        excerpt: String,
+    },
+    /// More output than the container may send in one call.
+    #[error(
+        "container {id} sent more than {limit} bytes, the most one call may return (containers[].max_output_size); the call was dropped"
+    )]
+    TooLarge {
+        /// Container id.
+        id: String,
+        /// `containers[].max_output_size`.
+        limit: usize,
+    },
+    /// JSON nested deeper than a stored job may hold.
+    #[error("container {id} answered JSON nested deeper than {MAX_DATA_DEPTH} levels, more than the node can store")]
+    TooDeep {
+        /// Container id.
+        id: String,
+    },
+}
+
+impl CallFailure {
+    fn of(e: CallError, target: &Target, url: &Endpoint) -> Self {
+        let (id, url) = (target.id.clone(), url.to_string());
+        match e {
+            CallError::Connect(cause) => Self::Unreachable { id, url, cause },
+            CallError::Failed(cause) => Self::Broken { id, url, cause },
+            CallError::TooLarge(limit) => Self::TooLarge { id, limit },
+        }
+    }
+
+    /// A non-2xx answer with `body`.
+    fn refused(id: &str, status: StatusCode, body: &[u8]) -> Self {
+        Self::Refused {
+            id: id.to_string(),
+            status: status.as_u16(),
+            excerpt: excerpt(body),
+        }
+    }
+}
+
 /// The input of a job: where it comes from, where its output goes, and its data.
 #[derive(Debug, Clone)]
 pub struct JobInput {
@@ -63,13 +174,27 @@ pub struct JobInput {
     pub data: Value,
 }
 
-/// Runs pipelines and records off-chain jobs in the store.
+/// What a pipeline run gives.
+struct Pipeline {
+    /// Every container's result in order; the last is the output or the error that stopped it.
+    results: Vec<ContainerResult>,
+    /// The last container's answer as it sent it.
+    raw: Bytes,
+    /// Bytes of every output together: about what the stored job holds.
+    size: usize,
+}
+
+/// Accepts, runs and records jobs.
 pub struct Orchestrator {
     client: ContainerHttp,
     /// Shared: a streamed body keeps its container's for its errors.
     targets: crate::FastMap<String, Arc<Target>>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
+    /// Off-chain jobs running in the background, awaited at shutdown.
+    jobs: TaskTracker,
+    /// Largest result stored (`store.max_result_size`).
+    max_result: usize,
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -82,32 +207,25 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn describe(e: &CallError, id: &str, url: &Endpoint) -> String {
-    match e {
-        CallError::Connect(cause) => format!("container {id} is unreachable at {url}: {cause}"),
-        CallError::Failed(cause) => format!("container {id} call to {url} failed: {cause}"),
-    }
+fn new_job_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
-fn timed_out(id: &str, timeout: Duration) -> String {
-    format!("container {id} did not answer within {}s", timeout.as_secs_f64())
-}
-
-/// A non-2xx answer, as a job error.
-fn refused(id: &str, status: StatusCode, body: &[u8]) -> String {
-    format!("container {id} answered HTTP {}: {}", status.as_u16(), excerpt(body))
+/// `bytes` of a config as a size in memory.
+fn size(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 impl Orchestrator {
-    /// Builds the Orchestrator for the configured containers.
+    /// Builds the Orchestrator for the configured containers and limits.
     pub fn new(
-        containers: &[ContainerSpec],
+        config: &ValidConfig,
         store: Arc<dyn JobStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, OrchestratorError> {
         let client = ContainerHttp::new()?;
         let mut targets = crate::FastMap::default();
-        for (i, c) in containers.iter().enumerate() {
+        for (i, c) in config.containers.iter().enumerate() {
             let bearer = if c.bearer.is_empty() {
                 None
             } else {
@@ -130,6 +248,7 @@ impl Orchestrator {
                     resources_url,
                     bearer,
                     timeout: c.timeout,
+                    max_output: size(c.raw.max_output_size),
                 }),
             );
         }
@@ -138,6 +257,8 @@ impl Orchestrator {
             targets,
             store,
             metrics,
+            jobs: TaskTracker::new(),
+            max_result: size(config.config.store.max_result_size),
         })
     }
 
@@ -151,33 +272,91 @@ impl Orchestrator {
         &self.store
     }
 
-    fn target(&self, id: &str) -> Result<&Arc<Target>, String> {
-        self.targets
-            .get(id)
-            .ok_or_else(|| format!("container {id} is not configured on this node"))
+    /// Off-chain jobs running in the background: close and wait for it at shutdown.
+    pub fn jobs(&self) -> &TaskTracker {
+        &self.jobs
     }
 
-    /// One whole exchange with a container within `timeout`: the answer's status and body.
+    fn target(&self, id: &str) -> Result<&Arc<Target>, CallFailure> {
+        self.targets
+            .get(id)
+            .ok_or_else(|| CallFailure::Unknown { id: id.to_string() })
+    }
+
+    /// Accepts an off-chain job the Guardian admitted: stores it running, then runs it in the
+    /// background and stores its result. Answers its id once the running record is stored.
+    pub async fn submit(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> Result<String, StoreError> {
+        let id = new_job_id();
+        self.store.put(owner, &JobResult::running(&id)).await?;
+        let (this, job) = (self.clone(), id.clone());
+        self.jobs
+            .spawn(async move { this.run_offchain(job, owner, request).await });
+        Ok(id)
+    }
+
+    async fn run_offchain(&self, id: String, owner: IpAddr, request: JobRequest) {
+        let started = std::time::Instant::now();
+        let input = JobInput {
+            source: JobLocation::Offchain,
+            destination: JobLocation::Offchain,
+            data: Value::Object(request.data),
+        };
+        let run = self
+            .pipeline(&request.containers, input, request.requires_proof.unwrap_or(false))
+            .await;
+        let job = JobResult::finished(id, self.storable(run));
+        self.metrics
+            .job(Source::Offchain, job.status == JobStatus::Success, started.elapsed());
+        tracing::debug!(job = %job.id, status = ?job.status, "off-chain job finished");
+        if let Err(e) = self.store.put(owner, &job).await {
+            tracing::error!(job = %job.id, error = %e, "cannot store the job result");
+        }
+    }
+
+    /// The results of `run` as they are stored: a run larger than the store takes is an error of
+    /// its last container.
+    fn storable(&self, run: Pipeline) -> Vec<ContainerResult> {
+        if run.size <= self.max_result {
+            return run.results;
+        }
+        let container = run
+            .results
+            .last()
+            .map(|r| r.container().to_string())
+            .unwrap_or_default();
+        let error = format!(
+            "the job's result is {} bytes, more than the {} bytes the node stores (store.max_result_size)",
+            run.size, self.max_result
+        );
+        tracing::warn!(%container, %error, "job result not stored");
+        vec![ContainerResult::Error { container, error }]
+    }
+
+    /// One whole exchange with a container within `timeout`: the answer's status and body (at
+    /// most the container's output limit).
     async fn exchange(
         &self,
         target: &Target,
         url: &Endpoint,
         body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), CallFailure> {
         let exchange = async {
             let answer = self.client.send(url, target.bearer.as_ref(), body).await?;
             let status = answer.status;
-            Ok::<_, CallError>((status, answer.bytes().await?))
+            Ok::<_, CallError>((status, answer.bytes(target.max_output).await?))
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| timed_out(&target.id, timeout))?
-            .map_err(|e| describe(&e, &target.id, url))
+            .map_err(|_| CallFailure::TimedOut {
+                id: target.id.clone(),
+                timeout,
+            })?
+            .map_err(|e| CallFailure::of(e, target, url))
     }
 
     /// One container call: its parsed answer and the answer as sent.
-    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), String> {
+    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), CallFailure> {
         let target = self.target(id)?;
         let (status, body) = self
             .exchange(
@@ -188,40 +367,39 @@ impl Orchestrator {
             )
             .await?;
         if !status.is_success() {
-            return Err(refused(id, status, &body));
+            return Err(CallFailure::refused(id, status, &body));
         }
         if body.is_empty() {
             return Ok((Value::Null, Bytes::from_static(b"null")));
         }
-        let value = serde_json::from_slice(&body).map_err(|_| {
-            format!(
-                "container {id} answered with a body that is not JSON: {}",
-                excerpt(&body)
-            )
+        let value: Value = serde_json::from_slice(&body).map_err(|_| CallFailure::NotJson {
+            id: id.to_string(),
+            excerpt: excerpt(&body),
         })?;
+        if nested_deeper_than(&value, MAX_DATA_DEPTH) {
+            return Err(CallFailure::TooDeep { id: id.to_string() });
+        }
         Ok((value, body))
     }
 
-    /// Runs `containers` in order; stops at the first error, which is the last result.
+    /// Runs `containers` in order and stops at the first error, which is the last result. Also
+    /// gives the last container's answer as it sent it (the chain encoding keeps its key order).
     pub async fn run_pipeline(
         &self,
         containers: &[String],
         input: JobInput,
         requires_proof: bool,
-    ) -> Vec<ContainerResult> {
-        self.run_pipeline_raw(containers, input, requires_proof).await.0
+    ) -> (Vec<ContainerResult>, Bytes) {
+        let run = self.pipeline(containers, input, requires_proof).await;
+        (run.results, run.raw)
     }
 
-    /// [`Self::run_pipeline`], also giving the last container's answer as it sent it (the chain
-    /// encoding keeps its key order).
-    pub async fn run_pipeline_raw(
-        &self,
-        containers: &[String],
-        input: JobInput,
-        requires_proof: bool,
-    ) -> (Vec<ContainerResult>, Bytes) {
-        let mut raw = Bytes::new();
-        let mut results = Vec::with_capacity(containers.len());
+    async fn pipeline(&self, containers: &[String], input: JobInput, requires_proof: bool) -> Pipeline {
+        let mut run = Pipeline {
+            results: Vec::with_capacity(containers.len()),
+            raw: Bytes::new(),
+            size: 0,
+        };
         let last = containers.len().saturating_sub(1);
         let mut next = ContainerInput {
             source: input.source,
@@ -239,7 +417,8 @@ impl Orchestrator {
             self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
             match outcome {
                 Ok((output, body)) => {
-                    raw = body;
+                    run.size += body.len();
+                    run.raw = body;
                     next = ContainerInput {
                         source: JobLocation::Offchain,
                         destination: if i + 1 == last {
@@ -250,88 +429,22 @@ impl Orchestrator {
                         data: output.clone(),
                         requires_proof: Some(requires_proof),
                     };
-                    results.push(ContainerResult::Output {
+                    run.results.push(ContainerResult::Output {
                         container: id.clone(),
                         output,
                     });
                 }
-                Err(error) => {
-                    tracing::warn!(container = %id, %error, "container error");
-                    results.push(ContainerResult::Error {
+                Err(failure) => {
+                    tracing::warn!(container = %id, error = %failure, "container error");
+                    run.results.push(ContainerResult::Error {
                         container: id.clone(),
-                        error,
+                        error: failure.to_string(),
                     });
                     break;
                 }
             }
         }
-        (results, raw)
-    }
-
-    /// Runs an off-chain job whose running state is already stored, and stores its result.
-    pub async fn run_offchain(
-        &self,
-        id: String,
-        owner: IpAddr,
-        containers: Vec<String>,
-        data: Map<String, Value>,
-        requires_proof: bool,
-    ) {
-        let started = std::time::Instant::now();
-        let input = JobInput {
-            source: JobLocation::Offchain,
-            destination: JobLocation::Offchain,
-            data: Value::Object(data),
-        };
-        let results = self.run_pipeline(&containers, input, requires_proof).await;
-        let job = JobResult::finished(id, results);
-        self.metrics
-            .job(Source::Offchain, job.status == JobStatus::Success, started.elapsed());
-        tracing::debug!(job = %job.id, status = ?job.status, "off-chain job finished");
-        if let Err(e) = self.store.put(owner, &job).await {
-            tracing::error!(job = %job.id, error = %e, "cannot store the job result");
-        }
-    }
-
-    /// Starts a streaming call of `container` and returns its body as a stream of chunks.
-    ///
-    /// Each chunk must arrive within the container's timeout (an idle timeout, not a cap on the
-    /// whole stream). An error mid-stream ends the stream with that error.
-    pub async fn open_stream(&self, container: &str, data: Map<String, Value>) -> Result<IdleTimeout, String> {
-        let target = self.target(container)?;
-        let input = ContainerInput {
-            source: JobLocation::Offchain,
-            destination: JobLocation::Stream,
-            data: Value::Object(data),
-            requires_proof: None,
-        };
-        let idle = target.timeout;
-        let body = crate::json::container_input(&input);
-        // One timer for the whole stream: the wait for the answer's head, then each wait for
-        // more (a timer registered and cancelled per stage showed up in profiles).
-        let mut deadline = Box::pin(tokio::time::sleep(idle));
-        let send = self.client.send(&target.output_url, target.bearer.as_ref(), Some(body));
-        let response = tokio::select! {
-            biased;
-            response = send => response.map_err(|e| describe(&e, container, &target.output_url))?,
-            () = deadline.as_mut() => return Err(timed_out(container, idle)),
-        };
-        let status = response.status;
-        if !status.is_success() {
-            let body = tokio::time::timeout(idle, response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            return Err(refused(container, status, &body));
-        }
-        Ok(IdleTimeout {
-            body: response.into_stream(),
-            target: target.clone(),
-            deadline,
-            last: tokio::time::Instant::now(),
-            done: false,
-        })
+        run
     }
 
     /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
@@ -345,7 +458,7 @@ impl Orchestrator {
             let result = match self.exchange(target, &url, None, RESOURCES_TIMEOUT).await {
                 Ok((status, _)) if !status.is_success() => Err(format!("HTTP {}", status.as_u16())),
                 Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}")),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             match result {
                 Ok(v) => Some((id.clone(), v)),
@@ -356,66 +469,5 @@ impl Orchestrator {
             }
         });
         futures::future::join_all(calls).await.into_iter().flatten().collect()
-    }
-}
-
-/// A container's streamed body that fails when no chunk arrives for the container's timeout. One
-/// timer serves the whole stream, and a chunk only notes when it came: the timer is moved on when
-/// it fires early, not at every chunk (each move takes the runtime's timer lock).
-pub struct IdleTimeout {
-    body: BodyStream,
-    target: Arc<Target>,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// When the last chunk came (or the answer's head).
-    last: tokio::time::Instant,
-    done: bool,
-}
-
-impl Stream for IdleTimeout {
-    type Item = Result<Bytes, String>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match std::pin::Pin::new(&mut this.body).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.last = tokio::time::Instant::now();
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(describe(&e, &this.target.id, &this.target.output_url))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => loop {
-                match this.deadline.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => {
-                        let due = this.last + this.target.timeout;
-                        if due > this.deadline.deadline() {
-                            // Chunks came meanwhile: wait from the last one.
-                            this.deadline.as_mut().reset(due);
-                            continue;
-                        }
-                        this.done = true;
-                        let message = format!(
-                            "container {} sent nothing for {}s; stream abandoned",
-                            this.target.id,
-                            this.target.timeout.as_secs_f64()
-                        );
-                        return Poll::Ready(Some(Err(message)));
-                    }
-                }
-            },
-        }
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    extract::{FromRequestParts, Query},
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER, request::Parts},
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -39,17 +40,12 @@ pub enum ApiError {
         /// When a request fits again.
         retry_after: Duration,
     },
+    /// An item of a batch past the client's rate limit (429 in the batch's answer).
+    #[error("too many requests: this job is past your rate limit (server.rate_limit); submit it again later")]
+    BatchItemLimited,
     /// The node cannot do this with its configuration (501).
     #[error("{0}")]
     NotImplemented(String),
-    /// A container failed before any output was sent (502); the job id is still reported.
-    #[error("{message}")]
-    BadGateway {
-        /// What failed.
-        message: String,
-        /// The job id, whose failed result is stored.
-        id: String,
-    },
     /// A container of the job is not serving right now (503).
     #[error("{0}")]
     Unavailable(String),
@@ -75,9 +71,8 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Rejected(_) | Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::BatchItemLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) | Self::Closed { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -86,10 +81,24 @@ impl ApiError {
     pub fn body(&self) -> Value {
         match self {
             Self::Rejected(r) => json!({"error": r.error, "params": r.params}),
-            Self::BadGateway { message, id } => json!({"error": message, "id": id}),
             Self::Closed { reason, available_at } => json!({"error": reason, "available_at": available_at}),
             other => json!({"error": other.to_string()}),
         }
+    }
+}
+
+/// A query string parsed into `T`; one that does not fit is a JSON 400 saying why (axum's own
+/// rejection is plain text).
+pub(super) struct ApiQuery<T>(pub(super) T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(query)| Self(query))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
 

@@ -50,10 +50,7 @@ impl hyper::service::Service<Request<Incoming>> for Front {
             return Either::Left(Box::pin(async move {
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
                 Ok(match state.limiter.admit(STREAM_BUCKET, client) {
-                    Ok(allowed) => allowed.stamp(
-                        &state.limiter,
-                        jobs::stream_direct(&state, client, req.into_body()).await,
-                    ),
+                    Ok(allowed) => allowed.stamp(&state.limiter, jobs::stream(&state, client, req.into_body()).await),
                     Err(refused) => refused.into_response(),
                 })
             }));

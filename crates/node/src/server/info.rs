@@ -2,14 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
+use axum::{Json, extract::State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, error::ApiQuery};
 use crate::stats::snapshot::Snapshot;
 
 /// `GET /health`: the node is up.
@@ -41,8 +38,15 @@ pub(super) struct ResourcesQuery {
         ("model_id" = Option<String>, Query, description = "Ask the containers about this model"),
         ("system" = Option<bool>, Query, description = "Add host statistics under `system`"),
     ),
-    responses((status = 200, description = "`{container_id: resources}`; failing containers are left out")))]
-pub(super) async fn resources(State(state): State<Arc<AppState>>, Query(q): Query<ResourcesQuery>) -> Json<Value> {
+    responses(
+        (status = 200, description = "`{container_id: resources}`; failing containers are left out"),
+        (status = 400, description = "A parameter is not of its type (`system` must be true or false)"),
+        (status = 429, description = "Rate limited"),
+    ))]
+pub(super) async fn resources(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<ResourcesQuery>,
+) -> Json<Value> {
     let mut resources = state.orchestrator.resources(q.model_id.as_deref()).await;
     if q.system {
         let sampler = state.system.clone();

@@ -22,7 +22,6 @@ use axum::{
     routing::{get, post, put},
 };
 use ipnet::IpNet;
-use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 pub use front::serve;
@@ -79,10 +78,10 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
-    /// Running jobs, awaited at shutdown.
-    pub jobs: TaskTracker,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Most jobs in one batch.
+    pub max_batch: usize,
     /// Host statistics (CPU, memory, disk, GPUs).
     pub system: Arc<crate::stats::system::SystemStats>,
     /// The node's key, its operators and what they set.
@@ -170,11 +169,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/jobs/batch",
-            post(jobs::batch).route_layer(limited("POST /api/jobs/batch")),
+            post(jobs::batch).route_layer(limited(jobs::BATCH_BUCKET)),
         )
         .route(
             front::STREAM,
-            post(jobs::stream).route_layer(limited(front::STREAM_BUCKET)),
+            post(jobs::stream_route).route_layer(limited(front::STREAM_BUCKET)),
         )
         .route("/api/status", put(jobs::status))
         .route("/openapi.json", get(openapi::document))

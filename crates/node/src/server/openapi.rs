@@ -26,6 +26,8 @@ use utoipa::OpenApi;
         infernet_types::JobStatus,
         infernet_types::ContainerResult,
         infernet_types::ContainerInput,
+        infernet_types::StatusReport,
+        super::jobs::JobsAnswer,
     ))
 )]
 pub struct ApiDoc;

@@ -60,6 +60,10 @@ async fn health_info_resources_and_openapi() {
     assert_eq!(resources["hello-world"]["service"], "hello-world");
     assert!(resources["system"]["cpus"].as_u64().unwrap() >= 1, "{resources}");
     assert!(resources["system"]["gpus"].is_array(), "{resources}");
+    let r = client().get(node.at("/resources?system=foo")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let answer: Value = r.json().await.expect("a JSON error");
+    assert!(answer["error"].as_str().unwrap().contains("system"), "{answer}");
 
     let doc: Value = get_json(&client(), node.at("/openapi.json")).await;
     for path in [
@@ -77,6 +81,20 @@ async fn health_info_resources_and_openapi() {
         );
     }
     assert!(doc["components"]["schemas"].get("JobResult").is_some());
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["JobRequest"]["properties"]["containers"]["minItems"], 1);
+    assert_eq!(
+        schemas["JobsAnswer"]["anyOf"].as_array().map(Vec::len),
+        Some(2),
+        "GET /api/jobs answers results or ids: {}",
+        schemas["JobsAnswer"]
+    );
+    assert!(
+        doc["paths"]["/api/jobs/stream"]["post"]["responses"]
+            .get("400")
+            .is_some()
+    );
+    assert!(doc["paths"]["/api/status"]["put"].get("requestBody").is_some());
 
     let r = client().get(node.at("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -90,11 +108,6 @@ async fn health_info_resources_and_openapi() {
 async fn guardian_rejections_are_405_with_params() {
     let node = echo_node(json!({})).await;
     let cases = [
-        (
-            json!({"containers": [], "data": {}}),
-            "No containers specified",
-            json!({}),
-        ),
         (
             json!({"containers": ["echo", "ghost"], "data": {}}),
             "Container not supported",
@@ -161,6 +174,11 @@ async fn bad_input_is_a_4xx_with_a_clear_error() {
         (r#"{"containers": ["echo", 7], "data": {}}"#, 400, "containers[1]"),
         (r#"{"containers": ["echo"], "data": [1]}"#, 400, "data"),
         (r#"{"containers": ["echo"]}"#, 400, "missing field `data`"),
+        (
+            r#"{"containers": [], "data": {}}"#,
+            400,
+            "containers: name at least one container",
+        ),
         (
             r#"{"containers": ["echo"], "data": {}, "requires_proof": "yes"}"#,
             400,
@@ -331,12 +349,16 @@ async fn status_reports_from_local_containers() {
     assert_eq!(r.status(), 400);
     let r = put(json!({"status": "success"})).await.unwrap();
     assert_eq!(r.status(), 400);
+    let r = put(json!({"id": "ext-2", "status": "success"})).await.unwrap();
+    assert_eq!(r.status(), 400, "`containers` is required");
+    let answer: Value = r.json().await.unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("containers"), "{answer}");
     // The original client of a known job keeps it.
     let id = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
     wait_job(&node, &id, false).await;
     let r = client_from("127.0.0.3")
         .put(node.at("/api/status"))
-        .json(&json!({"id": id, "status": "failed"}))
+        .json(&json!({"id": id, "status": "failed", "containers": ["echo"]}))
         .send()
         .await
         .unwrap();

@@ -7,6 +7,8 @@ mod cli;
 mod docker;
 mod heartbeat;
 mod outage;
+mod limits;
+mod openapi;
 mod pipelines;
 mod store;
 mod streaming;

@@ -96,31 +96,102 @@ async fn a_stream_is_abandoned_only_after_its_container_is_silent_for_the_timeou
     assert!(error.contains("container slow sent nothing for 0.5s"), "{error}");
 }
 
+/// Reads a stream's body as Ritual's client does: the id line first, then the rest to the end.
+/// Answers the id, the output, and whether the body ended normally.
+async fn read_as_ritual_client(mut response: reqwest::Response) -> (String, String, bool) {
+    let mut received = Vec::new();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8(received).unwrap();
+    let (id, output) = text.split_once('\n').expect("an id line");
+    (id.to_string(), output.to_string(), ended)
+}
+
 #[tokio::test]
-async fn a_stream_whose_answer_never_starts_times_out_with_a_502() {
+async fn the_id_line_comes_at_once_while_the_container_thinks() {
+    let node = TestNode::start(hello_world_config()).await;
+    // A connection that is already open, as a client's would be: only the node's time counts.
+    let client = client();
+    let _: serde_json::Value = get_json(&client, node.at("/health")).await;
+    let started = std::time::Instant::now();
+    let mut response = client
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["hello-world"], "data": {"delay_ms": 1000, "tokens": 50}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first piece");
+    let first_byte = started.elapsed();
+    println!("time to first byte: {first_byte:?}");
+    assert!(
+        first_byte < Duration::from_millis(50),
+        "the first byte took {first_byte:?}: the id line waited for the container"
+    );
+    let id = String::from_utf8(first.to_vec()).unwrap();
+    assert!(id.ends_with('\n') && id.len() == 37, "{id:?}");
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    let expected: String = (0..50).map(|i| format!("token-{i} ")).collect();
+    assert_eq!(rest, expected);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the container thought for 1 s"
+    );
+    let job = wait_job(&node, id.trim_end(), false).await;
+    assert_eq!(job["result"]["output"], json!({"output": expected}));
+
+    // Ritual's client: the id line, then the body, read in one go.
+    let response = open_stream(
+        &node.url,
+        json!({"containers": ["hello-world"], "data": {"delay_ms": 300, "tokens": 20}}),
+    )
+    .await;
+    let (id, output, ended) = read_as_ritual_client(response).await;
+    assert!(ended);
+    assert_eq!(output, (0..20).map(|i| format!("token-{i} ")).collect::<String>());
+    assert_eq!(wait_job(&node, &id, false).await["status"], "success");
+}
+
+#[tokio::test]
+async fn a_stream_whose_answer_never_starts_fails_after_the_id_line() {
     let port = stub(Stub::Slow(Duration::from_secs(30))).await;
     let node = TestNode::start(json!({"manage_containers": false,
         "containers": [{"id": "mute", "port": port, "timeout": 0.3}]}))
     .await;
     let response = open_stream(&node.url, json!({"containers": ["mute"], "data": {}})).await;
-    assert_eq!(response.status(), 502);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(
-        body["error"].as_str().unwrap().contains("did not answer within 0.3s"),
-        "{body}"
-    );
+    assert_eq!(response.status(), 200);
+    let (id, output, ended) = read_as_ritual_client(response).await;
+    assert!(!ended, "a failed stream must not look complete");
+    assert_eq!(output, "");
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(error.contains("did not answer within 0.3s"), "{error}");
 }
 
 #[tokio::test]
-async fn stream_from_an_unreachable_container_is_a_502_with_the_job_id() {
+async fn a_stream_from_an_unreachable_container_fails_after_the_id_line() {
     let port = crate::support::free_port();
     let node = TestNode::start(json!({"manage_containers": false, "containers": [unmanaged("gone", port)]})).await;
     let response = open_stream(&node.url, json!({"containers": ["gone"], "data": {}})).await;
-    assert_eq!(response.status(), 502);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("unreachable"), "{body}");
-    let job = wait_job(&node, body["id"].as_str().unwrap(), false).await;
+    assert_eq!(response.status(), 200);
+    let (id, _, ended) = read_as_ritual_client(response).await;
+    assert!(!ended);
+    let job = wait_job(&node, &id, false).await;
     assert_eq!(job["status"], "failed");
+    assert!(
+        job["result"]["error"].as_str().unwrap().contains("unreachable"),
+        "{job}"
+    );
 }
 
 #[tokio::test]

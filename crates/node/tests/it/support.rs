@@ -13,6 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use futures::StreamExt;
 use infernet_node::{Node, RunningNode, config};
 use serde_json::{Value, json};
 
@@ -182,6 +183,22 @@ pub(crate) enum Stub {
     /// Streams `tick ` the given number of times, a pause before each, then goes silent with
     /// the connection open.
     Trickle(usize, Duration),
+    /// Streams 64 KiB pieces of `x` for as long as it is read.
+    Flood,
+    /// Streams this many bytes of `x` in 64 KiB pieces, then ends.
+    Streams(usize),
+    /// Answers a JSON string of about this many bytes, sent as it is made (no length announced).
+    Huge(usize),
+}
+
+/// `pieces` 64 KiB pieces of `x`, or endless ones.
+fn pieces(pieces: Option<usize>) -> Body {
+    let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+    let endless = futures::stream::repeat(piece).map(Ok::<Bytes, std::io::Error>);
+    match pieces {
+        Some(n) => Body::from_stream(endless.take(n)),
+        None => Body::from_stream(endless),
+    }
 }
 
 /// Starts a stub container service; returns its port.
@@ -227,6 +244,18 @@ pub(crate) async fn stub(kind: Stub) -> u16 {
                     Some((Ok::<Bytes, std::io::Error>(Bytes::from_static(chunk)), step + 1))
                 });
                 Response::new(Body::from_stream(chunks))
+            }
+            Stub::Flood => Response::new(pieces(None)),
+            Stub::Streams(bytes) => Response::new(pieces(Some(bytes.div_ceil(64 * 1024)))),
+            Stub::Huge(bytes) => {
+                let quote = || futures::stream::once(async { Bytes::from_static(b"\"") });
+                let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+                let body = quote()
+                    .chain(futures::stream::repeat(piece).take(bytes / (64 * 1024)))
+                    .chain(quote())
+                    .map(Ok::<Bytes, std::io::Error>);
+                let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                (json, Body::from_stream(body)).into_response()
             }
             Stub::Trickle(ticks, pause) => {
                 let chunks = futures::stream::unfold(0, move |step| async move {

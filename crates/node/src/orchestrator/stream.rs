@@ -1,0 +1,403 @@
+//! Streaming jobs (`POST /api/jobs/stream`): the first container is called in streaming mode and
+//! its output forwarded as it comes, after a first line with the job id.
+//!
+//! The id line is the first piece of the body and is ready at once, so the server sends it (with
+//! the headers) before the container is even called: a client reading the id first (as Ritual's
+//! does) has it within moments, whatever the container's latency. Output is never held back:
+//! what the container sent back to back leaves in one piece, the rest as it arrives. Nothing is
+//! buffered whole: a call may send at most the container's `max_output_size` (past it the stream
+//! fails and the container connection is dropped), and of the output only the first
+//! `store.max_result_size` bytes are kept for the stored result, which is then marked truncated.
+
+use std::{
+    future::Future,
+    io,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult};
+use serde_json::{Map, Value, json};
+
+use super::{CallFailure, Orchestrator, Target, http::BodyStream, new_job_id};
+use crate::{
+    stats::metrics::{Metrics, Source},
+    store::JobStore,
+};
+
+/// Most output joined into one piece of the answer.
+const BURST_BYTES: usize = 64 * 1024;
+
+type Opening = Pin<Box<dyn Future<Output = Result<IdleTimeout, CallFailure>> + Send>>;
+
+impl Orchestrator {
+    /// Accepts a streaming job the Guardian admitted: stores it running and answers its body.
+    /// The container is called when the body is first read past the id line; the outcome is
+    /// stored when the stream ends, fails, or is dropped (the client went away).
+    pub fn stream(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> JobStream {
+        let id = new_job_id();
+        // Written off the response path; one writer keeps this and the result in order.
+        self.store.put_detached(owner, JobResult::running(&id));
+        // The Guardian admits no empty pipeline; only the first container streams.
+        let container = request.containers.into_iter().next().unwrap_or_default();
+        let max_output = self.target(&container).map_or(usize::MAX, |t| t.max_output);
+        let this = self.clone();
+        let opening = {
+            let container = container.clone();
+            Box::pin(async move { this.open_stream(&container, request.data).await })
+        };
+        let mut line = BytesMut::with_capacity(id.len() + 1);
+        line.extend_from_slice(id.as_bytes());
+        line.extend_from_slice(b"\n");
+        JobStream {
+            stage: Stage::Id {
+                line: line.freeze(),
+                opening,
+            },
+            record: Some(Recorder {
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                started: Instant::now(),
+                owner,
+                id,
+                container,
+                kept: Vec::new(),
+                keep: self.max_result,
+                truncated: false,
+            }),
+            received: 0,
+            max_output,
+            failed: None,
+        }
+    }
+
+    /// Starts a streaming call of `container`; answers once the answer's head is in.
+    async fn open_stream(&self, container: &str, data: Map<String, Value>) -> Result<IdleTimeout, CallFailure> {
+        let target = self.target(container)?;
+        let input = ContainerInput {
+            source: JobLocation::Offchain,
+            destination: JobLocation::Stream,
+            data: Value::Object(data),
+            requires_proof: None,
+        };
+        let idle = target.timeout;
+        let body = crate::json::container_input(&input);
+        // One timer for the whole stream: the wait for the answer's head, then each wait for
+        // more (a timer registered and cancelled per stage showed up in profiles).
+        let mut deadline = Box::pin(tokio::time::sleep(idle));
+        let send = self.client.send(&target.output_url, target.bearer.as_ref(), Some(body));
+        let response = tokio::select! {
+            biased;
+            response = send => response.map_err(|e| CallFailure::of(e, target, &target.output_url))?,
+            () = deadline.as_mut() => return Err(CallFailure::TimedOut { id: target.id.clone(), timeout: idle }),
+        };
+        let status = response.status;
+        if !status.is_success() {
+            let body = tokio::time::timeout(idle, response.bytes(target.max_output))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(CallFailure::refused(container, status, &body));
+        }
+        Ok(IdleTimeout {
+            body: response.into_stream(),
+            target: target.clone(),
+            deadline,
+            last: tokio::time::Instant::now(),
+            done: false,
+        })
+    }
+}
+
+/// The body of a streaming job's answer: the id line, then the container's output. An error
+/// after the id line ends the body abnormally, so the client sees a failed transfer rather than a
+/// silently truncated one.
+pub struct JobStream {
+    stage: Stage,
+    /// Until the outcome is recorded.
+    record: Option<Recorder>,
+    /// Output bytes received so far.
+    received: usize,
+    /// Most output bytes the container may send.
+    max_output: usize,
+    /// A failure to report after the output that preceded it.
+    failed: Option<CallFailure>,
+}
+
+enum Stage {
+    /// The id line, not sent yet, and the call that follows it.
+    Id { line: Bytes, opening: Opening },
+    /// Waiting for the container's answer to start.
+    Opening(Opening),
+    /// Forwarding its output.
+    Streaming(IdleTimeout),
+    /// Over: the outcome is recorded and the container released.
+    Ended,
+}
+
+impl JobStream {
+    /// Ends the stream with `outcome`: recorded, the container connection released (dropped
+    /// when the body was not read to its end).
+    fn end(&mut self, outcome: Result<(), &CallFailure>) {
+        self.stage = Stage::Ended;
+        if let Some(record) = self.record.take() {
+            record.finish(outcome.map_err(ToString::to_string));
+        }
+    }
+
+    /// Output that is there now, joined, up to [`BURST_BYTES`]; `Ok(None)` when the stream
+    /// ended; an error when it failed before any of this piece.
+    fn forward(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let mut burst = Burst::default();
+        let outcome = loop {
+            let Stage::Streaming(body) = &mut self.stage else {
+                break Ok(());
+            };
+            match Pin::new(body).poll_next(cx) {
+                Poll::Ready(Some(Ok(mut chunk))) => {
+                    let room = self.max_output - self.received;
+                    let over = chunk.len() > room;
+                    if over {
+                        chunk.truncate(room);
+                    }
+                    self.received += chunk.len();
+                    if let Some(record) = &mut self.record {
+                        record.keep(&chunk);
+                    }
+                    burst.push(chunk);
+                    if over {
+                        let id = self.record.as_ref().map(|r| r.container.clone()).unwrap_or_default();
+                        break Err(CallFailure::TooLarge {
+                            id,
+                            limit: self.max_output,
+                        });
+                    }
+                    if burst.len() >= BURST_BYTES {
+                        return Poll::Ready(Some(Ok(burst.take())));
+                    }
+                }
+                Poll::Ready(Some(Err(failure))) => break Err(failure),
+                Poll::Ready(None) => break Ok(()),
+                Poll::Pending if burst.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Some(Ok(burst.take()))),
+            }
+        };
+        self.end(outcome.as_ref().map(|_| ()));
+        match outcome {
+            Ok(()) => Poll::Ready((!burst.is_empty()).then(|| Ok(burst.take()))),
+            Err(failure) if burst.is_empty() => Poll::Ready(Some(Err(io::Error::other(failure.to_string())))),
+            Err(failure) => {
+                self.failed = Some(failure);
+                Poll::Ready(Some(Ok(burst.take())))
+            }
+        }
+    }
+}
+
+impl Stream for JobStream {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.stage {
+                Stage::Id { .. } => {
+                    if let Stage::Id { line, opening } = std::mem::replace(&mut this.stage, Stage::Ended) {
+                        this.stage = Stage::Opening(opening);
+                        return Poll::Ready(Some(Ok(line)));
+                    }
+                }
+                Stage::Opening(opening) => match opening.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(body)) => this.stage = Stage::Streaming(body),
+                    Poll::Ready(Err(failure)) => {
+                        this.end(Err(&failure));
+                        return Poll::Ready(Some(Err(io::Error::other(failure.to_string()))));
+                    }
+                },
+                Stage::Streaming(_) => return this.forward(cx),
+                Stage::Ended => {
+                    return Poll::Ready(this.failed.take().map(|f| Err(io::Error::other(f.to_string()))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for JobStream {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(Err("the client disconnected before the stream ended".into()));
+        }
+    }
+}
+
+/// Pieces of output joined into one: a single piece leaves as it came, without a copy.
+#[derive(Default)]
+struct Burst {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Burst {
+    fn push(&mut self, chunk: Bytes) {
+        match &self.first {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            _ => {
+                if let Some(first) = self.first.take() {
+                    self.rest.extend_from_slice(&first);
+                }
+                self.rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.rest.len(), Bytes::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take(&mut self) -> Bytes {
+        self.first.take().unwrap_or_else(|| self.rest.split().freeze())
+    }
+}
+
+/// Records a streaming job's outcome: metrics, and the stored result with the output kept.
+struct Recorder {
+    store: Arc<dyn JobStore>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    owner: IpAddr,
+    id: String,
+    container: String,
+    /// The start of the output, for the stored result.
+    kept: Vec<u8>,
+    /// Most bytes kept.
+    keep: usize,
+    /// Output was left out of `kept`.
+    truncated: bool,
+}
+
+impl Recorder {
+    fn keep(&mut self, chunk: &[u8]) {
+        let room = self.keep - self.kept.len();
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    fn finish(self, outcome: Result<(), String>) {
+        let took = self.started.elapsed();
+        self.metrics.container_call(&self.container, outcome.is_ok(), took);
+        self.metrics.job(Source::Offchain, outcome.is_ok(), took);
+        let result = match outcome {
+            Ok(()) => {
+                // Valid UTF-8 (the usual case) keeps its buffer; a cut may split a character.
+                let text =
+                    String::from_utf8(self.kept).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let output = match self.truncated {
+                    true => json!({"output": text, "truncated": true}),
+                    false => json!({ "output": text }),
+                };
+                ContainerResult::Output {
+                    container: self.container,
+                    output,
+                }
+            }
+            Err(error) => ContainerResult::Error {
+                container: self.container,
+                error,
+            },
+        };
+        self.store
+            .put_detached(self.owner, JobResult::finished(self.id, vec![result]));
+    }
+}
+
+/// A container's streamed body that fails when no chunk arrives for the container's timeout. One
+/// timer serves the whole stream, and a chunk only notes when it came: the timer is moved on when
+/// it fires early, not at every chunk (each move takes the runtime's timer lock).
+pub(super) struct IdleTimeout {
+    body: BodyStream,
+    target: Arc<Target>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the last chunk came (or the answer's head).
+    last: tokio::time::Instant,
+    done: bool,
+}
+
+impl Stream for IdleTimeout {
+    type Item = Result<Bytes, CallFailure>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.body).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.last = tokio::time::Instant::now();
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                let target = &this.target;
+                Poll::Ready(Some(Err(CallFailure::of(e, target, &target.output_url))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => loop {
+                match this.deadline.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => {
+                        let due = this.last + this.target.timeout;
+                        if due > this.deadline.deadline() {
+                            // Chunks came meanwhile: wait from the last one.
+                            this.deadline.as_mut().reset(due);
+                            continue;
+                        }
+                        this.done = true;
+                        return Poll::Ready(Some(Err(CallFailure::Silent {
+                            id: this.target.id.clone(),
+                            timeout: this.target.timeout,
+                        })));
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_one_piece_is_that_piece_and_more_are_joined_in_order() {
+        let mut burst = Burst::default();
+        assert!(burst.is_empty());
+        let piece = Bytes::from_static(b"hello, ");
+        burst.push(piece.clone());
+        assert_eq!(burst.len(), 7);
+        let out = burst.take();
+        assert_eq!(out.as_ptr(), piece.as_ptr(), "one piece leaves without a copy");
+        assert!(burst.is_empty());
+        burst.push(Bytes::from_static(b"hello, "));
+        burst.push(Bytes::from_static(b"world!"));
+        assert_eq!(burst.len(), 13);
+        assert_eq!(burst.take(), Bytes::from_static(b"hello, world!"));
+        assert!(burst.is_empty());
+    }
+}
