@@ -80,7 +80,7 @@ async fn probe(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
 impl Monitor {
     /// A monitor over `registry`.
     pub fn new(registry: Arc<Registry>, settings: ProbeSettings) -> Result<Self, reqwest::Error> {
-        infernet_node::install_tls_provider();
+        infernet_service::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .pool_max_idle_per_host(1)

@@ -19,8 +19,8 @@ use axum::{
     routing::{get, post},
 };
 use futures::StreamExt;
-use infernet_node::server::{
-    ClientIp,
+use infernet_service::{
+    client_ip::ClientIp,
     rate_limit::{self, RateLimiter},
 };
 use ipnet::IpNet;

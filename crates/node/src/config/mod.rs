@@ -7,45 +7,14 @@
 mod lax;
 mod validate;
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate};
 
-/// A string that must never be printed: private keys, passwords, bearer tokens.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself; call only where it is used, never to log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no secret is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("\"<redacted>\"")
-        }
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
-    }
-}
+pub use infernet_service::secret::Secret;
 
 /// The whole `config.json`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -342,6 +311,31 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (extension).
     #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
     pub max_body_size: u64,
+    /// Longest time from the first byte of a request head to its end, in seconds (extension).
+    #[serde(default = "default_header_timeout", deserialize_with = "lax::f64")]
+    pub header_timeout: f64,
+    /// Longest time from a request head to the end of its body, in seconds (extension).
+    #[serde(default = "default_body_timeout", deserialize_with = "lax::f64")]
+    pub body_timeout: f64,
+    /// Longest time a connection stays open without a request, in seconds (extension).
+    #[serde(default = "default_idle_timeout", deserialize_with = "lax::f64")]
+    pub idle_timeout: f64,
+    /// Most connections open at once; at the limit the longest-idle one is closed (extension).
+    #[serde(default = "default_max_connections", deserialize_with = "lax::u64")]
+    pub max_connections: u64,
+}
+
+impl ServerConfig {
+    /// The connection limits these settings describe (validated: every value in range).
+    pub fn limits(&self) -> infernet_service::http::Limits {
+        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, validate::MAX_SECONDS));
+        infernet_service::http::Limits {
+            header_read: seconds(self.header_timeout),
+            body_read: seconds(self.body_timeout),
+            idle: seconds(self.idle_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX).max(1),
+        }
+    }
 }
 
 fn default_server_port() -> u16 {
@@ -353,6 +347,18 @@ fn default_bind() -> String {
 fn default_max_body() -> u64 {
     16 << 20
 }
+fn default_header_timeout() -> f64 {
+    10.0
+}
+fn default_body_timeout() -> f64 {
+    30.0
+}
+fn default_idle_timeout() -> f64 {
+    60.0
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -362,6 +368,10 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             max_body_size: default_max_body(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }

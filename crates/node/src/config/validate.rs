@@ -192,7 +192,7 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
 }
 
 /// Longest duration accepted anywhere in the config (one year), so every value fits a `Duration`.
-const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+pub(super) const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Most jobs the embedded store may be told to keep (its index numbers them in 32 bits).
 const MAX_STORE_JOBS: u64 = 1_000_000_000;
 
@@ -249,6 +249,21 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     }
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
+    }
+    for (key, value) in [
+        ("server.header_timeout", config.server.header_timeout),
+        ("server.body_timeout", config.server.body_timeout),
+        ("server.idle_timeout", config.server.idle_timeout),
+    ] {
+        if !positive(value) {
+            p.error(key, "must be a positive number of seconds (at most one year)");
+        }
+    }
+    if config.server.max_connections == 0 {
+        p.error(
+            "server.max_connections",
+            "must be at least 1 (default 10000); the open-file limit is raised to its hard limit at start",
+        );
     }
     let mut trusted_proxies = Vec::new();
     for (i, s) in config.server.trusted_proxies.iter().enumerate() {

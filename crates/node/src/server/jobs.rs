@@ -61,7 +61,7 @@ fn text(bytes: Bytes) -> Result<String, ApiError> {
 }
 
 /// A body read straight from the connection, at most `max_body` bytes, as [`JsonText`] reads it.
-async fn read_text(body: hyper::body::Incoming, max_body: usize) -> Result<String, ApiError> {
+async fn read_text(body: infernet_service::http::RequestBody, max_body: usize) -> Result<String, ApiError> {
     use http_body_util::BodyExt;
     let collected = http_body_util::Limited::new(body, max_body)
         .collect()
@@ -410,7 +410,11 @@ pub(super) async fn stream(
 }
 
 /// `POST /api/jobs/stream` as the server's front answers it, straight from the connection.
-pub(super) async fn stream_direct(state: &Arc<AppState>, client: IpAddr, body: hyper::body::Incoming) -> Response {
+pub(super) async fn stream_direct(
+    state: &Arc<AppState>,
+    client: IpAddr,
+    body: infernet_service::http::RequestBody,
+) -> Response {
     let answer = match read_text(body, state.max_body).await {
         Ok(body) => stream_job(state, client, &body).await,
         Err(e) => Err(e),

@@ -112,6 +112,7 @@ fn settings(listed: &[String]) -> Settings {
         trusted_proxies: Vec::new(),
         registration_token: Some("t0ken".into()),
         registration_ttl: Duration::from_secs(60),
+        limits: Default::default(),
     }
 }
 
@@ -125,7 +126,7 @@ async fn router(settings: Settings) -> String {
 }
 
 fn client() -> reqwest::Client {
-    infernet_node::install_tls_provider();
+    infernet_service::install_tls_provider();
     reqwest::Client::new()
 }
 

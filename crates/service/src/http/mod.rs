@@ -10,7 +10,7 @@
 //!   connection, and 1,024 is a common soft default).
 //!
 //! Each connection is served by the hyper service the caller makes for it, which receives the
-//! request body as a [`RequestBody`].
+//! request body as a [`RequestBody`]; [`RouterService`] serves an axum router that way.
 
 mod conn;
 
@@ -28,9 +28,11 @@ use std::{
 };
 
 use axum::{
-    Json,
+    Json, Router,
+    extract::ConnectInfo,
     http::StatusCode,
     response::{IntoResponse, Response},
+    routing::future::RouteFuture,
 };
 use hyper::{Request, body::Incoming};
 use hyper_util::{
@@ -275,6 +277,33 @@ pub async fn serve<M, S, B>(
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; closing them");
+    }
+}
+
+/// An axum router as one connection's service, its handlers seeing the peer's address as
+/// [`ConnectInfo<SocketAddr>`].
+#[derive(Clone)]
+pub struct RouterService {
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl RouterService {
+    /// `router` serving the connection from `peer`.
+    pub fn new(router: Router, peer: SocketAddr) -> Self {
+        Self { router, peer }
+    }
+}
+
+impl hyper::service::Service<Request<RequestBody>> for RouterService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn call(&self, mut req: Request<RequestBody>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        // A router is always ready; a clone is a reference count.
+        tower::Service::call(&mut self.router.clone(), req)
     }
 }
 
