@@ -16,6 +16,40 @@ pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate}
 
 pub use infernet_service::secret::Secret;
 
+/// How `infernet-node check` (and anything else serializing the config) shows values that may
+/// hold secrets.
+mod redact {
+    use infernet_service::secret::SensitiveUrl;
+    use serde::{Serialize, Serializer, ser::SerializeMap};
+    use serde_json::{Map, Value};
+
+    /// A URL as `scheme://host[:port]`, with `/…` when anything was left out.
+    pub(super) fn url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+        match SensitiveUrl::parse(url) {
+            Ok(url) => url.serialize(s),
+            Err(_) if url.is_empty() => s.serialize_str(""),
+            Err(_) => s.serialize_str("<invalid URL>"),
+        }
+    }
+
+    /// An optional URL, as [`url`].
+    pub(super) fn opt_url<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => url(value, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Environment variables: their names, each with a redacted value.
+    pub(super) fn env<S: Serializer>(env: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(env.len()))?;
+        for key in env.keys() {
+            map.serialize_entry(key, "<redacted>")?;
+        }
+        map.end()
+    }
+}
+
 /// The whole `config.json`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
@@ -70,7 +104,8 @@ pub struct ContainerConfig {
     #[serde(default)]
     pub image: String,
     /// Base URL of a remote service; a container with a `url` is called there and never managed.
-    #[serde(default)]
+    /// It may carry credentials or a token in its query (shown redacted).
+    #[serde(default, serialize_with = "redact::url")]
     pub url: String,
     /// Bearer token sent to the service (`Authorization: Bearer …`).
     #[serde(default)]
@@ -102,8 +137,8 @@ pub struct ContainerConfig {
     /// Container command (shell-split, as Docker does).
     #[serde(default)]
     pub command: String,
-    /// Container environment.
-    #[serde(default)]
+    /// Container environment (values shown redacted: they often are tokens).
+    #[serde(default, serialize_with = "redact::env")]
     pub env: Map<String, Value>,
     /// The last container of a pipeline can produce proofs.
     #[serde(default, deserialize_with = "lax::bool")]
@@ -139,8 +174,8 @@ pub struct ChainConfig {
     /// Serve on-chain and delegated subscriptions.
     #[serde(default, deserialize_with = "lax::bool")]
     pub enabled: bool,
-    /// JSON-RPC endpoint.
-    #[serde(default)]
+    /// JSON-RPC endpoint (shown as `scheme://host[:port]`: paths and queries often hold API keys).
+    #[serde(default, serialize_with = "redact::opt_url")]
     pub rpc_url: Option<String>,
     /// How many blocks to stay behind head.
     #[serde(default = "one", deserialize_with = "lax::u64")]
@@ -426,7 +461,7 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StatsConfig {
     /// URL to POST heartbeats to (`http://router:4100/api/v1/register`); none: nothing is sent.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::opt_url")]
     pub endpoint: Option<String>,
     /// Bearer token for the endpoint.
     #[serde(default)]
@@ -622,5 +657,30 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("deadbeef"), "{json}");
         assert!(json.contains("<redacted>"));
+    }
+
+    #[test]
+    fn urls_and_env_values_are_redacted_when_serialized() {
+        let c = parse(
+            r#"{"chain": {"rpc_url": "https://u:PASS@rpc.example:8443/v2/APIKEY?k=S3CRET"},
+                "containers": [{"id": "a", "url": "http://u:PASS@svc:3000/api?token=S3CRET",
+                                "env": {"API_TOKEN": "S3CRET", "N": 3}}]}"#,
+        )
+        .unwrap()
+        .config;
+        let json = serde_json::to_value(&c).unwrap();
+        for secret in ["PASS", "APIKEY", "S3CRET"] {
+            assert!(!json.to_string().contains(secret), "{json}");
+        }
+        assert_eq!(json["chain"]["rpc_url"], "https://rpc.example:8443/…");
+        assert_eq!(json["containers"][0]["url"], "http://svc:3000/…");
+        assert_eq!(
+            json["containers"][0]["env"],
+            serde_json::json!({"API_TOKEN": "<redacted>", "N": "<redacted>"})
+        );
+        assert_eq!(
+            serde_json::to_value(&parse("{}").unwrap().config).unwrap()["chain"]["rpc_url"],
+            Value::Null
+        );
     }
 }

@@ -3,8 +3,10 @@
 mod api;
 mod chain;
 mod cli;
+mod connections;
 mod docker;
 mod pipelines;
+mod secrets;
 mod store;
 mod streaming;
 mod subscriptions;
