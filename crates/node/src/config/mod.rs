@@ -16,6 +16,19 @@ pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, validate}
 
 pub use infernet_service::secret::Secret;
 
+/// `Debug` as the serialized form, so that URLs and env values are redacted there too.
+macro_rules! debug_as_serialized {
+    ($($ty:ty),*) => {$(
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let shown = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+                write!(f, "{} {shown}", stringify!($ty))
+            }
+        }
+    )*};
+}
+debug_as_serialized!(ContainerConfig, ChainConfig, StatsConfig);
+
 /// How `infernet-node check` (and anything else serializing the config) shows values that may
 /// hold secrets.
 mod redact {
@@ -96,7 +109,7 @@ fn default_startup_wait() -> f64 {
 }
 
 /// One container (`containers[]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ContainerConfig {
     /// Container id: routing key, Docker container name and on-chain id component.
     pub id: String,
@@ -169,7 +182,7 @@ pub struct ProcessConfig {
 }
 
 /// `chain`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ChainConfig {
     /// Serve on-chain and delegated subscriptions.
     #[serde(default, deserialize_with = "lax::bool")]
@@ -458,7 +471,7 @@ pub struct StoreConfig {
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
 /// It carries the node's address, containers, load and job counters: never job data, results or
 /// client addresses.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct StatsConfig {
     /// URL to POST heartbeats to (`http://router:4100/api/v1/register`); none: nothing is sent.
     #[serde(default, serialize_with = "redact::opt_url")]

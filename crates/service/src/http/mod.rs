@@ -423,6 +423,46 @@ mod tests {
         assert_eq!(none.validate(), Err(LimitsError::NoConnections));
     }
 
+    #[tokio::test]
+    async fn a_router_sees_the_peer_and_a_half_sent_head_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_read: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            limits,
+            shutdown.clone(),
+            Duration::from_secs(1),
+            move |peer| RouterService::new(router.clone(), peer),
+        ));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("127.0.0.1"),
+            "{answer}"
+        );
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a half-sent head is closed after the header timeout");
+        shutdown.cancel();
+        server.await.unwrap();
+    }
+
     #[test]
     fn the_soft_file_limit_is_raised_to_the_hard_one() {
         let fd = raise_fd_limit().unwrap();
