@@ -129,10 +129,13 @@ impl ConnState {
     pub(super) fn request_started(self: &Arc<Self>, has_body: bool, limits: &Limits) -> Active {
         self.active.fetch_add(1, Relaxed);
         self.head_started.store(0, Relaxed);
-        if has_body {
-            let deadline = self.clock.now() + limits.body_read.as_millis() as u64;
-            self.body_deadline.store(deadline, Relaxed);
-        }
+        // Always written: a deadline left by an earlier request whose body was never read must
+        // not close this one.
+        let deadline = match has_body {
+            true => self.clock.now() + limits.body_read.as_millis() as u64,
+            false => 0,
+        };
+        self.body_deadline.store(deadline, Relaxed);
         Active(self.clone())
     }
 }
@@ -315,6 +318,16 @@ mod tests {
         drop(active);
         assert_eq!(state.idle_since(), Some(clock.now()));
         assert_eq!(state.watch(&limits()).await, Closed::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unread_body_of_an_earlier_request_does_not_time_out_the_next_one() {
+        let state = Arc::new(ConnState::new(Clock::new()));
+        // A POST answered without its body being read (a 404, say).
+        drop(state.request_started(true, &limits()));
+        let _get = state.request_started(false, &limits());
+        let answering = tokio::time::timeout(Duration::from_secs(5), state.watch(&limits())).await;
+        assert!(answering.is_err(), "no body deadline for a request without a body");
     }
 
     #[tokio::test(start_paused = true)]
