@@ -14,10 +14,10 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{GenericContractError, SolInterface};
 use alloy::transports::RpcError;
-use alloy::transports::http::reqwest::Url;
 use infernet_contracts::bindings::TestToken::TestTokenErrors;
 use infernet_contracts::bindings::Wallet::{self, WalletErrors};
 use infernet_contracts::bindings::{Registry, WalletFactory};
+use infernet_service::secret::SensitiveUrl;
 use serde_json::{Value, json};
 
 use crate::commands::Failure;
@@ -310,33 +310,11 @@ fn parse_amount(s: &str) -> Result<U256, String> {
     U256::from_str_radix(&scaled, 10).map_err(|_| format!("{s} does not fit in 256 bits"))
 }
 
-/// `scheme://host[:port]` of an RPC URL: paths and user info often carry API keys.
-fn redact_url(url: &Url) -> String {
-    let hidden = url.path() != "/" || url.query().is_some() || !url.username().is_empty() || url.password().is_some();
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        if hidden { "/…" } else { "" }
-    )
-}
-
-/// `text` with the URL replaced by its redacted form, also where it appears without its user info
-/// (as reqwest prints it).
-fn scrub(text: &str, url: &Url) -> String {
-    let mut bare = url.clone();
-    // These fail only for URLs that cannot have user info, which then print without it anyway.
-    let _ = bare.set_username("");
-    let _ = bare.set_password(None);
-    text.replace(url.as_str(), &redact_url(url))
-        .replace(bare.as_str(), &redact_url(url))
-}
-
 /// A connection to the chain, signing with the key if there is one.
 struct Chain {
     provider: DynProvider,
-    url: Url,
+    /// Shown as `scheme://host[:port]`: paths, user info and queries often carry API keys.
+    url: SensitiveUrl,
     registry: Option<Address>,
     /// The key's address, for writes.
     from: Option<Address>,
@@ -350,14 +328,12 @@ impl Chain {
         } else {
             format!("http://{text}")
         };
-        let url: Url = with_scheme
-            .parse()
-            .map_err(|_| WalletCmdError::BadRpcUrl(args.rpc_url.clone()))?;
+        let url = SensitiveUrl::parse(&with_scheme).map_err(|_| WalletCmdError::BadRpcUrl(args.rpc_url.clone()))?;
         infernet_contracts::install_tls_provider();
         let from = signer.as_ref().map(PrivateKeySigner::address);
         let provider = match signer {
-            Some(signer) => infernet_contracts::signing_provider(url.clone(), signer),
-            None => ProviderBuilder::new().connect_http(url.clone()).erased(),
+            Some(signer) => infernet_contracts::signing_provider(url.expose().clone(), signer),
+            None => ProviderBuilder::new().connect_http(url.expose().clone()).erased(),
         };
         Ok(Self {
             provider,
@@ -374,8 +350,8 @@ impl Chain {
         }
         if let ContractError::TransportError(RpcError::Transport(kind)) = &e {
             return WalletCmdError::Unreachable {
-                url: redact_url(&self.url),
-                message: scrub(&kind.to_string(), &self.url),
+                url: self.url.to_string(),
+                message: self.url.scrub(&kind.to_string()),
             };
         }
         if let Some(error) = e.as_decoded_interface_error::<WalletErrors>() {
@@ -411,7 +387,7 @@ impl Chain {
         }
         WalletCmdError::Refused {
             call,
-            message: scrub(&e.to_string(), &self.url),
+            message: self.url.scrub(&e.to_string()),
         }
     }
 
@@ -456,7 +432,7 @@ impl Chain {
             .map_err(|e| WalletCmdError::Receipt {
                 call,
                 tx,
-                message: scrub(&e.to_string(), &self.url),
+                message: self.url.scrub(&e.to_string()),
             })?;
         if !receipt.status() {
             return Err(WalletCmdError::MinedButReverted { call, tx });
@@ -786,17 +762,17 @@ mod tests {
     fn keys_and_url_secrets_are_never_shown() {
         let key = SecretKey("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".into());
         assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
-        let url: Url = "https://user:pw@rpc.example:8443/v2/SECRET?k=1".parse().unwrap();
-        assert_eq!(redact_url(&url), "https://rpc.example:8443/…");
-        for shown in [url.as_str(), "https://rpc.example:8443/v2/SECRET?k=1"] {
+        let url = SensitiveUrl::parse("https://user:pw@rpc.example:8443/v2/SECRET?k=1").unwrap();
+        assert_eq!(url.to_string(), "https://rpc.example:8443/…");
+        for shown in [url.expose().as_str(), "https://rpc.example:8443/v2/SECRET?k=1"] {
             let message = format!("error sending request for url ({shown})");
             assert_eq!(
-                scrub(&message, &url),
+                url.scrub(&message),
                 "error sending request for url (https://rpc.example:8443/…)"
             );
         }
-        let plain: Url = "http://127.0.0.1:8545".parse().unwrap();
-        assert_eq!(redact_url(&plain), "http://127.0.0.1:8545");
+        let plain = SensitiveUrl::parse("http://127.0.0.1:8545").unwrap();
+        assert_eq!(plain.to_string(), "http://127.0.0.1:8545");
     }
 
     #[test]

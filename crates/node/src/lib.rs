@@ -12,7 +12,7 @@
 //! - [`server`] — the REST API;
 //! - [`stats`] — metrics;
 //! - [`logging`] — console and rotating file logs;
-//! - [`tasks`] — supervised tasks and shutdown;
+//! - [`tasks`] — supervised tasks and shutdown (from `infernet-service`);
 //! - [`node`] — wires them together.
 
 pub mod admin;
@@ -27,7 +27,8 @@ pub mod orchestrator;
 pub mod server;
 pub mod stats;
 pub mod store;
-pub mod tasks;
+
+pub use infernet_service::{install_tls_provider, tasks};
 
 pub use node::{Node, NodeError, RunningNode};
 
@@ -35,10 +36,3 @@ pub use node::{Node, NodeError, RunningNode};
 /// from its config (container ids): SipHash showed up in profiles of the streaming path. The rate
 /// limiter, keyed by client addresses, uses foldhash's quality variant with a per-map seed.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Installs the process-wide TLS provider (ring) that every HTTP client of the node uses.
-/// Idempotent; called before any client is built.
-pub fn install_tls_provider() {
-    // An error means a provider is already installed, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}

@@ -111,11 +111,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(valid: ValidConfig) -> ExitCode {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Registered before anything starts, so a signal during startup is not fatal but handled.
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
+    // Installed before anything starts, so a signal during startup is not fatal but handled.
+    let signals = match infernet_service::signals::Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
             return ExitCode::FAILURE;
         }
@@ -127,15 +126,7 @@ async fn run(valid: ValidConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let token = node.shutdown_token();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = token.cancelled() => return,
-        }
-        token.cancel();
-    });
+    tokio::spawn(signals.cancel_on_signal(node.shutdown_token()));
     match node.wait().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

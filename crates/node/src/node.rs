@@ -52,8 +52,11 @@ pub enum NodeError {
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     /// A critical task failed.
-    #[error("{0}")]
-    TaskFailed(String),
+    #[error(transparent)]
+    TaskFailed(#[from] infernet_service::tasks::TaskError),
+    /// The node's own task ended abnormally (panicked).
+    #[error("the node's task {0}")]
+    Aborted(String),
 }
 
 /// A node to start.
@@ -84,7 +87,7 @@ impl RunningNode {
     pub async fn wait(self) -> Result<(), NodeError> {
         self.done
             .await
-            .unwrap_or_else(|e| Err(NodeError::TaskFailed(format!("node task {e}"))))
+            .unwrap_or_else(|e| Err(NodeError::Aborted(e.to_string())))
     }
 }
 
@@ -170,15 +173,16 @@ impl Node {
         });
 
         let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
+        let limits = config.config.server.limits();
         tasks.spawn_critical("rest-server", async move {
-            server::serve(listener, serve_state, serve_shutdown, DRAIN).await;
-            Ok(())
+            server::serve(listener, serve_state, limits, serve_shutdown, DRAIN).await;
+            Ok::<_, NodeError>(())
         });
         let supervisor = manager.clone();
         let supervise_shutdown = shutdown.clone();
         tasks.spawn_critical("container-manager", async move {
             supervisor.supervise(supervise_shutdown).await;
-            Ok(())
+            Ok::<_, NodeError>(())
         });
         match (&config.config.stats.endpoint, config.config.forward_stats) {
             (Some(endpoint), true) => {
@@ -192,7 +196,7 @@ impl Node {
                 let (sender_state, sender_shutdown) = (state.clone(), shutdown.clone());
                 tasks.spawn_critical("metric-sender", async move {
                     sender::run(sender_state, settings, sender_shutdown).await;
-                    Ok(())
+                    Ok::<_, NodeError>(())
                 });
             }
             (None, true) => tracing::info!("metric sender off: no stats.endpoint configured"),

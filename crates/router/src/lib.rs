@@ -19,8 +19,11 @@ pub mod server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
-use infernet_node::{server::rate_limit::RateLimiter, tasks::TaskManager};
+use infernet_service::{
+    http::RouterService,
+    rate_limit::RateLimiter,
+    tasks::{TaskError, TaskManager},
+};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +59,12 @@ pub struct Settings {
     pub resources: FanOut,
     /// The database, opened and migrated at start.
     pub database: db::DbSettings,
+    /// Connection timeouts and limit of the REST server.
+    pub limits: infernet_service::http::Limits,
 }
+
+/// How long requests in flight may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// A started router.
 pub struct RunningRouter {
@@ -74,7 +82,7 @@ impl RunningRouter {
     }
 
     /// Waits until it stopped; the error names the task that failed.
-    pub async fn wait(self) -> Result<(), String> {
+    pub async fn wait(self) -> Result<(), TaskError> {
         self.tasks.shutdown_token().cancelled().await;
         self.tasks.wait().await;
         self.tasks.failure().map_or(Ok(()), Err)
@@ -110,17 +118,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let monitor_shutdown = shutdown.clone();
     tasks.spawn_critical("monitor", async move {
         monitor.run(monitor_shutdown).await;
-        Ok(())
+        Ok::<_, std::convert::Infallible>(())
     });
-    let app = server::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let app = server::app(state);
+    let limits = settings.limits;
     tasks.spawn_critical("rest-server", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(|e| format!("stopped: {e}"))
+        infernet_service::http::serve(listener, limits, shutdown, DRAIN, |peer| {
+            RouterService::new(app.clone(), peer)
+        })
+        .await;
+        Ok::<_, std::convert::Infallible>(())
     });
     tracing::info!(%addr, "router serving");
     Ok(RunningRouter { addr, db, tasks })

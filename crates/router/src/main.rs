@@ -9,6 +9,7 @@ use infernet_router::{
     registry::{Hysteresis, Limits},
     resources::FanOut,
 };
+use infernet_service::signals::Signals;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,6 +74,18 @@ struct Args {
     /// several replicas sharing one state.
     #[arg(long, env = "DATABASE_URL", default_value = infernet_router::db::DEFAULT_URL, hide_env_values = true)]
     database_url: String,
+    /// Seconds from the first byte of a request head to its end before the client is disconnected.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds from a request head to the end of its body before the client is disconnected.
+    #[arg(long, env = "BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Seconds a keep-alive connection may stay open without a request.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Connections open at once; at the limit the longest-idle one is closed for a new client.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -81,6 +94,18 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
     } else {
         Err(format!("{name} must be between 0 and 86400 seconds, got {v}"))
     }
+}
+
+/// The server's connection limits from the flags.
+fn limits(args: &Args) -> Result<infernet_service::http::Limits, String> {
+    let limits = infernet_service::http::Limits {
+        header_read: seconds("--header-timeout", args.header_timeout)?,
+        body_read: seconds("--body-timeout", args.body_timeout)?,
+        idle: seconds("--idle-timeout", args.idle_timeout)?,
+        max_connections: args.max_connections,
+    };
+    limits.validate().map_err(|e| format!("--max-connections: {e}"))?;
+    Ok(limits)
 }
 
 fn settings(args: &Args) -> Result<Settings, Vec<String>> {
@@ -112,6 +137,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if args.probe_max_bytes < 1024 {
         errors.push("--probe-max-bytes must be at least 1024".into());
     }
+    let limits = limits(args).map_err(|e| errors.push(e)).ok();
     if args.ratelimit_reqs_per_min == 0 {
         errors.push("--ratelimit-reqs-per-min must be at least 1".into());
     }
@@ -133,8 +159,8 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             Err(_) => errors.push(format!("--trusted-proxies: \"{p}\" is not an IP or CIDR")),
         }
     }
-    match (interval, timeout, deadline, errors.is_empty()) {
-        (Some(interval), Some(timeout), Some(deadline), true) => Ok(Settings {
+    match (interval, timeout, deadline, limits, errors.is_empty()) {
+        (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
             probe: ProbeSettings {
                 interval,
@@ -160,6 +186,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 max_body_bytes: args.probe_max_bytes,
             },
             database,
+            limits,
         }),
         _ => Err(errors),
     }
@@ -193,10 +220,12 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            eprintln!("error: cannot install signal handlers");
-            return ExitCode::FAILURE;
+        let signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         };
         let addr = format!("{}:{}", args.bind, args.port);
         let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -213,15 +242,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let token = router.shutdown_token();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-                _ = token.cancelled() => return,
-            }
-            token.cancel();
-        });
+        tokio::spawn(signals.cancel_on_signal(router.shutdown_token()));
         match router.wait().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

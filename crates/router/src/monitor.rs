@@ -158,7 +158,7 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor over `registry`.
     pub fn new(registry: Arc<Registry>, settings: ProbeSettings) -> Result<Self, reqwest::Error> {
-        infernet_node::install_tls_provider();
+        infernet_service::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .pool_max_idle_per_host(1)
@@ -242,7 +242,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_past_the_limit_is_refused_without_reading_it_all() {
-        infernet_node::install_tls_provider();
+        infernet_service::install_tls_provider();
         let client = reqwest::Client::new();
         // 64 MiB announced without a length: refused after 1 MiB, long before the timeout.
         let url = serve_once("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", 1024).await;
@@ -262,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn loads_past_u64_saturate_instead_of_overflowing() {
-        infernet_node::install_tls_provider();
+        infernet_service::install_tls_provider();
         let body = r#"{"containers": [], "pending": {"offchain": 18446744073709551615, "onchain": 7}}"#;
         let head: &'static str = Box::leak(
             format!(

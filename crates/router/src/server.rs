@@ -19,8 +19,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use infernet_node::server::{
-    ClientIp,
+use infernet_service::{
+    client_ip::ClientIp,
     rate_limit::{self, RateLimiter},
 };
 use ipnet::IpNet;

@@ -99,23 +99,6 @@ impl std::fmt::Debug for NodeKey {
     }
 }
 
-/// `scheme://host[:port]` of an RPC URL: paths and user info often carry API keys.
-pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            let hidden = if rest.len() > authority.len() || authority.contains('@') {
-                "/…"
-            } else {
-                ""
-            };
-            format!("{scheme}://{host}{hidden}")
-        }
-        None => "<invalid URL>".into(),
-    }
-}
-
 /// Why one boot-time RPC call failed.
 #[derive(Debug, thiserror::Error)]
 enum BootCallError {
@@ -163,7 +146,9 @@ pub async fn connect(config: &crate::config::ChainConfig) -> Result<(Chain, Node
         .ok_or(ChainError::Key)?;
     let signer = PrivateKeySigner::from_str(key.expose().trim()).map_err(|_| ChainError::Key)?;
     let raw_url = config.rpc_url.as_deref().unwrap_or_default();
-    let url = redact_url(raw_url);
+    // `scheme://host[:port]`: paths, user info and queries often carry API keys.
+    let url = infernet_service::secret::SensitiveUrl::parse(raw_url)
+        .map_or_else(|_| "<invalid URL>".into(), |u| u.to_string());
     let rpc_error = |message: &dyn std::fmt::Display| ChainError::Rpc {
         url: url.clone(),
         message: message.to_string(),
@@ -316,19 +301,4 @@ pub fn start(
         processor: handle,
     });
     ChainServices { delegated, status }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rpc_urls_are_shown_without_keys() {
-        assert_eq!(
-            redact_url("https://mainnet.example/v2/SECRETKEY"),
-            "https://mainnet.example/…"
-        );
-        assert_eq!(redact_url("http://user:pass@127.0.0.1:8545"), "http://127.0.0.1:8545/…");
-        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
-    }
 }

@@ -54,14 +54,13 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Delay before retry number `retry` (0-based), "full jitter": uniform in
-    /// `[0, min(max_delay, base_delay * 2^retry)]`; `unit` is a uniform draw in `[0, 1)`.
-    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX))
-            .min(self.max_delay);
-        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    /// The backoff between attempts: the workspace's one retry policy (full jitter).
+    pub fn backoff(&self) -> infernet_service::retry::RetryPolicy {
+        infernet_service::retry::RetryPolicy {
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+            max_attempts: self.max_attempts,
+        }
     }
 }
 
@@ -114,28 +113,6 @@ pub struct RetryService<S> {
     inner: S,
     policy: RetryPolicy,
     counts: Arc<RpcErrorCounts>,
-}
-
-/// A uniform draw in `[0, 1)` from a small xorshift generator (jitter needs no better).
-fn jitter() -> f64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9E37_79B9_7F4A_7C15)
-                | 1,
-        );
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 impl<S> Service<RequestPacket> for RetryService<S>
@@ -195,7 +172,7 @@ where
                         TransportErrorKind::custom_str(&format!("rate limited {attempt} times in a row"))
                     }));
                 }
-                tokio::time::sleep(policy.delay(attempt - 1, jitter())).await;
+                tokio::time::sleep(policy.backoff().jittered_delay(attempt - 1)).await;
             }
         })
     }
@@ -229,7 +206,8 @@ pub struct Rpc {
 impl Rpc {
     /// Connects (lazily: nothing is sent yet) to `raw_url`.
     pub fn new(raw_url: &str, policy: RetryPolicy) -> Result<Self, EndpointError> {
-        let url = super::redact_url(raw_url);
+        let url = infernet_service::secret::SensitiveUrl::parse(raw_url)
+            .map_or_else(|_| "<invalid URL>".into(), |u| u.to_string());
         let endpoint = raw_url
             .trim()
             .parse::<reqwest::Url>()
@@ -456,14 +434,10 @@ mod tests {
             max_attempts: 10,
             attempt_timeout: Duration::from_secs(1),
         };
-        assert_eq!(p.delay(0, 0.999_999), Duration::from_millis(100).mul_f64(0.999_999));
-        assert_eq!(p.delay(3, 0.5), Duration::from_millis(400));
-        assert_eq!(p.delay(10, 1.0), Duration::from_secs(2));
-        assert_eq!(p.delay(40, 1.0), Duration::from_secs(2));
-        assert_eq!(p.delay(5, 0.0), Duration::ZERO);
-        let draws: Vec<f64> = (0..100).map(|_| jitter()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        assert!(draws.windows(2).any(|w| w[0] != w[1]));
+        let b = p.backoff();
+        assert_eq!(b.delay(3, 0.5), Duration::from_millis(400));
+        assert_eq!(b.delay(40, 1.0), Duration::from_secs(2));
+        assert!((0..100).all(|_| b.jittered_delay(10) <= Duration::from_secs(2)));
     }
 
     #[test]

@@ -7,43 +7,59 @@
 mod lax;
 mod validate;
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, ValidOperator, validate};
 
-/// A string that must never be printed: private keys, passwords, bearer tokens.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
+pub use infernet_service::secret::Secret;
 
-impl Secret {
-    /// The secret itself; call only where it is used, never to log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no secret is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// `Debug` as the serialized form, so that URLs and env values are redacted there too.
+macro_rules! debug_as_serialized {
+    ($($ty:ty),*) => {$(
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let shown = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+                write!(f, "{} {shown}", stringify!($ty))
+            }
+        }
+    )*};
 }
+debug_as_serialized!(ContainerConfig, ChainConfig, StatsConfig);
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("\"\"")
-        } else {
-            f.write_str("\"<redacted>\"")
+/// How `infernet-node check` (and anything else serializing the config) shows values that may
+/// hold secrets.
+mod redact {
+    use infernet_service::secret::SensitiveUrl;
+    use serde::{Serialize, Serializer, ser::SerializeMap};
+    use serde_json::{Map, Value};
+
+    /// A URL as `scheme://host[:port]`, with `/…` when anything was left out.
+    pub(super) fn url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+        match SensitiveUrl::parse(url) {
+            Ok(url) => url.serialize(s),
+            Err(_) if url.is_empty() => s.serialize_str(""),
+            Err(_) => s.serialize_str("<invalid URL>"),
         }
     }
-}
 
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    /// An optional URL, as [`url`].
+    pub(super) fn opt_url<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => url(value, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Environment variables: their names, each with a redacted value.
+    pub(super) fn env<S: Serializer>(env: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(env.len()))?;
+        for key in env.keys() {
+            map.serialize_entry(key, "<redacted>")?;
+        }
+        map.end()
     }
 }
 
@@ -96,7 +112,7 @@ fn default_startup_wait() -> f64 {
 }
 
 /// One container (`containers[]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ContainerConfig {
     /// Container id: routing key, Docker container name and on-chain id component.
     pub id: String,
@@ -104,7 +120,8 @@ pub struct ContainerConfig {
     #[serde(default)]
     pub image: String,
     /// Base URL of a remote service; a container with a `url` is called there and never managed.
-    #[serde(default)]
+    /// It may carry credentials or a token in its query (shown redacted).
+    #[serde(default, serialize_with = "redact::url")]
     pub url: String,
     /// Bearer token sent to the service (`Authorization: Bearer …`).
     #[serde(default)]
@@ -136,8 +153,8 @@ pub struct ContainerConfig {
     /// Container command (shell-split, as Docker does).
     #[serde(default)]
     pub command: String,
-    /// Container environment.
-    #[serde(default)]
+    /// Container environment (values shown redacted: they often are tokens).
+    #[serde(default, serialize_with = "redact::env")]
     pub env: Map<String, Value>,
     /// The last container of a pipeline can produce proofs.
     #[serde(default, deserialize_with = "lax::bool")]
@@ -175,13 +192,13 @@ pub struct ProcessConfig {
 }
 
 /// `chain`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ChainConfig {
     /// Serve on-chain and delegated subscriptions.
     #[serde(default, deserialize_with = "lax::bool")]
     pub enabled: bool,
-    /// JSON-RPC endpoint.
-    #[serde(default)]
+    /// JSON-RPC endpoint (shown as `scheme://host[:port]`: paths and queries often hold API keys).
+    #[serde(default, serialize_with = "redact::opt_url")]
     pub rpc_url: Option<String>,
     /// How many blocks to stay behind head.
     #[serde(default = "one", deserialize_with = "lax::u64")]
@@ -355,6 +372,31 @@ pub struct ServerConfig {
     /// Most jobs in one `POST /api/jobs/batch` (extension).
     #[serde(default = "default_max_batch", deserialize_with = "lax::u64")]
     pub max_batch_items: u64,
+    /// Longest time from the first byte of a request head to its end, in seconds (extension).
+    #[serde(default = "default_header_timeout", deserialize_with = "lax::f64")]
+    pub header_timeout: f64,
+    /// Longest time from a request head to the end of its body, in seconds (extension).
+    #[serde(default = "default_body_timeout", deserialize_with = "lax::f64")]
+    pub body_timeout: f64,
+    /// Longest time a connection stays open without a request, in seconds (extension).
+    #[serde(default = "default_idle_timeout", deserialize_with = "lax::f64")]
+    pub idle_timeout: f64,
+    /// Most connections open at once; at the limit the longest-idle one is closed (extension).
+    #[serde(default = "default_max_connections", deserialize_with = "lax::u64")]
+    pub max_connections: u64,
+}
+
+impl ServerConfig {
+    /// The connection limits these settings describe (validated: every value in range).
+    pub fn limits(&self) -> infernet_service::http::Limits {
+        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, validate::MAX_SECONDS));
+        infernet_service::http::Limits {
+            header_read: seconds(self.header_timeout),
+            body_read: seconds(self.body_timeout),
+            idle: seconds(self.idle_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX).max(1),
+        }
+    }
 }
 
 fn default_server_port() -> u16 {
@@ -369,6 +411,18 @@ fn default_max_body() -> u64 {
 fn default_max_batch() -> u64 {
     1000
 }
+fn default_header_timeout() -> f64 {
+    10.0
+}
+fn default_body_timeout() -> f64 {
+    30.0
+}
+fn default_idle_timeout() -> f64 {
+    60.0
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -379,6 +433,10 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_body_size: default_max_body(),
             max_batch_items: default_max_batch(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -463,10 +521,10 @@ pub struct OperatorConfig {
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.
 /// It carries the node's address, containers, load and job counters: never job data, results or
 /// client addresses.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct StatsConfig {
     /// URL to POST heartbeats to (`http://router:4100/api/v1/register`); none: nothing is sent.
-    #[serde(default)]
+    #[serde(default, serialize_with = "redact::opt_url")]
     pub endpoint: Option<String>,
     /// Bearer token for the endpoint.
     #[serde(default)]
@@ -673,5 +731,30 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("deadbeef"), "{json}");
         assert!(json.contains("<redacted>"));
+    }
+
+    #[test]
+    fn urls_and_env_values_are_redacted_when_serialized() {
+        let c = parse(
+            r#"{"chain": {"rpc_url": "https://u:PASS@rpc.example:8443/v2/APIKEY?k=S3CRET"},
+                "containers": [{"id": "a", "url": "http://u:PASS@svc:3000/api?token=S3CRET",
+                                "env": {"API_TOKEN": "S3CRET", "N": 3}}]}"#,
+        )
+        .unwrap()
+        .config;
+        let json = serde_json::to_value(&c).unwrap();
+        for secret in ["PASS", "APIKEY", "S3CRET"] {
+            assert!(!json.to_string().contains(secret), "{json}");
+        }
+        assert_eq!(json["chain"]["rpc_url"], "https://rpc.example:8443/…");
+        assert_eq!(json["containers"][0]["url"], "http://svc:3000/…");
+        assert_eq!(
+            json["containers"][0]["env"],
+            serde_json::json!({"API_TOKEN": "<redacted>", "N": "<redacted>"})
+        );
+        assert_eq!(
+            serde_json::to_value(&parse("{}").unwrap().config).unwrap()["chain"]["rpc_url"],
+            Value::Null
+        );
     }
 }

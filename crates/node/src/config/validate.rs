@@ -12,6 +12,8 @@ use alloy_primitives::{Address, U256};
 use ipnet::IpNet;
 use serde_json::Value;
 
+use infernet_service::secret::SensitiveUrl;
+
 use super::{Config, ContainerConfig, ProcessConfig, Secret};
 
 /// One problem (error or warning) found in a config.
@@ -47,8 +49,9 @@ pub enum Runtime {
 pub struct ContainerSpec {
     /// Container id.
     pub id: String,
-    /// Base URL of the service, without a trailing slash (`http://127.0.0.1:3000`, or `url`).
-    pub base_url: String,
+    /// Base URL of the service (`http://127.0.0.1:3000`, or `url`, which may carry credentials
+    /// and a query: paths are joined before the query).
+    pub base_url: SensitiveUrl,
     /// Host port (managed and unmanaged local services).
     pub port: u16,
     /// Bearer token for the service.
@@ -159,12 +162,10 @@ fn parse_amount(v: &Value) -> Option<U256> {
     }
 }
 
+/// Checks a URL; the messages never repeat it (it may hold credentials or a token).
 fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
     let Some((scheme, rest)) = s.split_once("://") else {
-        return Err(format!(
-            "\"{s}\" is not a URL; write it as {}://host[:port][/path]",
-            schemes[0]
-        ));
+        return Err(format!("not a URL; write it as {}://host[:port][/path]", schemes[0]));
     };
     if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
         return Err(format!(
@@ -184,7 +185,7 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
         host_port.split(':').next().unwrap_or_default()
     };
     if host.is_empty() {
-        return Err(format!("\"{s}\" has no host"));
+        return Err("the URL has no host; write it as scheme://host[:port][/path]".into());
     }
     if let Some(port) = host_port
         .strip_prefix('[')
@@ -199,13 +200,13 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
         })
         && port.parse::<u16>().is_err()
     {
-        return Err(format!("\"{s}\" has an invalid port \"{port}\""));
+        return Err(format!("the URL has an invalid port \"{port}\""));
     }
-    Ok(())
+    SensitiveUrl::parse(s).map(drop).map_err(|e| e.to_string())
 }
 
 /// Longest duration accepted anywhere in the config (one year), so every value fits a `Duration`.
-const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+pub(super) const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 /// Most jobs the embedded store may be told to keep (its index numbers them in 32 bits).
 const MAX_STORE_JOBS: u64 = 1_000_000_000;
 
@@ -268,6 +269,21 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     }
     if config.store.max_result_size == 0 {
         p.error("store.max_result_size", "must be at least 1 byte");
+    }
+    for (key, value) in [
+        ("server.header_timeout", config.server.header_timeout),
+        ("server.body_timeout", config.server.body_timeout),
+        ("server.idle_timeout", config.server.idle_timeout),
+    ] {
+        if !positive(value) {
+            p.error(key, "must be a positive number of seconds (at most one year)");
+        }
+    }
+    if config.server.max_connections == 0 {
+        p.error(
+            "server.max_connections",
+            "must be at least 1 (default 10000); the open-file limit is raised to its hard limit at start",
+        );
     }
     let mut trusted_proxies = Vec::new();
     for (i, s) in config.server.trusted_proxies.iter().enumerate() {
@@ -507,9 +523,11 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             (_, None) => port_after_default(&mut used_ports, config.server.port, i, &mut p, &at("port")),
         };
         let base_url = match runtime {
-            Runtime::Remote => c.url.trim_end_matches('/').to_string(),
-            _ => format!("http://127.0.0.1:{port}"),
+            Runtime::Remote => SensitiveUrl::parse(&c.url),
+            _ => SensitiveUrl::parse(&format!("http://127.0.0.1:{port}")),
         };
+        // A URL that does not parse was reported above.
+        let Ok(base_url) = base_url else { continue };
         specs.push(ContainerSpec {
             id: c.id.clone(),
             base_url,
@@ -689,9 +707,12 @@ mod tests {
     #[test]
     fn remote_and_unmanaged_targets() {
         let v = check(r#"{"manage_containers": false, "containers": [{"id": "a", "port": 3001}, {"id": "b", "url": "https://svc.example/api/", "bearer": "t"}]}"#).unwrap();
-        assert_eq!(v.containers[0].base_url, "http://127.0.0.1:3001");
+        assert_eq!(v.containers[0].base_url.expose().as_str(), "http://127.0.0.1:3001/");
         assert_eq!(v.containers[0].runtime, Runtime::Unmanaged);
-        assert_eq!(v.containers[1].base_url, "https://svc.example/api");
+        assert_eq!(
+            v.containers[1].base_url.join("service_output").expose().as_str(),
+            "https://svc.example/api/service_output"
+        );
         assert_eq!(v.containers[1].runtime, Runtime::Remote);
     }
 

@@ -15,6 +15,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use infernet_service::retry::{RetryPolicy, Sleeper};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -86,10 +87,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn stop(&self, id: &str);
 }
 
-/// First wait before restarting a service that went down.
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest wait between restarts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Restarts of a service that went down: waits bounded by 0.5 s, doubling up to 30 s, with full
+/// jitter, for as long as it takes.
+const RESTART: RetryPolicy = RetryPolicy {
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(30),
+    max_attempts: u32::MAX,
+};
 /// A service up this long is considered healthy again: its next failure restarts it quickly.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
@@ -201,7 +205,7 @@ impl ContainerManager {
             let shutdown = shutdown.clone();
             let this = self.clone();
             Some(async move {
-                let mut backoff = MIN_BACKOFF;
+                let mut backoff = RESTART.backoff(Sleeper::default());
                 // When the service was last seen answering (None while it is down).
                 let mut up_since = Some(tokio::time::Instant::now());
                 loop {
@@ -212,14 +216,15 @@ impl ContainerManager {
                     // A service that stayed up a while starts over; one that keeps failing (crash
                     // loop, unhealthy) waits longer each time, which also keeps the logs readable.
                     if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                     }
+                    let delay = backoff.next_delay().unwrap_or(RESTART.max_delay);
                     let logs = runtime.recent_logs(&spec.id).await;
-                    tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {backoff:?}");
+                    tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {delay:?}");
                     this.set_state(&spec.id, ContainerState::Failed(reason));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = backoff.sleep(delay) => {}
                     }
                     this.set_state(&spec.id, ContainerState::Starting);
                     let started = match runtime.start(spec).await {
@@ -242,7 +247,6 @@ impl ContainerManager {
                         this.set_state(&spec.id, ContainerState::Running);
                         up_since = Some(tokio::time::Instant::now());
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             })
         });

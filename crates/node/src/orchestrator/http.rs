@@ -6,7 +6,9 @@
 //! hashing a host name, as a general-purpose pool does on every call). `https` services, and URLs that carry
 //! credentials, go through reqwest, which brings the platform's TLS verification (its root store,
 //! so private CAs work) and basic authentication from the URL. Both give the same answers and
-//! errors, so the Orchestrator never knows which one carried a call.
+//! errors, so the Orchestrator never knows which one carried a call. An endpoint's URL is a
+//! [`SensitiveUrl`]: errors, logs and `Debug` show it as `scheme://host[:port]/…`, never its user
+//! info, path or query (where tokens are).
 
 use std::{
     pin::Pin,
@@ -25,6 +27,7 @@ use hyper::{
     header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION},
 };
 use hyper_util::rt::TokioIo;
+use infernet_service::secret::SensitiveUrl;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,10 +39,10 @@ const READY_WAIT: Duration = Duration::from_millis(50);
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// A container URL, parsed once (parsing per call shows up in profiles).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Endpoint {
-    /// As shown in errors.
-    url: reqwest::Url,
+    /// Shown redacted in errors.
+    url: SensitiveUrl,
     /// Set when the lean client can carry calls to it.
     plain: Option<Plain>,
 }
@@ -63,8 +66,9 @@ fn origin_form(url: &reqwest::Url) -> Option<Uri> {
 }
 
 impl Endpoint {
-    pub(super) fn parse(text: &str) -> Option<Self> {
-        let url = reqwest::Url::parse(text).ok()?;
+    /// The endpoint at `url`; `None` when it has no host or port to connect to.
+    pub(super) fn new(sensitive: SensitiveUrl) -> Option<Self> {
+        let url = sensitive.expose();
         let plain = (url.scheme() == "http" && url.username().is_empty() && url.password().is_none())
             .then(|| {
                 // An IPv6 host comes in brackets, as both need it.
@@ -76,37 +80,42 @@ impl Endpoint {
                 }
                 .ok()?;
                 Some(Plain {
-                    target: origin_form(&url)?,
+                    target: origin_form(url)?,
                     host,
                     pool: Arc::new(Pool::new(authority)),
                 })
             })
             .flatten();
-        Some(Self { url, plain })
+        Some(Self { url: sensitive, plain })
     }
 
-    /// The same endpoint with `pairs` as its query (and the same connections).
+    /// The same endpoint with `pairs` added to its query (and the same connections).
     pub(super) fn with_query(&self, pairs: &[(&str, &str)]) -> Self {
-        let mut url = self.url.clone();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-        self.at(url)
+        let mut url = self.url.expose().clone();
+        url.query_pairs_mut().extend_pairs(pairs);
+        // Same host: still a URL with one.
+        self.beside(SensitiveUrl::new(url).unwrap_or_else(|_| self.url.clone()))
     }
 
-    /// The endpoint at `path` next to this one (its last segment replaced), on the same
-    /// connections.
-    pub(super) fn beside(&self, path: &str) -> Option<Self> {
-        Some(self.at(self.url.join(path).ok()?))
-    }
-
-    /// `url` (same scheme, host and port) on this endpoint's connections.
-    fn at(&self, url: reqwest::Url) -> Self {
+    /// The endpoint at `url` (same scheme, host and port as this one) on the same connections.
+    pub(super) fn beside(&self, url: SensitiveUrl) -> Self {
         let plain = self.plain.as_ref().and_then(|plain| {
             Some(Plain {
-                target: origin_form(&url)?,
+                target: origin_form(url.expose())?,
                 ..plain.clone()
             })
         });
         Self { url, plain }
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The request target holds the query, and with it any token: not shown.
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("lean", &self.plain.is_some())
+            .finish()
     }
 }
 
@@ -351,8 +360,10 @@ impl CallError {
         }
     }
 
-    fn of_reqwest(e: &reqwest::Error) -> Self {
-        Self::new(e, e.is_connect())
+    /// From the full client's error, without the URL it names (it may carry credentials).
+    fn of_reqwest(e: reqwest::Error) -> Self {
+        let connect = e.is_connect();
+        Self::new(&e.without_url(), connect)
     }
 }
 
@@ -420,7 +431,7 @@ impl ContainerHttp {
                 Err(e) => return Err(CallError::new(e.error(), false)),
             };
             let (head, answer) = response.into_parts();
-            let Some(redirect) = Redirect::of(&endpoint.url, &method, head.status, &head.headers) else {
+            let Some(redirect) = Redirect::of(endpoint.url.expose(), &method, head.status, &head.headers) else {
                 return Ok(Answer {
                     status: head.status,
                     body: AnswerBody::Plain(Pooled {
@@ -439,7 +450,7 @@ impl ContainerHttp {
                 bearer.filter(|_| redirect.same_origin),
             )
         } else {
-            (method, endpoint.url.clone(), body, bearer)
+            (method, endpoint.url.expose().clone(), body, bearer)
         };
         let mut request = self.tls.request(method, url);
         if let Some(body) = body {
@@ -448,7 +459,7 @@ impl ContainerHttp {
         if let Some(bearer) = bearer {
             request = request.header(AUTHORIZATION, bearer.clone());
         }
-        let response = request.send().await.map_err(|e| CallError::of_reqwest(&e))?;
+        let response = request.send().await.map_err(CallError::of_reqwest)?;
         Ok(Answer {
             status: response.status(),
             body: AnswerBody::Tls(response),
@@ -517,7 +528,7 @@ impl Answer {
                     return Err(CallError::TooLarge(limit));
                 }
                 let mut body = bytes::BytesMut::new();
-                while let Some(chunk) = response.chunk().await.map_err(|e| CallError::of_reqwest(&e))? {
+                while let Some(chunk) = response.chunk().await.map_err(CallError::of_reqwest)? {
                     if body.len() + chunk.len() > limit {
                         return Err(CallError::TooLarge(limit));
                     }
@@ -549,7 +560,7 @@ impl Stream for BodyStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.get_mut() {
             Self::Plain(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::new(&e, false)),
-            Self::Tls(body) => body.try_poll_next_unpin(cx).map_err(|e| CallError::of_reqwest(&e)),
+            Self::Tls(body) => body.try_poll_next_unpin(cx).map_err(CallError::of_reqwest),
         }
     }
 }
@@ -560,6 +571,14 @@ mod tests {
 
     fn plain(e: &Endpoint) -> &Plain {
         e.plain.as_ref().expect("a plain-http endpoint")
+    }
+
+    fn url(text: &str) -> SensitiveUrl {
+        SensitiveUrl::parse(text).unwrap()
+    }
+
+    fn parse(text: &str) -> Endpoint {
+        Endpoint::new(url(text)).unwrap()
     }
 
     #[test]
@@ -593,16 +612,18 @@ mod tests {
 
     #[test]
     fn endpoints_beside_one_another_share_connections_and_target_their_own_path() {
-        let output = Endpoint::parse("http://127.0.0.1:3001/prefix/service_output").unwrap();
-        let resources = output.beside("service-resources").unwrap();
+        let base = url("http://127.0.0.1:3001/prefix");
+        let output = Endpoint::new(base.join("service_output")).unwrap();
+        let resources = output.beside(base.join("service-resources"));
         let by_model = resources.with_query(&[("model_id", "m 1")]);
-        assert_eq!(resources.to_string(), "http://127.0.0.1:3001/prefix/service-resources");
+        assert_eq!(resources.to_string(), "http://127.0.0.1:3001/…");
+        assert_eq!(plain(&resources).target, "/prefix/service-resources");
         assert_eq!(plain(&by_model).target, "/prefix/service-resources?model_id=m+1");
         assert!(Arc::ptr_eq(&plain(&output).pool, &plain(&by_model).pool));
         assert_eq!(plain(&output).host, "127.0.0.1:3001");
         assert_eq!(plain(&output).pool.authority, "127.0.0.1:3001");
         // The default port is left out of Host but needed to connect; IPv6 keeps its brackets.
-        let default = Endpoint::parse("http://svc/service_output").unwrap();
+        let default = parse("http://svc/service_output");
         assert_eq!(
             (
                 plain(&default).host.to_str().unwrap(),
@@ -610,15 +631,27 @@ mod tests {
             ),
             ("svc", "svc:80")
         );
-        let v6 = Endpoint::parse("http://[::1]:3000/service_output").unwrap();
+        let v6 = parse("http://[::1]:3000/service_output");
         assert_eq!(plain(&v6).pool.authority, "[::1]:3000");
         // https and URLs with credentials go through the full client.
-        assert!(Endpoint::parse("https://svc/service_output").unwrap().plain.is_none());
-        assert!(
-            Endpoint::parse("http://u:p@svc/service_output")
-                .unwrap()
-                .plain
-                .is_none()
+        assert!(parse("https://svc/service_output").plain.is_none());
+        assert!(parse("http://u:p@svc/service_output").plain.is_none());
+    }
+
+    #[test]
+    fn a_token_in_the_query_is_sent_but_never_shown() {
+        let base = url("http://127.0.0.1:3001/api?token=SECRET");
+        let output = Endpoint::new(base.join("service_output")).unwrap();
+        assert_eq!(plain(&output).target, "/api/service_output?token=SECRET");
+        let by_model = output
+            .beside(base.join("service-resources"))
+            .with_query(&[("model_id", "m")]);
+        assert_eq!(
+            plain(&by_model).target,
+            "/api/service-resources?token=SECRET&model_id=m"
         );
+        for shown in [output.to_string(), format!("{output:?}"), format!("{by_model:?}")] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
     }
 }

@@ -234,12 +234,9 @@ impl Orchestrator {
                 v.set_sensitive(true);
                 Some(v)
             };
-            let output_url =
-                Endpoint::parse(&format!("{}/service_output", c.base_url)).ok_or(OrchestratorError::Url(i))?;
+            let output_url = Endpoint::new(c.base_url.join("service_output")).ok_or(OrchestratorError::Url(i))?;
             // On the same connections as the calls.
-            let resources_url = output_url
-                .beside("service-resources")
-                .ok_or(OrchestratorError::Url(i))?;
+            let resources_url = output_url.beside(c.base_url.join("service-resources"));
             targets.insert(
                 c.id.clone(),
                 Arc::new(Target {

@@ -6,25 +6,22 @@ mod front;
 mod info;
 mod jobs;
 mod openapi;
-pub mod rate_limit;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State},
-    http::{HeaderMap, request::Parts},
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
     middleware::{self, Next},
     response::Response,
     routing::{get, post, put},
 };
+use infernet_service::client_ip::TrustedProxies;
 use ipnet::IpNet;
 
 pub use error::ApiError;
 pub use front::serve;
+pub use infernet_service::{client_ip::ClientIp, rate_limit};
 pub use openapi::ApiDoc;
 
 use crate::{containers::States, guardian::Guardian, orchestrator::Orchestrator, store::JobStore};
@@ -88,41 +85,9 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
 }
 
-/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the last address in
-/// `X-Forwarded-For` that is not a trusted proxy. A body or an untrusted header never sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
-impl ClientIp {
-    /// The client address of a request from `peer` with `headers`, believing only `trusted` proxies.
-    pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-        let peer = peer.to_canonical();
-        let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-        if !is_trusted(&peer) {
-            return peer;
-        }
-        let forwarded: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .map(|ip| ip.to_canonical())
-            .collect();
-        forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for ClientIp {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let ConnectInfo(peer) = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .copied()
-            .ok_or_else(|| ApiError::BadRequest("Could not get client IP address".into()))?;
-        Ok(Self(Self::resolve(peer.ip(), &parts.headers, &state.trusted_proxies)))
+impl TrustedProxies for AppState {
+    fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
     }
 }
 
@@ -183,33 +148,4 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(xff: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", xff.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn forwarded_for_is_ignored_unless_the_peer_is_trusted() {
-        let peer: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(ClientIp::resolve(peer, &headers("10.0.0.1"), &[]), peer);
-        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
-        let trusted = vec!["127.0.0.0/8".parse().unwrap()];
-        // The right-most untrusted hop is the client; earlier entries are client-controlled.
-        assert_eq!(
-            ClientIp::resolve(proxy, &headers("1.1.1.1, 198.51.100.7, 127.0.0.2"), &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(ClientIp::resolve(proxy, &HeaderMap::new(), &trusted), proxy);
-        assert_eq!(
-            ClientIp::resolve("::ffff:203.0.113.5".parse().unwrap(), &HeaderMap::new(), &[]),
-            peer
-        );
-    }
 }

@@ -201,10 +201,8 @@ async fn https_container_is_never_called_in_plain_text() {
     let (job, port) = job_on(service, remote, json!({})).await;
     assert_eq!(job["status"], "failed");
     let error = job["result"]["error"].as_str().unwrap();
-    assert!(
-        error.contains(&format!("https://127.0.0.1:{port}/service_output")),
-        "{error}"
-    );
+    // Where it was called, redacted: a container URL's path and query may hold keys.
+    assert!(error.contains(&format!("https://127.0.0.1:{port}/…")), "{error}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         0,

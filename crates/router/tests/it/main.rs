@@ -134,6 +134,7 @@ fn settings(listed: &[String]) -> Settings {
             max_body_bytes: 256 * 1024,
         },
         database: infernet_router::db::DbSettings::new("sqlite::memory:"),
+        limits: Default::default(),
     }
 }
 
@@ -147,7 +148,7 @@ async fn router(settings: Settings) -> String {
 }
 
 fn client() -> reqwest::Client {
-    infernet_node::install_tls_provider();
+    infernet_service::install_tls_provider();
     reqwest::Client::new()
 }
 

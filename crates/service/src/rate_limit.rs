@@ -1,5 +1,6 @@
 //! Per-client, per-route rate limiting (GCRA): `num_requests` per `period`, like Ritual's node,
-//! keyed by the client address the server trusts (never a client-supplied header).
+//! keyed by the client address the server trusts (never a client-supplied header). A refused
+//! request is answered 429 with `Retry-After` and a JSON `{"error": ...}` body.
 
 use std::{
     collections::HashMap,
@@ -10,12 +11,10 @@ use std::{
 
 use axum::{
     extract::Request,
-    http::{HeaderName, HeaderValue},
+    http::{HeaderName, HeaderValue, StatusCode, header::RETRY_AFTER},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-
-use super::ApiError;
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`: named once here, because parsing a
 /// header name on every answer showed up in profiles of the streaming path.
@@ -92,19 +91,31 @@ pub async fn enforce(limiter: &RateLimiter, route: &'static str, client: IpAddr,
     }
 }
 
-/// A request refused: answered 429 with `Retry-After`.
+/// A request refused: answered 429 with `Retry-After` (whole seconds, at least 1).
 #[derive(Debug)]
 pub struct Refused {
     /// Time until one request fits.
     retry_after: Duration,
 }
 
+impl Refused {
+    /// Time until one request fits.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        ApiError::TooManyRequests {
-            retry_after: self.retry_after,
-        }
-        .into_response()
+        let secs = self.retry_after.as_secs_f64().ceil();
+        let mut response = crate::http::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests; retry in {secs}s"),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs.max(1.0) as u64));
+        response
     }
 }
 
@@ -168,5 +179,19 @@ mod tests {
         assert!(limiter.check("x", a, t0).is_err());
         assert!(limiter.check("y", a, t0).is_ok());
         assert!(limiter.check("x", b, t0).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_json_with_retry_after() {
+        use http_body_util::BodyExt;
+        let refused = Refused {
+            retry_after: Duration::from_millis(1500),
+        };
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "too many requests; retry in 2s");
     }
 }
