@@ -357,7 +357,7 @@ async def monitor(args, procs, out, deadline, t0):
         out[name] = {"peak_rss_kb": 0, "baseline_rss_kb": None, "peak_fds": 0, "peak_threads": 0,
                      "exited_at": None, "killed_at_ceiling": None, "series": []}
     tick = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop_requested(args):
         now = time.monotonic() - t0
         for name, pid in procs.items():
             o = out[name]
@@ -610,7 +610,10 @@ async def case_bodies(args, deadline, out):
     """Bodies just under and over `server.max_body_size`, two at a time."""
     counts = Counter()
     limit = args.max_body
-    filler = lambda n: json.dumps({"containers": ["hello-world"], "data": {"blob": "a" * n}}).encode()
+
+    def filler(n):
+        return json.dumps({"containers": ["hello-world"], "data": {"blob": "a" * n}}).encode()
+
     near, over = filler(limit - 4096), filler(limit + (1 << 20))
 
     async def sender(src, first):
@@ -1018,7 +1021,7 @@ def main():
     sp.add_argument("--ramp", type=float, default=5.0)
     sp.add_argument("--slow-every", type=float, default=5.0)
     sp.add_argument("--max-body", type=int, default=16 << 20)
-    sp.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",")], default=[120, 200])
+    sp.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",")], default=[124, 200])
     sp.add_argument("--batch-items", type=int, default=10_000)
     sp.add_argument("--flood-read-mb", type=int, default=256)
     sp = sub.add_parser("report")

@@ -3,12 +3,14 @@
 # router on 127.0.0.1, while a normal client keeps submitting, reading back and streaming jobs.
 #
 #   - connections: SOAK_CONNECTIONS (2000) held open to the node, a quarter each idle, idle after
-#     one keep-alive request, sending a header line every 5 s, sending a body byte run every 5 s
+#     one keep-alive request, sending a header line every 5 s, sending a few body bytes every 5 s
 #     (each reopened when the node closes it, as an attacker would);
 #   - flood: containers whose output never ends (a stream, and a body announced as 16 GiB), with
-#     jobs and streams on them, and a hello-world stream of 1,000,000 tokens every 10 s;
+#     jobs on them and streams of them (one read as fast as it comes, one 64 KiB a second), and a
+#     hello-world stream of 1,000,000 tokens every 10 s;
 #   - bodies: bodies just under and over server.max_body_size, two at a time;
-#   - deep: `data` nested 120 and 200 levels deep; an accepted job must read back;
+#   - deep: `data` nested 124 and 200 levels deep; an accepted job must read back (main accepts
+#     124 levels and then cannot read the job);
 #   - batch: a 10,000-item batch, again and again;
 #   - router: a node whose /info never ends and one that trickles it, listed next to the real node.
 #
