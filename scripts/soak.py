@@ -627,7 +627,8 @@ async def case_bodies(args, deadline, out):
             except NoAnswer as e:
                 # A node that answers (429, 413) before it read the body resets the connection,
                 # and the reset can discard its answer before it is read.
-                counts.add(f"{name}: {e} (answered early and reset?)")
+                early = " (answered early and reset?)" if "closed" in str(e) else ""
+                counts.add(f"{name}: {e}{early}")
 
     await asyncio.gather(sender("127.0.0.20", 0), sender("127.0.0.20", 1))
     out["bodies"] = counts
