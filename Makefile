@@ -1,7 +1,7 @@
 # One entry point for every check; .ci/run calls these too.
 CARGO ?= cargo
 
-.PHONY: run test lint bench count deps contracts-check
+.PHONY: run test lint bench count soak deps contracts-check
 
 ## Run the node on embedded defaults with the hello-world service (no Docker, Redis or chain).
 run:
@@ -38,3 +38,9 @@ bench:
 ## Instructions per streamed job, node against the bare forwarding proxy (needs valgrind and `make bench`).
 count:
 	bash scripts/count-instructions.sh
+
+## Hostile cases together against release builds (idle and slow connections, endless container
+## output, huge and deep bodies, 10,000-item batches, a hostile node behind the router): prints
+## peak RSS and a normal client's p99, fails past the targets. SOAK_SECONDS sets its length.
+soak:
+	bash scripts/soak.sh
