@@ -99,7 +99,7 @@ if has_case router; then
 fi
 
 # The node: remote (`url`) containers only, so every process is the script's own. The keys
-# max_connections, *_timeout and max_output are the hardening's (issue 19); a node without them
+# max_connections, *_timeout and max_output_size are the hardening's (issue 19); a node without them
 # only warns about them.
 cat >"$work/node.json" <<EOF
 {
@@ -115,9 +115,9 @@ cat >"$work/node.json" <<EOF
   "log": {"path": "$work/node-file.log"},
   "store": {"path": "$work/jobs.db"},
   "containers": [
-    {"id": "hello-world", "url": "http://127.0.0.1:$hello_port", "max_output": $max_output},
-    {"id": "flood-stream", "url": "http://127.0.0.1:$flood_port/stream", "max_output": $max_output},
-    {"id": "flood-body", "url": "http://127.0.0.1:$flood_port/body", "max_output": $max_output}
+    {"id": "hello-world", "url": "http://127.0.0.1:$hello_port", "max_output_size": $max_output},
+    {"id": "flood-stream", "url": "http://127.0.0.1:$flood_port/stream", "max_output_size": $max_output},
+    {"id": "flood-body", "url": "http://127.0.0.1:$flood_port/body", "max_output_size": $max_output}
   ]
 }
 EOF
