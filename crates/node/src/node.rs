@@ -7,7 +7,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    chain,
+    admin::Admin,
+    chain::{self, Chain, NodeKey},
     config::ValidConfig,
     containers::{ContainerError, ContainerManager},
     guardian::Guardian,
@@ -18,7 +19,7 @@ use crate::{
         sender::{self, SenderSettings},
         system::SystemStats,
     },
-    store::{self, StoreError},
+    store::{self, JobStore, StoreError},
     tasks::TaskManager,
 };
 
@@ -123,108 +124,128 @@ impl Node {
             true => Some(chain::connect(&config.config.chain).await?),
             false => None,
         };
-
         let manager = Arc::new(ContainerManager::new(&config).await?);
         manager.start_all().await?;
 
-        let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
-        let orchestrator = Arc::new(Orchestrator::new(&config, store.clone(), metrics)?);
-        let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
         let tasks = TaskManager::new();
-        let shutdown = tasks.shutdown_token();
-        let (chain_info, services) = match chain {
-            Some((chain, key)) => {
-                let services = chain::start(&chain, key, &config, &guardian, orchestrator.clone(), &tasks);
-                let info = ChainInfo {
-                    enabled: true,
-                    chain_id: Some(chain.chain_id),
-                    coordinator: Some(chain.coordinator.to_checksum(None)),
-                    address: chain.node_address.to_checksum(None),
-                };
-                (info, Some(services))
-            }
-            None => (ChainInfo::default(), None),
-        };
-        let rate = &config.config.server.rate_limit;
-        let state = Arc::new(AppState {
-            guardian,
-            orchestrator,
-            store,
-            containers: config
-                .containers
-                .iter()
-                .map(|c| ContainerInfo {
-                    description: c.raw.description.clone(),
-                    external: c.external,
-                    id: c.id.clone(),
-                    image: c.raw.image.clone(),
-                })
-                .collect(),
-            states: manager.states(),
-            chain: chain_info,
-            delegated: services.as_ref().map(|s| s.delegated.clone()),
-            chain_status: services.map(|s| s.status),
-            trusted_proxies: config.trusted_proxies.clone(),
-            limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
-            max_body: usize::try_from(config.config.server.max_body_size).unwrap_or(usize::MAX),
-            max_batch: usize::try_from(config.config.server.max_batch_items).unwrap_or(usize::MAX),
-            system: Arc::new(SystemStats::new()),
-            admin,
-        });
-
-        let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
-        let limits = config.config.server.limits();
-        tasks.spawn_critical("rest-server", async move {
-            server::serve(listener, serve_state, limits, serve_shutdown, DRAIN).await;
-            Ok::<_, NodeError>(())
-        });
-        let supervisor = manager.clone();
-        let supervise_shutdown = shutdown.clone();
-        tasks.spawn_critical("container-manager", async move {
-            supervisor.supervise(supervise_shutdown).await;
-            Ok::<_, NodeError>(())
-        });
-        match (&config.config.stats.endpoint, config.config.forward_stats) {
-            (Some(endpoint), true) => {
-                let settings = SenderSettings {
-                    endpoint: endpoint.clone(),
-                    token: config.config.stats.token.clone(),
-                    interval: Duration::from_secs_f64(config.config.stats.interval),
-                    advertise: config.config.stats.advertise.clone(),
-                    port: config.config.server.port,
-                };
-                let (sender_state, sender_shutdown) = (state.clone(), shutdown.clone());
-                tasks.spawn_critical("metric-sender", async move {
-                    sender::run(sender_state, settings, sender_shutdown).await;
-                    Ok::<_, NodeError>(())
-                });
-            }
-            (None, true) => tracing::info!("metric sender off: no stats.endpoint configured"),
-            (_, false) => tracing::info!("metric sender off: forward_stats is false"),
-        }
+        let state = app_state(&config, store, admin, chain, &manager, &tasks)?;
+        spawn_services(&config, listener, &state, &manager, &tasks);
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
+        let shutdown = tasks.shutdown_token();
+        let done = tokio::spawn(shut_down(state, tasks, manager));
+        Ok(RunningNode { addr, shutdown, done })
+    }
+}
 
-        let token = shutdown.clone();
-        let done = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            tracing::info!("shutting down: no new jobs, waiting for running ones");
-            let jobs = state.orchestrator.jobs();
-            jobs.close();
-            if tokio::time::timeout(DRAIN, jobs.wait()).await.is_err() {
-                tracing::warn!("jobs still running after {DRAIN:?}; stopping anyway");
-            }
-            tasks.wait().await;
-            manager.stop_all().await;
-            tracing::info!("shutdown complete");
-            match tasks.failure() {
-                Some(failure) => Err(NodeError::TaskFailed(failure)),
-                None => Ok(()),
-            }
-        });
-        Ok(RunningNode {
-            addr,
-            shutdown: token,
-            done,
-        })
+/// The Orchestrator, the Guardian and the chain services, gathered into what handlers share.
+fn app_state(
+    config: &ValidConfig,
+    store: Arc<dyn JobStore>,
+    admin: Arc<Admin>,
+    chain: Option<(Chain, NodeKey)>,
+    manager: &ContainerManager,
+    tasks: &TaskManager,
+) -> Result<Arc<AppState>, NodeError> {
+    let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
+    let orchestrator = Arc::new(Orchestrator::new(config, store.clone(), metrics)?);
+    let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
+    let (chain_info, services) = match chain {
+        Some((chain, key)) => {
+            let services = chain::start(&chain, key, config, &guardian, orchestrator.clone(), tasks);
+            let info = ChainInfo {
+                enabled: true,
+                chain_id: Some(chain.chain_id),
+                coordinator: Some(chain.coordinator.to_checksum(None)),
+                address: chain.node_address.to_checksum(None),
+            };
+            (info, Some(services))
+        }
+        None => (ChainInfo::default(), None),
+    };
+    let server = &config.config.server;
+    let rate = &server.rate_limit;
+    Ok(Arc::new(AppState {
+        guardian,
+        orchestrator,
+        store,
+        containers: config
+            .containers
+            .iter()
+            .map(|c| ContainerInfo {
+                description: c.raw.description.clone(),
+                external: c.external,
+                id: c.id.clone(),
+                image: c.raw.image.clone(),
+            })
+            .collect(),
+        states: manager.states(),
+        chain: chain_info,
+        delegated: services.as_ref().map(|s| s.delegated.clone()),
+        chain_status: services.map(|s| s.status),
+        trusted_proxies: config.trusted_proxies.clone(),
+        limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
+        max_body: usize::try_from(server.max_body_size).unwrap_or(usize::MAX),
+        max_batch: usize::try_from(server.max_batch_items).unwrap_or(usize::MAX),
+        system: Arc::new(SystemStats::new()),
+        admin,
+    }))
+}
+
+/// Spawns the REST server, container supervision and (when configured) the metric sender.
+fn spawn_services(
+    config: &ValidConfig,
+    listener: TcpListener,
+    state: &Arc<AppState>,
+    manager: &Arc<ContainerManager>,
+    tasks: &TaskManager,
+) {
+    let shutdown = tasks.shutdown_token();
+    let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
+    let limits = config.config.server.limits();
+    tasks.spawn_critical("rest-server", async move {
+        server::serve(listener, serve_state, limits, serve_shutdown, DRAIN).await;
+        Ok::<_, NodeError>(())
+    });
+    let supervisor = manager.clone();
+    tasks.spawn_critical("container-manager", async move {
+        supervisor.supervise(shutdown).await;
+        Ok::<_, NodeError>(())
+    });
+    let stats = &config.config.stats;
+    match (&stats.endpoint, config.config.forward_stats) {
+        (Some(endpoint), true) => {
+            let settings = SenderSettings {
+                endpoint: endpoint.clone(),
+                token: stats.token.clone(),
+                interval: Duration::from_secs_f64(stats.interval),
+                advertise: stats.advertise.clone(),
+                port: config.config.server.port,
+            };
+            let (sender_state, sender_shutdown) = (state.clone(), tasks.shutdown_token());
+            tasks.spawn_critical("metric-sender", async move {
+                sender::run(sender_state, settings, sender_shutdown).await;
+                Ok::<_, NodeError>(())
+            });
+        }
+        (None, true) => tracing::info!("metric sender off: no stats.endpoint configured"),
+        (_, false) => tracing::info!("metric sender off: forward_stats is false"),
+    }
+}
+
+/// Waits for shutdown, then drains running jobs (up to [`DRAIN`]), the tasks and the containers.
+async fn shut_down(state: Arc<AppState>, tasks: TaskManager, manager: Arc<ContainerManager>) -> Result<(), NodeError> {
+    tasks.shutdown_token().cancelled().await;
+    tracing::info!("shutting down: no new jobs, waiting for running ones");
+    let jobs = state.orchestrator.jobs();
+    jobs.close();
+    if tokio::time::timeout(DRAIN, jobs.wait()).await.is_err() {
+        tracing::warn!("jobs still running after {DRAIN:?}; stopping anyway");
+    }
+    tasks.wait().await;
+    manager.stop_all().await;
+    tracing::info!("shutdown complete");
+    match tasks.failure() {
+        Some(failure) => Err(NodeError::TaskFailed(failure)),
+        None => Ok(()),
     }
 }

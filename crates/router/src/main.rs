@@ -108,23 +108,44 @@ fn limits(args: &Args) -> Result<infernet_service::http::Limits, String> {
     Ok(limits)
 }
 
-fn settings(args: &Args) -> Result<Settings, Vec<String>> {
-    let mut errors = Vec::new();
-    let listed = match std::fs::read_to_string(&args.ips_file) {
+/// The static node list (`--ips-file`); a missing file means only registered nodes are served.
+fn listed_nodes(file: &std::path::Path, errors: &mut Vec<String>) -> Vec<address::NodeAddr> {
+    match std::fs::read_to_string(file) {
         Ok(text) => {
             let (addrs, bad) = address::parse_list(&text);
-            errors.extend(bad.into_iter().map(|e| format!("{}: {e}", args.ips_file.display())));
+            errors.extend(bad.into_iter().map(|e| format!("{}: {e}", file.display())));
             addrs
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(file = %args.ips_file.display(), "no static node list; only registered nodes will be served");
+            tracing::warn!(file = %file.display(), "no static node list; only registered nodes will be served");
             Vec::new()
         }
         Err(e) => {
-            errors.push(format!("{}: {e}", args.ips_file.display()));
+            errors.push(format!("{}: {e}", file.display()));
             Vec::new()
         }
-    };
+    }
+}
+
+/// `--trusted-proxies`: each an IP or a CIDR.
+fn trusted_proxies(list: &[String], errors: &mut Vec<String>) -> Vec<ipnet::IpNet> {
+    let mut trusted_proxies = Vec::new();
+    for p in list {
+        match p
+            .trim()
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => errors.push(format!("--trusted-proxies: \"{p}\" is not an IP or CIDR")),
+        }
+    }
+    trusted_proxies
+}
+
+fn settings(args: &Args) -> Result<Settings, Vec<String>> {
+    let mut errors = Vec::new();
+    let listed = listed_nodes(&args.ips_file, &mut errors);
     let interval = seconds("--refresh-interval", args.refresh_interval)
         .map_err(|e| errors.push(e))
         .ok();
@@ -148,17 +169,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if let Err(e) = database.dialect() {
         errors.push(e.to_string());
     }
-    let mut trusted_proxies = Vec::new();
-    for p in &args.trusted_proxies {
-        match p
-            .trim()
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| p.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(n) => trusted_proxies.push(n),
-            Err(_) => errors.push(format!("--trusted-proxies: \"{p}\" is not an IP or CIDR")),
-        }
-    }
+    let trusted_proxies = trusted_proxies(&args.trusted_proxies, &mut errors);
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,

@@ -4,14 +4,21 @@
 //! Ritual's node; unknown keys are warned about with their path), then [`validate`] checks every
 //! cross-field rule and reports all problems at once, each with its path and a fix.
 
+mod chain;
+mod containers;
 mod lax;
+mod server;
+mod store;
 mod validate;
 
-use std::{collections::BTreeMap, path::Path};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
+pub use chain::{ChainConfig, SnapshotSyncConfig, WalletConfig};
+pub use containers::{ContainerConfig, ProcessConfig};
+pub use server::{RateLimitConfig, ServerConfig};
+pub use store::{DEFAULT_STORE_PATH, LEGACY_STORE_PATH, RedisConfig, StoreConfig};
 pub use validate::{ConfigProblem, ContainerSpec, Runtime, ValidConfig, ValidOperator, validate};
 
 pub use infernet_service::secret::Secret;
@@ -111,185 +118,6 @@ fn default_startup_wait() -> f64 {
     5.0
 }
 
-/// One container (`containers[]`).
-#[derive(Clone, Deserialize, Serialize)]
-pub struct ContainerConfig {
-    /// Container id: routing key, Docker container name and on-chain id component.
-    pub id: String,
-    /// Docker image (required when managed by Docker).
-    #[serde(default)]
-    pub image: String,
-    /// Base URL of a remote service; a container with a `url` is called there and never managed.
-    /// It may carry credentials or a token in its query (shown redacted).
-    #[serde(default, serialize_with = "redact::url")]
-    pub url: String,
-    /// Bearer token sent to the service (`Authorization: Bearer …`).
-    #[serde(default)]
-    pub bearer: Secret,
-    /// Host port of the service (managed: published port; unmanaged: where it listens).
-    #[serde(default, deserialize_with = "lax::opt_u16")]
-    pub port: Option<u16>,
-    /// May be the first container of a pipeline (reachable by clients).
-    #[serde(default = "yes", deserialize_with = "lax::bool")]
-    pub external: bool,
-    /// Give the container all GPUs.
-    #[serde(default, deserialize_with = "lax::bool")]
-    pub gpu: bool,
-    /// Token address → minimum payment (on-chain and delegated jobs).
-    #[serde(default)]
-    pub accepted_payments: BTreeMap<String, Value>,
-    /// Client IPs/CIDRs allowed to send off-chain jobs (empty: everyone).
-    #[serde(default)]
-    pub allowed_ips: Vec<String>,
-    /// Subscription owners allowed on chain (empty: everyone).
-    #[serde(default)]
-    pub allowed_addresses: Vec<String>,
-    /// Subscription owners allowed for delegated subscriptions (empty: everyone).
-    #[serde(default)]
-    pub allowed_delegate_addresses: Vec<String>,
-    /// Shown in `/info`.
-    #[serde(default)]
-    pub description: String,
-    /// Container command (shell-split, as Docker does).
-    #[serde(default)]
-    pub command: String,
-    /// Container environment (values shown redacted: they often are tokens).
-    #[serde(default, serialize_with = "redact::env")]
-    pub env: Map<String, Value>,
-    /// The last container of a pipeline can produce proofs.
-    #[serde(default, deserialize_with = "lax::bool")]
-    pub generates_proofs: bool,
-    /// Docker-style bind mounts (`host:container[:mode]`).
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    /// Run the service as a local process instead of a Docker container (extension).
-    #[serde(default)]
-    pub process: Option<ProcessConfig>,
-    /// Timeout of one call to this container, in seconds (extension; Ritual: 180).
-    #[serde(default = "default_call_timeout", deserialize_with = "lax::f64")]
-    pub timeout: f64,
-    /// Most bytes one call to this container may answer, streamed or not (extension); past it the
-    /// job fails and the connection is dropped.
-    #[serde(default = "default_max_output", deserialize_with = "lax::u64")]
-    pub max_output_size: u64,
-}
-
-fn default_call_timeout() -> f64 {
-    180.0
-}
-fn default_max_output() -> u64 {
-    32 << 20
-}
-
-/// A service run as a local process by the node (the `process` container runtime).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct ProcessConfig {
-    /// Program to run: a path, or a name looked up next to `infernet-node` and then in `PATH`.
-    pub program: String,
-    /// Arguments.
-    #[serde(default)]
-    pub args: Vec<String>,
-}
-
-/// `chain`.
-#[derive(Clone, Deserialize, Serialize)]
-pub struct ChainConfig {
-    /// Serve on-chain and delegated subscriptions.
-    #[serde(default, deserialize_with = "lax::bool")]
-    pub enabled: bool,
-    /// JSON-RPC endpoint (shown as `scheme://host[:port]`: paths and queries often hold API keys).
-    #[serde(default, serialize_with = "redact::opt_url")]
-    pub rpc_url: Option<String>,
-    /// How many blocks to stay behind head.
-    #[serde(default = "one", deserialize_with = "lax::u64")]
-    pub trail_head_blocks: u64,
-    /// Address of the Infernet `Registry`.
-    #[serde(default)]
-    pub registry_address: Option<String>,
-    /// The node's wallet.
-    #[serde(default)]
-    pub wallet: Option<WalletConfig>,
-    /// Subscription sync.
-    #[serde(default)]
-    pub snapshot_sync: SnapshotSyncConfig,
-}
-
-fn one() -> u64 {
-    1
-}
-
-impl Default for ChainConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            rpc_url: None,
-            trail_head_blocks: 1,
-            registry_address: None,
-            wallet: None,
-            snapshot_sync: SnapshotSyncConfig::default(),
-        }
-    }
-}
-
-/// `chain.wallet`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct WalletConfig {
-    /// Gas cap of any transaction.
-    #[serde(default = "default_max_gas", deserialize_with = "lax::u64")]
-    pub max_gas_limit: u64,
-    /// The node's private key (hex, with or without `0x`).
-    #[serde(default)]
-    pub private_key: Option<Secret>,
-    /// Infernet `Wallet` that receives payments.
-    #[serde(default)]
-    pub payment_address: Option<String>,
-    /// Simulation errors that do not stop a delivery.
-    #[serde(default)]
-    pub allowed_sim_errors: Vec<String>,
-}
-
-fn default_max_gas() -> u64 {
-    5_000_000
-}
-
-/// `chain.snapshot_sync`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct SnapshotSyncConfig {
-    /// Pause between batches (seconds).
-    #[serde(default = "default_sync_sleep", deserialize_with = "lax::f64")]
-    pub sleep: f64,
-    /// Subscriptions per batch.
-    #[serde(default = "default_batch", deserialize_with = "lax::u64")]
-    pub batch_size: u64,
-    /// First subscription id to sync.
-    #[serde(default, deserialize_with = "lax::u64")]
-    pub starting_sub_id: u64,
-    /// Period of the follow loop (seconds).
-    #[serde(default = "default_sync_period", deserialize_with = "lax::f64")]
-    pub sync_period: f64,
-}
-
-fn default_sync_sleep() -> f64 {
-    1.0
-}
-fn default_batch() -> u64 {
-    500
-}
-fn default_sync_period() -> f64 {
-    0.5
-}
-
-impl Default for SnapshotSyncConfig {
-    fn default() -> Self {
-        Self {
-            sleep: 1.0,
-            batch_size: 500,
-            starting_sub_id: 0,
-            sync_period: 0.5,
-        }
-    }
-}
-
 /// `docker`: registry credentials.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DockerConfig {
@@ -297,24 +125,6 @@ pub struct DockerConfig {
     pub username: String,
     /// Registry password or token.
     pub password: Secret,
-}
-
-/// `redis`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct RedisConfig {
-    /// Host name.
-    #[serde(default = "default_redis_host")]
-    pub host: String,
-    /// Port.
-    #[serde(default = "default_redis_port", deserialize_with = "lax::u16")]
-    pub port: u16,
-}
-
-fn default_redis_host() -> String {
-    "redis".into()
-}
-fn default_redis_port() -> u16 {
-    6379
 }
 
 /// `log`.
@@ -349,155 +159,6 @@ impl Default for LogConfig {
             backup_count: default_backups(),
         }
     }
-}
-
-/// `server`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ServerConfig {
-    /// REST port.
-    #[serde(default = "default_server_port", deserialize_with = "lax::u16")]
-    pub port: u16,
-    /// Address to listen on (extension; default all interfaces, like Ritual's node).
-    #[serde(default = "default_bind")]
-    pub bind: String,
-    /// Per-client rate limit.
-    #[serde(default)]
-    pub rate_limit: RateLimitConfig,
-    /// Proxies (IPs/CIDRs) whose `X-Forwarded-For` is believed (extension; default none).
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    /// Largest request body accepted, in bytes (extension).
-    #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
-    pub max_body_size: u64,
-    /// Most jobs in one `POST /api/jobs/batch` (extension).
-    #[serde(default = "default_max_batch", deserialize_with = "lax::u64")]
-    pub max_batch_items: u64,
-    /// Longest time from the first byte of a request head to its end, in seconds (extension).
-    #[serde(default = "default_header_timeout", deserialize_with = "lax::f64")]
-    pub header_timeout: f64,
-    /// Longest time from a request head to the end of its body, in seconds (extension).
-    #[serde(default = "default_body_timeout", deserialize_with = "lax::f64")]
-    pub body_timeout: f64,
-    /// Longest time a connection stays open without a request, in seconds (extension).
-    #[serde(default = "default_idle_timeout", deserialize_with = "lax::f64")]
-    pub idle_timeout: f64,
-    /// Most connections open at once; at the limit the longest-idle one is closed (extension).
-    #[serde(default = "default_max_connections", deserialize_with = "lax::u64")]
-    pub max_connections: u64,
-}
-
-impl ServerConfig {
-    /// The connection limits these settings describe (validated: every value in range).
-    pub fn limits(&self) -> infernet_service::http::Limits {
-        let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.001, validate::MAX_SECONDS));
-        infernet_service::http::Limits {
-            header_read: seconds(self.header_timeout),
-            body_read: seconds(self.body_timeout),
-            idle: seconds(self.idle_timeout),
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX).max(1),
-        }
-    }
-}
-
-fn default_server_port() -> u16 {
-    4000
-}
-fn default_bind() -> String {
-    "0.0.0.0".into()
-}
-fn default_max_body() -> u64 {
-    16 << 20
-}
-fn default_max_batch() -> u64 {
-    1000
-}
-fn default_header_timeout() -> f64 {
-    10.0
-}
-fn default_body_timeout() -> f64 {
-    30.0
-}
-fn default_idle_timeout() -> f64 {
-    60.0
-}
-fn default_max_connections() -> u64 {
-    10_000
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            port: default_server_port(),
-            bind: default_bind(),
-            rate_limit: RateLimitConfig::default(),
-            trusted_proxies: Vec::new(),
-            max_body_size: default_max_body(),
-            max_batch_items: default_max_batch(),
-            header_timeout: default_header_timeout(),
-            body_timeout: default_body_timeout(),
-            idle_timeout: default_idle_timeout(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-/// `server.rate_limit`: `num_requests` per `period` seconds, per client and route.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct RateLimitConfig {
-    /// Requests allowed per period.
-    #[serde(default = "sixty", deserialize_with = "lax::u64")]
-    pub num_requests: u64,
-    /// Period in seconds.
-    #[serde(default = "sixty_f", deserialize_with = "lax::f64")]
-    pub period: f64,
-}
-
-fn sixty() -> u64 {
-    60
-}
-fn sixty_f() -> f64 {
-    60.0
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            num_requests: 60,
-            period: 60.0,
-        }
-    }
-}
-
-/// `store` (extension): the embedded job store and result lifetimes.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct StoreConfig {
-    /// File of the embedded store.
-    #[serde(default = "default_store_path")]
-    pub path: String,
-    /// Seconds a finished result is kept (0: until evicted).
-    #[serde(default = "default_result_ttl", deserialize_with = "lax::u64")]
-    pub result_ttl: u64,
-    /// Seconds a running job stays visible without finishing (Ritual: 900).
-    #[serde(default = "default_pending_ttl", deserialize_with = "lax::u64")]
-    pub pending_ttl: u64,
-    /// Most jobs kept by the embedded store; the least recently used are evicted past it.
-    #[serde(default = "default_max_jobs", deserialize_with = "lax::u64")]
-    pub max_jobs: u64,
-    /// Most jobs whose records are held in memory while the store does not take writes (Redis
-    /// down, a full disk); written once it does.
-    #[serde(default = "default_max_held_writes", deserialize_with = "lax::u64")]
-    pub max_held_writes: u64,
-    /// Longest wait, in seconds, between retries of held writes.
-    #[serde(default = "default_retry_max_delay", deserialize_with = "lax::f64")]
-    pub retry_max_delay: f64,
-    /// Largest job result stored, in bytes (Redis or embedded): a larger off-chain result fails
-    /// the job, a longer stream is stored cut to it and marked truncated.
-    #[serde(default = "default_max_result", deserialize_with = "lax::u64")]
-    pub max_result_size: u64,
-}
-
-fn default_max_result() -> u64 {
-    4 << 20
 }
 
 /// `operator` (extension): the operators' keys, the node's own key and the URL operators reach it at.
@@ -549,46 +210,6 @@ impl Default for StatsConfig {
             token: Secret::default(),
             interval: default_stats_interval(),
             advertise: None,
-        }
-    }
-}
-
-/// Default file of the embedded store.
-pub const DEFAULT_STORE_PATH: &str = "infernet-jobs.db";
-/// Where earlier builds kept it by default (converted and moved on first use).
-pub const LEGACY_STORE_PATH: &str = "infernet-jobs.redb";
-
-fn default_store_path() -> String {
-    DEFAULT_STORE_PATH.into()
-}
-fn default_result_ttl() -> u64 {
-    7 * 24 * 3600
-}
-fn default_pending_ttl() -> u64 {
-    900
-}
-fn default_max_jobs() -> u64 {
-    100_000
-}
-
-fn default_max_held_writes() -> u64 {
-    10_000
-}
-
-fn default_retry_max_delay() -> f64 {
-    5.0
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            path: default_store_path(),
-            result_ttl: default_result_ttl(),
-            pending_ttl: default_pending_ttl(),
-            max_jobs: default_max_jobs(),
-            max_held_writes: default_max_held_writes(),
-            retry_max_delay: default_retry_max_delay(),
-            max_result_size: default_max_result(),
         }
     }
 }
@@ -670,6 +291,8 @@ fn render_path(path: &serde_ignored::Path<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]

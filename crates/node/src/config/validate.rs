@@ -1,12 +1,6 @@
 //! Cross-field validation: every problem at once, each with its key path and how to fix it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt,
-    net::IpAddr,
-    str::FromStr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr, time::Duration};
 
 use alloy_primitives::{Address, U256};
 use ipnet::IpNet;
@@ -14,7 +8,12 @@ use serde_json::Value;
 
 use infernet_service::secret::SensitiveUrl;
 
-use super::{Config, ContainerConfig, ProcessConfig, Secret};
+mod containers;
+
+use super::{
+    ChainConfig, Config, ContainerConfig, ProcessConfig, Secret, ServerConfig, SnapshotSyncConfig, StatsConfig,
+};
+use containers::check_containers;
 
 /// One problem (error or warning) found in a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,32 +234,60 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             "unknown key, ignored (check its spelling against the config reference)",
         );
     }
-
-    // Server.
-    if IpAddr::from_str(&config.server.bind).is_err() {
+    check_server(&config.server, &mut p);
+    check_size_limits(&config, &mut p);
+    let trusted_proxies = check_connections(&config.server, &mut p);
+    if !non_negative(config.startup_wait) {
         p.error(
-            "server.bind",
-            format!(
-                "\"{}\" is not an IP address; use 0.0.0.0, 127.0.0.1 or ::",
-                config.server.bind
-            ),
+            "startup_wait",
+            "must be zero or a positive number of seconds (at most one year)",
         );
     }
-    if config.server.port == 0 {
+    check_store(&config, &mut p);
+    check_stats(&config.stats, &mut p);
+    check_chain(&config.chain, &mut p);
+    let containers = check_containers(&config, &mut p);
+    let operator = validate_operator(&config, &mut p);
+    if p.errors.is_empty() {
+        Ok(ValidConfig {
+            config,
+            containers,
+            trusted_proxies,
+            operator,
+            warnings: p.warnings,
+        })
+    } else {
+        Err(p.errors)
+    }
+}
+
+/// `server`: the address, the port and the rate limit.
+fn check_server(server: &ServerConfig, p: &mut Problems) {
+    if IpAddr::from_str(&server.bind).is_err() {
+        p.error(
+            "server.bind",
+            format!("\"{}\" is not an IP address; use 0.0.0.0, 127.0.0.1 or ::", server.bind),
+        );
+    }
+    if server.port == 0 {
         p.error(
             "server.port",
             "port 0 is not allowed; pick the port clients will call (default 4000)",
         );
     }
-    if config.server.rate_limit.num_requests == 0 {
+    if server.rate_limit.num_requests == 0 {
         p.error("server.rate_limit.num_requests", "must be at least 1");
     }
-    if !positive(config.server.rate_limit.period) {
+    if !positive(server.rate_limit.period) {
         p.error(
             "server.rate_limit.period",
             "must be a positive number of seconds (at most one year)",
         );
     }
+}
+
+/// The size limits of a request (`server`) and of a stored result (`store`).
+fn check_size_limits(config: &Config, p: &mut Problems) {
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
     }
@@ -270,23 +297,27 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     if config.store.max_result_size == 0 {
         p.error("store.max_result_size", "must be at least 1 byte");
     }
+}
+
+/// `server`: connection timeouts and limit, and the trusted proxies (returned parsed).
+fn check_connections(server: &ServerConfig, p: &mut Problems) -> Vec<IpNet> {
     for (key, value) in [
-        ("server.header_timeout", config.server.header_timeout),
-        ("server.body_timeout", config.server.body_timeout),
-        ("server.idle_timeout", config.server.idle_timeout),
+        ("server.header_timeout", server.header_timeout),
+        ("server.body_timeout", server.body_timeout),
+        ("server.idle_timeout", server.idle_timeout),
     ] {
         if !positive(value) {
             p.error(key, "must be a positive number of seconds (at most one year)");
         }
     }
-    if config.server.max_connections == 0 {
+    if server.max_connections == 0 {
         p.error(
             "server.max_connections",
             "must be at least 1 (default 10000); the open-file limit is raised to its hard limit at start",
         );
     }
     let mut trusted_proxies = Vec::new();
-    for (i, s) in config.server.trusted_proxies.iter().enumerate() {
+    for (i, s) in server.trusted_proxies.iter().enumerate() {
         match parse_net(s) {
             Some(n) => trusted_proxies.push(n),
             None => p.error(
@@ -295,12 +326,11 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             ),
         }
     }
-    if !non_negative(config.startup_wait) {
-        p.error(
-            "startup_wait",
-            "must be zero or a positive number of seconds (at most one year)",
-        );
-    }
+    trusted_proxies
+}
+
+/// `redis` and `store`: where jobs are kept and how many.
+fn check_store(config: &Config, p: &mut Problems) {
     if let Some(redis) = &config.redis
         && redis.host.trim().is_empty()
     {
@@ -309,12 +339,13 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             "must not be empty; remove the `redis` section to use the embedded store",
         );
     }
-    if config.redis.is_none() && config.store.path.trim().is_empty() {
+    let store = &config.store;
+    if config.redis.is_none() && store.path.trim().is_empty() {
         p.error("store.path", "must name the embedded store's database file");
     }
-    if config.store.max_jobs == 0 {
+    if store.max_jobs == 0 {
         p.error("store.max_jobs", "must be at least 1");
-    } else if config.store.max_jobs > MAX_STORE_JOBS {
+    } else if store.max_jobs > MAX_STORE_JOBS {
         p.error(
             "store.max_jobs",
             format!(
@@ -322,75 +353,38 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             ),
         );
     }
-    if config.store.max_held_writes == 0 {
+    if store.max_held_writes == 0 {
         p.error(
             "store.max_held_writes",
             "must be at least 1 (results written while the store is down are held up to this many jobs)",
         );
     }
-    if !(config.store.retry_max_delay.is_finite() && config.store.retry_max_delay > 0.0) {
+    if !(store.retry_max_delay.is_finite() && store.retry_max_delay > 0.0) {
         p.error("store.retry_max_delay", "must be a number of seconds above 0, e.g. 5");
     }
-    if let Some(endpoint) = &config.stats.endpoint
+}
+
+/// `stats`: the heartbeat's endpoint and interval.
+fn check_stats(stats: &StatsConfig, p: &mut Problems) {
+    if let Some(endpoint) = &stats.endpoint
         && let Err(e) = check_url(endpoint, &["http", "https"])
     {
         p.error("stats.endpoint", e);
     }
-    if !positive(config.stats.interval) {
+    if !positive(stats.interval) {
         p.error(
             "stats.interval",
             "must be a positive number of seconds (at most one year)",
         );
     }
+}
 
-    // Chain.
-    let chain = &config.chain;
+/// `chain`: what an enabled chain needs, and the payment address whenever it is set.
+fn check_chain(chain: &ChainConfig, p: &mut Problems) {
     if chain.enabled {
-        match chain.rpc_url.as_deref().map(str::trim) {
-            None | Some("") => p.error("chain.rpc_url", "must be defined when chain is enabled"),
-            Some(url) => {
-                if let Err(e) = check_url(url, &["http", "https"]) {
-                    p.error("chain.rpc_url", e);
-                }
-            }
-        }
-        match chain.registry_address.as_deref().map(str::trim) {
-            None | Some("") => p.error("chain.registry_address", "must be defined when chain is enabled"),
-            Some(a) if parse_address(a).is_none() => p.error(
-                "chain.registry_address",
-                format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
-            ),
-            Some(_) => {}
-        }
-        match &chain.wallet {
-            None => p.error("chain.wallet", "must be defined when chain is enabled"),
-            Some(w) => match &w.private_key {
-                Some(k) if !k.is_empty() => {
-                    if !is_private_key(k.expose()) {
-                        p.error(
-                            "chain.wallet.private_key",
-                            "must be 32 bytes of hex (64 hex digits, 0x optional)",
-                        );
-                    }
-                }
-                _ => p.error("chain.wallet.private_key", "must be defined when chain is enabled"),
-            },
-        }
-        if chain.snapshot_sync.batch_size == 0 {
-            p.error("chain.snapshot_sync.batch_size", "must be at least 1");
-        }
-        if !positive(chain.snapshot_sync.sync_period) {
-            p.error(
-                "chain.snapshot_sync.sync_period",
-                "must be a positive number of seconds (at most one year)",
-            );
-        }
-        if !non_negative(chain.snapshot_sync.sleep) {
-            p.error(
-                "chain.snapshot_sync.sleep",
-                "must be zero or a positive number of seconds (at most one year)",
-            );
-        }
+        check_chain_endpoints(chain, p);
+        check_wallet_key(chain, p);
+        check_snapshot_sync(&chain.snapshot_sync, p);
     }
     if let Some(w) = &chain.wallet
         && let Some(a) = w.payment_address.as_deref().map(str::trim)
@@ -402,160 +396,62 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
         );
     }
+}
 
-    // Containers.
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut specs = Vec::new();
-    let mut used_ports: HashMap<u16, usize> = HashMap::new();
-    for (i, c) in config.containers.iter().enumerate() {
-        let at = |field: &str| format!("containers[{i}].{field}");
-        if c.id.trim().is_empty() {
-            p.error(at("id"), "must not be empty");
-        } else if c.id.contains(',') || c.id.chars().any(char::is_whitespace) {
-            p.error(
-                at("id"),
-                format!(
-                    "\"{}\" must not contain commas or spaces (ids are joined with ',' on chain)",
-                    c.id
-                ),
-            );
-        } else if let Some(first) = seen.insert(&c.id, i) {
-            p.error(
-                at("id"),
-                format!(
-                    "duplicate id \"{}\" (also containers[{first}].id); ids must be unique",
-                    c.id
-                ),
-            );
-        }
-        if !c.url.is_empty()
-            && let Err(e) = check_url(&c.url, &["http", "https"])
-        {
-            p.error(at("url"), e);
-        }
-        let runtime = if !c.url.is_empty() {
-            if config.manage_containers && !c.image.is_empty() {
-                p.warn(
-                    at("image"),
-                    "ignored: a container with a `url` is a remote service and is not started by the node",
-                );
+/// `chain.rpc_url` and `chain.registry_address` of an enabled chain.
+fn check_chain_endpoints(chain: &ChainConfig, p: &mut Problems) {
+    match chain.rpc_url.as_deref().map(str::trim) {
+        None | Some("") => p.error("chain.rpc_url", "must be defined when chain is enabled"),
+        Some(url) => {
+            if let Err(e) = check_url(url, &["http", "https"]) {
+                p.error("chain.rpc_url", e);
             }
-            Runtime::Remote
-        } else if !config.manage_containers {
-            Runtime::Unmanaged
-        } else if let Some(process) = &c.process {
-            if process.program.trim().is_empty() {
-                p.error(at("process.program"), "must name the program to run");
-            }
-            Runtime::Process(process.clone())
-        } else {
-            if c.image.trim().is_empty() {
-                p.error(
-                    at("image"),
-                    "must be defined when manage_containers is true (or set `url` for a remote service, `process` for a local program, or manage_containers: false)",
-                );
-            }
-            Runtime::Docker
-        };
-        if c.max_output_size == 0 {
-            p.error(at("max_output_size"), "must be at least 1 byte");
         }
-        if !positive(c.timeout) {
-            p.error(at("timeout"), "must be a positive number of seconds (at most one year)");
-        }
-        if c.port == Some(0) {
-            p.error(at("port"), "port 0 is not allowed");
-        }
+    }
+    match chain.registry_address.as_deref().map(str::trim) {
+        None | Some("") => p.error("chain.registry_address", "must be defined when chain is enabled"),
+        Some(a) if parse_address(a).is_none() => p.error(
+            "chain.registry_address",
+            format!("\"{a}\" is not an address (0x followed by 40 hex digits)"),
+        ),
+        Some(_) => {}
+    }
+}
 
-        let mut allowed_ips = Vec::new();
-        for (j, s) in c.allowed_ips.iter().enumerate() {
-            match parse_net(s) {
-                Some(n) => allowed_ips.push(n),
-                None => p.error(
-                    format!("containers[{i}].allowed_ips[{j}]"),
-                    format!("\"{s}\" is not an IP address or CIDR (e.g. 10.0.0.0/8 or 192.168.1.7)"),
-                ),
-            }
-        }
-        let mut addresses = |field: &str, list: &[String]| {
-            let mut out = Vec::new();
-            for (j, s) in list.iter().enumerate() {
-                match parse_address(s) {
-                    Some(a) => out.push(a),
-                    None => p.error(
-                        format!("containers[{i}].{field}[{j}]"),
-                        format!("\"{s}\" is not an address (0x followed by 40 hex digits)"),
-                    ),
-                }
-            }
-            out
-        };
-        let allowed_addresses = addresses("allowed_addresses", &c.allowed_addresses);
-        let allowed_delegate_addresses = addresses("allowed_delegate_addresses", &c.allowed_delegate_addresses);
-        let mut accepted_payments = BTreeMap::new();
-        for (token, amount) in &c.accepted_payments {
-            let path = format!("containers[{i}].accepted_payments.{token}");
-            match (parse_address(token), parse_amount(amount)) {
-                (None, _) => p.error(path, format!("\"{token}\" is not a token address (0x followed by 40 hex digits; 0x0000000000000000000000000000000000000000 is ETH)")),
-                (_, None) => p.error(path, format!("{amount} is not a whole non-negative amount (write large amounts as a string)")),
-                (Some(t), Some(a)) => {
-                    accepted_payments.insert(t, a);
-                }
-            }
-        }
-
-        // Ports: only local services listen on them.
-        let port = match (&runtime, c.port) {
-            (Runtime::Remote, p) => p.unwrap_or(3000),
-            (Runtime::Unmanaged, port) => port.unwrap_or(3000),
-            (_, Some(port)) => {
-                if let Some(other) = used_ports.insert(port, i) {
-                    p.error(at("port"), format!("port {port} is already used by containers[{other}]; give each managed container its own port"));
-                }
-                if port == config.server.port {
+/// `chain.wallet` of an enabled chain: it and its private key must be there.
+fn check_wallet_key(chain: &ChainConfig, p: &mut Problems) {
+    match &chain.wallet {
+        None => p.error("chain.wallet", "must be defined when chain is enabled"),
+        Some(w) => match &w.private_key {
+            Some(k) if !k.is_empty() => {
+                if !is_private_key(k.expose()) {
                     p.error(
-                        at("port"),
-                        format!("port {port} is the node's own server.port; pick another"),
+                        "chain.wallet.private_key",
+                        "must be 32 bytes of hex (64 hex digits, 0x optional)",
                     );
                 }
-                port
             }
-            (_, None) => port_after_default(&mut used_ports, config.server.port, i, &mut p, &at("port")),
-        };
-        let base_url = match runtime {
-            Runtime::Remote => SensitiveUrl::parse(&c.url),
-            _ => SensitiveUrl::parse(&format!("http://127.0.0.1:{port}")),
-        };
-        // A URL that does not parse was reported above.
-        let Ok(base_url) = base_url else { continue };
-        specs.push(ContainerSpec {
-            id: c.id.clone(),
-            base_url,
-            port,
-            bearer: c.bearer.clone(),
-            external: c.external,
-            generates_proofs: c.generates_proofs,
-            allowed_ips,
-            allowed_addresses,
-            allowed_delegate_addresses,
-            accepted_payments,
-            timeout: Duration::from_secs_f64(if positive(c.timeout) { c.timeout } else { 180.0 }),
-            runtime,
-            raw: c.clone(),
-        });
+            _ => p.error("chain.wallet.private_key", "must be defined when chain is enabled"),
+        },
     }
+}
 
-    let operator = validate_operator(&config, &mut p);
-    if p.errors.is_empty() {
-        Ok(ValidConfig {
-            config,
-            containers: specs,
-            trusted_proxies,
-            operator,
-            warnings: p.warnings,
-        })
-    } else {
-        Err(p.errors)
+/// `chain.snapshot_sync` of an enabled chain.
+fn check_snapshot_sync(sync: &SnapshotSyncConfig, p: &mut Problems) {
+    if sync.batch_size == 0 {
+        p.error("chain.snapshot_sync.batch_size", "must be at least 1");
+    }
+    if !positive(sync.sync_period) {
+        p.error(
+            "chain.snapshot_sync.sync_period",
+            "must be a positive number of seconds (at most one year)",
+        );
+    }
+    if !non_negative(sync.sleep) {
+        p.error(
+            "chain.snapshot_sync.sleep",
+            "must be zero or a positive number of seconds (at most one year)",
+        );
     }
 }
 
@@ -594,21 +490,6 @@ fn validate_operator(config: &Config, p: &mut Problems) -> ValidOperator {
         node_key,
         public_url,
     }
-}
-
-/// Ritual's rule for managed containers without a port: 3000 if free, else the highest free port
-/// counting down from 3999.
-fn port_after_default(used: &mut HashMap<u16, usize>, server_port: u16, i: usize, p: &mut Problems, path: &str) -> u16 {
-    let mut port = 3000;
-    if used.contains_key(&port) || port == server_port {
-        port = (1024..=3999)
-            .rev()
-            .find(|q| !used.contains_key(q) && *q != server_port)
-            .unwrap_or(3999);
-        p.warn(path, format!("no port given and 3000 is taken; assigned port {port}"));
-    }
-    used.insert(port, i);
-    port
 }
 
 #[cfg(test)]
