@@ -63,6 +63,15 @@ enum AdminCommand {
     Resume,
     /// Finish running jobs and take no new ones (before maintenance).
     Drain,
+    /// The node's recent log lines (info and above), as JSON.
+    Logs {
+        /// Only lines after this time (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines at this level or more severe: error, warn, info.
+        #[arg(long, default_value = "info")]
+        level: String,
+    },
     /// Print the provider's settings, or replace them with `--set`.
     Settings {
         /// The whole settings document (availability, pricing, limits): JSON or @file.
@@ -73,11 +82,21 @@ enum AdminCommand {
 
 pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Failure> {
     let operator = Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let logs_path;
     let (method, path, body) = match &args.command {
         AdminCommand::Status => (Method::GET, "/admin/status", None),
         AdminCommand::Pause => (Method::POST, "/admin/pause", Some(json!({}))),
         AdminCommand::Resume => (Method::POST, "/admin/resume", Some(json!({}))),
         AdminCommand::Drain => (Method::POST, "/admin/drain", Some(json!({}))),
+        AdminCommand::Logs { since, level } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("level", level);
+            if let Some(since) = since {
+                query.append_pair("since", since);
+            }
+            logs_path = format!("/admin/logs?{}", query.finish());
+            (Method::GET, logs_path.as_str(), None)
+        }
         AdminCommand::Settings { set: None } => (Method::GET, "/admin/settings", None),
         AdminCommand::Settings { set: Some(doc) } => {
             (Method::PUT, "/admin/settings", Some(json_object_arg("set", doc)?))

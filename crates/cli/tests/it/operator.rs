@@ -126,4 +126,25 @@ fn admin_commands_are_signed_with_the_operators_key_and_obeyed() {
     );
     let status: serde_json::Value = serde_json::from_slice(&admin(&key_file, &["status"]).stdout).unwrap();
     assert_eq!(status["mode"], "paused", "the stranger changed nothing");
+
+    // The node's log, read remotely: the pause is there; level and time filter it.
+    let logs = admin(&key_file, &["logs"]);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    let logs: serde_json::Value = serde_json::from_slice(&logs.stdout).unwrap();
+    let messages: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(messages.contains(&"operator changed the node's mode"), "{messages:?}");
+    let later = admin(
+        &key_file,
+        &["logs", "--level", "error", "--since", "2999-01-01T00:00:00Z"],
+    );
+    let later: serde_json::Value = serde_json::from_slice(&later.stdout).unwrap();
+    assert_eq!(later["lines"], serde_json::json!([]));
+    let bad = admin(&key_file, &["logs", "--level", "loud"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("level"), "{bad:?}");
 }

@@ -7,7 +7,8 @@
 //! and containers, so a router or a dashboard can check whom the node belongs to.
 //!
 //! Endpoints: `GET /admin/status`; `POST /admin/pause`, `/admin/resume`, `/admin/drain`;
-//! `GET|PUT /admin/settings` (the provider's settings: availability, pricing, limits).
+//! `GET|PUT /admin/settings` (the provider's settings: availability, pricing, limits);
+//! `GET /admin/logs?since=&level=&limit=` (the node's recent log lines).
 
 pub mod auth;
 pub mod state;
@@ -17,7 +18,7 @@ use std::{path::Path, sync::Arc};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRequest, Request, State},
+    extract::{FromRequest, RawQuery, Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -120,6 +121,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/resume", post(resume))
         .route("/admin/drain", post(drain))
         .route("/admin/settings", get(settings).put(put_settings))
+        .route("/admin/logs", get(logs))
 }
 
 /// An admin answer that is not a success.
@@ -293,4 +295,51 @@ async fn put_settings(State(state): State<Arc<AppState>>, signed: Signed) -> Res
         .map_err(Refusal::State)?;
     tracing::info!(operator = %npub(&signed.operator), "operator changed the provider's settings");
     Ok(Json(persisted.settings))
+}
+
+/// Most lines one `/admin/logs` answer holds.
+const MAX_LOG_LINES: usize = 2000;
+
+/// `GET /admin/logs?since=<RFC 3339 or Unix seconds>&level=<error|warn|info>&limit=<n>`: the
+/// node's recent log lines (info and above, newest last), each as the JSON object the log file has.
+async fn logs(RawQuery(raw): RawQuery, _signed: Signed) -> Result<Json<Value>, Refusal> {
+    let (mut since, mut level, mut limit) = (None, 3, 200);
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "since" => {
+                let parsed = value.parse::<jiff::Timestamp>().ok().or_else(|| {
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+                });
+                since = Some(parsed.ok_or_else(|| {
+                    Refusal::BadRequest(format!("since: {value:?} is not a time (RFC 3339 or Unix seconds)"))
+                })?);
+            }
+            "level" => {
+                level = crate::logging::level_rank(&value).ok_or_else(|| {
+                    Refusal::BadRequest(format!("level: {value:?} is not error, warn, info or debug"))
+                })?;
+            }
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LOG_LINES).contains(n))
+                    .ok_or_else(|| Refusal::BadRequest(format!("limit: use 1 to {MAX_LOG_LINES}")))?;
+            }
+            other => {
+                return Err(Refusal::BadRequest(format!(
+                    "unknown parameter {other:?}: use since, level, limit"
+                )));
+            }
+        }
+    }
+    let lines: Vec<Value> = crate::logging::recent()
+        .read(since, level, limit)
+        .into_iter()
+        .map(|l| serde_json::from_str(&l.line).unwrap_or(Value::String(l.line)))
+        .collect();
+    Ok(Json(json!({"lines": lines})))
 }

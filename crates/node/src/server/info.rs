@@ -31,12 +31,13 @@ pub(super) struct ResourcesQuery {
 }
 
 /// `GET /resources[?model_id=][&system=true]`: each container's `/service-resources`; with
-/// `system=true` also the host's CPU, memory, disk and GPUs under `system` (opt-in, because
+/// `system=true` also the host's CPU, memory, disk and GPUs under `system` and the provider's
+/// prices per container under `pricing` (opt-in, because
 /// Ritual's clients and routers read every key of this object as a container id).
 #[utoipa::path(get, path = "/resources", tag = "node",
     params(
         ("model_id" = Option<String>, Query, description = "Ask the containers about this model"),
-        ("system" = Option<bool>, Query, description = "Add host statistics under `system`"),
+        ("system" = Option<bool>, Query, description = "Add host statistics under `system` and prices under `pricing`"),
     ),
     responses(
         (status = 200, description = "`{container_id: resources}`; failing containers are left out"),
@@ -53,6 +54,7 @@ pub(super) async fn resources(
         if let Ok(system) = tokio::task::spawn_blocking(move || sampler.sample()).await {
             resources.insert("system".into(), json!(system));
         }
+        resources.insert("pricing".into(), json!(state.admin.state().settings.pricing));
     }
     Json(Value::Object(resources))
 }

@@ -212,6 +212,15 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
     .unwrap()
     .clone();
     assert_eq!(beat["availability"], info["availability"]);
+    let resources: Value = client()
+        .get(node.at("/resources?system=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resources["pricing"]["echo"]["per_second"], 0.0005, "{resources}");
 
     // The price shows in the node's signed identity.
     let identity = client()
