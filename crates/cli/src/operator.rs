@@ -12,9 +12,9 @@ use reqwest::Method;
 
 use crate::commands::{Failure, json_object_arg};
 
-/// `infernet operator …`.
+/// Where the operator's key is.
 #[derive(Debug, Args)]
-pub(crate) struct OperatorArgs {
+struct KeyFile {
     /// The operator's secret key file (`nsec1…`, mode 0600).
     #[arg(
         long,
@@ -24,6 +24,13 @@ pub(crate) struct OperatorArgs {
         default_value_os_t = default_key_file()
     )]
     key_file: PathBuf,
+}
+
+/// `infernet operator …`.
+#[derive(Debug, Args)]
+pub(crate) struct OperatorArgs {
+    #[command(flatten)]
+    key: KeyFile,
     #[command(subcommand)]
     command: OperatorCommand,
 }
@@ -40,15 +47,8 @@ enum OperatorCommand {
 /// `infernet admin …`: a node's admin API, every request signed with the operator's key.
 #[derive(Debug, Args)]
 pub(crate) struct AdminArgs {
-    /// The operator's secret key file (`nsec1…`, mode 0600).
-    #[arg(
-        long,
-        global = true,
-        env = "INFERNET_OPERATOR_KEY",
-        value_name = "PATH",
-        default_value_os_t = default_key_file()
-    )]
-    key_file: PathBuf,
+    #[command(flatten)]
+    key: KeyFile,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -81,7 +81,7 @@ enum AdminCommand {
 }
 
 pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Failure> {
-    let operator = Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let operator = Identity::load(&args.key.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
     let logs_path;
     let (method, path, body) = match &args.command {
         AdminCommand::Status => (Method::GET, "/admin/status", None),
@@ -120,19 +120,19 @@ fn default_key_file() -> PathBuf {
 
 pub(crate) fn run(args: &OperatorArgs, json: bool) -> Result<(), Failure> {
     let identity = match args.command {
-        OperatorCommand::New => create(&args.key_file)?,
-        OperatorCommand::Show => Identity::load(&args.key_file).map_err(|e| Failure::Runtime(e.to_string()))?,
+        OperatorCommand::New => create(&args.key.key_file)?,
+        OperatorCommand::Show => Identity::load(&args.key.key_file).map_err(|e| Failure::Runtime(e.to_string()))?,
     };
     if json {
         let shown = json!({
             "npub": identity.npub(),
             "hex": identity.public_key().to_hex(),
-            "key_file": args.key_file,
+            "key_file": args.key.key_file,
         });
         println!("{shown}");
     } else {
         println!("{}", identity.npub());
-        eprintln!("key file: {}", args.key_file.display());
+        eprintln!("key file: {}", args.key.key_file.display());
     }
     Ok(())
 }

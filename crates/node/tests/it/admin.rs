@@ -4,7 +4,7 @@
 use infernet_identity::{Identity, nip98, statement};
 use serde_json::{Value, json};
 
-use crate::support::{Stub, TestNode, client, stub, unmanaged};
+use crate::support::{Stub, TestNode, client, get_json, stub, unmanaged};
 
 /// A node managed by `operator`, its store (and so its key and admin state) in `dir`, sending
 /// heartbeats to `beats` when given.
@@ -65,6 +65,19 @@ async fn send(method: &str, url: &str, authorization: Option<String>, body: Opti
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The node's signed identity statement, checked.
+async fn identity_of(node: &TestNode) -> statement::Statement {
+    let signed = client()
+        .get(node.at("/identity"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    statement::verify(&signed, "infernet-node", infernet_identity::unix_now(), 60).unwrap()
 }
 
 async fn submit_job(node: &TestNode) -> (u16, Value) {
@@ -192,14 +205,7 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
     assert_eq!(refused["available_at"], format!("{date}T00:00:00Z"), "{refused}");
 
     // The price and the closed hours show in /info and the (signed) heartbeat.
-    let info: Value = client()
-        .get(node.at("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&client(), node.at("/info")).await;
     assert_eq!(info["pricing"]["echo"]["per_job"], 0.002, "{info}");
     assert_eq!(info["availability"]["open"], false);
     assert_eq!(info["availability"]["available_at"], format!("{date}T00:00:00Z"));
@@ -212,26 +218,11 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
     .unwrap()
     .clone();
     assert_eq!(beat["availability"], info["availability"]);
-    let resources: Value = client()
-        .get(node.at("/resources?system=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resources: Value = get_json(&client(), node.at("/resources?system=true")).await;
     assert_eq!(resources["pricing"]["echo"]["per_second"], 0.0005, "{resources}");
 
     // The price shows in the node's signed identity.
-    let identity = client()
-        .get(node.at("/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let checked = statement::verify(&identity, "infernet-node", infernet_identity::unix_now(), 60).unwrap();
+    let checked = identity_of(&node).await;
     assert_eq!(checked.content["pricing"]["echo"]["per_job"], 0.002);
     assert_eq!(checked.content["operators"], json!([operator.npub()]));
     let node_key = checked.signer;
@@ -253,15 +244,7 @@ async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_resta
         settings["availability"]["exceptions"]
     );
     assert_eq!(submit_job(&node).await.0, 503);
-    let identity = client()
-        .get(node.at("/identity"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let checked = statement::verify(&identity, "infernet-node", infernet_identity::unix_now(), 60).unwrap();
+    let checked = identity_of(&node).await;
     assert_eq!(checked.signer, node_key, "the node keeps its key");
 }
 
