@@ -42,6 +42,17 @@ impl fmt::Debug for SenderSettings {
     }
 }
 
+/// Why a heartbeat was not delivered (logged once until it recovers).
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// The router answered with an error status.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The request failed; the client's message, with the endpoint redacted.
+    #[error("{0}")]
+    Request(String),
+}
+
 /// Builds one heartbeat, from the snapshot `/info` reads too.
 pub async fn heartbeat(state: &AppState, settings: &SenderSettings) -> Value {
     let mut beat = Snapshot::take(state, true).await.heartbeat();
@@ -90,9 +101,9 @@ pub async fn run(state: Arc<AppState>, settings: SenderSettings, shutdown: Cance
         }
         let outcome = match request.send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+            Ok(r) => Err(DeliveryError::Status(r.status().as_u16())),
             // reqwest's message names the URL: show it redacted.
-            Err(e) => Err(endpoint.scrub(&e.to_string())),
+            Err(e) => Err(DeliveryError::Request(endpoint.scrub(&e.to_string()))),
         };
         match outcome {
             Ok(()) if failing => {
