@@ -24,12 +24,21 @@ impl From<ClientError> for Failure {
     }
 }
 
+/// Why a number of seconds was refused (clap prints it after the flag and value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SecsError {
+    /// Not a number.
+    #[error("expected seconds, e.g. 30 or 0.5, found {0:?}")]
+    NotANumber(String),
+    /// Negative, not finite, or beyond what a `Duration` holds.
+    #[error("expected a non-negative number of seconds, found {0}")]
+    OutOfRange(String),
+}
+
 /// `--timeout` in seconds (fractions allowed).
-pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("expected seconds, e.g. 30 or 0.5, found {s:?}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("expected a non-negative number of seconds, found {s}"))
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, SecsError> {
+    let secs: f64 = s.parse().map_err(|_| SecsError::NotANumber(s.to_string()))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| SecsError::OutOfRange(s.to_string()))
 }
 
 /// Reads `JSON` or `@file` given to `--<arg>`; it must be a JSON object.

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 pub enum DelegateError {
     /// A field is missing or has the wrong type (the message names it).
     #[error("{0}")]
-    Field(String),
+    Field(#[from] infernet_types::DelegatedError),
     /// The private key does not parse.
     #[error("the private key is not 32 bytes of hex")]
     Key,
@@ -28,8 +28,7 @@ pub enum DelegateError {
 /// Reads the REST subscription JSON into the signed struct; normalises `containers` to the hash
 /// (what nodes expect on the wire).
 pub fn parse_subscription(sub: &mut Map<String, Value>) -> Result<Subscription, DelegateError> {
-    let parsed = infernet_types::Subscription::from_json(&Value::Object(sub.clone()).to_string())
-        .map_err(DelegateError::Field)?;
+    let parsed = infernet_types::Subscription::from_json(&Value::Object(sub.clone()).to_string())?;
     sub.insert("containers".into(), Value::String(format!("{:x}", parsed.container_id)));
     Ok(Subscription::from(&parsed))
 }

@@ -89,26 +89,37 @@ impl RunningRouter {
     }
 }
 
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listener has no local address (the socket is unusable).
+    #[error("{0}")]
+    Listener(#[source] std::io::Error),
+    /// The database could not be opened or migrated.
+    #[error("{0}")]
+    Database(#[from] db::DbError),
+    /// An HTTP client (the prober's or the `/resources` fan-out's) could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
 /// Starts the prober and the server on `listener`.
-pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, String> {
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let db = db::Db::open(&settings.database).await.map_err(|e| e.to_string())?;
+pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, StartError> {
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
+    let db = db::Db::open(&settings.database).await?;
     let registry = Arc::new(Registry::new(
         settings.listed,
         settings.hysteresis,
         settings.registrations,
     ));
-    let monitor = Monitor::new(registry.clone(), settings.probe).map_err(|e| format!("HTTP client: {e}"))?;
+    let monitor = Monitor::new(registry.clone(), settings.probe)?;
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
         trusted_proxies: settings.trusted_proxies,
         registration_token: settings.registration_token,
         registration_ttl: settings.registration_ttl,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?,
+        client: reqwest::Client::builder().pool_max_idle_per_host(4).build()?,
         resources: settings.resources,
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),

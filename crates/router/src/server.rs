@@ -208,24 +208,39 @@ const HEARTBEAT_SUBJECT: &str = "infernet-heartbeat";
 /// How old a signed heartbeat may be (either side of this router's clock).
 const HEARTBEAT_MAX_AGE: u64 = 120;
 
+/// Why a heartbeat body was refused.
+#[derive(Debug, thiserror::Error)]
+enum HeartbeatError {
+    /// Not JSON, or not a heartbeat's shape (400).
+    #[error("invalid heartbeat: {0}")]
+    Invalid(#[from] serde_json::Error),
+    /// `signed` is there but not a string (400).
+    #[error("`signed` must be a Nostr event as a string")]
+    SignedNotText,
+    /// The signed statement does not verify: bad signature, wrong subject, too old (401).
+    #[error("heartbeat signature: {0}")]
+    Signature(#[from] statement::StatementError),
+}
+
+impl HeartbeatError {
+    /// The status of the answer.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) | Self::SignedNotText => StatusCode::BAD_REQUEST,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
 /// A heartbeat's body: `{"signed": <Nostr event>}` from nodes that sign (this project's), else the
 /// heartbeat itself. A signed heartbeat's content is what counts; its signer is the node's identity.
-fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), (StatusCode, String)> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
+fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), HeartbeatError> {
+    let value: Value = serde_json::from_slice(body)?;
     let Some(signed) = value.get("signed") else {
-        let beat =
-            serde_json::from_value(value).map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
-        return Ok((beat, None));
+        return Ok((serde_json::from_value(value)?, None));
     };
-    let text = signed.as_str().ok_or_else(|| {
-        (
-            StatusCode::BAD_REQUEST,
-            "`signed` must be a Nostr event as a string".to_string(),
-        )
-    })?;
-    let checked = statement::verify(text, HEARTBEAT_SUBJECT, unix_now(), HEARTBEAT_MAX_AGE)
-        .map_err(|e| (StatusCode::UNAUTHORIZED, format!("heartbeat signature: {e}")))?;
+    let text = signed.as_str().ok_or(HeartbeatError::SignedNotText)?;
+    let checked = statement::verify(text, HEARTBEAT_SUBJECT, unix_now(), HEARTBEAT_MAX_AGE)?;
     let operators = checked.content["operators"]
         .as_array()
         .map(|keys| {
@@ -241,9 +256,7 @@ fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), (Sta
         key: npub(&checked.signer),
         operators,
     };
-    let beat = serde_json::from_value(checked.content)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")))?;
-    Ok((beat, Some(identity)))
+    Ok((serde_json::from_value(checked.content)?, Some(identity)))
 }
 
 /// Most operators kept per node.
@@ -279,7 +292,7 @@ async fn register(
     };
     let (beat, identity) = match read_heartbeat(&body) {
         Ok(read) => read,
-        Err((status, message)) => return error(status, message),
+        Err(e) => return error(e.status(), e.to_string()),
     };
     if identity.is_none() && state.registration_token.is_none() {
         return error(

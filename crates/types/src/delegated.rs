@@ -39,16 +39,87 @@ pub struct DelegatedRequest {
     pub raw_subscription: Value,
 }
 
-type Fields<'a> = BTreeMap<String, &'a RawValue>;
-
-fn fields<'a>(raw: &'a RawValue, path: &str) -> Result<Fields<'a>, String> {
-    serde_json::from_str(raw.get()).map_err(|_| format!("{path}: expected an object"))
+/// Why a delegated subscription request was refused; every message names the field
+/// (`signature.v: expected 27 or 28, found 29`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DelegatedError {
+    /// The request body is not a JSON object.
+    #[error("expected a JSON object")]
+    BodyNotAnObject,
+    /// The `subscription` text given alone is not JSON.
+    #[error("subscription: not valid JSON: {0}")]
+    NotJson(String),
+    /// `subscription` or `signature` is not an object.
+    #[error("{path}: expected an object")]
+    NotAnObject {
+        /// The field, e.g. `signature`.
+        path: String,
+    },
+    /// A required field is absent.
+    #[error("{path}: missing field")]
+    Missing {
+        /// The field, e.g. `signature.r`.
+        path: String,
+    },
+    /// The request has no `data`.
+    #[error("request: missing field `data`")]
+    MissingData,
+    /// A field has the wrong type or is out of range.
+    #[error("{path}: expected {expected}, found {found}")]
+    Invalid {
+        /// The field, e.g. `subscription.period`.
+        path: String,
+        /// What it must be.
+        expected: &'static str,
+        /// The JSON text found.
+        found: String,
+    },
+    /// An address field holds a string that is not an address.
+    #[error("{path}: \"{text}\" is not an address (0x + 40 hex digits)")]
+    NotAnAddress {
+        /// The field, e.g. `subscription.owner`.
+        path: String,
+        /// The string found.
+        text: String,
+    },
+    /// `containers` is an empty list or a list with a non-string.
+    #[error("{path}: expected a non-empty list of container ids")]
+    NoContainerIds {
+        /// The field (`subscription.containers`).
+        path: String,
+    },
+    /// `containers` looks like a hash but does not parse as one.
+    #[error("{path}: {message}")]
+    BadHash {
+        /// The field (`subscription.containers`).
+        path: String,
+        /// The hex parser's message.
+        message: String,
+    },
 }
 
-fn required<'a>(f: &Fields<'a>, path: &str, name: &str) -> Result<&'a RawValue, String> {
-    f.get(name)
-        .copied()
-        .ok_or_else(|| format!("{path}.{name}: missing field"))
+type Fields<'a> = BTreeMap<String, &'a RawValue>;
+
+fn fields<'a>(raw: &'a RawValue, path: &str) -> Result<Fields<'a>, DelegatedError> {
+    serde_json::from_str(raw.get()).map_err(|_| DelegatedError::NotAnObject { path: path.into() })
+}
+
+fn missing(path: &str, name: &str) -> DelegatedError {
+    DelegatedError::Missing {
+        path: format!("{path}.{name}"),
+    }
+}
+
+fn invalid(path: &str, name: &str, expected: &'static str, found: &RawValue) -> DelegatedError {
+    DelegatedError::Invalid {
+        path: format!("{path}.{name}"),
+        expected,
+        found: found.get().to_string(),
+    }
+}
+
+fn required<'a>(f: &Fields<'a>, path: &str, name: &str) -> Result<&'a RawValue, DelegatedError> {
+    f.get(name).copied().ok_or_else(|| missing(path, name))
 }
 
 /// A whole number written as a JSON integer, a decimal string or a `0x` hex string.
@@ -66,20 +137,18 @@ fn big_number(raw: &RawValue) -> Option<U256> {
     }
 }
 
-fn number<T: TryFrom<U256>>(f: &Fields<'_>, path: &str, name: &str, what: &str) -> Result<T, String> {
+fn number<T: TryFrom<U256>>(f: &Fields<'_>, path: &str, name: &str, what: &'static str) -> Result<T, DelegatedError> {
     let raw = required(f, path, name)?;
     big_number(raw)
         .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| format!("{path}.{name}: expected {what}, found {}", raw.get()))
+        .ok_or_else(|| invalid(path, name, what, raw))
 }
 
-fn amount(f: &Fields<'_>, path: &str, name: &str) -> Result<U256, String> {
+fn amount(f: &Fields<'_>, path: &str, name: &str) -> Result<U256, DelegatedError> {
     match f.get(name) {
         None => Ok(U256::ZERO),
         Some(raw) if raw.get() == "null" => Ok(U256::ZERO),
-        Some(raw) => {
-            big_number(raw).ok_or_else(|| format!("{path}.{name}: expected a whole number, found {}", raw.get()))
-        }
+        Some(raw) => big_number(raw).ok_or_else(|| invalid(path, name, "a whole number", raw)),
     }
 }
 
@@ -87,29 +156,34 @@ fn string(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<String>(raw.get()).ok()
 }
 
-fn address(f: &Fields<'_>, path: &str, name: &str, optional: bool) -> Result<Address, String> {
+fn address(f: &Fields<'_>, path: &str, name: &str, optional: bool) -> Result<Address, DelegatedError> {
     let raw = match f.get(name) {
         None if optional => return Ok(Address::ZERO),
         Some(raw) if optional && raw.get() == "null" => return Ok(Address::ZERO),
-        other => other.copied().ok_or_else(|| format!("{path}.{name}: missing field"))?,
+        other => other.copied().ok_or_else(|| missing(path, name))?,
     };
-    let text = string(raw).ok_or_else(|| format!("{path}.{name}: expected an address string, found {}", raw.get()))?;
-    Address::from_str(text.trim())
-        .map_err(|_| format!("{path}.{name}: \"{text}\" is not an address (0x + 40 hex digits)"))
+    let text = string(raw).ok_or_else(|| invalid(path, name, "an address string", raw))?;
+    Address::from_str(text.trim()).map_err(|_| DelegatedError::NotAnAddress {
+        path: format!("{path}.{name}"),
+        text,
+    })
 }
 
 /// The container id: 32 bytes of hex (with or without `0x`, as Ritual's clients send the hash), or
 /// container ids (`"a,b"` or `["a", "b"]`), hashed the way the SDK does.
-fn container_id(f: &Fields<'_>, path: &str) -> Result<B256, String> {
+fn container_id(f: &Fields<'_>, path: &str) -> Result<B256, DelegatedError> {
+    const EXPECTED: &str = "the container-set hash or container ids";
     let raw = required(f, path, "containers")?;
-    let bad = |what: &str| format!("{path}.containers: {what}");
     match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::String(s)) => {
             let hex = s.strip_prefix("0x").unwrap_or(&s);
             if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                B256::from_str(hex).map_err(|e| bad(&e.to_string()))
+                B256::from_str(hex).map_err(|e| DelegatedError::BadHash {
+                    path: format!("{path}.containers"),
+                    message: e.to_string(),
+                })
             } else if s.is_empty() {
-                Err(bad("expected the container-set hash or container ids, found \"\""))
+                Err(invalid(path, "containers", EXPECTED, raw))
             } else {
                 Ok(container_set_hash(&s.split(',').collect::<Vec<_>>()))
             }
@@ -118,27 +192,29 @@ fn container_id(f: &Fields<'_>, path: &str) -> Result<B256, String> {
             let ids: Option<Vec<&str>> = ids.iter().map(Value::as_str).collect();
             match ids {
                 Some(ids) if !ids.is_empty() => Ok(container_set_hash(&ids)),
-                _ => Err(bad("expected a non-empty list of container ids")),
+                _ => Err(DelegatedError::NoContainerIds {
+                    path: format!("{path}.containers"),
+                }),
             }
         }
-        _ => Err(bad(&format!(
-            "expected the container-set hash or container ids, found {}",
-            raw.get()
-        ))),
+        _ => Err(invalid(path, "containers", EXPECTED, raw)),
     }
 }
 
-fn boolean(f: &Fields<'_>, path: &str, name: &str) -> Result<bool, String> {
-    match f.get(name).map(|r| r.get()) {
-        None | Some("null") | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(format!("{path}.{name}: expected true or false, found {other}")),
+fn boolean(f: &Fields<'_>, path: &str, name: &str) -> Result<bool, DelegatedError> {
+    match f.get(name) {
+        None => Ok(false),
+        Some(raw) => match raw.get() {
+            "null" | "false" => Ok(false),
+            "true" => Ok(true),
+            _ => Err(invalid(path, name, "true or false", raw)),
+        },
     }
 }
 
 impl Subscription {
     /// Parses the REST `subscription` object (Ritual's field names), naming the failing field.
-    pub fn from_raw(raw: &RawValue) -> Result<Self, String> {
+    pub fn from_raw(raw: &RawValue) -> Result<Self, DelegatedError> {
         let path = "subscription";
         let f = fields(raw, path)?;
         Ok(Self {
@@ -157,22 +233,28 @@ impl Subscription {
     }
 
     /// Parses the subscription from JSON text.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let raw: &RawValue = serde_json::from_str(text).map_err(|e| format!("subscription: not valid JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Self, DelegatedError> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| DelegatedError::NotJson(e.to_string()))?;
         Self::from_raw(raw)
     }
 }
 
 impl DelegateSignature {
     /// Parses `{nonce, expiry, v, r, s}` (`r` and `s` as JSON integers, decimal or `0x` strings).
-    pub fn from_raw(raw: &RawValue) -> Result<Self, String> {
+    pub fn from_raw(raw: &RawValue) -> Result<Self, DelegatedError> {
         let path = "signature";
         let f = fields(raw, path)?;
         let v: u8 = number(&f, path, "v", "27 or 28")?;
         let v = match v {
             0 | 1 => v + 27,
             27 | 28 => v,
-            other => return Err(format!("{path}.v: expected 27 or 28, found {other}")),
+            other => {
+                return Err(DelegatedError::Invalid {
+                    path: format!("{path}.v"),
+                    expected: "27 or 28",
+                    found: other.to_string(),
+                });
+            }
         };
         Ok(Self {
             nonce: number(&f, path, "nonce", "a whole number below 2^32")?,
@@ -186,15 +268,24 @@ impl DelegateSignature {
 
 impl DelegatedRequest {
     /// Parses a `{subscription, signature, data}` body from its JSON text.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let f: Fields<'_> = serde_json::from_str(text).map_err(|_| "expected a JSON object".to_string())?;
-        let path = "request";
-        let sub_raw = f.get("subscription").copied().ok_or("subscription: missing field")?;
-        let sig_raw = f.get("signature").copied().ok_or("signature: missing field")?;
+    pub fn from_json(text: &str) -> Result<Self, DelegatedError> {
+        let f: Fields<'_> = serde_json::from_str(text).map_err(|_| DelegatedError::BodyNotAnObject)?;
+        let top = |name: &str| {
+            f.get(name)
+                .copied()
+                .ok_or_else(|| DelegatedError::Missing { path: name.into() })
+        };
+        let sub_raw = top("subscription")?;
+        let sig_raw = top("signature")?;
         let data = match f.get("data") {
-            Some(raw) => serde_json::from_str::<Map<String, Value>>(raw.get())
-                .map_err(|_| format!("data: expected a JSON object, found {}", raw.get()))?,
-            None => return Err(format!("{path}: missing field `data`")),
+            Some(raw) => {
+                serde_json::from_str::<Map<String, Value>>(raw.get()).map_err(|_| DelegatedError::Invalid {
+                    path: "data".into(),
+                    expected: "a JSON object",
+                    found: raw.get().to_string(),
+                })?
+            }
+            None => return Err(DelegatedError::MissingData),
         };
         Ok(Self {
             subscription: Subscription::from_raw(sub_raw)?,
@@ -248,30 +339,33 @@ mod tests {
         assert_eq!(DelegatedRequest::from_json(&text).unwrap().signature.v, 27);
         let text = body(r#"{"nonce": 1, "expiry": 2, "v": 29, "r": 1, "s": 2}"#, "0");
         assert_eq!(
-            DelegatedRequest::from_json(&text).unwrap_err(),
+            DelegatedRequest::from_json(&text).unwrap_err().to_string(),
             "signature.v: expected 27 or 28, found 29"
         );
         let text = body(r#"{"nonce": -1, "expiry": 2, "v": 27, "r": 1, "s": 2}"#, "0");
         assert!(
             DelegatedRequest::from_json(&text)
                 .unwrap_err()
+                .to_string()
                 .starts_with("signature.nonce")
         );
         let text = body(r#"{"nonce": 1, "expiry": 2, "v": 27, "r": 1.5, "s": 2}"#, "0");
         assert!(
             DelegatedRequest::from_json(&text)
                 .unwrap_err()
+                .to_string()
                 .starts_with("signature.r")
         );
         let text = body(r#"{"nonce": 1, "expiry": 2, "v": 27, "r": 1, "s": 2}"#, "\"x\"");
         assert!(
             DelegatedRequest::from_json(&text)
                 .unwrap_err()
+                .to_string()
                 .starts_with("subscription.payment_amount")
         );
         let text = body(r#"{"nonce": 1, "expiry": 2, "v": 27, "s": 2}"#, "0");
         assert_eq!(
-            DelegatedRequest::from_json(&text).unwrap_err(),
+            DelegatedRequest::from_json(&text).unwrap_err().to_string(),
             "signature.r: missing field"
         );
     }
@@ -291,7 +385,7 @@ mod tests {
             sub.container_id
         );
         assert_eq!(Subscription::from_json(&by_hash).unwrap(), sub);
-        let err = Subscription::from_json(r#"{"owner": "0x12"}"#).unwrap_err();
+        let err = Subscription::from_json(r#"{"owner": "0x12"}"#).unwrap_err().to_string();
         assert!(
             err.starts_with("subscription.owner: \"0x12\" is not an address"),
             "{err}"

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::DelegatedRequest;
+use crate::{DelegatedRequest, delegated::DelegatedError};
 
 /// Where a job's input comes from or its output goes (`JobLocation` in Ritual's node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
@@ -209,16 +209,37 @@ pub struct JobRequest {
     pub requires_proof: Option<bool>,
 }
 
+/// Why a `POST /api/jobs` body was refused (the node answers 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("expected a JSON object with `containers` and `data`, found {0}")]
+    NotAnObject(&'static str),
+    /// An off-chain job's field has the wrong shape (the message names its path).
+    #[error("invalid job request: {0}")]
+    Invalid(String),
+    /// An off-chain job names no container.
+    #[error("invalid job request: containers: name at least one container")]
+    NoContainers,
+    /// An off-chain job's `data` nests too deep to be stored and read back.
+    #[error("invalid job request: data: nested deeper than {MAX_DATA_DEPTH} levels, the most the node accepts")]
+    TooDeep,
+    /// A delegated subscription's field is wrong.
+    #[error("invalid delegated subscription request: {0}")]
+    Delegated(#[from] DelegatedError),
+}
+
 impl JobRequest {
     /// The rules the schema cannot say: a pipeline has a container, and `data` can be stored.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), RequestError> {
         if self.containers.is_empty() {
-            return Err("invalid job request: containers: name at least one container".into());
+            return Err(RequestError::NoContainers);
         }
         if self.data.values().any(|v| nested_deeper_than(v, MAX_DATA_DEPTH - 1)) {
-            return Err(format!(
-                "invalid job request: data: nested deeper than {MAX_DATA_DEPTH} levels, the most the node accepts"
-            ));
+            return Err(RequestError::TooDeep);
         }
         Ok(())
     }
@@ -246,8 +267,8 @@ pub struct DelegatedBody {
 
 impl DelegatedBody {
     /// The full request, with every field checked and 256-bit integers exact.
-    pub fn parse(&self) -> Result<DelegatedRequest, String> {
-        DelegatedRequest::from_json(&self.text).map_err(|e| format!("invalid delegated subscription request: {e}"))
+    pub fn parse(&self) -> Result<DelegatedRequest, RequestError> {
+        Ok(DelegatedRequest::from_json(&self.text)?)
     }
 }
 
@@ -258,7 +279,7 @@ impl ParsedJobRequest {
     /// honoured, since the node assigns the id and reads the client address from the connection.
     /// An off-chain job names at least one container and its `data` nests at most
     /// [`MAX_DATA_DEPTH`] levels.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub fn from_json(text: &str) -> Result<Self, RequestError> {
         let parsed = Self::parse_json(text)?;
         if let Self::Offchain(request) = &parsed {
             request.check()?;
@@ -266,22 +287,19 @@ impl ParsedJobRequest {
         Ok(parsed)
     }
 
-    fn parse_json(text: &str) -> Result<Self, String> {
+    fn parse_json(text: &str) -> Result<Self, RequestError> {
         // The common case, a well-formed off-chain job, parses straight from the text (it has
         // `containers`, so it is off-chain either way); anything else, and every error message,
         // takes the way that names the offending path.
         if let Ok(request) = serde_json::from_str::<JobRequest>(text) {
             return Ok(Self::Offchain(request));
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| RequestError::NotJson(e.to_string()))?;
         let Value::Object(obj) = &value else {
-            return Err(format!(
-                "expected a JSON object with `containers` and `data`, found {}",
-                kind_of(&value)
-            ));
+            return Err(RequestError::NotAnObject(kind_of(&value)));
         };
         if obj.contains_key("containers") || !obj.contains_key("subscription") {
-            let request: JobRequest = parse_with_path(value).map_err(|e| format!("invalid job request: {e}"))?;
+            let request: JobRequest = parse_with_path(value)?;
             return Ok(Self::Offchain(request));
         }
         Ok(Self::Delegated(DelegatedBody {
@@ -296,14 +314,14 @@ impl ParsedJobRequest {
 }
 
 /// Deserialises with the failing field named (`containers[1]: invalid type: …`).
-fn parse_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+fn parse_with_path<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, RequestError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
+        RequestError::Invalid(if path == "." {
             e.inner().to_string()
         } else {
             format!("{path}: {}", e.inner())
-        }
+        })
     })
 }
 
@@ -385,13 +403,21 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let err = ParsedJobRequest::from_json(&json!({"containers": ["a", 3], "data": {}}).to_string()).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a", 3], "data": {}}).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("containers[1]"), "{err}");
-        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"], "data": [1]}).to_string()).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"], "data": [1]}).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data"), "{err}");
-        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"]}).to_string()).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": ["a"]}).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `data`"), "{err}");
-        let err = ParsedJobRequest::from_json(&json!([1]).to_string()).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!([1]).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("found an array"), "{err}");
     }
 
@@ -415,9 +441,13 @@ mod tests {
     fn parse_refuses_data_too_deep_to_read_back_and_empty_pipelines() {
         let body = |data: Value| json!({"containers": ["a"], "data": data}).to_string();
         assert!(ParsedJobRequest::from_json(&body(nested(MAX_DATA_DEPTH))).is_ok());
-        let err = ParsedJobRequest::from_json(&body(nested(MAX_DATA_DEPTH + 1))).unwrap_err();
+        let err = ParsedJobRequest::from_json(&body(nested(MAX_DATA_DEPTH + 1)))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data: nested deeper than 100 levels"), "{err}");
-        let err = ParsedJobRequest::from_json(&json!({"containers": [], "data": {}}).to_string()).unwrap_err();
+        let err = ParsedJobRequest::from_json(&json!({"containers": [], "data": {}}).to_string())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("containers: name at least one container"), "{err}");
     }
 
@@ -432,7 +462,7 @@ mod tests {
         };
         assert_eq!(body.expiry, Some(9));
         assert_eq!(body.subscription, json!({"owner": "0x0"}));
-        let err = body.parse().unwrap_err();
+        let err = body.parse().unwrap_err().to_string();
         assert!(err.contains("subscription.owner"), "{err}");
     }
 }

@@ -12,9 +12,9 @@ pub mod settings;
 mod subscription;
 
 pub use container_id::{container_set_hash, container_set_string};
-pub use delegated::{DelegateSignature, DelegatedRequest};
+pub use delegated::{DelegateSignature, DelegatedError, DelegatedRequest};
 pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
-    ParsedJobRequest, StatusReport, kind_of, nested_deeper_than,
+    ParsedJobRequest, RequestError, StatusReport, kind_of, nested_deeper_than,
 };
 pub use subscription::{CANCELLED, Subscription};

@@ -129,9 +129,9 @@ async fn timed<T>(
     }
 }
 
-/// A chain task for the [`TaskManager`], which takes tasks that may fail with a message; these
-/// end only at shutdown.
-async fn task(run: impl std::future::Future<Output = ()>) -> Result<(), String> {
+/// A chain task for the [`TaskManager`], which takes tasks that may fail; these cannot, and end
+/// only at shutdown.
+async fn task(run: impl std::future::Future<Output = ()>) -> Result<(), std::convert::Infallible> {
     run.await;
     Ok(())
 }

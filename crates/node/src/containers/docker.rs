@@ -95,9 +95,27 @@ fn registry_of(image: &str) -> String {
     }
 }
 
+/// What went wrong in a step of this runtime; [`DockerRuntime`] wraps it in a [`ContainerError`]
+/// naming the container.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StepError {
+    /// `command` opens a `'` it never closes.
+    #[error("unterminated single quote")]
+    UnterminatedSingleQuote,
+    /// `command` opens a `"` it never closes.
+    #[error("unterminated double quote")]
+    UnterminatedDoubleQuote,
+    /// `command` ends in a lone `\`.
+    #[error("trailing backslash")]
+    TrailingBackslash,
+    /// The engine or the registry failed the pull (their message).
+    #[error("{0}")]
+    Pull(String),
+}
+
 /// Splits a command line as a POSIX shell does (quotes and backslashes; no expansion), the way
 /// Ritual's node passes `command` to Docker.
-pub(crate) fn shell_split(line: &str) -> Result<Vec<String>, String> {
+pub(crate) fn shell_split(line: &str) -> Result<Vec<String>, StepError> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -116,7 +134,7 @@ pub(crate) fn shell_split(line: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err("unterminated single quote".into()),
+                        None => return Err(StepError::UnterminatedSingleQuote),
                     }
                 }
             }
@@ -132,10 +150,10 @@ pub(crate) fn shell_split(line: &str) -> Result<Vec<String>, String> {
                                 word.push('\\');
                                 word.push(c);
                             }
-                            None => return Err("unterminated double quote".into()),
+                            None => return Err(StepError::UnterminatedDoubleQuote),
                         },
                         Some(c) => word.push(c),
-                        None => return Err("unterminated double quote".into()),
+                        None => return Err(StepError::UnterminatedDoubleQuote),
                     }
                 }
             }
@@ -144,7 +162,7 @@ pub(crate) fn shell_split(line: &str) -> Result<Vec<String>, String> {
                 match chars.next() {
                     Some('\n') => {}
                     Some(c) => word.push(c),
-                    None => return Err("trailing backslash".into()),
+                    None => return Err(StepError::TrailingBackslash),
                 }
             }
             c => {
@@ -294,7 +312,7 @@ impl DockerRuntime {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    async fn pull(&self, image: &str) -> Result<(), StepError> {
         let reference = with_tag(image);
         let credentials = self.credentials.as_ref().map(|c| DockerCredentials {
             username: Some(c.username.clone()),
@@ -307,9 +325,9 @@ impl DockerRuntime {
         let mut progress = self.streams.create_image(Some(options), None, credentials);
         let mut last_report = tokio::time::Instant::now();
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| message(&e))?;
+            let info = item.map_err(|e| StepError::Pull(message(&e)))?;
             if let Some(detail) = info.error_detail {
-                return Err(detail.message.unwrap_or_else(|| "pull failed".into()));
+                return Err(StepError::Pull(detail.message.unwrap_or_else(|| "pull failed".into())));
             }
             let status = info.status.unwrap_or_default();
             let layer = info.id.unwrap_or_default();

@@ -62,6 +62,20 @@ pub enum OrchestratorError {
     Bearer(usize),
 }
 
+/// Why a container's `/service-resources` is left out of the node's answer (it is logged).
+#[derive(Debug, thiserror::Error)]
+enum ResourcesError {
+    /// A non-2xx answer.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// A body that is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The call itself failed.
+    #[error("{0}")]
+    Call(#[source] CallFailure),
+}
+
 /// Why a container call failed. Its text is the job's error, as clients read it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallFailure {
@@ -453,9 +467,9 @@ impl Orchestrator {
                 None => target.resources_url.clone(),
             };
             let result = match self.exchange(target, &url, None, RESOURCES_TIMEOUT).await {
-                Ok((status, _)) if !status.is_success() => Err(format!("HTTP {}", status.as_u16())),
-                Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| format!("not JSON: {e}")),
-                Err(e) => Err(e.to_string()),
+                Ok((status, _)) if !status.is_success() => Err(ResourcesError::Status(status.as_u16())),
+                Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(ResourcesError::NotJson),
+                Err(e) => Err(ResourcesError::Call(e)),
             };
             match result {
                 Ok(v) => Some((id.clone(), v)),

@@ -147,7 +147,7 @@ impl JobStream {
     fn end(&mut self, outcome: Result<(), &CallFailure>) {
         self.stage = Stage::Ended;
         if let Some(record) = self.record.take() {
-            record.finish(outcome.map_err(ToString::to_string));
+            record.finish(outcome.map_err(StreamFailure::Call));
         }
     }
 
@@ -233,7 +233,7 @@ impl Stream for JobStream {
 impl Drop for JobStream {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            record.finish(Err("the client disconnected before the stream ended".into()));
+            record.finish(Err(StreamFailure::Disconnected));
         }
     }
 }
@@ -287,6 +287,17 @@ struct Recorder {
     truncated: bool,
 }
 
+/// Why a recorded stream failed: the job's error in the store.
+#[derive(Debug, thiserror::Error)]
+enum StreamFailure<'a> {
+    /// The container call failed.
+    #[error("{0}")]
+    Call(&'a CallFailure),
+    /// The client went away before the end.
+    #[error("the client disconnected before the stream ended")]
+    Disconnected,
+}
+
 impl Recorder {
     fn keep(&mut self, chunk: &[u8]) {
         let room = self.keep - self.kept.len();
@@ -296,7 +307,7 @@ impl Recorder {
         self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
-    fn finish(self, outcome: Result<(), String>) {
+    fn finish(self, outcome: Result<(), StreamFailure<'_>>) {
         let took = self.started.elapsed();
         self.metrics.container_call(&self.container, outcome.is_ok(), took);
         self.metrics.job(Source::Offchain, outcome.is_ok(), took);
@@ -316,7 +327,7 @@ impl Recorder {
             }
             Err(error) => ContainerResult::Error {
                 container: self.container,
-                error,
+                error: error.to_string(),
             },
         };
         self.store

@@ -62,6 +62,13 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl From<infernet_types::RequestError> for ApiError {
+    /// A body that does not parse is the client's fault (400, the parser's message).
+    fn from(e: infernet_types::RequestError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
 impl ApiError {
     /// The status code of this error.
     pub fn status(&self) -> StatusCode {

@@ -76,7 +76,7 @@ async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), A
         .guardian
         .check_delegated_precondition(&body.subscription, body.expiry, crate::store::unix_now())
         .map_err(ApiError::Rejected)?;
-    let request = body.parse().map_err(ApiError::BadRequest)?;
+    let request = body.parse()?;
     let Some(intake) = &state.delegated else {
         return Err(ApiError::Unavailable("the chain side is not running".into()));
     };
@@ -119,7 +119,7 @@ async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> R
 
 /// One job of a request body, answered as `POST /api/jobs` answers it.
 async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Value, ApiError> {
-    match ParsedJobRequest::from_json(body).map_err(ApiError::BadRequest)? {
+    match ParsedJobRequest::from_json(body)? {
         ParsedJobRequest::Offchain(request) => Ok(json!({"id": accept(state, client, request).await?})),
         ParsedJobRequest::Delegated(request) => {
             accept_delegated(state, request).await?;
@@ -228,7 +228,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let body = read_text(body, state.max_body).await?;
-    let request = match ParsedJobRequest::from_json(&body).map_err(ApiError::BadRequest)? {
+    let request = match ParsedJobRequest::from_json(&body)? {
         ParsedJobRequest::Offchain(request) => request,
         ParsedJobRequest::Delegated(_) => {
             return Err(ApiError::Rejected(crate::guardian::Rejection {

@@ -42,10 +42,18 @@ pub struct SystemSample {
     pub kernel: String,
 }
 
+/// Why no GPU is listed (shown as the sample's `gpu_note`).
+#[derive(Debug, thiserror::Error)]
+enum GpuError {
+    /// NVML could not be loaded: no NVIDIA driver on this host, or not a working one.
+    #[error("no NVIDIA driver (NVML): {0}")]
+    NoNvml(#[from] nvml_wrapper::error::NvmlError),
+}
+
 struct Sampler {
     /// `None` where sysinfo cannot read this platform.
     system: Option<sysinfo::System>,
-    nvml: Result<nvml_wrapper::Nvml, String>,
+    nvml: Result<nvml_wrapper::Nvml, GpuError>,
 }
 
 /// Samples the host; keeps the state CPU usage needs between samples.
@@ -55,7 +63,7 @@ pub struct SystemStats {
 
 impl Default for SystemStats {
     fn default() -> Self {
-        let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("no NVIDIA driver (NVML): {e}"));
+        let nvml = nvml_wrapper::Nvml::init().map_err(GpuError::from);
         if let Err(note) = &nvml {
             tracing::debug!(%note, "GPU statistics unavailable");
         }
@@ -103,7 +111,7 @@ impl SystemStats {
             .unwrap_or((0, 0));
         let (gpus, gpu_note) = match &s.nvml {
             Ok(nvml) => (read_gpus(nvml), None),
-            Err(note) => (Vec::new(), Some(note.clone())),
+            Err(note) => (Vec::new(), Some(note.to_string())),
         };
         SystemSample {
             cpus,

@@ -41,9 +41,9 @@ use tokio::sync::oneshot;
 
 use super::{Backlog, JobStore, Lifetimes, ListFilter, StoreError, StoredJob, unix_now};
 use index::{Index, Op, Write};
-use log::Loc;
+use log::{Loc, LogError};
 use recover::recover;
-use writer::Writer;
+use writer::{WriteError, Writer};
 
 /// Longest the writer waits to fill a batch nobody awaits: how long a stream's record may stay
 /// in memory only (lost to a `kill -9` in that window; the stream's client has its output).
@@ -51,7 +51,7 @@ const LINGER_DETACHED: Duration = Duration::from_millis(20);
 
 /// Appends a job's record, as JSON that reads back as a [`Record`]; every record the store writes
 /// is encoded here, by hand (the writer thread encodes every stored job: see [`crate::json`]).
-fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult) -> Result<(), String> {
+fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult) -> Result<(), LogError> {
     out.extend_from_slice(br#"{"id":"#);
     crate::json::write_str(out, &job.id);
     out.extend_from_slice(br#","owner":""#);
@@ -66,7 +66,7 @@ fn encode_record(out: &mut Vec<u8>, owner: IpAddr, expires: u64, job: &JobResult
         }
         // Hex digits and colons: nothing to escape.
         IpAddr::V6(v6) => {
-            std::io::Write::write_fmt(out, format_args!("{v6}")).map_err(|e| e.to_string())?;
+            std::io::Write::write_fmt(out, format_args!("{v6}")).map_err(LogError::Encode)?;
         }
     }
     out.extend_from_slice(br#"","expires":"#);
@@ -137,7 +137,7 @@ impl Row {
         self.superseded.load(Ordering::Relaxed)
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), LogError> {
         match &self.data {
             RowData::Encoded(bytes) => {
                 out.extend_from_slice(bytes);
@@ -337,7 +337,7 @@ impl EmbeddedStore {
         let (log, index) = tokio::task::spawn_blocking(move || recover(&path_owned, lifetimes))
             .await
             .map_err(|e| err(e.to_string()))?
-            .map_err(err)?;
+            .map_err(|e| err(e.to_string()))?;
         let index = Arc::new(Mutex::new(index));
         let writer = Arc::new(Writer::new(tuning.detached_linger));
         let (queue, written) = (writer.clone(), index.clone());
@@ -383,7 +383,7 @@ impl EmbeddedStore {
         owner: IpAddr,
         (running, expires): (bool, u64),
         row: RowData,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<(), WriteError>>>,
     ) -> Result<(), StoreError> {
         let row = Row::new(row, running);
         let mut index = self.index.lock().expect("store index poisoned");
@@ -499,7 +499,7 @@ impl JobStore for EmbeddedStore {
                 in_file
                     .into_iter()
                     .map(|(at, id, loc)| log::read(&file, loc).map(|bytes| (at, id, bytes)))
-                    .collect::<Result<Vec<_>, String>>()
+                    .collect::<Result<Vec<_>, LogError>>()
             })
             .await
             .map_err(|e| self.error(e))?

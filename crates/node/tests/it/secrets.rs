@@ -201,3 +201,57 @@ fn check_shows_rpc_urls_as_scheme_host_port_and_env_values_redacted() {
     );
     assert_eq!(effective["containers"][1]["url"], "https://svc.example/…");
 }
+
+#[tokio::test]
+async fn the_metric_sender_logs_its_endpoint_redacted() {
+    let closed = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({
+            "server": {"port": port, "bind": "127.0.0.1"},
+            "manage_containers": false,
+            "store": {"path": dir.path().join("jobs.db")},
+            "forward_stats": true,
+            "stats": {
+                "endpoint": format!("http://agent:{PASS}@127.0.0.1:{closed}/api/v1/register?token={TOKEN}"),
+                "interval": 0.05
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let output = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let node = NodeProcess(
+        Command::new(NODE)
+            .args(["--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::from(output("stdout")))
+            .stderr(Stdio::from(output("stderr")))
+            .spawn()
+            .unwrap(),
+    );
+    infernet_testkit::wait_healthy(port, Duration::from_secs(30));
+    let logs = || {
+        ["stdout", "stderr"]
+            .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default())
+            .concat()
+    };
+    // The failed delivery is logged once, with the endpoint and the client's error.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs().contains("heartbeat not delivered") {
+        assert!(Instant::now() < deadline, "no delivery failure logged:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: a signal to the child started above.
+    unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) };
+    drop(node);
+    let text = logs();
+    assert_no_secret("the metric sender's log", &text);
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{closed}/…")),
+        "the log still says where:\n{text}"
+    );
+}

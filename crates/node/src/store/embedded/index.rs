@@ -155,7 +155,7 @@ pub(super) struct Write {
     pub(super) put: Option<Op>,
     /// Further operations, after `put`: the evictions it caused, or a sweep's deletions.
     pub(super) ops: Vec<Op>,
-    pub(super) ack: Option<oneshot::Sender<Result<(), String>>>,
+    pub(super) ack: Option<oneshot::Sender<Result<(), super::writer::WriteError>>>,
 }
 
 impl Write {

@@ -8,7 +8,7 @@ use crate::FastMap;
 use super::{
     super::{Lifetimes, interrupted, unix_now},
     Index, JobKey, Meta, Record, RecordHead, encode_record, expiry,
-    log::{self, Entry, Loc, Log},
+    log::{self, Entry, Loc, Log, LogError},
 };
 
 /// A job as the replay leaves it.
@@ -22,7 +22,7 @@ struct Replayed {
 }
 
 /// Opens the log and rebuilds the index; running jobs become failures, expired ones go.
-pub(super) fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), String> {
+pub(super) fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index), LogError> {
     let mut jobs: FastMap<JobKey, Replayed> = FastMap::default();
     let mut seq = 0;
     let mut log = Log::open(path, |loc, entry| match entry {
@@ -50,8 +50,7 @@ pub(super) fn recover(path: &Path, lifetimes: Lifetimes) -> Result<(Log, Index),
     let file = log.file();
     let mut interrupted_jobs = 0;
     for job in jobs.values_mut().filter(|job| job.running) {
-        let mut record: Record = serde_json::from_slice(&log::read(&file, job.loc)?)
-            .map_err(|e| format!("a running job's record is unreadable: {e}"))?;
+        let mut record: Record = serde_json::from_slice(&log::read(&file, job.loc)?).map_err(LogError::Unreadable)?;
         record.job = interrupted(&record.job);
         record.expires = expiry(now, lifetimes.result);
         job.loc = log.put(|out| encode_record(out, record.owner, record.expires, &record.job))?;

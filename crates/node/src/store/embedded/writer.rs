@@ -3,15 +3,38 @@
 //! compacts the file when superseded records make up most of it.
 
 use std::{
-    sync::{Condvar, Mutex},
+    sync::{Arc, Condvar, Mutex},
     time::{Duration, Instant},
 };
 
 use super::{
     Index, Meta, Op, Write,
-    log::{Loc, Log},
+    log::{Loc, Log, LogError},
 };
 use crate::store::{Backlog, Backoff, StoreError};
+
+/// Why a queued write was not stored; its caller hears it through the write's ack.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum WriteError {
+    /// The record could not be encoded, or the file did not take it (one failure, shared by
+    /// every write of the batch).
+    #[error("{0}")]
+    Log(Arc<LogError>),
+    /// The file does not take writes and the records held for the retry fill the backlog.
+    #[error("{}", StoreError::Backlog { jobs: *jobs, bytes: *bytes })]
+    Backlog {
+        /// Jobs held.
+        jobs: usize,
+        /// Bytes of their records.
+        bytes: usize,
+    },
+}
+
+impl From<LogError> for WriteError {
+    fn from(e: LogError) -> Self {
+        Self::Log(Arc::new(e))
+    }
+}
 
 /// Most writes appended in one batch.
 const MAX_BATCH: usize = 4096;
@@ -160,8 +183,8 @@ impl Held {
         &mut self,
         batch: Vec<Write>,
         placed: &[Option<Loc>],
-        results: Vec<Result<(), String>>,
-        error: &str,
+        results: Vec<Result<(), WriteError>>,
+        error: &WriteError,
         index: &Mutex<Index>,
     ) {
         let mut index = index.lock().expect("store index poisoned");
@@ -180,7 +203,7 @@ impl Held {
                     Ok(()) if row.is_superseded() && ack.is_none() => Ok(()),
                     Ok(()) if row.running && ack.is_some() => {
                         index.abandon(&id, key, &row);
-                        Err(error.to_string())
+                        Err(error.clone())
                     }
                     Ok(()) if self.backlog.fits(self.writes.len() + 1, self.bytes + len) => {
                         self.bytes += len;
@@ -192,16 +215,16 @@ impl Held {
                         Ok(())
                     }
                     Ok(()) => {
-                        let full = StoreError::Backlog {
+                        let full = WriteError::Backlog {
                             jobs: self.writes.len(),
                             bytes: self.bytes,
                         };
                         tracing::error!(job = %id, error = %full, "a job record is dropped");
                         index.abandon(&id, key, &row);
-                        Err(full.to_string())
+                        Err(full)
                     }
                 },
-                _ => Err(error.to_string()),
+                _ => Err(error.clone()),
             };
             if let Some(ack) = ack {
                 let _ = ack.send(outcome);
@@ -239,7 +262,7 @@ pub(super) fn writer_loop(mut log: Log, writer: &Writer, index: &Mutex<Index>, b
         }
         let (results, committed) = append(&mut log, &batch, &mut placed, retried > 0);
         if let Err(e) = committed {
-            held.failed(batch, &placed, results, &e, index);
+            held.failed(batch, &placed, results, &e.into(), index);
             continue;
         }
         held.written(retried);
@@ -274,9 +297,9 @@ fn append(
     batch: &[Write],
     placed: &mut Vec<Option<Loc>>,
     sync: bool,
-) -> (Vec<Result<(), String>>, Result<(), String>) {
+) -> (Vec<Result<(), WriteError>>, Result<(), LogError>) {
     placed.clear();
-    let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+    let mut results: Vec<Result<(), WriteError>> = vec![Ok(()); batch.len()];
     for (write, result) in batch.iter().zip(&mut results) {
         for op in write.ops() {
             let loc = match op {
@@ -287,7 +310,7 @@ fn append(
                     Ok(loc) => Some(loc),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot store a job");
-                        *result = Err(e);
+                        *result = Err(e.into());
                         None
                     }
                 },
