@@ -101,10 +101,29 @@ pub fn authorization(identity: &Identity, method: &str, url: &str, body: Option<
 
 /// [`authorization`] with a given `created_at`.
 pub fn authorization_at(identity: &Identity, method: &str, url: &str, body: Option<&[u8]>, created_at: u64) -> String {
+    tagged_authorization_at(identity, method, url, body, &[], created_at)
+}
+
+/// [`authorization`] with extra tags (`[name, value]`), covered by the signature: a router states
+/// the client it dispatches for this way.
+pub fn tagged_authorization(identity: &Identity, method: &str, url: &str, body: Option<&[u8]>, extra: &[[&str; 2]]) -> String {
+    tagged_authorization_at(identity, method, url, body, extra, crate::unix_now())
+}
+
+/// [`tagged_authorization`] with a given `created_at`.
+pub fn tagged_authorization_at(
+    identity: &Identity,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    extra: &[[&str; 2]],
+    created_at: u64,
+) -> String {
     let mut tags = vec![tag(&["u", url]), tag(&["method", &method.to_ascii_uppercase()])];
     if let Some(body) = body {
         tags.push(tag(&["payload", &hex::encode(Sha256::digest(body))]));
     }
+    tags.extend(extra.iter().map(|t| tag(t)));
     let event = EventBuilder::new(Kind::Custom(KIND), "")
         .tags(tags)
         .custom_created_at(Timestamp::from_secs(created_at))
@@ -169,6 +188,29 @@ impl Verifier {
         now: u64,
         allowed: impl FnOnce(&PublicKey) -> bool,
     ) -> Result<PublicKey, AuthError> {
+        self.verify_event(header, received, now, allowed).map(|e| e.pubkey)
+    }
+
+    /// [`Verifier::verify`], answering the signer and the value of its tag `name` (the first one).
+    pub fn verify_tagged(
+        &self,
+        header: Option<&str>,
+        received: &Received<'_>,
+        now: u64,
+        allowed: impl FnOnce(&PublicKey) -> bool,
+        name: &str,
+    ) -> Result<(PublicKey, Option<String>), AuthError> {
+        let event = self.verify_event(header, received, now, allowed)?;
+        Ok((event.pubkey, tag_value(&event, name).map(str::to_owned)))
+    }
+
+    fn verify_event(
+        &self,
+        header: Option<&str>,
+        received: &Received<'_>,
+        now: u64,
+        allowed: impl FnOnce(&PublicKey) -> bool,
+    ) -> Result<Event, AuthError> {
         let event = decode(header.ok_or(AuthError::Missing)?)?;
         let kind = event.kind.as_u16();
         if kind != KIND {
@@ -188,7 +230,7 @@ impl Verifier {
             return Err(AuthError::NotAllowed(crate::npub(&event.pubkey)));
         }
         self.remember(event.id.to_bytes(), created, now)?;
-        Ok(event.pubkey)
+        Ok(event)
     }
 
     /// Records a fresh event id; refuses one seen before.
@@ -283,6 +325,27 @@ mod tests {
             body,
         };
         verifier.verify(Some(header), &received, NOW, |_| true)
+    }
+
+    #[test]
+    fn extra_tags_are_signed_and_read_back() {
+        let router = Identity::generate();
+        let verifier = Verifier::new(60, 16);
+        let header = tagged_authorization_at(&router, "POST", URL, Some(b"{}"), &[["client", "10.0.0.7"]], NOW);
+        let received = Received {
+            method: "POST",
+            urls: &[URL],
+            body: b"{}",
+        };
+        assert_eq!(
+            verifier.verify_tagged(Some(&header), &received, NOW, |_| true, "client"),
+            Ok((router.public_key(), Some("10.0.0.7".into())))
+        );
+        let plain = authorization_at(&router, "POST", URL, Some(b"{}"), NOW);
+        assert_eq!(
+            verifier.verify_tagged(Some(&plain), &received, NOW, |_| true, "client"),
+            Ok((router.public_key(), None))
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ impl Node {
         })?;
         let store = store::open(&config).await?;
         let admin = Arc::new(crate::admin::Admin::open(&config, addr.port())?);
+        let routers = (!config.routers.is_empty()).then(|| {
+            crate::admin::auth::OperatorAuth::signed_by(
+                config.routers.clone(),
+                config.operator.public_url.as_deref(),
+                addr.port(),
+                &admin.identity().public_key(),
+            )
+        });
         tracing::info!(node = %admin.identity().npub(), "node identity");
         tracing::info!(backend = store.backend(), "job store ready");
         // The chain first: a wrong RPC, key or Registry stops the node before any container starts.
@@ -128,7 +136,7 @@ impl Node {
         manager.start_all().await?;
 
         let tasks = TaskManager::new();
-        let state = app_state(&config, store, admin, chain, &manager, &tasks)?;
+        let state = app_state(&config, store, (admin, routers), chain, &manager, &tasks)?;
         spawn_services(&config, listener, &state, &manager, &tasks);
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
         let shutdown = tasks.shutdown_token();
@@ -141,7 +149,7 @@ impl Node {
 fn app_state(
     config: &ValidConfig,
     store: Arc<dyn JobStore>,
-    admin: Arc<Admin>,
+    (admin, routers): (Arc<Admin>, Option<crate::admin::auth::OperatorAuth>),
     chain: Option<(Chain, NodeKey)>,
     manager: &ContainerManager,
     tasks: &TaskManager,
@@ -186,7 +194,13 @@ fn app_state(
         limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
         max_body: usize::try_from(server.max_body_size).unwrap_or(usize::MAX),
         max_batch: usize::try_from(server.max_batch_items).unwrap_or(usize::MAX),
-        system: Arc::new(SystemStats::new()),
+        system: {
+            let system = Arc::new(SystemStats::new());
+            // Read once now, so that no request waits for it.
+            system.hardware();
+            system
+        },
+        routers,
         admin,
     }))
 }

@@ -10,6 +10,7 @@
 //! - [`server`] — the REST API.
 
 pub mod address;
+pub mod choose;
 pub mod db;
 pub mod monitor;
 pub mod ranking;

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::{ContainerSummary, NodeReport, Registry};
+use crate::registry::{ContainerSummary, NodeReport, Offer, Registry};
 
 /// Why a node's answer was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,24 @@ impl ProbeError {
 struct Info {
     containers: Vec<ContainerSummary>,
     pending: Pending,
+    #[serde(default)]
+    pricing: std::collections::BTreeMap<String, infernet_types::settings::Price>,
+    #[serde(default)]
+    availability: Option<Availability>,
+    #[serde(default)]
+    hardware: Option<infernet_types::Hardware>,
+}
+
+#[derive(Deserialize)]
+struct Availability {
+    #[serde(default = "open")]
+    open: bool,
+    #[serde(default)]
+    available_at: Option<String>,
+}
+
+fn open() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -143,6 +161,12 @@ async fn probe(client: &reqwest::Client, url: &str, settings: &ProbeSettings) ->
         containers: info.containers,
         // Saturating: a node's numbers are outside input.
         pending: info.pending.offchain.saturating_add(info.pending.onchain),
+        offer: Offer {
+            pricing: info.pricing,
+            open: info.availability.as_ref().is_none_or(|a| a.open),
+            available_at: info.availability.and_then(|a| a.available_at),
+            hardware: info.hardware,
+        },
     })
 }
 

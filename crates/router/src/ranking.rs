@@ -104,6 +104,7 @@ mod tests {
                     })
                     .collect(),
                 pending,
+                offer: Default::default(),
             },
         }
     }

@@ -51,12 +51,39 @@ pub struct NodeIdentity {
 }
 
 /// What a node last reported.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeReport {
     /// Running containers.
     pub containers: Vec<ContainerSummary>,
     /// Pending jobs (off-chain + on-chain): the node's load.
     pub pending: u64,
+    /// What its provider offers: prices, hours, hardware.
+    pub offer: Offer,
+}
+
+/// What a node's provider advertises in its `/info` (nodes that advertise nothing, Ritual's
+/// among them, are free, always open, and of unknown hardware).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// Price per container id.
+    pub pricing: std::collections::BTreeMap<String, infernet_types::settings::Price>,
+    /// Taking new jobs (its schedule, pause or drain allow).
+    pub open: bool,
+    /// When closed: when it opens again, as it said.
+    pub available_at: Option<String>,
+    /// Its host's resources, when it says.
+    pub hardware: Option<infernet_types::Hardware>,
+}
+
+impl Default for Offer {
+    fn default() -> Self {
+        Self {
+            pricing: Default::default(),
+            open: true,
+            available_at: None,
+            hardware: None,
+        }
+    }
 }
 
 /// Hysteresis thresholds.
@@ -305,6 +332,11 @@ impl Registry {
             if identity.is_some() {
                 node.identity = identity;
             }
+            // The offer (prices, hours, hardware) is what the last probe of `/info` read.
+            let report = NodeReport {
+                offer: node.report.offer.clone(),
+                ..report
+            };
             if node.available && node.report != report {
                 node.report = report;
                 self.publish(&mut table);
@@ -449,6 +481,7 @@ mod tests {
                 })
                 .collect(),
             pending: 0,
+                offer: Default::default(),
         }
     }
 

@@ -309,6 +309,7 @@ async fn register(
     let report = NodeReport {
         pending: beat.load(),
         containers: beat.containers,
+        offer: Default::default(),
     };
     if let Err(e) = state
         .registry

@@ -55,6 +55,11 @@ impl IntoResponse for NoPeerAddress {
     }
 }
 
+/// The client a trusted router stated for a request it signed, set by the server that checked the
+/// signature; it wins over the connection's address and `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatedClient(pub IpAddr);
+
 impl<S> FromRequestParts<Arc<S>> for ClientIp
 where
     S: TrustedProxies + Send + Sync,
@@ -62,6 +67,9 @@ where
     type Rejection = NoPeerAddress;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<S>) -> Result<Self, Self::Rejection> {
+        if let Some(StatedClient(client)) = parts.extensions.get::<StatedClient>() {
+            return Ok(Self(*client));
+        }
         let ConnectInfo(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

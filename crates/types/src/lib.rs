@@ -7,11 +7,13 @@
 
 mod container_id;
 mod delegated;
+mod hardware;
 mod job;
 pub mod settings;
 mod subscription;
 
 pub use container_id::{container_set_hash, container_set_string};
+pub use hardware::{GpuModel, Hardware};
 pub use delegated::{DelegateSignature, DelegatedError, DelegatedRequest};
 pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,

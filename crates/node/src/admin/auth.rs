@@ -29,13 +29,19 @@ pub struct OperatorAuth {
 impl OperatorAuth {
     /// For a node with `operator` settings, serving on `port`, whose own key is `node`.
     pub fn new(operator: &ValidOperator, port: u16, node: &PublicKey) -> Self {
-        let mut bases: Vec<String> = operator.public_url.iter().cloned().collect();
+        Self::signed_by(operator.pubkeys.clone(), operator.public_url.as_deref(), port, node)
+    }
+
+    /// Requests signed by one of `signers` for this node's URLs (the public one, loopback on
+    /// `port`, its link address): the routers' dispatches are checked this way too.
+    pub fn signed_by(signers: Vec<PublicKey>, public_url: Option<&str>, port: u16, node: &PublicKey) -> Self {
+        let mut bases: Vec<String> = public_url.iter().map(|u| u.to_string()).collect();
         bases.push(format!("http://127.0.0.1:{port}"));
         bases.push(format!("http://localhost:{port}"));
         bases.push(format!("infernet://{}", infernet_identity::npub(node)));
         Self {
             verifier: Verifier::new(WINDOW, REPLAY_CAPACITY),
-            operators: operator.pubkeys.clone(),
+            operators: signers,
             bases,
         }
     }
@@ -54,6 +60,20 @@ impl OperatorAuth {
         body: &[u8],
         now: u64,
     ) -> Result<PublicKey, AuthError> {
+        self.check_tagged(method, path_and_query, authorization, body, now, "u")
+            .map(|(signer, _)| signer)
+    }
+
+    /// [`OperatorAuth::check`], answering also the value of the signed tag `name`.
+    pub fn check_tagged(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: u64,
+        name: &str,
+    ) -> Result<(PublicKey, Option<String>), AuthError> {
         let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}{path_and_query}")).collect();
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
         let received = Received {
@@ -62,7 +82,7 @@ impl OperatorAuth {
             body,
         };
         self.verifier
-            .verify(authorization, &received, now, |key| self.operators.contains(key))
+            .verify_tagged(authorization, &received, now, |key| self.operators.contains(key), name)
     }
 }
 

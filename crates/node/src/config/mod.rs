@@ -109,6 +109,9 @@ pub struct Config {
     /// Who may manage this node through the signed admin API, and the node's own key (extension).
     #[serde(default)]
     pub operator: OperatorConfig,
+    /// The network this node serves (extension): the routers whose signed dispatches it trusts.
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 fn yes() -> bool {
@@ -177,6 +180,16 @@ pub struct OperatorConfig {
     /// are accepted too.
     #[serde(default)]
     pub public_url: Option<String>,
+}
+
+/// `network` (extension).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct NetworkConfig {
+    /// Routers (`npub1…` or 64 hex) whose signed dispatches the node trusts: for a job a router
+    /// signs (NIP-98, with a `client` tag), the node charges its rate limit to, and files the job
+    /// under, the client the router states instead of the router's own address.
+    #[serde(default)]
+    pub routers: Vec<String>,
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.

@@ -86,6 +86,8 @@ pub struct ValidConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Who manages the node, and its own key.
     pub operator: ValidOperator,
+    /// Routers whose signed dispatches the node trusts (`network.routers`).
+    pub routers: Vec<infernet_identity::PublicKey>,
     /// Things worth a warning (unknown keys, ignored settings, auto-assigned ports).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -248,12 +250,14 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     check_chain(&config.chain, &mut p);
     let containers = check_containers(&config, &mut p);
     let operator = validate_operator(&config, &mut p);
+    let routers = keys(&config.network.routers, "network.routers", &mut p);
     if p.errors.is_empty() {
         Ok(ValidConfig {
             config,
             containers,
             trusted_proxies,
             operator,
+            routers,
             warnings: p.warnings,
         })
     } else {
@@ -455,16 +459,22 @@ fn check_snapshot_sync(sync: &SnapshotSyncConfig, p: &mut Problems) {
     }
 }
 
+/// Public keys in either form (`npub1…` or hex), each problem named `{path}[i]`.
+fn keys(texts: &[String], path: &str, p: &mut Problems) -> Vec<infernet_identity::PublicKey> {
+    let mut keys = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        match infernet_identity::parse_public_key(text) {
+            Ok(key) => keys.push(key),
+            Err(e) => p.error(format!("{path}[{i}]"), e.to_string()),
+        }
+    }
+    keys
+}
+
 /// `operator`: keys in either form, a public URL that is an http(s) origin.
 fn validate_operator(config: &Config, p: &mut Problems) -> ValidOperator {
     let operator = &config.operator;
-    let mut pubkeys = Vec::new();
-    for (i, text) in operator.pubkeys.iter().enumerate() {
-        match infernet_identity::parse_public_key(text) {
-            Ok(key) => pubkeys.push(key),
-            Err(e) => p.error(format!("operator.pubkeys[{i}]"), e.to_string()),
-        }
-    }
+    let pubkeys = keys(&operator.pubkeys, "operator.pubkeys", p);
     let public_url = operator.public_url.as_deref().and_then(|text| {
         let base = text.trim_end_matches('/');
         let parsed = url::Url::parse(base).ok().filter(|u| {

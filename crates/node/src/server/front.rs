@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::{AppState, ClientIp, jobs};
+use super::{AppState, ClientIp, jobs, routed};
 
 /// The route the front answers itself, and its rate-limit bucket (the router's, were it to
 /// answer it).
@@ -46,6 +46,21 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
         if req.method() == Method::POST && req.uri().path() == STREAM {
             let (state, peer) = (self.state.clone(), self.peer);
             return Either::Left(Box::pin(async move {
+                if routed::names_client(req.headers()) {
+                    let (parts, body) = req.into_parts();
+                    return Ok(
+                        match routed::verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+                            Ok((client, bytes)) => match state.limiter.admit(STREAM_BUCKET, client) {
+                                Ok(allowed) => allowed.stamp(
+                                    &state.limiter,
+                                    jobs::stream(&state, client, http_body_util::Full::new(bytes)).await,
+                                ),
+                                Err(refused) => refused.into_response(),
+                            },
+                            Err(e) => e.into_response(),
+                        },
+                    );
+                }
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
                 Ok(match state.limiter.admit(STREAM_BUCKET, client) {
                     Ok(allowed) => allowed.stamp(&state.limiter, jobs::stream(&state, client, req.into_body()).await),

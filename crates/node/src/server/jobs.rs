@@ -55,6 +55,15 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    text(read_bytes(body, max_body).await?)
+}
+
+/// The whole body, at most `max_body` bytes (413 beyond).
+pub(super) async fn read_bytes<B>(body: B, max_body: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt;
     let collected = http_body_util::Limited::new(body, max_body)
         .collect()
@@ -66,7 +75,7 @@ where
                 ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?;
-    text(collected.to_bytes())
+    Ok(collected.to_bytes())
 }
 
 /// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks

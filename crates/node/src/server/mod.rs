@@ -6,6 +6,9 @@ mod front;
 mod info;
 mod jobs;
 mod openapi;
+mod routed;
+
+pub use routed::CLIENT_HEADER;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -16,7 +19,7 @@ use axum::{
     response::Response,
     routing::{get, post, put},
 };
-use infernet_service::client_ip::TrustedProxies;
+use infernet_service::client_ip::{StatedClient, TrustedProxies};
 use ipnet::IpNet;
 
 pub use error::ApiError;
@@ -83,6 +86,8 @@ pub struct AppState {
     pub system: Arc<crate::stats::system::SystemStats>,
     /// The node's key, its operators and what they set.
     pub admin: Arc<crate::admin::Admin>,
+    /// Checks the dispatches of the routers in `network.routers` (none: no router is trusted).
+    pub routers: Option<crate::admin::auth::OperatorAuth>,
 }
 
 impl TrustedProxies for AppState {
@@ -103,7 +108,10 @@ async fn rate_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let client = ClientIp::resolve(peer.ip(), req.headers(), &limited.state.trusted_proxies);
+    let client = match req.extensions().get::<StatedClient>() {
+        Some(StatedClient(client)) => *client,
+        None => ClientIp::resolve(peer.ip(), req.headers(), &limited.state.trusted_proxies),
+    };
     rate_limit::enforce(&limited.state.limiter, limited.route, client, req, next).await
 }
 
@@ -147,5 +155,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), routed::middleware))
         .with_state(state)
 }

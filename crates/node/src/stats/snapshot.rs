@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub system: Option<SystemSample>,
     /// The node's key (npub), its operators (npubs), and what the provider advertises.
     pub provider: Value,
+    /// The host's fixed resources.
+    pub hardware: infernet_types::Hardware,
 }
 
 /// Who runs the node and what its provider advertises: its key, its operators, its prices, and
@@ -92,6 +94,7 @@ impl Snapshot {
             chain_status: state.chain_status.clone(),
             system,
             provider: provider(state),
+            hardware: state.system.hardware().clone(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Snapshot {
             "operators": self.provider["operators"],
             "pricing": self.provider["pricing"],
             "availability": self.provider["availability"],
+            "hardware": self.hardware,
         }))
     }
 

@@ -59,6 +59,7 @@ struct Sampler {
 /// Samples the host; keeps the state CPU usage needs between samples.
 pub struct SystemStats {
     sampler: Mutex<Sampler>,
+    hardware: std::sync::OnceLock<infernet_types::Hardware>,
 }
 
 impl Default for SystemStats {
@@ -72,6 +73,7 @@ impl Default for SystemStats {
                 system: sysinfo::System::new().ok(),
                 nvml,
             }),
+            hardware: std::sync::OnceLock::new(),
         }
     }
 }
@@ -80,6 +82,25 @@ impl SystemStats {
     /// A new sampler.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The host's fixed resources, read once (blocking the first time).
+    pub fn hardware(&self) -> &infernet_types::Hardware {
+        self.hardware.get_or_init(|| {
+            let sample = self.sample();
+            infernet_types::Hardware {
+                cpus: sample.cpus as f64,
+                memory_mb: sample.memory_total_bytes >> 20,
+                gpus: sample
+                    .gpus
+                    .iter()
+                    .map(|g| infernet_types::GpuModel {
+                        model: g.name.clone(),
+                        memory_mb: g.memory_total_bytes >> 20,
+                    })
+                    .collect(),
+            }
+        })
     }
 
     /// Takes a sample (blocking: call from `spawn_blocking`).

@@ -1,0 +1,98 @@
+//! Jobs a trusted router dispatches for its clients. Every job the router's gateway runs reaches
+//! the node from the router's address, so that address must not be what the node rate-limits
+//! and files jobs under. A router listed in `network.routers` signs each dispatch (NIP-98, the
+//! body's hash included) with a `client` tag naming the client it dispatches for, and sends the
+//! same value in `X-Infernet-Client`; the node then charges its rate limit to that client and
+//! files the job under it, so the client, through the router, reads back only its own jobs.
+//!
+//! The stated client is an IP address: the client's own for anonymous clients, and for clients
+//! the router knows by key an address the router derives from the key (in `fd00::/8`), so the
+//! node's rate limiter and job store, keyed by address, need nothing new.
+//!
+//! A request with the header but no valid signature from a trusted router is refused (401): a
+//! client cannot pick the address it is charged to.
+
+use std::{net::IpAddr, sync::Arc};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{HeaderMap, Method, Uri},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use infernet_service::client_ip::StatedClient;
+
+use super::{ApiError, AppState};
+
+/// The header a router states its client in (the signed `client` tag must say the same).
+pub const CLIENT_HEADER: &str = "x-infernet-client";
+
+/// Whether a request says it comes from a router, for a client.
+pub(super) fn names_client(headers: &HeaderMap) -> bool {
+    headers.contains_key(CLIENT_HEADER)
+}
+
+/// Checks a router's dispatch: reads the body (within `server.max_body_size`) and answers the
+/// client the router signed for, with the body to hand on.
+pub(super) async fn verify<B>(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: B,
+) -> Result<(IpAddr, Bytes), ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(routers) = &state.routers else {
+        return Err(ApiError::Unauthorized(format!(
+            "this node trusts no router (network.routers is empty); send no {CLIENT_HEADER} header"
+        )));
+    };
+    let bytes = super::jobs::read_bytes(body, state.max_body).await?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (_, signed) = routers
+        .check_tagged(
+            method.as_str(),
+            path,
+            authorization,
+            &bytes,
+            infernet_identity::unix_now(),
+            "client",
+        )
+        .map_err(|e| ApiError::Unauthorized(format!("router dispatch refused: {e}")))?;
+    let stated = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok());
+    let client = match (signed.as_deref(), stated) {
+        (Some(signed), Some(stated)) if signed == stated => signed.parse::<IpAddr>().map_err(|_| {
+            ApiError::Unauthorized(format!("the stated client {signed:?} is not an IP address"))
+        })?,
+        _ => {
+            return Err(ApiError::Unauthorized(format!(
+                "the router's signature must carry a `client` tag equal to the {CLIENT_HEADER} header"
+            )));
+        }
+    };
+    Ok((client, bytes))
+}
+
+/// Middleware in front of the job routes: a router's dispatch is checked, and the client it
+/// states goes on with the request as [`StatedClient`] (the rate limiter and the `ClientIp`
+/// extractor take it from there). Other requests pass untouched.
+pub(super) async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if !names_client(req.headers()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    match verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+        Ok((client, bytes)) => {
+            parts.extensions.insert(StatedClient(client));
+            next.run(Request::from_parts(parts, Body::from(bytes))).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
