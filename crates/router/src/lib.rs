@@ -12,6 +12,7 @@
 pub mod address;
 pub mod choose;
 pub mod db;
+pub mod gateway;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub database: db::DbSettings,
     /// Connection timeouts and limit of the REST server.
     pub limits: infernet_service::http::Limits,
+    /// The gateway.
+    pub gateway: gateway::GatewaySettings,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -99,6 +102,9 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("{0}")]
     Database(#[from] db::DbError),
+    /// The gateway could not start.
+    #[error("{0}")]
+    Gateway(#[from] gateway::GatewayError),
     /// An HTTP client (the prober's or the `/resources` fan-out's) could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
@@ -114,6 +120,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.registrations,
     ));
     let monitor = Monitor::new(registry.clone(), settings.probe)?;
+    let max_body = settings.gateway.max_body;
+    let gateway = Arc::new(gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?);
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
@@ -124,6 +132,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         resources: settings.resources,
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
+        gateway,
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -132,7 +141,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         monitor.run(monitor_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
-    let app = server::app(state);
+    let app = server::app(state, max_body);
     let limits = settings.limits;
     tasks.spawn_critical("rest-server", async move {
         infernet_service::http::serve(listener, limits, shutdown, DRAIN, |peer| {

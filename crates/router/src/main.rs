@@ -4,6 +4,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use infernet_router::{
+    gateway::GatewaySettings,
     Settings, address,
     monitor::ProbeSettings,
     registry::{Hysteresis, Limits},
@@ -86,6 +87,25 @@ struct Args {
     /// Connections open at once; at the limit the longest-idle one is closed for a new client.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// The router's key file (Nostr nsec, made at first start, mode 0600); it signs dispatches to
+    /// nodes, which trust the router by its npub (`network.routers`).
+    #[arg(long, env = "KEY_FILE", default_value = "infernet-router.nsec")]
+    key_file: std::path::PathBuf,
+    /// The URL clients reach the router at, as they sign NIP-98 requests (behind a proxy).
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The unit job prices are compared in; nodes pricing in another unit are not chosen.
+    #[arg(long, env = "PRICE_UNIT", default_value = "USD")]
+    price_unit: String,
+    /// Nodes tried per job before the gateway gives up.
+    #[arg(long, env = "DISPATCH_ATTEMPTS", default_value_t = 3)]
+    dispatch_attempts: usize,
+    /// Seconds a node has to accept a job.
+    #[arg(long, env = "DISPATCH_TIMEOUT", default_value_t = 10.0)]
+    dispatch_timeout: f64,
+    /// Jobs in one gateway batch at most.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
+    max_batch: usize,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -170,6 +190,12 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
         errors.push(e.to_string());
     }
     let trusted_proxies = trusted_proxies(&args.trusted_proxies, &mut errors);
+    let dispatch = seconds("--dispatch-timeout", args.dispatch_timeout)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
+    if args.price_unit.trim().is_empty() || args.price_unit.len() > 16 {
+        errors.push(format!("--price-unit must be a short name such as USD, got {:?}", args.price_unit));
+    }
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
@@ -198,6 +224,15 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             },
             database,
             limits,
+            gateway: GatewaySettings {
+                key_file: args.key_file.clone(),
+                public_url: args.public_url.clone(),
+                price_unit: args.price_unit.clone(),
+                attempts: args.dispatch_attempts.max(1),
+                dispatch_timeout: dispatch,
+                max_batch: args.max_batch.max(1),
+                ..GatewaySettings::default()
+            },
         }),
         _ => Err(errors),
     }

@@ -33,6 +33,7 @@ use crate::{
     address::{AddressError, NodeAddr},
     ranking,
     registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
+    gateway,
     resources::{self, FanOut},
 };
 
@@ -61,7 +62,9 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 4],
+    pub requests: [AtomicU64; 6],
+    /// The gateway: jobs submitted to the network.
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -357,10 +360,17 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-const ROUTES: [&str; 4] = ["/api/v1/ips", "/api/v1/containers", "/api/v1/resources", "/health"];
+const ROUTES: [&str; 6] = [
+    "/api/v1/ips",
+    "/api/v1/containers",
+    "/api/v1/resources",
+    "/health",
+    "/api/v1/jobs",
+    "/api/v1/route",
+];
 
 /// The HTTP router.
-pub fn app(state: Arc<RouterState>) -> Router {
+pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
     let limited = |i: usize| {
         middleware::from_fn_with_state(
             Limited {
@@ -384,9 +394,30 @@ pub fn app(state: Arc<RouterState>) -> Router {
             post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
         )
         .route("/api/v1/nodes", get(nodes))
+        .route(
+            "/api/v1/jobs",
+            post(gateway::submit).route_layer(limited(4)),
+        )
+        .route(
+            "/api/v1/jobs/{id}",
+            get(gateway::job)
+                .delete(gateway::cancel)
+                .route_layer(limited(4)),
+        )
+        .route(
+            "/api/v1/jobs/stream",
+            post(gateway::stream).route_layer(limited(4)),
+        )
+        .route(
+            "/api/v1/jobs/batch",
+            post(gateway::batch).route_layer(limited(4)),
+        )
+        .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
+        .route("/api/v1/identity", get(gateway::identity))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     // Around the whole router, so that it sees answers as they leave it (405 with `Allow`).
     Router::new()

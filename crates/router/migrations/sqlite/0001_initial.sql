@@ -48,6 +48,8 @@ CREATE TABLE jobs (
     status           TEXT NOT NULL
         CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
     node             TEXT,
+    -- The job's id on that node.
+    node_job         TEXT,
     attempt          INTEGER NOT NULL DEFAULT 0,
     -- The router replica that holds the job, and until when.
     lease_owner      TEXT,

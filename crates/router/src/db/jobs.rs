@@ -87,6 +87,8 @@ pub struct Job {
     pub status: JobStatus,
     /// The node it went to (the latest attempt's).
     pub node: Option<String>,
+    /// The job's id on that node.
+    pub node_job: Option<String>,
     /// Claims so far (0 while queued the first time).
     pub attempt: i64,
     /// The replica holding it while running.
@@ -108,7 +110,7 @@ pub struct Job {
 /// The columns of [`Job`], in one place for every statement.
 macro_rules! cols {
     () => {
-        "id, client, idempotency_key, containers, status, node, attempt, lease_owner, lease_until, \
+        "id, client, idempotency_key, containers, status, node, node_job, attempt, lease_owner, lease_until, \
          callback_url, error, created_at, updated_at, finished_at"
     };
 }
@@ -123,6 +125,7 @@ from_row!(Job, |row| {
         containers: parse_column("containers", &containers, |s| serde_json::from_str(s))?,
         status: parse_column("status", &status, |s| s.parse())?,
         node: row.try_get("node")?,
+        node_job: row.try_get("node_job")?,
         attempt: row.try_get("attempt")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_until: row.try_get("lease_until")?,
@@ -297,12 +300,19 @@ impl Db {
         ))
     }
 
-    /// Records the node that attempt `attempt` went to and renews the lease. `false` when the
-    /// attempt is no longer the job's current running one.
-    pub async fn set_job_node(&self, id: &str, attempt: i64, node: &str, lease: &Lease<'_>) -> Result<bool, DbError> {
+    /// Records the node that attempt `attempt` went to (and the job's id there, once it accepted)
+    /// and renews the lease. `false` when the attempt is no longer the job's current running one.
+    pub async fn set_job_node(
+        &self,
+        id: &str,
+        attempt: i64,
+        node: &str,
+        node_job: Option<&str>,
+        lease: &Lease<'_>,
+    ) -> Result<bool, DbError> {
         let done = on_pool!(self, |p| {
             sqlx::query(
-                "UPDATE jobs SET node = $3, lease_owner = $4, lease_until = $5, updated_at = $6 \
+                "UPDATE jobs SET node = $3, node_job = $7, lease_owner = $4, lease_until = $5, updated_at = $6 \
                  WHERE id = $1 AND attempt = $2 AND status = 'running'",
             )
             .bind(id)
@@ -311,6 +321,7 @@ impl Db {
             .bind(lease.owner)
             .bind(lease.until())
             .bind(lease.now)
+            .bind(node_job)
             .execute(p)
             .await?
             .rows_affected()

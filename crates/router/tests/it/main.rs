@@ -2,6 +2,7 @@
 //! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
 
 mod db;
+mod gateway;
 mod hardening;
 mod signed;
 
@@ -135,6 +136,10 @@ fn settings(listed: &[String]) -> Settings {
         },
         database: infernet_router::db::DbSettings::new("sqlite::memory:"),
         limits: Default::default(),
+        gateway: infernet_router::gateway::GatewaySettings {
+            key_file: tempfile::tempdir().unwrap().keep().join("router.nsec"),
+            ..Default::default()
+        },
     }
 }
 

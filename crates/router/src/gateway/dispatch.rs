@@ -1,0 +1,165 @@
+//! Dispatch: a job body sent to a node the router reaches over HTTP, signed by the router's key
+//! for the client it runs the job for (the node trusts the statement when it lists the router in
+//! `network.routers`), and the node's answer sorted into what the gateway does next.
+
+use std::{net::IpAddr, time::Duration};
+
+use axum::body::Bytes;
+use infernet_identity::{Identity, nip98};
+
+/// The header a router states its client in (the node's `CLIENT_HEADER`).
+pub const CLIENT_HEADER: &str = "x-infernet-client";
+/// Most bytes of a node's answer read when it is not a stream (ids, errors, results).
+pub const MAX_ANSWER: usize = 4 << 20;
+
+/// What a node made of a dispatch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It took the job: its id there.
+    Accepted(String),
+    /// It did not take it and is not at fault: busy (429), closed or paused (503), or it does not
+    /// trust this router (401). The next node is tried; the node's record is untouched.
+    Refused(String),
+    /// It failed: unreachable, timed out, 5xx, or an answer that is not a node's. The next node is
+    /// tried; the failure counts against its record.
+    Failed(String),
+    /// It refused the job itself as invalid (400, 405, 413): the client's error, passed on as is.
+    Invalid {
+        /// The node's status.
+        status: u16,
+        /// The node's error message.
+        message: String,
+    },
+}
+
+/// A signed request to a node.
+pub struct Call<'a> {
+    /// The client.
+    pub http: &'a reqwest::Client,
+    /// The router's key.
+    pub identity: &'a Identity,
+    /// The node's base URL (`http://host:port`).
+    pub base: String,
+    /// The stated client.
+    pub client: IpAddr,
+    /// Deadline of the whole exchange (until the answer's head for streams).
+    pub timeout: Duration,
+}
+
+impl Call<'_> {
+    /// `method base+path` with `body`, signed; the response, whatever its status.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Bytes>) -> Result<reqwest::Response, String> {
+        let url = format!("{}{path}", self.base);
+        let client = self.client.to_string();
+        let authorization = nip98::tagged_authorization(
+            self.identity,
+            method.as_str(),
+            &url,
+            body.as_deref(),
+            &[["client", &client]],
+        );
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header(CLIENT_HEADER, &client);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        tokio::time::timeout(self.timeout, request.send())
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
+            .map_err(|e| format!("unreachable: {}", without_url(&e)))
+    }
+
+    /// `POST base/api/jobs`: the node's id for the job, or why not.
+    pub async fn submit(&self, body: Bytes) -> Outcome {
+        let response = match self.send(reqwest::Method::POST, "/api/jobs", Some(body)).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let status = response.status();
+        let text = match read(response, self.timeout).await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if status.is_success() {
+            return match serde_json::from_slice::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
+            {
+                Some(id) if !id.is_empty() && id.len() <= 128 => Outcome::Accepted(id),
+                _ => Outcome::Failed("the node's answer has no job id".into()),
+            };
+        }
+        classify(status.as_u16(), &text)
+    }
+}
+
+/// What a non-success answer means for the gateway.
+pub fn classify(status: u16, body: &[u8]) -> Outcome {
+    let message = error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
+    match status {
+        401 | 403 | 429 | 503 => Outcome::Refused(format!("HTTP {status}: {message}")),
+        400 | 405 | 413 | 422 => Outcome::Invalid { status, message },
+        _ => Outcome::Failed(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// The `error` of a node's JSON error body (at most 500 characters).
+fn error_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    let text = e.as_str().map_or_else(|| e.to_string(), str::to_owned);
+    Some(text.chars().take(500).collect())
+}
+
+/// The whole body, at most [`MAX_ANSWER`] bytes, within `timeout`.
+pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, String> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the answer: {}", without_url(&e)))? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(format!("the node's answer is larger than {MAX_ANSWER} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| format!("the answer did not end within {timeout:?}"))?
+}
+
+/// A reqwest error without the URL (the node's address is said next to it anyway).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_sort_into_refusals_failures_and_the_clients_errors() {
+        assert!(matches!(classify(429, br#"{"error": "busy"}"#), Outcome::Refused(m) if m.contains("busy")));
+        assert!(matches!(classify(503, b"closed"), Outcome::Refused(_)));
+        assert!(matches!(classify(500, b"oops"), Outcome::Failed(_)));
+        assert!(matches!(classify(502, b""), Outcome::Failed(_)));
+        assert!(matches!(
+            classify(400, br#"{"error": "bad data"}"#),
+            Outcome::Invalid { status: 400, message } if message == "bad data"
+        ));
+    }
+}

@@ -1,0 +1,232 @@
+//! The gateway against real nodes: a job submitted once runs on a node the router chose, its
+//! result reads back through the router, and only its client sees it.
+
+use std::time::{Duration, Instant};
+
+use infernet_identity::{Identity, nip98};
+use serde_json::{Value, json};
+
+use super::{NodeProc, client, eventually, router, service, settings};
+
+/// `key` in a key file of its own (mode 0600, as the router insists).
+fn key_file(key: &Identity) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = tempfile::tempdir().unwrap().keep().join("router.nsec");
+    std::fs::write(&path, key.nsec()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A router whose key the nodes trust, and its URL.
+async fn gateway_router(listed: &[String], key: &Identity) -> String {
+    let mut s = settings(listed);
+    s.gateway.key_file = key_file(key);
+    s.gateway.dispatch_timeout = Duration::from_secs(5);
+    router(s).await
+}
+
+async fn post(url: String, body: &Value) -> (u16, Value) {
+    let r = client().post(url).json(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(url: String) -> (u16, Value) {
+    let r = client().get(url).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the job until it has ended.
+async fn ended(url: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, job) = get_json(format!("{url}/api/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
+    let key = Identity::generate();
+    let trust = json!({"network": {"routers": [key.npub()]}});
+    let fast = service(Duration::ZERO).await;
+    let slow = service(Duration::from_secs(30)).await;
+    let a = NodeProc::start_with(json!([{"id": "x", "port": fast}, {"id": "slow", "port": slow}]), trust.clone());
+    let b = NodeProc::start_with(json!([{"id": "x", "port": fast}]), trust.clone());
+    // Serves `y` but does not trust the router: it refuses (401), it is not at fault.
+    let c = NodeProc::start(json!([{"id": "y", "port": fast}]));
+    let url = gateway_router(&[a.key(), b.key(), c.key()], &key).await;
+    eventually(format!("{url}/api/v1/ips?container=x&n=5"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    eventually(format!("{url}/api/v1/ips?container=y"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+
+    // Submit once; the node that took it answers the result through the router.
+    let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {"n": 1}})).await;
+    assert_eq!(status, 200, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    assert!([a.key(), b.key()].contains(&placed["node"].as_str().unwrap().to_string()));
+    let done = ended(&url, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
+    assert_eq!(done["node"], placed["node"]);
+
+    // The node filed the job under the client the router stated, not under the router's address
+    // (which is also this test's): asked directly, it lists no job of ours.
+    let node = placed["node"].as_str().unwrap();
+    let (_, ours) = get_json(format!("http://{node}/api/jobs")).await;
+    assert_eq!(ours, json!([]), "the node filed the gateway's job under the router's address");
+    // Nobody else can claim to be a router's client.
+    let r = client()
+        .post(format!("http://{node}/api/jobs"))
+        .header("x-infernet-client", "10.9.8.7")
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Another client (a signed one) does not see the job.
+    let stranger = Identity::generate();
+    let job_url = format!("{url}/api/v1/jobs/{id}");
+    let auth = nip98::authorization(&stranger, "GET", &job_url, None);
+    let r = client().get(&job_url).header("authorization", auth).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // A forged signature is refused, not treated as anonymous.
+    let r = client()
+        .get(&job_url)
+        .header("authorization", "Nostr e30=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The same Idempotency-Key answers the first job.
+    let idem = |n: u32| {
+        client()
+            .post(format!("{url}/api/v1/jobs"))
+            .header("idempotency-key", "order-17")
+            .json(&json!({"containers": ["x"], "data": {"n": n}}))
+            .send()
+    };
+    let first: Value = idem(1).await.unwrap().json().await.unwrap();
+    let again: Value = idem(2).await.unwrap().json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+
+    // Errors: the field named, 503 saying why, refusals passed over.
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"data": {}})).await;
+    assert_eq!((status, e["error"].as_str().unwrap().starts_with("containers:")), (400, true), "{e}");
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "max_price": "cheap"})).await;
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().starts_with("max_price:"), "{e}");
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["nope"]})).await;
+    assert_eq!((status, e["error"].as_str().unwrap()), (503, "no available node serves nope"));
+    let (status, e) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "requirements": {"gpus": 1}}),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(e["error"].as_str().unwrap().contains("2 by hardware"), "{e}");
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["y"]})).await;
+    assert_eq!(status, 503);
+    assert!(e["error"].as_str().unwrap().contains("refused: HTTP 401"), "{e}");
+
+    // /route explains the choice.
+    let (status, route) = get_json(format!("{url}/api/v1/route?container=x&gpus=1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(route["candidates"], json!([]));
+    assert!(
+        route["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["filter"] == "hardware" && e["reason"].as_str().unwrap().contains("GPU")),
+        "{route}"
+    );
+    let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
+    assert_eq!(route["candidates"].as_array().unwrap().len(), 2, "{route}");
+
+    // A stream: the router's id first, then the node's output as it comes.
+    let r = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let (stream_id, output) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    let streamed = ended(&url, stream_id).await;
+    assert_eq!(streamed["status"], "succeeded", "{streamed}");
+
+    // A batch: in input order, a bad item fails alone, the jobs spread over both nodes.
+    let mut items: Vec<Value> = (0..20).map(|n| json!({"containers": ["x"], "data": {"n": n}})).collect();
+    items.push(json!({"containers": []}));
+    let (status, answers) = post(format!("{url}/api/v1/jobs/batch"), &json!(items)).await;
+    assert_eq!(status, 200, "{answers}");
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 21);
+    assert!(answers[20]["error"].as_str().unwrap().starts_with("[20].containers"), "{}", answers[20]);
+    let failed: Vec<&Value> = answers[..20].iter().filter(|a| a["node"].is_null()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let nodes: std::collections::BTreeSet<&str> = answers[..20].iter().map(|a| a["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "{answers:?}");
+
+    // Cancel a job that has not finished; its late answer is not taken.
+    let (_, slow_job) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["slow"]})).await;
+    let slow_id = slow_job["id"].as_str().unwrap();
+    let r = client().delete(format!("{url}/api/v1/jobs/{slow_id}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get_json(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"], "cancelled");
+    let r = client().delete(format!("{url}/api/v1/jobs/{slow_id}")).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(client().get(format!("{url}/api/v1/jobs/unknown")).send().await.unwrap().status(), 404);
+    drop(c);
+}
+
+#[tokio::test]
+async fn a_node_that_died_is_passed_over_and_counted() {
+    let key = Identity::generate();
+    let trust = json!({"network": {"routers": [key.npub()]}});
+    let fast = service(Duration::ZERO).await;
+    let mut a = NodeProc::start_with(json!([{"id": "x", "port": fast}]), trust.clone());
+    let b = NodeProc::start_with(json!([{"id": "x", "port": fast}]), trust);
+    let mut s = settings(&[a.key(), b.key()]);
+    // The prober would take it out after two rounds; slow it so the gateway meets the dead node.
+    s.probe.interval = Duration::from_secs(60);
+    s.gateway.key_file = key_file(&key);
+    let url = router(s).await;
+    eventually(format!("{url}/api/v1/ips?container=x&n=5"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    a.kill();
+    // Jobs keep landing on the live node; each time the dead one is tried first, it is counted,
+    // until it ranks last.
+    for n in 0.. {
+        let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {"n": n}})).await;
+        assert_eq!(status, 200, "{placed}");
+        assert_eq!(placed["node"], b.key());
+        let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
+        let order: Vec<&str> = route["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["node"].as_str().unwrap())
+            .collect();
+        if order == [b.key().as_str(), a.key().as_str()] {
+            break;
+        }
+        assert!(n < 40, "the dead node is never counted: {route}");
+    }
+}
