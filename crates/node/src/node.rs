@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -110,13 +111,14 @@ impl Node {
 
     /// Starts the node on an already bound listener (tests bind port 0).
     pub async fn start_on(self, listener: TcpListener) -> Result<RunningNode, NodeError> {
-        let config = self.config;
         let addr = listener.local_addr().map_err(|source| NodeError::Bind {
             addr: "listener".into(),
             source,
         })?;
-        let store = store::open(&config).await?;
-        let admin = Arc::new(crate::admin::Admin::open(&config, addr.port())?);
+        let store = store::open(&self.config).await?;
+        let admin = Arc::new(crate::admin::Admin::open(&self.config, addr.port())?);
+        // The containers the operator set through the admin API win over config.json's.
+        let config = admin.containers_over(self.config)?;
         tracing::info!(node = %admin.identity().npub(), "node identity");
         tracing::info!(backend = store.backend(), "job store ready");
         // The chain first: a wrong RPC, key or Registry stops the node before any container starts.
@@ -128,7 +130,7 @@ impl Node {
         manager.start_all().await?;
 
         let tasks = TaskManager::new();
-        let state = app_state(&config, store, admin, chain, &manager, &tasks)?;
+        let state = app_state(&config, store, admin, chain, manager.clone(), &tasks)?;
         spawn_services(&config, listener, &state, &manager, &tasks);
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
         let shutdown = tasks.shutdown_token();
@@ -143,7 +145,7 @@ fn app_state(
     store: Arc<dyn JobStore>,
     admin: Arc<Admin>,
     chain: Option<(Chain, NodeKey)>,
-    manager: &ContainerManager,
+    manager: Arc<ContainerManager>,
     tasks: &TaskManager,
 ) -> Result<Arc<AppState>, NodeError> {
     let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
@@ -165,20 +167,13 @@ fn app_state(
     let server = &config.config.server;
     let rate = &server.rate_limit;
     Ok(Arc::new(AppState {
-        guardian,
+        guardian: ArcSwap::from_pointee(guardian),
         orchestrator,
         store,
-        containers: config
-            .containers
-            .iter()
-            .map(|c| ContainerInfo {
-                description: c.raw.description.clone(),
-                external: c.external,
-                id: c.id.clone(),
-                image: c.raw.image.clone(),
-            })
-            .collect(),
+        containers: ArcSwap::from_pointee(config.containers.iter().map(ContainerInfo::of).collect()),
         states: manager.states(),
+        manager,
+        config: config.clone(),
         chain: chain_info,
         delegated: services.as_ref().map(|s| s.delegated.clone()),
         chain_status: services.map(|s| s.status),

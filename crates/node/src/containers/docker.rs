@@ -299,11 +299,9 @@ impl DockerRuntime {
         drop(pulled);
         match self.api.inspect_image(image).await {
             Ok(found) => Ok(found.id.unwrap_or_default()),
-            Err(e) if is_not_found(&e) => Err(ContainerError::Start {
+            Err(e) if is_not_found(&e) => Err(ContainerError::NoImage {
                 id: id.to_string(),
-                message: format!(
-                    "image {image} not found: it could not be pulled and is not present locally; check the name, the registry and the `docker` credentials, or build it locally"
-                ),
+                image: image.to_string(),
             }),
             Err(e) => Err(ContainerError::Start {
                 id: id.to_string(),
@@ -356,14 +354,14 @@ impl DockerRuntime {
             .await
             .map_err(|e| start_error(spec, &e))?;
         if let Err(e) = self.api.start_container(&spec.id, None).await {
-            self.remove(&spec.id).await;
+            self.delete(&spec.id).await;
             return Err(start_error(spec, &e));
         }
         tracing::info!(container = %spec.id, port = spec.port, image = %spec.raw.image, "started new container");
         Ok(())
     }
 
-    async fn remove(&self, id: &str) {
+    async fn delete(&self, id: &str) {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         if let Err(e) = self.api.remove_container(id, Some(options)).await
             && !is_not_found(&e)
@@ -455,7 +453,7 @@ impl ContainerRuntime for DockerRuntime {
                     created_by_node = hash.is_some(),
                     "existing container does not match the config; recreating it"
                 );
-                self.remove(&spec.id).await;
+                self.delete(&spec.id).await;
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
@@ -503,6 +501,11 @@ impl ContainerRuntime for DockerRuntime {
             }) => {}
             Err(e) => tracing::warn!(container = %id, error = %message(&e), "cannot stop container"),
         }
+    }
+
+    async fn remove(&self, id: &str) {
+        self.stop(id).await;
+        self.delete(id).await;
     }
 }
 

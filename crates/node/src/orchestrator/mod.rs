@@ -13,6 +13,7 @@ mod stream;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::{StatusCode, header::HeaderValue};
 use infernet_types::{
@@ -25,7 +26,7 @@ use self::http::{CallError, ContainerHttp, Endpoint};
 pub use self::stream::JobStream;
 
 use crate::{
-    config::ValidConfig,
+    config::{ContainerSpec, ValidConfig},
     stats::metrics::{Metrics, Source},
     store::{JobStore, StoreError},
 };
@@ -60,6 +61,17 @@ pub enum OrchestratorError {
     /// A bearer token has characters not allowed in an HTTP header.
     #[error("containers[{0}].bearer: contains characters not allowed in an HTTP header")]
     Bearer(usize),
+}
+
+impl OrchestratorError {
+    /// The field of the container entry at fault, as the admin API names it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "containers",
+            Self::Url(_) => "url",
+            Self::Bearer(_) => "bearer",
+        }
+    }
 }
 
 /// Why a container's `/service-resources` is left out of the node's answer (it is logged).
@@ -201,8 +213,9 @@ struct Pipeline {
 /// Accepts, runs and records jobs.
 pub struct Orchestrator {
     client: ContainerHttp,
-    /// Shared: a streamed body keeps its container's for its errors.
-    targets: crate::FastMap<String, Arc<Target>>,
+    /// By container id; swapped whole when the operator changes the containers. Shared: a
+    /// streamed body keeps its container's for its errors.
+    targets: ArcSwap<crate::FastMap<String, Arc<Target>>>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
     /// Off-chain jobs running in the background, awaited at shutdown.
@@ -221,6 +234,36 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
+/// How the Orchestrator reaches each of `containers`.
+fn targets(containers: &[ContainerSpec]) -> Result<crate::FastMap<String, Arc<Target>>, OrchestratorError> {
+    let mut targets = crate::FastMap::default();
+    for (i, c) in containers.iter().enumerate() {
+        let bearer = if c.bearer.is_empty() {
+            None
+        } else {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", c.bearer.expose()))
+                .map_err(|_| OrchestratorError::Bearer(i))?;
+            v.set_sensitive(true);
+            Some(v)
+        };
+        let output_url = Endpoint::new(c.base_url.join("service_output")).ok_or(OrchestratorError::Url(i))?;
+        // On the same connections as the calls.
+        let resources_url = output_url.beside(c.base_url.join("service-resources"));
+        targets.insert(
+            c.id.clone(),
+            Arc::new(Target {
+                id: c.id.clone(),
+                output_url,
+                resources_url,
+                bearer,
+                timeout: c.timeout,
+                max_output: size(c.raw.max_output_size),
+            }),
+        );
+    }
+    Ok(targets)
+}
+
 fn new_job_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -237,40 +280,26 @@ impl Orchestrator {
         store: Arc<dyn JobStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, OrchestratorError> {
-        let client = ContainerHttp::new()?;
-        let mut targets = crate::FastMap::default();
-        for (i, c) in config.containers.iter().enumerate() {
-            let bearer = if c.bearer.is_empty() {
-                None
-            } else {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", c.bearer.expose()))
-                    .map_err(|_| OrchestratorError::Bearer(i))?;
-                v.set_sensitive(true);
-                Some(v)
-            };
-            let output_url = Endpoint::new(c.base_url.join("service_output")).ok_or(OrchestratorError::Url(i))?;
-            // On the same connections as the calls.
-            let resources_url = output_url.beside(c.base_url.join("service-resources"));
-            targets.insert(
-                c.id.clone(),
-                Arc::new(Target {
-                    id: c.id.clone(),
-                    output_url,
-                    resources_url,
-                    bearer,
-                    timeout: c.timeout,
-                    max_output: size(c.raw.max_output_size),
-                }),
-            );
-        }
         Ok(Self {
-            client,
-            targets,
+            client: ContainerHttp::new()?,
+            targets: ArcSwap::from_pointee(targets(&config.containers)?),
             store,
             metrics,
             jobs: TaskTracker::new(),
             max_result: size(config.config.store.max_result_size),
         })
+    }
+
+    /// Whether the Orchestrator can call each of `containers` (URL, bearer token).
+    pub fn check(containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
+        targets(containers).map(drop)
+    }
+
+    /// Serves `containers` from now on (the operator changed them); jobs already running keep
+    /// the targets they started with.
+    pub fn serve(&self, containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
+        self.targets.store(Arc::new(targets(containers)?));
+        Ok(())
     }
 
     /// The node's metrics.
@@ -288,9 +317,11 @@ impl Orchestrator {
         &self.jobs
     }
 
-    fn target(&self, id: &str) -> Result<&Arc<Target>, CallFailure> {
+    fn target(&self, id: &str) -> Result<Arc<Target>, CallFailure> {
         self.targets
+            .load()
             .get(id)
+            .cloned()
             .ok_or_else(|| CallFailure::Unknown { id: id.to_string() })
     }
 
@@ -371,7 +402,7 @@ impl Orchestrator {
         let target = self.target(id)?;
         let (status, body) = self
             .exchange(
-                target,
+                &target,
                 &target.output_url,
                 Some(crate::json::container_input(input)),
                 target.timeout,
@@ -461,7 +492,8 @@ impl Orchestrator {
     /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
     /// Containers that fail or answer non-JSON are left out (and logged).
     pub async fn resources(&self, model_id: Option<&str>) -> Map<String, Value> {
-        let calls = self.targets.iter().map(|(id, target)| async move {
+        let targets = self.targets.load_full();
+        let calls = targets.iter().map(|(id, target)| async move {
             let url = match model_id {
                 Some(model) => target.resources_url.with_query(&[("model_id", model)]),
                 None => target.resources_url.clone(),

@@ -93,7 +93,7 @@ impl Orchestrator {
         let send = self.client.send(&target.output_url, target.bearer.as_ref(), Some(body));
         let response = tokio::select! {
             biased;
-            response = send => response.map_err(|e| CallFailure::of(e, target, &target.output_url))?,
+            response = send => response.map_err(|e| CallFailure::of(e, &target, &target.output_url))?,
             () = deadline.as_mut() => return Err(CallFailure::TimedOut { id: target.id.clone(), timeout: idle }),
         };
         let status = response.status;
@@ -107,7 +107,7 @@ impl Orchestrator {
         }
         Ok(IdleTimeout {
             body: response.into_stream(),
-            target: target.clone(),
+            target,
             deadline,
             last: tokio::time::Instant::now(),
             done: false,

@@ -74,6 +74,7 @@ where
 async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), ApiError> {
     state
         .guardian
+        .load()
         .check_delegated_precondition(&body.subscription, body.expiry, crate::store::unix_now())
         .map_err(ApiError::Rejected)?;
     let request = body.parse()?;
@@ -95,6 +96,7 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
     })?;
     state
         .guardian
+        .load()
         .check_offchain(&request.containers, request.requires_proof.unwrap_or(false), client)
         .map_err(ApiError::Rejected)?;
     let states = state.states.read().expect("container states poisoned");

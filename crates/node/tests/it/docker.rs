@@ -229,3 +229,34 @@ async fn unhealthy_container_is_restarted() {
     stop(node).await;
     assert_eq!(c.inspect("{{.State.Running}}"), "false");
 }
+
+#[tokio::test]
+async fn an_operator_deploys_a_docker_container_and_removing_it_deletes_it() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let c = Guard::new("it-admin");
+    let (status, answer) = signed(
+        &node,
+        &operator,
+        "POST",
+        "/admin/containers",
+        Some(&hello(&c.0, free_port())),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(c.inspect("{{.State.Running}}"), "true");
+    let job = hello_job(&node, &c.0).await;
+    assert_eq!(job["result"]["output"]["message"], "hello, world!", "{job}");
+
+    let missing = Guard::new("it-admin-missing");
+    let entry = json!({"id": missing.0, "image": "infernet/no-such-image:dev", "port": free_port()});
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&entry)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], "image", "{answer}");
+
+    let (status, answer) = signed(&node, &operator, "DELETE", &format!("/admin/containers/{}", c.0), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(c.inspect("{{.State.Running}}"), "", "the container is deleted");
+    stop(node).await;
+}
