@@ -10,7 +10,7 @@
 //! Off-chain jobs see a change at once; the chain side (its pipeline lookup) sees it at the next
 //! start.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     Json,
@@ -18,7 +18,7 @@ use axum::{
     http::StatusCode,
 };
 use infernet_identity::npub;
-use infernet_types::settings::{Problem, Problems};
+use infernet_types::settings::{Limits, Problem, Problems};
 use serde_json::{Value, json};
 
 use super::{Refusal, Signed};
@@ -57,6 +57,13 @@ pub(crate) fn with_containers(
     let mut config = base.config.clone();
     config.containers = containers;
     config::validate(config, unknown_keys)
+}
+
+/// Gives each of `specs` its `limits` from the provider's settings.
+pub(crate) fn limit(specs: &mut [ContainerSpec], limits: &BTreeMap<String, Limits>) {
+    for spec in specs {
+        spec.limits = limits.get(&spec.id).cloned().unwrap_or_default();
+    }
 }
 
 /// The entry kept for `spec`: as the operator wrote it, with the port the node gave it (a port
@@ -117,7 +124,11 @@ fn entry_of(body: &[u8]) -> Result<ContainerConfig, Refusal> {
 /// `config` checked with `entries` in place of its containers, the problems of the one at
 /// `index` named by its fields; also the Orchestrator must be able to call each.
 fn checked(state: &AppState, entries: Vec<ContainerConfig>, index: usize) -> Result<ValidConfig, Refusal> {
-    let valid = with_containers(&state.config, entries, &[]).map_err(|p| of_entry(p, index))?;
+    let mut valid = with_containers(&state.config, entries, &[]).map_err(|p| of_entry(p, index))?;
+    state
+        .admin
+        .state
+        .with(|s| limit(&mut valid.containers, &s.settings.limits));
     crate::orchestrator::Orchestrator::check(&valid.containers).map_err(|e| problem(e.field(), e.to_string()))?;
     Ok(valid)
 }

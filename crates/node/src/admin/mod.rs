@@ -107,12 +107,14 @@ impl Admin {
     }
 
     /// `config` with the containers the operator set through the API in place of its own, if
-    /// they set any.
-    pub fn containers_over(&self, config: ValidConfig) -> Result<ValidConfig, AdminError> {
-        let Some(entries) = self.state.get().containers else {
+    /// they set any, each with the limits the provider's settings give it.
+    pub fn containers_over(&self, mut config: ValidConfig) -> Result<ValidConfig, AdminError> {
+        let persisted = self.state.get();
+        let Some(entries) = persisted.containers else {
+            containers::limit(&mut config.containers, &persisted.settings.limits);
             return Ok(config);
         };
-        let valid = containers::parse_entries(&entries)
+        let mut valid = containers::parse_entries(&entries)
             .and_then(|(parsed, unknown)| containers::with_containers(&config, parsed, &unknown))
             .map_err(|problems| AdminError::Containers {
                 path: self.state.path().to_path_buf(),
@@ -123,6 +125,7 @@ impl Admin {
             containers = valid.containers.len(),
             "running the containers set through the admin API, not config.json's"
         );
+        containers::limit(&mut valid.containers, &persisted.settings.limits);
         Ok(valid)
     }
 
@@ -348,11 +351,17 @@ async fn put_settings(State(state): State<Arc<AppState>>, signed: Signed) -> Res
     let containers = state.containers.load();
     let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     settings.check(&ids, &host).map_err(Refusal::Invalid)?;
+    let _one_at_a_time = state.admin.changes.lock().await;
     let persisted = state
         .admin
         .state
         .update(|s| s.settings = settings)
         .map_err(Refusal::State)?;
+    // `max_jobs` applies at once; CPUs, memory and GPUs when the container is next created.
+    state.manager.set_limits(&persisted.settings.limits);
+    state
+        .serve(&state.manager.specs())
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
     tracing::info!(operator = %npub(&signed.operator), "operator changed the provider's settings");
     Ok(Json(persisted.settings))
 }

@@ -1,9 +1,9 @@
 //! What the operator set through the admin API, kept across restarts in `infernet-admin.json`
-//! beside the node's key: whether the node takes new jobs (serving, paused, draining) and the
+//! beside the node's key: whether the node takes new jobs (serving, paused, draining), the
 //! provider's settings, and the containers once the operator changed them. `config.json` is the
-//! starting point; what the API set wins until the file
-//! is removed. Writes go to a temporary file, are synced, then renamed over the old one, so a crash
-//! leaves the old state or the new one, never half of either.
+//! starting point; what the API set wins until the file is removed. Writes go to a temporary
+//! file (mode 0600: it holds the containers' secrets), are synced, then renamed over the old one,
+//! so a crash leaves the old state or the new one, never half of either.
 //!
 //! [`gate`] is the pure decision every new off-chain job passes: paused, draining or outside the
 //! provider's hours is a refusal with the reason and, outside the hours, when the node opens.

@@ -2,11 +2,13 @@
 //!
 //! The container is named after the config `id` (as Ritual's node does) and labelled
 //! [`LABEL_NODE`] plus [`LABEL_HASH`], a hash of everything the config decides (image and the
-//! image id it resolved to, command, env, volumes, port, bind address, GPU). An existing container
-//! is reused only when that hash still matches; otherwise it is recreated (SE-6/7). The service's
-//! port 3000 is published on `127.0.0.1:{port}` only, so nobody can bypass the Guardian by
-//! calling it directly (SE-51). Registry credentials from `docker` are sent as real credentials
-//! (SE-5). The node supervises the container itself, so no Docker restart policy is set.
+//! image id it resolved to, command, env, volumes, port, bind address, GPU, the provider's
+//! limits). An existing container is reused only when that hash still matches; otherwise it is
+//! recreated (SE-6/7). The limits (`limits.<id>` of the admin settings) become its host config:
+//! `cpus` as NanoCpus, `memory_mb` as Memory, `gpus` as an NVIDIA device request for a count or
+//! for device ids. The service's port 3000 is published on `127.0.0.1:{port}` only, so nobody can
+//! bypass the Guardian by calling it directly (SE-51). Registry credentials from `docker` are sent
+//! as real credentials (SE-5). The node supervises the container itself, so no Docker restart policy is set.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -22,6 +24,7 @@ use bollard::{
     },
 };
 use futures::StreamExt;
+use infernet_types::settings::Gpus;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -202,6 +205,7 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
         json!({
             "image": raw.image, "image_id": image_id, "cmd": cmd, "env": env,
             "volumes": raw.volumes, "port": spec.port, "bind": BIND, "gpu": raw.gpu,
+            "limits": spec.limits,
         })
         .to_string()
         .as_bytes(),
@@ -216,13 +220,12 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
             }]),
         )])),
         binds: (!raw.volumes.is_empty()).then(|| raw.volumes.clone()),
-        device_requests: raw.gpu.then(|| {
-            vec![DeviceRequest {
-                count: Some(-1),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]
-        }),
+        nano_cpus: spec.limits.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        memory: spec
+            .limits
+            .memory_mb
+            .map(|mb| i64::try_from(mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX)),
+        device_requests: gpu_request(spec),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -238,6 +241,23 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
         ..Default::default()
     };
     Ok(Desired { body, hash })
+}
+
+/// The GPUs `spec` gets: those its limits name (a count or device ids), else all of them with
+/// `gpu: true`, else none.
+fn gpu_request(spec: &ContainerSpec) -> Option<Vec<DeviceRequest>> {
+    let nvidia = |count, device_ids| DeviceRequest {
+        driver: Some("nvidia".into()),
+        count,
+        device_ids,
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        ..Default::default()
+    };
+    match &spec.limits.gpus {
+        Some(Gpus::Count(n)) => Some(vec![nvidia(Some(i64::from(*n)), None)]),
+        Some(Gpus::Devices(ids)) => Some(vec![nvidia(None, Some(ids.iter().map(u32::to_string).collect()))]),
+        None => spec.raw.gpu.then(|| vec![nvidia(Some(-1), None)]),
+    }
 }
 
 impl DockerRuntime {
@@ -347,12 +367,24 @@ impl DockerRuntime {
         Ok(())
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
+    /// Creates the container of `spec` (its image pulled or found locally) without starting it:
+    /// how its host config (limits, GPUs) can be checked on a host that could not run it.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
+        let image_id = self.ensure_image(&spec.id, &spec.raw.image).await?;
+        self.create_only(spec, desired(spec, &image_id)?).await
+    }
+
+    async fn create_only(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
         let options = CreateContainerOptionsBuilder::new().name(&spec.id).build();
         self.api
             .create_container(Some(options), desired.body)
             .await
             .map_err(|e| start_error(spec, &e))?;
+        Ok(())
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
+        self.create_only(spec, desired).await?;
         if let Err(e) = self.api.start_container(&spec.id, None).await {
             self.delete(&spec.id).await;
             return Err(start_error(spec, &e));

@@ -186,6 +186,15 @@ impl ContainerManager {
         self.specs.lock().expect("container specs poisoned").clone()
     }
 
+    /// Gives the containers their `limits` from the provider's settings (Docker applies them when
+    /// it next creates a container).
+    pub fn set_limits(&self, limits: &std::collections::BTreeMap<String, infernet_types::settings::Limits>) {
+        let mut specs = self.specs.lock().expect("container specs poisoned");
+        for spec in specs.iter_mut() {
+            spec.limits = limits.get(&spec.id).cloned().unwrap_or_default();
+        }
+    }
+
     /// The runtime that runs `spec`, connecting to Docker when it is first needed.
     async fn runtime(&self, spec: &ContainerSpec) -> Result<Option<Arc<dyn ContainerRuntime>>, ContainerError> {
         Ok(match spec.runtime {

@@ -20,6 +20,7 @@ use infernet_types::{
     ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH, nested_deeper_than,
 };
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use self::http::{CallError, ContainerHttp, Endpoint};
@@ -47,6 +48,25 @@ struct Target {
     timeout: Duration,
     /// Most bytes one call may answer.
     max_output: usize,
+    /// Jobs at once (`limits.<id>.max_jobs`): its permits and their number.
+    slots: Option<(Arc<Semaphore>, u32)>,
+}
+
+/// The permits of an admitted off-chain job: one per container of its pipeline that has a
+/// `max_jobs`, held until the job ends.
+#[derive(Debug, Default)]
+pub struct Slots(Vec<OwnedSemaphorePermit>);
+
+/// A container already runs as many jobs as its provider allows (HTTP 429).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "container {container} is running its most jobs at once ({max_jobs}, limits.{container}.max_jobs); retry shortly or try another node"
+)]
+pub struct Busy {
+    /// Container id.
+    pub container: String,
+    /// `limits.<id>.max_jobs`.
+    pub max_jobs: u32,
 }
 
 /// Why the Orchestrator could not be built.
@@ -234,8 +254,12 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-/// How the Orchestrator reaches each of `containers`.
-fn targets(containers: &[ContainerSpec]) -> Result<crate::FastMap<String, Arc<Target>>, OrchestratorError> {
+/// How the Orchestrator reaches each of `containers`; a container whose `max_jobs` did not change
+/// keeps its permits from `old`, so jobs running through a change still count.
+fn targets(
+    containers: &[ContainerSpec],
+    old: &crate::FastMap<String, Arc<Target>>,
+) -> Result<crate::FastMap<String, Arc<Target>>, OrchestratorError> {
     let mut targets = crate::FastMap::default();
     for (i, c) in containers.iter().enumerate() {
         let bearer = if c.bearer.is_empty() {
@@ -258,6 +282,10 @@ fn targets(containers: &[ContainerSpec]) -> Result<crate::FastMap<String, Arc<Ta
                 bearer,
                 timeout: c.timeout,
                 max_output: size(c.raw.max_output_size),
+                slots: c.limits.max_jobs.map(|max| {
+                    let kept = old.get(&c.id).and_then(|t| t.slots.clone()).filter(|(_, n)| *n == max);
+                    kept.unwrap_or_else(|| (Arc::new(Semaphore::new(max as usize)), max))
+                }),
             }),
         );
     }
@@ -282,7 +310,7 @@ impl Orchestrator {
     ) -> Result<Self, OrchestratorError> {
         Ok(Self {
             client: ContainerHttp::new()?,
-            targets: ArcSwap::from_pointee(targets(&config.containers)?),
+            targets: ArcSwap::from_pointee(targets(&config.containers, &crate::FastMap::default())?),
             store,
             metrics,
             jobs: TaskTracker::new(),
@@ -292,13 +320,14 @@ impl Orchestrator {
 
     /// Whether the Orchestrator can call each of `containers` (URL, bearer token).
     pub fn check(containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
-        targets(containers).map(drop)
+        targets(containers, &crate::FastMap::default()).map(drop)
     }
 
     /// Serves `containers` from now on (the operator changed them); jobs already running keep
     /// the targets they started with.
     pub fn serve(&self, containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
-        self.targets.store(Arc::new(targets(containers)?));
+        let next = targets(containers, &self.targets.load())?;
+        self.targets.store(Arc::new(next));
         Ok(())
     }
 
@@ -325,14 +354,43 @@ impl Orchestrator {
             .ok_or_else(|| CallFailure::Unknown { id: id.to_string() })
     }
 
-    /// Accepts an off-chain job the Guardian admitted: stores it running, then runs it in the
-    /// background and stores its result. Answers its id once the running record is stored.
-    pub async fn submit(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> Result<String, StoreError> {
+    /// Takes a permit of each container of `containers` that has a `max_jobs`, without waiting:
+    /// an off-chain job over the limit is refused (429), never queued.
+    pub fn admit(&self, containers: &[String]) -> Result<Slots, Busy> {
+        let targets = self.targets.load();
+        let mut slots = Slots::default();
+        for (i, id) in containers.iter().enumerate() {
+            // A container repeated in the pipeline runs one call at a time: one permit.
+            if containers[..i].contains(id) {
+                continue;
+            }
+            if let Some((permits, max_jobs)) = targets.get(id).and_then(|t| t.slots.as_ref()) {
+                let permit = permits.clone().try_acquire_owned().map_err(|_| Busy {
+                    container: id.clone(),
+                    max_jobs: *max_jobs,
+                })?;
+                slots.0.push(permit);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Accepts an off-chain job the Guardian admitted, with its `slots`: stores it running, then
+    /// runs it in the background and stores its result. Answers its id once the running record
+    /// is stored.
+    pub async fn submit(
+        self: &Arc<Self>,
+        owner: IpAddr,
+        request: JobRequest,
+        slots: Slots,
+    ) -> Result<String, StoreError> {
         let id = new_job_id();
         self.store.put(owner, &JobResult::running(&id)).await?;
         let (this, job) = (self.clone(), id.clone());
-        self.jobs
-            .spawn(async move { this.run_offchain(job, owner, request).await });
+        self.jobs.spawn(async move {
+            this.run_offchain(job, owner, request).await;
+            drop(slots);
+        });
         Ok(id)
     }
 
@@ -344,7 +402,12 @@ impl Orchestrator {
             data: Value::Object(request.data),
         };
         let run = self
-            .pipeline(&request.containers, input, request.requires_proof.unwrap_or(false))
+            .pipeline(
+                &request.containers,
+                input,
+                request.requires_proof.unwrap_or(false),
+                true,
+            )
             .await;
         let job = JobResult::finished(id, self.storable(run));
         self.metrics
@@ -397,9 +460,14 @@ impl Orchestrator {
             .map_err(|e| CallFailure::of(e, target, url))
     }
 
-    /// One container call: its parsed answer and the answer as sent.
-    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), CallFailure> {
+    /// One container call: its parsed answer and the answer as sent. A job not `admitted` with
+    /// its [`Slots`] (a chain job) waits here for a permit of a container with a `max_jobs`.
+    async fn call(&self, id: &str, input: &ContainerInput, admitted: bool) -> Result<(Value, Bytes), CallFailure> {
         let target = self.target(id)?;
+        let _slot = match (&target.slots, admitted) {
+            (Some((permits, _)), false) => permits.clone().acquire_owned().await.ok(),
+            _ => None,
+        };
         let (status, body) = self
             .exchange(
                 &target,
@@ -432,11 +500,11 @@ impl Orchestrator {
         input: JobInput,
         requires_proof: bool,
     ) -> (Vec<ContainerResult>, Bytes) {
-        let run = self.pipeline(containers, input, requires_proof).await;
+        let run = self.pipeline(containers, input, requires_proof, false).await;
         (run.results, run.raw)
     }
 
-    async fn pipeline(&self, containers: &[String], input: JobInput, requires_proof: bool) -> Pipeline {
+    async fn pipeline(&self, containers: &[String], input: JobInput, requires_proof: bool, admitted: bool) -> Pipeline {
         let mut run = Pipeline {
             results: Vec::with_capacity(containers.len()),
             raw: Bytes::new(),
@@ -455,7 +523,7 @@ impl Orchestrator {
         };
         for (i, id) in containers.iter().enumerate() {
             let started = std::time::Instant::now();
-            let outcome = self.call(id, &next).await;
+            let outcome = self.call(id, &next, admitted).await;
             self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
             match outcome {
                 Ok((output, body)) => {

@@ -39,7 +39,7 @@ impl Orchestrator {
     /// Accepts a streaming job the Guardian admitted: stores it running and answers its body.
     /// The container is called when the body is first read past the id line; the outcome is
     /// stored when the stream ends, fails, or is dropped (the client went away).
-    pub fn stream(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> JobStream {
+    pub fn stream(self: &Arc<Self>, owner: IpAddr, request: JobRequest, slots: super::Slots) -> JobStream {
         let id = new_job_id();
         // Written off the response path; one writer keeps this and the result in order.
         self.store.put_detached(owner, JobResult::running(&id));
@@ -73,6 +73,7 @@ impl Orchestrator {
             received: 0,
             max_output,
             failed: None,
+            _slots: slots,
         }
     }
 
@@ -128,6 +129,8 @@ pub struct JobStream {
     max_output: usize,
     /// A failure to report after the output that preceded it.
     failed: Option<CallFailure>,
+    /// The job's permits (`max_jobs`), held until the stream ends.
+    _slots: super::Slots,
 }
 
 enum Stage {

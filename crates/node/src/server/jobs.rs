@@ -116,7 +116,8 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
 /// Admits an off-chain job and hands it to the Orchestrator; answers its id.
 async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> Result<String, ApiError> {
     admit(state, client, &request)?;
-    Ok(state.orchestrator.submit(client, request).await?)
+    let slots = state.orchestrator.admit(&request.containers)?;
+    Ok(state.orchestrator.submit(client, request, slots).await?)
 }
 
 /// One job of a request body, answered as `POST /api/jobs` answers it.
@@ -139,7 +140,7 @@ async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Val
         (status = 403, description = "Delegated subscription whose signature is not the owner's signer's"),
         (status = 405, description = "Rejected by the Guardian: `{\"error\", \"params\"}`"),
         (status = 413, description = "Body too large"),
-        (status = 429, description = "Rate limited"),
+        (status = 429, description = "Rate limited, or a container of the job runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "A container is restarting, the store is down, or the chain cannot be reached"),
     ))]
 pub(super) async fn create(
@@ -201,7 +202,7 @@ pub(super) async fn batch(
         (status = 400, description = "Malformed request (the failing field is named), no container, or `data` nested deeper than 100 levels"),
         (status = 405, description = "Rejected by the Guardian, or a delegated subscription"),
         (status = 413, description = "Body too large"),
-        (status = 429, description = "Rate limited"),
+        (status = 429, description = "Rate limited, or the container runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "The container is restarting"),
     ))]
 pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B) -> Response
@@ -240,7 +241,8 @@ where
         }
     };
     admit(state, client, &request)?;
-    let body = Body::from_stream(state.orchestrator.stream(client, request));
+    let slots = state.orchestrator.admit(&request.containers)?;
+    let body = Body::from_stream(state.orchestrator.stream(client, request, slots));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 

@@ -396,3 +396,36 @@ async fn an_operator_adds_replaces_and_removes_containers_and_a_restart_keeps_th
     assert!(job_on(&node, "hello2").await.is_ok());
     assert_eq!(job_on(&node, "hello").await.unwrap_err().0, 405);
 }
+
+#[tokio::test]
+async fn over_its_max_jobs_a_container_refuses_new_jobs_with_429_and_retry_after() {
+    let operator = Identity::generate();
+    let slow = stub(Stub::Slow(std::time::Duration::from_secs(2))).await;
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("slow", slow)],
+        "operator": {"pubkeys": [operator.npub()]},
+    }))
+    .await;
+    let limits = json!({"limits": {"slow": {"max_jobs": 1}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&limits)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let job = || {
+        client()
+            .post(node.at("/api/jobs"))
+            .json(&json!({"containers": ["slow"], "data": {}}))
+    };
+    let first = job().send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let over = job().send().await.unwrap();
+    assert_eq!(over.status(), 429);
+    assert_eq!(over.headers()["retry-after"], "1");
+    let refused: Value = over.json().await.unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("max_jobs"), "{refused}");
+
+    // Once the running job is done, the container takes the next one.
+    crate::support::wait_job(&node, first["id"].as_str().unwrap(), false).await;
+    assert_eq!(job().send().await.unwrap().status(), 200);
+}

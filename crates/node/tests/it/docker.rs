@@ -260,3 +260,57 @@ async fn an_operator_deploys_a_docker_container_and_removing_it_deletes_it() {
     assert_eq!(c.inspect("{{.State.Running}}"), "", "the container is deleted");
     stop(node).await;
 }
+
+#[tokio::test]
+async fn the_providers_limits_are_the_containers_host_config() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let c = Guard::new("it-limits");
+    let entry = hello(&c.0, free_port());
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&entry)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(c.inspect("{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}"), "0 0");
+
+    // No GPU here: asking for one is a 400 naming the field.
+    let gpus = json!({"limits": {c.0.clone(): {"gpus": 1}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&gpus)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], format!("limits.{}.gpus", c.0));
+
+    // CPUs and memory apply when the container is next created: replaced here.
+    let limits = json!({"limits": {c.0.clone(): {"cpus": 0.5, "memory_mb": 64}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&limits)).await;
+    assert_eq!(status, 200, "{answer}");
+    let path = format!("/admin/containers/{}", c.0);
+    let (status, answer) = signed(&node, &operator, "PUT", &path, Some(&entry)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        c.inspect("{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}"),
+        format!("{} {}", 500_000_000, 64 << 20)
+    );
+    assert_eq!(hello_job(&node, &c.0).await["status"], "success");
+    stop(node).await;
+}
+
+#[tokio::test]
+async fn gpu_limits_are_nvidia_device_requests_for_ids_or_a_count() {
+    use infernet_node::containers::docker::DockerRuntime;
+    use infernet_types::settings::Gpus;
+    let docker = DockerRuntime::connect(None).await.unwrap();
+    for (gpus, expected) in [
+        (Gpus::Devices(vec![0, 2]), r#""Count":0,"DeviceIDs":["0","2"]"#),
+        (Gpus::Count(2), r#""Count":2,"DeviceIDs":null"#),
+    ] {
+        let c = Guard::new("it-gpus");
+        let config = json!({"containers": [hello(&c.0, free_port())]});
+        let loaded = config::parse(&config.to_string()).unwrap();
+        let mut spec = config::validate(loaded.config, &[]).unwrap().containers.remove(0);
+        spec.limits.gpus = Some(gpus);
+        docker.create(&spec).await.unwrap();
+        let requests = c.inspect("{{json .HostConfig.DeviceRequests}}");
+        assert!(requests.contains(r#""Driver":"nvidia""#), "{requests}");
+        assert!(requests.contains(expected), "{requests}");
+        assert!(requests.contains(r#""Capabilities":[["gpu"]]"#), "{requests}");
+    }
+}
