@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod containers;
+mod diagnostics;
 pub mod state;
 
 use std::{path::Path, sync::Arc};
@@ -305,10 +306,12 @@ fn status_body(state: &AppState, persisted: &Persisted) -> Value {
     })
 }
 
-/// `GET /admin/status`.
+/// `GET /admin/status`: the mode, and the host's `diagnostics` (see [`diagnostics`]).
 async fn status(State(state): State<Arc<AppState>>, signed: Signed) -> Json<Value> {
     tracing::debug!(operator = %npub(&signed.operator), "admin status");
-    Json(status_body(&state, &state.admin.state.get()))
+    let mut body = status_body(&state, &state.admin.state.get());
+    body["diagnostics"] = diagnostics::diagnostics(&state).await;
+    Json(body)
 }
 
 async fn set_mode(state: &AppState, signed: &Signed, mode: Mode) -> Result<Json<Value>, Refusal> {

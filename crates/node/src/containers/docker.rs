@@ -260,6 +260,62 @@ fn gpu_request(spec: &ContainerSpec) -> Option<Vec<DeviceRequest>> {
     }
 }
 
+/// What `GET /admin/status` says of the Docker engine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    /// Where the node looks for it (`DOCKER_HOST` or the default socket).
+    pub address: String,
+    /// It answered.
+    pub reachable: bool,
+    /// Its version, when it answered.
+    pub version: Option<String>,
+    /// It has the NVIDIA runtime, which GPU device requests need.
+    pub nvidia_runtime: bool,
+    /// Why it could not be asked.
+    pub error: Option<String>,
+}
+
+/// How long the status waits for the engine.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
+
+/// Asks the engine the node uses whether it runs, and with which runtimes.
+pub async fn engine_status() -> EngineStatus {
+    engine_status_at(&engine_address()).await
+}
+
+/// [`engine_status`] of the engine at `address`.
+pub async fn engine_status_at(address: &str) -> EngineStatus {
+    let down = |error: String| EngineStatus {
+        address: address.to_string(),
+        reachable: false,
+        version: None,
+        nvidia_runtime: false,
+        error: Some(format!(
+            "{error}; start dockerd, or set DOCKER_HOST to where it listens"
+        )),
+    };
+    let docker = if address.starts_with("unix://") {
+        Docker::connect_with_unix(address, STATUS_WAIT.as_secs(), API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(address, STATUS_WAIT.as_secs(), API_DEFAULT_VERSION)
+    };
+    let docker = match docker {
+        Ok(docker) => docker,
+        Err(e) => return down(message(&e)),
+    };
+    match tokio::time::timeout(STATUS_WAIT, docker.info()).await {
+        Ok(Ok(info)) => EngineStatus {
+            address: address.to_string(),
+            reachable: true,
+            version: info.server_version,
+            nvidia_runtime: info.runtimes.is_some_and(|r| r.contains_key("nvidia")),
+            error: None,
+        },
+        Ok(Err(e)) => down(message(&e)),
+        Err(_) => down(format!("no answer within {STATUS_WAIT:?}")),
+    }
+}
+
 impl DockerRuntime {
     /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`) and agrees on an API
     /// version with it.
@@ -556,6 +612,13 @@ mod tests {
             "{e}"
         );
         assert!(e.ends_with("start dockerd or set manage_containers: false"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_engine_is_reported_not_reachable() {
+        let status = engine_status_at("unix:///nonexistent/docker.sock").await;
+        assert!(!status.reachable && !status.nvidia_runtime);
+        assert!(status.error.unwrap().contains("start dockerd"));
     }
 
     #[test]

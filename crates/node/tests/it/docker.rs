@@ -314,3 +314,30 @@ async fn gpu_limits_are_nvidia_device_requests_for_ids_or_a_count() {
         assert!(requests.contains(r#""Capabilities":[["gpu"]]"#), "{requests}");
     }
 }
+
+#[tokio::test]
+async fn the_status_reports_the_engine_the_gpus_the_clock_and_the_operators() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let before = jiff::Timestamp::now().as_millisecond();
+    let (status, answer) = signed(&node, &operator, "GET", "/admin/status", None).await;
+    let after = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(status, 200, "{answer}");
+    let diagnostics = &answer["diagnostics"];
+    assert_eq!(diagnostics["docker"]["reachable"], true, "{diagnostics}");
+    assert_eq!(
+        diagnostics["docker"]["version"].as_str(),
+        Some(docker(&["version", "-f", "{{.Server.Version}}"]).as_str())
+    );
+    // This host has no GPU: said, not failed.
+    assert_eq!(diagnostics["gpus"]["host"], json!([]), "{diagnostics}");
+    assert_eq!(diagnostics["gpus"]["containers"]["visible"], false);
+    assert_eq!(diagnostics["gpus"]["containers"]["reason"], "no GPU on the host");
+    let clock = diagnostics["clock"]["unix_ms"].as_i64().unwrap();
+    assert!(
+        (before..=after).contains(&clock),
+        "{clock} not within {before}..={after}"
+    );
+    assert_eq!(diagnostics["operators"], json!([operator.npub()]));
+}
