@@ -137,7 +137,8 @@ enum Command {
     Wallet(wallet::WalletArgs),
     /// The operator's Nostr key, which signs the changes they make to their nodes.
     Operator(operator::OperatorArgs),
-    /// A node's admin API (pause, resume, drain, status, settings), signed with the operator's key.
+    /// A node's admin API (pause, resume, drain, status, settings, logs, containers), signed with
+    /// the operator's key.
     Admin(operator::AdminArgs),
 }
 

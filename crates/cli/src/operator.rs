@@ -78,11 +78,53 @@ enum AdminCommand {
         #[arg(long, value_name = "JSON|@FILE")]
         set: Option<String>,
     },
+    /// The containers the node runs; deploy, replace or remove one.
+    Containers {
+        #[command(subcommand)]
+        command: ContainersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainersCommand {
+    /// Each container's entry (secrets redacted) and state.
+    List,
+    /// Deploy a container: pulled, started, checked, then served.
+    Add {
+        /// One container entry, as in config.json's `containers`.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Replace the container with the entry's id by the entry.
+    Replace {
+        /// One container entry, as in config.json's `containers`.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Stop serving a container, then stop and remove it.
+    Remove {
+        /// The container's id.
+        id: String,
+    },
+}
+
+/// The admin path of container `id`.
+fn container_path(id: &str) -> String {
+    format!(
+        "/admin/containers/{}",
+        form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    )
+}
+
+/// A container entry read from `file`.
+fn entry_file(file: &Path) -> Result<serde_json::Value, Failure> {
+    json_object_arg("file", &format!("@{}", file.display()))
 }
 
 pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Failure> {
     let operator = Identity::load(&args.key.key_file).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let logs_path;
+    // A path made for this request (logs' query, a container's id).
+    let made_path;
     let (method, path, body) = match &args.command {
         AdminCommand::Status => (Method::GET, "/admin/status", None),
         AdminCommand::Pause => (Method::POST, "/admin/pause", Some(json!({}))),
@@ -94,13 +136,29 @@ pub(crate) async fn admin(node: &NodeClient, args: &AdminArgs) -> Result<(), Fai
             if let Some(since) = since {
                 query.append_pair("since", since);
             }
-            logs_path = format!("/admin/logs?{}", query.finish());
-            (Method::GET, logs_path.as_str(), None)
+            made_path = format!("/admin/logs?{}", query.finish());
+            (Method::GET, made_path.as_str(), None)
         }
         AdminCommand::Settings { set: None } => (Method::GET, "/admin/settings", None),
         AdminCommand::Settings { set: Some(doc) } => {
             (Method::PUT, "/admin/settings", Some(json_object_arg("set", doc)?))
         }
+        AdminCommand::Containers { command } => match command {
+            ContainersCommand::List => (Method::GET, "/admin/containers", None),
+            ContainersCommand::Add { file } => (Method::POST, "/admin/containers", Some(entry_file(file)?)),
+            ContainersCommand::Replace { file } => {
+                let entry = entry_file(file)?;
+                let id = entry["id"]
+                    .as_str()
+                    .ok_or_else(|| Failure::Usage(format!("--file {}: the entry has no \"id\"", file.display())))?;
+                made_path = container_path(id);
+                (Method::PUT, made_path.as_str(), Some(entry))
+            }
+            ContainersCommand::Remove { id } => {
+                made_path = container_path(id);
+                (Method::DELETE, made_path.as_str(), None)
+            }
+        },
     };
     let answer = node
         .admin(&operator, method, path, body.as_ref())

@@ -119,7 +119,11 @@ pub fn tagged_authorization_at(
     extra: &[[&str; 2]],
     created_at: u64,
 ) -> String {
-    let mut tags = vec![tag(&["u", url]), tag(&["method", &method.to_ascii_uppercase()])];
+    let mut tags = vec![
+        tag(&["u", url]),
+        tag(&["method", &method.to_ascii_uppercase()]),
+        tag(&["nonce", &nonce()]),
+    ];
     if let Some(body) = body {
         tags.push(tag(&["payload", &hex::encode(Sha256::digest(body))]));
     }
@@ -129,6 +133,18 @@ pub fn tagged_authorization_at(
         .custom_created_at(Timestamp::from_secs(created_at))
         .sign_with(identity);
     format!("{SCHEME}{}", STANDARD.encode(event.as_json()))
+}
+
+/// A value no other request carries, so two identical requests in one second are two events (the
+/// server accepts each event once). Unique, not secret: the time in nanoseconds and a per-process
+/// random number that changes with every call.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{nanos:x}{random:016x}")
 }
 
 fn tag(parts: &[&str]) -> Tag {
@@ -360,6 +376,16 @@ mod tests {
         assert_eq!(check(&verifier, &relayed, "POST", b""), Ok(operator.public_key()));
         let spelt = authorization_at(&operator, "GET", "HTTPS://Node.Example:4000/admin/pause", None, NOW);
         assert_eq!(check(&verifier, &spelt, "GET", b""), Ok(operator.public_key()));
+    }
+
+    #[test]
+    fn the_same_request_twice_in_one_second_is_two_requests() {
+        let operator = Identity::generate();
+        let verifier = Verifier::new(60, 16);
+        let first = authorization_at(&operator, "GET", URL, None, NOW);
+        let second = authorization_at(&operator, "GET", URL, None, NOW);
+        assert_eq!(check(&verifier, &first, "GET", b""), Ok(operator.public_key()));
+        assert_eq!(check(&verifier, &second, "GET", b""), Ok(operator.public_key()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -110,13 +111,14 @@ impl Node {
 
     /// Starts the node on an already bound listener (tests bind port 0).
     pub async fn start_on(self, listener: TcpListener) -> Result<RunningNode, NodeError> {
-        let config = self.config;
         let addr = listener.local_addr().map_err(|source| NodeError::Bind {
             addr: "listener".into(),
             source,
         })?;
-        let store = store::open(&config).await?;
-        let admin = Arc::new(crate::admin::Admin::open(&config, addr.port())?);
+        let store = store::open(&self.config).await?;
+        let admin = Arc::new(crate::admin::Admin::open(&self.config, addr.port())?);
+        // The containers the operator set through the admin API win over config.json's.
+        let config = admin.containers_over(self.config)?;
         let routers = (!config.routers.is_empty()).then(|| {
             crate::admin::auth::OperatorAuth::signed_by(
                 config.routers.clone(),
@@ -136,7 +138,7 @@ impl Node {
         manager.start_all().await?;
 
         let tasks = TaskManager::new();
-        let state = app_state(&config, store, (admin, routers), chain, &manager, &tasks)?;
+        let state = app_state(&config, store, (admin, routers), chain, manager.clone(), &tasks)?;
         spawn_services(&config, listener, &state, &manager, &tasks);
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
         let shutdown = tasks.shutdown_token();
@@ -151,7 +153,7 @@ fn app_state(
     store: Arc<dyn JobStore>,
     (admin, routers): (Arc<Admin>, Option<crate::admin::auth::OperatorAuth>),
     chain: Option<(Chain, NodeKey)>,
-    manager: &ContainerManager,
+    manager: Arc<ContainerManager>,
     tasks: &TaskManager,
 ) -> Result<Arc<AppState>, NodeError> {
     let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
@@ -173,20 +175,13 @@ fn app_state(
     let server = &config.config.server;
     let rate = &server.rate_limit;
     Ok(Arc::new(AppState {
-        guardian,
+        guardian: ArcSwap::from_pointee(guardian),
         orchestrator,
         store,
-        containers: config
-            .containers
-            .iter()
-            .map(|c| ContainerInfo {
-                description: c.raw.description.clone(),
-                external: c.external,
-                id: c.id.clone(),
-                image: c.raw.image.clone(),
-            })
-            .collect(),
+        containers: ArcSwap::from_pointee(config.containers.iter().map(ContainerInfo::of).collect()),
         states: manager.states(),
+        manager,
+        config: config.clone(),
         chain: chain_info,
         delegated: services.as_ref().map(|s| s.delegated.clone()),
         chain_status: services.map(|s| s.status),

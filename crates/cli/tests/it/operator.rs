@@ -147,4 +147,49 @@ fn admin_commands_are_signed_with_the_operators_key_and_obeyed() {
     let bad = admin(&key_file, &["logs", "--level", "loud"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("level"), "{bad:?}");
+
+    // Containers: deployed from an entry file, listed, replaced, removed.
+    let ids = |key: &std::path::Path| -> Vec<String> {
+        let out = admin(key, &["containers", "list"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        listed["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["entry"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&key_file), ["echo"]);
+    let entry = dir.path().join("entry.json");
+    std::fs::write(
+        &entry,
+        serde_json::json!({"id": "echo2", "port": free_port()}).to_string(),
+    )
+    .unwrap();
+    let added = admin(&key_file, &["containers", "add", "--file", entry.to_str().unwrap()]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert_eq!(ids(&key_file), ["echo", "echo2"]);
+    std::fs::write(
+        &entry,
+        serde_json::json!({"id": "echo2", "port": free_port(), "description": "moved"}).to_string(),
+    )
+    .unwrap();
+    let replaced = admin(&key_file, &["containers", "replace", "--file", entry.to_str().unwrap()]);
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    let replaced: serde_json::Value = serde_json::from_slice(&replaced.stdout).unwrap();
+    assert_eq!(replaced["entry"]["description"], "moved");
+    let removed = admin(&key_file, &["containers", "remove", "echo"]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert_eq!(ids(&key_file), ["echo2"]);
+    let missing = admin(&key_file, &["containers", "remove", "echo"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no container"),
+        "{missing:?}"
+    );
 }

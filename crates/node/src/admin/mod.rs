@@ -8,9 +8,12 @@
 //!
 //! Endpoints: `GET /admin/status`; `POST /admin/pause`, `/admin/resume`, `/admin/drain`;
 //! `GET|PUT /admin/settings` (the provider's settings: availability, pricing, limits);
-//! `GET /admin/logs?since=&level=&limit=` (the node's recent log lines).
+//! `GET /admin/logs?since=&level=&limit=` (the node's recent log lines); `GET|POST
+//! /admin/containers`, `PUT|DELETE /admin/containers/{id}` (see [`containers`]).
 
 pub mod auth;
+pub mod containers;
+mod diagnostics;
 pub mod state;
 
 use std::{path::Path, sync::Arc};
@@ -49,6 +52,16 @@ pub enum AdminError {
     /// The admin state could not be read.
     #[error("admin state: {0}")]
     State(#[from] StateError),
+    /// The containers the operator set no longer pass the config's checks.
+    #[error(
+        "{path}: the containers set through the admin API are not valid with this config: {problems}; fix config.json, or remove \"containers\" from that file to run config.json's"
+    )]
+    Containers {
+        /// The admin state file.
+        path: std::path::PathBuf,
+        /// Every problem, with its path.
+        problems: String,
+    },
 }
 
 /// The node's identity, its operators and what they set.
@@ -58,6 +71,8 @@ pub struct Admin {
     auth: OperatorAuth,
     state: AdminState,
     public_url: Option<String>,
+    /// Container changes are made one at a time.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Admin {
@@ -88,7 +103,31 @@ impl Admin {
             state: AdminState::open(state_path)?,
             identity,
             public_url: operator.public_url.clone(),
+            changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// `config` with the containers the operator set through the API in place of its own, if
+    /// they set any, each with the limits the provider's settings give it.
+    pub fn containers_over(&self, mut config: ValidConfig) -> Result<ValidConfig, AdminError> {
+        let persisted = self.state.get();
+        let Some(entries) = persisted.containers else {
+            containers::limit(&mut config.containers, &persisted.settings.limits);
+            return Ok(config);
+        };
+        let mut valid = containers::parse_entries(&entries)
+            .and_then(|(parsed, unknown)| containers::with_containers(&config, parsed, &unknown))
+            .map_err(|problems| AdminError::Containers {
+                path: self.state.path().to_path_buf(),
+                problems: problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            })?;
+        tracing::info!(
+            state = %self.state.path().display(),
+            containers = valid.containers.len(),
+            "running the containers set through the admin API, not config.json's"
+        );
+        containers::limit(&mut valid.containers, &persisted.settings.limits);
+        Ok(valid)
     }
 
     /// The node's own key.
@@ -122,6 +161,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/drain", post(drain))
         .route("/admin/settings", get(settings).put(put_settings))
         .route("/admin/logs", get(logs))
+        .route("/admin/containers", get(containers::list).post(containers::add))
+        .route(
+            "/admin/containers/{id}",
+            axum::routing::put(containers::replace).delete(containers::remove),
+        )
 }
 
 /// An admin answer that is not a success.
@@ -137,6 +181,14 @@ enum Refusal {
     BadRequest(String),
     /// The change could not be kept (500).
     State(StateError),
+    /// No such container (404).
+    NotFound(String),
+    /// The change clashes with what runs (409): a duplicate id, no room for another container.
+    Conflict(String),
+    /// The container did not come up (400 for an image that cannot be found, else 422).
+    Start(crate::containers::ContainerError),
+    /// The node failed to apply a checked change (500).
+    Internal(String),
 }
 
 impl IntoResponse for Refusal {
@@ -161,6 +213,17 @@ impl IntoResponse for Refusal {
             Self::State(e) => {
                 tracing::error!(error = %e, "cannot keep an admin change");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))
+            }
+            Self::NotFound(message) => (StatusCode::NOT_FOUND, json!({"error": message})),
+            Self::Conflict(message) => (StatusCode::CONFLICT, json!({"error": message})),
+            Self::Start(e @ crate::containers::ContainerError::NoImage { .. }) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": e.to_string(), "problems": [{"path": "image", "message": e.to_string()}]}),
+            ),
+            Self::Start(e) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": e.to_string()})),
+            Self::Internal(message) => {
+                tracing::error!(error = %message, "cannot apply an admin change");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": message}))
             }
         };
         let mut response = (status, Json(body)).into_response();
@@ -219,7 +282,7 @@ async fn identity(State(state): State<Arc<AppState>>) -> Response {
         "operators": admin.operators(),
         "url": admin.public_url,
         "version": env!("CARGO_PKG_VERSION"),
-        "containers": state.containers.iter().filter(|c| c.external).map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        "containers": state.containers.load().iter().filter(|c| c.external).map(|c| c.id.as_str()).collect::<Vec<_>>(),
         "pricing": admin.state.get().settings.pricing,
     });
     let signed = statement::sign(&admin.identity, IDENTITY_SUBJECT, &content).expect("JSON values always serialise");
@@ -243,10 +306,12 @@ fn status_body(state: &AppState, persisted: &Persisted) -> Value {
     })
 }
 
-/// `GET /admin/status`.
+/// `GET /admin/status`: the mode, and the host's `diagnostics` (see [`diagnostics`]).
 async fn status(State(state): State<Arc<AppState>>, signed: Signed) -> Json<Value> {
     tracing::debug!(operator = %npub(&signed.operator), "admin status");
-    Json(status_body(&state, &state.admin.state.get()))
+    let mut body = status_body(&state, &state.admin.state.get());
+    body["diagnostics"] = diagnostics::diagnostics(&state).await;
+    Json(body)
 }
 
 async fn set_mode(state: &AppState, signed: &Signed, mode: Mode) -> Result<Json<Value>, Refusal> {
@@ -286,13 +351,20 @@ async fn put_settings(State(state): State<Arc<AppState>>, signed: Signed) -> Res
         memory_mb: sample.memory_total_bytes >> 20,
         gpus: u32::try_from(sample.gpus.len()).unwrap_or(u32::MAX),
     };
-    let ids: Vec<&str> = state.containers.iter().map(|c| c.id.as_str()).collect();
+    let containers = state.containers.load();
+    let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     settings.check(&ids, &host).map_err(Refusal::Invalid)?;
+    let _one_at_a_time = state.admin.changes.lock().await;
     let persisted = state
         .admin
         .state
         .update(|s| s.settings = settings)
         .map_err(Refusal::State)?;
+    // `max_jobs` applies at once; CPUs, memory and GPUs when the container is next created.
+    state.manager.set_limits(&persisted.settings.limits);
+    state
+        .serve(&state.manager.specs())
+        .map_err(|e| Refusal::Internal(e.to_string()))?;
     tracing::info!(operator = %npub(&signed.operator), "operator changed the provider's settings");
     Ok(Json(persisted.settings))
 }

@@ -1,8 +1,9 @@
 //! What the operator set through the admin API, kept across restarts in `infernet-admin.json`
-//! beside the node's key: whether the node takes new jobs (serving, paused, draining) and the
-//! provider's settings. `config.json` is the starting point; what the API set wins until the file
-//! is removed. Writes go to a temporary file, are synced, then renamed over the old one, so a crash
-//! leaves the old state or the new one, never half of either.
+//! beside the node's key: whether the node takes new jobs (serving, paused, draining), the
+//! provider's settings, and the containers once the operator changed them. `config.json` is the
+//! starting point; what the API set wins until the file is removed. Writes go to a temporary
+//! file (mode 0600: it holds the containers' secrets), are synced, then renamed over the old one,
+//! so a crash leaves the old state or the new one, never half of either.
 //!
 //! [`gate`] is the pure decision every new off-chain job passes: paused, draining or outside the
 //! provider's hours is a refusal with the reason and, outside the hours, when the node opens.
@@ -42,6 +43,10 @@ pub struct Persisted {
     /// The provider's settings.
     #[serde(default)]
     pub settings: Settings,
+    /// The containers the node runs, as `config.json` entries (secrets included), once the
+    /// operator changed them through the API; they replace `config.json`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<serde_json::Value>>,
 }
 
 /// Why the admin state could not be read or written.
@@ -101,6 +106,11 @@ impl AdminState {
         })
     }
 
+    /// The state file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The state now.
     pub fn get(&self) -> Persisted {
         self.current.read().expect("admin state poisoned").clone()
@@ -128,7 +138,12 @@ fn write_atomically(path: &Path, state: &Persisted) -> Result<(), StateError> {
         source,
     };
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // It holds the containers' env and bearer tokens.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io)?;
     let json = serde_json::to_vec_pretty(state).expect("the admin state always serialises");
     file.write_all(&json).and_then(|()| file.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;

@@ -70,6 +70,22 @@ pub struct ContainerConfig {
     pub max_output_size: u64,
 }
 
+impl ContainerConfig {
+    /// The entry as `config.json` holds it, secrets included (the admin state keeps entries the
+    /// operator set; `Serialize` redacts them).
+    pub fn to_entry(&self) -> Value {
+        let mut entry = serde_json::to_value(self).expect("a container entry always serialises");
+        entry["url"] = Value::String(self.url.clone());
+        entry["bearer"] = Value::String(self.bearer.expose().to_string());
+        entry["env"] = Value::Object(self.env.clone());
+        // Left out rather than null: the file's parser takes no null port.
+        if let Value::Object(fields) = &mut entry {
+            fields.retain(|_, v| !v.is_null());
+        }
+        entry
+    }
+}
+
 fn default_call_timeout() -> f64 {
     180.0
 }

@@ -73,6 +73,8 @@ pub struct ContainerSpec {
     pub runtime: Runtime,
     /// The raw config entry (image, command, env, volumes, gpu, description…).
     pub raw: ContainerConfig,
+    /// What the provider lets it use (`limits.<id>` of the admin settings; none in the file).
+    pub limits: infernet_types::settings::Limits,
 }
 
 /// A config that passed validation, with derived values.

@@ -2,11 +2,13 @@
 //!
 //! The container is named after the config `id` (as Ritual's node does) and labelled
 //! [`LABEL_NODE`] plus [`LABEL_HASH`], a hash of everything the config decides (image and the
-//! image id it resolved to, command, env, volumes, port, bind address, GPU). An existing container
-//! is reused only when that hash still matches; otherwise it is recreated (SE-6/7). The service's
-//! port 3000 is published on `127.0.0.1:{port}` only, so nobody can bypass the Guardian by
-//! calling it directly (SE-51). Registry credentials from `docker` are sent as real credentials
-//! (SE-5). The node supervises the container itself, so no Docker restart policy is set.
+//! image id it resolved to, command, env, volumes, port, bind address, GPU, the provider's
+//! limits). An existing container is reused only when that hash still matches; otherwise it is
+//! recreated (SE-6/7). The limits (`limits.<id>` of the admin settings) become its host config:
+//! `cpus` as NanoCpus, `memory_mb` as Memory, `gpus` as an NVIDIA device request for a count or
+//! for device ids. The service's port 3000 is published on `127.0.0.1:{port}` only, so nobody can
+//! bypass the Guardian by calling it directly (SE-51). Registry credentials from `docker` are sent
+//! as real credentials (SE-5). The node supervises the container itself, so no Docker restart policy is set.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -22,6 +24,7 @@ use bollard::{
     },
 };
 use futures::StreamExt;
+use infernet_types::settings::Gpus;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -202,6 +205,7 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
         json!({
             "image": raw.image, "image_id": image_id, "cmd": cmd, "env": env,
             "volumes": raw.volumes, "port": spec.port, "bind": BIND, "gpu": raw.gpu,
+            "limits": spec.limits,
         })
         .to_string()
         .as_bytes(),
@@ -216,13 +220,12 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
             }]),
         )])),
         binds: (!raw.volumes.is_empty()).then(|| raw.volumes.clone()),
-        device_requests: raw.gpu.then(|| {
-            vec![DeviceRequest {
-                count: Some(-1),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]
-        }),
+        nano_cpus: spec.limits.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+        memory: spec
+            .limits
+            .memory_mb
+            .map(|mb| i64::try_from(mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX)),
+        device_requests: gpu_request(spec),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -238,6 +241,79 @@ fn desired(spec: &ContainerSpec, image_id: &str) -> Result<Desired, ContainerErr
         ..Default::default()
     };
     Ok(Desired { body, hash })
+}
+
+/// The GPUs `spec` gets: those its limits name (a count or device ids), else all of them with
+/// `gpu: true`, else none.
+fn gpu_request(spec: &ContainerSpec) -> Option<Vec<DeviceRequest>> {
+    let nvidia = |count, device_ids| DeviceRequest {
+        driver: Some("nvidia".into()),
+        count,
+        device_ids,
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        ..Default::default()
+    };
+    match &spec.limits.gpus {
+        Some(Gpus::Count(n)) => Some(vec![nvidia(Some(i64::from(*n)), None)]),
+        Some(Gpus::Devices(ids)) => Some(vec![nvidia(None, Some(ids.iter().map(u32::to_string).collect()))]),
+        None => spec.raw.gpu.then(|| vec![nvidia(Some(-1), None)]),
+    }
+}
+
+/// What `GET /admin/status` says of the Docker engine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStatus {
+    /// Where the node looks for it (`DOCKER_HOST` or the default socket).
+    pub address: String,
+    /// It answered.
+    pub reachable: bool,
+    /// Its version, when it answered.
+    pub version: Option<String>,
+    /// It has the NVIDIA runtime, which GPU device requests need.
+    pub nvidia_runtime: bool,
+    /// Why it could not be asked.
+    pub error: Option<String>,
+}
+
+/// How long the status waits for the engine.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
+
+/// Asks the engine the node uses whether it runs, and with which runtimes.
+pub async fn engine_status() -> EngineStatus {
+    engine_status_at(&engine_address()).await
+}
+
+/// [`engine_status`] of the engine at `address`.
+pub async fn engine_status_at(address: &str) -> EngineStatus {
+    let down = |error: String| EngineStatus {
+        address: address.to_string(),
+        reachable: false,
+        version: None,
+        nvidia_runtime: false,
+        error: Some(format!(
+            "{error}; start dockerd, or set DOCKER_HOST to where it listens"
+        )),
+    };
+    let docker = if address.starts_with("unix://") {
+        Docker::connect_with_unix(address, STATUS_WAIT.as_secs(), API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(address, STATUS_WAIT.as_secs(), API_DEFAULT_VERSION)
+    };
+    let docker = match docker {
+        Ok(docker) => docker,
+        Err(e) => return down(message(&e)),
+    };
+    match tokio::time::timeout(STATUS_WAIT, docker.info()).await {
+        Ok(Ok(info)) => EngineStatus {
+            address: address.to_string(),
+            reachable: true,
+            version: info.server_version,
+            nvidia_runtime: info.runtimes.is_some_and(|r| r.contains_key("nvidia")),
+            error: None,
+        },
+        Ok(Err(e)) => down(message(&e)),
+        Err(_) => down(format!("no answer within {STATUS_WAIT:?}")),
+    }
 }
 
 impl DockerRuntime {
@@ -299,11 +375,9 @@ impl DockerRuntime {
         drop(pulled);
         match self.api.inspect_image(image).await {
             Ok(found) => Ok(found.id.unwrap_or_default()),
-            Err(e) if is_not_found(&e) => Err(ContainerError::Start {
+            Err(e) if is_not_found(&e) => Err(ContainerError::NoImage {
                 id: id.to_string(),
-                message: format!(
-                    "image {image} not found: it could not be pulled and is not present locally; check the name, the registry and the `docker` credentials, or build it locally"
-                ),
+                image: image.to_string(),
             }),
             Err(e) => Err(ContainerError::Start {
                 id: id.to_string(),
@@ -349,21 +423,33 @@ impl DockerRuntime {
         Ok(())
     }
 
-    async fn create_and_start(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
+    /// Creates the container of `spec` (its image pulled or found locally) without starting it:
+    /// how its host config (limits, GPUs) can be checked on a host that could not run it.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
+        let image_id = self.ensure_image(&spec.id, &spec.raw.image).await?;
+        self.create_only(spec, desired(spec, &image_id)?).await
+    }
+
+    async fn create_only(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
         let options = CreateContainerOptionsBuilder::new().name(&spec.id).build();
         self.api
             .create_container(Some(options), desired.body)
             .await
             .map_err(|e| start_error(spec, &e))?;
+        Ok(())
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec, desired: Desired) -> Result<(), ContainerError> {
+        self.create_only(spec, desired).await?;
         if let Err(e) = self.api.start_container(&spec.id, None).await {
-            self.remove(&spec.id).await;
+            self.delete(&spec.id).await;
             return Err(start_error(spec, &e));
         }
         tracing::info!(container = %spec.id, port = spec.port, image = %spec.raw.image, "started new container");
         Ok(())
     }
 
-    async fn remove(&self, id: &str) {
+    async fn delete(&self, id: &str) {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         if let Err(e) = self.api.remove_container(id, Some(options)).await
             && !is_not_found(&e)
@@ -455,7 +541,7 @@ impl ContainerRuntime for DockerRuntime {
                     created_by_node = hash.is_some(),
                     "existing container does not match the config; recreating it"
                 );
-                self.remove(&spec.id).await;
+                self.delete(&spec.id).await;
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
@@ -504,6 +590,11 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) => tracing::warn!(container = %id, error = %message(&e), "cannot stop container"),
         }
     }
+
+    async fn remove(&self, id: &str) {
+        self.stop(id).await;
+        self.delete(id).await;
+    }
 }
 
 #[cfg(test)]
@@ -521,6 +612,13 @@ mod tests {
             "{e}"
         );
         assert!(e.ends_with("start dockerd or set manage_containers: false"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_engine_is_reported_not_reachable() {
+        let status = engine_status_at("unix:///nonexistent/docker.sock").await;
+        assert!(!status.reachable && !status.nvidia_runtime);
+        assert!(status.error.unwrap().contains("start dockerd"));
     }
 
     #[test]

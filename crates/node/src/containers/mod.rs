@@ -15,8 +15,10 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use infernet_service::retry::{RetryPolicy, Sleeper};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ContainerSpec, Runtime, ValidConfig};
@@ -57,6 +59,16 @@ pub enum ContainerError {
         /// Why.
         message: String,
     },
+    /// The image is neither pullable nor present locally.
+    #[error(
+        "container {id}: image {image} not found: it could not be pulled and is not present locally; check the name, the registry and the `docker` credentials, or build it locally"
+    )]
+    NoImage {
+        /// Container id.
+        id: String,
+        /// The image asked for.
+        image: String,
+    },
     /// The service did not answer in time.
     #[error("container {id}: not ready after {waited:?} (port {port}); last output:\n{logs}")]
     NotReady {
@@ -85,6 +97,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn recent_logs(&self, id: &str) -> String;
     /// Stops the service.
     async fn stop(&self, id: &str);
+    /// Stops the service and removes what the node made for it (a Docker container).
+    async fn remove(&self, id: &str);
 }
 
 /// Restarts of a service that went down: waits bounded by 0.5 s, doubling up to 30 s, with full
@@ -100,42 +114,65 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Cached states, shared with the REST server.
 pub type States = Arc<RwLock<crate::FastMap<String, ContainerState>>>;
 
-/// Starts, watches and stops the node's containers.
+/// A watcher's future: one per managed container, polled by [`ContainerManager::supervise`].
+type Watcher = futures::future::BoxFuture<'static, ()>;
+
+/// Most containers waiting to be watched (deploys are one at a time, so one would do).
+const WATCH_QUEUE: usize = 16;
+
+/// Starts, watches and stops the node's containers; the operator adds and removes them while the
+/// node runs ([`ContainerManager::deploy`], [`ContainerManager::withdraw`]).
+///
+/// ```text
+///   start_all ─┐            deploy ─┐ (start, wait until it answers)
+///              ▼                    ▼
+///   supervise: one watcher per container ── exits? restart with backoff
+///              ▲                    │
+///   withdraw ──┘ cancel its watcher, stop and remove the container
+/// ```
 pub struct ContainerManager {
-    specs: Vec<ContainerSpec>,
+    /// The containers the node runs now.
+    specs: std::sync::Mutex<Vec<ContainerSpec>>,
     startup_wait: Duration,
     process: Arc<process::ProcessRuntime>,
-    docker: Option<Arc<docker::DockerRuntime>>,
+    /// Connected at start when a configured container needs it, else at the first deploy that does.
+    docker: tokio::sync::OnceCell<Arc<docker::DockerRuntime>>,
+    credentials: Option<crate::config::DockerConfig>,
     states: States,
+    /// Each watched container's watcher stops when its token is cancelled.
+    watched: std::sync::Mutex<crate::FastMap<String, CancellationToken>>,
+    /// Parent of every watcher's token; cancelled at shutdown.
+    root: CancellationToken,
+    /// Watchers of deployed containers, on their way to [`Self::supervise`].
+    queue: (mpsc::Sender<Watcher>, tokio::sync::Mutex<mpsc::Receiver<Watcher>>),
 }
 
 impl ContainerManager {
     /// Plans the containers of a validated config, connecting to Docker if any container needs
     /// it; nothing runs yet.
     pub async fn new(config: &ValidConfig) -> Result<Self, ContainerError> {
-        let docker = if config.containers.iter().any(|c| c.runtime == Runtime::Docker) {
-            let credentials = config.config.docker.clone();
-            Some(Arc::new(docker::DockerRuntime::connect(credentials).await?))
-        } else {
-            None
-        };
+        let credentials = config.config.docker.clone();
+        let docker = tokio::sync::OnceCell::new();
+        if config.containers.iter().any(|c| c.runtime == Runtime::Docker) {
+            let connected = docker::DockerRuntime::connect(credentials.clone()).await?;
+            docker.set(Arc::new(connected)).ok();
+        }
         let states = config
             .containers
             .iter()
-            .map(|c| {
-                let state = match c.runtime {
-                    Runtime::Process(_) | Runtime::Docker => ContainerState::Starting,
-                    Runtime::Remote | Runtime::Unmanaged => ContainerState::Running,
-                };
-                (c.id.clone(), state)
-            })
+            .map(|c| (c.id.clone(), initial_state(c)))
             .collect();
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         Ok(Self {
-            specs: config.containers.clone(),
+            specs: std::sync::Mutex::new(config.containers.clone()),
             startup_wait: Duration::from_secs_f64(config.config.startup_wait),
             process: Arc::new(process::ProcessRuntime::default()),
             docker,
+            credentials,
             states: Arc::new(RwLock::new(states)),
+            watched: std::sync::Mutex::default(),
+            root: CancellationToken::new(),
+            queue: (tx, tokio::sync::Mutex::new(rx)),
         })
     }
 
@@ -144,10 +181,44 @@ impl ContainerManager {
         self.states.clone()
     }
 
-    fn runtime(&self, spec: &ContainerSpec) -> Option<Arc<dyn ContainerRuntime>> {
+    /// The containers the node runs now.
+    pub fn specs(&self) -> Vec<ContainerSpec> {
+        self.specs.lock().expect("container specs poisoned").clone()
+    }
+
+    /// Gives the containers their `limits` from the provider's settings (Docker applies them when
+    /// it next creates a container).
+    pub fn set_limits(&self, limits: &std::collections::BTreeMap<String, infernet_types::settings::Limits>) {
+        let mut specs = self.specs.lock().expect("container specs poisoned");
+        for spec in specs.iter_mut() {
+            spec.limits = limits.get(&spec.id).cloned().unwrap_or_default();
+        }
+    }
+
+    /// The runtime that runs `spec`, connecting to Docker when it is first needed.
+    async fn runtime(&self, spec: &ContainerSpec) -> Result<Option<Arc<dyn ContainerRuntime>>, ContainerError> {
+        Ok(match spec.runtime {
+            Runtime::Process(_) => Some(self.process.clone()),
+            Runtime::Docker => {
+                let docker = self
+                    .docker
+                    .get_or_try_init(|| async {
+                        docker::DockerRuntime::connect(self.credentials.clone())
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await?;
+                Some(docker.clone())
+            }
+            Runtime::Remote | Runtime::Unmanaged => None,
+        })
+    }
+
+    /// The runtime of a container already running (Docker is connected by then).
+    fn running_runtime(&self, spec: &ContainerSpec) -> Option<Arc<dyn ContainerRuntime>> {
         match spec.runtime {
             Runtime::Process(_) => Some(self.process.clone()),
-            Runtime::Docker => self.docker.clone().map(|d| d as Arc<dyn ContainerRuntime>),
+            Runtime::Docker => self.docker.get().map(|d| d.clone() as Arc<dyn ContainerRuntime>),
             Runtime::Remote | Runtime::Unmanaged => None,
         }
     }
@@ -159,27 +230,32 @@ impl ContainerManager {
             .insert(id.to_string(), state);
     }
 
+    /// Starts `spec` on `runtime` and waits until it answers (at most `startup_wait`); one that
+    /// does not is stopped again.
+    async fn start_ready(&self, runtime: &dyn ContainerRuntime, spec: &ContainerSpec) -> Result<(), ContainerError> {
+        runtime.start(spec).await?;
+        tracing::info!(container = %spec.id, port = spec.port, "container started, waiting until it answers");
+        if let Err(waited) = wait_ready(spec.port, self.startup_wait).await {
+            let logs = runtime.recent_logs(&spec.id).await;
+            runtime.stop(&spec.id).await;
+            return Err(ContainerError::NotReady {
+                id: spec.id.clone(),
+                port: spec.port,
+                waited,
+                logs,
+            });
+        }
+        self.set_state(&spec.id, ContainerState::Running);
+        tracing::info!(container = %spec.id, "container ready");
+        Ok(())
+    }
+
     /// Starts every managed service and waits until each answers (at most `startup_wait`).
     pub async fn start_all(&self) -> Result<(), ContainerError> {
-        let starts = self.specs.iter().filter_map(|spec| {
-            let runtime = self.runtime(spec)?;
-            Some(async move {
-                runtime.start(spec).await?;
-                tracing::info!(container = %spec.id, port = spec.port, "container started, waiting until it answers");
-                if let Err(e) = wait_ready(spec.port, self.startup_wait).await {
-                    let logs = runtime.recent_logs(&spec.id).await;
-                    runtime.stop(&spec.id).await;
-                    return Err(ContainerError::NotReady {
-                        id: spec.id.clone(),
-                        port: spec.port,
-                        waited: e,
-                        logs,
-                    });
-                }
-                self.set_state(&spec.id, ContainerState::Running);
-                tracing::info!(container = %spec.id, "container ready");
-                Ok(())
-            })
+        let specs = self.specs();
+        let starts = specs.iter().filter_map(|spec| {
+            let runtime = self.running_runtime(spec)?;
+            Some(async move { self.start_ready(runtime.as_ref(), spec).await })
         });
         let results = futures::future::join_all(starts).await;
         let mut first_error = None;
@@ -198,71 +274,153 @@ impl ContainerManager {
         }
     }
 
-    /// Watches managed services until `shutdown`, restarting any that exits, with backoff.
-    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
-        let watchers = self.specs.iter().filter_map(|spec| {
-            let runtime = self.runtime(spec)?;
-            let shutdown = shutdown.clone();
-            let this = self.clone();
-            Some(async move {
-                let mut backoff = RESTART.backoff(Sleeper::default());
-                // When the service was last seen answering (None while it is down).
-                let mut up_since = Some(tokio::time::Instant::now());
-                loop {
-                    let reason = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        reason = runtime.wait_exit(&spec.id) => reason,
-                    };
-                    // A service that stayed up a while starts over; one that keeps failing (crash
-                    // loop, unhealthy) waits longer each time, which also keeps the logs readable.
-                    if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
-                        backoff.reset();
-                    }
-                    let delay = backoff.next_delay().unwrap_or(RESTART.max_delay);
-                    let logs = runtime.recent_logs(&spec.id).await;
-                    tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {delay:?}");
-                    this.set_state(&spec.id, ContainerState::Failed(reason));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = backoff.sleep(delay) => {}
-                    }
-                    this.set_state(&spec.id, ContainerState::Starting);
-                    let started = match runtime.start(spec).await {
-                        Ok(()) => {
-                            let ready = wait_ready(spec.port, this.startup_wait.max(Duration::from_secs(1))).await;
-                            if ready.is_err() {
-                                tracing::warn!(container = %spec.id, "restarted container does not answer; stopping it to try again");
-                                // Stopped, it is seen as down again by `wait_exit`.
-                                runtime.stop(&spec.id).await;
-                            }
-                            ready.is_ok()
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "container restart failed");
-                            false
-                        }
-                    };
-                    if started {
-                        tracing::info!(container = %spec.id, "container back up");
-                        this.set_state(&spec.id, ContainerState::Running);
-                        up_since = Some(tokio::time::Instant::now());
-                    }
+    /// Runs a new container: pulls its image, starts it, waits until it answers, then watches
+    /// it like the configured ones. On failure nothing of it is left running.
+    pub async fn deploy(self: &Arc<Self>, spec: ContainerSpec) -> Result<(), ContainerError> {
+        self.set_state(&spec.id, initial_state(&spec));
+        let started = async {
+            if let Some(runtime) = self.runtime(&spec).await? {
+                self.start_ready(runtime.as_ref(), &spec).await?;
+                let token = self.root.child_token();
+                self.watched
+                    .lock()
+                    .expect("watchers poisoned")
+                    .insert(spec.id.clone(), token.clone());
+                let watcher = self.clone().watch(runtime, spec.clone(), token);
+                // Bounded; `supervise` takes each at once.
+                if self.queue.0.send(watcher).await.is_err() {
+                    return Err(ContainerError::Engine("the node is shutting down".into()));
                 }
+            }
+            Ok(())
+        };
+        if let Err(e) = started.await {
+            self.states.write().expect("container states poisoned").remove(&spec.id);
+            return Err(e);
+        }
+        self.specs.lock().expect("container specs poisoned").push(spec);
+        Ok(())
+    }
+
+    /// Stops watching the container `id`, stops it and removes it (a Docker container is
+    /// deleted). Returns its spec, if the node ran it.
+    pub async fn withdraw(&self, id: &str) -> Option<ContainerSpec> {
+        let spec = {
+            let mut specs = self.specs.lock().expect("container specs poisoned");
+            let at = specs.iter().position(|s| s.id == id)?;
+            specs.remove(at)
+        };
+        if let Some(token) = self.watched.lock().expect("watchers poisoned").remove(id) {
+            token.cancel();
+        }
+        if let Some(runtime) = self.running_runtime(&spec) {
+            runtime.remove(id).await;
+        }
+        self.states.write().expect("container states poisoned").remove(id);
+        tracing::info!(container = %id, "container withdrawn");
+        Some(spec)
+    }
+
+    /// Watches managed services until `shutdown`, restarting any that exits, with backoff; also
+    /// watches those deployed later.
+    pub async fn supervise(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut watchers: futures::stream::FuturesUnordered<Watcher> = self
+            .specs()
+            .into_iter()
+            .filter_map(|spec| {
+                let runtime = self.running_runtime(&spec)?;
+                let token = self.root.child_token();
+                self.watched
+                    .lock()
+                    .expect("watchers poisoned")
+                    .insert(spec.id.clone(), token.clone());
+                Some(self.clone().watch(runtime, spec, token))
             })
-        });
-        futures::future::join_all(watchers).await;
+            .collect();
+        let mut queue = self.queue.1.lock().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(watcher) = queue.recv() => watchers.push(watcher),
+                Some(()) = watchers.next(), if !watchers.is_empty() => {}
+            }
+        }
+        self.root.cancel();
+    }
+
+    /// Restarts `spec` whenever it exits, until `stop` is cancelled.
+    fn watch(
+        self: Arc<Self>,
+        runtime: Arc<dyn ContainerRuntime>,
+        spec: ContainerSpec,
+        stop: CancellationToken,
+    ) -> Watcher {
+        Box::pin(async move {
+            let mut backoff = RESTART.backoff(Sleeper::default());
+            // When the service was last seen answering (None while it is down).
+            let mut up_since = Some(tokio::time::Instant::now());
+            loop {
+                let reason = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    reason = runtime.wait_exit(&spec.id) => reason,
+                };
+                // A service that stayed up a while starts over; one that keeps failing (crash
+                // loop, unhealthy) waits longer each time, which also keeps the logs readable.
+                if up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay().unwrap_or(RESTART.max_delay);
+                let logs = runtime.recent_logs(&spec.id).await;
+                tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {delay:?}");
+                self.set_state(&spec.id, ContainerState::Failed(reason));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = backoff.sleep(delay) => {}
+                }
+                self.set_state(&spec.id, ContainerState::Starting);
+                let started = match runtime.start(&spec).await {
+                    Ok(()) => {
+                        let ready = wait_ready(spec.port, self.startup_wait.max(Duration::from_secs(1))).await;
+                        if ready.is_err() {
+                            tracing::warn!(container = %spec.id, "restarted container does not answer; stopping it to try again");
+                            // Stopped, it is seen as down again by `wait_exit`.
+                            runtime.stop(&spec.id).await;
+                        }
+                        ready.is_ok()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "container restart failed");
+                        false
+                    }
+                };
+                if started {
+                    tracing::info!(container = %spec.id, "container back up");
+                    self.set_state(&spec.id, ContainerState::Running);
+                    up_since = Some(tokio::time::Instant::now());
+                }
+            }
+        })
     }
 
     /// Stops every managed service.
     pub async fn stop_all(&self) {
-        let stops = self.specs.iter().filter_map(|spec| {
-            let runtime = self.runtime(spec)?;
+        let specs = self.specs();
+        let stops = specs.iter().filter_map(|spec| {
+            let runtime = self.running_runtime(spec)?;
             Some(async move {
                 runtime.stop(&spec.id).await;
                 self.set_state(&spec.id, ContainerState::Stopped);
             })
         });
         futures::future::join_all(stops).await;
+    }
+}
+
+/// What the node knows of a container before it has started it.
+fn initial_state(spec: &ContainerSpec) -> ContainerState {
+    match spec.runtime {
+        Runtime::Process(_) | Runtime::Docker => ContainerState::Starting,
+        Runtime::Remote | Runtime::Unmanaged => ContainerState::Running,
     }
 }
 

@@ -210,4 +210,9 @@ impl ContainerRuntime for ProcessRuntime {
             let _ = exit.wait_for(Option::is_some).await;
         }
     }
+
+    async fn remove(&self, id: &str) {
+        self.stop(id).await;
+        self.procs.lock().expect("process table poisoned").remove(id);
+    }
 }

@@ -13,19 +13,21 @@ mod stream;
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::{StatusCode, header::HeaderValue};
 use infernet_types::{
     ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH, nested_deeper_than,
 };
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use self::http::{CallError, ContainerHttp, Endpoint};
 pub use self::stream::JobStream;
 
 use crate::{
-    config::ValidConfig,
+    config::{ContainerSpec, ValidConfig},
     stats::metrics::{Metrics, Source},
     store::{JobStore, StoreError},
 };
@@ -46,6 +48,25 @@ struct Target {
     timeout: Duration,
     /// Most bytes one call may answer.
     max_output: usize,
+    /// Jobs at once (`limits.<id>.max_jobs`): its permits and their number.
+    slots: Option<(Arc<Semaphore>, u32)>,
+}
+
+/// The permits of an admitted off-chain job: one per container of its pipeline that has a
+/// `max_jobs`, held until the job ends.
+#[derive(Debug, Default)]
+pub struct Slots(Vec<OwnedSemaphorePermit>);
+
+/// A container already runs as many jobs as its provider allows (HTTP 429).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "container {container} is running its most jobs at once ({max_jobs}, limits.{container}.max_jobs); retry shortly or try another node"
+)]
+pub struct Busy {
+    /// Container id.
+    pub container: String,
+    /// `limits.<id>.max_jobs`.
+    pub max_jobs: u32,
 }
 
 /// Why the Orchestrator could not be built.
@@ -60,6 +81,17 @@ pub enum OrchestratorError {
     /// A bearer token has characters not allowed in an HTTP header.
     #[error("containers[{0}].bearer: contains characters not allowed in an HTTP header")]
     Bearer(usize),
+}
+
+impl OrchestratorError {
+    /// The field of the container entry at fault, as the admin API names it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Client(_) => "containers",
+            Self::Url(_) => "url",
+            Self::Bearer(_) => "bearer",
+        }
+    }
 }
 
 /// Why a container's `/service-resources` is left out of the node's answer (it is logged).
@@ -201,8 +233,9 @@ struct Pipeline {
 /// Accepts, runs and records jobs.
 pub struct Orchestrator {
     client: ContainerHttp,
-    /// Shared: a streamed body keeps its container's for its errors.
-    targets: crate::FastMap<String, Arc<Target>>,
+    /// By container id; swapped whole when the operator changes the containers. Shared: a
+    /// streamed body keeps its container's for its errors.
+    targets: ArcSwap<crate::FastMap<String, Arc<Target>>>,
     store: Arc<dyn JobStore>,
     metrics: Arc<Metrics>,
     /// Off-chain jobs running in the background, awaited at shutdown.
@@ -221,6 +254,44 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
+/// How the Orchestrator reaches each of `containers`; a container whose `max_jobs` did not change
+/// keeps its permits from `old`, so jobs running through a change still count.
+fn targets(
+    containers: &[ContainerSpec],
+    old: &crate::FastMap<String, Arc<Target>>,
+) -> Result<crate::FastMap<String, Arc<Target>>, OrchestratorError> {
+    let mut targets = crate::FastMap::default();
+    for (i, c) in containers.iter().enumerate() {
+        let bearer = if c.bearer.is_empty() {
+            None
+        } else {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", c.bearer.expose()))
+                .map_err(|_| OrchestratorError::Bearer(i))?;
+            v.set_sensitive(true);
+            Some(v)
+        };
+        let output_url = Endpoint::new(c.base_url.join("service_output")).ok_or(OrchestratorError::Url(i))?;
+        // On the same connections as the calls.
+        let resources_url = output_url.beside(c.base_url.join("service-resources"));
+        targets.insert(
+            c.id.clone(),
+            Arc::new(Target {
+                id: c.id.clone(),
+                output_url,
+                resources_url,
+                bearer,
+                timeout: c.timeout,
+                max_output: size(c.raw.max_output_size),
+                slots: c.limits.max_jobs.map(|max| {
+                    let kept = old.get(&c.id).and_then(|t| t.slots.clone()).filter(|(_, n)| *n == max);
+                    kept.unwrap_or_else(|| (Arc::new(Semaphore::new(max as usize)), max))
+                }),
+            }),
+        );
+    }
+    Ok(targets)
+}
+
 fn new_job_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -237,40 +308,27 @@ impl Orchestrator {
         store: Arc<dyn JobStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, OrchestratorError> {
-        let client = ContainerHttp::new()?;
-        let mut targets = crate::FastMap::default();
-        for (i, c) in config.containers.iter().enumerate() {
-            let bearer = if c.bearer.is_empty() {
-                None
-            } else {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", c.bearer.expose()))
-                    .map_err(|_| OrchestratorError::Bearer(i))?;
-                v.set_sensitive(true);
-                Some(v)
-            };
-            let output_url = Endpoint::new(c.base_url.join("service_output")).ok_or(OrchestratorError::Url(i))?;
-            // On the same connections as the calls.
-            let resources_url = output_url.beside(c.base_url.join("service-resources"));
-            targets.insert(
-                c.id.clone(),
-                Arc::new(Target {
-                    id: c.id.clone(),
-                    output_url,
-                    resources_url,
-                    bearer,
-                    timeout: c.timeout,
-                    max_output: size(c.raw.max_output_size),
-                }),
-            );
-        }
         Ok(Self {
-            client,
-            targets,
+            client: ContainerHttp::new()?,
+            targets: ArcSwap::from_pointee(targets(&config.containers, &crate::FastMap::default())?),
             store,
             metrics,
             jobs: TaskTracker::new(),
             max_result: size(config.config.store.max_result_size),
         })
+    }
+
+    /// Whether the Orchestrator can call each of `containers` (URL, bearer token).
+    pub fn check(containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
+        targets(containers, &crate::FastMap::default()).map(drop)
+    }
+
+    /// Serves `containers` from now on (the operator changed them); jobs already running keep
+    /// the targets they started with.
+    pub fn serve(&self, containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
+        let next = targets(containers, &self.targets.load())?;
+        self.targets.store(Arc::new(next));
+        Ok(())
     }
 
     /// The node's metrics.
@@ -288,20 +346,51 @@ impl Orchestrator {
         &self.jobs
     }
 
-    fn target(&self, id: &str) -> Result<&Arc<Target>, CallFailure> {
+    fn target(&self, id: &str) -> Result<Arc<Target>, CallFailure> {
         self.targets
+            .load()
             .get(id)
+            .cloned()
             .ok_or_else(|| CallFailure::Unknown { id: id.to_string() })
     }
 
-    /// Accepts an off-chain job the Guardian admitted: stores it running, then runs it in the
-    /// background and stores its result. Answers its id once the running record is stored.
-    pub async fn submit(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> Result<String, StoreError> {
+    /// Takes a permit of each container of `containers` that has a `max_jobs`, without waiting:
+    /// an off-chain job over the limit is refused (429), never queued.
+    pub fn admit(&self, containers: &[String]) -> Result<Slots, Busy> {
+        let targets = self.targets.load();
+        let mut slots = Slots::default();
+        for (i, id) in containers.iter().enumerate() {
+            // A container repeated in the pipeline runs one call at a time: one permit.
+            if containers[..i].contains(id) {
+                continue;
+            }
+            if let Some((permits, max_jobs)) = targets.get(id).and_then(|t| t.slots.as_ref()) {
+                let permit = permits.clone().try_acquire_owned().map_err(|_| Busy {
+                    container: id.clone(),
+                    max_jobs: *max_jobs,
+                })?;
+                slots.0.push(permit);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Accepts an off-chain job the Guardian admitted, with its `slots`: stores it running, then
+    /// runs it in the background and stores its result. Answers its id once the running record
+    /// is stored.
+    pub async fn submit(
+        self: &Arc<Self>,
+        owner: IpAddr,
+        request: JobRequest,
+        slots: Slots,
+    ) -> Result<String, StoreError> {
         let id = new_job_id();
         self.store.put(owner, &JobResult::running(&id)).await?;
         let (this, job) = (self.clone(), id.clone());
-        self.jobs
-            .spawn(async move { this.run_offchain(job, owner, request).await });
+        self.jobs.spawn(async move {
+            this.run_offchain(job, owner, request).await;
+            drop(slots);
+        });
         Ok(id)
     }
 
@@ -313,7 +402,12 @@ impl Orchestrator {
             data: Value::Object(request.data),
         };
         let run = self
-            .pipeline(&request.containers, input, request.requires_proof.unwrap_or(false))
+            .pipeline(
+                &request.containers,
+                input,
+                request.requires_proof.unwrap_or(false),
+                true,
+            )
             .await;
         let job = JobResult::finished(id, self.storable(run));
         self.metrics
@@ -366,12 +460,17 @@ impl Orchestrator {
             .map_err(|e| CallFailure::of(e, target, url))
     }
 
-    /// One container call: its parsed answer and the answer as sent.
-    async fn call(&self, id: &str, input: &ContainerInput) -> Result<(Value, Bytes), CallFailure> {
+    /// One container call: its parsed answer and the answer as sent. A job not `admitted` with
+    /// its [`Slots`] (a chain job) waits here for a permit of a container with a `max_jobs`.
+    async fn call(&self, id: &str, input: &ContainerInput, admitted: bool) -> Result<(Value, Bytes), CallFailure> {
         let target = self.target(id)?;
+        let _slot = match (&target.slots, admitted) {
+            (Some((permits, _)), false) => permits.clone().acquire_owned().await.ok(),
+            _ => None,
+        };
         let (status, body) = self
             .exchange(
-                target,
+                &target,
                 &target.output_url,
                 Some(crate::json::container_input(input)),
                 target.timeout,
@@ -401,11 +500,11 @@ impl Orchestrator {
         input: JobInput,
         requires_proof: bool,
     ) -> (Vec<ContainerResult>, Bytes) {
-        let run = self.pipeline(containers, input, requires_proof).await;
+        let run = self.pipeline(containers, input, requires_proof, false).await;
         (run.results, run.raw)
     }
 
-    async fn pipeline(&self, containers: &[String], input: JobInput, requires_proof: bool) -> Pipeline {
+    async fn pipeline(&self, containers: &[String], input: JobInput, requires_proof: bool, admitted: bool) -> Pipeline {
         let mut run = Pipeline {
             results: Vec::with_capacity(containers.len()),
             raw: Bytes::new(),
@@ -424,7 +523,7 @@ impl Orchestrator {
         };
         for (i, id) in containers.iter().enumerate() {
             let started = std::time::Instant::now();
-            let outcome = self.call(id, &next).await;
+            let outcome = self.call(id, &next, admitted).await;
             self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
             match outcome {
                 Ok((output, body)) => {
@@ -461,7 +560,8 @@ impl Orchestrator {
     /// Collects every container's `/service-resources` (with `model_id` if given), concurrently.
     /// Containers that fail or answer non-JSON are left out (and logged).
     pub async fn resources(&self, model_id: Option<&str>) -> Map<String, Value> {
-        let calls = self.targets.iter().map(|(id, target)| async move {
+        let targets = self.targets.load_full();
+        let calls = targets.iter().map(|(id, target)| async move {
             let url = match model_id {
                 Some(model) => target.resources_url.with_query(&[("model_id", model)]),
                 None => target.resources_url.clone(),

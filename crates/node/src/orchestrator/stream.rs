@@ -39,7 +39,7 @@ impl Orchestrator {
     /// Accepts a streaming job the Guardian admitted: stores it running and answers its body.
     /// The container is called when the body is first read past the id line; the outcome is
     /// stored when the stream ends, fails, or is dropped (the client went away).
-    pub fn stream(self: &Arc<Self>, owner: IpAddr, request: JobRequest) -> JobStream {
+    pub fn stream(self: &Arc<Self>, owner: IpAddr, request: JobRequest, slots: super::Slots) -> JobStream {
         let id = new_job_id();
         // Written off the response path; one writer keeps this and the result in order.
         self.store.put_detached(owner, JobResult::running(&id));
@@ -73,6 +73,7 @@ impl Orchestrator {
             received: 0,
             max_output,
             failed: None,
+            _slots: slots,
         }
     }
 
@@ -93,7 +94,7 @@ impl Orchestrator {
         let send = self.client.send(&target.output_url, target.bearer.as_ref(), Some(body));
         let response = tokio::select! {
             biased;
-            response = send => response.map_err(|e| CallFailure::of(e, target, &target.output_url))?,
+            response = send => response.map_err(|e| CallFailure::of(e, &target, &target.output_url))?,
             () = deadline.as_mut() => return Err(CallFailure::TimedOut { id: target.id.clone(), timeout: idle }),
         };
         let status = response.status;
@@ -107,7 +108,7 @@ impl Orchestrator {
         }
         Ok(IdleTimeout {
             body: response.into_stream(),
-            target: target.clone(),
+            target,
             deadline,
             last: tokio::time::Instant::now(),
             done: false,
@@ -128,6 +129,8 @@ pub struct JobStream {
     max_output: usize,
     /// A failure to report after the output that preceded it.
     failed: Option<CallFailure>,
+    /// The job's permits (`max_jobs`), held until the stream ends.
+    _slots: super::Slots,
 }
 
 enum Stage {

@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 use crate::{guardian::Rejection, store::StoreError};
 
+/// What a job refused for a container's `max_jobs` is told to wait: no job's end can be
+/// predicted, and a second is about the shortest model call worth retrying for.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// An error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +47,9 @@ pub enum ApiError {
         /// When a request fits again.
         retry_after: Duration,
     },
+    /// A container of the job runs its most jobs at once (429 with `Retry-After`).
+    #[error(transparent)]
+    Busy(#[from] crate::orchestrator::Busy),
     /// An item of a batch past the client's rate limit (429 in the batch's answer).
     #[error("too many requests: this job is past your rate limit (server.rate_limit); submit it again later")]
     BatchItemLimited,
@@ -82,7 +89,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Rejected(_) | Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } | Self::BatchItemLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::Busy(_) | Self::BatchItemLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) | Self::Closed { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -119,7 +126,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %e, "job store error");
         }
         let mut response = (self.status(), Json(self.body())).into_response();
-        if let Self::TooManyRequests { retry_after } = self {
+        let retry_after = match self {
+            Self::TooManyRequests { retry_after } => Some(retry_after),
+            Self::Busy(_) => Some(BUSY_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }

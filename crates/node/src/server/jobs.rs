@@ -83,6 +83,7 @@ where
 async fn accept_delegated(state: &AppState, body: DelegatedBody) -> Result<(), ApiError> {
     state
         .guardian
+        .load()
         .check_delegated_precondition(&body.subscription, body.expiry, crate::store::unix_now())
         .map_err(ApiError::Rejected)?;
     let request = body.parse()?;
@@ -104,6 +105,7 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
     })?;
     state
         .guardian
+        .load()
         .check_offchain(&request.containers, request.requires_proof.unwrap_or(false), client)
         .map_err(ApiError::Rejected)?;
     let states = state.states.read().expect("container states poisoned");
@@ -123,7 +125,8 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
 /// Admits an off-chain job and hands it to the Orchestrator; answers its id.
 async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> Result<String, ApiError> {
     admit(state, client, &request)?;
-    Ok(state.orchestrator.submit(client, request).await?)
+    let slots = state.orchestrator.admit(&request.containers)?;
+    Ok(state.orchestrator.submit(client, request, slots).await?)
 }
 
 /// One job of a request body, answered as `POST /api/jobs` answers it.
@@ -146,7 +149,7 @@ async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Val
         (status = 403, description = "Delegated subscription whose signature is not the owner's signer's"),
         (status = 405, description = "Rejected by the Guardian: `{\"error\", \"params\"}`"),
         (status = 413, description = "Body too large"),
-        (status = 429, description = "Rate limited"),
+        (status = 429, description = "Rate limited, or a container of the job runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "A container is restarting, the store is down, or the chain cannot be reached"),
     ))]
 pub(super) async fn create(
@@ -208,7 +211,7 @@ pub(super) async fn batch(
         (status = 400, description = "Malformed request (the failing field is named), no container, or `data` nested deeper than 100 levels"),
         (status = 405, description = "Rejected by the Guardian, or a delegated subscription"),
         (status = 413, description = "Body too large"),
-        (status = 429, description = "Rate limited"),
+        (status = 429, description = "Rate limited, or the container runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "The container is restarting"),
     ))]
 pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B) -> Response
@@ -247,7 +250,8 @@ where
         }
     };
     admit(state, client, &request)?;
-    let body = Body::from_stream(state.orchestrator.stream(client, request));
+    let slots = state.orchestrator.admit(&request.containers)?;
+    let body = Body::from_stream(state.orchestrator.stream(client, request, slots));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 

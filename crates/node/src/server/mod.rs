@@ -12,6 +12,7 @@ pub use routed::CLIENT_HEADER;
 
 use std::{net::SocketAddr, sync::Arc};
 
+use arc_swap::ArcSwap;
 use axum::{
     Router,
     extract::{ConnectInfo, DefaultBodyLimit, Request, State},
@@ -27,7 +28,13 @@ pub use front::serve;
 pub use infernet_service::{client_ip::ClientIp, rate_limit};
 pub use openapi::ApiDoc;
 
-use crate::{containers::States, guardian::Guardian, orchestrator::Orchestrator, store::JobStore};
+use crate::{
+    config::{ContainerSpec, ValidConfig},
+    containers::{ContainerManager, States},
+    guardian::Guardian,
+    orchestrator::{Orchestrator, OrchestratorError},
+    store::JobStore,
+};
 use rate_limit::RateLimiter;
 
 /// What `/info` says of a container.
@@ -41,6 +48,18 @@ pub struct ContainerInfo {
     pub id: String,
     /// Image (empty for remote and process services).
     pub image: String,
+}
+
+impl ContainerInfo {
+    /// What `/info` says of `spec`.
+    pub fn of(spec: &ContainerSpec) -> Self {
+        Self {
+            description: spec.raw.description.clone(),
+            external: spec.external,
+            id: spec.id.clone(),
+            image: spec.raw.image.clone(),
+        }
+    }
 }
 
 /// What `/info` says of the chain side.
@@ -58,14 +77,19 @@ pub struct ChainInfo {
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// Request filter.
-    pub guardian: Guardian,
+    /// Request filter; swapped whole when the operator changes the containers.
+    pub guardian: ArcSwap<Guardian>,
     /// Pipeline runner.
     pub orchestrator: Arc<Orchestrator>,
     /// Job store.
     pub store: Arc<dyn JobStore>,
-    /// Containers, in config order.
-    pub containers: Vec<ContainerInfo>,
+    /// Containers, in config order; swapped whole when the operator changes them.
+    pub containers: ArcSwap<Vec<ContainerInfo>>,
+    /// Starts, watches and stops the containers the node runs.
+    pub manager: Arc<ContainerManager>,
+    /// The config the node started with (the containers it runs now: see `manager`), for
+    /// checking the containers an operator adds against the rest of it.
+    pub config: ValidConfig,
     /// Cached container states.
     pub states: States,
     /// Chain status.
@@ -88,6 +112,23 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// Checks the dispatches of the routers in `network.routers` (none: no router is trusted).
     pub routers: Option<crate::admin::auth::OperatorAuth>,
+}
+
+impl AppState {
+    /// Serves jobs on `containers` from now on: the Orchestrator's targets first, so that a job
+    /// the Guardian admits finds its container.
+    pub fn serve(&self, containers: &[ContainerSpec]) -> Result<(), OrchestratorError> {
+        self.orchestrator.serve(containers)?;
+        for c in containers {
+            self.orchestrator.metrics().add_container(&c.id);
+        }
+        let payment = self.config.payment_address().is_some();
+        self.guardian
+            .store(Arc::new(Guardian::new(containers, self.chain.enabled, payment)));
+        self.containers
+            .store(Arc::new(containers.iter().map(ContainerInfo::of).collect()));
+        Ok(())
+    }
 }
 
 impl TrustedProxies for AppState {

@@ -126,6 +126,12 @@ impl Metrics {
         m
     }
 
+    /// Counts calls to `id` too (a container the operator added).
+    pub fn add_container(&self, id: &str) {
+        let mut map = self.containers.write().expect("metrics poisoned");
+        map.entry(id.to_string()).or_default();
+    }
+
     /// A finished job.
     pub fn job(&self, source: Source, success: bool, took: Duration) {
         self.jobs[source as usize][usize::from(!success)].fetch_add(1, Ordering::Relaxed);

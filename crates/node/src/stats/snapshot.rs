@@ -68,6 +68,7 @@ impl Snapshot {
             let states = state.states.read().expect("container states poisoned");
             let containers = state
                 .containers
+                .load()
                 .iter()
                 .map(|c| (c.clone(), states.get(&c.id) == Some(&ContainerState::Running)))
                 .collect();

@@ -47,7 +47,13 @@ async fn heartbeat_sink() -> (u16, tokio::sync::watch::Receiver<Value>) {
 }
 
 /// Sends `method path` with `body`, signed by `signer` for the node's URL (or the `signed_url` given).
-async fn signed(node: &TestNode, signer: &Identity, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn signed(
+    node: &TestNode,
+    signer: &Identity,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let url = node.at(path);
     let body = body.map(Value::to_string);
     let header = nip98::authorization(signer, method, &url, body.as_deref().map(str::as_bytes));
@@ -256,4 +262,170 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A node that runs the hello-world program as `hello` and is managed by `operator`, its store
+/// (and so its admin state) in `dir`.
+async fn hello_node(operator: &Identity, dir: &std::path::Path, port: u16) -> TestNode {
+    TestNode::start(json!({
+        "containers": [hello_process("hello", port)],
+        "store": {"path": dir.join("jobs.db").display().to_string()},
+        "operator": {"pubkeys": [operator.npub()]},
+    }))
+    .await
+}
+
+fn hello_process(id: &str, port: u16) -> Value {
+    json!({"id": id, "port": port, "process": {"program": "hello-world"}})
+}
+
+/// Runs a job on `container`: the finished job, or the refusal's status and body.
+async fn job_on(node: &TestNode, container: &str) -> Result<Value, (u16, Value)> {
+    let body = json!({"containers": [container], "data": {"name": "ada"}}).to_string();
+    let (status, answer) = send("POST", &node.at("/api/jobs"), None, Some(body)).await;
+    if status != 200 {
+        return Err((status, answer));
+    }
+    Ok(crate::support::wait_job(node, answer["id"].as_str().unwrap(), false).await)
+}
+
+fn answers(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn problem_paths(answer: &Value) -> Vec<&str> {
+    answer["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems listed: {answer}"))
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_operator_adds_replaces_and_removes_containers_and_a_restart_keeps_them() {
+    let operator = Identity::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, added, moved) = (
+        crate::support::free_port(),
+        crate::support::free_port(),
+        crate::support::free_port(),
+    );
+    let node = hello_node(&operator, dir.path(), first).await;
+    let (status, listed) = signed(&node, &operator, "GET", "/admin/containers", None).await;
+    assert_eq!(
+        (status, listed["from"].as_str()),
+        (200, Some("config.json")),
+        "{listed}"
+    );
+    assert_eq!(listed["containers"][0]["entry"]["id"], "hello");
+
+    // Added: started, answering, then serving jobs.
+    let entry = hello_process("hello2", added);
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&entry)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["state"]["state"], "running", "{answer}");
+    let job = job_on(&node, "hello2").await.unwrap();
+    assert_eq!(job["result"]["output"]["message"], "hello, world!", "{job}");
+    let info: Value = get_json(&client(), node.at("/info")).await;
+    assert_eq!(info["containers"][1]["id"], "hello2", "{info}");
+
+    // Refused: the same id again (409), a bad field or a port in use (400 naming the field).
+    let mut again = entry.clone();
+    again["description"] = json!("the same id again");
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&again)).await;
+    assert_eq!(status, 409, "{answer}");
+    let bad = json!({"id": "other", "port": "x"});
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&bad)).await;
+    assert_eq!((status, problem_paths(&answer)), (400, vec!["port"]), "{answer}");
+    let taken = hello_process("other", added);
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&taken)).await;
+    assert_eq!((status, problem_paths(&answer)), (400, vec!["port"]), "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("already used"), "{answer}");
+    let (status, _) = signed(
+        &node,
+        &operator,
+        "PUT",
+        "/admin/containers/nothing",
+        Some(&hello_process("nothing", moved)),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = signed(&node, &operator, "DELETE", "/admin/containers/nothing", None).await;
+    assert_eq!(status, 404);
+
+    // Replaced: the new one serves on its port, the old one is gone.
+    let (status, answer) = signed(
+        &node,
+        &operator,
+        "PUT",
+        "/admin/containers/hello2",
+        Some(&hello_process("hello2", moved)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["entry"]["port"], moved);
+    assert!(!answers(added), "the replaced program still listens");
+    assert!(job_on(&node, "hello2").await.is_ok());
+
+    // Removed: not served, not running.
+    let (status, answer) = signed(&node, &operator, "DELETE", "/admin/containers/hello", None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(!answers(first), "the removed program still listens");
+    let (status, refused) = job_on(&node, "hello").await.unwrap_err();
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (405, Some("Container not supported"))
+    );
+
+    // Restarted with the same config.json: the operator's list wins.
+    let mut node = node;
+    let running = node.node.take().unwrap();
+    running.shutdown();
+    running.wait().await.unwrap();
+    let node = hello_node(&operator, dir.path(), first).await;
+    let (_, listed) = signed(&node, &operator, "GET", "/admin/containers", None).await;
+    assert_eq!(listed["from"], "admin", "{listed}");
+    let ids: Vec<&str> = listed["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["entry"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["hello2"]);
+    assert!(job_on(&node, "hello2").await.is_ok());
+    assert_eq!(job_on(&node, "hello").await.unwrap_err().0, 405);
+}
+
+#[tokio::test]
+async fn over_its_max_jobs_a_container_refuses_new_jobs_with_429_and_retry_after() {
+    let operator = Identity::generate();
+    let slow = stub(Stub::Slow(std::time::Duration::from_secs(2))).await;
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("slow", slow)],
+        "operator": {"pubkeys": [operator.npub()]},
+    }))
+    .await;
+    let limits = json!({"limits": {"slow": {"max_jobs": 1}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&limits)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let job = || {
+        client()
+            .post(node.at("/api/jobs"))
+            .json(&json!({"containers": ["slow"], "data": {}}))
+    };
+    let first = job().send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let over = job().send().await.unwrap();
+    assert_eq!(over.status(), 429);
+    assert_eq!(over.headers()["retry-after"], "1");
+    let refused: Value = over.json().await.unwrap();
+    assert!(refused["error"].as_str().unwrap().contains("max_jobs"), "{refused}");
+
+    // Once the running job is done, the container takes the next one.
+    crate::support::wait_job(&node, first["id"].as_str().unwrap(), false).await;
+    assert_eq!(job().send().await.unwrap().status(), 200);
 }

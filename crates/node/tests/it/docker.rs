@@ -229,3 +229,115 @@ async fn unhealthy_container_is_restarted() {
     stop(node).await;
     assert_eq!(c.inspect("{{.State.Running}}"), "false");
 }
+
+#[tokio::test]
+async fn an_operator_deploys_a_docker_container_and_removing_it_deletes_it() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let c = Guard::new("it-admin");
+    let (status, answer) = signed(
+        &node,
+        &operator,
+        "POST",
+        "/admin/containers",
+        Some(&hello(&c.0, free_port())),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(c.inspect("{{.State.Running}}"), "true");
+    let job = hello_job(&node, &c.0).await;
+    assert_eq!(job["result"]["output"]["message"], "hello, world!", "{job}");
+
+    let missing = Guard::new("it-admin-missing");
+    let entry = json!({"id": missing.0, "image": "infernet/no-such-image:dev", "port": free_port()});
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&entry)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], "image", "{answer}");
+
+    let (status, answer) = signed(&node, &operator, "DELETE", &format!("/admin/containers/{}", c.0), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(c.inspect("{{.State.Running}}"), "", "the container is deleted");
+    stop(node).await;
+}
+
+#[tokio::test]
+async fn the_providers_limits_are_the_containers_host_config() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let c = Guard::new("it-limits");
+    let entry = hello(&c.0, free_port());
+    let (status, answer) = signed(&node, &operator, "POST", "/admin/containers", Some(&entry)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(c.inspect("{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}"), "0 0");
+
+    // No GPU here: asking for one is a 400 naming the field.
+    let gpus = json!({"limits": {c.0.clone(): {"gpus": 1}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&gpus)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["problems"][0]["path"], format!("limits.{}.gpus", c.0));
+
+    // CPUs and memory apply when the container is next created: replaced here.
+    let limits = json!({"limits": {c.0.clone(): {"cpus": 0.5, "memory_mb": 64}}});
+    let (status, answer) = signed(&node, &operator, "PUT", "/admin/settings", Some(&limits)).await;
+    assert_eq!(status, 200, "{answer}");
+    let path = format!("/admin/containers/{}", c.0);
+    let (status, answer) = signed(&node, &operator, "PUT", &path, Some(&entry)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        c.inspect("{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}"),
+        format!("{} {}", 500_000_000, 64 << 20)
+    );
+    assert_eq!(hello_job(&node, &c.0).await["status"], "success");
+    stop(node).await;
+}
+
+#[tokio::test]
+async fn gpu_limits_are_nvidia_device_requests_for_ids_or_a_count() {
+    use infernet_node::containers::docker::DockerRuntime;
+    use infernet_types::settings::Gpus;
+    let docker = DockerRuntime::connect(None).await.unwrap();
+    for (gpus, expected) in [
+        (Gpus::Devices(vec![0, 2]), r#""Count":0,"DeviceIDs":["0","2"]"#),
+        (Gpus::Count(2), r#""Count":2,"DeviceIDs":null"#),
+    ] {
+        let c = Guard::new("it-gpus");
+        let config = json!({"containers": [hello(&c.0, free_port())]});
+        let loaded = config::parse(&config.to_string()).unwrap();
+        let mut spec = config::validate(loaded.config, &[]).unwrap().containers.remove(0);
+        spec.limits.gpus = Some(gpus);
+        docker.create(&spec).await.unwrap();
+        let requests = c.inspect("{{json .HostConfig.DeviceRequests}}");
+        assert!(requests.contains(r#""Driver":"nvidia""#), "{requests}");
+        assert!(requests.contains(expected), "{requests}");
+        assert!(requests.contains(r#""Capabilities":[["gpu"]]"#), "{requests}");
+    }
+}
+
+#[tokio::test]
+async fn the_status_reports_the_engine_the_gpus_the_clock_and_the_operators() {
+    use crate::admin::signed;
+    let operator = infernet_identity::Identity::generate();
+    let node = TestNode::start(json!({"containers": [], "operator": {"pubkeys": [operator.npub()]}})).await;
+    let before = jiff::Timestamp::now().as_millisecond();
+    let (status, answer) = signed(&node, &operator, "GET", "/admin/status", None).await;
+    let after = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(status, 200, "{answer}");
+    let diagnostics = &answer["diagnostics"];
+    assert_eq!(diagnostics["docker"]["reachable"], true, "{diagnostics}");
+    assert_eq!(
+        diagnostics["docker"]["version"].as_str(),
+        Some(docker(&["version", "-f", "{{.Server.Version}}"]).as_str())
+    );
+    // This host has no GPU: said, not failed.
+    assert_eq!(diagnostics["gpus"]["host"], json!([]), "{diagnostics}");
+    assert_eq!(diagnostics["gpus"]["containers"]["visible"], false);
+    assert_eq!(diagnostics["gpus"]["containers"]["reason"], "no GPU on the host");
+    let clock = diagnostics["clock"]["unix_ms"].as_i64().unwrap();
+    assert!(
+        (before..=after).contains(&clock),
+        "{clock} not within {before}..={after}"
+    );
+    assert_eq!(diagnostics["operators"], json!([operator.npub()]));
+}

@@ -59,6 +59,7 @@ pub(super) fn check_containers(config: &Config, p: &mut Problems) -> Vec<Contain
             timeout: Duration::from_secs_f64(if positive(c.timeout) { c.timeout } else { 180.0 }),
             runtime,
             raw: c.clone(),
+            limits: Default::default(),
         });
     }
     specs
