@@ -106,7 +106,13 @@ pub fn authorization_at(identity: &Identity, method: &str, url: &str, body: Opti
 
 /// [`authorization`] with extra tags (`[name, value]`), covered by the signature: a router states
 /// the client it dispatches for this way.
-pub fn tagged_authorization(identity: &Identity, method: &str, url: &str, body: Option<&[u8]>, extra: &[[&str; 2]]) -> String {
+pub fn tagged_authorization(
+    identity: &Identity,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    extra: &[[&str; 2]],
+) -> String {
     tagged_authorization_at(identity, method, url, body, extra, crate::unix_now())
 }
 

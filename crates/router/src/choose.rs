@@ -83,14 +83,16 @@ impl Requirements {
         if let Some(gb) = self.memory_gb
             && (hw.memory_mb as f64) < gb * MB_PER_GB
         {
-            return Some(format!("has {:.1} GB of memory, {gb} asked", hw.memory_mb as f64 / MB_PER_GB));
+            return Some(format!(
+                "has {:.1} GB of memory, {gb} asked",
+                hw.memory_mb as f64 / MB_PER_GB
+            ));
         }
         let fitting = hw
             .gpus
             .iter()
             .filter(|g| {
-                self.gpu_memory_gb
-                    .is_none_or(|gb| g.memory_mb as f64 >= gb * MB_PER_GB)
+                self.gpu_memory_gb.is_none_or(|gb| g.memory_mb as f64 >= gb * MB_PER_GB)
                     && self
                         .gpu_model
                         .as_ref()
@@ -286,7 +288,11 @@ fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<f64, String> {
 pub fn amount(x: f64) -> String {
     let text = format!("{x:.9}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text.is_empty() || text == "-" { "0".into() } else { text.to_string() }
+    if text.is_empty() || text == "-" {
+        "0".into()
+    } else {
+        text.to_string()
+    }
 }
 
 fn serves_all(ask: &Ask<'_>, report: &NodeReport) -> bool {
@@ -344,10 +350,15 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
             continue;
         }
         if !n.report.offer.open {
-            exclude(&mut choice, n.node, Filter::Hours, &|| match &n.report.offer.available_at {
-                Some(at) => format!("takes no jobs now; available at {at}"),
-                None => "takes no jobs now (paused, draining or outside its hours)".into(),
-            });
+            exclude(
+                &mut choice,
+                n.node,
+                Filter::Hours,
+                &|| match &n.report.offer.available_at {
+                    Some(at) => format!("takes no jobs now; available at {at}"),
+                    None => "takes no jobs now (paused, draining or outside its hours)".into(),
+                },
+            );
             continue;
         }
         if let Some(l) = n.record.latency_ms {
@@ -528,7 +539,11 @@ mod tests {
             ]
         );
         assert!(choice.excluded[1].reason.contains("connection refused"));
-        assert!(choice.excluded[2].reason.contains("0.07"), "{}", choice.excluded[2].reason);
+        assert!(
+            choice.excluded[2].reason.contains("0.07"),
+            "{}",
+            choice.excluded[2].reason
+        );
         assert!(choice.excluded[3].reason.contains("EUR"));
         assert!(choice.excluded[4].reason.contains("2026-12-03T18:00:00Z"));
         // Without explaining, the same decision, only counted.
@@ -547,7 +562,10 @@ mod tests {
              1 by hours (e:1: takes no jobs now; available at 2026-12-03T18:00:00Z)"
         );
         let nobody = choose(&ask(&["nope".to_string()], &none, None), [node("a:1", &other)], false);
-        assert_eq!(nobody.why_none(&ask(&["nope".to_string()], &none, None)), "no available node serves nope");
+        assert_eq!(
+            nobody.why_none(&ask(&["nope".to_string()], &none, None)),
+            "no available node serves nope"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use infernet_router::{
-    gateway::GatewaySettings,
     Settings, address,
+    gateway::GatewaySettings,
     monitor::ProbeSettings,
     registry::{Hysteresis, Limits},
     resources::FanOut,
@@ -194,7 +194,10 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
     if args.price_unit.trim().is_empty() || args.price_unit.len() > 16 {
-        errors.push(format!("--price-unit must be a short name such as USD, got {:?}", args.price_unit));
+        errors.push(format!(
+            "--price-unit must be a short name such as USD, got {:?}",
+            args.price_unit
+        ));
     }
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {

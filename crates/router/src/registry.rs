@@ -481,7 +481,7 @@ mod tests {
                 })
                 .collect(),
             pending: 0,
-                offer: Default::default(),
+            offer: Default::default(),
         }
     }
 

@@ -31,9 +31,8 @@ use infernet_identity::{npub, parse_public_key, statement, unix_now};
 
 use crate::{
     address::{AddressError, NodeAddr},
-    ranking,
+    gateway, ranking,
     registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
-    gateway,
     resources::{self, FanOut},
 };
 
@@ -394,24 +393,13 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
             post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
         )
         .route("/api/v1/nodes", get(nodes))
-        .route(
-            "/api/v1/jobs",
-            post(gateway::submit).route_layer(limited(4)),
-        )
+        .route("/api/v1/jobs", post(gateway::submit).route_layer(limited(4)))
         .route(
             "/api/v1/jobs/{id}",
-            get(gateway::job)
-                .delete(gateway::cancel)
-                .route_layer(limited(4)),
+            get(gateway::job).delete(gateway::cancel).route_layer(limited(4)),
         )
-        .route(
-            "/api/v1/jobs/stream",
-            post(gateway::stream).route_layer(limited(4)),
-        )
-        .route(
-            "/api/v1/jobs/batch",
-            post(gateway::batch).route_layer(limited(4)),
-        )
+        .route("/api/v1/jobs/stream", post(gateway::stream).route_layer(limited(4)))
+        .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
         .route("/metrics", get(metrics))

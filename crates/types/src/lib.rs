@@ -13,8 +13,8 @@ pub mod settings;
 mod subscription;
 
 pub use container_id::{container_set_hash, container_set_string};
-pub use hardware::{GpuModel, Hardware};
 pub use delegated::{DelegateSignature, DelegatedError, DelegatedRequest};
+pub use hardware::{GpuModel, Hardware};
 pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
     ParsedJobRequest, RequestError, StatusReport, kind_of, nested_deeper_than,

@@ -68,9 +68,9 @@ where
         .map_err(|e| ApiError::Unauthorized(format!("router dispatch refused: {e}")))?;
     let stated = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let client = match (signed.as_deref(), stated) {
-        (Some(signed), Some(stated)) if signed == stated => signed.parse::<IpAddr>().map_err(|_| {
-            ApiError::Unauthorized(format!("the stated client {signed:?} is not an IP address"))
-        })?,
+        (Some(signed), Some(stated)) if signed == stated => signed
+            .parse::<IpAddr>()
+            .map_err(|_| ApiError::Unauthorized(format!("the stated client {signed:?} is not an IP address")))?,
         _ => {
             return Err(ApiError::Unauthorized(format!(
                 "the router's signature must carry a `client` tag equal to the {CLIENT_HEADER} header"

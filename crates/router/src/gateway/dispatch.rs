@@ -48,7 +48,12 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// `method base+path` with `body`, signed; the response, whatever its status.
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Bytes>) -> Result<reqwest::Response, String> {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, String> {
         let url = format!("{}{path}", self.base);
         let client = self.client.to_string();
         let authorization = nip98::tagged_authorization(
@@ -120,7 +125,11 @@ fn error_message(body: &[u8]) -> Option<String> {
 pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, String> {
     let read = async {
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the answer: {}", without_url(&e)))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading the answer: {}", without_url(&e)))?
+        {
             if body.len() + chunk.len() > MAX_ANSWER {
                 return Err(format!("the node's answer is larger than {MAX_ANSWER} bytes"));
             }

@@ -38,9 +38,10 @@ use sha2::{Digest, Sha256};
 use crate::{
     choose::{self, Ask, Candidate, Choice, Record, Requirements},
     db::{
-        Db, DbError, now_ms,
+        Db, DbError,
         jobs::{Inserted, Job, JobStatus, Lease, NewJob},
         nodes::NodeSeen,
+        now_ms,
     },
     registry::{NodeReport, Registry},
     server::RouterState,
@@ -124,12 +125,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// The gateway of a router listening on `port`.
-    pub async fn new(db: Db, registry: Arc<Registry>, settings: GatewaySettings, port: u16) -> Result<Self, GatewayError> {
-        let (identity, created) =
-            Identity::load_or_create(&settings.key_file).map_err(|source| GatewayError::Key {
-                path: settings.key_file.clone(),
-                source,
-            })?;
+    pub async fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        settings: GatewaySettings,
+        port: u16,
+    ) -> Result<Self, GatewayError> {
+        let (identity, created) = Identity::load_or_create(&settings.key_file).map_err(|source| GatewayError::Key {
+            path: settings.key_file.clone(),
+            source,
+        })?;
         if created {
             tracing::info!(key = %settings.key_file.display(), "made the router's key");
         }
@@ -324,7 +329,10 @@ impl IntoResponse for ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         tracing::warn!(error = %e, "database");
-        Self(StatusCode::SERVICE_UNAVAILABLE, format!("the router's database failed: {e}"))
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the router's database failed: {e}"),
+        )
     }
 }
 
@@ -357,7 +365,9 @@ const MAX_SECONDS: f64 = 86_400.0;
 impl JobAsk {
     /// Parses a job body; errors name the field (`at` prefixes it, for batch items).
     pub fn parse(v: &Value, at: &str) -> Result<Self, String> {
-        let obj = v.as_object().ok_or_else(|| format!("{at}the job must be a JSON object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{at}the job must be a JSON object"))?;
         const KNOWN: [&str; 8] = [
             "containers",
             "data",
@@ -382,7 +392,9 @@ impl JobAsk {
                 .enumerate()
                 .map(|(i, c)| match c.as_str() {
                     Some(s) if !s.is_empty() && s.len() <= 256 => Ok(s.to_string()),
-                    _ => Err(format!("{at}containers[{i}]: must be a container id (a non-empty string)")),
+                    _ => Err(format!(
+                        "{at}containers[{i}]: must be a container id (a non-empty string)"
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             _ => return Err(format!("{at}containers: must be a list of 1 to 64 container ids")),
@@ -408,7 +420,7 @@ impl JobAsk {
         };
         Ok(Self {
             containers,
-            data: obj.get("data").cloned().unwrap_or(Value::Null),
+            data: obj.get("data").cloned().unwrap_or_else(|| json!({})),
             requires_proof,
             requirements,
             max_price: number("max_price", f64::MAX)?,
@@ -471,7 +483,12 @@ fn client(
             |_| true,
         )
         .map(Client::Key)
-        .map_err(|e| ApiError(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED), e.to_string()))
+        .map_err(|e| {
+            ApiError(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                e.to_string(),
+            )
+        })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -654,7 +671,10 @@ pub async fn job(
         return Ok(Json(answer));
     }
     let call = gw.call(&node, stated(&job.client));
-    let path = format!("/api/jobs?id={}", form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>());
+    let path = format!(
+        "/api/jobs?id={}",
+        form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+    );
     let read = async {
         let response = call.send(reqwest::Method::GET, &path, None).await?;
         let status = response.status();
@@ -709,7 +729,9 @@ pub async fn cancel(
     let client = client(&state, peer, &headers, "DELETE", &uri, b"")?;
     let job = own_job(gw, &client, &id).await?;
     match gw.db.cancel_job(&job.id, now_ms()).await? {
-        Some(job) => Ok(Json(json!({"id": job.id, "node": job.node, "status": job.status.as_str()}))),
+        Some(job) => Ok(Json(
+            json!({"id": job.id, "node": job.node, "status": job.status.as_str()}),
+        )),
         None => Err(ApiError(
             StatusCode::CONFLICT,
             format!("job {id} has already ended ({})", job.status),
@@ -747,9 +769,7 @@ pub async fn batch(
     // One plan per kind of job: the chooser once, then each job its node by `spread`.
     let mut plans: HashMap<String, (Choice, std::vec::IntoIter<usize>)> = HashMap::new();
     let mut orders: Vec<Option<(String, Vec<usize>)>> = Vec::with_capacity(asks.len());
-    let kind = |a: &JobAsk| {
-        json!([a.containers, a.requirements, a.max_price, a.max_seconds]).to_string()
-    };
+    let kind = |a: &JobAsk| json!([a.containers, a.requirements, a.max_price, a.max_seconds]).to_string();
     let counts = asks.iter().flatten().fold(HashMap::new(), |mut m, a| {
         *m.entry(kind(a)).or_insert(0usize) += 1;
         m
@@ -929,7 +949,11 @@ pub async fn stream(
             }
         });
         let stream = futures::stream::once(async move { Ok(first) }).chain(tail);
-        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response());
     }
     let why = format!("no node accepted the job: {}", tried.join("; "));
     fail(gw, &job, &why).await;
@@ -949,7 +973,9 @@ impl Drop for Finish {
     fn drop(&mut self) {
         let (gw, job, node, ok) = (self.gw.clone(), self.job.clone(), self.node.clone(), self.ok);
         let latency = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         runtime.spawn(async move {
             let (status, error) = match ok {
                 true => (JobStatus::Succeeded, None),
@@ -981,7 +1007,9 @@ pub async fn route(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuer
                 job.insert(k.to_string(), json!(number()?));
             }
             "gpus" => {
-                let n: u32 = v.parse().map_err(|_| bad(format!("gpus: must be a whole number, got {v:?}")))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| bad(format!("gpus: must be a whole number, got {v:?}")))?;
                 requirements.insert("gpus".into(), json!(n));
             }
             "gpu_memory_gb" | "cpus" | "memory_gb" => {

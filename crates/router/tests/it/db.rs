@@ -439,7 +439,11 @@ async fn a_late_answer_of_an_earlier_attempt_changes_nothing(backend: Backend) {
     assert_eq!(db.requeue_expired_jobs(40_000).await.unwrap(), 1);
     let second = db.claim_job("j", &lease("b", 40_000)).await.unwrap().unwrap();
     assert_eq!((second.attempt, second.node.as_deref()), (2, Some("node-a")));
-    assert!(!db.set_job_node("j", 1, "node-x", None, &lease("a", 40_001)).await.unwrap());
+    assert!(
+        !db.set_job_node("j", 1, "node-x", None, &lease("a", 40_001))
+            .await
+            .unwrap()
+    );
     assert!(
         db.finish_job("j", 1, JobStatus::Failed, Some("late"), 40_002)
             .await

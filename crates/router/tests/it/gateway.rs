@@ -55,7 +55,10 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     let trust = json!({"network": {"routers": [key.npub()]}});
     let fast = service(Duration::ZERO).await;
     let slow = service(Duration::from_secs(30)).await;
-    let a = NodeProc::start_with(json!([{"id": "x", "port": fast}, {"id": "slow", "port": slow}]), trust.clone());
+    let a = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}, {"id": "slow", "port": slow}]),
+        trust.clone(),
+    );
     let b = NodeProc::start_with(json!([{"id": "x", "port": fast}]), trust.clone());
     // Serves `y` but does not trust the router: it refuses (401), it is not at fault.
     let c = NodeProc::start(json!([{"id": "y", "port": fast}]));
@@ -70,7 +73,11 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     .await;
 
     // Submit once; the node that took it answers the result through the router.
-    let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {"n": 1}})).await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {"n": 1}}),
+    )
+    .await;
     assert_eq!(status, 200, "{placed}");
     let id = placed["id"].as_str().unwrap().to_string();
     assert!([a.key(), b.key()].contains(&placed["node"].as_str().unwrap().to_string()));
@@ -83,7 +90,11 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     // (which is also this test's): asked directly, it lists no job of ours.
     let node = placed["node"].as_str().unwrap();
     let (_, ours) = get_json(format!("http://{node}/api/jobs")).await;
-    assert_eq!(ours, json!([]), "the node filed the gateway's job under the router's address");
+    assert_eq!(
+        ours,
+        json!([]),
+        "the node filed the gateway's job under the router's address"
+    );
     // Nobody else can claim to be a router's client.
     let r = client()
         .post(format!("http://{node}/api/jobs"))
@@ -98,7 +109,12 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     let stranger = Identity::generate();
     let job_url = format!("{url}/api/v1/jobs/{id}");
     let auth = nip98::authorization(&stranger, "GET", &job_url, None);
-    let r = client().get(&job_url).header("authorization", auth).send().await.unwrap();
+    let r = client()
+        .get(&job_url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     // A forged signature is refused, not treated as anonymous.
     let r = client()
@@ -123,12 +139,23 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
 
     // Errors: the field named, 503 saying why, refusals passed over.
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"data": {}})).await;
-    assert_eq!((status, e["error"].as_str().unwrap().starts_with("containers:")), (400, true), "{e}");
-    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "max_price": "cheap"})).await;
+    assert_eq!(
+        (status, e["error"].as_str().unwrap().starts_with("containers:")),
+        (400, true),
+        "{e}"
+    );
+    let (status, e) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "max_price": "cheap"}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().starts_with("max_price:"), "{e}");
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["nope"]})).await;
-    assert_eq!((status, e["error"].as_str().unwrap()), (503, "no available node serves nope"));
+    assert_eq!(
+        (status, e["error"].as_str().unwrap()),
+        (503, "no available node serves nope")
+    );
     let (status, e) = post(
         format!("{url}/api/v1/jobs"),
         &json!({"containers": ["x"], "requirements": {"gpus": 1}}),
@@ -170,13 +197,19 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     assert_eq!(streamed["status"], "succeeded", "{streamed}");
 
     // A batch: in input order, a bad item fails alone, the jobs spread over both nodes.
-    let mut items: Vec<Value> = (0..20).map(|n| json!({"containers": ["x"], "data": {"n": n}})).collect();
+    let mut items: Vec<Value> = (0..20)
+        .map(|n| json!({"containers": ["x"], "data": {"n": n}}))
+        .collect();
     items.push(json!({"containers": []}));
     let (status, answers) = post(format!("{url}/api/v1/jobs/batch"), &json!(items)).await;
     assert_eq!(status, 200, "{answers}");
     let answers = answers.as_array().unwrap();
     assert_eq!(answers.len(), 21);
-    assert!(answers[20]["error"].as_str().unwrap().starts_with("[20].containers"), "{}", answers[20]);
+    assert!(
+        answers[20]["error"].as_str().unwrap().starts_with("[20].containers"),
+        "{}",
+        answers[20]
+    );
     let failed: Vec<&Value> = answers[..20].iter().filter(|a| a["node"].is_null()).collect();
     assert!(failed.is_empty(), "{failed:?}");
     let nodes: std::collections::BTreeSet<&str> = answers[..20].iter().map(|a| a["node"].as_str().unwrap()).collect();
@@ -184,13 +217,32 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
 
     // Cancel a job that has not finished; its late answer is not taken.
     let (_, slow_job) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["slow"]})).await;
-    let slow_id = slow_job["id"].as_str().unwrap();
-    let r = client().delete(format!("{url}/api/v1/jobs/{slow_id}")).send().await.unwrap();
+    let slow_id = slow_job["id"].as_str().unwrap_or_else(|| panic!("{slow_job}"));
+    let r = client()
+        .delete(format!("{url}/api/v1/jobs/{slow_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(get_json(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"], "cancelled");
-    let r = client().delete(format!("{url}/api/v1/jobs/{slow_id}")).send().await.unwrap();
+    assert_eq!(
+        get_json(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"],
+        "cancelled"
+    );
+    let r = client()
+        .delete(format!("{url}/api/v1/jobs/{slow_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
-    assert_eq!(client().get(format!("{url}/api/v1/jobs/unknown")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client()
+            .get(format!("{url}/api/v1/jobs/unknown"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     drop(c);
 }
 
@@ -214,7 +266,11 @@ async fn a_node_that_died_is_passed_over_and_counted() {
     // Jobs keep landing on the live node; each time the dead one is tried first, it is counted,
     // until it ranks last.
     for n in 0.. {
-        let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {"n": n}})).await;
+        let (status, placed) = post(
+            format!("{url}/api/v1/jobs"),
+            &json!({"containers": ["x"], "data": {"n": n}}),
+        )
+        .await;
         assert_eq!(status, 200, "{placed}");
         assert_eq!(placed["node"], b.key());
         let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
