@@ -491,6 +491,25 @@ fn client(
         })
 }
 
+/// The client of a request without a body (`GET`, `DELETE`), as [`client`] finds it.
+pub struct Caller(pub Client);
+
+impl axum::extract::FromRequestParts<Arc<RouterState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<RouterState>,
+    ) -> Result<Self, Self::Rejection> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| bad("the client's address is unknown"))?;
+        client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, b"").map(Self)
+    }
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
@@ -652,13 +671,10 @@ async fn own_job(gw: &Gateway, client: &Client, id: &str) -> Result<Job, ApiErro
 /// `GET /api/v1/jobs/{id}`: the record, with the result read from the node.
 pub async fn job(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(client): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
-    let client = client(&state, peer, &headers, "GET", &uri, b"")?;
     let mut job = own_job(gw, &client, &id).await?;
     let mut answer = json!({"id": job.id, "node": job.node, "status": job.status.as_str(), "result": null});
     if let Some(error) = &job.error {
@@ -720,13 +736,10 @@ pub async fn job(
 /// dropped.
 pub async fn cancel(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
+    Caller(client): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
-    let client = client(&state, peer, &headers, "DELETE", &uri, b"")?;
     let job = own_job(gw, &client, &id).await?;
     match gw.db.cancel_job(&job.id, now_ms()).await? {
         Some(job) => Ok(Json(
