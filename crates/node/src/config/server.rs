@@ -22,6 +22,10 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (extension).
     #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
     pub max_body_size: u64,
+    /// Memory, in bytes, that large jobs' data and containers' large answers may hold at once,
+    /// across the node (extension; see `orchestrator::budget`).
+    #[serde(default = "default_max_buffered", deserialize_with = "lax::u64")]
+    pub max_buffered_bytes: u64,
     /// Most jobs in one `POST /api/jobs/batch` (extension).
     #[serde(default = "default_max_batch", deserialize_with = "lax::u64")]
     pub max_batch_items: u64,
@@ -61,6 +65,9 @@ fn default_bind() -> String {
 fn default_max_body() -> u64 {
     16 << 20
 }
+fn default_max_buffered() -> u64 {
+    64 << 20
+}
 fn default_max_batch() -> u64 {
     1000
 }
@@ -85,6 +92,7 @@ impl Default for ServerConfig {
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             max_body_size: default_max_body(),
+            max_buffered_bytes: default_max_buffered(),
             max_batch_items: default_max_batch(),
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),

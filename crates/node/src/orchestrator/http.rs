@@ -29,6 +29,8 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use infernet_service::secret::SensitiveUrl;
 
+use super::budget::{Budget, Held};
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const POOL_IDLE_PER_HOST: usize = 64;
@@ -347,6 +349,9 @@ pub(super) enum CallError {
     Failed(String),
     /// The answer's body is longer than this many bytes, the most the call may read.
     TooLarge(usize),
+    /// The answer is larger than the call may buffer freely and the node-wide budget (this many
+    /// bytes) is in use.
+    OverBudget(u64),
 }
 
 impl CallError {
@@ -508,35 +513,49 @@ enum AnswerBody {
 }
 
 impl Answer {
-    /// The whole body, at most `limit` bytes. A longer one fails as soon as it is announced or
-    /// read past the limit, and its connection is dropped rather than read to the end.
-    pub(super) async fn bytes(self, limit: usize) -> Result<Bytes, CallError> {
+    /// The whole body, at most `limit` bytes, with what it took from `budget`: the first `free`
+    /// bytes come freely, each byte past them from the budget. A longer body fails as soon as it
+    /// is announced or read past the limit, one the budget cannot hold as soon as it is read past
+    /// what it has; either way its connection is dropped rather than read to the end.
+    pub(super) async fn bytes(self, limit: usize, budget: &Budget, free: usize) -> Result<(Bytes, Held), CallError> {
         let too_large = |announced: Option<u64>| announced.is_some_and(|n| n > limit as u64);
+        let announced = match &self.body {
+            AnswerBody::Plain(body) => body.size_hint().exact(),
+            AnswerBody::Tls(response) => response.content_length(),
+        };
+        if too_large(announced) {
+            return Err(CallError::TooLarge(limit));
+        }
+        let mut held = Held::default();
+        // Announced bodies are read into one buffer of their size: no reallocation, no copy.
+        let mut body = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
+        let mut add = |body: &mut bytes::BytesMut, chunk: &[u8]| {
+            let end = body.len() + chunk.len();
+            if end > limit {
+                return Err(CallError::TooLarge(limit));
+            }
+            if end > free && !budget.take(&mut held, end - free.max(body.len())) {
+                return Err(CallError::OverBudget(budget.bytes()));
+            }
+            body.extend_from_slice(chunk);
+            Ok(())
+        };
         match self.body {
-            AnswerBody::Plain(body) => {
-                if too_large(body.size_hint().exact()) {
-                    return Err(CallError::TooLarge(limit));
-                }
-                match http_body_util::Limited::new(body, limit).collect().await {
-                    Ok(collected) => Ok(collected.to_bytes()),
-                    Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CallError::TooLarge(limit)),
-                    Err(e) => Err(CallError::new(&*e, false)),
+            AnswerBody::Plain(mut plain) => {
+                while let Some(frame) = plain.frame().await {
+                    let frame = frame.map_err(|e| CallError::new(&e, false))?;
+                    if let Ok(chunk) = frame.into_data() {
+                        add(&mut body, &chunk)?;
+                    }
                 }
             }
             AnswerBody::Tls(mut response) => {
-                if too_large(response.content_length()) {
-                    return Err(CallError::TooLarge(limit));
-                }
-                let mut body = bytes::BytesMut::new();
                 while let Some(chunk) = response.chunk().await.map_err(CallError::of_reqwest)? {
-                    if body.len() + chunk.len() > limit {
-                        return Err(CallError::TooLarge(limit));
-                    }
-                    body.extend_from_slice(&chunk);
+                    add(&mut body, &chunk)?;
                 }
-                Ok(body.freeze())
             }
         }
+        Ok((body.freeze(), held))
     }
 
     /// The body as it arrives.

@@ -8,6 +8,7 @@
 //! (`containers[].max_output_size`), a stored result has a size limit (`store.max_result_size`),
 //! and HTTP connections are pooled across jobs. Streams are in [`stream`].
 
+pub mod budget;
 mod http;
 mod stream;
 
@@ -52,10 +53,23 @@ struct Target {
     slots: Option<(Arc<Semaphore>, u32)>,
 }
 
-/// The permits of an admitted off-chain job: one per container of its pipeline that has a
-/// `max_jobs`, held until the job ends.
+/// The permits of an admitted off-chain job, held until the job ends: one per container of its
+/// pipeline that has a `max_jobs`, and its share of the node's [`budget`].
 #[derive(Debug, Default)]
-pub struct Slots(Vec<OwnedSemaphorePermit>);
+pub struct Slots {
+    permits: Vec<OwnedSemaphorePermit>,
+    _memory: budget::Held,
+}
+
+impl Slots {
+    /// These slots and the memory `held` for the job.
+    pub fn with(self, held: budget::Held) -> Self {
+        Self {
+            permits: self.permits,
+            _memory: held,
+        }
+    }
+}
 
 /// A container already runs as many jobs as its provider allows (HTTP 429).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -181,6 +195,16 @@ pub enum CallFailure {
         /// `containers[].max_output_size`.
         limit: usize,
     },
+    /// The node-wide budget for large answers is in use by other calls.
+    #[error(
+        "container {id} answered more than the node can buffer while other jobs use its buffer ({budget} bytes, server.max_buffered_bytes); the call was dropped: retry shortly"
+    )]
+    OverBudget {
+        /// Container id.
+        id: String,
+        /// `server.max_buffered_bytes`.
+        budget: u64,
+    },
     /// JSON nested deeper than a stored job may hold.
     #[error("container {id} answered JSON nested deeper than {MAX_DATA_DEPTH} levels, more than the node can store")]
     TooDeep {
@@ -196,6 +220,7 @@ impl CallFailure {
             CallError::Connect(cause) => Self::Unreachable { id, url, cause },
             CallError::Failed(cause) => Self::Broken { id, url, cause },
             CallError::TooLarge(limit) => Self::TooLarge { id, limit },
+            CallError::OverBudget(budget) => Self::OverBudget { id, budget },
         }
     }
 
@@ -242,6 +267,8 @@ pub struct Orchestrator {
     jobs: TaskTracker,
     /// Largest result stored (`store.max_result_size`).
     max_result: usize,
+    /// Memory for large work, node-wide.
+    budget: budget::Budget,
 }
 
 fn excerpt(body: &[u8]) -> String {
@@ -315,6 +342,7 @@ impl Orchestrator {
             metrics,
             jobs: TaskTracker::new(),
             max_result: size(config.config.store.max_result_size),
+            budget: budget::Budget::new(config.config.server.max_buffered_bytes),
         })
     }
 
@@ -354,6 +382,12 @@ impl Orchestrator {
             .ok_or_else(|| CallFailure::Unknown { id: id.to_string() })
     }
 
+    /// Reserves the node's memory for an off-chain job whose body is `size` bytes (nothing for a
+    /// small one); refused (503) while other large jobs hold the budget.
+    pub fn reserve(&self, size: usize) -> Result<budget::Held, budget::OverBudget> {
+        self.budget.reserve_job(size)
+    }
+
     /// Takes a permit of each container of `containers` that has a `max_jobs`, without waiting:
     /// an off-chain job over the limit is refused (429), never queued.
     pub fn admit(&self, containers: &[String]) -> Result<Slots, Busy> {
@@ -369,7 +403,7 @@ impl Orchestrator {
                     container: id.clone(),
                     max_jobs: *max_jobs,
                 })?;
-                slots.0.push(permit);
+                slots.permits.push(permit);
             }
         }
         Ok(slots)
@@ -445,11 +479,14 @@ impl Orchestrator {
         url: &Endpoint,
         body: Option<Vec<u8>>,
         timeout: Duration,
-    ) -> Result<(StatusCode, Bytes), CallFailure> {
+    ) -> Result<(StatusCode, Bytes, budget::Held), CallFailure> {
+        // As much as the input comes back freely: the job's reservation counts it.
+        let free = budget::SMALL.max(body.as_ref().map_or(0, Vec::len));
         let exchange = async {
             let answer = self.client.send(url, target.bearer.as_ref(), body).await?;
             let status = answer.status;
-            Ok::<_, CallError>((status, answer.bytes(target.max_output).await?))
+            let (bytes, held) = answer.bytes(target.max_output, &self.budget, free).await?;
+            Ok::<_, CallError>((status, bytes, held))
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -468,7 +505,7 @@ impl Orchestrator {
             (Some((permits, _)), false) => permits.clone().acquire_owned().await.ok(),
             _ => None,
         };
-        let (status, body) = self
+        let (status, body, _held) = self
             .exchange(
                 &target,
                 &target.output_url,
@@ -567,8 +604,8 @@ impl Orchestrator {
                 None => target.resources_url.clone(),
             };
             let result = match self.exchange(target, &url, None, RESOURCES_TIMEOUT).await {
-                Ok((status, _)) if !status.is_success() => Err(ResourcesError::Status(status.as_u16())),
-                Ok((_, body)) => serde_json::from_slice::<Value>(&body).map_err(ResourcesError::NotJson),
+                Ok((status, _, _)) if !status.is_success() => Err(ResourcesError::Status(status.as_u16())),
+                Ok((_, body, _held)) => serde_json::from_slice::<Value>(&body).map_err(ResourcesError::NotJson),
                 Err(e) => Err(ResourcesError::Call(e)),
             };
             match result {

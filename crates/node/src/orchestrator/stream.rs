@@ -99,11 +99,15 @@ impl Orchestrator {
         };
         let status = response.status;
         if !status.is_success() {
-            let body = tokio::time::timeout(idle, response.bytes(target.max_output))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body = tokio::time::timeout(
+                idle,
+                response.bytes(target.max_output, &self.budget, super::budget::SMALL),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(body, _)| body)
+            .unwrap_or_default();
             return Err(CallFailure::refused(container, status, &body));
         }
         Ok(IdleTimeout {

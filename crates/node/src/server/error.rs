@@ -50,6 +50,9 @@ pub enum ApiError {
     /// A container of the job runs its most jobs at once (429 with `Retry-After`).
     #[error(transparent)]
     Busy(#[from] crate::orchestrator::Busy),
+    /// Large jobs use the node's whole buffer (503 with `Retry-After`).
+    #[error(transparent)]
+    OverBudget(#[from] crate::orchestrator::budget::OverBudget),
     /// An item of a batch past the client's rate limit (429 in the batch's answer).
     #[error("too many requests: this job is past your rate limit (server.rate_limit); submit it again later")]
     BatchItemLimited,
@@ -91,7 +94,9 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } | Self::Busy(_) | Self::BatchItemLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::Unavailable(_) | Self::Closed { .. } | Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Closed { .. } | Self::Store(_) | Self::OverBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -128,7 +133,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body())).into_response();
         let retry_after = match self {
             Self::TooManyRequests { retry_after } => Some(retry_after),
-            Self::Busy(_) => Some(BUSY_RETRY_AFTER),
+            Self::Busy(_) | Self::OverBudget(_) => Some(BUSY_RETRY_AFTER),
             _ => None,
         };
         if let Some(retry_after) = retry_after {

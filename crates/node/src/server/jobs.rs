@@ -10,7 +10,7 @@ use axum::{
     Json,
     body::{Body, Bytes},
     extract::{ConnectInfo, FromRequest, RawQuery, Request, State},
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use infernet_types::{DelegatedBody, JobRequest, JobResult, JobStatus, ParsedJobRequest, StatusReport, kind_of};
@@ -31,14 +31,7 @@ impl FromRequest<Arc<AppState>> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge(state.max_body)
-            } else {
-                ApiError::BadRequest(format!("cannot read the request body: {e}"))
-            }
-        })?;
-        text(bytes).map(Self)
+        text(read_bytes(req.into_body(), state.max_body).await?).map(Self)
     }
 }
 
@@ -65,17 +58,24 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    let collected = http_body_util::Limited::new(body, max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::TooLarge(max_body)
-            } else {
-                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+    let too_large = |n: u64| n > max_body as u64;
+    if body.size_hint().exact().is_some_and(too_large) {
+        return Err(ApiError::TooLarge(max_body));
+    }
+    // One buffer of the announced size: a 16 MiB body is held once, not as chunks and a copy.
+    let announced = body.size_hint().exact().unwrap_or(0) as usize;
+    let mut buffer = bytes::BytesMut::with_capacity(announced);
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {}", e.into())))?;
+        if let Ok(data) = frame.into_data() {
+            if too_large((buffer.len() + data.len()) as u64) {
+                return Err(ApiError::TooLarge(max_body));
             }
-        })?;
-    Ok(collected.to_bytes())
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }
 
 /// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks
@@ -123,16 +123,17 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
 }
 
 /// Admits an off-chain job and hands it to the Orchestrator; answers its id.
-async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest) -> Result<String, ApiError> {
+async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest, size: usize) -> Result<String, ApiError> {
     admit(state, client, &request)?;
-    let slots = state.orchestrator.admit(&request.containers)?;
+    let held = state.orchestrator.reserve(size)?;
+    let slots = state.orchestrator.admit(&request.containers)?.with(held);
     Ok(state.orchestrator.submit(client, request, slots).await?)
 }
 
 /// One job of a request body, answered as `POST /api/jobs` answers it.
 async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Value, ApiError> {
     match ParsedJobRequest::from_json(body)? {
-        ParsedJobRequest::Offchain(request) => Ok(json!({"id": accept(state, client, request).await?})),
+        ParsedJobRequest::Offchain(request) => Ok(json!({"id": accept(state, client, request, body.len()).await?})),
         ParsedJobRequest::Delegated(request) => {
             accept_delegated(state, request).await?;
             Ok(json!({}))
@@ -250,7 +251,8 @@ where
         }
     };
     admit(state, client, &request)?;
-    let slots = state.orchestrator.admit(&request.containers)?;
+    let held = state.orchestrator.reserve(body.len())?;
+    let slots = state.orchestrator.admit(&request.containers)?.with(held);
     let body = Body::from_stream(state.orchestrator.stream(client, request, slots));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }

@@ -250,3 +250,66 @@ async fn a_batch_has_an_item_cap_and_each_item_costs_a_request_of_the_rate_limit
     let ids: Vec<String> = get_json(&client(), node.at("/api/jobs")).await;
     assert!(ids.is_empty(), "nothing of a refused batch is accepted");
 }
+
+#[tokio::test]
+async fn large_jobs_share_one_node_wide_buffer_and_small_ones_never_wait_for_it() {
+    let slow = stub(Stub::Slow(Duration::from_millis(1500))).await;
+    let huge = stub(Stub::Huge(5 * MIB / 2)).await;
+    let node = TestNode::start(json!({"manage_containers": false,
+        "server": {"max_buffered_bytes": 2 * MIB},
+        "containers": [unmanaged("slow", slow), {"id": "huge", "port": huge}]}))
+    .await;
+    let url = format!("{}/api/jobs", node.url);
+    let large = |text: String| json!({"containers": ["slow"], "data": {"text": text}});
+    // A 1.5 MiB job holds the whole buffer while it runs: a second one is refused at once, with
+    // the setting named and a time to retry; a small job still runs.
+    let first = client()
+        .post(&url)
+        .json(&large("a".repeat(3 * MIB / 2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let second = client()
+        .post(&url)
+        .json(&large("b".repeat(3 * MIB / 2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "1");
+    let error: Value = second.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("server.max_buffered_bytes"),
+        "{error}"
+    );
+    let small = client()
+        .post(&url)
+        .json(&json!({"containers": ["slow"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    // Once the first has ended, the buffer is free again.
+    let first_id = first.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    wait_job(&node, &first_id, false).await;
+    let third = client()
+        .post(&url)
+        .json(&large("c".repeat(3 * MIB / 2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    let third_id = third.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // While it holds the buffer, a container answer past the first free MiB cannot be buffered:
+    // the call fails at once, naming the setting.
+    let id = crate::support::submit(&node, json!({"containers": ["huge"], "data": {}})).await;
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "failed");
+    let error = job["result"]["error"].as_str().unwrap();
+    assert!(error.contains("server.max_buffered_bytes"), "{error}");
+    // With the buffer free, the same answer fits (1 MiB free + 2 MiB of budget).
+    wait_job(&node, &third_id, false).await;
+    let id = crate::support::submit(&node, json!({"containers": ["huge"], "data": {}})).await;
+    assert_eq!(wait_job(&node, &id, false).await["status"], "success");
+}

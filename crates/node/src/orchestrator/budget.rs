@@ -1,0 +1,117 @@
+//! The node-wide budget for large work (`server.max_buffered_bytes`, default 64 MiB), so the
+//! node's memory has a bound that does not grow with the number of jobs at once.
+//!
+//! Per-call and per-request limits alone do not bound the node: each of several jobs may hold a
+//! 16 MiB body (and the copies made of it: the parsed data, the container's input, its answer)
+//! and each of several container calls may buffer up to its `max_output_size`. Two such jobs at
+//! once took the node past 150 MB in the soak. So:
+//! - an off-chain job whose body is larger than [`SMALL`] reserves [`COPIES`] × its size (at most
+//!   the whole budget) for as long as it runs; when the budget cannot give it, the job is refused
+//!   with 503 and `Retry-After` before anything is done;
+//! - a container call may buffer [`SMALL`] bytes, or as many as the input it was sent (its job's
+//!   reservation counts them), without asking; past that, each chunk it reads takes its size from
+//!   the budget until the call has been read and parsed. A call the budget cannot serve fails at
+//!   once with an error that names the setting.
+//!
+//! Small jobs never touch the budget, so a flood of large output cannot refuse a normal client.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What a job or call may hold without asking the budget.
+pub const SMALL: usize = 1 << 20;
+/// How many copies of a large body a job is assumed to hold (body, parsed data, container input,
+/// container answer).
+pub const COPIES: usize = 4;
+/// Budget unit.
+const UNIT: usize = 1024;
+
+/// The budget: a semaphore of KiB.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    units: Arc<Semaphore>,
+    total: u32,
+}
+
+/// Bytes taken from the budget, given back when dropped.
+#[derive(Debug, Default)]
+pub struct Held(Vec<OwnedSemaphorePermit>);
+
+impl Budget {
+    /// A budget of `bytes` (at least 1 MiB).
+    pub fn new(bytes: u64) -> Self {
+        let total = u32::try_from(bytes.max(SMALL as u64) / UNIT as u64).unwrap_or(u32::MAX >> 3);
+        let total = total.min(Semaphore::MAX_PERMITS as u32);
+        Self {
+            units: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// The budget, in bytes.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.total) * UNIT as u64
+    }
+
+    /// Takes `bytes` (at most the whole budget) into `held`, without waiting; `false` when the
+    /// budget does not have them now.
+    pub fn take(&self, held: &mut Held, bytes: usize) -> bool {
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).min(self.total);
+        if units == 0 {
+            return true;
+        }
+        match self.units.clone().try_acquire_many_owned(units) {
+            Ok(permit) => {
+                held.0.push(permit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// What a job whose body is `size` bytes reserves for its life: nothing for a small body.
+    pub fn reserve_job(&self, size: usize) -> Result<Held, OverBudget> {
+        let mut held = Held::default();
+        if size > SMALL && !self.take(&mut held, size.saturating_mul(COPIES)) {
+            return Err(OverBudget { budget: self.bytes() });
+        }
+        Ok(held)
+    }
+}
+
+/// The node's budget for large work is in use (HTTP 503 with `Retry-After`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the node is busy with other large jobs: their data and output use its whole buffer ({budget} bytes, server.max_buffered_bytes); retry shortly"
+)]
+pub struct OverBudget {
+    /// `server.max_buffered_bytes`.
+    pub budget: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_jobs_share_the_budget_and_small_ones_never_ask() {
+        let budget = Budget::new(64 << 20);
+        // A 16 MiB body reserves its copies: the whole budget.
+        let big = budget.reserve_job(16 << 20).expect("the first large job fits");
+        assert!(
+            budget.reserve_job(2 << 20).is_err(),
+            "a second large job waits for the first"
+        );
+        let small: Vec<Held> = (0..1000).map(|_| budget.reserve_job(SMALL).unwrap()).collect();
+        drop(small);
+        drop(big);
+        let a = budget.reserve_job(4 << 20).unwrap();
+        let b = budget.reserve_job(4 << 20).unwrap();
+        let mut held = Held::default();
+        assert!(budget.take(&mut held, 31 << 20));
+        assert!(!budget.take(&mut held, 2 << 20), "past the budget");
+        drop((a, b));
+        assert!(budget.take(&mut held, 2 << 20));
+    }
+}

@@ -1,0 +1,302 @@
+//! Gateway benchmark: jobs through the router's gateway against the same jobs sent to the node
+//! directly, in one run, with the router's database on (a SQLite file); and the chooser's
+//! decision time among 10,000 registered nodes.
+//!
+//! Starts `hello-world`, an `infernet-node` that trusts the router, and the `infernet-router`
+//! (release builds, each its own process). Prints, for streams (`/api/jobs/stream` against
+//! `/api/v1/jobs/stream`) and async submissions (`/api/jobs` against `/api/v1/jobs`):
+//! - p50 and p99 of one client's requests, one after the other, and the p50 the gateway adds;
+//! - throughput at 16 concurrent clients and the gateway's ratio to direct.
+//!
+//! Then the p50/p99 of one decision (filters, score, pick) over 10,000 nodes. `BENCH_SECONDS`
+//! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
+//! (default 500).
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use infernet_identity::Identity;
+use infernet_router::{
+    choose::{self, Ask, Candidate, Record, Requirements},
+    registry::{ContainerSummary, NodeReport, Offer},
+};
+use infernet_testkit::{ChildGuard, free_port, wait_healthy, workspace_binary};
+
+const CLIENTS: usize = 16;
+const NODES: usize = 10_000;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One request and its whole answer; panics on anything but 200 (a benchmark of errors is none).
+async fn once(client: &reqwest::Client, url: &str, body: &'static str) {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    let text = r.bytes().await.expect("body");
+    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&text));
+}
+
+/// `n` requests one after the other: sorted latencies.
+async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let start = Instant::now();
+        once(&client, url, body).await;
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    latencies
+}
+
+/// `CLIENTS` closed-loop clients for `duration`: requests per second.
+async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
+    let client = reqwest::Client::new();
+    let end = Instant::now() + duration;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    once(&client, &url, body).await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("client");
+    }
+    total as f64 / duration.as_secs_f64()
+}
+
+fn chooser() -> (Duration, Duration) {
+    let reports: Vec<NodeReport> = (0..NODES)
+        .map(|i| NodeReport {
+            containers: ["hello-world", "other"]
+                .iter()
+                .take(1 + i % 2)
+                .map(|id| ContainerSummary {
+                    id: id.to_string(),
+                    description: String::new(),
+                    external: true,
+                })
+                .collect(),
+            pending: (i % 13) as u64,
+            offer: Offer {
+                pricing: BTreeMap::from([(
+                    "hello-world".to_string(),
+                    infernet_types::settings::Price {
+                        per_job: Some((i % 100) as f64 / 1000.0),
+                        per_second: None,
+                        unit: "USD".into(),
+                    },
+                )]),
+                open: i % 10 != 0,
+                ..Default::default()
+            },
+        })
+        .collect();
+    let names: Vec<String> = (0..NODES)
+        .map(|i| format!("10.{}.{}.{}:4000", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let records: Vec<Record> = (0..NODES)
+        .map(|i| Record {
+            jobs_ok: (i % 50) as u64,
+            jobs_failed: (i % 7) as u64,
+            latency_ms: (i % 3 != 0).then_some(50.0 + (i % 400) as f64),
+        })
+        .collect();
+    let containers = vec!["hello-world".to_string()];
+    let requirements = Requirements::default();
+    let ask = Ask {
+        containers: &containers,
+        requirements: &requirements,
+        max_price: Some(0.05),
+        max_seconds: 60.0,
+        unit: "USD",
+    };
+    let mut rng = rand::rng();
+    let mut times = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let start = Instant::now();
+        let choice = choose::choose(
+            &ask,
+            (0..NODES).map(|i| Candidate {
+                node: &names[i],
+                healthy: true,
+                last_error: None,
+                report: &reports[i],
+                record: records[i],
+            }),
+            false,
+        );
+        let order = choose::pick(&choice.candidates, &mut rng);
+        std::hint::black_box(order);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+fn main() {
+    infernet_service::install_tls_provider();
+    let seconds = Duration::from_secs(env_or("BENCH_SECONDS", 3));
+    let n = env_or("BENCH_SEQUENTIAL", 500);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Identity::generate();
+    let key_file = dir.path().join("router.nsec");
+    std::fs::write(&key_file, key.nsec()).expect("key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    }
+
+    let service_port = free_port();
+    let _service = ChildGuard(
+        Command::new(workspace_binary("hello-world"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", service_port.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hello-world"),
+    );
+    let node_port = free_port();
+    let config = dir.path().join("node.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "server": {"port": node_port, "bind": "127.0.0.1", "rate_limit": {"num_requests": 1_000_000_000u64, "period": 1}},
+            "manage_containers": false,
+            "store": {"path": dir.path().join("jobs.db")},
+            "log": {"path": dir.path().join("node.log")},
+            "network": {"routers": [key.npub()]},
+            "containers": [{"id": "hello-world", "port": service_port}]
+        })
+        .to_string(),
+    )
+    .expect("config");
+    let _node = ChildGuard(
+        Command::new(workspace_binary("infernet-node"))
+            .args(["--config", config.to_str().expect("utf-8")])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("infernet-node"),
+    );
+    wait_healthy(node_port, Duration::from_secs(20));
+    let ips = dir.path().join("ips.txt");
+    std::fs::write(&ips, format!("127.0.0.1:{node_port}\n")).expect("ips");
+    let router_port = free_port();
+    let _router = ChildGuard(
+        Command::new(workspace_binary("infernet-router"))
+            .args([
+                "--port",
+                &router_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--refresh-interval",
+                "1",
+            ])
+            .args(["--ratelimit-reqs-per-min", "1000000000"])
+            .arg("--ips-file")
+            .arg(&ips)
+            .arg("--key-file")
+            .arg(&key_file)
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", dir.path().join("router.db").display()))
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("infernet-router"),
+    );
+    wait_healthy(router_port, Duration::from_secs(20));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ips: serde_json::Value = reqwest::get(format!(
+                "http://127.0.0.1:{router_port}/api/v1/ips?container=hello-world"
+            ))
+            .await
+            .expect("ips")
+            .json()
+            .await
+            .expect("json");
+            if ips.as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the router never listed the node");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
+    let node = format!("http://127.0.0.1:{node_port}");
+    let router = format!("http://127.0.0.1:{router_port}");
+    let pairs = [
+        (
+            "stream",
+            format!("{node}/api/jobs/stream"),
+            format!("{router}/api/v1/jobs/stream"),
+        ),
+        ("async ", format!("{node}/api/jobs"), format!("{router}/api/v1/jobs")),
+    ];
+    println!("gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput");
+    for (label, direct, gateway) in &pairs {
+        // Warm both paths.
+        runtime.block_on(sequential(direct, body, 50));
+        runtime.block_on(sequential(gateway, body, 50));
+        let d = runtime.block_on(sequential(direct, body, n));
+        let g = runtime.block_on(sequential(gateway, body, n));
+        let (dp50, gp50) = (percentile(&d, 0.5), percentile(&g, 0.5));
+        println!(
+            "{label} one client: direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms",
+            ms(dp50),
+            ms(percentile(&d, 0.99)),
+            ms(gp50),
+            ms(percentile(&g, 0.99)),
+            ms(gp50.saturating_sub(dp50)),
+        );
+        let dt = runtime.block_on(throughput(direct, body, seconds));
+        let gt = runtime.block_on(throughput(gateway, body, seconds));
+        println!(
+            "{label} {CLIENTS} clients: direct {dt:.0} req/s | gateway {gt:.0} req/s | gateway / direct {:.2}",
+            gt / dt
+        );
+    }
+    let (p50, p99) = chooser();
+    println!(
+        "chooser over {NODES} nodes (half serve the job, a tenth closed, prices 0-0.099): one decision p50 {:.3} ms p99 {:.3} ms",
+        ms(p50),
+        ms(p99)
+    );
+}
