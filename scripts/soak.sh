@@ -129,7 +129,8 @@ EOF
 start node "$target/infernet-node" --config "$work/node.json"
 node_pid=$started
 start router "$target/infernet-router" --port "$router_port" --bind 127.0.0.1 \
-    --ips-file "$work/ips.txt" --refresh-interval 2 --ratelimit-reqs-per-min 120
+    --ips-file "$work/ips.txt" --refresh-interval 2 --ratelimit-reqs-per-min 120 \
+    --database-url "sqlite://$work/router.db" --key-file "$work/router.nsec"
 router_pid=$started
 
 common=(--node-port "$node_port" --router-port "$router_port" --seconds "$seconds" --warmup "$warmup"
