@@ -286,3 +286,73 @@ async fn a_node_that_died_is_passed_over_and_counted() {
         assert!(n < 40, "the dead node is never counted: {route}");
     }
 }
+
+/// Two routers on one database are one router to their clients: a job submitted through one reads
+/// back through the other, a client's repeated `Idempotency-Key` runs one job whichever router it
+/// reaches, and a router started later on the database (a restart) answers what was answered.
+async fn routers_on_one_database_are_one_router(backend: super::db::Backend) {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let db = super::db::TestDb::new(backend);
+    let replica = || {
+        let mut s = settings(&[node.key()]);
+        s.gateway.key_file = key_file(&key);
+        s.database = db.settings.clone();
+        router(s)
+    };
+    let (one, two) = (replica().await, replica().await);
+    for url in [&one, &two] {
+        eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+            v.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    }
+    let (status, placed) = post(
+        format!("{one}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let id = placed["id"].as_str().unwrap();
+    let done = ended(&two, id).await;
+    assert_eq!(
+        (done["status"].as_str(), &done["result"]["output"]),
+        (Some("succeeded"), &json!({"ok": true}))
+    );
+
+    // The same key through both routers at once: one job.
+    let submit = |url: String| async move {
+        client()
+            .post(format!("{url}/api/v1/jobs"))
+            .header("idempotency-key", "once")
+            .json(&json!({"containers": ["x"], "data": {"n": 2}}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let (a, b) = tokio::join!(submit(one.clone()), submit(two.clone()));
+    assert_eq!(a["id"], b["id"], "{a} {b}");
+
+    // A router started anew on the database knows both jobs.
+    let three = replica().await;
+    assert_eq!(ended(&three, id).await["status"], "succeeded");
+    assert_eq!(ended(&three, a["id"].as_str().unwrap()).await["status"], "succeeded");
+}
+
+mod routers_on_one_database_are_one_router {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::routers_on_one_database_are_one_router(super::super::db::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::routers_on_one_database_are_one_router(super::super::db::Backend::Postgres).await
+    }
+}
