@@ -356,3 +356,134 @@ mod routers_on_one_database_are_one_router {
         super::routers_on_one_database_are_one_router(super::super::db::Backend::Postgres).await
     }
 }
+
+/// A receiver of callbacks on loopback: its URL, and the bodies it was posted, in order.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(body).unwrap();
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_stopped() {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let (hook, mut posted) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = infernet_router::db::DbSettings::new(format!("sqlite://{}", dir.path().join("r.db").display()));
+    let gateway_settings = |private: bool| {
+        let mut s = settings(&[node.key()]);
+        s.gateway.key_file = key_file(&key);
+        s.gateway.callbacks_to_private = private;
+        s.gateway.callback_poll = Duration::from_millis(50);
+        s.gateway.callback_sweep = Duration::from_millis(100);
+        s.database = database.clone();
+        s
+    };
+    let url = router(gateway_settings(true)).await;
+    eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body["id"], placed["id"]);
+    assert_eq!(
+        (body["status"].as_str(), &body["result"]["output"]),
+        (Some("succeeded"), &json!({"ok": true}))
+    );
+    assert_eq!(
+        get_json(format!("{url}/api/v1/jobs/{}", placed["id"].as_str().unwrap()))
+            .await
+            .1["status"],
+        "succeeded"
+    );
+
+    // By default a router calls only public addresses back.
+    let strict = router(gateway_settings(false)).await;
+    let (status, e) = post(
+        format!("{strict}/api/v1/jobs"),
+        &json!({"containers": ["x"], "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("callback_url: names a loopback"),
+        "{e}"
+    );
+
+    // A job whose watching router died (its lease ran out) is taken over by a router on the
+    // database, and its callback posted.
+    let r = client()
+        .post(format!("http://{}/api/jobs", node.key()))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    let node_job = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let db = infernet_router::db::Db::open(&database).await.unwrap();
+    let now = infernet_router::db::now_ms();
+    let containers = vec!["x".to_string()];
+    let gone = infernet_router::db::jobs::Lease {
+        owner: "a router that died",
+        now,
+        duration: Duration::ZERO,
+    };
+    db.insert_job(&infernet_router::db::jobs::NewJob {
+        id: "orphan",
+        client: "addr:someone",
+        idempotency_key: None,
+        containers: &containers,
+        callback_url: Some(&hook),
+        now,
+    })
+    .await
+    .unwrap();
+    let claimed = db.claim_job("orphan", &gone).await.unwrap().unwrap();
+    assert!(
+        db.set_job_node("orphan", claimed.attempt, &node.key(), Some(&node_job), &gone)
+            .await
+            .unwrap()
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (body["id"].as_str(), body["status"].as_str()),
+        (Some("orphan"), Some("succeeded"))
+    );
+    // Once: nothing more arrives.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), posted.recv())
+            .await
+            .is_err()
+    );
+}
