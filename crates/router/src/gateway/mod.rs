@@ -268,6 +268,7 @@ impl Gateway {
             node: &n.key,
             healthy: true,
             last_error: None,
+            uptime: n.uptime,
             report: &n.report,
             record: records.get(&n.key).copied().unwrap_or_default(),
         });
@@ -299,6 +300,7 @@ impl Gateway {
             node,
             healthy: false,
             last_error: error.as_deref(),
+            uptime: 0.0,
             report,
             record: records.get(node).copied().unwrap_or_default(),
         });
