@@ -15,6 +15,7 @@
 
 pub mod callback;
 pub mod dispatch;
+pub mod pipeline;
 
 use std::{
     collections::HashMap,
@@ -638,12 +639,45 @@ async fn place(
         }
     };
     if choice.candidates.is_empty() {
+        // No node serves the whole list: its stages may still run on several nodes.
+        if let Some(stages) = pipeline::plan(gw, ask) {
+            return pipeline::start(gw, client, ask, job, stages).await;
+        }
         let why = gw.choose(ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
         fail(gw, &job, &why).await;
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why));
     }
-    let body = ask.node_body();
-    let stated = client.stated();
+    match dispatch_along(gw, choice, &order, ask.node_body(), client.stated(), ask.deadline).await {
+        Ok((node, node_job)) => {
+            gw.db
+                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
+                .await?;
+            if job.callback_url.is_some() {
+                gw.watch(Job {
+                    node: Some(node.clone()),
+                    node_job: Some(node_job),
+                    ..job.clone()
+                });
+            }
+            Ok(Placed::New { job, node })
+        }
+        Err(e) => {
+            fail(gw, &job, &e.1).await;
+            Err(e)
+        }
+    }
+}
+
+/// Offers `body` to the candidates of `choice` in `order` (at most `attempts` of them, within
+/// `deadline`): the node that accepted it and its id there.
+async fn dispatch_along(
+    gw: &Arc<Gateway>,
+    choice: &Choice,
+    order: &[usize],
+    body: Bytes,
+    stated: IpAddr,
+    deadline: Option<Duration>,
+) -> Result<(String, String), ApiError> {
     let mut tried = Vec::new();
     let attempts = async {
         for &i in order.iter().take(gw.settings.attempts.max(1)) {
@@ -668,7 +702,7 @@ async fn place(
             format!("no node accepted the job: {}", tried.join("; ")),
         ))
     };
-    let outcome = match ask.deadline {
+    match deadline {
         Some(d) => tokio::time::timeout(d, attempts).await.unwrap_or_else(|_| {
             Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -676,25 +710,6 @@ async fn place(
             ))
         }),
         None => attempts.await,
-    };
-    match outcome {
-        Ok((node, node_job)) => {
-            gw.db
-                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
-                .await?;
-            if job.callback_url.is_some() {
-                gw.watch(Job {
-                    node: Some(node.clone()),
-                    node_job: Some(node_job),
-                    ..job.clone()
-                });
-            }
-            Ok(Placed::New { job, node })
-        }
-        Err(e) => {
-            fail(gw, &job, &e.1).await;
-            Err(e)
-        }
     }
 }
 

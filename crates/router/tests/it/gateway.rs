@@ -487,3 +487,53 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
             .is_err()
     );
 }
+
+/// A container service answering `{"seen": <the data it was given>}`.
+async fn echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/service_output",
+        axum::routing::post(|axum::Json(input): axum::Json<Value>| async move {
+            axum::Json(json!({"seen": input["data"]}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn a_pipeline_no_node_serves_whole_runs_its_stages_on_several_nodes() {
+    let key = Identity::generate();
+    let trust = json!({"network": {"routers": [key.npub()]}});
+    let port = echo().await;
+    let a = NodeProc::start_with(json!([{"id": "first", "port": port}]), trust.clone());
+    let b = NodeProc::start_with(json!([{"id": "second", "port": port}]), trust);
+    let url = gateway_router(&[a.key(), b.key()], &key).await;
+    eventually(format!("{url}/api/v1/ips?container=first&container=second&n=5"), |_| {
+        true
+    })
+    .await;
+    eventually(format!("{url}/api/v1/ips?container=second"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    eventually(format!("{url}/api/v1/ips?container=first"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["first", "second"], "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(placed["node"], a.key());
+    let done = ended(&url, placed["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["node"], b.key());
+    assert_eq!(done["result"]["output"], json!({"seen": {"seen": {"n": 1}}}), "{done}");
+    // A stage nobody serves: 503, as for a single container.
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["first", "third"]})).await;
+    assert_eq!(status, 503, "{e}");
+}
