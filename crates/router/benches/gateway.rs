@@ -150,6 +150,7 @@ fn chooser() -> (Duration, Duration) {
                 node: &names[i],
                 healthy: true,
                 last_error: None,
+                uptime: 1.0 - (i % 5) as f64 / 20.0,
                 report: &reports[i],
                 record: records[i],
             }),

@@ -13,10 +13,12 @@
 //!      excludes the node;
 //!    - `hours`: its provider's schedule (or a pause or drain) lets it take jobs now.
 //! 2. **Score** of each node left, from the record the router measured itself:
-//!    `score = success² × speed × load` where
+//!    `score = success² × uptime × speed × load` where
 //!    - `success = (ok + PRIOR_SUCCESS × PRIOR_JOBS) / (ok + failed + PRIOR_JOBS)`: a new node
 //!      counts as [`PRIOR_JOBS`] jobs at [`PRIOR_SUCCESS`], so it is neither favoured nor shut
 //!      out, and its own jobs soon outweigh the prior;
+//!    - `uptime`: the share of its recent probes it answered (a moving average over about the last
+//!      20, [`crate::registry::UPTIME_WEIGHT`]); 1 for a node just listed;
 //!    - `speed = clamp(sqrt(median peer latency / own mean latency), 1/2, 3/2)`, among the nodes
 //!      that qualify for this job; 1 for a node without a measured latency;
 //!    - `load = 1 / (1 + pending / LOAD_HALF)`: at [`LOAD_HALF`] pending jobs a node's score halves.
@@ -163,6 +165,8 @@ pub struct Candidate<'a> {
     pub healthy: bool,
     /// Why not, when it is not.
     pub last_error: Option<&'a str>,
+    /// Share of its recent probes it answered.
+    pub uptime: f64,
     /// What it last reported.
     pub report: &'a NodeReport,
     /// Its record.
@@ -219,6 +223,8 @@ pub struct Ranked {
     pub price: f64,
     /// Its success rate with the prior.
     pub success: f64,
+    /// Share of its recent probes it answered.
+    pub uptime: f64,
     /// Its pending jobs.
     pub pending: u64,
 }
@@ -383,9 +389,10 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
             let load = 1.0 / (1.0 + n.report.pending as f64 / LOAD_HALF);
             Ranked {
                 node: n.node.to_string(),
-                score: success * success * speed * load,
+                score: success * success * n.uptime.clamp(0.0, 1.0) * speed * load,
                 price,
                 success,
+                uptime: n.uptime,
                 pending: n.report.pending,
             }
         })
@@ -470,6 +477,7 @@ mod tests {
             node: name,
             healthy: true,
             last_error: None,
+            uptime: 1.0,
             report,
             record: Record::default(),
         }
@@ -645,9 +653,19 @@ mod tests {
         };
         let mut loaded = node("loaded:1", &busy);
         loaded.record = good.record;
-        let choice = choose(&ask(&containers, &none, None), [flaky, new, slow, loaded, good], false);
+        let mut flapping = node("flapping:1", &idle);
+        flapping.record = good.record;
+        flapping.uptime = 0.6;
+        let choice = choose(
+            &ask(&containers, &none, None),
+            [flaky, new, slow, loaded, good, flapping],
+            false,
+        );
         let order: Vec<&str> = choice.candidates.iter().map(|r| r.node.as_str()).collect();
-        assert_eq!(order, ["good:1", "new:1", "slow:1", "loaded:1", "flaky:1"]);
+        assert_eq!(
+            order,
+            ["good:1", "new:1", "flapping:1", "slow:1", "loaded:1", "flaky:1"]
+        );
         let new_score = choice.candidates[1].score;
         assert!(new_score > 0.5 && new_score < choice.candidates[0].score);
     }
@@ -662,6 +680,7 @@ mod tests {
                 score,
                 price: 0.0,
                 success: 1.0,
+                uptime: 1.0,
                 pending: 0,
             })
             .collect();

@@ -132,7 +132,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         resources: settings.resources,
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
-        gateway,
+        gateway: gateway.clone(),
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -141,6 +141,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         monitor.run(monitor_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let sweep = gateway.clone();
+    let sweep_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));
     let app = server::app(state, max_body);
     let limits = settings.limits;
     tasks.spawn_critical("rest-server", async move {

@@ -106,6 +106,10 @@ struct Args {
     /// Jobs in one gateway batch at most.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
+    /// Let jobs' `callback_url` name loopback, private and link-local addresses (off: a client
+    /// could otherwise make the router call its own network).
+    #[arg(long, env = "CALLBACKS_TO_PRIVATE")]
+    callbacks_to_private: bool,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -234,6 +238,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 attempts: args.dispatch_attempts.max(1),
                 dispatch_timeout: dispatch,
                 max_batch: args.max_batch.max(1),
+                callbacks_to_private: args.callbacks_to_private,
                 ..GatewaySettings::default()
             },
         }),

@@ -106,6 +106,7 @@ mod tests {
                 pending,
                 offer: Default::default(),
             },
+            uptime: 1.0,
         }
     }
 

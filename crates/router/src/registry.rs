@@ -162,7 +162,12 @@ struct NodeState {
     report: NodeReport,
     last_error: Option<String>,
     identity: Option<NodeIdentity>,
+    /// Share of recent probes answered (a moving average, [`UPTIME_WEIGHT`] per probe).
+    uptime: f64,
 }
+
+/// Weight of the newest probe in a node's uptime: it reflects about the last 20 probes.
+pub const UPTIME_WEIGHT: f64 = 0.05;
 
 /// An available node, as the ranking sees it.
 #[derive(Debug, Clone)]
@@ -173,6 +178,8 @@ pub struct Available {
     pub url: String,
     /// What it last reported.
     pub report: NodeReport,
+    /// Share of its recent probes it answered (0 to 1).
+    pub uptime: f64,
 }
 
 /// The read side: swapped in whole after every change, read without locks held for long.
@@ -248,6 +255,7 @@ impl Registry {
                 key: key.clone(),
                 url: n.addr.base_url(),
                 report: n.report.clone(),
+                uptime: n.uptime,
             })
             .collect();
         let fingerprint = ranking::fingerprint(&available);
@@ -429,10 +437,13 @@ impl NodeState {
             report: NodeReport::default(),
             last_error: None,
             identity: None,
+            uptime: 1.0,
         }
     }
 
     fn record(&mut self, result: Result<NodeReport, ProbeError>, h: Hysteresis) {
+        let answered = if result.is_ok() { 1.0 } else { 0.0 };
+        self.uptime += UPTIME_WEIGHT * (answered - self.uptime);
         match result {
             Ok(report) => {
                 self.report = report;

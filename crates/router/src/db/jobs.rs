@@ -372,6 +372,42 @@ impl Db {
         }))
     }
 
+    /// Running jobs that have a callback, a node and a lease that ran out before `now` (their
+    /// replica stopped watching them): at most `limit`, oldest first.
+    pub async fn unwatched_callback_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                cols!(),
+                " FROM jobs WHERE status = 'running' AND callback_url IS NOT NULL AND node_job IS NOT NULL \
+                 AND lease_until < $1 ORDER BY created_at, id LIMIT $2"
+            ))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Renews the lease of attempt `attempt`; `false` when it is no longer the running one.
+    pub async fn renew_job_lease(&self, id: &str, attempt: i64, lease: &Lease<'_>) -> Result<bool, DbError> {
+        let done = on_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE jobs SET lease_owner = $3, lease_until = $4, updated_at = $5 \
+                 WHERE id = $1 AND attempt = $2 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(lease.owner)
+            .bind(lease.until())
+            .bind(lease.now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
     /// Puts running jobs whose lease ran out before `now` back in the queue; returns how many.
     pub async fn requeue_expired_jobs(&self, now: i64) -> Result<u64, DbError> {
         Ok(on_pool!(self, |p| {

@@ -13,7 +13,9 @@
 //! jobs. Nodes are told the client as an address derived from that identity (see
 //! [`Client::stated`]), so their rate limits apply per client, not to the router.
 
+pub mod callback;
 pub mod dispatch;
+pub mod pipeline;
 
 use std::{
     collections::HashMap,
@@ -70,6 +72,18 @@ pub struct GatewaySettings {
     pub lease: Duration,
     /// Largest request body.
     pub max_body: usize,
+    /// Longest wait between two reads of a watched job's result (callbacks).
+    pub callback_poll: Duration,
+    /// Attempts to post a callback.
+    pub callback_attempts: u32,
+    /// Whether callbacks may go to loopback, private and link-local addresses.
+    pub callbacks_to_private: bool,
+    /// Jobs with callbacks watched at once by this replica.
+    pub max_watched: usize,
+    /// How long a watched job's node may not answer before the job is failed.
+    pub node_gone_after: Duration,
+    /// How often jobs whose watcher stopped are looked for.
+    pub callback_sweep: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -84,6 +98,12 @@ impl Default for GatewaySettings {
             batch_concurrency: 32,
             lease: Duration::from_secs(300),
             max_body: 4 << 20,
+            callback_poll: Duration::from_secs(5),
+            callback_attempts: 6,
+            callbacks_to_private: false,
+            max_watched: 10_000,
+            node_gone_after: Duration::from_secs(600),
+            callback_sweep: Duration::from_secs(30),
         }
     }
 }
@@ -121,6 +141,10 @@ pub struct Gateway {
     bases: Vec<String>,
     /// This replica's name in leases.
     replica: String,
+    /// Free callback watchers.
+    watchers: Arc<tokio::sync::Semaphore>,
+    /// Posts callbacks (no redirects, a timeout).
+    callbacks: reqwest::Client,
 }
 
 impl Gateway {
@@ -167,11 +191,16 @@ impl Gateway {
                 .connect_timeout(settings.dispatch_timeout)
                 .build()?,
             identity,
-            settings,
             records: RwLock::new(records),
             verifier: Verifier::new(60, 100_000),
             bases,
             replica: uuid::Uuid::new_v4().to_string(),
+            watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
+            callbacks: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            settings,
         })
     }
 
@@ -198,6 +227,38 @@ impl Gateway {
         }
     }
 
+    /// The job `node_job` of `client` as `node` has it: how it stands and its result.
+    pub(crate) async fn read_result(
+        &self,
+        node: &str,
+        node_job: &str,
+        client: &str,
+    ) -> Result<(JobStatus, Option<infernet_types::ContainerResult>), String> {
+        let call = self.call(node, stated(client));
+        let path = format!(
+            "/api/jobs?id={}",
+            form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+        );
+        let response = call.send(reqwest::Method::GET, &path, None).await?;
+        let status = response.status();
+        let body = dispatch::read(response, self.settings.dispatch_timeout).await?;
+        if !status.is_success() {
+            return Err(format!("the node answered HTTP {status}"));
+        }
+        let list: Vec<infernet_types::JobResult> =
+            serde_json::from_slice(&body).map_err(|e| format!("the node's answer is not a job result: {e}"))?;
+        let result = list
+            .into_iter()
+            .find(|r| r.id == node_job)
+            .ok_or_else(|| "the node no longer has the job (its retention passed?)".to_string())?;
+        let status = match result.status {
+            infernet_types::JobStatus::Success => JobStatus::Succeeded,
+            infernet_types::JobStatus::Failed => JobStatus::Failed,
+            infernet_types::JobStatus::Running => JobStatus::Running,
+        };
+        Ok((status, result.result))
+    }
+
     /// The chooser's answer for `ask` among the available nodes (with `explain`, among every known
     /// node, each exclusion with its reason).
     pub fn choose(&self, ask: &JobAsk, explain: bool) -> Choice {
@@ -208,6 +269,7 @@ impl Gateway {
             node: &n.key,
             healthy: true,
             last_error: None,
+            uptime: n.uptime,
             report: &n.report,
             record: records.get(&n.key).copied().unwrap_or_default(),
         });
@@ -239,6 +301,7 @@ impl Gateway {
             node,
             healthy: false,
             last_error: error.as_deref(),
+            uptime: 0.0,
             report,
             record: records.get(node).copied().unwrap_or_default(),
         });
@@ -357,6 +420,8 @@ pub struct JobAsk {
     pub max_seconds: f64,
     /// Time to find a node that accepts it.
     pub deadline: Option<Duration>,
+    /// Where its final result is posted.
+    pub callback_url: Option<String>,
 }
 
 /// Longest `max_seconds` and `deadline_s` taken: a day.
@@ -381,11 +446,11 @@ impl JobAsk {
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("{at}{k}: unknown field; known: {}", KNOWN.join(", ")));
         }
-        if obj.contains_key("callback_url") {
-            return Err(format!(
-                "{at}callback_url: result callbacks are not supported by this router yet; read the result with GET /api/v1/jobs/{{id}}"
-            ));
-        }
+        let callback_url = match obj.get("callback_url") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) => Some(callback::check_url(u, true).map_err(|e| format!("{at}callback_url: {e}"))?),
+            Some(_) => return Err(format!("{at}callback_url: must be a URL string")),
+        };
         let containers: Vec<String> = match obj.get("containers") {
             Some(Value::Array(items)) if !items.is_empty() && items.len() <= 64 => items
                 .iter()
@@ -426,6 +491,7 @@ impl JobAsk {
             max_price: number("max_price", f64::MAX)?,
             max_seconds,
             deadline: number("deadline_s", MAX_SECONDS)?.map(Duration::from_secs_f64),
+            callback_url,
         })
     }
 
@@ -540,6 +606,9 @@ async fn place(
     idempotency_key: Option<&str>,
     plan: Option<(&Choice, Vec<usize>)>,
 ) -> Result<Placed, ApiError> {
+    if let Some(url) = &ask.callback_url {
+        callback::check_url(url, gw.settings.callbacks_to_private).map_err(|e| bad(format!("callback_url: {e}")))?;
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let client_id = client.id();
     let inserted = gw
@@ -549,7 +618,7 @@ async fn place(
             client: &client_id,
             idempotency_key,
             containers: &ask.containers,
-            callback_url: None,
+            callback_url: ask.callback_url.as_deref(),
             now: now_ms(),
         })
         .await?;
@@ -570,12 +639,45 @@ async fn place(
         }
     };
     if choice.candidates.is_empty() {
+        // No node serves the whole list: its stages may still run on several nodes.
+        if let Some(stages) = pipeline::plan(gw, ask) {
+            return pipeline::start(gw, client, ask, job, stages).await;
+        }
         let why = gw.choose(ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
         fail(gw, &job, &why).await;
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why));
     }
-    let body = ask.node_body();
-    let stated = client.stated();
+    match dispatch_along(gw, choice, &order, ask.node_body(), client.stated(), ask.deadline).await {
+        Ok((node, node_job)) => {
+            gw.db
+                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
+                .await?;
+            if job.callback_url.is_some() {
+                gw.watch(Job {
+                    node: Some(node.clone()),
+                    node_job: Some(node_job),
+                    ..job.clone()
+                });
+            }
+            Ok(Placed::New { job, node })
+        }
+        Err(e) => {
+            fail(gw, &job, &e.1).await;
+            Err(e)
+        }
+    }
+}
+
+/// Offers `body` to the candidates of `choice` in `order` (at most `attempts` of them, within
+/// `deadline`): the node that accepted it and its id there.
+async fn dispatch_along(
+    gw: &Arc<Gateway>,
+    choice: &Choice,
+    order: &[usize],
+    body: Bytes,
+    stated: IpAddr,
+    deadline: Option<Duration>,
+) -> Result<(String, String), ApiError> {
     let mut tried = Vec::new();
     let attempts = async {
         for &i in order.iter().take(gw.settings.attempts.max(1)) {
@@ -600,7 +702,7 @@ async fn place(
             format!("no node accepted the job: {}", tried.join("; ")),
         ))
     };
-    let outcome = match ask.deadline {
+    match deadline {
         Some(d) => tokio::time::timeout(d, attempts).await.unwrap_or_else(|_| {
             Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -608,18 +710,6 @@ async fn place(
             ))
         }),
         None => attempts.await,
-    };
-    match outcome {
-        Ok((node, node_job)) => {
-            gw.db
-                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
-                .await?;
-            Ok(Placed::New { job, node })
-        }
-        Err(e) => {
-            fail(gw, &job, &e.1).await;
-            Err(e)
-        }
     }
 }
 
@@ -686,31 +776,8 @@ pub async fn job(
     if job.status == JobStatus::Cancelled {
         return Ok(Json(answer));
     }
-    let call = gw.call(&node, stated(&job.client));
-    let path = format!(
-        "/api/jobs?id={}",
-        form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
-    );
-    let read = async {
-        let response = call.send(reqwest::Method::GET, &path, None).await?;
-        let status = response.status();
-        let body = dispatch::read(response, gw.settings.dispatch_timeout).await?;
-        if !status.is_success() {
-            return Err(format!("the node answered HTTP {status}"));
-        }
-        let list: Vec<infernet_types::JobResult> =
-            serde_json::from_slice(&body).map_err(|e| format!("the node's answer is not a job result: {e}"))?;
-        list.into_iter()
-            .find(|r| r.id == node_job)
-            .ok_or_else(|| "the node no longer has the job (its retention passed?)".to_string())
-    };
-    match read.await {
-        Ok(result) => {
-            let status = match result.status {
-                infernet_types::JobStatus::Success => JobStatus::Succeeded,
-                infernet_types::JobStatus::Failed => JobStatus::Failed,
-                infernet_types::JobStatus::Running => JobStatus::Running,
-            };
+    match gw.read_result(&node, &node_job, &job.client).await {
+        Ok((status, result)) => {
             if job.status == JobStatus::Running && status.is_final() {
                 let error = (status == JobStatus::Failed).then(|| "the node reports the job failed".to_string());
                 if let Some(done) = gw
@@ -723,7 +790,7 @@ pub async fn job(
                 }
             }
             answer["status"] = json!(job.status.as_str());
-            answer["result"] = json!(result.result);
+            answer["result"] = json!(result);
         }
         Err(e) => {
             answer["warning"] = json!(format!("could not read the result from {node}: {e}"));
@@ -842,6 +909,11 @@ pub async fn stream(
     let gw = &state.gateway;
     let client = client(&state, peer, &headers, "POST", &uri, &body)?;
     let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
+    if ask.callback_url.is_some() {
+        return Err(bad(
+            "callback_url: a stream is answered as it runs; submit to /api/v1/jobs for a callback",
+        ));
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let client_id = client.id();
     let job = match gw

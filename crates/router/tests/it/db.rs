@@ -137,14 +137,14 @@ extern "C" fn stop_postgres() {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Backend {
+pub(super) enum Backend {
     Sqlite,
     Postgres,
 }
 
 /// One test's database; removed on drop.
-struct TestDb {
-    settings: DbSettings,
+pub(super) struct TestDb {
+    pub(super) settings: DbSettings,
     /// The SQLite file's directory.
     _dir: Option<tempfile::TempDir>,
     /// The PostgreSQL database's name.
@@ -152,7 +152,7 @@ struct TestDb {
 }
 
 impl TestDb {
-    fn new(backend: Backend) -> Self {
+    pub(super) fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();

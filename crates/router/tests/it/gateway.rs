@@ -286,3 +286,254 @@ async fn a_node_that_died_is_passed_over_and_counted() {
         assert!(n < 40, "the dead node is never counted: {route}");
     }
 }
+
+/// Two routers on one database are one router to their clients: a job submitted through one reads
+/// back through the other, a client's repeated `Idempotency-Key` runs one job whichever router it
+/// reaches, and a router started later on the database (a restart) answers what was answered.
+async fn routers_on_one_database_are_one_router(backend: super::db::Backend) {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let db = super::db::TestDb::new(backend);
+    let replica = || {
+        let mut s = settings(&[node.key()]);
+        s.gateway.key_file = key_file(&key);
+        s.database = db.settings.clone();
+        router(s)
+    };
+    let (one, two) = (replica().await, replica().await);
+    for url in [&one, &two] {
+        eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+            v.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await;
+    }
+    let (status, placed) = post(
+        format!("{one}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let id = placed["id"].as_str().unwrap();
+    let done = ended(&two, id).await;
+    assert_eq!(
+        (done["status"].as_str(), &done["result"]["output"]),
+        (Some("succeeded"), &json!({"ok": true}))
+    );
+
+    // The same key through both routers at once: one job.
+    let submit = |url: String| async move {
+        client()
+            .post(format!("{url}/api/v1/jobs"))
+            .header("idempotency-key", "once")
+            .json(&json!({"containers": ["x"], "data": {"n": 2}}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let (a, b) = tokio::join!(submit(one.clone()), submit(two.clone()));
+    assert_eq!(a["id"], b["id"], "{a} {b}");
+
+    // A router started anew on the database knows both jobs.
+    let three = replica().await;
+    assert_eq!(ended(&three, id).await["status"], "succeeded");
+    assert_eq!(ended(&three, a["id"].as_str().unwrap()).await["status"], "succeeded");
+}
+
+mod routers_on_one_database_are_one_router {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::routers_on_one_database_are_one_router(super::super::db::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::routers_on_one_database_are_one_router(super::super::db::Backend::Postgres).await
+    }
+}
+
+/// A receiver of callbacks on loopback: its URL, and the bodies it was posted, in order.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(body).unwrap();
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_stopped() {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let (hook, mut posted) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = infernet_router::db::DbSettings::new(format!("sqlite://{}", dir.path().join("r.db").display()));
+    let gateway_settings = |private: bool| {
+        let mut s = settings(&[node.key()]);
+        s.gateway.key_file = key_file(&key);
+        s.gateway.callbacks_to_private = private;
+        s.gateway.callback_poll = Duration::from_millis(50);
+        s.gateway.callback_sweep = Duration::from_millis(100);
+        s.database = database.clone();
+        s
+    };
+    let url = router(gateway_settings(true)).await;
+    eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body["id"], placed["id"]);
+    assert_eq!(
+        (body["status"].as_str(), &body["result"]["output"]),
+        (Some("succeeded"), &json!({"ok": true}))
+    );
+    assert_eq!(
+        get_json(format!("{url}/api/v1/jobs/{}", placed["id"].as_str().unwrap()))
+            .await
+            .1["status"],
+        "succeeded"
+    );
+
+    // By default a router calls only public addresses back.
+    let strict = router(gateway_settings(false)).await;
+    let (status, e) = post(
+        format!("{strict}/api/v1/jobs"),
+        &json!({"containers": ["x"], "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("callback_url: names a loopback"),
+        "{e}"
+    );
+
+    // A job whose watching router died (its lease ran out) is taken over by a router on the
+    // database, and its callback posted.
+    let r = client()
+        .post(format!("http://{}/api/jobs", node.key()))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    let node_job = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let db = infernet_router::db::Db::open(&database).await.unwrap();
+    let now = infernet_router::db::now_ms();
+    let containers = vec!["x".to_string()];
+    let gone = infernet_router::db::jobs::Lease {
+        owner: "a router that died",
+        now,
+        duration: Duration::ZERO,
+    };
+    db.insert_job(&infernet_router::db::jobs::NewJob {
+        id: "orphan",
+        client: "addr:someone",
+        idempotency_key: None,
+        containers: &containers,
+        callback_url: Some(&hook),
+        now,
+    })
+    .await
+    .unwrap();
+    let claimed = db.claim_job("orphan", &gone).await.unwrap().unwrap();
+    assert!(
+        db.set_job_node("orphan", claimed.attempt, &node.key(), Some(&node_job), &gone)
+            .await
+            .unwrap()
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (body["id"].as_str(), body["status"].as_str()),
+        (Some("orphan"), Some("succeeded"))
+    );
+    // Once: nothing more arrives.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), posted.recv())
+            .await
+            .is_err()
+    );
+}
+
+/// A container service answering `{"seen": <the data it was given>}`.
+async fn echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/service_output",
+        axum::routing::post(|axum::Json(input): axum::Json<Value>| async move {
+            axum::Json(json!({"seen": input["data"]}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test]
+async fn a_pipeline_no_node_serves_whole_runs_its_stages_on_several_nodes() {
+    let key = Identity::generate();
+    let trust = json!({"network": {"routers": [key.npub()]}});
+    let port = echo().await;
+    let a = NodeProc::start_with(json!([{"id": "first", "port": port}]), trust.clone());
+    let b = NodeProc::start_with(json!([{"id": "second", "port": port}]), trust);
+    let url = gateway_router(&[a.key(), b.key()], &key).await;
+    eventually(format!("{url}/api/v1/ips?container=first&container=second&n=5"), |_| {
+        true
+    })
+    .await;
+    eventually(format!("{url}/api/v1/ips?container=second"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    eventually(format!("{url}/api/v1/ips?container=first"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["first", "second"], "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(placed["node"], a.key());
+    let done = ended(&url, placed["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["node"], b.key());
+    assert_eq!(done["result"]["output"], json!({"seen": {"seen": {"n": 1}}}), "{done}");
+    // A stage nobody serves: 503, as for a single container.
+    let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["first", "third"]})).await;
+    assert_eq!(status, 503, "{e}");
+}

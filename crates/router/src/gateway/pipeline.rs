@@ -1,0 +1,224 @@
+//! Pipelines across nodes: when no node serves a job's whole container list but nodes serve each
+//! of its containers, the router runs the stages on them in order, the output of one the `data`
+//! of the next (an output that is not a JSON object is passed on as `{"output": …}`).
+//!
+//! The client is answered once the first stage was accepted; the router then follows each stage
+//! to its end (reading its result from its node), dispatches the next, and records the last
+//! stage's node and job id on the job's row, from which `GET /api/v1/jobs/{id}` reads the result
+//! as for any job. A stage that fails, or whose node stops answering for
+//! `node_gone_after`, fails the job with the stage named. `max_price` bounds the whole pipeline:
+//! a stage goes only to nodes whose price leaves enough for the cheapest node of every later
+//! stage. Intermediate outputs pass through the router's memory, at most
+//! [`dispatch::MAX_ANSWER`](super::dispatch::MAX_ANSWER) bytes each. A pipeline whose router
+//! stops half-way is not resumed (its row stays running until its lease runs out).
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+
+use super::{ApiError, Client, Gateway, JobAsk, Placed, dispatch_along, fail};
+use crate::{
+    choose::{self, Choice},
+    db::{
+        jobs::{Job, JobStatus},
+        now_ms,
+    },
+};
+
+/// One stage: its container, the qualifying nodes and the order to try them in.
+pub(super) struct Stage {
+    container: String,
+    choice: Choice,
+    order: Vec<usize>,
+}
+
+/// The stages of `ask` when every container, taken alone, has qualifying nodes (and the
+/// cheapest of each together fit `max_price`); `None` otherwise, or for a single container.
+pub(super) fn plan(gw: &Gateway, ask: &JobAsk) -> Option<Vec<Stage>> {
+    if ask.containers.len() < 2 {
+        return None;
+    }
+    let mut stages = Vec::with_capacity(ask.containers.len());
+    for container in &ask.containers {
+        let alone = JobAsk {
+            containers: vec![container.clone()],
+            max_price: None,
+            callback_url: None,
+            ..ask.clone()
+        };
+        let choice = gw.choose(&alone, false);
+        if choice.candidates.is_empty() {
+            return None;
+        }
+        let order = choose::pick(&choice.candidates, &mut rand::rng());
+        stages.push(Stage {
+            container: container.clone(),
+            choice,
+            order,
+        });
+    }
+    let cheapest: f64 = stages.iter().map(cheapest).sum();
+    if ask.max_price.is_some_and(|max| cheapest > max) {
+        return None;
+    }
+    Some(stages)
+}
+
+fn cheapest(stage: &Stage) -> f64 {
+    stage
+        .choice
+        .candidates
+        .iter()
+        .map(|c| c.price)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Dispatches stage `i` with `data` to a node whose price fits `budget`.
+async fn dispatch_stage(
+    gw: &Arc<Gateway>,
+    ask: &JobAsk,
+    stage: &Stage,
+    data: Value,
+    client: &Client,
+    budget: f64,
+) -> Result<(String, String, f64), ApiError> {
+    let order: Vec<usize> = stage
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| stage.choice.candidates[i].price <= budget + 1e-12)
+        .collect();
+    let body = JobAsk {
+        containers: vec![stage.container.clone()],
+        data,
+        ..ask.clone()
+    }
+    .node_body();
+    let (node, node_job) = dispatch_along(gw, &stage.choice, &order, body, client.stated(), ask.deadline).await?;
+    let price = stage
+        .choice
+        .candidates
+        .iter()
+        .find(|c| c.node == node)
+        .map_or(0.0, |c| c.price);
+    Ok((node, node_job, price))
+}
+
+/// Runs the first stage, answers, and runs the others in the background.
+pub(super) async fn start(
+    gw: &Arc<Gateway>,
+    client: &Client,
+    ask: &JobAsk,
+    job: Job,
+    stages: Vec<Stage>,
+) -> Result<Placed, ApiError> {
+    let later: f64 = stages[1..].iter().map(cheapest).sum();
+    let budget = ask.max_price.map_or(f64::INFINITY, |max| max - later);
+    let (node, node_job, price) = match dispatch_stage(gw, ask, &stages[0], ask.data.clone(), client, budget).await {
+        Ok(x) => x,
+        Err(e) => {
+            fail(gw, &job, &e.1).await;
+            return Err(e);
+        }
+    };
+    gw.db
+        .set_job_node(&job.id, job.attempt, &node, None, &gw.lease())
+        .await?;
+    let (gw2, client2, ask2, job2, first) = (gw.clone(), *client, ask.clone(), job.clone(), node.clone());
+    tokio::spawn(async move {
+        if let Err(why) = follow(&gw2, &client2, &ask2, &job2, stages, (first, node_job, price)).await {
+            fail(&gw2, &job2, &why).await;
+        }
+    });
+    Ok(Placed::New { node, job })
+}
+
+/// Follows each stage to its end and dispatches the next; the last one is recorded on the row.
+async fn follow(
+    gw: &Arc<Gateway>,
+    client: &Client,
+    ask: &JobAsk,
+    job: &Job,
+    stages: Vec<Stage>,
+    first: (String, String, f64),
+) -> Result<(), String> {
+    let (mut node, mut node_job, mut spent) = first;
+    for i in 1..stages.len() {
+        let prev = &stages[i - 1].container;
+        let output = wait(gw, job, &node, &node_job)
+            .await
+            .map_err(|e| format!("stage {i} ({prev}) on {node}: {e}"))?;
+        let data = match output {
+            Value::Object(_) => output,
+            other => json!({"output": other}),
+        };
+        let later: f64 = stages[i + 1..].iter().map(cheapest).sum();
+        let budget = ask.max_price.map_or(f64::INFINITY, |max| max - spent - later);
+        let (n, j, price) = dispatch_stage(gw, ask, &stages[i], data, client, budget)
+            .await
+            .map_err(|e| format!("stage {} ({}): {}", i + 1, stages[i].container, e.1))?;
+        (node, node_job, spent) = (n, j, spent + price);
+        let last = i + 1 == stages.len();
+        let recorded = gw
+            .db
+            .set_job_node(
+                &job.id,
+                job.attempt,
+                &node,
+                last.then_some(node_job.as_str()),
+                &gw.lease(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !recorded {
+            return Ok(()); // Cancelled meanwhile.
+        }
+    }
+    if job.callback_url.is_some() {
+        gw.watch(Job {
+            node: Some(node),
+            node_job: Some(node_job),
+            ..job.clone()
+        });
+    }
+    Ok(())
+}
+
+/// Waits for a stage's job to end: its output, or why it failed.
+async fn wait(gw: &Arc<Gateway>, job: &Job, node: &str, node_job: &str) -> Result<Value, String> {
+    let mut delay = Duration::from_millis(50);
+    let mut unreachable_since = None;
+    loop {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(gw.settings.callback_poll);
+        if !gw
+            .db
+            .renew_job_lease(&job.id, job.attempt, &gw.lease())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err("the job was cancelled".into());
+        }
+        match gw.read_result(node, node_job, &job.client).await {
+            Ok((JobStatus::Running, _)) => unreachable_since = None,
+            Ok((JobStatus::Succeeded, Some(infernet_types::ContainerResult::Output { output, .. }))) => {
+                gw.record(node, true, now_ms() - job.created_at);
+                return Ok(output);
+            }
+            Ok((_, result)) => {
+                gw.record(node, false, 0);
+                let why = match result {
+                    Some(infernet_types::ContainerResult::Error { error, .. }) => error,
+                    _ => "the node reports the stage failed".into(),
+                };
+                return Err(why);
+            }
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= gw.settings.node_gone_after {
+                    return Err(format!("the node stopped answering: {e}"));
+                }
+            }
+        }
+    }
+}
