@@ -140,7 +140,12 @@ impl Gateway {
             .finish_job(&job.id, job.attempt, status, error.as_deref(), now_ms())
             .await
         {
-            Ok(Some(done)) => self.record(&node, status == JobStatus::Succeeded, done.updated_at - job.created_at),
+            Ok(Some(done)) => self.record(
+                &node,
+                &job.containers,
+                status == JobStatus::Succeeded,
+                Some(done.updated_at - job.created_at),
+            ),
             Ok(None) => {}
             Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a watched job's end"),
         }

@@ -50,6 +50,11 @@ use crate::{
 };
 use dispatch::{Call, Outcome};
 
+/// Weight of the newest latency in a node's per-container average.
+const LATENCY_WEIGHT: f64 = 0.2;
+/// Node and container-set pairs whose latency is kept.
+const MAX_LATENCY_KEYS: usize = 100_000;
+
 /// How the gateway works.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
@@ -141,6 +146,8 @@ pub struct Gateway {
     bases: Vec<String>,
     /// This replica's name in leases.
     replica: String,
+    /// Latency per node and container set (a moving average, ms), at most [`MAX_LATENCY_KEYS`].
+    latency: RwLock<HashMap<(String, String), f64>>,
     /// Free callback watchers.
     watchers: Arc<tokio::sync::Semaphore>,
     /// Posts callbacks (no redirects, a timeout).
@@ -195,6 +202,7 @@ impl Gateway {
             verifier: Verifier::new(60, 100_000),
             bases,
             replica: uuid::Uuid::new_v4().to_string(),
+            latency: RwLock::default(),
             watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
             callbacks: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -264,6 +272,16 @@ impl Gateway {
     pub fn choose(&self, ask: &JobAsk, explain: bool) -> Choice {
         let snapshot = self.registry.snapshot();
         let records = self.records.read().expect("records poisoned");
+        let latency = self.latency.read().expect("latency poisoned");
+        let containers = ask.containers.join("\u{1f}");
+        // The latency for these containers where measured, the node's overall one otherwise.
+        let record = |node: &str| {
+            let mut r = records.get(node).copied().unwrap_or_default();
+            if let Some(l) = latency.get(&(node.to_string(), containers.clone())) {
+                r.latency_ms = Some(*l);
+            }
+            r
+        };
         let a = ask.as_ask(&self.settings.price_unit);
         let healthy = snapshot.available.iter().map(|n| Candidate {
             node: &n.key,
@@ -271,7 +289,7 @@ impl Gateway {
             last_error: None,
             uptime: n.uptime,
             report: &n.report,
-            record: records.get(&n.key).copied().unwrap_or_default(),
+            record: record(&n.key),
         });
         if !explain {
             return choose::choose(&a, healthy, false);
@@ -303,24 +321,44 @@ impl Gateway {
             last_error: error.as_deref(),
             uptime: 0.0,
             report,
-            record: records.get(node).copied().unwrap_or_default(),
+            record: record(node),
         });
         choose::choose(&a, healthy.chain(sick), true)
     }
 
-    /// Counts a job's outcome on `node` in its record, here and in the database.
-    fn record(self: &Arc<Self>, node: &str, ok: bool, latency_ms: i64) {
+    /// Counts a job's outcome on `node` in its record, here and in the database: a result (with
+    /// the latency measured, when it was: streams, watched jobs and pipeline stages; a job read
+    /// only when its client asked has none) or a failure. The latency is also kept per container
+    /// set, in memory, so that nodes are compared with their peers for the same containers.
+    fn record(self: &Arc<Self>, node: &str, containers: &[String], ok: bool, latency_ms: Option<i64>) {
         {
             let mut records = self.records.write().expect("records poisoned");
             let r = records.entry(node.to_string()).or_default();
             if ok {
-                let total = r.latency_ms.unwrap_or(0.0) * r.jobs_ok as f64 + latency_ms.max(0) as f64;
+                if let Some(l) = latency_ms {
+                    let timed = r.jobs_ok.max(1) as f64;
+                    r.latency_ms = Some(r.latency_ms.map_or(l as f64, |mean| mean + (l as f64 - mean) / timed));
+                }
                 r.jobs_ok += 1;
-                r.latency_ms = Some(total / r.jobs_ok as f64);
             } else {
                 r.jobs_failed += 1;
             }
         }
+        if let (true, Some(l)) = (ok, latency_ms) {
+            let mut by = self.latency.write().expect("latency poisoned");
+            let key = (node.to_string(), containers.join("\u{1f}"));
+            let full = by.len() >= MAX_LATENCY_KEYS;
+            match by.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut mean) => {
+                    *mean.get_mut() += LATENCY_WEIGHT * (l as f64 - *mean.get());
+                }
+                std::collections::hash_map::Entry::Vacant(slot) if !full => {
+                    slot.insert(l as f64);
+                }
+                std::collections::hash_map::Entry::Vacant(_) => {}
+            }
+        }
+        let latency_ms = latency_ms.unwrap_or(0);
         let (gw, node) = (self.clone(), node.to_string());
         tokio::spawn(async move {
             let write = async {
@@ -686,7 +724,7 @@ async fn dispatch_along(
                 Outcome::Accepted(node_job) => return Ok((node.clone(), node_job)),
                 Outcome::Refused(why) => tried.push(format!("{node} refused: {why}")),
                 Outcome::Failed(why) => {
-                    gw.record(node, false, 0);
+                    gw.record(node, &[], false, None);
                     tried.push(format!("{node} failed: {why}"));
                 }
                 Outcome::Invalid { status, message } => {
@@ -785,7 +823,7 @@ pub async fn job(
                     .finish_job(&job.id, job.attempt, status, error.as_deref(), now_ms())
                     .await?
                 {
-                    gw.record(&node, status == JobStatus::Succeeded, done.updated_at - job.created_at);
+                    gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
                     job = done;
                 }
             }
@@ -952,7 +990,7 @@ pub async fn stream(
         {
             Ok(r) => r,
             Err(why) => {
-                gw.record(&node, false, 0);
+                gw.record(&node, &[], false, None);
                 tried.push(format!("{node} failed: {why}"));
                 continue;
             }
@@ -972,7 +1010,7 @@ pub async fn stream(
                     ));
                 }
                 Outcome::Failed(why) | Outcome::Accepted(why) => {
-                    gw.record(&node, false, 0);
+                    gw.record(&node, &[], false, None);
                     tried.push(format!("{node} failed: {why}"));
                 }
             }
@@ -1001,7 +1039,7 @@ pub async fn stream(
         let (node_job, rest) = match id_line {
             Ok(x) => x,
             Err(why) => {
-                gw.record(&node, false, 0);
+                gw.record(&node, &[], false, None);
                 tried.push(format!("{node} failed: {why}"));
                 continue;
             }
@@ -1067,7 +1105,7 @@ impl Drop for Finish {
                 false => (JobStatus::Failed, Some("the stream ended early")),
             };
             match gw.db.finish_job(&job.id, job.attempt, status, error, now_ms()).await {
-                Ok(Some(_)) => gw.record(&node, ok, latency),
+                Ok(Some(_)) => gw.record(&node, &job.containers, ok, Some(latency)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a stream's end"),
             }

@@ -19,10 +19,7 @@ use serde_json::{Value, json};
 use super::{ApiError, Client, Gateway, JobAsk, Placed, dispatch_along, fail};
 use crate::{
     choose::{self, Choice},
-    db::{
-        jobs::{Job, JobStatus},
-        now_ms,
-    },
+    db::jobs::{Job, JobStatus},
 };
 
 /// One stage: its container, the qualifying nodes and the order to try them in.
@@ -145,7 +142,7 @@ async fn follow(
     let (mut node, mut node_job, mut spent) = first;
     for i in 1..stages.len() {
         let prev = &stages[i - 1].container;
-        let output = wait(gw, job, &node, &node_job)
+        let output = wait(gw, job, prev, &node, &node_job)
             .await
             .map_err(|e| format!("stage {i} ({prev}) on {node}: {e}"))?;
         let data = match output {
@@ -185,7 +182,8 @@ async fn follow(
 }
 
 /// Waits for a stage's job to end: its output, or why it failed.
-async fn wait(gw: &Arc<Gateway>, job: &Job, node: &str, node_job: &str) -> Result<Value, String> {
+async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &str) -> Result<Value, String> {
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut unreachable_since = None;
     loop {
@@ -202,11 +200,12 @@ async fn wait(gw: &Arc<Gateway>, job: &Job, node: &str, node_job: &str) -> Resul
         match gw.read_result(node, node_job, &job.client).await {
             Ok((JobStatus::Running, _)) => unreachable_since = None,
             Ok((JobStatus::Succeeded, Some(infernet_types::ContainerResult::Output { output, .. }))) => {
-                gw.record(node, true, now_ms() - job.created_at);
+                let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+                gw.record(node, &[stage.to_string()], true, Some(latency));
                 return Ok(output);
             }
             Ok((_, result)) => {
-                gw.record(node, false, 0);
+                gw.record(node, &[stage.to_string()], false, None);
                 let why = match result {
                     Some(infernet_types::ContainerResult::Error { error, .. }) => error,
                     _ => "the node reports the stage failed".into(),

@@ -537,3 +537,45 @@ async fn a_pipeline_no_node_serves_whole_runs_its_stages_on_several_nodes() {
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["first", "third"]})).await;
     assert_eq!(status, 503, "{e}");
 }
+
+#[tokio::test]
+async fn nodes_are_compared_on_the_latency_of_the_containers_asked_for() {
+    let key = Identity::generate();
+    let trust = json!({"network": {"routers": [key.npub()]}});
+    let (fast, slow) = (service(Duration::ZERO).await, service(Duration::from_millis(150)).await);
+    // Each node is fast at one container and slow at the other: overall they are alike.
+    let a = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}, {"id": "y", "port": slow}]),
+        trust.clone(),
+    );
+    let b = NodeProc::start_with(json!([{"id": "x", "port": slow}, {"id": "y", "port": fast}]), trust);
+    let url = gateway_router(&[a.key(), b.key()], &key).await;
+    eventually(format!("{url}/api/v1/ips?container=x&container=y&n=5"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let first = |container: &'static str| {
+        let url = url.clone();
+        async move {
+            let (_, route) = get_json(format!("{url}/api/v1/route?container={container}")).await;
+            route["candidates"][0]["node"].as_str().unwrap().to_string()
+        }
+    };
+    // Streams measure latency; run them until each container has been timed on both nodes.
+    for n in 0.. {
+        for container in ["x", "y"] {
+            let r = client()
+                .post(format!("{url}/api/v1/jobs/stream"))
+                .json(&json!({"containers": [container], "data": {}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap();
+        }
+        if first("x").await == a.key() && first("y").await == b.key() {
+            break;
+        }
+        assert!(n < 40, "the ranking never followed the per-container latency");
+    }
+}
