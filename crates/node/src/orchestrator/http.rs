@@ -527,17 +527,19 @@ impl Answer {
             return Err(CallError::TooLarge(limit));
         }
         let mut held = Held::default();
-        // Announced bodies are read into one buffer of their size: no reallocation, no copy.
-        let mut body = bytes::BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
-        let mut add = |body: &mut bytes::BytesMut, chunk: &[u8]| {
-            let end = body.len() + chunk.len();
+        // Chunks as they come, joined once at the end: never sized by what the container
+        // announces, and no buffer doubling as it grows.
+        let mut body = BodyChunks::default();
+        let mut add = |body: &mut BodyChunks, chunk: Bytes| {
+            let end = body.len + chunk.len();
             if end > limit {
                 return Err(CallError::TooLarge(limit));
             }
-            if end > free && !budget.take(&mut held, end - free.max(body.len())) {
+            if end > free && !budget.take(&mut held, end - free.max(body.len)) {
                 return Err(CallError::OverBudget(budget.bytes()));
             }
-            body.extend_from_slice(chunk);
+            body.len = end;
+            body.chunks.push(chunk);
             Ok(())
         };
         match self.body {
@@ -545,17 +547,17 @@ impl Answer {
                 while let Some(frame) = plain.frame().await {
                     let frame = frame.map_err(|e| CallError::new(&e, false))?;
                     if let Ok(chunk) = frame.into_data() {
-                        add(&mut body, &chunk)?;
+                        add(&mut body, chunk)?;
                     }
                 }
             }
             AnswerBody::Tls(mut response) => {
                 while let Some(chunk) = response.chunk().await.map_err(CallError::of_reqwest)? {
-                    add(&mut body, &chunk)?;
+                    add(&mut body, chunk)?;
                 }
             }
         }
-        Ok((body.freeze(), held))
+        Ok((body.join(), held))
     }
 
     /// The body as it arrives.
@@ -564,6 +566,27 @@ impl Answer {
             AnswerBody::Plain(body) => BodyStream::Plain(BodyDataStream::new(body)),
             AnswerBody::Tls(response) => BodyStream::Tls(Box::pin(response.bytes_stream())),
         }
+    }
+}
+
+/// A body read as chunks.
+#[derive(Default)]
+struct BodyChunks {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl BodyChunks {
+    /// The chunks as one buffer (no copy for a single chunk).
+    fn join(mut self) -> Bytes {
+        if self.chunks.len() == 1 {
+            return self.chunks.pop().unwrap_or_default();
+        }
+        let mut all = bytes::BytesMut::with_capacity(self.len);
+        for chunk in self.chunks {
+            all.extend_from_slice(&chunk);
+        }
+        all.freeze()
     }
 }
 

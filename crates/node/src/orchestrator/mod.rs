@@ -269,7 +269,23 @@ pub struct Orchestrator {
     max_result: usize,
     /// Memory for large work, node-wide.
     budget: budget::Budget,
+    /// Off-chain jobs running, with their owner and what stops them (`DELETE /api/jobs/{id}`).
+    running: std::sync::Mutex<crate::FastMap<String, (IpAddr, futures::future::AbortHandle)>>,
 }
+
+/// What [`Orchestrator::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was running and is stopped, recorded failed.
+    Stopped,
+    /// The job has already ended.
+    Ended,
+    /// No job of this owner has the id.
+    Unknown,
+}
+
+/// The error a cancelled job is recorded with.
+pub const CANCELLED: &str = "cancelled by the client";
 
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)]);
@@ -343,6 +359,7 @@ impl Orchestrator {
             jobs: TaskTracker::new(),
             max_result: size(config.config.store.max_result_size),
             budget: budget::Budget::new(config.config.server.max_buffered_bytes),
+            running: Default::default(),
         })
     }
 
@@ -421,11 +438,50 @@ impl Orchestrator {
         let id = new_job_id();
         self.store.put(owner, &JobResult::running(&id)).await?;
         let (this, job) = (self.clone(), id.clone());
-        self.jobs.spawn(async move {
-            this.run_offchain(job, owner, request).await;
-            drop(slots);
-        });
+        let (stop, registration) = futures::future::AbortHandle::new_pair();
+        self.running
+            .lock()
+            .expect("running jobs poisoned")
+            .insert(id.clone(), (owner, stop));
+        // Stopped by `cancel`, the job's future is dropped: its container call and its slots go.
+        self.jobs.spawn(futures::future::Abortable::new(
+            async move {
+                this.run_offchain(job.clone(), owner, request).await;
+                this.running.lock().expect("running jobs poisoned").remove(&job);
+                drop(slots);
+            },
+            registration,
+        ));
         Ok(id)
+    }
+
+    /// Stops `owner`'s off-chain job `id` if it still runs (its container call is dropped) and
+    /// records it failed with [`CANCELLED`].
+    pub async fn cancel(&self, owner: IpAddr, id: &str) -> Result<Cancelled, StoreError> {
+        let stop = {
+            let mut running = self.running.lock().expect("running jobs poisoned");
+            match running.get(id) {
+                Some((o, _)) if *o == owner => running.remove(id).map(|(_, stop)| stop),
+                _ => None,
+            }
+        };
+        if let Some(stop) = stop {
+            stop.abort();
+            let error = ContainerResult::Error {
+                container: String::new(),
+                error: CANCELLED.into(),
+            };
+            self.store
+                .put(owner, &JobResult::finished(id.to_string(), vec![error]))
+                .await?;
+            self.metrics.job(Source::Offchain, false, Duration::ZERO);
+            return Ok(Cancelled::Stopped);
+        }
+        let stored = self.store.get(&[id.to_string()]).await?;
+        Ok(match stored.first() {
+            Some(job) if job.owner == owner => Cancelled::Ended,
+            _ => Cancelled::Unknown,
+        })
     }
 
     async fn run_offchain(&self, id: String, owner: IpAddr, request: JobRequest) {

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The caller may not do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The request conflicts with the resource's state (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Unknown path (404).
     #[error("not found")]
     NotFound,
@@ -90,6 +93,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Rejected(_) | Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } | Self::Busy(_) | Self::BatchItemLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -58,24 +58,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    let too_large = |n: u64| n > max_body as u64;
-    if body.size_hint().exact().is_some_and(too_large) {
-        return Err(ApiError::TooLarge(max_body));
-    }
-    // One buffer of the announced size: a 16 MiB body is held once, not as chunks and a copy.
-    let announced = body.size_hint().exact().unwrap_or(0) as usize;
-    let mut buffer = bytes::BytesMut::with_capacity(announced);
-    let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {}", e.into())))?;
-        if let Ok(data) = frame.into_data() {
-            if too_large((buffer.len() + data.len()) as u64) {
-                return Err(ApiError::TooLarge(max_body));
+    // Collected as chunks and joined once at the end. Never sized by what the client announces:
+    // a client that announces 16 MiB and sends a byte every few seconds must not make the node
+    // hold 16 MiB for it.
+    let collected = http_body_util::Limited::new(body, max_body)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge(max_body)
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
-            buffer.extend_from_slice(&data);
-        }
-    }
-    Ok(buffer.freeze())
+        })?;
+    Ok(collected.to_bytes())
 }
 
 /// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks
@@ -359,6 +355,29 @@ pub(super) async fn results(
         })
         .collect();
     Ok(Json(json!(results)))
+}
+
+/// `DELETE /api/jobs/{id}`: stops the caller's off-chain job if it still runs (extension).
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Stopped: `{\"id\", \"status\": \"failed\"}`, its result the error `cancelled by the client`"),
+        (status = 404, description = "No job of this client has the id"),
+        (status = 409, description = "The job has already ended"),
+        (status = 429, description = "Rate limited"),
+        (status = 503, description = "The store is down"),
+    ))]
+pub(super) async fn cancel(
+    State(state): State<Arc<AppState>>,
+    ClientIp(client): ClientIp,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::orchestrator::Cancelled;
+    match state.orchestrator.cancel(client, &id).await? {
+        Cancelled::Stopped => Ok(Json(json!({"id": id, "status": "failed"}))),
+        Cancelled::Ended => Err(ApiError::Conflict(format!("job {id} has already ended"))),
+        Cancelled::Unknown => Err(ApiError::NotFound),
+    }
 }
 
 /// `PUT /api/status`: a container on this host reports the status of a job it runs itself.

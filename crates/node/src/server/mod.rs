@@ -182,6 +182,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .merge(get(jobs::results).route_layer(limited("GET /api/jobs"))),
         )
         .route(
+            "/api/jobs/{id}",
+            axum::routing::delete(jobs::cancel).route_layer(limited("DELETE /api/jobs")),
+        )
+        .route(
             "/api/jobs/batch",
             post(jobs::batch).route_layer(limited(jobs::BATCH_BUCKET)),
         )

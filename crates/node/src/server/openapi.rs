@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         super::jobs::batch,
         super::jobs::stream,
         super::jobs::results,
+        super::jobs::cancel,
         super::jobs::status,
     ),
     components(schemas(

@@ -605,3 +605,55 @@ async fn delegated_subscriptions_are_checked_in_ritual_order_on_a_chain_node() {
         "invalid delegated subscription request: subscription.owner: missing field"
     );
 }
+
+#[tokio::test]
+async fn a_client_cancels_its_running_job_and_nobody_else_can() {
+    let node = TestNode::start(json!({"manage_containers": false,
+        "containers": [unmanaged("slow", stub(Stub::Slow(std::time::Duration::from_secs(30))).await),
+                       unmanaged("echo", stub(Stub::Echo("echo")).await)]}))
+    .await;
+    let id = submit(&node, json!({"containers": ["slow"], "data": {}})).await;
+    // Another client (another loopback address) does not see it.
+    let other = client_from("127.0.0.2");
+    let r = other.delete(node.at(&format!("/api/jobs/{id}"))).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .delete(node.at(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Stopped at once, not after the container's 30 s.
+    let job = wait_job(&node, &id, false).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["result"]["error"], "cancelled by the client");
+    let info: Value = get_json(&client(), node.at("/info")).await;
+    assert_eq!(info["pending"]["offchain"], 0, "{info}");
+    // Ended jobs cannot be cancelled; unknown ones are not found.
+    let r = client()
+        .delete(node.at(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let done = submit(&node, json!({"containers": ["echo"], "data": {}})).await;
+    wait_job(&node, &done, false).await;
+    assert_eq!(
+        client()
+            .delete(node.at(&format!("/api/jobs/{done}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        client()
+            .delete(node.at("/api/jobs/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -847,9 +847,28 @@ pub async fn cancel(
     let gw = &state.gateway;
     let job = own_job(gw, &client, &id).await?;
     match gw.db.cancel_job(&job.id, now_ms()).await? {
-        Some(job) => Ok(Json(
-            json!({"id": job.id, "node": job.node, "status": job.status.as_str()}),
-        )),
+        Some(job) => {
+            let mut answer = json!({"id": job.id, "node": job.node, "status": job.status.as_str()});
+            // The node is told, so it stops the work; its late answer is not taken either way.
+            if let (Some(node), Some(node_job)) = (&job.node, &job.node_job) {
+                let path = format!(
+                    "/api/jobs/{}",
+                    form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+                );
+                let told = match gw
+                    .call(node, stated(&job.client))
+                    .send(reqwest::Method::DELETE, &path, None)
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => "stopped".to_string(),
+                    Ok(r) if r.status() == StatusCode::CONFLICT => "had already ended".to_string(),
+                    Ok(r) => format!("answered HTTP {}", r.status()),
+                    Err(e) => e,
+                };
+                answer["node_said"] = json!(told);
+            }
+            Ok(Json(answer))
+        }
         None => Err(ApiError(
             StatusCode::CONFLICT,
             format!("job {id} has already ended ({})", job.status),

@@ -224,6 +224,11 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let cancelled: Value = r.json().await.unwrap();
+    assert_eq!(
+        cancelled["node_said"], "stopped",
+        "the node is told and stops the job: {cancelled}"
+    );
     assert_eq!(
         get_json(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"],
         "cancelled"
