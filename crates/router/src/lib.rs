@@ -121,7 +121,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     ));
     let monitor = Monitor::new(registry.clone(), settings.probe)?;
     let max_body = settings.gateway.max_body;
-    let gateway = Arc::new(gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?);
+    let (gateway, ledger_writer) =
+        gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
+    let gateway = Arc::new(gateway);
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
@@ -139,6 +141,11 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let monitor_shutdown = shutdown.clone();
     tasks.spawn_critical("monitor", async move {
         monitor.run(monitor_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let ledger_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("ledger-writer", async move {
+        ledger_writer.run(ledger_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
     let sweep = gateway.clone();

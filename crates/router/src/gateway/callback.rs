@@ -140,12 +140,15 @@ impl Gateway {
             .finish_job(&job.id, job.attempt, status, error.as_deref(), now_ms())
             .await
         {
-            Ok(Some(done)) => self.record(
-                &node,
-                &job.containers,
-                status == JobStatus::Succeeded,
-                Some(done.updated_at - job.created_at),
-            ),
+            Ok(Some(done)) => {
+                self.record(
+                    &node,
+                    &job.containers,
+                    status == JobStatus::Succeeded,
+                    Some(done.updated_at - job.created_at),
+                );
+                self.account(&done);
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a watched job's end"),
         }

@@ -150,18 +150,21 @@ pub struct Gateway {
     latency: RwLock<HashMap<(String, String), f64>>,
     /// Free callback watchers.
     watchers: Arc<tokio::sync::Semaphore>,
+    /// Queues ledger rows for the batch writer.
+    ledger: crate::db::batcher::BatchSender,
     /// Posts callbacks (no redirects, a timeout).
     callbacks: reqwest::Client,
 }
 
 impl Gateway {
-    /// The gateway of a router listening on `port`.
+    /// The gateway of a router listening on `port`, and the writer of its ledger rows (run it as a
+    /// task: it commits them in batches).
     pub async fn new(
         db: Db,
         registry: Arc<Registry>,
         settings: GatewaySettings,
         port: u16,
-    ) -> Result<Self, GatewayError> {
+    ) -> Result<(Self, crate::db::batcher::BatchWriter), GatewayError> {
         let (identity, created) = Identity::load_or_create(&settings.key_file).map_err(|source| GatewayError::Key {
             path: settings.key_file.clone(),
             source,
@@ -190,7 +193,9 @@ impl Gateway {
             .collect();
         bases.push(format!("http://127.0.0.1:{port}"));
         bases.push(format!("http://localhost:{port}"));
-        Ok(Self {
+        let (ledger, writer) = crate::db::batcher::batcher(db.clone(), Default::default());
+        let gateway = Self {
+            ledger,
             db,
             registry,
             http: reqwest::Client::builder()
@@ -209,7 +214,8 @@ impl Gateway {
                 .timeout(Duration::from_secs(10))
                 .build()?,
             settings,
-        })
+        };
+        Ok((gateway, writer))
     }
 
     /// The router's public key, `npub1…`.
@@ -324,6 +330,53 @@ impl Gateway {
             record: record(node),
         });
         choose::choose(&a, healthy.chain(sick), true)
+    }
+
+    /// Writes the ledger row of `done`, a job that ended on a node: who ran what for whom, how
+    /// long (from submission to the end the router saw) and at what price by the node's pricing
+    /// as it advertises it now (per job plus per second of that time; none when it prices in
+    /// another unit). Accounted, not settled. Queued for the batch writer; a full queue drops the
+    /// row with a warning rather than hold the job up.
+    fn account(&self, done: &Job) {
+        let (Some(node), Some(finished_at)) = (&done.node, done.finished_at) else {
+            return;
+        };
+        let duration_ms = (finished_at - done.created_at).max(0);
+        let snapshot = self.registry.snapshot();
+        let offer = snapshot
+            .available
+            .iter()
+            .find(|n| &n.key == node)
+            .map(|n| &n.report.offer);
+        let price = offer.and_then(|offer| {
+            done.containers
+                .iter()
+                .try_fold(0.0, |total, c| match offer.pricing.get(c) {
+                    None => Some(total),
+                    Some(p) if p.unit == self.settings.price_unit => {
+                        Some(total + p.of_job(duration_ms as f64 / 1000.0))
+                    }
+                    Some(_) => None,
+                })
+        });
+        let row = crate::db::ledger::LedgerRow {
+            job_id: done.id.clone(),
+            client: done.client.clone(),
+            api_key_id: None,
+            node: node.clone(),
+            operator: None,
+            containers: done.containers.clone(),
+            started_at: done.created_at,
+            finished_at,
+            outcome: done.status.as_str().to_string(),
+            duration_ms,
+            price,
+            unit: Some(self.settings.price_unit.clone()),
+            receipt: None,
+        };
+        if let Err(e) = self.ledger.try_send(crate::db::batcher::Record::Ledger(row)) {
+            tracing::warn!(job = %done.id, error = %e, "ledger row dropped");
+        }
     }
 
     /// Counts a job's outcome on `node` in its record, here and in the database: a result (with
@@ -824,6 +877,7 @@ pub async fn job(
                     .await?
                 {
                     gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
+                    gw.account(&done);
                     job = done;
                 }
             }
@@ -1124,7 +1178,10 @@ impl Drop for Finish {
                 false => (JobStatus::Failed, Some("the stream ended early")),
             };
             match gw.db.finish_job(&job.id, job.attempt, status, error, now_ms()).await {
-                Ok(Some(_)) => gw.record(&node, &job.containers, ok, Some(latency)),
+                Ok(Some(done)) => {
+                    gw.record(&node, &job.containers, ok, Some(latency));
+                    gw.account(&done);
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a stream's end"),
             }

@@ -584,3 +584,65 @@ async fn nodes_are_compared_on_the_latency_of_the_containers_asked_for() {
         assert!(n < 40, "the ranking never followed the per-container latency");
     }
 }
+
+#[tokio::test]
+async fn every_job_a_node_ran_is_a_ledger_row_priced_by_its_pricing() {
+    let key = Identity::generate();
+    let operator = Identity::generate();
+    let slowish = service(Duration::from_millis(300)).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": slowish}]),
+        json!({"network": {"routers": [key.npub()]}, "operator": {"pubkeys": [operator.npub()]}}),
+    );
+    // The provider prices x at 0.01 per job plus 0.5 per second.
+    let settings_url = format!("http://{}/admin/settings", node.key());
+    let body = json!({"pricing": {"x": {"per_job": 0.01, "per_second": 0.5, "unit": "USD"}}}).to_string();
+    let auth = nip98::authorization(&operator, "PUT", &settings_url, Some(body.as_bytes()));
+    let r = client()
+        .put(&settings_url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let database = infernet_router::db::DbSettings::new(format!("sqlite://{}", dir.path().join("r.db").display()));
+    let mut s = settings(&[node.key()]);
+    s.gateway.key_file = key_file(&key);
+    s.database = database.clone();
+    let url = router(s).await;
+    // Served once the prober has read the price.
+    eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    let r = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let id = text.split_once('\n').unwrap().0.to_string();
+    let db = infernet_router::db::Db::open(&database).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let row = loop {
+        let rows = db.ledger_of_node(&node.key(), 0, i64::MAX, 10).await.unwrap();
+        if let Some(row) = rows.into_iter().find(|r| r.job_id == id) {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ledger row for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (row.outcome.as_str(), row.containers.clone()),
+        ("succeeded", vec!["x".to_string()])
+    );
+    assert!(row.duration_ms >= 300, "{row:?}");
+    let expected = 0.01 + 0.5 * row.duration_ms as f64 / 1000.0;
+    assert!((row.price.unwrap() - expected).abs() < 1e-9, "{row:?}");
+    assert_eq!(row.unit.as_deref(), Some("USD"));
+    assert!(row.client.starts_with("addr:"), "clients appear as hashes: {row:?}");
+}
