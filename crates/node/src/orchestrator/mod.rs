@@ -555,22 +555,27 @@ impl Orchestrator {
 
     /// One container call: its parsed answer and the answer as sent. A job not `admitted` with
     /// its [`Slots`] (a chain job) waits here for a permit of a container with a `max_jobs`.
-    async fn call(&self, id: &str, input: &ContainerInput, admitted: bool) -> Result<(Value, Bytes), CallFailure> {
+    async fn call(
+        &self,
+        id: &str,
+        input: Vec<u8>,
+        admitted: bool,
+        parse_up_to: usize,
+    ) -> Result<(Value, Bytes), CallFailure> {
         let target = self.target(id)?;
         let _slot = match (&target.slots, admitted) {
             (Some((permits, _)), false) => permits.clone().acquire_owned().await.ok(),
             _ => None,
         };
         let (status, body, _held) = self
-            .exchange(
-                &target,
-                &target.output_url,
-                Some(crate::json::container_input(input)),
-                target.timeout,
-            )
+            .exchange(&target, &target.output_url, Some(input), target.timeout)
             .await?;
         if !status.is_success() {
             return Err(CallFailure::refused(id, status, &body));
+        }
+        if body.len() > parse_up_to {
+            // A result that cannot be stored is not parsed either (the caller says so).
+            return Ok((Value::Null, body));
         }
         if body.is_empty() {
             return Ok((Value::Null, Bytes::from_static(b"null")));
@@ -616,22 +621,34 @@ impl Orchestrator {
         };
         for (i, id) in containers.iter().enumerate() {
             let started = std::time::Instant::now();
-            let outcome = self.call(id, &next, admitted).await;
+            // The input as sent; the data it came from is not held during the call.
+            let body = crate::json::container_input(&next);
+            next.data = Value::Null;
+            // An off-chain job's last answer larger than the store takes fails the job anyway:
+            // it is not parsed (a copy of it saved).
+            let parse_up_to = if admitted && i == last {
+                self.max_result.saturating_sub(run.size)
+            } else {
+                usize::MAX
+            };
+            let outcome = self.call(id, body, admitted, parse_up_to).await;
             self.metrics.container_call(id, outcome.is_ok(), started.elapsed());
             match outcome {
                 Ok((output, body)) => {
                     run.size += body.len();
                     run.raw = body;
-                    next = ContainerInput {
-                        source: JobLocation::Offchain,
-                        destination: if i + 1 == last {
-                            input.destination
-                        } else {
-                            JobLocation::Offchain
-                        },
-                        data: output.clone(),
-                        requires_proof: Some(requires_proof),
-                    };
+                    if i < last {
+                        next = ContainerInput {
+                            source: JobLocation::Offchain,
+                            destination: if i + 1 == last {
+                                input.destination
+                            } else {
+                                JobLocation::Offchain
+                            },
+                            data: output.clone(),
+                            requires_proof: Some(requires_proof),
+                        };
+                    }
                     run.results.push(ContainerResult::Output {
                         container: id.clone(),
                         output,
