@@ -211,39 +211,13 @@ impl JobKey {
 }
 
 /// The 16 bytes of a UUID written exactly as the node writes its ids (lower-case hex, hyphens at
-/// 8, 13, 18, 23); any other text is `None`, so only that exact text maps back to the id.
+/// 8, 13, 18, 23); any other text is `None`, so only that exact text maps back to the id. The
+/// `uuid` crate also reads upper case, and at this length only the hyphenated form.
 fn parse_lower_hyphenated(text: &[u8]) -> Option<[u8; 16]> {
-    /// Value of each lower-case hex digit; `INVALID` for every other byte.
-    const INVALID: u8 = 0xff;
-    const NIBBLE: [u8; 256] = {
-        let mut table = [INVALID; 256];
-        let mut c = 0;
-        while c < 10 {
-            table[b'0' as usize + c] = c as u8;
-            c += 1;
-        }
-        let mut c = 0;
-        while c < 6 {
-            table[b'a' as usize + c] = 10 + c as u8;
-            c += 1;
-        }
-        table
-    };
-    // Where each byte's two hex digits start.
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    let text: &[u8; 36] = text.try_into().ok()?;
-    if text[8] != b'-' || text[13] != b'-' || text[18] != b'-' || text[23] != b'-' {
+    if text.len() != 36 || text.iter().any(u8::is_ascii_uppercase) {
         return None;
     }
-    let mut bytes = [0u8; 16];
-    // Any invalid digit sets the high bits of `bad`: one test at the end instead of one per digit.
-    let mut bad = 0u8;
-    for (byte, &at) in bytes.iter_mut().zip(&AT) {
-        let (high, low) = (NIBBLE[usize::from(text[at])], NIBBLE[usize::from(text[at + 1])]);
-        bad |= high | low;
-        *byte = (high << 4) | (low & 0x0f);
-    }
-    (bad & 0xf0 == 0).then_some(bytes)
+    uuid::Uuid::try_parse_ascii(text).ok().map(uuid::Uuid::into_bytes)
 }
 
 impl std::fmt::Display for JobKey {
