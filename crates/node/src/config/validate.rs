@@ -297,8 +297,11 @@ fn check_size_limits(config: &Config, p: &mut Problems) {
     if config.server.max_body_size == 0 {
         p.error("server.max_body_size", "must be at least 1 byte");
     }
-    if config.server.max_buffered_bytes < 1 << 20 {
-        p.error("server.max_buffered_bytes", "must be at least 1048576 bytes (1 MiB)");
+    if config.server.max_buffered_bytes < (1 << 20).max(config.server.max_body_size) {
+        p.error(
+            "server.max_buffered_bytes",
+            "must be at least 1048576 bytes (1 MiB) and at least server.max_body_size, or the largest bodies could never be read",
+        );
     }
     if config.server.max_batch_items == 0 {
         p.error("server.max_batch_items", "must be at least 1");

@@ -5,9 +5,12 @@
 //! 16 MiB body (and the copies made of it: the parsed data, the container's input, its answer)
 //! and each of several container calls may buffer up to its `max_output_size`. Two such jobs at
 //! once took the node past 150 MB in the soak. So:
+//! - a request body being read may hold [`SMALL`] bytes without asking; past that, each chunk
+//!   takes its size from the budget, and a body the budget cannot hold is refused at once (503
+//!   with `Retry-After`), so clients uploading at once cannot hold more than the budget;
 //! - an off-chain job whose body is larger than [`SMALL`] reserves [`COPIES`] × its size (at most
-//!   the whole budget) for as long as it runs; when the budget cannot give it, the job is refused
-//!   with 503 and `Retry-After` before anything is done;
+//!   the whole budget; what reading its body took counts) for as long as it runs; when the budget
+//!   cannot give it, the job is refused with 503 and `Retry-After` before anything is done;
 //! - a container call may buffer [`SMALL`] bytes, or as many as the input it was sent (its job's
 //!   reservation counts them), without asking; past that, each chunk it reads takes its size from
 //!   the budget until the call has been read and parsed. A call the budget cannot serve fails at
@@ -36,7 +39,10 @@ pub struct Budget {
 
 /// Bytes taken from the budget, given back when dropped.
 #[derive(Debug, Default)]
-pub struct Held(Vec<OwnedSemaphorePermit>);
+pub struct Held {
+    permits: Vec<OwnedSemaphorePermit>,
+    bytes: usize,
+}
 
 impl Budget {
     /// A budget of `bytes` (at least 1 MiB).
@@ -63,17 +69,21 @@ impl Budget {
         }
         match self.units.clone().try_acquire_many_owned(units) {
             Ok(permit) => {
-                held.0.push(permit);
+                held.permits.push(permit);
+                held.bytes = held.bytes.saturating_add(units as usize * UNIT);
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// What a job whose body is `size` bytes reserves for its life: nothing for a small body.
-    pub fn reserve_job(&self, size: usize) -> Result<Held, OverBudget> {
-        let mut held = Held::default();
-        if size > SMALL && !self.take(&mut held, size.saturating_mul(COPIES)) {
+    /// What a job whose body is `size` bytes reserves for its life: [`COPIES`] × its size (at
+    /// most the whole budget), of which `held` (what reading its body took) is already taken;
+    /// nothing more for a small body.
+    pub fn reserve_job(&self, size: usize, mut held: Held) -> Result<Held, OverBudget> {
+        let want = size.saturating_mul(COPIES).min(self.bytes() as usize);
+        let more = want.saturating_sub(held.bytes);
+        if size > SMALL && more > 0 && !self.take(&mut held, more) {
             return Err(OverBudget { budget: self.bytes() });
         }
         Ok(held)
@@ -97,17 +107,21 @@ mod tests {
     #[test]
     fn large_jobs_share_the_budget_and_small_ones_never_ask() {
         let budget = Budget::new(64 << 20);
-        // A 16 MiB body reserves its copies: the whole budget.
-        let big = budget.reserve_job(16 << 20).expect("the first large job fits");
+        // Reading the body took 15 MiB; the job takes the rest of its copies: the whole budget.
+        let mut read = Held::default();
+        assert!(budget.take(&mut read, 15 << 20));
+        let big = budget.reserve_job(16 << 20, read).expect("the first large job fits");
         assert!(
-            budget.reserve_job(2 << 20).is_err(),
+            budget.reserve_job(2 << 20, Held::default()).is_err(),
             "a second large job waits for the first"
         );
-        let small: Vec<Held> = (0..1000).map(|_| budget.reserve_job(SMALL).unwrap()).collect();
+        let small: Vec<Held> = (0..1000)
+            .map(|_| budget.reserve_job(SMALL, Held::default()).unwrap())
+            .collect();
         drop(small);
         drop(big);
-        let a = budget.reserve_job(4 << 20).unwrap();
-        let b = budget.reserve_job(4 << 20).unwrap();
+        let a = budget.reserve_job(4 << 20, Held::default()).unwrap();
+        let b = budget.reserve_job(4 << 20, Held::default()).unwrap();
         let mut held = Held::default();
         assert!(budget.take(&mut held, 31 << 20));
         assert!(!budget.take(&mut held, 2 << 20), "past the budget");

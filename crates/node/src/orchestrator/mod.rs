@@ -400,9 +400,15 @@ impl Orchestrator {
     }
 
     /// Reserves the node's memory for an off-chain job whose body is `size` bytes (nothing for a
-    /// small one); refused (503) while other large jobs hold the budget.
-    pub fn reserve(&self, size: usize) -> Result<budget::Held, budget::OverBudget> {
-        self.budget.reserve_job(size)
+    /// small one), `held` being what reading the body took; refused (503) while other large jobs
+    /// hold the budget.
+    pub fn reserve(&self, size: usize, held: budget::Held) -> Result<budget::Held, budget::OverBudget> {
+        self.budget.reserve_job(size, held)
+    }
+
+    /// The node-wide budget for large work.
+    pub fn budget(&self) -> &budget::Budget {
+        &self.budget
     }
 
     /// Takes a permit of each container of `containers` that has a `max_jobs`, without waiting:

@@ -17,7 +17,12 @@ use infernet_types::{DelegatedBody, JobRequest, JobResult, JobStatus, ParsedJobR
 use serde_json::{Value, json, value::RawValue};
 
 use super::{ApiError, AppState, ClientIp};
-use crate::{chain::delegated::IntakeError, containers::ContainerState, store::ListFilter};
+use crate::{
+    chain::delegated::IntakeError,
+    containers::ContainerState,
+    orchestrator::budget::{self, Budget, Held},
+    store::ListFilter,
+};
 
 /// The rate-limit bucket of `POST /api/jobs/batch`, charged once per item.
 pub(super) const BATCH_BUCKET: &str = "POST /api/jobs/batch";
@@ -25,13 +30,14 @@ pub(super) const BATCH_BUCKET: &str = "POST /api/jobs/batch";
 /// A request body as text, whatever its content type (Ritual's clients do not always set one);
 /// an oversized body is a 413, a body that is not UTF-8 a 400, never a 500. Parsing is left to
 /// the handler so that delegated subscriptions keep their 256-bit integers exact.
-pub(super) struct JsonText(pub(super) String);
+pub(super) struct JsonText(pub(super) String, pub(super) Held);
 
 impl FromRequest<Arc<AppState>> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        text(read_bytes(req.into_body(), state.max_body).await?).map(Self)
+        let (bytes, held) = read_bytes(req.into_body(), state.max_body, state.orchestrator.budget()).await?;
+        Ok(Self(text(bytes)?, held))
     }
 }
 
@@ -43,35 +49,55 @@ fn text(bytes: Bytes) -> Result<String, ApiError> {
 }
 
 /// A body read straight from the connection, at most `max_body` bytes, as [`JsonText`] reads it.
-async fn read_text<B>(body: B, max_body: usize) -> Result<String, ApiError>
+async fn read_text<B>(body: B, state: &AppState) -> Result<(String, Held), ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    text(read_bytes(body, max_body).await?)
+    let (bytes, held) = read_bytes(body, state.max_body, state.orchestrator.budget()).await?;
+    Ok((text(bytes)?, held))
 }
 
-/// The whole body, at most `max_body` bytes (413 beyond).
-pub(super) async fn read_bytes<B>(body: B, max_body: usize) -> Result<Bytes, ApiError>
+/// The whole body, at most `max_body` bytes (413 beyond), with what it took from the node's
+/// `budget`: past the first [`budget::SMALL`] bytes each chunk takes its size, and a body the
+/// budget cannot hold is refused at once (503), so many large uploads at once cannot take more
+/// memory than the budget. Collected as chunks and joined once at the end, never sized by what
+/// the client announces (a client announcing 16 MiB and sending a byte every few seconds must not
+/// make the node hold 16 MiB for it).
+pub(super) async fn read_bytes<B>(body: B, max_body: usize, budget: &Budget) -> Result<(Bytes, Held), ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    // Collected as chunks and joined once at the end. Never sized by what the client announces:
-    // a client that announces 16 MiB and sends a byte every few seconds must not make the node
-    // hold 16 MiB for it.
-    let collected = http_body_util::Limited::new(body, max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::TooLarge(max_body)
-            } else {
-                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+    let mut body = std::pin::pin!(body);
+    let mut held = Held::default();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {}", e.into())))?;
+        let Ok(chunk) = frame.into_data() else { continue };
+        let end = len + chunk.len();
+        if end > max_body {
+            return Err(ApiError::TooLarge(max_body));
+        }
+        if end > budget::SMALL && !budget.take(&mut held, end - budget::SMALL.max(len)) {
+            return Err(ApiError::OverBudget(budget::OverBudget { budget: budget.bytes() }));
+        }
+        len = end;
+        chunks.push(chunk);
+    }
+    let bytes = match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(len);
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
             }
-        })?;
-    Ok(collected.to_bytes())
+            all.freeze()
+        }
+    };
+    Ok((bytes, held))
 }
 
 /// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks
@@ -119,17 +145,25 @@ fn admit(state: &AppState, client: IpAddr, request: &JobRequest) -> Result<(), A
 }
 
 /// Admits an off-chain job and hands it to the Orchestrator; answers its id.
-async fn accept(state: &Arc<AppState>, client: IpAddr, request: JobRequest, size: usize) -> Result<String, ApiError> {
+async fn accept(
+    state: &Arc<AppState>,
+    client: IpAddr,
+    request: JobRequest,
+    size: usize,
+    read: Held,
+) -> Result<String, ApiError> {
     admit(state, client, &request)?;
-    let held = state.orchestrator.reserve(size)?;
+    let held = state.orchestrator.reserve(size, read)?;
     let slots = state.orchestrator.admit(&request.containers)?.with(held);
     Ok(state.orchestrator.submit(client, request, slots).await?)
 }
 
 /// One job of a request body, answered as `POST /api/jobs` answers it.
-async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Value, ApiError> {
+async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str, read: Held) -> Result<Value, ApiError> {
     match ParsedJobRequest::from_json(body)? {
-        ParsedJobRequest::Offchain(request) => Ok(json!({"id": accept(state, client, request, body.len()).await?})),
+        ParsedJobRequest::Offchain(request) => {
+            Ok(json!({"id": accept(state, client, request, body.len(), read).await?}))
+        }
         ParsedJobRequest::Delegated(request) => {
             accept_delegated(state, request).await?;
             Ok(json!({}))
@@ -152,9 +186,9 @@ async fn answer(state: &Arc<AppState>, client: IpAddr, body: &str) -> Result<Val
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    JsonText(body): JsonText,
+    JsonText(body, read): JsonText,
 ) -> Result<Json<Value>, ApiError> {
-    answer(&state, client, &body).await.map(Json)
+    answer(&state, client, &body, read).await.map(Json)
 }
 
 /// `POST /api/jobs/batch`: a list of jobs; each item is answered on its own, in order. Each item
@@ -170,7 +204,7 @@ pub(super) async fn create(
 pub(super) async fn batch(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
-    JsonText(body): JsonText,
+    JsonText(body, _): JsonText,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let items: Vec<&RawValue> =
         serde_json::from_str(&body).map_err(|e| match serde_json::from_str::<Value>(&body) {
@@ -188,7 +222,7 @@ pub(super) async fn batch(
     for (i, item) in items.into_iter().enumerate() {
         // The request itself paid for the first item.
         let answer = if i == 0 || state.limiter.admit(BATCH_BUCKET, client).is_ok() {
-            answer(&state, client, item.get()).await
+            answer(&state, client, item.get(), Held::default()).await
         } else {
             Err(ApiError::BatchItemLimited)
         };
@@ -236,7 +270,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = read_text(body, state.max_body).await?;
+    let (body, read) = read_text(body, state).await?;
     let request = match ParsedJobRequest::from_json(&body)? {
         ParsedJobRequest::Offchain(request) => request,
         ParsedJobRequest::Delegated(_) => {
@@ -247,7 +281,7 @@ where
         }
     };
     admit(state, client, &request)?;
-    let held = state.orchestrator.reserve(body.len())?;
+    let held = state.orchestrator.reserve(body.len(), read)?;
     let slots = state.orchestrator.admit(&request.containers)?.with(held);
     let body = Body::from_stream(state.orchestrator.stream(client, request, slots));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
@@ -393,7 +427,7 @@ pub(super) async fn cancel(
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    JsonText(body): JsonText,
+    JsonText(body, _): JsonText,
 ) -> Result<Json<Value>, ApiError> {
     let body: Value = serde_json::from_str(&body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;

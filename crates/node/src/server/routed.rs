@@ -51,7 +51,8 @@ where
             "this node trusts no router (network.routers is empty); send no {CLIENT_HEADER} header"
         )));
     };
-    let bytes = super::jobs::read_bytes(body, state.max_body).await?;
+    // What reading took is given back once the request is rebuilt: its handler reads it again.
+    let (bytes, _read) = super::jobs::read_bytes(body, state.max_body, state.orchestrator.budget()).await?;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)

@@ -256,7 +256,7 @@ async fn large_jobs_share_one_node_wide_buffer_and_small_ones_never_wait_for_it(
     let slow = stub(Stub::Slow(Duration::from_millis(1500))).await;
     let huge = stub(Stub::Huge(5 * MIB / 2)).await;
     let node = TestNode::start(json!({"manage_containers": false,
-        "server": {"max_buffered_bytes": 2 * MIB},
+        "server": {"max_buffered_bytes": 2 * MIB, "max_body_size": 2 * MIB},
         "containers": [unmanaged("slow", slow), {"id": "huge", "port": huge}]}))
     .await;
     let url = format!("{}/api/jobs", node.url);
