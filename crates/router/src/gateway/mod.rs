@@ -648,6 +648,43 @@ fn client(
         })
 }
 
+/// A `POST`: its client (as [`client`] finds it, the body's hash checked for a signed one), its
+/// headers and its body (at most `max_body` bytes: 413 beyond).
+pub struct Posted {
+    /// Who sent it.
+    pub client: Client,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl axum::extract::FromRequest<Arc<RouterState>> for Posted {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &Arc<RouterState>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| bad("the client's address is unknown"))?;
+        let limit = state.gateway.settings.max_body;
+        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes, or was cut"),
+            )
+        })?;
+        let client = client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, &body)?;
+        Ok(Self {
+            client,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// The client of a request without a body (`GET`, `DELETE`), as [`client`] finds it.
 pub struct Caller(pub Client);
 
@@ -824,12 +861,8 @@ fn placed_json(placed: &Placed) -> Value {
 /// `POST /api/v1/jobs`.
 pub async fn submit(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Posted { client, headers, body }: Posted,
 ) -> Result<Json<Value>, ApiError> {
-    let client = client(&state, peer, &headers, "POST", &uri, &body)?;
     let key = idempotency_key(&headers)?;
     let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
     let placed = place(&state.gateway, &client, &ask, key.as_deref(), None).await?;
@@ -934,13 +967,9 @@ pub async fn cancel(
 /// scores, answered in input order; one failing item never fails the others.
 pub async fn batch(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Posted { client, body, .. }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
-    let client = client(&state, peer, &headers, "POST", &uri, &body)?;
     let items = match parse_body(&body)? {
         Value::Array(items) => items,
         _ => return Err(bad("the body must be a list of jobs")),
@@ -1012,13 +1041,9 @@ const MAX_ID_LINE: usize = 1024;
 /// elsewhere: if it breaks, the client sees it end early and the job is recorded failed.
 pub async fn stream(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Posted { client, body, .. }: Posted,
 ) -> Result<Response, ApiError> {
     let gw = &state.gateway;
-    let client = client(&state, peer, &headers, "POST", &uri, &body)?;
     let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
     if ask.callback_url.is_some() {
         return Err(bad(

@@ -25,6 +25,14 @@ async fn gateway_router(listed: &[String], key: &Identity) -> String {
     router(s).await
 }
 
+/// Waits until the router hands out `n` nodes for `container`.
+async fn serving(url: &str, container: &str, n: usize) {
+    eventually(format!("{url}/api/v1/ips?container={container}&n=5"), |v| {
+        v.as_array().is_some_and(|a| a.len() == n)
+    })
+    .await;
+}
+
 async fn post(url: String, body: &Value) -> (u16, Value) {
     let r = client().post(url).json(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
@@ -63,14 +71,8 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     // Serves `y` but does not trust the router: it refuses (401), it is not at fault.
     let c = NodeProc::start(json!([{"id": "y", "port": fast}]));
     let url = gateway_router(&[a.key(), b.key(), c.key()], &key).await;
-    eventually(format!("{url}/api/v1/ips?container=x&n=5"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 2)
-    })
-    .await;
-    eventually(format!("{url}/api/v1/ips?container=y"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })
-    .await;
+    serving(&url, "x", 2).await;
+    serving(&url, "y", 1).await;
 
     // Submit once; the node that took it answers the result through the router.
     let (status, placed) = post(
@@ -263,10 +265,7 @@ async fn a_node_that_died_is_passed_over_and_counted() {
     s.probe.interval = Duration::from_secs(60);
     s.gateway.key_file = key_file(&key);
     let url = router(s).await;
-    eventually(format!("{url}/api/v1/ips?container=x&n=5"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 2)
-    })
-    .await;
+    serving(&url, "x", 2).await;
     a.kill();
     // Jobs keep landing on the live node; each time the dead one is tried first, it is counted,
     // until it ranks last.
@@ -311,10 +310,7 @@ async fn routers_on_one_database_are_one_router(backend: super::db::Backend) {
     };
     let (one, two) = (replica().await, replica().await);
     for url in [&one, &two] {
-        eventually(format!("{url}/api/v1/ips?container=x"), |v| {
-            v.as_array().is_some_and(|a| a.len() == 1)
-        })
-        .await;
+        serving(url, "x", 1).await;
     }
     let (status, placed) = post(
         format!("{one}/api/v1/jobs"),
@@ -402,10 +398,7 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
         s
     };
     let url = router(gateway_settings(true)).await;
-    eventually(format!("{url}/api/v1/ips?container=x"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })
-    .await;
+    serving(&url, "x", 1).await;
     let (status, placed) = post(
         format!("{url}/api/v1/jobs"),
         &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
@@ -515,18 +508,8 @@ async fn a_pipeline_no_node_serves_whole_runs_its_stages_on_several_nodes() {
     let a = NodeProc::start_with(json!([{"id": "first", "port": port}]), trust.clone());
     let b = NodeProc::start_with(json!([{"id": "second", "port": port}]), trust);
     let url = gateway_router(&[a.key(), b.key()], &key).await;
-    eventually(format!("{url}/api/v1/ips?container=first&container=second&n=5"), |_| {
-        true
-    })
-    .await;
-    eventually(format!("{url}/api/v1/ips?container=second"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })
-    .await;
-    eventually(format!("{url}/api/v1/ips?container=first"), |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })
-    .await;
+    serving(&url, "second", 1).await;
+    serving(&url, "first", 1).await;
     let (status, placed) = post(
         format!("{url}/api/v1/jobs"),
         &json!({"containers": ["first", "second"], "data": {"n": 1}}),
