@@ -148,6 +148,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         ledger_writer.run(ledger_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let saver = gateway.clone();
+    let saver_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));

@@ -300,8 +300,11 @@ impl Db {
                     .busy_timeout(settings.busy_timeout)
                     .foreign_keys(true)
                     .disable_statement_logging();
+                // One connection: SQLite takes one writer at a time, and writers that contend for
+                // its lock wait in its busy handler, which sleeps in milliseconds; queued here
+                // instead, they follow each other at once.
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(settings.max_connections.max(1))
+                    .max_connections(1)
                     .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
                     .await

@@ -175,6 +175,31 @@ impl Db {
         Ok(done == 1)
     }
 
+    /// Adds `ok` results (their latencies summing to `latency_ms_sum`) and `failed` failures to
+    /// `key`'s record. `false` for an unknown node.
+    pub async fn add_job_outcomes(
+        &self,
+        key: &str,
+        ok: i64,
+        failed: i64,
+        latency_ms_sum: i64,
+    ) -> Result<bool, DbError> {
+        let done = on_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE nodes SET jobs_ok = jobs_ok + $2, jobs_failed = jobs_failed + $3, \
+                 latency_ms_sum = latency_ms_sum + $4 WHERE key = $1",
+            )
+            .bind(key)
+            .bind(ok.max(0))
+            .bind(failed.max(0))
+            .bind(latency_ms_sum.max(0))
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
     /// Forgets a node (its settings go with it; ledger rows stay).
     pub async fn delete_node(&self, key: &str) -> Result<bool, DbError> {
         let done = on_pool!(self, |p| {

@@ -36,6 +36,7 @@ use futures::StreamExt;
 use infernet_identity::{Identity, PublicKey, nip98::Verifier};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     choose::{self, Ask, Candidate, Choice, Record, Requirements},
@@ -152,6 +153,8 @@ pub struct Gateway {
     watchers: Arc<tokio::sync::Semaphore>,
     /// Queues ledger rows for the batch writer.
     ledger: crate::db::batcher::BatchSender,
+    /// Outcomes per node not saved yet: results, failures, sum of measured latencies (ms).
+    unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
     callbacks: reqwest::Client,
 }
@@ -208,6 +211,7 @@ impl Gateway {
             bases,
             replica: uuid::Uuid::new_v4().to_string(),
             latency: RwLock::default(),
+            unsaved: Default::default(),
             watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
             callbacks: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -411,28 +415,50 @@ impl Gateway {
                 std::collections::hash_map::Entry::Vacant(_) => {}
             }
         }
-        let latency_ms = latency_ms.unwrap_or(0);
-        let (gw, node) = (self.clone(), node.to_string());
-        tokio::spawn(async move {
-            let write = async {
-                if !gw.db.record_job_outcome(&node, ok, latency_ms).await? {
-                    gw.db
-                        .upsert_node(&NodeSeen {
-                            key: &node,
-                            address: &node,
-                            operator: None,
-                            statement: None,
-                            now: now_ms(),
-                        })
-                        .await?;
-                    gw.db.record_job_outcome(&node, ok, latency_ms).await?;
-                }
-                Ok::<_, DbError>(())
+        let mut tally = self.unsaved.lock().expect("tally poisoned");
+        let t = tally.entry(node.to_string()).or_default();
+        if ok {
+            t.0 += 1;
+            t.2 += latency_ms.unwrap_or(0).max(0);
+        } else {
+            t.1 += 1;
+        }
+    }
+
+    /// Every second until `shutdown` (and once more then), adds the outcomes counted since to
+    /// the nodes' records in the database: one write per node per second, not one per job. A
+    /// crash loses at most the last second's counts.
+    pub async fn save_records(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
+        loop {
+            let stop = tokio::select! {
+                () = shutdown.cancelled() => true,
+                () = tokio::time::sleep(Duration::from_secs(1)) => false,
             };
-            if let Err(e) = write.await {
-                tracing::warn!(%node, error = %e, "could not record a job outcome");
+            let tally = std::mem::take(&mut *self.unsaved.lock().expect("tally poisoned"));
+            for (node, (ok, failed, latency)) in tally {
+                let write = async {
+                    if !self.db.add_job_outcomes(&node, ok, failed, latency).await? {
+                        self.db
+                            .upsert_node(&NodeSeen {
+                                key: &node,
+                                address: &node,
+                                operator: None,
+                                statement: None,
+                                now: now_ms(),
+                            })
+                            .await?;
+                        self.db.add_job_outcomes(&node, ok, failed, latency).await?;
+                    }
+                    Ok::<_, DbError>(())
+                };
+                if let Err(e) = write.await {
+                    tracing::warn!(%node, error = %e, "could not save a node's record");
+                }
             }
-        });
+            if stop {
+                return Ok(());
+            }
+        }
     }
 }
 
