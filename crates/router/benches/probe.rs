@@ -152,6 +152,7 @@ fn main() {
                     ips.to_str().expect("utf-8"),
                 ])
                 .args(["--ratelimit-reqs-per-min", "1000000000", "--refresh-interval", "30"])
+                .current_dir(dir.path())
                 .env("RUST_LOG", "warn")
                 .stderr(std::process::Stdio::null())
                 .spawn()

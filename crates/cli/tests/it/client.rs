@@ -106,6 +106,10 @@ impl Cluster {
                 .args(["--port", &router_port.to_string(), "--bind", "127.0.0.1", "--ips-file"])
                 .arg(&ips)
                 .args(["--refresh-interval", "0.2", "--ratelimit-reqs-per-min", "100000"])
+                // Its database and key in the test's directory, not the working directory.
+                .current_dir(dir.path())
+                .env_remove("DATABASE_URL")
+                .env_remove("KEY_FILE")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -554,7 +554,9 @@ async fn heartbeats_carry_load_and_counters_but_never_job_data_or_client_address
             .lock()
             .unwrap()
             .iter()
-            .find(|(_, b)| b["jobs"]["offchain"]["success"] == 1)
+            // The counter moves as the job ends, the pending count once its result is stored:
+            // a heartbeat between the two has both; the test waits for the settled one.
+            .find(|(_, b)| b["jobs"]["offchain"]["success"] == 1 && b["pending"]["offchain"] == 0)
             .cloned();
         if let Some(found) = found {
             break found;
