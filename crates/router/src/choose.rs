@@ -311,66 +311,27 @@ fn serves_all(ask: &Ask<'_>, report: &NodeReport) -> bool {
 /// reason (otherwise only counted: the gateway's path stays cheap with many nodes).
 pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>, explain: bool) -> Choice {
     let mut choice = Choice::default();
-    let exclude = |choice: &mut Choice, node: &str, filter: Filter, reason: &dyn Fn() -> String| {
-        choice.counts[filter as usize] += 1;
-        if explain {
-            choice.excluded.push(Excluded {
-                node: node.to_string(),
-                filter,
-                reason: reason(),
-            });
-        }
-    };
     let mut latencies = Vec::new();
     let mut passed: Vec<(Candidate<'a>, f64)> = Vec::new();
     for n in nodes {
-        if !serves_all(ask, n.report) {
-            exclude(&mut choice, n.node, Filter::Containers, &|| {
-                format!("does not serve all of {}", ask.containers.join(", "))
-            });
-            continue;
-        }
-        if !n.healthy {
-            exclude(&mut choice, n.node, Filter::Health, &|| {
-                format!("unreachable: {}", n.last_error.unwrap_or("not probed yet"))
-            });
-            continue;
-        }
-        if let Some(reason) = ask.requirements.unmet(n.report.offer.hardware.as_ref()) {
-            exclude(&mut choice, n.node, Filter::Hardware, &|| reason.clone());
-            continue;
-        }
-        let price = match price(ask, n.report) {
-            Ok(p) => p,
-            Err(reason) => {
-                exclude(&mut choice, n.node, Filter::Price, &|| reason.clone());
-                continue;
+        match verdict(ask, &n) {
+            Ok(price) => {
+                if let Some(l) = n.record.latency_ms {
+                    latencies.push(l);
+                }
+                passed.push((n, price));
             }
-        };
-        if let Some(max) = ask.max_price
-            && price > max
-        {
-            exclude(&mut choice, n.node, Filter::Price, &|| {
-                format!("costs {} {}, more than max_price {max}", amount(price), ask.unit)
-            });
-            continue;
+            Err(filter) => {
+                choice.counts[filter as usize] += 1;
+                if explain {
+                    choice.excluded.push(Excluded {
+                        node: n.node.to_string(),
+                        filter,
+                        reason: reason(ask, &n, filter),
+                    });
+                }
+            }
         }
-        if !n.report.offer.open {
-            exclude(
-                &mut choice,
-                n.node,
-                Filter::Hours,
-                &|| match &n.report.offer.available_at {
-                    Some(at) => format!("takes no jobs now; available at {at}"),
-                    None => "takes no jobs now (paused, draining or outside its hours)".into(),
-                },
-            );
-            continue;
-        }
-        if let Some(l) = n.record.latency_ms {
-            latencies.push(l);
-        }
-        passed.push((n, price));
     }
     let median = if latencies.is_empty() {
         None
@@ -378,29 +339,75 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
         let mid = latencies.len() / 2;
         Some(*latencies.select_nth_unstable_by(mid, f64::total_cmp).1)
     };
-    choice.candidates = passed
-        .into_iter()
-        .map(|(n, price)| {
-            let success = n.record.success();
-            let speed = match (median, n.record.latency_ms) {
-                (Some(m), Some(own)) if own > 0.0 => (m / own).sqrt().clamp(0.5, 1.5),
-                _ => 1.0,
-            };
-            let load = 1.0 / (1.0 + n.report.pending as f64 / LOAD_HALF);
-            Ranked {
-                node: n.node.to_string(),
-                score: success * success * n.uptime.clamp(0.0, 1.0) * speed * load,
-                price,
-                success,
-                uptime: n.uptime,
-                pending: n.report.pending,
-            }
-        })
-        .collect();
+    choice.candidates = passed.into_iter().map(|(n, price)| rank(&n, price, median)).collect();
     choice
         .candidates
         .sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.node.cmp(&b.node)));
     choice
+}
+
+/// The job's price on `n`, or the first filter that excludes `n`.
+fn verdict(ask: &Ask<'_>, n: &Candidate<'_>) -> Result<f64, Filter> {
+    if !serves_all(ask, n.report) {
+        return Err(Filter::Containers);
+    }
+    if !n.healthy {
+        return Err(Filter::Health);
+    }
+    if ask.requirements.unmet(n.report.offer.hardware.as_ref()).is_some() {
+        return Err(Filter::Hardware);
+    }
+    let price = price(ask, n.report).map_err(|_| Filter::Price)?;
+    if ask.max_price.is_some_and(|max| price > max) {
+        return Err(Filter::Price);
+    }
+    if !n.report.offer.open {
+        return Err(Filter::Hours);
+    }
+    Ok(price)
+}
+
+/// Why `filter` excludes `n`, in words.
+fn reason(ask: &Ask<'_>, n: &Candidate<'_>, filter: Filter) -> String {
+    match filter {
+        Filter::Containers => format!("does not serve all of {}", ask.containers.join(", ")),
+        Filter::Health => format!("unreachable: {}", n.last_error.unwrap_or("not probed yet")),
+        Filter::Hardware => ask
+            .requirements
+            .unmet(n.report.offer.hardware.as_ref())
+            .unwrap_or_default(),
+        Filter::Price => match price(ask, n.report) {
+            Err(why) => why,
+            Ok(price) => format!(
+                "costs {} {}, more than max_price {}",
+                amount(price),
+                ask.unit,
+                ask.max_price.unwrap_or_default()
+            ),
+        },
+        Filter::Hours => match &n.report.offer.available_at {
+            Some(at) => format!("takes no jobs now; available at {at}"),
+            None => "takes no jobs now (paused, draining or outside its hours)".into(),
+        },
+    }
+}
+
+/// `n`'s score (see the module's formula) with its price.
+fn rank(n: &Candidate<'_>, price: f64, median: Option<f64>) -> Ranked {
+    let success = n.record.success();
+    let speed = match (median, n.record.latency_ms) {
+        (Some(m), Some(own)) if own > 0.0 => (m / own).sqrt().clamp(0.5, 1.5),
+        _ => 1.0,
+    };
+    let load = 1.0 / (1.0 + n.report.pending as f64 / LOAD_HALF);
+    Ranked {
+        node: n.node.to_string(),
+        score: success * success * n.uptime.clamp(0.0, 1.0) * speed * load,
+        price,
+        success,
+        uptime: n.uptime,
+        pending: n.report.pending,
+    }
 }
 
 /// The order to try `ranked` (best first) in: one of the first [`TOP_FEW`] drawn in proportion

@@ -16,7 +16,10 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 
-use super::{ApiError, Client, Gateway, JobAsk, Placed, dispatch_along, fail};
+use super::{
+    ApiError, Client, Gateway, JobAsk,
+    jobs::{Placed, dispatch_along, fail},
+};
 use crate::{
     choose::{self, Choice},
     db::jobs::{Job, JobStatus},

@@ -1,0 +1,190 @@
+//! Who is asking: a client known by its NIP-98 signature or by its address, the extractors that
+//! find it, and the gateway's error answer.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::ConnectInfo,
+    http::{HeaderMap, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use infernet_identity::PublicKey;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{db::DbError, server::RouterState};
+
+/// Who submits: a signer, or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// Signed with NIP-98.
+    Key(PublicKey),
+    /// Unsigned, from this address.
+    Addr(IpAddr),
+}
+
+impl Client {
+    /// How jobs are filed: `npub:<hex>` or `addr:<first 16 bytes of SHA-256 of the address, hex>`.
+    pub fn id(&self) -> String {
+        match self {
+            Self::Key(k) => format!("npub:{}", k.to_hex()),
+            Self::Addr(ip) => format!("addr:{}", hex::encode(&Sha256::digest(ip.to_string().as_bytes())[..16])),
+        }
+    }
+
+    /// The address nodes are told for this client: `fd` followed by 15 bytes of the SHA-256 of
+    /// [`Client::id`], a unique-local IPv6 address no real client has.
+    pub fn stated(&self) -> IpAddr {
+        stated(&self.id())
+    }
+}
+
+/// [`Client::stated`] of a client id.
+pub fn stated(id: &str) -> IpAddr {
+    let hash = Sha256::digest(id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes[0] = 0xfd;
+    bytes[1..].copy_from_slice(&hash[..15]);
+    IpAddr::V6(Ipv6Addr::from(bytes))
+}
+
+/// An error answer: `{"error": …}` with its status.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        tracing::warn!(error = %e, "database");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the router's database failed: {e}"),
+        )
+    }
+}
+
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// Who is asking: the NIP-98 signer when the request is signed (401 when the signature does not
+/// check out), the address otherwise.
+pub(super) fn client(
+    state: &RouterState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    method: &str,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Client, ApiError> {
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Client::Addr(infernet_service::client_ip::ClientIp::resolve(
+            peer.ip(),
+            headers,
+            &state.trusted_proxies,
+        )));
+    };
+    let gw = &state.gateway;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let urls: Vec<String> = gw.bases.iter().map(|b| format!("{b}{path}")).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let received = infernet_identity::nip98::Received {
+        method,
+        urls: &urls,
+        body,
+    };
+    gw.verifier
+        .verify(
+            authorization.to_str().ok(),
+            &received,
+            infernet_identity::unix_now(),
+            |_| true,
+        )
+        .map(Client::Key)
+        .map_err(|e| {
+            ApiError(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                e.to_string(),
+            )
+        })
+}
+
+/// A `POST`: its client (as [`client`] finds it, the body's hash checked for a signed one), its
+/// headers and its body (at most `max_body` bytes: 413 beyond).
+pub struct Posted {
+    /// Who sent it.
+    pub client: Client,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl axum::extract::FromRequest<Arc<RouterState>> for Posted {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &Arc<RouterState>) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| bad("the client's address is unknown"))?;
+        let limit = state.gateway.settings.max_body;
+        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes, or was cut"),
+            )
+        })?;
+        let client = client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, &body)?;
+        Ok(Self {
+            client,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// The client of a request without a body (`GET`, `DELETE`), as [`client`] finds it.
+pub struct Caller(pub Client);
+
+impl axum::extract::FromRequestParts<Arc<RouterState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<RouterState>,
+    ) -> Result<Self, Self::Rejection> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .copied()
+            .ok_or_else(|| bad("the client's address is unknown"))?;
+        client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, b"").map(Self)
+    }
+}
+
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 => Ok(Some(k.to_string())),
+            _ => Err(bad("Idempotency-Key: must be 1 to 255 visible ASCII characters")),
+        },
+    }
+}
+
+pub(super) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))
+}

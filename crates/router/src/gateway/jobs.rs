@@ -1,0 +1,410 @@
+//! The gateway's job endpoints but the stream: submit, read, cancel, batch, and the chooser's
+//! explanation.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{
+    ApiError, Caller, Client, Gateway, JobAsk, Posted, callback,
+    client::{bad, idempotency_key, parse_body},
+    dispatch::Outcome,
+    pipeline, stated,
+};
+use crate::{
+    choose::{self, Choice},
+    db::{
+        jobs::{Inserted, Job, JobStatus, NewJob},
+        now_ms,
+    },
+    server::RouterState,
+};
+
+/// Where a new job went.
+pub(super) enum Placed {
+    /// To `node`.
+    New { job: Job, node: String },
+    /// The client's earlier job with the same idempotency key.
+    Existing(Job),
+}
+
+/// Records a new job of `client` and claims it for this replica: the claimed job, or the client's
+/// first job with the same `idempotency_key`.
+pub(super) async fn open_job(
+    gw: &Gateway,
+    client: &Client,
+    ask: &JobAsk,
+    idempotency_key: Option<&str>,
+) -> Result<Result<Job, Job>, ApiError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let client_id = client.id();
+    let inserted = gw
+        .db
+        .insert_job(&NewJob {
+            id: &id,
+            client: &client_id,
+            idempotency_key,
+            containers: &ask.containers,
+            callback_url: ask.callback_url.as_deref(),
+            now: now_ms(),
+        })
+        .await?;
+    let job = match inserted {
+        Inserted::Existing(job) => return Ok(Err(job)),
+        Inserted::Created(job) => job,
+    };
+    match gw.db.claim_job(&job.id, &gw.lease()).await? {
+        Some(job) => Ok(Ok(job)),
+        None => Err(ApiError(StatusCode::CONFLICT, "the job was claimed elsewhere".into())),
+    }
+}
+
+/// Inserts and claims a job, then dispatches it along `order` (the chooser's, or a batch's plan).
+async fn place(
+    gw: &Arc<Gateway>,
+    client: &Client,
+    ask: &JobAsk,
+    idempotency_key: Option<&str>,
+    plan: Option<(&Choice, Vec<usize>)>,
+) -> Result<Placed, ApiError> {
+    if let Some(url) = &ask.callback_url {
+        callback::check_url(url, gw.settings.callbacks_to_private).map_err(|e| bad(format!("callback_url: {e}")))?;
+    }
+    let job = match open_job(gw, client, ask, idempotency_key).await? {
+        Ok(job) => job,
+        Err(first) => return Ok(Placed::Existing(first)),
+    };
+    let owned;
+    let (choice, order) = match plan {
+        Some(p) => p,
+        None => {
+            owned = gw.choose(ask, false);
+            let order = choose::pick(&owned.candidates, &mut rand::rng());
+            (&owned, order)
+        }
+    };
+    if choice.candidates.is_empty() {
+        // No node serves the whole list: its stages may still run on several nodes.
+        if let Some(stages) = pipeline::plan(gw, ask) {
+            return pipeline::start(gw, client, ask, job, stages).await;
+        }
+        let why = gw.choose(ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
+        fail(gw, &job, &why).await;
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why));
+    }
+    match dispatch_along(gw, choice, &order, ask.node_body(), client.stated(), ask.deadline).await {
+        Ok((node, node_job)) => {
+            gw.db
+                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
+                .await?;
+            if job.callback_url.is_some() {
+                gw.watch(Job {
+                    node: Some(node.clone()),
+                    node_job: Some(node_job),
+                    ..job.clone()
+                });
+            }
+            Ok(Placed::New { job, node })
+        }
+        Err(e) => {
+            fail(gw, &job, &e.1).await;
+            Err(e)
+        }
+    }
+}
+
+/// Offers `body` to the candidates of `choice` in `order` (at most `attempts` of them, within
+/// `deadline`): the node that accepted it and its id there.
+pub(super) async fn dispatch_along(
+    gw: &Arc<Gateway>,
+    choice: &Choice,
+    order: &[usize],
+    body: Bytes,
+    stated: IpAddr,
+    deadline: Option<Duration>,
+) -> Result<(String, String), ApiError> {
+    let mut tried = Vec::new();
+    let attempts = async {
+        for &i in order.iter().take(gw.settings.attempts.max(1)) {
+            let node = &choice.candidates[i].node;
+            match gw.call(node, stated).submit(body.clone()).await {
+                Outcome::Accepted(node_job) => return Ok((node.clone(), node_job)),
+                Outcome::Refused(why) => tried.push(format!("{node} refused: {why}")),
+                Outcome::Failed(why) => {
+                    gw.record(node, &[], false, None);
+                    tried.push(format!("{node} failed: {why}"));
+                }
+                Outcome::Invalid { status, message } => {
+                    return Err(ApiError(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                        message,
+                    ));
+                }
+            }
+        }
+        Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no node accepted the job: {}", tried.join("; ")),
+        ))
+    };
+    match deadline {
+        Some(d) => tokio::time::timeout(d, attempts).await.unwrap_or_else(|_| {
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no node accepted the job within deadline_s ({d:?})"),
+            ))
+        }),
+        None => attempts.await,
+    }
+}
+
+pub(super) async fn fail(gw: &Gateway, job: &Job, why: &str) {
+    if let Err(e) = gw
+        .db
+        .finish_job(&job.id, job.attempt, JobStatus::Failed, Some(why), now_ms())
+        .await
+    {
+        tracing::warn!(job = %job.id, error = %e, "could not record a failed job");
+    }
+}
+
+fn placed_json(placed: &Placed) -> Value {
+    match placed {
+        Placed::New { job, node, .. } => json!({"id": job.id, "node": node, "status": "running"}),
+        Placed::Existing(job) => json!({"id": job.id, "node": job.node, "status": job.status.as_str()}),
+    }
+}
+
+/// `POST /api/v1/jobs`.
+pub async fn submit(
+    State(state): State<Arc<RouterState>>,
+    Posted { client, headers, body }: Posted,
+) -> Result<Json<Value>, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
+    let placed = place(&state.gateway, &client, &ask, key.as_deref(), None).await?;
+    Ok(Json(placed_json(&placed)))
+}
+
+/// A job of `client`, or 404 (also for another client's job).
+async fn own_job(gw: &Gateway, client: &Client, id: &str) -> Result<Job, ApiError> {
+    let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no job {id}"));
+    if id.len() > 64 {
+        return Err(not_found());
+    }
+    let job = gw.db.job(id).await?.ok_or_else(not_found)?;
+    if job.client != client.id() {
+        return Err(not_found());
+    }
+    Ok(job)
+}
+
+/// `GET /api/v1/jobs/{id}`: the record, with the result read from the node.
+pub async fn job(
+    State(state): State<Arc<RouterState>>,
+    Caller(client): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let gw = &state.gateway;
+    let mut job = own_job(gw, &client, &id).await?;
+    let mut answer = json!({"id": job.id, "node": job.node, "status": job.status.as_str(), "result": null});
+    if let Some(error) = &job.error {
+        answer["error"] = json!(error);
+    }
+    let (Some(node), Some(node_job)) = (job.node.clone(), job.node_job.clone()) else {
+        return Ok(Json(answer));
+    };
+    if job.status == JobStatus::Cancelled {
+        return Ok(Json(answer));
+    }
+    match gw.read_result(&node, &node_job, &job.client).await {
+        Ok((status, result)) => {
+            if job.status == JobStatus::Running && status.is_final() {
+                let error = (status == JobStatus::Failed).then(|| "the node reports the job failed".to_string());
+                if let Some(done) = gw
+                    .db
+                    .finish_job(&job.id, job.attempt, status, error.as_deref(), now_ms())
+                    .await?
+                {
+                    gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
+                    gw.account(&done);
+                    job = done;
+                }
+            }
+            answer["status"] = json!(job.status.as_str());
+            answer["result"] = json!(result);
+        }
+        Err(e) => {
+            answer["warning"] = json!(format!("could not read the result from {node}: {e}"));
+        }
+    }
+    Ok(Json(answer))
+}
+
+/// `DELETE /api/v1/jobs/{id}`: cancels a job that has not finished; a late answer of the node is
+/// dropped.
+pub async fn cancel(
+    State(state): State<Arc<RouterState>>,
+    Caller(client): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let gw = &state.gateway;
+    let job = own_job(gw, &client, &id).await?;
+    match gw.db.cancel_job(&job.id, now_ms()).await? {
+        Some(job) => {
+            let mut answer = json!({"id": job.id, "node": job.node, "status": job.status.as_str()});
+            // The node is told, so it stops the work; its late answer is not taken either way.
+            if let (Some(node), Some(node_job)) = (&job.node, &job.node_job) {
+                let path = format!(
+                    "/api/jobs/{}",
+                    form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+                );
+                let told = match gw
+                    .call(node, stated(&job.client))
+                    .send(reqwest::Method::DELETE, &path, None)
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => "stopped".to_string(),
+                    Ok(r) if r.status() == StatusCode::CONFLICT => "had already ended".to_string(),
+                    Ok(r) => format!("answered HTTP {}", r.status()),
+                    Err(e) => e,
+                };
+                answer["node_said"] = json!(told);
+            }
+            Ok(Json(answer))
+        }
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("job {id} has already ended ({})", job.status),
+        )),
+    }
+}
+
+/// `POST /api/v1/jobs/batch`: jobs spread over the qualifying nodes in proportion to their
+/// scores, answered in input order; one failing item never fails the others.
+pub async fn batch(
+    State(state): State<Arc<RouterState>>,
+    Posted { client, body, .. }: Posted,
+) -> Result<Json<Value>, ApiError> {
+    let gw = &state.gateway;
+    let items = match parse_body(&body)? {
+        Value::Array(items) => items,
+        _ => return Err(bad("the body must be a list of jobs")),
+    };
+    if items.len() > gw.settings.max_batch {
+        return Err(bad(format!(
+            "{} jobs in one batch; at most {} (--max-batch)",
+            items.len(),
+            gw.settings.max_batch
+        )));
+    }
+    let asks: Vec<Result<JobAsk, String>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| JobAsk::parse(v, &format!("[{i}].")))
+        .collect();
+    // One plan per kind of job: the chooser once, then each job its node by `spread`.
+    let mut plans: HashMap<String, (Choice, std::vec::IntoIter<usize>)> = HashMap::new();
+    let mut orders: Vec<Option<(String, Vec<usize>)>> = Vec::with_capacity(asks.len());
+    let kind = |a: &JobAsk| json!([a.containers, a.requirements, a.max_price, a.max_seconds]).to_string();
+    let counts = asks.iter().flatten().fold(HashMap::new(), |mut m, a| {
+        *m.entry(kind(a)).or_insert(0usize) += 1;
+        m
+    });
+    for ask in &asks {
+        let Ok(ask) = ask else {
+            orders.push(None);
+            continue;
+        };
+        let k = kind(ask);
+        let (choice, spread) = plans.entry(k.clone()).or_insert_with(|| {
+            let choice = gw.choose(ask, false);
+            let spread = choose::spread(&choice.candidates, counts[&k]);
+            (choice, spread.into_iter())
+        });
+        let first = spread.next();
+        // The planned node first, then the others best first.
+        let order: Vec<usize> = first
+            .into_iter()
+            .chain((0..choice.candidates.len()).filter(|&i| Some(i) != first))
+            .collect();
+        orders.push(Some((k, order)));
+    }
+    let plans = &plans;
+    let client = &client;
+    let answers: Vec<Value> = futures::stream::iter(asks.into_iter().zip(orders))
+        .map(|(ask, order)| async move {
+            let ask = match ask {
+                Ok(a) => a,
+                Err(e) => return json!({"id": null, "node": null, "status": "failed", "error": e}),
+            };
+            let plan = order.map(|(k, order)| (&plans[&k].0, order));
+            match place(gw, client, &ask, None, plan).await {
+                Ok(placed) => placed_json(&placed),
+                Err(ApiError(_, e)) => json!({"id": null, "node": null, "status": "failed", "error": e}),
+            }
+        })
+        .buffered(gw.settings.batch_concurrency.max(1))
+        .collect()
+        .await;
+    Ok(Json(Value::Array(answers)))
+}
+
+/// `GET /api/v1/route?container=…`: the chooser's reasoning for a job like the query describes
+/// (`requirements` fields, `max_price`, `max_seconds` as query parameters).
+pub async fn route(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let mut job = serde_json::Map::new();
+    let mut containers = Vec::new();
+    let mut requirements = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let number = || {
+            v.parse::<f64>()
+                .map_err(|_| bad(format!("{k}: must be a number, got {v:?}")))
+        };
+        match k.as_ref() {
+            "container" => containers.push(json!(v)),
+            "max_price" | "max_seconds" => {
+                job.insert(k.to_string(), json!(number()?));
+            }
+            "gpus" => {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| bad(format!("gpus: must be a whole number, got {v:?}")))?;
+                requirements.insert("gpus".into(), json!(n));
+            }
+            "gpu_memory_gb" | "cpus" | "memory_gb" => {
+                requirements.insert(k.to_string(), json!(number()?));
+            }
+            "gpu_model" => {
+                requirements.insert("gpu_model".into(), json!(v));
+            }
+            other => return Err(bad(format!("{other}: unknown parameter"))),
+        }
+    }
+    job.insert("containers".into(), Value::Array(containers));
+    job.insert("requirements".into(), Value::Object(requirements));
+    let ask = JobAsk::parse(&Value::Object(job), "").map_err(bad)?;
+    let choice = state.gateway.choose(&ask, true);
+    let why = choice
+        .candidates
+        .is_empty()
+        .then(|| choice.why_none(&ask.as_ask(&state.gateway.settings.price_unit)));
+    Ok(Json(json!({
+        "unit": state.gateway.settings.price_unit,
+        "candidates": choice.candidates,
+        "excluded": choice.excluded,
+        "none": why,
+    })))
+}
+
+/// `GET /api/v1/identity`: the router's key, for nodes' `network.routers`.
+pub async fn identity(State(state): State<Arc<RouterState>>) -> Json<Value> {
+    Json(json!({"router": state.gateway.npub(), "price_unit": state.gateway.settings.price_unit}))
+}

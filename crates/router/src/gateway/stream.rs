@@ -1,0 +1,203 @@
+//! `POST /api/v1/jobs/stream`: the node's stream passed through the gateway.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+
+use super::{
+    ApiError, Gateway, JobAsk, Posted,
+    client::{bad, parse_body},
+    dispatch::{self, Outcome},
+    jobs::{fail, open_job},
+};
+use crate::{
+    choose,
+    db::{
+        jobs::{Job, JobStatus},
+        now_ms,
+    },
+    server::RouterState,
+};
+
+/// Longest first line (the node's job id) a node's stream may start with.
+const MAX_ID_LINE: usize = 1024;
+
+/// `POST /api/v1/jobs/stream`: the node's stream passed through as it arrives (the first line is
+/// the router's job id instead of the node's). A stream that has started is never run again
+/// elsewhere: if it breaks, the client sees it end early and the job is recorded failed.
+pub async fn stream(
+    State(state): State<Arc<RouterState>>,
+    Posted { client, body, .. }: Posted,
+) -> Result<Response, ApiError> {
+    let gw = &state.gateway;
+    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
+    if ask.callback_url.is_some() {
+        return Err(bad(
+            "callback_url: a stream is answered as it runs; submit to /api/v1/jobs for a callback",
+        ));
+    }
+    let (Ok(job) | Err(job)) = open_job(gw, &client, &ask, None).await?;
+    let choice = gw.choose(&ask, false);
+    if choice.candidates.is_empty() {
+        let why = gw.choose(&ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
+        fail(gw, &job, &why).await;
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why));
+    }
+    let order = choose::pick(&choice.candidates, &mut rand::rng());
+    let (body, stated) = (ask.node_body(), client.stated());
+    let mut tried = Vec::new();
+    for &i in order.iter().take(gw.settings.attempts.max(1)) {
+        let node = &choice.candidates[i].node;
+        match open_on(gw, &job, node, body.clone(), stated).await {
+            Ok(response) => return Ok(response),
+            Err(Attempt::Refused(why)) => tried.push(format!("{node} refused: {why}")),
+            Err(Attempt::Failed(why)) => {
+                gw.record(node, &[], false, None);
+                tried.push(format!("{node} failed: {why}"));
+            }
+            Err(Attempt::Stop(e)) => {
+                fail(gw, &job, &e.1).await;
+                return Err(e);
+            }
+        }
+    }
+    let why = format!("no node accepted the job: {}", tried.join("; "));
+    fail(gw, &job, &why).await;
+    Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why))
+}
+
+/// Why a node did not take a stream.
+enum Attempt {
+    /// It refused (busy, closed, not trusting this router): try the next.
+    Refused(String),
+    /// It failed: try the next, and count it.
+    Failed(String),
+    /// The job itself is refused (the client's error) or the database failed: answer that.
+    Stop(ApiError),
+}
+
+/// Opens `job`'s stream on `node`: the client's answer, its first line the router's id, the rest
+/// the node's output as it comes.
+async fn open_on(
+    gw: &Arc<Gateway>,
+    job: &Job,
+    node: &str,
+    body: Bytes,
+    stated: std::net::IpAddr,
+) -> Result<Response, Attempt> {
+    let response = gw
+        .call(node, stated)
+        .send(reqwest::Method::POST, "/api/jobs/stream", Some(body))
+        .await
+        .map_err(Attempt::Failed)?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = dispatch::read(response, gw.settings.dispatch_timeout)
+            .await
+            .unwrap_or_default();
+        return Err(match dispatch::classify(status.as_u16(), &text) {
+            Outcome::Refused(why) => Attempt::Refused(why),
+            Outcome::Invalid { status, message } => Attempt::Stop(ApiError(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+            )),
+            Outcome::Failed(why) | Outcome::Accepted(why) => Attempt::Failed(why),
+        });
+    }
+    let mut body = response.bytes_stream();
+    let (node_job, rest) = tokio::time::timeout(gw.settings.dispatch_timeout, id_line(&mut body))
+        .await
+        .unwrap_or_else(|_| Err("the node's stream did not start in time".into()))
+        .map_err(Attempt::Failed)?;
+    gw.db
+        .set_job_node(&job.id, job.attempt, node, Some(&node_job), &gw.lease())
+        .await
+        .map_err(|e| Attempt::Stop(e.into()))?;
+    let first = Bytes::from([format!("{}\n", job.id).into_bytes(), rest].concat());
+    let finish = Finish {
+        gw: gw.clone(),
+        job: job.clone(),
+        node: node.to_string(),
+        started: Instant::now(),
+        ok: false,
+    };
+    let tail = futures::stream::unfold((body, Some(finish)), |(mut body, mut finish)| async move {
+        match body.next().await {
+            Some(Ok(chunk)) => Some((Ok::<_, std::io::Error>(chunk), (body, finish))),
+            Some(Err(e)) => {
+                drop(finish.take());
+                Some((Err(std::io::Error::other(e)), (body, None)))
+            }
+            None => {
+                if let Some(mut f) = finish.take() {
+                    f.ok = true;
+                }
+                None
+            }
+        }
+    });
+    let stream = futures::stream::once(async move { Ok(first) }).chain(tail);
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The node's first line (its job id) and what came after it in the same chunks.
+async fn id_line(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin),
+) -> Result<(String, Vec<u8>), String> {
+    let mut head = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("the stream broke: {e}"))?;
+        head.extend_from_slice(&chunk);
+        if let Some(end) = head.iter().position(|&b| b == b'\n') {
+            let rest = head.split_off(end + 1);
+            return Ok((String::from_utf8_lossy(&head[..end]).trim().to_string(), rest));
+        }
+        if head.len() > MAX_ID_LINE {
+            break;
+        }
+    }
+    Err("the node's stream did not start with its job id".to_string())
+}
+
+/// Records how a stream ended when it is dropped: whole (`ok`), or broken or abandoned.
+struct Finish {
+    gw: Arc<Gateway>,
+    job: Job,
+    node: String,
+    started: Instant,
+    ok: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let (gw, job, node, ok) = (self.gw.clone(), self.job.clone(), self.node.clone(), self.ok);
+        let latency = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let (status, error) = match ok {
+                true => (JobStatus::Succeeded, None),
+                false => (JobStatus::Failed, Some("the stream ended early")),
+            };
+            match gw.db.finish_job(&job.id, job.attempt, status, error, now_ms()).await {
+                Ok(Some(done)) => {
+                    gw.record(&node, &job.containers, ok, Some(latency));
+                    gw.account(&done);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a stream's end"),
+            }
+        });
+    }
+}
