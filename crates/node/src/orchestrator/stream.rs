@@ -224,8 +224,14 @@ impl Stream for JobStream {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(body)) => this.stage = Stage::Streaming(body),
                     Poll::Ready(Err(failure)) => {
+                        // A call that fails at once (a refused connection) would end the body
+                        // in the same write as the id line, and the server would drop that
+                        // write with the connection: the client would see no answer at all.
+                        // One pending poll lets the id line leave first; the error follows.
                         this.end(Err(&failure));
-                        return Poll::Ready(Some(Err(io::Error::other(failure.to_string()))));
+                        this.failed = Some(failure);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                 },
                 Stage::Streaming(_) => return this.forward(cx),
