@@ -273,17 +273,39 @@ impl Choice {
     }
 }
 
+/// Why a node's price cannot be compared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PriceError {
+    /// Priced in another unit than the router's.
+    #[error("prices {container} in {unit}; this router counts in {ours}")]
+    OtherUnit {
+        /// The container.
+        container: String,
+        /// The node's unit.
+        unit: String,
+        /// The router's.
+        ours: String,
+    },
+    /// Not a finite number at least 0.
+    #[error("advertises an invalid price for {0}")]
+    Invalid(String),
+}
+
 /// The price of the job on a node, or why the node cannot be priced.
-fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<f64, String> {
+fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<f64, PriceError> {
     let mut total = 0.0;
     for c in ask.containers {
         let Some(p) = report.offer.pricing.get(c) else { continue };
         if p.unit != ask.unit {
-            return Err(format!("prices {c} in {}; this router counts in {}", p.unit, ask.unit));
+            return Err(PriceError::OtherUnit {
+                container: c.clone(),
+                unit: p.unit.clone(),
+                ours: ask.unit.to_string(),
+            });
         }
         let valid = |x: Option<f64>| x.is_none_or(|x| x.is_finite() && x >= 0.0);
         if !valid(p.per_job) || !valid(p.per_second) {
-            return Err(format!("advertises an invalid price for {c}"));
+            return Err(PriceError::Invalid(c.clone()));
         }
         total += p.of_job(ask.max_seconds);
     }
@@ -377,7 +399,7 @@ fn reason(ask: &Ask<'_>, n: &Candidate<'_>, filter: Filter) -> String {
             .unmet(n.report.offer.hardware.as_ref())
             .unwrap_or_default(),
         Filter::Price => match price(ask, n.report) {
-            Err(why) => why,
+            Err(why) => why.to_string(),
             Ok(price) => format!(
                 "costs {} {}, more than max_price {}",
                 amount(price),

@@ -37,14 +37,10 @@ pub(crate) fn parse_entries(entries: &[Value]) -> Result<(Vec<ContainerConfig>, 
     let text = json!({ "containers": entries }).to_string();
     match config::parse(&text) {
         Ok(loaded) => Ok((loaded.config.containers, loaded.unknown_keys)),
-        Err(message) => {
-            let (path, message) = message
-                .split_once(": ")
-                .map_or(("containers".to_string(), message.clone()), |(p, m)| {
-                    (p.to_string(), m.to_string())
-                });
-            Err(vec![ConfigProblem { path, message }])
-        }
+        Err(e) => Err(vec![ConfigProblem {
+            path: e.path.unwrap_or_else(|| "containers".into()),
+            message: e.message,
+        }]),
     }
 }
 

@@ -263,28 +263,49 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text).map_err(|message| LoadError::Parse {
+    parse(&text).map_err(|e| LoadError::Parse {
         path: path.display().to_string(),
-        message,
+        message: e.to_string(),
     })
 }
 
+/// Config text that does not parse: where (a key path, when known) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The key path (`containers[0].port`), when the problem is at a key.
+    pub path: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{path}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 /// Parses config JSON text.
-pub fn parse(text: &str) -> Result<Loaded, String> {
+pub fn parse(text: &str) -> Result<Loaded, ParseError> {
     let mut unknown_keys = Vec::new();
     let mut de = serde_json::Deserializer::from_str(text);
     let mut record = |path: serde_ignored::Path<'_>| unknown_keys.push(render_path(&path));
     let ignored = serde_ignored::Deserializer::new(&mut de, &mut record);
     let config: Config = serde_path_to_error::deserialize(ignored).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
+        ParseError {
+            path: (path != ".").then_some(path),
+            message: e.into_inner().to_string(),
         }
     })?;
-    de.end().map_err(|e| e.to_string())?;
+    de.end().map_err(|e| ParseError {
+        path: None,
+        message: e.to_string(),
+    })?;
     Ok(Loaded { config, unknown_keys })
 }
 
@@ -351,9 +372,10 @@ mod tests {
     #[test]
     fn type_errors_name_the_key() {
         let err = parse(r#"{"containers": [{"id": "a"}, {"id": "b", "port": "x"}]}"#).unwrap_err();
-        assert!(err.starts_with("containers[1].port:"), "{err}");
+        assert_eq!(err.path.as_deref(), Some("containers[1].port"), "{err}");
+        assert!(err.to_string().starts_with("containers[1].port:"), "{err}");
         let err = parse(r#"{"server": {"port": 70000}}"#).unwrap_err();
-        assert!(err.starts_with("server.port:"), "{err}");
+        assert_eq!(err.path.as_deref(), Some("server.port"), "{err}");
         assert!(parse("{").is_err());
     }
 

@@ -165,16 +165,41 @@ fn parse_amount(v: &Value) -> Option<U256> {
     }
 }
 
-/// Checks a URL; the messages never repeat it (it may hold credentials or a token).
-fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
+/// What is wrong with a URL; the messages never repeat it (it may hold credentials or a token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UrlProblem {
+    /// No `scheme://`.
+    #[error("not a URL; write it as {0}://host[:port][/path]")]
+    NotUrl(String),
+    /// A scheme not taken here.
+    #[error("scheme \"{scheme}\" is not supported; use one of {supported}")]
+    Scheme {
+        /// The URL's.
+        scheme: String,
+        /// Those taken, comma-separated.
+        supported: String,
+    },
+    /// No host.
+    #[error("the URL has no host; write it as scheme://host[:port][/path]")]
+    NoHost,
+    /// A port that is not a number up to 65535.
+    #[error("the URL has an invalid port \"{0}\"")]
+    Port(String),
+    /// Anything else the URL parser refuses.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Checks a URL.
+fn check_url(s: &str, schemes: &[&str]) -> Result<(), UrlProblem> {
     let Some((scheme, rest)) = s.split_once("://") else {
-        return Err(format!("not a URL; write it as {}://host[:port][/path]", schemes[0]));
+        return Err(UrlProblem::NotUrl(schemes[0].to_string()));
     };
     if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "scheme \"{scheme}\" is not supported; use one of {}",
-            schemes.join(", ")
-        ));
+        return Err(UrlProblem::Scheme {
+            scheme: scheme.to_string(),
+            supported: schemes.join(", "),
+        });
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
@@ -188,7 +213,7 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
         host_port.split(':').next().unwrap_or_default()
     };
     if host.is_empty() {
-        return Err("the URL has no host; write it as scheme://host[:port][/path]".into());
+        return Err(UrlProblem::NoHost);
     }
     if let Some(port) = host_port
         .strip_prefix('[')
@@ -203,9 +228,11 @@ fn check_url(s: &str, schemes: &[&str]) -> Result<(), String> {
         })
         && port.parse::<u16>().is_err()
     {
-        return Err(format!("the URL has an invalid port \"{port}\""));
+        return Err(UrlProblem::Port(port.to_string()));
     }
-    SensitiveUrl::parse(s).map(drop).map_err(|e| e.to_string())
+    SensitiveUrl::parse(s)
+        .map(drop)
+        .map_err(|e| UrlProblem::Invalid(e.to_string()))
 }
 
 /// Longest duration accepted anywhere in the config (one year), so every value fits a `Duration`.
@@ -381,7 +408,7 @@ fn check_stats(stats: &StatsConfig, p: &mut Problems) {
     if let Some(endpoint) = &stats.endpoint
         && let Err(e) = check_url(endpoint, &["http", "https"])
     {
-        p.error("stats.endpoint", e);
+        p.error("stats.endpoint", e.to_string());
     }
     if !positive(stats.interval) {
         p.error(
@@ -416,7 +443,7 @@ fn check_chain_endpoints(chain: &ChainConfig, p: &mut Problems) {
         None | Some("") => p.error("chain.rpc_url", "must be defined when chain is enabled"),
         Some(url) => {
             if let Err(e) = check_url(url, &["http", "https"]) {
-                p.error("chain.rpc_url", e);
+                p.error("chain.rpc_url", e.to_string());
             }
         }
     }

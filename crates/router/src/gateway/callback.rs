@@ -35,17 +35,37 @@ const MAX_URL: usize = 2048;
 /// Jobs a sweep takes over at most.
 const SWEEP: i64 = 500;
 
-/// Checks a callback URL; the reason when it is refused.
-pub fn check_url(text: &str, allow_private: bool) -> Result<String, String> {
+/// Why a callback URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Longer than [`MAX_URL`].
+    #[error("longer than {MAX_URL} bytes")]
+    TooLong,
+    /// Not a URL.
+    #[error("not a URL: {0}")]
+    NotUrl(url::ParseError),
+    /// Not http(s).
+    #[error("must be an http:// or https:// URL")]
+    Scheme,
+    /// No host.
+    #[error("has no host")]
+    NoHost,
+    /// A loopback, private or link-local address, not allowed here.
+    #[error("names a loopback, private or link-local address; this router calls only public ones")]
+    Private,
+}
+
+/// Checks a callback URL: the URL as it will be called.
+pub fn check_url(text: &str, allow_private: bool) -> Result<String, UrlError> {
     if text.len() > MAX_URL {
-        return Err(format!("longer than {MAX_URL} bytes"));
+        return Err(UrlError::TooLong);
     }
-    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    let url = url::Url::parse(text).map_err(UrlError::NotUrl)?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
+        return Err(UrlError::Scheme);
     }
     let private = match url.host() {
-        None => return Err("has no host".into()),
+        None => return Err(UrlError::NoHost),
         Some(url::Host::Domain(d)) => {
             d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
         }
@@ -53,7 +73,7 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<String, String> {
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
     };
     if private && !allow_private {
-        return Err("names a loopback, private or link-local address; this router calls only public ones".into());
+        return Err(UrlError::Private);
     }
     Ok(url.into())
 }

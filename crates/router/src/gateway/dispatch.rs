@@ -12,6 +12,44 @@ pub const CLIENT_HEADER: &str = "x-infernet-client";
 /// Most bytes of a node's answer read when it is not a stream (ids, errors, results).
 pub const MAX_ANSWER: usize = 4 << 20;
 
+/// Why an exchange with a node did not give an answer the router can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// No connection, or it broke before the answer.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The answer broke off.
+    #[error("reading the answer: {0}")]
+    Read(String),
+    /// The answer is longer than the router reads.
+    #[error("the node's answer is larger than {MAX_ANSWER} bytes")]
+    TooLarge,
+    /// The answer did not end in time.
+    #[error("the answer did not end within {0:?}")]
+    Slow(Duration),
+    /// A status that is not a success.
+    #[error("the node answered HTTP {0}")]
+    Status(u16),
+    /// Not the JSON expected.
+    #[error("the node's answer is not a job result: {0}")]
+    NotResult(String),
+    /// The node does not know the job.
+    #[error("the node no longer has the job (its retention passed?)")]
+    Gone,
+    /// A stream broke before its first line.
+    #[error("the stream broke: {0}")]
+    Broken(String),
+    /// A stream that does not start with a job id.
+    #[error("the node's stream did not start with its job id")]
+    NoIdLine,
+    /// A stream that did not start in time.
+    #[error("the node's stream did not start in time")]
+    LateStart,
+}
+
 /// What a node made of a dispatch.
 #[derive(Debug)]
 pub enum Outcome {
@@ -53,7 +91,7 @@ impl Call<'_> {
         method: reqwest::Method,
         path: &str,
         body: Option<Bytes>,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, NodeError> {
         let url = format!("{}{path}", self.base);
         let client = self.client.to_string();
         let authorization = nip98::tagged_authorization(
@@ -75,20 +113,20 @@ impl Call<'_> {
         }
         tokio::time::timeout(self.timeout, request.send())
             .await
-            .map_err(|_| format!("no answer within {:?}", self.timeout))?
-            .map_err(|e| format!("unreachable: {}", without_url(&e)))
+            .map_err(|_| NodeError::Timeout(self.timeout))?
+            .map_err(|e| NodeError::Unreachable(without_url(&e)))
     }
 
     /// `POST base/api/jobs`: the node's id for the job, or why not.
     pub async fn submit(&self, body: Bytes) -> Outcome {
         let response = match self.send(reqwest::Method::POST, "/api/jobs", Some(body)).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
         let status = response.status();
         let text = match read(response, self.timeout).await {
             Ok(b) => b,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
         if status.is_success() {
             return match serde_json::from_slice::<serde_json::Value>(&text)
@@ -122,16 +160,12 @@ fn error_message(body: &[u8]) -> Option<String> {
 }
 
 /// The whole body, at most [`MAX_ANSWER`] bytes, within `timeout`.
-pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, String> {
+pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, NodeError> {
     let read = async {
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the answer: {}", without_url(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| NodeError::Read(without_url(&e)))? {
             if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(format!("the node's answer is larger than {MAX_ANSWER} bytes"));
+                return Err(NodeError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -139,7 +173,7 @@ pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<
     };
     tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| format!("the answer did not end within {timeout:?}"))?
+        .map_err(|_| NodeError::Slow(timeout))?
 }
 
 /// A reqwest error without the URL (the node's address is said next to it anyway).

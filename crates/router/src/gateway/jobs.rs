@@ -188,7 +188,7 @@ pub async fn submit(
     Posted { client, headers, body }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let key = idempotency_key(&headers)?;
-    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
+    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(|e| bad(e.to_string()))?;
     let placed = place(&state.gateway, &client, &ask, key.as_deref(), None).await?;
     Ok(Json(placed_json(&placed)))
 }
@@ -274,7 +274,7 @@ pub async fn cancel(
                     Ok(r) if r.status().is_success() => "stopped".to_string(),
                     Ok(r) if r.status() == StatusCode::CONFLICT => "had already ended".to_string(),
                     Ok(r) => format!("answered HTTP {}", r.status()),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 };
                 answer["node_said"] = json!(told);
             }
@@ -305,7 +305,7 @@ pub async fn batch(
             gw.settings.max_batch
         )));
     }
-    let asks: Vec<Result<JobAsk, String>> = items
+    let asks: Vec<Result<JobAsk, super::ask::BadField>> = items
         .iter()
         .enumerate()
         .map(|(i, v)| JobAsk::parse(v, &format!("[{i}].")))
@@ -343,7 +343,7 @@ pub async fn batch(
         .map(|(ask, order)| async move {
             let ask = match ask {
                 Ok(a) => a,
-                Err(e) => return json!({"id": null, "node": null, "status": "failed", "error": e}),
+                Err(e) => return json!({"id": null, "node": null, "status": "failed", "error": e.to_string()}),
             };
             let plan = order.map(|(k, order)| (&plans[&k].0, order));
             match place(gw, client, &ask, None, plan).await {
@@ -390,7 +390,7 @@ pub async fn route(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuer
     }
     job.insert("containers".into(), Value::Array(containers));
     job.insert("requirements".into(), Value::Object(requirements));
-    let ask = JobAsk::parse(&Value::Object(job), "").map_err(bad)?;
+    let ask = JobAsk::parse(&Value::Object(job), "").map_err(|e| bad(e.to_string()))?;
     let choice = state.gateway.choose(&ask, true);
     let why = choice
         .candidates

@@ -249,7 +249,7 @@ impl Gateway {
         node: &str,
         node_job: &str,
         client: &str,
-    ) -> Result<(JobStatus, Option<infernet_types::ContainerResult>), String> {
+    ) -> Result<(JobStatus, Option<infernet_types::ContainerResult>), dispatch::NodeError> {
         let call = self.call(node, stated(client));
         let path = format!(
             "/api/jobs?id={}",
@@ -259,14 +259,14 @@ impl Gateway {
         let status = response.status();
         let body = dispatch::read(response, self.settings.dispatch_timeout).await?;
         if !status.is_success() {
-            return Err(format!("the node answered HTTP {status}"));
+            return Err(dispatch::NodeError::Status(status.as_u16()));
         }
         let list: Vec<infernet_types::JobResult> =
-            serde_json::from_slice(&body).map_err(|e| format!("the node's answer is not a job result: {e}"))?;
+            serde_json::from_slice(&body).map_err(|e| dispatch::NodeError::NotResult(e.to_string()))?;
         let result = list
             .into_iter()
             .find(|r| r.id == node_job)
-            .ok_or_else(|| "the node no longer has the job (its retention passed?)".to_string())?;
+            .ok_or(dispatch::NodeError::Gone)?;
         let status = match result.status {
             infernet_types::JobStatus::Success => JobStatus::Succeeded,
             infernet_types::JobStatus::Failed => JobStatus::Failed,

@@ -18,12 +18,63 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, Client, Gateway, JobAsk,
+    dispatch::NodeError,
     jobs::{Placed, dispatch_along, fail},
 };
 use crate::{
     choose::{self, Choice},
-    db::jobs::{Job, JobStatus},
+    db::{
+        DbError,
+        jobs::{Job, JobStatus},
+    },
 };
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PipelineError {
+    /// A stage that ran did not give an output.
+    #[error("stage {stage} ({container}) on {node}: {cause}")]
+    Stage {
+        /// Its number, from 1.
+        stage: usize,
+        /// Its container.
+        container: String,
+        /// The node it ran on.
+        node: String,
+        /// What happened.
+        cause: StageError,
+    },
+    /// No node took a stage.
+    #[error("stage {stage} ({container}): {message}")]
+    Dispatch {
+        /// Its number, from 1.
+        stage: usize,
+        /// Its container.
+        container: String,
+        /// Why, as the client would have been told.
+        message: String,
+    },
+    /// The router's database failed.
+    #[error("the router's database failed: {0}")]
+    Database(#[from] DbError),
+}
+
+/// Why a stage that ran gave no output.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StageError {
+    /// The client cancelled the job meanwhile.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// The node ran it and it failed: the node's message.
+    #[error("{0}")]
+    Failed(String),
+    /// The node stopped answering about it.
+    #[error("the node stopped answering: {0}")]
+    NodeGone(NodeError),
+    /// The router's database failed.
+    #[error("the router's database failed: {0}")]
+    Database(#[from] DbError),
+}
 
 /// One stage: its container, the qualifying nodes and the order to try them in.
 pub(super) struct Stage {
@@ -127,7 +178,7 @@ pub(super) async fn start(
     let (gw2, client2, ask2, job2, first) = (gw.clone(), *client, ask.clone(), job.clone(), node.clone());
     tokio::spawn(async move {
         if let Err(why) = follow(&gw2, &client2, &ask2, &job2, stages, (first, node_job, price)).await {
-            fail(&gw2, &job2, &why).await;
+            fail(&gw2, &job2, &why.to_string()).await;
         }
     });
     Ok(Placed::New { node, job })
@@ -141,13 +192,18 @@ async fn follow(
     job: &Job,
     stages: Vec<Stage>,
     first: (String, String, f64),
-) -> Result<(), String> {
+) -> Result<(), PipelineError> {
     let (mut node, mut node_job, mut spent) = first;
     for i in 1..stages.len() {
         let prev = &stages[i - 1].container;
         let output = wait(gw, job, prev, &node, &node_job)
             .await
-            .map_err(|e| format!("stage {i} ({prev}) on {node}: {e}"))?;
+            .map_err(|cause| PipelineError::Stage {
+                stage: i,
+                container: prev.clone(),
+                node: node.clone(),
+                cause,
+            })?;
         let data = match output {
             Value::Object(_) => output,
             other => json!({"output": other}),
@@ -156,7 +212,11 @@ async fn follow(
         let budget = ask.max_price.map_or(f64::INFINITY, |max| max - spent - later);
         let (n, j, price) = dispatch_stage(gw, ask, &stages[i], data, client, budget)
             .await
-            .map_err(|e| format!("stage {} ({}): {}", i + 1, stages[i].container, e.1))?;
+            .map_err(|e| PipelineError::Dispatch {
+                stage: i + 1,
+                container: stages[i].container.clone(),
+                message: e.1,
+            })?;
         (node, node_job, spent) = (n, j, spent + price);
         let last = i + 1 == stages.len();
         let recorded = gw
@@ -168,8 +228,7 @@ async fn follow(
                 last.then_some(node_job.as_str()),
                 &gw.lease(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if !recorded {
             return Ok(()); // Cancelled meanwhile.
         }
@@ -185,20 +244,15 @@ async fn follow(
 }
 
 /// Waits for a stage's job to end: its output, or why it failed.
-async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &str) -> Result<Value, String> {
+async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &str) -> Result<Value, StageError> {
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut unreachable_since = None;
     loop {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(gw.settings.callback_poll);
-        if !gw
-            .db
-            .renew_job_lease(&job.id, job.attempt, &gw.lease())
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Err("the job was cancelled".into());
+        if !gw.db.renew_job_lease(&job.id, job.attempt, &gw.lease()).await? {
+            return Err(StageError::Cancelled);
         }
         match gw.read_result(node, node_job, &job.client).await {
             Ok((JobStatus::Running, _)) => unreachable_since = None,
@@ -213,12 +267,12 @@ async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &
                     Some(infernet_types::ContainerResult::Error { error, .. }) => error,
                     _ => "the node reports the stage failed".into(),
                 };
-                return Err(why);
+                return Err(StageError::Failed(why));
             }
             Err(e) => {
                 let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() >= gw.settings.node_gone_after {
-                    return Err(format!("the node stopped answering: {e}"));
+                    return Err(StageError::NodeGone(e));
                 }
             }
         }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use super::{
     ApiError, Gateway, JobAsk, Posted,
     client::{bad, parse_body},
-    dispatch::{self, Outcome},
+    dispatch::{self, NodeError, Outcome},
     jobs::{fail, open_job},
 };
 use crate::{
@@ -36,7 +36,7 @@ pub async fn stream(
     Posted { client, body, .. }: Posted,
 ) -> Result<Response, ApiError> {
     let gw = &state.gateway;
-    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(bad)?;
+    let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(|e| bad(e.to_string()))?;
     if ask.callback_url.is_some() {
         return Err(bad(
             "callback_url: a stream is answered as it runs; submit to /api/v1/jobs for a callback",
@@ -95,7 +95,7 @@ async fn open_on(
         .call(node, stated)
         .send(reqwest::Method::POST, "/api/jobs/stream", Some(body))
         .await
-        .map_err(Attempt::Failed)?;
+        .map_err(|e| Attempt::Failed(e.to_string()))?;
     let status = response.status();
     if !status.is_success() {
         let text = dispatch::read(response, gw.settings.dispatch_timeout)
@@ -113,8 +113,8 @@ async fn open_on(
     let mut body = response.bytes_stream();
     let (node_job, rest) = tokio::time::timeout(gw.settings.dispatch_timeout, id_line(&mut body))
         .await
-        .unwrap_or_else(|_| Err("the node's stream did not start in time".into()))
-        .map_err(Attempt::Failed)?;
+        .unwrap_or(Err(NodeError::LateStart))
+        .map_err(|e| Attempt::Failed(e.to_string()))?;
     gw.db
         .set_job_node(&job.id, job.attempt, node, Some(&node_job), &gw.lease())
         .await
@@ -153,10 +153,10 @@ async fn open_on(
 /// The node's first line (its job id) and what came after it in the same chunks.
 async fn id_line(
     body: &mut (impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin),
-) -> Result<(String, Vec<u8>), String> {
+) -> Result<(String, Vec<u8>), NodeError> {
     let mut head = Vec::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("the stream broke: {e}"))?;
+        let chunk = chunk.map_err(|e| NodeError::Broken(e.to_string()))?;
         head.extend_from_slice(&chunk);
         if let Some(end) = head.iter().position(|&b| b == b'\n') {
             let rest = head.split_off(end + 1);
@@ -166,7 +166,7 @@ async fn id_line(
             break;
         }
     }
-    Err("the node's stream did not start with its job id".to_string())
+    Err(NodeError::NoIdLine)
 }
 
 /// Records how a stream ended when it is dropped: whole (`ok`), or broken or abandoned.

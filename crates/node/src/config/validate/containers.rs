@@ -30,7 +30,7 @@ pub(super) fn check_containers(config: &Config, p: &mut Problems) -> Vec<Contain
         if !c.url.is_empty()
             && let Err(e) = check_url(&c.url, &["http", "https"])
         {
-            p.error(at(i, "url"), e);
+            p.error(at(i, "url"), e.to_string());
         }
         let runtime = runtime(config, i, c, p);
         check_limits(i, c, p);
