@@ -393,7 +393,10 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
             post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
         )
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/jobs", post(gateway::submit).route_layer(limited(4)))
+        .route(
+            "/api/v1/jobs",
+            post(gateway::submit).get(gateway::list).route_layer(limited(4)),
+        )
         .route(
             "/api/v1/jobs/{id}",
             get(gateway::job).delete(gateway::cancel).route_layer(limited(4)),

@@ -372,6 +372,43 @@ impl Db {
         }))
     }
 
+    /// `client`'s jobs, newest first, at most `limit`: those created before `before` (a
+    /// `(created_at, id)` cursor, the last of the previous page), with `status` and running
+    /// `container` when given.
+    pub async fn jobs_of_client(
+        &self,
+        client: &str,
+        status: Option<JobStatus>,
+        container: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Job>, DbError> {
+        // A container id as it appears, quoted, in the JSON list of the row.
+        let quoted = container
+            .map(|c| serde_json::to_string(c).unwrap_or_default())
+            .map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let (before_at, before_id) = before.map_or((i64::MAX, ""), |(at, id)| (at, id));
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                cols!(),
+                " FROM jobs WHERE client = $1 \
+                 AND ($2 IS NULL OR status = $2) \
+                 AND ($3 IS NULL OR containers LIKE $3 ESCAPE '\\') \
+                 AND (created_at < $4 OR (created_at = $4 AND id < $5)) \
+                 ORDER BY created_at DESC, id DESC LIMIT $6"
+            ))
+            .bind(client)
+            .bind(status.map(JobStatus::as_str))
+            .bind(quoted.as_deref())
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
     /// Running jobs that have a callback, a node and a lease that ran out before `now` (their
     /// replica stopped watching them): at most `limit`, oldest first.
     pub async fn unwatched_callback_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, DbError> {

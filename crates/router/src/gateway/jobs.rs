@@ -206,6 +206,72 @@ async fn own_job(gw: &Gateway, client: &Client, id: &str) -> Result<Job, ApiErro
     Ok(job)
 }
 
+/// Most jobs one page of `GET /api/v1/jobs` holds.
+const MAX_PAGE: i64 = 500;
+
+/// `GET /api/v1/jobs?status=…&container=…&limit=50&after=…`: the caller's own jobs, newest
+/// first, a page at a time (`next` is the `after` of the next page, `null` after the last).
+pub async fn list(
+    State(state): State<Arc<RouterState>>,
+    Caller(client): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let (mut status, mut container, mut limit, mut after) = (None, None, 50i64, None);
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "status" => {
+                status = Some(v.parse::<JobStatus>().map_err(|e| {
+                    bad(format!(
+                        "status: {e}; one of queued, running, succeeded, failed, cancelled"
+                    ))
+                })?)
+            }
+            "container" if !v.is_empty() && v.len() <= 256 => container = Some(v.into_owned()),
+            "limit" => {
+                limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| bad(format!("limit: a whole number from 1 to {MAX_PAGE}, got {v:?}")))?
+            }
+            "after" => {
+                let cursor = v
+                    .split_once('.')
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+                    .ok_or_else(|| bad("after: the `next` of a previous page"))?;
+                after = Some(cursor);
+            }
+            other => {
+                return Err(bad(format!(
+                    "{other}: unknown parameter; known: status, container, limit, after"
+                )));
+            }
+        }
+    }
+    let jobs = state
+        .gateway
+        .db
+        .jobs_of_client(
+            &client.id(),
+            status,
+            container.as_deref(),
+            after.as_ref().map(|(at, id)| (*at, id.as_str())),
+            limit,
+        )
+        .await?;
+    let next = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| format!("{}.{}", j.created_at, j.id)))
+        .flatten();
+    let jobs: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({"id": j.id, "node": j.node, "status": j.status.as_str(), "containers": j.containers,
+                   "created_at": j.created_at, "finished_at": j.finished_at, "error": j.error})
+        })
+        .collect();
+    Ok(Json(json!({"jobs": jobs, "next": next})))
+}
+
 /// `GET /api/v1/jobs/{id}`: the record, with the result read from the node.
 pub async fn job(
     State(state): State<Arc<RouterState>>,

@@ -23,7 +23,7 @@ mod stream;
 
 pub use ask::JobAsk;
 pub use client::{ApiError, Caller, Client, Posted, stated};
-pub use jobs::{batch, cancel, identity, job, route, submit};
+pub use jobs::{batch, cancel, identity, job, list, route, submit};
 pub use stream::stream;
 
 use std::{

@@ -20,7 +20,7 @@ use infernet_router::db::{
     Db, DbError, DbSettings, Dialect, Pool,
     api_keys::ApiKey,
     batcher::{BatchError, BatchSettings, Record, batcher},
-    jobs::{Inserted, JobStatus, Lease, NewJob},
+    jobs::{Inserted, Job, JobStatus, Lease, NewJob},
     ledger::LedgerRow,
     metrics::MetricSample,
     nodes::NodeSeen,
@@ -239,6 +239,7 @@ on_both!(
     api_keys_are_found_by_hash_until_revoked,
     the_batcher_commits_by_size_by_time_and_on_shutdown,
     the_batcher_queue_is_bounded,
+    a_clients_jobs_list_newest_first_by_page_and_filter,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -736,4 +737,60 @@ async fn the_batcher_queue_is_bounded(backend: Backend) {
     assert_eq!(db.ledger_of_node("node-a", 0, 10, 10).await.unwrap().len(), 3);
     stop.cancel();
     task.await.unwrap();
+}
+
+async fn a_clients_jobs_list_newest_first_by_page_and_filter(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let hello = vec!["hello".to_string()];
+    // A container id with LIKE's wildcards in it matches only itself.
+    let odd = vec!["a_b%c".to_string()];
+    let axbyc = vec!["aXbYc".to_string()];
+    for i in 0..5 {
+        let id = format!("j{i}");
+        let containers = match i {
+            3 => &odd,
+            4 => &axbyc,
+            _ => &hello,
+        };
+        let mut new = new_job(&id, "npub:alice", None, containers);
+        new.now = 1_000 + i;
+        db.insert_job(&new).await.unwrap();
+    }
+    db.insert_job(&new_job("other", "npub:bob", None, &hello))
+        .await
+        .unwrap();
+    db.cancel_job("j1", 2_000).await.unwrap();
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let all = db.jobs_of_client("npub:alice", None, None, None, 10).await.unwrap();
+    assert_eq!(ids(all), ["j4", "j3", "j2", "j1", "j0"], "newest first, only alice's");
+    // Pages of two, each after the last of the one before.
+    let first = db.jobs_of_client("npub:alice", None, None, None, 2).await.unwrap();
+    let last = first.last().unwrap();
+    let second = db
+        .jobs_of_client("npub:alice", None, None, Some((last.created_at, &last.id)), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(first), ids(second)),
+        (
+            vec!["j4".to_string(), "j3".to_string()],
+            vec!["j2".to_string(), "j1".to_string()]
+        )
+    );
+    let cancelled = db
+        .jobs_of_client("npub:alice", Some(JobStatus::Cancelled), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(cancelled), ["j1"]);
+    let odd_only = db
+        .jobs_of_client("npub:alice", None, Some("a_b%c"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(odd_only), ["j3"]);
+    let hello_only = db
+        .jobs_of_client("npub:alice", None, Some("hello"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(hello_only), ["j2", "j1", "j0"]);
 }

@@ -139,6 +139,27 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     let again: Value = idem(2).await.unwrap().json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
 
+    // The caller's own jobs, newest first, by page; nobody else's.
+    let (status, page) = get_json(format!("{url}/api/v1/jobs?limit=1&container=x")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["jobs"][0]["id"], first["id"], "{page}");
+    let next = page["next"].as_str().unwrap();
+    let (_, older) = get_json(format!("{url}/api/v1/jobs?limit=1&after={next}")).await;
+    assert_eq!(older["jobs"][0]["id"].as_str(), Some(id.as_str()), "{older}");
+    let list_url = format!("{url}/api/v1/jobs");
+    let auth = nip98::authorization(&stranger, "GET", &list_url, None);
+    let theirs: Value = client()
+        .get(&list_url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!({"jobs": [], "next": null}));
+    assert_eq!(get_json(format!("{url}/api/v1/jobs?status=done")).await.0, 400);
+
     // Errors: the field named, 503 saying why, refusals passed over.
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"data": {}})).await;
     assert_eq!(
