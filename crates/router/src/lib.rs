@@ -1,11 +1,14 @@
-//! `infernet-router`: tracks Infernet nodes and tells clients which ones can serve their job.
-//! It returns node addresses; clients then call the nodes directly.
+//! `infernet-router`: tracks Infernet nodes and either tells clients which ones can serve their
+//! job (Ritual's API: clients then call the nodes) or runs the job for them (the gateway).
 //!
 //! - [`address`] — node addresses as operators write them;
-//! - [`db`] — the database (SQLite or PostgreSQL): nodes, jobs, ledger, keys, metrics;
+//! - [`db`] — the database (SQLite or PostgreSQL): nodes, jobs, the ledger, keys, metrics;
 //! - [`registry`] — the node table, with hysteresis;
 //! - [`monitor`] — the prober;
-//! - [`ranking`] — which nodes a client gets;
+//! - [`ranking`] — which nodes `/api/v1/ips` hands out;
+//! - [`choose`] — the chooser: which node runs a gateway job (filters, score, pick);
+//! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
+//!   pipelines, callbacks, ledger rows;
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
