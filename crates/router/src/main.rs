@@ -103,6 +103,9 @@ struct Args {
     /// Seconds a node has to accept a job.
     #[arg(long, env = "DISPATCH_TIMEOUT", default_value_t = 10.0)]
     dispatch_timeout: f64,
+    /// Seconds a node may stay silent in the middle of a stream before the router ends it.
+    #[arg(long, env = "STREAM_IDLE", default_value_t = 120.0)]
+    stream_idle: f64,
     /// Jobs in one gateway batch at most.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -197,6 +200,9 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let dispatch = seconds("--dispatch-timeout", args.dispatch_timeout)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
+    let stream_idle = seconds("--stream-idle", args.stream_idle)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
     if args.price_unit.trim().is_empty() || args.price_unit.len() > 16 {
         errors.push(format!(
             "--price-unit must be a short name such as USD, got {:?}",
@@ -237,6 +243,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 price_unit: args.price_unit.clone(),
                 attempts: args.dispatch_attempts.max(1),
                 dispatch_timeout: dispatch,
+                stream_idle,
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
                 ..GatewaySettings::default()

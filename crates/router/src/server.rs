@@ -359,12 +359,15 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
+pub const JOBS_ROUTE: &str = "/api/v1/jobs";
+
 const ROUTES: [&str; 6] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
     "/health",
-    "/api/v1/jobs",
+    JOBS_ROUTE,
     "/api/v1/route",
 ];
 

@@ -124,6 +124,8 @@ pub(super) fn client(
 pub struct Posted {
     /// Who sent it.
     pub client: Client,
+    /// The address it came from (as the rate limiter counts it).
+    pub ip: IpAddr,
     /// Its headers.
     pub headers: HeaderMap,
     /// Its body.
@@ -148,8 +150,10 @@ impl axum::extract::FromRequest<Arc<RouterState>> for Posted {
             )
         })?;
         let client = client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, &body)?;
+        let ip = infernet_service::client_ip::ClientIp::resolve(peer.ip(), &parts.headers, &state.trusted_proxies);
         Ok(Self {
             client,
+            ip,
             headers: parts.headers,
             body,
         })

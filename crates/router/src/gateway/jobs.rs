@@ -185,7 +185,9 @@ fn placed_json(placed: &Placed) -> Value {
 /// `POST /api/v1/jobs`.
 pub async fn submit(
     State(state): State<Arc<RouterState>>,
-    Posted { client, headers, body }: Posted,
+    Posted {
+        client, headers, body, ..
+    }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let key = idempotency_key(&headers)?;
     let ask = JobAsk::parse(&parse_body(&body)?, "").map_err(|e| bad(e.to_string()))?;
@@ -354,10 +356,12 @@ pub async fn cancel(
 }
 
 /// `POST /api/v1/jobs/batch`: jobs spread over the qualifying nodes in proportion to their
-/// scores, answered in input order; one failing item never fails the others.
+/// scores, answered in input order; one failing item never fails the others. Each item costs
+/// one request of the client's rate limit (the batch itself paid for the first): items past it
+/// are answered with an error, not run.
 pub async fn batch(
     State(state): State<Arc<RouterState>>,
-    Posted { client, body, .. }: Posted,
+    Posted { client, ip, body, .. }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
     let items = match parse_body(&body)? {
@@ -371,10 +375,15 @@ pub async fn batch(
             gw.settings.max_batch
         )));
     }
-    let asks: Vec<Result<JobAsk, super::ask::BadField>> = items
+    let asks: Vec<Result<JobAsk, ItemError>> = items
         .iter()
         .enumerate()
-        .map(|(i, v)| JobAsk::parse(v, &format!("[{i}].")))
+        .map(|(i, v)| {
+            if i > 0 && state.limiter.admit(crate::server::JOBS_ROUTE, ip).is_err() {
+                return Err(ItemError::Limited);
+            }
+            JobAsk::parse(v, &format!("[{i}].")).map_err(ItemError::Bad)
+        })
         .collect();
     // One plan per kind of job: the chooser once, then each job its node by `spread`.
     let mut plans: HashMap<String, (Choice, std::vec::IntoIter<usize>)> = HashMap::new();
@@ -421,6 +430,17 @@ pub async fn batch(
         .collect()
         .await;
     Ok(Json(Value::Array(answers)))
+}
+
+/// Why an item of a batch was not run.
+#[derive(Debug, thiserror::Error)]
+enum ItemError {
+    /// Not a job body.
+    #[error(transparent)]
+    Bad(super::ask::BadField),
+    /// Past the client's rate limit.
+    #[error("too many requests: this job is past your rate limit; submit it again later")]
+    Limited,
 }
 
 /// `GET /api/v1/route?container=…`: the chooser's reasoning for a job like the query describes

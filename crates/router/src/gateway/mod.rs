@@ -68,6 +68,8 @@ pub struct GatewaySettings {
     pub attempts: usize,
     /// Time a node has to accept a job (and to answer a result read).
     pub dispatch_timeout: Duration,
+    /// Longest silence of a node in the middle of a stream; past it the stream ends as broken.
+    pub stream_idle: Duration,
     /// Jobs in one batch at most.
     pub max_batch: usize,
     /// Jobs of a batch dispatched at once.
@@ -98,6 +100,7 @@ impl Default for GatewaySettings {
             price_unit: "USD".into(),
             attempts: 3,
             dispatch_timeout: Duration::from_secs(10),
+            stream_idle: Duration::from_secs(120),
             max_batch: 1000,
             batch_concurrency: 32,
             lease: Duration::from_secs(300),
@@ -345,11 +348,12 @@ impl Gateway {
         };
         let duration_ms = (finished_at - done.created_at).max(0);
         let snapshot = self.registry.snapshot();
+        // The snapshot's nodes are in address order.
         let offer = snapshot
             .available
-            .iter()
-            .find(|n| &n.key == node)
-            .map(|n| &n.report.offer);
+            .binary_search_by(|n| n.key.as_str().cmp(node))
+            .ok()
+            .map(|i| &snapshot.available[i].report.offer);
         let price = offer.and_then(|offer| {
             done.containers
                 .iter()

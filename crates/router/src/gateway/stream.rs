@@ -127,12 +127,19 @@ async fn open_on(
         started: Instant::now(),
         ok: false,
     };
-    let tail = futures::stream::unfold((body, Some(finish)), |(mut body, mut finish)| async move {
-        match body.next().await {
+    let idle = gw.settings.stream_idle;
+    let tail = futures::stream::unfold((body, Some(finish)), move |(mut body, mut finish)| async move {
+        // Ended (broken or silent): nothing more is read.
+        finish.as_ref()?;
+        let next = match tokio::time::timeout(idle, body.next()).await {
+            Ok(next) => next.map(|r| r.map_err(std::io::Error::other)),
+            Err(_) => Some(Err(std::io::Error::other(NodeError::Slow(idle).to_string()))),
+        };
+        match next {
             Some(Ok(chunk)) => Some((Ok::<_, std::io::Error>(chunk), (body, finish))),
             Some(Err(e)) => {
                 drop(finish.take());
-                Some((Err(std::io::Error::other(e)), (body, None)))
+                Some((Err(e), (body, None)))
             }
             None => {
                 if let Some(mut f) = finish.take() {

@@ -650,3 +650,68 @@ async fn every_job_a_node_ran_is_a_ledger_row_priced_by_its_pricing() {
     assert_eq!(row.unit.as_deref(), Some("USD"));
     assert!(row.client.starts_with("addr:"), "clients appear as hashes: {row:?}");
 }
+
+#[tokio::test]
+async fn each_item_of_a_batch_costs_a_request_of_the_rate_limit() {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let mut s = settings(&[node.key()]);
+    s.gateway.key_file = key_file(&key);
+    s.requests_per_minute = 5;
+    let url = router(s).await;
+    // Waiting for the node costs no request of the jobs' bucket.
+    serving(&url, "x", 1).await;
+    let items: Vec<Value> = (0..8).map(|n| json!({"containers": ["x"], "data": {"n": n}})).collect();
+    let (status, answers) = post(format!("{url}/api/v1/jobs/batch"), &json!(items)).await;
+    assert_eq!(status, 200, "{answers}");
+    let answers = answers.as_array().unwrap();
+    let ran = answers.iter().filter(|a| a["id"].is_string()).count();
+    let limited = answers
+        .iter()
+        .filter(|a| a["error"].as_str().is_some_and(|e| e.contains("rate limit")))
+        .count();
+    // The batch request itself and items 1 to 4 fill the 5 a minute; item 0 rides on the request.
+    assert_eq!((ran, limited), (5, 3), "{answers:?}");
+    assert!(answers[7]["error"].is_string());
+}
+
+#[tokio::test]
+async fn a_node_that_goes_silent_mid_stream_is_cut_and_the_job_recorded_failed() {
+    let key = Identity::generate();
+    // Its node sends the id line at once, then nothing for 30 s.
+    let silent = service(Duration::from_secs(30)).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": silent}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let mut s = settings(&[node.key()]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.stream_idle = Duration::from_millis(300);
+    let url = router(s).await;
+    serving(&url, "x", 1).await;
+    let started = Instant::now();
+    let mut r = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    let id = String::from_utf8_lossy(&first).trim().to_string();
+    // The body ends abnormally after the idle window, not after the node's 30 s.
+    loop {
+        match r.chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended as if whole"),
+            Err(_) => break,
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let job = ended(&url, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+}
