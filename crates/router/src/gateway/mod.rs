@@ -84,7 +84,7 @@ pub struct GatewaySettings {
     pub callback_attempts: u32,
     /// Whether callbacks may go to loopback, private and link-local addresses.
     pub callbacks_to_private: bool,
-    /// Jobs with callbacks watched at once by this replica.
+    /// Jobs this replica follows at once (callbacks and pipelines).
     pub max_watched: usize,
     /// How long a watched job's node may not answer before the job is failed.
     pub node_gone_after: Duration,
@@ -150,7 +150,7 @@ pub struct Gateway {
     replica: String,
     /// Latency per node and container set (a moving average, ms), at most [`MAX_LATENCY_KEYS`].
     latency: RwLock<HashMap<(String, String), f64>>,
-    /// Free callback watchers.
+    /// Free watchers: jobs this replica follows at once (callbacks, pipelines).
     watchers: Arc<tokio::sync::Semaphore>,
     /// Queues ledger rows for the batch writer.
     ledger: crate::db::batcher::BatchSender,

@@ -14,6 +14,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
@@ -163,6 +164,12 @@ pub(super) async fn start(
     job: Job,
     stages: Vec<Stage>,
 ) -> Result<Placed, ApiError> {
+    // Its follower is one of the replica's watchers, so pipelines in flight have a bound.
+    let Ok(watcher) = gw.watchers.clone().try_acquire_owned() else {
+        let why = "this router follows as many jobs as it may (pipelines and callbacks); retry shortly";
+        fail(gw, &job, why).await;
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why.into()));
+    };
     let later: f64 = stages[1..].iter().map(cheapest).sum();
     let budget = ask.max_price.map_or(f64::INFINITY, |max| max - later);
     let (node, node_job, price) = match dispatch_stage(gw, ask, &stages[0], ask.data.clone(), client, budget).await {
@@ -177,6 +184,7 @@ pub(super) async fn start(
         .await?;
     let (gw2, client2, ask2, job2, first) = (gw.clone(), *client, ask.clone(), job.clone(), node.clone());
     tokio::spawn(async move {
+        let _watcher = watcher;
         if let Err(why) = follow(&gw2, &client2, &ask2, &job2, stages, (first, node_job, price)).await {
             fail(&gw2, &job2, &why.to_string()).await;
         }
