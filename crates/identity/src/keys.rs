@@ -25,9 +25,10 @@ const MAX_KEY_FILE: u64 = 4096;
 /// Why a key could not be read, parsed or written.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The text is not a public key.
-    #[error("{0:?} is not a Nostr public key: use its npub1… form or 64 hex characters")]
-    PublicKey(String),
+    /// The text is not a public key. The text itself is not shown (a secret key pasted in the
+    /// wrong place must not reach a log), only what it looks like.
+    #[error("{0} is not a Nostr public key: use its npub1… form or 64 hex characters")]
+    PublicKey(&'static str),
     /// The text is not a secret key (the text itself is never shown).
     #[error("not a Nostr secret key: use its nsec1… form or 64 hex characters")]
     SecretKey,
@@ -175,7 +176,13 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
     } else {
         None
     };
-    parsed.ok_or_else(|| KeyError::PublicKey(text.chars().take(80).collect()))
+    parsed.ok_or(KeyError::PublicKey(if text.starts_with("nsec1") {
+        "a secret key (nsec1…; keep it to yourself)"
+    } else if text.is_empty() {
+        "an empty value"
+    } else {
+        "the text given"
+    }))
 }
 
 /// `key` as `npub1…`.
@@ -197,7 +204,10 @@ mod tests {
         for bad in ["", "npub1xyz", &hex[..63], &identity.nsec(), "zz".repeat(32).as_str()] {
             let e = parse_public_key(bad).unwrap_err().to_string();
             assert!(e.contains("npub1… form or 64 hex"), "{e}");
+            assert!(bad.is_empty() || !e.contains(bad), "the input is shown: {e}");
         }
+        let e = parse_public_key(&identity.nsec()).unwrap_err().to_string();
+        assert!(e.starts_with("a secret key"), "{e}");
     }
 
     #[test]
