@@ -55,7 +55,7 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Token nodes present to register (registration is off without one).
-    pub registration_token: Option<String>,
+    pub registration_token: Option<infernet_service::secret::Secret>,
     /// Lifetime of a registration.
     pub registration_ttl: Duration,
     /// Bounds on registrations.

@@ -57,7 +57,7 @@ struct Args {
     #[arg(long, env = "RETURN_AFTER", default_value_t = 2)]
     return_after: u32,
     /// Bearer token nodes must send to register; registration is off without one.
-    #[arg(long, env = "REGISTRATION_TOKEN")]
+    #[arg(long, env = "REGISTRATION_TOKEN", hide_env_values = true)]
     registration_token: Option<String>,
     /// Seconds a registration lasts without a new heartbeat.
     #[arg(long, env = "REGISTRATION_TTL", default_value_t = 180)]
@@ -224,7 +224,11 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             },
             requests_per_minute: args.ratelimit_reqs_per_min,
             trusted_proxies,
-            registration_token: args.registration_token.clone().filter(|t| !t.is_empty()),
+            registration_token: args
+                .registration_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .map(infernet_service::secret::Secret::new),
             registration_ttl: Duration::from_secs(args.registration_ttl.max(1)),
             registrations: Limits {
                 max_registrations: args.max_registrations,

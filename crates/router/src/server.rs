@@ -51,7 +51,7 @@ pub struct RouterState {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Bearer token nodes must present to register; registration is off without one.
-    pub registration_token: Option<String>,
+    pub registration_token: Option<infernet_service::secret::Secret>,
     /// How long a registration lasts without a new heartbeat.
     pub registration_ttl: Duration,
     /// Client for `/resources` aggregation.
@@ -278,7 +278,7 @@ async fn register(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
+        if presented != Some(token.expose()) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }

@@ -123,7 +123,7 @@ fn settings(listed: &[String]) -> Settings {
         },
         requests_per_minute: 100_000,
         trusted_proxies: Vec::new(),
-        registration_token: Some("t0ken".into()),
+        registration_token: Some(infernet_service::secret::Secret::new("t0ken")),
         registration_ttl: Duration::from_secs(60),
         registrations: Limits {
             max_registrations: 1000,
