@@ -125,6 +125,7 @@ impl Node {
                 config.operator.public_url.as_deref(),
                 addr.port(),
                 &admin.identity().public_key(),
+                crate::admin::auth::ROUTER_REPLAY_CAPACITY,
             )
         });
         tracing::info!(node = %admin.identity().npub(), "node identity");

@@ -55,6 +55,9 @@ impl IntoResponse for NoPeerAddress {
     }
 }
 
+/// The header a router states the client of a dispatch in (its signed `client` tag says the same).
+pub const CLIENT_HEADER: &str = "x-infernet-client";
+
 /// The client a trusted router stated for a request it signed, set by the server that checked the
 /// signature; it wins over the connection's address and `X-Forwarded-For`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

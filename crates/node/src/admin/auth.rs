@@ -16,6 +16,9 @@ use crate::config::ValidOperator;
 pub const WINDOW: u64 = 60;
 /// Signed requests remembered against replays (within [`WINDOW`]).
 const REPLAY_CAPACITY: usize = 10_000;
+/// Router dispatches remembered against replays: a minute of 1,000 jobs a second, or more
+/// (about 50 bytes each).
+pub const ROUTER_REPLAY_CAPACITY: usize = 100_000;
 
 /// Checks operators' signed requests.
 #[derive(Debug)]
@@ -29,18 +32,32 @@ pub struct OperatorAuth {
 impl OperatorAuth {
     /// For a node with `operator` settings, serving on `port`, whose own key is `node`.
     pub fn new(operator: &ValidOperator, port: u16, node: &PublicKey) -> Self {
-        Self::signed_by(operator.pubkeys.clone(), operator.public_url.as_deref(), port, node)
+        Self::signed_by(
+            operator.pubkeys.clone(),
+            operator.public_url.as_deref(),
+            port,
+            node,
+            REPLAY_CAPACITY,
+        )
     }
 
     /// Requests signed by one of `signers` for this node's URLs (the public one, loopback on
     /// `port`, its link address): the routers' dispatches are checked this way too.
-    pub fn signed_by(signers: Vec<PublicKey>, public_url: Option<&str>, port: u16, node: &PublicKey) -> Self {
+    /// `capacity` signed requests are remembered within the window (an admin API takes a few; a
+    /// router's dispatches are every job it sends).
+    pub fn signed_by(
+        signers: Vec<PublicKey>,
+        public_url: Option<&str>,
+        port: u16,
+        node: &PublicKey,
+        capacity: usize,
+    ) -> Self {
         let mut bases: Vec<String> = public_url.iter().map(|u| u.to_string()).collect();
         bases.push(format!("http://127.0.0.1:{port}"));
         bases.push(format!("http://localhost:{port}"));
         bases.push(format!("infernet://{}", infernet_identity::npub(node)));
         Self {
-            verifier: Verifier::new(WINDOW, REPLAY_CAPACITY),
+            verifier: Verifier::new(WINDOW, capacity),
             operators: signers,
             bases,
         }

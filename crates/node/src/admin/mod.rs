@@ -345,11 +345,12 @@ async fn put_settings(State(state): State<Arc<AppState>>, signed: Signed) -> Res
     let text =
         std::str::from_utf8(&signed.body).map_err(|_| Refusal::BadRequest("the body is not UTF-8 text".into()))?;
     let settings = Settings::parse(text).map_err(Refusal::Invalid)?;
-    let sample = state.system.sample();
+    // The host's fixed resources, read once at start (a full sample blocks on disks and NVML).
+    let hardware = state.system.hardware();
     let host = Host {
-        cpus: sample.cpus as f64,
-        memory_mb: sample.memory_total_bytes >> 20,
-        gpus: u32::try_from(sample.gpus.len()).unwrap_or(u32::MAX),
+        cpus: hardware.cpus,
+        memory_mb: hardware.memory_mb,
+        gpus: u32::try_from(hardware.gpus.len()).unwrap_or(u32::MAX),
     };
     let containers = state.containers.load();
     let ids: Vec<&str> = containers.iter().map(|c| c.id.as_str()).collect();

@@ -34,8 +34,8 @@ pub enum Mode {
     Draining,
 }
 
-/// The persisted document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The persisted document. Its `Debug` names the containers only: their entries hold secrets.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Persisted {
     /// Serving, paused or draining.
     #[serde(default)]
@@ -47,6 +47,20 @@ pub struct Persisted {
     /// operator changed them through the API; they replace `config.json`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<Vec<serde_json::Value>>,
+}
+
+impl std::fmt::Debug for Persisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Option<Vec<&str>> = self
+            .containers
+            .as_ref()
+            .map(|entries| entries.iter().map(|e| e["id"].as_str().unwrap_or("?")).collect());
+        f.debug_struct("Persisted")
+            .field("mode", &self.mode)
+            .field("settings", &self.settings)
+            .field("containers", &ids)
+            .finish()
+    }
 }
 
 /// Why the admin state could not be read or written.

@@ -329,8 +329,7 @@ impl Orchestrator {
         // Stopped by `cancel`, the job's future is dropped: its container call and its slots go.
         self.jobs.spawn(futures::future::Abortable::new(
             async move {
-                this.run_offchain(job.clone(), owner, request).await;
-                this.running.lock().expect("running jobs poisoned").remove(&job);
+                this.run_offchain(job, owner, request).await;
                 drop(slots);
             },
             registration,
@@ -382,6 +381,16 @@ impl Orchestrator {
                 true,
             )
             .await;
+        // Whoever takes the job out of `running` records its end: the job here, or `cancel`.
+        if self
+            .running
+            .lock()
+            .expect("running jobs poisoned")
+            .remove(&id)
+            .is_none()
+        {
+            return;
+        }
         let job = JobResult::finished(id, self.storable(run));
         self.metrics
             .job(Source::Offchain, job.status == JobStatus::Success, started.elapsed());

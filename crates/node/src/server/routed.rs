@@ -25,8 +25,7 @@ use infernet_service::client_ip::StatedClient;
 
 use super::{ApiError, AppState};
 
-/// The header a router states its client in (the signed `client` tag must say the same).
-pub const CLIENT_HEADER: &str = "x-infernet-client";
+pub use infernet_service::client_ip::CLIENT_HEADER;
 
 /// Whether a request says it comes from a router, for a client.
 pub(super) fn names_client(headers: &HeaderMap) -> bool {

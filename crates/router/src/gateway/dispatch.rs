@@ -7,8 +7,7 @@ use std::{net::IpAddr, time::Duration};
 use axum::body::Bytes;
 use infernet_identity::{Identity, nip98};
 
-/// The header a router states its client in (the node's `CLIENT_HEADER`).
-pub const CLIENT_HEADER: &str = "x-infernet-client";
+use infernet_service::client_ip::CLIENT_HEADER;
 /// Most bytes of a node's answer read when it is not a stream (ids, errors, results).
 pub const MAX_ANSWER: usize = 4 << 20;
 
