@@ -3,7 +3,8 @@
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
 # Docker engine (docker.io; dockerd is started in the background if it does not answer), the
 # npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests),
-# and schemathesis from PyPI (the OpenAPI conformance test).
+# schemathesis from PyPI (the OpenAPI conformance test), and promtool (Debian's prometheus) for
+# the shipped alerting rules.
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then

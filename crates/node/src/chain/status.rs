@@ -7,12 +7,32 @@ use std::sync::{
 
 use std::collections::VecDeque;
 
+use alloy::primitives::{Address, U256};
 use serde_json::{Value, json};
 
 /// Subscriptions given up that `/info` lists (the latest ones).
 pub const GIVEN_UP_SHOWN: usize = 16;
 
 use super::rpc::{ERROR_KINDS, RpcErrorCounts};
+
+/// The wallets' balances at one block, in wei.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balances {
+    /// Block they were read at.
+    pub block: u64,
+    /// The node's own account (pays gas).
+    pub node: (Address, U256),
+    /// The payment wallet (receives payments), when the node has one.
+    pub payment: Option<(Address, U256)>,
+}
+
+/// Wei in one ether.
+const WEI_PER_ETH: f64 = 1e18;
+
+/// `wei` in ether, for gauges (a float: exact amounts are in `/info`).
+fn eth(wei: U256) -> f64 {
+    f64::from(wei) / WEI_PER_ETH
+}
 
 /// Counters and gauges of the chain side (atomics: written by the tasks, read by the server).
 #[derive(Debug, Default)]
@@ -33,7 +53,10 @@ pub struct ChainStatus {
     tx_reverted: AtomicU64,
     tx_failed: AtomicU64,
     tx_replaced: AtomicU64,
+    tx_pending: AtomicU64,
     nonce: AtomicU64,
+    /// The latest balances read ([`ChainStatus::set_balances`]).
+    balances: Mutex<Option<Balances>>,
     given_up: AtomicU64,
     /// The latest subscriptions given up, and why (at most [`GIVEN_UP_SHOWN`]).
     given_up_recent: Mutex<VecDeque<(String, String)>>,
@@ -112,6 +135,21 @@ impl ChainStatus {
         self.running.load(Ordering::Relaxed)
     }
 
+    /// Transactions sent and not mined yet.
+    pub fn set_tx_pending(&self, n: usize) {
+        self.tx_pending.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The wallets' balances, as just read.
+    pub fn set_balances(&self, balances: Balances) {
+        *self.balances.lock().expect("status poisoned") = Some(balances);
+    }
+
+    /// The latest balances read, if any.
+    pub fn balances(&self) -> Option<Balances> {
+        *self.balances.lock().expect("status poisoned")
+    }
+
     /// The node's next nonce.
     pub fn set_nonce(&self, nonce: u64) {
         self.nonce.store(nonce, Ordering::Relaxed);
@@ -130,6 +168,19 @@ impl ChainStatus {
     /// Records (or clears) the latest persistent problem.
     pub fn set_error(&self, error: Option<String>) {
         *self.last_error.lock().expect("status poisoned") = error;
+    }
+
+    /// The heartbeat's view: what the router's alert rules read (sync lag, transactions,
+    /// balances).
+    pub fn summary(&self) -> Value {
+        let full = self.to_json();
+        json!({
+            "head_block": full["head_block"],
+            "synced_block": full["synced_block"],
+            "transactions": full["transactions"],
+            "balances": full["balances"],
+            "last_error": full["last_error"],
+        })
     }
 
     /// `/info` view.
@@ -152,7 +203,12 @@ impl ChainStatus {
             "transactions": {
                 "sent": get(&self.tx_sent), "mined": get(&self.tx_mined), "reverted": get(&self.tx_reverted),
                 "failed": get(&self.tx_failed), "replaced": get(&self.tx_replaced), "next_nonce": get(&self.nonce),
+                "pending": get(&self.tx_pending),
             },
+            "balances": self.balances().map(|b| {
+                let wallet = |(address, wei): (Address, U256)| json!({"address": address, "wei": wei.to_string(), "eth": eth(wei)});
+                json!({"block": b.block, "node": wallet(b.node), "payment": b.payment.map(wallet)})
+            }),
             "rpc_calls": self.rpc.calls(),
             "last_error": *self.last_error.lock().expect("status poisoned"),
         })
@@ -197,6 +253,20 @@ impl ChainStatus {
                 "infernet_chain_transactions_total{{outcome=\"{label}\"}} {}",
                 get(v)
             );
+        }
+        gauge(
+            out,
+            "infernet_chain_transactions_pending",
+            "Transactions sent and not mined yet.",
+            get(&self.tx_pending),
+        );
+        if let Some(b) = self.balances() {
+            out.push_str("# HELP infernet_chain_balance_eth Balance of the node's account and of its payment wallet, in ether.\n# TYPE infernet_chain_balance_eth gauge\n");
+            for (wallet, balance) in [("node", Some(b.node)), ("payment", b.payment)] {
+                if let Some((_, wei)) = balance {
+                    let _ = writeln!(out, "infernet_chain_balance_eth{{wallet=\"{wallet}\"}} {}", eth(wei));
+                }
+            }
         }
         out.push_str("# HELP infernet_chain_deliveries_total Subscription intervals by outcome.\n# TYPE infernet_chain_deliveries_total counter\n");
         for (label, v) in [

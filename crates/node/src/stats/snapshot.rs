@@ -34,9 +34,12 @@ pub struct Snapshot {
     pub chain: ChainInfo,
     /// What the chain side is doing (chain enabled only).
     pub chain_status: Option<Arc<ChainStatus>>,
-    /// The host, when asked for.
+    /// Times each container went down since the node started.
+    pub restarts: Vec<(String, u64)>,
+    /// The host (`None` when the sample could not be taken).
     pub system: Option<SystemSample>,
-    /// The node's key (npub), its operators (npubs), and what the provider advertises.
+    /// The node's key (npub), its operators (npubs), and what the provider advertises (not
+    /// read for `/metrics`: it copies the operator's settings).
     pub provider: Value,
     /// The host's fixed resources.
     pub hardware: infernet_types::Hardware,
@@ -59,10 +62,21 @@ fn provider(state: &AppState) -> Value {
     })
 }
 
+/// What a snapshot is for: each view reads only what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// `GET /info`.
+    Info,
+    /// The heartbeat to the routers.
+    Heartbeat,
+    /// `GET /metrics`.
+    Metrics,
+}
+
 impl Snapshot {
-    /// Reads the node; samples the host too with `system` (a sample moves the CPU figure's
-    /// window, so only the views that show it take one).
-    pub async fn take(state: &AppState, system: bool) -> Self {
+    /// Reads the node for `view`; every view samples the host (CPU use is over the time since
+    /// the previous sample, whichever view took it).
+    pub async fn take(state: &AppState, view: View) -> Self {
         let pending_offchain = state.store.pending_count().await;
         let (containers, states) = {
             let states = state.states.read().expect("container states poisoned");
@@ -77,12 +91,8 @@ impl Snapshot {
                 states.iter().map(|(id, s)| (id.clone(), s.clone())).collect(),
             )
         };
-        let system = if system {
-            let sampler = state.system.clone();
-            tokio::task::spawn_blocking(move || sampler.sample()).await.ok()
-        } else {
-            None
-        };
+        let sampler = state.system.clone();
+        let system = tokio::task::spawn_blocking(move || sampler.sample()).await.ok();
         Self {
             containers,
             states,
@@ -93,8 +103,13 @@ impl Snapshot {
             jobs: state.orchestrator.metrics().job_counts(),
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
+            restarts: state.manager.restarts(),
             system,
-            provider: provider(state),
+            provider: if view == View::Metrics {
+                Value::Null
+            } else {
+                provider(state)
+            },
             hardware: state.system.hardware().clone(),
         }
     }
@@ -106,6 +121,7 @@ impl Snapshot {
     /// The `/info` body; fails when the store cannot count its running jobs.
     pub fn info(self) -> Result<Value, StoreError> {
         let running: Vec<Value> = self.serving().map(|c| json!(c)).collect();
+        let restarts = self.restart_counts();
         let pending = self.pending_offchain?;
         let states: Map<String, Value> = self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
         let mut chain = json!({"address": self.chain.address, "enabled": self.chain.enabled});
@@ -122,6 +138,7 @@ impl Snapshot {
             "chain": chain,
             "containers": running,
             "container_states": states,
+            "container_restarts": restarts,
             "pending": {"offchain": pending, "onchain": self.pending_onchain},
             "store": self.store,
             "system": self.system,
@@ -146,6 +163,10 @@ impl Snapshot {
             .iter()
             .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
             .collect();
+        let mut chain = json!({"enabled": self.chain.enabled, "address": self.chain.address});
+        if let Some(status) = &self.chain_status {
+            chain["state"] = status.summary();
+        }
         json!({
             "containers": containers,
             "pending": {
@@ -153,7 +174,8 @@ impl Snapshot {
                 "onchain": self.pending_onchain,
             },
             "jobs": jobs,
-            "chain": {"enabled": self.chain.enabled, "address": self.chain.address},
+            "chain": chain,
+            "container_restarts": self.restart_counts(),
             "version": env!("CARGO_PKG_VERSION"),
             "system": self.system,
             "node": self.provider["node"],
@@ -163,6 +185,10 @@ impl Snapshot {
         })
     }
 
+    fn restart_counts(&self) -> Map<String, Value> {
+        self.restarts.iter().map(|(id, n)| (id.clone(), json!(n))).collect()
+    }
+
     /// The gauges `/metrics` shows.
     pub fn gauges(&self) -> Gauges {
         Gauges {
@@ -170,6 +196,8 @@ impl Snapshot {
             pending_onchain: self.pending_onchain,
             store_unwritten: self.store_unwritten as u64,
             containers_up: self.containers.iter().map(|(c, up)| (c.id.clone(), *up)).collect(),
+            restarts: self.restarts.clone(),
+            system: self.system.clone(),
         }
     }
 }

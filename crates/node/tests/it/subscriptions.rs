@@ -149,6 +149,7 @@ fn node_config(devnet: &Devnet, key: &str, rpc_url: &str) -> Value {
             "rpc_url": rpc_url,
             "registry_address": devnet.deployment.registry.to_string(),
             "trail_head_blocks": 0,
+            "balance_period": 0.1,
             "snapshot_sync": {"sleep": 0.05, "batch_size": 50, "sync_period": 0.1},
             "wallet": {"private_key": key, "payment_address": devnet.node_payment_wallet.to_string()}
         }
@@ -482,7 +483,28 @@ async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refuse
         paid
     );
     // Fee 5 % is taken twice: the node's wallet gets 90 %.
-    assert_eq!(p.get_balance(node_wallet).await.unwrap() - before, U256::from(9_000));
+    let after = p.get_balance(node_wallet).await.unwrap();
+    assert_eq!(after - before, U256::from(9_000));
+    // The node reports the payment wallet's balance (for the operator's "funds low" alert) and
+    // its own account's, the same in `/info`, the heartbeat's chain state and `/metrics`.
+    let node_account = node_address(devnet::NODE);
+    wait_for("the balances in /info", &node, || async {
+        let balances = node.chain_state().await["balances"].clone();
+        balances["payment"]["wei"] == after.to_string()
+            && balances["payment"]["address"].as_str().map(str::to_lowercase)
+                == Some(node_wallet.to_string().to_lowercase())
+            && balances["node"]["wei"].as_str().and_then(|w| w.parse::<U256>().ok())
+                == Some(p.get_balance(node_account).await.unwrap())
+    })
+    .await;
+    let metrics = node.metrics().await;
+    let eth = f64::from(after) / 1e18;
+    assert!(
+        (metric(&metrics, "infernet_chain_balance_eth", Some(("wallet", "payment"))) - eth).abs() < 1e-9,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "infernet_chain_balance_eth", Some(("wallet", "node"))) > 1.0);
+    assert_eq!(metric(&metrics, "infernet_chain_transactions_pending", None), 0.0);
     mine(&p).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
