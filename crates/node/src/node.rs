@@ -162,7 +162,11 @@ fn app_state(
     let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
     let (chain_info, services) = match chain {
         Some((chain, key)) => {
-            let services = chain::start(&chain, key, config, &guardian, orchestrator.clone(), tasks);
+            let gate: chain::processor::ChainGate = {
+                let admin = admin.clone();
+                Arc::new(move || crate::admin::state::gate_chain(&admin.state(), jiff::Timestamp::now()))
+            };
+            let services = chain::start(&chain, key, config, &guardian, orchestrator.clone(), gate, tasks);
             let info = ChainInfo {
                 enabled: true,
                 chain_id: Some(chain.chain_id),

@@ -236,6 +236,7 @@ pub fn start(
     config: &ValidConfig,
     guardian: &Guardian,
     orchestrator: Arc<Orchestrator>,
+    gate: processor::ChainGate,
     tasks: &TaskManager,
 ) -> ChainServices {
     let chain_config = &config.config.chain;
@@ -278,6 +279,7 @@ pub fn start(
         wallet,
         orchestrator,
         status: status.clone(),
+        gate,
     });
     tasks.spawn_critical(
         "processor",

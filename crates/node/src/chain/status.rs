@@ -42,6 +42,7 @@ pub struct ChainStatus {
     synced_block: AtomicU64,
     synced_subscription: AtomicU64,
     snapshot_done: AtomicBool,
+    outside_hours: AtomicBool,
     tracked_onchain: AtomicU64,
     tracked_delegated: AtomicU64,
     running: AtomicU64,
@@ -114,6 +115,11 @@ impl ChainStatus {
         self.synced_subscription.store(subscription, Ordering::Relaxed);
     }
 
+    /// Whether subscriptions wait for the provider's hours; `true` when this changed it.
+    pub fn set_outside_hours(&self, outside: bool) -> bool {
+        self.outside_hours.swap(outside, Ordering::Relaxed) != outside
+    }
+
     /// The snapshot sync at start has finished.
     pub fn set_snapshot_done(&self) {
         self.snapshot_done.store(true, Ordering::Relaxed);
@@ -180,6 +186,7 @@ impl ChainStatus {
             "transactions": full["transactions"],
             "balances": full["balances"],
             "last_error": full["last_error"],
+            "outside_hours": full["outside_hours"],
         })
     }
 
@@ -192,6 +199,7 @@ impl ChainStatus {
             "synced_block": get(&self.synced_block),
             "synced_subscription_id": get(&self.synced_subscription),
             "snapshot_synced": self.snapshot_done.load(Ordering::Relaxed),
+            "outside_hours": self.outside_hours.load(Ordering::Relaxed),
             "tracked": {"onchain": get(&self.tracked_onchain), "delegated": get(&self.tracked_delegated)},
             "deliveries": {
                 "delivered": get(&self.delivered), "skipped": get(&self.skipped), "failed": get(&self.failed),

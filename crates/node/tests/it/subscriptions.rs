@@ -325,6 +325,65 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
     );
 }
 
+/// `PUT /admin/settings` with `settings`, signed by `operator`.
+async fn put_settings(node: &NodeProcess, operator: &infernet_identity::Identity, settings: &Value) {
+    let url = node.at("/admin/settings");
+    let body = settings.to_string();
+    let header = infernet_identity::nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
+    let answer = client()
+        .put(&url)
+        .header("authorization", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn outside_the_providers_hours_subscriptions_wait_when_the_provider_says_so() {
+    let devnet = devnet().await;
+    let operator = infernet_identity::Identity::generate();
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["operator"] = json!({"pubkeys": [operator.npub()]});
+    let node = NodeProcess::start(config);
+    // Closed until a date two days away, chain subscriptions included.
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(60))
+        .unwrap();
+    let date = later.to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string();
+    let closed = json!({"availability": {"timezone": "UTC", "weekly": [],
+        "exceptions": [{"date": date, "available": true}], "chain_outside": false}});
+    put_settings(&node, &operator, &closed).await;
+
+    let p = deployer(&devnet);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    let receipt = send(request(&consumer, Bytes::new(), U256::ZERO, Address::ZERO)).await;
+    let requested = receipt.block_number.unwrap();
+    // The node reads three more blocks and serves nothing, and says why.
+    for _ in 0..3 {
+        mine(&p).await;
+    }
+    wait_for("the node to read past the request", &node, || async {
+        let state = node.chain_state().await;
+        state["head_block"].as_u64().unwrap_or(0) >= requested + 3 && state["outside_hours"] == true
+    })
+    .await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::ZERO);
+
+    // Serving chain subscriptions outside the hours (the default): the waiting one is delivered.
+    let mut open = closed.clone();
+    open["availability"]["chain_outside"] = json!(true);
+    put_settings(&node, &operator, &open).await;
+    mine(&p).await;
+    wait_for("the delivery once served outside hours", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    assert_eq!(node.chain_state().await["outside_hours"], false);
+}
+
 #[tokio::test]
 async fn a_recurring_subscription_is_delivered_every_interval_by_each_redundant_node() {
     let devnet = devnet().await;
