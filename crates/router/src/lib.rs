@@ -2,6 +2,7 @@
 //! job (Ritual's API: clients then call the nodes) or runs the job for them (the gateway).
 //!
 //! - [`address`] — node addresses as operators write them;
+//! - [`alerts`] — the alert rules, the engine that evaluates them, webhooks;
 //! - [`db`] — the database (SQLite or PostgreSQL): nodes, jobs, the ledger, keys, metrics;
 //! - [`registry`] — the node table, with hysteresis;
 //! - [`monitor`] — the prober;
@@ -13,6 +14,7 @@
 //! - [`server`] — the REST API.
 
 pub mod address;
+pub mod alerts;
 pub mod choose;
 pub mod db;
 pub mod gateway;
@@ -68,6 +70,8 @@ pub struct Settings {
     pub limits: infernet_service::http::Limits,
     /// The gateway.
     pub gateway: gateway::GatewaySettings,
+    /// Alerts.
+    pub alerts: alerts::AlertSettings,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -122,7 +126,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.hysteresis,
         settings.registrations,
     ));
-    let monitor = Monitor::new(registry.clone(), settings.probe)?;
+    let (alerts, deliveries) = alerts::Alerts::new(db.clone(), registry.clone(), settings.alerts);
+    let monitor = Monitor::new(registry.clone(), settings.probe)?.with_alerts(alerts.clone());
     let max_body = settings.gateway.max_body;
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
@@ -138,6 +143,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
         gateway: gateway.clone(),
+        alerts: alerts.clone(),
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -149,6 +155,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let ledger_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("ledger-writer", async move {
         ledger_writer.run(ledger_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let alerts_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("alerts", async move {
+        alerts.run(alerts_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let deliveries_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("alert-deliveries", async move {
+        deliveries.run(deliveries_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
     let saver = gateway.clone();

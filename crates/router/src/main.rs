@@ -113,6 +113,29 @@ struct Args {
     /// could otherwise make the router call its own network).
     #[arg(long, env = "CALLBACKS_TO_PRIVATE")]
     callbacks_to_private: bool,
+    /// Receives every alert of every node: a URL (generic JSON), `slack:URL` or `discord:URL`;
+    /// repeat it, or separate with commas in the environment.
+    #[arg(
+        long = "alert-webhook",
+        env = "ALERT_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    alert_webhooks: Vec<String>,
+    /// Seconds between two evaluations of the alert rules.
+    #[arg(long, env = "ALERT_INTERVAL", default_value_t = 5.0)]
+    alert_interval: f64,
+    /// Seconds before the first retry of a failed alert delivery (doubling, with jitter, at most
+    /// 60 s; 8 attempts).
+    #[arg(long, env = "ALERT_RETRY_DELAY", default_value_t = 1.0)]
+    alert_retry_delay: f64,
+    /// A JSON file of alert rules for nodes whose operators set none (the `rules` of `PUT
+    /// /api/v1/alerts/settings`); the built-in defaults without it.
+    #[arg(long, env = "ALERT_RULES")]
+    alert_rules: Option<PathBuf>,
+    /// Days resolved alerts are kept.
+    #[arg(long, env = "ALERT_RETENTION_DAYS", default_value_t = 90)]
+    alert_retention_days: u64,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -209,6 +232,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             args.price_unit
         ));
     }
+    let alerts = alert_settings(args, &mut errors);
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
@@ -252,8 +276,62 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 callbacks_to_private: args.callbacks_to_private,
                 ..GatewaySettings::default()
             },
+            alerts,
         }),
         _ => Err(errors),
+    }
+}
+
+/// `--alert-*`: the router's own webhooks may name any address (the operator of the router set
+/// them).
+fn alert_settings(args: &Args, errors: &mut Vec<String>) -> infernet_router::alerts::AlertSettings {
+    use infernet_router::alerts::{AlertSettings, deliver::Webhook};
+    let defaults = AlertSettings::default();
+    let mut webhooks = Vec::new();
+    for (i, text) in args.alert_webhooks.iter().filter(|t| !t.trim().is_empty()).enumerate() {
+        match Webhook::parse(text, true) {
+            Ok(w) => webhooks.push(w),
+            Err(e) => errors.push(format!("--alert-webhook #{}: {e}", i + 1)),
+        }
+    }
+    let interval = seconds("--alert-interval", args.alert_interval)
+        .map_err(|e| errors.push(e))
+        .unwrap_or(defaults.interval);
+    let first_retry = seconds("--alert-retry-delay", args.alert_retry_delay)
+        .map_err(|e| errors.push(e))
+        .unwrap_or(defaults.retry.base_delay);
+    let rules = match &args.alert_rules {
+        None => defaults.rules.clone(),
+        Some(path) => {
+            let body = std::fs::read(path).unwrap_or_else(|e| {
+                errors.push(format!("--alert-rules {}: {e}", path.display()));
+                b"{}".to_vec()
+            });
+            let wrapped = format!("{{\"rules\": {}}}", String::from_utf8_lossy(&body));
+            match infernet_router::alerts::OperatorSettings::parse(wrapped.as_bytes(), true) {
+                Ok(s) => s.rules,
+                Err(problems) => {
+                    for p in problems {
+                        errors.push(format!("--alert-rules {}: {p}", path.display()));
+                    }
+                    defaults.rules.clone()
+                }
+            }
+        }
+    };
+    if args.alert_retention_days == 0 {
+        errors.push("--alert-retention-days must be at least 1".into());
+    }
+    AlertSettings {
+        interval,
+        webhooks,
+        retry: infernet_service::retry::RetryPolicy {
+            base_delay: first_retry,
+            ..defaults.retry
+        },
+        allow_private: args.callbacks_to_private,
+        retention: Duration::from_secs(args.alert_retention_days.max(1) * 86_400),
+        rules,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct RouterState {
     pub requests: [AtomicU64; 6],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The alert engine.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -323,6 +325,7 @@ async fn register(
         };
         return error(status, e.to_string());
     }
+    state.alerts.seen(&key);
     Json(json!({"address": key, "ttl": state.registration_ttl.as_secs()})).into_response()
 }
 
@@ -408,6 +411,7 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
+        .merge(crate::alerts::api::routes().route_layer(limited(5)))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
@@ -478,6 +482,14 @@ pub fn openapi() -> Value {
                     "403": {"description": "registration is off"}, "413": {"description": "heartbeat too large"},
                     "429": {"description": "too many registrations from this address"}, "503": {"description": "too many registrations"}}}},
             "/api/v1/nodes": {"get": {"summary": "Every known node and its state", "responses": ok("nodes")}},
+            "/api/v1/alerts": {"get": {"summary": "Alerts of the signer's nodes, newest first (NIP-98 signed by an operator); ?status=firing|resolved, node, limit, before",
+                "responses": {"200": {"description": "{alerts: [{id, status, rule, node, subject, summary, started_at, resolved_at, silenced, acked_at}], next}"},
+                    "400": {"description": "bad parameter"}, "401": {"description": "not signed"}}}},
+            "/api/v1/alerts/settings": {
+                "get": {"summary": "The signer's alert rules, webhooks and silences (defaults when unset)", "responses": {"200": {"description": "{rules, webhooks, silences}"}, "401": {"description": "not signed"}}},
+                "put": {"summary": "Replace the signer's alert settings", "responses": {"200": {"description": "the settings stored"}, "400": {"description": "a bad field, named"}, "401": {"description": "not signed"}}}},
+            "/api/v1/alerts/{id}/ack": {"post": {"summary": "Acknowledge an alert of one of the signer's nodes",
+                "responses": {"200": {"description": "the alert"}, "401": {"description": "not signed"}, "404": {"description": "no such alert of the signer's nodes"}}}},
             "/health": {"get": {"summary": "Liveness", "responses": ok("{status: healthy}")}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": ok("text")}}
         }

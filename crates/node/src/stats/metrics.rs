@@ -151,6 +151,37 @@ impl Metrics {
         }
     }
 
+    /// Calls per container: `{id: {"success", "failure", "latency": {"le": [s…], "counts":
+    /// [cumulative…]}}}` (the histogram's buckets, `+Inf` last as `null`), for `/info`: a router
+    /// that reads it twice knows the latency over the time between.
+    pub fn container_calls(&self) -> serde_json::Map<String, serde_json::Value> {
+        let map = self.containers.read().expect("metrics poisoned");
+        map.iter()
+            .map(|(id, c)| {
+                let mut cumulative = 0;
+                let mut counts: Vec<u64> = c
+                    .latency
+                    .counts
+                    .iter()
+                    .map(|n| {
+                        cumulative += n.load(Ordering::Relaxed);
+                        cumulative
+                    })
+                    .collect();
+                counts.push(c.latency.count.load(Ordering::Relaxed));
+                let le: Vec<Option<f64>> = BUCKETS.iter().copied().map(Some).chain([None]).collect();
+                (
+                    id.clone(),
+                    serde_json::json!({
+                        "success": c.success.load(Ordering::Relaxed),
+                        "failure": c.failure.load(Ordering::Relaxed),
+                        "latency": {"le": le, "counts": counts},
+                    }),
+                )
+            })
+            .collect()
+    }
+
     /// Job counters `{source: (success, failure)}`, for the heartbeat.
     pub fn job_counts(&self) -> BTreeMap<&'static str, (u64, u64)> {
         [Source::Offchain, Source::Delegated, Source::Onchain]

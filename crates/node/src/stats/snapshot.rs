@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub store: &'static str,
     /// Finished jobs by source: `(success, failure)`.
     pub jobs: BTreeMap<&'static str, (u64, u64)>,
+    /// Calls per container with their latency histogram (`/info` only).
+    pub calls: Map<String, Value>,
     /// The chain side's identity.
     pub chain: ChainInfo,
     /// What the chain side is doing (chain enabled only).
@@ -101,6 +103,10 @@ impl Snapshot {
             store_unwritten: state.store.unwritten(),
             store: state.store.backend(),
             jobs: state.orchestrator.metrics().job_counts(),
+            calls: match view {
+                View::Info => state.orchestrator.metrics().container_calls(),
+                View::Heartbeat | View::Metrics => Map::new(),
+            },
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
             restarts: state.manager.restarts(),
@@ -122,6 +128,7 @@ impl Snapshot {
     pub fn info(self) -> Result<Value, StoreError> {
         let running: Vec<Value> = self.serving().map(|c| json!(c)).collect();
         let restarts = self.restart_counts();
+        let jobs = self.job_counts();
         let pending = self.pending_offchain?;
         let states: Map<String, Value> = self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
         let mut chain = json!({"address": self.chain.address, "enabled": self.chain.enabled});
@@ -139,6 +146,8 @@ impl Snapshot {
             "containers": running,
             "container_states": states,
             "container_restarts": restarts,
+            "container_calls": self.calls,
+            "jobs": jobs,
             "pending": {"offchain": pending, "onchain": self.pending_onchain},
             "store": self.store,
             "system": self.system,
@@ -158,11 +167,7 @@ impl Snapshot {
             .serving()
             .map(|c| json!({"id": c.id, "description": c.description, "external": c.external}))
             .collect();
-        let jobs: Map<String, Value> = self
-            .jobs
-            .iter()
-            .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
-            .collect();
+        let jobs = self.job_counts();
         let mut chain = json!({"enabled": self.chain.enabled, "address": self.chain.address});
         if let Some(status) = &self.chain_status {
             chain["state"] = status.summary();
@@ -183,6 +188,14 @@ impl Snapshot {
             "pricing": self.provider["pricing"],
             "availability": self.provider["availability"],
         })
+    }
+
+    /// `{source: {"success", "failure"}}`: finished jobs since the node started.
+    fn job_counts(&self) -> Map<String, Value> {
+        self.jobs
+            .iter()
+            .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
+            .collect()
     }
 
     fn restart_counts(&self) -> Map<String, Value> {

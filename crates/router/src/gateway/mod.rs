@@ -15,7 +15,7 @@
 
 mod ask;
 pub mod callback;
-mod client;
+pub mod client;
 pub mod dispatch;
 mod jobs;
 pub mod pipeline;

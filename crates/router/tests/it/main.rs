@@ -1,6 +1,7 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
 //! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
 
+mod alerts;
 mod db;
 mod gateway;
 mod hardening;
@@ -138,6 +139,16 @@ fn settings(listed: &[String]) -> Settings {
         limits: Default::default(),
         gateway: infernet_router::gateway::GatewaySettings {
             key_file: tempfile::tempdir().unwrap().keep().join("router.nsec"),
+            ..Default::default()
+        },
+        alerts: infernet_router::alerts::AlertSettings {
+            interval: Duration::from_millis(100),
+            retry: infernet_service::retry::RetryPolicy {
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+                max_attempts: 8,
+            },
+            allow_private: true,
             ..Default::default()
         },
     }
