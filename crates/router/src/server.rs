@@ -84,10 +84,26 @@ struct Limited {
 async fn rate_limit(
     State(l): State<Limited>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
+    // A client with an API key is held to its key's quotas instead of its address's limit.
+    if let Some(token) = crate::keys::bearer(req.headers()) {
+        let db = &l.state.gateway.db();
+        let keyed = match crate::keys::check(db, token).await {
+            Ok(k) => k,
+            Err(e) => return e.into_response(),
+        };
+        if l.route == JOBS_ROUTE
+            && req.method() == axum::http::Method::POST
+            && let Err(e) = crate::keys::charge(db, &keyed, crate::db::now_ms()).await
+        {
+            return e.into_response();
+        }
+        req.extensions_mut().insert(keyed);
+        return next.run(req).await;
+    }
     let client = client_ip(&l.state, peer, req.headers());
     rate_limit::enforce(&l.state.limiter, l.route, client, req, next).await
 }

@@ -13,9 +13,23 @@ use super::{Db, DbError, Pool};
 /// (version, description, SQL).
 type Embedded = (i64, &'static str, &'static str);
 
-const SQLITE: &[Embedded] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const SQLITE: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        "api key usage",
+        include_str!("../../migrations/sqlite/0002_api_key_usage.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const POSTGRES: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (
+        2,
+        "api key usage",
+        include_str!("../../migrations/postgres/0002_api_key_usage.sql"),
+    ),
+];
 
 fn migrator(list: &[Embedded]) -> Migrator {
     Migrator::with_migrations(

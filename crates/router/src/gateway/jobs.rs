@@ -361,7 +361,13 @@ pub async fn cancel(
 /// are answered with an error, not run.
 pub async fn batch(
     State(state): State<Arc<RouterState>>,
-    Posted { client, ip, body, .. }: Posted,
+    Posted {
+        client,
+        ip,
+        body,
+        keyed,
+        ..
+    }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
     let items = match parse_body(&body)? {
@@ -375,11 +381,28 @@ pub async fn batch(
             gw.settings.max_batch
         )));
     }
+    // A key holder's items are counted against its quotas, the first one already was.
+    let mut keyed_admits = items.len();
+    if let Some(key) = &keyed {
+        keyed_admits = 1;
+        while keyed_admits < items.len() {
+            match crate::keys::charge(&gw.db, key, now_ms()).await {
+                Ok(()) => keyed_admits += 1,
+                Err(crate::keys::KeyError::OverQuota { .. }) => break,
+                Err(crate::keys::KeyError::Unknown) => break,
+                Err(crate::keys::KeyError::Database(e)) => return Err(e.into()),
+            }
+        }
+    }
     let asks: Vec<Result<JobAsk, ItemError>> = items
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            if i > 0 && state.limiter.admit(crate::server::JOBS_ROUTE, ip).is_err() {
+            let admitted = match keyed {
+                Some(_) => i < keyed_admits,
+                None => i == 0 || state.limiter.admit(crate::server::JOBS_ROUTE, ip).is_ok(),
+            };
+            if !admitted {
                 return Err(ItemError::Limited);
             }
             JobAsk::parse(v, &format!("[{i}].")).map_err(ItemError::Bad)
@@ -438,8 +461,8 @@ enum ItemError {
     /// Not a job body.
     #[error(transparent)]
     Bad(super::ask::BadField),
-    /// Past the client's rate limit.
-    #[error("too many requests: this job is past your rate limit; submit it again later")]
+    /// Past the client's rate limit or its API key's quota.
+    #[error("too many requests: this job is past your rate limit or quota; submit it again later")]
     Limited,
 }
 

@@ -223,6 +223,11 @@ impl Gateway {
         Ok((gateway, writer))
     }
 
+    /// The router's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The router's public key, `npub1…`.
     pub fn npub(&self) -> String {
         self.identity.npub()
@@ -368,7 +373,7 @@ impl Gateway {
         let row = crate::db::ledger::LedgerRow {
             job_id: done.id.clone(),
             client: done.client.clone(),
-            api_key_id: None,
+            api_key_id: done.client.strip_prefix("key:").map(str::to_string),
             node: node.clone(),
             operator: None,
             containers: done.containers.clone(),

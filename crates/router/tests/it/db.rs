@@ -283,7 +283,8 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
+    "api_key_usage",
     "api_keys",
     "jobs",
     "ledger",

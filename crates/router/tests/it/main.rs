@@ -4,6 +4,7 @@
 mod db;
 mod gateway;
 mod hardening;
+mod ledger;
 mod signed;
 
 use std::{
