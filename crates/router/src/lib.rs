@@ -10,6 +10,7 @@
 //! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
 //!   pipelines, callbacks, ledger rows;
 //! - [`keys`] — API keys the operator issues to clients, and their quotas;
+//! - [`ledger`] — ledger rows, node receipts, node records and earnings;
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
@@ -18,6 +19,7 @@ pub mod choose;
 pub mod db;
 pub mod gateway;
 pub mod keys;
+pub mod ledger;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;

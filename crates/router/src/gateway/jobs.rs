@@ -292,8 +292,8 @@ pub async fn job(
     if job.status == JobStatus::Cancelled {
         return Ok(Json(answer));
     }
-    match gw.read_result(&node, &node_job, &job.client).await {
-        Ok((status, result)) => {
+    match gw.read_job(&node, &node_job, &job.client).await {
+        Ok((status, result, receipt)) => {
             if job.status == JobStatus::Running && status.is_final() {
                 let error = (status == JobStatus::Failed).then(|| "the node reports the job failed".to_string());
                 if let Some(done) = gw
@@ -302,7 +302,7 @@ pub async fn job(
                     .await?
                 {
                     gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
-                    gw.account(&done);
+                    gw.account_with(&done, receipt);
                     job = done;
                 }
             }

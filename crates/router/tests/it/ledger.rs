@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use infernet_identity::Identity;
+use infernet_identity::{Identity, nip98};
 use infernet_router::{db::Db, keys};
 use serde_json::{Value, json};
 
@@ -32,6 +32,7 @@ macro_rules! on_both {
 on_both!(
     a_quota_refuses_the_next_job_across_two_routers,
     a_quota_holds_under_concurrent_replicas,
+    a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected,
 );
 
 /// `key` in a key file of its own (mode 0600, as the router insists).
@@ -182,4 +183,155 @@ async fn a_quota_holds_under_concurrent_replicas(backend: Backend) {
     // The next minute admits again, up to the day's quota.
     assert!(keys::charge(&b, &keyed, now + 60_000).await.is_ok());
     assert_eq!(a.api_key_usage(&id, now + 60_000).await.unwrap(), (1, 6));
+}
+
+/// A node that trusts `router` and whose operator is `operator`, pricing x at 0.01 per job plus
+/// 0.5 per second, behind a container that takes `delay`.
+async fn priced_node(router: &Identity, operator: &Identity, delay: Duration) -> NodeProc {
+    let port = service(delay).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": port}]),
+        json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}}),
+    );
+    let url = format!("http://{}/admin/settings", node.key());
+    let body = json!({"pricing": {"x": {"per_job": 0.01, "per_second": 0.5, "unit": "USD"}}}).to_string();
+    let auth = nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
+    let r = client()
+        .put(&url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    node
+}
+
+/// The node's key, from its signed `/identity`.
+async fn node_key(node: &NodeProc) -> infernet_identity::PublicKey {
+    let text = client()
+        .get(format!("http://{}/identity", node.key()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    infernet_identity::statement::verify(&text, "infernet-node", infernet_identity::unix_now(), 60)
+        .unwrap()
+        .signer
+}
+
+/// Submits a job of container x and reads it back until it ended; its id.
+async fn run_job(url: &str, auth: Option<&str>) -> String {
+    let mut r = client().post(format!("{url}/api/v1/jobs"));
+    if let Some(key) = auth {
+        r = r.bearer_auth(key);
+    }
+    let placed: Value = r
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}")).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut r = client().get(format!("{url}/api/v1/jobs/{id}"));
+        if let Some(key) = auth {
+            r = r.bearer_auth(key);
+        }
+        let job: Value = r.send().await.unwrap().json().await.unwrap();
+        if job["status"] != "running" {
+            assert_eq!(job["status"], "succeeded", "{job}");
+            return id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// The ledger row of job `id`, once written.
+async fn ledger_row(db: &Db, node: &str, id: &str) -> infernet_router::db::ledger::LedgerRow {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = db.ledger_of_node(node, 0, i64::MAX, 1000).await.unwrap();
+        if let Some(row) = rows.into_iter().find(|r| r.job_id == id) {
+            return row;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ledger row for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A router on `database` whose key `router_key` is, listing `nodes`; waits until x is served.
+async fn gateway(router_key: &Identity, nodes: &[String], database: &infernet_router::db::DbSettings) -> String {
+    let mut s = settings(nodes);
+    s.gateway.key_file = key_file(router_key);
+    s.database = database.clone();
+    let url = router(s).await;
+    eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"].as_array().is_some_and(|c| c.len() == nodes.len())
+            && v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    url
+}
+
+/// A node in a network signs a receipt for each job: the router keeps it with the row and
+/// accounts the node's stated duration and price; the row checks out against the node's key, and
+/// stops checking out once its price is changed in the database or the receipt is swapped for
+/// one another key signed.
+async fn a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected(backend: Backend) {
+    use infernet_router::ledger::receipt::{Check, check};
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let node = priced_node(&router_key, &operator, Duration::from_millis(200)).await;
+    let t = TestDb::new(backend);
+    let url = gateway(&router_key, &[node.key()], &t.settings).await;
+    let id = run_job(&url, None).await;
+    let db = Db::open(&t.settings).await.unwrap();
+    let row = ledger_row(&db, &node.key(), &id).await;
+    let job = db.job(&id).await.unwrap().unwrap();
+    let key = node_key(&node).await;
+    let receipt = infernet_router::ledger::receipt::read(row.receipt.as_deref().expect("a receipt")).unwrap();
+    assert_eq!(receipt.signer, key);
+    assert_eq!(receipt.receipt.job, job.node_job.clone().unwrap());
+    assert!((200..2000).contains(&row.duration_ms), "{row:?}");
+    assert_eq!(i64::try_from(receipt.receipt.duration_ms).unwrap(), row.duration_ms);
+    let expected = 0.01 + 0.5 * row.duration_ms as f64 / 1000.0;
+    assert!((row.price.unwrap() - expected).abs() < 1e-9, "{row:?}");
+    assert_eq!(
+        check(&row, job.node_job.as_deref(), Some(&key)),
+        Check::Valid {
+            signer: infernet_identity::npub(&key)
+        }
+    );
+
+    // The row's price raised in the database.
+    let raise = "UPDATE ledger SET price = price * 2 WHERE job_id = $1";
+    match db.pool() {
+        infernet_router::db::Pool::Sqlite(p) => sqlx::query(raise).bind(&id).execute(p).await.map(drop),
+        infernet_router::db::Pool::Postgres(p) => sqlx::query(raise).bind(&id).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let raised = ledger_row(&db, &node.key(), &id).await;
+    assert!(
+        matches!(check(&raised, job.node_job.as_deref(), Some(&key)), Check::Forged { ref why } if why.contains("price")),
+        "{:?}",
+        check(&raised, job.node_job.as_deref(), Some(&key))
+    );
+    // A receipt made up with another key, saying what the row says.
+    let made_up =
+        infernet_identity::statement::sign(&Identity::generate(), "infernet-receipt", &receipt.receipt).unwrap();
+    let forged = infernet_router::db::ledger::LedgerRow {
+        receipt: Some(made_up),
+        ..row.clone()
+    };
+    assert!(matches!(
+        check(&forged, job.node_job.as_deref(), Some(&key)),
+        Check::Forged { ref why } if why.contains("not by the node's key")
+    ));
 }
