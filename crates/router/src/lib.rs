@@ -131,6 +131,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
+    let monitor = monitor.with_samples(gateway.samples());
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
@@ -158,6 +159,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let saver = gateway.clone();
     let saver_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));
+    let (samples, samples_to, samples_shutdown) = (gateway.samples(), gateway.batch_sender(), tasks.shutdown_token());
+    tasks.spawn_critical("metric-samples", async move {
+        samples
+            .flush(samples_to, ledger::samples::FLUSH_EVERY, samples_shutdown)
+            .await
+    });
+    let retention = (gateway.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("ledger-retention", async move {
+        ledger::retention(retention.0, retention.1).await
+    });
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));

@@ -116,6 +116,9 @@ struct Args {
     /// could otherwise make the router call its own network).
     #[arg(long, env = "CALLBACKS_TO_PRIVATE")]
     callbacks_to_private: bool,
+    /// Days ledger rows are kept; older ones are deleted every hour.
+    #[arg(long, env = "LEDGER_RETENTION_DAYS", default_value_t = 400)]
+    ledger_retention_days: u64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -267,6 +270,12 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if args.ratelimit_reqs_per_min == 0 {
         errors.push("--ratelimit-reqs-per-min must be at least 1".into());
     }
+    if !(1..=36_500).contains(&args.ledger_retention_days) {
+        errors.push(format!(
+            "--ledger-retention-days must be from 1 to 36500, got {}",
+            args.ledger_retention_days
+        ));
+    }
     if args.leave_after == 0 || args.return_after == 0 {
         errors.push("--leave-after and --return-after must be at least 1".into());
     }
@@ -328,6 +337,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 stream_idle,
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
+                ledger_retention: Duration::from_secs(args.ledger_retention_days * 86_400),
                 ..GatewaySettings::default()
             },
         }),

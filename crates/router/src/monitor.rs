@@ -177,6 +177,8 @@ pub struct Monitor {
     settings: ProbeSettings,
     /// Duration of the last round, in microseconds.
     pub last_round_micros: Arc<AtomicU64>,
+    /// Counts each probe for the node's public record.
+    samples: Option<Arc<crate::ledger::samples::Samples>>,
 }
 
 impl Monitor {
@@ -193,7 +195,16 @@ impl Monitor {
             client,
             settings,
             last_round_micros: Arc::default(),
+            samples: None,
         })
+    }
+
+    /// Counts every probe in `samples` (uptime in nodes' public records).
+    pub fn with_samples(self, samples: Arc<crate::ledger::samples::Samples>) -> Self {
+        Self {
+            samples: Some(samples),
+            ..self
+        }
     }
 
     /// One round over every node; returns how long it took.
@@ -214,6 +225,11 @@ impl Monitor {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
+        if let Some(samples) = &self.samples {
+            for (node, result) in &results {
+                samples.probe(node, result.is_ok());
+            }
+        }
         self.registry.apply(results);
     }
 

@@ -31,7 +31,7 @@ use infernet_identity::{npub, parse_public_key, statement, unix_now};
 
 use crate::{
     address::{AddressError, NodeAddr},
-    gateway, ranking,
+    gateway, ledger, ranking,
     registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
     resources::{self, FanOut},
 };
@@ -61,7 +61,7 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 6],
+    pub requests: [AtomicU64; 7],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
 }
@@ -378,13 +378,14 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
     "/health",
     JOBS_ROUTE,
     "/api/v1/route",
+    "/api/v1/nodes/{node}",
 ];
 
 /// The HTTP router.
@@ -424,6 +425,12 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
+        .route("/api/v1/nodes/{node}", get(ledger::api::node).route_layer(limited(6)))
+        .route(
+            "/api/v1/nodes/{node}/jobs",
+            get(ledger::api::node_jobs).route_layer(limited(6)),
+        )
+        .route("/api/v1/earnings", get(ledger::api::earnings).route_layer(limited(6)))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })

@@ -90,6 +90,9 @@ async fn place(
             (&owned, order)
         }
     };
+    for (node, filter) in &choice.left_out {
+        gw.samples.excluded(node, *filter);
+    }
     if choice.candidates.is_empty() {
         // No node serves the whole list: its stages may still run on several nodes.
         if let Some(stages) = pipeline::plan(gw, ask) {
@@ -136,7 +139,10 @@ pub(super) async fn dispatch_along(
             let node = &choice.candidates[i].node;
             match gw.call(node, stated).submit(body.clone()).await {
                 Outcome::Accepted(node_job) => return Ok((node.clone(), node_job)),
-                Outcome::Refused(why) => tried.push(format!("{node} refused: {why}")),
+                Outcome::Refused(why) => {
+                    gw.samples.loaded(node);
+                    tried.push(format!("{node} refused: {why}"));
+                }
                 Outcome::Failed(why) => {
                     gw.record(node, &[], false, None);
                     tried.push(format!("{node} failed: {why}"));

@@ -90,6 +90,9 @@ pub struct GatewaySettings {
     pub node_gone_after: Duration,
     /// How often jobs whose watcher stopped are looked for.
     pub callback_sweep: Duration,
+    /// How long ledger rows are kept (`--ledger-retention-days`, default 400 days: a year and
+    /// the month before it, for year-on-year earnings).
+    pub ledger_retention: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -111,6 +114,7 @@ impl Default for GatewaySettings {
             max_watched: 10_000,
             node_gone_after: Duration::from_secs(600),
             callback_sweep: Duration::from_secs(30),
+            ledger_retention: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Gateway {
     unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
     callbacks: reqwest::Client,
+    /// Per node and minute counters for nodes' public records.
+    samples: Arc<crate::ledger::samples::Samples>,
 }
 
 impl Gateway {
@@ -213,6 +219,7 @@ impl Gateway {
             replica: uuid::Uuid::new_v4().to_string(),
             latency: RwLock::default(),
             unsaved: Default::default(),
+            samples: Default::default(),
             watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
             callbacks: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -226,6 +233,26 @@ impl Gateway {
     /// The router's database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The counters of nodes' public records.
+    pub fn samples(&self) -> Arc<crate::ledger::samples::Samples> {
+        self.samples.clone()
+    }
+
+    /// Where ledger rows and metric samples are queued.
+    pub fn batch_sender(&self) -> crate::db::batcher::BatchSender {
+        self.ledger.clone()
+    }
+
+    /// The registry of nodes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The gateway's settings.
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
     }
 
     /// The router's public key, `npub1…`.
@@ -396,6 +423,7 @@ impl Gateway {
     /// only when its client asked has none) or a failure. The latency is also kept per container
     /// set, in memory, so that nodes are compared with their peers for the same containers.
     fn record(self: &Arc<Self>, node: &str, containers: &[String], ok: bool, latency_ms: Option<i64>) {
+        self.samples.job(node, ok, latency_ms);
         {
             let mut records = self.records.write().expect("records poisoned");
             let r = records.entry(node.to_string()).or_default();

@@ -6,14 +6,58 @@
 //! The price is accounted, not settled: it is what the node's advertised pricing (or its signed
 //! receipt) says the job cost, in the router's unit; no money moves.
 
+pub mod api;
 pub mod receipt;
+pub mod samples;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use infernet_identity::PublicKey;
 use infernet_types::settings::Price;
 
-use crate::db::{jobs::Job, ledger::LedgerRow};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    db::{jobs::Job, ledger::LedgerRow, now_ms},
+    gateway::Gateway,
+};
+
+/// How long metric samples are kept: the public record looks 30 days back.
+pub const SAMPLES_KEPT: Duration = Duration::from_secs(31 * 86_400);
+/// How long quota windows are kept: the day's and the minute's are all that count.
+pub const USAGE_KEPT: Duration = Duration::from_secs(2 * 86_400);
+/// How often old rows are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Every hour until `shutdown` (and once at start), deletes ledger rows older than the gateway's
+/// `ledger_retention`, metric samples older than [`SAMPLES_KEPT`] and quota windows older than
+/// [`USAGE_KEPT`]. A failure is logged and tried again at the next round.
+pub async fn retention(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<(), std::convert::Infallible> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = now_ms();
+        let db = gateway.db();
+        let keep = gateway.settings().ledger_retention;
+        match db.prune_ledger(now.saturating_sub(ms(keep))).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, ?keep, "ledger rows past retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the ledger"),
+        }
+        if let Err(e) = db
+            .prune_metric_samples(now.saturating_sub(ms(SAMPLES_KEPT)).div_euclid(60_000))
+            .await
+        {
+            tracing::warn!(error = %e, "could not prune metric samples");
+        }
+        if let Err(e) = db.prune_api_key_usage(now.saturating_sub(ms(USAGE_KEPT))).await {
+            tracing::warn!(error = %e, "could not prune quota windows");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
 
 /// What the router knows of the node when a job ends.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use infernet_identity::{Identity, nip98};
-use infernet_router::{db::Db, keys};
+use infernet_router::{
+    db::{Db, ledger::LedgerRow},
+    keys,
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -33,6 +36,8 @@ on_both!(
     a_quota_refuses_the_next_job_across_two_routers,
     a_quota_holds_under_concurrent_replicas,
     a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected,
+    earnings_sum_what_the_rows_say_across_a_month_boundary,
+    an_operator_sees_only_their_nodes,
 );
 
 /// `key` in a key file of its own (mode 0600, as the router insists).
@@ -334,4 +339,238 @@ async fn a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected(backend: Ba
         check(&forged, job.node_job.as_deref(), Some(&key)),
         Check::Forged { ref why } if why.contains("not by the node's key")
     ));
+
+    // The node's public record: a job asked at a price below the node's leaves it out by price,
+    // and the record says so beside its uptime, jobs per day and latency.
+    let (status, _) = {
+        let r = client()
+            .post(format!("{url}/api/v1/jobs"))
+            .json(&json!({"containers": ["x"], "data": {}, "max_price": 0.001}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 503);
+    let record = eventually(format!("{url}/api/v1/nodes/{}", node.key()), |v| {
+        v["excluded_24h"]["price"] == 1 && v["uptime"]["24h"].as_f64().is_some_and(|u| u > 0.9)
+    })
+    .await;
+    assert_eq!(record["jobs_per_day"][0]["jobs"], 1, "{record}");
+    assert_eq!(record["latency_ms"][0]["containers"], json!(["x"]), "{record}");
+    assert_eq!(
+        record["latency_ms"][0]["mean_ms"].as_f64(),
+        Some(row.duration_ms as f64)
+    );
+    assert_eq!(record["excluded_24h"]["hours"], 0);
+    let (status, body) = super::get(format!("{url}/api/v1/nodes/10.9.9.9:1")).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+/// Writes `rows` through the batch writer, as the gateway does.
+async fn write_rows(db: &Db, rows: Vec<LedgerRow>) {
+    use infernet_router::db::batcher::{BatchSettings, Record, batcher};
+    let (tx, writer) = batcher(db.clone(), BatchSettings::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    for r in rows {
+        tx.send(Record::Ledger(r)).await.unwrap();
+    }
+    tx.flush().await.unwrap();
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A succeeded row of `node` filed under `operator`, finished at `at` (Unix ms), priced `price`.
+fn priced_row(id: &str, node: &str, operator: Option<&str>, at: i64, price: f64) -> LedgerRow {
+    LedgerRow {
+        job_id: id.into(),
+        client: "npub:aa".into(),
+        api_key_id: None,
+        node: node.into(),
+        operator: operator.map(str::to_string),
+        containers: vec!["x".into()],
+        started_at: at - 1000,
+        finished_at: at,
+        outcome: "succeeded".into(),
+        duration_ms: 1000,
+        price: Some(price),
+        unit: Some("USD".into()),
+        receipt: None,
+    }
+}
+
+/// Unix ms of `y-m-d` at `h` o'clock UTC.
+fn at(y: i32, m: u32, d: u32, h: i64) -> i64 {
+    let days = {
+        let (y, m) = (i64::from(if m <= 2 { y - 1 } else { y }), i64::from(m));
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+    };
+    days * 86_400_000 + h * 3_600_000
+}
+
+async fn get_as(url: &str, signer: Option<&Identity>) -> (u16, String) {
+    let mut r = client().get(url);
+    if let Some(id) = signer {
+        r = r.header("authorization", nip98::authorization(id, "GET", url, None));
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Rows on both sides of the end of November: by day, week and month the answer sums what the
+/// rows say, each period beside the one before it, and the CSV export says the same.
+async fn earnings_sum_what_the_rows_say_across_a_month_boundary(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let node = "10.0.0.1:4000";
+    write_rows(
+        &db,
+        vec![
+            priced_row("a", node, None, at(2026, 10, 31, 23), 8.0),
+            priced_row("b", node, None, at(2026, 11, 29, 12), 1.0),
+            priced_row("c", node, None, at(2026, 11, 30, 23), 2.0),
+            priced_row("d", node, None, at(2026, 12, 1, 0), 4.0),
+            priced_row("e", node, None, at(2026, 12, 1, 5), 0.5),
+            priced_row("f", "10.0.0.2:4000", None, at(2026, 12, 1, 5), 100.0),
+        ],
+    )
+    .await;
+    let mut s = settings(&[]);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let ask = |q: &str| {
+        let url = format!("{url}/api/v1/earnings?node={node}&{q}");
+        async move {
+            let (status, body) = get_as(&url, None).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+
+    let days = ask("from=2026-11-30&to=2026-12-01&by=day").await;
+    let periods = days["periods"].as_array().unwrap();
+    assert_eq!(periods.len(), 2, "{days}");
+    assert_eq!(
+        (periods[0]["start"].as_str(), periods[0]["earned"].as_f64()),
+        (Some("2026-11-30"), Some(2.0))
+    );
+    assert_eq!(periods[0]["previous"]["start"], "2026-11-29");
+    assert_eq!(periods[0]["previous"]["earned"], 1.0);
+    assert_eq!(
+        (periods[1]["jobs"].as_i64(), periods[1]["earned"].as_f64()),
+        (Some(2), Some(4.5))
+    );
+    assert_eq!(days["total"]["earned"], 6.5);
+    assert_eq!(days["settled"], false);
+
+    // 2026-11-30 is a Monday: the week of Dec 1 starts on it.
+    let weeks = ask("from=2026-12-01&to=2026-12-06&by=week").await;
+    assert_eq!(weeks["from"], "2026-11-30");
+    assert_eq!(weeks["periods"][0]["earned"], 6.5, "{weeks}");
+    assert_eq!(weeks["periods"][0]["previous"]["earned"], 1.0);
+
+    let months = ask("from=2026-11-01&to=2026-12-31&by=month").await;
+    let m = months["periods"].as_array().unwrap();
+    assert_eq!(m.len(), 2, "{months}");
+    assert_eq!(
+        (m[0]["start"].as_str(), m[0]["earned"].as_f64(), m[0]["jobs"].as_i64()),
+        (Some("2026-11-01"), Some(3.0), Some(2))
+    );
+    assert_eq!(m[0]["previous"]["earned"], 8.0);
+    assert_eq!(
+        (m[1]["earned"].as_f64(), m[1]["previous"]["earned"].as_f64()),
+        (Some(4.5), Some(3.0))
+    );
+    assert_eq!(months["total"]["earned"], 7.5);
+    assert_eq!(months["previous_total"]["earned"], 8.0 + 3.0);
+
+    let (status, csv) = get_as(
+        &format!("{url}/api/v1/earnings?node={node}&from=2026-11-01&to=2026-12-31&by=month&format=csv"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "start,jobs,succeeded,earned_USD,duration_ms,previous_start,previous_jobs,previous_earned_USD"
+    );
+    assert_eq!(lines[1], "2026-11-01,2,2,3,2000,2026-10-01,1,8");
+    assert_eq!(lines[2], "2026-12-01,2,2,4.5,2000,2026-11-01,2,3");
+
+    for (q, needle) in [
+        ("by=year", "by: one of day, week, month"),
+        ("from=2026-13-01", "from: a date"),
+        ("from=2026-12-02&to=2026-12-01", "is after to"),
+        ("nope=1", "nope: unknown parameter"),
+    ] {
+        let (status, body) = get_as(&format!("{url}/api/v1/earnings?node={node}&{q}"), None).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.contains(needle), "{q}: {body}");
+    }
+}
+
+/// Two operators' nodes in one ledger: each operator, signing with NIP-98, reads their node's
+/// rows (clients as hashes, each receipt's check) and their earnings, and is refused the other's;
+/// an unsigned request is refused.
+async fn an_operator_sees_only_their_nodes(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (a, b) = ("10.0.0.1:4000", "10.0.0.2:4000");
+    let now = infernet_router::db::now_ms();
+    let alice_hex = alice.public_key().to_hex();
+    let bob_hex = bob.public_key().to_hex();
+    write_rows(
+        &db,
+        vec![
+            priced_row("a1", a, Some(&alice_hex), now - 60_000, 1.0),
+            priced_row("a2", a, Some(&alice_hex), now - 30_000, 2.0),
+            priced_row("b1", b, Some(&bob_hex), now - 30_000, 5.0),
+        ],
+    )
+    .await;
+    let mut s = settings(&[]);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Value = serde_json::from_str(&body).unwrap();
+    let jobs = rows["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j["job"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert!(jobs[0]["client"].as_str().unwrap().starts_with("client:"), "{body}");
+    assert!(!body.contains("npub:aa"), "clients appear only as hashes: {body}");
+    assert_eq!(jobs[0]["check"]["receipt"], "missing");
+
+    let (status, csv) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs?format=csv&limit=1"), Some(&alice)).await;
+    assert_eq!(status, 200);
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("a1,client:"), "{csv}");
+
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), Some(&bob)).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), None).await;
+    assert_eq!(status, 401, "{body}");
+
+    let mine = format!("{url}/api/v1/earnings?operator={}", alice.npub());
+    let (status, body) = get_as(&mine, Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let earned: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(earned["total"]["earned"], 3.0, "bob's 5.0 is not alice's: {body}");
+    let (status, _) = get_as(&mine, Some(&bob)).await;
+    assert_eq!(status, 403);
+    let (status, _) = get_as(&mine, None).await;
+    assert_eq!(status, 401);
+    // A node's own earnings are public.
+    let (status, body) = get_as(&format!("{url}/api/v1/earnings?node={b}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"]["earned"], 5.0);
 }
