@@ -24,6 +24,7 @@ pub(crate) mod json;
 pub mod logging;
 pub mod node;
 pub mod orchestrator;
+pub mod receipt;
 pub mod server;
 pub mod stats;
 pub mod store;

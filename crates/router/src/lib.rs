@@ -10,6 +10,8 @@
 //! - [`choose`] — the chooser: which node runs a gateway job (filters, score, pick);
 //! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
 //!   pipelines, callbacks, ledger rows;
+//! - [`keys`] — API keys the operator issues to clients, and their quotas;
+//! - [`ledger`] — ledger rows, node receipts, node records and earnings;
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
@@ -18,6 +20,8 @@ pub mod alerts;
 pub mod choose;
 pub mod db;
 pub mod gateway;
+pub mod keys;
+pub mod ledger;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;
@@ -132,6 +136,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
+    let monitor = monitor.with_samples(gateway.samples());
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
@@ -170,6 +175,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let saver = gateway.clone();
     let saver_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));
+    let (samples, samples_to, samples_shutdown) = (gateway.samples(), gateway.batch_sender(), tasks.shutdown_token());
+    tasks.spawn_critical("metric-samples", async move {
+        samples
+            .flush(samples_to, ledger::samples::FLUSH_EVERY, samples_shutdown)
+            .await
+    });
+    let retention = (gateway.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("ledger-retention", async move {
+        ledger::retention(retention.0, retention.1).await
+    });
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));

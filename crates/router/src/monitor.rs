@@ -187,6 +187,8 @@ pub struct Monitor {
     pub last_round_micros: Arc<AtomicU64>,
     /// Reads every answer too, when set.
     alerts: Option<Arc<crate::alerts::Alerts>>,
+    /// Counts each probe for the node's public record.
+    samples: Option<Arc<crate::ledger::samples::Samples>>,
 }
 
 impl Monitor {
@@ -204,6 +206,7 @@ impl Monitor {
             settings,
             last_round_micros: Arc::default(),
             alerts: None,
+            samples: None,
         })
     }
 
@@ -211,6 +214,14 @@ impl Monitor {
     pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
         self.alerts = Some(alerts);
         self
+    }
+
+    /// Counts every probe in `samples` (uptime in nodes' public records).
+    pub fn with_samples(self, samples: Arc<crate::ledger::samples::Samples>) -> Self {
+        Self {
+            samples: Some(samples),
+            ..self
+        }
     }
 
     /// One round over every node; returns how long it took.
@@ -231,7 +242,7 @@ impl Monitor {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        let results = results
+        let results: Vec<(String, Result<NodeReport, ProbeError>)> = results
             .into_iter()
             .map(|(key, result)| {
                 let report = result.map(|(report, info)| {
@@ -243,6 +254,11 @@ impl Monitor {
                 (key, report)
             })
             .collect();
+        if let Some(samples) = &self.samples {
+            for (node, result) in &results {
+                samples.probe(node, result.is_ok());
+            }
+        }
         self.registry.apply(results);
     }
 

@@ -31,7 +31,7 @@ use infernet_identity::{npub, parse_public_key, statement, unix_now};
 
 use crate::{
     address::{AddressError, NodeAddr},
-    gateway, ranking,
+    gateway, ledger, ranking,
     registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
     resources::{self, FanOut},
 };
@@ -61,7 +61,7 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 6],
+    pub requests: [AtomicU64; 7],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The alert engine.
@@ -86,10 +86,26 @@ struct Limited {
 async fn rate_limit(
     State(l): State<Limited>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
+    // A client with an API key is held to its key's quotas instead of its address's limit.
+    if let Some(token) = crate::keys::bearer(req.headers()) {
+        let db = &l.state.gateway.db();
+        let keyed = match crate::keys::check(db, token).await {
+            Ok(k) => k,
+            Err(e) => return e.into_response(),
+        };
+        if l.route == JOBS_ROUTE
+            && req.method() == axum::http::Method::POST
+            && let Err(e) = crate::keys::charge(db, &keyed, crate::db::now_ms()).await
+        {
+            return e.into_response();
+        }
+        req.extensions_mut().insert(keyed);
+        return next.run(req).await;
+    }
     let client = client_ip(&l.state, peer, req.headers());
     rate_limit::enforce(&l.state.limiter, l.route, client, req, next).await
 }
@@ -365,13 +381,14 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
     "/health",
     JOBS_ROUTE,
     "/api/v1/route",
+    "/api/v1/nodes/{node}",
 ];
 
 /// The HTTP router.
@@ -412,6 +429,12 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
         .merge(crate::alerts::api::routes().route_layer(limited(5)))
+        .route("/api/v1/nodes/{node}", get(ledger::api::node).route_layer(limited(6)))
+        .route(
+            "/api/v1/nodes/{node}/jobs",
+            get(ledger::api::node_jobs).route_layer(limited(6)),
+        )
+        .route("/api/v1/earnings", get(ledger::api::earnings).route_layer(limited(6)))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })

@@ -9,6 +9,7 @@ mod container_id;
 mod delegated;
 mod hardware;
 mod job;
+mod receipt;
 pub mod settings;
 mod subscription;
 
@@ -19,4 +20,5 @@ pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
     ParsedJobRequest, RequestError, StatusReport, kind_of, nested_deeper_than,
 };
+pub use receipt::{RECEIPT_SUBJECT, Receipt};
 pub use subscription::{CANCELLED, Subscription};

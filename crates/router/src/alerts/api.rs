@@ -40,7 +40,7 @@ pub fn routes() -> Router<Arc<RouterState>> {
 fn operator(client: Client) -> Result<PublicKey, ApiError> {
     match client {
         Client::Key(key) => Ok(key),
-        Client::Addr(_) => Err(ApiError(
+        Client::Addr(_) | Client::ApiKey(_) => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "sign this request with your operator key (NIP-98 Authorization: Nostr …)".into(),
         )),

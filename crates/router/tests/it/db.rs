@@ -284,9 +284,10 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "alert_settings",
     "alerts",
+    "api_key_usage",
     "api_keys",
     "jobs",
     "ledger",

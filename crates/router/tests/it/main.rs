@@ -5,6 +5,7 @@ mod alerts;
 mod db;
 mod gateway;
 mod hardening;
+mod ledger;
 mod signed;
 
 use std::{
