@@ -221,6 +221,20 @@ fn spawn_services(
         supervisor.supervise(shutdown).await;
         Ok::<_, NodeError>(())
     });
+    if let Some(text) = &config.config.network.url {
+        match crate::link::LinkUrl::parse(text) {
+            Ok(url) => {
+                let (link_state, link_shutdown) = (state.clone(), tasks.shutdown_token());
+                let ca_file = config.config.network.ca_file.clone();
+                tasks.spawn_critical("link", async move {
+                    crate::link::run(link_state, url, ca_file, link_shutdown).await;
+                    Ok::<_, NodeError>(())
+                });
+            }
+            // Validation refused it already.
+            Err(e) => tracing::error!(error = %e, "network.url"),
+        }
+    }
     let stats = &config.config.stats;
     match (&stats.endpoint, config.config.forward_stats) {
         (Some(endpoint), true) => {

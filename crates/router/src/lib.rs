@@ -9,6 +9,7 @@
 //! - [`choose`] — the chooser: which node runs a gateway job (filters, score, pick);
 //! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
 //!   pipelines, callbacks, ledger rows;
+//! - [`link`] — the server end of nodes' links (nodes behind NAT);
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
@@ -16,6 +17,7 @@ pub mod address;
 pub mod choose;
 pub mod db;
 pub mod gateway;
+pub mod link;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;

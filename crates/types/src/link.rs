@@ -52,7 +52,7 @@ pub const MAX_PATH: usize = 4096;
 
 /// What a node states about itself: what the router's probe of `/info` reads from a reachable
 /// node.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announce {
     /// Containers it serves.
     pub containers: Vec<AnnouncedContainer>,
@@ -71,6 +71,20 @@ pub struct Announce {
     /// Its host's resources.
     #[serde(default)]
     pub hardware: Option<Hardware>,
+}
+
+impl Default for Announce {
+    /// Nothing served, open.
+    fn default() -> Self {
+        Self {
+            containers: Vec::new(),
+            pending: 0,
+            pricing: BTreeMap::new(),
+            open: true,
+            available_at: None,
+            hardware: None,
+        }
+    }
 }
 
 /// A container a node serves.

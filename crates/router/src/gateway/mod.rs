@@ -90,6 +90,8 @@ pub struct GatewaySettings {
     pub node_gone_after: Duration,
     /// How often jobs whose watcher stopped are looked for.
     pub callback_sweep: Duration,
+    /// Nodes' links to this replica.
+    pub link: crate::link::LinkSettings,
 }
 
 impl Default for GatewaySettings {
@@ -111,6 +113,7 @@ impl Default for GatewaySettings {
             max_watched: 10_000,
             node_gone_after: Duration::from_secs(600),
             callback_sweep: Duration::from_secs(30),
+            link: Default::default(),
         }
     }
 }
@@ -158,6 +161,8 @@ pub struct Gateway {
     unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
     callbacks: reqwest::Client,
+    /// Nodes linked to this replica: dispatched to over their link.
+    links: Arc<crate::link::Links>,
 }
 
 impl Gateway {
@@ -218,6 +223,7 @@ impl Gateway {
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            links: Arc::new(crate::link::Links::new(settings.link.clone())),
             settings,
         };
         Ok((gateway, writer))
@@ -236,11 +242,23 @@ impl Gateway {
         }
     }
 
+    /// The links nodes hold to this replica.
+    pub fn links(&self) -> &Arc<crate::link::Links> {
+        &self.links
+    }
+
+    /// A dispatch to `node` for `client`: over HTTP, or over its link when it is linked here (then
+    /// signed for `infernet://{npub}`, the address a linked node knows itself by).
     fn call(&self, node: &str, client: IpAddr) -> Call<'_> {
+        let link = self.links.get(node);
         Call {
             http: &self.http,
             identity: &self.identity,
-            base: format!("http://{node}"),
+            base: match link {
+                Some(_) => format!("infernet://{node}"),
+                None => format!("http://{node}"),
+            },
+            link,
             client,
             timeout: self.settings.dispatch_timeout,
         }

@@ -1,9 +1,11 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
-//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
+//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`link`]
+//! nodes that dial in over their link.
 
 mod db;
 mod gateway;
 mod hardening;
+mod link;
 mod signed;
 
 use std::{
