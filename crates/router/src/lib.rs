@@ -159,6 +159,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));
+    let leases = gateway.clone();
+    let leases_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));
     let app = server::app(state, max_body);
     let limits = settings.limits;
     tasks.spawn_critical("rest-server", async move {

@@ -106,6 +106,16 @@ struct Args {
     /// Seconds a node may stay silent in the middle of a stream before the router ends it.
     #[arg(long, env = "STREAM_IDLE", default_value_t = 120.0)]
     stream_idle: f64,
+    /// Nodes' links (`/api/v1/link`, for nodes behind NAT) held at once; one per node key.
+    #[arg(long, env = "MAX_LINKS", default_value_t = 10_000)]
+    max_links: usize,
+    /// Seconds between linked nodes' heartbeats; a link silent for three is closed.
+    #[arg(long, env = "LINK_HEARTBEAT", default_value_t = 15.0)]
+    link_heartbeat: f64,
+    /// Seconds a job a linked node accepted waits for the node's link to come back before it
+    /// runs on another node.
+    #[arg(long, env = "LINK_LEASE", default_value_t = 60.0)]
+    link_lease: f64,
     /// Jobs in one gateway batch at most.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -203,6 +213,17 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let stream_idle = seconds("--stream-idle", args.stream_idle)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
+    let link = infernet_router::link::LinkSettings {
+        max_links: args.max_links.max(1),
+        heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default()
+            .max(Duration::from_secs(1)),
+        lease: seconds("--link-lease", args.link_lease)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        ..Default::default()
+    };
     if args.price_unit.trim().is_empty() || args.price_unit.len() > 16 {
         errors.push(format!(
             "--price-unit must be a short name such as USD, got {:?}",
@@ -250,6 +271,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 stream_idle,
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
+                link,
                 ..GatewaySettings::default()
             },
         }),

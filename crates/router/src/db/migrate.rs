@@ -13,9 +13,23 @@ use super::{Db, DbError, Pool};
 /// (version, description, SQL).
 type Embedded = (i64, &'static str, &'static str);
 
-const SQLITE: &[Embedded] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const SQLITE: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        3,
+        "link inputs",
+        include_str!("../../migrations/sqlite/0003_link_inputs.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const POSTGRES: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (
+        3,
+        "link inputs",
+        include_str!("../../migrations/postgres/0003_link_inputs.sql"),
+    ),
+];
 
 fn migrator(list: &[Embedded]) -> Migrator {
     Migrator::with_migrations(

@@ -20,6 +20,7 @@
 pub mod api_keys;
 pub mod batcher;
 pub mod jobs;
+pub mod leases;
 pub mod ledger;
 pub mod metrics;
 mod migrate;

@@ -102,10 +102,16 @@ impl Call<'_> {
             body.as_deref(),
             &[["client", &client]],
         );
-        if let Some(link) = &self.link {
-            return link
-                .send(method.as_str(), path, authorization, client, body, self.timeout)
-                .await;
+        match &self.link {
+            Some(link) => {
+                return link
+                    .send(method.as_str(), path, authorization, client, body, self.timeout)
+                    .await;
+            }
+            None if self.base.starts_with("infernet://") => {
+                return Err(NodeError::Unreachable("the node's link is closed".into()));
+            }
+            None => {}
         }
         let mut request = self
             .http

@@ -18,6 +18,7 @@ pub mod callback;
 mod client;
 pub mod dispatch;
 mod jobs;
+mod lease;
 pub mod pipeline;
 mod stream;
 
@@ -254,9 +255,10 @@ impl Gateway {
         Call {
             http: &self.http,
             identity: &self.identity,
-            base: match link {
-                Some(_) => format!("infernet://{node}"),
-                None => format!("http://{node}"),
+            // A node named by its key has no address: without its link here, no way to it.
+            base: match link.is_some() || node.starts_with("npub1") {
+                true => format!("infernet://{node}"),
+                false => format!("http://{node}"),
             },
             link,
             client,

@@ -42,6 +42,9 @@ pub struct LinkSettings {
     pub hello_timeout: Duration,
     /// Seconds between a node's heartbeats; a link silent for three of them is closed.
     pub heartbeat: Duration,
+    /// How long a job a linked node accepted stays with it after its link closed; then it runs
+    /// on another node (see `gateway::lease`).
+    pub lease: Duration,
 }
 
 impl Default for LinkSettings {
@@ -51,6 +54,7 @@ impl Default for LinkSettings {
             max_handshakes: 256,
             hello_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
         }
     }
 }

@@ -47,7 +47,7 @@ pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketU
         )
             .into_response();
     };
-    let (registry, router) = (state.registry.clone(), state.gateway.npub());
+    let (registry, router, gateway) = (state.registry.clone(), state.gateway.npub(), state.gateway.clone());
     upgrade
         .max_message_size(MAX_NODE_FRAME)
         .max_frame_size(MAX_NODE_FRAME)
@@ -61,7 +61,11 @@ pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketU
                 .unwrap_or_else(|_| Err("no hello in time".into()));
             drop(permit);
             match hello {
-                Ok((identity, announce)) => run(links, registry, identity, announce, tx, rx).await,
+                Ok((identity, announce)) => {
+                    if let Some(closed) = run(links, registry, identity, announce, tx, rx).await {
+                        gateway.link_closed(&closed).await;
+                    }
+                }
                 Err(reason) => {
                     tracing::debug!(%reason, "link refused");
                     let _ = tx.send(frame(&Message::Refused { reason })).await;
@@ -139,7 +143,8 @@ async fn handshake(tx: &mut Tx, rx: &mut Rx, router: &str) -> Result<(NodeIdenti
     Ok((identity, content.announce))
 }
 
-/// Holds the link until it closes; the node is in dispatch meanwhile.
+/// Holds the link until it closes; the node is in dispatch meanwhile. The node's key when it
+/// left dispatch as the link closed (not replaced by a newer link).
 async fn run(
     links: Arc<Links>,
     registry: Arc<Registry>,
@@ -147,14 +152,14 @@ async fn run(
     announce: link::Announce,
     mut tx: Tx,
     rx: Rx,
-) {
+) -> Option<String> {
     let (requests, requests_rx) = mpsc::channel(QUEUED_REQUESTS);
     let (control, control_rx) = mpsc::unbounded_channel();
     let link = Arc::new(Link::new(identity.key.clone(), links.next_id(), requests, control));
     if let Err(e) = links.insert(link.clone()) {
         let _ = tx.send(frame(&Message::Refused { reason: e.to_string() })).await;
         let _ = tx.close().await;
-        return;
+        return None;
     }
     let heartbeat = links.settings.heartbeat;
     let welcome = frame(&Message::Welcome {
@@ -163,7 +168,7 @@ async fn run(
     });
     if tx.send(welcome).await.is_err() {
         links.remove(&link);
-        return;
+        return None;
     }
     let key = identity.key.clone();
     registry.link(identity, report(announce));
@@ -179,11 +184,13 @@ async fn run(
         }
     };
     // Out of dispatch at once, unless a newer link of the same key took its place.
-    if links.remove(&link) {
+    let unlinked = links.remove(&link);
+    if unlinked {
         registry.unlink(&key);
     }
     link.fail_calls();
     tracing::info!(node = %key, reason = %why, "link closed");
+    unlinked.then_some(key)
 }
 
 /// Writes requests, credits, cancels and pings until the link closes; a write that does not

@@ -321,3 +321,71 @@ async fn a_node_that_sends_past_its_credit_is_cut_off_and_the_job_fails_over() {
     let text = tokio::time::timeout(Duration::from_secs(5), r.text()).await.unwrap();
     assert!(text.is_err() || !text.unwrap().contains("\n{"));
 }
+
+#[tokio::test]
+async fn a_job_whose_linked_node_vanished_after_accepting_runs_elsewhere_with_a_new_attempt() {
+    let key = Identity::generate();
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.gateway.link.lease = Duration::from_secs(1);
+    let url = router(s).await;
+    // Node a, hand-made: it accepts the job, then its link goes.
+    let a_key = Identity::generate();
+    let mut a = Peer::connect(&url).await;
+    let content = a.content();
+    assert!(matches!(
+        a.hello(&a_key, VERSION, &content).await,
+        Message::Welcome { .. }
+    ));
+    eventually(format!("{url}/api/v1/nodes"), |v| linked(v).len() == 1).await;
+    let submit = tokio::spawn({
+        let url = url.clone();
+        async move {
+            post(
+                format!("{url}/api/v1/jobs"),
+                &json!({"containers": ["x"], "data": {"n": 7}}),
+            )
+            .await
+        }
+    });
+    let (request, body) = Peer::read(&mut a.socket).await;
+    let Message::Request { call, method, path, .. } = request else {
+        panic!("{request:?}")
+    };
+    assert_eq!((method.as_str(), path.as_str()), ("POST", "/api/jobs"));
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["data"], json!({"n": 7}));
+    let head = Message::Head {
+        call,
+        status: 200,
+        content_type: Some("application/json".into()),
+    };
+    a.send(&head, b"").await;
+    a.send(&Message::Chunk { call }, br#"{"id": "a-1"}"#).await;
+    a.send(&Message::End { call, error: None }, b"").await;
+    let (status, placed) = submit.await.unwrap();
+    assert_eq!((status, placed["node"].clone()), (200, json!(a_key.npub())), "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+
+    // Node b, a real one, links; a's link drops for good.
+    let fast = service(Duration::ZERO).await;
+    let b = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()], "url": link_url(&url)}}),
+    );
+    let nodes = eventually(format!("{url}/api/v1/nodes"), |v| linked(v).len() == 2).await;
+    let b_key = linked(&nodes).into_iter().find(|k| *k != a_key.npub()).unwrap();
+    drop(a);
+    let dropped = Instant::now();
+    // Within the lease the job waits for a; past it, it runs on b, and b's result is the answer.
+    let done = ended(&url, &id).await;
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        dropped.elapsed()
+    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["node"], json!(b_key), "{done}");
+    assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
+    drop(b);
+}
