@@ -70,6 +70,9 @@ pub struct Settings {
     pub limits: infernet_service::http::Limits,
     /// The gateway.
     pub gateway: gateway::GatewaySettings,
+    /// The listener's certificate chain and key (PEM files): with them it serves HTTPS (and
+    /// `wss://` links) itself.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -113,6 +116,9 @@ pub enum StartError {
     /// An HTTP client (the prober's or the `/resources` fan-out's) could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// The TLS certificate or key.
+    #[error("{0}")]
+    Tls(#[from] infernet_service::http::TlsError),
 }
 
 /// Starts the prober and the server on `listener`.
@@ -164,11 +170,18 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));
     let app = server::app(state, max_body);
     let limits = settings.limits;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(infernet_service::http::acceptor(cert, key)?),
+        None => None,
+    };
     tasks.spawn_critical("rest-server", async move {
-        infernet_service::http::serve(listener, limits, shutdown, DRAIN, |peer| {
-            RouterService::new(app.clone(), peer)
-        })
-        .await;
+        let make = |peer| RouterService::new(app.clone(), peer);
+        match tls {
+            Some(acceptor) => {
+                infernet_service::http::serve_tls(listener, acceptor, limits, shutdown, DRAIN, make).await
+            }
+            None => infernet_service::http::serve(listener, limits, shutdown, DRAIN, make).await,
+        }
         Ok::<_, std::convert::Infallible>(())
     });
     tracing::info!(%addr, "router serving");

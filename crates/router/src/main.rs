@@ -91,6 +91,13 @@ struct Args {
     /// nodes, which trust the router by its npub (`network.routers`).
     #[arg(long, env = "KEY_FILE", default_value = "infernet-router.nsec")]
     key_file: std::path::PathBuf,
+    /// PEM certificate chain of the listener: with `--tls-key`, the router serves HTTPS and
+    /// `wss://` links itself.
+    #[arg(long, env = "TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// The URL clients reach the router at, as they sign NIP-98 requests (behind a proxy).
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
@@ -213,6 +220,14 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let stream_idle = seconds("--stream-idle", args.stream_idle)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => {
+            errors.push("--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into());
+            None
+        }
+    };
     let link = infernet_router::link::LinkSettings {
         max_links: args.max_links.max(1),
         heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
@@ -274,6 +289,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 link,
                 ..GatewaySettings::default()
             },
+            tls,
         }),
         _ => Err(errors),
     }

@@ -389,3 +389,327 @@ async fn a_job_whose_linked_node_vanished_after_accepting_runs_elsewhere_with_a_
     assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
     drop(b);
 }
+
+/// A CA and a server certificate it signed for `ips`, made with `openssl`: (CA, cert, key) paths.
+fn certificates(dir: &std::path::Path, ips: &[&str]) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=link test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "router.key", "-out", "router.csr", "-subj", "/CN=router"],
+    ]
+    .concat());
+    let san: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+            san.join(",")
+        ),
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "router.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "router.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("router.pem"), dir.join("router.key"))
+}
+
+/// A router on `bind` serving TLS with `cert` and `key`; its `host:port`.
+async fn tls_router(key: &Identity, bind: &str, cert: std::path::PathBuf, tls_key: std::path::PathBuf) -> String {
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(key);
+    s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.tls = Some((cert, tls_key));
+    let listener = tokio::net::TcpListener::bind(format!("{bind}:0")).await.unwrap();
+    let running = infernet_router::start(s, listener).await.unwrap();
+    let port = running.addr.port();
+    tokio::spawn(running.wait());
+    format!("127.0.0.1:{port}")
+}
+
+/// A client trusting `ca`.
+fn tls_client(ca: &std::path::Path) -> reqwest::Client {
+    infernet_service::install_tls_provider();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+}
+
+#[tokio::test]
+async fn links_over_tls_with_a_generated_certificate_and_a_wrong_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = certificates(dir.path(), &["127.0.0.1"]);
+    let key = Identity::generate();
+    let host = tls_router(&key, "127.0.0.1", cert, tls_key).await;
+    let url = format!("https://{host}");
+    let https = tls_client(&ca);
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()], "url": format!("wss://{host}/api/v1/link"), "ca_file": ca}}),
+    );
+    // A node that trusts another CA never links: the router's certificate is refused.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _, _) = certificates(other.path(), &["127.0.0.1"]);
+    let _stranger = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()], "url": format!("wss://{host}/api/v1/link"), "ca_file": wrong_ca}}),
+    );
+    let nodes_url = format!("{url}/api/v1/nodes");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let nodes = loop {
+        let nodes: Value = https.get(&nodes_url).send().await.unwrap().json().await.unwrap();
+        if !linked(&nodes).is_empty() {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "never linked over TLS: {nodes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let npub = linked(&nodes)[0].clone();
+    let placed: Value = https
+        .post(format!("{url}/api/v1/jobs"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["node"], json!(npub), "{placed}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let nodes: Value = https.get(&nodes_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(linked(&nodes), vec![npub], "only the node trusting the right CA linked");
+    // Plain HTTP to a TLS listener gets no answer.
+    assert!(client().get(format!("http://{host}/health")).send().await.is_err());
+    drop(node);
+}
+
+/// A network namespace with a veth pair to this one: the node side is `10.213.N.2`, this side
+/// `10.213.N.1`, and nothing from this side can open a connection into it (as behind NAT).
+struct Namespace {
+    name: String,
+    host_ip: String,
+    node_ip: String,
+}
+
+impl Namespace {
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn new() -> Self {
+        let n = std::process::id() % 250;
+        let name = format!("infl{}", std::process::id());
+        let (outer, inner) = (format!("vl{n}a"), format!("vl{n}b"));
+        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", &outer]).output();
+        let (host_ip, node_ip) = (format!("10.213.{n}.1"), format!("10.213.{n}.2"));
+        Self::ip(&["netns", "add", &name]);
+        let ns = Self {
+            name: name.clone(),
+            host_ip: host_ip.clone(),
+            node_ip: node_ip.clone(),
+        };
+        Self::ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+        Self::ip(&["link", "set", &inner, "netns", &name]);
+        Self::ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &outer]);
+        Self::ip(&["link", "set", &outer, "up"]);
+        Self::ip(&["-n", &name, "addr", "add", &format!("{node_ip}/24"), "dev", &inner]);
+        Self::ip(&["-n", &name, "link", "set", &inner, "up"]);
+        Self::ip(&["-n", &name, "link", "set", "lo", "up"]);
+        // No connection may be opened into the namespace; its own go out and are answered.
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "iptables", "-A", "INPUT", "-i", &inner])
+            .args(["-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iptables: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ns
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_node_behind_nat_serves_jobs_streams_and_batches_through_its_link() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let ns = Namespace::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = certificates(dir.path(), &[&ns.host_ip, "127.0.0.1"]);
+    let key = Identity::generate();
+    let host = tls_router(&key, "0.0.0.0", cert, tls_key).await;
+    let port = host.rsplit_once(':').unwrap().1.to_string();
+    let url = format!("https://{host}");
+    let https = tls_client(&ca);
+    // The node's container, reachable from the namespace (the node calls out to it).
+    let listener = tokio::net::TcpListener::bind(format!("{}:0", ns.host_ip))
+        .await
+        .unwrap();
+    let service_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/service_output",
+        axum::routing::post(|| async { axum::Json(json!({"ok": true})) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let node_port = infernet_testkit::free_port();
+    let config = dir.path().join("node.json");
+    std::fs::write(
+        &config,
+        json!({
+            "server": {"port": node_port, "bind": "0.0.0.0", "rate_limit": {"num_requests": 100000, "period": 1}},
+            "manage_containers": false,
+            "log": {"path": dir.path().join("node.log")},
+            "store": {"path": dir.path().join("jobs.db")},
+            "containers": [{"id": "x", "url": service_url}],
+            "network": {"routers": [key.npub()], "url": format!("wss://{}:{port}/api/v1/link", ns.host_ip), "ca_file": ca},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut node = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(infernet_testkit::workspace_binary("infernet-node"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let nodes_url = format!("{url}/api/v1/nodes");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let nodes: Value = https.get(&nodes_url).send().await.unwrap().json().await.unwrap();
+        if !linked(&nodes).is_empty() {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "the node never linked: {nodes}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let npub = linked(&nodes)[0].clone();
+    // Nothing reaches into the namespace from here: the node's own port is closed to us.
+    let reach = tokio::time::timeout(
+        Duration::from_secs(1),
+        TcpStream::connect(format!("{}:{node_port}", ns.node_ip)),
+    )
+    .await;
+    assert!(!matches!(reach, Ok(Ok(_))), "the node's port is reachable from outside");
+
+    let post = |path: &'static str, body: Value| {
+        let (https, url) = (https.clone(), url.clone());
+        async move { https.post(format!("{url}{path}")).json(&body).send().await.unwrap() }
+    };
+    let ended = |id: String| {
+        let (https, url) = (https.clone(), url.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let job: Value = https
+                    .get(format!("{url}/api/v1/jobs/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if job["status"] != "running" {
+                    return job;
+                }
+                assert!(Instant::now() < deadline, "{job}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let placed: Value = post("/api/v1/jobs", json!({"containers": ["x"], "data": {}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["node"], json!(npub), "{placed}");
+    let done = ended(placed["id"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        (done["status"].clone(), done["result"]["output"].clone()),
+        (json!("succeeded"), json!({"ok": true})),
+        "{done}"
+    );
+
+    let text = post("/api/v1/jobs/stream", json!({"containers": ["x"], "data": {}}))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (id, output) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    assert_eq!(ended(id.to_string()).await["status"], "succeeded");
+
+    let items: Vec<Value> = (0..10)
+        .map(|n| json!({"containers": ["x"], "data": {"n": n}}))
+        .collect();
+    let answers: Value = post("/api/v1/jobs/batch", json!(items)).await.json().await.unwrap();
+    for a in answers.as_array().unwrap() {
+        assert_eq!(a["node"], json!(npub), "{a}");
+        assert_eq!(
+            ended(a["id"].as_str().unwrap().to_string()).await["status"],
+            "succeeded"
+        );
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+}

@@ -142,6 +142,7 @@ fn settings(listed: &[String]) -> Settings {
             key_file: tempfile::tempdir().unwrap().keep().join("router.nsec"),
             ..Default::default()
         },
+        tls: None,
     }
 }
 
