@@ -388,6 +388,10 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
     let api = Router::new()
         .route("/api/v1/ips", get(ips).route_layer(limited(0)))
         .route("/api/v1/link", get(crate::link::endpoint))
+        .route(
+            "/api/v1/link/{node}/admin/{*rest}",
+            axum::routing::any(crate::link::relay),
+        )
         .route("/api/v1/containers", get(containers).route_layer(limited(1)))
         .route("/api/v1/resources", get(resources).route_layer(limited(2)))
         .route(

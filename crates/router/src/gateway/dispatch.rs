@@ -105,7 +105,14 @@ impl Call<'_> {
         match &self.link {
             Some(link) => {
                 return link
-                    .send(method.as_str(), path, authorization, client, body, self.timeout)
+                    .send(
+                        method.as_str(),
+                        path,
+                        Some(authorization),
+                        Some(client),
+                        body,
+                        self.timeout,
+                    )
                     .await;
             }
             None if self.base.starts_with("infernet://") => {

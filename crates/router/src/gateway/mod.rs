@@ -243,6 +243,11 @@ impl Gateway {
         }
     }
 
+    /// Time a node has to answer a dispatch.
+    pub fn dispatch_timeout(&self) -> Duration {
+        self.settings.dispatch_timeout
+    }
+
     /// The links nodes hold to this replica.
     pub fn links(&self) -> &Arc<crate::link::Links> {
         &self.links

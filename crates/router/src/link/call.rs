@@ -128,8 +128,8 @@ impl Link {
         self: &Arc<Self>,
         method: &str,
         path: &str,
-        authorization: String,
-        client: String,
+        authorization: Option<String>,
+        client: Option<String>,
         body: Option<Bytes>,
         timeout: Duration,
     ) -> Result<reqwest::Response, NodeError> {
@@ -159,8 +159,8 @@ impl Link {
                 call,
                 method: method.to_string(),
                 path: path.to_string(),
-                authorization: Some(authorization),
-                client: Some(client),
+                authorization,
+                client,
             },
             body.as_deref().unwrap_or_default(),
         );

@@ -15,9 +15,11 @@
 //! for three heartbeats, or that does not read what the router writes for as long, is cut off.
 
 mod call;
+mod relay;
 mod session;
 
 pub use call::Link;
+pub use relay::relay;
 pub use session::endpoint;
 
 use std::{

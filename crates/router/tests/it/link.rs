@@ -44,12 +44,12 @@ fn linked(nodes: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
-    let key = Identity::generate();
+    let (key, operator) = (Identity::generate(), Identity::generate());
     let fast = service(Duration::ZERO).await;
     let url = link_router(&key).await;
     let mut node = NodeProc::start_with(
         json!([{"id": "x", "port": fast}]),
-        json!({"network": {"routers": [key.npub()], "url": link_url(&url)}}),
+        json!({"network": {"routers": [key.npub()], "url": link_url(&url)}, "operator": {"pubkeys": [operator.npub()]}}),
     );
     let nodes = eventually(format!("{url}/api/v1/nodes"), |v| linked(v).len() == 1).await;
     let npub = linked(&nodes)[0].clone();
@@ -60,6 +60,34 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
     assert_eq!(ips, json!([]), "a linked node has no address to hand out");
     let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
     assert_eq!(route["candidates"][0]["node"], json!(npub), "{route}");
+
+    // Its operator manages it through the router, signing for the node's link address; the
+    // router only relays, the node checks the signature.
+    let relay = format!("{url}/api/v1/link/{npub}/admin/status");
+    let signed_for = |u: &str| infernet_identity::nip98::authorization(&operator, "GET", u, None);
+    let r = client()
+        .get(&relay)
+        .header("authorization", signed_for(&format!("infernet://{npub}/admin/status")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap().is_object());
+    for authorization in [signed_for(&relay), String::new()] {
+        let r = client()
+            .get(&relay)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            401,
+            "signed for the router's URL, or not signed: refused by the node"
+        );
+    }
+    let stranger = format!("{url}/api/v1/link/{}/admin/status", Identity::generate().npub());
+    assert_eq!(client().get(stranger).send().await.unwrap().status(), 404);
 
     // An async job: placed on the node by its key, its result read back over the link.
     let (status, placed) = post(
