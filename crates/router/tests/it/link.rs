@@ -485,9 +485,21 @@ fn certificates(dir: &std::path::Path, ips: &[&str]) -> (std::path::PathBuf, std
 
 /// A router on `bind` serving TLS with `cert` and `key`; its `host:port`.
 async fn tls_router(key: &Identity, bind: &str, cert: std::path::PathBuf, tls_key: std::path::PathBuf) -> String {
+    tls_router_leasing(key, bind, cert, tls_key, Duration::from_secs(60)).await
+}
+
+/// [`tls_router`] with links' jobs leased for `lease`.
+async fn tls_router_leasing(
+    key: &Identity,
+    bind: &str,
+    cert: std::path::PathBuf,
+    tls_key: std::path::PathBuf,
+    lease: Duration,
+) -> String {
     let mut s = settings(&[]);
     s.gateway.key_file = key_file(key);
     s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.gateway.link.lease = lease;
     s.tls = Some((cert, tls_key));
     let listener = tokio::net::TcpListener::bind(format!("{bind}:0")).await.unwrap();
     let running = infernet_router::start(s, listener).await.unwrap();
@@ -571,8 +583,10 @@ impl Namespace {
     }
 
     fn new() -> Self {
-        let n = std::process::id() % 250;
-        let name = format!("infl{}", std::process::id());
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = (std::process::id() + 97 * made) % 250;
+        let name = format!("infl{}-{made}", std::process::id());
         let (outer, inner) = (format!("vl{n}a"), format!("vl{n}b"));
         let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
         let _ = std::process::Command::new("ip").args(["link", "del", &outer]).output();
@@ -602,6 +616,52 @@ impl Namespace {
             String::from_utf8_lossy(&out.stderr)
         );
         ns
+    }
+
+    /// An `infernet-node` in the namespace serving `x` at `service`, linked to the router on
+    /// `port` of this side.
+    fn node(
+        &self,
+        dir: &std::path::Path,
+        node_port: u16,
+        service: &str,
+        router: &Identity,
+        port: &str,
+        ca: &std::path::Path,
+    ) -> std::process::Child {
+        let config = dir.join(format!("node-{node_port}.json"));
+        std::fs::write(
+            &config,
+            json!({
+                "server": {"port": node_port, "bind": "0.0.0.0", "rate_limit": {"num_requests": 100000, "period": 1}},
+                "manage_containers": false,
+                "log": {"path": dir.join(format!("node-{node_port}.log"))},
+                "store": {"path": dir.join(format!("jobs-{node_port}.db"))},
+                "containers": [{"id": "x", "url": service}],
+                "network": {"routers": [router.npub()], "url": format!("wss://{}:{port}/api/v1/link", self.host_ip), "ca_file": ca},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(infernet_testkit::workspace_binary("infernet-node"))
+            .args(["--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Drops every packet in and out of the namespace (a cut cable).
+    fn cut(&self) {
+        for chain in ["INPUT", "OUTPUT"] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.name, "iptables", "-I", chain, "-j", "DROP"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 }
 
@@ -639,28 +699,7 @@ async fn a_node_behind_nat_serves_jobs_streams_and_batches_through_its_link() {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let node_port = infernet_testkit::free_port();
-    let config = dir.path().join("node.json");
-    std::fs::write(
-        &config,
-        json!({
-            "server": {"port": node_port, "bind": "0.0.0.0", "rate_limit": {"num_requests": 100000, "period": 1}},
-            "manage_containers": false,
-            "log": {"path": dir.path().join("node.log")},
-            "store": {"path": dir.path().join("jobs.db")},
-            "containers": [{"id": "x", "url": service_url}],
-            "network": {"routers": [key.npub()], "url": format!("wss://{}:{port}/api/v1/link", ns.host_ip), "ca_file": ca},
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut node = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(infernet_testkit::workspace_binary("infernet-node"))
-        .args(["--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = ns.node(dir.path(), node_port, &service_url, &key, &port, &ca);
     let nodes_url = format!("{url}/api/v1/nodes");
     let deadline = Instant::now() + Duration::from_secs(30);
     let nodes = loop {
@@ -740,4 +779,118 @@ async fn a_node_behind_nat_serves_jobs_streams_and_batches_through_its_link() {
     }
     let _ = node.kill();
     let _ = node.wait();
+}
+
+#[tokio::test]
+async fn a_link_cut_mid_job_gives_the_client_one_result_from_another_node() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: network namespaces need root (CI runs as root)");
+        return;
+    }
+    let ns = Namespace::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = certificates(dir.path(), &[&ns.host_ip, "127.0.0.1"]);
+    let key = Identity::generate();
+    let host = tls_router_leasing(&key, "0.0.0.0", cert, tls_key, Duration::from_secs(1)).await;
+    let port = host.rsplit_once(':').unwrap().1.to_string();
+    let url = format!("https://{host}");
+    let https = tls_client(&ca);
+    // Jobs take 2 s: long enough to cut the first node's link while it runs one.
+    let listener = tokio::net::TcpListener::bind(format!("{}:0", ns.host_ip))
+        .await
+        .unwrap();
+    let service_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/service_output",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            axum::Json(json!({"ok": true}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut first = ns.node(
+        dir.path(),
+        infernet_testkit::free_port(),
+        &service_url,
+        &key,
+        &port,
+        &ca,
+    );
+    let nodes_url = format!("{url}/api/v1/nodes");
+    let linked_now = || {
+        let (https, nodes_url) = (https.clone(), nodes_url.clone());
+        async move {
+            let nodes: Value = https.get(&nodes_url).send().await.unwrap().json().await.unwrap();
+            linked(&nodes)
+        }
+    };
+    let wait_for = |n: usize| {
+        let linked_now = linked_now.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let keys = linked_now().await;
+                if keys.len() == n {
+                    return keys;
+                }
+                assert!(Instant::now() < deadline, "never {n} linked: {keys:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let a = wait_for(1).await.remove(0);
+    let placed: Value = https
+        .post(format!("{url}/api/v1/jobs"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["node"], json!(a), "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    // A second node, reachable over loopback, links; the first one's packets are dropped.
+    let second = NodeProc::start_with(
+        json!([{"id": "x", "url": service_url}]),
+        json!({"network": {"routers": [key.npub()], "url": format!("wss://{host}/api/v1/link"), "ca_file": ca}}),
+    );
+    let b = wait_for(2).await.into_iter().find(|k| *k != a).unwrap();
+    ns.cut();
+    // The router notices the silence (3 heartbeats), waits out the lease, and runs it on b.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job: Value = https
+            .get(format!("{url}/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] != "running" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["node"], json!(b), "{job}");
+    assert_eq!(job["result"]["output"], json!({"ok": true}), "{job}");
+    // The first node dies; its answer never counts: the job reads the same from now on.
+    let _ = first.kill();
+    let _ = first.wait();
+    let again: Value = https
+        .get(format!("{url}/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["status"].clone(), again["node"].clone()),
+        (json!("succeeded"), json!(b))
+    );
+    drop(second);
 }
