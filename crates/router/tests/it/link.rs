@@ -824,18 +824,15 @@ async fn a_link_cut_mid_job_gives_the_client_one_result_from_another_node() {
             linked(&nodes)
         }
     };
-    let wait_for = |n: usize| {
-        let linked_now = linked_now.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let keys = linked_now().await;
-                if keys.len() == n {
-                    return keys;
-                }
-                assert!(Instant::now() < deadline, "never {n} linked: {keys:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let wait_for = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let keys = linked_now().await;
+            if keys.len() == n {
+                return keys;
             }
+            assert!(Instant::now() < deadline, "never {n} linked: {keys:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let a = wait_for(1).await.remove(0);
