@@ -130,7 +130,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.hysteresis,
         settings.registrations,
     ));
-    let monitor = Monitor::new(registry.clone(), settings.probe)?;
+    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?;
     let max_body = settings.gateway.max_body;
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;

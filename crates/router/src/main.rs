@@ -98,6 +98,10 @@ struct Args {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// PEM file of certificate authorities to trust for nodes listed as `https://` (their
+    /// `server.tls`), besides the system's.
+    #[arg(long, env = "NODE_CA_FILE")]
+    node_ca_file: Option<PathBuf>,
     /// The URL clients reach the router at, as they sign NIP-98 requests (behind a proxy).
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
@@ -228,6 +232,23 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             None
         }
     };
+    let node_roots = match &args.node_ca_file {
+        None => Vec::new(),
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                errors.push(format!("--node-ca-file {}: no certificate in it", path.display()));
+                Vec::new()
+            }
+            Err(e) => {
+                errors.push(format!("--node-ca-file {}: {e}", path.display()));
+                Vec::new()
+            }
+        },
+    };
     let link = infernet_router::link::LinkSettings {
         max_links: args.max_links.max(1),
         heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
@@ -287,6 +308,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
                 link,
+                node_roots,
                 ..GatewaySettings::default()
             },
             tls,

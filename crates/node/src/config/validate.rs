@@ -297,6 +297,13 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
 
 /// `server`: the address, the port and the rate limit.
 fn check_server(server: &ServerConfig, p: &mut Problems) {
+    if let Some(tls) = &server.tls {
+        for (path, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+            if !std::path::Path::new(file).is_file() {
+                p.error(path, format!("{file:?} is not a file: give a PEM file"));
+            }
+        }
+    }
     if IpAddr::from_str(&server.bind).is_err() {
         p.error(
             "server.bind",

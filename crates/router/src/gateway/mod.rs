@@ -93,6 +93,8 @@ pub struct GatewaySettings {
     pub callback_sweep: Duration,
     /// Nodes' links to this replica.
     pub link: crate::link::LinkSettings,
+    /// Certificate authorities trusted for nodes that serve HTTPS, besides the system's.
+    pub node_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for GatewaySettings {
@@ -115,6 +117,7 @@ impl Default for GatewaySettings {
             node_gone_after: Duration::from_secs(600),
             callback_sweep: Duration::from_secs(30),
             link: Default::default(),
+            node_roots: Vec::new(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Gateway {
             db,
             registry,
             http: reqwest::Client::builder()
+                .tls_certs_merge(settings.node_roots.clone())
                 .pool_max_idle_per_host(64)
                 .connect_timeout(settings.dispatch_timeout)
                 .build()?,
@@ -263,7 +267,14 @@ impl Gateway {
             // A node named by its key has no address: without its link here, no way to it.
             base: match link.is_some() || node.starts_with("npub1") {
                 true => format!("infernet://{node}"),
-                false => format!("http://{node}"),
+                // As listed or registered: `https://` for nodes that serve TLS.
+                false => {
+                    let snapshot = self.registry.snapshot();
+                    match snapshot.available.binary_search_by(|n| n.key.as_str().cmp(node)) {
+                        Ok(i) => snapshot.available[i].url.clone(),
+                        Err(_) => format!("http://{node}"),
+                    }
+                }
             },
             link,
             client,

@@ -891,3 +891,74 @@ async fn a_link_cut_mid_job_gives_the_client_one_result_from_another_node() {
     );
     drop(second);
 }
+
+#[tokio::test]
+async fn a_reachable_node_serves_tls_and_the_gateway_dispatches_to_it_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, tls_key) = certificates(dir.path(), &["127.0.0.1"]);
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let port = infernet_testkit::free_port();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({
+            "server": {"port": port, "bind": "127.0.0.1", "tls": {"cert": cert, "key": tls_key},
+                       "rate_limit": {"num_requests": 100000, "period": 1}},
+            "manage_containers": false,
+            "log": {"path": dir.path().join("node.log")},
+            "store": {"path": dir.path().join("jobs.db")},
+            "containers": [{"id": "x", "port": fast}],
+            "network": {"routers": [key.npub()]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let child = std::process::Command::new(infernet_testkit::workspace_binary("infernet-node"))
+        .args(["--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = NodeProc {
+        child,
+        port,
+        config,
+        _dir: dir,
+    };
+    let https = tls_client(&ca);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !https
+        .get(format!("https://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "the node never answered over TLS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_err()
+    );
+    let mut s = settings(&[format!("https://127.0.0.1:{}", node.port)]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.node_roots = vec![reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()];
+    let url = router(s).await;
+    // Probed over HTTPS, dispatched to and read back over HTTPS.
+    eventually(format!("{url}/api/v1/ips?container=x"), |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {}})).await;
+    assert_eq!(
+        (status, placed["node"].clone()),
+        (200, json!(format!("127.0.0.1:{port}"))),
+        "{placed}"
+    );
+    let done = ended(&url, placed["id"].as_str().unwrap()).await;
+    assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
+}
