@@ -962,3 +962,62 @@ async fn a_reachable_node_serves_tls_and_the_gateway_dispatches_to_it_over_https
     let done = ended(&url, placed["id"].as_str().unwrap()).await;
     assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
 }
+
+#[tokio::test]
+async fn a_node_logs_why_a_router_refused_its_link_and_retries() {
+    use axum::extract::ws::{Message as AxWs, WebSocketUpgrade};
+    let router_key = Identity::generate();
+    let hellos = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (npub, counted) = (router_key.npub(), hellos.clone());
+    // A router of a later version: it challenges, reads the hello, and refuses it.
+    let app = axum::Router::new().route(
+        "/api/v1/link",
+        axum::routing::get(move |upgrade: WebSocketUpgrade| {
+            let (npub, counted) = (npub.clone(), counted.clone());
+            async move {
+                upgrade.on_upgrade(move |mut socket| async move {
+                    let challenge = Message::Challenge {
+                        versions: vec![VERSION],
+                        nonce: "n".into(),
+                        router: npub,
+                    };
+                    let _ = socket.send(AxWs::Binary(link::encode(&challenge, b"").into())).await;
+                    if let Some(Ok(AxWs::Binary(b))) = socket.recv().await
+                        && link::hello_version(&b) == Some(VERSION)
+                    {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let reason =
+                            format!("link protocol version {VERSION} is not spoken by this router (it speaks 99)");
+                        let _ = socket
+                            .send(AxWs::Binary(link::encode(&Message::Refused { reason }, b"").into()))
+                            .await;
+                    }
+                })
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [router_key.npub()], "url": format!("ws://{addr}/api/v1/link")}}),
+    );
+    let log = node.config.parent().unwrap().join("node.log");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("refused the link")
+            && text.contains("it speaks 99")
+            && hellos.load(std::sync::atomic::Ordering::Relaxed) >= 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never logged the refusal, or never retried: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
