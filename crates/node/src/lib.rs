@@ -21,6 +21,7 @@ pub mod config;
 pub mod containers;
 pub mod guardian;
 pub(crate) mod json;
+pub mod link;
 pub mod logging;
 pub mod node;
 pub mod orchestrator;

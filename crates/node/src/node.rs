@@ -56,6 +56,9 @@ pub enum NodeError {
     /// A critical task failed.
     #[error(transparent)]
     TaskFailed(#[from] infernet_service::tasks::TaskError),
+    /// `server.tls` could not be loaded.
+    #[error("server.tls: {0}")]
+    Tls(#[from] infernet_service::http::TlsError),
     /// The node's own task ended abnormally (panicked).
     #[error("the node's task {0}")]
     Aborted(String),
@@ -138,9 +141,16 @@ impl Node {
         let manager = Arc::new(ContainerManager::new(&config).await?);
         manager.start_all().await?;
 
+        let tls = match &config.config.server.tls {
+            Some(tls) => Some(infernet_service::http::acceptor(
+                std::path::Path::new(&tls.cert),
+                std::path::Path::new(&tls.key),
+            )?),
+            None => None,
+        };
         let tasks = TaskManager::new();
         let state = app_state(&config, store, (admin, routers), chain, manager.clone(), &tasks)?;
-        spawn_services(&config, listener, &state, &manager, &tasks);
+        spawn_services(&config, (listener, tls), &state, &manager, &tasks);
         tracing::info!(%addr, containers = config.containers.len(), "node serving");
         let shutdown = tasks.shutdown_token();
         let done = tokio::spawn(shut_down(state, tasks, manager));
@@ -212,7 +222,7 @@ fn app_state(
 /// Spawns the REST server, container supervision and (when configured) the metric sender.
 fn spawn_services(
     config: &ValidConfig,
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<tokio_rustls::TlsAcceptor>),
     state: &Arc<AppState>,
     manager: &Arc<ContainerManager>,
     tasks: &TaskManager,
@@ -221,7 +231,7 @@ fn spawn_services(
     let (serve_state, serve_shutdown) = (state.clone(), shutdown.clone());
     let limits = config.config.server.limits();
     tasks.spawn_critical("rest-server", async move {
-        server::serve(listener, serve_state, limits, serve_shutdown, DRAIN).await;
+        server::serve(listener, tls, serve_state, limits, serve_shutdown, DRAIN).await;
         Ok::<_, NodeError>(())
     });
     let supervisor = manager.clone();
@@ -229,6 +239,20 @@ fn spawn_services(
         supervisor.supervise(shutdown).await;
         Ok::<_, NodeError>(())
     });
+    if let Some(text) = &config.config.network.url {
+        match crate::link::LinkUrl::parse(text) {
+            Ok(url) => {
+                let (link_state, link_shutdown) = (state.clone(), tasks.shutdown_token());
+                let ca_file = config.config.network.ca_file.clone();
+                tasks.spawn_critical("link", async move {
+                    crate::link::run(link_state, url, ca_file, link_shutdown).await;
+                    Ok::<_, NodeError>(())
+                });
+            }
+            // Validation refused it already.
+            Err(e) => tracing::error!(error = %e, "network.url"),
+        }
+    }
     let stats = &config.config.stats;
     match (&stats.endpoint, config.config.forward_stats) {
         (Some(endpoint), true) => {

@@ -12,6 +12,7 @@
 //!   pipelines, callbacks, ledger rows;
 //! - [`keys`] — API keys the operator issues to clients, and their quotas;
 //! - [`ledger`] — ledger rows, node receipts, node records and earnings;
+//! - [`link`] — the server end of nodes' links (nodes behind NAT);
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
@@ -22,6 +23,7 @@ pub mod db;
 pub mod gateway;
 pub mod keys;
 pub mod ledger;
+pub mod link;
 pub mod monitor;
 pub mod ranking;
 pub mod registry;
@@ -76,6 +78,9 @@ pub struct Settings {
     pub gateway: gateway::GatewaySettings,
     /// Alerts.
     pub alerts: alerts::AlertSettings,
+    /// The listener's certificate chain and key (PEM files): with them it serves HTTPS (and
+    /// `wss://` links) itself.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -119,6 +124,9 @@ pub enum StartError {
     /// An HTTP client (the prober's or the `/resources` fan-out's) could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// The TLS certificate or key.
+    #[error("{0}")]
+    Tls(#[from] infernet_service::http::TlsError),
 }
 
 /// Starts the prober and the server on `listener`.
@@ -131,7 +139,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.registrations,
     ));
     let (alerts, deliveries) = alerts::Alerts::new(db.clone(), registry.clone(), settings.alerts);
-    let monitor = Monitor::new(registry.clone(), settings.probe)?.with_alerts(alerts.clone());
+    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?
+        .with_alerts(alerts.clone());
     let max_body = settings.gateway.max_body;
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
@@ -188,13 +197,23 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));
+    let leases = gateway.clone();
+    let leases_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));
     let app = server::app(state, max_body);
     let limits = settings.limits;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(infernet_service::http::acceptor(cert, key)?),
+        None => None,
+    };
     tasks.spawn_critical("rest-server", async move {
-        infernet_service::http::serve(listener, limits, shutdown, DRAIN, |peer| {
-            RouterService::new(app.clone(), peer)
-        })
-        .await;
+        let make = |peer| RouterService::new(app.clone(), peer);
+        match tls {
+            Some(acceptor) => {
+                infernet_service::http::serve_tls(listener, acceptor, limits, shutdown, DRAIN, make).await
+            }
+            None => infernet_service::http::serve(listener, limits, shutdown, DRAIN, make).await,
+        }
         Ok::<_, std::convert::Infallible>(())
     });
     tracing::info!(%addr, "router serving");

@@ -94,6 +94,17 @@ struct Args {
     /// nodes, which trust the router by its npub (`network.routers`).
     #[arg(long, env = "KEY_FILE", default_value = "infernet-router.nsec")]
     key_file: std::path::PathBuf,
+    /// PEM certificate chain of the listener: with `--tls-key`, the router serves HTTPS and
+    /// `wss://` links itself.
+    #[arg(long, env = "TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM file of certificate authorities to trust for nodes listed as `https://` (their
+    /// `server.tls`), besides the system's.
+    #[arg(long, env = "NODE_CA_FILE")]
+    node_ca_file: Option<PathBuf>,
     /// The URL clients reach the router at, as they sign NIP-98 requests (behind a proxy).
     #[arg(long, env = "PUBLIC_URL")]
     public_url: Option<String>,
@@ -109,6 +120,16 @@ struct Args {
     /// Seconds a node may stay silent in the middle of a stream before the router ends it.
     #[arg(long, env = "STREAM_IDLE", default_value_t = 120.0)]
     stream_idle: f64,
+    /// Nodes' links (`/api/v1/link`, for nodes behind NAT) held at once; one per node key.
+    #[arg(long, env = "MAX_LINKS", default_value_t = 10_000)]
+    max_links: usize,
+    /// Seconds between linked nodes' heartbeats; a link silent for three is closed.
+    #[arg(long, env = "LINK_HEARTBEAT", default_value_t = 15.0)]
+    link_heartbeat: f64,
+    /// Seconds a job a linked node accepted waits for the node's link to come back before it
+    /// runs on another node.
+    #[arg(long, env = "LINK_LEASE", default_value_t = 60.0)]
+    link_lease: f64,
     /// Jobs in one gateway batch at most.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -313,6 +334,42 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let stream_idle = seconds("--stream-idle", args.stream_idle)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => {
+            errors.push("--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into());
+            None
+        }
+    };
+    let node_roots = match &args.node_ca_file {
+        None => Vec::new(),
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                errors.push(format!("--node-ca-file {}: no certificate in it", path.display()));
+                Vec::new()
+            }
+            Err(e) => {
+                errors.push(format!("--node-ca-file {}: {e}", path.display()));
+                Vec::new()
+            }
+        },
+    };
+    let link = infernet_router::link::LinkSettings {
+        max_links: args.max_links.max(1),
+        heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default()
+            .max(Duration::from_secs(1)),
+        lease: seconds("--link-lease", args.link_lease)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        ..Default::default()
+    };
     if args.price_unit.trim().is_empty() || args.price_unit.len() > 16 {
         errors.push(format!(
             "--price-unit must be a short name such as USD, got {:?}",
@@ -362,9 +419,12 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
                 ledger_retention: Duration::from_secs(args.ledger_retention_days * 86_400),
+                link,
+                node_roots,
                 ..GatewaySettings::default()
             },
             alerts,
+            tls,
         }),
         _ => Err(errors),
     }

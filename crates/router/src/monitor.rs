@@ -194,8 +194,18 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor over `registry`.
     pub fn new(registry: Arc<Registry>, settings: ProbeSettings) -> Result<Self, reqwest::Error> {
+        Self::trusting(registry, settings, Vec::new())
+    }
+
+    /// A monitor over `registry` that also trusts `roots` for nodes served over HTTPS.
+    pub fn trusting(
+        registry: Arc<Registry>,
+        settings: ProbeSettings,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, reqwest::Error> {
         infernet_service::install_tls_provider();
         let client = reqwest::Client::builder()
+            .tls_certs_merge(roots)
             .connect_timeout(settings.timeout)
             .pool_max_idle_per_host(1)
             .pool_idle_timeout(settings.interval * 3)

@@ -59,6 +59,8 @@ fn order(snapshot: &Snapshot, containers: &[String]) -> Arc<Vec<usize>> {
         .available
         .iter()
         .enumerate()
+        // Linked nodes have no address to hand out.
+        .filter(|(_, node)| !node.linked)
         .filter(|(_, node)| {
             key.iter()
                 .all(|wanted| node.report.containers.iter().any(|c| &c.id == wanted && c.external))
@@ -107,6 +109,7 @@ mod tests {
                 offer: Default::default(),
             },
             uptime: 1.0,
+            linked: false,
         }
     }
 

@@ -180,6 +180,9 @@ pub struct Available {
     pub report: NodeReport,
     /// Share of its recent probes it answered (0 to 1).
     pub uptime: f64,
+    /// Reached over its link (see [`crate::link`]): it has no address, `key` is its `npub1…`,
+    /// and `/api/v1/ips` does not hand it out.
+    pub linked: bool,
 }
 
 /// The read side: swapped in whole after every change, read without locks held for long.
@@ -199,6 +202,8 @@ pub struct Snapshot {
 
 struct Table {
     nodes: BTreeMap<String, NodeState>,
+    /// Nodes linked to this replica, by `npub1…`: what each announced, and its identity.
+    linked: BTreeMap<String, (NodeReport, NodeIdentity)>,
     /// Registered nodes dropped while failing, with when they were dropped.
     failed: HashMap<String, Instant>,
     /// The ranking fingerprint of the last snapshot and its seed.
@@ -224,6 +229,7 @@ impl Registry {
         let registry = Self {
             table: Mutex::new(Table {
                 nodes,
+                linked: BTreeMap::new(),
                 failed: HashMap::new(),
                 order: (0, rand::random()),
             }),
@@ -247,7 +253,7 @@ impl Registry {
 
     /// Publishes the table (under its lock, so snapshots are swapped in the table's order).
     fn publish(&self, table: &mut Table) {
-        let available: Vec<Available> = table
+        let mut available: Vec<Available> = table
             .nodes
             .iter()
             .filter(|(_, n)| n.available)
@@ -256,8 +262,20 @@ impl Registry {
                 url: n.addr.base_url(),
                 report: n.report.clone(),
                 uptime: n.uptime,
+                linked: false,
             })
             .collect();
+        if !table.linked.is_empty() {
+            available.extend(table.linked.iter().map(|(key, (report, _))| Available {
+                key: key.clone(),
+                url: format!("infernet://{key}"),
+                report: report.clone(),
+                uptime: 1.0,
+                linked: true,
+            }));
+            // In key order, as readers binary-search it.
+            available.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
         let fingerprint = ranking::fingerprint(&available);
         if fingerprint != table.order.0 {
             table.order = (fingerprint, rand::random());
@@ -386,9 +404,49 @@ impl Registry {
         self.lock().nodes.get(key).and_then(|n| n.identity.clone())
     }
 
-    /// Every node with its state, for the debug view.
+    /// Puts the node `key` (`npub1…`), linked to this replica, in dispatch at once with what it
+    /// announced; a second link of the same key replaces the first's entry.
+    pub fn link(&self, identity: NodeIdentity, report: NodeReport) {
+        let mut table = self.lock();
+        tracing::info!(node = %identity.key, "node linked");
+        table.linked.insert(identity.key.clone(), (report, identity));
+        self.publish(&mut table);
+    }
+
+    /// What a linked node announced since: published when it changed.
+    pub fn relink(&self, key: &str, report: NodeReport) {
+        let mut table = self.lock();
+        if let Some(entry) = table.linked.get_mut(key)
+            && entry.0 != report
+        {
+            entry.0 = report;
+            self.publish(&mut table);
+        }
+    }
+
+    /// Takes the linked node `key` out of dispatch at once (its link closed).
+    pub fn unlink(&self, key: &str) {
+        let mut table = self.lock();
+        if table.linked.remove(key).is_some() {
+            tracing::info!(node = %key, "node unlinked");
+            self.publish(&mut table);
+        }
+    }
+
+    /// Every node with its state, for the debug view (linked nodes named by their key).
     pub fn view(&self, now: Instant) -> Vec<NodeView> {
         let table = self.lock();
+        let linked = table.linked.iter().map(|(key, (report, identity))| NodeView {
+            address: key.clone(),
+            listed: false,
+            registered: true,
+            available: true,
+            failures: 0,
+            last_error: None,
+            containers: report.containers.iter().map(|c| c.id.clone()).collect(),
+            pending: report.pending,
+            identity: Some(identity.clone()),
+        });
         table
             .nodes
             .iter()
@@ -403,6 +461,7 @@ impl Registry {
                 pending: n.report.pending,
                 identity: n.identity.clone(),
             })
+            .chain(linked)
             .collect()
     }
 }

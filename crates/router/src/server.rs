@@ -181,6 +181,8 @@ async fn resources(State(state): State<Arc<RouterState>>, RawQuery(raw): RawQuer
         .snapshot()
         .available
         .iter()
+        // Linked nodes have no address; Ritual's `/resources` is keyed by address.
+        .filter(|n| !n.linked)
         .map(|n| (n.key.clone(), n.url.clone()))
         .collect();
     Json(resources::gather(&state.client, nodes, model.as_deref(), state.resources).await)
@@ -405,6 +407,11 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
     };
     let api = Router::new()
         .route("/api/v1/ips", get(ips).route_layer(limited(0)))
+        .route("/api/v1/link", get(crate::link::endpoint))
+        .route(
+            "/api/v1/link/{node}/admin/{*rest}",
+            axum::routing::any(crate::link::relay),
+        )
         .route("/api/v1/containers", get(containers).route_layer(limited(1)))
         .route("/api/v1/resources", get(resources).route_layer(limited(2)))
         .route(

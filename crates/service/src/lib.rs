@@ -8,7 +8,7 @@
 //! - [`rate_limit`] — per-client, per-route GCRA limiter and its middleware;
 //! - [`secret`] — [`Secret`](secret::Secret) and [`SensitiveUrl`](secret::SensitiveUrl), the
 //!   one redaction of keys, tokens and credentials in URLs;
-//! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit.
+//! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit, TLS optional.
 
 pub mod client_ip;
 pub mod http;

@@ -9,6 +9,7 @@ mod container_id;
 mod delegated;
 mod hardware;
 mod job;
+pub mod link;
 mod receipt;
 pub mod settings;
 mod subscription;

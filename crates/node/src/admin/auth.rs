@@ -53,8 +53,11 @@ impl OperatorAuth {
         capacity: usize,
     ) -> Self {
         let mut bases: Vec<String> = public_url.iter().map(|u| u.to_string()).collect();
-        bases.push(format!("http://127.0.0.1:{port}"));
-        bases.push(format!("http://localhost:{port}"));
+        // Either scheme: the node serves HTTPS on the same port with `server.tls`.
+        for scheme in ["http", "https"] {
+            bases.push(format!("{scheme}://127.0.0.1:{port}"));
+            bases.push(format!("{scheme}://localhost:{port}"));
+        }
         bases.push(format!("infernet://{}", infernet_identity::npub(node)));
         Self {
             verifier: Verifier::new(WINDOW, capacity),

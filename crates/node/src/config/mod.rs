@@ -190,6 +190,15 @@ pub struct NetworkConfig {
     /// under, the client the router states instead of the router's own address.
     #[serde(default)]
     pub routers: Vec<String>,
+    /// The router's link endpoint (`wss://router.example:4100/api/v1/link`): the node dials out
+    /// and serves the network over that one connection (for nodes nobody can connect to). Plain
+    /// `ws://` only to a loopback address. The router must be one of `routers`.
+    #[serde(default, serialize_with = "redact::opt_url")]
+    pub url: Option<String>,
+    /// A PEM file of certificate authorities to trust for `wss://`, besides the system's (a
+    /// router with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `stats` (extension): the metric sender's heartbeat, e.g. to a router's registration endpoint.

@@ -41,6 +41,19 @@ pub struct ServerConfig {
     /// Most connections open at once; at the limit the longest-idle one is closed (extension).
     #[serde(default = "default_max_connections", deserialize_with = "lax::u64")]
     pub max_connections: u64,
+    /// Serve HTTPS with this certificate chain and key (extension; default plain HTTP), so that
+    /// routers' dispatches to the node are encrypted without a proxy.
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+}
+
+/// `server.tls`: PEM files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerTls {
+    /// The certificate chain.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
 }
 
 impl ServerConfig {
@@ -98,6 +111,7 @@ impl Default for ServerConfig {
             body_timeout: default_body_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            tls: None,
         }
     }
 }

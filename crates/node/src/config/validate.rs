@@ -280,6 +280,7 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     let containers = check_containers(&config, &mut p);
     let operator = validate_operator(&config, &mut p);
     let routers = keys(&config.network.routers, "network.routers", &mut p);
+    check_link(&config.network, &mut p);
     if p.errors.is_empty() {
         Ok(ValidConfig {
             config,
@@ -296,6 +297,13 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
 
 /// `server`: the address, the port and the rate limit.
 fn check_server(server: &ServerConfig, p: &mut Problems) {
+    if let Some(tls) = &server.tls {
+        for (path, file) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+            if !std::path::Path::new(file).is_file() {
+                p.error(path, format!("{file:?} is not a file: give a PEM file"));
+            }
+        }
+    }
     if IpAddr::from_str(&server.bind).is_err() {
         p.error(
             "server.bind",
@@ -414,6 +422,27 @@ fn check_stats(stats: &StatsConfig, p: &mut Problems) {
         p.error(
             "stats.interval",
             "must be a positive number of seconds (at most one year)",
+        );
+    }
+}
+
+/// `network.url`: a WebSocket URL, TLS unless to loopback; a router to trust for it.
+fn check_link(network: &super::NetworkConfig, p: &mut Problems) {
+    let Some(text) = &network.url else { return };
+    match crate::link::LinkUrl::parse(text) {
+        Ok(_) if network.routers.is_empty() => p.error(
+            "network.routers",
+            "network.url links to a router: list its key here too (GET /api/v1/identity on the router tells it)",
+        ),
+        Ok(_) => {}
+        Err(e) => p.error("network.url", e.to_string()),
+    }
+    if let Some(ca) = &network.ca_file
+        && !std::path::Path::new(ca).is_file()
+    {
+        p.error(
+            "network.ca_file",
+            format!("{ca:?} is not a file: give a PEM file of CA certificates"),
         );
     }
 }

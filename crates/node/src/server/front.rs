@@ -74,21 +74,25 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
     }
 }
 
-/// Serves the REST API on `listener` within `limits` until `shutdown`; then stops accepting, lets
-/// requests in flight finish (for at most `drain`: a stream can last long) and closes idle
-/// connections.
+/// Serves the REST API on `listener` (over TLS with `tls`) within `limits` until `shutdown`; then
+/// stops accepting, lets requests in flight finish (for at most `drain`: a stream can last long)
+/// and closes idle connections.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     limits: Limits,
     shutdown: CancellationToken,
     drain: Duration,
 ) {
     let router = super::router(state.clone());
-    infernet_service::http::serve(listener, limits, shutdown, drain, |peer| Front {
+    let front = |peer| Front {
         state: state.clone(),
         router: router.clone(),
         peer,
-    })
-    .await;
+    };
+    match tls {
+        Some(acceptor) => infernet_service::http::serve_tls(listener, acceptor, limits, shutdown, drain, front).await,
+        None => infernet_service::http::serve(listener, limits, shutdown, drain, front).await,
+    }
 }

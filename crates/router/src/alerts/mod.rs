@@ -4,7 +4,7 @@
 //! ```text
 //!   prober (/info) ──┐                        ┌─ webhooks (--alert-webhook: every alert)
 //!   heartbeats ──────┼─▶ History per node ──▶ tick: rules::evaluate ─▶ alerts table ─┤
-//!   (link messages) ─┘      (bounded)          (every --alert-interval)              └─ the operator's webhooks
+//!   links (alive) ───┘      (bounded)          (every --alert-interval)              └─ the operator's webhooks
 //! ```
 //!
 //! - [`rules`]: the conditions, pure; thresholds per operator ([`OperatorSettings`], set with a
@@ -430,10 +430,13 @@ impl Alerts {
     /// One evaluation at `now`: fires what newly holds, resolves what no longer does.
     pub async fn tick(&self, now: i64) -> Result<(), DbError> {
         let operators = self.load_operators().await?;
+        let view = self.registry.view(Instant::now());
+        // A node linked now is alive: its link closes after three silent heartbeats.
+        for linked in view.iter().filter(|v| v.address.starts_with("npub1")) {
+            self.seen(&linked.address);
+        }
         // Whom each node names as its operators (hex keys), from its signed statements.
-        let owners: HashMap<String, Vec<String>> = self
-            .registry
-            .view(Instant::now())
+        let owners: HashMap<String, Vec<String>> = view
             .into_iter()
             .filter_map(|v| {
                 let hex = v

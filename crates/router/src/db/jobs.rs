@@ -115,6 +115,8 @@ macro_rules! cols {
     };
 }
 
+pub(crate) use cols;
+
 from_row!(Job, |row| {
     let containers: String = row.try_get("containers")?;
     let status: String = row.try_get("status")?;
@@ -184,7 +186,7 @@ pub struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    fn until(&self) -> i64 {
+    pub(crate) fn until(&self) -> i64 {
         self.now
             .saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
     }

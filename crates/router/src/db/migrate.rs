@@ -20,6 +20,11 @@ const SQLITE: &[Embedded] = &[
         "api key usage",
         include_str!("../../migrations/sqlite/0002_api_key_usage.sql"),
     ),
+    (
+        3,
+        "link inputs",
+        include_str!("../../migrations/sqlite/0003_link_inputs.sql"),
+    ),
     (6, "alerts", include_str!("../../migrations/sqlite/0006_alerts.sql")),
 ];
 
@@ -29,6 +34,11 @@ const POSTGRES: &[Embedded] = &[
         2,
         "api key usage",
         include_str!("../../migrations/postgres/0002_api_key_usage.sql"),
+    ),
+    (
+        3,
+        "link inputs",
+        include_str!("../../migrations/postgres/0003_link_inputs.sql"),
     ),
     (6, "alerts", include_str!("../../migrations/postgres/0006_alerts.sql")),
 ];

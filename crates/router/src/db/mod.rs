@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod batcher;
 pub mod jobs;
+pub mod leases;
 pub mod ledger;
 pub mod metrics;
 mod migrate;

@@ -126,7 +126,16 @@ impl Gateway {
         let (status, result, error) = loop {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.settings.callback_poll);
-            match self.db.renew_job_lease(&job.id, job.attempt, &self.lease()).await {
+            // A linked node whose link closed: its lease runs out (see `lease`), not renewed here.
+            let renewed = match self.lapsing(&node) {
+                true => self
+                    .db
+                    .job(&job.id)
+                    .await
+                    .map(|j| j.is_some_and(|j| j.attempt == job.attempt)),
+                false => self.db.renew_job_lease(&job.id, job.attempt, &self.lease()).await,
+            };
+            match renewed {
                 Ok(true) => {}
                 Ok(false) => match self.db.job(&job.id).await {
                     // Read by its client meanwhile (who finished its row): still to be posted.

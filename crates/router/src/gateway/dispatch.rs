@@ -75,8 +75,10 @@ pub struct Call<'a> {
     pub http: &'a reqwest::Client,
     /// The router's key.
     pub identity: &'a Identity,
-    /// The node's base URL (`http://host:port`).
+    /// The node's base URL (`http://host:port`, `infernet://npub1…` for a linked node).
     pub base: String,
+    /// The node's link, when it is linked to this replica: the request goes over it.
+    pub link: Option<std::sync::Arc<crate::link::Link>>,
     /// The stated client.
     pub client: IpAddr,
     /// Deadline of the whole exchange (until the answer's head for streams).
@@ -100,6 +102,24 @@ impl Call<'_> {
             body.as_deref(),
             &[["client", &client]],
         );
+        match &self.link {
+            Some(link) => {
+                return link
+                    .send(
+                        method.as_str(),
+                        path,
+                        Some(authorization),
+                        Some(client),
+                        body,
+                        self.timeout,
+                    )
+                    .await;
+            }
+            None if self.base.starts_with("infernet://") => {
+                return Err(NodeError::Unreachable("the node's link is closed".into()));
+            }
+            None => {}
+        }
         let mut request = self
             .http
             .request(method, &url)

@@ -107,6 +107,7 @@ async fn place(
             gw.db
                 .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
                 .await?;
+            gw.keep_for_rerun(&job, &node, ask).await;
             if job.callback_url.is_some() {
                 gw.watch(Job {
                     node: Some(node.clone()),

@@ -18,6 +18,7 @@ pub mod callback;
 pub mod client;
 pub mod dispatch;
 mod jobs;
+mod lease;
 pub mod pipeline;
 mod stream;
 
@@ -93,6 +94,10 @@ pub struct GatewaySettings {
     /// How long ledger rows are kept (`--ledger-retention-days`, default 400 days: a year and
     /// the month before it, for year-on-year earnings).
     pub ledger_retention: Duration,
+    /// Nodes' links to this replica.
+    pub link: crate::link::LinkSettings,
+    /// Certificate authorities trusted for nodes that serve HTTPS, besides the system's.
+    pub node_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for GatewaySettings {
@@ -115,6 +120,8 @@ impl Default for GatewaySettings {
             node_gone_after: Duration::from_secs(600),
             callback_sweep: Duration::from_secs(30),
             ledger_retention: Duration::from_secs(400 * 86_400),
+            link: Default::default(),
+            node_roots: Vec::new(),
         }
     }
 }
@@ -164,6 +171,8 @@ pub struct Gateway {
     callbacks: reqwest::Client,
     /// Per node and minute counters for nodes' public records.
     samples: Arc<crate::ledger::samples::Samples>,
+    /// Nodes linked to this replica: dispatched to over their link.
+    links: Arc<crate::link::Links>,
 }
 
 impl Gateway {
@@ -209,6 +218,7 @@ impl Gateway {
             db,
             registry,
             http: reqwest::Client::builder()
+                .tls_certs_merge(settings.node_roots.clone())
                 .pool_max_idle_per_host(64)
                 .connect_timeout(settings.dispatch_timeout)
                 .build()?,
@@ -225,6 +235,7 @@ impl Gateway {
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            links: Arc::new(crate::link::Links::new(settings.link.clone())),
             settings,
         };
         Ok((gateway, writer))
@@ -268,11 +279,36 @@ impl Gateway {
         }
     }
 
+    /// Time a node has to answer a dispatch.
+    pub fn dispatch_timeout(&self) -> Duration {
+        self.settings.dispatch_timeout
+    }
+
+    /// The links nodes hold to this replica.
+    pub fn links(&self) -> &Arc<crate::link::Links> {
+        &self.links
+    }
+
+    /// A dispatch to `node` for `client`: over HTTP, or over its link when it is linked here (then
+    /// signed for `infernet://{npub}`, the address a linked node knows itself by).
     fn call(&self, node: &str, client: IpAddr) -> Call<'_> {
+        let link = self.links.get(node);
         Call {
             http: &self.http,
             identity: &self.identity,
-            base: format!("http://{node}"),
+            // A node named by its key has no address: without its link here, no way to it.
+            base: match link.is_some() || node.starts_with("npub1") {
+                true => format!("infernet://{node}"),
+                // As listed or registered: `https://` for nodes that serve TLS.
+                false => {
+                    let snapshot = self.registry.snapshot();
+                    match snapshot.available.binary_search_by(|n| n.key.as_str().cmp(node)) {
+                        Ok(i) => snapshot.available[i].url.clone(),
+                        Err(_) => format!("http://{node}"),
+                    }
+                }
+            },
+            link,
             client,
             timeout: self.settings.dispatch_timeout,
         }

@@ -241,6 +241,7 @@ on_both!(
     the_batcher_queue_is_bounded,
     a_clients_jobs_list_newest_first_by_page_and_filter,
     an_alert_fires_once_per_replica_set_and_resolves_once,
+    a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -284,13 +285,14 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "alert_settings",
     "alerts",
     "api_key_usage",
     "api_keys",
     "jobs",
     "ledger",
+    "link_inputs",
     "metric_samples",
     "node_settings",
     "nodes",
@@ -424,6 +426,54 @@ async fn two_replicas_never_claim_the_same_job(backend: Backend) {
     let (la, lb) = (lease("replica-a", 3_000), lease("replica-b", 3_000));
     let (p, q) = tokio::join!(a.claim_job("solo", &la), b.claim_job("solo", &lb));
     assert_eq!([p.unwrap(), q.unwrap()].iter().flatten().count(), 1);
+}
+
+async fn a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let node = "npub1linked";
+    for id in ["j", "k"] {
+        db.insert_job(&new_job(id, "npub:alice", None, &hello())).await.unwrap();
+        let job = db.claim_job(id, &lease("a", 1_000)).await.unwrap().unwrap();
+        assert!(
+            db.set_job_node(id, job.attempt, node, Some("n-1"), &lease("a", 1_000))
+                .await
+                .unwrap()
+        );
+    }
+    db.keep_link_input("j", r#"{"containers":["hello-world"]}"#, 1_000)
+        .await
+        .unwrap();
+    // Held for the gateway's lease (30 s): nothing lapsed.
+    assert!(db.lapsed_linked_jobs(2_000, 10).await.unwrap().is_empty());
+    // The link closed at 2 s: the lease ends 30 s later, not before.
+    assert_eq!(db.lapse_node_jobs(node, &lease("a", 2_000)).await.unwrap(), 2);
+    assert!(db.lapsed_linked_jobs(31_000, 10).await.unwrap().is_empty());
+    let lapsed = db.lapsed_linked_jobs(33_000, 10).await.unwrap();
+    assert_eq!(lapsed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j", "k"]);
+    // Taken from the node: attempt 2, no node; the node's late answer of attempt 1 is refused.
+    let again = db.retake_job("j", 1, &lease("a", 33_000)).await.unwrap().unwrap();
+    assert_eq!((again.attempt, again.node.as_deref()), (2, None));
+    assert!(db.retake_job("j", 1, &lease("b", 33_001)).await.unwrap().is_none());
+    assert!(
+        db.finish_job("j", 1, JobStatus::Succeeded, None, 33_002)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        db.link_input("j").await.unwrap().as_deref(),
+        Some(r#"{"containers":["hello-world"]}"#)
+    );
+    assert!(
+        db.finish_job("j", 2, JobStatus::Succeeded, None, 34_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Its input goes once it ended.
+    assert_eq!(db.forget_link_inputs().await.unwrap(), 1);
+    assert_eq!(db.link_input("j").await.unwrap(), None);
 }
 
 async fn a_late_answer_of_an_earlier_attempt_changes_nothing(backend: Backend) {

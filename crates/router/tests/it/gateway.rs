@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{NodeProc, client, eventually, router, service, settings};
 
 /// `key` in a key file of its own (mode 0600, as the router insists).
-fn key_file(key: &Identity) -> std::path::PathBuf {
+pub(super) fn key_file(key: &Identity) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = tempfile::tempdir().unwrap().keep().join("router.nsec");
     std::fs::write(&path, key.nsec()).unwrap();
@@ -33,18 +33,18 @@ async fn serving(url: &str, container: &str, n: usize) {
     .await;
 }
 
-async fn post(url: String, body: &Value) -> (u16, Value) {
+pub(super) async fn post(url: String, body: &Value) -> (u16, Value) {
     let r = client().post(url).json(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-async fn get_json(url: String) -> (u16, Value) {
+pub(super) async fn get_json(url: String) -> (u16, Value) {
     let r = client().get(url).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 /// Polls the job until it has ended.
-async fn ended(url: &str, id: &str) -> Value {
+pub(super) async fn ended(url: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, job) = get_json(format!("{url}/api/v1/jobs/{id}")).await;

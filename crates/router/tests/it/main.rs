@@ -1,11 +1,13 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
-//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
+//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`link`]
+//! nodes that dial in over their link.
 
 mod alerts;
 mod db;
 mod gateway;
 mod hardening;
 mod ledger;
+mod link;
 mod signed;
 
 use std::{
@@ -152,6 +154,7 @@ fn settings(listed: &[String]) -> Settings {
             allow_private: true,
             ..Default::default()
         },
+        tls: None,
     }
 }
 

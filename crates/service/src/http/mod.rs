@@ -11,8 +11,12 @@
 //!
 //! Each connection is served by the hyper service the caller makes for it, which receives the
 //! request body as a [`RequestBody`]; [`RouterService`] serves an axum router that way.
+//! [`serve_tls`] serves the same over TLS (rustls), the handshake within `header_read`.
 
 mod conn;
+mod tls;
+
+pub use tls::{TlsError, acceptor};
 
 use std::{
     collections::HashMap,
@@ -210,6 +214,49 @@ pub async fn serve<M, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    serve_with(listener, None, limits, shutdown, drain, make).await
+}
+
+/// [`serve`] over TLS: each connection's handshake must end within `limits.header_read`.
+pub async fn serve_tls<M, S, B>(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    serve_with(listener, Some(acceptor), limits, shutdown, drain, make).await
+}
+
+async fn serve_with<M, S, B>(
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: CancellationToken,
+    drain: Duration,
+    make: M,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     match raise_fd_limit() {
         Ok(fd) => tracing::info!(
             soft_before = fd.before,
@@ -261,10 +308,27 @@ pub async fn serve<M, S, B>(
             state: state.clone(),
             limits,
         };
-        let io = TokioIo::new(Io::new(tcp, state.clone()));
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        let (watcher, builder, acceptor) = (graceful.watcher(), builder.clone(), acceptor.clone());
         let registry = registry.clone();
         tokio::spawn(async move {
+            let stream = match acceptor {
+                None => tokio_util::either::Either::Left(tcp),
+                Some(acceptor) => match tokio::time::timeout(limits.header_read, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tokio_util::either::Either::Right(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        registry.remove(id);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake not done within the header timeout");
+                        registry.remove(id);
+                        return;
+                    }
+                },
+            };
+            let io = TokioIo::new(Io::new(stream, state.clone()));
+            let connection = watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
             tokio::select! {
                 ended = connection => if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");

@@ -1,0 +1,215 @@
+//! Leases of jobs on linked nodes: at least once, with fencing.
+//!
+//! A job is leased to the node that accepted it. Before it accepted (its link closed first, or
+//! it refused), the job goes to the next node at once, as for any node. Once it accepted, a
+//! reachable node is asked for the result when the client asks; a linked node whose link closes
+//! keeps the job for `link.lease` more: back in time, it goes on with it; not back, the job is
+//! taken from it (a new attempt number) and runs on another node, from the input the router kept
+//! for that purpose (only while the job runs on a linked node). A job's row is finished only for
+//! its current attempt, and its result is read only from the node of that attempt: the first
+//! node's late answer is never taken, and the client never sees two results. A job may thus run
+//! twice (at least once); what the client is answered comes from one run. Streams are never run
+//! again: a stream whose link breaks ends early for its client and is recorded failed.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Gateway, JobAsk,
+    jobs::{dispatch_along, fail},
+    stated,
+};
+use crate::{
+    choose,
+    db::{DbError, jobs::Job, jobs::Lease, now_ms},
+};
+
+/// Lapsed jobs taken per sweep at most.
+const SWEEP: i64 = 256;
+
+/// The job as its client asked for it, as the gateway parses it again to run it elsewhere.
+fn ask_json(ask: &JobAsk) -> Value {
+    let mut v = json!({
+        "containers": ask.containers,
+        "data": ask.data,
+        "requires_proof": ask.requires_proof,
+        "requirements": ask.requirements,
+        "max_seconds": ask.max_seconds,
+    });
+    if let Some(p) = ask.max_price {
+        v["max_price"] = json!(p);
+    }
+    if let Some(d) = ask.deadline {
+        v["deadline_s"] = json!(d.as_secs_f64());
+    }
+    if let Some(u) = &ask.callback_url {
+        v["callback_url"] = json!(u);
+    }
+    v
+}
+
+impl Gateway {
+    fn link_lease(&self) -> Lease<'_> {
+        Lease {
+            owner: &self.replica,
+            now: now_ms(),
+            duration: self.settings.link.lease,
+        }
+    }
+
+    /// Whether `node` is a linked node whose link is not held here: its jobs' leases run out.
+    pub(super) fn lapsing(&self, node: &str) -> bool {
+        node.starts_with("npub1") && self.links.get(node).is_none()
+    }
+
+    /// `job`, placed on `node`: when that is a linked node, keeps its input to run it elsewhere
+    /// should the link close for good.
+    pub(super) async fn keep_for_rerun(&self, job: &Job, node: &str, ask: &JobAsk) {
+        if !node.starts_with("npub1") {
+            return;
+        }
+        let body = ask_json(ask).to_string();
+        if let Err(e) = self.db.keep_link_input(&job.id, &body, now_ms()).await {
+            tracing::warn!(job = %job.id, error = %e, "could not keep a linked job's input; it will not run again elsewhere");
+        }
+    }
+
+    /// `node`'s link closed: its running jobs stay with it for `link.lease`.
+    pub async fn link_closed(&self, node: &str) {
+        match self.db.lapse_node_jobs(node, &self.link_lease()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(%node, jobs = n, lease = ?self.settings.link.lease, "link closed with jobs running; they wait for it")
+            }
+            Err(e) => tracing::warn!(%node, error = %e, "could not start the leases of a closed link's jobs"),
+        }
+    }
+
+    /// Every quarter of `link.lease` until `shutdown`: jobs whose linked node did not come back
+    /// within their lease run elsewhere; inputs of jobs that ended are dropped.
+    pub async fn sweep_leases(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
+        let every = (self.settings.link.lease / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+            let jobs = match self.db.lapsed_linked_jobs(now_ms(), SWEEP).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for lapsed leases");
+                    continue;
+                }
+            };
+            for job in jobs {
+                let Some(node) = job.node.clone() else { continue };
+                if !self.lapsing(&node) {
+                    // Its node is linked (again): the job stays with it.
+                    if let Err(e) = self.db.renew_job_lease(&job.id, job.attempt, &self.lease()).await {
+                        tracing::warn!(job = %job.id, error = %e, "could not renew a linked job's lease");
+                    }
+                    continue;
+                }
+                self.rerun(job, &node).await;
+            }
+            if let Err(e) = self.db.forget_link_inputs().await {
+                tracing::warn!(error = %e, "could not drop the inputs of ended jobs");
+            }
+        }
+    }
+
+    /// Takes `job` from `old` (whose lease lapsed) and places it on another node.
+    async fn rerun(self: &Arc<Self>, job: Job, old: &str) {
+        let ask = match self.db.link_input(&job.id).await {
+            Ok(Some(text)) => serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| JobAsk::parse(&v, "").ok()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not read a lapsed job's input");
+                return;
+            }
+        };
+        let Some(ask) = ask else {
+            fail(
+                self,
+                &job,
+                &format!("the link of {old} closed after it accepted the job, and its input was not kept"),
+            )
+            .await;
+            return;
+        };
+        let job = match self.db.retake_job(&job.id, job.attempt, &self.lease()).await {
+            Ok(Some(job)) => job,
+            // Ended, cancelled, or another replica took it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not take a lapsed job");
+                return;
+            }
+        };
+        tracing::info!(job = %job.id, node = %old, attempt = job.attempt, "the node's lease lapsed; running the job elsewhere");
+        let choice = self.choose(&ask, false);
+        let order: Vec<usize> = choose::pick(&choice.candidates, &mut rand::rng())
+            .into_iter()
+            .filter(|&i| choice.candidates[i].node != old)
+            .collect();
+        let why = match order.is_empty() {
+            true => Err(format!(
+                "the link of {old} closed after it accepted the job, and no other node serves it"
+            )),
+            false => dispatch_along(
+                self,
+                &choice,
+                &order,
+                ask.node_body(),
+                stated(&job.client),
+                ask.deadline,
+            )
+            .await
+            .map_err(|e| e.1),
+        };
+        match why {
+            Ok((node, node_job)) => {
+                match self
+                    .db
+                    .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &self.lease())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, error = %e, "could not record a re-run job's node");
+                        return;
+                    }
+                }
+                self.keep_for_rerun(&job, &node, &ask).await;
+                if job.callback_url.is_some() {
+                    self.watch(Job {
+                        node: Some(node),
+                        node_job: Some(node_job),
+                        ..job
+                    });
+                }
+            }
+            Err(why) => fail(self, &job, &why).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_ask_parses_back_to_the_same_job() {
+        let v = json!({"containers": ["a", "b"], "data": {"n": [1, 2]}, "requires_proof": true,
+                       "requirements": {"gpus": 1}, "max_price": 0.5, "max_seconds": 30.0,
+                       "deadline_s": 2.5, "callback_url": "https://example.com/cb"});
+        let ask = JobAsk::parse(&v, "").unwrap();
+        let back = JobAsk::parse(&ask_json(&ask), "").unwrap();
+        assert_eq!(format!("{back:?}"), format!("{ask:?}"));
+    }
+}

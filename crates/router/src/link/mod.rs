@@ -1,0 +1,169 @@
+//! The server end of the link (`GET /api/v1/link`, a WebSocket on the router's own port): nodes
+//! that nobody can connect to dial in, prove their key, and serve the network over that one
+//! connection. The protocol is [`infernet_types::link`].
+//!
+//! A linked node is in dispatch from its hello to the moment its link closes, named by its key
+//! (`npub1…`): it has no address, so `/api/v1/ips` and `/api/v1/resources` leave it out, while
+//! the gateway, `/api/v1/route` and `/api/v1/nodes` see it. The gateway reaches it exactly as a
+//! reachable node: its dispatcher ([`crate::gateway::dispatch::Call`]) sends the same signed
+//! request, as a frame on the link instead of over HTTP ([`Link::send`]).
+//!
+//! Bounds, for a hostile node: links in total (`max_links`) and one per key (a second hello
+//! replaces the first); hellos in progress (`max_handshakes`, each within `hello_timeout`);
+//! frames from a node ([`MAX_NODE_FRAME`]); calls in flight per link ([`MAX_CALLS`]); chunks
+//! buffered per call ([`WINDOW`]: a node that sends past its credit is cut off); a node silent
+//! for three heartbeats, or that does not read what the router writes for as long, is cut off.
+
+mod call;
+mod relay;
+mod session;
+
+pub use call::Link;
+pub use relay::relay;
+pub use session::endpoint;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use infernet_types::link::{Announce, MAX_CALLS, MAX_NODE_FRAME, WINDOW};
+use tokio::sync::Semaphore;
+
+use crate::registry::{ContainerSummary, NodeReport, Offer};
+
+/// How the router's end of links works.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Links held at once.
+    pub max_links: usize,
+    /// Links between the upgrade and the hello's check at once.
+    pub max_handshakes: usize,
+    /// Time a node has to send its hello.
+    pub hello_timeout: Duration,
+    /// Seconds between a node's heartbeats; a link silent for three of them is closed.
+    pub heartbeat: Duration,
+    /// How long a job a linked node accepted stays with it after its link closed; then it runs
+    /// on another node (see `gateway::lease`).
+    pub lease: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        Self {
+            max_links: 10_000,
+            max_handshakes: 256,
+            hello_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The links this replica holds, one per node key.
+pub struct Links {
+    settings: LinkSettings,
+    held: Mutex<HashMap<String, Arc<Link>>>,
+    handshakes: Arc<Semaphore>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Why a node could not link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// As many links as allowed are held.
+    #[error("this router holds {0} links (its --max-links); link to another router or retry later")]
+    Full(usize),
+}
+
+impl Links {
+    /// No links yet.
+    pub fn new(settings: LinkSettings) -> Self {
+        Self {
+            handshakes: Arc::new(Semaphore::new(settings.max_handshakes.max(1))),
+            settings,
+            held: Mutex::default(),
+            next_id: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Link>>> {
+        self.held.lock().expect("links poisoned")
+    }
+
+    /// The link of node `key` (`npub1…`), when this replica holds one.
+    pub fn get(&self, key: &str) -> Option<Arc<Link>> {
+        if !key.starts_with("npub1") {
+            return None;
+        }
+        self.lock().get(key).cloned()
+    }
+
+    /// Links held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Holds `link` for its key; the key's earlier link, if any, is closed.
+    fn insert(&self, link: Arc<Link>) -> Result<(), LinkError> {
+        let mut held = self.lock();
+        if !held.contains_key(link.node()) && held.len() >= self.settings.max_links {
+            return Err(LinkError::Full(self.settings.max_links));
+        }
+        if let Some(old) = held.insert(link.node().to_string(), link) {
+            old.close("replaced by a newer link with the same key");
+        }
+        Ok(())
+    }
+
+    /// Lets go of `link`; `true` when it was the one held for its key (not already replaced).
+    fn remove(&self, link: &Link) -> bool {
+        let mut held = self.lock();
+        match held.get(link.node()) {
+            Some(current) if current.id() == link.id() => {
+                held.remove(link.node());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Containers a node's announce may list, at most.
+const MAX_CONTAINERS: usize = 1024;
+
+/// What the registry keeps of a node's announce.
+fn report(announce: Announce) -> NodeReport {
+    NodeReport {
+        containers: announce
+            .containers
+            .into_iter()
+            .take(MAX_CONTAINERS)
+            .map(|c| ContainerSummary {
+                id: c.id,
+                description: c.description,
+                external: c.external,
+            })
+            .collect(),
+        pending: announce.pending,
+        offer: Offer {
+            pricing: announce.pricing.into_iter().take(MAX_CONTAINERS).collect(),
+            open: announce.open,
+            available_at: announce.available_at,
+            hardware: announce.hardware,
+        },
+    }
+}
+
+// Compile-time sanity of the bounds the module doc promises.
+const _: () = assert!(WINDOW >= 2 && MAX_CALLS > 0 && MAX_NODE_FRAME > 0);

@@ -1,0 +1,323 @@
+//! One link's life on the router: the challenge, the hello's check, then the reader (the node's
+//! heartbeats and answers) and the writer (requests, credits, cancels, pings) until either side
+//! closes it or the node breaks a rule.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::{
+        State,
+        ws::{Message as Ws, WebSocket, WebSocketUpgrade},
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use futures::{SinkExt, StreamExt, stream::SplitSink};
+use infernet_identity::{npub, parse_public_key, statement, unix_now};
+use infernet_types::link::{
+    self, HELLO_SUBJECT, HelloContent, MAX_CHUNK, MAX_NODE_FRAME, Message, VERSION, decode, encode,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    Links,
+    call::{Head, Link, Piece, QUEUED_REQUESTS},
+    report,
+};
+use crate::{
+    registry::{NodeIdentity, Registry},
+    server::RouterState,
+};
+
+/// How old a hello may be, either side of this router's clock.
+const HELLO_MAX_AGE: u64 = 120;
+/// Longest wait to tell a node why its link closes.
+const CLOSING: Duration = Duration::from_secs(2);
+/// Operators kept per node.
+const MAX_OPERATORS: usize = 16;
+
+/// `GET /api/v1/link`: a node's link (WebSocket upgrade).
+pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketUpgrade) -> Response {
+    let links = state.gateway.links().clone();
+    let Ok(permit) = links.handshakes.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": "too many links starting at once; retry later"})),
+        )
+            .into_response();
+    };
+    let (registry, router, gateway) = (state.registry.clone(), state.gateway.npub(), state.gateway.clone());
+    upgrade
+        .max_message_size(MAX_NODE_FRAME)
+        .max_frame_size(MAX_NODE_FRAME)
+        .max_write_buffer_size(8 << 20)
+        .on_upgrade(move |socket| async move {
+            let (tx, rx) = socket.split();
+            let mut tx = tx;
+            let mut rx = rx;
+            let hello = tokio::time::timeout(links.settings.hello_timeout, handshake(&mut tx, &mut rx, &router))
+                .await
+                .unwrap_or_else(|_| Err("no hello in time".into()));
+            drop(permit);
+            match hello {
+                Ok((identity, announce)) => {
+                    if let Some(closed) = run(links, registry, identity, announce, tx, rx).await {
+                        gateway.link_closed(&closed).await;
+                    }
+                }
+                Err(reason) => {
+                    tracing::debug!(%reason, "link refused");
+                    let _ = tx.send(frame(&Message::Refused { reason })).await;
+                    let _ = tx.close().await;
+                }
+            }
+        })
+}
+
+fn frame(message: &Message) -> Ws {
+    Ws::Binary(encode(message, b"").into())
+}
+
+type Rx = futures::stream::SplitStream<WebSocket>;
+type Tx = SplitSink<WebSocket, Ws>;
+
+/// The challenge and the hello's check: the node's identity and what it announced, or why not.
+async fn handshake(tx: &mut Tx, rx: &mut Rx, router: &str) -> Result<(NodeIdentity, link::Announce), String> {
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    tx.send(frame(&Message::Challenge {
+        versions: vec![VERSION],
+        nonce: nonce.clone(),
+        router: router.to_string(),
+    }))
+    .await
+    .map_err(|e| format!("sending the challenge: {e}"))?;
+    let bytes = loop {
+        match rx.next().await {
+            Some(Ok(Ws::Binary(b))) => break b,
+            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+            Some(Ok(_)) => return Err("expected a hello frame (binary)".into()),
+            Some(Err(e)) => return Err(format!("reading the hello: {e}")),
+            None => return Err("closed before its hello".into()),
+        }
+    };
+    match link::hello_version(&bytes) {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "link protocol version {v} is not spoken by this router (it speaks {VERSION}); run node and router versions that share one"
+            ));
+        }
+        None => return Err("the first frame must be a hello".into()),
+    }
+    let Ok((Message::Hello { statement, .. }, _)) = decode(&bytes) else {
+        return Err("the hello is not a hello of this version".into());
+    };
+    let checked = statement::verify(&statement, HELLO_SUBJECT, unix_now(), HELLO_MAX_AGE)
+        .map_err(|e| format!("the hello's signature: {e}"))?;
+    let content: HelloContent =
+        serde_json::from_value(checked.content).map_err(|e| format!("the hello's content: {e}"))?;
+    if content.nonce != nonce {
+        return Err("the hello does not sign this link's challenge".into());
+    }
+    if content.router != router {
+        return Err(format!(
+            "the hello is meant for router {}, not this one ({router})",
+            content.router
+        ));
+    }
+    if content.version != VERSION {
+        return Err("the signed version differs from the hello's".into());
+    }
+    let operators = content
+        .operators
+        .iter()
+        .filter_map(|k| parse_public_key(k).ok())
+        .map(|k| npub(&k))
+        .take(MAX_OPERATORS)
+        .collect();
+    let identity = NodeIdentity {
+        key: npub(&checked.signer),
+        operators,
+    };
+    Ok((identity, content.announce))
+}
+
+/// Holds the link until it closes; the node is in dispatch meanwhile. The node's key when it
+/// left dispatch as the link closed (not replaced by a newer link).
+async fn run(
+    links: Arc<Links>,
+    registry: Arc<Registry>,
+    identity: NodeIdentity,
+    announce: link::Announce,
+    mut tx: Tx,
+    rx: Rx,
+) -> Option<String> {
+    let (requests, requests_rx) = mpsc::channel(QUEUED_REQUESTS);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let link = Arc::new(Link::new(identity.key.clone(), links.next_id(), requests, control));
+    if let Err(e) = links.insert(link.clone()) {
+        let _ = tx.send(frame(&Message::Refused { reason: e.to_string() })).await;
+        let _ = tx.close().await;
+        return None;
+    }
+    let heartbeat = links.settings.heartbeat;
+    let welcome = frame(&Message::Welcome {
+        node: identity.key.clone(),
+        heartbeat_s: heartbeat.as_secs().max(1),
+    });
+    if tx.send(welcome).await.is_err() {
+        links.remove(&link);
+        return None;
+    }
+    let key = identity.key.clone();
+    registry.link(identity, report(announce));
+    let silence = heartbeat * 3;
+    let mut writer = std::pin::pin!(write(&link, tx, requests_rx, control_rx, heartbeat, silence));
+    let reader = read(&link, &registry, rx, silence);
+    let why = tokio::select! {
+        why = &mut writer => why,
+        why = reader => {
+            // The writer says why to the node, then closes.
+            link.close(&why);
+            writer.await
+        }
+    };
+    // Out of dispatch at once, unless a newer link of the same key took its place.
+    let unlinked = links.remove(&link);
+    if unlinked {
+        registry.unlink(&key);
+    }
+    link.fail_calls();
+    tracing::info!(node = %key, reason = %why, "link closed");
+    unlinked.then_some(key)
+}
+
+/// Writes requests, credits, cancels and pings until the link closes; a write that does not
+/// complete within `silence` (a node that does not read) closes it.
+async fn write(
+    link: &Link,
+    mut tx: Tx,
+    mut requests: mpsc::Receiver<Vec<u8>>,
+    mut control: mpsc::UnboundedReceiver<Vec<u8>>,
+    ping: Duration,
+    silence: Duration,
+) -> String {
+    let mut ticks = tokio::time::interval(ping);
+    ticks.tick().await;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = link.closed.cancelled() => {
+                let reason = link.reason().unwrap_or_else(|| "closed".into());
+                let _ = tokio::time::timeout(silence.min(CLOSING), async {
+                    tx.send(frame(&Message::Refused { reason: reason.clone() })).await?;
+                    tx.close().await
+                }).await;
+                return reason;
+            }
+            Some(f) = control.recv() => Ws::Binary(f.into()),
+            Some(f) = requests.recv() => Ws::Binary(f.into()),
+            _ = ticks.tick() => Ws::Ping(Bytes::new()),
+        };
+        match tokio::time::timeout(silence, tx.send(next)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("writing: {e}"),
+            Err(_) => return format!("the node read nothing for {silence:?}"),
+        }
+    }
+}
+
+/// Reads the node's frames until the link closes: heartbeats update its announce, answers go
+/// to their calls. A rule broken closes the link.
+async fn read(link: &Link, registry: &Registry, mut rx: Rx, silence: Duration) -> String {
+    loop {
+        let ws = match tokio::time::timeout(silence, rx.next()).await {
+            Err(_) => return format!("nothing from the node for {silence:?}"),
+            Ok(None) => return "the node closed it".into(),
+            Ok(Some(Err(e))) => return format!("reading: {e}"),
+            Ok(Some(Ok(ws))) => ws,
+        };
+        let bytes = match ws {
+            Ws::Binary(b) => b,
+            Ws::Ping(_) | Ws::Pong(_) => continue,
+            Ws::Close(_) => return "the node closed it".into(),
+            Ws::Text(_) => return "a text frame: the link speaks binary frames".into(),
+        };
+        if let Err(why) = on_frame(link, registry, bytes) {
+            return why;
+        }
+    }
+}
+
+/// One frame of the node's.
+fn on_frame(link: &Link, registry: &Registry, bytes: Bytes) -> Result<(), String> {
+    let (message, payload) = decode(&bytes).map_err(|e| e.to_string())?;
+    let payload_at = bytes.len() - payload.len();
+    let mut calls = link.calls.lock().expect("calls poisoned");
+    match message {
+        Message::Heartbeat { announce } => {
+            drop(calls);
+            registry.relink(link.node(), report(announce));
+        }
+        Message::Head {
+            call,
+            status,
+            content_type,
+        } => {
+            let Some(slot) = calls.get_mut(&call) else {
+                return Ok(());
+            };
+            let Some(head) = slot.head.take() else {
+                return Err(format!("a second head for call {call}"));
+            };
+            if !(100..=999).contains(&status) {
+                return Err(format!("status {status} for call {call}"));
+            }
+            let _ = head.send(Head { status, content_type });
+        }
+        Message::Chunk { call } => {
+            if payload.len() > MAX_CHUNK {
+                return Err(format!("a chunk of {} bytes (at most {MAX_CHUNK})", payload.len()));
+            }
+            let Some(slot) = calls.get(&call) else { return Ok(()) };
+            if slot.head.is_some() {
+                return Err(format!("a chunk before the head of call {call}"));
+            }
+            match slot.body.try_send(Piece::Data(bytes.slice(payload_at..))) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(format!("call {call}: chunks sent past the router's credit"));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    calls.remove(&call);
+                }
+            }
+        }
+        Message::End { call, error } => {
+            if let Some(slot) = calls.remove(&call) {
+                // A slot for the end is always free: the window leaves one.
+                let _ = slot
+                    .body
+                    .try_send(Piece::End(error.map(|e| e.chars().take(500).collect())));
+            }
+        }
+        other => {
+            return Err(format!("a node may not send {}", kind(&other)));
+        }
+    }
+    Ok(())
+}
+
+fn kind(message: &Message) -> &'static str {
+    match message {
+        Message::Challenge { .. } => "challenge",
+        Message::Hello { .. } => "a second hello",
+        Message::Welcome { .. } => "welcome",
+        Message::Refused { .. } => "refused",
+        Message::Request { .. } => "request",
+        Message::Credit { .. } => "credit",
+        Message::Cancel { .. } => "cancel",
+        _ => "that",
+    }
+}
