@@ -75,16 +75,19 @@ async def read_head(reader):
     return status, headers
 
 
-async def read_body(reader, headers, keep, cap):
-    """Reads at most `cap` body bytes; returns (first `keep` bytes, bytes read, whole body read)."""
+async def read_body(reader, headers, keep, cap, progress=None):
+    """Reads at most `cap` body bytes; returns (first `keep` bytes, bytes read, whole body read).
+    `progress`, a dict, has the bytes read so far under "total", also when the body breaks."""
     kept = bytearray()
     total = 0
+    progress = {} if progress is None else progress
 
     def take(data):
         nonlocal total
         if len(kept) < keep:
             kept.extend(data[: keep - len(kept)])
         total += len(data)
+        progress["total"] = total
 
     if headers.get("transfer-encoding", "").lower() == "chunked":
         while total < cap:
@@ -128,6 +131,7 @@ async def request(port, method, path, body=b"", src=HOST, timeout=10.0, keep=1 <
     ).encode()
     writer = None
     status = None
+    progress = {}
     try:
         async with asyncio.timeout(timeout):
             try:
@@ -149,14 +153,17 @@ async def request(port, method, path, body=b"", src=HOST, timeout=10.0, keep=1 <
                 raise NoAnswer("malformed answer") from e
             ttfb = time.monotonic() - t0
             try:
-                kept, total, complete = await read_body(reader, headers, keep, cap)
+                kept, total, complete = await read_body(reader, headers, keep, cap, progress)
                 error = None
             except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as e:
-                kept, total, complete, error = b"", 0, False, f"body cut: {type(e).__name__}"
+                # What came before the cut counts (a stream cut at its output limit).
+                kept, total, complete = b"", progress.get("total", 0), False
+                error = f"body cut: {type(e).__name__}"
     except TimeoutError as e:
         if status is None:
             raise NoAnswer("no answer within the timeout") from e
-        return Resp(status, headers, b"", 0, False, ttfb, time.monotonic() - t0, "body timeout")
+        return Resp(status, headers, b"", progress.get("total", 0), False, ttfb, time.monotonic() - t0,
+                    "body timeout")
     except OSError as e:
         raise NoAnswer(f"connect failed: {e.strerror or e}") from e
     finally:
@@ -942,8 +949,14 @@ def report(args):
     print("per case:")
     for case, figures in h.items():
         if isinstance(figures, list):
-            for i, run in enumerate(figures):
-                print(f"  {case} #{i + 1}: {json.dumps(run)}")
+            # Runs that ended alike are shown once, with how many there were.
+            alike = Counter()
+            for run in figures:
+                alike.add(json.dumps({k: v for k, v in run.items() if k != "seconds"}, sort_keys=True))
+            for text, n in alike.items():
+                seconds = [run.get("seconds", 0) for run in figures
+                           if json.dumps({k: v for k, v in run.items() if k != "seconds"}, sort_keys=True) == text]
+                print(f"  {case}: {n} run(s), {min(seconds)}-{max(seconds)} s each: {text}")
             if not figures:
                 print(f"  {case}: no run finished")
         elif case == "connections":

@@ -151,10 +151,9 @@ impl Admin {
     }
 }
 
-/// The admin routes and `/identity`.
+/// The admin routes (`/identity` is served beside them: [`identity`]).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/identity", get(identity))
         .route("/admin/status", get(status))
         .route("/admin/pause", post(pause))
         .route("/admin/resume", post(resume))
@@ -256,6 +255,10 @@ impl FromRequest<Arc<AppState>> for Signed {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        // Unsigned: refused before a byte of the body is read.
+        if authorization.is_none() {
+            return Err(Refusal::Auth(AuthError::Missing));
+        }
         let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
             .await
             .map_err(|_| Refusal::TooLarge)?;
@@ -275,7 +278,7 @@ impl FromRequest<Arc<AppState>> for Signed {
 }
 
 /// `GET /identity`: a fresh statement signed by the node's key.
-async fn identity(State(state): State<Arc<AppState>>) -> Response {
+pub async fn identity(State(state): State<Arc<AppState>>) -> Response {
     let admin = &state.admin;
     let content = json!({
         "node": admin.identity.npub(),

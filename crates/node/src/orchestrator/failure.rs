@@ -96,6 +96,19 @@ pub enum CallFailure {
         /// `server.max_buffered_bytes`.
         budget: u64,
     },
+    /// A chain job found every slot of the container taken (`max_jobs`) for the container's
+    /// whole timeout.
+    #[error(
+        "container {id} ran its max_jobs ({max_jobs}) jobs at once for {}s (containers[].timeout) and no slot came free; the job was not run", .waited.as_secs_f64()
+    )]
+    NoSlot {
+        /// Container id.
+        id: String,
+        /// The container's `max_jobs`.
+        max_jobs: u32,
+        /// How long the job waited: `containers[].timeout`.
+        waited: Duration,
+    },
     /// JSON nested deeper than a stored job may hold.
     #[error("container {id} answered JSON nested deeper than {MAX_DATA_DEPTH} levels, more than the node can store")]
     TooDeep {

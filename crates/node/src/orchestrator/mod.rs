@@ -460,7 +460,8 @@ impl Orchestrator {
     }
 
     /// One container call: its parsed answer and the answer as sent. A job not `admitted` with
-    /// its [`Slots`] (a chain job) waits here for a permit of a container with a `max_jobs`.
+    /// its [`Slots`] (a chain job) waits here for a permit of a container with a `max_jobs`, for
+    /// at most the container's timeout.
     async fn call(
         &self,
         id: &str,
@@ -470,7 +471,14 @@ impl Orchestrator {
     ) -> Result<(Value, Bytes), CallFailure> {
         let target = self.target(id)?;
         let _slot = match (&target.slots, admitted) {
-            (Some((permits, _)), false) => permits.clone().acquire_owned().await.ok(),
+            (Some((permits, max_jobs)), false) => tokio::time::timeout(target.timeout, permits.clone().acquire_owned())
+                .await
+                .map_err(|_| CallFailure::NoSlot {
+                    id: id.to_string(),
+                    max_jobs: *max_jobs,
+                    waited: target.timeout,
+                })?
+                .ok(),
             _ => None,
         };
         let (status, body, _held) = self
@@ -596,5 +604,48 @@ impl Orchestrator {
             }
         });
         futures::future::join_all(calls).await.into_iter().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_chain_job_waits_for_a_slot_at_most_its_containers_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({
+            "containers": [{"id": "busy", "url": "http://127.0.0.1:9", "timeout": 0.2}],
+            "store": {"path": dir.path().join("jobs.db")},
+        });
+        let loaded = crate::config::parse(&config.to_string()).unwrap();
+        let mut valid = crate::config::validate(loaded.config, &[]).unwrap();
+        valid.containers[0].limits.max_jobs = Some(1);
+        let store = crate::store::open(&valid).await.unwrap();
+        let metrics = Arc::new(Metrics::new(["busy"]));
+        let orchestrator = Orchestrator::new(&valid, store, metrics).unwrap();
+        // An off-chain job holds the only slot.
+        let _running = orchestrator.admit(&["busy".to_string()]).unwrap();
+        let input = JobInput {
+            source: JobLocation::Onchain,
+            destination: JobLocation::Onchain,
+            data: Value::Null,
+        };
+        let (results, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            orchestrator.run_pipeline(&["busy".to_string()], input, false),
+        )
+        .await
+        .expect("the chain job waited for a slot without a bound");
+        let [ContainerResult::Error { container, error }] = &results[..] else {
+            panic!("{results:?}");
+        };
+        assert_eq!(container, "busy");
+        assert!(
+            error.contains("max_jobs (1)") && error.contains("0.2s (containers[].timeout)"),
+            "{error}"
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! buffered whole: a call may send at most the container's `max_output_size` (past it the stream
 //! fails and the container connection is dropped), and of the output only the first
 //! `store.max_result_size` bytes are kept for the stored result, which is then marked truncated.
+//! Past the first [`budget::SMALL`] bytes, that copy takes its size from the node's budget for
+//! large work: when other large work holds the budget, the copy stops there and is stored marked
+//! truncated too (the client still gets the whole output), so many long streams at once cannot
+//! hold `store.max_result_size` each.
 
 use std::{
     future::Future,
@@ -24,7 +28,12 @@ use futures::Stream;
 use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult};
 use serde_json::{Map, Value, json};
 
-use super::{CallFailure, Orchestrator, Target, http::BodyStream, new_job_id};
+use super::{
+    CallFailure, Orchestrator, Target,
+    budget::{self, Budget, Held},
+    http::BodyStream,
+    new_job_id,
+};
 use crate::{
     stats::metrics::{Metrics, Source},
     store::JobStore,
@@ -66,9 +75,7 @@ impl Orchestrator {
                 owner,
                 id,
                 container,
-                kept: Vec::new(),
-                keep: self.max_result,
-                truncated: false,
+                kept: Kept::new(self.max_result, self.budget.clone()),
             }),
             received: 0,
             max_output,
@@ -99,15 +106,12 @@ impl Orchestrator {
         };
         let status = response.status;
         if !status.is_success() {
-            let body = tokio::time::timeout(
-                idle,
-                response.bytes(target.max_output, &self.budget, super::budget::SMALL),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|(body, _)| body)
-            .unwrap_or_default();
+            let body = tokio::time::timeout(idle, response.bytes(target.max_output, &self.budget, budget::SMALL))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|(body, _)| body)
+                .unwrap_or_default();
             return Err(CallFailure::refused(container, status, &body));
         }
         Ok(IdleTimeout {
@@ -175,7 +179,7 @@ impl JobStream {
                     }
                     self.received += chunk.len();
                     if let Some(record) = &mut self.record {
-                        record.keep(&chunk);
+                        record.kept.push(&chunk);
                     }
                     burst.push(chunk);
                     if over {
@@ -293,11 +297,57 @@ struct Recorder {
     id: String,
     container: String,
     /// The start of the output, for the stored result.
-    kept: Vec<u8>,
+    kept: Kept,
+}
+
+/// The start of a stream's output, kept for its stored result: at most `store.max_result_size`
+/// bytes, and past [`budget::SMALL`] only what the node's budget for large work gives.
+struct Kept {
+    bytes: Vec<u8>,
     /// Most bytes kept.
-    keep: usize,
-    /// Output was left out of `kept`.
+    limit: usize,
+    /// Output was left out.
     truncated: bool,
+    budget: Budget,
+    /// What `bytes` took from the budget.
+    held: Held,
+}
+
+impl Kept {
+    fn new(limit: usize, budget: Budget) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+            truncated: false,
+            budget,
+            held: Held::default(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let len = self.bytes.len();
+        let mut take = chunk.len().min(self.limit - len);
+        let end = len + take;
+        if end > budget::SMALL && !self.budget.take(&mut self.held, end - budget::SMALL.max(len)) {
+            // Other large work holds the budget: keep no more of this stream.
+            take = budget::SMALL.saturating_sub(len).min(take);
+            self.limit = len + take;
+        }
+        if chunk.len() > take {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&chunk[..take]);
+    }
+
+    /// The stored output: `{"output": text}`, with `"truncated": true` when output was left out.
+    fn into_output(self) -> Value {
+        // Valid UTF-8 (the usual case) keeps its buffer; a cut may split a character.
+        let text = String::from_utf8(self.bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        match self.truncated {
+            true => json!({"output": text, "truncated": true}),
+            false => json!({ "output": text }),
+        }
+    }
 }
 
 /// Why a recorded stream failed: the job's error in the store.
@@ -312,32 +362,15 @@ enum StreamFailure<'a> {
 }
 
 impl Recorder {
-    fn keep(&mut self, chunk: &[u8]) {
-        let room = self.keep - self.kept.len();
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-
     fn finish(self, outcome: Result<(), StreamFailure<'_>>) {
         let took = self.started.elapsed();
         self.metrics.container_call(&self.container, outcome.is_ok(), took);
         self.metrics.job(Source::Offchain, outcome.is_ok(), took);
         let result = match outcome {
-            Ok(()) => {
-                // Valid UTF-8 (the usual case) keeps its buffer; a cut may split a character.
-                let text =
-                    String::from_utf8(self.kept).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                let output = match self.truncated {
-                    true => json!({"output": text, "truncated": true}),
-                    false => json!({ "output": text }),
-                };
-                ContainerResult::Output {
-                    container: self.container,
-                    output,
-                }
-            }
+            Ok(()) => ContainerResult::Output {
+                container: self.container,
+                output: self.kept.into_output(),
+            },
             Err(error) => ContainerResult::Error {
                 container: self.container,
                 error: error.to_string(),
@@ -423,5 +456,35 @@ mod tests {
         assert_eq!(burst.len(), 13);
         assert_eq!(burst.take(), Bytes::from_static(b"hello, world!"));
         assert!(burst.is_empty());
+    }
+
+    #[test]
+    fn a_streams_stored_copy_past_the_first_mib_takes_from_the_budget_or_stops() {
+        const MIB: usize = 1 << 20;
+        let piece = vec![b'a'; MIB / 2];
+        // A free budget: the copy keeps up to its limit, and holds what it kept past 1 MiB.
+        let budget = Budget::new(4 * MIB as u64);
+        let mut kept = Kept::new(3 * MIB, budget.clone());
+        for _ in 0..8 {
+            kept.push(&piece);
+        }
+        assert_eq!(kept.bytes.len(), 3 * MIB);
+        let mut rest = Held::default();
+        assert!(!budget.take(&mut rest, 3 * MIB), "the copy holds 2 MiB of the budget");
+        assert_eq!(kept.into_output()["truncated"], true);
+        assert!(budget.take(&mut rest, 4 * MIB), "and gives them back with the copy");
+        // The budget is in use (by `rest`): the copy stops at the first MiB, marked truncated.
+        let mut kept = Kept::new(3 * MIB, budget.clone());
+        for _ in 0..4 {
+            kept.push(&piece);
+        }
+        assert_eq!(kept.bytes.len(), MIB);
+        let output = kept.into_output();
+        assert_eq!(output["truncated"], true);
+        assert_eq!(output["output"].as_str().unwrap().len(), MIB);
+        // A short stream is kept whole and not marked.
+        let mut kept = Kept::new(3 * MIB, budget);
+        kept.push(b"hello");
+        assert_eq!(kept.into_output(), json!({"output": "hello"}));
     }
 }

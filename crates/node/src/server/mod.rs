@@ -156,6 +156,9 @@ async fn rate_limit(
     rate_limit::enforce(&limited.state.limiter, limited.route, client, req, next).await
 }
 
+/// The rate-limit bucket of every `/admin/…` route: charged before the signature is checked.
+const ADMIN_BUCKET: &str = "/admin";
+
 /// Builds the HTTP router.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
@@ -194,9 +197,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(jobs::stream_route).route_layer(limited(front::STREAM_BUCKET)),
         )
         .route("/api/status", put(jobs::status))
+        .route(
+            "/identity",
+            get(crate::admin::identity).route_layer(limited("GET /identity")),
+        )
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(info::metrics))
-        .merge(crate::admin::routes())
+        .merge(crate::admin::routes().route_layer(limited(ADMIN_BUCKET)))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

@@ -155,6 +155,43 @@ async fn only_a_fresh_request_signed_by_an_operator_for_this_node_is_obeyed() {
 }
 
 #[tokio::test]
+async fn admin_calls_and_the_identity_are_rate_limited_and_an_unsigned_call_is_refused_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let operator = Identity::generate();
+    let node = TestNode::start(json!({
+        "manage_containers": false,
+        "containers": [unmanaged("echo", stub(Stub::Echo("echo")).await)],
+        "operator": {"pubkeys": [operator.npub()]},
+        "server": {"rate_limit": {"num_requests": 2, "period": 600}},
+    }))
+    .await;
+    // No Authorization header, and a body announced but never sent: 401 at once, not after the
+    // node waited for the body.
+    let mut conn = tokio::net::TcpStream::connect(node.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    conn.write_all(b"POST /admin/pause HTTP/1.1\r\nHost: node\r\nContent-Length: 1000000\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_exact(&mut head))
+        .await
+        .expect("no answer before the body came")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    // That call counted: the admin routes allow one more of this client, signed or not.
+    let (status, answer) = signed(&node, &operator, "GET", "/admin/status", None).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = signed(&node, &operator, "GET", "/admin/status", None).await;
+    assert_eq!(status, 429, "{answer}");
+    // `/identity` has its own allowance.
+    for expected in [200, 200, 429] {
+        let response = client().get(node.at("/identity")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+    }
+}
+
+#[tokio::test]
 async fn pause_drain_and_a_schedule_refuse_jobs_and_the_settings_survive_a_restart() {
     let operator = Identity::generate();
     let dir = tempfile::tempdir().unwrap();
