@@ -93,6 +93,9 @@ pub struct GatewaySettings {
     /// How long ledger rows are kept (`--ledger-retention-days`, default 400 days: a year and
     /// the month before it, for year-on-year earnings).
     pub ledger_retention: Duration,
+    /// How often the counters of nodes' public records (probes, jobs, exclusions) are written
+    /// (default 60 s; a crash loses at most this much of them).
+    pub samples_flush: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -115,6 +118,7 @@ impl Default for GatewaySettings {
             node_gone_after: Duration::from_secs(600),
             callback_sweep: Duration::from_secs(30),
             ledger_retention: Duration::from_secs(400 * 86_400),
+            samples_flush: Duration::from_secs(60),
         }
     }
 }
