@@ -40,6 +40,7 @@ bench:
 	$(CARGO) bench -p infernet-node --bench chain
 	$(CARGO) bench -p infernet-router --bench probe
 	$(CARGO) bench -p infernet-router --bench gateway
+	$(CARGO) bench -p infernet-router --bench ledger
 
 ## Instructions per streamed job, node against the bare forwarding proxy (needs valgrind and `make bench`).
 count:

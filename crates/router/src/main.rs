@@ -163,6 +163,9 @@ struct Args {
     /// Days ledger rows are kept; older ones are deleted every hour.
     #[arg(long, env = "LEDGER_RETENTION_DAYS", default_value_t = 400)]
     ledger_retention_days: u64,
+    /// Seconds between writes of nodes' public-record counters (probes, jobs, exclusions).
+    #[arg(long, env = "SAMPLES_FLUSH", default_value_t = 60.0)]
+    samples_flush: f64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -331,6 +334,9 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let dispatch = seconds("--dispatch-timeout", args.dispatch_timeout)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
+    let samples_flush = seconds("--samples-flush", args.samples_flush)
+        .map_err(|e| errors.push(e))
+        .unwrap_or_default();
     let stream_idle = seconds("--stream-idle", args.stream_idle)
         .map_err(|e| errors.push(e))
         .unwrap_or_default();
@@ -421,6 +427,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 ledger_retention: Duration::from_secs(args.ledger_retention_days * 86_400),
                 link,
                 node_roots,
+                samples_flush,
                 ..GatewaySettings::default()
             },
             alerts,

@@ -98,6 +98,9 @@ pub struct GatewaySettings {
     pub link: crate::link::LinkSettings,
     /// Certificate authorities trusted for nodes that serve HTTPS, besides the system's.
     pub node_roots: Vec<reqwest::Certificate>,
+    /// How often the counters of nodes' public records (probes, jobs, exclusions) are written
+    /// (default 60 s; a crash loses at most this much of them).
+    pub samples_flush: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -122,6 +125,7 @@ impl Default for GatewaySettings {
             ledger_retention: Duration::from_secs(400 * 86_400),
             link: Default::default(),
             node_roots: Vec::new(),
+            samples_flush: Duration::from_secs(60),
         }
     }
 }

@@ -409,12 +409,13 @@ pub async fn node(State(state): State<Arc<RouterState>>, Path(node): Path<String
     node_name(&node)?;
     let db = state.gateway.db();
     let now = now_ms();
-    let minute = now.div_euclid(60_000);
+    // Samples are kept per hour (see `samples`): the windows are whole hours up to this one.
+    let minute = now.div_euclid(3_600_000) * 60;
     let mut uptime = serde_json::Map::new();
     let mut day = Default::default();
     let mut month = Default::default();
     for (name, minutes) in [("24h", 24 * 60), ("7d", 7 * 24 * 60), ("30d", 30 * 24 * 60)] {
-        let t = db.metric_totals(&node, minute - minutes, minute + 1).await?;
+        let t = db.metric_totals(&node, minute - minutes + 60, minute + 60).await?;
         uptime.insert(name.into(), rate(t.probes_ok, t.probes_failed));
         match name {
             "24h" => day = t,

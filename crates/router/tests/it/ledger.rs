@@ -276,6 +276,7 @@ async fn ledger_row(db: &Db, node: &str, id: &str) -> infernet_router::db::ledge
 async fn gateway(router_key: &Identity, nodes: &[String], database: &infernet_router::db::DbSettings) -> String {
     let mut s = settings(nodes);
     s.gateway.key_file = key_file(router_key);
+    s.gateway.samples_flush = Duration::from_millis(200);
     s.database = database.clone();
     let url = router(s).await;
     eventually(format!("{url}/api/v1/route?container=x"), |v| {
