@@ -127,7 +127,7 @@ async fn announce(state: &AppState) -> Option<Announce> {
         #[serde(default)]
         available_at: Option<String>,
     }
-    let info = Snapshot::take(state, crate::stats::snapshot::View::Info)
+    let info = Snapshot::take(state, crate::stats::snapshot::View::Heartbeat)
         .await
         .info()
         .ok()?;
