@@ -3,7 +3,8 @@
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
 # Docker engine (docker.io; dockerd is started in the background if it does not answer), the
 # npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests),
-# and schemathesis from PyPI (the OpenAPI conformance test).
+# schemathesis from PyPI (the OpenAPI conformance test), and iproute2, iptables and openssl (the
+# link tests: a node behind a firewall in its own network namespace, TLS certificates).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,11 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The router's link tests: a node in its own network namespace behind a firewall, and TLS
+# certificates made for the test.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_if_needed apt-get update -qq

@@ -167,3 +167,38 @@ fn report(announce: Announce) -> NodeReport {
 
 // Compile-time sanity of the bounds the module doc promises.
 const _: () = assert!(WINDOW >= 2 && MAX_CALLS > 0 && MAX_NODE_FRAME > 0);
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn link(links: &Links, node: &str) -> Arc<Link> {
+        let (requests, _) = mpsc::channel(1);
+        let (control, _) = mpsc::unbounded_channel();
+        Arc::new(Link::new(node.into(), links.next_id(), requests, control))
+    }
+
+    #[test]
+    fn links_are_capped_in_total_and_one_per_key_the_newest_winning() {
+        let links = Links::new(LinkSettings {
+            max_links: 1,
+            ..Default::default()
+        });
+        let first = link(&links, "npub1a");
+        links.insert(first.clone()).unwrap();
+        assert_eq!(links.insert(link(&links, "npub1b")), Err(LinkError::Full(1)));
+        // The same key again: the new link replaces the old, which is told why.
+        let second = link(&links, "npub1a");
+        links.insert(second.clone()).unwrap();
+        assert!(first.closed.is_cancelled());
+        assert!(first.reason().unwrap().contains("replaced"));
+        assert_eq!(links.get("npub1a").unwrap().id(), second.id());
+        // The old link's end does not take the new one away.
+        assert!(!links.remove(&first));
+        assert!(links.remove(&second));
+        assert!(links.is_empty());
+        assert!(links.get("127.0.0.1:4000").is_none());
+    }
+}
