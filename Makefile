@@ -1,7 +1,7 @@
 # One entry point for every check; .ci/run calls these too.
 CARGO ?= cargo
 
-.PHONY: run test lint bench count soak deps contracts-check
+.PHONY: run test lint bench count soak deps contracts-check rules-check
 
 ## Run the node on embedded defaults with the hello-world service (no Docker, Redis or chain).
 run:
@@ -10,7 +10,7 @@ run:
 
 ## Install test dependencies (Docker included), check the contract artifacts, build the local
 ## images and every binary, run every test.
-test: deps contracts-check
+test: deps contracts-check rules-check
 	bash scripts/build-images.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
@@ -20,6 +20,11 @@ deps:
 
 contracts-check:
 	cd contracts && node build.mjs --check
+
+## The shipped Prometheus alerting rules: valid, and their unit tests pass.
+rules-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
 
 ## Formatting and lints, warnings are errors.
 lint:

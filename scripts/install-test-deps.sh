@@ -3,8 +3,9 @@
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
 # Docker engine (docker.io; dockerd is started in the background if it does not answer), the
 # npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests),
-# schemathesis from PyPI (the OpenAPI conformance test), and iproute2, iptables and openssl (the
-# link tests: a node behind a firewall in its own network namespace, TLS certificates).
+# schemathesis from PyPI (the OpenAPI conformance test), promtool (Debian's prometheus) for
+# the shipped alerting rules; iproute2, iptables and openssl (the link tests: a node behind a
+# firewall in its own network namespace, TLS certificates).
 # Idempotent: skips what is already there. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # The router's link tests: a node in its own network namespace behind a firewall, and TLS

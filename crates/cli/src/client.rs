@@ -1,4 +1,6 @@
-//! Clients of the node's REST API (`NodeClient`) and the router's (`RouterClient`).
+//! Clients of the node's REST API (`NodeClient`), the router's (`RouterClient`), and the router's
+//! gateway, which runs jobs on the network for a client known by an API key or a Nostr key
+//! (`GatewayClient`).
 //!
 //! Every call is one HTTP request; errors say what to do next (start the server, fix the request,
 //! fetch the result later).
@@ -370,33 +372,178 @@ impl NodeClient {
             .post(&url)
             .json(&json!({"containers": containers, "data": data}));
         let response = self.http.send(&url, request).await?;
-        let failed_url = url.clone();
-        let mut body: BoxStream<'static, Result<Bytes, ClientError>> = response
-            .bytes_stream()
-            .map(move |chunk| {
-                chunk.map_err(|e| ClientError::Unreachable {
-                    url: failed_url.clone(),
-                    reason: format!("stream broke: {}", chain(&e)),
-                })
+        split_stream(url, response).await
+    }
+}
+
+/// Longest first line (the job id) of a streaming answer.
+const MAX_ID_LINE: usize = 4096;
+
+/// A streaming answer: its first line is the job id, the rest the output.
+async fn split_stream(url: String, response: Response) -> Result<JobStream, ClientError> {
+    let failed_url = url.clone();
+    let mut body: BoxStream<'static, Result<Bytes, ClientError>> = response
+        .bytes_stream()
+        .map(move |chunk| {
+            chunk.map_err(|e| ClientError::Unreachable {
+                url: failed_url.clone(),
+                reason: format!("stream broke: {}", chain(&e)),
             })
-            .boxed();
-        // The first line is the job id; the rest of that chunk is already output.
-        let mut head = Vec::new();
-        loop {
-            let Some(chunk) = body.next().await else {
-                return Err(ClientError::BadJson {
-                    url,
-                    reason: "the stream ended before the job id line".into(),
-                });
-            };
-            head.extend_from_slice(&chunk?);
-            if let Some(newline) = head.iter().position(|&b| b == b'\n') {
-                let id = String::from_utf8_lossy(&head[..newline]).trim().to_string();
-                let rest = Bytes::copy_from_slice(&head[newline + 1..]);
-                let first = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest)));
-                return Ok((id, first.chain(body).boxed()));
+        })
+        .boxed();
+    // The first line is the job id; the rest of that chunk is already output.
+    let mut head = Vec::new();
+    loop {
+        let Some(chunk) = body.next().await else {
+            return Err(ClientError::BadJson {
+                url,
+                reason: "the stream ended before the job id line".into(),
+            });
+        };
+        head.extend_from_slice(&chunk?);
+        if let Some(newline) = head.iter().position(|&b| b == b'\n') {
+            let id = String::from_utf8_lossy(&head[..newline]).trim().to_string();
+            let rest = Bytes::copy_from_slice(&head[newline + 1..]);
+            let first = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest)));
+            return Ok((id, first.chain(body).boxed()));
+        }
+        if head.len() > MAX_ID_LINE {
+            return Err(ClientError::BadJson {
+                url,
+                reason: format!("no job id line in the first {MAX_ID_LINE} bytes of the stream"),
+            });
+        }
+    }
+}
+
+/// How a gateway client is known to the router.
+#[derive(Clone, Default)]
+pub enum GatewayAuth {
+    /// By its address (the router's per-address rate limit applies).
+    #[default]
+    Anonymous,
+    /// By an API key the router's operator issued (`Authorization: Bearer ik_…`); its quotas apply.
+    ApiKey(infernet_service::secret::Secret),
+    /// By a Nostr key: every request is signed with NIP-98.
+    Nostr(infernet_identity::Identity),
+}
+
+impl std::fmt::Debug for GatewayAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::ApiKey(_) => f.write_str("ApiKey(***)"),
+            Self::Nostr(id) => write!(f, "Nostr({})", id.npub()),
+        }
+    }
+}
+
+/// A client of a router's gateway: jobs submitted once, run on a node the router chooses.
+#[derive(Debug, Clone)]
+pub struct GatewayClient {
+    http: Http,
+    auth: GatewayAuth,
+}
+
+impl GatewayClient {
+    /// A client of the router at `base_url`, known by `auth`.
+    pub fn new(base_url: &str, auth: GatewayAuth) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: Http::new(base_url)?,
+            auth,
+        })
+    }
+
+    /// A request to `path` (with its query) carrying the client's credentials; a NIP-98 signature
+    /// covers the URL and `body`.
+    fn request(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (String, RequestBuilder) {
+        let url = self.http.url(path);
+        let mut request = self.http.client.request(method.clone(), &url);
+        match &self.auth {
+            GatewayAuth::Anonymous => {}
+            GatewayAuth::ApiKey(key) => request = request.bearer_auth(key.expose()),
+            GatewayAuth::Nostr(id) => {
+                let header = infernet_identity::nip98::authorization(
+                    id,
+                    method.as_str(),
+                    &url,
+                    body.as_deref().map(str::as_bytes),
+                );
+                request = request.header(reqwest::header::AUTHORIZATION, header);
             }
         }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        (url, request)
+    }
+
+    /// `POST /api/v1/jobs`: the job's id on the router (`id`) and the node it went to (`node`).
+    pub async fn submit(
+        &self,
+        containers: &[String],
+        data: &Value,
+        requires_proof: bool,
+    ) -> Result<Value, ClientError> {
+        let body = json!({"containers": containers, "data": data, "requires_proof": requires_proof});
+        let (url, request) = self.request(reqwest::Method::POST, "/api/v1/jobs", Some(body.to_string()));
+        self.http.json(&url, request).await
+    }
+
+    /// `GET /api/v1/jobs/{id}`: how the job stands, with its result once it ended.
+    pub async fn job(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!(
+            "/api/v1/jobs/{}",
+            form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+        );
+        let (url, request) = self.request(reqwest::Method::GET, &path, None);
+        self.http.json(&url, request).await
+    }
+
+    /// Polls the job until it is no longer running, for at most `timeout`.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Value, ClientError> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let job = self.job(id).await?;
+            if job.get("status").and_then(Value::as_str) != Some("running") {
+                return Ok(job);
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(ClientError::Timeout {
+                    id: id.to_string(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(delay.min(left)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// `GET /api/v1/jobs`: this client's jobs, newest first, one page (`next` is the `after` of
+    /// the next one).
+    pub async fn jobs(&self, status: Option<&str>, limit: u32, after: Option<&str>) -> Result<Value, ClientError> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(s) = status {
+            query.append_pair("status", s);
+        }
+        query.append_pair("limit", &limit.to_string());
+        if let Some(a) = after {
+            query.append_pair("after", a);
+        }
+        let (url, request) = self.request(reqwest::Method::GET, &format!("/api/v1/jobs?{}", query.finish()), None);
+        self.http.json(&url, request).await
+    }
+
+    /// `POST /api/v1/jobs/stream`: the job's id and the output bytes as the node produces them.
+    pub async fn stream(&self, containers: &[String], data: &Value) -> Result<JobStream, ClientError> {
+        let body = json!({"containers": containers, "data": data});
+        let (url, request) = self.request(reqwest::Method::POST, "/api/v1/jobs/stream", Some(body.to_string()));
+        let response = self.http.send(&url, request).await?;
+        split_stream(url, response).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use infernet_cli::client::{ClientError, NodeClient, RouterClient};
+use infernet_cli::client::{ClientError, GatewayClient, NodeClient, RouterClient};
 use infernet_types::{ContainerResult, JobResult, JobStatus};
 use serde_json::Value;
 
@@ -159,6 +159,92 @@ pub(crate) async fn job(node: &NodeClient, o: JobOptions<'_>, json: bool) -> Res
     failed(&job)
 }
 
+/// `infernet job` through the router's gateway: prints the router's job id (and the node on
+/// stderr), or with `--sync` the result.
+pub(crate) async fn gateway_job(gw: &GatewayClient, o: JobOptions<'_>, json: bool) -> Result<(), Failure> {
+    let data = json_object_arg("data", o.data)?;
+    let placed = gw.submit(o.containers, &data, o.requires_proof).await?;
+    let id = placed["id"]
+        .as_str()
+        .ok_or_else(|| Failure::Runtime(format!("the router answered without a job id: {placed}")))?
+        .to_string();
+    if !o.sync {
+        if json {
+            println!("{}", compact(&placed));
+        } else {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    let job = gw.wait(&id, o.timeout).await?;
+    if json {
+        println!("{}", compact(&job));
+    } else {
+        match job.pointer("/result/output") {
+            Some(output) => println!("{}", pretty(output)),
+            None => println!("{}", pretty(&job)),
+        }
+    }
+    gateway_failed(&job)
+}
+
+/// Exit 1 for a job the router reports failed, with why.
+fn gateway_failed(job: &Value) -> Result<(), Failure> {
+    if job["status"] != "failed" {
+        return Ok(());
+    }
+    let why = job["error"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            job.pointer("/result/error").and_then(Value::as_str).map(|e| {
+                format!(
+                    "{} in container {}",
+                    e,
+                    job["result"]["container"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .unwrap_or_else(|| "no reason given".into());
+    Err(Failure::Runtime(format!(
+        "job {} failed: {why}",
+        job["id"].as_str().unwrap_or("?")
+    )))
+}
+
+/// `infernet results` through the gateway: each job as the router answers it.
+pub(crate) async fn gateway_results(gw: &GatewayClient, ids: &[String], json: bool) -> Result<(), Failure> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        jobs.push(gw.job(id).await?);
+    }
+    println!("{}", if json { compact(&jobs) } else { pretty(&jobs) });
+    Ok(())
+}
+
+/// `infernet stream` through the gateway: the router's job id on stderr, the output on stdout.
+pub(crate) async fn gateway_stream(gw: &GatewayClient, containers: &[String], data: &str) -> Result<(), Failure> {
+    let data = json_object_arg("data", data)?;
+    let (id, body) = gw.stream(containers, &data).await?;
+    eprintln!("{id}");
+    copy_out(body).await
+}
+
+/// Writes the output bytes to stdout as they arrive.
+async fn copy_out(
+    mut body: futures::stream::BoxStream<'static, Result<bytes::Bytes, ClientError>>,
+) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        stdout
+            .write_all(&chunk)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Failure::Runtime(format!("could not write the output to stdout: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Exit 1 for a failed job, naming the container and its error.
 fn failed(job: &JobResult) -> Result<(), Failure> {
     if job.status != JobStatus::Failed {
@@ -211,17 +297,9 @@ fn print_list(items: &[String], json: bool) {
 /// `infernet stream`: the id on stderr, the output bytes on stdout as they arrive.
 pub(crate) async fn stream(node: &NodeClient, containers: &[String], data: &str) -> Result<(), Failure> {
     let data = json_object_arg("data", data)?;
-    let (id, mut body) = node.stream(containers, &data).await?;
+    let (id, body) = node.stream(containers, &data).await?;
     eprintln!("{id}");
-    let mut stdout = std::io::stdout();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        stdout
-            .write_all(&chunk)
-            .and_then(|()| stdout.flush())
-            .map_err(|e| Failure::Runtime(format!("could not write the output to stdout: {e}")))?;
-    }
-    Ok(())
+    copy_out(body).await
 }
 
 /// How `infernet sub` gets its signature.

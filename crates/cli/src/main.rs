@@ -11,9 +11,9 @@ mod wallet;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use commands::{Failure, JobOptions};
-use infernet_cli::client::{NodeClient, RouterClient};
+use infernet_cli::client::{GatewayAuth, GatewayClient, NodeClient, RouterClient};
 
 /// The Infernet command line: a client of nodes and routers, and a local devnet.
 #[derive(Debug, Parser)]
@@ -28,7 +28,8 @@ struct Cli {
         default_value = "http://127.0.0.1:4000"
     )]
     node: String,
-    /// Router REST API (`host:port` gets http://).
+    /// Router REST API (`host:port` gets http://). Given on the command line, `job`, `stream` and
+    /// `results` go through the router's gateway instead of --node.
     #[arg(
         long,
         global = true,
@@ -40,6 +41,31 @@ struct Cli {
     /// Print the server's answer as raw JSON instead of text.
     #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
+    /// API key the router's operator issued (`ik_…`): `job`, `stream` and `results` go through
+    /// the router's gateway, held to the key's quotas.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Gateway",
+        env = "INFERNET_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "nsec"
+    )]
+    api_key: Option<String>,
+    /// Nostr key (`nsec1…` or 64 hex, or @file) that signs requests to the router's gateway
+    /// (NIP-98): the router knows you by its npub.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Gateway",
+        env = "INFERNET_NSEC",
+        hide_env_values = true,
+        value_name = "NSEC|@FILE"
+    )]
+    nsec: Option<String>,
+    /// Whether --router was given on the command line (set after parsing).
+    #[arg(skip)]
+    router_given: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -161,8 +187,32 @@ struct JobArgs {
     timeout: Duration,
 }
 
+/// The gateway client when the command goes through the router: `--router` on the command line,
+/// `--api-key` or `--nsec`.
+fn gateway(cli: &Cli) -> Result<Option<GatewayClient>, Failure> {
+    let auth = match (&cli.api_key, &cli.nsec) {
+        (Some(key), _) => GatewayAuth::ApiKey(infernet_service::secret::Secret::new(key.trim())),
+        (None, Some(nsec)) => {
+            let text = match nsec.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| Failure::Usage(format!("--nsec @{path}: cannot read the file: {e}")))?,
+                None => nsec.clone(),
+            };
+            let identity = infernet_identity::Identity::parse(text.trim())
+                .map_err(|e| Failure::Usage(format!("--nsec: {e}; pass nsec1… or 64 hex digits, or @file")))?;
+            GatewayAuth::Nostr(identity)
+        }
+        (None, None) if cli.router_given => GatewayAuth::Anonymous,
+        (None, None) => return Ok(None),
+    };
+    GatewayClient::new(&cli.router, auth)
+        .map(Some)
+        .map_err(|e| Failure::Usage(format!("--router: {e}")))
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let json = cli.json;
+    let gateway = gateway(&cli)?;
     let node = || NodeClient::new(&cli.node).map_err(|e| Failure::Usage(format!("--node: {e}")));
     let router = || RouterClient::new(&cli.router).map_err(|e| Failure::Usage(format!("--router: {e}")));
     match cli.command {
@@ -177,9 +227,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 sync: args.sync,
                 timeout: args.timeout,
             };
-            commands::job(&node()?, options, json).await
+            match &gateway {
+                Some(gw) => commands::gateway_job(gw, options, json).await,
+                None => commands::job(&node()?, options, json).await,
+            }
         }
-        Command::Results { ref ids, intermediate } => commands::results(&node()?, ids, intermediate, json).await,
+        Command::Results { ref ids, intermediate } => match &gateway {
+            Some(gw) => commands::gateway_results(gw, ids, json).await,
+            None => commands::results(&node()?, ids, intermediate, json).await,
+        },
         Command::Ids { pending, completed } => {
             let filter = match (pending, completed) {
                 (true, _) => Some(true),
@@ -191,7 +247,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stream {
             ref containers,
             ref data,
-        } => commands::stream(&node()?, containers, data).await,
+        } => match &gateway {
+            Some(gw) => commands::gateway_stream(gw, containers, data).await,
+            None => commands::stream(&node()?, containers, data).await,
+        },
         Command::Sub {
             ref subscription,
             ref signature,
@@ -233,8 +292,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            cli.router_given = matches.value_source("router") == Some(clap::parser::ValueSource::CommandLine);
+            cli
+        }
         Err(e) => {
             let usage_error = e.use_stderr();
             let _ = e.print();

@@ -157,6 +157,10 @@ pub(crate) fn write_job(out: &mut Vec<u8>, job: &JobResult) {
         }
         out.push(b']');
     }
+    if let Some(receipt) = &job.receipt {
+        out.extend_from_slice(br#","receipt":"#);
+        write_str(out, receipt);
+    }
     out.extend_from_slice(br#","result":"#);
     match &job.result {
         Some(result) => write_result(out, result),
@@ -270,6 +274,10 @@ mod tests {
             JobResult {
                 intermediate_results: None,
                 ..JobResult::finished("id3", results.to_vec())
+            },
+            JobResult {
+                receipt: Some(r#"{"id":"e","content":"{\"job\":\"id4\"}"}"#.into()),
+                ..JobResult::finished("id4", results.to_vec())
             },
         ];
         for job in &jobs {

@@ -25,6 +25,7 @@ pub mod link;
 pub mod logging;
 pub mod node;
 pub mod orchestrator;
+pub mod receipt;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -168,11 +168,19 @@ fn app_state(
     tasks: &TaskManager,
 ) -> Result<Arc<AppState>, NodeError> {
     let metrics = Arc::new(Metrics::new(config.containers.iter().map(|c| c.id.as_str())));
-    let orchestrator = Arc::new(Orchestrator::new(config, store.clone(), metrics)?);
+    let mut orchestrator = Orchestrator::new(config, store.clone(), metrics)?;
+    if routers.is_some() {
+        orchestrator = orchestrator.with_receipts(crate::receipt::Receipts::new(admin.clone()));
+    }
+    let orchestrator = Arc::new(orchestrator);
     let guardian = Guardian::new(&config.containers, chain.is_some(), config.payment_address().is_some());
     let (chain_info, services) = match chain {
         Some((chain, key)) => {
-            let services = chain::start(&chain, key, config, &guardian, orchestrator.clone(), tasks);
+            let gate: chain::processor::ChainGate = {
+                let admin = admin.clone();
+                Arc::new(move || crate::admin::state::gate_chain(&admin.state(), jiff::Timestamp::now()))
+            };
+            let services = chain::start(&chain, key, config, &guardian, orchestrator.clone(), gate, tasks);
             let info = ChainInfo {
                 enabled: true,
                 chain_id: Some(chain.chain_id),

@@ -239,6 +239,10 @@ pub struct Choice {
     /// How many each filter left out.
     #[serde(skip)]
     pub counts: [usize; 5],
+    /// Nodes that serve the containers but a filter left out, and which (explained or not): the
+    /// node's public record counts them ("why am I not getting jobs").
+    #[serde(skip)]
+    pub left_out: Vec<(String, Filter)>,
 }
 
 impl Choice {
@@ -345,6 +349,9 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
             }
             Err(filter) => {
                 choice.counts[filter as usize] += 1;
+                if filter != Filter::Containers {
+                    choice.left_out.push((n.node.to_string(), filter));
+                }
                 if explain {
                     choice.excluded.push(Excluded {
                         node: n.node.to_string(),

@@ -2,6 +2,7 @@
 //! job (Ritual's API: clients then call the nodes) or runs the job for them (the gateway).
 //!
 //! - [`address`] — node addresses as operators write them;
+//! - [`alerts`] — the alert rules, the engine that evaluates them, webhooks;
 //! - [`db`] — the database (SQLite or PostgreSQL): nodes, jobs, the ledger, keys, metrics;
 //! - [`registry`] — the node table, with hysteresis;
 //! - [`monitor`] — the prober;
@@ -9,14 +10,19 @@
 //! - [`choose`] — the chooser: which node runs a gateway job (filters, score, pick);
 //! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
 //!   pipelines, callbacks, ledger rows;
+//! - [`keys`] — API keys the operator issues to clients, and their quotas;
+//! - [`ledger`] — ledger rows, node receipts, node records and earnings;
 //! - [`link`] — the server end of nodes' links (nodes behind NAT);
 //! - [`resources`] — the bounded `/resources` fan-out;
 //! - [`server`] — the REST API.
 
 pub mod address;
+pub mod alerts;
 pub mod choose;
 pub mod db;
 pub mod gateway;
+pub mod keys;
+pub mod ledger;
 pub mod link;
 pub mod monitor;
 pub mod ranking;
@@ -73,6 +79,8 @@ pub struct Settings {
     /// The listener's certificate chain and key (PEM files): with them it serves HTTPS (and
     /// `wss://` links) itself.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Alerts.
+    pub alerts: alerts::AlertSettings,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -130,11 +138,14 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.hysteresis,
         settings.registrations,
     ));
-    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?;
+    let (alerts, deliveries) = alerts::Alerts::new(db.clone(), registry.clone(), settings.alerts);
+    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?
+        .with_alerts(alerts.clone());
     let max_body = settings.gateway.max_body;
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
+    let monitor = monitor.with_samples(gateway.samples());
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),
@@ -146,6 +157,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
         gateway: gateway.clone(),
+        alerts: alerts.clone(),
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -159,9 +171,29 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         ledger_writer.run(ledger_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let alerts_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("alerts", async move {
+        alerts.run(alerts_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let deliveries_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("alert-deliveries", async move {
+        deliveries.run(deliveries_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
     let saver = gateway.clone();
     let saver_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));
+    let (samples, samples_to, samples_shutdown) = (gateway.samples(), gateway.batch_sender(), tasks.shutdown_token());
+    tasks.spawn_critical("metric-samples", async move {
+        samples
+            .flush(samples_to, ledger::samples::FLUSH_EVERY, samples_shutdown)
+            .await
+    });
+    let retention = (gateway.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("ledger-retention", async move {
+        ledger::retention(retention.0, retention.1).await
+    });
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));

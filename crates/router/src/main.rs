@@ -19,6 +19,9 @@ use infernet_service::signals::Signals;
     about = "Tells Infernet clients which nodes can serve their job"
 )]
 struct Args {
+    /// Without a command: run the router.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Port to listen on (4100: a node next to it keeps its 4000).
     #[arg(long, env = "PORT", default_value_t = 4100)]
     port: u16,
@@ -73,7 +76,7 @@ struct Args {
     trusted_proxies: Vec<String>,
     /// The database: `sqlite://PATH` (created if missing) or `postgres://USER:PASS@HOST/DB` for
     /// several replicas sharing one state.
-    #[arg(long, env = "DATABASE_URL", default_value = infernet_router::db::DEFAULT_URL, hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", default_value = infernet_router::db::DEFAULT_URL, hide_env_values = true, global = true)]
     database_url: String,
     /// Seconds from the first byte of a request head to its end before the client is disconnected.
     #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10.0)]
@@ -134,6 +137,107 @@ struct Args {
     /// could otherwise make the router call its own network).
     #[arg(long, env = "CALLBACKS_TO_PRIVATE")]
     callbacks_to_private: bool,
+    /// Receives every alert of every node: a URL (generic JSON), `slack:URL` or `discord:URL`;
+    /// repeat it, or separate with commas in the environment.
+    #[arg(
+        long = "alert-webhook",
+        env = "ALERT_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    alert_webhooks: Vec<String>,
+    /// Seconds between two evaluations of the alert rules.
+    #[arg(long, env = "ALERT_INTERVAL", default_value_t = 5.0)]
+    alert_interval: f64,
+    /// Seconds before the first retry of a failed alert delivery (doubling, with jitter, at most
+    /// 60 s; 8 attempts).
+    #[arg(long, env = "ALERT_RETRY_DELAY", default_value_t = 1.0)]
+    alert_retry_delay: f64,
+    /// A JSON file of alert rules for nodes whose operators set none (the `rules` of `PUT
+    /// /api/v1/alerts/settings`); the built-in defaults without it.
+    #[arg(long, env = "ALERT_RULES")]
+    alert_rules: Option<PathBuf>,
+    /// Days resolved alerts are kept.
+    #[arg(long, env = "ALERT_RETENTION_DAYS", default_value_t = 90)]
+    alert_retention_days: u64,
+    /// Days ledger rows are kept; older ones are deleted every hour.
+    #[arg(long, env = "LEDGER_RETENTION_DAYS", default_value_t = 400)]
+    ledger_retention_days: u64,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// API keys for clients (run beside the router's database: same --database-url).
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Keys {
+    /// Issues a key and prints it once (only its hash is stored).
+    Add {
+        /// Jobs per minute at most (calendar minute, UTC); no limit without.
+        #[arg(long)]
+        per_minute: Option<i64>,
+        /// Jobs per day at most (calendar day, UTC); no limit without.
+        #[arg(long)]
+        per_day: Option<i64>,
+        /// A note for the operator (who the key is for).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Lists the keys (ids, quotas, use in the current windows; never the keys).
+    List,
+    /// Revokes a key: its next request is refused (401).
+    Revoke {
+        /// The key's id, as `keys list` shows it.
+        id: String,
+    },
+}
+
+/// `infernet-router keys …`: prints JSON on stdout.
+fn keys(database_url: &str, command: Keys) -> ExitCode {
+    let command = match command {
+        Keys::Add {
+            per_minute,
+            per_day,
+            label,
+        } => infernet_router::keys::Command::Add {
+            per_minute,
+            per_day,
+            label,
+        },
+        Keys::List => infernet_router::keys::Command::List,
+        Keys::Revoke { id } => infernet_router::keys::Command::Revoke { id },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let db = match infernet_router::db::Db::open(&infernet_router::db::DbSettings::new(database_url)).await {
+            Ok(db) => db,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let out = infernet_router::keys::run(&db, command, infernet_router::db::now_ms()).await;
+        db.close().await;
+        match out {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -210,6 +314,12 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     if args.ratelimit_reqs_per_min == 0 {
         errors.push("--ratelimit-reqs-per-min must be at least 1".into());
     }
+    if !(1..=36_500).contains(&args.ledger_retention_days) {
+        errors.push(format!(
+            "--ledger-retention-days must be from 1 to 36500, got {}",
+            args.ledger_retention_days
+        ));
+    }
     if args.leave_after == 0 || args.return_after == 0 {
         errors.push("--leave-after and --return-after must be at least 1".into());
     }
@@ -266,6 +376,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             args.price_unit
         ));
     }
+    let alerts = alert_settings(args, &mut errors);
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
@@ -309,16 +420,74 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 callbacks_to_private: args.callbacks_to_private,
                 link,
                 node_roots,
+                ledger_retention: Duration::from_secs(args.ledger_retention_days * 86_400),
                 ..GatewaySettings::default()
             },
             tls,
+            alerts,
         }),
         _ => Err(errors),
     }
 }
 
+/// `--alert-*`: the router's own webhooks may name any address (the operator of the router set
+/// them).
+fn alert_settings(args: &Args, errors: &mut Vec<String>) -> infernet_router::alerts::AlertSettings {
+    use infernet_router::alerts::{AlertSettings, deliver::Webhook};
+    let defaults = AlertSettings::default();
+    let mut webhooks = Vec::new();
+    for (i, text) in args.alert_webhooks.iter().filter(|t| !t.trim().is_empty()).enumerate() {
+        match Webhook::parse(text, true) {
+            Ok(w) => webhooks.push(w),
+            Err(e) => errors.push(format!("--alert-webhook #{}: {e}", i + 1)),
+        }
+    }
+    let interval = seconds("--alert-interval", args.alert_interval)
+        .map_err(|e| errors.push(e))
+        .unwrap_or(defaults.interval);
+    let first_retry = seconds("--alert-retry-delay", args.alert_retry_delay)
+        .map_err(|e| errors.push(e))
+        .unwrap_or(defaults.retry.base_delay);
+    let rules = match &args.alert_rules {
+        None => defaults.rules.clone(),
+        Some(path) => {
+            let body = std::fs::read(path).unwrap_or_else(|e| {
+                errors.push(format!("--alert-rules {}: {e}", path.display()));
+                b"{}".to_vec()
+            });
+            let wrapped = format!("{{\"rules\": {}}}", String::from_utf8_lossy(&body));
+            match infernet_router::alerts::OperatorSettings::parse(wrapped.as_bytes(), true) {
+                Ok(s) => s.rules,
+                Err(problems) => {
+                    for p in problems {
+                        errors.push(format!("--alert-rules {}: {p}", path.display()));
+                    }
+                    defaults.rules.clone()
+                }
+            }
+        }
+    };
+    if args.alert_retention_days == 0 {
+        errors.push("--alert-retention-days must be at least 1".into());
+    }
+    AlertSettings {
+        interval,
+        webhooks,
+        retry: infernet_service::retry::RetryPolicy {
+            base_delay: first_retry,
+            ..defaults.retry
+        },
+        allow_private: args.callbacks_to_private,
+        retention: Duration::from_secs(args.alert_retention_days.max(1) * 86_400),
+        rules,
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Keys(command)) = args.command.take() {
+        return keys(&args.database_url, command);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

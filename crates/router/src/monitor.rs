@@ -149,15 +149,22 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|source| ProbeError::NotNodeAnswer { path, source })
 }
 
-async fn probe(client: &reqwest::Client, url: &str, settings: &ProbeSettings) -> Result<NodeReport, ProbeError> {
-    let info: Info = get_json(
+/// Reads a node's `/info`: the report the registry keeps, and the whole answer (the alert rules
+/// read more of it).
+async fn probe(
+    client: &reqwest::Client,
+    url: &str,
+    settings: &ProbeSettings,
+) -> Result<(NodeReport, serde_json::Value), ProbeError> {
+    let body: serde_json::Value = get_json(
         client.get(format!("{url}/info")),
         "/info",
         settings.timeout,
         settings.max_body_bytes,
     )
     .await?;
-    Ok(NodeReport {
+    let info = Info::deserialize(&body).map_err(|source| ProbeError::NotNodeAnswer { path: "/info", source })?;
+    let report = NodeReport {
         containers: info.containers,
         // Saturating: a node's numbers are outside input.
         pending: info.pending.offchain.saturating_add(info.pending.onchain),
@@ -167,7 +174,8 @@ async fn probe(client: &reqwest::Client, url: &str, settings: &ProbeSettings) ->
             available_at: info.availability.and_then(|a| a.available_at),
             hardware: info.hardware,
         },
-    })
+    };
+    Ok((report, body))
 }
 
 /// Runs probe rounds until `shutdown`.
@@ -177,6 +185,10 @@ pub struct Monitor {
     settings: ProbeSettings,
     /// Duration of the last round, in microseconds.
     pub last_round_micros: Arc<AtomicU64>,
+    /// Reads every answer too, when set.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
+    /// Counts each probe for the node's public record.
+    samples: Option<Arc<crate::ledger::samples::Samples>>,
 }
 
 impl Monitor {
@@ -203,7 +215,23 @@ impl Monitor {
             client,
             settings,
             last_round_micros: Arc::default(),
+            alerts: None,
+            samples: None,
         })
+    }
+
+    /// Hands every node's answer to the alert engine too.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = Some(alerts);
+        self
+    }
+
+    /// Counts every probe in `samples` (uptime in nodes' public records).
+    pub fn with_samples(self, samples: Arc<crate::ledger::samples::Samples>) -> Self {
+        Self {
+            samples: Some(samples),
+            ..self
+        }
     }
 
     /// One round over every node; returns how long it took.
@@ -224,6 +252,23 @@ impl Monitor {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
+        let results: Vec<(String, Result<NodeReport, ProbeError>)> = results
+            .into_iter()
+            .map(|(key, result)| {
+                let report = result.map(|(report, info)| {
+                    if let Some(alerts) = &self.alerts {
+                        alerts.observe(&key, &info);
+                    }
+                    report
+                });
+                (key, report)
+            })
+            .collect();
+        if let Some(samples) = &self.samples {
+            for (node, result) in &results {
+                samples.probe(node, result.is_ok());
+            }
+        }
         self.registry.apply(results);
     }
 
@@ -312,7 +357,7 @@ mod tests {
             concurrency: 1,
             max_body_bytes: 1024,
         };
-        let report = probe(&reqwest::Client::new(), &url, &settings).await.unwrap();
+        let (report, _) = probe(&reqwest::Client::new(), &url, &settings).await.unwrap();
         assert_eq!(report.pending, u64::MAX);
     }
 }

@@ -428,6 +428,11 @@ impl Registry {
         }
     }
 
+    /// The key and operators of node `key` (`host:port`), when its heartbeats are signed.
+    pub fn identity(&self, key: &str) -> Option<NodeIdentity> {
+        self.lock().nodes.get(key).and_then(|n| n.identity.clone())
+    }
+
     /// Every node with its state, for the debug view (linked nodes named by their key).
     pub fn view(&self, now: Instant) -> Vec<NodeView> {
         let table = self.lock();

@@ -31,7 +31,7 @@ use infernet_identity::{npub, parse_public_key, statement, unix_now};
 
 use crate::{
     address::{AddressError, NodeAddr},
-    gateway, ranking,
+    gateway, ledger, ranking,
     registry::{ContainerSummary, NodeIdentity, NodeReport, Registry, RegistryError},
     resources::{self, FanOut},
 };
@@ -61,9 +61,11 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 6],
+    pub requests: [AtomicU64; 7],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The alert engine.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -84,10 +86,26 @@ struct Limited {
 async fn rate_limit(
     State(l): State<Limited>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
+    // A client with an API key is held to its key's quotas instead of its address's limit.
+    if let Some(token) = crate::keys::bearer(req.headers()) {
+        let db = &l.state.gateway.db();
+        let keyed = match crate::keys::check(db, token).await {
+            Ok(k) => k,
+            Err(e) => return e.into_response(),
+        };
+        if l.route == JOBS_ROUTE
+            && req.method() == axum::http::Method::POST
+            && let Err(e) = crate::keys::charge(db, &keyed, crate::db::now_ms()).await
+        {
+            return e.into_response();
+        }
+        req.extensions_mut().insert(keyed);
+        return next.run(req).await;
+    }
     let client = client_ip(&l.state, peer, req.headers());
     rate_limit::enforce(&l.state.limiter, l.route, client, req, next).await
 }
@@ -325,6 +343,7 @@ async fn register(
         };
         return error(status, e.to_string());
     }
+    state.alerts.seen(&key);
     Json(json!({"address": key, "ttl": state.registration_ttl.as_secs()})).into_response()
 }
 
@@ -364,13 +383,14 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
     "/health",
     JOBS_ROUTE,
     "/api/v1/route",
+    "/api/v1/nodes/{node}",
 ];
 
 /// The HTTP router.
@@ -415,6 +435,13 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
+        .merge(crate::alerts::api::routes().route_layer(limited(5)))
+        .route("/api/v1/nodes/{node}", get(ledger::api::node).route_layer(limited(6)))
+        .route(
+            "/api/v1/nodes/{node}/jobs",
+            get(ledger::api::node_jobs).route_layer(limited(6)),
+        )
+        .route("/api/v1/earnings", get(ledger::api::earnings).route_layer(limited(6)))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
@@ -485,6 +512,14 @@ pub fn openapi() -> Value {
                     "403": {"description": "registration is off"}, "413": {"description": "heartbeat too large"},
                     "429": {"description": "too many registrations from this address"}, "503": {"description": "too many registrations"}}}},
             "/api/v1/nodes": {"get": {"summary": "Every known node and its state", "responses": ok("nodes")}},
+            "/api/v1/alerts": {"get": {"summary": "Alerts of the signer's nodes, newest first (NIP-98 signed by an operator); ?status=firing|resolved, node, limit, before",
+                "responses": {"200": {"description": "{alerts: [{id, status, rule, node, subject, summary, started_at, resolved_at, silenced, acked_at}], next}"},
+                    "400": {"description": "bad parameter"}, "401": {"description": "not signed"}}}},
+            "/api/v1/alerts/settings": {
+                "get": {"summary": "The signer's alert rules, webhooks and silences (defaults when unset)", "responses": {"200": {"description": "{rules, webhooks, silences}"}, "401": {"description": "not signed"}}},
+                "put": {"summary": "Replace the signer's alert settings", "responses": {"200": {"description": "the settings stored"}, "400": {"description": "a bad field, named"}, "401": {"description": "not signed"}}}},
+            "/api/v1/alerts/{id}/ack": {"post": {"summary": "Acknowledge an alert of one of the signer's nodes",
+                "responses": {"200": {"description": "the alert"}, "401": {"description": "not signed"}, "404": {"description": "no such alert of the signer's nodes"}}}},
             "/health": {"get": {"summary": "Liveness", "responses": ok("{status: healthy}")}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": ok("text")}}
         }

@@ -124,6 +124,10 @@ pub struct JobResult {
     /// Results of every container but the last; omitted unless `intermediate=true` is asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediate_results: Option<Vec<ContainerResult>>,
+    /// The node's signed [`Receipt`](crate::Receipt) of a finished job, a Nostr event as JSON;
+    /// only nodes in a network (with `network.routers`) sign them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
     /// The last container's result, or the error that stopped the pipeline; `null` while running.
     pub result: Option<ContainerResult>,
     /// Lifecycle state.
@@ -136,6 +140,7 @@ impl JobResult {
         Self {
             id: id.into(),
             intermediate_results: Some(Vec::new()),
+            receipt: None,
             result: None,
             status: JobStatus::Running,
         }
@@ -151,6 +156,7 @@ impl JobResult {
         Self {
             id: id.into(),
             intermediate_results: Some(results),
+            receipt: None,
             result: last,
             status,
         }
@@ -161,6 +167,7 @@ impl JobResult {
         Self {
             id: id.into(),
             intermediate_results: Some(Vec::new()),
+            receipt: None,
             result: None,
             status,
         }

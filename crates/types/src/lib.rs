@@ -10,6 +10,7 @@ mod delegated;
 mod hardware;
 mod job;
 pub mod link;
+mod receipt;
 pub mod settings;
 mod subscription;
 
@@ -20,4 +21,5 @@ pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
     ParsedJobRequest, RequestError, StatusReport, kind_of, nested_deeper_than,
 };
+pub use receipt::{RECEIPT_SUBJECT, Receipt};
 pub use subscription::{CANCELLED, Subscription};

@@ -2,5 +2,6 @@
 
 mod client;
 mod devnet;
+mod gateway;
 mod operator;
 mod wallet;

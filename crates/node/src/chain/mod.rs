@@ -11,6 +11,7 @@
 //!   are in [`nonces`];
 //! - [`delegated::DelegatedIntake`] checks delegated subscriptions before `POST /api/jobs` answers.
 
+pub mod balances;
 pub mod blocks;
 pub mod coordinator;
 pub mod delegated;
@@ -235,6 +236,7 @@ pub fn start(
     config: &ValidConfig,
     guardian: &Guardian,
     orchestrator: Arc<Orchestrator>,
+    gate: processor::ChainGate,
     tasks: &TaskManager,
 ) -> ChainServices {
     let chain_config = &config.config.chain;
@@ -248,6 +250,14 @@ pub fn start(
         status: status.clone(),
     };
     tasks.spawn_critical("block-watcher", task(watcher.run(heads_tx, tasks.shutdown_token())));
+    let balances = balances::BalanceWatcher {
+        rpc: chain.rpc.clone(),
+        node: chain.node_address,
+        payment: config.payment_address(),
+        period: Duration::from_secs_f64(chain_config.balance_period),
+        status: status.clone(),
+    };
+    tasks.spawn_critical("balances", task(balances.run(heads.clone(), tasks.shutdown_token())));
     let wallet = wallet::spawn(
         chain.rpc.clone(),
         key.0,
@@ -269,6 +279,7 @@ pub fn start(
         wallet,
         orchestrator,
         status: status.clone(),
+        gate,
     });
     tasks.spawn_critical(
         "processor",

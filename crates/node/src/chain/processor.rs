@@ -97,7 +97,14 @@ pub struct ProcessorParts {
     pub orchestrator: Arc<Orchestrator>,
     /// Status for `/info`.
     pub status: Arc<ChainStatus>,
+    /// Whether subscriptions are served now (the provider's hours).
+    pub gate: ChainGate,
 }
+
+/// Whether chain subscriptions are served now: `false` outside the provider's hours when they
+/// set `availability.chain_outside: false`. Subscriptions due meanwhile stay tracked and are
+/// served once it opens, if their interval is still open.
+pub type ChainGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 type Reported = (Key, u32, Instant, Report);
 
@@ -113,6 +120,7 @@ pub struct Processor {
     /// When the current head was received.
     head_seen: Instant,
     check_warnings: Throttle,
+    gate: ChainGate,
 }
 
 /// The Processor's receiving ends.
@@ -148,6 +156,7 @@ pub fn new(parts: ProcessorParts) -> (Processor, ProcessorHandle, ProcessorInbox
         head: None,
         head_seen: Instant::now(),
         check_warnings: Throttle::new(Duration::from_secs(30)),
+        gate: parts.gate,
     };
     let inbox = ProcessorInbox {
         commands,
@@ -332,6 +341,18 @@ impl Processor {
     }
 
     async fn on_block(&mut self, head: Head) {
+        let open = (self.gate)();
+        if self.status.set_outside_hours(!open) {
+            match open {
+                true => tracing::info!("the provider's hours have begun: serving subscriptions again"),
+                false => tracing::info!(
+                    "outside the provider's hours (availability.chain_outside: false): subscriptions wait"
+                ),
+            }
+        }
+        if !open {
+            return;
+        }
         let now = head.timestamp;
         let (due, dropped) = self.schedule.take_due(now);
         for (key, why) in dropped {

@@ -355,6 +355,7 @@ impl Sender {
             }
         }
         self.status.set_nonce(self.next_nonce);
+        self.status.set_tx_pending(self.inflight.len());
     }
 
     /// A refused transaction left its nonce unused while later ones were accepted: an empty
@@ -370,6 +371,13 @@ impl Sender {
     }
 
     async fn on_block(&mut self, head: Head) {
+        self.watch_mined(head).await;
+        self.status.set_tx_pending(self.inflight.len());
+    }
+
+    /// Settles the transactions mined by `head`, gives up those whose nonce was taken, and
+    /// replaces those stuck.
+    async fn watch_mined(&mut self, head: Head) {
         if self.inflight.is_empty() {
             return;
         }

@@ -7,12 +7,32 @@ use std::sync::{
 
 use std::collections::VecDeque;
 
+use alloy::primitives::{Address, U256};
 use serde_json::{Value, json};
 
 /// Subscriptions given up that `/info` lists (the latest ones).
 pub const GIVEN_UP_SHOWN: usize = 16;
 
 use super::rpc::{ERROR_KINDS, RpcErrorCounts};
+
+/// The wallets' balances at one block, in wei.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balances {
+    /// Block they were read at.
+    pub block: u64,
+    /// The node's own account (pays gas).
+    pub node: (Address, U256),
+    /// The payment wallet (receives payments), when the node has one.
+    pub payment: Option<(Address, U256)>,
+}
+
+/// Wei in one ether.
+const WEI_PER_ETH: f64 = 1e18;
+
+/// `wei` in ether, for gauges (a float: exact amounts are in `/info`).
+fn eth(wei: U256) -> f64 {
+    f64::from(wei) / WEI_PER_ETH
+}
 
 /// Counters and gauges of the chain side (atomics: written by the tasks, read by the server).
 #[derive(Debug, Default)]
@@ -22,6 +42,7 @@ pub struct ChainStatus {
     synced_block: AtomicU64,
     synced_subscription: AtomicU64,
     snapshot_done: AtomicBool,
+    outside_hours: AtomicBool,
     tracked_onchain: AtomicU64,
     tracked_delegated: AtomicU64,
     running: AtomicU64,
@@ -33,7 +54,10 @@ pub struct ChainStatus {
     tx_reverted: AtomicU64,
     tx_failed: AtomicU64,
     tx_replaced: AtomicU64,
+    tx_pending: AtomicU64,
     nonce: AtomicU64,
+    /// The latest balances read ([`ChainStatus::set_balances`]).
+    balances: Mutex<Option<Balances>>,
     given_up: AtomicU64,
     /// The latest subscriptions given up, and why (at most [`GIVEN_UP_SHOWN`]).
     given_up_recent: Mutex<VecDeque<(String, String)>>,
@@ -91,6 +115,11 @@ impl ChainStatus {
         self.synced_subscription.store(subscription, Ordering::Relaxed);
     }
 
+    /// Whether subscriptions wait for the provider's hours; `true` when this changed it.
+    pub fn set_outside_hours(&self, outside: bool) -> bool {
+        self.outside_hours.swap(outside, Ordering::Relaxed) != outside
+    }
+
     /// The snapshot sync at start has finished.
     pub fn set_snapshot_done(&self) {
         self.snapshot_done.store(true, Ordering::Relaxed);
@@ -110,6 +139,21 @@ impl ChainStatus {
     /// Chain jobs running now.
     pub fn running(&self) -> u64 {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Transactions sent and not mined yet.
+    pub fn set_tx_pending(&self, n: usize) {
+        self.tx_pending.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The wallets' balances, as just read.
+    pub fn set_balances(&self, balances: Balances) {
+        *self.balances.lock().expect("status poisoned") = Some(balances);
+    }
+
+    /// The latest balances read, if any.
+    pub fn balances(&self) -> Option<Balances> {
+        *self.balances.lock().expect("status poisoned")
     }
 
     /// The node's next nonce.
@@ -132,6 +176,20 @@ impl ChainStatus {
         *self.last_error.lock().expect("status poisoned") = error;
     }
 
+    /// The heartbeat's view: what the router's alert rules read (sync lag, transactions,
+    /// balances).
+    pub fn summary(&self) -> Value {
+        let full = self.to_json();
+        json!({
+            "head_block": full["head_block"],
+            "synced_block": full["synced_block"],
+            "transactions": full["transactions"],
+            "balances": full["balances"],
+            "last_error": full["last_error"],
+            "outside_hours": full["outside_hours"],
+        })
+    }
+
     /// `/info` view.
     pub fn to_json(&self) -> Value {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -141,6 +199,7 @@ impl ChainStatus {
             "synced_block": get(&self.synced_block),
             "synced_subscription_id": get(&self.synced_subscription),
             "snapshot_synced": self.snapshot_done.load(Ordering::Relaxed),
+            "outside_hours": self.outside_hours.load(Ordering::Relaxed),
             "tracked": {"onchain": get(&self.tracked_onchain), "delegated": get(&self.tracked_delegated)},
             "deliveries": {
                 "delivered": get(&self.delivered), "skipped": get(&self.skipped), "failed": get(&self.failed),
@@ -152,7 +211,12 @@ impl ChainStatus {
             "transactions": {
                 "sent": get(&self.tx_sent), "mined": get(&self.tx_mined), "reverted": get(&self.tx_reverted),
                 "failed": get(&self.tx_failed), "replaced": get(&self.tx_replaced), "next_nonce": get(&self.nonce),
+                "pending": get(&self.tx_pending),
             },
+            "balances": self.balances().map(|b| {
+                let wallet = |(address, wei): (Address, U256)| json!({"address": address, "wei": wei.to_string(), "eth": eth(wei)});
+                json!({"block": b.block, "node": wallet(b.node), "payment": b.payment.map(wallet)})
+            }),
             "rpc_calls": self.rpc.calls(),
             "last_error": *self.last_error.lock().expect("status poisoned"),
         })
@@ -197,6 +261,20 @@ impl ChainStatus {
                 "infernet_chain_transactions_total{{outcome=\"{label}\"}} {}",
                 get(v)
             );
+        }
+        gauge(
+            out,
+            "infernet_chain_transactions_pending",
+            "Transactions sent and not mined yet.",
+            get(&self.tx_pending),
+        );
+        if let Some(b) = self.balances() {
+            out.push_str("# HELP infernet_chain_balance_eth Balance of the node's account and of its payment wallet, in ether.\n# TYPE infernet_chain_balance_eth gauge\n");
+            for (wallet, balance) in [("node", Some(b.node)), ("payment", b.payment)] {
+                if let Some((_, wei)) = balance {
+                    let _ = writeln!(out, "infernet_chain_balance_eth{{wallet=\"{wallet}\"}} {}", eth(wei));
+                }
+            }
         }
         out.push_str("# HELP infernet_chain_deliveries_total Subscription intervals by outcome.\n# TYPE infernet_chain_deliveries_total counter\n");
         for (label, v) in [

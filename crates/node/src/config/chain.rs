@@ -25,6 +25,14 @@ pub struct ChainConfig {
     /// Subscription sync.
     #[serde(default)]
     pub snapshot_sync: SnapshotSyncConfig,
+    /// How often the wallets' balances are read for `/info`, `/metrics` and the heartbeat
+    /// (seconds).
+    #[serde(default = "default_balance_period", deserialize_with = "lax::f64")]
+    pub balance_period: f64,
+}
+
+fn default_balance_period() -> f64 {
+    60.0
 }
 
 fn one() -> u64 {
@@ -40,6 +48,7 @@ impl Default for ChainConfig {
             registry_address: None,
             wallet: None,
             snapshot_sync: SnapshotSyncConfig::default(),
+            balance_period: default_balance_period(),
         }
     }
 }

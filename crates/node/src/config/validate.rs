@@ -453,6 +453,12 @@ fn check_chain(chain: &ChainConfig, p: &mut Problems) {
         check_chain_endpoints(chain, p);
         check_wallet_key(chain, p);
         check_snapshot_sync(&chain.snapshot_sync, p);
+        if !positive(chain.balance_period) {
+            p.error(
+                "chain.balance_period",
+                "must be a positive number of seconds (at most one year)",
+            );
+        }
     }
     if let Some(w) = &chain.wallet
         && let Some(a) = w.payment_address.as_deref().map(str::trim)

@@ -143,6 +143,8 @@ pub struct ContainerManager {
     watched: std::sync::Mutex<crate::FastMap<String, CancellationToken>>,
     /// Parent of every watcher's token; cancelled at shutdown.
     root: CancellationToken,
+    /// Times each container went down and was restarted (or is being restarted).
+    restarts: std::sync::Mutex<crate::FastMap<String, u64>>,
     /// Watchers of deployed containers, on their way to [`Self::supervise`].
     queue: (mpsc::Sender<Watcher>, tokio::sync::Mutex<mpsc::Receiver<Watcher>>),
 }
@@ -172,6 +174,7 @@ impl ContainerManager {
             states: Arc::new(RwLock::new(states)),
             watched: std::sync::Mutex::default(),
             root: CancellationToken::new(),
+            restarts: std::sync::Mutex::default(),
             queue: (tx, tokio::sync::Mutex::new(rx)),
         })
     }
@@ -179,6 +182,15 @@ impl ContainerManager {
     /// The cached container states.
     pub fn states(&self) -> States {
         self.states.clone()
+    }
+
+    /// Times each container went down since the node started, by container id (containers
+    /// that never went down are not listed).
+    pub fn restarts(&self) -> Vec<(String, u64)> {
+        let restarts = self.restarts.lock().expect("restart counts poisoned");
+        let mut counts: Vec<(String, u64)> = restarts.iter().map(|(id, n)| (id.clone(), *n)).collect();
+        counts.sort_unstable();
+        counts
     }
 
     /// The containers the node runs now.
@@ -317,6 +329,7 @@ impl ContainerManager {
             runtime.remove(id).await;
         }
         self.states.write().expect("container states poisoned").remove(id);
+        self.restarts.lock().expect("restart counts poisoned").remove(id);
         tracing::info!(container = %id, "container withdrawn");
         Some(spec)
     }
@@ -370,6 +383,12 @@ impl ContainerManager {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay().unwrap_or(RESTART.max_delay);
+                *self
+                    .restarts
+                    .lock()
+                    .expect("restart counts poisoned")
+                    .entry(spec.id.clone())
+                    .or_default() += 1;
                 let logs = runtime.recent_logs(&spec.id).await;
                 tracing::warn!(container = %spec.id, %reason, %logs, "container down; restarting in {delay:?}");
                 self.set_state(&spec.id, ContainerState::Failed(reason));

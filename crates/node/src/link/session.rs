@@ -32,7 +32,10 @@ use tokio_tungstenite::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::LinkUrl;
-use crate::{server::AppState, stats::snapshot::Snapshot};
+use crate::{
+    server::AppState,
+    stats::snapshot::{Snapshot, View},
+};
 
 /// Time to connect, finish TLS and the WebSocket handshake, and be welcomed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -127,7 +130,7 @@ async fn announce(state: &AppState) -> Option<Announce> {
         #[serde(default)]
         available_at: Option<String>,
     }
-    let info = Snapshot::take(state, false).await.info().ok()?;
+    let info = Snapshot::take(state, View::Heartbeat).await.info().ok()?;
     let info: Info = serde_json::from_value(info)
         .inspect_err(|e| tracing::warn!(error = %e, "link: the node's /info does not read as an announce"))
         .ok()?;

@@ -158,6 +158,8 @@ pub struct Orchestrator {
     budget: budget::Budget,
     /// Off-chain jobs running, with their owner and what stops them (`DELETE /api/jobs/{id}`).
     running: std::sync::Mutex<crate::FastMap<String, (IpAddr, futures::future::AbortHandle)>>,
+    /// Signs finished off-chain jobs' receipts (a node in a network).
+    receipts: Option<crate::receipt::Receipts>,
 }
 
 /// What [`Orchestrator::cancel`] did.
@@ -237,7 +239,16 @@ impl Orchestrator {
             max_result: size(config.config.store.max_result_size),
             budget: budget::Budget::new(config.config.server.max_buffered_bytes),
             running: Default::default(),
+            receipts: None,
         })
+    }
+
+    /// Signs a receipt for every off-chain job that ends from now on.
+    pub fn with_receipts(self, receipts: crate::receipt::Receipts) -> Self {
+        Self {
+            receipts: Some(receipts),
+            ..self
+        }
     }
 
     /// Whether the Orchestrator can call each of `containers` (URL, bearer token).
@@ -391,7 +402,10 @@ impl Orchestrator {
         {
             return;
         }
-        let job = JobResult::finished(id, self.storable(run));
+        let mut job = JobResult::finished(id, self.storable(run));
+        if let Some(receipts) = &self.receipts {
+            job.receipt = receipts.sign(&job.id, &request.containers, job.status, started.elapsed());
+        }
         self.metrics
             .job(Source::Offchain, job.status == JobStatus::Success, started.elapsed());
         tracing::debug!(job = %job.id, status = ?job.status, "off-chain job finished");

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, error::ApiQuery};
-use crate::stats::snapshot::Snapshot;
+use crate::stats::snapshot::{Snapshot, View};
 
 /// `GET /health`: the node is up.
 #[utoipa::path(get, path = "/health", tag = "node",
@@ -20,7 +20,7 @@ pub(super) async fn health() -> Json<Value> {
 #[utoipa::path(get, path = "/info", tag = "node",
     responses((status = 200, description = "Node information")))]
 pub(super) async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Snapshot::take(&state, true).await.info()?))
+    Ok(Json(Snapshot::take(&state, View::Info).await.info()?))
 }
 
 #[derive(Deserialize)]
@@ -63,7 +63,7 @@ pub(super) async fn resources(
 /// the store is down too (`infernet_store_up 0`).
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let snapshot = Snapshot::take(&state, false).await;
+    let snapshot = Snapshot::take(&state, View::Metrics).await;
     let mut body = state.orchestrator.metrics().render(&snapshot.gauges());
     if let Some(status) = &snapshot.chain_status {
         status.render(&mut body);

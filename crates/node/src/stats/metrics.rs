@@ -106,6 +106,10 @@ pub struct Gauges {
     pub store_unwritten: u64,
     /// Container id → serving (1) or not (0).
     pub containers_up: Vec<(String, bool)>,
+    /// Container id → times it went down since the node started.
+    pub restarts: Vec<(String, u64)>,
+    /// The host, when it could be sampled.
+    pub system: Option<super::system::SystemSample>,
 }
 
 /// Escapes a label value.
@@ -145,6 +149,37 @@ impl Metrics {
             if success { &c.success } else { &c.failure }.fetch_add(1, Ordering::Relaxed);
             c.latency.observe(took);
         }
+    }
+
+    /// Calls per container: `{id: {"success", "failure", "latency": {"le": [s…], "counts":
+    /// [cumulative…]}}}` (the histogram's buckets, `+Inf` last as `null`), for `/info`: a router
+    /// that reads it twice knows the latency over the time between.
+    pub fn container_calls(&self) -> serde_json::Map<String, serde_json::Value> {
+        let map = self.containers.read().expect("metrics poisoned");
+        map.iter()
+            .map(|(id, c)| {
+                let mut cumulative = 0;
+                let mut counts: Vec<u64> = c
+                    .latency
+                    .counts
+                    .iter()
+                    .map(|n| {
+                        cumulative += n.load(Ordering::Relaxed);
+                        cumulative
+                    })
+                    .collect();
+                counts.push(c.latency.count.load(Ordering::Relaxed));
+                let le: Vec<Option<f64>> = BUCKETS.iter().copied().map(Some).chain([None]).collect();
+                (
+                    id.clone(),
+                    serde_json::json!({
+                        "success": c.success.load(Ordering::Relaxed),
+                        "failure": c.failure.load(Ordering::Relaxed),
+                        "latency": {"le": le, "counts": counts},
+                    }),
+                )
+            })
+            .collect()
     }
 
     /// Job counters `{source: (success, failure)}`, for the heartbeat.
@@ -229,7 +264,83 @@ impl Metrics {
                 u8::from(*up)
             );
         }
+        out.push_str("# HELP infernet_container_restarts_total Times a container went down and was restarted since the node started.\n# TYPE infernet_container_restarts_total counter\n");
+        for (id, _) in &gauges.containers_up {
+            let n = gauges.restarts.iter().find(|(r, _)| r == id).map_or(0, |(_, n)| *n);
+            let _ = writeln!(
+                out,
+                "infernet_container_restarts_total{{container=\"{}\"}} {n}",
+                label(id)
+            );
+        }
+        if let Some(system) = &gauges.system {
+            render_host(&mut out, system);
+        }
         out
+    }
+}
+
+/// The host's gauges: what the alert rules on disk, memory and GPU temperature read.
+fn render_host(out: &mut String, s: &super::system::SystemSample) {
+    let gauge = |out: &mut String, name: &str, help: &str, v: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        out,
+        "infernet_host_cpu_percent",
+        "CPU use of the host since the previous sample, percent of all CPUs.",
+        s.cpu_percent.to_string(),
+    );
+    gauge(
+        out,
+        "infernet_host_memory_total_bytes",
+        "Memory of the host.",
+        s.memory_total_bytes.to_string(),
+    );
+    gauge(
+        out,
+        "infernet_host_memory_used_bytes",
+        "Memory of the host in use.",
+        s.memory_used_bytes.to_string(),
+    );
+    gauge(
+        out,
+        "infernet_host_disk_total_bytes",
+        "Size of the filesystem holding the node's working directory.",
+        s.disk_total_bytes.to_string(),
+    );
+    gauge(
+        out,
+        "infernet_host_disk_available_bytes",
+        "Free space on the filesystem holding the node's working directory.",
+        s.disk_available_bytes.to_string(),
+    );
+    /// A GPU gauge: name, help, value.
+    type GpuGauge = (&'static str, &'static str, fn(&super::system::Gpu) -> Option<u64>);
+    let families: [GpuGauge; 4] = [
+        ("infernet_gpu_utilization_percent", "Busy percentage of a GPU.", |g| {
+            Some(u64::from(g.utilization_percent))
+        }),
+        ("infernet_gpu_memory_total_bytes", "Memory of a GPU.", |g| {
+            Some(g.memory_total_bytes)
+        }),
+        ("infernet_gpu_memory_used_bytes", "Memory of a GPU in use.", |g| {
+            Some(g.memory_used_bytes)
+        }),
+        ("infernet_gpu_temperature_celsius", "Die temperature of a GPU.", |g| {
+            g.temperature_celsius.map(u64::from)
+        }),
+    ];
+    for (name, help, value) in families {
+        if s.gpus.is_empty() {
+            break;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, gpu) in s.gpus.iter().enumerate() {
+            if let Some(v) = value(gpu) {
+                let _ = writeln!(out, "{name}{{gpu=\"{i}\",model=\"{}\"}} {v}", label(&gpu.name));
+            }
+        }
     }
 }
 
@@ -248,6 +359,24 @@ mod tests {
             pending_onchain: 0,
             store_unwritten: 3,
             containers_up: vec![("a\"b".into(), true)],
+            restarts: vec![("a\"b".into(), 2)],
+            system: Some(super::super::system::SystemSample {
+                cpus: 2,
+                cpu_percent: 12.5,
+                memory_total_bytes: 1000,
+                memory_used_bytes: 960,
+                disk_total_bytes: 100,
+                disk_available_bytes: 5,
+                gpus: vec![super::super::system::Gpu {
+                    name: "NVIDIA A100".into(),
+                    utilization_percent: 90,
+                    memory_total_bytes: 80,
+                    memory_used_bytes: 40,
+                    temperature_celsius: Some(91),
+                }],
+                gpu_note: None,
+                kernel: String::new(),
+            }),
         });
         assert!(text.contains("infernet_jobs_total{source=\"offchain\",outcome=\"success\"} 1"));
         assert!(text.contains("infernet_jobs_total{source=\"offchain\",outcome=\"failure\"} 1"));
@@ -259,5 +388,87 @@ mod tests {
         assert!(text.contains("infernet_container_up{container=\"a\\\"b\"} 1"));
         assert!(text.contains("infernet_store_up 1"));
         assert!(text.contains("infernet_store_unwritten_records 3"));
+        assert!(text.contains("infernet_container_restarts_total{container=\"a\\\"b\"} 2"));
+        assert!(text.contains("infernet_host_memory_used_bytes 960"));
+        assert!(text.contains("infernet_host_disk_available_bytes 5"));
+        assert!(text.contains("infernet_gpu_temperature_celsius{gpu=\"0\",model=\"NVIDIA A100\"} 91"));
+    }
+
+    /// Every metric the shipped alerting rules and dashboard read is one the node exports, so
+    /// an operator's alerts never silently watch a name that does not exist.
+    #[test]
+    fn the_deployed_rules_and_dashboard_read_only_metrics_the_node_exports() {
+        use crate::chain::{
+            rpc::RpcErrorCounts,
+            status::{Balances, ChainStatus},
+        };
+        let m = Metrics::new(["c"]);
+        m.job(Source::Offchain, true, Duration::from_millis(1));
+        m.container_call("c", true, Duration::from_millis(1));
+        let gpu = super::super::system::Gpu {
+            name: "g".into(),
+            utilization_percent: 1,
+            memory_total_bytes: 1,
+            memory_used_bytes: 1,
+            temperature_celsius: Some(40),
+        };
+        let mut text = m.render(&Gauges {
+            pending_offchain: Some(0),
+            pending_onchain: 0,
+            store_unwritten: 0,
+            containers_up: vec![("c".into(), true)],
+            restarts: Vec::new(),
+            system: Some(super::super::system::SystemSample {
+                cpus: 1,
+                cpu_percent: 1.0,
+                memory_total_bytes: 1,
+                memory_used_bytes: 1,
+                disk_total_bytes: 1,
+                disk_available_bytes: 1,
+                gpus: vec![gpu],
+                gpu_note: None,
+                kernel: String::new(),
+            }),
+        });
+        let chain = ChainStatus::new(std::sync::Arc::new(RpcErrorCounts::default()));
+        chain.set_balances(Balances {
+            block: 1,
+            node: (Default::default(), Default::default()),
+            payment: Some((Default::default(), Default::default())),
+        });
+        chain.render(&mut text);
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        for (file, body) in [
+            (
+                "deploy/prometheus/alerts.yml",
+                include_str!("../../../../deploy/prometheus/alerts.yml"),
+            ),
+            (
+                "deploy/grafana/infernet.json",
+                include_str!("../../../../deploy/grafana/infernet.json"),
+            ),
+        ] {
+            let mut read = 0;
+            for (at, _) in body.match_indices("infernet_") {
+                let name: String = body[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                // Label values and the dashboard's own names are not metrics.
+                if name.ends_with('_') || !body[..at].ends_with(|c: char| !c.is_alphanumeric() && c != '-') {
+                    continue;
+                }
+                read += 1;
+                assert!(
+                    exported.contains(name.as_str()),
+                    "{file} reads {name}, which the node does not export"
+                );
+            }
+            assert!(read >= 10, "{file}: only {read} metric names found");
+        }
     }
 }

@@ -11,7 +11,7 @@ use infernet_service::secret::SensitiveUrl;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, View};
 use crate::{config::Secret, server::AppState};
 
 /// Where and how often to send.
@@ -55,7 +55,7 @@ enum DeliveryError {
 
 /// Builds one heartbeat, from the snapshot `/info` reads too.
 pub async fn heartbeat(state: &AppState, settings: &SenderSettings) -> Value {
-    let mut beat = Snapshot::take(state, true).await.heartbeat();
+    let mut beat = Snapshot::take(state, View::Heartbeat).await.heartbeat();
     beat["port"] = json!(settings.port);
     if let Some(address) = &settings.advertise {
         beat["address"] = json!(address);

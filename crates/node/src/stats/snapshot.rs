@@ -30,13 +30,18 @@ pub struct Snapshot {
     pub store: &'static str,
     /// Finished jobs by source: `(success, failure)`.
     pub jobs: BTreeMap<&'static str, (u64, u64)>,
+    /// Calls per container with their latency histogram (`/info` only).
+    pub calls: Map<String, Value>,
     /// The chain side's identity.
     pub chain: ChainInfo,
     /// What the chain side is doing (chain enabled only).
     pub chain_status: Option<Arc<ChainStatus>>,
-    /// The host, when asked for.
+    /// Times each container went down since the node started.
+    pub restarts: Vec<(String, u64)>,
+    /// The host (`None` when the sample could not be taken).
     pub system: Option<SystemSample>,
-    /// The node's key (npub), its operators (npubs), and what the provider advertises.
+    /// The node's key (npub), its operators (npubs), and what the provider advertises (not
+    /// read for `/metrics`: it copies the operator's settings).
     pub provider: Value,
     /// The host's fixed resources.
     pub hardware: infernet_types::Hardware,
@@ -59,10 +64,21 @@ fn provider(state: &AppState) -> Value {
     })
 }
 
+/// What a snapshot is for: each view reads only what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// `GET /info`.
+    Info,
+    /// The heartbeat to the routers.
+    Heartbeat,
+    /// `GET /metrics`.
+    Metrics,
+}
+
 impl Snapshot {
-    /// Reads the node; samples the host too with `system` (a sample moves the CPU figure's
-    /// window, so only the views that show it take one).
-    pub async fn take(state: &AppState, system: bool) -> Self {
+    /// Reads the node for `view`; every view samples the host (CPU use is over the time since
+    /// the previous sample, whichever view took it).
+    pub async fn take(state: &AppState, view: View) -> Self {
         let pending_offchain = state.store.pending_count().await;
         let (containers, states) = {
             let states = state.states.read().expect("container states poisoned");
@@ -77,12 +93,8 @@ impl Snapshot {
                 states.iter().map(|(id, s)| (id.clone(), s.clone())).collect(),
             )
         };
-        let system = if system {
-            let sampler = state.system.clone();
-            tokio::task::spawn_blocking(move || sampler.sample()).await.ok()
-        } else {
-            None
-        };
+        let sampler = state.system.clone();
+        let system = tokio::task::spawn_blocking(move || sampler.sample()).await.ok();
         Self {
             containers,
             states,
@@ -91,10 +103,19 @@ impl Snapshot {
             store_unwritten: state.store.unwritten(),
             store: state.store.backend(),
             jobs: state.orchestrator.metrics().job_counts(),
+            calls: match view {
+                View::Info => state.orchestrator.metrics().container_calls(),
+                View::Heartbeat | View::Metrics => Map::new(),
+            },
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
+            restarts: state.manager.restarts(),
             system,
-            provider: provider(state),
+            provider: if view == View::Metrics {
+                Value::Null
+            } else {
+                provider(state)
+            },
             hardware: state.system.hardware().clone(),
         }
     }
@@ -106,6 +127,8 @@ impl Snapshot {
     /// The `/info` body; fails when the store cannot count its running jobs.
     pub fn info(self) -> Result<Value, StoreError> {
         let running: Vec<Value> = self.serving().map(|c| json!(c)).collect();
+        let restarts = self.restart_counts();
+        let jobs = self.job_counts();
         let pending = self.pending_offchain?;
         let states: Map<String, Value> = self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect();
         let mut chain = json!({"address": self.chain.address, "enabled": self.chain.enabled});
@@ -122,6 +145,9 @@ impl Snapshot {
             "chain": chain,
             "containers": running,
             "container_states": states,
+            "container_restarts": restarts,
+            "container_calls": self.calls,
+            "jobs": jobs,
             "pending": {"offchain": pending, "onchain": self.pending_onchain},
             "store": self.store,
             "system": self.system,
@@ -141,11 +167,11 @@ impl Snapshot {
             .serving()
             .map(|c| json!({"id": c.id, "description": c.description, "external": c.external}))
             .collect();
-        let jobs: Map<String, Value> = self
-            .jobs
-            .iter()
-            .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
-            .collect();
+        let jobs = self.job_counts();
+        let mut chain = json!({"enabled": self.chain.enabled, "address": self.chain.address});
+        if let Some(status) = &self.chain_status {
+            chain["state"] = status.summary();
+        }
         json!({
             "containers": containers,
             "pending": {
@@ -153,7 +179,8 @@ impl Snapshot {
                 "onchain": self.pending_onchain,
             },
             "jobs": jobs,
-            "chain": {"enabled": self.chain.enabled, "address": self.chain.address},
+            "chain": chain,
+            "container_restarts": self.restart_counts(),
             "version": env!("CARGO_PKG_VERSION"),
             "system": self.system,
             "node": self.provider["node"],
@@ -163,6 +190,18 @@ impl Snapshot {
         })
     }
 
+    /// `{source: {"success", "failure"}}`: finished jobs since the node started.
+    fn job_counts(&self) -> Map<String, Value> {
+        self.jobs
+            .iter()
+            .map(|(source, (success, failure))| (source.to_string(), json!({"success": success, "failure": failure})))
+            .collect()
+    }
+
+    fn restart_counts(&self) -> Map<String, Value> {
+        self.restarts.iter().map(|(id, n)| (id.clone(), json!(n))).collect()
+    }
+
     /// The gauges `/metrics` shows.
     pub fn gauges(&self) -> Gauges {
         Gauges {
@@ -170,6 +209,8 @@ impl Snapshot {
             pending_onchain: self.pending_onchain,
             store_unwritten: self.store_unwritten as u64,
             containers_up: self.containers.iter().map(|(c, up)| (c.id.clone(), *up)).collect(),
+            restarts: self.restarts.clone(),
+            system: self.system.clone(),
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct Gpu {
     pub memory_total_bytes: u64,
     /// Memory in use in bytes.
     pub memory_used_bytes: u64,
+    /// Die temperature in °C, when the driver reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<u32>,
 }
 
 /// A sample of the host.
@@ -159,6 +162,9 @@ fn read_gpus(nvml: &nvml_wrapper::Nvml) -> Vec<Gpu> {
                 utilization_percent: device.utilization_rates().map(|u| u.gpu).unwrap_or(0),
                 memory_total_bytes: memory.as_ref().map_or(0, |m| m.total),
                 memory_used_bytes: memory.as_ref().map_or(0, |m| m.used),
+                temperature_celsius: device
+                    .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
+                    .ok(),
             })
         })
         .collect()

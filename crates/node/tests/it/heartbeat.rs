@@ -68,5 +68,16 @@ async fn the_heartbeat_counts_the_chain_jobs_that_info_shows_running() {
         .unwrap();
     let beat = heard.borrow().clone();
     assert_eq!(beat["pending"], info["pending"], "heartbeat {beat}\n/info {info}");
+    // And carries what the router's alert rules read: the chain's sync and transactions, the
+    // containers' restarts, the host's memory and disk.
+    let state = &beat["chain"]["state"];
+    assert!(
+        state["head_block"].as_u64().unwrap() >= receipt.block_number.unwrap(),
+        "{beat}"
+    );
+    assert_eq!(state["transactions"]["pending"], 0, "{beat}");
+    assert!(beat["container_restarts"].is_object(), "{beat}");
+    assert!(beat["system"]["memory_total_bytes"].as_u64().unwrap() > 0, "{beat}");
+    assert!(beat["system"]["disk_total_bytes"].as_u64().unwrap() > 0, "{beat}");
     gate.open();
 }

@@ -149,6 +149,7 @@ fn node_config(devnet: &Devnet, key: &str, rpc_url: &str) -> Value {
             "rpc_url": rpc_url,
             "registry_address": devnet.deployment.registry.to_string(),
             "trail_head_blocks": 0,
+            "balance_period": 0.1,
             "snapshot_sync": {"sleep": 0.05, "batch_size": 50, "sync_period": 0.1},
             "wallet": {"private_key": key, "payment_address": devnet.node_payment_wallet.to_string()}
         }
@@ -324,6 +325,65 @@ async fn a_callback_subscription_is_delivered_with_the_consumers_inputs() {
     );
 }
 
+/// `PUT /admin/settings` with `settings`, signed by `operator`.
+async fn put_settings(node: &NodeProcess, operator: &infernet_identity::Identity, settings: &Value) {
+    let url = node.at("/admin/settings");
+    let body = settings.to_string();
+    let header = infernet_identity::nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
+    let answer = client()
+        .put(&url)
+        .header("authorization", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn outside_the_providers_hours_subscriptions_wait_when_the_provider_says_so() {
+    let devnet = devnet().await;
+    let operator = infernet_identity::Identity::generate();
+    let mut config = node_config(&devnet, NODE_KEY, &devnet.endpoint());
+    config["operator"] = json!({"pubkeys": [operator.npub()]});
+    let node = NodeProcess::start(config);
+    // Closed until a date two days away, chain subscriptions included.
+    let later = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(60))
+        .unwrap();
+    let date = later.to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string();
+    let closed = json!({"availability": {"timezone": "UTC", "weekly": [],
+        "exceptions": [{"date": date, "available": true}], "chain_outside": false}});
+    put_settings(&node, &operator, &closed).await;
+
+    let p = deployer(&devnet);
+    let consumer = ExampleCallbackConsumer::new(devnet.examples.callback_consumer, &p);
+    let receipt = send(request(&consumer, Bytes::new(), U256::ZERO, Address::ZERO)).await;
+    let requested = receipt.block_number.unwrap();
+    // The node reads three more blocks and serves nothing, and says why.
+    for _ in 0..3 {
+        mine(&p).await;
+    }
+    wait_for("the node to read past the request", &node, || async {
+        let state = node.chain_state().await;
+        state["head_block"].as_u64().unwrap_or(0) >= requested + 3 && state["outside_hours"] == true
+    })
+    .await;
+    assert_eq!(consumer.deliveryCount().call().await.unwrap(), U256::ZERO);
+
+    // Serving chain subscriptions outside the hours (the default): the waiting one is delivered.
+    let mut open = closed.clone();
+    open["availability"]["chain_outside"] = json!(true);
+    put_settings(&node, &operator, &open).await;
+    mine(&p).await;
+    wait_for("the delivery once served outside hours", &node, || async {
+        consumer.deliveryCount().call().await.unwrap() == U256::from(1)
+    })
+    .await;
+    assert_eq!(node.chain_state().await["outside_hours"], false);
+}
+
 #[tokio::test]
 async fn a_recurring_subscription_is_delivered_every_interval_by_each_redundant_node() {
     let devnet = devnet().await;
@@ -482,7 +542,28 @@ async fn a_paid_subscription_pays_the_nodes_wallet_and_underpaid_ones_are_refuse
         paid
     );
     // Fee 5 % is taken twice: the node's wallet gets 90 %.
-    assert_eq!(p.get_balance(node_wallet).await.unwrap() - before, U256::from(9_000));
+    let after = p.get_balance(node_wallet).await.unwrap();
+    assert_eq!(after - before, U256::from(9_000));
+    // The node reports the payment wallet's balance (for the operator's "funds low" alert) and
+    // its own account's, the same in `/info`, the heartbeat's chain state and `/metrics`.
+    let node_account = node_address(devnet::NODE);
+    wait_for("the balances in /info", &node, || async {
+        let balances = node.chain_state().await["balances"].clone();
+        balances["payment"]["wei"] == after.to_string()
+            && balances["payment"]["address"].as_str().map(str::to_lowercase)
+                == Some(node_wallet.to_string().to_lowercase())
+            && balances["node"]["wei"].as_str().and_then(|w| w.parse::<U256>().ok())
+                == Some(p.get_balance(node_account).await.unwrap())
+    })
+    .await;
+    let metrics = node.metrics().await;
+    let eth = f64::from(after) / 1e18;
+    assert!(
+        (metric(&metrics, "infernet_chain_balance_eth", Some(("wallet", "payment"))) - eth).abs() < 1e-9,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "infernet_chain_balance_eth", Some(("wallet", "node"))) > 1.0);
+    assert_eq!(metric(&metrics, "infernet_chain_transactions_pending", None), 0.0);
     mine(&p).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -99,3 +99,160 @@ impl Db {
         }))
     }
 }
+
+/// Whose rows an aggregate sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose<'a> {
+    /// One node's (its `host:port`).
+    Node(&'a str),
+    /// One operator's (hex key), over all their nodes.
+    Operator(&'a str),
+}
+
+/// The rows of one UTC day, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DaySum {
+    /// Days since the Unix epoch.
+    pub day: i64,
+    /// Rows.
+    pub jobs: i64,
+    /// Rows that succeeded.
+    pub succeeded: i64,
+    /// Sum of their prices (rows without a price count 0).
+    pub earned: f64,
+    /// Sum of their durations, ms.
+    pub duration_ms: i64,
+}
+
+from_row!(DaySum, |row| Ok(DaySum {
+    day: row.try_get("day")?,
+    jobs: row.try_get("jobs")?,
+    succeeded: row.try_get("succeeded")?,
+    earned: row.try_get::<Option<f64>, _>("earned")?.unwrap_or(0.0),
+    duration_ms: row.try_get("duration_ms")?,
+}));
+
+/// A container set's jobs and their mean duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLatency {
+    /// The containers, in order.
+    pub containers: Vec<String>,
+    /// Rows that succeeded.
+    pub jobs: i64,
+    /// Their mean duration, ms.
+    pub mean_ms: f64,
+}
+
+from_row!(ContainerLatency, |row| {
+    let containers: String = row.try_get("containers")?;
+    Ok(ContainerLatency {
+        containers: parse_column("containers", &containers, |s| serde_json::from_str(s))?,
+        jobs: row.try_get("jobs")?,
+        mean_ms: row.try_get::<Option<f64>, _>("mean_ms")?.unwrap_or(0.0),
+    })
+});
+
+/// A ledger row with the job's id on its node (when the job's record is still kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowWithJob {
+    /// The row.
+    pub row: LedgerRow,
+    /// The job's id on the node.
+    pub node_job: Option<String>,
+}
+
+from_row!(RowWithJob, |row| Ok(RowWithJob {
+    row: <LedgerRow as sqlx::FromRow<_>>::from_row(row)?,
+    node_job: row.try_get("node_job")?,
+}));
+
+/// Sums per day; `$1` the node or operator, `$2`/`$3` the range. The casts keep both dialects'
+/// column types the same (PostgreSQL sums `BIGINT` as `NUMERIC`).
+macro_rules! days {
+    ($col:literal) => {
+        concat!(
+            "SELECT CAST(finished_at / 86400000 AS BIGINT) AS day, CAST(COUNT(*) AS BIGINT) AS jobs, \
+             CAST(SUM(CASE WHEN outcome = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
+             SUM(price) AS earned, CAST(SUM(duration_ms) AS BIGINT) AS duration_ms \
+             FROM ledger WHERE ",
+            $col,
+            " = $1 AND finished_at >= $2 AND finished_at < $3 GROUP BY finished_at / 86400000 ORDER BY 1"
+        )
+    };
+}
+
+impl Db {
+    /// Rows of `whose` finished in `[from, to)` (Unix ms), summed per UTC day, oldest first.
+    pub async fn ledger_days(&self, whose: Whose<'_>, from: i64, to: i64) -> Result<Vec<DaySum>, DbError> {
+        let (sql, key) = match whose {
+            Whose::Node(n) => (days!("node"), n),
+            Whose::Operator(o) => (days!("operator"), o),
+        };
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(sql).bind(key).bind(from).bind(to).fetch_all(p).await?
+        }))
+    }
+
+    /// The node's succeeded rows finished in `[from, to)`, per container set: how many, and their
+    /// mean duration; most run first, at most 100 sets.
+    pub async fn ledger_latency(&self, node: &str, from: i64, to: i64) -> Result<Vec<ContainerLatency>, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT containers, CAST(COUNT(*) AS BIGINT) AS jobs, \
+                 CAST(AVG(duration_ms) AS DOUBLE PRECISION) AS mean_ms FROM ledger \
+                 WHERE node = $1 AND finished_at >= $2 AND finished_at < $3 AND outcome = 'succeeded' \
+                 GROUP BY containers ORDER BY 2 DESC, 1 LIMIT 100",
+            )
+            .bind(node)
+            .bind(from)
+            .bind(to)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// The node's rows filed under `operator`, finished in `[from, to)`, oldest first, after the
+    /// cursor `after` (`(finished_at, job_id)` of the last row of the previous page), at most
+    /// `limit`; each with the job's id on the node.
+    pub async fn ledger_rows(
+        &self,
+        node: &str,
+        operator: &str,
+        (from, to): (i64, i64),
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<RowWithJob>, DbError> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT l.job_id, l.client, l.api_key_id, l.node, l.operator, l.containers, l.started_at, \
+                 l.finished_at, l.outcome, l.duration_ms, l.price, l.unit, l.receipt, j.node_job \
+                 FROM ledger l LEFT JOIN jobs j ON j.id = l.job_id \
+                 WHERE l.node = $1 AND l.operator = $2 AND l.finished_at >= $3 AND l.finished_at < $4 \
+                 AND (l.finished_at > $5 OR (l.finished_at = $5 AND l.job_id > $6)) \
+                 ORDER BY l.finished_at, l.job_id LIMIT $7",
+            )
+            .bind(node)
+            .bind(operator)
+            .bind(from)
+            .bind(to)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Whether `operator` has rows of `node`.
+    pub async fn operates(&self, node: &str, operator: &str) -> Result<bool, DbError> {
+        let found: Option<i64> = on_pool!(self, |p| {
+            sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM ledger WHERE node = $1 AND operator = $2 LIMIT 1")
+                .bind(node)
+                .bind(operator)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(found.is_some())
+    }
+}

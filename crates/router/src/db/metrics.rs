@@ -100,3 +100,64 @@ impl Db {
         }))
     }
 }
+
+/// A node's samples over a range, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricTotals {
+    /// Jobs with a result.
+    pub jobs_ok: i64,
+    /// Jobs failed.
+    pub jobs_failed: i64,
+    /// Probes answered.
+    pub probes_ok: i64,
+    /// Probes failed.
+    pub probes_failed: i64,
+    /// Left out by price.
+    pub excluded_price: i64,
+    /// … by hours.
+    pub excluded_hours: i64,
+    /// … by hardware.
+    pub excluded_hardware: i64,
+    /// … by health.
+    pub excluded_health: i64,
+    /// Refused a job (busy).
+    pub excluded_load: i64,
+}
+
+from_row!(MetricTotals, |row| {
+    let get = |c: &str| row.try_get::<Option<i64>, _>(c).map(Option::unwrap_or_default);
+    Ok(MetricTotals {
+        jobs_ok: get("jobs_ok")?,
+        jobs_failed: get("jobs_failed")?,
+        probes_ok: get("probes_ok")?,
+        probes_failed: get("probes_failed")?,
+        excluded_price: get("excluded_price")?,
+        excluded_hours: get("excluded_hours")?,
+        excluded_hardware: get("excluded_hardware")?,
+        excluded_health: get("excluded_health")?,
+        excluded_load: get("excluded_load")?,
+    })
+});
+
+impl Db {
+    /// The node's samples for minutes in `[from, to)`, summed.
+    pub async fn metric_totals(&self, node: &str, from: i64, to: i64) -> Result<MetricTotals, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT CAST(SUM(jobs_ok) AS BIGINT) AS jobs_ok, CAST(SUM(jobs_failed) AS BIGINT) AS jobs_failed, \
+                 CAST(SUM(probes_ok) AS BIGINT) AS probes_ok, CAST(SUM(probes_failed) AS BIGINT) AS probes_failed, \
+                 CAST(SUM(excluded_price) AS BIGINT) AS excluded_price, \
+                 CAST(SUM(excluded_hours) AS BIGINT) AS excluded_hours, \
+                 CAST(SUM(excluded_hardware) AS BIGINT) AS excluded_hardware, \
+                 CAST(SUM(excluded_health) AS BIGINT) AS excluded_health, \
+                 CAST(SUM(excluded_load) AS BIGINT) AS excluded_load \
+                 FROM metric_samples WHERE node = $1 AND minute >= $2 AND minute < $3",
+            )
+            .bind(node)
+            .bind(from)
+            .bind(to)
+            .fetch_one(p)
+            .await?
+        }))
+    }
+}

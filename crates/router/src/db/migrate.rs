@@ -16,19 +16,31 @@ type Embedded = (i64, &'static str, &'static str);
 const SQLITE: &[Embedded] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (
+        2,
+        "api key usage",
+        include_str!("../../migrations/sqlite/0002_api_key_usage.sql"),
+    ),
+    (
         3,
         "link inputs",
         include_str!("../../migrations/sqlite/0003_link_inputs.sql"),
     ),
+    (6, "alerts", include_str!("../../migrations/sqlite/0006_alerts.sql")),
 ];
 
 const POSTGRES: &[Embedded] = &[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (
+        2,
+        "api key usage",
+        include_str!("../../migrations/postgres/0002_api_key_usage.sql"),
+    ),
+    (
         3,
         "link inputs",
         include_str!("../../migrations/postgres/0003_link_inputs.sql"),
     ),
+    (6, "alerts", include_str!("../../migrations/postgres/0006_alerts.sql")),
 ];
 
 fn migrator(list: &[Embedded]) -> Migrator {

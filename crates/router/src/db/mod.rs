@@ -9,7 +9,7 @@
 //!   build time and a second build of sqlx for the proc macro). Where the dialects differ the two
 //!   statements sit side by side; most statements are the same text on both (`$1` parameters,
 //!   `ON CONFLICT`, `RETURNING` are understood by both).
-//! - One module per table: [`nodes`], [`operators`], [`settings`], [`jobs`], [`ledger`],
+//! - One module per table: [`alerts`], [`nodes`], [`operators`], [`settings`], [`jobs`], [`ledger`],
 //!   [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in group commits.
 //! - Times are Unix milliseconds (`i64`); JSON documents are stored as text, as they came.
 //! - Pools are bounded ([`DbSettings::max_connections`]); a caller that waits longer than
@@ -17,6 +17,7 @@
 //!   in WAL mode (readers do not block the writer) with a busy timeout, and `synchronous =
 //!   NORMAL`: a crashed process loses no commit, a power cut can lose the last ones.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod batcher;
 pub mod jobs;

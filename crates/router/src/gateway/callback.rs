@@ -122,6 +122,7 @@ impl Gateway {
         };
         let mut delay = Duration::from_millis(100);
         let mut unreachable_since: Option<Instant> = None;
+        let mut receipt = None;
         let (status, result, error) = loop {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.settings.callback_poll);
@@ -146,9 +147,12 @@ impl Gateway {
                 },
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "could not renew a watched job's lease"),
             }
-            match self.read_result(&node, &node_job, &job.client).await {
-                Ok((JobStatus::Running, _)) => unreachable_since = None,
-                Ok((status, result)) => break (status, json!(result), None),
+            match self.read_job(&node, &node_job, &job.client).await {
+                Ok((JobStatus::Running, ..)) => unreachable_since = None,
+                Ok((status, result, signed)) => {
+                    receipt = signed;
+                    break (status, json!(result), None);
+                }
                 Err(e) => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.settings.node_gone_after {
@@ -176,7 +180,7 @@ impl Gateway {
                     status == JobStatus::Succeeded,
                     Some(done.updated_at - job.created_at),
                 );
-                self.account(&done);
+                self.account_with(&done, receipt);
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a watched job's end"),

@@ -1,5 +1,6 @@
-//! Who is asking: a client known by its NIP-98 signature or by its address, the extractors that
-//! find it, and the gateway's error answer.
+//! Who is asking: a client known by its API key (checked and charged by the rate-limit layer,
+//! see [`crate::keys`]), by its NIP-98 signature or by its address, the extractors that find it,
+//! and the gateway's error answer.
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -17,11 +18,17 @@ use infernet_identity::PublicKey;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{db::DbError, server::RouterState};
+use crate::{
+    db::DbError,
+    keys::{KeyError, KeyId, Keyed},
+    server::RouterState,
+};
 
-/// Who submits: a signer, or an address.
+/// Who submits: a key holder, a signer, or an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Client {
+    /// Sent an API key the router's operator issued.
+    ApiKey(KeyId),
     /// Signed with NIP-98.
     Key(PublicKey),
     /// Unsigned, from this address.
@@ -29,9 +36,11 @@ pub enum Client {
 }
 
 impl Client {
-    /// How jobs are filed: `npub:<hex>` or `addr:<first 16 bytes of SHA-256 of the address, hex>`.
+    /// How jobs are filed: `key:<API key id>`, `npub:<hex>` or `addr:<first 16 bytes of SHA-256
+    /// of the address, hex>`.
     pub fn id(&self) -> String {
         match self {
+            Self::ApiKey(id) => format!("key:{id}"),
             Self::Key(k) => format!("npub:{}", k.to_hex()),
             Self::Addr(ip) => format!("addr:{}", hex::encode(&Sha256::digest(ip.to_string().as_bytes())[..16])),
         }
@@ -73,20 +82,46 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl IntoResponse for KeyError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            Self::Unknown => ApiError(StatusCode::UNAUTHORIZED, message).into_response(),
+            Self::OverQuota { retry_after, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after.to_string())],
+                Json(json!({"error": message, "retry_after": retry_after})),
+            )
+                .into_response(),
+            Self::Database(e) => ApiError::from(e).into_response(),
+        }
+    }
+}
+
 pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-/// Who is asking: the NIP-98 signer when the request is signed (401 when the signature does not
-/// check out), the address otherwise.
+/// Who is asking: the API key's holder when the rate-limit layer checked one (`keyed`), the
+/// NIP-98 signer when the request is signed (401 when the signature does not check out), the
+/// address otherwise.
 pub(super) fn client(
     state: &RouterState,
     peer: SocketAddr,
-    headers: &HeaderMap,
+    (headers, keyed): (&HeaderMap, Option<&Keyed>),
     method: &str,
     uri: &Uri,
     body: &[u8],
 ) -> Result<Client, ApiError> {
+    if let Some(keyed) = keyed {
+        return Ok(Client::ApiKey(keyed.id));
+    }
+    if crate::keys::bearer(headers).is_some() {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "API keys are not taken on this route; sign the request with NIP-98 instead".into(),
+        ));
+    }
     let Some(authorization) = headers.get(header::AUTHORIZATION) else {
         return Ok(Client::Addr(infernet_service::client_ip::ClientIp::resolve(
             peer.ip(),
@@ -130,6 +165,8 @@ pub struct Posted {
     pub headers: HeaderMap,
     /// Its body.
     pub body: Bytes,
+    /// The API key it came with, as checked.
+    pub keyed: Option<Keyed>,
 }
 
 impl axum::extract::FromRequest<Arc<RouterState>> for Posted {
@@ -149,13 +186,22 @@ impl axum::extract::FromRequest<Arc<RouterState>> for Posted {
                 format!("the body is larger than {limit} bytes, or was cut"),
             )
         })?;
-        let client = client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, &body)?;
+        let keyed = parts.extensions.get::<Keyed>().copied();
+        let client = client(
+            state,
+            peer,
+            (&parts.headers, keyed.as_ref()),
+            parts.method.as_str(),
+            &parts.uri,
+            &body,
+        )?;
         let ip = infernet_service::client_ip::ClientIp::resolve(peer.ip(), &parts.headers, &state.trusted_proxies);
         Ok(Self {
             client,
             ip,
             headers: parts.headers,
             body,
+            keyed,
         })
     }
 }
@@ -175,7 +221,16 @@ impl axum::extract::FromRequestParts<Arc<RouterState>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .copied()
             .ok_or_else(|| bad("the client's address is unknown"))?;
-        client(state, peer, &parts.headers, parts.method.as_str(), &parts.uri, b"").map(Self)
+        let keyed = parts.extensions.get::<Keyed>();
+        client(
+            state,
+            peer,
+            (&parts.headers, keyed),
+            parts.method.as_str(),
+            &parts.uri,
+            b"",
+        )
+        .map(Self)
     }
 }
 

@@ -90,6 +90,9 @@ async fn place(
             (&owned, order)
         }
     };
+    for (node, filter) in &choice.left_out {
+        gw.samples.excluded(node, *filter);
+    }
     if choice.candidates.is_empty() {
         // No node serves the whole list: its stages may still run on several nodes.
         if let Some(stages) = pipeline::plan(gw, ask) {
@@ -137,7 +140,10 @@ pub(super) async fn dispatch_along(
             let node = &choice.candidates[i].node;
             match gw.call(node, stated).submit(body.clone()).await {
                 Outcome::Accepted(node_job) => return Ok((node.clone(), node_job)),
-                Outcome::Refused(why) => tried.push(format!("{node} refused: {why}")),
+                Outcome::Refused(why) => {
+                    gw.samples.loaded(node);
+                    tried.push(format!("{node} refused: {why}"));
+                }
                 Outcome::Failed(why) => {
                     gw.record(node, &[], false, None);
                     tried.push(format!("{node} failed: {why}"));
@@ -293,8 +299,8 @@ pub async fn job(
     if job.status == JobStatus::Cancelled {
         return Ok(Json(answer));
     }
-    match gw.read_result(&node, &node_job, &job.client).await {
-        Ok((status, result)) => {
+    match gw.read_job(&node, &node_job, &job.client).await {
+        Ok((status, result, receipt)) => {
             if job.status == JobStatus::Running && status.is_final() {
                 let error = (status == JobStatus::Failed).then(|| "the node reports the job failed".to_string());
                 if let Some(done) = gw
@@ -303,7 +309,7 @@ pub async fn job(
                     .await?
                 {
                     gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
-                    gw.account(&done);
+                    gw.account_with(&done, receipt);
                     job = done;
                 }
             }
@@ -362,7 +368,13 @@ pub async fn cancel(
 /// are answered with an error, not run.
 pub async fn batch(
     State(state): State<Arc<RouterState>>,
-    Posted { client, ip, body, .. }: Posted,
+    Posted {
+        client,
+        ip,
+        body,
+        keyed,
+        ..
+    }: Posted,
 ) -> Result<Json<Value>, ApiError> {
     let gw = &state.gateway;
     let items = match parse_body(&body)? {
@@ -376,11 +388,28 @@ pub async fn batch(
             gw.settings.max_batch
         )));
     }
+    // A key holder's items are counted against its quotas, the first one already was.
+    let mut keyed_admits = items.len();
+    if let Some(key) = &keyed {
+        keyed_admits = 1;
+        while keyed_admits < items.len() {
+            match crate::keys::charge(&gw.db, key, now_ms()).await {
+                Ok(()) => keyed_admits += 1,
+                Err(crate::keys::KeyError::OverQuota { .. }) => break,
+                Err(crate::keys::KeyError::Unknown) => break,
+                Err(crate::keys::KeyError::Database(e)) => return Err(e.into()),
+            }
+        }
+    }
     let asks: Vec<Result<JobAsk, ItemError>> = items
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            if i > 0 && state.limiter.admit(crate::server::JOBS_ROUTE, ip).is_err() {
+            let admitted = match keyed {
+                Some(_) => i < keyed_admits,
+                None => i == 0 || state.limiter.admit(crate::server::JOBS_ROUTE, ip).is_ok(),
+            };
+            if !admitted {
                 return Err(ItemError::Limited);
             }
             JobAsk::parse(v, &format!("[{i}].")).map_err(ItemError::Bad)
@@ -439,8 +468,8 @@ enum ItemError {
     /// Not a job body.
     #[error(transparent)]
     Bad(super::ask::BadField),
-    /// Past the client's rate limit.
-    #[error("too many requests: this job is past your rate limit; submit it again later")]
+    /// Past the client's rate limit or its API key's quota.
+    #[error("too many requests: this job is past your rate limit or quota; submit it again later")]
     Limited,
 }
 

@@ -15,7 +15,7 @@
 
 mod ask;
 pub mod callback;
-mod client;
+pub mod client;
 pub mod dispatch;
 mod jobs;
 mod lease;
@@ -95,6 +95,9 @@ pub struct GatewaySettings {
     pub link: crate::link::LinkSettings,
     /// Certificate authorities trusted for nodes that serve HTTPS, besides the system's.
     pub node_roots: Vec<reqwest::Certificate>,
+    /// How long ledger rows are kept (`--ledger-retention-days`, default 400 days: a year and
+    /// the month before it, for year-on-year earnings).
+    pub ledger_retention: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -118,6 +121,7 @@ impl Default for GatewaySettings {
             callback_sweep: Duration::from_secs(30),
             link: Default::default(),
             node_roots: Vec::new(),
+            ledger_retention: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -167,6 +171,8 @@ pub struct Gateway {
     callbacks: reqwest::Client,
     /// Nodes linked to this replica: dispatched to over their link.
     links: Arc<crate::link::Links>,
+    /// Per node and minute counters for nodes' public records.
+    samples: Arc<crate::ledger::samples::Samples>,
 }
 
 impl Gateway {
@@ -223,6 +229,7 @@ impl Gateway {
             replica: uuid::Uuid::new_v4().to_string(),
             latency: RwLock::default(),
             unsaved: Default::default(),
+            samples: Default::default(),
             watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
             callbacks: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -232,6 +239,31 @@ impl Gateway {
             settings,
         };
         Ok((gateway, writer))
+    }
+
+    /// The router's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The counters of nodes' public records.
+    pub fn samples(&self) -> Arc<crate::ledger::samples::Samples> {
+        self.samples.clone()
+    }
+
+    /// Where ledger rows and metric samples are queued.
+    pub fn batch_sender(&self) -> crate::db::batcher::BatchSender {
+        self.ledger.clone()
+    }
+
+    /// The registry of nodes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The gateway's settings.
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
     }
 
     /// The router's public key, `npub1…`.
@@ -289,6 +321,16 @@ impl Gateway {
         node_job: &str,
         client: &str,
     ) -> Result<(JobStatus, Option<infernet_types::ContainerResult>), dispatch::NodeError> {
+        self.read_job(node, node_job, client).await.map(|(s, r, _)| (s, r))
+    }
+
+    /// [`Gateway::read_result`], with the node's signed receipt once the job has ended.
+    pub(crate) async fn read_job(
+        &self,
+        node: &str,
+        node_job: &str,
+        client: &str,
+    ) -> Result<(JobStatus, Option<infernet_types::ContainerResult>, Option<String>), dispatch::NodeError> {
         let call = self.call(node, stated(client));
         let path = format!(
             "/api/jobs?id={}",
@@ -311,7 +353,7 @@ impl Gateway {
             infernet_types::JobStatus::Failed => JobStatus::Failed,
             infernet_types::JobStatus::Running => JobStatus::Running,
         };
-        Ok((status, result.result))
+        Ok((status, result.result, result.receipt))
     }
 
     /// The chooser's answer for `ask` among the available nodes (with `explain`, among every known
@@ -373,49 +415,40 @@ impl Gateway {
         choose::choose(&a, healthy.chain(sick), true)
     }
 
-    /// Writes the ledger row of `done`, a job that ended on a node: who ran what for whom, how
-    /// long (from submission to the end the router saw) and at what price by the node's pricing
-    /// as it advertises it now (per job plus per second of that time; none when it prices in
-    /// another unit). Accounted, not settled. Queued for the batch writer; a full queue drops the
-    /// row with a warning rather than hold the job up.
+    /// Writes the ledger row of `done`, a job that ended on a node, without a receipt (see
+    /// [`Gateway::account_with`]).
     fn account(&self, done: &Job) {
+        self.account_with(done, None)
+    }
+
+    /// Writes the ledger row of `done` with the node's signed `receipt` ([`crate::ledger::row`]):
+    /// who ran what for whom, how long and at what price by the node's pricing as it advertises
+    /// it now, or as its receipt states. Accounted, not settled. Queued for the batch writer; a
+    /// full queue drops the row with a warning rather than hold the job up.
+    pub(crate) fn account_with(&self, done: &Job, receipt: Option<String>) {
         let (Some(node), Some(finished_at)) = (&done.node, done.finished_at) else {
             return;
         };
-        let duration_ms = (finished_at - done.created_at).max(0);
         let snapshot = self.registry.snapshot();
         // The snapshot's nodes are in address order.
-        let offer = snapshot
+        let pricing = snapshot
             .available
             .binary_search_by(|n| n.key.as_str().cmp(node))
             .ok()
-            .map(|i| &snapshot.available[i].report.offer);
-        let price = offer.and_then(|offer| {
-            done.containers
-                .iter()
-                .try_fold(0.0, |total, c| match offer.pricing.get(c) {
-                    None => Some(total),
-                    Some(p) if p.unit == self.settings.price_unit => {
-                        Some(total + p.of_job(duration_ms as f64 / 1000.0))
-                    }
-                    Some(_) => None,
-                })
-        });
-        let row = crate::db::ledger::LedgerRow {
-            job_id: done.id.clone(),
-            client: done.client.clone(),
-            api_key_id: None,
-            node: node.clone(),
-            operator: None,
-            containers: done.containers.clone(),
-            started_at: done.created_at,
-            finished_at,
-            outcome: done.status.as_str().to_string(),
-            duration_ms,
-            price,
-            unit: Some(self.settings.price_unit.clone()),
-            receipt: None,
+            .map(|i| &snapshot.available[i].report.offer.pricing);
+        let identity = self.registry.identity(node);
+        let terms = crate::ledger::NodeTerms {
+            pricing,
+            key: identity
+                .as_ref()
+                .and_then(|i| infernet_identity::parse_public_key(&i.key).ok()),
+            operator: identity
+                .as_ref()
+                .and_then(|i| i.operators.first())
+                .and_then(|o| infernet_identity::parse_public_key(o).ok())
+                .map(|k| k.to_hex()),
         };
+        let row = crate::ledger::row(done, node, finished_at, &self.settings.price_unit, &terms, receipt);
         if let Err(e) = self.ledger.try_send(crate::db::batcher::Record::Ledger(row)) {
             tracing::warn!(job = %done.id, error = %e, "ledger row dropped");
         }
@@ -426,6 +459,7 @@ impl Gateway {
     /// only when its client asked has none) or a failure. The latency is also kept per container
     /// set, in memory, so that nodes are compared with their peers for the same containers.
     fn record(self: &Arc<Self>, node: &str, containers: &[String], ok: bool, latency_ms: Option<i64>) {
+        self.samples.job(node, ok, latency_ms);
         {
             let mut records = self.records.write().expect("records poisoned");
             let r = records.entry(node.to_string()).or_default();

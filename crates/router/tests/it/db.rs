@@ -241,6 +241,7 @@ on_both!(
     the_batcher_queue_is_bounded,
     a_clients_jobs_list_newest_first_by_page_and_filter,
     a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
+    an_alert_fires_once_per_replica_set_and_resolves_once,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -284,7 +285,10 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 11] = [
+    "alert_settings",
+    "alerts",
+    "api_key_usage",
     "api_keys",
     "jobs",
     "ledger",
@@ -843,4 +847,68 @@ async fn a_clients_jobs_list_newest_first_by_page_and_filter(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(ids(hello_only), ["j2", "j1", "j0"]);
+}
+
+async fn an_alert_fires_once_per_replica_set_and_resolves_once(backend: Backend) {
+    use infernet_router::db::alerts::{Alert, AlertFilter};
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let alert = |id: &str, node: &str| Alert {
+        id: id.into(),
+        node: node.into(),
+        rule: "offline".into(),
+        subject: String::new(),
+        operators: format!("{} {}", "aa".repeat(32), "bb".repeat(32)),
+        summary: "gone".into(),
+        status: "firing".into(),
+        silenced: false,
+        started_at: 1_000,
+        resolved_at: None,
+        acked_at: None,
+        acked_by: None,
+    };
+    assert!(db.fire_alert(&alert("a1", "n1")).await.unwrap());
+    // Another replica raising the same alert finds it firing.
+    assert!(!db.fire_alert(&alert("a2", "n1")).await.unwrap());
+    assert!(db.fire_alert(&alert("a3", "n2")).await.unwrap());
+    let firing: Vec<String> = db.firing_alerts(10).await.unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(firing, ["a1", "a3"]);
+    assert!(db.resolve_alert("a1", 2_000).await.unwrap());
+    assert!(!db.resolve_alert("a1", 2_001).await.unwrap(), "resolved once");
+    // Once resolved, the same condition can fire again.
+    assert!(db.fire_alert(&alert("a4", "n1")).await.unwrap());
+    let mine = AlertFilter {
+        operator: Some("bb".repeat(32)),
+        limit: 10,
+        ..AlertFilter::default()
+    };
+    assert_eq!(db.alerts(&mine).await.unwrap().len(), 3);
+    let resolved = AlertFilter {
+        status: Some("resolved".into()),
+        node: Some("n1".into()),
+        ..mine.clone()
+    };
+    let listed = db.alerts(&resolved).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id.as_str(), listed[0].resolved_at), ("a1", Some(2_000)));
+    let stranger = AlertFilter {
+        operator: Some("cc".repeat(32)),
+        ..mine
+    };
+    assert!(db.alerts(&stranger).await.unwrap().is_empty());
+    assert!(db.ack_alert("a3", &"bb".repeat(32), 3_000).await.unwrap());
+    assert_eq!(db.alert("a3").await.unwrap().unwrap().acked_at, Some(3_000));
+    assert_eq!(
+        db.forget_alerts(2_500).await.unwrap(),
+        1,
+        "the resolved one, ended before"
+    );
+    db.put_alert_settings(&"aa".repeat(32), "{}", 1).await.unwrap();
+    db.put_alert_settings(&"aa".repeat(32), r#"{"webhooks": []}"#, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.all_alert_settings(10).await.unwrap(),
+        [("aa".repeat(32), r#"{"webhooks": []}"#.to_string())]
+    );
 }

@@ -2,9 +2,11 @@
 //! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`link`]
 //! nodes that dial in over their link.
 
+mod alerts;
 mod db;
 mod gateway;
 mod hardening;
+mod ledger;
 mod link;
 mod signed;
 
@@ -143,6 +145,16 @@ fn settings(listed: &[String]) -> Settings {
             ..Default::default()
         },
         tls: None,
+        alerts: infernet_router::alerts::AlertSettings {
+            interval: Duration::from_millis(100),
+            retry: infernet_service::retry::RetryPolicy {
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+                max_attempts: 8,
+            },
+            allow_private: true,
+            ..Default::default()
+        },
     }
 }
 

@@ -1,0 +1,576 @@
+//! Clients, quotas, the ledger and receipts, on SQLite and PostgreSQL: what a client with an API
+//! key, a provider reading its earnings and an operator checking receipts would see.
+
+use std::time::Duration;
+
+use infernet_identity::{Identity, nip98};
+use infernet_router::{
+    db::{Db, ledger::LedgerRow},
+    keys,
+};
+use serde_json::{Value, json};
+
+use super::{
+    NodeProc, client,
+    db::{Backend, TestDb},
+    eventually, router, service, settings,
+};
+
+/// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_quota_refuses_the_next_job_across_two_routers,
+    a_quota_holds_under_concurrent_replicas,
+    a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected,
+    earnings_sum_what_the_rows_say_across_a_month_boundary,
+    an_operator_sees_only_their_nodes,
+);
+
+/// `key` in a key file of its own (mode 0600, as the router insists).
+fn key_file(key: &Identity) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = tempfile::tempdir().unwrap().keep().join("router.nsec");
+    std::fs::write(&path, key.nsec()).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Waits, when the current minute is nearly over, for the next one: a test that counts a
+/// per-minute quota must not see its window turn.
+async fn early_in_a_minute() {
+    let into = infernet_router::db::now_ms().rem_euclid(60_000);
+    if into > 45_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - into + 100) as u64)).await;
+    }
+}
+
+async fn issue(db: &Db, per_minute: Option<i64>, per_day: Option<i64>) -> (String, String) {
+    let out = keys::run(
+        db,
+        keys::Command::Add {
+            per_minute,
+            per_day,
+            label: Some("test".into()),
+        },
+        infernet_router::db::now_ms(),
+    )
+    .await
+    .unwrap();
+    (
+        out["key"].as_str().unwrap().to_string(),
+        out["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn submit(url: &str, key: &str) -> reqwest::Response {
+    client()
+        .post(format!("{url}/api/v1/jobs"))
+        .bearer_auth(key)
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A key with a quota of 3 jobs a minute: two routers on one database admit 3 between them, the
+/// 4th is refused with 429 and `Retry-After`; the key's holder lists its own 3 jobs; a revoked or
+/// made-up key is refused with 401.
+async fn a_quota_refuses_the_next_job_across_two_routers(backend: Backend) {
+    let router_key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [router_key.npub()]}}),
+    );
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let (key, id) = issue(&db, Some(3), Some(1000)).await;
+    let replica = || {
+        let mut s = settings(&[node.key()]);
+        s.gateway.key_file = key_file(&router_key);
+        s.database = t.settings.clone();
+        // The address limit is low: a key holder is held to its quota instead.
+        s.requests_per_minute = 2;
+        router(s)
+    };
+    let (one, two) = (replica().await, replica().await);
+    for url in [&one, &two] {
+        eventually(format!("{url}/api/v1/route?container=x"), |v| {
+            v["candidates"].as_array().is_some_and(|c| c.len() == 1)
+        })
+        .await;
+    }
+    early_in_a_minute().await;
+    for url in [&one, &two, &one] {
+        let r = submit(url, &key).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let refused = submit(&two, &key).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("3 jobs per minute"), "{body}");
+    assert_eq!(body["retry_after"], retry);
+
+    // Reading is not charged; the key's holder sees its own jobs, filed under the key's id.
+    let list: Value = client()
+        .get(format!("{one}/api/v1/jobs"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 3, "{list}");
+    let anonymous: Value = client()
+        .get(format!("{one}/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anonymous["jobs"].as_array().unwrap().len(), 0, "{anonymous}");
+
+    let listed = keys::run(&db, keys::Command::List, infernet_router::db::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["used_this_minute"], 3, "{listed}");
+    keys::run(&db, keys::Command::Revoke { id }, infernet_router::db::now_ms())
+        .await
+        .unwrap();
+    for bad in [key.as_str(), "ik_made_up"] {
+        let r = submit(&one, bad).await;
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("unknown or revoked"), "{body}");
+    }
+}
+
+/// Two pools on one database (two router replicas) charging a key with a quota of 5 at once, 40
+/// times: exactly 5 are admitted; a refused job counts nothing, so the day's count is 5 too.
+async fn a_quota_holds_under_concurrent_replicas(backend: Backend) {
+    let t = TestDb::new(backend);
+    let (a, b) = (
+        Db::open(&t.settings).await.unwrap(),
+        Db::open(&t.settings).await.unwrap(),
+    );
+    let (key, id) = issue(&a, Some(5), Some(100)).await;
+    let keyed = keys::check(&a, &key).await.unwrap();
+    let now = 1_800_000_000_000 + 1_000;
+    let charges = (0..40).map(|i| {
+        let db = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { keys::charge(&db, &keyed, now).await.is_ok() }
+    });
+    let admitted = futures::future::join_all(charges)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(admitted, 5);
+    assert_eq!(a.api_key_usage(&id, now).await.unwrap(), (5, 5));
+    // The next minute admits again, up to the day's quota.
+    assert!(keys::charge(&b, &keyed, now + 60_000).await.is_ok());
+    assert_eq!(a.api_key_usage(&id, now + 60_000).await.unwrap(), (1, 6));
+}
+
+/// A node that trusts `router` and whose operator is `operator`, pricing x at 0.01 per job plus
+/// 0.5 per second, behind a container that takes `delay`.
+async fn priced_node(router: &Identity, operator: &Identity, delay: Duration) -> NodeProc {
+    let port = service(delay).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": port}]),
+        json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}}),
+    );
+    let url = format!("http://{}/admin/settings", node.key());
+    let body = json!({"pricing": {"x": {"per_job": 0.01, "per_second": 0.5, "unit": "USD"}}}).to_string();
+    let auth = nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
+    let r = client()
+        .put(&url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    node
+}
+
+/// The node's key, from its signed `/identity`.
+async fn node_key(node: &NodeProc) -> infernet_identity::PublicKey {
+    let text = client()
+        .get(format!("http://{}/identity", node.key()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    infernet_identity::statement::verify(&text, "infernet-node", infernet_identity::unix_now(), 60)
+        .unwrap()
+        .signer
+}
+
+/// Submits a job of container x and reads it back until it ended; its id.
+async fn run_job(url: &str, auth: Option<&str>) -> String {
+    let mut r = client().post(format!("{url}/api/v1/jobs"));
+    if let Some(key) = auth {
+        r = r.bearer_auth(key);
+    }
+    let placed: Value = r
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}")).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut r = client().get(format!("{url}/api/v1/jobs/{id}"));
+        if let Some(key) = auth {
+            r = r.bearer_auth(key);
+        }
+        let job: Value = r.send().await.unwrap().json().await.unwrap();
+        if job["status"] != "running" {
+            assert_eq!(job["status"], "succeeded", "{job}");
+            return id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// The ledger row of job `id`, once written.
+async fn ledger_row(db: &Db, node: &str, id: &str) -> infernet_router::db::ledger::LedgerRow {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = db.ledger_of_node(node, 0, i64::MAX, 1000).await.unwrap();
+        if let Some(row) = rows.into_iter().find(|r| r.job_id == id) {
+            return row;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ledger row for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A router on `database` whose key `router_key` is, listing `nodes`; waits until x is served.
+async fn gateway(router_key: &Identity, nodes: &[String], database: &infernet_router::db::DbSettings) -> String {
+    let mut s = settings(nodes);
+    s.gateway.key_file = key_file(router_key);
+    s.database = database.clone();
+    let url = router(s).await;
+    eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"].as_array().is_some_and(|c| c.len() == nodes.len())
+            && v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    url
+}
+
+/// A node in a network signs a receipt for each job: the router keeps it with the row and
+/// accounts the node's stated duration and price; the row checks out against the node's key, and
+/// stops checking out once its price is changed in the database or the receipt is swapped for
+/// one another key signed.
+async fn a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected(backend: Backend) {
+    use infernet_router::ledger::receipt::{Check, check};
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let node = priced_node(&router_key, &operator, Duration::from_millis(200)).await;
+    let t = TestDb::new(backend);
+    let url = gateway(&router_key, &[node.key()], &t.settings).await;
+    let id = run_job(&url, None).await;
+    let db = Db::open(&t.settings).await.unwrap();
+    let row = ledger_row(&db, &node.key(), &id).await;
+    let job = db.job(&id).await.unwrap().unwrap();
+    let key = node_key(&node).await;
+    let receipt = infernet_router::ledger::receipt::read(row.receipt.as_deref().expect("a receipt")).unwrap();
+    assert_eq!(receipt.signer, key);
+    assert_eq!(receipt.receipt.job, job.node_job.clone().unwrap());
+    assert!((200..2000).contains(&row.duration_ms), "{row:?}");
+    assert_eq!(i64::try_from(receipt.receipt.duration_ms).unwrap(), row.duration_ms);
+    let expected = 0.01 + 0.5 * row.duration_ms as f64 / 1000.0;
+    assert!((row.price.unwrap() - expected).abs() < 1e-9, "{row:?}");
+    assert_eq!(
+        check(&row, job.node_job.as_deref(), Some(&key)),
+        Check::Valid {
+            signer: infernet_identity::npub(&key)
+        }
+    );
+
+    // The row's price raised in the database.
+    let raise = "UPDATE ledger SET price = price * 2 WHERE job_id = $1";
+    match db.pool() {
+        infernet_router::db::Pool::Sqlite(p) => sqlx::query(raise).bind(&id).execute(p).await.map(drop),
+        infernet_router::db::Pool::Postgres(p) => sqlx::query(raise).bind(&id).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let raised = ledger_row(&db, &node.key(), &id).await;
+    assert!(
+        matches!(check(&raised, job.node_job.as_deref(), Some(&key)), Check::Forged { ref why } if why.contains("price")),
+        "{:?}",
+        check(&raised, job.node_job.as_deref(), Some(&key))
+    );
+    // A receipt made up with another key, saying what the row says.
+    let made_up =
+        infernet_identity::statement::sign(&Identity::generate(), "infernet-receipt", &receipt.receipt).unwrap();
+    let forged = infernet_router::db::ledger::LedgerRow {
+        receipt: Some(made_up),
+        ..row.clone()
+    };
+    assert!(matches!(
+        check(&forged, job.node_job.as_deref(), Some(&key)),
+        Check::Forged { ref why } if why.contains("not by the node's key")
+    ));
+
+    // The node's public record: a job asked at a price below the node's leaves it out by price,
+    // and the record says so beside its uptime, jobs per day and latency.
+    let (status, _) = {
+        let r = client()
+            .post(format!("{url}/api/v1/jobs"))
+            .json(&json!({"containers": ["x"], "data": {}, "max_price": 0.001}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 503);
+    let record = eventually(format!("{url}/api/v1/nodes/{}", node.key()), |v| {
+        v["excluded_24h"]["price"] == 1 && v["uptime"]["24h"].as_f64().is_some_and(|u| u > 0.9)
+    })
+    .await;
+    assert_eq!(record["jobs_per_day"][0]["jobs"], 1, "{record}");
+    assert_eq!(record["latency_ms"][0]["containers"], json!(["x"]), "{record}");
+    assert_eq!(
+        record["latency_ms"][0]["mean_ms"].as_f64(),
+        Some(row.duration_ms as f64)
+    );
+    assert_eq!(record["excluded_24h"]["hours"], 0);
+    let (status, body) = super::get(format!("{url}/api/v1/nodes/10.9.9.9:1")).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+/// Writes `rows` through the batch writer, as the gateway does.
+async fn write_rows(db: &Db, rows: Vec<LedgerRow>) {
+    use infernet_router::db::batcher::{BatchSettings, Record, batcher};
+    let (tx, writer) = batcher(db.clone(), BatchSettings::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(writer.run(stop.clone()));
+    for r in rows {
+        tx.send(Record::Ledger(r)).await.unwrap();
+    }
+    tx.flush().await.unwrap();
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A succeeded row of `node` filed under `operator`, finished at `at` (Unix ms), priced `price`.
+fn priced_row(id: &str, node: &str, operator: Option<&str>, at: i64, price: f64) -> LedgerRow {
+    LedgerRow {
+        job_id: id.into(),
+        client: "npub:aa".into(),
+        api_key_id: None,
+        node: node.into(),
+        operator: operator.map(str::to_string),
+        containers: vec!["x".into()],
+        started_at: at - 1000,
+        finished_at: at,
+        outcome: "succeeded".into(),
+        duration_ms: 1000,
+        price: Some(price),
+        unit: Some("USD".into()),
+        receipt: None,
+    }
+}
+
+/// Unix ms of `y-m-d` at `h` o'clock UTC.
+fn at(y: i32, m: u32, d: u32, h: i64) -> i64 {
+    let days = {
+        let (y, m) = (i64::from(if m <= 2 { y - 1 } else { y }), i64::from(m));
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+    };
+    days * 86_400_000 + h * 3_600_000
+}
+
+async fn get_as(url: &str, signer: Option<&Identity>) -> (u16, String) {
+    let mut r = client().get(url);
+    if let Some(id) = signer {
+        r = r.header("authorization", nip98::authorization(id, "GET", url, None));
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Rows on both sides of the end of November: by day, week and month the answer sums what the
+/// rows say, each period beside the one before it, and the CSV export says the same.
+async fn earnings_sum_what_the_rows_say_across_a_month_boundary(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let node = "10.0.0.1:4000";
+    write_rows(
+        &db,
+        vec![
+            priced_row("a", node, None, at(2026, 10, 31, 23), 8.0),
+            priced_row("b", node, None, at(2026, 11, 29, 12), 1.0),
+            priced_row("c", node, None, at(2026, 11, 30, 23), 2.0),
+            priced_row("d", node, None, at(2026, 12, 1, 0), 4.0),
+            priced_row("e", node, None, at(2026, 12, 1, 5), 0.5),
+            priced_row("f", "10.0.0.2:4000", None, at(2026, 12, 1, 5), 100.0),
+        ],
+    )
+    .await;
+    let mut s = settings(&[]);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let ask = |q: &str| {
+        let url = format!("{url}/api/v1/earnings?node={node}&{q}");
+        async move {
+            let (status, body) = get_as(&url, None).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        }
+    };
+
+    let days = ask("from=2026-11-30&to=2026-12-01&by=day").await;
+    let periods = days["periods"].as_array().unwrap();
+    assert_eq!(periods.len(), 2, "{days}");
+    assert_eq!(
+        (periods[0]["start"].as_str(), periods[0]["earned"].as_f64()),
+        (Some("2026-11-30"), Some(2.0))
+    );
+    assert_eq!(periods[0]["previous"]["start"], "2026-11-29");
+    assert_eq!(periods[0]["previous"]["earned"], 1.0);
+    assert_eq!(
+        (periods[1]["jobs"].as_i64(), periods[1]["earned"].as_f64()),
+        (Some(2), Some(4.5))
+    );
+    assert_eq!(days["total"]["earned"], 6.5);
+    assert_eq!(days["settled"], false);
+
+    // 2026-11-30 is a Monday: the week of Dec 1 starts on it.
+    let weeks = ask("from=2026-12-01&to=2026-12-06&by=week").await;
+    assert_eq!(weeks["from"], "2026-11-30");
+    assert_eq!(weeks["periods"][0]["earned"], 6.5, "{weeks}");
+    assert_eq!(weeks["periods"][0]["previous"]["earned"], 1.0);
+
+    let months = ask("from=2026-11-01&to=2026-12-31&by=month").await;
+    let m = months["periods"].as_array().unwrap();
+    assert_eq!(m.len(), 2, "{months}");
+    assert_eq!(
+        (m[0]["start"].as_str(), m[0]["earned"].as_f64(), m[0]["jobs"].as_i64()),
+        (Some("2026-11-01"), Some(3.0), Some(2))
+    );
+    assert_eq!(m[0]["previous"]["earned"], 8.0);
+    assert_eq!(
+        (m[1]["earned"].as_f64(), m[1]["previous"]["earned"].as_f64()),
+        (Some(4.5), Some(3.0))
+    );
+    assert_eq!(months["total"]["earned"], 7.5);
+    assert_eq!(months["previous_total"]["earned"], 8.0 + 3.0);
+
+    let (status, csv) = get_as(
+        &format!("{url}/api/v1/earnings?node={node}&from=2026-11-01&to=2026-12-31&by=month&format=csv"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "start,jobs,succeeded,earned_USD,duration_ms,previous_start,previous_jobs,previous_earned_USD"
+    );
+    assert_eq!(lines[1], "2026-11-01,2,2,3,2000,2026-10-01,1,8");
+    assert_eq!(lines[2], "2026-12-01,2,2,4.5,2000,2026-11-01,2,3");
+
+    for (q, needle) in [
+        ("by=year", "by: one of day, week, month"),
+        ("from=2026-13-01", "from: a date"),
+        ("from=2026-12-02&to=2026-12-01", "is after to"),
+        ("nope=1", "nope: unknown parameter"),
+    ] {
+        let (status, body) = get_as(&format!("{url}/api/v1/earnings?node={node}&{q}"), None).await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.contains(needle), "{q}: {body}");
+    }
+}
+
+/// Two operators' nodes in one ledger: each operator, signing with NIP-98, reads their node's
+/// rows (clients as hashes, each receipt's check) and their earnings, and is refused the other's;
+/// an unsigned request is refused.
+async fn an_operator_sees_only_their_nodes(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (a, b) = ("10.0.0.1:4000", "10.0.0.2:4000");
+    let now = infernet_router::db::now_ms();
+    let alice_hex = alice.public_key().to_hex();
+    let bob_hex = bob.public_key().to_hex();
+    write_rows(
+        &db,
+        vec![
+            priced_row("a1", a, Some(&alice_hex), now - 60_000, 1.0),
+            priced_row("a2", a, Some(&alice_hex), now - 30_000, 2.0),
+            priced_row("b1", b, Some(&bob_hex), now - 30_000, 5.0),
+        ],
+    )
+    .await;
+    let mut s = settings(&[]);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Value = serde_json::from_str(&body).unwrap();
+    let jobs = rows["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j["job"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["a1", "a2"]
+    );
+    assert!(jobs[0]["client"].as_str().unwrap().starts_with("client:"), "{body}");
+    assert!(!body.contains("npub:aa"), "clients appear only as hashes: {body}");
+    assert_eq!(jobs[0]["check"]["receipt"], "missing");
+
+    let (status, csv) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs?format=csv&limit=1"), Some(&alice)).await;
+    assert_eq!(status, 200);
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("a1,client:"), "{csv}");
+
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), Some(&bob)).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get_as(&format!("{url}/api/v1/nodes/{a}/jobs"), None).await;
+    assert_eq!(status, 401, "{body}");
+
+    let mine = format!("{url}/api/v1/earnings?operator={}", alice.npub());
+    let (status, body) = get_as(&mine, Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let earned: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(earned["total"]["earned"], 3.0, "bob's 5.0 is not alice's: {body}");
+    let (status, _) = get_as(&mine, Some(&bob)).await;
+    assert_eq!(status, 403);
+    let (status, _) = get_as(&mine, None).await;
+    assert_eq!(status, 401);
+    // A node's own earnings are public.
+    let (status, body) = get_as(&format!("{url}/api/v1/earnings?node={b}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"]["earned"], 5.0);
+}

@@ -1,0 +1,29 @@
+//! A node's receipt for a job it ran: what it ran, for how long, at what price by its own
+//! pricing. The node signs it with its key (a statement about [`RECEIPT_SUBJECT`], see
+//! `infernet_identity::statement`), so whoever holds it — the router's ledger, the provider — can
+//! check it against the node's key without asking the node.
+
+use serde::{Deserialize, Serialize};
+
+/// The `d` tag of a receipt statement.
+pub const RECEIPT_SUBJECT: &str = "infernet-receipt";
+
+/// What a receipt states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The job's id on the node.
+    pub job: String,
+    /// The containers it ran, in order.
+    pub containers: Vec<String>,
+    /// How it ended: `success` or `failed`.
+    pub status: String,
+    /// Compute time, in ms.
+    pub duration_ms: u64,
+    /// The price by the node's pricing when the job ended; `None` when it prices none of the
+    /// containers, or prices them in different units.
+    #[serde(default)]
+    pub price: Option<f64>,
+    /// The unit of `price`.
+    #[serde(default)]
+    pub unit: Option<String>,
+}
