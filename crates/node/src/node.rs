@@ -201,6 +201,10 @@ fn app_state(
             system
         },
         routers,
+        dashboard: Arc::new(crate::dashboard::Dashboard::new(
+            infernet_service::web::SessionLimits::default(),
+            admin.secure(),
+        )),
         admin,
     }))
 }
@@ -223,6 +227,11 @@ fn spawn_services(
     let supervisor = manager.clone();
     tasks.spawn_critical("container-manager", async move {
         supervisor.supervise(shutdown).await;
+        Ok::<_, NodeError>(())
+    });
+    let (dashboard_state, dashboard_shutdown) = (state.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("dashboard-history", async move {
+        crate::dashboard::sample(dashboard_state, dashboard_shutdown).await;
         Ok::<_, NodeError>(())
     });
     let stats = &config.config.stats;

@@ -10,7 +10,8 @@
 //! - [`gateway`] — jobs submitted to the network: dispatch, results, streams, batches,
 //!   pipelines, callbacks, ledger rows;
 //! - [`resources`] — the bounded `/resources` fan-out;
-//! - [`server`] — the REST API.
+//! - [`server`] — the REST API;
+//! - [`ui`] — the control interface: the operator's web app, sessions, fleet data.
 
 pub mod address;
 pub mod choose;
@@ -21,6 +22,7 @@ pub mod ranking;
 pub mod registry;
 pub mod resources;
 pub mod server;
+pub mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -68,6 +70,8 @@ pub struct Settings {
     pub limits: infernet_service::http::Limits,
     /// The gateway.
     pub gateway: gateway::GatewaySettings,
+    /// The control interface.
+    pub ui: ui::UiSettings,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -124,6 +128,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     ));
     let monitor = Monitor::new(registry.clone(), settings.probe)?;
     let max_body = settings.gateway.max_body;
+    let (ui, history) = ui::Ui::new(
+        settings.ui,
+        settings.gateway.public_url.as_deref(),
+        addr.port(),
+        db.clone(),
+    );
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
@@ -138,6 +148,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         last_round_micros: monitor.last_round_micros.clone(),
         requests: Default::default(),
         gateway: gateway.clone(),
+        ui: Arc::new(ui),
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -157,6 +168,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));
+    let history_db = db.clone();
+    let history_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("node-history", async move {
+        ui::history::run(history_db, history, history_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
     let app = server::app(state, max_body);
     let limits = settings.limits;
     tasks.spawn_critical("rest-server", async move {

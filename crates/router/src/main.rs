@@ -113,6 +113,12 @@ struct Args {
     /// could otherwise make the router call its own network).
     #[arg(long, env = "CALLBACKS_TO_PRIVATE")]
     callbacks_to_private: bool,
+    /// Dashboard sessions open at once; at the limit the oldest ends for a new sign-in.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 1000)]
+    max_sessions: usize,
+    /// Seconds a dashboard session lasts from sign-in.
+    #[arg(long, env = "SESSION_LIFETIME", default_value_t = 43_200)]
+    session_lifetime: u64,
 }
 
 fn seconds(name: &str, v: f64) -> Result<Duration, String> {
@@ -209,6 +215,15 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             args.price_unit
         ));
     }
+    if args.max_sessions == 0 {
+        errors.push("--max-sessions must be at least 1".into());
+    }
+    if !(60..=30 * 86_400).contains(&args.session_lifetime) {
+        errors.push(format!(
+            "--session-lifetime must be from 60 to 2592000 seconds, got {}",
+            args.session_lifetime
+        ));
+    }
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
@@ -251,6 +266,13 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 max_batch: args.max_batch.max(1),
                 callbacks_to_private: args.callbacks_to_private,
                 ..GatewaySettings::default()
+            },
+            ui: infernet_router::ui::UiSettings {
+                sessions: infernet_service::web::SessionLimits {
+                    max: args.max_sessions,
+                    lifetime: Duration::from_secs(args.session_lifetime),
+                    ..Default::default()
+                },
             },
         }),
         _ => Err(errors),

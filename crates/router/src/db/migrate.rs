@@ -13,9 +13,23 @@ use super::{Db, DbError, Pool};
 /// (version, description, SQL).
 type Embedded = (i64, &'static str, &'static str);
 
-const SQLITE: &[Embedded] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const SQLITE: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        5,
+        "node history",
+        include_str!("../../migrations/sqlite/0005_node_history.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const POSTGRES: &[Embedded] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (
+        5,
+        "node history",
+        include_str!("../../migrations/postgres/0005_node_history.sql"),
+    ),
+];
 
 fn migrator(list: &[Embedded]) -> Migrator {
     Migrator::with_migrations(

@@ -283,11 +283,12 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "api_keys",
     "jobs",
     "ledger",
     "metric_samples",
+    "node_history",
     "node_settings",
     "nodes",
     "operators",

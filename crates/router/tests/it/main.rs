@@ -1,10 +1,12 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
-//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL.
+//! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`ui`]
+//! the control interface, over HTTP and in Chromium.
 
 mod db;
 mod gateway;
 mod hardening;
 mod signed;
+mod ui;
 
 use std::{
     net::SocketAddr,
@@ -140,6 +142,7 @@ fn settings(listed: &[String]) -> Settings {
             key_file: tempfile::tempdir().unwrap().keep().join("router.nsec"),
             ..Default::default()
         },
+        ui: Default::default(),
     }
 }
 
