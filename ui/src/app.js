@@ -195,7 +195,8 @@
   }
 
   pages.fleet = async () => {
-    const nodes = await fleet();
+    const [nodes, money] = await Promise.all([fleet(), api(`${API}/earnings`)]);
+    const count = (period, key) => money.periods.find((p) => p.period === period).current.by_node[key]?.jobs || 0;
     say(nodes.length ? `${nodes.length} node${nodes.length === 1 ? '' : 's'}` : 'No node names your key yet: set operator.pubkeys in a node\'s config to your key and point its stats.endpoint at this router.');
     const rows = nodes.map((n) => {
       const r = resources(n);
@@ -206,7 +207,7 @@
         h('td', { 'data-label': 'Version' }, n.version || '–'),
         h('td', { 'data-label': 'Containers' }, (n.containers || []).join(', ') || '–'),
         h('td', { 'data-label': 'Available' }, n.open === false ? 'closed' : 'open'),
-        h('td', { 'data-label': 'Jobs' }, String(jobs.total ?? 0)),
+        h('td', { 'data-label': 'Jobs 24 h / 7 d / all' }, `${count('day', n.key)} / ${count('week', n.key)} / ${jobs.total ?? 0}`),
         h('td', { 'data-label': 'Success' }, pct(jobs.success_rate)),
         h('td', { 'data-label': 'CPU' }, pct(r.cpu)),
         h('td', { 'data-label': 'GPU' }, pct(r.gpu)),
@@ -214,8 +215,51 @@
     });
     page.replaceChildren(h('h2', {}, 'Fleet'), h('table', { class: 'grid', id: 'fleet' },
       h('caption', { class: 'sr' }, 'Your nodes'),
-      h('thead', {}, h('tr', {}, ['Node', 'Heartbeat', 'Version', 'Containers', 'Available', 'Jobs', 'Success', 'CPU', 'GPU', 'Memory'].map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', {}, rows)));
+      h('thead', {}, h('tr', {}, ['Node', 'Heartbeat', 'Version', 'Containers', 'Available', 'Jobs 24 h / 7 d / all', 'Success', 'CPU', 'GPU', 'Memory'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows)), addNode());
+  };
+
+  // "Add a node": the router reads the node's signed statement and says what to set.
+  function addNode() {
+    const out = h('output', { class: 'answer', 'aria-live': 'polite' });
+    const f = h('form', { class: 'form', id: 'add-node' },
+      h('h3', {}, 'Add a node'),
+      field('address', 'Node address (host:port or URL)', { required: true, autocomplete: 'off', id: 'node-address' }),
+      h('button', { type: 'submit', class: 'primary' }, 'Check node'), out);
+    f.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        const a = await api(`${API}/nodes`, { method: 'POST', json: { address: new FormData(f).get('address') } });
+        out.className = `answer ${a.names_you ? 'good' : 'bad'}`;
+        out.textContent = `${a.address}: ${a.next}`;
+      } catch (err) {
+        out.className = 'answer bad';
+        out.textContent = err.message;
+      }
+    });
+    return f;
+  }
+
+  pages.earnings = async () => {
+    const data = await api(`${API}/earnings`);
+    const unit = data.unit;
+    const money = (x) => `${(+x).toFixed(4)} ${unit}`;
+    const change = (c, p) => (p > 0 ? ` (${c >= p ? '+' : ''}${Math.round((100 * (c - p)) / p)} %)` : '');
+    say(`Earnings by the prices the nodes advertised, in ${unit}; accounted, not settled.`);
+    const table = (title, rows) => h('table', { class: 'grid' }, h('caption', {}, title),
+      h('thead', {}, h('tr', {}, ['', 'Jobs', 'Earned', 'Before'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 4 }, 'Nothing yet.'))));
+    page.replaceChildren(h('h2', {}, 'Earnings'), h('div', { id: 'earnings' }, data.periods.map((p) => {
+      const c = p.current;
+      const b = p.previous;
+      const rows = (by, before) => Object.entries(by).map(([k, v]) => h('tr', {},
+        h('th', { scope: 'row' }, k), h('td', { 'data-label': 'Jobs' }, String(v.jobs)),
+        h('td', { 'data-label': 'Earned' }, money(v.earned)), h('td', { 'data-label': 'Before' }, money(before[k]?.earned || 0))));
+      return h('section', { class: 'card' },
+        h('h3', {}, `Last ${p.period}: ${money(c.earned)}${change(c.earned, b.earned)}`),
+        h('p', { class: 'meta' }, `${c.jobs} jobs; the ${p.period} before: ${b.jobs} jobs, ${money(b.earned)}`),
+        table('Per node', rows(c.by_node, b.by_node)), table('Per container', rows(c.by_container, b.by_container)));
+    })));
   };
 
   const SERIES = [
@@ -395,7 +439,14 @@
         h('button', { type: 'button', onclick: async () => {
           try {
             const a = await admin(n, 'GET', '/admin/status');
-            out.textContent = JSON.stringify(a.body && a.body.diagnostics ? a.body.diagnostics : a.body, null, 2);
+            const d = a.body && a.body.diagnostics;
+            out.textContent = JSON.stringify(d || a.body, null, 2);
+            if (d && d.clock) {
+              const skew = Math.round(Math.abs(Date.now() - d.clock.unix_ms) / 1000);
+              if (skew > 30) out.before(h('p', { class: 'bad' }, `The node's clock is ${skew} s away from this device's: signed requests fail beyond 60 s. Sync its clock (NTP).`));
+            }
+            if (d && d.docker && !d.docker.reachable) out.before(h('p', { class: 'bad' }, 'The Docker engine does not answer: containers cannot start.'));
+            if (d && d.gpus && d.gpus.host.length && !d.gpus.containers.visible) out.before(h('p', { class: 'bad' }, `GPUs on the host, not visible to containers: ${d.gpus.containers.reason}`));
           } catch (e) { out.textContent = e.message; }
         } }, 'Ask the node (signed)'), out);
     })));
@@ -410,7 +461,9 @@
     if (!signer) return;
     const [path] = location.hash.replace(/^#\/?/, '').split('?');
     const [name, ...rest] = path.split('/');
-    const which = pages[name] ? name : MODE === 'fleet' ? 'fleet' : 'node';
+    const fleetOnly = ['fleet', 'jobs', 'earnings'];
+    const known = pages[name] && (MODE === 'fleet' || !fleetOnly.includes(name));
+    const which = known ? name : MODE === 'fleet' ? 'fleet' : 'node';
     for (const a of document.querySelectorAll('#nav a')) a.setAttribute('aria-current', a.dataset.page === which ? 'page' : 'false');
     try {
       await pages[which](rest.length ? decodeURIComponent(rest.join('/')) : undefined);

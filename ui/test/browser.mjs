@@ -96,6 +96,11 @@ try {
   if (up !== NODES.length) throw new Error(`${up} of ${NODES.length} nodes shown up`);
   await shoot(page, 'fleet-desktop');
 
+  step('add a node: the router checks its signed statement');
+  await page.getByLabel('Node address (host:port or URL)').fill(NODES[1]);
+  await page.getByRole('button', { name: 'Check node' }).click();
+  await page.waitForFunction(() => /in your fleet/.test(document.querySelector('#add-node output')?.textContent || ''), null, { timeout: TIMEOUT });
+
   step('a node page draws its plots with data');
   await page.locator(`#fleet tr[data-node="${NODES[0]}"] a`).click();
   await page.waitForFunction(() => document.querySelectorAll('#plots .uplot canvas').length >= 6, null, { timeout: TIMEOUT });
@@ -154,8 +159,8 @@ try {
   await page.goto(`${ROUTER}/#/node/${encodeURIComponent(NODES[0])}?range=1h`);
   await page.waitForFunction(() => /x: 0\.25 USD per job/.test(document.querySelector('#prices')?.textContent || ''), null, { timeout: TIMEOUT });
 
-  step('jobs, diagnostics and alerts pages');
-  for (const [hash, sel, name] of [['#/jobs', '#jobs', 'jobs'], ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#no-alerts', 'alerts']]) {
+  step('jobs, earnings, diagnostics and alerts pages');
+  for (const [hash, sel, name] of [['#/jobs', '#jobs', 'jobs'], ['#/earnings', '#earnings', 'earnings'], ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#no-alerts', 'alerts']]) {
     await page.goto(`${ROUTER}/${hash}`);
     await page.locator(sel).waitFor({ timeout: TIMEOUT });
     await shoot(page, `${name}-desktop`);
@@ -166,7 +171,7 @@ try {
   await phone.setViewportSize({ width: 390, height: 844 });
   for (const [hash, sel, name] of [
     ['#/fleet', '#fleet', 'fleet'], [`#/node/${encodeURIComponent(NODES[0])}`, '#plots canvas', 'node'],
-    [`#/settings/${encodeURIComponent(NODES[0])}`, '#price-form', 'settings'], ['#/jobs', '#jobs', 'jobs'],
+    [`#/settings/${encodeURIComponent(NODES[0])}`, '#price-form', 'settings'], ['#/jobs', '#jobs', 'jobs'], ['#/earnings', '#earnings', 'earnings'],
     ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#no-alerts', 'alerts'],
   ]) {
     current = `phone width: ${name}`;

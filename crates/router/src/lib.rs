@@ -133,6 +133,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.gateway.public_url.as_deref(),
         addr.port(),
         db.clone(),
+        &settings.gateway.price_unit,
     );
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;

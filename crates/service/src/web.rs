@@ -307,6 +307,7 @@ pub fn shell(app: &App<'_>) -> String {
         &[
             ("fleet", "Fleet"),
             ("jobs", "Jobs"),
+            ("earnings", "Earnings"),
             ("settings", "Settings"),
             ("diagnostics", "Diagnostics"),
             ("alerts", "Alerts"),

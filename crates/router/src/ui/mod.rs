@@ -6,6 +6,10 @@
 //! - `GET /api/v1/fleet` — the nodes whose own signed statements name the signed-in key;
 //! - `GET /api/v1/fleet/{node}/history?range=1h|24h|7d|30d` — the plots' points ([`history`]);
 //! - `GET /api/v1/fleet/jobs?node=&container=&outcome=&page=` — the ledger of those nodes;
+//! - `GET /api/v1/fleet/earnings` — jobs and earnings of the last day, week and month against
+//!   the period before, per node and per container set (by the ledger's prices);
+//! - `POST /api/v1/fleet/nodes` — "add a node": fetches the node's signed statement at the
+//!   address given and says whether it names the signed-in key, and what to set if not;
 //! - `POST /api/v1/fleet/{node}/admin` — relays a request the operator's extension signed for
 //!   the node's admin API and answers the node's status and body. The router adds nothing: it
 //!   cannot make such a request, only pass it on.
@@ -83,16 +87,19 @@ pub struct Ui {
     beats: Mutex<HashMap<String, Beat>>,
     history: history::HistorySender,
     db: Db,
+    /// The unit the ledger's prices are in.
+    price_unit: String,
 }
 
 impl Ui {
-    /// The interface of a router reached at `public_url` (if set) and on `port`; answers the
-    /// history writer's receiving end too (run [`history::run`] with it).
+    /// The interface of a router reached at `public_url` (if set) and on `port`, pricing in
+    /// `price_unit`; answers the history writer's receiving end too (run [`history::run`] with it).
     pub fn new(
         settings: UiSettings,
         public_url: Option<&str>,
         port: u16,
         db: Db,
+        price_unit: &str,
     ) -> (Self, mpsc::Receiver<history::Sample>) {
         let mut bases: Vec<String> = public_url.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
         bases.push(format!("http://127.0.0.1:{port}"));
@@ -106,6 +113,7 @@ impl Ui {
             beats: Mutex::new(HashMap::new()),
             history,
             db,
+            price_unit: price_unit.to_string(),
         };
         (ui, samples)
     }
@@ -211,6 +219,8 @@ pub fn routes() -> Router<Arc<RouterState>> {
         .route(SESSION_PATH, post(open).get(who).delete(close))
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/fleet/jobs", get(jobs))
+        .route("/api/v1/fleet/earnings", get(earnings))
+        .route("/api/v1/fleet/nodes", post(add_node))
         .route("/api/v1/fleet/{node}/history", get(history_of))
         .route("/api/v1/fleet/{node}/admin", post(relay))
 }
@@ -718,4 +728,182 @@ async fn relay(
     }
     let body = serde_json::from_slice::<Value>(&read).unwrap_or_else(|_| json!(String::from_utf8_lossy(&read)));
     Json(json!({"status": status, "body": body})).into_response()
+}
+
+/// The periods of the earnings page: (name, length in ms).
+const PERIODS: [(&str, i64); 3] = [
+    ("day", 86_400_000),
+    ("week", 7 * 86_400_000),
+    ("month", 30 * 86_400_000),
+];
+
+/// Jobs and the sum of their prices, per node and container set, finished in `[from, to)`.
+async fn totals(
+    db: &Db,
+    nodes: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<(String, String, i64, Option<f64>)>, crate::db::DbError> {
+    let nodes = &nodes[..nodes.len().min(500)];
+    let mut sql = String::from("SELECT node, containers, COUNT(*), SUM(price) FROM ledger WHERE node IN (");
+    for i in 0..nodes.len() {
+        sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, i + 1));
+    }
+    sql.push_str(&format!(
+        ") AND finished_at >= ${} AND finished_at < ${} GROUP BY node, containers",
+        nodes.len() + 1,
+        nodes.len() + 2
+    ));
+    Ok(crate::db::on_pool!(db, |p| {
+        let mut q = sqlx::query_as::<_, (String, String, i64, Option<f64>)>(sqlx::AssertSqlSafe(sql.clone()));
+        for node in nodes {
+            q = q.bind(node);
+        }
+        q.bind(from).bind(to).fetch_all(p).await?
+    }))
+}
+
+/// `GET /api/v1/fleet/earnings`: per period, this one against the one before.
+async fn earnings(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let nodes: Vec<String> = fleet_of(&state, &session.signer)
+        .iter()
+        .filter_map(|n| n["key"].as_str().map(str::to_string))
+        .collect();
+    let now = crate::db::now_ms();
+    let mut periods = Vec::new();
+    for (name, length) in PERIODS {
+        let mut period = json!({"period": name});
+        for (which, from, to) in [
+            ("current", now - length, now + 1),
+            ("previous", now - 2 * length, now - length),
+        ] {
+            let rows = if nodes.is_empty() {
+                Vec::new()
+            } else {
+                match totals(&state.ui.db, &nodes, from, to).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the router's database failed: {e}"),
+                        );
+                    }
+                }
+            };
+            let (mut jobs, mut earned) = (0i64, 0.0f64);
+            let mut by_node = serde_json::Map::new();
+            let mut by_container = serde_json::Map::new();
+            for (node, containers, count, price) in rows {
+                let price = price.unwrap_or(0.0);
+                jobs += count;
+                earned += price;
+                let set = serde_json::from_str::<Vec<String>>(&containers)
+                    .map(|c| c.join(" → "))
+                    .unwrap_or(containers);
+                for (map, key) in [(&mut by_node, node), (&mut by_container, set)] {
+                    let entry = map.entry(key).or_insert_with(|| json!({"jobs": 0, "earned": 0.0}));
+                    entry["jobs"] = json!(entry["jobs"].as_i64().unwrap_or(0) + count);
+                    entry["earned"] = json!(entry["earned"].as_f64().unwrap_or(0.0) + price);
+                }
+            }
+            period[which] = json!({"jobs": jobs, "earned": earned, "by_node": by_node, "by_container": by_container});
+        }
+        periods.push(period);
+    }
+    Json(json!({"unit": state.ui.price_unit, "periods": periods})).into_response()
+}
+
+/// What "add a node" takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    address: String,
+}
+
+/// Largest `/identity` statement read from a node.
+const MAX_STATEMENT: usize = 64 * 1024;
+
+/// `POST /api/v1/fleet/nodes {address}`: reads the node's signed statement and says whether it
+/// names the signed-in key; a node that does joins the fleet with its signed heartbeats.
+async fn add_node(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let request: NewNode = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{address}}: {e}")),
+    };
+    let addr = match crate::address::NodeAddr::parse(&request.address) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("address: {e}")),
+        None => return error(StatusCode::BAD_REQUEST, "address: a node's host:port or URL"),
+    };
+    let url = format!("{}/identity", addr.base_url());
+    let text = match fetch_statement(&state.client, &url).await {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{url}: {e}")),
+    };
+    let checked = match infernet_identity::statement::verify(&text, "infernet-node", infernet_identity::unix_now(), 300)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("{url} did not answer a node's signed statement: {e}"),
+            );
+        }
+    };
+    let operators: Vec<String> = checked.content["operators"]
+        .as_array()
+        .map(|o| o.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let names_you = operators.contains(&session.signer);
+    let key = addr.key();
+    let in_fleet = fleet_of(&state, &session.signer).iter().any(|n| n["key"] == key);
+    let router = state.ui.bases.first().cloned().unwrap_or_default();
+    let next = match (names_you, in_fleet) {
+        (true, true) => "it is in your fleet".to_string(),
+        (true, false) => format!(
+            "it names you; it joins your fleet once its signed heartbeats reach this router: set \"stats\": {{\"endpoint\": \"{router}/api/v1/register\"}} in its config.json"
+        ),
+        (false, _) => format!(
+            "it does not name you: add \"{}\" to \"operator\": {{\"pubkeys\": [...]}} in its config.json and restart it",
+            session.signer
+        ),
+    };
+    Json(json!({
+        "address": key,
+        "node": npub(&checked.signer),
+        "operators": operators,
+        "names_you": names_you,
+        "in_fleet": in_fleet,
+        "next": next,
+    }))
+    .into_response()
+}
+
+/// The body of `GET url`, at most [`MAX_STATEMENT`] bytes, within 5 s.
+async fn fetch_statement(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let mut answer = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    if !answer.status().is_success() {
+        return Err(format!("answered HTTP {}", answer.status().as_u16()));
+    }
+    let mut read = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| format!("answer cut: {e}"))? {
+        if read.len() + chunk.len() > MAX_STATEMENT {
+            return Err(format!("answer larger than {MAX_STATEMENT} bytes"));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    String::from_utf8(read).map_err(|_| "answer is not text".to_string())
 }

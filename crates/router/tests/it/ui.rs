@@ -261,6 +261,43 @@ async fn the_fleet_app_needs_a_session_for_data_and_relays_only_signed_changes()
     let (status, _) = json_of(get(format!("/api/v1/fleet/jobs?node={}", other.key())).await.unwrap()).await;
     assert_eq!(status, 404);
 
+    // Earnings: three periods, each against the one before; nothing ran through the gateway yet.
+    let (status, body) = json_of(get("/api/v1/fleet/earnings".into()).await.unwrap()).await;
+    assert_eq!((status, body["unit"].as_str()), (200, Some("USD")), "{body}");
+    let periods: Vec<&str> = body["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(periods, ["day", "week", "month"]);
+    assert_eq!(body["periods"][0]["current"]["jobs"], 0);
+
+    // Add a node: the router reads its signed statement and says what to set.
+    let add = |address: String, csrf: Option<&str>| {
+        with_session(client().post(format!("{url}/api/v1/fleet/nodes")), &cookie, csrf)
+            .json(&json!({ "address": address }))
+            .send()
+    };
+    let (status, body) = json_of(add(a.key(), Some(&csrf)).await.unwrap()).await;
+    assert_eq!(
+        (status, body["names_you"].as_bool(), body["in_fleet"].as_bool()),
+        (200, Some(true), Some(true)),
+        "{body}"
+    );
+    let (status, body) = json_of(add(format!("http://{}", other.key()), Some(&csrf)).await.unwrap()).await;
+    assert_eq!((status, body["names_you"].as_bool()), (200, Some(false)), "{body}");
+    assert!(
+        body["next"].as_str().unwrap().contains(&operator.npub()),
+        "says which key to add: {body}"
+    );
+    let (status, body) = json_of(add("127.0.0.1:1".into(), Some(&csrf)).await.unwrap()).await;
+    assert_eq!(status, 502, "{body}");
+    let (status, _) = json_of(add("not a host:port:x".into(), Some(&csrf)).await.unwrap()).await;
+    assert_eq!(status, 400);
+    let (status, _) = json_of(add(a.key(), None).await.unwrap()).await;
+    assert_eq!(status, 403);
+
     // A change: the operator signs a PUT for the node's own URL; the router relays it.
     let relay = format!("{url}/api/v1/fleet/{}/admin", a.key());
     let settings = json!({"pricing": {"x": {"per_job": 0.5, "unit": "USD"}}}).to_string();
