@@ -197,6 +197,18 @@ fn sample(key: &str, kept: &Value) -> history::Sample {
     }
 }
 
+/// Counts a request that makes the router work for anyone (a sign-in, a node's statement fetched)
+/// against the client's rate limit on `route`: `Err` is the 429 to answer.
+fn admit(
+    state: &RouterState,
+    route: &'static str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<infernet_service::rate_limit::Allowed, Response> {
+    let client = infernet_service::client_ip::ClientIp::resolve(peer.ip(), headers, &state.trusted_proxies);
+    state.limiter.admit(route, client).map_err(IntoResponse::into_response)
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
@@ -264,11 +276,21 @@ async fn service_worker() -> Response {
 /// `POST /api/v1/session`: a NIP-98 event signed for this URL opens a session.
 async fn open(
     State(state): State<Arc<RouterState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let allowed = match admit(&state, SESSION_PATH, peer, &headers) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    allowed.stamp(&state.limiter, sign_in(&state, &method, &uri, &headers, &body))
+}
+
+/// Opens a session when the request is signed (NIP-98) for this router's session URL.
+fn sign_in(state: &RouterState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
     let ui = &state.ui;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let urls: Vec<String> = ui.bases.iter().map(|b| format!("{b}{path}")).collect();
@@ -276,7 +298,7 @@ async fn open(
     let received = infernet_identity::nip98::Received {
         method: method.as_str(),
         urls: &urls,
-        body: &body,
+        body,
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let signer = match ui
@@ -632,7 +654,6 @@ struct Relayed {
 /// `{status, body}` as the node gave them.
 async fn relay(
     State(state): State<Arc<RouterState>>,
-    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
     Path(node): Path<String>,
@@ -829,12 +850,27 @@ const MAX_STATEMENT: usize = 64 * 1024;
 
 /// `POST /api/v1/fleet/nodes {address}`: reads the node's signed statement and says whether it
 /// names the signed-in key; a node that does joins the fleet with its signed heartbeats.
-async fn add_node(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn add_node(
+    State(state): State<Arc<RouterState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let session = match state.ui.sessions.check(&method, &headers) {
         Ok(s) => s,
         Err(e) => return refused(e),
     };
-    let request: NewNode = match serde_json::from_slice(&body) {
+    let allowed = match admit(&state, "/api/v1/fleet/nodes", peer, &headers) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    allowed.stamp(&state.limiter, check_node(&state, &session.signer, &body).await)
+}
+
+/// Reads the statement of the node `body` names and says what the operator `signer` must do.
+async fn check_node(state: &RouterState, signer: &str, body: &[u8]) -> Response {
+    let request: NewNode = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{address}}: {e}")),
     };
@@ -862,9 +898,9 @@ async fn add_node(State(state): State<Arc<RouterState>>, method: Method, headers
         .as_array()
         .map(|o| o.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
-    let names_you = operators.contains(&session.signer);
+    let names_you = operators.iter().any(|o| o == signer);
     let key = addr.key();
-    let in_fleet = fleet_of(&state, &session.signer).iter().any(|n| n["key"] == key);
+    let in_fleet = fleet_of(state, signer).iter().any(|n| n["key"] == key);
     let router = state.ui.bases.first().cloned().unwrap_or_default();
     let next = match (names_you, in_fleet) {
         (true, true) => "it is in your fleet".to_string(),
@@ -872,8 +908,7 @@ async fn add_node(State(state): State<Arc<RouterState>>, method: Method, headers
             "it names you; it joins your fleet once its signed heartbeats reach this router: set \"stats\": {{\"endpoint\": \"{router}/api/v1/register\"}} in its config.json"
         ),
         (false, _) => format!(
-            "it does not name you: add \"{}\" to \"operator\": {{\"pubkeys\": [...]}} in its config.json and restart it",
-            session.signer
+            "it does not name you: add \"{signer}\" to \"operator\": {{\"pubkeys\": [...]}} in its config.json and restart it"
         ),
     };
     Json(json!({

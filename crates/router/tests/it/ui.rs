@@ -557,3 +557,18 @@ async fn the_fleet_app_works_in_chromium() {
         text(&run.stderr)
     );
 }
+
+#[tokio::test]
+async fn sign_ins_are_rate_limited_per_client() {
+    let mut s = settings(&[]);
+    s.requests_per_minute = 2;
+    let url = router(s).await;
+    let session = format!("{url}/api/v1/session");
+    for _ in 0..2 {
+        let (status, _) = json_of(client().post(&session).send().await.unwrap()).await;
+        assert_eq!(status, 401);
+    }
+    let r = client().post(&session).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+}
