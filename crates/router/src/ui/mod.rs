@@ -198,15 +198,15 @@ fn sample(key: &str, kept: &Value) -> history::Sample {
 }
 
 /// Counts a request that makes the router work for anyone (a sign-in, a node's statement fetched)
-/// against the client's rate limit on `route`: `Err` is the 429 to answer.
+/// against the client's rate limit on `route`: `Err` answers 429.
 fn admit(
     state: &RouterState,
     route: &'static str,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<infernet_service::rate_limit::Allowed, Response> {
+) -> Result<infernet_service::rate_limit::Allowed, infernet_service::rate_limit::Refused> {
     let client = infernet_service::client_ip::ClientIp::resolve(peer.ip(), headers, &state.trusted_proxies);
-    state.limiter.admit(route, client).map_err(IntoResponse::into_response)
+    state.limiter.admit(route, client)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -284,7 +284,7 @@ async fn open(
 ) -> Response {
     let allowed = match admit(&state, SESSION_PATH, peer, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     allowed.stamp(&state.limiter, sign_in(&state, &method, &uri, &headers, &body))
 }
@@ -863,7 +863,7 @@ async fn add_node(
     };
     let allowed = match admit(&state, "/api/v1/fleet/nodes", peer, &headers) {
         Ok(a) => a,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     allowed.stamp(&state.limiter, check_node(&state, &session.signer, &body).await)
 }
