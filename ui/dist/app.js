@@ -322,9 +322,11 @@
       const out = f.querySelector('.answer') || f.appendChild(h('output', { class: 'answer', 'aria-live': 'polite' }));
       out.textContent = 'Asking your extension to sign…';
       try {
-        const answer = await submit(new FormData(f));
-        out.className = `answer ${answer.status < 300 ? 'good' : 'bad'}`;
-        out.textContent = `The node answered ${answer.status}: ${JSON.stringify(answer.body)}`;
+        const result = await submit(new FormData(f));
+        const answers = Array.isArray(result) ? result : [{ answer: result }];
+        out.className = `answer ${answers.every((a) => a.answer.status < 300) ? 'good' : 'bad'}`;
+        out.replaceChildren(...answers.map((a) => h('span', { class: 'line' },
+          `${a.node ? `${a.node}: the node` : 'The node'} answered ${a.answer.status}: ${JSON.stringify(a.answer.body)}`)));
       } catch (err) {
         out.className = 'answer bad';
         out.textContent = err.message;
@@ -382,11 +384,20 @@
       field('port', 'Port of the service', { type: 'number', min: '1', max: '65535', id: 'container-port', inputmode: 'numeric' }),
       field('url', 'Or the URL of a running service', { id: 'container-url', autocomplete: 'off' }),
       field('description', 'Description', { id: 'container-description' }),
-    ], (d) => {
+      MODE === 'fleet' ? h('fieldset', { id: 'container-nodes' }, h('legend', {}, 'Add to nodes'),
+        nodes.map((n) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'nodes', value: n.key, checked: n.key === node.key }), h('span', {}, label(n))))) : null,
+    ], async (d) => {
       const entry = { id: d.get('id') };
       for (const k of ['image', 'url', 'description']) if (d.get(k)) entry[k] = d.get(k);
       if (d.get('port')) entry.port = Number(d.get('port'));
-      return admin(node, 'POST', '/admin/containers', entry);
+      const chosen = MODE === 'fleet' ? nodes.filter((n) => d.getAll('nodes').includes(n.key)) : [node];
+      if (!chosen.length) throw new Error('Choose at least one node.');
+      const answers = [];
+      // One signed request per node: each is signed for that node's own URL.
+      for (const n of chosen) {
+        answers.push({ node: label(n), answer: await admin(n, 'POST', '/admin/containers', entry).catch((e) => ({ status: 0, body: e.message })) });
+      }
+      return answers;
     }, 'Add container');
     add.id = 'container-form';
     const remove = containers.map((c) => h('li', {}, c, ' ', h('button', { type: 'button', class: 'small', 'aria-label': `Remove ${c}`, onclick: async (e) => {

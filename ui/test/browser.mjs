@@ -83,8 +83,10 @@ try {
   if (refused !== 401) throw new Error(`GET /api/v1/fleet without a session answered ${refused}`);
   await shoot(page, 'signin-desktop');
 
-  step('sign in with the extension');
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  step('sign in with the extension, by keyboard');
+  for (let i = 0; i < 10 && await page.evaluate(() => document.activeElement?.id) !== 'signin'; i++) await page.keyboard.press('Tab');
+  if (await page.evaluate(() => document.activeElement?.id) !== 'signin') throw new Error('Tab never reaches the sign-in button');
+  await page.keyboard.press('Enter');
   await page.locator('#signout').waitFor({ state: 'visible', timeout: TIMEOUT });
   if (signatures() < 1) throw new Error('the extension was never asked to sign');
 
@@ -135,8 +137,10 @@ try {
   step('add a container; the node serves a job on it');
   await page.getByLabel('Container id', { exact: true }).fill('added');
   await page.getByLabel('Port of the service', { exact: true }).fill(String(SERVICE_PORT));
+  // To both nodes: one signature each, for each node's own URL.
+  await page.getByRole('checkbox', { name: NODES[1] }).check();
   await page.locator('#container-form button[type=submit]').click();
-  await page.waitForFunction(() => /answered 201/.test(document.querySelector('#container-form .answer')?.textContent || ''), null, { timeout: 60_000 });
+  await page.waitForFunction(() => (document.querySelector('#container-form .answer')?.textContent.match(/answered 201/g) || []).length === 2, null, { timeout: 60_000 });
   const nodeUrl = `http://${NODES[0]}`;
   const created = await fetch(`${nodeUrl}/api/jobs`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ containers: ['added'], data: {} }),
@@ -152,7 +156,7 @@ try {
   if (!job || job.status !== 'success') throw new Error(`the job on the added container ended ${JSON.stringify(job)}`);
   await page.waitForFunction(async (key) => {
     const f = await (await fetch('/api/v1/fleet')).json();
-    return f.nodes.find((x) => x.key === key)?.containers.includes('added');
+    return f.nodes.filter((x) => x.containers.includes('added')).length === 2;
   }, NODES[0], { timeout: TIMEOUT, polling: 200 });
 
   step('the node page shows the new price and container');
@@ -190,7 +194,7 @@ try {
   }
   await phone.close();
 
-  step('keyboard: the sign-out button is reached with Tab and has a name');
+  step('every form field has a label');
   const labelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')].every((el) => el.closest('label')));
   if (!labelled) throw new Error('a form field has no label');
 
