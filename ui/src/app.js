@@ -265,6 +265,8 @@
   const SERIES = [
     ['jobs', 'Jobs per minute', ''],
     ['success', 'Success rate', '%'],
+    ['p50', 'Latency p50', 'ms'],
+    ['p99', 'Latency p99', 'ms'],
     ['cpu', 'CPU', '%'],
     ['memory', 'Memory', '%'],
     ['gpu', 'GPU', '%'],

@@ -105,7 +105,7 @@ try {
 
   step('a node page draws its plots with data');
   await page.locator(`#fleet tr[data-node="${NODES[0]}"] a`).click();
-  await page.waitForFunction(() => document.querySelectorAll('#plots .uplot canvas').length >= 6, null, { timeout: TIMEOUT });
+  await page.waitForFunction(() => document.querySelectorAll('#plots .uplot canvas').length >= 8, null, { timeout: TIMEOUT });
   const points = await page.evaluate(() => Number((document.querySelector('#status').textContent.match(/(\d+) points/) || [])[1] || 0));
   if (points < 1) throw new Error(`the node page shows ${points} points`);
   // Something was drawn: the CPU plot's canvas is not blank.
@@ -239,7 +239,7 @@ try {
   const dash = await context.newPage();
   await dash.goto(`${nodeUrl}/dashboard/`);
   await dash.getByRole('button', { name: 'Sign in' }).click();
-  await dash.waitForFunction(() => document.querySelectorAll('#plots .uplot canvas').length >= 6, null, { timeout: TIMEOUT });
+  await dash.waitForFunction(() => document.querySelectorAll('#plots .uplot canvas').length >= 8, null, { timeout: TIMEOUT });
   await shoot(dash, 'dashboard-desktop');
   await dash.setViewportSize({ width: 390, height: 844 });
   await shoot(dash, 'dashboard-phone');

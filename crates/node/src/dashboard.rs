@@ -59,8 +59,13 @@ struct Point {
     pending: f64,
     jobs: Option<f64>,
     success: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
     #[serde(skip)]
     totals: (u64, u64),
+    /// The latency histogram's bounds (s) and running totals per bucket.
+    #[serde(skip)]
+    latency: (Vec<f64>, Vec<i64>),
 }
 
 /// The dashboard's state: sessions and the last 24 h.
@@ -94,6 +99,18 @@ impl Dashboard {
             let minutes = ((point.t - prev.t) as f64 / 60.0).max(1.0 / 60.0);
             point.jobs = Some((dok + dfailed) as f64 / minutes);
             point.success = (dok + dfailed > 0).then(|| 100.0 * dok as f64 / (dok + dfailed) as f64);
+            let (bounds, now) = &point.latency;
+            let (_, before) = &prev.latency;
+            if now.len() == before.len() {
+                let restarted = now.iter().zip(before).any(|(n, b)| n < b);
+                let since: Vec<i64> = now
+                    .iter()
+                    .zip(before)
+                    .map(|(n, b)| if restarted { *n } else { n - b })
+                    .collect();
+                point.p50 = web::latency_quantile(bounds, &since, 0.5);
+                point.p99 = web::latency_quantile(bounds, &since, 0.99);
+            }
         }
         if history.len() >= HISTORY {
             history.pop_front();
@@ -174,6 +191,18 @@ fn point_of(entry: &Value) -> Point {
             entry["jobs"]["succeeded"].as_u64().unwrap_or(0),
             entry["jobs"]["failed"].as_u64().unwrap_or(0),
         ),
+        latency: (
+            entry["job_latency"]["le"]
+                .as_array()
+                .map(|b| b.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default(),
+            entry["job_latency"]["counts"]
+                .as_array()
+                .map(|c| c.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default(),
+        ),
+        p50: None,
+        p99: None,
     }
 }
 
@@ -383,7 +412,10 @@ mod tests {
             pending: 0.0,
             jobs: None,
             success: None,
+            p50: None,
+            p99: None,
             totals,
+            latency: (vec![0.01, 0.1], vec![0, totals.0 as i64, 0]),
         }
     }
 
@@ -394,6 +426,8 @@ mod tests {
         d.push(point(60, (3, 1)));
         let h = d.history.lock().unwrap();
         assert_eq!((h[1].jobs, h[1].success), (Some(4.0), Some(75.0)));
+        // Three jobs of 10 to 100 ms since the previous point: the median half-way.
+        assert!((h[1].p50.unwrap() - 55.0).abs() < 1e-9, "{:?}", h[1].p50);
         drop(h);
         for i in 0..(HISTORY as i64 + 10) {
             d.push(point(120 + i * 60, (3, 1)));

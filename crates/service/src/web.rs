@@ -218,6 +218,32 @@ pub fn clear_cookie(path: &str, secure: bool) -> HeaderValue {
     .expect("ASCII makes a valid header")
 }
 
+/// The `q` quantile (0 to 1) of a latency histogram in ms: `counts[i]` jobs took at most
+/// `bounds[i]` seconds (and more than the bound before), the one count more those above every
+/// bound. Interpolated within the bucket (as Prometheus' `histogram_quantile`); jobs above every
+/// bound count at the last bound. None without jobs or with mismatched lengths.
+pub fn latency_quantile(bounds: &[f64], counts: &[i64], q: f64) -> Option<f64> {
+    let total: i64 = counts.iter().sum();
+    let last = *bounds.last()?;
+    if total <= 0 || counts.len() != bounds.len() + 1 {
+        return None;
+    }
+    let target = q * total as f64;
+    let mut below = 0.0;
+    for (i, &n) in counts.iter().enumerate() {
+        let n = n as f64;
+        if n > 0.0 && below + n >= target {
+            let Some(&upper) = bounds.get(i) else {
+                return Some(last * 1000.0);
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            return Some((lower + (upper - lower) * (target - below) / n) * 1000.0);
+        }
+        below += n;
+    }
+    Some(last * 1000.0)
+}
+
 /// One embedded file of the web app.
 #[derive(Debug, Clone, Copy)]
 pub struct Asset {

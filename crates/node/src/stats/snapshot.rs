@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub store: &'static str,
     /// Finished jobs by source: `(success, failure)`.
     pub jobs: BTreeMap<&'static str, (u64, u64)>,
+    /// Job latency: bucket bounds (s) and counts per bucket (the last above every bound).
+    pub job_latency: (&'static [f64], Vec<u64>),
     /// The chain side's identity.
     pub chain: ChainInfo,
     /// What the chain side is doing (chain enabled only).
@@ -101,6 +103,7 @@ impl Snapshot {
             store_unwritten: state.store.unwritten(),
             store: state.store.backend(),
             jobs: state.orchestrator.metrics().job_counts(),
+            job_latency: state.orchestrator.metrics().job_latency(),
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
             restarts: state.manager.restarts(),
@@ -174,6 +177,7 @@ impl Snapshot {
                 "onchain": self.pending_onchain,
             },
             "jobs": jobs,
+            "job_latency": {"le": self.job_latency.0, "counts": self.job_latency.1},
             "chain": chain,
             "container_restarts": self.restart_counts(),
             "version": env!("CARGO_PKG_VERSION"),

@@ -8,7 +8,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, DbError, on_pool};
+use crate::db::{Db, DbError, from_row, on_pool};
+
+/// Upper bounds (s) of the latency buckets nodes report (`job_latency.le` in their heartbeats);
+/// a last bucket counts the jobs above every bound.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 180.0,
+];
+/// Latency buckets stored per row.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS.len() + 1;
 
 /// Per-minute rows are kept this long.
 pub const MINUTES_KEPT: Duration = Duration::from_secs(48 * 3600);
@@ -38,6 +46,8 @@ pub struct Sample {
     pub jobs_ok: i64,
     /// Jobs failed since the node started.
     pub jobs_failed: i64,
+    /// Jobs finished since the previous heartbeat, per latency bucket ([`LATENCY_BOUNDS`]).
+    pub latency: [i64; LATENCY_BUCKETS],
 }
 
 /// One point of a plot.
@@ -57,6 +67,10 @@ pub struct Point {
     pub jobs: Option<f64>,
     /// Share of those that succeeded, percent (none when none finished).
     pub success: Option<f64>,
+    /// Median job latency in the bucket, ms (none without jobs).
+    pub p50: Option<f64>,
+    /// 99th percentile job latency in the bucket, ms (none without jobs).
+    pub p99: Option<f64>,
 }
 
 /// The ranges the plots offer: (name, span, step).
@@ -67,17 +81,61 @@ pub const RANGES: [(&str, i64, i64); 4] = [
     ("30d", 30 * 24 * 3600, 3600),
 ];
 
-const UPSERT: &str = "INSERT INTO node_history (node, step, bucket, samples, cpu_sum, memory_sum, gpu_sum, \
-     gpu_samples, pending_sum, jobs_ok, jobs_failed) VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10) \
+/// The latency columns, in order.
+macro_rules! lat_cols {
+    () => {
+        "lat0, lat1, lat2, lat3, lat4, lat5, lat6, lat7, lat8, lat9, lat10, lat11, lat12, lat13, lat14"
+    };
+}
+
+const UPSERT: &str = concat!(
+    "INSERT INTO node_history (node, step, bucket, samples, cpu_sum, memory_sum, gpu_sum, gpu_samples, \
+     pending_sum, jobs_ok, jobs_failed, ",
+    lat_cols!(),
+    ") VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) \
      ON CONFLICT (node, step, bucket) DO UPDATE SET samples = node_history.samples + 1, \
      cpu_sum = node_history.cpu_sum + excluded.cpu_sum, \
      memory_sum = node_history.memory_sum + excluded.memory_sum, \
      gpu_sum = node_history.gpu_sum + excluded.gpu_sum, \
      gpu_samples = node_history.gpu_samples + excluded.gpu_samples, \
      pending_sum = node_history.pending_sum + excluded.pending_sum, \
-     jobs_ok = excluded.jobs_ok, jobs_failed = excluded.jobs_failed";
+     jobs_ok = excluded.jobs_ok, jobs_failed = excluded.jobs_failed, \
+     lat0 = node_history.lat0 + excluded.lat0, lat1 = node_history.lat1 + excluded.lat1, lat2 = node_history.lat2 + excluded.lat2, lat3 = node_history.lat3 + excluded.lat3, lat4 = node_history.lat4 + excluded.lat4, lat5 = node_history.lat5 + excluded.lat5, lat6 = node_history.lat6 + excluded.lat6, lat7 = node_history.lat7 + excluded.lat7, lat8 = node_history.lat8 + excluded.lat8, lat9 = node_history.lat9 + excluded.lat9, lat10 = node_history.lat10 + excluded.lat10, lat11 = node_history.lat11 + excluded.lat11, lat12 = node_history.lat12 + excluded.lat12, lat13 = node_history.lat13 + excluded.lat13, lat14 = node_history.lat14 + excluded.lat14"
+);
 
-type Row = (i64, i64, f64, f64, f64, i64, i64, i64, i64);
+/// One stored row.
+#[derive(Debug, Clone)]
+struct Row {
+    bucket: i64,
+    samples: i64,
+    cpu: f64,
+    memory: f64,
+    gpu: f64,
+    gpu_samples: i64,
+    pending: i64,
+    ok: i64,
+    failed: i64,
+    latency: [i64; LATENCY_BUCKETS],
+}
+
+from_row!(Row, |row| {
+    let mut latency = [0i64; LATENCY_BUCKETS];
+    for (i, l) in latency.iter_mut().enumerate() {
+        *l = row.try_get(format!("lat{i}").as_str())?;
+    }
+    Ok(Row {
+        bucket: row.try_get("bucket")?,
+        samples: row.try_get("samples")?,
+        cpu: row.try_get("cpu_sum")?,
+        memory: row.try_get("memory_sum")?,
+        gpu: row.try_get("gpu_sum")?,
+        gpu_samples: row.try_get("gpu_samples")?,
+        pending: row.try_get("pending_sum")?,
+        ok: row.try_get("jobs_ok")?,
+        failed: row.try_get("jobs_failed")?,
+        latency,
+    })
+});
 
 impl Db {
     /// Adds `sample` to its minute and its hour.
@@ -95,6 +153,21 @@ impl Db {
                     .bind(s.pending)
                     .bind(s.jobs_ok)
                     .bind(s.jobs_failed)
+                    .bind(s.latency[0])
+                    .bind(s.latency[1])
+                    .bind(s.latency[2])
+                    .bind(s.latency[3])
+                    .bind(s.latency[4])
+                    .bind(s.latency[5])
+                    .bind(s.latency[6])
+                    .bind(s.latency[7])
+                    .bind(s.latency[8])
+                    .bind(s.latency[9])
+                    .bind(s.latency[10])
+                    .bind(s.latency[11])
+                    .bind(s.latency[12])
+                    .bind(s.latency[13])
+                    .bind(s.latency[14])
                     .execute(p)
                     .await
                     .map(|_| ())?
@@ -106,10 +179,12 @@ impl Db {
     /// The node's points of `step` seconds from `from` (Unix seconds), oldest first.
     pub async fn history(&self, node: &str, step: i64, from: i64) -> Result<Vec<Point>, DbError> {
         let rows: Vec<Row> = on_pool!(self, |p| {
-            sqlx::query_as(
+            sqlx::query_as(concat!(
                 "SELECT bucket, samples, cpu_sum, memory_sum, gpu_sum, gpu_samples, pending_sum, jobs_ok, \
-                 jobs_failed FROM node_history WHERE node = $1 AND step = $2 AND bucket >= $3 ORDER BY bucket",
-            )
+                 jobs_failed, ",
+                lat_cols!(),
+                " FROM node_history WHERE node = $1 AND step = $2 AND bucket >= $3 ORDER BY bucket"
+            ))
             .bind(node)
             .bind(step)
             .bind(from.div_euclid(step))
@@ -136,21 +211,26 @@ impl Db {
     }
 }
 
+/// The `q` quantile (0 to 1) of a stored latency histogram, in ms.
+pub fn quantile(counts: &[i64; LATENCY_BUCKETS], q: f64) -> Option<f64> {
+    infernet_service::web::latency_quantile(&LATENCY_BOUNDS, counts, q)
+}
+
 /// Rows to points: means of the gauges, job rates from the differences of the totals (a node
-/// that restarted counts from zero again).
+/// that restarted counts from zero again), latency quantiles from the bucket's histogram.
 fn points(rows: &[Row], step: i64) -> Vec<Point> {
     let mut out = Vec::with_capacity(rows.len());
     let mut previous: Option<(i64, i64, i64)> = None;
-    for &(bucket, samples, cpu, memory, gpu, gpu_samples, pending, ok, failed) in rows {
-        let n = samples.max(1) as f64;
+    for r in rows {
+        let n = r.samples.max(1) as f64;
         let (jobs, success) = match previous {
             Some((b, pok, pfailed)) => {
-                let (dok, dfailed) = if ok < pok || failed < pfailed {
-                    (ok, failed)
+                let (dok, dfailed) = if r.ok < pok || r.failed < pfailed {
+                    (r.ok, r.failed)
                 } else {
-                    (ok - pok, failed - pfailed)
+                    (r.ok - pok, r.failed - pfailed)
                 };
-                let minutes = ((bucket - b) * step) as f64 / 60.0;
+                let minutes = ((r.bucket - b) * step) as f64 / 60.0;
                 let done = dok + dfailed;
                 (
                     Some(done as f64 / minutes.max(1.0)),
@@ -159,15 +239,17 @@ fn points(rows: &[Row], step: i64) -> Vec<Point> {
             }
             None => (None, None),
         };
-        previous = Some((bucket, ok, failed));
+        previous = Some((r.bucket, r.ok, r.failed));
         out.push(Point {
-            t: bucket * step,
-            cpu: cpu / n,
-            memory: memory / n,
-            gpu: (gpu_samples > 0).then(|| gpu / gpu_samples as f64),
-            pending: pending as f64 / n,
+            t: r.bucket * step,
+            cpu: r.cpu / n,
+            memory: r.memory / n,
+            gpu: (r.gpu_samples > 0).then(|| r.gpu / r.gpu_samples as f64),
+            pending: r.pending as f64 / n,
             jobs,
             success,
+            p50: quantile(&r.latency, 0.5),
+            p99: quantile(&r.latency, 0.99),
         });
     }
     out
@@ -204,19 +286,49 @@ pub async fn run(db: Db, mut samples: mpsc::Receiver<Sample>, shutdown: Cancella
 mod tests {
     use super::*;
 
+    fn row(bucket: i64, samples: i64, cpu: f64, gpu: (f64, i64), pending: i64, ok: i64, failed: i64) -> Row {
+        Row {
+            bucket,
+            samples,
+            cpu,
+            memory: 40.0 * samples as f64,
+            gpu: gpu.0,
+            gpu_samples: gpu.1,
+            pending,
+            ok,
+            failed,
+            latency: [0; LATENCY_BUCKETS],
+        }
+    }
+
     #[test]
     fn points_average_gauges_and_difference_totals() {
         let rows = vec![
-            (10, 2, 50.0, 80.0, 0.0, 0, 4, 10, 0),
-            (11, 1, 20.0, 40.0, 90.0, 1, 1, 16, 2),
-            (13, 1, 20.0, 40.0, 0.0, 0, 0, 3, 1),
+            row(10, 2, 50.0, (0.0, 0), 4, 10, 0),
+            row(11, 1, 20.0, (90.0, 1), 1, 16, 2),
+            row(13, 1, 20.0, (0.0, 0), 0, 3, 1),
         ];
         let p = points(&rows, 60);
         assert_eq!(p[0].t, 600);
         assert_eq!((p[0].cpu, p[0].memory, p[0].gpu, p[0].pending), (25.0, 40.0, None, 2.0));
-        assert_eq!((p[0].jobs, p[0].success), (None, None));
+        assert_eq!((p[0].jobs, p[0].success, p[0].p50), (None, None, None));
         assert_eq!((p[1].jobs, p[1].success, p[1].gpu), (Some(8.0), Some(75.0), Some(90.0)));
         // The node restarted: its totals start again.
         assert_eq!((p[2].jobs, p[2].success), (Some(2.0), Some(75.0)));
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let mut counts = [0i64; LATENCY_BUCKETS];
+        assert_eq!(quantile(&counts, 0.5), None);
+        // 100 jobs between 10 and 25 ms: the median half-way, p99 near the top.
+        counts[5] = 100;
+        assert!((quantile(&counts, 0.5).unwrap() - 17.5).abs() < 1e-9);
+        assert!((quantile(&counts, 0.99).unwrap() - 24.85).abs() < 1e-9);
+        // One job above every bound: p99 of 100 jobs stays in the bucket, the maximum at 180 s.
+        counts[5] = 99;
+        counts[14] = 1;
+        assert!(quantile(&counts, 0.99).unwrap() <= 25.0);
+        assert_eq!(quantile(&counts, 1.0), Some(180_000.0));
     }
 }

@@ -75,6 +75,8 @@ struct Beat {
     at: Instant,
     url: String,
     content: Value,
+    /// The node's latency histogram as last reported (running totals per bucket).
+    latency: Option<[i64; history::LATENCY_BUCKETS]>,
 }
 
 /// The control interface's state.
@@ -139,9 +141,17 @@ impl Ui {
             "container_restarts": keep(&content["container_restarts"]),
             "pending": keep(&content["pending"]),
         });
-        let sample = sample(key, &kept);
+        let latency = latency_counts(&content["job_latency"]);
+        let mut sample = sample(key, &kept);
         {
             let mut beats = self.beats.lock().expect("beats poisoned");
+            // Jobs since the previous heartbeat per bucket; a node that restarted starts over.
+            if let (Some(now), Some(Some(before))) = (latency, beats.get(key).map(|b| b.latency)) {
+                let restarted = now.iter().zip(&before).any(|(n, b)| n < b);
+                for (i, d) in sample.latency.iter_mut().enumerate() {
+                    *d = if restarted { now[i] } else { now[i] - before[i] };
+                }
+            }
             if beats.len() >= MAX_NODES
                 && !beats.contains_key(key)
                 && let Some(oldest) = beats.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| k.clone())
@@ -154,6 +164,7 @@ impl Ui {
                     at: Instant::now(),
                     url: url.to_string(),
                     content: kept,
+                    latency,
                 },
             );
         }
@@ -163,7 +174,24 @@ impl Ui {
     }
 }
 
-/// The plot sample of a heartbeat.
+/// A heartbeat's `job_latency` as running totals per bucket, when its bounds are ours.
+fn latency_counts(v: &Value) -> Option<[i64; history::LATENCY_BUCKETS]> {
+    let bounds: Vec<f64> = v["le"].as_array()?.iter().filter_map(Value::as_f64).collect();
+    if bounds != history::LATENCY_BOUNDS {
+        return None;
+    }
+    let counts = v["counts"].as_array()?;
+    let mut out = [0i64; history::LATENCY_BUCKETS];
+    if counts.len() != out.len() {
+        return None;
+    }
+    for (o, c) in out.iter_mut().zip(counts) {
+        *o = c.as_i64().filter(|c| *c >= 0)?;
+    }
+    Some(out)
+}
+
+/// The plot sample of a heartbeat (without latency: that needs the previous heartbeat).
 fn sample(key: &str, kept: &Value) -> history::Sample {
     let s = &kept["system"];
     let total = s["memory_total_bytes"].as_f64().unwrap_or(0.0);
@@ -194,6 +222,7 @@ fn sample(key: &str, kept: &Value) -> history::Sample {
         pending,
         jobs_ok: ok,
         jobs_failed: failed,
+        latency: [0; history::LATENCY_BUCKETS],
     }
 }
 

@@ -813,6 +813,7 @@ async fn node_history_sums_per_minute_and_hour_and_prunes(backend: Backend) {
         pending: 2,
         jobs_ok: ok,
         jobs_failed: 0,
+        latency: [0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     };
     // Two samples in minute 100, one in minute 101: one hour (6000 s starts hour 1).
     for s in [sample(6000, 10.0, 5), sample(6030, 30.0, 5), sample(6060, 40.0, 11)] {
