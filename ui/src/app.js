@@ -196,7 +196,8 @@
 
   pages.fleet = async () => {
     const [nodes, money] = await Promise.all([fleet(), api(`${API}/earnings`)]);
-    const count = (period, key) => money.periods.find((p) => p.period === period).current.by_node[key]?.jobs || 0;
+    const of = (period, key) => money.periods.find((p) => p.period === period).current.by_node[key] || { jobs: 0, earned: 0 };
+    const count = (period, key) => of(period, key).jobs;
     say(nodes.length ? `${nodes.length} node${nodes.length === 1 ? '' : 's'}` : 'No node names your key yet: set operator.pubkeys in a node\'s config to your key and point its stats.endpoint at this router.');
     const rows = nodes.map((n) => {
       const r = resources(n);
@@ -209,13 +210,14 @@
         h('td', { 'data-label': 'Available' }, n.open === false ? 'closed' : 'open'),
         h('td', { 'data-label': 'Jobs 24 h / 7 d / all' }, `${count('day', n.key)} / ${count('week', n.key)} / ${jobs.total ?? 0}`),
         h('td', { 'data-label': 'Success' }, pct(jobs.success_rate)),
+        h('td', { 'data-label': 'Earned 7 d' }, `${(+of('week', n.key).earned).toFixed(4)} ${money.unit}`),
         h('td', { 'data-label': 'CPU' }, pct(r.cpu)),
         h('td', { 'data-label': 'GPU' }, pct(r.gpu)),
         h('td', { 'data-label': 'Memory' }, pct(r.mem)));
     });
     page.replaceChildren(h('h2', {}, 'Fleet'), h('table', { class: 'grid', id: 'fleet' },
       h('caption', { class: 'sr' }, 'Your nodes'),
-      h('thead', {}, h('tr', {}, ['Node', 'Heartbeat', 'Version', 'Containers', 'Available', 'Jobs 24 h / 7 d / all', 'Success', 'CPU', 'GPU', 'Memory'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['Node', 'Heartbeat', 'Version', 'Containers', 'Available', 'Jobs 24 h / 7 d / all', 'Success', 'Earned 7 d', 'CPU', 'GPU', 'Memory'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows)), addNode());
   };
 

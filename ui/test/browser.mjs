@@ -195,6 +195,8 @@ try {
   await phone.close();
 
   step('every form field has a label');
+  await page.goto(`${ROUTER}/#/settings/${encodeURIComponent(NODES[0])}`);
+  await page.locator('#price-form').waitFor({ timeout: TIMEOUT });
   const labelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')].every((el) => el.closest('label')));
   if (!labelled) throw new Error('a form field has no label');
 

@@ -202,7 +202,7 @@ fn app_state(
         },
         routers,
         dashboard: Arc::new(crate::dashboard::Dashboard::new(
-            infernet_service::web::SessionLimits::default(),
+            config.operator.sessions,
             admin.secure(),
         )),
         admin,
