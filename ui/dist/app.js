@@ -275,7 +275,9 @@
     ['pending', 'Pending jobs', ''],
   ];
 
-  function plot(container, title, t, values, unit) {
+  const SPANS = { '1h': 3600, '24h': 86400, '7d': 7 * 86400, '30d': 30 * 86400 };
+
+  function plot(container, title, t, values, unit, span) {
     const box = h('figure', { class: 'plot' }, h('figcaption', {}, title));
     container.append(box);
     const width = Math.max(200, (box.clientWidth || 300) - 18);
@@ -283,6 +285,8 @@
     new uPlot({
       width, height: 160,
       series: [{}, { label: title, stroke: '#15803d', width: 2, fill: 'rgba(21,128,61,0.12)', spanGaps: false, value: (u, v) => (v == null ? '–' : `${(+v).toFixed(1)}${unit ? ' ' + unit : ''}`) }],
+      // The whole range asked for, so that a few points sit where they belong in it.
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - span, now]; } } },
       axes: [{}, { size: 44 }],
       legend: { show: true },
     }, [t, values], box);
@@ -308,14 +312,14 @@
       h('nav', { class: 'ranges', 'aria-label': 'Time range' }, ranges),
       plots,
       h('h3', {}, 'Containers'),
-      h('ul', { id: 'containers' }, (node.container_states || node.containers || []).map((c) => h('li', {}, typeof c === 'string' ? c : `${c.id}: ${c.state}`))),
+      h('ul', { id: 'containers' }, (node.container_states || node.containers || []).map((c) => h('li', {}, typeof c === 'string' ? c : `${c.id}: ${typeof c.state === 'object' && c.state ? c.state.state || JSON.stringify(c.state) : c.state}`))),
       h('h3', {}, 'Prices'),
       h('ul', { id: 'prices' }, prices.length ? prices : h('li', {}, 'free (no prices set)')),
       node.chain ? h('p', {}, `Chain: ${node.chain.enabled ? JSON.stringify(node.chain.state || 'enabled') : 'off'}`) : null,
     );
     const t = hist.points.map((p) => p.t);
     for (const [name, title, unit] of SERIES) {
-      plot(plots, title, t, hist.points.map((p) => p[name] ?? null), unit);
+      plot(plots, title, t, hist.points.map((p) => p[name] ?? null), unit, SPANS[range] || 3600);
     }
   };
 

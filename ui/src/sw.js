@@ -1,6 +1,6 @@
 // The service worker (the server puts VERSION and SHELL in front of this): the application
-// shell is cached at install and served from the cache when the network fails; nothing else is
-// ever cached, so no signed-in data stays on the device.
+// shell is cached at install and served from the cache when the network fails (online, the
+// network answers); nothing else is ever cached, so no signed-in data stays on the device.
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(VERSION).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
 });
@@ -18,6 +18,6 @@ self.addEventListener('fetch', (event) => {
   const path = url.pathname + url.search;
   if (!SHELL.includes(path)) return; // data, sessions: straight to the network, never stored
   event.respondWith(
-    fetch(request, { credentials: 'omit' }).catch(() => caches.match(path, { cacheName: VERSION }).then((hit) => hit || Response.error())),
+    fetch(request).catch(() => caches.match(path, { cacheName: VERSION }).then((hit) => hit || Response.error())),
   );
 });
