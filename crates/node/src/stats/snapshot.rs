@@ -178,6 +178,7 @@ impl Snapshot {
             },
             "jobs": jobs,
             "job_latency": {"le": self.job_latency.0, "counts": self.job_latency.1},
+            "container_states": self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect::<Map<String, Value>>(),
             "chain": chain,
             "container_restarts": self.restart_counts(),
             "version": env!("CARGO_PKG_VERSION"),

@@ -139,6 +139,7 @@ impl Ui {
             "availability": keep(&content["availability"]),
             "chain": keep(&content["chain"]),
             "container_restarts": keep(&content["container_restarts"]),
+            "container_states": keep(&content["container_states"]),
             "pending": keep(&content["pending"]),
         });
         let latency = latency_counts(&content["job_latency"]);
@@ -465,6 +466,9 @@ fn fleet_of(state: &RouterState, signer: &str) -> Vec<Value> {
                 "availability": content["availability"],
                 "chain": content["chain"],
                 "container_restarts": content["container_restarts"],
+                "container_states": content["container_states"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(id, s)| json!({"id": id, "state": s})).collect::<Vec<_>>()),
                 "problems": problems,
             })
         })

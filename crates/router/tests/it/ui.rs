@@ -200,6 +200,7 @@ async fn the_fleet_app_needs_a_session_for_data_and_relays_only_signed_changes()
     assert!(!keys.contains(&other.key().as_str()));
     let first = nodes.iter().find(|n| n["key"] == a.key()).unwrap();
     assert_eq!(first["containers"], json!(["x"]));
+    assert_eq!(first["container_states"][0]["id"], "x", "{first}");
     assert!(first["system"]["cpus"].as_u64().unwrap() >= 1, "{first}");
     assert!(first["heartbeat_age"].as_f64().unwrap() < 5.0, "{first}");
 
