@@ -573,3 +573,110 @@ async fn sign_ins_are_rate_limited_per_client() {
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn jobs_and_earnings_come_from_the_ledger_of_the_operators_nodes() {
+    use std::os::unix::fs::PermissionsExt;
+    let operator = Identity::generate();
+    let router_key = Identity::generate();
+    let key_file = tempfile::tempdir().unwrap().keep().join("router.nsec");
+    std::fs::write(&key_file, router_key.nsec()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut s = settings(&[]);
+    s.registration_token = None;
+    s.gateway.key_file = key_file;
+    let url = router(s).await;
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.2},
+               "operator": {"pubkeys": [operator.public_key().to_hex()]},
+               "network": {"routers": [router_key.npub()]}}),
+    );
+    // The operator prices x at 0.5 USD a job, signed straight to the node.
+    let admin = format!("http://{}/admin/settings", node.key());
+    let body = json!({"pricing": {"x": {"per_job": 0.5, "unit": "USD"}}}).to_string();
+    let r = client()
+        .put(&admin)
+        .header(
+            "authorization",
+            nip98::authorization(&operator, "PUT", &admin, Some(body.as_bytes())),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Once the router prices the node (it is left out for a maximum of 0.1), run a job through it.
+    eventually(format!("{url}/api/v1/route?container=x&max_price=0.1"), |v| {
+        v["candidates"].as_array().is_some_and(Vec::is_empty) && v["excluded"].as_array().is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let placed: Value = client()
+        .post(format!("{url}/api/v1/jobs"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["id"].as_str().unwrap_or_else(|| panic!("{placed}")).to_string();
+    eventually(format!("{url}/api/v1/jobs/{id}"), |j| j["status"] == "succeeded").await;
+
+    let (cookie, _, _) = sign_in(&format!("{url}/api/v1/session"), &operator).await;
+    let get = |path: &str| with_session(client().get(format!("{url}{path}")), &cookie, None).send();
+    // The ledger row is written in a group commit: it shows up shortly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let jobs = loop {
+        let (status, body) = json_of(get("/api/v1/fleet/jobs").await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        if body["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never reached the ledger: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let job = &jobs["jobs"][0];
+    assert_eq!(
+        (job["id"].as_str(), job["node"].as_str()),
+        (Some(id.as_str()), Some(node.key().as_str()))
+    );
+    assert_eq!(
+        (job["outcome"].as_str(), job["price"].as_f64()),
+        (Some("succeeded"), Some(0.5)),
+        "{job}"
+    );
+    // Filters: by container and outcome.
+    let (_, none) = json_of(get("/api/v1/fleet/jobs?outcome=failed").await.unwrap()).await;
+    assert_eq!(none["jobs"], json!([]));
+    let (_, other) = json_of(get("/api/v1/fleet/jobs?container=y").await.unwrap()).await;
+    assert_eq!(other["jobs"], json!([]));
+    let (_, same) = json_of(get("/api/v1/fleet/jobs?container=x").await.unwrap()).await;
+    assert_eq!(same["jobs"].as_array().unwrap().len(), 1);
+    // Earnings: the day holds the job and its price, per node and per container; nothing before.
+    let (_, money) = json_of(get("/api/v1/fleet/earnings").await.unwrap()).await;
+    let day = &money["periods"][0];
+    assert_eq!(
+        (day["current"]["jobs"].as_i64(), day["current"]["earned"].as_f64()),
+        (Some(1), Some(0.5)),
+        "{money}"
+    );
+    assert_eq!(day["current"]["by_node"][node.key()]["earned"], 0.5);
+    assert_eq!(day["current"]["by_container"]["x"]["jobs"], 1);
+    assert_eq!(day["previous"]["jobs"], 0);
+    // Another operator sees none of it.
+    let (stranger, _, _) = sign_in(&format!("{url}/api/v1/session"), &Identity::generate()).await;
+    let (_, theirs) = json_of(
+        with_session(client().get(format!("{url}/api/v1/fleet/jobs")), &stranger, None)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(theirs["jobs"], json!([]));
+}
