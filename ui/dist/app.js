@@ -145,6 +145,7 @@
     $('#signin').hidden = false;
     $('#signout').hidden = true;
     page.replaceChildren();
+    $('#alerts').replaceChildren();
     say(message || `Sign in with your Nostr extension (NIP-07) to see your ${MODE === 'fleet' ? 'fleet' : 'node'}.`);
   }
   async function signIn() {
@@ -172,13 +173,17 @@
   let fleetCache = [];
 
   async function fleet() {
-    if (MODE !== 'fleet') {
-      const me = await api(`${API}/status`);
-      return [me.node];
-    }
-    const data = await api(API);
-    fleetCache = data.nodes;
-    return data.nodes;
+    const nodes = MODE === 'fleet' ? (await api(API)).nodes : [(await api(`${API}/status`)).node];
+    fleetCache = nodes;
+    showAlerts(nodes);
+    return nodes;
+  }
+
+  // The alerts region at the top of every page: for now what the nodes' state says is wrong (the
+  // alerts work adds its rules here).
+  function showAlerts(nodes) {
+    const items = nodes.flatMap((n) => (n.problems || []).map((p) => h('li', {}, h('a', { href: `#/node/${encodeURIComponent(n.key)}` }, label(n)), `: ${p}`)));
+    $('#alerts').replaceChildren(...(items.length ? [h('h2', { class: 'sr' }, 'Alerts'), h('ul', {}, items)] : []));
   }
 
   function dot(node) {
@@ -472,8 +477,10 @@
   };
 
   pages.alerts = async () => {
+    const nodes = await fleet();
+    const problems = nodes.flatMap((n) => (n.problems || []).map((p) => h('li', {}, `${label(n)}: ${p}`)));
     say('Alerts appear here and at the top of every page.');
-    page.replaceChildren(h('h2', {}, 'Alerts'), h('p', { id: 'no-alerts' }, 'No alerts.'));
+    page.replaceChildren(h('h2', {}, 'Alerts'), problems.length ? h('ul', { id: 'alert-list' }, problems) : h('p', { id: 'no-alerts' }, 'No alerts.'));
   };
 
   async function route() {

@@ -7,6 +7,7 @@
 //   NSEC          the operator's key (nsec1…)
 //   NODES         the two nodes' keys (host:port), comma-separated
 //   SERVICE_PORT  the port of a running service to add as a container
+//   DOWN_PID      the process id of the second node, which the test stops to see an alert
 //   OUT           where screenshots go (target/ui-screenshots)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
 // Prints one line per step; exits 1 at the first step that fails, naming it.
@@ -193,6 +194,21 @@ try {
     phoneShots.push(name);
   }
   await phone.close();
+
+  step('a node goes down: the alerts say so');
+  process.kill(Number(env('DOWN_PID')), 'SIGKILL');
+  await page.goto(`${ROUTER}/#/alerts`);
+  await page.waitForFunction(async (key) => {
+    const f = await (await fetch('/api/v1/fleet')).json();
+    return f.nodes.find((n) => n.key === key)?.status === 'down';
+  }, NODES[1], { timeout: TIMEOUT, polling: 200 });
+  await page.reload();
+  await page.waitForFunction((key) => {
+    const top = document.querySelector('#alerts')?.textContent || '';
+    return top.includes(key) && /cannot reach/.test(top) && document.querySelector('#alert-list');
+  }, NODES[1], { timeout: TIMEOUT });
+  if (await page.locator(`#fleet .dot.down, #alert-list li`).count() < 1) throw new Error('no alert listed');
+  await shoot(page, 'alerts-desktop');
 
   step('every form field has a label');
   await page.goto(`${ROUTER}/#/settings/${encodeURIComponent(NODES[0])}`);

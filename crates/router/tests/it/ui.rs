@@ -535,6 +535,8 @@ async fn the_fleet_app_works_in_chromium() {
     })
     .await;
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    // The browser stops the second node near the end, to see it alerted as down.
+    let down = b.child.id();
     let run = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("test/browser.mjs")
@@ -543,6 +545,7 @@ async fn the_fleet_app_works_in_chromium() {
             .env("NSEC", operator.nsec())
             .env("NODES", format!("{},{}", a.key(), b.key()))
             .env("SERVICE_PORT", added.to_string())
+            .env("DOWN_PID", down.to_string())
             .env("OUT", &out)
             .env("CHROMIUM", chromium)
             .output()
