@@ -115,7 +115,9 @@
   async function admin(node, method, path, payload) {
     const text = payload === undefined ? '' : JSON.stringify(payload);
     if (MODE === 'fleet') {
-      const url = node.url.replace(/\/$/, '') + path;
+      // Signed for the node's own key (`infernet://<npub>`, which every node accepts for relayed
+      // requests and no other node does), else for the address the router reaches it at.
+      const url = (node.node ? `infernet://${node.node}` : node.url.replace(/\/$/, '')) + path;
       const authorization = await nip98(method, url, text);
       return api(`${API}/${encodeURIComponent(node.key)}/admin`, {
         method: 'POST', json: { method, path, body: text || null, authorization },

@@ -338,6 +338,13 @@ async fn the_fleet_app_needs_a_session_for_data_and_relays_only_signed_changes()
         assert!(std::time::Instant::now() < deadline, "price never reported: {n}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Signed for the node's key instead of its address (what the page does): accepted too.
+    let by_key = format!("infernet://{}/admin/status", first["node"].as_str().unwrap());
+    let status_request = json!({"method": "GET", "path": "/admin/status",
+        "authorization": nip98::authorization(&operator, "GET", &by_key, None)});
+    let (status, body) = json_of(post(status_request, Some(&csrf)).await.unwrap()).await;
+    assert_eq!((status, body["status"].as_u64()), (200, Some(200)), "{body}");
+    assert!(body["body"]["diagnostics"]["clock"]["unix_ms"].is_i64(), "{body}");
     // Bad relays: outside the admin API, unknown method, not JSON, a node not of this operator.
     for (body, word) in [
         (
