@@ -361,10 +361,21 @@
       id: 'node-select', onchange: (e) => { location.hash = `#/settings/${encodeURIComponent(e.target.value)}`; },
     }, nodes.map((n) => h('option', { value: n.key, selected: n.key === node.key }, label(n))))) : null;
     const current = h('pre', { id: 'current-settings', class: 'json' }, 'Press “Load” to read the node’s settings (signed).');
+    // Reading the settings is a signed request too: only when asked. What it reads fills the forms.
     const load = h('button', { type: 'button', id: 'load-settings', onclick: async () => {
       try {
         const a = await admin(node, 'GET', '/admin/settings');
         current.textContent = JSON.stringify(a.body, null, 2);
+        if (a.status === 200 && a.body) {
+          if (a.body.availability) $('#availability').value = JSON.stringify(a.body.availability, null, 2);
+          if (a.body.limits) $('#limits').value = JSON.stringify(a.body.limits, null, 2);
+          const p = (a.body.pricing || {})[$('#price-container').value];
+          if (p) {
+            $('#price-per-job').value = p.per_job ?? '';
+            $('#price-per-second').value = p.per_second ?? '';
+            $('#price-unit').value = p.unit;
+          }
+        }
       } catch (e) { current.textContent = e.message; }
     } }, 'Load settings');
     const containers = (node.containers || []);

@@ -135,6 +135,10 @@ try {
   }, NODES[0], { timeout: TIMEOUT, polling: 200 });
   await shoot(page, 'settings-desktop');
 
+  step('the settings read back (signed) fill the forms');
+  await page.getByRole('button', { name: 'Load settings' }).click();
+  await page.waitForFunction(() => document.querySelector('#price-per-job').value === '0.25' && /"per_job": 0.25/.test(document.querySelector('#current-settings').textContent), null, { timeout: TIMEOUT });
+
   step('add a container; the node serves a job on it');
   await page.getByLabel('Container id', { exact: true }).fill('added');
   await page.getByLabel('Port of the service', { exact: true }).fill(String(SERVICE_PORT));
