@@ -87,7 +87,9 @@
   // extension.
   async function nip98(method, url, text) {
     if (!window.nostr) throw new Error('No Nostr extension (NIP-07) found: install one that holds your operator key.');
-    const tags = [['u', url], ['method', method]];
+    // A nonce: two identical requests in one second are two events (a server takes each once).
+    const nonce = [...crypto.getRandomValues(new Uint8Array(16))].map((x) => x.toString(16).padStart(2, '0')).join('');
+    const tags = [['u', url], ['method', method], ['nonce', nonce]];
     if (text) tags.push(['payload', await sha256hex(text)]);
     const event = await window.nostr.signEvent({
       kind: 27235, created_at: Math.floor(Date.now() / 1000), tags, content: '',
@@ -511,6 +513,13 @@
       if (e.status !== 401) say(e.message, 'bad');
     }
   }
+
+  // Pages that only show data are redrawn every 15 s while the app is in view; pages with forms
+  // are left alone (a redraw would lose what is being typed).
+  const LIVE = ['fleet', 'node', 'earnings', 'alerts'];
+  setInterval(() => {
+    if (signer && document.visibilityState === 'visible' && LIVE.includes(body.dataset.page)) route();
+  }, 15_000);
 
   $('#signin').addEventListener('click', signIn);
   $('#signout').addEventListener('click', signOut);

