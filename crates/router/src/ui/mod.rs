@@ -75,9 +75,14 @@ struct Beat {
     at: Instant,
     url: String,
     content: Value,
-    /// The node's latency histogram as last reported (running totals per bucket).
-    latency: Option<[i64; history::LATENCY_BUCKETS]>,
+    /// When the node's last history sample was taken, and its latency histogram then (running
+    /// totals per bucket).
+    sampled: Option<(Instant, Option<[i64; history::LATENCY_BUCKETS]>)>,
 }
+
+/// Nodes' heartbeats become history samples at most this often (a node beating faster does not
+/// make the database work harder).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 /// The control interface's state.
 pub struct Ui {
@@ -144,13 +149,16 @@ impl Ui {
         });
         let latency = latency_counts(&content["job_latency"]);
         let mut sample = sample(key, &kept);
-        {
+        let now = Instant::now();
+        let send = {
             let mut beats = self.beats.lock().expect("beats poisoned");
-            // Jobs since the previous heartbeat per bucket; a node that restarted starts over.
-            if let (Some(now), Some(Some(before))) = (latency, beats.get(key).map(|b| b.latency)) {
-                let restarted = now.iter().zip(&before).any(|(n, b)| n < b);
+            let previous = beats.get(key).and_then(|b| b.sampled);
+            let send = previous.is_none_or(|(at, _)| now.duration_since(at) >= SAMPLE_EVERY);
+            // Jobs since the previous sample per bucket; a node that restarted starts over.
+            if let (true, Some(current), Some((_, Some(before)))) = (send, latency, previous) {
+                let restarted = current.iter().zip(&before).any(|(n, b)| n < b);
                 for (i, d) in sample.latency.iter_mut().enumerate() {
-                    *d = if restarted { now[i] } else { now[i] - before[i] };
+                    *d = if restarted { current[i] } else { current[i] - before[i] };
                 }
             }
             if beats.len() >= MAX_NODES
@@ -162,14 +170,15 @@ impl Ui {
             beats.insert(
                 key.to_string(),
                 Beat {
-                    at: Instant::now(),
+                    at: now,
                     url: url.to_string(),
                     content: kept,
-                    latency,
+                    sampled: if send { Some((now, latency)) } else { previous },
                 },
             );
-        }
-        if self.history.try_send(sample).is_err() {
+            send
+        };
+        if send && self.history.try_send(sample).is_err() {
             tracing::debug!(node = %key, "history queue full; a sample was dropped");
         }
     }
