@@ -1,7 +1,7 @@
 # One entry point for every check; .ci/run calls these too.
 CARGO ?= cargo
 
-.PHONY: run test lint bench count soak deps contracts-check rules-check
+.PHONY: run test lint bench count soak deps contracts-check rules-check ui-check
 
 ## Run the node on embedded defaults with the hello-world service (no Docker, Redis or chain).
 run:
@@ -10,7 +10,7 @@ run:
 
 ## Install test dependencies (Docker included), check the contract artifacts, build the local
 ## images and every binary, run every test.
-test: deps contracts-check rules-check
+test: deps contracts-check rules-check ui-check
 	bash scripts/build-images.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
@@ -20,6 +20,10 @@ deps:
 
 contracts-check:
 	cd contracts && node build.mjs --check
+
+## The control interface's built files (ui/dist, embedded in the binaries) match their sources.
+ui-check:
+	cd ui && node build.mjs --check
 
 ## The shipped Prometheus alerting rules: valid, and their unit tests pass.
 rules-check:

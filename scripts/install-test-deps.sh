@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine: redis-server, postgresql (the
 # router's database tests start their own throwaway cluster with its initdb/pg_ctl), a running
 # Docker engine (docker.io; dockerd is started in the background if it does not answer), the
-# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests),
+# npm packages of the tests (solc and anvil for contracts/, nostr-tools for the identity tests,
+# uPlot, playwright-core and nostr-tools for ui/), Debian's chromium (the browser tests),
 # schemathesis from PyPI (the OpenAPI conformance test), promtool (Debian's prometheus) for the
 # shipped alerting rules, and iproute2, iptables and openssl (the link tests: a node behind a
 # firewall in its own network namespace, TLS certificates).
@@ -23,6 +24,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # The router's link tests: a node in its own network namespace behind a firewall, and TLS
 # certificates made for the test.
@@ -47,8 +49,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # npm packages of the tests: reinstalled only when their package-lock.json changed. contracts/:
-# solc and anvil; crates/identity/tests/js: nostr-tools, the independent Nostr signer.
-for dir in contracts crates/identity/tests/js; do
+# solc and anvil; crates/identity/tests/js: nostr-tools, the independent Nostr signer; ui: uPlot
+# (built into ui/dist), playwright-core (drives Chromium) and nostr-tools (the test's NIP-07 signer).
+for dir in contracts crates/identity/tests/js ui; do
   stamp=$dir/node_modules/.lock-sha
   want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

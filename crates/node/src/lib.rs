@@ -3,6 +3,7 @@
 //!
 //! The architecture follows Ritual's node, with one module per component:
 //! - [`admin`] — the operator's signed admin API and the node's own key;
+//! - [`dashboard`] — the operator's web app for this node at `/dashboard`;
 //! - [`config`] — `config.json`, defaults and validation;
 //! - [`chain`] — the chain side (today: RPC, node key and Registry lookup at boot);
 //! - [`guardian`] — which jobs the node accepts;
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod containers;
+pub mod dashboard;
 pub mod guardian;
 pub(crate) mod json;
 pub mod link;

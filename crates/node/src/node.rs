@@ -215,6 +215,10 @@ fn app_state(
             system
         },
         routers,
+        dashboard: Arc::new(crate::dashboard::Dashboard::new(
+            config.operator.sessions,
+            admin.secure(),
+        )),
         admin,
     }))
 }
@@ -253,6 +257,11 @@ fn spawn_services(
             Err(e) => tracing::error!(error = %e, "network.url"),
         }
     }
+    let (dashboard_state, dashboard_shutdown) = (state.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("dashboard-history", async move {
+        crate::dashboard::sample(dashboard_state, dashboard_shutdown).await;
+        Ok::<_, NodeError>(())
+    });
     let stats = &config.config.stats;
     match (&stats.endpoint, config.config.forward_stats) {
         (Some(endpoint), true) => {

@@ -14,7 +14,8 @@
 //! - [`ledger`] — ledger rows, node receipts, node records and earnings;
 //! - [`link`] — the server end of nodes' links (nodes behind NAT);
 //! - [`resources`] — the bounded `/resources` fan-out;
-//! - [`server`] — the REST API.
+//! - [`server`] — the REST API;
+//! - [`ui`] — the control interface: the operator's web app, sessions, fleet data.
 
 pub mod address;
 pub mod alerts;
@@ -29,6 +30,7 @@ pub mod ranking;
 pub mod registry;
 pub mod resources;
 pub mod server;
+pub mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -81,6 +83,8 @@ pub struct Settings {
     /// The listener's certificate chain and key (PEM files): with them it serves HTTPS (and
     /// `wss://` links) itself.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The control interface.
+    pub ui: ui::UiSettings,
 }
 
 /// How long requests in flight may take to finish at shutdown.
@@ -142,6 +146,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?
         .with_alerts(alerts.clone());
     let max_body = settings.gateway.max_body;
+    let (ui, history) = ui::Ui::new(
+        settings.ui,
+        settings.gateway.public_url.as_deref(),
+        addr.port(),
+        db.clone(),
+        &settings.gateway.price_unit,
+    );
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
@@ -158,6 +169,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         requests: Default::default(),
         gateway: gateway.clone(),
         alerts: alerts.clone(),
+        ui: Arc::new(ui),
     });
     let tasks = TaskManager::new();
     let shutdown = tasks.shutdown_token();
@@ -199,6 +211,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let leases = gateway.clone();
     let leases_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));
+    let history_db = db.clone();
+    let history_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("node-history", async move {
+        ui::history::run(history_db, history, history_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
     let app = server::app(state, max_body);
     let limits = settings.limits;
     let tls = match &settings.tls {

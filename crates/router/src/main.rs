@@ -166,6 +166,12 @@ struct Args {
     /// Seconds between writes of nodes' public-record counters (probes, jobs, exclusions).
     #[arg(long, env = "SAMPLES_FLUSH", default_value_t = 60.0)]
     samples_flush: f64,
+    /// Dashboard sessions open at once; at the limit the oldest ends for a new sign-in.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 1000)]
+    max_sessions: usize,
+    /// Seconds a dashboard session lasts from sign-in.
+    #[arg(long, env = "SESSION_LIFETIME", default_value_t = 43_200)]
+    session_lifetime: u64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -383,6 +389,15 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
         ));
     }
     let alerts = alert_settings(args, &mut errors);
+    if args.max_sessions == 0 {
+        errors.push("--max-sessions must be at least 1".into());
+    }
+    if !(60..=30 * 86_400).contains(&args.session_lifetime) {
+        errors.push(format!(
+            "--session-lifetime must be from 60 to 2592000 seconds, got {}",
+            args.session_lifetime
+        ));
+    }
     match (interval, timeout, deadline, limits, errors.is_empty()) {
         (Some(interval), Some(timeout), Some(deadline), Some(limits), true) => Ok(Settings {
             listed,
@@ -432,6 +447,13 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             },
             alerts,
             tls,
+            ui: infernet_router::ui::UiSettings {
+                sessions: infernet_service::web::SessionLimits {
+                    max: args.max_sessions,
+                    lifetime: Duration::from_secs(args.session_lifetime),
+                    ..Default::default()
+                },
+            },
         }),
         _ => Err(errors),
     }

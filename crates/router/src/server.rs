@@ -66,6 +66,8 @@ pub struct RouterState {
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The alert engine.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// The control interface: sessions, the nodes' last heartbeats, their history.
+    pub ui: Arc<crate::ui::Ui>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -256,7 +258,7 @@ impl HeartbeatError {
 
 /// A heartbeat's body: `{"signed": <Nostr event>}` from nodes that sign (this project's), else the
 /// heartbeat itself. A signed heartbeat's content is what counts; its signer is the node's identity.
-fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), HeartbeatError> {
+fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<(NodeIdentity, Value)>), HeartbeatError> {
     let value: Value = serde_json::from_slice(body)?;
     let Some(signed) = value.get("signed") else {
         return Ok((serde_json::from_value(value)?, None));
@@ -278,7 +280,10 @@ fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), Hear
         key: npub(&checked.signer),
         operators,
     };
-    Ok((serde_json::from_value(checked.content)?, Some(identity)))
+    Ok((
+        serde_json::from_value(checked.content.clone())?,
+        Some((identity, checked.content)),
+    ))
 }
 
 /// Most operators kept per node.
@@ -328,6 +333,8 @@ async fn register(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let key = addr.key();
+    let url = addr.base_url();
+    let (identity, content) = identity.map_or((None, None), |(i, c)| (Some(i), Some(c)));
     let report = NodeReport {
         pending: beat.load(),
         containers: beat.containers,
@@ -344,6 +351,9 @@ async fn register(
         return error(status, e.to_string());
     }
     state.alerts.seen(&key);
+    if let Some(content) = content {
+        state.ui.heartbeat(&key, &url, &content);
+    }
     Json(json!({"address": key, "ttl": state.registration_ttl.as_secs()})).into_response()
 }
 
@@ -444,6 +454,7 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/earnings", get(ledger::api::earnings).route_layer(limited(6)))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .merge(crate::ui::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);

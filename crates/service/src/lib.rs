@@ -8,7 +8,8 @@
 //! - [`rate_limit`] — per-client, per-route GCRA limiter and its middleware;
 //! - [`secret`] — [`Secret`](secret::Secret) and [`SensitiveUrl`](secret::SensitiveUrl), the
 //!   one redaction of keys, tokens and credentials in URLs;
-//! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit, TLS optional.
+//! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit, TLS optional;
+//! - [`web`] — the control interface's sessions and its embedded web app.
 
 pub mod client_ip;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod retry;
 pub mod secret;
 pub mod signals;
 pub mod tasks;
+pub mod web;
 
 /// Installs the process-wide TLS provider (ring) that every HTTP client uses. Idempotent; call it
 /// before building a client.

@@ -121,6 +121,7 @@ mod tests {
             pubkeys: vec![operator.public_key()],
             node_key: "unused".into(),
             public_url: Some("https://node.example".into()),
+            sessions: Default::default(),
         };
         let auth = OperatorAuth::new(&settings, 4000, &node.public_key());
         let link = format!("infernet://{}/admin/pause", node.npub());

@@ -140,6 +140,24 @@ impl Admin {
         self.auth.operators().iter().map(npub).collect()
     }
 
+    /// The operator who signed `method path_and_query` with `body` for this node, at `now` (the
+    /// dashboard's sign-in is checked as admin requests are).
+    pub fn check_operator(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<PublicKey, AuthError> {
+        self.auth.check(method, path_and_query, authorization, body, now)
+    }
+
+    /// Whether the node is reached over TLS (its `operator.public_url` is `https://`).
+    pub fn secure(&self) -> bool {
+        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// What the operator set.
     pub fn state(&self) -> Persisted {
         self.state.get()

@@ -180,6 +180,12 @@ pub struct OperatorConfig {
     /// are accepted too.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Dashboard sessions (`/dashboard`) open at once; at the limit the oldest ends (default 1000).
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
+    /// Seconds a dashboard session lasts from sign-in (default 43200: 12 h; 60 to 2592000).
+    #[serde(default)]
+    pub session_lifetime: Option<f64>,
 }
 
 /// `network` (extension).

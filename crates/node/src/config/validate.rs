@@ -103,6 +103,8 @@ pub struct ValidOperator {
     pub node_key: std::path::PathBuf,
     /// The node's public base URL (no trailing slash), when set.
     pub public_url: Option<String>,
+    /// Bounds of the dashboard's sessions.
+    pub sessions: infernet_service::web::SessionLimits,
 }
 
 impl ValidConfig {
@@ -565,10 +567,25 @@ fn validate_operator(config: &Config, p: &mut Problems) -> ValidOperator {
             .unwrap_or(std::path::Path::new(""))
             .join("infernet-node.nsec"),
     };
+    let mut sessions = infernet_service::web::SessionLimits::default();
+    match operator.max_sessions {
+        Some(0) => p.error("operator.max_sessions", "must be at least 1"),
+        Some(n) => sessions.max = n,
+        None => {}
+    }
+    match operator.session_lifetime {
+        Some(s) if (60.0..=2_592_000.0).contains(&s) => sessions.lifetime = std::time::Duration::from_secs_f64(s),
+        Some(s) => p.error(
+            "operator.session_lifetime",
+            format!("must be from 60 to 2592000 seconds, got {s}"),
+        ),
+        None => {}
+    }
     ValidOperator {
         pubkeys,
         node_key,
         public_url,
+        sessions,
     }
 }
 
@@ -584,6 +601,15 @@ mod tests {
 
     fn paths(errs: &[ConfigProblem]) -> Vec<&str> {
         errs.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn dashboard_sessions_are_bounded_by_the_operator_settings() {
+        let ok = check(r#"{"operator": {"max_sessions": 5, "session_lifetime": 600}}"#).unwrap();
+        assert_eq!(ok.operator.sessions.max, 5);
+        assert_eq!(ok.operator.sessions.lifetime, std::time::Duration::from_secs(600));
+        let bad = check(r#"{"operator": {"max_sessions": 0, "session_lifetime": 5}}"#).unwrap_err();
+        assert_eq!(paths(&bad), ["operator.max_sessions", "operator.session_lifetime"]);
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct AppState {
     pub admin: Arc<crate::admin::Admin>,
     /// Checks the dispatches of the routers in `network.routers` (none: no router is trusted).
     pub routers: Option<crate::admin::auth::OperatorAuth>,
+    /// The node's own dashboard: sessions and the last 24 h.
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 impl AppState {
@@ -204,6 +206,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(info::metrics))
         .merge(crate::admin::routes().route_layer(limited(ADMIN_BUCKET)))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))

@@ -182,6 +182,16 @@ impl Metrics {
             .collect()
     }
 
+    /// The job latency histogram for the heartbeat: the buckets' upper bounds in seconds, and how
+    /// many jobs fell in each (not cumulative), the last count for those above every bound.
+    pub fn job_latency(&self) -> (&'static [f64], Vec<u64>) {
+        let h = &self.job_latency;
+        let mut counts: Vec<u64> = h.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total = h.count.load(Ordering::Relaxed);
+        counts.push(total.saturating_sub(counts.iter().sum()));
+        (&BUCKETS, counts)
+    }
+
     /// Job counters `{source: (success, failure)}`, for the heartbeat.
     pub fn job_counts(&self) -> BTreeMap<&'static str, (u64, u64)> {
         [Source::Offchain, Source::Delegated, Source::Onchain]

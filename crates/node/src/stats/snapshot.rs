@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub jobs: BTreeMap<&'static str, (u64, u64)>,
     /// Calls per container with their latency histogram (`/info` only).
     pub calls: Map<String, Value>,
+    /// Job latency: bucket bounds (s) and counts per bucket (the last above every bound).
+    pub job_latency: (&'static [f64], Vec<u64>),
     /// The chain side's identity.
     pub chain: ChainInfo,
     /// What the chain side is doing (chain enabled only).
@@ -107,6 +109,7 @@ impl Snapshot {
                 View::Info => state.orchestrator.metrics().container_calls(),
                 View::Heartbeat | View::Metrics => Map::new(),
             },
+            job_latency: state.orchestrator.metrics().job_latency(),
             chain: state.chain.clone(),
             chain_status: state.chain_status.clone(),
             restarts: state.manager.restarts(),
@@ -179,6 +182,8 @@ impl Snapshot {
                 "onchain": self.pending_onchain,
             },
             "jobs": jobs,
+            "job_latency": {"le": self.job_latency.0, "counts": self.job_latency.1},
+            "container_states": self.states.iter().map(|(id, s)| (id.clone(), json!(s))).collect::<Map<String, Value>>(),
             "chain": chain,
             "container_restarts": self.restart_counts(),
             "version": env!("CARGO_PKG_VERSION"),

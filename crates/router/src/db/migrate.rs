@@ -25,6 +25,11 @@ const SQLITE: &[Embedded] = &[
         "link inputs",
         include_str!("../../migrations/sqlite/0003_link_inputs.sql"),
     ),
+    (
+        5,
+        "node history",
+        include_str!("../../migrations/sqlite/0005_node_history.sql"),
+    ),
     (6, "alerts", include_str!("../../migrations/sqlite/0006_alerts.sql")),
 ];
 
@@ -39,6 +44,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "link inputs",
         include_str!("../../migrations/postgres/0003_link_inputs.sql"),
+    ),
+    (
+        5,
+        "node history",
+        include_str!("../../migrations/postgres/0005_node_history.sql"),
     ),
     (6, "alerts", include_str!("../../migrations/postgres/0006_alerts.sql")),
 ];

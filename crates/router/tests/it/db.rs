@@ -285,7 +285,7 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "alert_settings",
     "alerts",
     "api_key_usage",
@@ -294,6 +294,7 @@ const TABLES: [&str; 11] = [
     "ledger",
     "link_inputs",
     "metric_samples",
+    "node_history",
     "node_settings",
     "nodes",
     "operators",
@@ -911,4 +912,55 @@ async fn an_alert_fires_once_per_replica_set_and_resolves_once(backend: Backend)
         db.all_alert_settings(10).await.unwrap(),
         [("aa".repeat(32), r#"{"webhooks": []}"#.to_string())]
     );
+}
+
+on_both!(node_history_sums_per_minute_and_hour_and_prunes);
+
+/// The control interface's plots: samples of one minute add up, the hour holds them all, a
+/// node's job totals become rates, and retention removes minutes before hours.
+async fn node_history_sums_per_minute_and_hour_and_prunes(backend: Backend) {
+    use infernet_router::ui::history::Sample;
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let sample = |at: i64, cpu: f64, ok: i64| Sample {
+        node: "node-a".into(),
+        at,
+        cpu,
+        memory: 50.0,
+        gpu: None,
+        pending: 2,
+        jobs_ok: ok,
+        jobs_failed: 0,
+        latency: [0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    };
+    // Two samples in minute 100, one in minute 101: one hour (6000 s starts hour 1).
+    for s in [sample(6000, 10.0, 5), sample(6030, 30.0, 5), sample(6060, 40.0, 11)] {
+        db.add_history(&s).await.unwrap();
+    }
+    db.add_history(&Sample {
+        node: "node-b".into(),
+        ..sample(6000, 99.0, 0)
+    })
+    .await
+    .unwrap();
+    let minutes = db.history("node-a", 60, 0).await.unwrap();
+    assert_eq!(minutes.len(), 2);
+    assert_eq!((minutes[0].t, minutes[0].cpu, minutes[0].pending), (6000, 20.0, 2.0));
+    assert_eq!(
+        (minutes[1].cpu, minutes[1].jobs, minutes[1].success),
+        (40.0, Some(6.0), Some(100.0))
+    );
+    let hours = db.history("node-a", 3600, 0).await.unwrap();
+    assert_eq!(hours.len(), 1);
+    assert_eq!((hours[0].t, hours[0].cpu, hours[0].memory), (3600, 80.0 / 3.0, 50.0));
+    assert!(
+        db.history("node-a", 60, 6060).await.unwrap().len() == 1,
+        "from a time on"
+    );
+    // Minutes before 6060 go; hours stay until their own cut.
+    assert_eq!(db.prune_history(6060, 0).await.unwrap(), 2);
+    assert_eq!(db.history("node-a", 60, 0).await.unwrap().len(), 1);
+    assert_eq!(db.history("node-a", 3600, 0).await.unwrap().len(), 1);
+    assert_eq!(db.prune_history(6060, 7200).await.unwrap(), 2);
+    assert!(db.history("node-a", 3600, 0).await.unwrap().is_empty());
 }

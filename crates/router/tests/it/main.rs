@@ -1,6 +1,6 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
 //! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`link`]
-//! nodes that dial in over their link.
+//! nodes that dial in over their link; [`ui`] the control interface, over HTTP and in Chromium.
 
 mod alerts;
 mod db;
@@ -9,6 +9,7 @@ mod hardening;
 mod ledger;
 mod link;
 mod signed;
+mod ui;
 
 use std::{
     net::SocketAddr,
@@ -155,6 +156,7 @@ fn settings(listed: &[String]) -> Settings {
             ..Default::default()
         },
         tls: None,
+        ui: Default::default(),
     }
 }
 

@@ -1,0 +1,986 @@
+//! The control interface of the fleet: the web app at `/` (shell, files, manifest, service
+//! worker; no data), the operator's session, and the data behind it, each with the session:
+//!
+//! - `POST|GET|DELETE /api/v1/session` — a NIP-98 signed `POST` opens a session (cookie and CSRF
+//!   token); `GET` says who is signed in; `DELETE` ends it on the server;
+//! - `GET /api/v1/fleet` — the nodes whose own signed statements name the signed-in key;
+//! - `GET /api/v1/fleet/{node}/history?range=1h|24h|7d|30d` — the plots' points ([`history`]);
+//! - `GET /api/v1/fleet/jobs?node=&container=&outcome=&page=` — the ledger of those nodes;
+//! - `GET /api/v1/fleet/earnings` — jobs and earnings of the last day, week and month against
+//!   the period before, per node and per container set (by the ledger's prices);
+//! - `POST /api/v1/fleet/nodes` — "add a node": fetches the node's signed statement at the
+//!   address given and says whether it names the signed-in key, and what to set if not;
+//! - `POST /api/v1/fleet/{node}/admin` — relays a request the operator's extension signed for
+//!   the node's admin API and answers the node's status and body. The router adds nothing: it
+//!   cannot make such a request, only pass it on.
+
+pub mod history;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use infernet_identity::{nip98::Verifier, npub};
+use infernet_service::web::{self, App, SessionError, SessionLimits, Sessions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::{db::Db, server::RouterState};
+
+/// Where the session lives.
+pub const SESSION_PATH: &str = "/api/v1/session";
+/// Most nodes kept with their last heartbeat (the registry's bound is the other).
+pub const MAX_NODES: usize = 10_000;
+/// Largest part of a heartbeat kept for the dashboard (prices, availability), in bytes of JSON.
+const MAX_KEPT: usize = 16 * 1024;
+/// Largest body relayed to a node's admin API, and largest answer read back.
+pub const MAX_RELAY: usize = 1 << 20;
+/// Most jobs on one page.
+pub const PAGE: i64 = 50;
+/// How long a relayed admin request may take (adding a container pulls and starts it).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(300);
+
+const APP: App<'static> = App {
+    base: "/",
+    mode: "fleet",
+    title: "Infernet fleet",
+    session: SESSION_PATH,
+    assets: "/ui/",
+    sw: "/sw.js",
+    manifest: "/manifest.webmanifest",
+};
+
+/// Settings of the control interface.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UiSettings {
+    /// Bounds of the session table.
+    pub sessions: SessionLimits,
+}
+
+/// What a node's last signed heartbeat said, for the dashboard.
+#[derive(Debug, Clone)]
+struct Beat {
+    at: Instant,
+    url: String,
+    content: Value,
+    /// When the node's last history sample was taken, and its latency histogram then (running
+    /// totals per bucket).
+    sampled: Option<(Instant, Option<[i64; history::LATENCY_BUCKETS]>)>,
+}
+
+/// Nodes' heartbeats become history samples at most this often (a node beating faster does not
+/// make the database work harder).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// The control interface's state.
+pub struct Ui {
+    sessions: Sessions,
+    verifier: Verifier,
+    /// Origins the session request may be signed for.
+    bases: Vec<String>,
+    secure: bool,
+    beats: Mutex<HashMap<String, Beat>>,
+    history: history::HistorySender,
+    db: Db,
+    /// The unit the ledger's prices are in.
+    price_unit: String,
+}
+
+impl Ui {
+    /// The interface of a router reached at `public_url` (if set) and on `port`, pricing in
+    /// `price_unit`; answers the history writer's receiving end too (run [`history::run`] with it).
+    pub fn new(
+        settings: UiSettings,
+        public_url: Option<&str>,
+        port: u16,
+        db: Db,
+        price_unit: &str,
+    ) -> (Self, mpsc::Receiver<history::Sample>) {
+        let mut bases: Vec<String> = public_url.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+        bases.push(format!("http://127.0.0.1:{port}"));
+        bases.push(format!("http://localhost:{port}"));
+        let (history, samples) = mpsc::channel(history::QUEUE);
+        let ui = Self {
+            sessions: Sessions::new(settings.sessions),
+            verifier: Verifier::new(60, 10_000),
+            secure: public_url.is_some_and(|u| u.starts_with("https://")),
+            bases,
+            beats: Mutex::new(HashMap::new()),
+            history,
+            db,
+            price_unit: price_unit.to_string(),
+        };
+        (ui, samples)
+    }
+
+    /// Takes note of a node's signed heartbeat (its content, the node at `url`): the fleet page
+    /// shows it and the plots get a sample.
+    pub fn heartbeat(&self, key: &str, url: &str, content: &Value) {
+        let keep = |v: &Value| {
+            if v.to_string().len() <= MAX_KEPT {
+                v.clone()
+            } else {
+                Value::Null
+            }
+        };
+        let kept = json!({
+            "version": content["version"].as_str().map(|v| v.chars().take(64).collect::<String>()),
+            "node": content["node"].as_str().map(|v| v.chars().take(128).collect::<String>()),
+            "jobs": keep(&content["jobs"]),
+            "system": keep(&content["system"]),
+            "pricing": keep(&content["pricing"]),
+            "availability": keep(&content["availability"]),
+            "chain": keep(&content["chain"]),
+            "container_restarts": keep(&content["container_restarts"]),
+            "container_states": keep(&content["container_states"]),
+            "pending": keep(&content["pending"]),
+        });
+        let latency = latency_counts(&content["job_latency"]);
+        let mut sample = sample(key, &kept);
+        let now = Instant::now();
+        let send = {
+            let mut beats = self.beats.lock().expect("beats poisoned");
+            let previous = beats.get(key).and_then(|b| b.sampled);
+            let send = previous.is_none_or(|(at, _)| now.duration_since(at) >= SAMPLE_EVERY);
+            // Jobs since the previous sample per bucket; a node that restarted starts over.
+            if let (true, Some(current), Some((_, Some(before)))) = (send, latency, previous) {
+                let restarted = current.iter().zip(&before).any(|(n, b)| n < b);
+                for (i, d) in sample.latency.iter_mut().enumerate() {
+                    *d = if restarted { current[i] } else { current[i] - before[i] };
+                }
+            }
+            if beats.len() >= MAX_NODES
+                && !beats.contains_key(key)
+                && let Some(oldest) = beats.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| k.clone())
+            {
+                beats.remove(&oldest);
+            }
+            beats.insert(
+                key.to_string(),
+                Beat {
+                    at: now,
+                    url: url.to_string(),
+                    content: kept,
+                    sampled: if send { Some((now, latency)) } else { previous },
+                },
+            );
+            send
+        };
+        if send && self.history.try_send(sample).is_err() {
+            tracing::debug!(node = %key, "history queue full; a sample was dropped");
+        }
+    }
+}
+
+/// A heartbeat's `job_latency` as running totals per bucket, when its bounds are ours.
+fn latency_counts(v: &Value) -> Option<[i64; history::LATENCY_BUCKETS]> {
+    let bounds: Vec<f64> = v["le"].as_array()?.iter().filter_map(Value::as_f64).collect();
+    if bounds != history::LATENCY_BOUNDS {
+        return None;
+    }
+    let counts = v["counts"].as_array()?;
+    let mut out = [0i64; history::LATENCY_BUCKETS];
+    if counts.len() != out.len() {
+        return None;
+    }
+    for (o, c) in out.iter_mut().zip(counts) {
+        *o = c.as_i64().filter(|c| *c >= 0)?;
+    }
+    Some(out)
+}
+
+/// The plot sample of a heartbeat (without latency: that needs the previous heartbeat).
+fn sample(key: &str, kept: &Value) -> history::Sample {
+    let s = &kept["system"];
+    let total = s["memory_total_bytes"].as_f64().unwrap_or(0.0);
+    let gpus: Vec<f64> = s["gpus"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["utilization_percent"].as_f64()).collect())
+        .unwrap_or_default();
+    let (mut ok, mut failed) = (0i64, 0i64);
+    if let Some(jobs) = kept["jobs"].as_object() {
+        for j in jobs.values() {
+            ok += j["success"].as_i64().unwrap_or(0);
+            failed += j["failure"].as_i64().unwrap_or(0);
+        }
+    }
+    let pending = kept["pending"]
+        .as_object()
+        .map_or(0, |p| p.values().filter_map(Value::as_i64).sum());
+    history::Sample {
+        node: key.to_string(),
+        at: infernet_identity::unix_now() as i64,
+        cpu: s["cpu_percent"].as_f64().unwrap_or(0.0),
+        memory: if total > 0.0 {
+            100.0 * s["memory_used_bytes"].as_f64().unwrap_or(0.0) / total
+        } else {
+            0.0
+        },
+        gpu: (!gpus.is_empty()).then(|| gpus.iter().sum::<f64>() / gpus.len() as f64),
+        pending,
+        jobs_ok: ok,
+        jobs_failed: failed,
+        latency: [0; history::LATENCY_BUCKETS],
+    }
+}
+
+/// Counts a request that makes the router work for anyone (a sign-in, a node's statement fetched)
+/// against the client's rate limit on `route`: `Err` answers 429.
+fn admit(
+    state: &RouterState,
+    route: &'static str,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<infernet_service::rate_limit::Allowed, infernet_service::rate_limit::Refused> {
+    let client = infernet_service::client_ip::ClientIp::resolve(peer.ip(), headers, &state.trusted_proxies);
+    state.limiter.admit(route, client)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn refused(e: SessionError) -> Response {
+    let status = match e {
+        SessionError::NoSession => StatusCode::UNAUTHORIZED,
+        SessionError::Csrf => StatusCode::FORBIDDEN,
+    };
+    error(status, e.to_string())
+}
+
+/// The routes of the control interface.
+pub fn routes() -> Router<Arc<RouterState>> {
+    Router::new()
+        .route("/", get(shell))
+        .route("/ui/{file}", get(asset))
+        .route("/manifest.webmanifest", get(manifest))
+        .route("/sw.js", get(service_worker))
+        .route(SESSION_PATH, post(open).get(who).delete(close))
+        .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/fleet/jobs", get(jobs))
+        .route("/api/v1/fleet/earnings", get(earnings))
+        .route("/api/v1/fleet/nodes", post(add_node))
+        .route("/api/v1/fleet/{node}/history", get(history_of))
+        .route("/api/v1/fleet/{node}/admin", post(relay))
+}
+
+/// Security headers of the app's pages: nothing from elsewhere, no framing.
+fn page(content_type: &'static str, body: impl Into<axum::body::Body>, cache: &'static str) -> Response {
+    let mut r = Response::new(body.into());
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+async fn shell() -> Response {
+    page("text/html; charset=utf-8", web::shell(&APP), "no-cache")
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match web::asset(&file) {
+        Some(a) => page(a.content_type, a.bytes, "public, max-age=3600"),
+        None => error(StatusCode::NOT_FOUND, format!("no file {file} in the app")),
+    }
+}
+
+async fn manifest() -> Response {
+    page("application/manifest+json", web::manifest(&APP), "no-cache")
+}
+
+async fn service_worker() -> Response {
+    page("text/javascript; charset=utf-8", web::service_worker(&APP), "no-cache")
+}
+
+/// `POST /api/v1/session`: a NIP-98 event signed for this URL opens a session.
+async fn open(
+    State(state): State<Arc<RouterState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let allowed = match admit(&state, SESSION_PATH, peer, &headers) {
+        Ok(a) => a,
+        Err(refused) => return refused.into_response(),
+    };
+    allowed.stamp(&state.limiter, sign_in(&state, &method, &uri, &headers, &body))
+}
+
+/// Opens a session when the request is signed (NIP-98) for this router's session URL.
+fn sign_in(state: &RouterState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    let ui = &state.ui;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let urls: Vec<String> = ui.bases.iter().map(|b| format!("{b}{path}")).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let received = infernet_identity::nip98::Received {
+        method: method.as_str(),
+        urls: &urls,
+        body,
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let signer = match ui
+        .verifier
+        .verify(authorization, &received, infernet_identity::unix_now(), |_| true)
+    {
+        Ok(k) => npub(&k),
+        Err(e) => {
+            return error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                e.to_string(),
+            );
+        }
+    };
+    let (token, session) = ui.sessions.open(&signer);
+    let lifetime = ui.sessions.limits().lifetime;
+    let mut r = Json(json!({
+        "signer": signer,
+        "csrf": session.csrf,
+        "expires_in": lifetime.as_secs(),
+    }))
+    .into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        web::session_cookie(&token, "/", ui.secure, lifetime),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /api/v1/session`: who is signed in, and the CSRF token of the session.
+async fn who(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
+    match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => {
+            let mut r = Json(json!({
+                "signer": s.signer,
+                "csrf": s.csrf,
+                "expires_in": s.expires.saturating_duration_since(Instant::now()).as_secs(),
+            }))
+            .into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// `DELETE /api/v1/session`: signs out (the session ends on the server).
+async fn close(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
+    match state.ui.sessions.close(&method, &headers) {
+        Ok(s) => {
+            let mut r = Json(json!({"signed_out": s.signer})).into_response();
+            r.headers_mut()
+                .insert(header::SET_COOKIE, web::clear_cookie("/", state.ui.secure));
+            r
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// The nodes of `signer`, as the fleet page shows them.
+fn fleet_of(state: &RouterState, signer: &str) -> Vec<Value> {
+    let now = Instant::now();
+    let snapshot = state.registry.snapshot();
+    let beats = state.ui.beats.lock().expect("beats poisoned");
+    state
+        .registry
+        .view(now)
+        .into_iter()
+        .filter(|n| {
+            n.identity
+                .as_ref()
+                .is_some_and(|i| i.operators.iter().any(|o| o == signer))
+        })
+        .map(|n| {
+            let beat = beats.get(&n.address);
+            let content = beat.map_or(Value::Null, |b| b.content.clone());
+            let offer = snapshot
+                .available
+                .iter()
+                .find(|a| a.key == n.address)
+                .map(|a| &a.report.offer);
+            let open = offer.is_none_or(|o| o.open);
+            let status = match (n.available, open) {
+                (true, true) => "up",
+                (true, false) => "closed",
+                _ => "down",
+            };
+            let (mut ok, mut failed) = (0u64, 0u64);
+            if let Some(jobs) = content["jobs"].as_object() {
+                for j in jobs.values() {
+                    ok += j["success"].as_u64().unwrap_or(0);
+                    failed += j["failure"].as_u64().unwrap_or(0);
+                }
+            }
+            let age = beat.map(|b| now.duration_since(b.at).as_secs_f64());
+            let mut problems = Vec::new();
+            if let Some(e) = &n.last_error {
+                problems.push(format!("the router cannot reach it: {e}"));
+            }
+            if !n.registered {
+                problems.push("no heartbeat within the registration's lifetime".to_string());
+            }
+            if status == "closed" {
+                problems.push(format!(
+                    "not taking jobs now{}",
+                    offer
+                        .and_then(|o| o.available_at.as_deref())
+                        .map(|t| format!(" (opens {t})"))
+                        .unwrap_or_default()
+                ));
+            }
+            json!({
+                "key": n.address,
+                "url": beat.map_or_else(|| format!("http://{}", n.address), |b| b.url.clone()),
+                "node": n.identity.as_ref().map(|i| i.key.clone()),
+                "name": content["node"],
+                "status": status,
+                "open": open,
+                "available_at": offer.and_then(|o| o.available_at.clone()),
+                "heartbeat_age": age,
+                "version": content["version"],
+                "containers": n.containers,
+                "pending": n.pending,
+                "jobs": {
+                    "succeeded": ok,
+                    "failed": failed,
+                    "total": ok + failed,
+                    "success_rate": (ok + failed > 0).then(|| 100.0 * ok as f64 / (ok + failed) as f64),
+                },
+                "system": content["system"],
+                "pricing": content["pricing"],
+                "availability": content["availability"],
+                "chain": content["chain"],
+                "container_restarts": content["container_restarts"],
+                "container_states": content["container_states"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(id, s)| json!({"id": id, "state": s})).collect::<Vec<_>>()),
+                "problems": problems,
+            })
+        })
+        .collect()
+}
+
+/// `GET /api/v1/fleet`.
+async fn fleet(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    Json(json!({"operator": session.signer, "nodes": fleet_of(&state, &session.signer)})).into_response()
+}
+
+/// `GET /api/v1/fleet/{node}/history?range=`.
+async fn history_of(
+    State(state): State<Arc<RouterState>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let mut range = "24h".to_string();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "range" => range = v.into_owned(),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{other}: unknown parameter; known: range"),
+                );
+            }
+        }
+    }
+    let Some(&(_, span, step)) = history::RANGES.iter().find(|(name, _, _)| *name == range) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("range: one of 1h, 24h, 7d, 30d, got {range:?}"),
+        );
+    };
+    if !fleet_of(&state, &session.signer).iter().any(|n| n["key"] == node) {
+        return error(StatusCode::NOT_FOUND, format!("no node {node} in your fleet"));
+    }
+    let from = infernet_identity::unix_now() as i64 - span;
+    match state.ui.db.history(&node, step, from).await {
+        Ok(points) => Json(json!({"node": node, "range": range, "step": step, "points": points})).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the router's database failed: {e}"),
+        ),
+    }
+}
+
+/// `GET /api/v1/fleet/jobs?node=&container=&outcome=&page=`: the jobs the operator's nodes ran
+/// for this router, newest first.
+async fn jobs(
+    State(state): State<Arc<RouterState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let mut filter = JobFilter::default();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "node" if !v.is_empty() => filter.node = Some(v.into_owned()),
+            "container" if !v.is_empty() => {
+                if v.len() > 256 {
+                    return error(StatusCode::BAD_REQUEST, "container: at most 256 characters");
+                }
+                filter.container = Some(v.into_owned())
+            }
+            "outcome" if !v.is_empty() => match v.as_ref() {
+                "succeeded" | "failed" | "cancelled" => filter.outcome = Some(v.into_owned()),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("outcome: one of succeeded, failed, cancelled, got {v:?}"),
+                    );
+                }
+            },
+            "page" => match v.parse::<i64>() {
+                Ok(p) if (1..=10_000).contains(&p) => filter.page = p,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("page: a whole number from 1 to 10000, got {v:?}"),
+                    );
+                }
+            },
+            "node" | "container" | "outcome" => {}
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{other}: unknown parameter; known: node, container, outcome, page"),
+                );
+            }
+        }
+    }
+    let mine: Vec<String> = fleet_of(&state, &session.signer)
+        .iter()
+        .filter_map(|n| n["key"].as_str().map(str::to_string))
+        .collect();
+    let nodes: Vec<String> = match &filter.node {
+        Some(n) if mine.contains(n) => vec![n.clone()],
+        Some(n) => return error(StatusCode::NOT_FOUND, format!("no node {n} in your fleet")),
+        None => mine,
+    };
+    let page = filter.page.max(1);
+    if nodes.is_empty() {
+        return Json(json!({"jobs": [], "page": page, "more": false})).into_response();
+    }
+    match jobs_of(&state.ui.db, &nodes, &filter).await {
+        Ok(mut rows) => {
+            let more = rows.len() as i64 > PAGE;
+            rows.truncate(PAGE as usize);
+            let jobs: Vec<Value> = rows
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "id": r.job_id, "node": r.node, "containers": r.containers, "outcome": r.outcome,
+                        "started_at": r.started_at, "finished_at": r.finished_at, "duration_ms": r.duration_ms,
+                        "price": r.price, "unit": r.unit,
+                    })
+                })
+                .collect();
+            Json(json!({"jobs": jobs, "page": page, "more": more})).into_response()
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the router's database failed: {e}"),
+        ),
+    }
+}
+
+#[derive(Debug, Default)]
+struct JobFilter {
+    node: Option<String>,
+    container: Option<String>,
+    outcome: Option<String>,
+    page: i64,
+}
+
+/// One page (and one row more, to tell whether there is another) of the ledger of `nodes`.
+async fn jobs_of(
+    db: &Db,
+    nodes: &[String],
+    filter: &JobFilter,
+) -> Result<Vec<crate::db::ledger::LedgerRow>, crate::db::DbError> {
+    // Few nodes per operator: one placeholder each, capped.
+    let nodes = &nodes[..nodes.len().min(500)];
+    let mut sql = String::from(
+        "SELECT job_id, client, api_key_id, node, operator, containers, started_at, finished_at, outcome, \
+         duration_ms, price, unit, receipt FROM ledger WHERE node IN (",
+    );
+    let mut n = 0;
+    for i in 0..nodes.len() {
+        n += 1;
+        sql.push_str(&format!("{}${n}", if i > 0 { ", " } else { "" }));
+    }
+    sql.push(')');
+    let container = filter.container.as_ref().map(|c| {
+        let quoted = serde_json::to_string(c).unwrap_or_default();
+        let escaped = quoted.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    if container.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND containers LIKE ${n} ESCAPE '\\'"));
+    }
+    if filter.outcome.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND outcome = ${n}"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY finished_at DESC, job_id DESC LIMIT ${} OFFSET ${}",
+        n + 1,
+        n + 2
+    ));
+    let offset = (filter.page.max(1) - 1) * PAGE;
+    Ok(crate::db::on_pool!(db, |p| {
+        let mut q = sqlx::query_as::<_, crate::db::ledger::LedgerRow>(sqlx::AssertSqlSafe(sql.clone()));
+        for node in nodes {
+            q = q.bind(node);
+        }
+        if let Some(c) = &container {
+            q = q.bind(c);
+        }
+        if let Some(o) = &filter.outcome {
+            q = q.bind(o);
+        }
+        q.bind(PAGE + 1).bind(offset).fetch_all(p).await?
+    }))
+}
+
+/// A request for a node's admin API, signed by the operator's extension.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Relayed {
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<String>,
+    authorization: String,
+}
+
+/// `POST /api/v1/fleet/{node}/admin`: passes a signed admin request to the node, answers
+/// `{status, body}` as the node gave them.
+async fn relay(
+    State(state): State<Arc<RouterState>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    body: Bytes,
+) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    if body.len() > MAX_RELAY + 4096 {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a relayed request is at most {MAX_RELAY} bytes"),
+        );
+    }
+    let request: Relayed = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{method, path, body, authorization}}: {e}"),
+            );
+        }
+    };
+    let verb = match request.method.as_str() {
+        "GET" => reqwest::Method::GET,
+        "POST" => reqwest::Method::POST,
+        "PUT" => reqwest::Method::PUT,
+        "DELETE" => reqwest::Method::DELETE,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("method: one of GET, POST, PUT, DELETE, got {other:?}"),
+            );
+        }
+    };
+    if !request.path.starts_with("/admin/")
+        || request.path.contains("..")
+        || request.path.len() > 512
+        || request.path.chars().any(|c| c.is_control() || c == '#')
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "path: a path of the node's admin API, starting with /admin/",
+        );
+    }
+    if !request.authorization.starts_with("Nostr ") || request.authorization.len() > 32 * 1024 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "authorization: the NIP-98 header your extension signed (Nostr …)",
+        );
+    }
+    let Some(target) = fleet_of(&state, &session.signer)
+        .into_iter()
+        .find(|n| n["key"] == node)
+        .and_then(|n| n["url"].as_str().map(str::to_string))
+    else {
+        return error(StatusCode::NOT_FOUND, format!("no node {node} in your fleet"));
+    };
+    let url = format!("{}{}", target.trim_end_matches('/'), request.path);
+    let mut call = state
+        .client
+        .request(verb, &url)
+        .timeout(RELAY_TIMEOUT)
+        .header(header::AUTHORIZATION, &request.authorization);
+    if let Some(b) = request.body.filter(|b| !b.is_empty()) {
+        call = call.header(header::CONTENT_TYPE, "application/json").body(b);
+    }
+    let answer = match call.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the node at {target} did not answer: {e}"),
+            );
+        }
+    };
+    let status = answer.status().as_u16();
+    let mut read = Vec::new();
+    let mut answer = answer;
+    loop {
+        match answer.chunk().await {
+            Ok(Some(chunk)) if read.len() + chunk.len() <= MAX_RELAY => read.extend_from_slice(&chunk),
+            Ok(Some(_)) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the node's answer is larger than {MAX_RELAY} bytes"),
+                );
+            }
+            Ok(None) => break,
+            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("the node's answer was cut: {e}")),
+        }
+    }
+    let body = serde_json::from_slice::<Value>(&read).unwrap_or_else(|_| json!(String::from_utf8_lossy(&read)));
+    Json(json!({"status": status, "body": body})).into_response()
+}
+
+/// The periods of the earnings page: (name, length in ms).
+const PERIODS: [(&str, i64); 3] = [
+    ("day", 86_400_000),
+    ("week", 7 * 86_400_000),
+    ("month", 30 * 86_400_000),
+];
+
+/// Jobs and the sum of their prices, per node and container set, finished in `[from, to)`.
+async fn totals(
+    db: &Db,
+    nodes: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<(String, String, i64, Option<f64>)>, crate::db::DbError> {
+    let nodes = &nodes[..nodes.len().min(500)];
+    let mut sql = String::from("SELECT node, containers, COUNT(*), SUM(price) FROM ledger WHERE node IN (");
+    for i in 0..nodes.len() {
+        sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, i + 1));
+    }
+    sql.push_str(&format!(
+        ") AND finished_at >= ${} AND finished_at < ${} GROUP BY node, containers",
+        nodes.len() + 1,
+        nodes.len() + 2
+    ));
+    Ok(crate::db::on_pool!(db, |p| {
+        let mut q = sqlx::query_as::<_, (String, String, i64, Option<f64>)>(sqlx::AssertSqlSafe(sql.clone()));
+        for node in nodes {
+            q = q.bind(node);
+        }
+        q.bind(from).bind(to).fetch_all(p).await?
+    }))
+}
+
+/// `GET /api/v1/fleet/earnings`: per period, this one against the one before.
+async fn earnings(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let nodes: Vec<String> = fleet_of(&state, &session.signer)
+        .iter()
+        .filter_map(|n| n["key"].as_str().map(str::to_string))
+        .collect();
+    let now = crate::db::now_ms();
+    let mut periods = Vec::new();
+    for (name, length) in PERIODS {
+        let mut period = json!({"period": name});
+        for (which, from, to) in [
+            ("current", now - length, now + 1),
+            ("previous", now - 2 * length, now - length),
+        ] {
+            let rows = if nodes.is_empty() {
+                Vec::new()
+            } else {
+                match totals(&state.ui.db, &nodes, from, to).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the router's database failed: {e}"),
+                        );
+                    }
+                }
+            };
+            let (mut jobs, mut earned) = (0i64, 0.0f64);
+            let mut by_node = serde_json::Map::new();
+            let mut by_container = serde_json::Map::new();
+            for (node, containers, count, price) in rows {
+                let price = price.unwrap_or(0.0);
+                jobs += count;
+                earned += price;
+                let set = serde_json::from_str::<Vec<String>>(&containers)
+                    .map(|c| c.join(" → "))
+                    .unwrap_or(containers);
+                for (map, key) in [(&mut by_node, node), (&mut by_container, set)] {
+                    let entry = map.entry(key).or_insert_with(|| json!({"jobs": 0, "earned": 0.0}));
+                    entry["jobs"] = json!(entry["jobs"].as_i64().unwrap_or(0) + count);
+                    entry["earned"] = json!(entry["earned"].as_f64().unwrap_or(0.0) + price);
+                }
+            }
+            period[which] = json!({"jobs": jobs, "earned": earned, "by_node": by_node, "by_container": by_container});
+        }
+        periods.push(period);
+    }
+    Json(json!({"unit": state.ui.price_unit, "periods": periods})).into_response()
+}
+
+/// What "add a node" takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewNode {
+    address: String,
+}
+
+/// Largest `/identity` statement read from a node.
+const MAX_STATEMENT: usize = 64 * 1024;
+
+/// `POST /api/v1/fleet/nodes {address}`: reads the node's signed statement and says whether it
+/// names the signed-in key; a node that does joins the fleet with its signed heartbeats.
+async fn add_node(
+    State(state): State<Arc<RouterState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = match state.ui.sessions.check(&method, &headers) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let allowed = match admit(&state, "/api/v1/fleet/nodes", peer, &headers) {
+        Ok(a) => a,
+        Err(refused) => return refused.into_response(),
+    };
+    allowed.stamp(&state.limiter, check_node(&state, &session.signer, &body).await)
+}
+
+/// Reads the statement of the node `body` names and says what the operator `signer` must do.
+async fn check_node(state: &RouterState, signer: &str, body: &[u8]) -> Response {
+    let request: NewNode = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{address}}: {e}")),
+    };
+    let addr = match crate::address::NodeAddr::parse(&request.address) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("address: {e}")),
+        None => return error(StatusCode::BAD_REQUEST, "address: a node's host:port or URL"),
+    };
+    let url = format!("{}/identity", addr.base_url());
+    let text = match fetch_statement(&state.client, &url).await {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{url}: {e}")),
+    };
+    let checked = match infernet_identity::statement::verify(&text, "infernet-node", infernet_identity::unix_now(), 300)
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("{url} did not answer a node's signed statement: {e}"),
+            );
+        }
+    };
+    let operators: Vec<String> = checked.content["operators"]
+        .as_array()
+        .map(|o| o.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    let names_you = operators.iter().any(|o| o == signer);
+    let key = addr.key();
+    let in_fleet = fleet_of(state, signer).iter().any(|n| n["key"] == key);
+    let router = state.ui.bases.first().cloned().unwrap_or_default();
+    let next = match (names_you, in_fleet) {
+        (true, true) => "it is in your fleet".to_string(),
+        (true, false) => format!(
+            "it names you; it joins your fleet once its signed heartbeats reach this router: set \"stats\": {{\"endpoint\": \"{router}/api/v1/register\"}} in its config.json"
+        ),
+        (false, _) => format!(
+            "it does not name you: add \"{signer}\" to \"operator\": {{\"pubkeys\": [...]}} in its config.json and restart it"
+        ),
+    };
+    Json(json!({
+        "address": key,
+        "node": npub(&checked.signer),
+        "operators": operators,
+        "names_you": names_you,
+        "in_fleet": in_fleet,
+        "next": next,
+    }))
+    .into_response()
+}
+
+/// The body of `GET url`, at most [`MAX_STATEMENT`] bytes, within 5 s.
+async fn fetch_statement(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let mut answer = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    if !answer.status().is_success() {
+        return Err(format!("answered HTTP {}", answer.status().as_u16()));
+    }
+    let mut read = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| format!("answer cut: {e}"))? {
+        if read.len() + chunk.len() > MAX_STATEMENT {
+            return Err(format!("answer larger than {MAX_STATEMENT} bytes"));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    String::from_utf8(read).map_err(|_| "answer is not text".to_string())
+}
