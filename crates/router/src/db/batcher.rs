@@ -5,9 +5,9 @@
 //! Why: a commit costs an fsync (SQLite) or a round trip and a WAL flush (PostgreSQL); at a
 //! thousand jobs a second, one commit per row would be the router's bottleneck, and the gateway
 //! would wait for it. What it costs: records still queued when the process dies are lost — at most
-//! `capacity` records, and at most `max_delay` worth of them under normal load. Jobs themselves are
-//! not batched (their rows are written before the gateway answers). On a clean shutdown the writer
-//! drains the queue before it returns.
+//! `capacity` records, and at most `max_delay` worth of them under normal load. Job rows have their
+//! own group-commit writer ([`super::job_writer`]). On a clean shutdown the writer drains the queue
+//! before it returns.
 //!
 //! The queue is bounded: [`BatchSender::try_send`] fails with [`BatchError::Full`] rather than
 //! grow, [`BatchSender::send`] waits for room. A batch that fails to commit with a retryable error

@@ -10,7 +10,8 @@
 //!   statements sit side by side; most statements are the same text on both (`$1` parameters,
 //!   `ON CONFLICT`, `RETURNING` are understood by both).
 //! - One module per table: [`nodes`], [`operators`], [`settings`], [`jobs`], [`ledger`],
-//!   [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in group commits.
+//!   [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in group commits,
+//!   [`job_writer`] the gateway's job rows.
 //! - Times are Unix milliseconds (`i64`); JSON documents are stored as text, as they came.
 //! - Pools are bounded ([`DbSettings::max_connections`]); a caller that waits longer than
 //!   [`DbSettings::acquire_timeout`] for a connection gets [`DbError::PoolTimedOut`]. SQLite runs
@@ -19,6 +20,7 @@
 
 pub mod api_keys;
 pub mod batcher;
+pub mod job_writer;
 pub mod jobs;
 pub mod ledger;
 pub mod metrics;

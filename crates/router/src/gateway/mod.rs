@@ -154,6 +154,8 @@ pub struct Gateway {
     watchers: Arc<tokio::sync::Semaphore>,
     /// Queues ledger rows for the batch writer.
     ledger: crate::db::batcher::BatchSender,
+    /// Writes job rows in group commits.
+    jobs: crate::db::job_writer::JobWriter,
     /// Outcomes per node not saved yet: results, failures, sum of measured latencies (ms).
     unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
@@ -200,6 +202,7 @@ impl Gateway {
         let (ledger, writer) = crate::db::batcher::batcher(db.clone(), Default::default());
         let gateway = Self {
             ledger,
+            jobs: crate::db::job_writer::JobWriter::new(db.clone(), Default::default()),
             db,
             registry,
             http: reqwest::Client::builder()
@@ -221,6 +224,11 @@ impl Gateway {
             settings,
         };
         Ok((gateway, writer))
+    }
+
+    /// The writer of job rows (run it as a task: it commits them in groups).
+    pub fn job_writer(&self) -> crate::db::job_writer::JobWriter {
+        self.jobs.clone()
     }
 
     /// The router's public key, `npub1…`.
