@@ -61,7 +61,7 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 6],
+    pub requests: [AtomicU64; 7],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
 }
@@ -362,13 +362,14 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
     "/health",
     JOBS_ROUTE,
     "/api/v1/route",
+    "/api/v1/register",
 ];
 
 /// The HTTP router.
@@ -393,7 +394,9 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         )
         .route(
             "/api/v1/register",
-            post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
+            post(register)
+                .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
+                .route_layer(limited(6)),
         )
         .route("/api/v1/nodes", get(nodes))
         .route(

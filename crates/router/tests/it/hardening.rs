@@ -324,3 +324,19 @@ fn the_router_listens_on_4100_by_default() {
         .collect::<String>();
     assert!(port.contains("[default: 4100]"), "{help}");
 }
+
+/// `/api/v1/register` is charged to the caller's rate limit like every other route: a source that
+/// heartbeats faster than the limit is answered 429 before its heartbeat is read.
+#[tokio::test]
+async fn registration_is_rate_limited() {
+    let mut s = settings(&[]);
+    s.requests_per_minute = 3;
+    let url = router(s).await;
+    for i in 0..3 {
+        let (status, body) = register(&url, &format!("127.0.0.1:{}", 20_000 + i)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = register(&url, "127.0.0.1:20003").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("too many requests"), "{body}");
+}
