@@ -48,6 +48,11 @@ pub struct NodeIdentity {
     /// Operators (`npub1…`) the node's own statement names; a node is listed under an operator only
     /// when it says so itself.
     pub operators: Vec<String>,
+    /// Whether the node's address was part of what it signed (`address` in its heartbeat). When
+    /// it was not (the router took the caller's address), the heartbeat cannot move the key's
+    /// registration from another address: replayed from elsewhere, it would.
+    #[serde(skip)]
+    pub address_signed: bool,
 }
 
 /// What a node last reported.
@@ -114,6 +119,15 @@ pub enum RegistryError {
     Full {
         /// The limit.
         max: usize,
+    },
+    /// The node's key is registered at another address, and this heartbeat's address is not
+    /// signed (a copy replayed from elsewhere would move it).
+    #[error(
+        "this node's key is registered at {at}; a heartbeat whose address is not signed cannot move it (advertise the address in the signed heartbeat, or wait for the registration to lapse)"
+    )]
+    Unbound {
+        /// Where the key is registered.
+        at: String,
     },
     /// This source address registered as many nodes as allowed.
     #[error("{from} already registered {max} nodes (the router's --max-registrations-per-source)")]
@@ -325,10 +339,16 @@ impl Registry {
         let mut table = self.lock();
         table.purge(now, self.limits.max_registrations);
         let key = addr.key();
-        if let Some(node_key) = identity.as_ref().map(|i| i.key.as_str()) {
+        if let Some(id) = identity.as_ref() {
+            let node_key = id.key.as_str();
             let moved = |k: &String, n: &NodeState| {
                 *k != key && !n.listed && n.identity.as_ref().is_some_and(|i| i.key == node_key)
             };
+            if !id.address_signed
+                && let Some(at) = table.nodes.iter().find(|(k, n)| moved(k, n)).map(|(k, _)| k.clone())
+            {
+                return Err(RegistryError::Unbound { at });
+            }
             let before = table.nodes.len();
             table.nodes.retain(|k, n| !moved(k, n));
             if table.nodes.len() != before {
@@ -636,6 +656,38 @@ mod tests {
         assert!(
             r.register(addr("d:1"), report(&["x"]), ttl, other, now + ttl * 2, None)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_whose_address_is_not_signed_cannot_move_a_registration() {
+        let r = registry(&[], 1, 1);
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let id = |signed| {
+            Some(NodeIdentity {
+                key: "npub1node".into(),
+                operators: Vec::new(),
+                address_signed: signed,
+            })
+        };
+        let other: IpAddr = "10.0.0.9".parse().unwrap();
+        let reg = |a: &str, from, signed| r.register(addr(a), report(&["x"]), ttl, from, now, id(signed));
+        assert_eq!(reg("a:1", LOCAL, false), Ok(()));
+        assert_eq!(reg("a:1", LOCAL, false), Ok(()), "a refresh at the same address");
+        // The same signed heartbeat replayed from elsewhere: refused, the registration stays.
+        assert_eq!(
+            reg("b:1", other, false),
+            Err(RegistryError::Unbound { at: "a:1".into() })
+        );
+        assert_eq!(
+            r.view(now).iter().map(|v| v.address.clone()).collect::<Vec<_>>(),
+            vec!["a:1"]
+        );
+        // An address the node signed moves it.
+        assert_eq!(reg("b:1", other, true), Ok(()));
+        assert_eq!(
+            r.view(now).iter().map(|v| v.address.clone()).collect::<Vec<_>>(),
+            vec!["b:1"]
         );
     }
 

@@ -257,6 +257,7 @@ fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<NodeIdentity>), Hear
     let identity = NodeIdentity {
         key: npub(&checked.signer),
         operators,
+        address_signed: checked.content.get("address").is_some_and(Value::is_string),
     };
     Ok((serde_json::from_value(checked.content)?, Some(identity)))
 }
@@ -320,6 +321,7 @@ async fn register(
         let status = match e {
             RegistryError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::SourceFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RegistryError::Unbound { .. } => StatusCode::CONFLICT,
         };
         return error(status, e.to_string());
     }
@@ -478,7 +480,7 @@ pub fn openapi() -> Value {
             "/api/v1/resources": {"get": {"summary": "Each available node's /resources; nodes not answered by the deadline as {error: \"late: …\"}", "responses": ok("{node: resources}")}},
             "/api/v1/register": {"post": {"summary": "Node heartbeat (bearer token); the node is handed out once a probe of its /info succeeded",
                 "responses": {"200": {"description": "registered"}, "400": {"description": "invalid heartbeat"}, "401": {"description": "missing or wrong token"},
-                    "403": {"description": "registration is off"}, "413": {"description": "heartbeat too large"},
+                    "403": {"description": "registration is off"}, "409": {"description": "the node's key is registered elsewhere and this heartbeat's address is not signed"}, "413": {"description": "heartbeat too large"},
                     "429": {"description": "too many registrations from this address"}, "503": {"description": "too many registrations"}}}},
             "/api/v1/nodes": {"get": {"summary": "Every known node and its state", "responses": ok("nodes")}},
             "/health": {"get": {"summary": "Liveness", "responses": ok("{status: healthy}")}},
