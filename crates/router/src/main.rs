@@ -238,6 +238,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 concurrency: args.resources_concurrency.max(1),
                 deadline,
                 max_body_bytes: args.probe_max_bytes,
+                max_total_bytes: infernet_router::resources::DEFAULT_MAX_TOTAL_BYTES,
             },
             database,
             limits,

@@ -340,3 +340,29 @@ async fn registration_is_rate_limited() {
     assert_eq!(status, 429, "{body}");
     assert!(body["error"].as_str().unwrap().contains("too many requests"), "{body}");
 }
+
+/// `/api/v1/resources` holds at most `max_total_bytes` of nodes' answers in all: past it the
+/// gathering stops and the other nodes are listed as over budget, however many nodes answer.
+#[tokio::test]
+async fn resources_answers_hold_a_total_byte_budget() {
+    let mut s = settings(&[]);
+    // One fake node's answer (`{"x":{"hardware":"fake"}}`) is 25 bytes: room for two.
+    s.resources.max_total_bytes = 60;
+    let url = router(s).await;
+    let probed = probes();
+    for _ in 0..6 {
+        let key = fake_node(x(), Answer::Fast, Answer::Fast, probed.clone()).await;
+        assert_eq!(register(&url, &key).await.0, 200);
+    }
+    eventually(format!("{url}/api/v1/ips?container=x&n=100"), |v| keys(v).len() == 6).await;
+    let (status, resources) = super::get(format!("{url}/api/v1/resources")).await;
+    assert_eq!(status, 200);
+    let answers = resources.as_object().unwrap();
+    assert_eq!(answers.len(), 6, "{resources}");
+    let held = answers.values().filter(|v| v.get("x").is_some()).count();
+    let over = answers
+        .values()
+        .filter(|v| v["error"].as_str().is_some_and(|e| e.starts_with("over budget")))
+        .count();
+    assert_eq!((held, over), (2, 4), "{resources}");
+}
