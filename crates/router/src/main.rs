@@ -129,6 +129,7 @@ fn limits(args: &Args) -> Result<infernet_service::http::Limits, String> {
         header_read: seconds("--header-timeout", args.header_timeout)?,
         body_read: seconds("--body-timeout", args.body_timeout)?,
         idle: seconds("--idle-timeout", args.idle_timeout)?,
+        write_stall: infernet_service::http::Limits::default().write_stall,
         max_connections: args.max_connections,
     };
     limits.validate().map_err(|e| format!("--max-connections: {e}"))?;
