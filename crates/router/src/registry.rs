@@ -217,7 +217,15 @@ struct Table {
     failed: HashMap<String, Instant>,
     /// The ranking fingerprint of the last snapshot and its seed.
     order: (u64, u64),
+    /// When a heartbeat may next sweep lapsed registrations (at most once per [`PURGE_EVERY`]:
+    /// a sweep walks the whole table, and heartbeats come from every node).
+    next_purge: Option<Instant>,
+    /// Sweeps made so far.
+    purges: u64,
 }
+
+/// Least time between two sweeps of lapsed registrations made by heartbeats.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
 
 /// The node table.
 pub struct Registry {
@@ -240,6 +248,8 @@ impl Registry {
                 nodes,
                 failed: HashMap::new(),
                 order: (0, rand::random()),
+                next_purge: None,
+                purges: 0,
             }),
             snapshot: RwLock::default(),
             hysteresis,
@@ -337,9 +347,20 @@ impl Registry {
         identity: Option<NodeIdentity>,
     ) -> Result<(), RegistryError> {
         let mut table = self.lock();
-        table.purge(now, self.limits.max_registrations);
+        if table.next_purge.is_none_or(|at| now >= at) {
+            table.purge(now, self.limits.max_registrations);
+            table.next_purge = Some(now + PURGE_EVERY);
+        }
         let key = addr.key();
-        if let Some(id) = identity.as_ref() {
+        // A refresh of the key where it is registered: no other entry can hold the key (a move
+        // removes them), so the table is not walked for one.
+        let here = table
+            .nodes
+            .get(&key)
+            .and_then(|n| n.identity.as_ref())
+            .zip(identity.as_ref())
+            .is_some_and(|(at, new)| at.key == new.key);
+        if let Some(id) = identity.as_ref().filter(|_| !here) {
             let node_key = id.key.as_str();
             let moved = |k: &String, n: &NodeState| {
                 *k != key && !n.listed && n.identity.as_ref().is_some_and(|i| i.key == node_key)
@@ -425,6 +446,7 @@ impl Registry {
 impl Table {
     /// Drops lapsed registrations of unlisted nodes, remembering those that were failing.
     fn purge(&mut self, now: Instant, remember: usize) {
+        self.purges += 1;
         let failed = &mut self.failed;
         self.nodes.retain(|key, n| {
             let keep = n.listed || n.registered_until.is_some_and(|t| t > now);
@@ -689,6 +711,30 @@ mod tests {
             r.view(now).iter().map(|v| v.address.clone()).collect::<Vec<_>>(),
             vec!["b:1"]
         );
+    }
+
+    #[test]
+    fn heartbeats_sweep_the_table_at_most_once_a_second() {
+        let r = registry(&[], 1, 1);
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let purges = || r.lock().purges;
+        let before = purges();
+        for i in 0..100 {
+            let at = now + Duration::from_millis(i);
+            r.register(addr(&format!("n{i}:1")), report(&["x"]), ttl, LOCAL, at, None)
+                .unwrap();
+        }
+        assert_eq!(purges() - before, 1, "one sweep for 100 heartbeats within a second");
+        r.register(
+            addr("n0:1"),
+            report(&["x"]),
+            ttl,
+            LOCAL,
+            now + Duration::from_secs(2),
+            None,
+        )
+        .unwrap();
+        assert_eq!(purges() - before, 2);
     }
 
     #[test]
