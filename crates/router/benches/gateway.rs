@@ -70,6 +70,20 @@ async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
     latencies
 }
 
+/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime is the 14th field, stime the 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 /// `CLIENTS` closed-loop clients for `duration`: requests per second.
 async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
     let client = reqwest::Client::new();
@@ -288,10 +302,15 @@ fn main() {
             ms(gp50.saturating_sub(dp50)),
         );
         let dt = runtime.block_on(throughput(direct, body, seconds));
+        let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(_router.id()));
         let gt = runtime.block_on(throughput(gateway, body, seconds));
+        let jobs = gt * seconds.as_secs_f64();
+        let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
         println!(
-            "{label} {CLIENTS} clients: direct {dt:.0} req/s | gateway {gt:.0} req/s | gateway / direct {:.2}",
-            gt / dt
+            "{label} {CLIENTS} clients: direct {dt:.0} req/s | gateway {gt:.0} req/s | gateway / direct {:.2} | CPU per gateway job: router {:.0} µs, node {:.0} µs",
+            gt / dt,
+            per_job(router_before, _router.id()),
+            per_job(node_before, _node.id()),
         );
     }
     let (p50, p99) = chooser();

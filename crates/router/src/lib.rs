@@ -193,6 +193,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         deliveries.run(deliveries_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let job_writer = gateway.job_writer();
+    let job_writer_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("job-writer", async move {
+        job_writer.run(job_writer_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
     let saver = gateway.clone();
     let saver_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));

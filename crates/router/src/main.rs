@@ -263,6 +263,7 @@ fn limits(args: &Args) -> Result<infernet_service::http::Limits, String> {
         header_read: seconds("--header-timeout", args.header_timeout)?,
         body_read: seconds("--body-timeout", args.body_timeout)?,
         idle: seconds("--idle-timeout", args.idle_timeout)?,
+        write_stall: infernet_service::http::Limits::default().write_stall,
         max_connections: args.max_connections,
     };
     limits.validate().map_err(|e| format!("--max-connections: {e}"))?;
@@ -427,6 +428,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                 concurrency: args.resources_concurrency.max(1),
                 deadline,
                 max_body_bytes: args.probe_max_bytes,
+                max_total_bytes: infernet_router::resources::DEFAULT_MAX_TOTAL_BYTES,
             },
             database,
             limits,

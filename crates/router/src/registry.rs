@@ -48,6 +48,11 @@ pub struct NodeIdentity {
     /// Operators (`npub1…`) the node's own statement names; a node is listed under an operator only
     /// when it says so itself.
     pub operators: Vec<String>,
+    /// Whether the node's address was part of what it signed (`address` in its heartbeat). When
+    /// it was not (the router took the caller's address), the heartbeat cannot move the key's
+    /// registration from another address: replayed from elsewhere, it would.
+    #[serde(skip)]
+    pub address_signed: bool,
 }
 
 /// What a node last reported.
@@ -114,6 +119,15 @@ pub enum RegistryError {
     Full {
         /// The limit.
         max: usize,
+    },
+    /// The node's key is registered at another address, and this heartbeat's address is not
+    /// signed (a copy replayed from elsewhere would move it).
+    #[error(
+        "this node's key is registered at {at}; a heartbeat whose address is not signed cannot move it (advertise the address in the signed heartbeat, or wait for the registration to lapse)"
+    )]
+    Unbound {
+        /// Where the key is registered.
+        at: String,
     },
     /// This source address registered as many nodes as allowed.
     #[error("{from} already registered {max} nodes (the router's --max-registrations-per-source)")]
@@ -208,7 +222,15 @@ struct Table {
     failed: HashMap<String, Instant>,
     /// The ranking fingerprint of the last snapshot and its seed.
     order: (u64, u64),
+    /// When a heartbeat may next sweep lapsed registrations (at most once per [`PURGE_EVERY`]:
+    /// a sweep walks the whole table, and heartbeats come from every node).
+    next_purge: Option<Instant>,
+    /// Sweeps made so far.
+    purges: u64,
 }
+
+/// Least time between two sweeps of lapsed registrations made by heartbeats.
+const PURGE_EVERY: Duration = Duration::from_secs(1);
 
 /// The node table.
 pub struct Registry {
@@ -232,6 +254,8 @@ impl Registry {
                 linked: BTreeMap::new(),
                 failed: HashMap::new(),
                 order: (0, rand::random()),
+                next_purge: None,
+                purges: 0,
             }),
             snapshot: RwLock::default(),
             hysteresis,
@@ -341,12 +365,29 @@ impl Registry {
         identity: Option<NodeIdentity>,
     ) -> Result<(), RegistryError> {
         let mut table = self.lock();
-        table.purge(now, self.limits.max_registrations);
+        if table.next_purge.is_none_or(|at| now >= at) {
+            table.purge(now, self.limits.max_registrations);
+            table.next_purge = Some(now + PURGE_EVERY);
+        }
         let key = addr.key();
-        if let Some(node_key) = identity.as_ref().map(|i| i.key.as_str()) {
+        // A refresh of the key where it is registered: no other entry can hold the key (a move
+        // removes them), so the table is not walked for one.
+        let here = table
+            .nodes
+            .get(&key)
+            .and_then(|n| n.identity.as_ref())
+            .zip(identity.as_ref())
+            .is_some_and(|(at, new)| at.key == new.key);
+        if let Some(id) = identity.as_ref().filter(|_| !here) {
+            let node_key = id.key.as_str();
             let moved = |k: &String, n: &NodeState| {
                 *k != key && !n.listed && n.identity.as_ref().is_some_and(|i| i.key == node_key)
             };
+            if !id.address_signed
+                && let Some(at) = table.nodes.iter().find(|(k, n)| moved(k, n)).map(|(k, _)| k.clone())
+            {
+                return Err(RegistryError::Unbound { at });
+            }
             let before = table.nodes.len();
             table.nodes.retain(|k, n| !moved(k, n));
             if table.nodes.len() != before {
@@ -469,6 +510,7 @@ impl Registry {
 impl Table {
     /// Drops lapsed registrations of unlisted nodes, remembering those that were failing.
     fn purge(&mut self, now: Instant, remember: usize) {
+        self.purges += 1;
         let failed = &mut self.failed;
         self.nodes.retain(|key, n| {
             let keep = n.listed || n.registered_until.is_some_and(|t| t > now);
@@ -701,6 +743,62 @@ mod tests {
             r.register(addr("d:1"), report(&["x"]), ttl, other, now + ttl * 2, None)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_heartbeat_whose_address_is_not_signed_cannot_move_a_registration() {
+        let r = registry(&[], 1, 1);
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let id = |signed| {
+            Some(NodeIdentity {
+                key: "npub1node".into(),
+                operators: Vec::new(),
+                address_signed: signed,
+            })
+        };
+        let other: IpAddr = "10.0.0.9".parse().unwrap();
+        let reg = |a: &str, from, signed| r.register(addr(a), report(&["x"]), ttl, from, now, id(signed));
+        assert_eq!(reg("a:1", LOCAL, false), Ok(()));
+        assert_eq!(reg("a:1", LOCAL, false), Ok(()), "a refresh at the same address");
+        // The same signed heartbeat replayed from elsewhere: refused, the registration stays.
+        assert_eq!(
+            reg("b:1", other, false),
+            Err(RegistryError::Unbound { at: "a:1".into() })
+        );
+        assert_eq!(
+            r.view(now).iter().map(|v| v.address.clone()).collect::<Vec<_>>(),
+            vec!["a:1"]
+        );
+        // An address the node signed moves it.
+        assert_eq!(reg("b:1", other, true), Ok(()));
+        assert_eq!(
+            r.view(now).iter().map(|v| v.address.clone()).collect::<Vec<_>>(),
+            vec!["b:1"]
+        );
+    }
+
+    #[test]
+    fn heartbeats_sweep_the_table_at_most_once_a_second() {
+        let r = registry(&[], 1, 1);
+        let (now, ttl) = (Instant::now(), Duration::from_secs(10));
+        let purges = || r.lock().purges;
+        let before = purges();
+        for i in 0..100 {
+            let at = now + Duration::from_millis(i);
+            r.register(addr(&format!("n{i}:1")), report(&["x"]), ttl, LOCAL, at, None)
+                .unwrap();
+        }
+        assert_eq!(purges() - before, 1, "one sweep for 100 heartbeats within a second");
+        r.register(
+            addr("n0:1"),
+            report(&["x"]),
+            ttl,
+            LOCAL,
+            now + Duration::from_secs(2),
+            None,
+        )
+        .unwrap();
+        assert_eq!(purges() - before, 2);
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub struct FanOut {
     pub deadline: Duration,
     /// Largest answer read from one node.
     pub max_body_bytes: usize,
+    /// Most bytes of nodes' answers held for one gathering, all nodes together: past it, the
+    /// gathering stops and the nodes not taken are listed as over budget.
+    pub max_total_bytes: usize,
+}
+
+/// The default of [`FanOut::max_total_bytes`]: 16 MiB.
+pub const DEFAULT_MAX_TOTAL_BYTES: usize = 16 << 20;
+
+/// The answer for a node left out because the gathering's byte budget was spent.
+fn over_budget(budget: usize) -> Value {
+    json!({"error": format!("over budget: one answer holds at most {budget} bytes of nodes' resources")})
 }
 
 /// The answer for a node that did not answer within `deadline`.
@@ -49,11 +60,21 @@ pub async fn gather(
     });
     let mut answers = futures::stream::iter(calls).buffer_unordered(fan.concurrency.max(1));
     let mut out = Map::new();
-    // Dropping `answers` at the deadline cancels the calls still running.
+    let mut held = 0usize;
+    let mut spent = false;
+    // Dropping `answers` at the deadline (or when the budget is spent) cancels the calls still
+    // running.
     while let Ok(Some((key, answer))) = tokio::time::timeout_at(deadline, answers.next()).await {
         waiting.remove(&key);
         match answer {
             Ok(value) => {
+                let size = value.to_string().len();
+                if held + size > fan.max_total_bytes {
+                    out.insert(key, over_budget(fan.max_total_bytes));
+                    spent = true;
+                    break;
+                }
+                held += size;
                 out.insert(key, value);
             }
             // The call's own timeout is the deadline: it may fire just before the deadline does.
@@ -63,8 +84,13 @@ pub async fn gather(
             Err(e) => tracing::debug!(node = %key, error = %e, "no resources"),
         }
     }
+    drop(answers);
     for key in waiting {
-        out.insert(key, late(fan.deadline));
+        let why = match spent {
+            true => over_budget(fan.max_total_bytes),
+            false => late(fan.deadline),
+        };
+        out.insert(key, why);
     }
     out
 }

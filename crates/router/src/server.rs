@@ -61,7 +61,7 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 7],
+    pub requests: [AtomicU64; 8],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The alert engine.
@@ -92,8 +92,11 @@ async fn rate_limit(
     next: Next,
 ) -> Response {
     l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
-    // A client with an API key is held to its key's quotas instead of its address's limit.
-    if let Some(token) = crate::keys::bearer(req.headers()) {
+    // A client with an API key is held to its key's quotas instead of its address's limit. (A
+    // heartbeat's bearer is the registration token, not an API key.)
+    if l.route != REGISTER_ROUTE
+        && let Some(token) = crate::keys::bearer(req.headers())
+    {
         let db = &l.state.gateway.db();
         let keyed = match crate::keys::check(db, token).await {
             Ok(k) => k,
@@ -279,6 +282,7 @@ fn read_heartbeat(body: &[u8]) -> Result<(Heartbeat, Option<(NodeIdentity, Value
     let identity = NodeIdentity {
         key: npub(&checked.signer),
         operators,
+        address_signed: checked.content.get("address").is_some_and(Value::is_string),
     };
     Ok((
         serde_json::from_value(checked.content.clone())?,
@@ -347,6 +351,7 @@ async fn register(
         let status = match e {
             RegistryError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RegistryError::SourceFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RegistryError::Unbound { .. } => StatusCode::CONFLICT,
         };
         return error(status, e.to_string());
     }
@@ -393,7 +398,7 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 8] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
@@ -401,7 +406,11 @@ const ROUTES: [&str; 7] = [
     JOBS_ROUTE,
     "/api/v1/route",
     "/api/v1/nodes/{node}",
+    REGISTER_ROUTE,
 ];
+
+/// The rate-limit bucket of node heartbeats.
+const REGISTER_ROUTE: &str = "/api/v1/register";
 
 /// The HTTP router.
 pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
@@ -430,7 +439,9 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         )
         .route(
             "/api/v1/register",
-            post(register).layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES)),
+            post(register)
+                .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
+                .route_layer(limited(7)),
         )
         .route("/api/v1/nodes", get(nodes))
         .route(
@@ -520,7 +531,7 @@ pub fn openapi() -> Value {
             "/api/v1/resources": {"get": {"summary": "Each available node's /resources; nodes not answered by the deadline as {error: \"late: …\"}", "responses": ok("{node: resources}")}},
             "/api/v1/register": {"post": {"summary": "Node heartbeat (bearer token); the node is handed out once a probe of its /info succeeded",
                 "responses": {"200": {"description": "registered"}, "400": {"description": "invalid heartbeat"}, "401": {"description": "missing or wrong token"},
-                    "403": {"description": "registration is off"}, "413": {"description": "heartbeat too large"},
+                    "403": {"description": "registration is off"}, "409": {"description": "the node's key is registered elsewhere and this heartbeat's address is not signed"}, "413": {"description": "heartbeat too large"},
                     "429": {"description": "too many registrations from this address"}, "503": {"description": "too many registrations"}}}},
             "/api/v1/nodes": {"get": {"summary": "Every known node and its state", "responses": ok("nodes")}},
             "/api/v1/alerts": {"get": {"summary": "Alerts of the signer's nodes, newest first (NIP-98 signed by an operator); ?status=firing|resolved, node, limit, before",

@@ -29,21 +29,49 @@ pub struct RateLimiter {
     /// `limit` as a header value, the same on every answer.
     limit_header: HeaderValue,
     period: Duration,
-    /// Theoretical arrival time per (route, client). Hashed with a per-process random seed: a
-    /// client picks its key only among the addresses it holds, and SipHash here was 1.4 % of the
-    /// node's work per streamed job.
-    tat: Mutex<HashMap<(&'static str, IpAddr), Instant, foldhash::quality::RandomState>>,
+    /// Theoretical arrival time per (route, client), at most `max_clients` of them.
+    tat: Mutex<Buckets>,
+    /// Most (route, client) buckets held; see [`RateLimiter::with_max_clients`].
+    max_clients: usize,
 }
 
+/// The buckets, and when full ones may next be swept of those that have drained.
+#[derive(Debug)]
+struct Buckets {
+    /// Hashed with a per-process random seed: a client picks its key only among the addresses it
+    /// holds, and SipHash here was 1.4 % of the node's work per streamed job.
+    map: HashMap<(&'static str, IpAddr), Instant, foldhash::quality::RandomState>,
+    /// A full map is swept at most once per [`SWEEP_EVERY`], so that a flood of new addresses does
+    /// not cost a walk of the whole map per request.
+    next_sweep: Option<Instant>,
+}
+
+/// Buckets held by default.
+pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+/// Least time between two sweeps of a full map.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 impl RateLimiter {
-    /// `limit` requests per `period`.
+    /// `limit` requests per `period`, holding at most [`DEFAULT_MAX_CLIENTS`] buckets.
     pub fn new(limit: u64, period: Duration) -> Self {
+        Self::with_max_clients(limit, period, DEFAULT_MAX_CLIENTS)
+    }
+
+    /// `limit` requests per `period`, holding at most `max_clients` (route, client) buckets: when
+    /// that many are live (not yet drained), a client without one is refused (429) until a
+    /// bucket drains. Refusing, not evicting: an evicted bucket would hand its client a fresh
+    /// allowance, so a flood of addresses would lift everyone's limit.
+    pub fn with_max_clients(limit: u64, period: Duration, max_clients: usize) -> Self {
         let limit = limit.max(1);
         Self {
             limit,
             limit_header: HeaderValue::from(limit),
             period,
-            tat: Mutex::new(HashMap::default()),
+            tat: Mutex::new(Buckets {
+                map: HashMap::default(),
+                next_sweep: None,
+            }),
+            max_clients: max_clients.max(1),
         }
     }
 
@@ -62,9 +90,18 @@ impl RateLimiter {
     fn check(&self, route: &'static str, client: IpAddr, now: Instant) -> Result<Allowed, Refused> {
         let t = self.interval();
         let tolerance = self.period.saturating_sub(t);
-        let mut tat = self.tat.lock().expect("rate limiter poisoned");
-        if tat.len() > 100_000 {
-            tat.retain(|_, v| *v > now);
+        let mut buckets = self.tat.lock().expect("rate limiter poisoned");
+        let Buckets { map: tat, next_sweep } = &mut *buckets;
+        if tat.len() >= self.max_clients && !tat.contains_key(&(route, client)) {
+            if next_sweep.is_none_or(|at| now >= at) {
+                tat.retain(|_, v| *v > now);
+                *next_sweep = Some(now + SWEEP_EVERY);
+            }
+            if tat.len() >= self.max_clients {
+                return Err(Refused {
+                    retry_after: next_sweep.map_or(SWEEP_EVERY, |at| at.saturating_duration_since(now)),
+                });
+            }
         }
         let entry = tat.entry((route, client)).or_insert(now);
         let current = (*entry).max(now);
@@ -179,6 +216,24 @@ mod tests {
         assert!(limiter.check("x", a, t0).is_err());
         assert!(limiter.check("y", a, t0).is_ok());
         assert!(limiter.check("x", b, t0).is_ok());
+    }
+
+    #[test]
+    fn the_buckets_have_a_hard_cap_and_full_ones_are_swept_at_most_once_a_second() {
+        let limiter = RateLimiter::with_max_clients(1, Duration::from_secs(10), 2);
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let t0 = Instant::now();
+        assert!(limiter.check("r", ip(1), t0).is_ok());
+        assert!(limiter.check("r", ip(2), t0).is_ok());
+        // Two live buckets: a third client is refused, and nothing was added.
+        assert!(limiter.check("r", ip(3), t0).is_err());
+        assert!(limiter.check("r", ip(4), t0 + Duration::from_millis(500)).is_err());
+        assert_eq!(limiter.tat.lock().unwrap().map.len(), 2);
+        // Clients that hold a bucket are still served by it.
+        assert!(limiter.check("r", ip(1), t0 + Duration::from_secs(10)).is_ok());
+        // Once a bucket drained, the next sweep makes room.
+        assert!(limiter.check("r", ip(3), t0 + Duration::from_secs(11)).is_ok());
+        assert_eq!(limiter.tat.lock().unwrap().map.len(), 2);
     }
 
     #[tokio::test]

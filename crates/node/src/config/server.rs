@@ -64,6 +64,7 @@ impl ServerConfig {
             header_read: seconds(self.header_timeout),
             body_read: seconds(self.body_timeout),
             idle: seconds(self.idle_timeout),
+            write_stall: infernet_service::http::Limits::default().write_stall,
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX).max(1),
         }
     }

@@ -5,17 +5,18 @@
 //! Why: a commit costs an fsync (SQLite) or a round trip and a WAL flush (PostgreSQL); at a
 //! thousand jobs a second, one commit per row would be the router's bottleneck, and the gateway
 //! would wait for it. What it costs: records still queued when the process dies are lost — at most
-//! `capacity` records, and at most `max_delay` worth of them under normal load. Jobs themselves are
-//! not batched (their rows are written before the gateway answers). On a clean shutdown the writer
-//! drains the queue before it returns.
+//! `capacity` records, and at most `max_delay` worth of them under normal load. Job rows have their
+//! own group-commit writer ([`super::job_writer`]). On a clean shutdown the writer drains the queue
+//! before it returns.
 //!
 //! The queue is bounded: [`BatchSender::try_send`] fails with [`BatchError::Full`] rather than
 //! grow, [`BatchSender::send`] waits for room. A batch that fails to commit with a retryable error
-//! is retried (backing off up to 5 s) while new records wait in the queue; any other failure drops
+//! is retried (by [`BatchSettings::retry`], the workspace's [`RetryPolicy`]) while new records wait in the queue; any other failure drops
 //! the batch and says how many records it lost.
 
 use std::time::Duration;
 
+use infernet_service::retry::{RetryPolicy, Sleeper};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,9 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// How long the first record of a batch waits for others (default 100 ms).
     pub max_delay: Duration,
+    /// How a batch that failed with a retryable error is retried (default: from 10 ms, up to 5 s
+    /// apart, for as long as it takes while the router runs; new records wait in the queue).
+    pub retry: RetryPolicy,
 }
 
 impl Default for BatchSettings {
@@ -48,6 +52,11 @@ impl Default for BatchSettings {
             capacity: 10_000,
             max_batch: 500,
             max_delay: Duration::from_millis(100),
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_secs(5),
+                max_attempts: u32::MAX,
+            },
         }
     }
 }
@@ -195,7 +204,7 @@ impl BatchWriter {
         waiters: &mut Vec<oneshot::Sender<bool>>,
         shutdown: &CancellationToken,
     ) {
-        let mut delay = self.settings.max_delay.max(Duration::from_millis(10));
+        let mut backoff = self.settings.retry.backoff(Sleeper::default());
         let ok = loop {
             if batch.is_empty() {
                 break true;
@@ -206,14 +215,19 @@ impl BatchWriter {
                     self.written.send_modify(|w| *w += n);
                     break true;
                 }
-                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => {
-                    tracing::warn!(error = %e, records = batch.len(), retry_in = ?delay, "database batch not committed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
+                Err(e) if e.is_retryable() && !shutdown.is_cancelled() => match backoff.next_delay() {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, records = batch.len(), retry_in = ?delay, "database batch not committed");
+                        tokio::select! {
+                            _ = backoff.sleep(delay) => {}
+                            _ = shutdown.cancelled() => {}
+                        }
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                    None => {
+                        tracing::error!(error = %e, lost = batch.len(), "database batch dropped");
+                        break false;
+                    }
+                },
                 Err(e) => {
                     tracing::error!(error = %e, lost = batch.len(), "database batch dropped");
                     break false;

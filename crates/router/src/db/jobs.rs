@@ -186,7 +186,8 @@ pub struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    pub(crate) fn until(&self) -> i64 {
+    /// When the lease runs out (Unix ms).
+    pub fn until(&self) -> i64 {
         self.now
             .saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
     }

@@ -9,8 +9,9 @@
 //!   build time and a second build of sqlx for the proc macro). Where the dialects differ the two
 //!   statements sit side by side; most statements are the same text on both (`$1` parameters,
 //!   `ON CONFLICT`, `RETURNING` are understood by both).
-//! - One module per table: [`alerts`], [`nodes`], [`operators`], [`settings`], [`jobs`], [`ledger`],
-//!   [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in group commits.
+//! - One module per table: [`alerts`], [`nodes`], [`operators`], [`settings`], [`jobs`],
+//!   [`ledger`], [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in
+//!   group commits, [`job_writer`] the gateway's job rows.
 //! - Times are Unix milliseconds (`i64`); JSON documents are stored as text, as they came.
 //! - Pools are bounded ([`DbSettings::max_connections`]); a caller that waits longer than
 //!   [`DbSettings::acquire_timeout`] for a connection gets [`DbError::PoolTimedOut`]. SQLite runs
@@ -20,6 +21,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod batcher;
+pub mod job_writer;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
@@ -97,15 +99,12 @@ impl fmt::Debug for DbSettings {
     }
 }
 
-/// `url` without what can hold a password: the user part (before `@`) and the query string.
+/// `url` as the workspace shows URLs that can hold a password ([`SensitiveUrl`]: scheme, host and
+/// port); a URL without a host (`sqlite::memory:`, `sqlite:relative.db`) shows its scheme only.
 fn redacted(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((url, _)) => (url, "?***"),
-        None => (url, ""),
-    };
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}://***{}{query}", &url[..start], &url[at..]),
-        _ => format!("{url}{query}"),
+    match infernet_service::secret::SensitiveUrl::parse(url) {
+        Ok(u) if !u.redacted().ends_with("://") => u.to_string(),
+        _ => format!("{}:…", url.trim().split(':').next().unwrap_or_default()),
     }
 }
 
@@ -419,9 +418,10 @@ mod tests {
         let s = DbSettings::new("postgres://router:s3cret@db.example:5432/infernet");
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cret") && !shown.contains("router:"), "{shown}");
-        assert!(shown.contains("db.example:5432/infernet"), "{shown}");
-        assert_eq!(redacted("sqlite://infernet-router.db"), "sqlite://infernet-router.db");
-        assert_eq!(redacted("postgres://h/db?password=x"), "postgres://h/db?***");
+        assert!(shown.contains("postgres://db.example:5432/…"), "{shown}");
+        assert_eq!(redacted("sqlite://infernet-router.db"), "sqlite://infernet-router.db/…");
+        assert_eq!(redacted("postgres://h/db?password=x"), "postgres://h/…");
+        assert_eq!(redacted("sqlite::memory:"), "sqlite:…");
     }
 
     #[tokio::test]

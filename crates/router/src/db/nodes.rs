@@ -157,26 +157,9 @@ impl Db {
         Ok(done == 1)
     }
 
-    /// Counts one job outcome of `key`: a result after `latency_ms`, or a failure. A refusal
-    /// (busy, paused, outside its hours) is not an outcome. `false` for an unknown node.
-    pub async fn record_job_outcome(&self, key: &str, ok: bool, latency_ms: i64) -> Result<bool, DbError> {
-        let done = on_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE nodes SET jobs_ok = jobs_ok + $2, jobs_failed = jobs_failed + 1 - $2, \
-                 latency_ms_sum = latency_ms_sum + $2 * $3 WHERE key = $1",
-            )
-            .bind(key)
-            .bind(i64::from(ok))
-            .bind(latency_ms.max(0))
-            .execute(p)
-            .await?
-            .rows_affected()
-        });
-        Ok(done == 1)
-    }
-
     /// Adds `ok` results (their latencies summing to `latency_ms_sum`) and `failed` failures to
-    /// `key`'s record. `false` for an unknown node.
+    /// `key`'s record (a refusal — busy, paused, outside its hours — is not an outcome). `false` for
+    /// an unknown node.
     pub async fn add_job_outcomes(
         &self,
         key: &str,

@@ -35,16 +35,61 @@ pub(super) enum Placed {
     Existing(Job),
 }
 
-/// Records a new job of `client` and claims it for this replica: the claimed job, or the client's
-/// first job with the same `idempotency_key`.
+/// A job opened for dispatch.
+pub(super) struct Opened {
+    /// Its row, claimed by this replica.
+    pub job: Job,
+    /// For a job with neither idempotency key nor callback, whose row goes to the group-commit
+    /// writer rather than being written first: the sequence number of its row there (await its
+    /// commit before the job's id is answered), or 0 when the row is handed over only once a
+    /// node took the job (streams). `None` for a job written before dispatch.
+    pub pending: Option<u64>,
+}
+
+/// Records a new job of `client` claimed for this replica: the job, or the client's first job
+/// with the same `idempotency_key`.
+///
+/// A job with an idempotency key or a callback is written (inserted and claimed) before it is
+/// dispatched: the key must hold across replicas, and a callback's watcher renews the row's lease.
+/// Any other job's row is handed to the group-commit writer, already claimed, and its commit runs
+/// while the node is called (`hand_over`), or only once a node took it.
 pub(super) async fn open_job(
     gw: &Gateway,
     client: &Client,
     ask: &JobAsk,
     idempotency_key: Option<&str>,
-) -> Result<Result<Job, Job>, ApiError> {
+    hand_over: bool,
+) -> Result<Result<Opened, Job>, ApiError> {
     let id = uuid::Uuid::new_v4().to_string();
     let client_id = client.id();
+    if idempotency_key.is_none() && ask.callback_url.is_none() {
+        let lease = gw.lease();
+        let job = Job {
+            id,
+            client: client_id,
+            idempotency_key: None,
+            containers: ask.containers.clone(),
+            status: JobStatus::Running,
+            node: None,
+            node_job: None,
+            attempt: 1,
+            lease_owner: Some(lease.owner.to_string()),
+            lease_until: Some(lease.until()),
+            callback_url: None,
+            error: None,
+            created_at: lease.now,
+            updated_at: lease.now,
+            finished_at: None,
+        };
+        let seq = match hand_over {
+            true => gw.jobs.put(job.clone()).await,
+            false => 0,
+        };
+        return Ok(Ok(Opened {
+            job,
+            pending: Some(seq),
+        }));
+    }
     let inserted = gw
         .db
         .insert_job(&NewJob {
@@ -61,8 +106,35 @@ pub(super) async fn open_job(
         Inserted::Created(job) => job,
     };
     match gw.db.claim_job(&job.id, &gw.lease()).await? {
-        Some(job) => Ok(Ok(job)),
+        Some(job) => Ok(Ok(Opened { job, pending: None })),
         None => Err(ApiError(StatusCode::CONFLICT, "the job was claimed elsewhere".into())),
+    }
+}
+
+/// `job` placed on `node` (as `node_job` there), its lease renewed.
+pub(super) fn on_node(gw: &Gateway, job: &Job, node: &str, node_job: Option<&str>) -> Job {
+    let lease = gw.lease();
+    Job {
+        node: Some(node.to_string()),
+        node_job: node_job.map(str::to_owned),
+        lease_owner: Some(lease.owner.to_string()),
+        lease_until: Some(lease.until()),
+        updated_at: lease.now,
+        ..job.clone()
+    }
+}
+
+/// `job` ended with `status` and `error`.
+pub(super) fn ended(job: &Job, status: JobStatus, error: Option<&str>) -> Job {
+    let now = now_ms();
+    Job {
+        status,
+        error: error.map(str::to_owned),
+        lease_owner: None,
+        lease_until: None,
+        updated_at: now,
+        finished_at: Some(now),
+        ..job.clone()
     }
 }
 
@@ -77,8 +149,8 @@ async fn place(
     if let Some(url) = &ask.callback_url {
         callback::check_url(url, gw.settings.callbacks_to_private).map_err(|e| bad(format!("callback_url: {e}")))?;
     }
-    let job = match open_job(gw, client, ask, idempotency_key).await? {
-        Ok(job) => job,
+    let (job, pending) = match open_job(gw, client, ask, idempotency_key, true).await? {
+        Ok(Opened { job, pending }) => (job, pending),
         Err(first) => return Ok(Placed::Existing(first)),
     };
     let owned;
@@ -96,6 +168,10 @@ async fn place(
     if choice.candidates.is_empty() {
         // No node serves the whole list: its stages may still run on several nodes.
         if let Some(stages) = pipeline::plan(gw, ask) {
+            // The pipeline's follower works on the stored row.
+            if let Some(seq) = pending {
+                gw.jobs.committed(seq).await;
+            }
             return pipeline::start(gw, client, ask, job, stages).await;
         }
         let why = gw.choose(ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
@@ -104,9 +180,20 @@ async fn place(
     }
     match dispatch_along(gw, choice, &order, ask.node_body(), client.stated(), ask.deadline).await {
         Ok((node, node_job)) => {
-            gw.db
-                .set_job_node(&job.id, job.attempt, &node, Some(&node_job), &gw.lease())
-                .await?;
+            let placed = on_node(gw, &job, &node, Some(&node_job));
+            match pending {
+                // Answered once the job's row is committed (its commit ran while the node was
+                // called): every replica knows the job from then on. Its node follows in the next
+                // commit; a crash before it leaves the job running without a node (the README
+                // says so).
+                Some(created) => {
+                    gw.jobs.put(placed).await;
+                    gw.jobs.committed(created).await;
+                }
+                None => {
+                    gw.jobs.put_acked(placed).await;
+                }
+            }
             gw.keep_for_rerun(&job, &node, ask).await;
             if job.callback_url.is_some() {
                 gw.watch(Job {
@@ -172,14 +259,9 @@ pub(super) async fn dispatch_along(
     }
 }
 
+/// Records `job` failed for `why` (a row that ended meanwhile is left as it is).
 pub(super) async fn fail(gw: &Gateway, job: &Job, why: &str) {
-    if let Err(e) = gw
-        .db
-        .finish_job(&job.id, job.attempt, JobStatus::Failed, Some(why), now_ms())
-        .await
-    {
-        tracing::warn!(job = %job.id, error = %e, "could not record a failed job");
-    }
+    gw.jobs.put(ended(job, JobStatus::Failed, Some(why))).await;
 }
 
 fn placed_json(placed: &Placed) -> Value {
@@ -208,6 +290,7 @@ async fn own_job(gw: &Gateway, client: &Client, id: &str) -> Result<Job, ApiErro
     if id.len() > 64 {
         return Err(not_found());
     }
+    gw.jobs.settle(id).await;
     let job = gw.db.job(id).await?.ok_or_else(not_found)?;
     if job.client != client.id() {
         return Err(not_found());
@@ -257,6 +340,7 @@ pub async fn list(
             }
         }
     }
+    state.gateway.jobs.flush().await;
     let jobs = state
         .gateway
         .db

@@ -169,6 +169,8 @@ pub struct Gateway {
     watchers: Arc<tokio::sync::Semaphore>,
     /// Queues ledger rows for the batch writer.
     ledger: crate::db::batcher::BatchSender,
+    /// Writes job rows in group commits.
+    jobs: crate::db::job_writer::JobWriter,
     /// Outcomes per node not saved yet: results, failures, sum of measured latencies (ms).
     unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
@@ -219,6 +221,7 @@ impl Gateway {
         let (ledger, writer) = crate::db::batcher::batcher(db.clone(), Default::default());
         let gateway = Self {
             ledger,
+            jobs: crate::db::job_writer::JobWriter::new(db.clone(), Default::default()),
             db,
             registry,
             http: reqwest::Client::builder()
@@ -268,6 +271,11 @@ impl Gateway {
     /// The gateway's settings.
     pub fn settings(&self) -> &GatewaySettings {
         &self.settings
+    }
+
+    /// The writer of job rows (run it as a task: it commits them in groups).
+    pub fn job_writer(&self) -> crate::db::job_writer::JobWriter {
+        self.jobs.clone()
     }
 
     /// The router's public key, `npub1…`.

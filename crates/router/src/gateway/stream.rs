@@ -14,14 +14,11 @@ use super::{
     ApiError, Gateway, JobAsk, Posted,
     client::{bad, parse_body},
     dispatch::{self, NodeError, Outcome},
-    jobs::{fail, open_job},
+    jobs::{Opened, ended, fail, on_node, open_job},
 };
 use crate::{
     choose,
-    db::{
-        jobs::{Job, JobStatus},
-        now_ms,
-    },
+    db::jobs::{Job, JobStatus},
     server::RouterState,
 };
 
@@ -42,7 +39,10 @@ pub async fn stream(
             "callback_url: a stream is answered as it runs; submit to /api/v1/jobs for a callback",
         ));
     }
-    let (Ok(job) | Err(job)) = open_job(gw, &client, &ask, None).await?;
+    let (job, _) = match open_job(gw, &client, &ask, None, false).await? {
+        Ok(Opened { job, pending }) => (job, pending),
+        Err(job) => (job, None),
+    };
     let choice = gw.choose(&ask, false);
     if choice.candidates.is_empty() {
         let why = gw.choose(&ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
@@ -115,14 +115,14 @@ async fn open_on(
         .await
         .unwrap_or(Err(NodeError::LateStart))
         .map_err(|e| Attempt::Failed(e.to_string()))?;
-    gw.db
-        .set_job_node(&job.id, job.attempt, node, Some(&node_job), &gw.lease())
-        .await
-        .map_err(|e| Attempt::Stop(e.into()))?;
+    // The job's row, naming its node, is handed to the group-commit writer, and the stream goes
+    // on without waiting for its commit: a crash in between loses the row (the README says so).
+    let job = on_node(gw, job, node, Some(&node_job));
+    gw.jobs.put(job.clone()).await;
     let first = Bytes::from([format!("{}\n", job.id).into_bytes(), rest].concat());
     let finish = Finish {
         gw: gw.clone(),
-        job: job.clone(),
+        job,
         node: node.to_string(),
         started: Instant::now(),
         ok: false,
@@ -197,13 +197,10 @@ impl Drop for Finish {
                 true => (JobStatus::Succeeded, None),
                 false => (JobStatus::Failed, Some("the stream ended early")),
             };
-            match gw.db.finish_job(&job.id, job.attempt, status, error, now_ms()).await {
-                Ok(Some(done)) => {
-                    gw.record(&node, &job.containers, ok, Some(latency));
-                    gw.account(&done);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a stream's end"),
+            let done = ended(&job, status, error);
+            if gw.jobs.put_acked(done.clone()).await {
+                gw.record(&node, &job.containers, ok, Some(latency));
+                gw.account(&done);
             }
         });
     }

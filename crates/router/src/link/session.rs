@@ -139,6 +139,8 @@ async fn handshake(tx: &mut Tx, rx: &mut Rx, router: &str) -> Result<(NodeIdenti
     let identity = NodeIdentity {
         key: npub(&checked.signer),
         operators,
+        // A linked node has no address: nothing to move.
+        address_signed: true,
     };
     Ok((identity, content.announce))
 }

@@ -20,6 +20,7 @@ use infernet_router::db::{
     Db, DbError, DbSettings, Dialect, Pool,
     api_keys::ApiKey,
     batcher::{BatchError, BatchSettings, Record, batcher},
+    job_writer::{JobWriter, JobWriterSettings},
     jobs::{Inserted, Job, JobStatus, Lease, NewJob},
     ledger::LedgerRow,
     metrics::MetricSample,
@@ -242,6 +243,7 @@ on_both!(
     a_clients_jobs_list_newest_first_by_page_and_filter,
     an_alert_fires_once_per_replica_set_and_resolves_once,
     a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
+    job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -611,8 +613,7 @@ async fn nodes_keep_their_record_and_settings(backend: Backend) {
     assert!(db.record_probe("npubhex", true, 1_100).await.unwrap());
     assert!(db.record_probe("npubhex", false, 1_200).await.unwrap());
     assert!(db.record_probe("npubhex", false, 1_300).await.unwrap());
-    assert!(db.record_job_outcome("npubhex", true, 40).await.unwrap());
-    assert!(db.record_job_outcome("npubhex", false, 999).await.unwrap());
+    assert!(db.add_job_outcomes("npubhex", 1, 1, 40).await.unwrap());
     assert!(!db.record_probe("unknown", true, 1_300).await.unwrap());
     // A heartbeat without a statement keeps the last one and the record.
     let n = db.upsert_node(&seen(2_000, None)).await.unwrap();
@@ -680,6 +681,7 @@ async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
             capacity: 100,
             max_batch: 3,
             max_delay: Duration::from_secs(3600),
+            ..Default::default()
         },
     );
     let stop = CancellationToken::new();
@@ -752,6 +754,7 @@ async fn the_batcher_commits_by_size_by_time_and_on_shutdown(backend: Backend) {
             capacity: 100,
             max_batch: 1000,
             max_delay: Duration::from_millis(50),
+            ..Default::default()
         },
     );
     let stop = CancellationToken::new();
@@ -776,6 +779,7 @@ async fn the_batcher_queue_is_bounded(backend: Backend) {
             capacity: 2,
             max_batch: 10,
             max_delay: Duration::from_millis(10),
+            ..Default::default()
         },
     );
     sender.try_send(Record::Ledger(ledger_row("a", 1))).unwrap();
@@ -963,4 +967,103 @@ async fn node_history_sums_per_minute_and_hour_and_prunes(backend: Backend) {
     assert_eq!(db.history("node-a", 3600, 0).await.unwrap().len(), 1);
     assert_eq!(db.prune_history(6060, 7200).await.unwrap(), 2);
     assert!(db.history("node-a", 3600, 0).await.unwrap().is_empty());
+}
+
+fn running(id: &str, node: Option<&str>) -> Job {
+    Job {
+        id: id.into(),
+        client: "npub:alice".into(),
+        idempotency_key: None,
+        containers: hello(),
+        status: JobStatus::Running,
+        node: node.map(Into::into),
+        node_job: node.map(|_| format!("on-{id}")),
+        attempt: 1,
+        lease_owner: Some("a".into()),
+        lease_until: Some(10_000),
+        callback_url: None,
+        error: None,
+        created_at: 1_000,
+        updated_at: 1_000,
+        finished_at: None,
+    }
+}
+
+/// The gateway's job rows go through a group-commit writer: many rows share a commit and each is
+/// readable once settled; a row never writes over one that ended elsewhere, nor erases a known
+/// node; a clean stop commits what waits, and rows handed over after it are written directly.
+async fn job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let writer = JobWriter::new(
+        db.clone(),
+        JobWriterSettings {
+            capacity: 64,
+            ..Default::default()
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    // More rows than the writer holds: handing over waits for room, nothing is dropped.
+    let mut last = 0;
+    for i in 0..300 {
+        last = writer.put(running(&format!("j{i}"), None)).await;
+    }
+    writer.committed(last).await;
+    assert_eq!(writer.backlog(), 0);
+    for i in [0, 150, 299] {
+        assert_eq!(
+            db.job(&format!("j{i}")).await.unwrap().unwrap().status,
+            JobStatus::Running
+        );
+    }
+    // Read-your-writes: a settled job is in the database.
+    writer.put(running("fresh", Some("n1"))).await;
+    writer.settle("fresh").await;
+    assert_eq!(db.job("fresh").await.unwrap().unwrap().node.as_deref(), Some("n1"));
+    // An end written elsewhere (a cancel) is not written over, and the caller is told.
+    assert!(db.cancel_job("j0", 2_000).await.unwrap().is_some());
+    let late = Job {
+        status: JobStatus::Succeeded,
+        finished_at: Some(2_500),
+        ..running("j0", Some("n1"))
+    };
+    assert!(!writer.put_acked(late).await);
+    assert_eq!(db.job("j0").await.unwrap().unwrap().status, JobStatus::Cancelled);
+    // A row without its node (a failure recorded from the job as first taken) keeps the node.
+    let failed = Job {
+        status: JobStatus::Failed,
+        error: Some("broke".into()),
+        finished_at: Some(3_000),
+        ..running("fresh", None)
+    };
+    assert!(writer.put_acked(failed).await);
+    let fresh = db.job("fresh").await.unwrap().unwrap();
+    assert_eq!((fresh.status, fresh.node.as_deref()), (JobStatus::Failed, Some("n1")));
+    // A later attempt's row is not written over by an earlier one's.
+    assert!(
+        writer
+            .put_acked(Job {
+                attempt: 2,
+                ..running("j1", Some("n2"))
+            })
+            .await
+    );
+    assert!(
+        !writer
+            .put_acked(Job {
+                status: JobStatus::Failed,
+                ..running("j1", Some("n1"))
+            })
+            .await
+    );
+    assert_eq!(db.job("j1").await.unwrap().unwrap().node.as_deref(), Some("n2"));
+    // A clean stop commits what waits; afterwards rows are written by their callers.
+    let waiting = writer.put(running("at-stop", None));
+    waiting.await;
+    stop.cancel();
+    task.await.unwrap();
+    assert!(db.job("at-stop").await.unwrap().is_some());
+    assert!(writer.put_acked(running("after-stop", None)).await);
+    assert!(db.job("after-stop").await.unwrap().is_some());
 }

@@ -324,3 +324,45 @@ fn the_router_listens_on_4100_by_default() {
         .collect::<String>();
     assert!(port.contains("[default: 4100]"), "{help}");
 }
+
+/// `/api/v1/register` is charged to the caller's rate limit like every other route: a source that
+/// heartbeats faster than the limit is answered 429 before its heartbeat is read.
+#[tokio::test]
+async fn registration_is_rate_limited() {
+    let mut s = settings(&[]);
+    s.requests_per_minute = 3;
+    let url = router(s).await;
+    for i in 0..3 {
+        let (status, body) = register(&url, &format!("127.0.0.1:{}", 20_000 + i)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = register(&url, "127.0.0.1:20003").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("too many requests"), "{body}");
+}
+
+/// `/api/v1/resources` holds at most `max_total_bytes` of nodes' answers in all: past it the
+/// gathering stops and the other nodes are listed as over budget, however many nodes answer.
+#[tokio::test]
+async fn resources_answers_hold_a_total_byte_budget() {
+    let mut s = settings(&[]);
+    // One fake node's answer (`{"x":{"hardware":"fake"}}`) is 25 bytes: room for two.
+    s.resources.max_total_bytes = 60;
+    let url = router(s).await;
+    let probed = probes();
+    for _ in 0..6 {
+        let key = fake_node(x(), Answer::Fast, Answer::Fast, probed.clone()).await;
+        assert_eq!(register(&url, &key).await.0, 200);
+    }
+    eventually(format!("{url}/api/v1/ips?container=x&n=100"), |v| keys(v).len() == 6).await;
+    let (status, resources) = super::get(format!("{url}/api/v1/resources")).await;
+    assert_eq!(status, 200);
+    let answers = resources.as_object().unwrap();
+    assert_eq!(answers.len(), 6, "{resources}");
+    let held = answers.values().filter(|v| v.get("x").is_some()).count();
+    let over = answers
+        .values()
+        .filter(|v| v["error"].as_str().is_some_and(|e| e.starts_with("over budget")))
+        .count();
+    assert_eq!((held, over), (2, 4), "{resources}");
+}

@@ -138,6 +138,7 @@ fn settings(listed: &[String]) -> Settings {
             concurrency: 16,
             deadline: Duration::from_secs(3),
             max_body_bytes: 256 * 1024,
+            max_total_bytes: infernet_router::resources::DEFAULT_MAX_TOTAL_BYTES,
         },
         database: infernet_router::db::DbSettings::new("sqlite::memory:"),
         limits: Default::default(),

@@ -54,6 +54,8 @@ pub(super) enum Closed {
     Body,
     /// Closed to make room for a new connection at the connection limit.
     Shed,
+    /// A write to the client made no progress within the write-stall timeout.
+    Write,
 }
 
 /// The phase and timestamps of one connection, shared by its I/O, its requests and its watchdog.
@@ -68,6 +70,8 @@ pub(super) struct ConnState {
     head_started: AtomicU64,
     /// When the body of the request being read must be complete (0: no body being read).
     body_deadline: AtomicU64,
+    /// Since when a write to the client has been waiting for room (0: not waiting).
+    write_blocked_since: AtomicU64,
     /// Woken to close the connection at once.
     shed: Notify,
 }
@@ -80,6 +84,7 @@ impl ConnState {
             idle_since: AtomicU64::new(clock.now()),
             head_started: AtomicU64::new(0),
             body_deadline: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
             shed: Notify::new(),
         }
     }
@@ -97,13 +102,39 @@ impl ConnState {
     /// The current phase's deadline, and what it means when passed (`None`: no deadline now).
     fn deadline(&self, limits: &Limits) -> Option<(u64, Closed)> {
         let ms = |d: Duration| d.as_millis() as u64;
-        if self.active.load(Relaxed) > 0 {
+        let phase = if self.active.load(Relaxed) > 0 {
             let body = self.body_deadline.load(Relaxed);
-            return (body != 0).then_some((body, Closed::Body));
+            (body != 0).then_some((body, Closed::Body))
+        } else {
+            match self.head_started.load(Relaxed) {
+                0 => Some((self.idle_since.load(Relaxed) + ms(limits.idle), Closed::Idle)),
+                started => Some((started + ms(limits.header_read), Closed::Header)),
+            }
+        };
+        // A write waiting for a client that does not read bounds every phase.
+        let stalled = match self.write_blocked_since.load(Relaxed) {
+            0 => None,
+            since => Some((since + ms(limits.write_stall), Closed::Write)),
+        };
+        match (phase, stalled) {
+            (Some(p), Some(w)) => Some(if w.0 < p.0 { w } else { p }),
+            (p, w) => p.or(w),
         }
-        match self.head_started.load(Relaxed) {
-            0 => Some((self.idle_since.load(Relaxed) + ms(limits.idle), Closed::Idle)),
-            started => Some((started + ms(limits.header_read), Closed::Header)),
+    }
+
+    /// Notes a write's outcome: waiting for room starts the write-stall clock, progress stops it.
+    fn wrote<T>(&self, poll: &Poll<T>) {
+        match poll {
+            Poll::Pending => {
+                if self.write_blocked_since.load(Relaxed) == 0 {
+                    self.write_blocked_since.store(self.clock.now(), Relaxed);
+                }
+            }
+            Poll::Ready(_) => {
+                if self.write_blocked_since.load(Relaxed) != 0 {
+                    self.write_blocked_since.store(0, Relaxed);
+                }
+            }
         }
     }
 
@@ -184,11 +215,17 @@ impl<T: AsyncRead> AsyncRead for Io<T> {
 
 impl<T: AsyncWrite> AsyncWrite for Io<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let poll = this.inner.poll_write(cx, buf);
+        this.state.wrote(&poll);
+        poll
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let poll = this.inner.poll_flush(cx);
+        this.state.wrote(&poll);
+        poll
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -200,7 +237,10 @@ impl<T: AsyncWrite> AsyncWrite for Io<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let poll = this.inner.poll_write_vectored(cx, bufs);
+        this.state.wrote(&poll);
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -291,8 +331,25 @@ mod tests {
             header_read: Duration::from_millis(100),
             body_read: Duration::from_millis(200),
             idle: Duration::from_millis(300),
+            write_stall: Duration::from_millis(400),
             max_connections: 10,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_after_the_write_stall() {
+        use tokio::io::AsyncWriteExt;
+        let state = Arc::new(ConnState::new(Clock::new()));
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let mut io = Io::new(ours, state.clone());
+        // Answering a request (no body deadline), and the client reads nothing.
+        let _answering = state.request_started(false, &limits());
+        let blocked = tokio::time::timeout(Duration::from_millis(10), io.write_all(&[0u8; 1024])).await;
+        assert!(blocked.is_err(), "the pipe is full");
+        let start = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), state.watch(&limits())).await;
+        assert_eq!(closed, Ok(Closed::Write), "closed for a client that stopped reading");
+        assert!(start.elapsed() >= Duration::from_millis(380), "{:?}", start.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

@@ -63,6 +63,9 @@ pub struct Limits {
     pub body_read: Duration,
     /// Longest time a connection stays open without a request in flight.
     pub idle: Duration,
+    /// Longest time a write to the client may wait without progress (a client that stops reading
+    /// its answer): past it the connection is closed.
+    pub write_stall: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
 }
@@ -73,6 +76,7 @@ impl Default for Limits {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             idle: Duration::from_secs(60),
+            write_stall: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
@@ -96,6 +100,7 @@ impl Limits {
             ("header_read", self.header_read),
             ("body_read", self.body_read),
             ("idle", self.idle),
+            ("write_stall", self.write_stall),
         ] {
             if d.is_zero() {
                 return Err(LimitsError::ZeroTimeout(name));
@@ -112,6 +117,7 @@ impl Limits {
         self.header_read
             .min(self.body_read)
             .min(self.idle)
+            .min(self.write_stall)
             .max(Duration::from_millis(1))
     }
 }
@@ -379,6 +385,9 @@ fn log_closed(closed: Closed, peer: SocketAddr) {
         }
         Closed::Body => tracing::debug!(%peer, "request body not complete within the body timeout; connection closed"),
         Closed::Shed => tracing::debug!(%peer, "idle connection closed to make room at the connection limit"),
+        Closed::Write => {
+            tracing::debug!(%peer, "the client read nothing of its answer within the write timeout; connection closed")
+        }
     }
 }
 
