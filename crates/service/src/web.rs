@@ -437,6 +437,53 @@ pub fn service_worker(app: &App<'_>) -> String {
     )
 }
 
+/// The app's pages, with their security headers: nothing from elsewhere, no framing, no sniffing,
+/// no referrer.
+pub mod pages {
+    use axum::{
+        http::{HeaderValue, header},
+        response::Response,
+    };
+
+    use super::{App, asset, manifest, service_worker, shell};
+
+    /// What a page may load: only this origin's files.
+    const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+        connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+    /// `body` as `content_type`, cached as `cache` says, with the security headers.
+    pub fn page(content_type: &'static str, body: impl Into<axum::body::Body>, cache: &'static str) -> Response {
+        let mut r = Response::new(body.into());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        r
+    }
+
+    /// The app's shell (HTML).
+    pub fn shell_page(app: &App<'_>) -> Response {
+        page("text/html; charset=utf-8", shell(app), "no-cache")
+    }
+
+    /// The embedded file `name` (`None`: there is none).
+    pub fn asset_page(name: &str) -> Option<Response> {
+        asset(name).map(|a| page(a.content_type, a.bytes, "public, max-age=3600"))
+    }
+
+    /// The web manifest.
+    pub fn manifest_page(app: &App<'_>) -> Response {
+        page("application/manifest+json", manifest(app), "no-cache")
+    }
+
+    /// The service worker.
+    pub fn service_worker_page(app: &App<'_>) -> Response {
+        page("text/javascript; charset=utf-8", service_worker(app), "no-cache")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,40 +276,20 @@ pub fn routes() -> Router<Arc<RouterState>> {
         .route("/api/v1/fleet/{node}/admin", post(relay))
 }
 
-/// Security headers of the app's pages: nothing from elsewhere, no framing.
-fn page(content_type: &'static str, body: impl Into<axum::body::Body>, cache: &'static str) -> Response {
-    let mut r = Response::new(body.into());
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    r
-}
-
 async fn shell() -> Response {
-    page("text/html; charset=utf-8", web::shell(&APP), "no-cache")
+    web::pages::shell_page(&APP)
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
-    match web::asset(&file) {
-        Some(a) => page(a.content_type, a.bytes, "public, max-age=3600"),
-        None => error(StatusCode::NOT_FOUND, format!("no file {file} in the app")),
-    }
+    web::pages::asset_page(&file).unwrap_or_else(|| error(StatusCode::NOT_FOUND, format!("no file {file} in the app")))
 }
 
 async fn manifest() -> Response {
-    page("application/manifest+json", web::manifest(&APP), "no-cache")
+    web::pages::manifest_page(&APP)
 }
 
 async fn service_worker() -> Response {
-    page("text/javascript; charset=utf-8", web::service_worker(&APP), "no-cache")
+    web::pages::service_worker_page(&APP)
 }
 
 /// `POST /api/v1/session`: a NIP-98 event signed for this URL opens a session.
