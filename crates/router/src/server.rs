@@ -512,7 +512,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(json!({ "error": message }).to_string()))
 }
 
-/// The OpenAPI document (hand-written: five small routes).
+/// The OpenAPI document (hand-written; a test checks that every served route is in it).
 pub fn openapi() -> Value {
     let ok = |d: &str| json!({"200": {"description": d}});
     json!({
@@ -542,8 +542,79 @@ pub fn openapi() -> Value {
                 "put": {"summary": "Replace the signer's alert settings", "responses": {"200": {"description": "the settings stored"}, "400": {"description": "a bad field, named"}, "401": {"description": "not signed"}}}},
             "/api/v1/alerts/{id}/ack": {"post": {"summary": "Acknowledge an alert of one of the signer's nodes",
                 "responses": {"200": {"description": "the alert"}, "401": {"description": "not signed"}, "404": {"description": "no such alert of the signer's nodes"}}}},
+            "/api/v1/jobs": {
+                "post": {"summary": "Submit a job to the network (the node's job body plus requirements, max_price, max_seconds, deadline_s, callback_url); Idempotency-Key answers the first job again",
+                    "responses": {"200": {"description": "{id, node, status}"}, "400": {"description": "a bad field, named"}, "401": {"description": "bad signature or API key"},
+                        "429": {"description": "rate limit or quota (Retry-After)"}, "503": {"description": "no node qualifies, with the reason per filter"}}},
+                "get": {"summary": "The caller's own jobs, newest first; ?status, container, limit, after", "responses": ok("{jobs, next}")}},
+            "/api/v1/jobs/{id}": {
+                "get": {"summary": "A job's record with the result read from its node", "responses": {"200": {"description": "{id, node, status, result}"}, "404": {"description": "no such job of the caller's"}}},
+                "delete": {"summary": "Cancel a job that has not ended", "responses": {"200": {"description": "cancelled"}, "404": {"description": "unknown"}, "409": {"description": "already ended"}}}},
+            "/api/v1/jobs/stream": {"post": {"summary": "The node's stream passed through; the first line is the router's job id", "responses": ok("text stream")}},
+            "/api/v1/jobs/batch": {"post": {"summary": "Job bodies spread over qualifying nodes, answered in input order", "responses": ok("[{id, node, status} | {status: failed, error}]")}},
+            "/api/v1/route": {"get": {"summary": "Explain a choice: candidates with scores, and the filter that left each other node out", "responses": ok("{candidates, excluded}")}},
+            "/api/v1/identity": {"get": {"summary": "The router's key and price unit", "responses": ok("{router, price_unit}")}},
+            "/api/v1/nodes/{node}": {"get": {"summary": "A node's public record as this router measured it (success, latency, uptime, jobs per day, exclusions over 24 h)", "responses": {"200": {"description": "the record"}, "404": {"description": "unknown node"}}}},
+            "/api/v1/nodes/{node}/jobs": {"get": {"summary": "A node's ledger rows with receipt checks; only for its operator (NIP-98); ?from, to, limit, after, format=csv|json",
+                "responses": {"200": {"description": "rows"}, "401": {"description": "not signed"}, "403": {"description": "not the node's operator"}}}},
+            "/api/v1/earnings": {"get": {"summary": "Earnings per day, week or month beside the previous period; ?node= (public) or ?operator= (signed by that operator); from, to, by, format",
+                "responses": {"200": {"description": "{periods, total, previous_total, settled: false}"}, "400": {"description": "bad parameter"}, "401": {"description": "operator view not signed"}}}},
+            "/api/v1/link": {"get": {"summary": "A node's link (WebSocket upgrade): challenge, signed hello, then jobs over one connection", "responses": {"101": {"description": "switching protocols"}}}},
+            "/api/v1/link/{node}/admin/{rest}": {"post": {"summary": "Relay an operator's signed admin request (signed for infernet://{npub}/admin/…) to a linked node", "responses": ok("the node's answer")}},
+            "/api/v1/session": {
+                "post": {"summary": "Sign in to the control interface with a NIP-98 event: a session cookie and a CSRF token", "responses": {"200": {"description": "{csrf, pubkey}"}, "401": {"description": "no valid NIP-98 event"}}},
+                "get": {"summary": "The current session", "responses": {"200": {"description": "{pubkey, csrf}"}, "401": {"description": "no session"}}},
+                "delete": {"summary": "Sign out: the session ends on the server", "responses": ok("signed out")}},
+            "/api/v1/fleet": {"get": {"summary": "The signed-in operator's nodes with their state (session)", "responses": ok("nodes")}},
+            "/api/v1/fleet/jobs": {"get": {"summary": "The operator's jobs from the ledger, filtered and paged (session)", "responses": ok("jobs")}},
+            "/api/v1/fleet/earnings": {"get": {"summary": "The operator's earnings per node and container (session)", "responses": ok("earnings")}},
+            "/api/v1/fleet/nodes": {"post": {"summary": "Add a node by address: listed under the operator only if its signed statement names them (session, CSRF)", "responses": ok("the node, or what to set")}},
+            "/api/v1/fleet/{node}/history": {"get": {"summary": "A node's metric history for the plots (session)", "responses": ok("points")}},
+            "/api/v1/fleet/{node}/admin": {"post": {"summary": "Relay a browser-signed admin request to the node (session, CSRF); the router cannot forge it", "responses": ok("the node's answer")}},
+            "/": {"get": {"summary": "The control interface (web app shell)", "responses": ok("HTML")}},
+            "/manifest.webmanifest": {"get": {"summary": "The web app's manifest", "responses": ok("JSON")}},
+            "/sw.js": {"get": {"summary": "The web app's service worker", "responses": ok("JavaScript")}},
+            "/ui/{file}": {"get": {"summary": "The web app's embedded files", "responses": {"200": {"description": "the file"}, "404": {"description": "no such file"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3.1")}},
             "/health": {"get": {"summary": "Liveness", "responses": ok("{status: healthy}")}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": ok("text")}}
         }
     })
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    /// Every route the router serves is in its OpenAPI document, so clients can trust it.
+    #[test]
+    fn every_route_is_documented() {
+        let doc = super::openapi();
+        let paths = doc["paths"].as_object().unwrap();
+        let sources = [
+            include_str!("server.rs"),
+            include_str!("ui/mod.rs"),
+            include_str!("alerts/api.rs"),
+        ];
+        let mut seen = 0;
+        for source in sources {
+            // The code, not its tests (this one names `.route(` too).
+            let source = source.split("#[cfg(test)]").next().unwrap();
+            for (at, _) in source.match_indices(".route(") {
+                let rest = source[at..].trim_start_matches(".route(").trim_start();
+                let Some(rest) = rest.strip_prefix('"') else {
+                    // A constant: the session path.
+                    assert!(rest.starts_with("SESSION_PATH"), "{}", &rest[..40.min(rest.len())]);
+                    assert!(paths.contains_key(crate::ui::SESSION_PATH));
+                    continue;
+                };
+                let path = &rest[..rest.find('"').unwrap()];
+                let documented = path.replace("{*rest}", "{rest}");
+                assert!(
+                    paths.contains_key(&documented),
+                    "{path} is served but not in /openapi.json"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 25, "only {seen} routes found");
+    }
 }
