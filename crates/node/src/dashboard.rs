@@ -11,19 +11,19 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use infernet_identity::npub;
-use infernet_service::web::{self, App, SessionError, SessionLimits, Sessions};
+use infernet_service::web::{self, App, SessionLimits, Sessions};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -224,13 +224,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn refused(e: SessionError) -> Response {
-    let status = match e {
-        SessionError::NoSession => StatusCode::UNAUTHORIZED,
-        SessionError::Csrf => StatusCode::FORBIDDEN,
-    };
-    error(status, e.to_string())
-}
+use web::pages::refused;
 
 /// The dashboard's routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -288,47 +282,16 @@ async fn open(
         }
     };
     let dashboard = &state.dashboard;
-    let (token, session) = dashboard.sessions.open(&signer);
-    let lifetime = dashboard.sessions.limits().lifetime;
-    let mut r = Json(json!({"signer": signer, "csrf": session.csrf, "expires_in": lifetime.as_secs()})).into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        web::session_cookie(&token, "/dashboard", dashboard.secure, lifetime),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    web::pages::signed_in(&dashboard.sessions, &signer, "/dashboard", dashboard.secure)
 }
 
 async fn who(State(state): State<Arc<AppState>>, method: Method, headers: HeaderMap) -> Response {
-    match state.dashboard.sessions.check(&method, &headers) {
-        Ok(s) => {
-            let mut r = Json(json!({
-                "signer": s.signer,
-                "csrf": s.csrf,
-                "expires_in": s.expires.saturating_duration_since(Instant::now()).as_secs(),
-            }))
-            .into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Err(e) => refused(e),
-    }
+    web::pages::who(&state.dashboard.sessions, &method, &headers)
 }
 
 async fn close(State(state): State<Arc<AppState>>, method: Method, headers: HeaderMap) -> Response {
-    match state.dashboard.sessions.close(&method, &headers) {
-        Ok(s) => {
-            let mut r = Json(json!({"signed_out": s.signer})).into_response();
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                web::clear_cookie("/dashboard", state.dashboard.secure),
-            );
-            r
-        }
-        Err(e) => refused(e),
-    }
+    let dashboard = &state.dashboard;
+    web::pages::signed_out(&dashboard.sessions, &method, &headers, "/dashboard", dashboard.secure)
 }
 
 /// `GET /dashboard/api/status`.

@@ -440,12 +440,16 @@ pub fn service_worker(app: &App<'_>) -> String {
 /// The app's pages, with their security headers: nothing from elsewhere, no framing, no sniffing,
 /// no referrer.
 pub mod pages {
-    use axum::{
-        http::{HeaderValue, header},
-        response::Response,
-    };
+    use std::time::Instant;
 
-    use super::{App, asset, manifest, service_worker, shell};
+    use axum::{
+        Json,
+        http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+        response::{IntoResponse, Response},
+    };
+    use serde_json::json;
+
+    use super::{App, SessionError, Sessions, asset, clear_cookie, manifest, service_worker, session_cookie, shell};
 
     /// What a page may load: only this origin's files.
     const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
@@ -481,6 +485,59 @@ pub mod pages {
     /// The service worker.
     pub fn service_worker_page(app: &App<'_>) -> Response {
         page("text/javascript; charset=utf-8", service_worker(app), "no-cache")
+    }
+
+    /// A session refused: 401 without a session, 403 without its CSRF token; `{"error": …}`.
+    pub fn refused(e: SessionError) -> Response {
+        let status = match e {
+            SessionError::NoSession => StatusCode::UNAUTHORIZED,
+            SessionError::Csrf => StatusCode::FORBIDDEN,
+        };
+        (status, Json(json!({"error": e.to_string()}))).into_response()
+    }
+
+    /// Opens a session for `signer` (checked by the caller): its cookie for `path` and its CSRF
+    /// token.
+    pub fn signed_in(sessions: &Sessions, signer: &str, path: &str, secure: bool) -> Response {
+        let (token, session) = sessions.open(signer);
+        let lifetime = sessions.limits().lifetime;
+        let mut r =
+            Json(json!({"signer": signer, "csrf": session.csrf, "expires_in": lifetime.as_secs()})).into_response();
+        r.headers_mut()
+            .insert(header::SET_COOKIE, session_cookie(&token, path, secure, lifetime));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    /// Who is signed in, and the session's CSRF token.
+    pub fn who(sessions: &Sessions, method: &Method, headers: &HeaderMap) -> Response {
+        match sessions.check(method, headers) {
+            Ok(s) => {
+                let mut r = Json(json!({
+                    "signer": s.signer,
+                    "csrf": s.csrf,
+                    "expires_in": s.expires.saturating_duration_since(Instant::now()).as_secs(),
+                }))
+                .into_response();
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
+            Err(e) => refused(e),
+        }
+    }
+
+    /// Signs out: the session ends on the server and its cookie for `path` is cleared.
+    pub fn signed_out(sessions: &Sessions, method: &Method, headers: &HeaderMap, path: &str, secure: bool) -> Response {
+        match sessions.close(method, headers) {
+            Ok(s) => {
+                let mut r = Json(json!({"signed_out": s.signer})).into_response();
+                r.headers_mut().insert(header::SET_COOKIE, clear_cookie(path, secure));
+                r
+            }
+            Err(e) => refused(e),
+        }
     }
 }
 

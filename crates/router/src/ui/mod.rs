@@ -27,12 +27,12 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{ConnectInfo, Path, RawQuery, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use infernet_identity::{nip98::Verifier, npub};
-use infernet_service::web::{self, App, SessionError, SessionLimits, Sessions};
+use infernet_service::web::{self, App, SessionLimits, Sessions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -252,13 +252,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn refused(e: SessionError) -> Response {
-    let status = match e {
-        SessionError::NoSession => StatusCode::UNAUTHORIZED,
-        SessionError::Csrf => StatusCode::FORBIDDEN,
-    };
-    error(status, e.to_string())
-}
+use web::pages::refused;
 
 /// The routes of the control interface.
 pub fn routes() -> Router<Arc<RouterState>> {
@@ -332,52 +326,17 @@ fn sign_in(state: &RouterState, method: &Method, uri: &Uri, headers: &HeaderMap,
             );
         }
     };
-    let (token, session) = ui.sessions.open(&signer);
-    let lifetime = ui.sessions.limits().lifetime;
-    let mut r = Json(json!({
-        "signer": signer,
-        "csrf": session.csrf,
-        "expires_in": lifetime.as_secs(),
-    }))
-    .into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        web::session_cookie(&token, "/", ui.secure, lifetime),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    web::pages::signed_in(&ui.sessions, &signer, "/", ui.secure)
 }
 
 /// `GET /api/v1/session`: who is signed in, and the CSRF token of the session.
 async fn who(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
-    match state.ui.sessions.check(&method, &headers) {
-        Ok(s) => {
-            let mut r = Json(json!({
-                "signer": s.signer,
-                "csrf": s.csrf,
-                "expires_in": s.expires.saturating_duration_since(Instant::now()).as_secs(),
-            }))
-            .into_response();
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Err(e) => refused(e),
-    }
+    web::pages::who(&state.ui.sessions, &method, &headers)
 }
 
 /// `DELETE /api/v1/session`: signs out (the session ends on the server).
 async fn close(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
-    match state.ui.sessions.close(&method, &headers) {
-        Ok(s) => {
-            let mut r = Json(json!({"signed_out": s.signer})).into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, web::clear_cookie("/", state.ui.secure));
-            r
-        }
-        Err(e) => refused(e),
-    }
+    web::pages::signed_out(&state.ui.sessions, &method, &headers, "/", state.ui.secure)
 }
 
 /// The nodes of `signer`, as the fleet page shows them.
