@@ -130,6 +130,7 @@ async fn put_settings(State(state): State<Arc<RouterState>>, posted: Posted) -> 
         .db
         .put_alert_settings(&key.to_hex(), &text, now_ms())
         .await?;
+    state.alerts.settings_changed();
     Ok(Json(json!(settings)))
 }
 

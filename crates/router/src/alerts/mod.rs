@@ -51,6 +51,11 @@ pub const MAX_NODES: usize = 100_000;
 pub const MAX_WEBHOOKS: usize = 8;
 /// Silences per operator at most.
 pub const MAX_SILENCES: usize = 64;
+/// Operators' settings by hex key.
+type OperatorMap = Arc<HashMap<String, OperatorSettings>>;
+
+/// How long operators' settings read from the database are used before they are read again.
+const SETTINGS_TTL: Duration = Duration::from_secs(30);
 /// Firing alerts and operators' settings read per tick at most.
 const READ_LIMIT: i64 = 100_000;
 
@@ -308,8 +313,8 @@ pub struct Alerts {
     settings: AlertSettings,
     nodes: Mutex<HashMap<String, History>>,
     outbox: Outbox,
-    /// Operators' settings as last read (hex key → settings).
-    operators: Mutex<Arc<HashMap<String, OperatorSettings>>>,
+    /// Operators' settings as last read (hex key → settings), and when (`None`: read them again).
+    operators: Mutex<(OperatorMap, Option<Instant>)>,
 }
 
 /// An alert as deliveries and the API show it.
@@ -379,7 +384,7 @@ impl Alerts {
 
     /// The longest window any operator's rules look back over.
     fn longest_window_ms(&self) -> i64 {
-        let operators = self.operators.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let operators = self.operators.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
         operators
             .values()
             .map(|s| s.rules.longest_window_ms())
@@ -409,8 +414,20 @@ impl Alerts {
         }
     }
 
-    /// Reads the operators' settings.
-    async fn load_operators(&self) -> Result<Arc<HashMap<String, OperatorSettings>>, DbError> {
+    /// Has the next evaluation read the operators' settings again (one was just changed here).
+    pub fn settings_changed(&self) {
+        self.operators.lock().unwrap_or_else(|p| p.into_inner()).1 = None;
+    }
+
+    /// The operators' settings: read from the database at most every [`SETTINGS_TTL`] (another
+    /// replica's change shows within it), or at once after a change here.
+    async fn load_operators(&self) -> Result<OperatorMap, DbError> {
+        {
+            let cached = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+            if cached.1.is_some_and(|at| at.elapsed() < SETTINGS_TTL) {
+                return Ok(cached.0.clone());
+            }
+        }
         let rows = self.db.all_alert_settings(READ_LIMIT).await?;
         let parsed: HashMap<String, OperatorSettings> = rows
             .into_iter()
@@ -423,7 +440,7 @@ impl Alerts {
             })
             .collect();
         let parsed = Arc::new(parsed);
-        *self.operators.lock().unwrap_or_else(|p| p.into_inner()) = parsed.clone();
+        *self.operators.lock().unwrap_or_else(|p| p.into_inner()) = (parsed.clone(), Some(Instant::now()));
         Ok(parsed)
     }
 
