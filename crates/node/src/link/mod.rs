@@ -16,6 +16,7 @@
 mod session;
 mod tls;
 
+use infernet_service::secret::SensitiveUrl;
 use std::{sync::Arc, time::Duration};
 
 use infernet_service::retry::{RetryPolicy, Sleeper};
@@ -37,22 +38,22 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Why `network.url` is not a link URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkUrlError {
-    /// Not a URL.
-    #[error("{0:?} is not a URL; expected wss://router.example:4100/api/v1/link")]
-    NotUrl(String),
-    /// Another scheme.
-    #[error("{0:?}: the link is a WebSocket, wss:// (or ws:// to a loopback address)")]
+    /// Not a URL (the text is not repeated: it may hold a credential).
+    #[error("network.url is not a URL; expected wss://router.example:4100/api/v1/link")]
+    NotUrl,
+    /// Another scheme (the URL shown redacted).
+    #[error("{0}: the link is a WebSocket, wss:// (or ws:// to a loopback address)")]
     Scheme(String),
-    /// Plain text to a host that is not loopback.
-    #[error("{0:?}: plain ws:// is allowed only to a loopback address; use wss://")]
+    /// Plain text to a host that is not loopback (the URL shown redacted).
+    #[error("{0}: plain ws:// is allowed only to a loopback address; use wss://")]
     Plain(String),
 }
 
-/// A checked `network.url`.
+/// A checked `network.url`; logs, errors and `Debug` show it as `scheme://host[:port]/…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkUrl {
-    /// The URL as given.
-    pub url: String,
+    /// The URL as given (redacted when shown).
+    pub url: SensitiveUrl,
     /// Its host (without brackets).
     pub host: String,
     /// Its port (the scheme's default when not given).
@@ -64,31 +65,25 @@ pub struct LinkUrl {
 impl LinkUrl {
     /// `text` as a link URL.
     pub fn parse(text: &str) -> Result<Self, LinkUrlError> {
-        let url = url::Url::parse(text).map_err(|_| LinkUrlError::NotUrl(text.into()))?;
-        let tls = match url.scheme() {
+        let url = SensitiveUrl::parse(text).map_err(|_| LinkUrlError::NotUrl)?;
+        let shown = || url.redacted().to_string();
+        let tls = match url.expose().scheme() {
             "wss" => true,
             "ws" => false,
-            _ => return Err(LinkUrlError::Scheme(text.into())),
+            _ => return Err(LinkUrlError::Scheme(shown())),
         };
-        let host = match url.host() {
+        let host = match url.expose().host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(LinkUrlError::NotUrl(text.into())),
+            None => return Err(LinkUrlError::NotUrl),
         };
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if !tls && !loopback {
-            return Err(LinkUrlError::Plain(text.into()));
+            return Err(LinkUrlError::Plain(shown()));
         }
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| LinkUrlError::NotUrl(text.into()))?;
-        Ok(Self {
-            url: text.to_string(),
-            host,
-            port,
-            tls,
-        })
+        let port = url.expose().port_or_known_default().ok_or(LinkUrlError::NotUrl)?;
+        Ok(Self { url, host, port, tls })
     }
 }
 
@@ -155,5 +150,22 @@ mod tests {
             Err(LinkUrlError::Scheme(_))
         ));
         assert!(LinkUrl::parse("router:4100").is_err());
+    }
+
+    #[test]
+    fn a_credential_in_the_url_never_shows() {
+        let url = LinkUrl::parse("wss://u:PASS@router.example/api/v1/link?token=S3CRET").unwrap();
+        assert_eq!(url.url.expose().password(), Some("PASS"), "kept for the connection");
+        for shown in [format!("{url:?}"), url.url.to_string()] {
+            assert!(!shown.contains("PASS") && !shown.contains("S3CRET"), "{shown}");
+        }
+        for bad in [
+            "ws://u:PASS@router.example/x?token=S3CRET",
+            "https://u:PASS@router.example/?token=S3CRET",
+            "not a url PASS",
+        ] {
+            let e = LinkUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("PASS") && !e.contains("S3CRET"), "{e}");
+        }
     }
 }

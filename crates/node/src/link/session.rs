@@ -84,7 +84,7 @@ async fn connect(url: &LinkUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Resul
         .max_message_size(Some(MAX_ROUTER_FRAME))
         .max_frame_size(Some(MAX_ROUTER_FRAME))
         .max_write_buffer_size(8 << 20);
-    let (socket, _) = tokio_tungstenite::client_async_with_config(url.url.as_str(), io, Some(config))
+    let (socket, _) = tokio_tungstenite::client_async_with_config(url.url.expose().as_str(), io, Some(config))
         .await
         .map_err(|e| fail(&e))?;
     Ok(socket)
