@@ -19,6 +19,7 @@
 
 pub mod address;
 pub mod alerts;
+pub mod body;
 pub mod choose;
 pub mod db;
 pub mod gateway;

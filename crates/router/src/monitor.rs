@@ -130,22 +130,12 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
             status: response.status().as_u16(),
         });
     }
-    let too_large = ProbeError::TooLarge { path, limit };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large);
-    }
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response
-        .chunk()
+    let body = crate::body::read_at_most(&mut response, limit)
         .await
-        .map_err(|e| ProbeError::from_reqwest(e, timeout))?
-    {
-        if body.len() + chunk.len() > limit {
-            // Dropping the response closes the connection instead of draining it.
-            return Err(too_large);
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => ProbeError::TooLarge { path, limit },
+            crate::body::BodyError::Read(e) => ProbeError::from_reqwest(e, timeout),
+        })?;
     serde_json::from_slice(&body).map_err(|source| ProbeError::NotNodeAnswer { path, source })
 }
 

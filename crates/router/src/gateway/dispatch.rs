@@ -181,14 +181,12 @@ fn error_message(body: &[u8]) -> Option<String> {
 /// The whole body, at most [`MAX_ANSWER`] bytes, within `timeout`.
 pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, NodeError> {
     let read = async {
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| NodeError::Read(without_url(&e)))? {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(NodeError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        crate::body::read_at_most(&mut response, MAX_ANSWER)
+            .await
+            .map_err(|e| match e {
+                crate::body::BodyError::TooLarge => NodeError::TooLarge,
+                crate::body::BodyError::Read(e) => NodeError::Read(without_url(&e)),
+            })
     };
     tokio::time::timeout(timeout, read)
         .await

@@ -713,21 +713,19 @@ async fn relay(
         }
     };
     let status = answer.status().as_u16();
-    let mut read = Vec::new();
     let mut answer = answer;
-    loop {
-        match answer.chunk().await {
-            Ok(Some(chunk)) if read.len() + chunk.len() <= MAX_RELAY => read.extend_from_slice(&chunk),
-            Ok(Some(_)) => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the node's answer is larger than {MAX_RELAY} bytes"),
-                );
-            }
-            Ok(None) => break,
-            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("the node's answer was cut: {e}")),
+    let read = match crate::body::read_at_most(&mut answer, MAX_RELAY).await {
+        Ok(read) => read,
+        Err(crate::body::BodyError::TooLarge) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the node's answer is larger than {MAX_RELAY} bytes"),
+            );
         }
-    }
+        Err(crate::body::BodyError::Read(e)) => {
+            return error(StatusCode::BAD_GATEWAY, format!("the node's answer was cut: {e}"));
+        }
+    };
     let body = serde_json::from_slice::<Value>(&read).unwrap_or_else(|_| json!(String::from_utf8_lossy(&read)));
     Json(json!({"status": status, "body": body})).into_response()
 }
@@ -914,12 +912,11 @@ async fn fetch_statement(client: &reqwest::Client, url: &str) -> Result<String, 
     if !answer.status().is_success() {
         return Err(format!("answered HTTP {}", answer.status().as_u16()));
     }
-    let mut read = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| format!("answer cut: {e}"))? {
-        if read.len() + chunk.len() > MAX_STATEMENT {
-            return Err(format!("answer larger than {MAX_STATEMENT} bytes"));
-        }
-        read.extend_from_slice(&chunk);
-    }
+    let read = crate::body::read_at_most(&mut answer, MAX_STATEMENT)
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => format!("answer larger than {MAX_STATEMENT} bytes"),
+            crate::body::BodyError::Read(e) => format!("answer cut: {e}"),
+        })?;
     String::from_utf8(read).map_err(|_| "answer is not text".to_string())
 }
