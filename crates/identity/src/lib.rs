@@ -5,9 +5,12 @@
 //! - [`keys`] — an [`Identity`] (a secret key, kept in a 0600 file) and public keys in either text form;
 //! - [`nip98`] — signed HTTP requests (NIP-98): the header a client sends, and the [`nip98::Verifier`]
 //!   a server runs (time window, URL, method, body hash, signature, replay cache);
+//! - [`dispatch`] — a router's dispatches to a node it shares a key with (ECDH): a MAC per
+//!   request instead of a signature;
 //! - [`statement`] — signed statements: a JSON document a key vouches for (a node's identity, its
 //!   heartbeat), checked by anyone who holds the statement.
 
+pub mod dispatch;
 pub mod keys;
 pub mod nip98;
 pub mod statement;

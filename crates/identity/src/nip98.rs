@@ -144,7 +144,7 @@ pub fn tagged_authorization_at(
 /// A value no other request carries, so two identical requests in one second are two events (the
 /// server accepts each event once). Unique, not secret: the time in nanoseconds and a per-process
 /// random number that changes with every call.
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -268,8 +268,13 @@ impl Verifier {
         Ok(event)
     }
 
+    /// Seconds either side of now a request may have been made.
+    pub(crate) fn window(&self) -> u64 {
+        self.window
+    }
+
     /// Records a fresh event id; refuses one seen before.
-    fn remember(&self, id: [u8; 32], created: u64, now: u64) -> Result<(), AuthError> {
+    pub(crate) fn remember(&self, id: [u8; 32], created: u64, now: u64) -> Result<(), AuthError> {
         let mut seen = self.seen.lock().expect("replay cache poisoned");
         if seen.contains_key(&id) {
             return Err(AuthError::Replayed);
@@ -315,14 +320,19 @@ fn tag_value<'e>(event: &'e Event, name: &str) -> Option<&'e str> {
         .map(String::as_str)
 }
 
-fn check_tags(event: &Event, received: &Received<'_>) -> Result<(), AuthError> {
-    let signed = tag_value(event, "u").unwrap_or_default();
+/// Whether `signed` is one of the URLs the request may have been signed for.
+pub(crate) fn check_url(signed: &str, received: &Received<'_>) -> Result<(), AuthError> {
     if !received.urls.iter().any(|url| same_url(signed, url)) {
         return Err(AuthError::Url {
             signed: signed.chars().take(200).collect(),
             expected: received.urls.first().copied().unwrap_or_default().to_string(),
         });
     }
+    Ok(())
+}
+
+fn check_tags(event: &Event, received: &Received<'_>) -> Result<(), AuthError> {
+    check_url(tag_value(event, "u").unwrap_or_default(), received)?;
     let method = tag_value(event, "method").unwrap_or_default();
     if !method.eq_ignore_ascii_case(received.method) {
         return Err(AuthError::Method {

@@ -130,6 +130,7 @@ impl Node {
                 &admin.identity().public_key(),
                 crate::admin::auth::ROUTER_REPLAY_CAPACITY,
             )
+            .sharing_keys(admin.identity())
         });
         tracing::info!(node = %admin.identity().npub(), "node identity");
         tracing::info!(backend = store.backend(), "job store ready");

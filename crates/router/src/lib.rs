@@ -157,7 +157,9 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
-    let monitor = monitor.with_samples(gateway.samples());
+    let monitor = monitor
+        .with_samples(gateway.samples())
+        .with_dispatch_keys(gateway.dispatch_keys());
     let state = Arc::new(RouterState {
         registry,
         limiter: RateLimiter::new(settings.requests_per_minute, Duration::from_secs(60)),

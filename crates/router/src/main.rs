@@ -514,7 +514,13 @@ fn alert_settings(args: &Args, errors: &mut Vec<String>) -> infernet_router::ale
     }
 }
 
+// The same allocator as the node's (see `infernet_service::allocator`): glibc's malloc was 15 %
+// of the router's CPU per streamed job.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    infernet_service::allocator::tune();
     let mut args = Args::parse();
     if let Some(Command::Keys(command)) = args.command.take() {
         return keys(&args.database_url, command);

@@ -179,6 +179,8 @@ pub struct Monitor {
     alerts: Option<Arc<crate::alerts::Alerts>>,
     /// Counts each probe for the node's public record.
     samples: Option<Arc<crate::ledger::samples::Samples>>,
+    /// Learns nodes' keys from their answers, for the gateway's MAC'd dispatches.
+    dispatch_keys: Option<Arc<crate::gateway::keys::DispatchKeys>>,
 }
 
 impl Monitor {
@@ -207,6 +209,7 @@ impl Monitor {
             last_round_micros: Arc::default(),
             alerts: None,
             samples: None,
+            dispatch_keys: None,
         })
     }
 
@@ -220,6 +223,14 @@ impl Monitor {
     pub fn with_samples(self, samples: Arc<crate::ledger::samples::Samples>) -> Self {
         Self {
             samples: Some(samples),
+            ..self
+        }
+    }
+
+    /// Learns each node's key from its answers into `keys`.
+    pub fn with_dispatch_keys(self, keys: Arc<crate::gateway::keys::DispatchKeys>) -> Self {
+        Self {
+            dispatch_keys: Some(keys),
             ..self
         }
     }
@@ -248,6 +259,9 @@ impl Monitor {
                 let report = result.map(|(report, info)| {
                     if let Some(alerts) = &self.alerts {
                         alerts.observe(&key, &info);
+                    }
+                    if let Some(keys) = &self.dispatch_keys {
+                        keys.learn(&key, &info);
                     }
                     report
                 });

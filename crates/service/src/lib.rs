@@ -11,6 +11,7 @@
 //! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit, TLS optional;
 //! - [`web`] — the control interface's sessions and its embedded web app.
 
+pub mod allocator;
 pub mod client_ip;
 pub mod http;
 pub mod rate_limit;

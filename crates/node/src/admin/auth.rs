@@ -6,7 +6,8 @@
 //! for one node cannot be replayed to another node of the same operator.
 
 use infernet_identity::{
-    PublicKey,
+    Identity, PublicKey,
+    dispatch::{self, DispatchKey},
     nip98::{AuthError, Received, Verifier},
 };
 
@@ -27,6 +28,9 @@ pub struct OperatorAuth {
     operators: Vec<PublicKey>,
     /// Origins requests may be signed for, without a trailing slash.
     bases: Vec<String>,
+    /// The key this node shares with each signer, for dispatches authenticated by a MAC (see
+    /// [`infernet_identity::dispatch`]); empty unless [`OperatorAuth::sharing_keys`] made them.
+    shared: Vec<(PublicKey, DispatchKey)>,
 }
 
 impl OperatorAuth {
@@ -63,7 +67,20 @@ impl OperatorAuth {
             verifier: Verifier::new(WINDOW, capacity),
             operators: signers,
             bases,
+            shared: Vec::new(),
         }
+    }
+
+    /// Also accepts dispatches authenticated by a MAC under the key `node` shares with each
+    /// signer (the routers of `network.routers`). A signer whose key has no shared key (not a
+    /// curve point) is still accepted with NIP-98.
+    pub fn sharing_keys(mut self, node: &Identity) -> Self {
+        self.shared = self
+            .operators
+            .iter()
+            .filter_map(|k| Some((*k, DispatchKey::derive(node, k).ok()?)))
+            .collect();
+        self
     }
 
     /// The operators allowed.
@@ -84,6 +101,40 @@ impl OperatorAuth {
             .map(|(signer, _)| signer)
     }
 
+    /// A router's dispatch: the router and the client it states, from a MAC (`InfernetMAC …`,
+    /// which covers `stated`, the `X-Infernet-Client` header) or from a NIP-98 event's signed
+    /// `client` tag.
+    pub fn check_dispatch(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        (authorization, stated): (Option<&str>, Option<&str>),
+        body: &[u8],
+        now: u64,
+    ) -> Result<(PublicKey, Option<String>), AuthError> {
+        match authorization {
+            Some(header) if dispatch::is_mac(header) => {
+                let stated = stated.unwrap_or_default();
+                let urls = self.urls(path_and_query);
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                let received = Received {
+                    method,
+                    urls: &urls,
+                    body,
+                };
+                let key_of = |k: &PublicKey| self.shared.iter().find(|(s, _)| s == k).map(|(_, key)| key);
+                let router = self.verifier.verify_mac(header, &received, stated, now, key_of)?;
+                Ok((router, Some(stated.to_string())))
+            }
+            _ => self.check_tagged(method, path_and_query, authorization, body, now, "client"),
+        }
+    }
+
+    /// Where a request for `path_and_query` may have been signed for.
+    fn urls(&self, path_and_query: &str) -> Vec<String> {
+        self.bases.iter().map(|b| format!("{b}{path_and_query}")).collect()
+    }
+
     /// [`OperatorAuth::check`], answering also the value of the signed tag `name`.
     pub fn check_tagged(
         &self,
@@ -94,7 +145,7 @@ impl OperatorAuth {
         now: u64,
         name: &str,
     ) -> Result<(PublicKey, Option<String>), AuthError> {
-        let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}{path_and_query}")).collect();
+        let urls = self.urls(path_and_query);
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
         let received = Received {
             method,
@@ -161,5 +212,52 @@ mod tests {
             auth.check("POST", "/admin/pause", Some(&header), b"", NOW),
             Err(AuthError::NotAllowed(stranger.npub()))
         );
+    }
+
+    #[test]
+    fn a_routers_dispatch_passes_with_a_signature_or_a_mac_and_states_its_client() {
+        use infernet_identity::{dispatch::DispatchKey, nip98::tagged_authorization_at};
+        let (router, node, stranger) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let auth =
+            OperatorAuth::signed_by(vec![router.public_key()], None, 4000, &node.public_key(), 100).sharing_keys(&node);
+        let url = "http://127.0.0.1:4000/api/jobs";
+        let body = br#"{"containers":["a"]}"#;
+        let check = |header: &str, stated| auth.check_dispatch("POST", "/api/jobs", (Some(header), stated), body, NOW);
+        let signed = tagged_authorization_at(&router, "POST", url, Some(body), &[["client", "10.0.0.7"]], NOW);
+        assert_eq!(
+            check(&signed, Some("10.0.0.7")),
+            Ok((router.public_key(), Some("10.0.0.7".into())))
+        );
+        let key = DispatchKey::derive(&router, &node.public_key()).expect("key");
+        let mac = |k: &DispatchKey, by: &Identity, client| {
+            dispatch::authorization_at(k, &by.public_key(), "POST", url, client, body, NOW)
+        };
+        // The MAC covers the stated client: another header value is refused.
+        let header = mac(&key, &router, "10.0.0.7");
+        assert_eq!(check(&header, Some("10.0.0.8")), Err(AuthError::Signature));
+        assert_eq!(
+            check(&header, Some("10.0.0.7")),
+            Ok((router.public_key(), Some("10.0.0.7".into())))
+        );
+        assert_eq!(check(&header, Some("10.0.0.7")), Err(AuthError::Replayed));
+        // A stranger's MAC under the router's name, and a stranger under its own.
+        let forged = DispatchKey::derive(&stranger, &node.public_key()).expect("key");
+        assert_eq!(check(&mac(&forged, &router, "c"), Some("c")), Err(AuthError::Signature));
+        assert!(matches!(
+            check(&mac(&forged, &stranger, "c"), Some("c")),
+            Err(AuthError::NotAllowed(_))
+        ));
+        // A node that shares no keys refuses MACs.
+        let plain = OperatorAuth::signed_by(vec![router.public_key()], None, 4000, &node.public_key(), 100);
+        assert!(matches!(
+            plain.check_dispatch(
+                "POST",
+                "/api/jobs",
+                (Some(&mac(&key, &router, "c")), Some("c")),
+                body,
+                NOW
+            ),
+            Err(AuthError::NotAllowed(_))
+        ));
     }
 }

@@ -4,6 +4,9 @@
 //! body's hash included) with a `client` tag naming the client it dispatches for, and sends the
 //! same value in `X-Infernet-Client`; the node then charges its rate limit to that client and
 //! files the job under it, so the client, through the router, reads back only its own jobs.
+//! A router that knows this node's key (from `/info`'s `key`) authenticates a dispatch with a
+//! MAC under the key the two share instead (see [`infernet_identity::dispatch`]): the same
+//! checks, without a signature to verify per job.
 //!
 //! The stated client is an IP address: the client's own for anonymous clients, and for clients
 //! the router knows by key an address the router derives from the key (in `fd00::/8`), so the
@@ -56,17 +59,16 @@ where
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let stated = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let (_, signed) = routers
-        .check_tagged(
+        .check_dispatch(
             method.as_str(),
             path,
-            authorization,
+            (authorization, stated),
             &bytes,
             infernet_identity::unix_now(),
-            "client",
         )
         .map_err(|e| ApiError::Unauthorized(format!("router dispatch refused: {e}")))?;
-    let stated = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok());
     let client = match (signed.as_deref(), stated) {
         (Some(signed), Some(stated)) if signed == stated => signed
             .parse::<IpAddr>()

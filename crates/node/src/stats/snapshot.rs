@@ -156,6 +156,8 @@ impl Snapshot {
             "system": self.system,
             "version": env!("CARGO_PKG_VERSION"),
             "node": self.provider["node"],
+            // Routers may authenticate dispatches with a MAC (infernet_identity::dispatch, v1).
+            "dispatch_mac": 1,
             "operators": self.provider["operators"],
             "pricing": self.provider["pricing"],
             "availability": self.provider["availability"],

@@ -5,7 +5,11 @@
 use std::{net::IpAddr, time::Duration};
 
 use axum::body::Bytes;
-use infernet_identity::{Identity, nip98};
+use infernet_identity::{
+    Identity,
+    dispatch::{self, DispatchKey},
+    nip98,
+};
 
 use infernet_service::client_ip::CLIENT_HEADER;
 /// Most bytes of a node's answer read when it is not a stream (ids, errors, results).
@@ -79,6 +83,9 @@ pub struct Call<'a> {
     pub base: String,
     /// The node's link, when it is linked to this replica: the request goes over it.
     pub link: Option<std::sync::Arc<crate::link::Link>>,
+    /// The key shared with the node and the router's key, when the node checks MACs: the
+    /// request carries one instead of a NIP-98 signature.
+    pub shared: Option<(std::sync::Arc<DispatchKey>, infernet_identity::PublicKey)>,
     /// The stated client.
     pub client: IpAddr,
     /// Deadline of the whole exchange (until the answer's head for streams).
@@ -95,13 +102,23 @@ impl Call<'_> {
     ) -> Result<reqwest::Response, NodeError> {
         let url = format!("{}{path}", self.base);
         let client = self.client.to_string();
-        let authorization = nip98::tagged_authorization(
-            self.identity,
-            method.as_str(),
-            &url,
-            body.as_deref(),
-            &[["client", &client]],
-        );
+        let authorization = match &self.shared {
+            Some((key, router)) => dispatch::authorization(
+                key,
+                router,
+                method.as_str(),
+                &url,
+                &client,
+                body.as_deref().unwrap_or_default(),
+            ),
+            None => nip98::tagged_authorization(
+                self.identity,
+                method.as_str(),
+                &url,
+                body.as_deref(),
+                &[["client", &client]],
+            ),
+        };
         match &self.link {
             Some(link) => {
                 return link

@@ -18,6 +18,7 @@ pub mod callback;
 pub mod client;
 pub mod dispatch;
 mod jobs;
+pub mod keys;
 mod lease;
 pub mod pipeline;
 mod stream;
@@ -179,6 +180,8 @@ pub struct Gateway {
     samples: Arc<crate::ledger::samples::Samples>,
     /// Nodes linked to this replica: dispatched to over their link.
     links: Arc<crate::link::Links>,
+    /// Keys shared with nodes, for dispatches with a MAC instead of a signature.
+    dispatch_keys: Arc<keys::DispatchKeys>,
 }
 
 impl Gateway {
@@ -229,7 +232,6 @@ impl Gateway {
                 .pool_max_idle_per_host(64)
                 .connect_timeout(settings.dispatch_timeout)
                 .build()?,
-            identity,
             records: RwLock::new(records),
             verifier: Verifier::new(60, 100_000),
             bases,
@@ -243,6 +245,8 @@ impl Gateway {
                 .timeout(Duration::from_secs(10))
                 .build()?,
             links: Arc::new(crate::link::Links::new(settings.link.clone())),
+            dispatch_keys: Arc::new(keys::DispatchKeys::new(identity.clone())),
+            identity,
             settings,
         };
         Ok((gateway, writer))
@@ -251,6 +255,11 @@ impl Gateway {
     /// The router's database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The keys shared with nodes (the prober learns nodes' keys into it).
+    pub fn dispatch_keys(&self) -> Arc<keys::DispatchKeys> {
+        self.dispatch_keys.clone()
     }
 
     /// The counters of nodes' public records.
@@ -319,6 +328,10 @@ impl Gateway {
                         Err(_) => format!("http://{node}"),
                     }
                 }
+            },
+            shared: match link {
+                Some(_) => None,
+                None => self.dispatch_keys.get(node).map(|k| (k, self.dispatch_keys.router())),
             },
             link,
             client,
