@@ -31,7 +31,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use infernet_identity::{nip98::Verifier, npub};
+use infernet_identity::{PublicKey, nip98::Verifier, npub, parse_public_key};
 use infernet_service::web::{self, App, SessionLimits, Sessions};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -123,6 +123,14 @@ impl Ui {
             price_unit: price_unit.to_string(),
         };
         (ui, samples)
+    }
+
+    /// The operator key of the request's session, checked as every data call of the app is (the
+    /// CSRF token for a change): other APIs take it beside a NIP-98 signature.
+    pub fn session_key(&self, method: &Method, headers: &HeaderMap) -> Result<PublicKey, web::SessionError> {
+        let session = self.sessions.check(method, headers)?;
+        // Sessions hold the key they were opened for, as npub: it parses.
+        parse_public_key(&session.signer).map_err(|_| web::SessionError::NoSession)
     }
 
     /// Takes note of a node's signed heartbeat (its content, the node at `url`): the fleet page

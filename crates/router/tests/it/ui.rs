@@ -42,7 +42,7 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
 
 /// Signs in at `url` (a session endpoint) as `who`: the cookie's token, the CSRF token and the
 /// whole `Set-Cookie` header.
-async fn sign_in(url: &str, who: &Identity) -> (String, String, String) {
+pub(crate) async fn sign_in(url: &str, who: &Identity) -> (String, String, String) {
     let r = client()
         .post(url)
         .header("authorization", nip98::authorization(who, "POST", url, None))
