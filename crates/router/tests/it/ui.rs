@@ -13,6 +13,8 @@ use super::{NodeProc, client, eventually, router, service, settings};
 async fn fleet(operator: &Identity) -> (String, NodeProc, NodeProc, u16) {
     let mut open = settings(&[]);
     open.registration_token = None;
+    // The nodes are on 127.0.0.1: "add a node" may fetch from there.
+    open.ui.private_addresses = true;
     let url = router(open).await;
     let fast = service(Duration::ZERO).await;
     let node = || {
@@ -567,6 +569,39 @@ async fn the_fleet_app_works_in_chromium() {
         text(&run.stdout),
         text(&run.stderr)
     );
+}
+
+#[tokio::test]
+async fn add_a_node_refuses_the_routers_own_networks_unless_allowed() {
+    // The default: --fleet-private-addresses off.
+    let url = router(settings(&[])).await;
+    let operator = Identity::generate();
+    let (cookie, csrf, _) = sign_in(&format!("{url}/api/v1/session"), &operator).await;
+    // A node really listens there: refused before any request is made to it.
+    let fast = service(Duration::ZERO).await;
+    for address in [
+        format!("127.0.0.1:{fast}"),
+        format!("http://localhost:{fast}"),
+        "[::1]:4000".into(),
+        "0.0.0.0:4000".into(),
+        "192.168.1.20:4000".into(),
+        "169.254.169.254:80".into(),
+    ] {
+        let (status, body) = json_of(
+            with_session(client().post(format!("{url}/api/v1/fleet/nodes")), &cookie, Some(&csrf))
+                .json(&json!({ "address": address }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{address}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("address: ") && error.contains("--fleet-private-addresses"),
+            "{address}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
