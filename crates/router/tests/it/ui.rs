@@ -9,19 +9,29 @@ use serde_json::{Value, json};
 
 use super::{NodeProc, client, eventually, router, service, settings};
 
-/// A router open to signed heartbeats, and two nodes of `operator` beating to it.
+/// A router open to signed heartbeats, and two nodes of `operator` beating to it that take its
+/// gateway's jobs.
 async fn fleet(operator: &Identity) -> (String, NodeProc, NodeProc, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let router_key = Identity::generate();
+    let key_file = tempfile::tempdir().unwrap().keep().join("router.nsec");
+    std::fs::write(&key_file, router_key.nsec()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut open = settings(&[]);
     open.registration_token = None;
+    open.gateway.key_file = key_file;
     // The nodes are on 127.0.0.1: "add a node" may fetch from there.
     open.ui.private_addresses = true;
+    // Nodes' records (what the chooser left out) reach the database quickly.
+    open.gateway.samples_flush = Duration::from_millis(200);
     let url = router(open).await;
     let fast = service(Duration::ZERO).await;
     let node = || {
         NodeProc::start_with(
             json!([{"id": "x", "port": fast}]),
             json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.2},
-                   "operator": {"pubkeys": [operator.public_key().to_hex()]}}),
+                   "operator": {"pubkeys": [operator.public_key().to_hex()]},
+                   "network": {"routers": [router_key.npub()]}}),
         )
     };
     let (a, b) = (node(), node());
