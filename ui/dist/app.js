@@ -377,7 +377,9 @@
     return box;
   }
 
-  function form(fields, submit, label) {
+  // A form whose submit signs a request: it shows each node's answer; `locate(path)` finds the
+  // input a problem of a node's 400 names, to mark it there.
+  function form(fields, submit, label, locate = () => null) {
     const f = h('form', { class: 'form' }, fields, h('button', { type: 'submit', class: 'primary' }, label));
     f.addEventListener('submit', async (e) => {
       e.preventDefault();
@@ -390,6 +392,10 @@
         out.className = `answer ${answers.every((a) => a.answer.status < 300) ? 'good' : 'bad'}`;
         out.replaceChildren(...answers.map((a) => h('span', { class: 'line' },
           `${a.node ? `${a.node}: the node` : 'The node'} answered ${a.answer.status}: ${JSON.stringify(a.answer.body)}`)));
+        for (const p of answers.flatMap((a) => (a.answer.body && a.answer.body.problems) || [])) {
+          const input = locate(p.path);
+          if (input) F.mark(h, f, input, p.message);
+        }
       } catch (err) {
         out.className = 'answer bad';
         out.textContent = err.message;
@@ -454,7 +460,7 @@
         else delete cur.availability;
         cur.limits = lim;
         return admin(node, 'PUT', '/admin/settings', cur);
-      }, 'Save availability and limits');
+      }, 'Save availability and limits', (path) => schedule.input(path) || limits.input(path));
       f.id = 'schedule-form';
       other.replaceChildren(f);
     }

@@ -27,8 +27,11 @@
     const id = `${input.id || input.name}-error`;
     input.setAttribute('aria-invalid', 'true');
     input.setAttribute('aria-describedby', id);
-    const place = input.closest('label') || input;
-    place.after(h('span', { class: 'field-error bad', id, role: 'alert' }, message));
+    // Inside the field's label (under the input), so the message stays with its field in a row.
+    const note = h('span', { class: 'field-error bad', id, role: 'alert' }, message);
+    const label = input.closest('label');
+    if (label) label.append(note);
+    else input.after(note);
   }
 
   // The weekly schedule editor. `value`: the node's `availability` (null: always available).
@@ -98,7 +101,18 @@
       });
       return { timezone: zone, weekly, exceptions: excepted, chain_outside: chain.checked };
     }
-    return { el, read };
+    // The input a node's problem path names (`availability.weekly[0].to`), for its 400.
+    function input(path) {
+      const w = /^availability\.weekly\[(\d+)\]\.?(\w*)/.exec(path);
+      if (w) {
+        const row = rows.querySelectorAll('.window')[Number(w[1])];
+        return row && (row.querySelector(`[name$="-${w[2]}"]`) || row.querySelector('input'));
+      }
+      const x = /^availability\.exceptions\[(\d+)\]/.exec(path);
+      if (x) return exceptions.querySelectorAll('.exception')[Number(x[1])]?.querySelector('input') || null;
+      return path === 'availability.timezone' ? tz : null;
+    }
+    return { el, read, input };
   }
 
   // Resource limits per container: `containers` ids, `value` the node's `limits`.
@@ -140,7 +154,13 @@
       }
       return out;
     }
-    return { el, read };
+    // The input of `limits.<container>.<field>`, for a node's 400.
+    function input(path) {
+      const m = /^limits\.(.+)\.(\w+)$/.exec(path);
+      const row = m && [...el.querySelectorAll('fieldset.limits')].find((r) => r.dataset.container === m[1]);
+      return (row && row.querySelector(`[name="${m[2]}"]`)) || null;
+    }
+    return { el, read, input };
   }
 
   // Words for a settings field's name: `after_s` → "after (s)", `node_eth` → "node (ETH)".

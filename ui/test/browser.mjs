@@ -164,7 +164,16 @@ try {
     const to = [...document.querySelectorAll('#availability-windows input')].find((i) => i.value === '25:00');
     return to && to.getAttribute('aria-invalid') === 'true' && /HH:MM/.test(document.getElementById(to.getAttribute('aria-describedby'))?.textContent || '');
   }, null, { timeout: TIMEOUT });
+  // A time zone the node does not know: the node's 400 is marked beside the field.
   await win.getByLabel('To (HH:MM, 24:00 = end of day)').fill('24:00');
+  await page.getByLabel('Time zone (IANA name, e.g. Europe/Berlin)').fill('Mars/Olympus');
+  await page.locator('#schedule-form button[type=submit]').click();
+  await page.waitForFunction(() => {
+    const tz = document.querySelector('#availability-timezone');
+    return /answered 400/.test(document.querySelector('#schedule-form .answer')?.textContent || '') && tz.getAttribute('aria-invalid') === 'true'
+      && /Mars\/Olympus|time zone/i.test(document.getElementById(tz.getAttribute('aria-describedby'))?.textContent || '');
+  }, null, { timeout: TIMEOUT });
+  await page.getByLabel('Time zone (IANA name, e.g. Europe/Berlin)').fill('Europe/Berlin');
   await page.locator('#schedule-form button[type=submit]').click();
   await page.waitForFunction(() => /answered 200/.test(document.querySelector('#schedule-form .answer')?.textContent || ''), null, { timeout: TIMEOUT });
   if (await page.locator('#schedule-form .field-error').count()) throw new Error('a field is still marked after a good save');
@@ -247,6 +256,11 @@ try {
     current = `phone width: ${name}`;
     await phone.goto(`${ROUTER}/${hash}`);
     await phone.locator(sel).first().waitFor({ timeout: TIMEOUT });
+    if (name === 'settings') {
+      // The schedule and limits editors appear once the node's settings are loaded.
+      await phone.getByRole('button', { name: 'Load settings' }).click();
+      await phone.locator('#schedule-form').waitFor({ timeout: TIMEOUT });
+    }
     const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 390) {
       const culprits = await phone.evaluate(() => [...document.querySelectorAll('*')]
@@ -281,21 +295,32 @@ try {
     if (!await page.locator(id).count()) throw new Error(`no field ${id}`);
   }
   await page.locator('#alert-rules-success-rate-threshold').fill('2');
+  await page.getByLabel(/^Webhooks, one per line/).fill('gopher://x');
+  await page.getByRole('button', { name: 'Add a silence' }).click();
+  const silence = page.locator('#alert-silences .silence').first();
+  await silence.getByLabel('Rule').selectOption('disk');
+  await silence.getByLabel(/^Until/).fill('tomorrow');
   await page.getByRole('button', { name: 'Save alert settings' }).click();
   await page.waitForFunction(() => {
-    const input = document.querySelector('#alert-rules-success-rate-threshold');
-    const said = document.getElementById(input.getAttribute('aria-describedby') || '-');
-    return input.getAttribute('aria-invalid') === 'true' && /0 to 1/.test(said?.textContent || '')
+    const said = (input) => input.getAttribute('aria-invalid') === 'true' && (document.getElementById(input.getAttribute('aria-describedby') || '-')?.textContent || '');
+    return /0 to 1/.test(said(document.querySelector('#alert-rules-success-rate-threshold')))
+      && /http/.test(said(document.querySelector('#alert-webhooks')))
+      && /RFC 3339/.test(said(document.querySelector('#alert-silences [name=until]')))
       && /answered 400: rules\.success_rate\.threshold/.test(document.querySelector('#alert-settings-answer').textContent);
   }, null, { timeout: TIMEOUT });
   await shoot(page, 'alert-settings-desktop');
 
   step('alert settings saved: a memory threshold every node is over fires, counted in the nav');
   await page.locator('#alert-rules-success-rate-threshold').fill('0.9');
+  await page.getByLabel(/^Webhooks, one per line/).fill('');
+  await silence.getByLabel(/^Until/).fill('2099-01-01T00:00:00Z');
   await page.locator('#alert-rules-offline-after-s').fill('1');
   await page.locator('#alert-rules-memory-percent').fill('0.01');
   await page.getByRole('button', { name: 'Save alert settings' }).click();
   await page.waitForFunction(() => /answered 200/.test(document.querySelector('#alert-settings-answer').textContent), null, { timeout: TIMEOUT });
+  if (await page.locator('#alert-settings .field-error').count()) throw new Error('a field is still marked after a good save');
+  const stored = await page.evaluate(() => fetch('/api/v1/alerts/settings').then((r) => r.json()));
+  if (stored.silences[0]?.rule !== 'disk' || stored.rules.memory.percent !== 0.01 || stored.webhooks.length) throw new Error(`stored settings: ${JSON.stringify(stored)}`);
   const firingMemory = (n) => {
     const count = Number(document.querySelector('#alert-count')?.textContent || 0);
     const listed = [...document.querySelectorAll('#alert-list li')].filter((li) => /^memory on /.test(li.textContent)).length;
