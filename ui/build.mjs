@@ -15,6 +15,7 @@ const CHECK = process.argv.includes('--check');
 
 const files = {
   'app.js': join(ROOT, 'src/app.js'),
+  'forms.js': join(ROOT, 'src/forms.js'),
   'app.css': join(ROOT, 'src/app.css'),
   'sw.js': join(ROOT, 'src/sw.js'),
   'icon.svg': join(ROOT, 'src/icon.svg'),

@@ -10,6 +10,7 @@
   const SESSION = body.dataset.session;
   const API = MODE === 'fleet' ? '/api/v1/fleet' : BASE + 'api';
   const $ = (sel, root = document) => root.querySelector(sel);
+  const F = window.InfernetForms;
   const page = $('#page');
   const statusLine = $('#status');
   let csrf = null;
@@ -150,6 +151,8 @@
     $('#signout').hidden = true;
     page.replaceChildren();
     $('#alerts').replaceChildren();
+    firing = [];
+    if ($('#alert-count')) $('#alert-count').textContent = '';
     say(message || `Sign in with your Nostr extension (NIP-07) to see your ${MODE === 'fleet' ? 'fleet' : 'node'}.`);
   }
   async function signIn() {
@@ -179,12 +182,12 @@
   async function fleet() {
     const nodes = MODE === 'fleet' ? (await api(API)).nodes : [(await api(`${API}/status`)).node];
     fleetCache = nodes;
-    showAlerts(nodes);
+    if (MODE !== 'fleet') showAlerts(nodes);
     return nodes;
   }
 
-  // The alerts region at the top of every page: for now what the nodes' state says is wrong (the
-  // alerts work adds its rules here).
+  // The alerts region at the top of a node's own dashboard: what the node's state says is wrong
+  // (the router's alert rules are the fleet's: `refreshAlerts`).
   function showAlerts(nodes) {
     const items = nodes.flatMap((n) => (n.problems || []).map((p) => h('li', {}, h('a', { href: `#/node/${encodeURIComponent(n.key)}` }, label(n)), `: ${p}`)));
     $('#alerts').replaceChildren(...(items.length ? [h('h2', { class: 'sr' }, 'Alerts'), h('ul', {}, items)] : []));
@@ -325,6 +328,7 @@
       h('h3', {}, 'Prices'),
       h('ul', { id: 'prices' }, prices.length ? prices : h('li', {}, 'free (no prices set)')),
       node.chain ? h('p', {}, `Chain: ${node.chain.enabled ? JSON.stringify(node.chain.state || 'enabled') : 'off'}`) : null,
+      MODE === 'fleet' ? await record(key) : null,
     );
     const t = hist.points.map((p) => p.t);
     for (const [name, title, unit] of SERIES) {
@@ -332,21 +336,70 @@
     }
   };
 
-  function form(fields, submit, label) {
+  // Why the chooser left a node out, in words (the filters of `GET /api/v1/nodes/{node}`).
+  const WHY = {
+    price: 'its price was above what the client would pay',
+    hours: 'it was outside its hours',
+    hardware: 'it lacks the hardware the job asked for',
+    health: 'it was not answering or not healthy',
+    load: 'it was too busy',
+  };
+
+  // The node's public record as this router measured it, in plain words.
+  async function record(key) {
+    const box = h('section', { id: 'record' }, h('h3', {}, 'Public record (what clients see)'));
+    let r;
+    try {
+      r = await api(`/api/v1/nodes/${encodeURIComponent(key)}`);
+    } catch (e) {
+      box.append(h('p', { class: 'meta' }, `No record yet: ${e.message}`));
+      return box;
+    }
+    const share = (x) => (x == null ? 'no jobs yet' : pct(100 * x));
+    const up = (x) => (x == null ? 'not measured yet' : pct(100 * x));
+    const ran = r.jobs.succeeded + r.jobs.failed;
+    const left = Object.entries(r.excluded_24h).filter(([, n]) => n > 0);
+    const table = (id, caption, heads, rows) => h('table', { class: 'grid', id }, h('caption', {}, caption),
+      h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: heads.length }, 'Nothing yet.'))));
+    box.append(
+      h('p', { id: 'record-success' }, ran ? `${share(r.success_rate.all_time)} of its ${ran} jobs through this router succeeded; over the last 30 days: ${share(r.success_rate['30d'])}.`
+        : 'No job ran on it through this router yet.'),
+      h('p', { id: 'record-uptime' }, `Up (the router's probes answered): ${up(r.uptime['24h'])} over 24 h, ${up(r.uptime['7d'])} over 7 days, ${up(r.uptime['30d'])} over 30 days.`),
+      h('h4', {}, 'Why it was passed over in the last 24 h'),
+      left.length ? h('ul', { id: 'passed-over' }, left.map(([k, n]) => h('li', {}, `${n} job${n === 1 ? '' : 's'} went elsewhere because ${WHY[k] || k}.`)))
+        : h('p', { id: 'passed-over' }, 'Never: no job went elsewhere because of this node.'),
+      table('record-latency', 'Latency per container (30 days)', ['Containers', 'Jobs', 'Mean'], r.latency_ms.map((l) => h('tr', {},
+        h('td', {}, l.containers.join(' → ')), h('td', { 'data-label': 'Jobs' }, String(l.jobs)),
+        h('td', { 'data-label': 'Mean' }, l.mean_ms == null ? '–' : `${Math.round(l.mean_ms)} ms`)))),
+      table('record-days', 'Jobs per day (UTC)', ['Day', 'Jobs', 'Succeeded'], r.jobs_per_day.slice().reverse().map((d) => h('tr', {},
+        h('td', {}, d.day), h('td', { 'data-label': 'Jobs' }, String(d.jobs)), h('td', { 'data-label': 'Succeeded' }, String(d.succeeded))))));
+    return box;
+  }
+
+  // A form whose submit signs a request: it shows each node's answer; `locate(path)` finds the
+  // input a problem of a node's 400 names, to mark it there.
+  function form(fields, submit, label, locate = () => null) {
     const f = h('form', { class: 'form' }, fields, h('button', { type: 'submit', class: 'primary' }, label));
     f.addEventListener('submit', async (e) => {
       e.preventDefault();
       const out = f.querySelector('.answer') || f.appendChild(h('output', { class: 'answer', 'aria-live': 'polite' }));
       out.textContent = 'Asking your extension to sign…';
+      F.mark(h, f, null);
       try {
         const result = await submit(new FormData(f));
         const answers = Array.isArray(result) ? result : [{ answer: result }];
         out.className = `answer ${answers.every((a) => a.answer.status < 300) ? 'good' : 'bad'}`;
         out.replaceChildren(...answers.map((a) => h('span', { class: 'line' },
           `${a.node ? `${a.node}: the node` : 'The node'} answered ${a.answer.status}: ${JSON.stringify(a.answer.body)}`)));
+        for (const p of answers.flatMap((a) => (a.answer.body && a.answer.body.problems) || [])) {
+          const input = locate(p.path);
+          if (input) F.mark(h, f, input, p.message);
+        }
       } catch (err) {
         out.className = 'answer bad';
         out.textContent = err.message;
+        if (err.field instanceof Element) F.mark(h, f, err.field, err.message);
       }
     });
     return f;
@@ -369,8 +422,7 @@
         const a = await admin(node, 'GET', '/admin/settings');
         current.textContent = JSON.stringify(a.body, null, 2);
         if (a.status === 200 && a.body) {
-          if (a.body.availability) $('#availability').value = JSON.stringify(a.body.availability, null, 2);
-          if (a.body.limits) $('#limits').value = JSON.stringify(a.body.limits, null, 2);
+          editSchedule(a.body);
           const p = (a.body.pricing || {})[$('#price-container').value];
           if (p) {
             $('#price-per-job').value = p.per_job ?? '';
@@ -394,18 +446,24 @@
       return admin(node, 'PUT', '/admin/settings', cur);
     }, 'Set price');
     price.id = 'price-form';
-    const json = (name, label, id) => h('label', {}, h('span', {}, label), h('textarea', { name, id, rows: 4, spellcheck: 'false' }));
-    const other = form([
-      json('availability', 'Availability (JSON: timezone, weekly windows, exceptions; empty for always)', 'availability'),
-      json('limits', 'Limits per container (JSON: cpus, memory_mb, gpus, max_jobs)', 'limits'),
-    ], async (d) => {
-      const cur = (await admin(node, 'GET', '/admin/settings')).body || {};
-      const a = d.get('availability').trim();
-      const l = d.get('limits').trim();
-      if (a) cur.availability = JSON.parse(a);
-      if (l) cur.limits = JSON.parse(l);
-      return admin(node, 'PUT', '/admin/settings', cur);
-    }, 'Save availability and limits');
+    // Availability and limits are edited from what the node holds: the editors appear once its
+    // settings are loaded (a save replaces both).
+    const other = h('div', { id: 'schedule-place' }, h('p', { class: 'meta' }, 'Load the node’s settings (signed) to edit its availability and resource limits.'));
+    function editSchedule(current) {
+      const schedule = F.availability(h, current.availability || null);
+      const limits = F.limits(h, containers, current.limits || {});
+      const f = form([schedule.el, limits.el], async () => {
+        const availability = schedule.read();
+        const lim = limits.read();
+        const cur = (await admin(node, 'GET', '/admin/settings')).body || {};
+        if (availability) cur.availability = availability;
+        else delete cur.availability;
+        cur.limits = lim;
+        return admin(node, 'PUT', '/admin/settings', cur);
+      }, 'Save availability and limits', (path) => schedule.input(path) || limits.input(path));
+      f.id = 'schedule-form';
+      other.replaceChildren(f);
+    }
     const add = form([
       field('id', 'Container id', { required: true, id: 'container-id', autocomplete: 'off' }),
       field('image', 'Image (for nodes that run Docker)', { id: 'container-image', autocomplete: 'off' }),
@@ -491,11 +549,88 @@
     })));
   };
 
+  // ---- alerts: the router's rules over the operator's nodes (fleet); a node's own state (node) --
+  const ALERTS = '/api/v1/alerts';
+  let firing = [];
+  const rule = (r) => r.replace(/_/g, ' ');
+  const when = (t) => (t ? new Date(t).toLocaleString() : '–');
+
+  // The firing alerts: counted beside "Alerts" in the nav and listed at the top of every page.
+  async function refreshAlerts() {
+    if (MODE !== 'fleet' || !signer) return;
+    firing = (await api(`${ALERTS}?status=firing&limit=100`)).alerts;
+    const link = $('#nav a[data-page="alerts"]');
+    const badge = $('#alert-count') || link.appendChild(h('span', { class: 'count', id: 'alert-count' }));
+    badge.textContent = firing.length ? `${firing.length}${firing.length === 100 ? '+' : ''}` : '';
+    badge.title = `${firing.length} firing`;
+    const top = firing.slice(0, 5).map((a) => h('li', {}, h('strong', {}, rule(a.rule)), ' on ',
+      h('a', { href: `#/node/${encodeURIComponent(a.node)}` }, a.node), `: ${a.summary}`));
+    $('#alerts').replaceChildren(...(firing.length ? [
+      h('h2', { class: 'alerts-title' }, h('a', { href: '#/alerts' }, `${firing.length} alert${firing.length === 1 ? '' : 's'} firing`)),
+      h('ul', { id: 'firing-top' }, top), firing.length > top.length ? h('p', {}, h('a', { href: '#/alerts' }, `and ${firing.length - top.length} more`)) : null,
+    ].filter(Boolean) : []));
+  }
+
+  // The firing alerts (acknowledge each) and the history of resolved ones, into `box`.
+  async function drawAlertLists(box) {
+    const resolved = (await api(`${ALERTS}?status=resolved&limit=50`)).alerts;
+    const item = (a) => h('li', { class: 'alert', 'data-alert': a.id },
+      h('strong', {}, rule(a.rule)), ' on ', h('a', { href: `#/node/${encodeURIComponent(a.node)}` }, a.node), `: ${a.summary}`,
+      h('span', { class: 'meta' }, ` · since ${when(a.started_at)}${a.resolved_at ? ` · resolved ${when(a.resolved_at)}` : ''}${a.silenced ? ' · silenced' : ''}`),
+      a.status !== 'firing' ? null : a.acked_at ? h('span', { class: 'meta acked' }, ` · acknowledged ${when(a.acked_at)}`)
+        : h('button', { type: 'button', class: 'small ack', 'aria-label': `Acknowledge ${rule(a.rule)} on ${a.node}`, onclick: async (e) => {
+          try {
+            const acked = await api(`${ALERTS}/${encodeURIComponent(a.id)}/ack`, { method: 'POST' });
+            e.target.replaceWith(h('span', { class: 'meta acked' }, ` · acknowledged ${when(acked.acked_at)}`));
+          } catch (err) { e.target.replaceWith(h('span', { class: 'bad' }, ` ${err.message}`)); }
+        } }, 'Acknowledge'));
+    box.replaceChildren(
+      h('section', {}, h('h3', {}, `Firing (${firing.length})`),
+        firing.length ? h('ul', { id: 'alert-list', class: 'alert-list' }, firing.map(item)) : h('p', { id: 'no-alerts' }, 'No alert is firing.')),
+      h('section', {}, h('h3', {}, 'Resolved'),
+        resolved.length ? h('ul', { id: 'alert-history', class: 'alert-list' }, resolved.map(item)) : h('p', { class: 'meta', id: 'no-history' }, 'Nothing resolved yet.')));
+  }
+
+  // The operator's alert settings; a save shows the router's answer, a bad field beside it.
+  function alertSettingsForm(settings) {
+    const editor = F.alertSettings(h, settings, Object.keys(settings.rules || {}));
+    const out = h('output', { class: 'answer', 'aria-live': 'polite', id: 'alert-settings-answer' });
+    const f = h('form', { class: 'form wide', id: 'alert-settings' }, editor.el, h('button', { type: 'submit', class: 'primary' }, 'Save alert settings'), out);
+    f.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      F.mark(h, f, null);
+      out.className = 'answer';
+      out.textContent = 'Saving…';
+      try {
+        await api(`${ALERTS}/settings`, { method: 'PUT', json: editor.read() });
+        out.className = 'answer good';
+        out.textContent = 'Saved: the router answered 200.';
+      } catch (err) {
+        out.className = 'answer bad';
+        if (err.field instanceof Element) F.mark(h, f, err.field, err.message);
+        for (const p of (err.data && err.data.problems) || []) {
+          const input = editor.input(p.field);
+          if (input) F.mark(h, f, input, p.message);
+        }
+        out.textContent = err.status ? `The router answered ${err.status}: ${err.message}` : err.message;
+      }
+    });
+    return f;
+  }
+
   pages.alerts = async () => {
-    const nodes = await fleet();
-    const problems = nodes.flatMap((n) => (n.problems || []).map((p) => h('li', {}, `${label(n)}: ${p}`)));
-    say('Alerts appear here and at the top of every page.');
-    page.replaceChildren(h('h2', {}, 'Alerts'), problems.length ? h('ul', { id: 'alert-list' }, problems) : h('p', { id: 'no-alerts' }, 'No alerts.'));
+    if (MODE !== 'fleet') {
+      const nodes = await fleet();
+      const problems = nodes.flatMap((n) => (n.problems || []).map((p) => h('li', {}, `${label(n)}: ${p}`)));
+      say('Alerts appear here and at the top of every page.');
+      page.replaceChildren(h('h2', {}, 'Alerts'), problems.length ? h('ul', { id: 'alert-list' }, problems) : h('p', { id: 'no-alerts' }, 'No alerts.'));
+      return;
+    }
+    const [settings] = await Promise.all([api(`${ALERTS}/settings`), refreshAlerts()]);
+    const lists = h('div', { id: 'alert-lists' });
+    await drawAlertLists(lists);
+    say('Alerts of your nodes, as the router’s rules see them; they are sent where your settings say.');
+    page.replaceChildren(h('h2', {}, 'Alerts'), lists, h('section', {}, h('h3', {}, 'Your alert settings'), alertSettingsForm(settings)));
   };
 
   async function route() {
@@ -507,6 +642,7 @@
     const which = known ? name : MODE === 'fleet' ? 'fleet' : 'node';
     for (const a of document.querySelectorAll('#nav a')) a.setAttribute('aria-current', a.dataset.page === which ? 'page' : 'false');
     try {
+      if (which !== 'alerts') refreshAlerts().catch(() => {});
       await pages[which](rest.length ? decodeURIComponent(rest.join('/')) : undefined);
       body.dataset.page = which;
     } catch (e) {
@@ -515,10 +651,15 @@
   }
 
   // Pages that only show data are redrawn every 15 s while the app is in view; pages with forms
-  // are left alone (a redraw would lose what is being typed).
-  const LIVE = ['fleet', 'node', 'earnings', 'alerts'];
+  // are left alone (a redraw would lose what is being typed), but the alerts' lists and count are
+  // kept current.
+  const LIVE = ['fleet', 'node', 'earnings'];
   setInterval(() => {
-    if (signer && document.visibilityState === 'visible' && LIVE.includes(body.dataset.page)) route();
+    if (!signer || document.visibilityState !== 'visible') return;
+    if (LIVE.includes(body.dataset.page)) route();
+    else if (MODE === 'fleet') {
+      refreshAlerts().then(() => body.dataset.page === 'alerts' && $('#alert-lists') && drawAlertLists($('#alert-lists'))).catch(() => {});
+    }
   }, 15_000);
 
   $('#signin').addEventListener('click', signIn);

@@ -76,7 +76,8 @@ try {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // Refused requests (401 while signed out, the network while offline) are expected; anything
   // else the console reports as an error is a problem.
-  const expected = /status of 401|ERR_INTERNET_DISCONNECTED/;
+  // 400s are the bad fields the test enters on purpose.
+  const expected = /status of 40[01]|ERR_INTERNET_DISCONNECTED/;
   page.on('response', async (r) => { if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}: ${await r.text().catch(() => '')}`); });
   page.on('console', (m) => { if (m.type() === 'error' && !expected.test(m.text())) problems.push(`console: ${m.text()}`); });
 
@@ -142,6 +143,52 @@ try {
   await page.getByRole('button', { name: 'Load settings' }).click();
   await page.waitForFunction(() => document.querySelector('#price-per-job').value === '0.25' && /"per_job": 0.25/.test(document.querySelector('#current-settings').textContent), null, { timeout: TIMEOUT });
 
+  step('availability and limits as forms: a bad time is named beside its field, a good week saved');
+  await page.locator('#schedule-form').waitFor({ timeout: TIMEOUT });
+  await page.getByLabel('Always available (no schedule)').uncheck();
+  await page.getByLabel('Time zone (IANA name, e.g. Europe/Berlin)').fill('Europe/Berlin');
+  const win = page.locator('#availability-windows .window').first();
+  for (const d of ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun']) await win.getByLabel(d, { exact: true }).check();
+  await win.getByLabel('From (HH:MM)').fill('00:00');
+  await win.getByLabel('To (HH:MM, 24:00 = end of day)').fill('25:00');
+  await page.getByRole('button', { name: 'Add an exception' }).click();
+  const exception = page.locator('#availability-exceptions .exception').first();
+  await exception.getByLabel('Date').fill('2099-12-25');
+  await exception.getByLabel('That day').selectOption('false');
+  await page.getByLabel('Serve chain subscriptions outside these hours too (chain_outside)').uncheck();
+  const limitsOfX = page.locator('#limits-editor fieldset[data-container="x"]');
+  await limitsOfX.getByLabel('CPUs').fill('1.5');
+  await limitsOfX.getByLabel('Jobs at once').fill('4');
+  await page.locator('#schedule-form button[type=submit]').click();
+  await page.waitForFunction(() => {
+    const to = [...document.querySelectorAll('#availability-windows input')].find((i) => i.value === '25:00');
+    return to && to.getAttribute('aria-invalid') === 'true' && /HH:MM/.test(document.getElementById(to.getAttribute('aria-describedby'))?.textContent || '');
+  }, null, { timeout: TIMEOUT });
+  // A time zone the node does not know: the node's 400 is marked beside the field.
+  await win.getByLabel('To (HH:MM, 24:00 = end of day)').fill('24:00');
+  await page.getByLabel('Time zone (IANA name, e.g. Europe/Berlin)').fill('Mars/Olympus');
+  await page.locator('#schedule-form button[type=submit]').click();
+  await page.waitForFunction(() => {
+    const tz = document.querySelector('#availability-timezone');
+    return /answered 400/.test(document.querySelector('#schedule-form .answer')?.textContent || '') && tz.getAttribute('aria-invalid') === 'true'
+      && /Mars\/Olympus|time zone/i.test(document.getElementById(tz.getAttribute('aria-describedby'))?.textContent || '');
+  }, null, { timeout: TIMEOUT });
+  await page.getByLabel('Time zone (IANA name, e.g. Europe/Berlin)').fill('Europe/Berlin');
+  await page.locator('#schedule-form button[type=submit]').click();
+  await page.waitForFunction(() => /answered 200/.test(document.querySelector('#schedule-form .answer')?.textContent || ''), null, { timeout: TIMEOUT });
+  if (await page.locator('#schedule-form .field-error').count()) throw new Error('a field is still marked after a good save');
+  await page.getByRole('button', { name: 'Load settings' }).click();
+  await page.waitForFunction(() => {
+    const s = JSON.parse(document.querySelector('#current-settings').textContent || '{}');
+    const a = s.availability;
+    return a && a.timezone === 'Europe/Berlin' && a.chain_outside === false && a.weekly.length === 1 && a.weekly[0].days.length === 7
+      && a.weekly[0].from === '00:00' && a.weekly[0].to === '24:00' && a.exceptions[0]?.date === '2099-12-25' && a.exceptions[0]?.available === false
+      && s.limits.x?.cpus === 1.5 && s.limits.x?.max_jobs === 4 && s.pricing.x?.per_job === 0.25;
+  }, null, { timeout: TIMEOUT });
+  // The editor is filled from what the node holds.
+  await page.waitForFunction(() => !document.querySelector('#availability-always').checked && document.querySelector('#availability-timezone').value === 'Europe/Berlin', null, { timeout: TIMEOUT });
+  await shoot(page, 'availability-desktop');
+
   step('add a container; the node serves a job on it');
   await page.getByLabel('Container id', { exact: true }).fill('added');
   await page.getByLabel('Port of the service', { exact: true }).fill(String(SERVICE_PORT));
@@ -171,8 +218,28 @@ try {
   await page.goto(`${ROUTER}/#/node/${encodeURIComponent(NODES[0])}?range=1h`);
   await page.waitForFunction(() => /x: 0\.25 USD per job/.test(document.querySelector('#prices')?.textContent || ''), null, { timeout: TIMEOUT });
 
+  step('a job the price left out: the node\'s public record says why, in words');
+  const placed = await fetch(`${ROUTER}/api/v1/jobs`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ containers: ['x'], data: {}, max_price: 0.1 }),
+  });
+  if (placed.status !== 200) throw new Error(`the job at most 0.1 was refused: ${placed.status} ${await placed.text()}`);
+  for (const deadline = Date.now() + TIMEOUT; ;) {
+    await page.goto(`${ROUTER}/#/node/${encodeURIComponent(NODES[0])}?range=1h`);
+    await page.reload();
+    await page.locator('#record').waitFor({ timeout: TIMEOUT });
+    const why = await page.locator('#passed-over').textContent();
+    if (/1 job went elsewhere because its price was above what the client would pay/.test(why)) break;
+    if (Date.now() > deadline) throw new Error(`the record never said why: ${why}`);
+    await page.waitForTimeout(200);
+  }
+  const uptime = await page.locator('#record-uptime').textContent();
+  if (!/: \d+ % over 24 h/.test(uptime)) throw new Error(`no uptime in the record: ${uptime}`);
+  const success = await page.locator('#record-success').textContent();
+  if (!/^(No job ran on it through this router yet|\d+ % of its \d+ jobs through this router succeeded)/.test(success)) throw new Error(`no success rate in the record: ${success}`);
+  await shoot(page, 'node-record-desktop');
+
   step('jobs, earnings, diagnostics and alerts pages');
-  for (const [hash, sel, name] of [['#/jobs', '#jobs', 'jobs'], ['#/earnings', '#earnings', 'earnings'], ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#no-alerts', 'alerts']]) {
+  for (const [hash, sel, name] of [['#/jobs', '#jobs', 'jobs'], ['#/earnings', '#earnings', 'earnings'], ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#alert-settings', 'alerts']]) {
     await page.goto(`${ROUTER}/${hash}`);
     await page.locator(sel).waitFor({ timeout: TIMEOUT });
     await shoot(page, `${name}-desktop`);
@@ -184,11 +251,16 @@ try {
   for (const [hash, sel, name] of [
     ['#/fleet', '#fleet', 'fleet'], [`#/node/${encodeURIComponent(NODES[0])}`, '#plots canvas', 'node'],
     [`#/settings/${encodeURIComponent(NODES[0])}`, '#price-form', 'settings'], ['#/jobs', '#jobs', 'jobs'], ['#/earnings', '#earnings', 'earnings'],
-    ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#no-alerts', 'alerts'],
+    ['#/diagnostics', '#diagnostics', 'diagnostics'], ['#/alerts', '#alert-settings', 'alerts'],
   ]) {
     current = `phone width: ${name}`;
     await phone.goto(`${ROUTER}/${hash}`);
     await phone.locator(sel).first().waitFor({ timeout: TIMEOUT });
+    if (name === 'settings') {
+      // The schedule and limits editors appear once the node's settings are loaded.
+      await phone.getByRole('button', { name: 'Load settings' }).click();
+      await phone.locator('#schedule-form').waitFor({ timeout: TIMEOUT });
+    }
     const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
     if (wide > 390) {
       const culprits = await phone.evaluate(() => [...document.querySelectorAll('*')]
@@ -202,6 +274,90 @@ try {
   }
   await phone.close();
 
+  step('alert settings: every number and switch the router sends is a field, unknown ones too');
+  // A field this app does not name (as a new switch of the router's would be) shows up by itself.
+  await page.route('**/api/v1/alerts/settings', async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    const answer = await route.fetch();
+    return route.fulfill({ response: answer, json: { ...(await answer.json()), nostr_dm: true, dm_every_s: 300 } });
+  });
+  await page.goto(`${ROUTER}/#/alerts`);
+  await page.reload();
+  await page.locator('#alert-settings').waitFor({ timeout: TIMEOUT });
+  if (!(await page.getByLabel('nostr dm', { exact: true }).isChecked())) throw new Error('an unknown boolean setting is not shown as a checkbox');
+  if (await page.getByLabel('dm every (s)', { exact: true }).inputValue() !== '300') throw new Error('an unknown number setting is not shown');
+  await page.unroute('**/api/v1/alerts/settings');
+
+  step('alert settings: a bad threshold is named beside its field');
+  await page.reload();
+  await page.locator('#alert-settings').waitFor({ timeout: TIMEOUT });
+  for (const id of ['#alert-rules-offline-after-s', '#alert-rules-success-rate-enabled', '#alert-rules-balance-low-payment-eth']) {
+    if (!await page.locator(id).count()) throw new Error(`no field ${id}`);
+  }
+  await page.locator('#alert-rules-success-rate-threshold').fill('2');
+  await page.getByLabel(/^Webhooks, one per line/).fill('gopher://x');
+  await page.getByRole('button', { name: 'Add a silence' }).click();
+  const silence = page.locator('#alert-silences .silence').first();
+  await silence.getByLabel('Rule').selectOption('disk');
+  await silence.getByLabel(/^Until/).fill('tomorrow');
+  await page.getByRole('button', { name: 'Save alert settings' }).click();
+  await page.waitForFunction(() => {
+    const said = (input) => input.getAttribute('aria-invalid') === 'true' && (document.getElementById(input.getAttribute('aria-describedby') || '-')?.textContent || '');
+    return /0 to 1/.test(said(document.querySelector('#alert-rules-success-rate-threshold')))
+      && /http/.test(said(document.querySelector('#alert-webhooks')))
+      && /RFC 3339/.test(said(document.querySelector('#alert-silences [name=until]')))
+      && /answered 400: rules\.success_rate\.threshold/.test(document.querySelector('#alert-settings-answer').textContent);
+  }, null, { timeout: TIMEOUT });
+  await shoot(page, 'alert-settings-desktop');
+
+  step('alert settings saved: a memory threshold every node is over fires, counted in the nav');
+  await page.locator('#alert-rules-success-rate-threshold').fill('0.9');
+  await page.getByLabel(/^Webhooks, one per line/).fill('');
+  await silence.getByLabel(/^Until/).fill('2099-01-01T00:00:00Z');
+  await page.locator('#alert-rules-offline-after-s').fill('1');
+  await page.locator('#alert-rules-memory-percent').fill('0.01');
+  await page.getByRole('button', { name: 'Save alert settings' }).click();
+  await page.waitForFunction(() => /answered 200/.test(document.querySelector('#alert-settings-answer').textContent), null, { timeout: TIMEOUT });
+  if (await page.locator('#alert-settings .field-error').count()) throw new Error('a field is still marked after a good save');
+  const stored = await page.evaluate(() => fetch('/api/v1/alerts/settings').then((r) => r.json()));
+  if (stored.silences[0]?.rule !== 'disk' || stored.rules.memory.percent !== 0.01 || stored.webhooks.length) throw new Error(`stored settings: ${JSON.stringify(stored)}`);
+  const firingMemory = (n) => {
+    const count = Number(document.querySelector('#alert-count')?.textContent || 0);
+    const listed = [...document.querySelectorAll('#alert-list li')].filter((li) => /^memory on /.test(li.textContent)).length;
+    const top = document.querySelector('#alerts').textContent;
+    return count >= n && listed >= n && /memory on/.test(top) && !/null|undefined/.test(top);
+  };
+  for (const deadline = Date.now() + TIMEOUT; ;) {
+    await page.reload();
+    await page.locator('#alert-lists').waitFor({ timeout: TIMEOUT });
+    if (await page.evaluate(firingMemory, NODES.length)) break;
+    if (Date.now() > deadline) throw new Error('the memory alerts never fired');
+    await page.waitForTimeout(200);
+  }
+  await shoot(page, 'alerts-firing-desktop');
+
+  step('acknowledge an alert');
+  const ack = page.locator('#alert-list li', { hasText: /^memory on / }).first();
+  const ackId = await ack.getAttribute('data-alert');
+  await ack.getByRole('button', { name: /^Acknowledge/ }).click();
+  await page.locator(`#alert-list li[data-alert="${ackId}"] .acked`).waitFor({ timeout: TIMEOUT });
+  const acked = (await (await page.evaluate(() => fetch('/api/v1/alerts?status=firing').then((r) => r.json()))).alerts).find((a) => a.id === ackId);
+  if (!acked || !acked.acked_at) throw new Error(`the router did not record the acknowledgement: ${JSON.stringify(acked)}`);
+
+  step('the threshold back: the alerts resolve into the history');
+  await page.locator('#alert-rules-memory-percent').fill('100');
+  await page.getByRole('button', { name: 'Save alert settings' }).click();
+  await page.waitForFunction(() => /answered 200/.test(document.querySelector('#alert-settings-answer').textContent), null, { timeout: TIMEOUT });
+  for (const deadline = Date.now() + TIMEOUT; ;) {
+    await page.reload();
+    await page.locator('#alert-lists').waitFor({ timeout: TIMEOUT });
+    const resolved = await page.evaluate(() => [...document.querySelectorAll('#alert-history li')].filter((li) => /^memory on .* resolved /.test(li.textContent)).length);
+    if (resolved >= NODES.length && !(await page.evaluate(firingMemory, 1))) break;
+    if (Date.now() > deadline) throw new Error('the memory alerts never resolved');
+    await page.waitForTimeout(200);
+  }
+  await shoot(page, 'alerts-resolved-desktop');
+
   step('a node goes down: the alerts say so');
   process.kill(Number(env('DOWN_PID')), 'SIGKILL');
   await page.goto(`${ROUTER}/#/alerts`);
@@ -213,7 +369,8 @@ try {
   // Between two probes a node may show no reason yet: load the page until it does.
   const named = (key) => {
     const top = document.querySelector('#alerts')?.textContent || '';
-    return top.includes(key) && (document.querySelector('#alert-list')?.textContent || '').includes(key);
+    const offline = [...document.querySelectorAll('#alert-list li')].some((li) => li.textContent.startsWith(`offline on ${key}`));
+    return top.includes(`offline on ${key}`) && offline;
   };
   for (const deadline = Date.now() + TIMEOUT; ;) {
     await page.reload();
@@ -222,7 +379,7 @@ try {
     if (Date.now() > deadline) throw new Error('the alerts never named the node');
     await page.waitForTimeout(200);
   }
-  if (await page.locator(`#fleet .dot.down, #alert-list li`).count() < 1) throw new Error('no alert listed');
+  if (Number(await page.locator('#alert-count').textContent()) < 1) throw new Error('the nav counts no alert');
   await shoot(page, 'alerts-desktop');
 
   step('every form field has a label');
@@ -283,8 +440,10 @@ try {
 } catch (e) {
   const state = shown && await shown.evaluate(() => ({
     url: location.href, status: document.querySelector('#status')?.textContent, alerts: document.querySelector('#alerts')?.textContent,
+    answers: [...document.querySelectorAll('.answer, .field-error')].map((e) => e.textContent),
   })).catch(() => null);
-  console.error(`FAILED at "${current}": ${e.message}\nthe page showed: ${JSON.stringify(state)}`);
+  if (shown) await shoot(shown, 'failed').catch(() => {});
+  console.error(`FAILED at "${current}": ${e.message}\nthe page showed: ${JSON.stringify(state)} (screenshot: failed.png)`);
   await done();
   process.exit(1);
 }

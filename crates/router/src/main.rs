@@ -166,6 +166,10 @@ struct Args {
     /// Seconds between writes of nodes' public-record counters (probes, jobs, exclusions).
     #[arg(long, env = "SAMPLES_FLUSH", default_value_t = 60.0)]
     samples_flush: f64,
+    /// Let "add a node" in the control interface fetch from loopback, private, link-local and
+    /// unspecified addresses (off: any signed-in key could make the router call its own network).
+    #[arg(long, env = "FLEET_PRIVATE_ADDRESSES")]
+    fleet_private_addresses: bool,
     /// Dashboard sessions open at once; at the limit the oldest ends for a new sign-in.
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 1000)]
     max_sessions: usize,
@@ -455,6 +459,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
                     lifetime: Duration::from_secs(args.session_lifetime),
                     ..Default::default()
                 },
+                private_addresses: args.fleet_private_addresses,
             },
         }),
         _ => Err(errors),

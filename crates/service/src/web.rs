@@ -268,6 +268,7 @@ macro_rules! asset {
 /// The app's files (`ui/dist`, built by `ui/build.mjs`).
 pub const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("forms.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("uplot.js", "text/javascript; charset=utf-8"),
     asset!("uplot.css", "text/css; charset=utf-8"),
@@ -364,6 +365,7 @@ pub fn shell(app: &App<'_>) -> String {
 <link rel="stylesheet" href="{a}uplot.css?v={v}">
 <link rel="stylesheet" href="{a}app.css?v={v}">
 <script src="{a}uplot.js?v={v}" defer></script>
+<script src="{a}forms.js?v={v}" defer></script>
 <script src="{a}app.js?v={v}" defer></script>
 </head>
 <body data-base="{base}" data-mode="{mode}" data-session="{session}" data-sw="{sw}">
@@ -420,7 +422,7 @@ pub fn service_worker(app: &App<'_>) -> String {
     let v = version();
     let shell: Vec<String> = std::iter::once(app.base.to_string())
         .chain(
-            ["uplot.css", "app.css", "uplot.js", "app.js"]
+            ["uplot.css", "app.css", "uplot.js", "forms.js", "app.js"]
                 .iter()
                 .map(|n| format!("{}{n}?v={v}", app.assets)),
         )

@@ -1,10 +1,13 @@
-//! The operator's alert API, every request signed with NIP-98 by the operator's key:
+//! The operator's alert API, every request signed with NIP-98 by the operator's key or made with
+//! the control interface's session of that key (the app's calls: cookie, and the CSRF token for
+//! changes):
 //!
 //! - `GET /api/v1/alerts[?status=firing|resolved][&node=…][&limit=…][&before=…]`: alerts of the
 //!   nodes that name the signer as their operator, newest first (`next` pages on);
 //! - `GET /api/v1/alerts/settings`: the signer's rules, webhooks and silences (the defaults when
 //!   they set none);
-//! - `PUT /api/v1/alerts/settings`: replaces them; a bad field is a 400 naming it;
+//! - `PUT /api/v1/alerts/settings`: replaces them; a bad field is a 400 naming it (`error`, and
+//!   `field` with every problem in `problems`, so a form can show each beside its field);
 //! - `POST /api/v1/alerts/{id}/ack`: acknowledges an alert of one of the signer's nodes.
 
 use std::sync::Arc;
@@ -12,10 +15,12 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Path, RawQuery, State},
-    http::StatusCode,
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use infernet_identity::PublicKey;
+use infernet_service::web::SessionError;
 use serde_json::{Value, json};
 
 use super::{OperatorSettings, event};
@@ -36,15 +41,25 @@ pub fn routes() -> Router<Arc<RouterState>> {
         .route("/api/v1/alerts/{id}/ack", post(ack))
 }
 
-/// The operator who signed, or 401.
-fn operator(client: Client) -> Result<PublicKey, ApiError> {
+/// The operator who signed, or whose session this is (the ui's check: CSRF for changes); 401
+/// (403 for a session's change without its CSRF token) otherwise.
+fn operator(state: &RouterState, method: &Method, headers: &HeaderMap, client: Client) -> Result<PublicKey, ApiError> {
     match client {
         Client::Key(key) => Ok(key),
-        Client::Addr(_) | Client::ApiKey(_) => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "sign this request with your operator key (NIP-98 Authorization: Nostr …)".into(),
-        )),
+        Client::Addr(_) => state.ui.session_key(method, headers).map_err(|e| match e {
+            SessionError::NoSession => unsigned(),
+            SessionError::Csrf => ApiError(StatusCode::FORBIDDEN, e.to_string()),
+        }),
+        Client::ApiKey(_) => Err(unsigned()),
     }
+}
+
+fn unsigned() -> ApiError {
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "sign this request with your operator key (NIP-98 Authorization: Nostr …) or sign in to the control interface"
+            .into(),
+    )
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -54,10 +69,12 @@ fn bad(message: impl Into<String>) -> ApiError {
 /// `GET /api/v1/alerts`.
 async fn list(
     State(state): State<Arc<RouterState>>,
+    method: Method,
+    headers: HeaderMap,
     Caller(client): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let key = operator(client)?;
+    let key = operator(&state, &method, &headers, client)?;
     let mut filter = AlertFilter {
         operator: Some(key.to_hex()),
         limit: 100,
@@ -105,8 +122,13 @@ async fn list(
 }
 
 /// `GET /api/v1/alerts/settings`.
-async fn get_settings(State(state): State<Arc<RouterState>>, Caller(client): Caller) -> Result<Json<Value>, ApiError> {
-    let key = operator(client)?;
+async fn get_settings(
+    State(state): State<Arc<RouterState>>,
+    method: Method,
+    headers: HeaderMap,
+    Caller(client): Caller,
+) -> Result<Json<Value>, ApiError> {
+    let key = operator(&state, &method, &headers, client)?;
     let settings = match state.alerts.db.alert_settings(&key.to_hex()).await? {
         Some(text) => serde_json::from_str(&text).unwrap_or_default(),
         None => OperatorSettings {
@@ -118,18 +140,28 @@ async fn get_settings(State(state): State<Arc<RouterState>>, Caller(client): Cal
 }
 
 /// `PUT /api/v1/alerts/settings`.
-async fn put_settings(State(state): State<Arc<RouterState>>, posted: Posted) -> Result<Json<Value>, ApiError> {
-    let key = operator(posted.client)?;
+async fn put_settings(
+    State(state): State<Arc<RouterState>>,
+    method: Method,
+    posted: Posted,
+) -> Result<Json<Value>, Response> {
+    let key = operator(&state, &method, &posted.headers, posted.client).map_err(IntoResponse::into_response)?;
     let settings = OperatorSettings::parse(&posted.body, state.alerts.settings.allow_private).map_err(|problems| {
         let first = &problems[0];
-        ApiError(StatusCode::BAD_REQUEST, format!("{}: {}", first.path, first.message))
+        let each: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({"field": p.path, "message": p.message}))
+            .collect();
+        let body = json!({"error": first.to_string(), "field": first.path, "problems": each});
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
     })?;
-    let text = serde_json::to_string(&settings).map_err(|e| bad(e.to_string()))?;
+    let text = serde_json::to_string(&settings).map_err(|e| bad(e.to_string()).into_response())?;
     state
         .alerts
         .db
         .put_alert_settings(&key.to_hex(), &text, now_ms())
-        .await?;
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     state.alerts.settings_changed();
     Ok(Json(json!(settings)))
 }
@@ -137,10 +169,11 @@ async fn put_settings(State(state): State<Arc<RouterState>>, posted: Posted) -> 
 /// `POST /api/v1/alerts/{id}/ack`.
 async fn ack(
     State(state): State<Arc<RouterState>>,
+    method: Method,
     Path(id): Path<String>,
     posted: Posted,
 ) -> Result<Json<Value>, ApiError> {
-    let key = operator(posted.client)?.to_hex();
+    let key = operator(&state, &method, &posted.headers, posted.client)?.to_hex();
     let db = &state.alerts.db;
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no alert {id:?} of your nodes"));
     let alert = db.alert(&id).await?.ok_or_else(not_found)?;

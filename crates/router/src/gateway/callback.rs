@@ -78,7 +78,9 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<String, UrlError> {
     Ok(url.into())
 }
 
-fn is_private(ip: IpAddr) -> bool {
+/// A loopback, private, shared (CGNAT), link-local, unspecified or broadcast address: one of
+/// the router's own networks, never called for a stranger unless the operator allows it.
+pub fn is_private(ip: IpAddr) -> bool {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             v4.is_loopback()

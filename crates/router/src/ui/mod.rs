@@ -14,6 +14,7 @@
 //!   the node's admin API and answers the node's status and body. The router adds nothing: it
 //!   cannot make such a request, only pass it on.
 
+pub mod add_node;
 pub mod history;
 
 use std::{
@@ -31,7 +32,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use infernet_identity::{nip98::Verifier, npub};
+use infernet_identity::{PublicKey, nip98::Verifier, npub, parse_public_key};
 use infernet_service::web::{self, App, SessionLimits, Sessions};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -67,6 +68,10 @@ const APP: App<'static> = App {
 pub struct UiSettings {
     /// Bounds of the session table.
     pub sessions: SessionLimits,
+    /// "Add a node" may fetch from loopback, private, link-local and unspecified addresses
+    /// (`--fleet-private-addresses`; off: any signed-in key could make the router call its own
+    /// network).
+    pub private_addresses: bool,
 }
 
 /// What a node's last signed heartbeat said, for the dashboard.
@@ -96,6 +101,8 @@ pub struct Ui {
     db: Db,
     /// The unit the ledger's prices are in.
     price_unit: String,
+    /// See [`UiSettings::private_addresses`].
+    private_addresses: bool,
 }
 
 impl Ui {
@@ -121,8 +128,17 @@ impl Ui {
             history,
             db,
             price_unit: price_unit.to_string(),
+            private_addresses: settings.private_addresses,
         };
         (ui, samples)
+    }
+
+    /// The operator key of the request's session, checked as every data call of the app is (the
+    /// CSRF token for a change): other APIs take it beside a NIP-98 signature.
+    pub fn session_key(&self, method: &Method, headers: &HeaderMap) -> Result<PublicKey, web::SessionError> {
+        let session = self.sessions.check(method, headers)?;
+        // Sessions hold the key they were opened for, as npub: it parses.
+        parse_public_key(&session.signer).map_err(|_| web::SessionError::NoSession)
     }
 
     /// Takes note of a node's signed heartbeat (its content, the node at `url`): the fleet page
@@ -265,7 +281,7 @@ pub fn routes() -> Router<Arc<RouterState>> {
         .route("/api/v1/fleet", get(fleet))
         .route("/api/v1/fleet/jobs", get(jobs))
         .route("/api/v1/fleet/earnings", get(earnings))
-        .route("/api/v1/fleet/nodes", post(add_node))
+        .route("/api/v1/fleet/nodes", post(add_node::add_node))
         .route("/api/v1/fleet/{node}/history", get(history_of))
         .route("/api/v1/fleet/{node}/admin", post(relay))
 }
@@ -815,108 +831,4 @@ async fn earnings(State(state): State<Arc<RouterState>>, method: Method, headers
         periods.push(period);
     }
     Json(json!({"unit": state.ui.price_unit, "periods": periods})).into_response()
-}
-
-/// What "add a node" takes.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewNode {
-    address: String,
-}
-
-/// Largest `/identity` statement read from a node.
-const MAX_STATEMENT: usize = 64 * 1024;
-
-/// `POST /api/v1/fleet/nodes {address}`: reads the node's signed statement and says whether it
-/// names the signed-in key; a node that does joins the fleet with its signed heartbeats.
-async fn add_node(
-    State(state): State<Arc<RouterState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let session = match state.ui.sessions.check(&method, &headers) {
-        Ok(s) => s,
-        Err(e) => return refused(e),
-    };
-    let allowed = match admit(&state, "/api/v1/fleet/nodes", peer, &headers) {
-        Ok(a) => a,
-        Err(refused) => return refused.into_response(),
-    };
-    allowed.stamp(&state.limiter, check_node(&state, &session.signer, &body).await)
-}
-
-/// Reads the statement of the node `body` names and says what the operator `signer` must do.
-async fn check_node(state: &RouterState, signer: &str, body: &[u8]) -> Response {
-    let request: NewNode = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{address}}: {e}")),
-    };
-    let addr = match crate::address::NodeAddr::parse(&request.address) {
-        Some(Ok(a)) => a,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("address: {e}")),
-        None => return error(StatusCode::BAD_REQUEST, "address: a node's host:port or URL"),
-    };
-    let url = format!("{}/identity", addr.base_url());
-    let text = match fetch_statement(&state.client, &url).await {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{url}: {e}")),
-    };
-    let checked = match infernet_identity::statement::verify(&text, "infernet-node", infernet_identity::unix_now(), 300)
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                format!("{url} did not answer a node's signed statement: {e}"),
-            );
-        }
-    };
-    let operators: Vec<String> = checked.content["operators"]
-        .as_array()
-        .map(|o| o.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
-    let names_you = operators.iter().any(|o| o == signer);
-    let key = addr.key();
-    let in_fleet = fleet_of(state, signer).iter().any(|n| n["key"] == key);
-    let router = state.ui.bases.first().cloned().unwrap_or_default();
-    let next = match (names_you, in_fleet) {
-        (true, true) => "it is in your fleet".to_string(),
-        (true, false) => format!(
-            "it names you; it joins your fleet once its signed heartbeats reach this router: set \"stats\": {{\"endpoint\": \"{router}/api/v1/register\"}} in its config.json"
-        ),
-        (false, _) => format!(
-            "it does not name you: add \"{signer}\" to \"operator\": {{\"pubkeys\": [...]}} in its config.json and restart it"
-        ),
-    };
-    Json(json!({
-        "address": key,
-        "node": npub(&checked.signer),
-        "operators": operators,
-        "names_you": names_you,
-        "in_fleet": in_fleet,
-        "next": next,
-    }))
-    .into_response()
-}
-
-/// The body of `GET url`, at most [`MAX_STATEMENT`] bytes, within 5 s.
-async fn fetch_statement(client: &reqwest::Client, url: &str) -> Result<String, String> {
-    let mut answer = client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("no answer: {e}"))?;
-    if !answer.status().is_success() {
-        return Err(format!("answered HTTP {}", answer.status().as_u16()));
-    }
-    let read = crate::body::read_at_most(&mut answer, MAX_STATEMENT)
-        .await
-        .map_err(|e| match e {
-            crate::body::BodyError::TooLarge => format!("answer larger than {MAX_STATEMENT} bytes"),
-            crate::body::BodyError::Read(e) => format!("answer cut: {e}"),
-        })?;
-    String::from_utf8(read).map_err(|_| "answer is not text".to_string())
 }

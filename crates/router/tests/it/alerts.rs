@@ -171,6 +171,40 @@ async fn a_stopped_node_fires_once_and_resolves_once_through_a_webhook_that_fail
     let (status, acked) = call(&url, Some(&operator), "POST", &path, None).await;
     assert_eq!(status, 200, "{acked}");
     assert!(acked["acked_at"].is_string(), "{acked}");
+
+    // The control interface's calls: the same key's session instead of a signature, with its
+    // CSRF token for a change; a stranger's session sees nothing.
+    let session = format!("{url}/api/v1/session");
+    let (cookie, csrf, _) = crate::ui::sign_in(&session, &operator).await;
+    let with = |r: reqwest::RequestBuilder, cookie: &str| r.header("cookie", format!("infernet_session={cookie}"));
+    let answer = with(client().get(format!("{url}/api/v1/alerts")), &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let listed: Value = answer.json().await.unwrap();
+    assert_eq!(listed["alerts"][0]["id"], firing["id"], "{listed}");
+    assert!(listed["alerts"][0]["acked_at"].is_string(), "{listed}");
+    let ack = format!("{url}{path}");
+    let answer = with(client().post(&ack), &cookie).send().await.unwrap();
+    assert_eq!(answer.status(), 403, "no CSRF token");
+    let answer = with(client().post(&ack), &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let (stranger, _, _) = crate::ui::sign_in(&session, &Identity::generate()).await;
+    let theirs: Value = with(client().get(format!("{url}/api/v1/alerts")), &stranger)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["alerts"], json!([]));
+    let answer = with(client().post(&ack), &stranger).send().await.unwrap();
+    assert_eq!(answer.status(), 403, "a stranger's session without the token");
 }
 
 #[tokio::test]
@@ -206,6 +240,26 @@ async fn failing_jobs_trip_the_success_rate_and_a_silenced_node_sends_nothing() 
     }
     let (status, _) = call(&url, None, "PUT", "/api/v1/alerts/settings", Some(&json!({}))).await;
     assert_eq!(status, 401);
+    // Through the control interface's session: every bad field named, for the form to mark.
+    let (cookie, csrf, _) = crate::ui::sign_in(&format!("{url}/api/v1/session"), &operator).await;
+    let answer = client()
+        .put(format!("{url}/api/v1/alerts/settings"))
+        .header("cookie", format!("infernet_session={cookie}"))
+        .header("x-csrf-token", csrf)
+        .json(&json!({"rules": {"success_rate": {"threshold": 2}}, "webhooks": ["gopher://x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["field"], "rules.success_rate.threshold", "{answer}");
+    let fields: Vec<&str> = answer["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["rules.success_rate.threshold", "webhooks[0]"], "{answer}");
 
     let settings = json!({
         "rules": {"success_rate": {"threshold": 0.9, "window_s": 60, "min_jobs": 5},

@@ -9,17 +9,29 @@ use serde_json::{Value, json};
 
 use super::{NodeProc, client, eventually, router, service, settings};
 
-/// A router open to signed heartbeats, and two nodes of `operator` beating to it.
+/// A router open to signed heartbeats, and two nodes of `operator` beating to it that take its
+/// gateway's jobs.
 async fn fleet(operator: &Identity) -> (String, NodeProc, NodeProc, u16) {
+    use std::os::unix::fs::PermissionsExt;
+    let router_key = Identity::generate();
+    let key_file = tempfile::tempdir().unwrap().keep().join("router.nsec");
+    std::fs::write(&key_file, router_key.nsec()).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut open = settings(&[]);
     open.registration_token = None;
+    open.gateway.key_file = key_file;
+    // The nodes are on 127.0.0.1: "add a node" may fetch from there.
+    open.ui.private_addresses = true;
+    // Nodes' records (what the chooser left out) reach the database quickly.
+    open.gateway.samples_flush = Duration::from_millis(200);
     let url = router(open).await;
     let fast = service(Duration::ZERO).await;
     let node = || {
         NodeProc::start_with(
             json!([{"id": "x", "port": fast}]),
             json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.2},
-                   "operator": {"pubkeys": [operator.public_key().to_hex()]}}),
+                   "operator": {"pubkeys": [operator.public_key().to_hex()]},
+                   "network": {"routers": [router_key.npub()]}}),
         )
     };
     let (a, b) = (node(), node());
@@ -42,7 +54,7 @@ async fn json_of(r: reqwest::Response) -> (u16, Value) {
 
 /// Signs in at `url` (a session endpoint) as `who`: the cookie's token, the CSRF token and the
 /// whole `Set-Cookie` header.
-async fn sign_in(url: &str, who: &Identity) -> (String, String, String) {
+pub(crate) async fn sign_in(url: &str, who: &Identity) -> (String, String, String) {
     let r = client()
         .post(url)
         .header("authorization", nip98::authorization(who, "POST", url, None))
@@ -567,6 +579,39 @@ async fn the_fleet_app_works_in_chromium() {
         text(&run.stdout),
         text(&run.stderr)
     );
+}
+
+#[tokio::test]
+async fn add_a_node_refuses_the_routers_own_networks_unless_allowed() {
+    // The default: --fleet-private-addresses off.
+    let url = router(settings(&[])).await;
+    let operator = Identity::generate();
+    let (cookie, csrf, _) = sign_in(&format!("{url}/api/v1/session"), &operator).await;
+    // A node really listens there: refused before any request is made to it.
+    let fast = service(Duration::ZERO).await;
+    for address in [
+        format!("127.0.0.1:{fast}"),
+        format!("http://localhost:{fast}"),
+        "[::1]:4000".into(),
+        "0.0.0.0:4000".into(),
+        "192.168.1.20:4000".into(),
+        "169.254.169.254:80".into(),
+    ] {
+        let (status, body) = json_of(
+            with_session(client().post(format!("{url}/api/v1/fleet/nodes")), &cookie, Some(&csrf))
+                .json(&json!({ "address": address }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{address}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("address: ") && error.contains("--fleet-private-addresses"),
+            "{address}: {body}"
+        );
+    }
 }
 
 #[tokio::test]
