@@ -2,12 +2,14 @@
 //!
 //! Every identity is a Nostr key (secp256k1, BIP-340 Schnorr; `npub`/`nsec` as NIP-19 writes them),
 //! handled by the `nostr` crate: no cryptography is written here.
+//! - [`dm`] — private direct messages (NIP-17: sealed, gift-wrapped, NIP-44 encrypted);
 //! - [`keys`] — an [`Identity`] (a secret key, kept in a 0600 file) and public keys in either text form;
 //! - [`nip98`] — signed HTTP requests (NIP-98): the header a client sends, and the [`nip98::Verifier`]
 //!   a server runs (time window, URL, method, body hash, signature, replay cache);
 //! - [`statement`] — signed statements: a JSON document a key vouches for (a node's identity, its
 //!   heartbeat), checked by anyone who holds the statement.
 
+pub mod dm;
 pub mod keys;
 pub mod nip98;
 pub mod statement;
