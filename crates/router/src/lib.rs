@@ -143,9 +143,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.hysteresis,
         settings.registrations,
     ));
-    let (alerts, deliveries) = alerts::Alerts::new(db.clone(), registry.clone(), settings.alerts);
-    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?
-        .with_alerts(alerts.clone());
+    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?;
     let max_body = settings.gateway.max_body;
     let (ui, history) = ui::Ui::new(
         settings.ui,
@@ -157,6 +155,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
+    let (alerts, deliveries) = alerts::Alerts::new(
+        db.clone(),
+        registry.clone(),
+        settings.alerts,
+        gateway.identity().clone(),
+    );
+    let monitor = monitor.with_alerts(alerts.clone());
     let monitor = monitor.with_samples(gateway.samples());
     let state = Arc::new(RouterState {
         registry,

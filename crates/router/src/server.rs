@@ -538,7 +538,7 @@ pub fn openapi() -> Value {
                 "responses": {"200": {"description": "{alerts: [{id, status, rule, node, subject, summary, started_at, resolved_at, silenced, acked_at}], next}"},
                     "400": {"description": "bad parameter"}, "401": {"description": "not signed"}}}},
             "/api/v1/alerts/settings": {
-                "get": {"summary": "The signer's alert rules, webhooks and silences (defaults when unset)", "responses": {"200": {"description": "{rules, webhooks, silences}"}, "401": {"description": "not signed"}}},
+                "get": {"summary": "The signer's alert rules, webhooks, silences and direct_messages (Nostr DMs through the router's relays; defaults when unset)", "responses": {"200": {"description": "{rules, webhooks, silences, direct_messages}"}, "401": {"description": "not signed"}}},
                 "put": {"summary": "Replace the signer's alert settings", "responses": {"200": {"description": "the settings stored"}, "400": {"description": "a bad field, named"}, "401": {"description": "not signed"}}}},
             "/api/v1/alerts/{id}/ack": {"post": {"summary": "Acknowledge an alert of one of the signer's nodes",
                 "responses": {"200": {"description": "the alert"}, "401": {"description": "not signed"}, "404": {"description": "no such alert of the signer's nodes"}}}},
