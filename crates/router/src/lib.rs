@@ -189,6 +189,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         ledger_writer.run(ledger_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let linked = alerts::linked::Poller {
+        alerts: alerts.clone(),
+        links: gateway.links().clone(),
+        probe: settings.probe,
+    };
+    let linked_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("linked-info", async move {
+        linked.run(linked_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
     let alerts_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("alerts", async move {
         alerts.run(alerts_shutdown).await;

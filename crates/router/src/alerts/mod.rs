@@ -4,7 +4,7 @@
 //! ```text
 //!   prober (/info) ──┐                        ┌─ webhooks (--alert-webhook: every alert)
 //!   heartbeats ──────┼─▶ History per node ──▶ tick: rules::evaluate ─▶ alerts table ─┼─ the operator's webhooks
-//!   links (alive) ───┘      (bounded)          (every --alert-interval)              └─ Nostr DMs to the operator
+//!   links (/info) ───┘      (bounded)          (every --alert-interval)              └─ Nostr DMs to the operator
 //! ```
 //!
 //! - [`rules`]: the conditions, pure; thresholds per operator ([`settings`], set with a signed
@@ -19,11 +19,14 @@
 //!   ([`Silence`]) records the alert but sends nothing. With relays (`--alert-relay`), each
 //!   change also goes to the node's operators as a NIP-17 direct message from the router's key
 //!   ([`nostr`]), unless they turned `direct_messages` off.
+//! - Linked nodes are not probed: [`linked`] reads their `/info` over their link at the
+//!   prober's interval, so every rule judges them as it judges reachable nodes.
 //! - A node the router has not heard from for [`FORGET_AFTER_MS`] is forgotten: its alerts
 //!   resolve.
 
 pub mod api;
 pub mod deliver;
+pub mod linked;
 pub mod nostr;
 pub mod rules;
 pub mod settings;

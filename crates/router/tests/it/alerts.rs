@@ -1,7 +1,7 @@
 //! Alerts against real nodes: a stopped node fires `offline` once and resolves once, through a
 //! webhook that fails twice first, and as Nostr direct messages through a real relay; a
-//! container that fails every job trips the success rate; a silenced rule sends nothing; the
-//! operator's settings are checked field by field.
+//! container that fails every job trips the success rate, on a reachable node and on a linked
+//! one; a silenced rule sends nothing; the operator's settings are checked field by field.
 
 use std::{
     sync::{
@@ -389,4 +389,61 @@ async fn alerts_reach_the_operators_key_as_nostr_direct_messages_unless_turned_o
         .await;
     assert_eq!(direct_messages(&relay_url, &quiet, |_| true).await, []);
     assert_eq!(direct_messages(&relay_url, &operator, |_| true).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_linked_node_whose_jobs_fail_trips_the_success_rate() {
+    let (receiver, hook) = Receiver::start(0).await;
+    let key = Identity::generate();
+    let mut s = alerting(
+        &hook,
+        json!({"success_rate": {"threshold": 0.9, "window_s": 60, "min_jobs": 5}}),
+    );
+    s.gateway.key_file = key_file(&key);
+    let url = router(s).await;
+    let operator = Identity::generate();
+    let link = format!("{}/api/v1/link", url.replacen("http://", "ws://", 1));
+    // A container nobody listens for: every job fails. The router cannot reach the node; it
+    // reads the node's figures over the link the node dialled.
+    let n = NodeProc::start_with(
+        json!([{"id": "x", "port": free_port()}]),
+        json!({"network": {"routers": [key.npub()], "url": link}, "operator": {"pubkeys": [operator.npub()]}}),
+    );
+    let nodes = eventually(format!("{url}/api/v1/nodes"), |v| {
+        v[0]["address"].as_str().is_some_and(|a| a.starts_with("npub1"))
+    })
+    .await;
+    let npub = nodes[0]["address"].as_str().unwrap().to_string();
+    // Jobs fail one after another until the rule trips: the rule counts the failures after the
+    // router's first reading of the node, which may come after the first jobs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let answer = client()
+            .post(format!("http://127.0.0.1:{}/api/jobs", n.port))
+            .json(&json!({"containers": ["x"], "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let bodies = receiver.bodies();
+        if let Some(alert) = bodies.iter().find(|b| b["rule"] == "success_rate") {
+            break alert.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never received the success-rate alert; got {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alert["node"], json!(npub), "{alert}");
+    let summary = alert["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("0 of ") && summary.contains(" jobs succeeded (0 %)"),
+        "{alert}"
+    );
+    let bodies = receiver.bodies();
+    assert!(
+        bodies.iter().all(|b| b["rule"] != "offline"),
+        "a linked node is alive: {bodies:?}"
+    );
 }
