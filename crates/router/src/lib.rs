@@ -143,9 +143,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         settings.hysteresis,
         settings.registrations,
     ));
-    let (alerts, deliveries) = alerts::Alerts::new(db.clone(), registry.clone(), settings.alerts);
-    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?
-        .with_alerts(alerts.clone());
+    let monitor = Monitor::trusting(registry.clone(), settings.probe, settings.gateway.node_roots.clone())?;
     let max_body = settings.gateway.max_body;
     let (ui, history) = ui::Ui::new(
         settings.ui,
@@ -157,6 +155,13 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let (gateway, ledger_writer) =
         gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
     let gateway = Arc::new(gateway);
+    let (alerts, deliveries) = alerts::Alerts::new(
+        db.clone(),
+        registry.clone(),
+        settings.alerts,
+        gateway.identity().clone(),
+    );
+    let monitor = monitor.with_alerts(alerts.clone());
     let monitor = monitor
         .with_samples(gateway.samples())
         .with_dispatch_keys(gateway.dispatch_keys());
@@ -184,6 +189,16 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let ledger_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("ledger-writer", async move {
         ledger_writer.run(ledger_shutdown).await;
+        Ok::<_, std::convert::Infallible>(())
+    });
+    let linked = alerts::linked::Poller {
+        alerts: alerts.clone(),
+        links: gateway.links().clone(),
+        probe: settings.probe,
+    };
+    let linked_shutdown = tasks.shutdown_token();
+    tasks.spawn_critical("linked-info", async move {
+        linked.run(linked_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
     let alerts_shutdown = tasks.shutdown_token();

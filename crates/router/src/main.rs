@@ -146,6 +146,11 @@ struct Args {
         hide_env_values = true
     )]
     alert_webhooks: Vec<String>,
+    /// A Nostr relay (`wss://…`, or `ws://…`) through which every alert of a node goes to its
+    /// operators as a NIP-17 direct message from the router's key; repeat it, or separate with
+    /// commas in the environment.
+    #[arg(long = "alert-relay", env = "ALERT_RELAYS", value_delimiter = ',')]
+    alert_relays: Vec<String>,
     /// Seconds between two evaluations of the alert rules.
     #[arg(long, env = "ALERT_INTERVAL", default_value_t = 5.0)]
     alert_interval: f64,
@@ -478,6 +483,19 @@ fn alert_settings(args: &Args, errors: &mut Vec<String>) -> infernet_router::ale
             Err(e) => errors.push(format!("--alert-webhook #{}: {e}", i + 1)),
         }
     }
+    let mut relays = Vec::new();
+    for (i, text) in args.alert_relays.iter().filter(|t| !t.trim().is_empty()).enumerate() {
+        match infernet_service::websocket::WsUrl::parse(text) {
+            Ok(r) => relays.push(r),
+            Err(e) => errors.push(format!("--alert-relay #{}: {e}", i + 1)),
+        }
+    }
+    if relays.len() > infernet_router::alerts::nostr::MAX_RELAYS {
+        errors.push(format!(
+            "--alert-relay: at most {} relays",
+            infernet_router::alerts::nostr::MAX_RELAYS
+        ));
+    }
     let interval = seconds("--alert-interval", args.alert_interval)
         .map_err(|e| errors.push(e))
         .unwrap_or(defaults.interval);
@@ -516,6 +534,7 @@ fn alert_settings(args: &Args, errors: &mut Vec<String>) -> infernet_router::ale
         allow_private: args.callbacks_to_private,
         retention: Duration::from_secs(args.alert_retention_days.max(1) * 86_400),
         rules,
+        relays,
     }
 }
 

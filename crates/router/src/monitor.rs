@@ -45,6 +45,9 @@ pub enum ProbeError {
         /// The limit.
         limit: usize,
     },
+    /// The node's link failed the request.
+    #[error("over its link: {0}")]
+    Link(#[from] crate::gateway::dispatch::NodeError),
     /// The body is not the JSON a node answers.
     #[error("{path} is not a node's answer: {source}")]
     NotNodeAnswer {
@@ -119,11 +122,22 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, ProbeError> {
     // The request's timeout covers the body too, so a slow drip ends at `timeout`.
-    let mut response = request
+    let response = request
         .timeout(timeout)
         .send()
         .await
         .map_err(|e| ProbeError::from_reqwest(e, timeout))?;
+    read_json(response, path, timeout, limit).await
+}
+
+/// The JSON of a node's answer to `path`, reading at most `limit` bytes; a read that fails after
+/// `timeout` counts as the timeout.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+    path: &'static str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<T, ProbeError> {
     if !response.status().is_success() {
         return Err(ProbeError::Status {
             path,

@@ -538,7 +538,7 @@ pub fn openapi() -> Value {
                 "responses": {"200": {"description": "{alerts: [{id, status, rule, node, subject, summary, started_at, resolved_at, silenced, acked_at}], next}"},
                     "400": {"description": "bad parameter"}, "401": {"description": "neither signed nor signed in"}}}},
             "/api/v1/alerts/settings": {
-                "get": {"summary": "The operator's alert rules, webhooks and silences (defaults when unset); signed or with a session", "responses": {"200": {"description": "{rules, webhooks, silences}"}, "401": {"description": "neither signed nor signed in"}}},
+                "get": {"summary": "The operator's alert rules, webhooks, silences and direct_messages (Nostr DMs through the router's relays; defaults when unset); signed or with a session", "responses": {"200": {"description": "{rules, webhooks, silences, direct_messages}"}, "401": {"description": "neither signed nor signed in"}}},
                 "put": {"summary": "Replace the operator's alert settings; signed, or with a session and its CSRF token", "responses": {"200": {"description": "the settings stored"}, "400": {"description": "{error, field, problems: [{field, message}]}: every bad field, named"}, "401": {"description": "neither signed nor signed in"}, "403": {"description": "a session without its CSRF token"}}}},
             "/api/v1/alerts/{id}/ack": {"post": {"summary": "Acknowledge an alert of one of the operator's nodes; signed, or with a session and its CSRF token",
                 "responses": {"200": {"description": "the alert"}, "401": {"description": "neither signed nor signed in"}, "403": {"description": "a session without its CSRF token"}, "404": {"description": "no such alert of the operator's nodes"}}}},

@@ -9,7 +9,8 @@
 //! - [`secret`] — [`Secret`](secret::Secret) and [`SensitiveUrl`](secret::SensitiveUrl), the
 //!   one redaction of keys, tokens and credentials in URLs;
 //! - [`http`] — the HTTP/1 connection loop with timeouts and a connection limit, TLS optional;
-//! - [`web`] — the control interface's sessions and its embedded web app.
+//! - [`web`] — the control interface's sessions and its embedded web app;
+//! - [`websocket`] — WebSocket clients over TCP or TLS (the node's link, the router's relays).
 
 pub mod allocator;
 pub mod client_ip;
@@ -20,6 +21,7 @@ pub mod secret;
 pub mod signals;
 pub mod tasks;
 pub mod web;
+pub mod websocket;
 
 /// Installs the process-wide TLS provider (ring) that every HTTP client uses. Idempotent; call it
 /// before building a client.

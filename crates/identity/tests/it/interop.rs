@@ -1,10 +1,11 @@
 //! Our keys, NIP-98 requests and statements against an independent implementation (npm
-//! `nostr-tools`, installed by `scripts/install-test-deps.sh`): what one signs, the other accepts.
+//! `nostr-tools`, installed by `scripts/install-test-deps.sh`): what one signs, the other accepts;
+//! what one gift-wraps, the other opens.
 
 use std::{path::PathBuf, process::Command};
 
 use infernet_identity::{
-    Identity,
+    Identity, dm,
     nip98::{self, AuthError, Received, Verifier},
     parse_public_key, statement, unix_now,
 };
@@ -120,4 +121,21 @@ fn a_statement_signed_here_is_a_valid_event_for_nostr_tools() {
     assert_eq!(signer, node.public_key().to_hex());
     let forged = signed.replace(URL, "http://127.0.0.1:9999");
     assert!(nostr_tools(&["verify-event", &forged]).is_err());
+}
+
+#[test]
+fn direct_messages_open_both_ways_with_nostr_tools() {
+    let (router, operator) = (Identity::generate(), Identity::generate());
+    let wrap = dm::wrap(&router, &operator.public_key(), "[FIRING] offline on n1").unwrap();
+    let rumor: serde_json::Value =
+        serde_json::from_str(&nostr_tools(&["dm-open", &secret_hex(&operator), &wrap.json]).unwrap()).unwrap();
+    assert_eq!(rumor["kind"], 14);
+    assert_eq!(rumor["pubkey"], router.public_key().to_hex());
+    assert_eq!(rumor["content"], "[FIRING] offline on n1");
+    assert!(nostr_tools(&["dm-open", &secret_hex(&router), &wrap.json]).is_err());
+
+    let theirs = nostr_tools(&["dm-wrap", &secret_hex(&operator), &router.public_key().to_hex(), "ack"]).unwrap();
+    let opened = dm::unwrap(&router, &theirs).unwrap();
+    assert_eq!((opened.sender, opened.kind), (operator.public_key(), 14));
+    assert_eq!(opened.content, "ack");
 }

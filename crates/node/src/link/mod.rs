@@ -16,7 +16,7 @@
 mod session;
 mod tls;
 
-use infernet_service::secret::SensitiveUrl;
+use infernet_service::websocket::{WsUrl, WsUrlError};
 use std::{sync::Arc, time::Duration};
 
 use infernet_service::retry::{RetryPolicy, Sleeper};
@@ -51,39 +51,27 @@ pub enum LinkUrlError {
 
 /// A checked `network.url`; logs, errors and `Debug` show it as `scheme://host[:port]/…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkUrl {
-    /// The URL as given (redacted when shown).
-    pub url: SensitiveUrl,
-    /// Its host (without brackets).
-    pub host: String,
-    /// Its port (the scheme's default when not given).
-    pub port: u16,
-    /// `wss://`.
-    pub tls: bool,
+pub struct LinkUrl(WsUrl);
+
+impl std::ops::Deref for LinkUrl {
+    type Target = WsUrl;
+
+    fn deref(&self) -> &WsUrl {
+        &self.0
+    }
 }
 
 impl LinkUrl {
     /// `text` as a link URL.
     pub fn parse(text: &str) -> Result<Self, LinkUrlError> {
-        let url = SensitiveUrl::parse(text).map_err(|_| LinkUrlError::NotUrl)?;
-        let shown = || url.redacted().to_string();
-        let tls = match url.expose().scheme() {
-            "wss" => true,
-            "ws" => false,
-            _ => return Err(LinkUrlError::Scheme(shown())),
-        };
-        let host = match url.expose().host() {
-            Some(url::Host::Domain(d)) => d.to_string(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            None => return Err(LinkUrlError::NotUrl),
-        };
-        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !tls && !loopback {
-            return Err(LinkUrlError::Plain(shown()));
+        let url = WsUrl::parse(text).map_err(|e| match e {
+            WsUrlError::NotUrl => LinkUrlError::NotUrl,
+            WsUrlError::Scheme(shown) => LinkUrlError::Scheme(shown),
+        })?;
+        if !url.tls && !url.is_loopback() {
+            return Err(LinkUrlError::Plain(url.url.redacted().to_string()));
         }
-        let port = url.expose().port_or_known_default().ok_or(LinkUrlError::NotUrl)?;
-        Ok(Self { url, host, port, tls })
+        Ok(Self(url))
     }
 }
 

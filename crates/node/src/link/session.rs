@@ -20,15 +20,8 @@ use infernet_identity::{npub, parse_public_key, statement};
 use infernet_types::link::{
     Announce, HELLO_SUBJECT, HelloContent, MAX_CALLS, MAX_CHUNK, MAX_PATH, Message, VERSION, WINDOW, decode, encode,
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-    sync::{Semaphore, mpsc},
-};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{Message as Ws, protocol::WebSocketConfig},
-};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::{Message as Ws, protocol::WebSocketConfig};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::LinkUrl;
@@ -58,36 +51,16 @@ pub enum SessionError {
     Broken(String),
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-type Socket = WebSocketStream<Box<dyn Io>>;
+type Socket = infernet_service::websocket::Socket;
 
 async fn connect(url: &LinkUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket, SessionError> {
-    let fail = |e: &dyn std::fmt::Display| SessionError::Connect(e.to_string());
-    let tcp = TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| fail(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match tls {
-        None => Box::new(tcp),
-        Some(config) => {
-            let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|e| fail(&e))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(&e))?;
-            Box::new(stream)
-        }
-    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_ROUTER_FRAME))
         .max_frame_size(Some(MAX_ROUTER_FRAME))
         .max_write_buffer_size(8 << 20);
-    let (socket, _) = tokio_tungstenite::client_async_with_config(url.url.expose().as_str(), io, Some(config))
+    infernet_service::websocket::dial(url, tls, config)
         .await
-        .map_err(|e| fail(&e))?;
-    Ok(socket)
+        .map_err(|e| SessionError::Connect(e.to_string()))
 }
 
 /// The next binary frame, skipping pings.

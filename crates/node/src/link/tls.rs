@@ -26,7 +26,6 @@ pub enum TlsError {
 
 /// The client configuration of links.
 pub(super) fn client_config(ca_file: Option<&str>) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra: Vec<CertificateDer<'static>> = match ca_file {
         None => Vec::new(),
         Some(path) => {
@@ -45,11 +44,5 @@ pub(super) fn client_config(ca_file: Option<&str>) -> Result<Arc<ClientConfig>, 
             certs
         }
     };
-    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())?;
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(infernet_service::websocket::client_tls(extra)?)
 }

@@ -4,8 +4,8 @@
 //!
 //! - `GET /api/v1/alerts[?status=firing|resolved][&node=…][&limit=…][&before=…]`: alerts of the
 //!   nodes that name the signer as their operator, newest first (`next` pages on);
-//! - `GET /api/v1/alerts/settings`: the signer's rules, webhooks and silences (the defaults when
-//!   they set none);
+//! - `GET /api/v1/alerts/settings`: the signer's rules, webhooks, silences and whether alerts
+//!   come as Nostr direct messages (the defaults when they set none);
 //! - `PUT /api/v1/alerts/settings`: replaces them; a bad field is a 400 naming it (`error`, and
 //!   `field` with every problem in `problems`, so a form can show each beside its field);
 //! - `POST /api/v1/alerts/{id}/ack`: acknowledges an alert of one of the signer's nodes.
@@ -136,7 +136,7 @@ async fn get_settings(
             ..OperatorSettings::default()
         },
     };
-    Ok(Json(json!(settings)))
+    Ok(Json(json!(settings.shown(!state.alerts.settings.relays.is_empty()))))
 }
 
 /// `PUT /api/v1/alerts/settings`.
@@ -163,7 +163,7 @@ async fn put_settings(
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     state.alerts.settings_changed();
-    Ok(Json(json!(settings)))
+    Ok(Json(json!(settings.shown(!state.alerts.settings.relays.is_empty()))))
 }
 
 /// `POST /api/v1/alerts/{id}/ack`.

@@ -5,6 +5,8 @@
 //!   "resolved_at"]}` (`status` is `firing` or `resolved`, times RFC 3339).
 //! - `slack:URL`: `{"text": …}`, as Slack's incoming webhooks take it.
 //! - `discord:URL`: `{"content": …}` (at most 2,000 characters), as Discord's webhooks take it.
+//! - Operators' Nostr keys: a NIP-17 direct message through the router's relays, one delivery
+//!   per change of state for all of the alert's operators ([`super::nostr`]).
 //!
 //! The queue is bounded ([`QUEUE`]): when a flood of alerts fills it, further deliveries are
 //! dropped with a warning rather than held in memory. [`CONCURRENCY`] deliveries run at once;
@@ -12,13 +14,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, future::Either};
+use infernet_identity::PublicKey;
 use infernet_service::{retry::RetryPolicy, secret::SensitiveUrl};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::nostr::{self, Relays};
 use crate::gateway::callback::{UrlError, check_url};
 
 /// Deliveries waiting at most.
@@ -117,31 +121,57 @@ impl Event {
     }
 }
 
+/// Where one delivery goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A webhook.
+    Webhook(Webhook),
+    /// Direct messages to these operators through the router's relays.
+    Nostr(Vec<PublicKey>),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Webhook(w) => write!(f, "{}", w.url),
+            Self::Nostr(to) => write!(f, "direct messages to {} operators", to.len()),
+        }
+    }
+}
+
 /// The sending end of the delivery queue.
-pub struct Outbox(mpsc::Sender<(Webhook, Arc<Event>)>);
+pub struct Outbox(mpsc::Sender<(Target, Arc<Event>)>);
 
 impl Outbox {
     /// Queues a delivery; dropped with a warning when the queue is full.
-    pub fn push(&self, webhook: Webhook, event: Arc<Event>) {
-        if let Err(e) = self.0.try_send((webhook, event)) {
-            let (webhook, event) = match &e {
+    pub fn push(&self, target: Target, event: Arc<Event>) {
+        if let Err(e) = self.0.try_send((target, event)) {
+            let (target, event) = match &e {
                 mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
             };
-            tracing::warn!(webhook = %webhook.url, alert = %event.id, "alert delivery queue full; delivery dropped");
+            tracing::warn!(%target, alert = %event.id, "alert delivery queue full; delivery dropped");
         }
     }
 }
 
 /// The receiving end: run it with [`Worker::run`].
 pub struct Worker {
-    queue: mpsc::Receiver<(Webhook, Arc<Event>)>,
+    queue: mpsc::Receiver<(Target, Arc<Event>)>,
     retry: RetryPolicy,
+    relays: Option<Arc<Relays>>,
 }
 
-/// A bounded queue and its worker.
-pub fn queue(retry: RetryPolicy) -> (Outbox, Worker) {
+/// A bounded queue and its worker; direct messages go through `relays`.
+pub fn queue(retry: RetryPolicy, relays: Option<Relays>) -> (Outbox, Worker) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (Outbox(tx), Worker { queue: rx, retry })
+    (
+        Outbox(tx),
+        Worker {
+            queue: rx,
+            retry,
+            relays: relays.map(Arc::new),
+        },
+    )
 }
 
 impl Worker {
@@ -163,7 +193,14 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = self.queue.recv(), if running.len() < CONCURRENCY => match next {
-                    Some((webhook, event)) => running.push(deliver(client.clone(), self.retry, webhook, event)),
+                    Some((Target::Webhook(webhook), event)) => {
+                        running.push(Either::Left(deliver(client.clone(), self.retry, webhook, event)))
+                    }
+                    Some((Target::Nostr(to), event)) => {
+                        if let Some(relays) = &self.relays {
+                            running.push(Either::Right(nostr::deliver(relays.clone(), self.retry, to, event)));
+                        }
+                    }
                     None => return,
                 },
                 Some(()) = running.next(), if !running.is_empty() => {}

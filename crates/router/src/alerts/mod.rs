@@ -3,12 +3,12 @@
 //!
 //! ```text
 //!   prober (/info) ──┐                        ┌─ webhooks (--alert-webhook: every alert)
-//!   heartbeats ──────┼─▶ History per node ──▶ tick: rules::evaluate ─▶ alerts table ─┤
-//!   links (alive) ───┘      (bounded)          (every --alert-interval)              └─ the operator's webhooks
+//!   heartbeats ──────┼─▶ History per node ──▶ tick: rules::evaluate ─▶ alerts table ─┼─ the operator's webhooks
+//!   links (/info) ───┘      (bounded)          (every --alert-interval)              └─ Nostr DMs to the operator
 //! ```
 //!
-//! - [`rules`]: the conditions, pure; thresholds per operator ([`OperatorSettings`], set with a
-//!   signed `PUT /api/v1/alerts/settings`), defaults that work out of the box.
+//! - [`rules`]: the conditions, pure; thresholds per operator ([`settings`], set with a signed
+//!   `PUT /api/v1/alerts/settings`), defaults that work out of the box.
 //! - Each tick compares the conditions that hold with the alerts firing in the database. A new
 //!   condition is inserted as a firing alert (one firing row per node, rule and subject: of several
 //!   replicas the one whose insert lands sends it); one that no longer holds is resolved (the
@@ -16,13 +16,20 @@
 //!   long it stays true, and a restart does not fire it again.
 //! - While a node is offline its other rules are held back: one outage is one alert.
 //! - Deliveries ([`deliver`]) are queued (bounded) and retried with backoff; a silence
-//!   ([`Silence`]) records the alert but sends nothing.
+//!   ([`Silence`]) records the alert but sends nothing. With relays (`--alert-relay`), each
+//!   change also goes to the node's operators as a NIP-17 direct message from the router's key
+//!   ([`nostr`]), unless they turned `direct_messages` off.
+//! - Linked nodes are not probed: [`linked`] reads their `/info` over their link at the
+//!   prober's interval, so every rule judges them as it judges reachable nodes.
 //! - A node the router has not heard from for [`FORGET_AFTER_MS`] is forgotten: its alerts
 //!   resolve.
 
 pub mod api;
 pub mod deliver;
+pub mod linked;
+pub mod nostr;
 pub mod rules;
+pub mod settings;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -30,12 +37,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
+use infernet_identity::Identity;
+use infernet_service::websocket::WsUrl;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use self::settings::{OperatorSettings, SettingsError, Silence};
 use self::{
-    deliver::{Event, Outbox, Webhook},
+    deliver::{Event, Outbox, Target, Webhook},
     rules::{Calls, History, Rules, Sample},
 };
 use crate::{
@@ -74,6 +83,8 @@ pub struct AlertSettings {
     pub retention: Duration,
     /// The rules of nodes whose operators set none (`--alert-rules`).
     pub rules: Rules,
+    /// Nostr relays that carry alerts to operators as direct messages (`--alert-relay`).
+    pub relays: Vec<WsUrl>,
 }
 
 impl Default for AlertSettings {
@@ -89,117 +100,8 @@ impl Default for AlertSettings {
             allow_private: false,
             retention: Duration::from_secs(90 * 86_400),
             rules: Rules::default(),
+            relays: Vec::new(),
         }
-    }
-}
-
-/// A silence: alerts of `rule` (on `node`, or every node of the operator) are recorded but not
-/// sent until `until`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Silence {
-    /// One of [`rules::RULES`].
-    pub rule: String,
-    /// The node (as alerts name it); every node of the operator when absent.
-    #[serde(default)]
-    pub node: Option<String>,
-    /// End of the silence, RFC 3339 (`2026-12-24T00:00:00Z`).
-    pub until: String,
-}
-
-/// What an operator sets: thresholds, where alerts go, silences.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OperatorSettings {
-    /// Thresholds of every rule.
-    pub rules: Rules,
-    /// `https://…` (generic JSON), `slack:https://…`, `discord:https://…`.
-    pub webhooks: Vec<String>,
-    /// Silences.
-    pub silences: Vec<Silence>,
-}
-
-/// A bad settings document: the field and what it must be.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct SettingsError {
-    /// Where (`rules.success_rate.threshold`, `webhooks[1]`).
-    pub path: String,
-    /// What it must be.
-    pub message: String,
-}
-
-impl OperatorSettings {
-    /// Parses and checks a settings document; the first problem is named.
-    pub fn parse(body: &[u8], allow_private: bool) -> Result<Self, Vec<SettingsError>> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let settings: Self = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            vec![SettingsError {
-                path: match e.path().to_string() {
-                    p if p == "." => "(body)".into(),
-                    p => p,
-                },
-                message: e.inner().to_string(),
-            }]
-        })?;
-        let mut problems: Vec<SettingsError> = settings
-            .rules
-            .problems()
-            .into_iter()
-            .map(|p| SettingsError {
-                path: format!("rules.{}", p.path),
-                message: p.message,
-            })
-            .collect();
-        if settings.webhooks.len() > MAX_WEBHOOKS {
-            problems.push(SettingsError {
-                path: "webhooks".into(),
-                message: format!("at most {MAX_WEBHOOKS} webhooks"),
-            });
-        }
-        for (i, w) in settings.webhooks.iter().enumerate() {
-            if let Err(e) = Webhook::parse(w, allow_private) {
-                problems.push(SettingsError {
-                    path: format!("webhooks[{i}]"),
-                    message: e.to_string(),
-                });
-            }
-        }
-        if settings.silences.len() > MAX_SILENCES {
-            problems.push(SettingsError {
-                path: "silences".into(),
-                message: format!("at most {MAX_SILENCES} silences"),
-            });
-        }
-        for (i, s) in settings.silences.iter().enumerate() {
-            if !rules::RULES.contains(&s.rule.as_str()) {
-                problems.push(SettingsError {
-                    path: format!("silences[{i}].rule"),
-                    message: format!("must be one of {}", rules::RULES.join(", ")),
-                });
-            }
-            if s.until.parse::<jiff::Timestamp>().is_err() {
-                problems.push(SettingsError {
-                    path: format!("silences[{i}].until"),
-                    message: "must be an RFC 3339 time such as 2026-12-24T00:00:00Z".into(),
-                });
-            }
-        }
-        match problems.is_empty() {
-            true => Ok(settings),
-            false => Err(problems),
-        }
-    }
-
-    /// Whether a silence covers `rule` on `node` at `now` (Unix ms).
-    fn silences(&self, rule: &str, node: &str, now: i64) -> bool {
-        self.silences.iter().any(|s| {
-            s.rule == rule
-                && s.node.as_deref().is_none_or(|n| n == node)
-                && s.until
-                    .parse::<jiff::Timestamp>()
-                    .is_ok_and(|t| t.as_millisecond() > now)
-        })
     }
 }
 
@@ -337,9 +239,16 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 impl Alerts {
-    /// The engine, and the delivery queue's worker (run it with [`deliver::run`]).
-    pub fn new(db: Db, registry: Arc<Registry>, settings: AlertSettings) -> (Arc<Self>, deliver::Worker) {
-        let (outbox, worker) = deliver::queue(settings.retry);
+    /// The engine, and the delivery queue's worker (run it with [`deliver::Worker::run`]);
+    /// direct messages are sent as `identity`, the router's key.
+    pub fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        settings: AlertSettings,
+        identity: Identity,
+    ) -> (Arc<Self>, deliver::Worker) {
+        let relays = (!settings.relays.is_empty()).then(|| nostr::Relays::new(identity, settings.relays.clone()));
+        let (outbox, worker) = deliver::queue(settings.retry, relays);
         let alerts = Arc::new(Self {
             db,
             registry,
@@ -550,13 +459,26 @@ impl Alerts {
         Ok(())
     }
 
-    /// Queues `alert` to every webhook it goes to: the router's, and its node's operators'
-    /// (nothing when silenced).
+    /// Queues `alert` to every webhook it goes to: the router's, and its node's operators'; and
+    /// as a direct message to those operators who did not turn them off (nothing when
+    /// silenced).
     fn send(&self, alert: &Alert, operators: &HashMap<String, OperatorSettings>) {
         if alert.silenced {
             return;
         }
         let event = Arc::new(event(alert));
+        if !self.settings.relays.is_empty() {
+            let to: Vec<_> = alert
+                .operators
+                .split_whitespace()
+                .filter(|o| operators.get(*o).is_none_or(|s| s.direct_messages != Some(false)))
+                .filter_map(|o| infernet_identity::parse_public_key(o).ok())
+                .take(nostr::MAX_RECIPIENTS)
+                .collect();
+            if !to.is_empty() {
+                self.outbox.push(Target::Nostr(to), event.clone());
+            }
+        }
         let mut targets: Vec<Webhook> = self.settings.webhooks.clone();
         for operator in alert.operators.split_whitespace() {
             if let Some(settings) = operators.get(operator) {
@@ -569,7 +491,7 @@ impl Alerts {
             }
         }
         for target in targets {
-            self.outbox.push(target, event.clone());
+            self.outbox.push(Target::Webhook(target), event.clone());
         }
     }
 }
@@ -613,54 +535,5 @@ mod tests {
                 ..Sample::default()
             }
         );
-    }
-
-    #[test]
-    fn settings_problems_name_their_field() {
-        let bad = |body: Value| OperatorSettings::parse(body.to_string().as_bytes(), false).unwrap_err();
-        assert_eq!(
-            bad(json!({"rules": {"success_rate": {"threshold": "high"}}}))[0].path,
-            "rules.success_rate.threshold"
-        );
-        assert_eq!(
-            bad(json!({"rules": {"disk": {"percent": 120}}}))[0].path,
-            "rules.disk.percent"
-        );
-        assert_eq!(bad(json!({"webhooks": ["ftp://x"]}))[0].path, "webhooks[0]");
-        assert_eq!(bad(json!({"webhooks": ["http://127.0.0.1:9/"]}))[0].path, "webhooks[0]");
-        assert_eq!(
-            bad(json!({"silences": [{"rule": "nope", "until": "2026-01-01T00:00:00Z"}]}))[0].path,
-            "silences[0].rule"
-        );
-        assert_eq!(
-            bad(json!({"silences": [{"rule": "disk", "until": "soon"}]}))[0].path,
-            "silences[0].until"
-        );
-        assert_eq!(bad(json!({"colour": "red"}))[0].path, "colour");
-        let ok = OperatorSettings::parse(
-            br#"{"rules": {"offline": {"after_s": 30}}, "webhooks": ["slack:https://hooks.slack.com/x"]}"#,
-            false,
-        )
-        .unwrap();
-        assert_eq!(ok.rules.offline.after_s, 30.0);
-        assert!(ok.rules.offline.enabled);
-        assert_eq!(ok.rules.success_rate, Rules::default().success_rate);
-    }
-
-    #[test]
-    fn a_silence_covers_its_rule_node_and_time() {
-        let s = OperatorSettings {
-            silences: vec![Silence {
-                rule: "disk".into(),
-                node: Some("n1:4000".into()),
-                until: "2030-01-01T00:00:00Z".into(),
-            }],
-            ..OperatorSettings::default()
-        };
-        let now = 1_800_000_000_000;
-        assert!(s.silences("disk", "n1:4000", now));
-        assert!(!s.silences("disk", "n2:4000", now));
-        assert!(!s.silences("memory", "n1:4000", now));
-        assert!(!s.silences("disk", "n1:4000", 1_900_000_000_000));
     }
 }

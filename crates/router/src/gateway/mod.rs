@@ -287,6 +287,11 @@ impl Gateway {
         self.jobs.clone()
     }
 
+    /// The router's key.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// The router's public key, `npub1…`.
     pub fn npub(&self) -> String {
         self.identity.npub()

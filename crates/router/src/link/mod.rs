@@ -100,6 +100,11 @@ impl Links {
         self.lock().get(key).cloned()
     }
 
+    /// Every link held now.
+    pub fn all(&self) -> Vec<Arc<Link>> {
+        self.lock().values().cloned().collect()
+    }
+
     /// Links held.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -1,19 +1,30 @@
 //! Alerts against real nodes: a stopped node fires `offline` once and resolves once, through a
-//! webhook that fails twice first; a container that fails every job trips the success rate; a
-//! silenced rule sends nothing; the operator's settings are checked field by field.
+//! webhook that fails twice first, and as Nostr direct messages through a real relay; a
+//! container that fails every job trips the success rate, on a reachable node and on a linked
+//! one; a silenced rule sends nothing; the operator's settings are checked field by field.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-use infernet_identity::{Identity, nip98};
+use futures::{SinkExt, StreamExt};
+use infernet_identity::{
+    Identity,
+    dm::{self, Opened},
+    nip98,
+};
 use infernet_router::alerts::{AlertSettings, deliver::Webhook};
+use infernet_service::websocket::WsUrl;
 use infernet_testkit::free_port;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Ws;
 
-use crate::{NodeProc, client, eventually, router, settings};
+use crate::{NodeProc, client, eventually, gateway::key_file, router, settings};
 
 /// A webhook receiver that answers 500 to its first `fail` requests, then records the bodies.
 #[derive(Clone, Default)]
@@ -319,4 +330,174 @@ async fn eventually_signed(url: &str, operator: &Identity, check: impl Fn(&[Valu
         assert!(Instant::now() < deadline, "alerts never satisfied the check: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A relay (rust-nostr's local relay, on loopback) that refuses the first `refuse` events it is
+/// sent, and its `ws://` URL. Dropping it stops it.
+async fn nostr_relay(refuse: usize) -> (nostr_relay_builder::LocalRelay, String) {
+    use nostr_relay_builder::prelude::{BoxedFuture, LocalRelay, PolicyResult, RelayBuilder, WritePolicy};
+
+    #[derive(Debug)]
+    struct RefuseFirst(AtomicUsize, usize);
+    impl WritePolicy for RefuseFirst {
+        fn admit_event<'a>(
+            &'a self,
+            _: &'a nostr_relay_builder::prelude::Event,
+            _: &'a std::net::SocketAddr,
+        ) -> BoxedFuture<'a, PolicyResult> {
+            Box::pin(async move {
+                match self.0.fetch_add(1, Ordering::SeqCst) < self.1 {
+                    true => PolicyResult::Reject("not now".into()),
+                    false => PolicyResult::Accept,
+                }
+            })
+        }
+    }
+    let relay = LocalRelay::new(RelayBuilder::default().write_policy(RefuseFirst(AtomicUsize::new(0), refuse)));
+    relay.run().await.unwrap();
+    let url = relay.url().await.to_string();
+    (relay, url)
+}
+
+/// The direct messages `to` receives on `relay` (a live subscription to gift wraps tagged with
+/// its key), opened with its key, once `check` accepts them.
+async fn direct_messages(relay: &str, to: &Identity, check: impl Fn(&[Opened]) -> bool) -> Vec<Opened> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(relay).await.unwrap();
+    let req = json!(["REQ", "alerts", {"kinds": [1059], "#p": [to.public_key().to_hex()]}]);
+    socket.send(Ws::text(req.to_string())).await.unwrap();
+    let mut opened = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut stored = false;
+    loop {
+        if stored && check(&opened) {
+            return opened;
+        }
+        let next = tokio::time::timeout_at(deadline, socket.next()).await;
+        let Ok(Some(Ok(Ws::Text(text)))) = next else {
+            panic!("the messages never satisfied the check: {opened:?} (last: {next:?})");
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        match message[0].as_str().unwrap() {
+            "EVENT" => opened.push(dm::unwrap(to, &message[2].to_string()).unwrap()),
+            "EOSE" => stored = true,
+            other => panic!("the relay answered {other}: {message}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn alerts_reach_the_operators_key_as_nostr_direct_messages_unless_turned_off() {
+    // The relay refuses the first message: the delivery is tried again.
+    let (_relay, relay_url) = nostr_relay(1).await;
+    let (receiver, hook) = Receiver::start(0).await;
+    let key = Identity::generate();
+    let mut s = alerting(&hook, json!({"offline": {"after_s": 0.6}}));
+    s.gateway.key_file = key_file(&key);
+    s.alerts.relays = vec![WsUrl::parse(&relay_url).unwrap()];
+    let url = router(s).await;
+    let (operator, quiet) = (Identity::generate(), Identity::generate());
+
+    // Operators choose; a bad value is refused naming the field.
+    let (status, answer) = call(&url, Some(&operator), "GET", "/api/v1/alerts/settings", None).await;
+    assert_eq!((status, &answer["direct_messages"]), (200, &json!(true)), "{answer}");
+    let bad = json!({"direct_messages": "yes"});
+    let (status, answer) = call(&url, Some(&quiet), "PUT", "/api/v1/alerts/settings", Some(&bad)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().starts_with("direct_messages"),
+        "{answer}"
+    );
+    // (The node's first operator with settings gives its rules: the same short window here.)
+    let off = json!({"direct_messages": false, "rules": {"offline": {"after_s": 0.6},
+        "disk": {"enabled": false}, "memory": {"enabled": false}, "gpu_temperature": {"enabled": false}}});
+    let (status, answer) = call(&url, Some(&quiet), "PUT", "/api/v1/alerts/settings", Some(&off)).await;
+    assert_eq!((status, &answer["direct_messages"]), (200, &json!(false)), "{answer}");
+
+    let mut n = NodeProc::start_with(
+        json!([{"id": "x", "port": free_port()}]),
+        json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.1},
+               "operator": {"pubkeys": [operator.npub(), quiet.npub()]}}),
+    );
+    eventually(format!("{url}/api/v1/nodes"), |v| {
+        v[0]["identity"]["operators"][1] == quiet.npub()
+    })
+    .await;
+
+    n.kill();
+    let firing = direct_messages(&relay_url, &operator, |m| !m.is_empty()).await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    let message = &firing[0];
+    assert_eq!(message.kind, 14, "a NIP-17 direct message");
+    assert_eq!(message.sender, key.public_key(), "sealed by the router's key");
+    assert_eq!(message.author, key.public_key());
+    let line = format!("[FIRING] offline on {}: no probe answered", n.key());
+    assert!(message.content.starts_with(&line), "{}", message.content);
+
+    n.restart();
+    let both = direct_messages(&relay_url, &operator, |m| m.len() == 2).await;
+    let resolved = format!("[RESOLVED] offline on {}", n.key());
+    assert!(both.iter().any(|m| m.content.starts_with(&resolved)), "{both:?}");
+    // The webhook got the same two changes; by then the DMs of both went out, none to `quiet`.
+    receiver
+        .until("the resolution", |b| b.iter().any(|b| b["status"] == "resolved"))
+        .await;
+    assert_eq!(direct_messages(&relay_url, &quiet, |_| true).await, []);
+    assert_eq!(direct_messages(&relay_url, &operator, |_| true).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_linked_node_whose_jobs_fail_trips_the_success_rate() {
+    let (receiver, hook) = Receiver::start(0).await;
+    let key = Identity::generate();
+    let mut s = alerting(
+        &hook,
+        json!({"success_rate": {"threshold": 0.9, "window_s": 60, "min_jobs": 5}}),
+    );
+    s.gateway.key_file = key_file(&key);
+    let url = router(s).await;
+    let operator = Identity::generate();
+    let link = format!("{}/api/v1/link", url.replacen("http://", "ws://", 1));
+    // A container nobody listens for: every job fails. The router cannot reach the node; it
+    // reads the node's figures over the link the node dialled.
+    let n = NodeProc::start_with(
+        json!([{"id": "x", "port": free_port()}]),
+        json!({"network": {"routers": [key.npub()], "url": link}, "operator": {"pubkeys": [operator.npub()]}}),
+    );
+    let nodes = eventually(format!("{url}/api/v1/nodes"), |v| {
+        v[0]["address"].as_str().is_some_and(|a| a.starts_with("npub1"))
+    })
+    .await;
+    let npub = nodes[0]["address"].as_str().unwrap().to_string();
+    // Jobs fail one after another until the rule trips: the rule counts the failures after the
+    // router's first reading of the node, which may come after the first jobs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let answer = client()
+            .post(format!("http://127.0.0.1:{}/api/jobs", n.port))
+            .json(&json!({"containers": ["x"], "data": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let bodies = receiver.bodies();
+        if let Some(alert) = bodies.iter().find(|b| b["rule"] == "success_rate") {
+            break alert.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never received the success-rate alert; got {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alert["node"], json!(npub), "{alert}");
+    let summary = alert["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("0 of ") && summary.contains(" jobs succeeded (0 %)"),
+        "{alert}"
+    );
+    let bodies = receiver.bodies();
+    assert!(
+        bodies.iter().all(|b| b["rule"] != "offline"),
+        "a linked node is alive: {bodies:?}"
+    );
 }
