@@ -4,7 +4,7 @@
 //! body's hash included) with a `client` tag naming the client it dispatches for, and sends the
 //! same value in `X-Infernet-Client`; the node then charges its rate limit to that client and
 //! files the job under it, so the client, through the router, reads back only its own jobs.
-//! A router that knows this node's key (from `/info`'s `key`) authenticates a dispatch with a
+//! A router that knows this node's key (from `/info`'s `node`) authenticates a dispatch with a
 //! MAC under the key the two share instead (see [`infernet_identity::dispatch`]): the same
 //! checks, without a signature to verify per job.
 //!
