@@ -100,6 +100,11 @@ pub struct Config {
     /// Longest time to wait for managed containers to answer before serving (seconds).
     #[serde(default = "default_startup_wait", deserialize_with = "lax::f64")]
     pub startup_wait: f64,
+    /// Longest time an image pull may go without any progress from the engine before it is
+    /// abandoned (seconds; extension): a registry that stops answering must not hold a boot or
+    /// an operator's deploy forever. A pull that progresses may take as long as it needs.
+    #[serde(default = "default_pull_idle_timeout", deserialize_with = "lax::f64")]
+    pub pull_idle_timeout: f64,
     /// Embedded job store (used when there is no `redis` section).
     #[serde(default)]
     pub store: StoreConfig,
@@ -119,6 +124,9 @@ fn yes() -> bool {
 }
 fn default_startup_wait() -> f64 {
     5.0
+}
+fn default_pull_idle_timeout() -> f64 {
+    300.0
 }
 
 /// `docker`: registry credentials.

@@ -276,6 +276,12 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             "must be zero or a positive number of seconds (at most one year)",
         );
     }
+    if !non_negative(config.pull_idle_timeout) || config.pull_idle_timeout == 0.0 {
+        p.error(
+            "pull_idle_timeout",
+            "must be a positive number of seconds (at most one year)",
+        );
+    }
     check_store(&config, &mut p);
     check_stats(&config.stats, &mut p);
     check_chain(&config.chain, &mut p);
@@ -640,6 +646,15 @@ mod tests {
             ]
         );
         assert!(errs[4].message.contains("duplicate id \"a\""));
+    }
+
+    #[test]
+    fn a_pull_idle_timeout_must_be_positive() {
+        assert!(check(r#"{"pull_idle_timeout": 30}"#).is_ok());
+        for bad in ["0", "-1", "1e12"] {
+            let errs = check(&format!(r#"{{"pull_idle_timeout": {bad}}}"#)).unwrap_err();
+            assert_eq!(paths(&errs), vec!["pull_idle_timeout"], "{bad}");
+        }
     }
 
     #[test]

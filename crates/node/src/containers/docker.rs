@@ -57,6 +57,8 @@ pub struct DockerRuntime {
     /// For pulls and waits, which last as long as they need.
     streams: Docker,
     credentials: Option<DockerConfig>,
+    /// Longest a pull may go without progress (`pull_idle_timeout`).
+    pull_idle: Duration,
     /// Per image: pulled yet? (Restarts do not pull again; different images pull in parallel.)
     pulled: std::sync::Mutex<HashMap<String, Arc<Mutex<bool>>>>,
 }
@@ -323,6 +325,14 @@ impl DockerRuntime {
         Self::connect_to(&engine_address(), credentials).await
     }
 
+    /// Abandons a pull after `idle` without progress (default 300 s).
+    pub fn with_pull_idle(self, idle: Duration) -> Self {
+        Self {
+            pull_idle: idle,
+            ..self
+        }
+    }
+
     /// Connects to the engine at `address` (`unix://…`, `tcp://…` or `http://…`).
     pub async fn connect_to(address: &str, credentials: Option<DockerConfig>) -> Result<Self, ContainerError> {
         let unreachable = |e: &dyn std::fmt::Display| {
@@ -347,6 +357,7 @@ impl DockerRuntime {
             streams: docker.clone().with_timeout(Duration::from_secs(365 * 24 * 3600)),
             api: docker,
             credentials,
+            pull_idle: Duration::from_secs(300),
             pulled: std::sync::Mutex::default(),
         })
     }
@@ -362,6 +373,7 @@ impl DockerRuntime {
             .or_default()
             .clone();
         let mut pulled = once.lock().await;
+        let mut pull_error = None;
         if !*pulled {
             match self.pull(image).await {
                 Ok(()) => *pulled = true,
@@ -369,6 +381,7 @@ impl DockerRuntime {
                     tracing::warn!(container = %id, %image, error = %e, "pull failed; trying a local copy");
                     // With a local copy, restarts do not retry the pull.
                     *pulled = self.api.inspect_image(image).await.is_ok();
+                    pull_error = Some(e.to_string());
                 }
             }
         }
@@ -378,6 +391,7 @@ impl DockerRuntime {
             Err(e) if is_not_found(&e) => Err(ContainerError::NoImage {
                 id: id.to_string(),
                 image: image.to_string(),
+                pull: pull_error.unwrap_or_else(|| "pulled earlier in this run".into()),
             }),
             Err(e) => Err(ContainerError::Start {
                 id: id.to_string(),
@@ -398,7 +412,18 @@ impl DockerRuntime {
         tracing::info!(image = %reference, "pulling image, this may take a while");
         let mut progress = self.streams.create_image(Some(options), None, credentials);
         let mut last_report = tokio::time::Instant::now();
-        while let Some(item) = progress.next().await {
+        let idle = self.pull_idle;
+        // Dropping the stream closes the request, and the engine cancels the pull.
+        let stalled = || {
+            StepError::Pull(format!(
+                "no progress from the registry for {} s; the pull was abandoned (pull_idle_timeout)",
+                idle.as_secs_f64()
+            ))
+        };
+        while let Some(item) = tokio::time::timeout(idle, progress.next())
+            .await
+            .map_err(|_| stalled())?
+        {
             let info = item.map_err(|e| StepError::Pull(message(&e)))?;
             if let Some(detail) = info.error_detail {
                 return Err(StepError::Pull(detail.message.unwrap_or_else(|| "pull failed".into())));

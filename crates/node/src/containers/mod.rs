@@ -61,13 +61,15 @@ pub enum ContainerError {
     },
     /// The image is neither pullable nor present locally.
     #[error(
-        "container {id}: image {image} not found: it could not be pulled and is not present locally; check the name, the registry and the `docker` credentials, or build it locally"
+        "container {id}: image {image} not found: it could not be pulled ({pull}) and is not present locally; check the name, the registry and the `docker` credentials, or build it locally"
     )]
     NoImage {
         /// Container id.
         id: String,
         /// The image asked for.
         image: String,
+        /// Why the pull failed.
+        pull: String,
     },
     /// The service did not answer in time.
     #[error("container {id}: not ready after {waited:?} (port {port}); last output:\n{logs}")]
@@ -134,6 +136,8 @@ pub struct ContainerManager {
     /// The containers the node runs now.
     specs: std::sync::Mutex<Vec<ContainerSpec>>,
     startup_wait: Duration,
+    /// Longest a pull may go without progress.
+    pull_idle: Duration,
     process: Arc<process::ProcessRuntime>,
     /// Connected at start when a configured container needs it, else at the first deploy that does.
     docker: tokio::sync::OnceCell<Arc<docker::DockerRuntime>>,
@@ -154,9 +158,12 @@ impl ContainerManager {
     /// it; nothing runs yet.
     pub async fn new(config: &ValidConfig) -> Result<Self, ContainerError> {
         let credentials = config.config.docker.clone();
+        let pull_idle = Duration::from_secs_f64(config.config.pull_idle_timeout);
         let docker = tokio::sync::OnceCell::new();
         if config.containers.iter().any(|c| c.runtime == Runtime::Docker) {
-            let connected = docker::DockerRuntime::connect(credentials.clone()).await?;
+            let connected = docker::DockerRuntime::connect(credentials.clone())
+                .await?
+                .with_pull_idle(pull_idle);
             docker.set(Arc::new(connected)).ok();
         }
         let states = config
@@ -168,6 +175,7 @@ impl ContainerManager {
         Ok(Self {
             specs: std::sync::Mutex::new(config.containers.clone()),
             startup_wait: Duration::from_secs_f64(config.config.startup_wait),
+            pull_idle,
             process: Arc::new(process::ProcessRuntime::default()),
             docker,
             credentials,
@@ -217,7 +225,7 @@ impl ContainerManager {
                     .get_or_try_init(|| async {
                         docker::DockerRuntime::connect(self.credentials.clone())
                             .await
-                            .map(Arc::new)
+                            .map(|d| Arc::new(d.with_pull_idle(self.pull_idle)))
                     })
                     .await?;
                 Some(docker.clone())

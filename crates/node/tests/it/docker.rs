@@ -189,6 +189,41 @@ async fn missing_image_is_named_in_the_error() {
 }
 
 #[tokio::test]
+async fn a_registry_that_stops_answering_fails_the_pull_instead_of_hanging() {
+    // A "registry" that takes connections and never says a word (loopback registries are
+    // plain-HTTP to the engine, so its pull waits on this one).
+    let registry = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = registry.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in registry.incoming().take(8) {
+            held.push(conn);
+        }
+        held
+    });
+    let c = Guard::new("it-stall");
+    let image = format!("127.0.0.1:{port}/stalled:1");
+    let started = Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(60),
+        boot_error(json!({
+            "pull_idle_timeout": 2,
+            "containers": [{"id": &c.0, "image": &image, "port": free_port()}]
+        })),
+    )
+    .await
+    .expect("the boot gave up on the stalled pull");
+    assert!(error.contains("pull_idle_timeout"), "{error}");
+    assert!(error.contains(&image) || error.contains(&c.0), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+#[tokio::test]
 async fn gpu_without_a_gpu_runtime_is_a_clear_error() {
     let info = docker(&["info", "-f", "{{json .Runtimes}}"]);
     if info.contains("nvidia") {
