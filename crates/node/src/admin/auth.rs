@@ -115,24 +115,32 @@ impl OperatorAuth {
         match authorization {
             Some(header) if dispatch::is_mac(header) => {
                 let stated = stated.unwrap_or_default();
-                let urls = self.urls(path_and_query);
-                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-                let received = Received {
-                    method,
-                    urls: &urls,
-                    body,
-                };
                 let key_of = |k: &PublicKey| self.shared.iter().find(|(s, _)| s == k).map(|(_, key)| key);
-                let router = self.verifier.verify_mac(header, &received, stated, now, key_of)?;
+                let router = self.received(method, path_and_query, body, |received| {
+                    self.verifier.verify_mac(header, received, stated, now, key_of)
+                })?;
                 Ok((router, Some(stated.to_string())))
             }
             _ => self.check_tagged(method, path_and_query, authorization, body, now, "client"),
         }
     }
 
-    /// Where a request for `path_and_query` may have been signed for.
-    fn urls(&self, path_and_query: &str) -> Vec<String> {
-        self.bases.iter().map(|b| format!("{b}{path_and_query}")).collect()
+    /// `check` of the request as received: `method path_and_query` with `body`, signed for one
+    /// of this node's URLs.
+    fn received<T>(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        check: impl FnOnce(&Received<'_>) -> T,
+    ) -> T {
+        let urls: Vec<String> = self.bases.iter().map(|b| format!("{b}{path_and_query}")).collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        check(&Received {
+            method,
+            urls: &urls,
+            body,
+        })
     }
 
     /// [`OperatorAuth::check`], answering also the value of the signed tag `name`.
@@ -145,15 +153,10 @@ impl OperatorAuth {
         now: u64,
         name: &str,
     ) -> Result<(PublicKey, Option<String>), AuthError> {
-        let urls = self.urls(path_and_query);
-        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-        let received = Received {
-            method,
-            urls: &urls,
-            body,
-        };
-        self.verifier
-            .verify_tagged(authorization, &received, now, |key| self.operators.contains(key), name)
+        self.received(method, path_and_query, body, |received| {
+            self.verifier
+                .verify_tagged(authorization, received, now, |key| self.operators.contains(key), name)
+        })
     }
 }
 
