@@ -39,6 +39,7 @@ on_both!(
     a_quota_refuses_the_next_job_across_two_routers,
     a_quota_holds_under_concurrent_replicas,
     a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected,
+    a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged,
     earnings_sum_what_the_rows_say_across_a_month_boundary,
     day_sums_answer_what_the_rows_say_before_and_after_retention,
     an_operator_sees_only_their_nodes,
@@ -197,11 +198,17 @@ async fn a_quota_holds_under_concurrent_replicas(backend: Backend) {
 /// A node that trusts `router` and whose operator is `operator`, pricing x at 0.01 per job plus
 /// 0.5 per second, behind a container that takes `delay`.
 async fn priced_node(router: &Identity, operator: &Identity, delay: Duration) -> NodeProc {
+    priced_node_with(router, operator, delay, json!({})).await
+}
+
+/// [`priced_node`] with more top-level config keys.
+async fn priced_node_with(router: &Identity, operator: &Identity, delay: Duration, extra: Value) -> NodeProc {
     let port = service(delay).await;
-    let node = NodeProc::start_with(
-        json!([{"id": "x", "port": port}]),
-        json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}}),
-    );
+    let mut config = json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    let node = NodeProc::start_with(json!([{"id": "x", "port": port}]), config);
     let url = format!("http://{}/admin/settings", node.key());
     let body = json!({"pricing": {"x": {"per_job": 0.01, "per_second": 0.5, "unit": "USD"}}}).to_string();
     let auth = nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
@@ -370,6 +377,118 @@ async fn a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected(backend: Ba
     assert_eq!(record["excluded_24h"]["hours"], 0);
     let (status, body) = super::get(format!("{url}/api/v1/nodes/10.9.9.9:1")).await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// A stream through the router: once it has ended, its ledger row holds the receipt the node
+/// signed for it, with the node's duration and price, and the operator's list of the node's jobs
+/// shows it valid; a receipt another key signed, put in the row's place, is shown forged.
+async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backend: Backend) {
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let t = TestDb::new(backend);
+    // The node registers with signed heartbeats: the router knows its key and operator.
+    let mut s = settings(&[]);
+    s.registration_token = None;
+    s.gateway.key_file = key_file(&router_key);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let stats = json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.2}});
+    let node = priced_node_with(&router_key, &operator, Duration::from_millis(200), stats).await;
+    eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    let db = Db::open(&t.settings).await.unwrap();
+    let (id, receipt) = stream_with_receipt(&url, &db, &node.key(), node_key(&node).await, &operator).await;
+    let id = id.as_str();
+    let made_up =
+        infernet_identity::statement::sign(&Identity::generate(), "infernet-receipt", &receipt.receipt).unwrap();
+    let swap = "UPDATE ledger SET receipt = $1 WHERE job_id = $2";
+    match db.pool() {
+        infernet_router::db::Pool::Sqlite(p) => sqlx::query(swap).bind(&made_up).bind(id).execute(p).await.map(drop),
+        infernet_router::db::Pool::Postgres(p) => sqlx::query(swap).bind(&made_up).bind(id).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let jobs_url = format!("{url}/api/v1/nodes/{}/jobs", node.key());
+    let check = receipt_check(&jobs_url, &operator, id).await;
+    assert_eq!(check["receipt"], "forged", "{check}");
+    assert!(
+        check["why"].as_str().unwrap().contains("not by the node's key"),
+        "{check}"
+    );
+}
+
+/// The `check` of job `id` in the operator's list of its node's jobs at `jobs_url`.
+async fn receipt_check(jobs_url: &str, operator: &Identity, id: &str) -> Value {
+    let (status, text) = get_as(jobs_url, Some(operator)).await;
+    assert_eq!(status, 200, "{text}");
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let job = page["jobs"].as_array().unwrap().iter().find(|j| j["job"] == id);
+    job.unwrap_or_else(|| panic!("no {id} in {page}"))["check"].clone()
+}
+
+/// Streams a job of x through the router at `url` to `node` (key `key`, operated by `operator`)
+/// and reads the stream whole: the ledger row the router writes holds the receipt `key` signed,
+/// with the node's duration and price, and the operator's list of the node's jobs shows it
+/// valid. The router's job id and the receipt.
+async fn stream_with_receipt(
+    url: &str,
+    db: &Db,
+    node: &str,
+    key: infernet_identity::PublicKey,
+    operator: &Identity,
+) -> (String, infernet_router::ledger::receipt::Signed) {
+    let body = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (id, output) = body.split_once('\n').unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    let row = ledger_row(db, node, id).await;
+    let receipt = infernet_router::ledger::receipt::read(row.receipt.as_deref().expect("a receipt")).unwrap();
+    assert_eq!(receipt.signer, key);
+    assert_eq!(
+        Some(receipt.receipt.job.clone()),
+        db.job(id).await.unwrap().unwrap().node_job
+    );
+    assert_eq!(receipt.receipt.status, "success");
+    assert_eq!(row.operator, Some(operator.public_key().to_hex()));
+    assert!((200..2000).contains(&row.duration_ms), "{row:?}");
+    assert_eq!(i64::try_from(receipt.receipt.duration_ms).unwrap(), row.duration_ms);
+    let expected = 0.01 + 0.5 * row.duration_ms as f64 / 1000.0;
+    assert!((row.price.unwrap() - expected).abs() < 1e-9, "{row:?}");
+    assert_eq!(
+        receipt_check(&format!("{url}/api/v1/nodes/{node}/jobs"), operator, id).await,
+        json!({"receipt": "valid", "signer": infernet_identity::npub(&key)})
+    );
+    (id.to_string(), receipt)
+}
+
+/// The same over a link: a node behind NAT streams through its link, and the router reads the
+/// stream's receipt back over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_a_link_ends_with_a_verified_receipt() {
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let t = TestDb::new(Backend::Sqlite);
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&router_key);
+    s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let network = json!({"network": {"routers": [router_key.npub()], "url": super::link::link_url(&url)}});
+    let node = priced_node_with(&router_key, &operator, Duration::from_millis(200), network).await;
+    let route = eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    let npub = route["candidates"][0]["node"].as_str().unwrap().to_string();
+    assert!(npub.starts_with("npub1"), "{route}");
+    let db = Db::open(&t.settings).await.unwrap();
+    stream_with_receipt(&url, &db, &npub, node_key(&node).await, &operator).await;
 }
 
 /// Writes `rows` through the batch writer, as the gateway does.
