@@ -2,6 +2,7 @@
 //! containers ran, for how long and at what price by its pricing as set then. The receipt goes
 //! with the job's result (`receipt` in `GET /api/jobs`), so the router that dispatched the job
 //! files it in its ledger, and the provider can later check every row against the node's key.
+//! A stream's is stored with its result when the stream ends, where the router reads it then.
 //!
 //! Only a node in a network (with `network.routers`) signs receipts: a standalone node's answers
 //! stay as Ritual's node gives them. A signature costs some tens of µs per job.
@@ -12,7 +13,8 @@ use infernet_types::{JobStatus, RECEIPT_SUBJECT, Receipt, settings::Price};
 
 use crate::admin::Admin;
 
-/// Signs receipts with the node's key, pricing by the operator's settings.
+/// Signs receipts with the node's key, pricing by the operator's settings; cheap to clone.
+#[derive(Clone)]
 pub struct Receipts {
     admin: Arc<Admin>,
 }

@@ -440,9 +440,14 @@ impl Registry {
         Ok(())
     }
 
-    /// The key and operators of node `key` (`host:port`), when its heartbeats are signed.
+    /// The key and operators of node `key`: a `host:port` whose heartbeats are signed, or an
+    /// `npub1…` linked to this replica.
     pub fn identity(&self, key: &str) -> Option<NodeIdentity> {
-        self.lock().nodes.get(key).and_then(|n| n.identity.clone())
+        let table = self.lock();
+        match table.nodes.get(key) {
+            Some(n) => n.identity.clone(),
+            None => table.linked.get(key).map(|(_, identity)| identity.clone()),
+        }
     }
 
     /// Puts the node `key` (`npub1…`), linked to this replica, in dispatch at once with what it

@@ -52,8 +52,10 @@ impl Orchestrator {
         let id = new_job_id();
         // Written off the response path; one writer keeps this and the result in order.
         self.store.put_detached(owner, JobResult::running(&id));
-        // The Guardian admits no empty pipeline; only the first container streams.
-        let container = request.containers.into_iter().next().unwrap_or_default();
+        // The Guardian admits no empty pipeline; only the first container streams. The receipt
+        // states the containers asked for, as an async job's does.
+        let containers = request.containers;
+        let container = containers.first().cloned().unwrap_or_default();
         let max_output = self.target(&container).map_or(usize::MAX, |t| t.max_output);
         let this = self.clone();
         let opening = {
@@ -75,6 +77,8 @@ impl Orchestrator {
                 owner,
                 id,
                 container,
+                containers,
+                receipts: self.receipts.clone(),
                 kept: Kept::new(self.max_result, self.budget.clone()),
             }),
             received: 0,
@@ -296,6 +300,10 @@ struct Recorder {
     owner: IpAddr,
     id: String,
     container: String,
+    /// The containers the job asked for, for its receipt.
+    containers: Vec<String>,
+    /// Signs its receipt (a node in a network).
+    receipts: Option<crate::receipt::Receipts>,
     /// The start of the output, for the stored result.
     kept: Kept,
 }
@@ -376,8 +384,13 @@ impl Recorder {
                 error: error.to_string(),
             },
         };
-        self.store
-            .put_detached(self.owner, JobResult::finished(self.id, vec![result]));
+        let mut job = JobResult::finished(self.id, vec![result]);
+        if let Some(receipts) = &self.receipts {
+            job.receipt = receipts.sign(&job.id, &self.containers, job.status, took);
+        }
+        // Queued before the body's end is sent, and read back from the queue: whoever reads the
+        // job once the stream has ended finds its result and receipt.
+        self.store.put_detached(self.owner, job);
     }
 }
 

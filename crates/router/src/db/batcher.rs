@@ -1,6 +1,7 @@
 //! Group commit for ledger rows and metric samples: callers queue records, one writer task commits
 //! them many to a transaction, when [`BatchSettings::max_batch`] records are waiting or
-//! [`BatchSettings::max_delay`] after the first of a batch, whichever comes first.
+//! [`BatchSettings::max_delay`] after the first of a batch, whichever comes first. The ledger
+//! rows a batch inserts are added to their days' sums ([`super::ledger_days`]) in its transaction.
 //!
 //! Why: a commit costs an fsync (SQLite) or a round trip and a WAL flush (PostgreSQL); at a
 //! thousand jobs a second, one commit per row would be the router's bottleneck, and the gateway
@@ -20,7 +21,7 @@ use infernet_service::retry::{RetryPolicy, Sleeper};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Db, DbError, ledger, metrics, on_pool};
+use super::{Db, DbError, ledger, ledger_days, metrics, on_pool};
 use crate::db::{ledger::LedgerRow, metrics::MetricSample};
 
 /// A record to write.
@@ -248,10 +249,11 @@ fn take(m: Msg, batch: &mut Vec<Record>, waiters: &mut Vec<oneshot::Sender<bool>
     }
 }
 
-/// One transaction for the whole batch.
+/// One transaction for the whole batch: its rows, and what they add to the ledger's day sums.
 async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
     on_pool!(db, |p| {
         let mut tx = p.begin().await?;
+        let mut added = ledger_days::Added::default();
         for record in batch {
             match record {
                 Record::Ledger(r) => {
@@ -259,13 +261,13 @@ async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
                         column: "containers",
                         value: e.to_string(),
                     })?;
-                    sqlx::query(ledger::INSERT)
+                    let inserted = sqlx::query(ledger::INSERT)
                         .bind(&r.job_id)
                         .bind(&r.client)
                         .bind(&r.api_key_id)
                         .bind(&r.node)
                         .bind(&r.operator)
-                        .bind(containers)
+                        .bind(&containers)
                         .bind(r.started_at)
                         .bind(r.finished_at)
                         .bind(&r.outcome)
@@ -274,7 +276,12 @@ async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
                         .bind(&r.unit)
                         .bind(&r.receipt)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    // A row written twice is kept once, and counted once.
+                    if inserted == 1 {
+                        added.add(r, containers);
+                    }
                 }
                 Record::Metrics(s) => {
                     sqlx::query(metrics::ADD)
@@ -294,6 +301,20 @@ async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
                         .await?;
                 }
             }
+        }
+        for ((node, day, operator, containers), s) in &added.0 {
+            sqlx::query(ledger_days::ADD)
+                .bind(node)
+                .bind(day)
+                .bind(operator)
+                .bind(containers)
+                .bind(s.jobs)
+                .bind(s.succeeded)
+                .bind(s.earned)
+                .bind(s.duration_ms)
+                .bind(s.succeeded_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -3,7 +3,11 @@
 //! signed. Rows are written through the [`batcher`](super::batcher); writing a row twice keeps
 //! the first.
 
-use super::{Db, DbError, from_row, on_pool, parse_column};
+use super::{
+    Db, DbError, from_row,
+    ledger_days::{self, Split},
+    on_pool, parse_column,
+};
 
 /// A ledger row.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,14 +92,29 @@ impl Db {
         }))
     }
 
-    /// Deletes rows finished before `before` (Unix ms; retention); returns how many.
+    /// Deletes rows finished before `before` (Unix ms; retention) and takes them off the day
+    /// sums ([`ledger_days`]), in one transaction; returns how many rows.
+    ///
+    /// A row finished before `before` but inserted while this runs (on PostgreSQL) would be
+    /// deleted without being taken off its day: rows are written as their jobs end, long after
+    /// any retention's cut.
     pub async fn prune_ledger(&self, before: i64) -> Result<u64, DbError> {
+        let day = ledger_days::day_of(before);
         Ok(on_pool!(self, |p| {
-            sqlx::query("DELETE FROM ledger WHERE finished_at < $1")
+            let mut tx = p.begin().await?;
+            sqlx::query(ledger_days::SUBTRACT)
+                .bind(day)
                 .bind(before)
-                .execute(p)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(ledger_days::DELETE).bind(day).execute(&mut *tx).await?;
+            let deleted = sqlx::query("DELETE FROM ledger WHERE finished_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            tx.commit().await?;
+            deleted
         }))
     }
 }
@@ -166,8 +185,8 @@ from_row!(RowWithJob, |row| Ok(RowWithJob {
     node_job: row.try_get("node_job")?,
 }));
 
-/// Sums per day; `$1` the node or operator, `$2`/`$3` the range. The casts keep both dialects'
-/// column types the same (PostgreSQL sums `BIGINT` as `NUMERIC`).
+/// Sums per day of the rows; `$1` the node or operator, `$2`/`$3` the range in ms. The casts keep
+/// both dialects' column types the same (PostgreSQL sums `BIGINT` as `NUMERIC`).
 macro_rules! days {
     ($col:literal) => {
         concat!(
@@ -181,34 +200,122 @@ macro_rules! days {
     };
 }
 
+/// The same from the day sums; `$2`/`$3` the range in days.
+macro_rules! summed_days {
+    ($col:literal) => {
+        concat!(
+            "SELECT day, CAST(SUM(jobs) AS BIGINT) AS jobs, CAST(SUM(succeeded) AS BIGINT) AS succeeded, \
+             SUM(earned) AS earned, CAST(SUM(duration_ms) AS BIGINT) AS duration_ms FROM ledger_days WHERE ",
+            $col,
+            " = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY 1"
+        )
+    };
+}
+
 impl Db {
-    /// Rows of `whose` finished in `[from, to)` (Unix ms), summed per UTC day, oldest first.
+    /// Rows of `whose` finished in `[from, to)` (Unix ms), summed per UTC day, oldest first: the
+    /// whole days from their sums ([`ledger_days`]), the partial days at the edges from the rows.
     pub async fn ledger_days(&self, whose: Whose<'_>, from: i64, to: i64) -> Result<Vec<DaySum>, DbError> {
-        let (sql, key) = match whose {
-            Whose::Node(n) => (days!("node"), n),
-            Whose::Operator(o) => (days!("operator"), o),
+        let (rows, sums, key) = match whose {
+            Whose::Node(n) => (days!("node"), summed_days!("node"), n),
+            Whose::Operator(o) => (days!("operator"), summed_days!("operator"), o),
         };
-        Ok(on_pool!(self, |p| {
-            sqlx::query_as(sql).bind(key).bind(from).bind(to).fetch_all(p).await?
-        }))
+        let split = Split::of(from, to);
+        let mut days = Vec::new();
+        for (sql, range) in [(rows, split.head), (sums, split.days), (rows, split.tail)] {
+            let Some((from, to)) = range else { continue };
+            let part: Vec<DaySum> = on_pool!(self, |p| {
+                sqlx::query_as(sql).bind(key).bind(from).bind(to).fetch_all(p).await?
+            });
+            days.extend(part);
+        }
+        Ok(days)
     }
 
     /// The node's succeeded rows finished in `[from, to)`, per container set: how many, and their
-    /// mean duration; most run first, at most 100 sets.
+    /// mean duration; most run first, at most 100 sets. Whole days from their sums.
     pub async fn ledger_latency(&self, node: &str, from: i64, to: i64) -> Result<Vec<ContainerLatency>, DbError> {
-        Ok(on_pool!(self, |p| {
-            sqlx::query_as(
-                "SELECT containers, CAST(COUNT(*) AS BIGINT) AS jobs, \
-                 CAST(AVG(duration_ms) AS DOUBLE PRECISION) AS mean_ms FROM ledger \
-                 WHERE node = $1 AND finished_at >= $2 AND finished_at < $3 AND outcome = 'succeeded' \
-                 GROUP BY containers ORDER BY 2 DESC, 1 LIMIT 100",
-            )
-            .bind(node)
-            .bind(from)
-            .bind(to)
-            .fetch_all(p)
-            .await?
-        }))
+        const ROWS: &str = "SELECT containers, CAST(COUNT(*) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT) \
+             FROM ledger WHERE node = $1 AND finished_at >= $2 AND finished_at < $3 AND outcome = 'succeeded' \
+             GROUP BY containers";
+        const SUMS: &str = "SELECT containers, CAST(SUM(succeeded) AS BIGINT), CAST(SUM(succeeded_ms) AS BIGINT) \
+             FROM ledger_days WHERE node = $1 AND day >= $2 AND day < $3 GROUP BY containers";
+        let split = Split::of(from, to);
+        let mut sets = std::collections::BTreeMap::<String, (i64, i64)>::new();
+        for (sql, range) in [(ROWS, split.head), (SUMS, split.days), (ROWS, split.tail)] {
+            let Some((from, to)) = range else { continue };
+            let part: Vec<(String, i64, i64)> = on_pool!(self, |p| {
+                sqlx::query_as(sql).bind(node).bind(from).bind(to).fetch_all(p).await?
+            });
+            for (containers, jobs, ms) in part {
+                let set = sets.entry(containers).or_default();
+                set.0 += jobs;
+                set.1 += ms;
+            }
+        }
+        let mut sets: Vec<(String, (i64, i64))> = sets.into_iter().filter(|(_, (jobs, _))| *jobs > 0).collect();
+        // Most run first, then by containers (the map's order; the sort is stable).
+        sets.sort_by_key(|(_, (jobs, _))| std::cmp::Reverse(*jobs));
+        sets.into_iter()
+            .take(100)
+            .map(|(containers, (jobs, ms))| {
+                Ok(ContainerLatency {
+                    containers: parse_column("containers", &containers, |s| serde_json::from_str(s))?,
+                    jobs,
+                    mean_ms: ms as f64 / jobs as f64,
+                })
+            })
+            .collect()
+    }
+
+    /// Rows of `nodes` (the first 500) finished in `[from, to)`, per node and container set (as
+    /// stored): how many, and their prices summed (`None`: no row had one). Whole days from their
+    /// sums (where a day with no priced row sums to `Some(0.0)`).
+    pub async fn ledger_totals(
+        &self,
+        nodes: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, String, i64, Option<f64>)>, DbError> {
+        let nodes = &nodes[..nodes.len().min(500)];
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=nodes.len()).map(|i| format!("${i}")).collect();
+        let (a, b) = (nodes.len() + 1, nodes.len() + 2);
+        let list = list.join(", ");
+        let rows = format!(
+            "SELECT node, containers, CAST(COUNT(*) AS BIGINT), SUM(price) FROM ledger WHERE node IN ({list}) \
+             AND finished_at >= ${a} AND finished_at < ${b} GROUP BY node, containers"
+        );
+        let sums = format!(
+            "SELECT node, containers, CAST(SUM(jobs) AS BIGINT), SUM(earned) FROM ledger_days \
+             WHERE node IN ({list}) AND day >= ${a} AND day < ${b} GROUP BY node, containers"
+        );
+        let split = Split::of(from, to);
+        let mut totals = std::collections::BTreeMap::<(String, String), (i64, Option<f64>)>::new();
+        for (sql, range) in [(&rows, split.head), (&sums, split.days), (&rows, split.tail)] {
+            let Some((from, to)) = range else { continue };
+            let part: Vec<(String, String, i64, Option<f64>)> = on_pool!(self, |p| {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+                for node in nodes {
+                    q = q.bind(node);
+                }
+                q.bind(from).bind(to).fetch_all(p).await?
+            });
+            for (node, containers, jobs, earned) in part {
+                let t = totals.entry((node, containers)).or_default();
+                t.0 += jobs;
+                t.1 = match (t.1, earned) {
+                    (Some(x), Some(y)) => Some(x + y),
+                    (x, y) => x.or(y),
+                };
+            }
+        }
+        Ok(totals
+            .into_iter()
+            .map(|((node, containers), (jobs, earned))| (node, containers, jobs, earned))
+            .collect())
     }
 
     /// The node's rows filed under `operator`, finished in `[from, to)`, oldest first, after the

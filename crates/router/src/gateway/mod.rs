@@ -445,10 +445,18 @@ impl Gateway {
         choose::choose(&a, healthy.chain(sick), true)
     }
 
-    /// Writes the ledger row of `done`, a job that ended on a node, without a receipt (see
-    /// [`Gateway::account_with`]).
-    fn account(&self, done: &Job) {
-        self.account_with(done, None)
+    /// The receipt `node` signed for the stream `node_job` of `client`, read from it once the
+    /// stream's body has ended: the node stores the stream's result and receipt before it sends
+    /// that end. `None` (logged) when the node does not answer with one, as a node outside a
+    /// network or an older node does not.
+    pub(crate) async fn stream_receipt(&self, node: &str, node_job: &str, client: &str) -> Option<String> {
+        match self.read_job(node, node_job, client).await {
+            Ok((_, _, receipt)) => receipt,
+            Err(e) => {
+                tracing::debug!(%node, job = %node_job, error = %e, "no receipt for a stream");
+                None
+            }
+        }
     }
 
     /// Writes the ledger row of `done` with the node's signed `receipt` ([`crate::ledger::row`]):

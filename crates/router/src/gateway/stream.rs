@@ -176,7 +176,8 @@ async fn id_line(
     Err(NodeError::NoIdLine)
 }
 
-/// Records how a stream ended when it is dropped: whole (`ok`), or broken or abandoned.
+/// Records how a stream ended when it is dropped: whole (`ok`), or broken or abandoned. A whole
+/// stream's row carries the node's receipt, read from the node once the stream has ended.
 struct Finish {
     gw: Arc<Gateway>,
     job: Job,
@@ -200,7 +201,11 @@ impl Drop for Finish {
             let done = ended(&job, status, error);
             if gw.jobs.put_acked(done.clone()).await {
                 gw.record(&node, &job.containers, ok, Some(latency));
-                gw.account(&done);
+                let receipt = match (ok, &done.node_job) {
+                    (true, Some(node_job)) => gw.stream_receipt(&node, node_job, &done.client).await,
+                    _ => None,
+                };
+                gw.account_with(&done, receipt);
             }
         });
     }

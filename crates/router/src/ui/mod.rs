@@ -753,32 +753,6 @@ const PERIODS: [(&str, i64); 3] = [
     ("month", 30 * 86_400_000),
 ];
 
-/// Jobs and the sum of their prices, per node and container set, finished in `[from, to)`.
-async fn totals(
-    db: &Db,
-    nodes: &[String],
-    from: i64,
-    to: i64,
-) -> Result<Vec<(String, String, i64, Option<f64>)>, crate::db::DbError> {
-    let nodes = &nodes[..nodes.len().min(500)];
-    let mut sql = String::from("SELECT node, containers, COUNT(*), SUM(price) FROM ledger WHERE node IN (");
-    for i in 0..nodes.len() {
-        sql.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, i + 1));
-    }
-    sql.push_str(&format!(
-        ") AND finished_at >= ${} AND finished_at < ${} GROUP BY node, containers",
-        nodes.len() + 1,
-        nodes.len() + 2
-    ));
-    Ok(crate::db::on_pool!(db, |p| {
-        let mut q = sqlx::query_as::<_, (String, String, i64, Option<f64>)>(sqlx::AssertSqlSafe(sql.clone()));
-        for node in nodes {
-            q = q.bind(node);
-        }
-        q.bind(from).bind(to).fetch_all(p).await?
-    }))
-}
-
 /// `GET /api/v1/fleet/earnings`: per period, this one against the one before.
 async fn earnings(State(state): State<Arc<RouterState>>, method: Method, headers: HeaderMap) -> Response {
     let session = match state.ui.sessions.check(&method, &headers) {
@@ -800,7 +774,7 @@ async fn earnings(State(state): State<Arc<RouterState>>, method: Method, headers
             let rows = if nodes.is_empty() {
                 Vec::new()
             } else {
-                match totals(&state.ui.db, &nodes, from, to).await {
+                match state.ui.db.ledger_totals(&nodes, from, to).await {
                     Ok(rows) => rows,
                     Err(e) => {
                         return error(

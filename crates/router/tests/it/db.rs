@@ -287,13 +287,14 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "alert_settings",
     "alerts",
     "api_key_usage",
     "api_keys",
     "jobs",
     "ledger",
+    "ledger_days",
     "link_inputs",
     "metric_samples",
     "node_history",

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use infernet_identity::{Identity, nip98};
 use infernet_router::{
-    db::{Db, ledger::LedgerRow},
+    db::{
+        Db,
+        ledger::{DaySum, LedgerRow, Whose},
+    },
     keys,
 };
 use serde_json::{Value, json};
@@ -36,7 +39,9 @@ on_both!(
     a_quota_refuses_the_next_job_across_two_routers,
     a_quota_holds_under_concurrent_replicas,
     a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected,
+    a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged,
     earnings_sum_what_the_rows_say_across_a_month_boundary,
+    day_sums_answer_what_the_rows_say_before_and_after_retention,
     an_operator_sees_only_their_nodes,
 );
 
@@ -193,11 +198,17 @@ async fn a_quota_holds_under_concurrent_replicas(backend: Backend) {
 /// A node that trusts `router` and whose operator is `operator`, pricing x at 0.01 per job plus
 /// 0.5 per second, behind a container that takes `delay`.
 async fn priced_node(router: &Identity, operator: &Identity, delay: Duration) -> NodeProc {
+    priced_node_with(router, operator, delay, json!({})).await
+}
+
+/// [`priced_node`] with more top-level config keys.
+async fn priced_node_with(router: &Identity, operator: &Identity, delay: Duration, extra: Value) -> NodeProc {
     let port = service(delay).await;
-    let node = NodeProc::start_with(
-        json!([{"id": "x", "port": port}]),
-        json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}}),
-    );
+    let mut config = json!({"network": {"routers": [router.npub()]}, "operator": {"pubkeys": [operator.npub()]}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    let node = NodeProc::start_with(json!([{"id": "x", "port": port}]), config);
     let url = format!("http://{}/admin/settings", node.key());
     let body = json!({"pricing": {"x": {"per_job": 0.01, "per_second": 0.5, "unit": "USD"}}}).to_string();
     let auth = nip98::authorization(operator, "PUT", &url, Some(body.as_bytes()));
@@ -368,6 +379,118 @@ async fn a_receipt_is_kept_with_its_row_and_a_forged_one_is_detected(backend: Ba
     assert_eq!(status, 404, "{body}");
 }
 
+/// A stream through the router: once it has ended, its ledger row holds the receipt the node
+/// signed for it, with the node's duration and price, and the operator's list of the node's jobs
+/// shows it valid; a receipt another key signed, put in the row's place, is shown forged.
+async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backend: Backend) {
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let t = TestDb::new(backend);
+    // The node registers with signed heartbeats: the router knows its key and operator.
+    let mut s = settings(&[]);
+    s.registration_token = None;
+    s.gateway.key_file = key_file(&router_key);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let stats = json!({"stats": {"endpoint": format!("{url}/api/v1/register"), "interval": 0.2}});
+    let node = priced_node_with(&router_key, &operator, Duration::from_millis(200), stats).await;
+    eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    let db = Db::open(&t.settings).await.unwrap();
+    let (id, receipt) = stream_with_receipt(&url, &db, &node.key(), node_key(&node).await, &operator).await;
+    let id = id.as_str();
+    let made_up =
+        infernet_identity::statement::sign(&Identity::generate(), "infernet-receipt", &receipt.receipt).unwrap();
+    let swap = "UPDATE ledger SET receipt = $1 WHERE job_id = $2";
+    match db.pool() {
+        infernet_router::db::Pool::Sqlite(p) => sqlx::query(swap).bind(&made_up).bind(id).execute(p).await.map(drop),
+        infernet_router::db::Pool::Postgres(p) => sqlx::query(swap).bind(&made_up).bind(id).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let jobs_url = format!("{url}/api/v1/nodes/{}/jobs", node.key());
+    let check = receipt_check(&jobs_url, &operator, id).await;
+    assert_eq!(check["receipt"], "forged", "{check}");
+    assert!(
+        check["why"].as_str().unwrap().contains("not by the node's key"),
+        "{check}"
+    );
+}
+
+/// The `check` of job `id` in the operator's list of its node's jobs at `jobs_url`.
+async fn receipt_check(jobs_url: &str, operator: &Identity, id: &str) -> Value {
+    let (status, text) = get_as(jobs_url, Some(operator)).await;
+    assert_eq!(status, 200, "{text}");
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let job = page["jobs"].as_array().unwrap().iter().find(|j| j["job"] == id);
+    job.unwrap_or_else(|| panic!("no {id} in {page}"))["check"].clone()
+}
+
+/// Streams a job of x through the router at `url` to `node` (key `key`, operated by `operator`)
+/// and reads the stream whole: the ledger row the router writes holds the receipt `key` signed,
+/// with the node's duration and price, and the operator's list of the node's jobs shows it
+/// valid. The router's job id and the receipt.
+async fn stream_with_receipt(
+    url: &str,
+    db: &Db,
+    node: &str,
+    key: infernet_identity::PublicKey,
+    operator: &Identity,
+) -> (String, infernet_router::ledger::receipt::Signed) {
+    let body = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (id, output) = body.split_once('\n').unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    let row = ledger_row(db, node, id).await;
+    let receipt = infernet_router::ledger::receipt::read(row.receipt.as_deref().expect("a receipt")).unwrap();
+    assert_eq!(receipt.signer, key);
+    assert_eq!(
+        Some(receipt.receipt.job.clone()),
+        db.job(id).await.unwrap().unwrap().node_job
+    );
+    assert_eq!(receipt.receipt.status, "success");
+    assert_eq!(row.operator, Some(operator.public_key().to_hex()));
+    assert!((200..2000).contains(&row.duration_ms), "{row:?}");
+    assert_eq!(i64::try_from(receipt.receipt.duration_ms).unwrap(), row.duration_ms);
+    let expected = 0.01 + 0.5 * row.duration_ms as f64 / 1000.0;
+    assert!((row.price.unwrap() - expected).abs() < 1e-9, "{row:?}");
+    assert_eq!(
+        receipt_check(&format!("{url}/api/v1/nodes/{node}/jobs"), operator, id).await,
+        json!({"receipt": "valid", "signer": infernet_identity::npub(&key)})
+    );
+    (id.to_string(), receipt)
+}
+
+/// The same over a link: a node behind NAT streams through its link, and the router reads the
+/// stream's receipt back over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_a_link_ends_with_a_verified_receipt() {
+    let (router_key, operator) = (Identity::generate(), Identity::generate());
+    let t = TestDb::new(Backend::Sqlite);
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&router_key);
+    s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let network = json!({"network": {"routers": [router_key.npub()], "url": super::link::link_url(&url)}});
+    let node = priced_node_with(&router_key, &operator, Duration::from_millis(200), network).await;
+    let route = eventually(format!("{url}/api/v1/route?container=x"), |v| {
+        v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
+    })
+    .await;
+    let npub = route["candidates"][0]["node"].as_str().unwrap().to_string();
+    assert!(npub.starts_with("npub1"), "{route}");
+    let db = Db::open(&t.settings).await.unwrap();
+    stream_with_receipt(&url, &db, &npub, node_key(&node).await, &operator).await;
+}
+
 /// Writes `rows` through the batch writer, as the gateway does.
 async fn write_rows(db: &Db, rows: Vec<LedgerRow>) {
     use infernet_router::db::batcher::{BatchSettings, Record, batcher};
@@ -513,6 +636,195 @@ async fn earnings_sum_what_the_rows_say_across_a_month_boundary(backend: Backend
         assert_eq!(status, 400, "{q}: {body}");
         assert!(body.contains(needle), "{q}: {body}");
     }
+}
+
+/// A small deterministic generator (xorshift64*): the same cases on every run.
+struct Cases(u64);
+
+impl Cases {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+
+    fn pick<'a, T>(&mut self, of: &'a [T]) -> &'a T {
+        &of[self.below(of.len() as u64) as usize]
+    }
+}
+
+/// What `whose` rows finished in `[from, to)` sum to per UTC day, summed here from the rows.
+fn day_sums_of(rows: &[LedgerRow], whose: Whose<'_>, from: i64, to: i64) -> Vec<DaySum> {
+    let mut days = std::collections::BTreeMap::<i64, DaySum>::new();
+    for r in rows {
+        let mine = match whose {
+            Whose::Node(n) => r.node == n,
+            Whose::Operator(o) => r.operator.as_deref() == Some(o),
+        };
+        if !mine || r.finished_at < from || r.finished_at >= to {
+            continue;
+        }
+        let day = r.finished_at / 86_400_000;
+        let d = days.entry(day).or_insert(DaySum {
+            day,
+            ..DaySum::default()
+        });
+        d.jobs += 1;
+        d.succeeded += i64::from(r.outcome == "succeeded");
+        d.earned += r.price.unwrap_or(0.0);
+        d.duration_ms += r.duration_ms;
+    }
+    days.into_values().collect()
+}
+
+/// What the fleet's earnings and a node's record read, summed here from the rows: per node and
+/// container set, jobs and prices (`None` read as 0); per container set of `node`, succeeded
+/// rows and their mean duration, most first.
+#[expect(clippy::type_complexity, reason = "a test's oracle, shaped as the answers it checks")]
+fn totals_of(
+    rows: &[LedgerRow],
+    node: &str,
+    from: i64,
+    to: i64,
+) -> (Vec<(String, String, i64, f64)>, Vec<(Vec<String>, i64, f64)>) {
+    let mut totals = std::collections::BTreeMap::<(String, String), (i64, f64)>::new();
+    let mut sets = std::collections::BTreeMap::<String, (Vec<String>, i64, i64)>::new();
+    for r in rows.iter().filter(|r| r.finished_at >= from && r.finished_at < to) {
+        let containers = serde_json::to_string(&r.containers).unwrap();
+        let t = totals.entry((r.node.clone(), containers.clone())).or_default();
+        t.0 += 1;
+        t.1 += r.price.unwrap_or(0.0);
+        if r.node == node && r.outcome == "succeeded" {
+            let s = sets.entry(containers).or_insert((r.containers.clone(), 0, 0));
+            s.1 += 1;
+            s.2 += r.duration_ms;
+        }
+    }
+    let mut latency: Vec<(Vec<String>, i64, f64)> = sets
+        .into_values()
+        .map(|(c, jobs, ms)| (c, jobs, ms as f64 / jobs as f64))
+        .collect();
+    latency.sort_by_key(|l| std::cmp::Reverse(l.1));
+    (
+        totals
+            .into_iter()
+            .map(|((n, c), (jobs, earned))| (n, c, jobs, earned))
+            .collect(),
+        latency,
+    )
+}
+
+/// Random rows of three nodes and two operators around the end of November, written in batches
+/// (some twice): for random ranges, whole days and ms-cut ones, the day sums the earnings read
+/// (and the fleet's earnings and a node's latency per container set) equal the sums of the rows,
+/// and still do after retention cuts twice into one day. Prices are eighths, so that sums in any
+/// order are exact.
+async fn day_sums_answer_what_the_rows_say_before_and_after_retention(backend: Backend) {
+    const DAY: i64 = 86_400_000;
+    let t = TestDb::new(backend);
+    let db = Db::open(&t.settings).await.unwrap();
+    let nodes = ["10.0.0.1:4000", "10.0.0.2:4000", "10.0.0.3:4000"];
+    let operators = [None, Some("op-a"), Some("op-b")];
+    let sets: [&[&str]; 3] = [&["x"], &["x", "y"], &["y"]];
+    let (start, end) = (at(2026, 11, 24, 0), at(2026, 12, 6, 0));
+    let mut cases = Cases(0x9e37_79b9_7f4a_7c15);
+    let mut rows: Vec<LedgerRow> = Vec::new();
+    for batch in 0..4 {
+        let mut written = Vec::new();
+        for i in 0..150 {
+            let node = *cases.pick(&nodes);
+            let finished = start + cases.below((end - start) as u64) as i64;
+            let row = LedgerRow {
+                job_id: format!("j{batch}-{i}"),
+                client: "npub:aa".into(),
+                api_key_id: None,
+                node: node.into(),
+                // A node's rows are filed under one operator, or under none.
+                operator: operators[nodes.iter().position(|n| *n == node).unwrap()].map(str::to_string),
+                containers: cases.pick(&sets).iter().map(|c| c.to_string()).collect(),
+                started_at: finished - 500,
+                finished_at: finished,
+                outcome: cases.pick(&["succeeded", "succeeded", "failed"]).to_string(),
+                duration_ms: cases.below(10_000) as i64,
+                price: (cases.below(4) > 0).then(|| cases.below(80) as f64 / 8.0),
+                unit: Some("USD".into()),
+                receipt: None,
+            };
+            written.push(row);
+        }
+        // A row written again (with another price) is kept and counted once, as first written.
+        let mut again = written[..10].to_vec();
+        again.iter_mut().for_each(|r| r.price = Some(1000.0));
+        rows.extend(written.iter().cloned());
+        written.extend(again);
+        write_rows(&db, written).await;
+    }
+    let check = |rows: Vec<LedgerRow>, cases: &mut Cases| {
+        let ranges: Vec<(i64, i64)> = (0..12)
+            .map(|i| {
+                let from = start - DAY + cases.below((end - start) as u64) as i64;
+                let to = from + cases.below(8 * DAY as u64) as i64;
+                // Every other range in whole days, as `/api/v1/earnings` asks.
+                if i % 2 == 0 {
+                    (from / DAY * DAY, to / DAY * DAY + DAY)
+                } else {
+                    (from, to)
+                }
+            })
+            .chain([(start - 40 * DAY, end + 40 * DAY)])
+            .collect();
+        let db = db.clone();
+        async move {
+            for (from, to) in ranges {
+                for whose in [
+                    Whose::Node(nodes[0]),
+                    Whose::Node(nodes[2]),
+                    Whose::Operator("op-a"),
+                    Whose::Operator("op-b"),
+                ] {
+                    assert_eq!(
+                        db.ledger_days(whose, from, to).await.unwrap(),
+                        day_sums_of(&rows, whose, from, to),
+                        "{whose:?} in [{from}, {to})"
+                    );
+                }
+                let all: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+                let (totals, latency) = totals_of(&rows, nodes[1], from, to);
+                let read: Vec<(String, String, i64, f64)> = db
+                    .ledger_totals(&all, from, to)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(n, c, jobs, earned)| (n, c, jobs, earned.unwrap_or(0.0)))
+                    .collect();
+                assert_eq!(read, totals, "totals in [{from}, {to})");
+                let read: Vec<(Vec<String>, i64, f64)> = db
+                    .ledger_latency(nodes[1], from, to)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| (l.containers, l.jobs, l.mean_ms))
+                    .collect();
+                assert_eq!(read, latency, "latency in [{from}, {to})");
+            }
+        }
+    };
+    check(rows.clone(), &mut cases).await;
+    // Retention cuts into a day, then further into the same day.
+    let first_cut = start + 2 * DAY + 5 * 3_600_000 + cases.below(3_600_000) as i64;
+    for cut in [first_cut, first_cut + 7 * 3_600_000] {
+        let gone = rows.iter().filter(|r| r.finished_at < cut).count() as u64;
+        assert!(gone > 0);
+        assert_eq!(db.prune_ledger(cut).await.unwrap(), gone);
+        rows.retain(|r| r.finished_at >= cut);
+        check(rows.clone(), &mut cases).await;
+    }
+    // New rows after retention are added to what is left.
+    let late = vec![priced_row("late", nodes[0], None, first_cut + 8 * 3_600_000, 2.5)];
+    rows.extend(late.iter().cloned());
+    write_rows(&db, late).await;
+    check(rows, &mut cases).await;
 }
 
 /// Two operators' nodes in one ledger: each operator, signing with NIP-98, reads their node's

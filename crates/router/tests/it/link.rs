@@ -27,7 +27,7 @@ async fn link_router(key: &Identity) -> String {
 }
 
 /// The link URL of the router at `url`.
-fn link_url(url: &str) -> String {
+pub(super) fn link_url(url: &str) -> String {
     format!("{}/api/v1/link", url.replacen("http://", "ws://", 1))
 }
 
