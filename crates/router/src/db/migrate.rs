@@ -31,6 +31,11 @@ const SQLITE: &[Embedded] = &[
         include_str!("../../migrations/sqlite/0005_node_history.sql"),
     ),
     (6, "alerts", include_str!("../../migrations/sqlite/0006_alerts.sql")),
+    (
+        8,
+        "link holders",
+        include_str!("../../migrations/sqlite/0008_link_holders.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -51,6 +56,11 @@ const POSTGRES: &[Embedded] = &[
         include_str!("../../migrations/postgres/0005_node_history.sql"),
     ),
     (6, "alerts", include_str!("../../migrations/postgres/0006_alerts.sql")),
+    (
+        8,
+        "link holders",
+        include_str!("../../migrations/postgres/0008_link_holders.sql"),
+    ),
 ];
 
 fn migrator(list: &[Embedded]) -> Migrator {

@@ -10,8 +10,8 @@
 //!   statements sit side by side; most statements are the same text on both (`$1` parameters,
 //!   `ON CONFLICT`, `RETURNING` are understood by both).
 //! - One module per table: [`alerts`], [`nodes`], [`operators`], [`settings`], [`jobs`],
-//!   [`ledger`], [`api_keys`], [`metrics`]; [`batcher`] writes ledger rows and metric samples in
-//!   group commits, [`job_writer`] the gateway's job rows.
+//!   [`ledger`], [`api_keys`], [`metrics`], [`link_holders`]; [`batcher`] writes ledger rows and
+//!   metric samples in group commits, [`job_writer`] the gateway's job rows.
 //! - Times are Unix milliseconds (`i64`); JSON documents are stored as text, as they came.
 //! - Pools are bounded ([`DbSettings::max_connections`]); a caller that waits longer than
 //!   [`DbSettings::acquire_timeout`] for a connection gets [`DbError::PoolTimedOut`]. SQLite runs
@@ -25,6 +25,7 @@ pub mod job_writer;
 pub mod jobs;
 pub mod leases;
 pub mod ledger;
+pub mod link_holders;
 pub mod metrics;
 mod migrate;
 pub mod nodes;
