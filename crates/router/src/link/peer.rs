@@ -89,7 +89,7 @@ impl Holder {
         let answer = match tokio::time::timeout(call.timeout, request.send()).await {
             Err(_) => return Err(NodeError::Timeout(call.timeout)),
             Ok(Err(e)) => {
-                if e.is_connect() {
+                if refused(&e) {
                     replica.mark_gone(seen);
                 }
                 return Err(NodeError::Unreachable(format!(
@@ -112,6 +112,19 @@ impl Holder {
             "the replica holding its link answered HTTP {status}: {text}"
         )))
     }
+}
+
+/// Whether the holder refused the connection: nothing listens there (a busy or slow holder, or
+/// this host out of ports, is not gone).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The node's answer as an HTTP response, its body streamed as it arrives.

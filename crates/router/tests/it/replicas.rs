@@ -296,7 +296,9 @@ async fn the_nodes_of_a_replica_that_is_gone_are_unlinked() {
         replica_url: &format!("http://127.0.0.1:{port}"),
         announce: &announce,
         operators: "[]",
-        now: infernet_router::db::now_ms(),
+        // Renewed a minute ahead: it does not lapse during the test, only the refused connection
+        // can unlink its node.
+        now: infernet_router::db::now_ms() + 60_000,
     };
     b.db.hold_link(&holding).await.unwrap();
     eventually(format!("{}/api/v1/nodes", b.url), |v| linked(v) == vec![dead.clone()]).await;
