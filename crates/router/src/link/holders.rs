@@ -5,8 +5,9 @@
 //! the URL its peers reach it at (`--replica-url`), keeps the node's announce in it as
 //! heartbeats change it, and deletes it when the link closes. Every `refresh` it renews the
 //! lease of all its rows in one statement; a row not renewed for [`EXPIRY_REFRESHES`] refreshes
-//! (its replica died without deleting it) no longer counts, and is deleted by whichever replica
-//! sees it first. Each replica reads its peers' rows on the same period: their nodes are
+//! (its replica died without deleting it) no longer counts, and is deleted some refreshes later by
+//! whichever replica sees it first (a holder that was only slow finds fewer rows than links and
+//! writes them again). Each replica reads its peers' rows on the same period: their nodes are
 //! candidates of its chooser, named by their key like its own linked nodes.
 //!
 //! A call to a node held elsewhere goes to the holder over HTTP(S) ([`super::peer`]), signed
@@ -35,6 +36,9 @@ use crate::{
 
 /// Refreshes a holder may miss before its rows stop counting.
 pub const EXPIRY_REFRESHES: u32 = 3;
+/// Refreshes a holder may miss before its rows are deleted (a holder that was only slow writes
+/// its rows again when it finds them gone).
+const DELETE_REFRESHES: u32 = 10;
 /// Peers' links read per refresh, at most.
 const MAX_PEER_LINKS: i64 = 100_000;
 
@@ -96,6 +100,8 @@ pub struct Holders {
     replicas: Mutex<HashMap<String, Arc<Replica>>>,
     /// Announces of links held here not written yet, by node (at most one per link held).
     announced: Mutex<HashMap<String, String>>,
+    /// The links held here as recorded: announce and operators (JSON), by node.
+    held: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for Holders {
@@ -128,6 +134,7 @@ impl Holders {
             peers: RwLock::default(),
             replicas: Mutex::default(),
             announced: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -154,22 +161,34 @@ impl Holders {
     pub(super) async fn hold(&self, identity: &NodeIdentity, announce: &Announce) {
         let announce = serde_json::to_string(announce).unwrap_or_default();
         let operators = serde_json::to_string(&identity.operators).unwrap_or_default();
+        self.held
+            .lock()
+            .expect("held poisoned")
+            .insert(identity.key.clone(), (announce.clone(), operators.clone()));
+        self.record(&identity.key, &announce, &operators).await;
+    }
+
+    /// Writes the row of node `key`, held here.
+    async fn record(&self, key: &str, announce: &str, operators: &str) {
         let holding = Holding {
-            node: &identity.key,
+            node: key,
             replica: &self.replica,
             replica_url: &self.url,
-            announce: &announce,
-            operators: &operators,
+            announce,
+            operators,
             now: now_ms(),
         };
         if let Err(e) = self.db.hold_link(&holding).await {
-            tracing::warn!(node = %identity.key, error = %e, "could not record the link for the other replicas");
+            tracing::warn!(node = %key, error = %e, "could not record the link for the other replicas");
         }
     }
 
     /// A heartbeat of node `key`, linked here: its announce is written with the next renewal.
     pub(super) fn announced(&self, key: &str, announce: &Announce) {
         if let Ok(text) = serde_json::to_string(announce) {
+            if let Some(held) = self.held.lock().expect("held poisoned").get_mut(key) {
+                held.0.clone_from(&text);
+            }
             self.announced
                 .lock()
                 .expect("announces poisoned")
@@ -180,6 +199,7 @@ impl Holders {
     /// The link of node `key` closed here.
     pub(super) async fn release(&self, key: &str) {
         self.announced.lock().expect("announces poisoned").remove(key);
+        self.held.lock().expect("held poisoned").remove(key);
         if let Err(e) = self.db.release_link(key, &self.replica).await {
             tracing::warn!(node = %key, error = %e, "could not record that the link closed; it lapses");
         }
@@ -206,8 +226,23 @@ impl Holders {
     /// One renewal and read.
     async fn tick(&self) {
         let now = now_ms();
-        if let Err(e) = self.db.refresh_links(&self.replica, now).await {
-            tracing::warn!(error = %e, "could not renew this replica's links");
+        let held = self.held.lock().expect("held poisoned").len();
+        match self.db.refresh_links(&self.replica, now).await {
+            // Rows deleted while this replica was too slow to renew them: written again.
+            Ok(renewed) if (renewed as usize) < held => {
+                let all: Vec<(String, (String, String))> = self
+                    .held
+                    .lock()
+                    .expect("held poisoned")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (key, (announce, operators)) in all {
+                    self.record(&key, &announce, &operators).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not renew this replica's links"),
         }
         let announced = std::mem::take(&mut *self.announced.lock().expect("announces poisoned"));
         for (node, announce) in announced {
@@ -221,7 +256,8 @@ impl Holders {
             Ok(rows) => self.apply(rows),
             Err(e) => tracing::warn!(error = %e, "could not read the other replicas' links"),
         }
-        if let Err(e) = self.db.expire_links(fresh_since).await {
+        let deleted = i64::try_from((self.refresh * DELETE_REFRESHES).as_millis()).unwrap_or(i64::MAX);
+        if let Err(e) = self.db.expire_links(now.saturating_sub(deleted)).await {
             tracing::warn!(error = %e, "could not delete lapsed links");
         }
     }

@@ -140,6 +140,17 @@ async fn a_node_linked_to_one_replica_serves_jobs_submitted_to_another(backend: 
     let npub = linked(&nodes)[0].clone();
     // B learns of the node from the database: a candidate of its chooser, by its key.
     eventually(format!("{}/api/v1/nodes", b.url), |v| linked(v) == vec![npub.clone()]).await;
+    // A's row deleted (as a peer does when A was too slow to renew it): A writes it again.
+    a.db.expire_links(i64::MAX).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.db.peer_links("nobody", 0, 10).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never wrote its link's row again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(format!("{}/api/v1/nodes", b.url), |v| linked(v) == vec![npub.clone()]).await;
     let (_, route) = get_json(format!("{}/api/v1/route?container=x", b.url)).await;
     assert_eq!(route["candidates"][0]["node"], json!(npub), "{route}");
 
