@@ -1,12 +1,14 @@
 //! Link benchmark: jobs through the gateway over a node's link against jobs through the gateway
 //! over HTTP to the same node, in one run.
 //!
-//! Starts `hello-world` and one `infernet-node` (release builds, each its own process), and two
+//! Starts `hello-world` and one `infernet-node` (release builds, each its own process), and three
 //! `infernet-router`s with the same key: one lists the node by address (HTTP dispatch), the node
-//! links to the other (`network.url`). Prints, for streams and async submissions, the p50 and p99
-//! of one client's requests one after the other and the p50 the link adds, then the throughput
-//! at 16 concurrent clients and the link's ratio to HTTP. `BENCH_SECONDS` sets each load phase
-//! (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase (default 500).
+//! links to the second (`network.url`), and the third shares the second's database, so that its
+//! jobs reach the node through the second (a peer replica). Prints, for streams and async
+//! submissions, the p50 and p99 of one client's requests one after the other and the p50 the
+//! link (and the hop between replicas) adds, then the throughput at 16 concurrent clients and the
+//! ratios to HTTP. `BENCH_SECONDS` sets each load phase (default 3), `BENCH_SEQUENTIAL` the
+//! requests of each one-client phase (default 500).
 
 use std::{
     process::{Command, Stdio},
@@ -75,8 +77,9 @@ async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
     total as f64 / duration.as_secs_f64()
 }
 
-/// An `infernet-router` on a free port with `key_file`, listing `ips`: its port.
-fn router(dir: &std::path::Path, name: &str, key_file: &std::path::Path, ips: &str) -> (u16, ChildGuard) {
+/// An `infernet-router` on a free port with `key_file`, listing `ips`, on the SQLite file
+/// `{db}.db`: its port.
+fn router(dir: &std::path::Path, name: &str, db: &str, key_file: &std::path::Path, ips: &str) -> (u16, ChildGuard) {
     let port = free_port();
     let ips_file = dir.join(format!("{name}-ips.txt"));
     std::fs::write(&ips_file, ips).expect("ips");
@@ -88,6 +91,8 @@ fn router(dir: &std::path::Path, name: &str, key_file: &std::path::Path, ips: &s
             "127.0.0.1",
             "--refresh-interval",
             "1",
+            "--replica-refresh",
+            "1",
         ])
         .args(["--ratelimit-reqs-per-min", "1000000000"])
         .arg("--ips-file")
@@ -95,7 +100,7 @@ fn router(dir: &std::path::Path, name: &str, key_file: &std::path::Path, ips: &s
         .arg("--key-file")
         .arg(key_file)
         .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join(format!("{name}.db")).display()))
+        .arg(format!("sqlite://{}", dir.join(format!("{db}.db")).display()))
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()
@@ -127,8 +132,15 @@ fn main() {
             .expect("hello-world"),
     );
     let node_port = free_port();
-    let (http_port, _http_router) = router(dir.path(), "http", &key_file, &format!("127.0.0.1:{node_port}\n"));
-    let (link_port, _link_router) = router(dir.path(), "link", &key_file, "");
+    let (http_port, _http_router) = router(
+        dir.path(),
+        "http",
+        "http",
+        &key_file,
+        &format!("127.0.0.1:{node_port}\n"),
+    );
+    let (link_port, _link_router) = router(dir.path(), "link", "link", &key_file, "");
+    let (peer_port, _peer_router) = router(dir.path(), "peer", "link", &key_file, "");
     let config = dir.path().join("node.json");
     std::fs::write(
         &config,
@@ -161,6 +173,7 @@ fn main() {
         for (port, what) in [
             (http_port, "ips?container=hello-world"),
             (link_port, "route?container=hello-world"),
+            (peer_port, "route?container=hello-world"),
         ] {
             loop {
                 let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/{what}"))
@@ -179,35 +192,48 @@ fn main() {
             }
         }
     });
+    println!("routers: over HTTP :{http_port}, over the link :{link_port}, via a peer replica :{peer_port}");
     let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
-    let (http, link) = (
-        format!("http://127.0.0.1:{http_port}"),
-        format!("http://127.0.0.1:{link_port}"),
-    );
+    let base = |port: u16| format!("http://127.0.0.1:{port}");
+    let (http, link, peer) = (base(http_port), base(link_port), base(peer_port));
     let pairs = [("stream", "/api/v1/jobs/stream"), ("async ", "/api/v1/jobs")];
     println!(
-        "link benchmark: one node, through the gateway over HTTP and over its link, {CLIENTS} clients for throughput"
+        "link benchmark: one node, through the gateway over HTTP, over its link, and over its link through a peer replica; {CLIENTS} clients for throughput"
     );
     for (label, path) in pairs {
-        let (over_http, over_link) = (format!("{http}{path}"), format!("{link}{path}"));
-        runtime.block_on(sequential(&over_http, body, 50));
-        runtime.block_on(sequential(&over_link, body, 50));
-        let h = runtime.block_on(sequential(&over_http, body, n));
-        let l = runtime.block_on(sequential(&over_link, body, n));
-        let (hp50, lp50) = (percentile(&h, 0.5), percentile(&l, 0.5));
+        let urls = [
+            format!("{http}{path}"),
+            format!("{link}{path}"),
+            format!("{peer}{path}"),
+        ];
+        for url in &urls {
+            runtime.block_on(sequential(url, body, 50));
+        }
+        let p50s: Vec<(f64, f64)> = urls
+            .iter()
+            .map(|url| {
+                let l = runtime.block_on(sequential(url, body, n));
+                (ms(percentile(&l, 0.5)), ms(percentile(&l, 0.99)))
+            })
+            .collect();
+        let [(hp50, hp99), (lp50, lp99), (pp50, pp99)] = p50s[..] else {
+            unreachable!("three targets")
+        };
         println!(
-            "{label} one client: http p50 {:.3} ms p99 {:.3} ms | link p50 {:.3} ms p99 {:.3} ms | link adds p50 {:.3} ms",
-            ms(hp50),
-            ms(percentile(&h, 0.99)),
-            ms(lp50),
-            ms(percentile(&l, 0.99)),
-            ms(lp50.saturating_sub(hp50)),
+            "{label} one client: http p50 {hp50:.3} ms p99 {hp99:.3} ms | link p50 {lp50:.3} ms p99 {lp99:.3} ms \
+             (adds {:+.3} ms) | via peer p50 {pp50:.3} ms p99 {pp99:.3} ms (adds {:+.3} ms)",
+            lp50 - hp50,
+            pp50 - hp50,
         );
-        let ht = runtime.block_on(throughput(&over_http, body, seconds));
-        let lt = runtime.block_on(throughput(&over_link, body, seconds));
+        let rates: Vec<f64> = urls
+            .iter()
+            .map(|url| runtime.block_on(throughput(url, body, seconds)))
+            .collect();
+        let (ht, lt, pt) = (rates[0], rates[1], rates[2]);
         println!(
-            "{label} {CLIENTS} clients: http {ht:.0} req/s | link {lt:.0} req/s | link / http {:.2}",
-            lt / ht
+            "{label} {CLIENTS} clients: http {ht:.0} req/s | link {lt:.0} req/s | via peer {pt:.0} req/s | link / http {:.2} | via peer / http {:.2}",
+            lt / ht,
+            pt / ht
         );
     }
 }

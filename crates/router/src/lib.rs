@@ -134,6 +134,17 @@ pub enum StartError {
     Tls(#[from] infernet_service::http::TlsError),
 }
 
+/// The URL peers reach a replica listening on `addr` at, when `--replica-url` is not given: the
+/// address itself (loopback for an unspecified one, which only a replica on the same host can
+/// use; `main` refuses that with PostgreSQL).
+fn replica_url(addr: SocketAddr, tls: bool) -> String {
+    let mut at = addr;
+    if at.ip().is_unspecified() {
+        at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("{}://{at}", if tls { "https" } else { "http" })
+}
+
 /// Starts the prober and the server on `listener`.
 pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningRouter, StartError> {
     let addr = listener.local_addr().map_err(StartError::Listener)?;
@@ -152,8 +163,12 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         db.clone(),
         &settings.gateway.price_unit,
     );
+    let mut gateway_settings = settings.gateway;
+    if gateway_settings.link.replica_url.is_none() {
+        gateway_settings.link.replica_url = Some(replica_url(addr, settings.tls.is_some()));
+    }
     let (gateway, ledger_writer) =
-        gateway::Gateway::new(db.clone(), registry.clone(), settings.gateway, addr.port()).await?;
+        gateway::Gateway::new(db.clone(), registry.clone(), gateway_settings, addr.port()).await?;
     let gateway = Arc::new(gateway);
     let (alerts, deliveries) = alerts::Alerts::new(
         db.clone(),
@@ -232,6 +247,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let sweep = gateway.clone();
     let sweep_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("callbacks", sweep.sweep_callbacks(sweep_shutdown));
+    let (holders, holders_shutdown) = (gateway.holders().clone(), tasks.shutdown_token());
+    tasks.spawn_critical("link-holders", holders.run(holders_shutdown));
     let leases = gateway.clone();
     let leases_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));

@@ -130,6 +130,16 @@ struct Args {
     /// runs on another node.
     #[arg(long, env = "LINK_LEASE", default_value_t = 60.0)]
     link_lease: f64,
+    /// The URL the other replicas on the same PostgreSQL database reach this one at
+    /// (`http(s)://host:port`, no path): a job submitted to any replica reaches a linked node
+    /// through the replica that holds its link. Default: the listening address; required with
+    /// PostgreSQL when listening on every address (`--bind 0.0.0.0`).
+    #[arg(long, env = "REPLICA_URL")]
+    replica_url: Option<String>,
+    /// Seconds between renewals of this replica's links in the database (and reads of its
+    /// peers'); a replica silent for three is taken as gone.
+    #[arg(long, env = "REPLICA_REFRESH", default_value_t = 5.0)]
+    replica_refresh: f64,
     /// Jobs in one gateway batch at most.
     #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
     max_batch: usize,
@@ -314,6 +324,42 @@ fn trusted_proxies(list: &[String], errors: &mut Vec<String>) -> Vec<ipnet::IpNe
     trusted_proxies
 }
 
+/// `--replica-url`, checked; without it, whether the listening address will do (see
+/// `infernet_router::link::holders`).
+fn replica_url(args: &Args, database: &infernet_router::db::DbSettings, errors: &mut Vec<String>) -> Option<String> {
+    let Some(text) = &args.replica_url else {
+        let everywhere = args
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+        if everywhere && matches!(database.dialect(), Ok(infernet_router::db::Dialect::Postgres)) {
+            errors.push(format!(
+                "--replica-url: with PostgreSQL, the other replicas call this one for the nodes linked                  to it, and --bind {} does not say where; give the URL they reach it at                  (e.g. http://10.0.0.5:{}), or --bind that address",
+                args.bind, args.port
+            ));
+        }
+        return None;
+    };
+    match url::Url::parse(text) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.path() == "/" =>
+        {
+            Some(text.trim_end_matches('/').to_string())
+        }
+        _ => {
+            errors.push(format!(
+                "--replica-url: expected http(s)://host:port with no path, query or credentials, got {text:?}"
+            ));
+            None
+        }
+    }
+}
+
 fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let mut errors = Vec::new();
     let listed = listed_nodes(&args.ips_file, &mut errors);
@@ -381,6 +427,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             }
         },
     };
+    let replica_url = replica_url(args, &database, &mut errors);
     let link = infernet_router::link::LinkSettings {
         max_links: args.max_links.max(1),
         heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
@@ -388,6 +435,10 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
             .unwrap_or_default()
             .max(Duration::from_secs(1)),
         lease: seconds("--link-lease", args.link_lease)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        replica_url,
+        replica_refresh: seconds("--replica-refresh", args.replica_refresh)
             .map_err(|e| errors.push(e))
             .unwrap_or_default(),
         ..Default::default()

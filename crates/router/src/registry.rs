@@ -218,6 +218,9 @@ struct Table {
     nodes: BTreeMap<String, NodeState>,
     /// Nodes linked to this replica, by `npub1…`: what each announced, and its identity.
     linked: BTreeMap<String, (NodeReport, NodeIdentity)>,
+    /// Nodes linked to other replicas on the same database, by `npub1…` (see
+    /// [`crate::link::holders`]); a node linked here as well is taken from `linked`.
+    peers: BTreeMap<String, (NodeReport, NodeIdentity)>,
     /// Registered nodes dropped while failing, with when they were dropped.
     failed: HashMap<String, Instant>,
     /// The ranking fingerprint of the last snapshot and its seed.
@@ -252,6 +255,7 @@ impl Registry {
             table: Mutex::new(Table {
                 nodes,
                 linked: BTreeMap::new(),
+                peers: BTreeMap::new(),
                 failed: HashMap::new(),
                 order: (0, rand::random()),
                 next_purge: None,
@@ -289,14 +293,21 @@ impl Registry {
                 linked: false,
             })
             .collect();
-        if !table.linked.is_empty() {
-            available.extend(table.linked.iter().map(|(key, (report, _))| Available {
-                key: key.clone(),
-                url: format!("infernet://{key}"),
-                report: report.clone(),
-                uptime: 1.0,
-                linked: true,
-            }));
+        if !table.linked.is_empty() || !table.peers.is_empty() {
+            let elsewhere = table.peers.iter().filter(|(key, _)| !table.linked.contains_key(*key));
+            available.extend(
+                table
+                    .linked
+                    .iter()
+                    .chain(elsewhere)
+                    .map(|(key, (report, _))| Available {
+                        key: key.clone(),
+                        url: format!("infernet://{key}"),
+                        report: report.clone(),
+                        uptime: 1.0,
+                        linked: true,
+                    }),
+            );
             // In key order, as readers binary-search it.
             available.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         }
@@ -479,20 +490,36 @@ impl Registry {
         }
     }
 
-    /// Every node with its state, for the debug view (linked nodes named by their key).
+    /// The nodes linked to other replicas, as their holders last recorded them: published when
+    /// the set or what one announced changed.
+    pub fn set_peers(&self, peers: BTreeMap<String, (NodeReport, NodeIdentity)>) {
+        let mut table = self.lock();
+        if table.peers != peers {
+            table.peers = peers;
+            self.publish(&mut table);
+        }
+    }
+
+    /// Every node with its state, for the debug view (linked nodes named by their key, whichever
+    /// replica holds their link).
     pub fn view(&self, now: Instant) -> Vec<NodeView> {
         let table = self.lock();
-        let linked = table.linked.iter().map(|(key, (report, identity))| NodeView {
-            address: key.clone(),
-            listed: false,
-            registered: true,
-            available: true,
-            failures: 0,
-            last_error: None,
-            containers: report.containers.iter().map(|c| c.id.clone()).collect(),
-            pending: report.pending,
-            identity: Some(identity.clone()),
-        });
+        let elsewhere = table.peers.iter().filter(|(key, _)| !table.linked.contains_key(*key));
+        let linked = table
+            .linked
+            .iter()
+            .chain(elsewhere)
+            .map(|(key, (report, identity))| NodeView {
+                address: key.clone(),
+                listed: false,
+                registered: true,
+                available: true,
+                failures: 0,
+                last_error: None,
+                containers: report.containers.iter().map(|c| c.id.clone()).collect(),
+                pending: report.pending,
+                identity: Some(identity.clone()),
+            });
         table
             .nodes
             .iter()

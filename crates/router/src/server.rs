@@ -431,6 +431,10 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
             "/api/v1/link/{node}/admin/{*rest}",
             axum::routing::any(crate::link::relay),
         )
+        .route(
+            "/api/v1/internal/link/{node}/{*rest}",
+            axum::routing::any(crate::link::peer::endpoint),
+        )
         .route("/api/v1/containers", get(containers).route_layer(limited(1)))
         .route("/api/v1/resources", get(resources).route_layer(limited(2)))
         .route(
@@ -560,6 +564,7 @@ pub fn openapi() -> Value {
             "/api/v1/earnings": {"get": {"summary": "Earnings per day, week or month beside the previous period; ?node= (public) or ?operator= (signed by that operator); from, to, by, format",
                 "responses": {"200": {"description": "{periods, total, previous_total, settled: false}"}, "400": {"description": "bad parameter"}, "401": {"description": "operator view not signed"}}}},
             "/api/v1/link": {"get": {"summary": "A node's link (WebSocket upgrade): challenge, signed hello, then jobs over one connection", "responses": {"101": {"description": "switching protocols"}}}},
+            "/api/v1/internal/link/{node}/{rest}": {"post": {"summary": "Between replicas on one database only (NIP-98 signed by the router's own key): a call to a node whose link this replica holds, passed over the link, the answer streamed back", "responses": ok("the node's answer, marked x-infernet-relayed")}},
             "/api/v1/link/{node}/admin/{rest}": {"post": {"summary": "Relay an operator's signed admin request (signed for infernet://{npub}/admin/…) to a linked node", "responses": ok("the node's answer")}},
             "/api/v1/session": {
                 "post": {"summary": "Sign in to the control interface with a NIP-98 event: a session cookie and a CSRF token", "responses": {"200": {"description": "{csrf, pubkey}"}, "401": {"description": "no valid NIP-98 event"}}},

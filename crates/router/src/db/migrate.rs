@@ -36,6 +36,11 @@ const SQLITE: &[Embedded] = &[
         "ledger days",
         include_str!("../../migrations/sqlite/0007_ledger_days.sql"),
     ),
+    (
+        8,
+        "link holders",
+        include_str!("../../migrations/sqlite/0008_link_holders.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -60,6 +65,11 @@ const POSTGRES: &[Embedded] = &[
         7,
         "ledger days",
         include_str!("../../migrations/postgres/0007_ledger_days.sql"),
+    ),
+    (
+        8,
+        "link holders",
+        include_str!("../../migrations/postgres/0008_link_holders.sql"),
     ),
 ];
 

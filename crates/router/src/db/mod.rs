@@ -10,9 +10,9 @@
 //!   statements sit side by side; most statements are the same text on both (`$1` parameters,
 //!   `ON CONFLICT`, `RETURNING` are understood by both).
 //! - One module per table: [`alerts`], [`nodes`], [`operators`], [`settings`], [`jobs`],
-//!   [`ledger`] (summed per day in [`ledger_days`]), [`api_keys`], [`metrics`]; [`batcher`]
-//!   writes ledger rows and metric samples in group commits, [`job_writer`] the gateway's job
-//!   rows.
+//!   [`ledger`] (summed per day in [`ledger_days`]), [`api_keys`], [`metrics`],
+//!   [`link_holders`]; [`batcher`] writes ledger rows and metric samples in group commits,
+//!   [`job_writer`] the gateway's job rows.
 //! - Times are Unix milliseconds (`i64`); JSON documents are stored as text, as they came.
 //! - Pools are bounded ([`DbSettings::max_connections`]); a caller that waits longer than
 //!   [`DbSettings::acquire_timeout`] for a connection gets [`DbError::PoolTimedOut`]. SQLite runs
@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod leases;
 pub mod ledger;
 pub mod ledger_days;
+pub mod link_holders;
 pub mod metrics;
 mod migrate;
 pub mod nodes;

@@ -154,6 +154,33 @@ pub(super) fn client(
         })
 }
 
+impl super::Gateway {
+    /// Checks that `METHOD path_and_query` with `body` is signed by the router's own key for
+    /// this replica: a call from a peer replica (they share the key).
+    pub(crate) fn verify_replica(
+        &self,
+        authorization: Option<&str>,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<(), infernet_identity::nip98::AuthError> {
+        let urls: Vec<String> = std::iter::once(self.holders.url())
+            .chain(self.bases.iter().map(String::as_str))
+            .map(|b| format!("{b}{path_and_query}"))
+            .collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let received = infernet_identity::nip98::Received {
+            method,
+            urls: &urls,
+            body,
+        };
+        let own = self.identity.public_key();
+        self.verifier
+            .verify(authorization, &received, infernet_identity::unix_now(), |k| *k == own)
+            .map(|_| ())
+    }
+}
+
 /// A `POST`: its client (as [`client`] finds it, the body's hash checked for a signed one), its
 /// headers and its body (at most `max_body` bytes: 413 beyond).
 pub struct Posted {

@@ -81,8 +81,8 @@ pub struct Call<'a> {
     pub identity: &'a Identity,
     /// The node's base URL (`http://host:port`, `infernet://npub1…` for a linked node).
     pub base: String,
-    /// The node's link, when it is linked to this replica: the request goes over it.
-    pub link: Option<std::sync::Arc<crate::link::Link>>,
+    /// The node's link, when it is linked to this replica or a peer: the request goes over it.
+    pub link: Option<crate::link::Holder>,
     /// The key shared with the node and the router's key, when the node checks MACs: the
     /// request carries one instead of a NIP-98 signature.
     pub shared: Option<(std::sync::Arc<DispatchKey>, infernet_identity::PublicKey)>,
@@ -120,17 +120,16 @@ impl Call<'_> {
             ),
         };
         match &self.link {
-            Some(link) => {
-                return link
-                    .send(
-                        method.as_str(),
-                        path,
-                        Some(authorization),
-                        Some(client),
-                        body,
-                        self.timeout,
-                    )
-                    .await;
+            Some(holder) => {
+                let call = crate::link::peer::Forward {
+                    method: method.as_str(),
+                    path,
+                    authorization: Some(authorization),
+                    client: Some(client),
+                    body,
+                    timeout: self.timeout,
+                };
+                return holder.send(self.http, self.identity, call).await;
             }
             None if self.base.starts_with("infernet://") => {
                 return Err(NodeError::Unreachable("the node's link is closed".into()));

@@ -59,9 +59,9 @@ impl Gateway {
         }
     }
 
-    /// Whether `node` is a linked node whose link is not held here: its jobs' leases run out.
+    /// Whether `node` is a linked node whose link no replica holds: its jobs' leases run out.
     pub(super) fn lapsing(&self, node: &str) -> bool {
-        node.starts_with("npub1") && self.links.get(node).is_none()
+        node.starts_with("npub1") && self.holders.find(node).is_none()
     }
 
     /// `job`, placed on `node`: when that is a linked node, keeps its input to run it elsewhere

@@ -180,6 +180,8 @@ pub struct Gateway {
     samples: Arc<crate::ledger::samples::Samples>,
     /// Nodes linked to this replica: dispatched to over their link.
     links: Arc<crate::link::Links>,
+    /// Which replica holds each linked node's link: this one, or a peer that passes calls on.
+    holders: Arc<crate::link::Holders>,
     /// Keys shared with nodes, for dispatches with a MAC instead of a signature.
     dispatch_keys: Arc<keys::DispatchKeys>,
 }
@@ -222,6 +224,20 @@ impl Gateway {
         bases.push(format!("http://127.0.0.1:{port}"));
         bases.push(format!("http://localhost:{port}"));
         let (ledger, writer) = crate::db::batcher::batcher(db.clone(), Default::default());
+        let replica = uuid::Uuid::new_v4().to_string();
+        let links = Arc::new(crate::link::Links::new(settings.link.clone()));
+        let holders = Arc::new(crate::link::Holders::new(
+            db.clone(),
+            registry.clone(),
+            links.clone(),
+            replica.clone(),
+            settings
+                .link
+                .replica_url
+                .clone()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+            settings.link.replica_refresh,
+        ));
         let gateway = Self {
             ledger,
             jobs: crate::db::job_writer::JobWriter::new(db.clone(), Default::default()),
@@ -235,7 +251,7 @@ impl Gateway {
             records: RwLock::new(records),
             verifier: Verifier::new(60, 100_000),
             bases,
-            replica: uuid::Uuid::new_v4().to_string(),
+            replica,
             latency: RwLock::default(),
             unsaved: Default::default(),
             samples: Default::default(),
@@ -244,7 +260,8 @@ impl Gateway {
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
                 .build()?,
-            links: Arc::new(crate::link::Links::new(settings.link.clone())),
+            links,
+            holders,
             dispatch_keys: Arc::new(keys::DispatchKeys::new(identity.clone())),
             identity,
             settings,
@@ -315,10 +332,21 @@ impl Gateway {
         &self.links
     }
 
-    /// A dispatch to `node` for `client`: over HTTP, or over its link when it is linked here (then
-    /// signed for `infernet://{npub}`, the address a linked node knows itself by).
+    /// Where each linked node's link is held (here or by a peer replica).
+    pub fn holders(&self) -> &Arc<crate::link::Holders> {
+        &self.holders
+    }
+
+    /// The client dispatches and peer calls go out on.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A dispatch to `node` for `client`: over HTTP, or over its link when it is linked to this
+    /// replica or a peer (then signed for `infernet://{npub}`, the address a linked node knows
+    /// itself by).
     fn call(&self, node: &str, client: IpAddr) -> Call<'_> {
-        let link = self.links.get(node);
+        let link = self.holders.find(node);
         Call {
             http: &self.http,
             identity: &self.identity,

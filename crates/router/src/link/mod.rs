@@ -13,12 +13,18 @@
 //! frames from a node ([`MAX_NODE_FRAME`]); calls in flight per link ([`MAX_CALLS`]); chunks
 //! buffered per call ([`WINDOW`]: a node that sends past its credit is cut off); a node silent
 //! for three heartbeats, or that does not read what the router writes for as long, is cut off.
+//!
+//! With several replicas on one database, [`holders`] records which replica holds each link and
+//! [`peer`] carries a call from any replica to the one that holds the node's link.
 
 mod call;
+pub mod holders;
+pub mod peer;
 mod relay;
 mod session;
 
 pub use call::Link;
+pub use holders::{Holder, Holders};
 pub use relay::relay;
 pub use session::endpoint;
 
@@ -47,6 +53,12 @@ pub struct LinkSettings {
     /// How long a job a linked node accepted stays with it after its link closed; then it runs
     /// on another node (see `gateway::lease`).
     pub lease: Duration,
+    /// The URL this replica's peers on the same database reach it at (`--replica-url`); its
+    /// listening address when not given.
+    pub replica_url: Option<String>,
+    /// How often this replica renews its links' rows and reads its peers' ([`holders`]); a
+    /// replica silent for [`holders::EXPIRY_REFRESHES`] of them no longer holds its links.
+    pub replica_refresh: Duration,
 }
 
 impl Default for LinkSettings {
@@ -57,6 +69,8 @@ impl Default for LinkSettings {
             hello_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
             lease: Duration::from_secs(60),
+            replica_url: None,
+            replica_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -136,6 +150,13 @@ impl Links {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Closes every link held, telling each node `reason`.
+    pub fn close_all(&self, reason: &str) {
+        for link in self.lock().values() {
+            link.close(reason);
         }
     }
 

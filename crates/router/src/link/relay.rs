@@ -2,23 +2,24 @@
 //! reach, relayed over its link. The request is signed by the operator for
 //! `infernet://{npub}/admin/…` and the node checks that signature itself: the router only
 //! passes it on, so it cannot forge a command, and a request signed for one node does nothing on
-//! another.
+//! another. A node linked to another replica is reached through that replica ([`super::peer`]).
 
 use std::sync::Arc;
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{Path, RawQuery, State},
     http::{HeaderMap, Method, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use futures::TryStreamExt;
 use infernet_service::http::error;
 use infernet_types::link::MAX_PATH;
 
+use super::peer::{Forward, passed};
 use crate::server::RouterState;
 
-/// Relays the request to the node over its link; its answer streams back as it comes.
+/// Relays the request to the node over its link, held here or by another replica; its answer
+/// streams back as it comes.
 pub async fn relay(
     State(state): State<Arc<RouterState>>,
     Path((node, rest)): Path<(String, String)>,
@@ -27,7 +28,7 @@ pub async fn relay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(link) = state.gateway.links().get(&node) else {
+    let Some(holder) = state.gateway.holders().find(&node) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no node {node} is linked to this router; reach it directly, or through the router it links to"),
@@ -44,22 +45,16 @@ pub async fn relay(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = (!body.is_empty()).then_some(body);
-    let timeout = state.gateway.dispatch_timeout();
-    match link
-        .send(method.as_str(), &path, authorization, None, body, timeout)
-        .await
-    {
-        Ok(answer) => {
-            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-            let mut response = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other)).into_response();
-            *response.status_mut() = status;
-            if let Some(ct) = content_type {
-                response.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            response
-        }
+    let call = Forward {
+        method: method.as_str(),
+        path: &path,
+        authorization,
+        client: None,
+        body: (!body.is_empty()).then_some(body),
+        timeout: state.gateway.dispatch_timeout(),
+    };
+    match holder.send(state.gateway.http(), state.gateway.identity(), call).await {
+        Ok(answer) => passed(answer),
         Err(e) => error(StatusCode::BAD_GATEWAY, format!("relaying to {node}: {e}")),
     }
 }

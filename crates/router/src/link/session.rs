@@ -21,7 +21,7 @@ use infernet_types::link::{
 use tokio::sync::mpsc;
 
 use super::{
-    Links,
+    Holders, Links,
     call::{Head, Link, Piece, QUEUED_REQUESTS},
     report,
 };
@@ -48,6 +48,7 @@ pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketU
             .into_response();
     };
     let (registry, router, gateway) = (state.registry.clone(), state.gateway.npub(), state.gateway.clone());
+    let holders = gateway.holders().clone();
     upgrade
         .max_message_size(MAX_NODE_FRAME)
         .max_frame_size(MAX_NODE_FRAME)
@@ -62,7 +63,12 @@ pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketU
             drop(permit);
             match hello {
                 Ok((identity, announce)) => {
-                    if let Some(closed) = run(links, registry, identity, announce, tx, rx).await {
+                    let held = Held {
+                        links,
+                        registry,
+                        holders,
+                    };
+                    if let Some(closed) = run(held, identity, announce, tx, rx).await {
                         gateway.link_closed(&closed).await;
                     }
                 }
@@ -145,11 +151,21 @@ async fn handshake(tx: &mut Tx, rx: &mut Rx, router: &str) -> Result<(NodeIdenti
     Ok((identity, content.announce))
 }
 
+/// Where a link is kept: this replica's links, its registry, and the record for its peers.
+struct Held {
+    links: Arc<Links>,
+    registry: Arc<Registry>,
+    holders: Arc<Holders>,
+}
+
 /// Holds the link until it closes; the node is in dispatch meanwhile. The node's key when it
 /// left dispatch as the link closed (not replaced by a newer link).
 async fn run(
-    links: Arc<Links>,
-    registry: Arc<Registry>,
+    Held {
+        links,
+        registry,
+        holders,
+    }: Held,
     identity: NodeIdentity,
     announce: link::Announce,
     mut tx: Tx,
@@ -173,10 +189,11 @@ async fn run(
         return None;
     }
     let key = identity.key.clone();
+    holders.hold(&identity, &announce).await;
     registry.link(identity, report(announce));
     let silence = heartbeat * 3;
     let mut writer = std::pin::pin!(write(&link, tx, requests_rx, control_rx, heartbeat, silence));
-    let reader = read(&link, &registry, rx, silence);
+    let reader = read(&link, (&registry, &holders), rx, silence);
     let why = tokio::select! {
         why = &mut writer => why,
         why = reader => {
@@ -189,6 +206,7 @@ async fn run(
     let unlinked = links.remove(&link);
     if unlinked {
         registry.unlink(&key);
+        holders.release(&key).await;
     }
     link.fail_calls();
     tracing::info!(node = %key, reason = %why, "link closed");
@@ -232,7 +250,7 @@ async fn write(
 
 /// Reads the node's frames until the link closes: heartbeats update its announce, answers go
 /// to their calls. A rule broken closes the link.
-async fn read(link: &Link, registry: &Registry, mut rx: Rx, silence: Duration) -> String {
+async fn read(link: &Link, keep: (&Registry, &Holders), mut rx: Rx, silence: Duration) -> String {
     loop {
         let ws = match tokio::time::timeout(silence, rx.next()).await {
             Err(_) => return format!("nothing from the node for {silence:?}"),
@@ -246,20 +264,21 @@ async fn read(link: &Link, registry: &Registry, mut rx: Rx, silence: Duration) -
             Ws::Close(_) => return "the node closed it".into(),
             Ws::Text(_) => return "a text frame: the link speaks binary frames".into(),
         };
-        if let Err(why) = on_frame(link, registry, bytes) {
+        if let Err(why) = on_frame(link, keep, bytes) {
             return why;
         }
     }
 }
 
 /// One frame of the node's.
-fn on_frame(link: &Link, registry: &Registry, bytes: Bytes) -> Result<(), String> {
+fn on_frame(link: &Link, (registry, holders): (&Registry, &Holders), bytes: Bytes) -> Result<(), String> {
     let (message, payload) = decode(&bytes).map_err(|e| e.to_string())?;
     let payload_at = bytes.len() - payload.len();
     let mut calls = link.calls.lock().expect("calls poisoned");
     match message {
         Message::Heartbeat { announce } => {
             drop(calls);
+            holders.announced(link.node(), &announce);
             registry.relink(link.node(), report(announce));
         }
         Message::Head {

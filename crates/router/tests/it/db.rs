@@ -244,6 +244,7 @@ on_both!(
     an_alert_fires_once_per_replica_set_and_resolves_once,
     a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
     job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none,
+    a_links_holder_is_recorded_renewed_moved_and_lapses,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -287,7 +288,7 @@ fn ledger_row(job: &str, finished_at: i64) -> LedgerRow {
     }
 }
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "alert_settings",
     "alerts",
     "api_key_usage",
@@ -295,6 +296,7 @@ const TABLES: [&str; 13] = [
     "jobs",
     "ledger",
     "ledger_days",
+    "link_holders",
     "link_inputs",
     "metric_samples",
     "node_history",
@@ -1067,4 +1069,61 @@ async fn job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none(backe
     assert!(db.job("at-stop").await.unwrap().is_some());
     assert!(writer.put_acked(running("after-stop", None)).await);
     assert!(db.job("after-stop").await.unwrap().is_some());
+}
+
+/// Which replica holds a link: the newest hello wins, a holder's close does not take a link that
+/// moved on, renewals keep a replica's rows fresh and rows not renewed lapse.
+async fn a_links_holder_is_recorded_renewed_moved_and_lapses(backend: Backend) {
+    use infernet_router::db::link_holders::Holding;
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let at = |node: &'static str, replica: &'static str, now: i64| Holding {
+        node,
+        replica,
+        replica_url: if replica == "a" {
+            "http://a:4100"
+        } else {
+            "http://b:4100"
+        },
+        announce: r#"{"containers":[]}"#,
+        operators: "[]",
+        now,
+    };
+    db.hold_link(&at("n1", "a", 1_000)).await.unwrap();
+    db.hold_link(&at("n2", "a", 1_000)).await.unwrap();
+    let seen_by_b = db.peer_links("b", 0, 10).await.unwrap();
+    assert_eq!(
+        seen_by_b
+            .iter()
+            .map(|l| (l.node.as_str(), l.replica_url.as_str()))
+            .collect::<Vec<_>>(),
+        [("n1", "http://a:4100"), ("n2", "http://a:4100")]
+    );
+    assert!(
+        db.peer_links("a", 0, 10).await.unwrap().is_empty(),
+        "a replica's own links are not its peers'"
+    );
+    // n1 moves to b; a's close of its old link leaves b's row.
+    db.hold_link(&at("n1", "b", 2_000)).await.unwrap();
+    db.release_link("n1", "a").await.unwrap();
+    db.update_link_announce("n1", "a", r#"{"stale":true}"#).await.unwrap();
+    let n1 = db.peer_links("a", 0, 10).await.unwrap();
+    assert_eq!((n1.len(), n1[0].replica.as_str()), (1, "b"));
+    assert_eq!(
+        n1[0].announce, r#"{"containers":[]}"#,
+        "a no longer writes n1's announce"
+    );
+    db.update_link_announce("n1", "b", r#"{"containers":[],"pending":3}"#)
+        .await
+        .unwrap();
+    assert!(db.peer_links("a", 0, 10).await.unwrap()[0].announce.contains("pending"));
+    // a renews its rows; b does not: only b's row lapses.
+    assert_eq!(db.refresh_links("a", 9_000).await.unwrap(), 1);
+    assert_eq!(db.peer_links("b", 5_000, 10).await.unwrap().len(), 1);
+    assert!(db.peer_links("a", 5_000, 10).await.unwrap().is_empty());
+    assert_eq!(db.expire_links(5_000).await.unwrap(), 1);
+    assert_eq!(db.peer_links("x", 0, 10).await.unwrap().len(), 1);
+    // A stopping replica releases all it holds.
+    assert_eq!(db.release_replica("a").await.unwrap(), 1);
+    assert!(db.peer_links("x", 0, 10).await.unwrap().is_empty());
 }

@@ -1,6 +1,7 @@
 //! Router tests against real `infernet-node` processes on loopback; [`hardening`] against
 //! in-process fake and hostile nodes; [`db`] the database layer on SQLite and PostgreSQL; [`link`]
-//! nodes that dial in over their link; [`ui`] the control interface, over HTTP and in Chromium.
+//! nodes that dial in over their link; [`replicas`] several routers on one database sharing
+//! their links; [`ui`] the control interface, over HTTP and in Chromium.
 
 mod alerts;
 mod db;
@@ -8,6 +9,7 @@ mod gateway;
 mod hardening;
 mod ledger;
 mod link;
+mod replicas;
 mod signed;
 mod ui;
 
@@ -427,6 +429,27 @@ fn sigterm_exits_0_and_bad_settings_exit_2() {
             && stderr.contains("--database-url: unsupported scheme \"mysql\""),
         "{stderr}"
     );
+
+    // PostgreSQL, listening on every address: the peers need --replica-url, and a checked one.
+    let postgres = ["--database-url", "postgres://u@127.0.0.1:1/x", "--ips-file", "none.txt"];
+    for (extra, said) in [
+        (None, "--replica-url: with PostgreSQL"),
+        (
+            Some("http://u:p@10.0.0.5:4100/x"),
+            "--replica-url: expected http(s)://host:port",
+        ),
+    ] {
+        let out = Command::new(bin)
+            .args(postgres)
+            .args(extra.map(|u| ["--replica-url", u]).into_iter().flatten())
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+    }
 }
 
 #[tokio::test]
