@@ -35,7 +35,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Benchmarks: node streaming vs. direct service; the embedded store per streamed job; chain side on anvil; router probe round and /api/v1/ips latency; the gateway against direct calls; the gateway over a link against over HTTP.
+## Benchmarks: node streaming vs. direct service; the embedded store per streamed job; chain side on anvil; router probe round and /api/v1/ips latency; the gateway against direct calls; the gateway over a link against over HTTP; the router with 1,000 linked nodes heartbeating.
 bench:
 	$(CARGO) build --release -p hello-world -p infernet-node -p infernet-router --bins
 	$(CARGO) bench -p infernet-node --bench stream
@@ -46,6 +46,7 @@ bench:
 	$(CARGO) bench -p infernet-router --bench gateway
 	$(CARGO) bench -p infernet-router --bench ledger
 	$(CARGO) bench -p infernet-router --bench link
+	$(CARGO) bench -p infernet-router --bench link_fleet
 
 ## Instructions per streamed job, node against the bare forwarding proxy (needs valgrind and `make bench`).
 count:

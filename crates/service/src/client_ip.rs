@@ -58,6 +58,17 @@ impl IntoResponse for NoPeerAddress {
 /// The header a router states the client of a dispatch in (its signed `client` tag says the same).
 pub const CLIENT_HEADER: &str = "x-infernet-client";
 
+/// First byte of the addresses a router states its clients as: `fd` (a unique-local IPv6
+/// prefix) followed by 15 bytes of a hash of the client's identity, an address no real client of
+/// a router has.
+pub const STATED_PREFIX: u8 = 0xfd;
+
+/// Whether `ip` is an address a router states a client as (`fd00::/8`): the job was dispatched by
+/// a router, for a client it knows.
+pub fn is_stated(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.octets()[0] == STATED_PREFIX)
+}
+
 /// The client a trusted router stated for a request it signed, set by the server that checked the
 /// signature; it wins over the connection's address and `X-Forwarded-For`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::{StatusCode, header::HeaderValue};
+use infernet_service::client_ip::is_stated;
 use infernet_types::{
     ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH, nested_deeper_than,
 };
@@ -158,7 +159,9 @@ pub struct Orchestrator {
     budget: budget::Budget,
     /// Off-chain jobs running, with their owner and what stops them (`DELETE /api/jobs/{id}`).
     running: std::sync::Mutex<crate::FastMap<String, (IpAddr, futures::future::AbortHandle)>>,
-    /// Signs finished off-chain jobs' receipts (a node in a network).
+    /// Signs the receipts of finished off-chain jobs a router dispatched (a node in a network;
+    /// their owner is the address the router stated, see [`is_stated`]). A client calling the
+    /// node directly has no ledger to show a receipt to, and does not pay for the signature.
     receipts: Option<crate::receipt::Receipts>,
 }
 
@@ -403,7 +406,7 @@ impl Orchestrator {
             return;
         }
         let mut job = JobResult::finished(id, self.storable(run));
-        if let Some(receipts) = &self.receipts {
+        if let Some(receipts) = self.receipts.as_ref().filter(|_| is_stated(owner)) {
             job.receipt = receipts.sign(&job.id, &request.containers, job.status, started.elapsed());
         }
         self.metrics

@@ -57,7 +57,7 @@ impl Client {
 pub fn stated(id: &str) -> IpAddr {
     let hash = Sha256::digest(id.as_bytes());
     let mut bytes = [0u8; 16];
-    bytes[0] = 0xfd;
+    bytes[0] = infernet_service::client_ip::STATED_PREFIX;
     bytes[1..].copy_from_slice(&hash[..15]);
     IpAddr::V6(Ipv6Addr::from(bytes))
 }

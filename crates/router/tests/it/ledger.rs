@@ -415,6 +415,22 @@ async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backe
         check["why"].as_str().unwrap().contains("not by the node's key"),
         "{check}"
     );
+    // A client calling the node itself gets no receipt: only jobs a router dispatched are signed.
+    let direct = reqwest::Client::new()
+        .post(format!("http://{}/api/jobs/stream", node.key()))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let direct_id = direct.lines().next().unwrap().trim().to_string();
+    let result = eventually(format!("http://{}/api/jobs?id={direct_id}", node.key()), |v| {
+        v[0]["status"].as_str().is_some_and(|s| s != "running")
+    })
+    .await;
+    assert!(result[0].get("receipt").is_none_or(Value::is_null), "{result}");
 }
 
 /// The `check` of job `id` in the operator's list of its node's jobs at `jobs_url`.
