@@ -60,7 +60,18 @@ fn info(node: &str) -> Vec<u8> {
 /// One simulated node: links, then heartbeats and answers requests until the process ends.
 async fn node(url: String, linked: Arc<AtomicUsize>, requests: Arc<AtomicUsize>) {
     let identity = Identity::generate();
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("connect");
+    // The router admits only so many handshakes at once (503): retry after a short pause, as a
+    // node's backoff does.
+    let mut socket = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => break socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503 => {
+                let pause = 20 + (rand_fraction(&identity) * 200.0) as u64;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
     let next = |frame: Option<Result<Ws, _>>| match frame {
         Some(Ok(Ws::Binary(bytes))) => Some(bytes),
         Some(Ok(_)) => None,
@@ -185,7 +196,7 @@ fn main() {
     });
     let link_time = started.elapsed();
     let (cpu_before, requests_before, at) = (cpu_time(router.id()), requests.load(Ordering::Relaxed), Instant::now());
-    runtime.block_on(tokio::time::sleep(Duration::from_secs(seconds)));
+    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(seconds)).await });
     let elapsed = at.elapsed();
     let cpu = (cpu_time(router.id()) - cpu_before).as_secs_f64() / elapsed.as_secs_f64();
     let served = requests.load(Ordering::Relaxed) - requests_before;
@@ -206,5 +217,7 @@ fn main() {
         rss_kib(router.id()) as f64 / 1024.0,
         idle_rss as f64 / 1024.0,
     );
+    // The simulated nodes go first: they would take the router's exit for a broken link.
+    runtime.shutdown_background();
     drop(router);
 }
