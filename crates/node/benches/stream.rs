@@ -35,7 +35,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use infernet_testkit::{
-    ChildGuard, cpu_time, free_port, percentile, rss_kib, wait_healthy, wait_port, workspace_binary,
+    ChildGuard, cpu_time, env_or, free_port, percentile, rss_kib, wait_healthy, wait_port, workspace_binary,
 };
 
 const CONCURRENCY: usize = 16;
@@ -289,10 +289,6 @@ fn start_node(binary: &std::path::Path, service_port: u16, dir: &std::path::Path
     );
     wait_healthy(port, Duration::from_secs(20));
     (node, port)
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 fn main() {

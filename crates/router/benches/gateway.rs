@@ -23,21 +23,10 @@ use infernet_router::{
     choose::{self, Ask, Candidate, Record, Requirements},
     registry::{ContainerSummary, NodeReport, Offer},
 };
-use infernet_testkit::{ChildGuard, free_port, wait_healthy, workspace_binary};
+use infernet_testkit::{ChildGuard, cpu_time, env_or, free_port, percentile, wait_healthy, workspace_binary};
 
 const CLIENTS: usize = 16;
 const NODES: usize = 10_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -68,20 +57,6 @@ async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
     }
     latencies.sort();
     latencies
-}
-
-/// CPU time (user and system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces): utime is the 14th field, stime the 15th.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// `CLIENTS` closed-loop clients for `duration`: requests per second.
@@ -185,11 +160,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = Identity::generate();
     let key_file = dir.path().join("router.nsec");
-    std::fs::write(&key_file, key.nsec()).expect("key");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("mode");
-    }
+    infernet_testkit::write_secret(&key_file, &key.nsec());
 
     let service_port = free_port();
     let _service = ChildGuard(

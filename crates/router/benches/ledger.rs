@@ -22,17 +22,13 @@ use infernet_router::db::{
     ledger::LedgerRow,
     now_ms,
 };
-use infernet_testkit::{ChildGuard, free_port, percentile, rss_kib, wait_healthy, workspace_binary};
+use infernet_testkit::{ChildGuard, env_or, free_port, percentile, rss_kib, wait_healthy, workspace_binary};
 use tokio_util::sync::CancellationToken;
 
 const NODES: usize = 10_000;
 const ROWS: usize = 1_000_000;
 const DAY_MS: i64 = 86_400_000;
 const HOT: &str = "10.0.0.1:4000";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
 
 fn node(i: usize) -> String {
     format!("10.{}.{}.{}:4000", i / 62_500, (i / 250) % 250, i % 250 + 1)

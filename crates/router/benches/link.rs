@@ -16,13 +16,9 @@ use std::{
 };
 
 use infernet_identity::Identity;
-use infernet_testkit::{ChildGuard, free_port, percentile, wait_healthy, workspace_binary};
+use infernet_testkit::{ChildGuard, env_or, free_port, percentile, wait_healthy, workspace_binary};
 
 const CLIENTS: usize = 16;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -117,11 +113,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = Identity::generate();
     let key_file = dir.path().join("router.nsec");
-    std::fs::write(&key_file, key.nsec()).expect("key");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("mode");
-    }
+    infernet_testkit::write_secret(&key_file, &key.nsec());
     let service_port = free_port();
     let _service = ChildGuard(
         Command::new(workspace_binary("hello-world"))

@@ -21,15 +21,11 @@ use std::{
 
 use futures::{SinkExt, StreamExt};
 use infernet_identity::{Identity, statement};
-use infernet_testkit::{ChildGuard, cpu_time, free_port, rss_kib, wait_healthy, workspace_binary};
+use infernet_testkit::{ChildGuard, cpu_time, env_or, free_port, rss_kib, wait_healthy, workspace_binary};
 use infernet_types::link::{
     Announce, AnnouncedContainer, HELLO_SUBJECT, HelloContent, Message, VERSION, decode, encode,
 };
 use tokio_tungstenite::tungstenite::Message as Ws;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
 
 /// What each simulated node announces.
 fn announce() -> Announce {
@@ -150,11 +146,7 @@ fn main() {
     let heartbeat = env_or("BENCH_HEARTBEAT", 15);
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("router.nsec");
-    std::fs::write(&key_file, Identity::generate().nsec()).expect("key");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("mode");
-    }
+    infernet_testkit::write_secret(&key_file, &Identity::generate().nsec());
     let port = free_port();
     let router = ChildGuard(
         Command::new(workspace_binary("infernet-router"))

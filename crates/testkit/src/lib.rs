@@ -143,3 +143,17 @@ pub fn cpu_time(pid: u32) -> Duration {
     // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
     Duration::from_millis(ticks * 10)
 }
+
+/// The number in environment variable `name`, or `default` when it is unset or not a number
+/// (benchmarks' settings such as `BENCH_SECONDS`).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Writes `secret` (a key) to `path` readable by its owner only, as the binaries require of key
+/// files.
+pub fn write_secret(path: &std::path::Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, secret).expect("write the secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
