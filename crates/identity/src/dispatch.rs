@@ -54,8 +54,7 @@ impl DispatchKey {
         // A Nostr key is x-only: take the even point, as NIP-44 does. The x-coordinate of the
         // shared point is the same whichever parity either side had.
         let point = secp256k1::PublicKey::from_x_only_public_key(xonly, secp256k1::Parity::Even);
-        let secret: &secp256k1::SecretKey = identity_secret(own);
-        let shared = secp256k1::ecdh::shared_secret_point(&point, secret);
+        let shared = secp256k1::ecdh::shared_secret_point(&point, own.keys().secret_key());
         let mut kdf = <Hmac<Sha256>>::new_from_slice(LABEL).expect("HMAC takes any key length");
         kdf.update(&shared[..32]);
         Ok(Self(kdf.finalize().into_bytes().into()))
@@ -78,10 +77,6 @@ impl DispatchKey {
         }
         mac.finalize().into_bytes().into()
     }
-}
-
-fn identity_secret(identity: &Identity) -> &secp256k1::SecretKey {
-    identity.keys().secret_key()
 }
 
 /// What a MAC covers besides the body.

@@ -83,9 +83,9 @@ pub struct Call<'a> {
     pub base: String,
     /// The node's link, when it is linked to this replica or a peer: the request goes over it.
     pub link: Option<crate::link::Holder>,
-    /// The key shared with the node and the router's key, when the node checks MACs: the
-    /// request carries one instead of a NIP-98 signature.
-    pub shared: Option<(std::sync::Arc<DispatchKey>, infernet_identity::PublicKey)>,
+    /// The key shared with the node, when the node checks MACs: the request carries one
+    /// instead of a NIP-98 signature.
+    pub shared: Option<std::sync::Arc<DispatchKey>>,
     /// The stated client.
     pub client: IpAddr,
     /// Deadline of the whole exchange (until the answer's head for streams).
@@ -103,9 +103,9 @@ impl Call<'_> {
         let url = format!("{}{path}", self.base);
         let client = self.client.to_string();
         let authorization = match &self.shared {
-            Some((key, router)) => dispatch::authorization(
+            Some(key) => dispatch::authorization(
                 key,
-                router,
+                &self.identity.public_key(),
                 method.as_str(),
                 &url,
                 &client,

@@ -71,14 +71,9 @@ impl DispatchKeys {
             .map(|(_, k)| k.clone())
     }
 
-    /// Drops `node`'s key: the node refused a MAC, or no longer says its key.
-    pub fn forget(&self, node: &str) {
+    /// Drops `node`'s key: it no longer says it, or no longer checks MACs.
+    fn forget(&self, node: &str) {
         self.keys.lock().expect("keys poisoned").remove(node);
-    }
-
-    /// The router's public key, named in each MAC'd dispatch.
-    pub fn router(&self) -> PublicKey {
-        self.identity.public_key()
     }
 }
 
@@ -102,7 +97,8 @@ mod tests {
         // The node derives the same key from its side: a MAC made with one checks with the other.
         let theirs = DispatchKey::derive(&node, &router.public_key()).expect("key");
         let url = "http://10.0.0.1:4000/api/jobs";
-        let header = infernet_identity::dispatch::authorization_at(&shared, &keys.router(), "POST", url, "c", b"", 100);
+        let header =
+            infernet_identity::dispatch::authorization_at(&shared, &router.public_key(), "POST", url, "c", b"", 100);
         let verifier = infernet_identity::nip98::Verifier::new(60, 10);
         let received = infernet_identity::nip98::Received {
             method: "POST",

@@ -364,7 +364,7 @@ impl Gateway {
             },
             shared: match link {
                 Some(_) => None,
-                None => self.dispatch_keys.get(node).map(|k| (k, self.dispatch_keys.router())),
+                None => self.dispatch_keys.get(node),
             },
             link,
             client,
