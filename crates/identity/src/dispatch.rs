@@ -7,19 +7,33 @@
 //! compute it. Each dispatch carries
 //!
 //! ```text
-//! Authorization: InfernetMAC router=<hex key> at=<unix s> nonce=<32 hex> u=<url> mac=<64 hex>
+//! Authorization: InfernetMAC router=<hex key> at=<unix s> seq=<16 hex>.<n> u=<url> mac=<64 hex>
 //! ```
 //!
 //! where `mac` is HMAC-SHA256 under that key of the method, the URL, the client the router
-//! states (`X-Infernet-Client`), `at`, the nonce and the SHA-256 of the body, one per line. The
+//! states (`X-Infernet-Client`), `at`, `seq` and the SHA-256 of the body, one per line. The
 //! node checks what a NIP-98 event would give it — URL, method, body, time window, one use — at
 //! the cost of two hashes instead of a Schnorr verification (and the router's cost of two hashes
 //! instead of a Schnorr signature): a streamed job through the gateway cost the node 99 µs of CPU
 //! with a signature, about a third of it the verification.
 //!
+//! One use is checked without remembering every dispatch. `seq` is a sequence: a random stream
+//! number the router draws when it derives the key (so per router process and node), then a
+//! counter. The node keeps, per router and stream, the highest number seen and which of the
+//! [`SEQ_WINDOW`] before it were used (as IPsec and WireGuard do against replays): a few hundred
+//! bytes per router process, whatever its rate. A list of every MAC of the last minute would cap
+//! the rate a node takes dispatches at (it held 100,000: 1,667 a second). A dispatch that arrives
+//! more than [`SEQ_WINDOW`] behind the newest of its stream is refused; the router then tries
+//! another node.
+//!
 //! What it does not give: a third party cannot tell which of the two made a MAC. The statement
 //! is only ever between the router and the node, so nothing needs that. The router falls back to
 //! NIP-98 for nodes whose key it does not know.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use hmac::{Hmac, Mac};
 use nostr::prelude::PublicKey;
@@ -36,10 +50,22 @@ pub const SCHEME: &str = "InfernetMAC";
 const LABEL: &[u8] = b"infernet-dispatch-v1";
 /// Longest header accepted (the URL is the only part of variable length).
 const MAX_HEADER: usize = 4096;
+/// How far behind the newest dispatch of its stream a dispatch may arrive (dispatches to one node
+/// overtake each other on their way: they are sent concurrently).
+pub const SEQ_WINDOW: u64 = 4096;
+/// Router streams a node keeps (each a router process, [`SEQ_WINDOW`] bits plus a few words); a
+/// stream unused for longer than the time window is forgotten, since all its dispatches are
+/// refused as stale from then on.
+pub const MAX_STREAMS: usize = 1024;
 
-/// The key a router and a node share.
-#[derive(Clone)]
-pub struct DispatchKey([u8; 32]);
+/// The key a router and a node share and, on the router's side, the sequence of its dispatches.
+pub struct DispatchKey {
+    key: [u8; 32],
+    /// This key's stream (see the module's documentation).
+    stream: u64,
+    /// The next dispatch's number in the stream.
+    next: AtomicU64,
+}
 
 impl std::fmt::Debug for DispatchKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,19 +83,23 @@ impl DispatchKey {
         let shared = secp256k1::ecdh::shared_secret_point(&point, own.keys().secret_key());
         let mut kdf = <Hmac<Sha256>>::new_from_slice(LABEL).expect("HMAC takes any key length");
         kdf.update(&shared[..32]);
-        Ok(Self(kdf.finalize().into_bytes().into()))
+        Ok(Self {
+            key: kdf.finalize().into_bytes().into(),
+            stream: stream_number(),
+            next: AtomicU64::new(0),
+        })
     }
 
     /// The MAC of one dispatch.
     fn mac(&self, fields: &Fields<'_>, body: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key length");
         for part in [
             LABEL,
             fields.method.to_ascii_uppercase().as_bytes(),
             fields.url.as_bytes(),
             fields.client.as_bytes(),
             fields.at.to_string().as_bytes(),
-            fields.nonce.as_bytes(),
+            fields.seq.as_bytes(),
             hex::encode(Sha256::digest(body)).as_bytes(),
         ] {
             mac.update(part);
@@ -79,13 +109,25 @@ impl DispatchKey {
     }
 }
 
+/// A random stream number, different for every key derived (within and across processes).
+fn stream_number() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 /// What a MAC covers besides the body.
 struct Fields<'a> {
     method: &'a str,
     url: &'a str,
     client: &'a str,
     at: u64,
-    nonce: &'a str,
+    seq: &'a str,
 }
 
 /// The `Authorization` header of a dispatch `method url` with `body`, for `client`, from the
@@ -111,17 +153,17 @@ pub fn authorization_at(
     body: &[u8],
     at: u64,
 ) -> String {
-    let nonce = crate::nip98::nonce();
+    let seq = format!("{:016x}.{}", key.stream, key.next.fetch_add(1, Ordering::Relaxed));
     let fields = Fields {
         method,
         url,
         client,
         at,
-        nonce: &nonce,
+        seq: &seq,
     };
     let mac = hex::encode(key.mac(&fields, body));
     format!(
-        "{SCHEME} router={} at={at} nonce={nonce} u={url} mac={mac}",
+        "{SCHEME} router={} at={at} seq={seq} u={url} mac={mac}",
         router.to_hex()
     )
 }
@@ -138,7 +180,8 @@ pub fn is_mac(header: &str) -> bool {
 struct Parsed<'a> {
     router: PublicKey,
     at: u64,
-    nonce: &'a str,
+    /// As sent (the MAC covers it so), and as read: stream and number.
+    seq: (&'a str, u64, u64),
     url: &'a str,
     mac: [u8; 32],
 }
@@ -147,15 +190,15 @@ fn parse(header: &str) -> Result<Parsed<'_>, AuthError> {
     if header.len() > MAX_HEADER {
         return Err(AuthError::TooLarge);
     }
-    let malformed = AuthError::Malformed("expected `InfernetMAC router=… at=… nonce=… u=… mac=…`");
+    let malformed = AuthError::Malformed("expected `InfernetMAC router=… at=… seq=… u=… mac=…`");
     let rest = header.trim().get(SCHEME.len()..).ok_or(malformed.clone())?;
-    let (mut router, mut at, mut nonce, mut url, mut mac) = (None, None, None, None, None);
+    let (mut router, mut at, mut seq, mut url, mut mac) = (None, None, None, None, None);
     for part in rest.split_ascii_whitespace() {
         let (name, value) = part.split_once('=').ok_or(malformed.clone())?;
         let slot = match name {
             "router" => &mut router,
             "at" => &mut at,
-            "nonce" => &mut nonce,
+            "seq" => &mut seq,
             "u" => &mut url,
             "mac" => &mut mac,
             _ => return Err(malformed),
@@ -164,20 +207,24 @@ fn parse(header: &str) -> Result<Parsed<'_>, AuthError> {
             return Err(malformed);
         }
     }
-    let (Some(router), Some(at), Some(nonce), Some(url), Some(mac)) = (router, at, nonce, url, mac) else {
+    let (Some(router), Some(at), Some(seq), Some(url), Some(mac)) = (router, at, seq, url, mac) else {
         return Err(malformed);
     };
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(mac, &mut bytes).map_err(|_| AuthError::Malformed("`mac` is not 64 hex digits"))?;
-    if nonce.is_empty() || nonce.len() > 64 {
-        return Err(AuthError::Malformed("`nonce` must be 1 to 64 characters"));
-    }
+    let bad_seq = AuthError::Malformed("`seq` is not `<16 hex digits>.<number>`");
+    let (stream, n) = seq.split_once('.').ok_or(bad_seq.clone())?;
+    let stream = match stream.len() {
+        16 => u64::from_str_radix(stream, 16).map_err(|_| bad_seq.clone())?,
+        _ => return Err(bad_seq),
+    };
+    let n = n.parse().map_err(|_| bad_seq)?;
     Ok(Parsed {
         router: PublicKey::from_hex(router).map_err(|_| AuthError::Malformed("`router` is not a hex key"))?,
         at: at
             .parse()
             .map_err(|_| AuthError::Malformed("`at` is not a Unix time"))?,
-        nonce,
+        seq: (seq, stream, n),
         url,
         mac: bytes,
     })
@@ -201,7 +248,7 @@ impl Verifier {
             url: parsed.url,
             client,
             at: parsed.at,
-            nonce: parsed.nonce,
+            seq: parsed.seq.0,
         };
         // Constant time: the comparison must not tell a forger how much of a guess was right.
         if !constant_eq(&key.mac(&fields, received.body), &parsed.mac) {
@@ -215,9 +262,83 @@ impl Verifier {
             });
         }
         crate::nip98::check_url(parsed.url, received)?;
-        // The MAC is unique per dispatch (its nonce): it stands for the event id.
-        self.remember(parsed.mac, parsed.at, now)?;
+        let (_, stream, n) = parsed.seq;
+        self.sequences().lock().expect("sequences poisoned").accept(
+            (parsed.router.to_bytes(), stream),
+            n,
+            parsed.at,
+            now,
+            self.window(),
+        )?;
         Ok(parsed.router)
+    }
+}
+
+/// The dispatches used, per router and stream (see the module's documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Sequences {
+    streams: HashMap<([u8; 32], u64), Stream>,
+}
+
+/// One stream's newest number, which of the [`SEQ_WINDOW`] numbers up to it were used (bit
+/// `n % SEQ_WINDOW`), and the latest `at` it was used with.
+#[derive(Debug)]
+struct Stream {
+    newest: u64,
+    used: Box<[u64; (SEQ_WINDOW / 64) as usize]>,
+    latest_at: u64,
+}
+
+impl Stream {
+    fn bit(n: u64) -> (usize, u64) {
+        let i = n % SEQ_WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    /// Marks `n` used; refuses it when used before or too far behind.
+    fn mark(&mut self, n: u64) -> Result<(), AuthError> {
+        if n > self.newest {
+            // The numbers up to `n` are unused yet; their bits held those now out of reach.
+            if n - self.newest >= SEQ_WINDOW {
+                self.used.fill(0);
+            } else {
+                for skipped in self.newest + 1..=n {
+                    let (word, bit) = Self::bit(skipped);
+                    self.used[word] &= !bit;
+                }
+            }
+            self.newest = n;
+        } else if self.newest - n >= SEQ_WINDOW {
+            return Err(AuthError::Behind { window: SEQ_WINDOW });
+        }
+        let (word, bit) = Self::bit(n);
+        if self.used[word] & bit != 0 {
+            return Err(AuthError::Replayed);
+        }
+        self.used[word] |= bit;
+        Ok(())
+    }
+}
+
+impl Sequences {
+    /// Marks number `n` of `stream` used by a dispatch made `at`; refuses a number used before,
+    /// one too far behind, and a new stream when [`MAX_STREAMS`] are live.
+    fn accept(&mut self, stream: ([u8; 32], u64), n: u64, at: u64, now: u64, window: u64) -> Result<(), AuthError> {
+        if !self.streams.contains_key(&stream) && self.streams.len() >= MAX_STREAMS {
+            // A stream whose every dispatch is stale by now can be replayed no more.
+            self.streams.retain(|_, s| s.latest_at.saturating_add(window) >= now);
+            if self.streams.len() >= MAX_STREAMS {
+                return Err(AuthError::Busy);
+            }
+        }
+        let s = self.streams.entry(stream).or_insert_with(|| Stream {
+            newest: n,
+            used: Box::new([0; (SEQ_WINDOW / 64) as usize]),
+            latest_at: at,
+        });
+        s.mark(n)?;
+        s.latest_at = s.latest_at.max(at);
+        Ok(())
     }
 }
 
@@ -243,8 +364,9 @@ mod tests {
             let a = DispatchKey::derive(&router, &node.public_key()).expect("key");
             let b = DispatchKey::derive(&node, &router.public_key()).expect("key");
             let c = DispatchKey::derive(&other, &node.public_key()).expect("key");
-            assert_eq!(a.0, b.0);
-            assert_ne!(a.0, c.0);
+            assert_eq!(a.key, b.key);
+            assert_ne!(a.key, c.key);
+            assert_ne!(a.stream, b.stream, "each key has its own stream");
         }
     }
 
@@ -304,12 +426,78 @@ mod tests {
         assert!(matches!(check(&own), Err(AuthError::NotAllowed(_))));
         for garbage in [
             "InfernetMAC",
-            "InfernetMAC router=zz at=1 nonce=n u=x mac=00",
+            "InfernetMAC router=zz at=1 seq=n u=x mac=00",
             "InfernetMAC at=1 at=2",
             "InfernetMAC whatever",
         ] {
             assert!(matches!(check(garbage), Err(AuthError::Malformed(_))), "{garbage}");
         }
         assert_eq!(check(&"x".repeat(5000)), Err(AuthError::TooLarge));
+    }
+
+    #[test]
+    fn a_busy_router_is_never_refused_for_its_rate_and_each_dispatch_passes_once() {
+        let (router, node) = (Identity::generate(), Identity::generate());
+        let theirs = DispatchKey::derive(&router, &node.public_key()).expect("key");
+        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        // The old list of MACs held 100,000 and refused the rest within the minute.
+        let verifier = Verifier::new(60, 100);
+        let urls = [URL];
+        let key_of = |k: &PublicKey| (*k == router.public_key()).then_some(&ours);
+        let check = |h: &str| verifier.verify_mac(h, &received("POST", &urls, b""), "c", NOW, key_of);
+        let mut made: Vec<String> = (0..150_000)
+            .map(|_| authorization_at(&theirs, &router.public_key(), "POST", URL, "c", b"", NOW))
+            .collect();
+        // Dispatches overtake each other on the way: swap neighbours in blocks of 1,000.
+        for block in made.chunks_mut(1000) {
+            block.reverse();
+        }
+        for (i, header) in made.iter().enumerate() {
+            assert_eq!(check(header), Ok(router.public_key()), "dispatch {i}");
+        }
+        // Each once: an old one, the newest, one just behind.
+        for i in [0, 149_999, 149_500] {
+            let expected = match i {
+                0 => Err(AuthError::Behind { window: SEQ_WINDOW }),
+                _ => Err(AuthError::Replayed),
+            };
+            assert_eq!(check(&made[i]), expected, "replay of {i}");
+        }
+        // Numbers skipped over (sent to another node, or lost) stay usable while within reach.
+        let skipped = authorization_at(&theirs, &router.public_key(), "POST", URL, "c", b"", NOW);
+        theirs.next.fetch_add(10, Ordering::Relaxed);
+        let later = authorization_at(&theirs, &router.public_key(), "POST", URL, "c", b"", NOW);
+        assert_eq!(check(&later), Ok(router.public_key()));
+        assert_eq!(check(&skipped), Ok(router.public_key()));
+        assert_eq!(check(&skipped), Err(AuthError::Replayed));
+        // A forged `seq` does not check out: the MAC covers it.
+        let moved = later.replace(".150011 ", ".150012 ");
+        assert_ne!(moved, later);
+        assert_eq!(check(&moved), Err(AuthError::Signature));
+    }
+
+    #[test]
+    fn router_streams_are_bounded_and_forgotten_once_stale() {
+        let (router, node) = (Identity::generate(), Identity::generate());
+        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        let verifier = Verifier::new(60, 100);
+        let urls = [URL];
+        let key_of = |k: &PublicKey| (*k == router.public_key()).then_some(&ours);
+        let check = |h: &str, now| verifier.verify_mac(h, &received("POST", &urls, b""), "c", now, key_of);
+        // Every router process (every derived key) is a stream.
+        let streams: Vec<DispatchKey> = (0..=MAX_STREAMS)
+            .map(|_| DispatchKey::derive(&router, &node.public_key()).expect("key"))
+            .collect();
+        let header = |k: &DispatchKey, at| authorization_at(k, &router.public_key(), "POST", URL, "c", b"", at);
+        for k in &streams[..MAX_STREAMS] {
+            assert_eq!(check(&header(k, NOW), NOW), Ok(router.public_key()));
+        }
+        let last = &streams[MAX_STREAMS];
+        assert_eq!(check(&header(last, NOW), NOW), Err(AuthError::Busy));
+        assert_eq!(AuthError::Busy.status(), 503);
+        // Once the others' dispatches are all stale, their streams make room.
+        assert_eq!(check(&header(last, NOW + 61), NOW + 61), Ok(router.public_key()));
+        // A known stream is never refused for room.
+        assert_eq!(check(&header(last, NOW + 61), NOW + 61), Ok(router.public_key()));
     }
 }

@@ -86,6 +86,12 @@ pub enum AuthError {
     /// The replay cache is full of live events.
     #[error("too many signed requests in the last window; retry shortly")]
     Busy,
+    /// A dispatch arrived further behind the newest of its sequence than is kept.
+    #[error("this dispatch arrived more than {window} dispatches behind the newest of its sequence; send it anew")]
+    Behind {
+        /// How far behind is kept.
+        window: u64,
+    },
 }
 
 impl AuthError {
@@ -204,6 +210,8 @@ pub struct Verifier {
     capacity: usize,
     /// Event id → `created_at`, for the events accepted within the window.
     seen: Mutex<HashMap<[u8; 32], u64>>,
+    /// Routers' dispatch sequences (see [`crate::dispatch`]).
+    sequences: Mutex<crate::dispatch::Sequences>,
 }
 
 impl Verifier {
@@ -213,6 +221,7 @@ impl Verifier {
             window,
             capacity: capacity.max(1),
             seen: Mutex::new(HashMap::new()),
+            sequences: Mutex::default(),
         }
     }
 
@@ -274,6 +283,11 @@ impl Verifier {
     /// Seconds either side of now a request may have been made.
     pub(crate) fn window(&self) -> u64 {
         self.window
+    }
+
+    /// The routers' dispatch sequences seen.
+    pub(crate) fn sequences(&self) -> &Mutex<crate::dispatch::Sequences> {
+        &self.sequences
     }
 
     /// Records a fresh event id; refuses one seen before.

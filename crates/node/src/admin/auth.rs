@@ -17,8 +17,9 @@ use crate::config::ValidOperator;
 pub const WINDOW: u64 = 60;
 /// Signed requests remembered against replays (within [`WINDOW`]).
 const REPLAY_CAPACITY: usize = 10_000;
-/// Router dispatches remembered against replays: a minute of 1,000 jobs a second, or more
-/// (about 50 bytes each).
+/// Router dispatches signed with NIP-98 (over a link) remembered against replays: a minute of
+/// 1,000 jobs a second, or more (about 50 bytes each). Dispatches with a MAC are checked by their
+/// sequence numbers and take no room here (see [`infernet_identity::dispatch`]).
 pub const ROUTER_REPLAY_CAPACITY: usize = 100_000;
 
 /// Checks operators' signed requests.
