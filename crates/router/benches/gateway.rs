@@ -8,9 +8,11 @@
 //! - p50 and p99 of one client's requests, one after the other, and the p50 the gateway adds;
 //! - throughput at 16 concurrent clients and the gateway's ratio to direct.
 //!
-//! Then the p50/p99 of one decision (filters, score, pick) over 10,000 nodes. `BENCH_SECONDS`
+//! Then the p50/p99 of one decision over 10,000 nodes, as the gateway makes it: the registry's
+//! snapshot, each node's record and latency, filters, score, the count in every left-out node's
+//! public record, and the pick (and, for comparison, of the pure chooser alone). `BENCH_SECONDS`
 //! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
-//! (default 500).
+//! (default 500); `BENCH_ONLY=chooser` runs the decisions only.
 
 use std::{
     collections::BTreeMap,
@@ -20,10 +22,17 @@ use std::{
 
 use infernet_identity::Identity;
 use infernet_router::{
+    address::NodeAddr,
     choose::{self, Ask, Candidate, Record, Requirements},
-    registry::{ContainerSummary, NodeReport, Offer},
+    db::{Db, DbSettings, nodes::NodeSeen},
+    gateway::{Gateway, GatewaySettings, JobAsk},
+    registry::{ContainerSummary, Hysteresis, Limits, NodeReport, Offer, Registry},
 };
 use infernet_testkit::{ChildGuard, cpu_time, env_or, free_port, percentile, wait_healthy, workspace_binary};
+
+// The router's allocator, so that a decision here costs what it costs in the router.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CLIENTS: usize = 16;
 const NODES: usize = 10_000;
@@ -83,7 +92,14 @@ async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
     total as f64 / duration.as_secs_f64()
 }
 
-fn chooser() -> (Duration, Duration) {
+/// Decisions per measurement (`BENCH_DECISIONS`).
+fn decisions() -> usize {
+    env_or("BENCH_DECISIONS", 1000u64) as usize
+}
+
+/// p50 and p99 of one decision over [`NODES`] nodes: through a [`Gateway`] (its registry, records
+/// in a SQLite file), then of the pure chooser alone.
+fn chooser(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> [(Duration, Duration); 2] {
     let reports: Vec<NodeReport> = (0..NODES)
         .map(|i| NodeReport {
             containers: ["hello-world", "other"]
@@ -120,6 +136,73 @@ fn chooser() -> (Duration, Duration) {
             latency_ms: (i % 3 != 0).then_some(50.0 + (i % 400) as f64),
         })
         .collect();
+    let through_gateway = runtime.block_on(async {
+        let db = Db::open(&DbSettings::new(format!(
+            "sqlite://{}",
+            dir.join("chooser.db").display()
+        )))
+        .await
+        .expect("database");
+        for (name, r) in names.iter().zip(&records) {
+            let seen = NodeSeen {
+                key: name,
+                address: name,
+                operator: None,
+                statement: None,
+                now: 0,
+            };
+            db.upsert_node(&seen).await.expect("node");
+            let latency_sum = r.latency_ms.map_or(0, |l| (l * r.jobs_ok as f64) as i64);
+            db.add_job_outcomes(name, r.jobs_ok as i64, r.jobs_failed as i64, latency_sum)
+                .await
+                .expect("record");
+        }
+        let listed = names
+            .iter()
+            .map(|n| NodeAddr::parse(n).expect("an address").expect("a valid address"))
+            .collect();
+        let hysteresis = Hysteresis {
+            leave_after: 1,
+            return_after: 1,
+        };
+        let limits = Limits {
+            max_registrations: NODES,
+            max_per_source: NODES,
+        };
+        let registry = std::sync::Arc::new(Registry::new(listed, hysteresis, limits));
+        registry.apply(names.iter().cloned().zip(reports.iter().cloned().map(Ok)).collect());
+        assert_eq!(registry.snapshot().available.len(), NODES);
+        let settings = GatewaySettings {
+            key_file: dir.join("chooser.nsec"),
+            ..Default::default()
+        };
+        let (gateway, _ledger) = Gateway::new(db, registry.clone(), settings, 0).await.expect("gateway");
+        let ask = JobAsk::parse(
+            &serde_json::json!({"containers": ["hello-world"], "data": {}, "max_price": 0.05}),
+            "",
+        )
+        .expect("ask");
+        let mut rng = rand::rng();
+        let mut times = Vec::with_capacity(decisions());
+        for _ in 0..decisions() {
+            let start = Instant::now();
+            let choice = gateway.decide(&ask, 1);
+            let order = choose::pick(&choice.candidates, &mut rng);
+            std::hint::black_box(order);
+            times.push(start.elapsed());
+        }
+        let passed_over: u64 = registry
+            .take_passed_over()
+            .iter()
+            .map(|(_, c)| c.iter().sum::<u64>())
+            .sum();
+        assert!(
+            passed_over >= decisions() as u64,
+            "the decisions were counted in the nodes' records"
+        );
+        times.sort();
+        (percentile(&times, 0.5), percentile(&times, 0.99))
+    });
     let containers = vec!["hello-world".to_string()];
     let requirements = Requirements::default();
     let ask = Ask {
@@ -130,8 +213,8 @@ fn chooser() -> (Duration, Duration) {
         unit: "USD",
     };
     let mut rng = rand::rng();
-    let mut times = Vec::with_capacity(1000);
-    for _ in 0..1000 {
+    let mut times = Vec::with_capacity(decisions());
+    for _ in 0..decisions() {
         let start = Instant::now();
         let choice = choose::choose(
             &ask,
@@ -142,6 +225,7 @@ fn chooser() -> (Duration, Duration) {
                 uptime: 1.0 - (i % 5) as f64 / 20.0,
                 report: &reports[i],
                 record: records[i],
+                terms: None,
             }),
             false,
         );
@@ -150,7 +234,7 @@ fn chooser() -> (Duration, Duration) {
         times.push(start.elapsed());
     }
     times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
+    [through_gateway, (percentile(&times, 0.5), percentile(&times, 0.99))]
 }
 
 fn main() {
@@ -158,6 +242,14 @@ fn main() {
     let seconds = Duration::from_secs(env_or("BENCH_SECONDS", 3));
     let n = env_or("BENCH_SEQUENTIAL", 500);
     let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("chooser") {
+        print_chooser(&runtime, dir.path());
+        return;
+    }
     let key = Identity::generate();
     let key_file = dir.path().join("router.nsec");
     infernet_testkit::write_secret(&key_file, &key.nsec());
@@ -222,10 +314,6 @@ fn main() {
     );
     wait_healthy(router_port, Duration::from_secs(20));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -284,10 +372,16 @@ fn main() {
             per_job(node_before, _node.id()),
         );
     }
-    let (p50, p99) = chooser();
+    print_chooser(&runtime, dir.path());
+}
+
+fn print_chooser(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
+    let [(p50, p99), (pure50, pure99)] = chooser(runtime, dir);
     println!(
-        "chooser over {NODES} nodes (half serve the job, a tenth closed, prices 0-0.099): one decision p50 {:.3} ms p99 {:.3} ms",
+        "chooser over {NODES} nodes (half serve the job, a tenth closed, prices 0-0.099): one decision p50 {:.3} ms p99 {:.3} ms (the pure chooser alone: p50 {:.3} ms p99 {:.3} ms)",
         ms(p50),
-        ms(p99)
+        ms(p99),
+        ms(pure50),
+        ms(pure99)
     );
 }

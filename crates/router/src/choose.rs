@@ -171,6 +171,47 @@ pub struct Candidate<'a> {
     pub report: &'a NodeReport,
     /// Its record.
     pub record: Record,
+    /// Its terms for the job's containers when the caller read them already ([`Terms::of`]
+    /// the job's containers, unit and this report); `None`: read from `report`.
+    pub terms: Option<Terms>,
+}
+
+/// What a node offers for one container set, as the filters read it: whether it serves every
+/// container (for outside clients), and its price's parts in the router's unit, summed over the
+/// containers (`None`: it cannot be priced). Reading them from a report is most of a decision
+/// among thousands of nodes (its containers and prices lie scattered on the heap), so the
+/// gateway keeps them per snapshot and container set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Terms {
+    /// It serves every container.
+    pub serves: bool,
+    /// Per job and per second.
+    pub price: Option<(f64, f64)>,
+}
+
+impl Terms {
+    /// `report`'s terms for `containers`, priced in `unit`.
+    pub fn of(containers: &[String], unit: &str, report: &NodeReport) -> Self {
+        let serves = containers
+            .iter()
+            .all(|id| report.containers.iter().any(|c| c.external && &c.id == id));
+        let mut price = Some((0.0, 0.0));
+        for p in containers.iter().filter_map(|c| report.offer.pricing.get(c)) {
+            let valid = |x: Option<f64>| x.is_none_or(|x| x.is_finite() && x >= 0.0);
+            price = match price {
+                Some((job, second)) if p.unit == unit && valid(p.per_job) && valid(p.per_second) => {
+                    Some((job + p.per_job.unwrap_or(0.0), second + p.per_second.unwrap_or(0.0)))
+                }
+                _ => None,
+            };
+        }
+        Self { serves, price }
+    }
+
+    /// The job's price: per job plus per second × `max_seconds`.
+    fn of_job(&self, max_seconds: f64) -> Option<f64> {
+        self.price.map(|(job, second)| job + second * max_seconds)
+    }
 }
 
 /// The filter that left a node out.
@@ -239,10 +280,11 @@ pub struct Choice {
     /// How many each filter left out.
     #[serde(skip)]
     pub counts: [usize; 5],
-    /// Nodes that serve the containers but a filter left out, and which (explained or not): the
-    /// node's public record counts them ("why am I not getting jobs").
+    /// Nodes that serve the containers but a filter left out, and which (explained or not), by
+    /// their position in the order the nodes were given: the node's public record counts them
+    /// ("why am I not getting jobs").
     #[serde(skip)]
-    pub left_out: Vec<(String, Filter)>,
+    pub left_out: Vec<(usize, Filter)>,
 }
 
 impl Choice {
@@ -295,9 +337,8 @@ enum PriceError {
     Invalid(String),
 }
 
-/// The price of the job on a node, or why the node cannot be priced.
-fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<f64, PriceError> {
-    let mut total = 0.0;
+/// Why the node cannot be priced for the job, if it cannot (its price otherwise: [`Terms`]).
+fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<(), PriceError> {
     for c in ask.containers {
         let Some(p) = report.offer.pricing.get(c) else { continue };
         if p.unit != ask.unit {
@@ -311,9 +352,8 @@ fn price(ask: &Ask<'_>, report: &NodeReport) -> Result<f64, PriceError> {
         if !valid(p.per_job) || !valid(p.per_second) {
             return Err(PriceError::Invalid(c.clone()));
         }
-        total += p.of_job(ask.max_seconds);
     }
-    Ok(total)
+    Ok(())
 }
 
 /// A price as people read it: at most 9 decimals, no trailing zeros.
@@ -327,30 +367,31 @@ pub fn amount(x: f64) -> String {
     }
 }
 
-fn serves_all(ask: &Ask<'_>, report: &NodeReport) -> bool {
-    ask.containers
-        .iter()
-        .all(|id| report.containers.iter().any(|c| c.external && &c.id == id))
-}
-
 /// Filters and scores `nodes` for `ask`; with `explain`, every excluded node is listed with its
-/// reason (otherwise only counted: the gateway's path stays cheap with many nodes).
+/// reason (otherwise only counted: the gateway's path stays cheap with many nodes). Nodes of
+/// equal score stay in the order given (the registry's is by name).
 pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>, explain: bool) -> Choice {
     let mut choice = Choice::default();
     let mut latencies = Vec::new();
-    let mut passed: Vec<(Candidate<'a>, f64)> = Vec::new();
-    for n in nodes {
+    let mut passed: Vec<Passed<'a>> = Vec::new();
+    for (at, n) in nodes.into_iter().enumerate() {
         match verdict(ask, &n) {
             Ok(price) => {
                 if let Some(l) = n.record.latency_ms {
                     latencies.push(l);
                 }
-                passed.push((n, price));
+                passed.push(Passed {
+                    node: n.node,
+                    price,
+                    record: n.record,
+                    uptime: n.uptime,
+                    pending: n.report.pending,
+                });
             }
             Err(filter) => {
                 choice.counts[filter as usize] += 1;
                 if filter != Filter::Containers {
-                    choice.left_out.push((n.node.to_string(), filter));
+                    choice.left_out.push((at, filter));
                 }
                 if explain {
                     choice.excluded.push(Excluded {
@@ -368,16 +409,33 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
         let mid = latencies.len() / 2;
         Some(*latencies.select_nth_unstable_by(mid, f64::total_cmp).1)
     };
-    choice.candidates = passed.into_iter().map(|(n, price)| rank(&n, price, median)).collect();
+    // Sorted by score and position before the names are copied: with thousands of nodes, the
+    // copies and the name comparisons were most of a decision.
+    let mut order: Vec<(f64, usize)> = passed.iter().enumerate().map(|(i, n)| (score(n, median), i)).collect();
+    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    choice.candidates = order.into_iter().map(|(score, i)| rank(&passed[i], score)).collect();
     choice
-        .candidates
-        .sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.node.cmp(&b.node)));
-    choice
+}
+
+/// What the score and the answer need of a node that qualifies (a [`Candidate`] is twice the
+/// size: thousands of them are copied per decision).
+struct Passed<'a> {
+    node: &'a str,
+    price: f64,
+    record: Record,
+    uptime: f64,
+    pending: u64,
+}
+
+/// `n`'s terms for `ask`.
+fn terms(ask: &Ask<'_>, n: &Candidate<'_>) -> Terms {
+    n.terms.unwrap_or_else(|| Terms::of(ask.containers, ask.unit, n.report))
 }
 
 /// The job's price on `n`, or the first filter that excludes `n`.
 fn verdict(ask: &Ask<'_>, n: &Candidate<'_>) -> Result<f64, Filter> {
-    if !serves_all(ask, n.report) {
+    let terms = terms(ask, n);
+    if !terms.serves {
         return Err(Filter::Containers);
     }
     if !n.healthy {
@@ -386,7 +444,7 @@ fn verdict(ask: &Ask<'_>, n: &Candidate<'_>) -> Result<f64, Filter> {
     if ask.requirements.unmet(n.report.offer.hardware.as_ref()).is_some() {
         return Err(Filter::Hardware);
     }
-    let price = price(ask, n.report).map_err(|_| Filter::Price)?;
+    let price = terms.of_job(ask.max_seconds).ok_or(Filter::Price)?;
     if ask.max_price.is_some_and(|max| price > max) {
         return Err(Filter::Price);
     }
@@ -405,11 +463,11 @@ fn reason(ask: &Ask<'_>, n: &Candidate<'_>, filter: Filter) -> String {
             .requirements
             .unmet(n.report.offer.hardware.as_ref())
             .unwrap_or_default(),
-        Filter::Price => match price(ask, n.report) {
+        Filter::Price => match price(ask, n.report).map(|_| terms(ask, n).of_job(ask.max_seconds)) {
             Err(why) => why.to_string(),
             Ok(price) => format!(
                 "costs {} {}, more than max_price {}",
-                amount(price),
+                amount(price.unwrap_or_default()),
                 ask.unit,
                 ask.max_price.unwrap_or_default()
             ),
@@ -421,21 +479,26 @@ fn reason(ask: &Ask<'_>, n: &Candidate<'_>, filter: Filter) -> String {
     }
 }
 
-/// `n`'s score (see the module's formula) with its price.
-fn rank(n: &Candidate<'_>, price: f64, median: Option<f64>) -> Ranked {
+/// `n`'s score (see the module's formula), the peers' median latency being `median`.
+fn score(n: &Passed<'_>, median: Option<f64>) -> f64 {
     let success = n.record.success();
     let speed = match (median, n.record.latency_ms) {
         (Some(m), Some(own)) if own > 0.0 => (m / own).sqrt().clamp(0.5, 1.5),
         _ => 1.0,
     };
-    let load = 1.0 / (1.0 + n.report.pending as f64 / LOAD_HALF);
+    let load = 1.0 / (1.0 + n.pending as f64 / LOAD_HALF);
+    success * success * n.uptime.clamp(0.0, 1.0) * speed * load
+}
+
+/// `n` ranked with its `score`.
+fn rank(n: &Passed<'_>, score: f64) -> Ranked {
     Ranked {
         node: n.node.to_string(),
-        score: success * success * n.uptime.clamp(0.0, 1.0) * speed * load,
-        price,
-        success,
+        score,
+        price: n.price,
+        success: n.record.success(),
         uptime: n.uptime,
-        pending: n.report.pending,
+        pending: n.pending,
     }
 }
 
@@ -516,6 +579,7 @@ mod tests {
             uptime: 1.0,
             report,
             record: Record::default(),
+            terms: None,
         }
     }
 
@@ -595,6 +659,30 @@ mod tests {
         assert_eq!(quiet.candidates, choice.candidates);
         assert!(quiet.excluded.is_empty());
         assert_eq!(quiet.counts, [1, 1, 0, 2, 1]);
+        // Left out, by position, for the nodes' records (not serving is not counted).
+        let left_out = [
+            (1, Filter::Health),
+            (2, Filter::Price),
+            (3, Filter::Price),
+            (4, Filter::Hours),
+        ];
+        assert_eq!(quiet.left_out, left_out);
+        // The same decision from terms read beforehand (the gateway keeps them per snapshot).
+        let a = ask(&containers, &none, Some(0.05));
+        let read: Vec<Candidate<'_>> = nodes
+            .iter()
+            .map(|n| Candidate {
+                terms: Some(Terms::of(a.containers, a.unit, n.report)),
+                ..*n
+            })
+            .collect();
+        let cached = choose(&a, read, true);
+        assert_eq!(
+            (&cached.candidates, &cached.excluded),
+            (&choice.candidates, &choice.excluded)
+        );
+        assert_eq!(Terms::of(a.containers, a.unit, &euro).price, None);
+        assert!(!Terms::of(a.containers, a.unit, &other).serves);
         // Nothing qualifies: the 503 says how many serve and what excluded them.
         let tight = choose(&ask(&containers, &none, Some(0.001)), nodes[..6].to_vec(), true);
         assert!(tight.candidates.is_empty());

@@ -236,9 +236,11 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let saver_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-records", saver.save_records(saver_shutdown));
     let (samples, samples_to, samples_shutdown) = (gateway.samples(), gateway.batch_sender(), tasks.shutdown_token());
-    let flush_every = gateway.settings().samples_flush;
+    let (flush_every, samples_registry) = (gateway.settings().samples_flush, state.registry.clone());
     tasks.spawn_critical("metric-samples", async move {
-        samples.flush(samples_to, flush_every, samples_shutdown).await
+        samples
+            .flush(samples_to, samples_registry, flush_every, samples_shutdown)
+            .await
     });
     let retention = (gateway.clone(), tasks.shutdown_token());
     tasks.spawn_critical("ledger-retention", async move {

@@ -110,6 +110,7 @@ mod tests {
             },
             uptime: 1.0,
             linked: false,
+            passed_over: Default::default(),
         }
     }
 
@@ -123,6 +124,7 @@ mod tests {
             available,
             seed,
             orders: Default::default(),
+            terms: Default::default(),
         }
     }
 

@@ -11,14 +11,17 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::{address::NodeAddr, monitor::ProbeError, ranking};
+use crate::{address::NodeAddr, choose::Filter, monitor::ProbeError, ranking};
 
 /// How long a node that lapsed while failing is remembered.
 const FORGET_FAILED_AFTER: Duration = Duration::from_secs(3600);
@@ -197,6 +200,34 @@ pub struct Available {
     /// Reached over its link (see [`crate::link`]): it has no address, `key` is its `npub1…`,
     /// and `/api/v1/ips` does not hand it out.
     pub linked: bool,
+    /// How often the chooser left it out (the same counters from snapshot to snapshot).
+    pub passed_over: Arc<PassedOver>,
+}
+
+/// How often the chooser left a node out since the counts were last taken, by filter (health,
+/// hardware, price, hours; not serving the containers is no reason a provider can act on): the
+/// node's public record adds them up. Counted without a lock or a lookup, as the chooser walks
+/// every node for every job.
+#[derive(Debug, Default)]
+pub struct PassedOver([AtomicU64; 4]);
+
+impl PassedOver {
+    /// `jobs` more jobs left the node out by `filter`.
+    pub fn count(&self, filter: Filter, jobs: u64) {
+        let slot = match filter {
+            Filter::Containers => return,
+            Filter::Health => 0,
+            Filter::Hardware => 1,
+            Filter::Price => 2,
+            Filter::Hours => 3,
+        };
+        self.0[slot].fetch_add(jobs, Ordering::Relaxed);
+    }
+
+    /// The counts by health, hardware, price and hours, reset to zero.
+    fn take(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.0[i].swap(0, Ordering::Relaxed))
+    }
 }
 
 /// The read side: swapped in whole after every change, read without locks held for long.
@@ -212,7 +243,13 @@ pub struct Snapshot {
     /// Candidates per requested container set, in order (see [`ranking`]); built on first use
     /// and dropped with the snapshot.
     pub orders: Mutex<HashMap<Vec<String>, Arc<Vec<usize>>>>,
+    /// The nodes' terms per container set and price unit, in `available`'s order (see
+    /// [`crate::choose::Terms`]); built on first use and dropped with the snapshot.
+    pub terms: Mutex<HashMap<(Vec<String>, String), TermsOf>>,
 }
+
+/// The nodes' terms for one container set and price unit, in a snapshot's order.
+pub type TermsOf = Arc<Vec<crate::choose::Terms>>;
 
 struct Table {
     nodes: BTreeMap<String, NodeState>,
@@ -223,6 +260,8 @@ struct Table {
     peers: BTreeMap<String, (NodeReport, NodeIdentity)>,
     /// Registered nodes dropped while failing, with when they were dropped.
     failed: HashMap<String, Instant>,
+    /// The chooser's counters of every node in a snapshot since they were last taken.
+    passed_over: HashMap<String, Arc<PassedOver>>,
     /// The ranking fingerprint of the last snapshot and its seed.
     order: (u64, u64),
     /// When a heartbeat may next sweep lapsed registrations (at most once per [`PURGE_EVERY`]:
@@ -257,6 +296,7 @@ impl Registry {
                 linked: BTreeMap::new(),
                 peers: BTreeMap::new(),
                 failed: HashMap::new(),
+                passed_over: HashMap::new(),
                 order: (0, rand::random()),
                 next_purge: None,
                 purges: 0,
@@ -281,8 +321,15 @@ impl Registry {
 
     /// Publishes the table (under its lock, so snapshots are swapped in the table's order).
     fn publish(&self, table: &mut Table) {
-        let mut available: Vec<Available> = table
-            .nodes
+        let Table {
+            nodes,
+            linked,
+            peers,
+            passed_over,
+            ..
+        } = &mut *table;
+        let mut counters = |key: &String| passed_over.entry(key.clone()).or_default().clone();
+        let mut available: Vec<Available> = nodes
             .iter()
             .filter(|(_, n)| n.available)
             .map(|(key, n)| Available {
@@ -291,23 +338,19 @@ impl Registry {
                 report: n.report.clone(),
                 uptime: n.uptime,
                 linked: false,
+                passed_over: counters(key),
             })
             .collect();
-        if !table.linked.is_empty() || !table.peers.is_empty() {
-            let elsewhere = table.peers.iter().filter(|(key, _)| !table.linked.contains_key(*key));
-            available.extend(
-                table
-                    .linked
-                    .iter()
-                    .chain(elsewhere)
-                    .map(|(key, (report, _))| Available {
-                        key: key.clone(),
-                        url: format!("infernet://{key}"),
-                        report: report.clone(),
-                        uptime: 1.0,
-                        linked: true,
-                    }),
-            );
+        if !linked.is_empty() || !peers.is_empty() {
+            let elsewhere = peers.iter().filter(|(key, _)| !linked.contains_key(*key));
+            available.extend(linked.iter().chain(elsewhere).map(|(key, (report, _))| Available {
+                key: key.clone(),
+                url: format!("infernet://{key}"),
+                report: report.clone(),
+                uptime: 1.0,
+                linked: true,
+                passed_over: counters(key),
+            }));
             // In key order, as readers binary-search it.
             available.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         }
@@ -320,8 +363,26 @@ impl Registry {
             known: table.nodes.len(),
             seed: table.order.1,
             orders: Mutex::default(),
+            terms: Mutex::default(),
         };
         *self.snapshot.write().expect("snapshot poisoned") = Arc::new(snapshot);
+    }
+
+    /// The chooser's counts of how often each node was left out (by health, hardware, price and
+    /// hours) since they were last taken, reset to zero. The counters of a node in no snapshot
+    /// any more are dropped once taken.
+    pub fn take_passed_over(&self) -> Vec<(String, [u64; 4])> {
+        let mut table = self.lock();
+        let mut taken = Vec::new();
+        table.passed_over.retain(|node, counters| {
+            let counts = counters.take();
+            if counts.iter().any(|&c| c > 0) {
+                taken.push((node.clone(), counts));
+            }
+            // Held by a snapshot: the current one, or one a decision still reads.
+            Arc::strong_count(counters) > 1
+        });
+        taken
     }
 
     /// Nodes to probe now; expired registrations of unlisted nodes are dropped first.
@@ -675,6 +736,36 @@ mod tests {
         assert!(r.snapshot().available.is_empty(), "one success is not enough to return");
         r.apply(vec![(key.clone(), Ok(report(&["x"])))]);
         assert_eq!(r.snapshot().available.len(), 1);
+    }
+
+    #[test]
+    fn passed_over_counts_survive_new_snapshots_and_go_with_their_node() {
+        let r = registry(&["a:1", "b:2"], 1, 1);
+        let up = |keys: &[&str]| r.apply(keys.iter().map(|k| (k.to_string(), Ok(report(&["x"])))).collect());
+        up(&["a:1", "b:2"]);
+        let first = r.snapshot();
+        first.available[0].passed_over.count(Filter::Price, 1);
+        first.available[0].passed_over.count(Filter::Containers, 1);
+        // A new snapshot (every probe round makes one) counts on the same counters.
+        up(&["a:1", "b:2"]);
+        let second = r.snapshot();
+        second.available[0].passed_over.count(Filter::Hours, 1);
+        second.available[1].passed_over.count(Filter::Health, 1);
+        second.available[1].passed_over.count(Filter::Hardware, 1);
+        let mut taken = r.take_passed_over();
+        taken.sort();
+        assert_eq!(
+            taken,
+            vec![("a:1".to_string(), [0, 0, 1, 1]), ("b:2".to_string(), [1, 1, 0, 0])]
+        );
+        assert!(r.take_passed_over().is_empty(), "taken once");
+        // b leaves: counted while a decision still reads its snapshot, then dropped.
+        r.apply(vec![("b:2".into(), down())]);
+        second.available[1].passed_over.count(Filter::Price, 1);
+        drop(first);
+        drop(second);
+        assert_eq!(r.take_passed_over(), vec![("b:2".to_string(), [0, 0, 1, 0])]);
+        assert_eq!(r.lock().passed_over.len(), 1, "only a's counters are kept");
     }
 
     #[test]

@@ -157,14 +157,11 @@ async fn place(
     let (choice, order) = match plan {
         Some(p) => p,
         None => {
-            owned = gw.choose(ask, false);
+            owned = gw.decide(ask, 1);
             let order = choose::pick(&owned.candidates, &mut rand::rng());
             (&owned, order)
         }
     };
-    for (node, filter) in &choice.left_out {
-        gw.samples.excluded(node, *filter);
-    }
     if choice.candidates.is_empty() {
         // No node serves the whole list: its stages may still run on several nodes.
         if let Some(stages) = pipeline::plan(gw, ask) {
@@ -514,7 +511,7 @@ pub async fn batch(
         };
         let k = kind(ask);
         let (choice, spread) = plans.entry(k.clone()).or_insert_with(|| {
-            let choice = gw.choose(ask, false);
+            let choice = gw.decide(ask, counts[&k] as u64);
             let spread = choose::spread(&choice.candidates, counts[&k]);
             (choice, spread.into_iter())
         });

@@ -47,7 +47,7 @@ use crate::{
         nodes::NodeSeen,
         now_ms,
     },
-    registry::{NodeReport, Registry},
+    registry::{NodeReport, Registry, Snapshot},
 };
 use dispatch::Call;
 
@@ -55,6 +55,64 @@ use dispatch::Call;
 const LATENCY_WEIGHT: f64 = 0.2;
 /// Node and container-set pairs whose latency is kept.
 const MAX_LATENCY_KEYS: usize = 100_000;
+
+/// The terms of `snapshot`'s nodes for `containers` in `unit`, in its order: read from the
+/// reports on first use and kept with the snapshot (for up to 1,024 container sets).
+fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> Arc<Vec<choose::Terms>> {
+    let key = (containers.to_vec(), unit.to_string());
+    if let Some(terms) = snapshot.terms.lock().expect("terms poisoned").get(&key) {
+        return terms.clone();
+    }
+    // Read outside the lock: other decisions go on meanwhile (two may read the same set).
+    let terms: Arc<Vec<choose::Terms>> = Arc::new(
+        snapshot
+            .available
+            .iter()
+            .map(|n| choose::Terms::of(containers, unit, &n.report))
+            .collect(),
+    );
+    let mut cache = snapshot.terms.lock().expect("terms poisoned");
+    if cache.len() < 1024 {
+        cache.insert(key, terms.clone());
+    }
+    terms
+}
+
+/// A hash map with a fast hash (foldhash) for the maps looked up per node in every decision;
+/// their keys are node names the router's operator lists or nodes registered, not a client's.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Latency per container set and node (a moving average, ms), at most [`MAX_LATENCY_KEYS`] pairs:
+/// by container set first, so that a decision finds its set once and then each node by name.
+#[derive(Debug, Default)]
+struct Latencies {
+    by: FastMap<Vec<String>, FastMap<String, f64>>,
+    pairs: usize,
+}
+
+impl Latencies {
+    /// The latencies measured for `containers`, by node.
+    fn of(&self, containers: &[String]) -> Option<&FastMap<String, f64>> {
+        self.by.get(containers)
+    }
+
+    /// Adds a latency of `node` for `containers` to its average.
+    fn add(&mut self, containers: &[String], node: &str, latency: f64) {
+        if let Some(mean) = self.by.get_mut(containers).and_then(|m| m.get_mut(node)) {
+            *mean += LATENCY_WEIGHT * (latency - *mean);
+            return;
+        }
+        if self.pairs >= MAX_LATENCY_KEYS {
+            return;
+        }
+        if !self.by.contains_key(containers) {
+            self.by.insert(containers.to_vec(), FastMap::default());
+        }
+        let nodes = self.by.get_mut(containers).expect("just made");
+        nodes.insert(node.to_string(), latency);
+        self.pairs += 1;
+    }
+}
 
 /// How the gateway works.
 #[derive(Debug, Clone)]
@@ -158,14 +216,14 @@ pub struct Gateway {
     identity: Identity,
     settings: GatewaySettings,
     /// Each node's record as measured (loaded from the database, kept in step with it).
-    records: RwLock<HashMap<String, Record>>,
+    records: RwLock<FastMap<String, Record>>,
     verifier: Verifier,
     /// Origins clients may sign requests for.
     bases: Vec<String>,
     /// This replica's name in leases.
     replica: String,
-    /// Latency per node and container set (a moving average, ms), at most [`MAX_LATENCY_KEYS`].
-    latency: RwLock<HashMap<(String, String), f64>>,
+    /// Latency per container set and node (a moving average, ms).
+    latency: RwLock<Latencies>,
     /// Free watchers: jobs this replica follows at once (callbacks, pipelines).
     watchers: Arc<tokio::sync::Semaphore>,
     /// Queues ledger rows for the batch writer.
@@ -173,7 +231,7 @@ pub struct Gateway {
     /// Writes job rows in group commits.
     jobs: crate::db::job_writer::JobWriter,
     /// Outcomes per node not saved yet: results, failures, sum of measured latencies (ms).
-    unsaved: std::sync::Mutex<HashMap<String, (i64, i64, i64)>>,
+    unsaved: std::sync::Mutex<FastMap<String, (i64, i64, i64)>>,
     /// Posts callbacks (no redirects, a timeout).
     callbacks: reqwest::Client,
     /// Per node and minute counters for nodes' public records.
@@ -414,32 +472,49 @@ impl Gateway {
         Ok((status, result.result, result.receipt))
     }
 
+    /// The decision for `jobs` jobs of `ask` about to be dispatched: [`Gateway::choose`], counted
+    /// in the public record of every node a filter left out ("why am I not getting jobs").
+    pub fn decide(&self, ask: &JobAsk, jobs: u64) -> Choice {
+        self.choose_counted(ask, false, jobs)
+    }
+
     /// The chooser's answer for `ask` among the available nodes (with `explain`, among every known
     /// node, each exclusion with its reason).
     pub fn choose(&self, ask: &JobAsk, explain: bool) -> Choice {
+        self.choose_counted(ask, explain, 0)
+    }
+
+    fn choose_counted(&self, ask: &JobAsk, explain: bool, jobs: u64) -> Choice {
         let snapshot = self.registry.snapshot();
         let records = self.records.read().expect("records poisoned");
         let latency = self.latency.read().expect("latency poisoned");
-        let containers = ask.containers.join("\u{1f}");
+        let measured = latency.of(&ask.containers);
         // The latency for these containers where measured, the node's overall one otherwise.
         let record = |node: &str| {
             let mut r = records.get(node).copied().unwrap_or_default();
-            if let Some(l) = latency.get(&(node.to_string(), containers.clone())) {
+            if let Some(l) = measured.and_then(|m| m.get(node)) {
                 r.latency_ms = Some(*l);
             }
             r
         };
         let a = ask.as_ask(&self.settings.price_unit);
-        let healthy = snapshot.available.iter().map(|n| Candidate {
+        let terms = terms(&snapshot, &ask.containers, &self.settings.price_unit);
+        let healthy = snapshot.available.iter().zip(terms.iter()).map(|(n, terms)| Candidate {
             node: &n.key,
             healthy: true,
             last_error: None,
             uptime: n.uptime,
             report: &n.report,
             record: record(&n.key),
+            terms: Some(*terms),
         });
         if !explain {
-            return choose::choose(&a, healthy, false);
+            let choice = choose::choose(&a, healthy, false);
+            // The positions are the snapshot's: counted in the one decided with.
+            for &(i, filter) in choice.left_out.iter().filter(|_| jobs > 0) {
+                snapshot.available[i].passed_over.count(filter, jobs);
+            }
+            return choice;
         }
         let unhealthy: Vec<(String, Option<String>, NodeReport)> = self
             .registry
@@ -463,6 +538,7 @@ impl Gateway {
             })
             .collect();
         let sick = unhealthy.iter().map(|(node, error, report)| Candidate {
+            terms: None,
             node,
             healthy: false,
             last_error: error.as_deref(),
@@ -528,7 +604,10 @@ impl Gateway {
         self.samples.job(node, ok, latency_ms);
         {
             let mut records = self.records.write().expect("records poisoned");
-            let r = records.entry(node.to_string()).or_default();
+            if !records.contains_key(node) {
+                records.insert(node.to_string(), Record::default());
+            }
+            let r = records.get_mut(node).expect("just made");
             if ok {
                 if let Some(l) = latency_ms {
                     let timed = r.jobs_ok.max(1) as f64;
@@ -540,21 +619,16 @@ impl Gateway {
             }
         }
         if let (true, Some(l)) = (ok, latency_ms) {
-            let mut by = self.latency.write().expect("latency poisoned");
-            let key = (node.to_string(), containers.join("\u{1f}"));
-            let full = by.len() >= MAX_LATENCY_KEYS;
-            match by.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut mean) => {
-                    *mean.get_mut() += LATENCY_WEIGHT * (l as f64 - *mean.get());
-                }
-                std::collections::hash_map::Entry::Vacant(slot) if !full => {
-                    slot.insert(l as f64);
-                }
-                std::collections::hash_map::Entry::Vacant(_) => {}
-            }
+            self.latency
+                .write()
+                .expect("latency poisoned")
+                .add(containers, node, l as f64);
         }
         let mut tally = self.unsaved.lock().expect("tally poisoned");
-        let t = tally.entry(node.to_string()).or_default();
+        if !tally.contains_key(node) {
+            tally.insert(node.to_string(), Default::default());
+        }
+        let t = tally.get_mut(node).expect("just made");
         if ok {
             t.0 += 1;
             t.2 += latency_ms.unwrap_or(0).max(0);

@@ -43,7 +43,7 @@ pub async fn stream(
         Ok(Opened { job, pending }) => (job, pending),
         Err(job) => (job, None),
     };
-    let choice = gw.choose(&ask, false);
+    let choice = gw.decide(&ask, 1);
     if choice.candidates.is_empty() {
         let why = gw.choose(&ask, true).why_none(&ask.as_ask(&gw.settings.price_unit));
         fail(gw, &job, &why).await;

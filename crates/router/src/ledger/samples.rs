@@ -8,17 +8,21 @@
 //! record looks at 24 h to 30 d, and 10,000 nodes probed every 30 s would be 14 million rows a
 //! day by the minute, 240,000 by the hour.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    choose::Filter,
     db::{
         batcher::{BatchSender, Record},
         metrics::MetricSample,
         now_ms,
     },
+    registry::Registry,
 };
 
 /// Node and minute pairs counted at most between two flushes; counts for new pairs past it are
@@ -86,15 +90,15 @@ impl Samples {
         });
     }
 
-    /// The chooser left `node` out of a job by `filter` (not serving the containers is not
-    /// counted: that is no reason a provider can act on).
-    pub fn excluded(&self, node: &str, filter: Filter) {
-        self.add(node, |s| match filter {
-            Filter::Price => s.excluded_price += 1,
-            Filter::Hours => s.excluded_hours += 1,
-            Filter::Hardware => s.excluded_hardware += 1,
-            Filter::Health => s.excluded_health += 1,
-            Filter::Containers => {}
+    /// The chooser left `node` out of jobs, by health, hardware, price and hours as many times
+    /// as `counts` says (counted in the registry, [`crate::registry::PassedOver`]).
+    pub fn passed_over(&self, node: &str, [health, hardware, price, hours]: [u64; 4]) {
+        let n = |c: u64| i64::try_from(c).unwrap_or(i64::MAX);
+        self.add(node, |s| {
+            s.excluded_health += n(health);
+            s.excluded_hardware += n(hardware);
+            s.excluded_price += n(price);
+            s.excluded_hours += n(hours);
         });
     }
 
@@ -111,10 +115,12 @@ impl Samples {
     }
 
     /// Every `every` until `shutdown` (and once more then), queues the counts for the batch
-    /// writer; waits for room in its queue rather than drop them.
+    /// writer, with the chooser's counts taken from `registry`; waits for room in its queue
+    /// rather than drop them.
     pub async fn flush(
         &self,
         to: BatchSender,
+        registry: Arc<Registry>,
         every: Duration,
         shutdown: CancellationToken,
     ) -> Result<(), std::convert::Infallible> {
@@ -123,6 +129,9 @@ impl Samples {
                 () = shutdown.cancelled() => true,
                 () = tokio::time::sleep(every) => false,
             };
+            for (node, counts) in registry.take_passed_over() {
+                self.passed_over(&node, counts);
+            }
             let (samples, dropped) = self.take();
             if dropped > 0 {
                 tracing::warn!(
@@ -155,8 +164,7 @@ mod tests {
         s.probe("a", true);
         s.job("a", true, Some(120));
         s.job("a", false, None);
-        s.excluded("a", Filter::Price);
-        s.excluded("a", Filter::Containers);
+        s.passed_over("a", [0, 0, 1, 0]);
         s.loaded("b");
         let (mut taken, dropped) = s.take();
         taken.sort_by(|x, y| x.node.cmp(&y.node));
