@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 /// The `d` tag of a receipt statement.
 pub const RECEIPT_SUBJECT: &str = "infernet-receipt";
 
+/// The HTTP trailer a stream's receipt comes in, after its output, for a router that asked
+/// (`TE: trailers`): the signed statement as it is (compact JSON, ASCII). It saves the router a
+/// second request per stream to read the receipt from the stored result, where it is too.
+pub const RECEIPT_TRAILER: &str = "x-infernet-receipt";
+
 /// What a receipt states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {

@@ -19,7 +19,7 @@ use std::{
     io,
     net::IpAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -66,7 +66,9 @@ impl Orchestrator {
         let mut line = BytesMut::with_capacity(id.len() + 1);
         line.extend_from_slice(id.as_bytes());
         line.extend_from_slice(b"\n");
+        let receipt = Arc::new(OnceLock::new());
         JobStream {
+            receipt: receipt.clone(),
             stage: Stage::Id {
                 line: line.freeze(),
                 opening,
@@ -80,6 +82,7 @@ impl Orchestrator {
                 container,
                 containers,
                 receipts: self.receipts.clone(),
+                receipt,
                 kept: Kept::new(self.max_result, self.budget.clone()),
             }),
             received: 0,
@@ -134,6 +137,8 @@ impl Orchestrator {
 /// silently truncated one.
 pub struct JobStream {
     stage: Stage,
+    /// The receipt, once the stream ended and it was signed.
+    receipt: Arc<OnceLock<String>>,
     /// Until the outcome is recorded.
     record: Option<Recorder>,
     /// Output bytes received so far.
@@ -260,6 +265,56 @@ impl Drop for JobStream {
     }
 }
 
+impl JobStream {
+    /// The stream as an HTTP body that ends with the job's receipt in the trailer
+    /// [`infernet_types::RECEIPT_TRAILER`] (when the job has one: a router dispatched it to a
+    /// node in a network, and it ended whole). Answer it with a `Trailer` header naming it.
+    pub fn with_receipt_trailer(self) -> ReceiptTrailer {
+        ReceiptTrailer {
+            stream: self,
+            ended: false,
+        }
+    }
+}
+
+/// A [`JobStream`] whose body ends with its receipt as an HTTP trailer.
+pub struct ReceiptTrailer {
+    stream: JobStream,
+    ended: bool,
+}
+
+impl hyper::body::Body for ReceiptTrailer {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+            Some(item) => Poll::Ready(Some(item.map(hyper::body::Frame::data))),
+            None => {
+                self.ended = true;
+                // Signed when the stream ended, before its end was answered.
+                let trailer = self
+                    .stream
+                    .receipt
+                    .get()
+                    .and_then(|r| hyper::header::HeaderValue::from_str(r).ok())
+                    .map(|value| {
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert(infernet_types::RECEIPT_TRAILER, value);
+                        hyper::body::Frame::trailers(trailers)
+                    });
+                Poll::Ready(trailer.map(Ok))
+            }
+        }
+    }
+}
+
 /// Pieces of output joined into one: a single piece leaves as it came, without a copy.
 #[derive(Default)]
 struct Burst {
@@ -305,6 +360,8 @@ struct Recorder {
     containers: Vec<String>,
     /// Signs its receipt (a node in a network).
     receipts: Option<crate::receipt::Receipts>,
+    /// Where the signed receipt goes for the stream's trailer.
+    receipt: Arc<OnceLock<String>>,
     /// The start of the output, for the stored result.
     kept: Kept,
 }
@@ -388,6 +445,9 @@ impl Recorder {
         let mut job = JobResult::finished(self.id, vec![result]);
         if let Some(receipts) = self.receipts.as_ref().filter(|_| is_stated(self.owner)) {
             job.receipt = receipts.sign(&job.id, &self.containers, job.status, took);
+            if let Some(receipt) = &job.receipt {
+                let _ = self.receipt.set(receipt.clone());
+            }
         }
         // Queued before the body's end is sent, and read back from the queue: whoever reads the
         // job once the stream has ended finds its result and receipt.

@@ -48,12 +48,13 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
             return Either::Left(Box::pin(async move {
                 if routed::names_client(req.headers()) {
                     let (parts, body) = req.into_parts();
+                    let trailers = jobs::takes_trailers(&parts.headers);
                     return Ok(
                         match routed::verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
                             Ok((client, bytes)) => match state.limiter.admit(STREAM_BUCKET, client) {
                                 Ok(allowed) => allowed.stamp(
                                     &state.limiter,
-                                    jobs::stream(&state, client, http_body_util::Full::new(bytes)).await,
+                                    jobs::stream(&state, client, http_body_util::Full::new(bytes), trailers).await,
                                 ),
                                 Err(refused) => refused.into_response(),
                             },
@@ -63,7 +64,10 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
                 }
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
                 Ok(match state.limiter.admit(STREAM_BUCKET, client) {
-                    Ok(allowed) => allowed.stamp(&state.limiter, jobs::stream(&state, client, req.into_body()).await),
+                    Ok(allowed) => allowed.stamp(
+                        &state.limiter,
+                        jobs::stream(&state, client, req.into_body(), false).await,
+                    ),
                     Err(refused) => refused.into_response(),
                 })
             }));

@@ -245,12 +245,12 @@ pub(super) async fn batch(
         (status = 429, description = "Rate limited, or the container runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "The container is restarting"),
     ))]
-pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B) -> Response
+pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B, trailers: bool) -> Response
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match start_stream(state, client, body).await {
+    match start_stream(state, client, body, trailers).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -262,10 +262,24 @@ pub(super) async fn stream_route(
     ClientIp(client): ClientIp,
     request: Request,
 ) -> Response {
-    stream(&state, client, request.into_body()).await
+    let trailers = takes_trailers(request.headers());
+    stream(&state, client, request.into_body(), trailers).await
 }
 
-async fn start_stream<B>(state: &Arc<AppState>, client: IpAddr, body: B) -> Result<Response, ApiError>
+/// Whether the request says it takes trailers (`TE: trailers`): a router that dispatched a stream
+/// then gets the job's receipt in one, after the output.
+pub(super) fn takes_trailers(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// Starts the stream; with `trailers`, a job a router dispatched ends with its receipt in the
+/// trailer [`infernet_types::RECEIPT_TRAILER`].
+async fn start_stream<B>(state: &Arc<AppState>, client: IpAddr, body: B, trailers: bool) -> Result<Response, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -283,8 +297,23 @@ where
     admit(state, client, &request)?;
     let held = state.orchestrator.reserve(body.len(), read)?;
     let slots = state.orchestrator.admit(&request.containers)?.with(held);
-    let body = Body::from_stream(state.orchestrator.stream(client, request, slots));
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    let job = state.orchestrator.stream(client, request, slots);
+    if trailers && infernet_service::client_ip::is_stated(client) {
+        let body = Body::new(job.with_receipt_trailer());
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::TRAILER, infernet_types::RECEIPT_TRAILER),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(job),
+    )
+        .into_response())
 }
 
 /// Query of `GET /api/jobs`.

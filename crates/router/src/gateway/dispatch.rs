@@ -73,6 +73,9 @@ pub enum Outcome {
     },
 }
 
+/// A node's stream route.
+pub const STREAM: &str = "/api/jobs/stream";
+
 /// A signed request to a node.
 pub struct Call<'a> {
     /// The client.
@@ -145,6 +148,10 @@ impl Call<'_> {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
+        }
+        if path == STREAM {
+            // The node then sends the stream's receipt in a trailer, after the output.
+            request = request.header(reqwest::header::TE, "trailers");
         }
         tokio::time::timeout(self.timeout, request.send())
             .await

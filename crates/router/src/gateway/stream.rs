@@ -9,6 +9,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::StreamExt;
+use http_body_util::BodyStream;
+use hyper::body::Frame;
 
 use super::{
     ApiError, Gateway, JobAsk, Posted,
@@ -24,6 +26,8 @@ use crate::{
 
 /// Longest first line (the node's job id) a node's stream may start with.
 const MAX_ID_LINE: usize = 1024;
+/// Longest receipt taken from a stream's trailer (a receipt is well under 1 KiB).
+const MAX_RECEIPT: usize = 16 * 1024;
 
 /// `POST /api/v1/jobs/stream`: the node's stream passed through as it arrives (the first line is
 /// the router's job id instead of the node's). A stream that has started is never run again
@@ -93,7 +97,7 @@ async fn open_on(
 ) -> Result<Response, Attempt> {
     let response = gw
         .call(node, stated)
-        .send(reqwest::Method::POST, "/api/jobs/stream", Some(body))
+        .send(reqwest::Method::POST, dispatch::STREAM, Some(body))
         .await
         .map_err(|e| Attempt::Failed(e.to_string()))?;
     let status = response.status();
@@ -110,7 +114,8 @@ async fn open_on(
             Outcome::Failed(why) | Outcome::Accepted(why) => Attempt::Failed(why),
         });
     }
-    let mut body = response.bytes_stream();
+    // Frames, not bytes: the node's receipt comes in a trailer after the output.
+    let mut body = BodyStream::new(axum::http::Response::<reqwest::Body>::from(response).into_body());
     let (node_job, rest) = tokio::time::timeout(gw.settings.dispatch_timeout, id_line(&mut body))
         .await
         .unwrap_or(Err(NodeError::LateStart))
@@ -126,27 +131,38 @@ async fn open_on(
         node: node.to_string(),
         started: Instant::now(),
         ok: false,
+        receipt: None,
     };
     let idle = gw.settings.stream_idle;
     let tail = futures::stream::unfold((body, Some(finish)), move |(mut body, mut finish)| async move {
         // Ended (broken or silent): nothing more is read.
         finish.as_ref()?;
-        let next = match tokio::time::timeout(idle, body.next()).await {
-            Ok(next) => next.map(|r| r.map_err(std::io::Error::other)),
-            Err(_) => Some(Err(std::io::Error::other(NodeError::Slow(idle).to_string()))),
-        };
-        match next {
-            Some(Ok(chunk)) => Some((Ok::<_, std::io::Error>(chunk), (body, finish))),
-            Some(Err(e)) => {
-                drop(finish.take());
-                Some((Err(e), (body, None)))
-            }
-            None => {
-                if let Some(mut f) = finish.take() {
-                    f.ok = true;
+        loop {
+            let next = match tokio::time::timeout(idle, body.next()).await {
+                Ok(next) => next.map(|r| r.map_err(std::io::Error::other)),
+                Err(_) => Some(Err(std::io::Error::other(NodeError::Slow(idle).to_string()))),
+            };
+            return match next {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => Some((Ok::<_, std::io::Error>(chunk), (body, finish))),
+                    Err(trailers) => {
+                        if let Some(f) = finish.as_mut() {
+                            f.receipt = receipt(&trailers);
+                        }
+                        continue;
+                    }
+                },
+                Some(Err(e)) => {
+                    drop(finish.take());
+                    Some((Err(e), (body, None)))
                 }
-                None
-            }
+                None => {
+                    if let Some(mut f) = finish.take() {
+                        f.ok = true;
+                    }
+                    None
+                }
+            };
         }
     });
     let stream = futures::stream::once(async move { Ok(first) }).chain(tail);
@@ -157,13 +173,23 @@ async fn open_on(
         .into_response())
 }
 
+/// The receipt of a stream's trailers, when it has one of a sane size.
+fn receipt(trailers: &Frame<Bytes>) -> Option<String> {
+    let value = trailers.trailers_ref()?.get(infernet_types::RECEIPT_TRAILER)?;
+    (value.len() <= MAX_RECEIPT)
+        .then(|| value.to_str().ok().map(str::to_owned))
+        .flatten()
+}
+
 /// The node's first line (its job id) and what came after it in the same chunks.
 async fn id_line(
-    body: &mut (impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    body: &mut (impl futures::Stream<Item = reqwest::Result<Frame<Bytes>>> + Unpin),
 ) -> Result<(String, Vec<u8>), NodeError> {
     let mut head = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| NodeError::Broken(e.to_string()))?;
+    while let Some(frame) = body.next().await {
+        let frame = frame.map_err(|e| NodeError::Broken(e.to_string()))?;
+        // Trailers end a body: the id line never came.
+        let Ok(chunk) = frame.into_data() else { break };
         head.extend_from_slice(&chunk);
         if let Some(end) = head.iter().position(|&b| b == b'\n') {
             let rest = head.split_off(end + 1);
@@ -177,18 +203,22 @@ async fn id_line(
 }
 
 /// Records how a stream ended when it is dropped: whole (`ok`), or broken or abandoned. A whole
-/// stream's row carries the node's receipt, read from the node once the stream has ended.
+/// stream's row carries the node's receipt: from the stream's trailer, or read from the node once
+/// the stream has ended (a node that sends none: over a link, or of an earlier version).
 struct Finish {
     gw: Arc<Gateway>,
     job: Job,
     node: String,
     started: Instant,
     ok: bool,
+    /// The receipt of the stream's trailer.
+    receipt: Option<String>,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
         let (gw, job, node, ok) = (self.gw.clone(), self.job.clone(), self.node.clone(), self.ok);
+        let trailer = self.receipt.take();
         let latency = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -201,8 +231,9 @@ impl Drop for Finish {
             let done = ended(&job, status, error);
             if gw.jobs.put_acked(done.clone()).await {
                 gw.record(&node, &job.containers, ok, Some(latency));
-                let receipt = match (ok, &done.node_job) {
-                    (true, Some(node_job)) => gw.stream_receipt(&node, node_job, &done.client).await,
+                let receipt = match (ok, trailer, &done.node_job) {
+                    (true, Some(receipt), _) => Some(receipt),
+                    (true, None, Some(node_job)) => gw.stream_receipt(&node, node_job, &done.client).await,
                     _ => None,
                 };
                 gw.account_with(&done, receipt);

@@ -415,6 +415,20 @@ async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backe
         check["why"].as_str().unwrap().contains("not by the node's key"),
         "{check}"
     );
+    // The receipt comes in the stream's trailer when the router asks (`TE: trailers`), so the
+    // router needs no second request; not otherwise.
+    let key = node_key(&node).await;
+    for asks in [true, false] {
+        let (trailer, node_job) = dispatched_stream(&router_key, &node.key(), key, asks).await;
+        match (asks, trailer) {
+            (true, Some(r)) => {
+                let taken = infernet_router::ledger::receipt::take(&r, Some(&key), &node_job, &["x".to_string()]);
+                assert_eq!(taken.unwrap().receipt.status, "success");
+            }
+            (false, None) => {}
+            (asks, trailer) => panic!("trailers asked for: {asks}; trailer: {trailer:?}"),
+        }
+    }
     // A client calling the node itself gets no receipt: only jobs a router dispatched are signed.
     let direct = reqwest::Client::new()
         .post(format!("http://{}/api/jobs/stream", node.key()))
@@ -431,6 +445,52 @@ async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backe
     })
     .await;
     assert!(result[0].get("receipt").is_none_or(Value::is_null), "{result}");
+}
+
+/// Streams a job of x on `node` (key `key`) as the router with key `router` dispatches it (a
+/// MAC, a stated client), asking for trailers or not: the receipt of the trailer, if one came,
+/// and the node's job id.
+async fn dispatched_stream(
+    router: &Identity,
+    node: &str,
+    key: infernet_identity::PublicKey,
+    trailers: bool,
+) -> (Option<String>, String) {
+    use futures::StreamExt;
+    let shared = infernet_identity::dispatch::DispatchKey::derive(router, &key).unwrap();
+    let (url, body, stated) = (
+        format!("http://{node}/api/jobs/stream"),
+        br#"{"containers":["x"],"data":{}}"#,
+        "fd00::7",
+    );
+    let auth = infernet_identity::dispatch::authorization(&shared, &router.public_key(), "POST", &url, stated, body);
+    let mut request = client()
+        .post(&url)
+        .header("authorization", auth)
+        .header("x-infernet-client", stated)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if trailers {
+        request = request.header("te", "trailers");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = axum::http::Response::<reqwest::Body>::from(response);
+    let mut frames = http_body_util::BodyStream::new(response.into_body());
+    let (mut data, mut trailer) = (Vec::new(), None);
+    while let Some(frame) = frames.next().await {
+        match frame.unwrap().into_data() {
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(frame) => {
+                let value = frame.trailers_ref().unwrap().get(infernet_types::RECEIPT_TRAILER);
+                trailer = value.map(|v| v.to_str().unwrap().to_string());
+            }
+        }
+    }
+    let text = String::from_utf8(data).unwrap();
+    let (node_job, output) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    (trailer, node_job.to_string())
 }
 
 /// The `check` of job `id` in the operator's list of its node's jobs at `jobs_url`.
