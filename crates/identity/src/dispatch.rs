@@ -121,6 +121,33 @@ fn stream_number() -> u64 {
     h.finish()
 }
 
+/// Domain of a receipt's MAC.
+const RECEIPT_LABEL: &[u8] = b"infernet-receipt-mac-v1";
+
+impl DispatchKey {
+    /// The MAC (hex) of a receipt the node sends back in the answer to a dispatch: it tells the
+    /// router the receipt comes from the node (the only other holder of the key), so that the
+    /// router can take it without a signature check (see
+    /// [`crate::statement::read_vouched`]).
+    pub fn receipt_mac(&self, receipt: &[u8]) -> String {
+        hex::encode(self.receipt_mac_bytes(receipt))
+    }
+
+    /// Whether `mac` (hex) is [`DispatchKey::receipt_mac`] of `receipt`.
+    pub fn check_receipt_mac(&self, receipt: &[u8], mac: &str) -> bool {
+        let mut given = [0u8; 32];
+        hex::decode_to_slice(mac, &mut given).is_ok() && constant_eq(&self.receipt_mac_bytes(receipt), &given)
+    }
+
+    fn receipt_mac_bytes(&self, receipt: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(RECEIPT_LABEL);
+        mac.update(b"\n");
+        mac.update(receipt);
+        mac.finalize().into_bytes().into()
+    }
+}
+
 /// What a MAC covers besides the body.
 struct Fields<'a> {
     method: &'a str,
@@ -407,6 +434,20 @@ mod tests {
         let other_node = "http://10.1.1.1:4000/api/jobs/stream";
         let header = authorization_at(&theirs, &router.public_key(), "POST", other_node, "c", b"", NOW);
         assert!(matches!(ok(&header, "POST", b"", "c", NOW), Err(AuthError::Url { .. })));
+    }
+
+    #[test]
+    fn a_receipt_mac_checks_only_with_the_shared_key_and_the_same_receipt() {
+        let (router, node, stranger) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        let theirs = DispatchKey::derive(&router, &node.public_key()).expect("key");
+        let forged = DispatchKey::derive(&stranger, &router.public_key()).expect("key");
+        let mac = ours.receipt_mac(b"{\"job\":\"a\"}");
+        assert!(theirs.check_receipt_mac(b"{\"job\":\"a\"}", &mac));
+        assert!(!theirs.check_receipt_mac(b"{\"job\":\"b\"}", &mac));
+        assert!(!theirs.check_receipt_mac(b"{\"job\":\"a\"}", &forged.receipt_mac(b"{\"job\":\"a\"}")));
+        assert!(!theirs.check_receipt_mac(b"{\"job\":\"a\"}", "not hex"));
+        assert!(!theirs.check_receipt_mac(b"{\"job\":\"a\"}", &mac[..62]));
     }
 
     #[test]

@@ -13,6 +13,11 @@ pub const RECEIPT_SUBJECT: &str = "infernet-receipt";
 /// second request per stream to read the receipt from the stored result, where it is too.
 pub const RECEIPT_TRAILER: &str = "x-infernet-receipt";
 
+/// The trailer beside [`RECEIPT_TRAILER`] with the receipt's MAC under the key the node shares
+/// with the router (`infernet_identity::dispatch::DispatchKey::receipt_mac`): it tells the router
+/// the receipt is the node's without a signature check.
+pub const RECEIPT_MAC_TRAILER: &str = "x-infernet-receipt-mac";
+
 /// What a receipt states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {

@@ -11,6 +11,8 @@ use infernet_identity::{
     nip98::{AuthError, Received, Verifier},
 };
 
+use std::sync::Arc;
+
 use crate::config::ValidOperator;
 
 /// Seconds a signed request stays valid either side of the node's clock.
@@ -31,7 +33,7 @@ pub struct OperatorAuth {
     bases: Vec<String>,
     /// The key this node shares with each signer, for dispatches authenticated by a MAC (see
     /// [`infernet_identity::dispatch`]); empty unless [`OperatorAuth::sharing_keys`] made them.
-    shared: Vec<(PublicKey, DispatchKey)>,
+    shared: Vec<(PublicKey, Arc<DispatchKey>)>,
 }
 
 impl OperatorAuth {
@@ -79,9 +81,17 @@ impl OperatorAuth {
         self.shared = self
             .operators
             .iter()
-            .filter_map(|k| Some((*k, DispatchKey::derive(node, k).ok()?)))
+            .filter_map(|k| Some((*k, Arc::new(DispatchKey::derive(node, k).ok()?))))
             .collect();
         self
+    }
+
+    /// The key shared with `router`, when it has one (see [`OperatorAuth::sharing_keys`]).
+    pub fn shared_key(&self, router: &PublicKey) -> Option<Arc<DispatchKey>> {
+        self.shared
+            .iter()
+            .find(|(k, _)| k == router)
+            .map(|(_, key)| key.clone())
     }
 
     /// The operators allowed.
@@ -116,7 +126,7 @@ impl OperatorAuth {
         match authorization {
             Some(header) if dispatch::is_mac(header) => {
                 let stated = stated.unwrap_or_default();
-                let key_of = |k: &PublicKey| self.shared.iter().find(|(s, _)| s == k).map(|(_, key)| key);
+                let key_of = |k: &PublicKey| self.shared.iter().find(|(s, _)| s == k).map(|(_, key)| &**key);
                 let router = self.received(method, path_and_query, body, |received| {
                     self.verifier.verify_mac(header, received, stated, now, key_of)
                 })?;

@@ -26,6 +26,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
+use infernet_identity::dispatch::DispatchKey;
 use infernet_types::{ContainerInput, ContainerResult, JobLocation, JobRequest, JobResult};
 use serde_json::{Map, Value, json};
 
@@ -269,9 +270,12 @@ impl JobStream {
     /// The stream as an HTTP body that ends with the job's receipt in the trailer
     /// [`infernet_types::RECEIPT_TRAILER`] (when the job has one: a router dispatched it to a
     /// node in a network, and it ended whole). Answer it with a `Trailer` header naming it.
-    pub fn with_receipt_trailer(self) -> ReceiptTrailer {
+    /// With `mac`, the key the node shares with that router, the receipt's MAC goes beside it
+    /// ([`infernet_types::RECEIPT_MAC_TRAILER`]).
+    pub fn with_receipt_trailer(self, mac: Option<Arc<DispatchKey>>) -> ReceiptTrailer {
         ReceiptTrailer {
             stream: self,
+            mac,
             ended: false,
         }
     }
@@ -280,6 +284,7 @@ impl JobStream {
 /// A [`JobStream`] whose body ends with its receipt as an HTTP trailer.
 pub struct ReceiptTrailer {
     stream: JobStream,
+    mac: Option<Arc<DispatchKey>>,
     ended: bool,
 }
 
@@ -299,16 +304,17 @@ impl hyper::body::Body for ReceiptTrailer {
             None => {
                 self.ended = true;
                 // Signed when the stream ended, before its end was answered.
-                let trailer = self
-                    .stream
-                    .receipt
-                    .get()
-                    .and_then(|r| hyper::header::HeaderValue::from_str(r).ok())
-                    .map(|value| {
-                        let mut trailers = hyper::HeaderMap::new();
-                        trailers.insert(infernet_types::RECEIPT_TRAILER, value);
-                        hyper::body::Frame::trailers(trailers)
-                    });
+                let trailer = self.stream.receipt.get().and_then(|receipt| {
+                    let value = hyper::header::HeaderValue::from_str(receipt).ok()?;
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert(infernet_types::RECEIPT_TRAILER, value);
+                    if let Some(key) = &self.mac
+                        && let Ok(mac) = hyper::header::HeaderValue::from_str(&key.receipt_mac(receipt.as_bytes()))
+                    {
+                        trailers.insert(infernet_types::RECEIPT_MAC_TRAILER, mac);
+                    }
+                    Some(hyper::body::Frame::trailers(trailers))
+                });
                 Poll::Ready(trailer.map(Ok))
             }
         }

@@ -51,13 +51,17 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
                     let trailers = jobs::takes_trailers(&parts.headers);
                     return Ok(
                         match routed::verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
-                            Ok((client, bytes)) => match state.limiter.admit(STREAM_BUCKET, client) {
-                                Ok(allowed) => allowed.stamp(
-                                    &state.limiter,
-                                    jobs::stream(&state, client, http_body_util::Full::new(bytes), trailers).await,
-                                ),
-                                Err(refused) => refused.into_response(),
-                            },
+                            Ok(routed::Routed { client, bytes, router }) => {
+                                match state.limiter.admit(STREAM_BUCKET, client) {
+                                    Ok(allowed) => {
+                                        let trailers = trailers.then(|| jobs::Trailers::to(&state, router));
+                                        let body = http_body_util::Full::new(bytes);
+                                        allowed
+                                            .stamp(&state.limiter, jobs::stream(&state, client, body, trailers).await)
+                                    }
+                                    Err(refused) => refused.into_response(),
+                                }
+                            }
                             Err(e) => e.into_response(),
                         },
                     );
@@ -66,7 +70,7 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
                 Ok(match state.limiter.admit(STREAM_BUCKET, client) {
                     Ok(allowed) => allowed.stamp(
                         &state.limiter,
-                        jobs::stream(&state, client, req.into_body(), false).await,
+                        jobs::stream(&state, client, req.into_body(), None).await,
                     ),
                     Err(refused) => refused.into_response(),
                 })

@@ -245,7 +245,7 @@ pub(super) async fn batch(
         (status = 429, description = "Rate limited, or the container runs its `max_jobs` already; `Retry-After` says when to try again"),
         (status = 503, description = "The container is restarting"),
     ))]
-pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B, trailers: bool) -> Response
+pub(super) async fn stream<B>(state: &Arc<AppState>, client: IpAddr, body: B, trailers: Option<Trailers>) -> Response
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -262,8 +262,29 @@ pub(super) async fn stream_route(
     ClientIp(client): ClientIp,
     request: Request,
 ) -> Response {
-    let trailers = takes_trailers(request.headers());
+    let router = request.extensions().get::<super::routed::RoutedBy>().copied();
+    let trailers = router
+        .filter(|_| takes_trailers(request.headers()))
+        .map(|router| Trailers::to(&state, router));
     stream(&state, client, request.into_body(), trailers).await
+}
+
+/// The trailers a router's stream may end with (hyper sends only those the answer announces).
+const TRAILERS: &str = "x-infernet-receipt, x-infernet-receipt-mac";
+
+/// A stream's receipt goes back in its trailers, MAC'd with the key this node shares with the
+/// router that dispatched it when there is one (the router then needs no signature check).
+pub(super) struct Trailers {
+    mac: Option<Arc<infernet_identity::dispatch::DispatchKey>>,
+}
+
+impl Trailers {
+    /// Trailers for a stream `router` dispatched.
+    pub(super) fn to(state: &AppState, router: super::routed::RoutedBy) -> Self {
+        Self {
+            mac: state.routers.as_ref().and_then(|r| r.shared_key(&router.0)),
+        }
+    }
 }
 
 /// Whether the request says it takes trailers (`TE: trailers`): a router that dispatched a stream
@@ -279,7 +300,12 @@ pub(super) fn takes_trailers(headers: &axum::http::HeaderMap) -> bool {
 
 /// Starts the stream; with `trailers`, a job a router dispatched ends with its receipt in the
 /// trailer [`infernet_types::RECEIPT_TRAILER`].
-async fn start_stream<B>(state: &Arc<AppState>, client: IpAddr, body: B, trailers: bool) -> Result<Response, ApiError>
+async fn start_stream<B>(
+    state: &Arc<AppState>,
+    client: IpAddr,
+    body: B,
+    trailers: Option<Trailers>,
+) -> Result<Response, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -298,12 +324,12 @@ where
     let held = state.orchestrator.reserve(body.len(), read)?;
     let slots = state.orchestrator.admit(&request.containers)?.with(held);
     let job = state.orchestrator.stream(client, request, slots);
-    if trailers && infernet_service::client_ip::is_stated(client) {
-        let body = Body::new(job.with_receipt_trailer());
+    if let Some(trailers) = trailers.filter(|_| infernet_service::client_ip::is_stated(client)) {
+        let body = Body::new(job.with_receipt_trailer(trailers.mac));
         return Ok((
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::TRAILER, infernet_types::RECEIPT_TRAILER),
+                (header::TRAILER, TRAILERS),
             ],
             body,
         )
@@ -499,6 +525,19 @@ pub(super) async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routed_stream_announces_both_receipt_trailers() {
+        let names: Vec<&str> = TRAILERS.split(", ").collect();
+        assert_eq!(
+            names,
+            [infernet_types::RECEIPT_TRAILER, infernet_types::RECEIPT_MAC_TRAILER]
+        );
+        let mut te = axum::http::HeaderMap::new();
+        assert!(!takes_trailers(&te));
+        te.insert(header::TE, "gzip, Trailers".parse().unwrap());
+        assert!(takes_trailers(&te));
+    }
 
     #[test]
     fn results_query_reads_repeated_ids_and_flags() {

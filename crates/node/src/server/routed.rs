@@ -35,6 +35,20 @@ pub(super) fn names_client(headers: &HeaderMap) -> bool {
     headers.contains_key(CLIENT_HEADER)
 }
 
+/// A router's dispatch, checked.
+pub(super) struct Routed {
+    /// The client the router states.
+    pub client: IpAddr,
+    /// The body, to hand on.
+    pub bytes: Bytes,
+    /// The router.
+    pub router: RoutedBy,
+}
+
+/// Which router dispatched a request (an extension of the requests the middleware checked).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RoutedBy(pub infernet_identity::PublicKey);
+
 /// Checks a router's dispatch: reads the body (within `server.max_body_size`) and answers the
 /// client the router signed for, with the body to hand on.
 pub(super) async fn verify<B>(
@@ -43,7 +57,7 @@ pub(super) async fn verify<B>(
     uri: &Uri,
     headers: &HeaderMap,
     body: B,
-) -> Result<(IpAddr, Bytes), ApiError>
+) -> Result<Routed, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -60,7 +74,7 @@ where
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let stated = headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok());
-    let (_, signed) = routers
+    let (router, signed) = routers
         .check_dispatch(
             method.as_str(),
             path,
@@ -79,7 +93,11 @@ where
             )));
         }
     };
-    Ok((client, bytes))
+    Ok(Routed {
+        client,
+        bytes,
+        router: RoutedBy(router),
+    })
 }
 
 /// Middleware in front of the job routes: a router's dispatch is checked, and the client it
@@ -91,8 +109,9 @@ pub(super) async fn middleware(State(state): State<Arc<AppState>>, req: Request,
     }
     let (mut parts, body) = req.into_parts();
     match verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
-        Ok((client, bytes)) => {
+        Ok(Routed { client, bytes, router }) => {
             parts.extensions.insert(StatedClient(client));
+            parts.extensions.insert(router);
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }
         Err(e) => e.into_response(),

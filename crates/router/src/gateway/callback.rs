@@ -182,7 +182,7 @@ impl Gateway {
                     status == JobStatus::Succeeded,
                     Some(done.updated_at - job.created_at),
                 );
-                self.account_with(&done, receipt);
+                self.account_with(&done, receipt.map(crate::ledger::receipt::Received::plain));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a watched job's end"),

@@ -390,7 +390,7 @@ pub async fn job(
                     .await?
                 {
                     gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
-                    gw.account_with(&done, receipt);
+                    gw.account_with(&done, receipt.map(crate::ledger::receipt::Received::plain));
                     job = done;
                 }
             }

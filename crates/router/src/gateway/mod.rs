@@ -567,7 +567,7 @@ impl Gateway {
     /// who ran what for whom, how long and at what price by the node's pricing as it advertises
     /// it now, or as its receipt states. Accounted, not settled. Queued for the batch writer; a
     /// full queue drops the row with a warning rather than hold the job up.
-    pub(crate) fn account_with(&self, done: &Job, receipt: Option<String>) {
+    pub(crate) fn account_with(&self, done: &Job, receipt: Option<crate::ledger::receipt::Received>) {
         let (Some(node), Some(finished_at)) = (&done.node, done.finished_at) else {
             return;
         };

@@ -18,9 +18,12 @@ use super::{
     dispatch::{self, NodeError, Outcome},
     jobs::{Opened, ended, fail, on_node, open_job},
 };
+use infernet_identity::dispatch::DispatchKey;
+
 use crate::{
     choose,
     db::jobs::{Job, JobStatus},
+    ledger::receipt::Received,
     server::RouterState,
 };
 
@@ -95,11 +98,13 @@ async fn open_on(
     body: Bytes,
     stated: std::net::IpAddr,
 ) -> Result<Response, Attempt> {
-    let response = gw
-        .call(node, stated)
+    let call = gw.call(node, stated);
+    let response = call
         .send(reqwest::Method::POST, dispatch::STREAM, Some(body))
         .await
         .map_err(|e| Attempt::Failed(e.to_string()))?;
+    // The key the node MACs its receipt with.
+    let shared = call.shared.clone();
     let status = response.status();
     if !status.is_success() {
         let text = dispatch::read(response, gw.settings.dispatch_timeout)
@@ -132,6 +137,7 @@ async fn open_on(
         started: Instant::now(),
         ok: false,
         receipt: None,
+        shared,
     };
     let idle = gw.settings.stream_idle;
     let tail = futures::stream::unfold((body, Some(finish)), move |(mut body, mut finish)| async move {
@@ -147,7 +153,7 @@ async fn open_on(
                     Ok(chunk) => Some((Ok::<_, std::io::Error>(chunk), (body, finish))),
                     Err(trailers) => {
                         if let Some(f) = finish.as_mut() {
-                            f.receipt = receipt(&trailers);
+                            f.receipt = receipt(&trailers, f.shared.as_deref());
                         }
                         continue;
                     }
@@ -173,12 +179,19 @@ async fn open_on(
         .into_response())
 }
 
-/// The receipt of a stream's trailers, when it has one of a sane size.
-fn receipt(trailers: &Frame<Bytes>) -> Option<String> {
-    let value = trailers.trailers_ref()?.get(infernet_types::RECEIPT_TRAILER)?;
-    (value.len() <= MAX_RECEIPT)
+/// The receipt of a stream's trailers, when it has one of a sane size; vouched for when the
+/// node MAC'd it with the key it shares with this router (`shared`).
+fn receipt(trailers: &Frame<Bytes>, shared: Option<&DispatchKey>) -> Option<Received> {
+    let trailers = trailers.trailers_ref()?;
+    let value = trailers.get(infernet_types::RECEIPT_TRAILER)?;
+    let json = (value.len() <= MAX_RECEIPT)
         .then(|| value.to_str().ok().map(str::to_owned))
-        .flatten()
+        .flatten()?;
+    let mac = trailers
+        .get(infernet_types::RECEIPT_MAC_TRAILER)
+        .and_then(|v| v.to_str().ok());
+    let vouched = matches!((shared, mac), (Some(key), Some(mac)) if key.check_receipt_mac(json.as_bytes(), mac));
+    Some(Received { json, vouched })
 }
 
 /// The node's first line (its job id) and what came after it in the same chunks.
@@ -212,7 +225,9 @@ struct Finish {
     started: Instant,
     ok: bool,
     /// The receipt of the stream's trailer.
-    receipt: Option<String>,
+    receipt: Option<Received>,
+    /// The key the node shares with this router, to check the receipt's MAC with.
+    shared: Option<Arc<DispatchKey>>,
 }
 
 impl Drop for Finish {
@@ -233,7 +248,10 @@ impl Drop for Finish {
                 gw.record(&node, &job.containers, ok, Some(latency));
                 let receipt = match (ok, trailer, &done.node_job) {
                     (true, Some(receipt), _) => Some(receipt),
-                    (true, None, Some(node_job)) => gw.stream_receipt(&node, node_job, &done.client).await,
+                    (true, None, Some(node_job)) => gw
+                        .stream_receipt(&node, node_job, &done.client)
+                        .await
+                        .map(Received::plain),
                     _ => None,
                 };
                 gw.account_with(&done, receipt);

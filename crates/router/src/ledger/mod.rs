@@ -83,7 +83,7 @@ pub fn row(
     finished_at: i64,
     unit: &str,
     terms: &NodeTerms<'_>,
-    receipt: Option<String>,
+    receipt: Option<receipt::Received>,
 ) -> LedgerRow {
     let mut duration_ms = (finished_at - done.created_at).max(0);
     let mut price = terms.pricing.and_then(|pricing| {
@@ -93,9 +93,9 @@ pub fn row(
             Some(_) => None,
         })
     });
-    let receipt = receipt.and_then(|json| {
+    let receipt = receipt.and_then(|received| {
         let node_job = done.node_job.as_deref().unwrap_or_default();
-        match receipt::take(&json, terms.key.as_ref(), node_job, &done.containers) {
+        match receipt::take_received(&received, terms.key.as_ref(), node_job, &done.containers) {
             Ok(signed) => {
                 let r = signed.receipt;
                 duration_ms = i64::try_from(r.duration_ms).unwrap_or(i64::MAX);
@@ -104,7 +104,7 @@ pub fn row(
                     (None, None) => Some(0.0),
                     _ => None,
                 };
-                Some(json)
+                Some(received.json)
             }
             Err(e) => {
                 tracing::warn!(job = %done.id, %node, error = %e, "receipt refused");

@@ -59,11 +59,41 @@ pub fn read(json: &str) -> Result<Signed, ReceiptError> {
     })
 }
 
+/// [`read`] without the signature check (see [`Received::vouched`]).
+fn read_vouched(json: &str) -> Result<Signed, ReceiptError> {
+    let checked = statement::read_vouched(json, RECEIPT_SUBJECT, 0, u64::MAX)
+        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+    let receipt =
+        serde_json::from_value(checked.content).map_err(|e| ReceiptError::Signature(format!("not a receipt: {e}")))?;
+    Ok(Signed {
+        signer: checked.signer,
+        receipt,
+    })
+}
+
 fn differs(field: &'static str, stated: impl std::fmt::Debug, recorded: impl std::fmt::Debug) -> ReceiptError {
     ReceiptError::Differs {
         field,
         stated: format!("{stated:?}"),
         recorded: format!("{recorded:?}"),
+    }
+}
+
+/// A receipt as the router received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The signed statement, as sent.
+    pub json: String,
+    /// A MAC under the key the router shares with the node vouched for it (it came in a stream's
+    /// trailer): its signature is not checked on the way in, as only the node could have sent it.
+    /// Every later [`check`] of the row still checks it.
+    pub vouched: bool,
+}
+
+impl Received {
+    /// A receipt nothing vouched for: its signature is checked.
+    pub fn plain(json: String) -> Self {
+        Self { json, vouched: false }
     }
 }
 
@@ -75,7 +105,20 @@ pub fn take(
     node_job: &str,
     containers: &[String],
 ) -> Result<Signed, ReceiptError> {
-    let signed = read(json)?;
+    take_received(&Received::plain(json.to_string()), node_key, node_job, containers)
+}
+
+/// [`take`] of a receipt as received: without its signature check when vouched for.
+pub fn take_received(
+    received: &Received,
+    node_key: Option<&PublicKey>,
+    node_job: &str,
+    containers: &[String],
+) -> Result<Signed, ReceiptError> {
+    let signed = match received.vouched {
+        true => read_vouched(&received.json)?,
+        false => read(&received.json)?,
+    };
     if let Some(node) = node_key
         && *node != signed.signer
     {
@@ -183,6 +226,41 @@ mod tests {
             unit: Some("USD".into()),
             receipt,
         }
+    }
+
+    #[test]
+    fn a_vouched_receipt_skips_only_the_signature_check_on_the_way_in() {
+        let node = Identity::generate();
+        let key = node.public_key();
+        let good = receipt(&node, 0.75);
+        // A signature broken in the last hex digit of `sig` (the last field the node writes).
+        let at = good.rfind('"').unwrap() - 1;
+        let flipped = if &good[at..=at] == "0" { "1" } else { "0" };
+        let broken = format!("{}{flipped}{}", &good[..at], &good[at + 1..]);
+        let x = ["x".to_string()];
+        let vouched = |json: &str| Received {
+            json: json.to_string(),
+            vouched: true,
+        };
+        assert!(take_received(&vouched(&good), Some(&key), "n1", &x).is_ok());
+        assert!(take_received(&vouched(&broken), Some(&key), "n1", &x).is_ok());
+        assert!(take_received(&Received::plain(broken.clone()), Some(&key), "n1", &x).is_err());
+        // Everything else is still checked: the job, the containers, the signer.
+        assert!(matches!(
+            take_received(&vouched(&good), Some(&key), "n2", &x),
+            Err(ReceiptError::Differs { field: "job", .. })
+        ));
+        assert!(take_received(&vouched(&good), Some(&key), "n1", &["y".to_string()]).is_err());
+        let other = Identity::generate().public_key();
+        assert!(matches!(
+            take_received(&vouched(&good), Some(&other), "n1", &x),
+            Err(ReceiptError::Signer { .. })
+        ));
+        // A row holding the broken one shows it forged when checked.
+        assert!(matches!(
+            check(&row(Some(broken), 0.75), Some("n1"), Some(&key)),
+            Check::Forged { .. }
+        ));
     }
 
     #[test]

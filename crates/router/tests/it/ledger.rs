@@ -421,9 +421,14 @@ async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backe
     for asks in [true, false] {
         let (trailer, node_job) = dispatched_stream(&router_key, &node.key(), key, asks).await;
         match (asks, trailer) {
-            (true, Some(r)) => {
+            (true, Some((r, mac))) => {
                 let taken = infernet_router::ledger::receipt::take(&r, Some(&key), &node_job, &["x".to_string()]);
                 assert_eq!(taken.unwrap().receipt.status, "success");
+                // MAC'd with the key only this router and the node hold.
+                let shared = infernet_identity::dispatch::DispatchKey::derive(&router_key, &key).unwrap();
+                let mac = mac.expect("the receipt's MAC");
+                assert!(shared.check_receipt_mac(r.as_bytes(), &mac));
+                assert!(!shared.check_receipt_mac(r.replace("success", "failed").as_bytes(), &mac));
             }
             (false, None) => {}
             (asks, trailer) => panic!("trailers asked for: {asks}; trailer: {trailer:?}"),
@@ -448,14 +453,14 @@ async fn a_stream_ends_with_a_verified_receipt_and_a_forged_one_is_flagged(backe
 }
 
 /// Streams a job of x on `node` (key `key`) as the router with key `router` dispatches it (a
-/// MAC, a stated client), asking for trailers or not: the receipt of the trailer, if one came,
-/// and the node's job id.
+/// MAC, a stated client), asking for trailers or not: the receipt of the trailer and its MAC, if
+/// one came, and the node's job id.
 async fn dispatched_stream(
     router: &Identity,
     node: &str,
     key: infernet_identity::PublicKey,
     trailers: bool,
-) -> (Option<String>, String) {
+) -> (Option<(String, Option<String>)>, String) {
     use futures::StreamExt;
     let shared = infernet_identity::dispatch::DispatchKey::derive(router, &key).unwrap();
     let (url, body, stated) = (
@@ -482,8 +487,10 @@ async fn dispatched_stream(
         match frame.unwrap().into_data() {
             Ok(chunk) => data.extend_from_slice(&chunk),
             Err(frame) => {
-                let value = frame.trailers_ref().unwrap().get(infernet_types::RECEIPT_TRAILER);
-                trailer = value.map(|v| v.to_str().unwrap().to_string());
+                let trailers = frame.trailers_ref().unwrap();
+                let value = |name| trailers.get(name).map(|v| v.to_str().unwrap().to_string());
+                trailer = value(infernet_types::RECEIPT_TRAILER)
+                    .map(|receipt| (receipt, value(infernet_types::RECEIPT_MAC_TRAILER)));
             }
         }
     }
