@@ -384,6 +384,14 @@ mod tests {
         Received { method, urls, body }
     }
 
+    /// A router and a node: the router, its side of the key, and the node's.
+    fn pair() -> (Identity, DispatchKey, DispatchKey) {
+        let (router, node) = (Identity::generate(), Identity::generate());
+        let theirs = DispatchKey::derive(&router, &node.public_key()).expect("key");
+        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        (router, theirs, ours)
+    }
+
     #[test]
     fn both_sides_derive_the_same_key_and_no_one_else_does() {
         for _ in 0..20 {
@@ -399,9 +407,7 @@ mod tests {
 
     #[test]
     fn a_dispatch_passes_once_and_every_change_is_refused() {
-        let (router, node) = (Identity::generate(), Identity::generate());
-        let theirs = DispatchKey::derive(&router, &node.public_key()).expect("key");
-        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        let (router, theirs, ours) = pair();
         let verifier = Verifier::new(60, 100);
         let urls = [URL];
         let key_of = |k: &PublicKey| (*k == router.public_key()).then_some(&ours);
@@ -478,9 +484,7 @@ mod tests {
 
     #[test]
     fn a_busy_router_is_never_refused_for_its_rate_and_each_dispatch_passes_once() {
-        let (router, node) = (Identity::generate(), Identity::generate());
-        let theirs = DispatchKey::derive(&router, &node.public_key()).expect("key");
-        let ours = DispatchKey::derive(&node, &router.public_key()).expect("key");
+        let (router, theirs, ours) = pair();
         // The old list of MACs held 100,000 and refused the rest within the minute.
         let verifier = Verifier::new(60, 100);
         let urls = [URL];

@@ -48,21 +48,17 @@ pub enum ReceiptError {
 
 /// Checks the signature of `json` and reads the receipt in it.
 pub fn read(json: &str) -> Result<Signed, ReceiptError> {
-    // Receipts are kept for as long as the ledger is: their age is no reason to refuse them.
-    let checked =
-        statement::verify(json, RECEIPT_SUBJECT, 0, u64::MAX).map_err(|e| ReceiptError::Signature(e.to_string()))?;
-    let receipt =
-        serde_json::from_value(checked.content).map_err(|e| ReceiptError::Signature(format!("not a receipt: {e}")))?;
-    Ok(Signed {
-        signer: checked.signer,
-        receipt,
-    })
+    read_as(json, false)
 }
 
-/// [`read`] without the signature check (see [`Received::vouched`]).
-fn read_vouched(json: &str) -> Result<Signed, ReceiptError> {
-    let checked = statement::read_vouched(json, RECEIPT_SUBJECT, 0, u64::MAX)
-        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+/// [`read`], without the signature check when `vouched` (see [`Received::vouched`]).
+fn read_as(json: &str, vouched: bool) -> Result<Signed, ReceiptError> {
+    // Receipts are kept for as long as the ledger is: their age is no reason to refuse them.
+    let checked = match vouched {
+        true => statement::read_vouched(json, RECEIPT_SUBJECT, 0, u64::MAX),
+        false => statement::verify(json, RECEIPT_SUBJECT, 0, u64::MAX),
+    }
+    .map_err(|e| ReceiptError::Signature(e.to_string()))?;
     let receipt =
         serde_json::from_value(checked.content).map_err(|e| ReceiptError::Signature(format!("not a receipt: {e}")))?;
     Ok(Signed {
@@ -115,10 +111,7 @@ pub fn take_received(
     node_job: &str,
     containers: &[String],
 ) -> Result<Signed, ReceiptError> {
-    let signed = match received.vouched {
-        true => read_vouched(&received.json)?,
-        false => read(&received.json)?,
-    };
+    let signed = read_as(&received.json, received.vouched)?;
     if let Some(node) = node_key
         && *node != signed.signer
     {
