@@ -12,7 +12,8 @@
 //! snapshot, each node's record and latency, filters, score, the count in every left-out node's
 //! public record, and the pick (and, for comparison, of the pure chooser alone). `BENCH_SECONDS`
 //! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
-//! (default 500); `BENCH_ONLY=chooser` runs the decisions only.
+//! (default 500); `BENCH_ONLY=chooser` runs the decisions only. `BENCH_ROUTER_B=<binary>` runs a
+//! second router build beside the first (same key, its own database), measured in the same run.
 
 use std::{
     collections::BTreeMap,
@@ -291,12 +292,84 @@ fn main() {
     wait_healthy(node_port, Duration::from_secs(20));
     let ips = dir.path().join("ips.txt");
     std::fs::write(&ips, format!("127.0.0.1:{node_port}\n")).expect("ips");
-    let router_port = free_port();
-    let _router = ChildGuard(
-        Command::new(workspace_binary("infernet-router"))
+    // `BENCH_ROUTER_B=<binary>`: a second router build beside the first (same key, its own
+    // database), measured in the same run, for A/B comparisons.
+    let mut routers = vec![start_router(
+        &workspace_binary("infernet-router"),
+        &ips,
+        &key_file,
+        dir.path(),
+        "a",
+    )];
+    if let Some(b) = std::env::var_os("BENCH_ROUTER_B") {
+        routers.push(start_router(std::path::Path::new(&b), &ips, &key_file, dir.path(), "b"));
+    }
+    for (port, _) in &routers {
+        runtime.block_on(listed(*port));
+    }
+
+    let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
+    let node = format!("http://127.0.0.1:{node_port}");
+    println!("gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput");
+    for (label, direct, gateway) in [
+        ("stream", "/api/jobs/stream", "/api/v1/jobs/stream"),
+        ("async ", "/api/jobs", "/api/v1/jobs"),
+    ] {
+        let direct = format!("{node}{direct}");
+        // Warm every path.
+        runtime.block_on(sequential(&direct, body, 50));
+        for (port, _) in &routers {
+            runtime.block_on(sequential(&format!("http://127.0.0.1:{port}{gateway}"), body, 50));
+        }
+        let d = runtime.block_on(sequential(&direct, body, n));
+        let dp50 = percentile(&d, 0.5);
+        println!(
+            "{label} one client: direct p50 {:.3} ms p99 {:.3} ms",
+            ms(dp50),
+            ms(percentile(&d, 0.99))
+        );
+        for ((port, _), name) in routers.iter().zip(["gateway", "gateway B"]) {
+            let g = runtime.block_on(sequential(&format!("http://127.0.0.1:{port}{gateway}"), body, n));
+            let gp50 = percentile(&g, 0.5);
+            println!(
+                "{label} one client: {name} p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms",
+                ms(gp50),
+                ms(percentile(&g, 0.99)),
+                ms(gp50.saturating_sub(dp50)),
+            );
+        }
+        let dt = runtime.block_on(throughput(&direct, body, seconds));
+        println!("{label} {CLIENTS} clients: direct {dt:.0} req/s");
+        for ((port, router), name) in routers.iter().zip(["gateway", "gateway B"]) {
+            let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(router.0.id()));
+            let gt = runtime.block_on(throughput(&format!("http://127.0.0.1:{port}{gateway}"), body, seconds));
+            let jobs = gt * seconds.as_secs_f64();
+            let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
+            println!(
+                "{label} {CLIENTS} clients: {name} {gt:.0} req/s | {name} / direct {:.2} | CPU per gateway job: router {:.0} µs, node {:.0} µs",
+                gt / dt,
+                per_job(router_before, router.0.id()),
+                per_job(node_before, _node.id()),
+            );
+        }
+    }
+}
+
+/// Starts the router `binary` on a free port over the node list `ips`, with the key `key_file`
+/// and its own database (named by `name`); its port and process.
+fn start_router(
+    binary: &std::path::Path,
+    ips: &std::path::Path,
+    key_file: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+) -> (u16, ChildGuard) {
+    let port = free_port();
+    let child = ChildGuard(
+        Command::new(binary)
             .args([
                 "--port",
-                &router_port.to_string(),
+                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--refresh-interval",
@@ -304,75 +377,35 @@ fn main() {
             ])
             .args(["--ratelimit-reqs-per-min", "1000000000"])
             .arg("--ips-file")
-            .arg(&ips)
+            .arg(ips)
             .arg("--key-file")
-            .arg(&key_file)
+            .arg(key_file)
             .arg("--database-url")
-            .arg(format!("sqlite://{}", dir.path().join("router.db").display()))
+            .arg(format!("sqlite://{}", dir.join(format!("router-{name}.db")).display()))
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
             .expect("infernet-router"),
     );
-    wait_healthy(router_port, Duration::from_secs(20));
+    wait_healthy(port, Duration::from_secs(20));
+    (port, child)
+}
 
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ips: serde_json::Value = reqwest::get(format!(
-                "http://127.0.0.1:{router_port}/api/v1/ips?container=hello-world"
-            ))
+/// Waits until the router on `port` lists the node.
+async fn listed(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ips: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/ips?container=hello-world"))
             .await
             .expect("ips")
             .json()
             .await
             .expect("json");
-            if ips.as_array().is_some_and(|a| !a.is_empty()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the router never listed the node");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if ips.as_array().is_some_and(|a| !a.is_empty()) {
+            return;
         }
-    });
-
-    let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
-    let node = format!("http://127.0.0.1:{node_port}");
-    let router = format!("http://127.0.0.1:{router_port}");
-    let pairs = [
-        (
-            "stream",
-            format!("{node}/api/jobs/stream"),
-            format!("{router}/api/v1/jobs/stream"),
-        ),
-        ("async ", format!("{node}/api/jobs"), format!("{router}/api/v1/jobs")),
-    ];
-    println!("gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput");
-    for (label, direct, gateway) in &pairs {
-        // Warm both paths.
-        runtime.block_on(sequential(direct, body, 50));
-        runtime.block_on(sequential(gateway, body, 50));
-        let d = runtime.block_on(sequential(direct, body, n));
-        let g = runtime.block_on(sequential(gateway, body, n));
-        let (dp50, gp50) = (percentile(&d, 0.5), percentile(&g, 0.5));
-        println!(
-            "{label} one client: direct p50 {:.3} ms p99 {:.3} ms | gateway p50 {:.3} ms p99 {:.3} ms | added p50 {:.3} ms",
-            ms(dp50),
-            ms(percentile(&d, 0.99)),
-            ms(gp50),
-            ms(percentile(&g, 0.99)),
-            ms(gp50.saturating_sub(dp50)),
-        );
-        let dt = runtime.block_on(throughput(direct, body, seconds));
-        let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(_router.id()));
-        let gt = runtime.block_on(throughput(gateway, body, seconds));
-        let jobs = gt * seconds.as_secs_f64();
-        let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
-        println!(
-            "{label} {CLIENTS} clients: direct {dt:.0} req/s | gateway {gt:.0} req/s | gateway / direct {:.2} | CPU per gateway job: router {:.0} µs, node {:.0} µs",
-            gt / dt,
-            per_job(router_before, _router.id()),
-            per_job(node_before, _node.id()),
-        );
+        assert!(Instant::now() < deadline, "the router never listed the node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
