@@ -34,7 +34,7 @@ pub mod nodes;
 pub mod operators;
 pub mod settings;
 
-use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     ConnectOptions, Row,
@@ -276,6 +276,10 @@ pub struct Column {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// For an in-memory SQLite database, a connection of its own that keeps it alive: it lives
+    /// as long as one connection to it is open, and the pool's one connection may be closed and
+    /// opened again (a request cancelled mid-query) — which emptied the database under load.
+    _anchor: Option<Arc<sqlx::SqliteConnection>>,
 }
 
 impl fmt::Debug for Db {
@@ -294,6 +298,7 @@ impl Db {
             url: redacted(url),
             source,
         };
+        let mut anchor = None;
         let pool = match dialect {
             Dialect::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -310,6 +315,10 @@ impl Db {
                     // many times in between is copied once.
                     .pragma("wal_autocheckpoint", "4000")
                     .disable_statement_logging();
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    use sqlx::ConnectOptions;
+                    anchor = Some(Arc::new(options.connect().await.map_err(connect)?));
+                }
                 // One connection: SQLite takes one writer at a time, and writers that contend for
                 // its lock wait in its busy handler, which sleeps in milliseconds; queued here
                 // instead, they follow each other at once.
@@ -334,7 +343,7 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
-        let db = Self { pool };
+        let db = Self { pool, _anchor: anchor };
         migrate::run(&db).await?;
         Ok(db)
     }
@@ -421,6 +430,24 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_database_outlives_its_pool_connection() {
+        let db = Db::open(&DbSettings::new("sqlite::memory:")).await.unwrap();
+        let Pool::Sqlite(pool) = db.pool() else { unreachable!() };
+        sqlx::query("INSERT INTO operators (pubkey, first_seen, last_seen) VALUES ('k', 0, 0)")
+            .execute(pool)
+            .await
+            .unwrap();
+        // The pool's one connection goes (as when a request is cancelled mid-query); the next
+        // query opens another, on the same database.
+        pool.acquire().await.unwrap().close().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM operators")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
 
     #[test]
     fn credentials_never_show() {
