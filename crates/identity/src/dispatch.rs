@@ -61,6 +61,8 @@ pub const MAX_STREAMS: usize = 1024;
 /// The key a router and a node share and, on the router's side, the sequence of its dispatches.
 pub struct DispatchKey {
     key: [u8; 32],
+    /// The other side's key.
+    peer: PublicKey,
     /// This key's stream (see the module's documentation).
     stream: u64,
     /// The next dispatch's number in the stream.
@@ -85,6 +87,7 @@ impl DispatchKey {
         kdf.update(&shared[..32]);
         Ok(Self {
             key: kdf.finalize().into_bytes().into(),
+            peer: *peer,
             stream: stream_number(),
             next: AtomicU64::new(0),
         })
@@ -125,6 +128,11 @@ fn stream_number() -> u64 {
 const RECEIPT_LABEL: &[u8] = b"infernet-receipt-mac-v1";
 
 impl DispatchKey {
+    /// The key of the other side (the node's, on the router's side).
+    pub fn peer(&self) -> &PublicKey {
+        &self.peer
+    }
+
     /// The MAC (hex) of a receipt the node sends back in the answer to a dispatch: it tells the
     /// router the receipt comes from the node (the only other holder of the key), so that the
     /// router can take it without a signature check (see
@@ -402,6 +410,7 @@ mod tests {
             assert_eq!(a.key, b.key);
             assert_ne!(a.key, c.key);
             assert_ne!(a.stream, b.stream, "each key has its own stream");
+            assert_eq!((a.peer(), b.peer()), (&node.public_key(), &router.public_key()));
         }
     }
 

@@ -190,8 +190,11 @@ fn receipt(trailers: &Frame<Bytes>, shared: Option<&DispatchKey>) -> Option<Rece
     let mac = trailers
         .get(infernet_types::RECEIPT_MAC_TRAILER)
         .and_then(|v| v.to_str().ok());
-    let vouched = matches!((shared, mac), (Some(key), Some(mac)) if key.check_receipt_mac(json.as_bytes(), mac));
-    Some(Received { json, vouched })
+    let vouched_by = match (shared, mac) {
+        (Some(key), Some(mac)) if key.check_receipt_mac(json.as_bytes(), mac) => Some(*key.peer()),
+        _ => None,
+    };
+    Some(Received { json, vouched_by })
 }
 
 /// The node's first line (its job id) and what came after it in the same chunks.

@@ -80,16 +80,17 @@ fn differs(field: &'static str, stated: impl std::fmt::Debug, recorded: impl std
 pub struct Received {
     /// The signed statement, as sent.
     pub json: String,
-    /// A MAC under the key the router shares with the node vouched for it (it came in a stream's
-    /// trailer): its signature is not checked on the way in, as only the node could have sent it.
-    /// Every later [`check`] of the row still checks it.
-    pub vouched: bool,
+    /// The node key whose MAC vouched for it: it came in a stream's trailer with a MAC under the
+    /// key the router shares with that node. Its signature is not checked on the way in, as only
+    /// that node could have sent it, but it must name that key as its signer; every later
+    /// [`check`] of the row checks the signature.
+    pub vouched_by: Option<PublicKey>,
 }
 
 impl Received {
     /// A receipt nothing vouched for: its signature is checked.
     pub fn plain(json: String) -> Self {
-        Self { json, vouched: false }
+        Self { json, vouched_by: None }
     }
 }
 
@@ -101,7 +102,7 @@ pub fn take(
     node_job: &str,
     containers: &[String],
 ) -> Result<Signed, ReceiptError> {
-    take_received(&Received::plain(json.to_string()), node_key, node_job, containers)
+    take_as(json, None, node_key, node_job, containers)
 }
 
 /// [`take`] of a receipt as received: without its signature check when vouched for.
@@ -111,14 +112,30 @@ pub fn take_received(
     node_job: &str,
     containers: &[String],
 ) -> Result<Signed, ReceiptError> {
-    let signed = read_as(&received.json, received.vouched)?;
-    if let Some(node) = node_key
-        && *node != signed.signer
-    {
-        return Err(ReceiptError::Signer {
-            signer: infernet_identity::npub(&signed.signer),
-            node: infernet_identity::npub(node),
-        });
+    take_as(
+        &received.json,
+        received.vouched_by.as_ref(),
+        node_key,
+        node_job,
+        containers,
+    )
+}
+
+fn take_as(
+    json: &str,
+    vouched_by: Option<&PublicKey>,
+    node_key: Option<&PublicKey>,
+    node_job: &str,
+    containers: &[String],
+) -> Result<Signed, ReceiptError> {
+    let signed = read_as(json, vouched_by.is_some())?;
+    for node in vouched_by.into_iter().chain(node_key) {
+        if *node != signed.signer {
+            return Err(ReceiptError::Signer {
+                signer: infernet_identity::npub(&signed.signer),
+                node: infernet_identity::npub(node),
+            });
+        }
     }
     if signed.receipt.job != node_job {
         return Err(differs("job", &signed.receipt.job, node_job));
@@ -233,7 +250,7 @@ mod tests {
         let x = ["x".to_string()];
         let vouched = |json: &str| Received {
             json: json.to_string(),
-            vouched: true,
+            vouched_by: Some(key),
         };
         assert!(take_received(&vouched(&good), Some(&key), "n1", &x).is_ok());
         assert!(take_received(&vouched(&broken), Some(&key), "n1", &x).is_ok());
@@ -247,6 +264,13 @@ mod tests {
         let other = Identity::generate().public_key();
         assert!(matches!(
             take_received(&vouched(&good), Some(&other), "n1", &x),
+            Err(ReceiptError::Signer { .. })
+        ));
+        // A node that MACs a receipt naming another signer is refused, even when the router
+        // does not know the node's key from its heartbeats.
+        let theirs = receipt(&Identity::generate(), 0.75);
+        assert!(matches!(
+            take_received(&vouched(&theirs), None, "n1", &x),
             Err(ReceiptError::Signer { .. })
         ));
         // A row holding the broken one shows it forged when checked.
