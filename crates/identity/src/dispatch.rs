@@ -88,15 +88,15 @@ impl DispatchKey {
         Ok(Self {
             key: kdf.finalize().into_bytes().into(),
             peer: *peer,
-            stream: stream_number(),
+            // Different for every key derived, within and across processes.
+            stream: crate::nip98::unique(),
             next: AtomicU64::new(0),
         })
     }
 
     /// The MAC of one dispatch.
     fn mac(&self, fields: &Fields<'_>, body: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        for part in [
+        self.hmac(&[
             LABEL,
             fields.method.to_ascii_uppercase().as_bytes(),
             fields.url.as_bytes(),
@@ -104,24 +104,18 @@ impl DispatchKey {
             fields.at.to_string().as_bytes(),
             fields.seq.as_bytes(),
             hex::encode(Sha256::digest(body)).as_bytes(),
-        ] {
+        ])
+    }
+
+    /// HMAC-SHA256 under this key of `parts`, each followed by a newline.
+    fn hmac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        for part in parts {
             mac.update(part);
             mac.update(b"\n");
         }
         mac.finalize().into_bytes().into()
     }
-}
-
-/// A random stream number, different for every key derived (within and across processes).
-fn stream_number() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// Domain of a receipt's MAC.
@@ -148,11 +142,7 @@ impl DispatchKey {
     }
 
     fn receipt_mac_bytes(&self, receipt: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(RECEIPT_LABEL);
-        mac.update(b"\n");
-        mac.update(receipt);
-        mac.finalize().into_bytes().into()
+        self.hmac(&[RECEIPT_LABEL, receipt])
     }
 }
 

@@ -152,12 +152,23 @@ pub fn tagged_authorization_at(
 /// server accepts each event once). Unique, not secret: the time in nanoseconds and a per-process
 /// random number that changes with every call.
 pub(crate) fn nonce() -> String {
-    use std::hash::{BuildHasher, Hasher};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    format!("{nanos:x}{random:016x}")
+    format!("{nanos:x}{:016x}", unique())
+}
+
+/// A number unique to each call, not secret: std's per-process random hash keys, which change
+/// with every call, over the time in nanoseconds.
+pub(crate) fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 fn tag(parts: &[&str]) -> Tag {

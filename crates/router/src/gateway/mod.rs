@@ -82,6 +82,20 @@ fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> Arc<Vec<choo
 /// their keys are node names the router's operator lists or nodes registered, not a client's.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The value of `key` in `map`, made (default) when missing. Unlike `entry`, it copies the key
+/// only when it is new: these maps are updated with every job.
+fn slot<'m, K, Q, V>(map: &'m mut FastMap<K, V>, key: &Q) -> &'m mut V
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    V: Default,
+{
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("just made")
+}
+
 /// Latency per container set and node (a moving average, ms), at most [`MAX_LATENCY_KEYS`] pairs:
 /// by container set first, so that a decision finds its set once and then each node by name.
 #[derive(Debug, Default)]
@@ -105,11 +119,7 @@ impl Latencies {
         if self.pairs >= MAX_LATENCY_KEYS {
             return;
         }
-        if !self.by.contains_key(containers) {
-            self.by.insert(containers.to_vec(), FastMap::default());
-        }
-        let nodes = self.by.get_mut(containers).expect("just made");
-        nodes.insert(node.to_string(), latency);
+        slot(&mut self.by, containers).insert(node.to_string(), latency);
         self.pairs += 1;
     }
 }
@@ -604,10 +614,7 @@ impl Gateway {
         self.samples.job(node, ok, latency_ms);
         {
             let mut records = self.records.write().expect("records poisoned");
-            if !records.contains_key(node) {
-                records.insert(node.to_string(), Record::default());
-            }
-            let r = records.get_mut(node).expect("just made");
+            let r = slot(&mut records, node);
             if ok {
                 if let Some(l) = latency_ms {
                     let timed = r.jobs_ok.max(1) as f64;
@@ -625,10 +632,7 @@ impl Gateway {
                 .add(containers, node, l as f64);
         }
         let mut tally = self.unsaved.lock().expect("tally poisoned");
-        if !tally.contains_key(node) {
-            tally.insert(node.to_string(), Default::default());
-        }
-        let t = tally.get_mut(node).expect("just made");
+        let t = slot(&mut tally, node);
         if ok {
             t.0 += 1;
             t.2 += latency_ms.unwrap_or(0).max(0);
