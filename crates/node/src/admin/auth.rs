@@ -87,11 +87,8 @@ impl OperatorAuth {
     }
 
     /// The key shared with `router`, when it has one (see [`OperatorAuth::sharing_keys`]).
-    pub fn shared_key(&self, router: &PublicKey) -> Option<Arc<DispatchKey>> {
-        self.shared
-            .iter()
-            .find(|(k, _)| k == router)
-            .map(|(_, key)| key.clone())
+    pub fn shared_key(&self, router: &PublicKey) -> Option<&Arc<DispatchKey>> {
+        self.shared.iter().find(|(k, _)| k == router).map(|(_, key)| key)
     }
 
     /// The operators allowed.
@@ -126,7 +123,7 @@ impl OperatorAuth {
         match authorization {
             Some(header) if dispatch::is_mac(header) => {
                 let stated = stated.unwrap_or_default();
-                let key_of = |k: &PublicKey| self.shared.iter().find(|(s, _)| s == k).map(|(_, key)| &**key);
+                let key_of = |k: &PublicKey| self.shared_key(k).map(|key| &**key);
                 let router = self.received(method, path_and_query, body, |received| {
                     self.verifier.verify_mac(header, received, stated, now, key_of)
                 })?;

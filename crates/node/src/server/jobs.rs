@@ -282,7 +282,7 @@ impl Trailers {
     /// Trailers for a stream `router` dispatched.
     pub(super) fn to(state: &AppState, router: super::routed::RoutedBy) -> Self {
         Self {
-            mac: state.routers.as_ref().and_then(|r| r.shared_key(&router.0)),
+            mac: state.routers.as_ref().and_then(|r| r.shared_key(&router.0)).cloned(),
         }
     }
 }
