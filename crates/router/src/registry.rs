@@ -243,13 +243,27 @@ pub struct Snapshot {
     /// Candidates per requested container set, in order (see [`ranking`]); built on first use
     /// and dropped with the snapshot.
     pub orders: Mutex<HashMap<Vec<String>, Arc<Vec<usize>>>>,
-    /// The nodes' terms per container set and price unit, in `available`'s order (see
+    /// The terms of the nodes that serve each container set asked for (see
     /// [`crate::choose::Terms`]); built on first use and dropped with the snapshot.
-    pub terms: Mutex<HashMap<(Vec<String>, String), TermsOf>>,
+    pub terms: Mutex<TermsCache>,
 }
 
-/// The nodes' terms for one container set and price unit, in a snapshot's order.
-pub type TermsOf = Arc<Vec<crate::choose::Terms>>;
+/// The nodes that serve one container set (their positions in `available`) and their terms for
+/// it, in a price unit.
+pub type TermsOf = Arc<Vec<(u32, crate::choose::Terms)>>;
+
+/// Nodes' terms kept per snapshot at most, over every container set (about 32 bytes each): a
+/// client naming many container sets cannot make a snapshot hold a copy of the fleet for each.
+pub const MAX_TERMS: usize = 1_000_000;
+
+/// A snapshot's [`TermsOf`] per container set and price unit, [`MAX_TERMS`] entries at most.
+#[derive(Debug, Default)]
+pub struct TermsCache {
+    /// By container set and unit.
+    pub sets: HashMap<(Vec<String>, String), TermsOf>,
+    /// Entries over all sets.
+    pub entries: usize,
+}
 
 struct Table {
     nodes: BTreeMap<String, NodeState>,

@@ -47,7 +47,7 @@ use crate::{
         nodes::NodeSeen,
         now_ms,
     },
-    registry::{NodeReport, Registry, Snapshot},
+    registry::{NodeReport, Registry, Snapshot, TermsOf},
 };
 use dispatch::Call;
 
@@ -58,22 +58,27 @@ const MAX_LATENCY_KEYS: usize = 100_000;
 
 /// The terms of `snapshot`'s nodes for `containers` in `unit`, in its order: read from the
 /// reports on first use and kept with the snapshot (for up to 1,024 container sets).
-fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> Arc<Vec<choose::Terms>> {
+fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> TermsOf {
     let key = (containers.to_vec(), unit.to_string());
-    if let Some(terms) = snapshot.terms.lock().expect("terms poisoned").get(&key) {
+    if let Some(terms) = snapshot.terms.lock().expect("terms poisoned").sets.get(&key) {
         return terms.clone();
     }
     // Read outside the lock: other decisions go on meanwhile (two may read the same set).
-    let terms: Arc<Vec<choose::Terms>> = Arc::new(
+    let terms: TermsOf = Arc::new(
         snapshot
             .available
             .iter()
-            .map(|n| choose::Terms::of(containers, unit, &n.report))
+            .enumerate()
+            .map(|(i, n)| (i as u32, choose::Terms::of(containers, unit, &n.report)))
+            .filter(|(_, t)| t.serves)
             .collect(),
     );
     let mut cache = snapshot.terms.lock().expect("terms poisoned");
-    if cache.len() < 1024 {
-        cache.insert(key, terms.clone());
+    // An empty set (nobody serves these containers) costs an entry too.
+    let cost = terms.len().max(1);
+    if cache.entries + cost <= crate::registry::MAX_TERMS && !cache.sets.contains_key(&key) {
+        cache.entries += cost;
+        cache.sets.insert(key, terms.clone());
     }
     terms
 }
@@ -508,24 +513,34 @@ impl Gateway {
             r
         };
         let a = ask.as_ask(&self.settings.price_unit);
-        let terms = terms(&snapshot, &ask.containers, &self.settings.price_unit);
-        let healthy = snapshot.available.iter().zip(terms.iter()).map(|(n, terms)| Candidate {
-            node: &n.key,
-            healthy: true,
-            last_error: None,
-            uptime: n.uptime,
-            report: &n.report,
-            record: record(&n.key),
-            terms: Some(*terms),
-        });
+        let candidate = |i: usize, terms| {
+            let n = &snapshot.available[i];
+            Candidate {
+                node: &n.key,
+                healthy: true,
+                last_error: None,
+                uptime: n.uptime,
+                report: &n.report,
+                record: record(&n.key),
+                terms,
+            }
+        };
         if !explain {
-            let choice = choose::choose(&a, healthy, false);
-            // The positions are the snapshot's: counted in the one decided with.
-            for &(i, filter) in choice.left_out.iter().filter(|_| jobs > 0) {
-                snapshot.available[i].passed_over.count(filter, jobs);
+            // Only the nodes that serve the containers are looked at; the others are counted.
+            let serving = terms(&snapshot, &ask.containers, &self.settings.price_unit);
+            let nodes = serving.iter().map(|&(i, terms)| candidate(i as usize, Some(terms)));
+            let mut choice = choose::choose(&a, nodes, false);
+            choice.counts[choose::Filter::Containers as usize] += snapshot.available.len() - serving.len();
+            // Counted in the snapshot decided with, at the nodes' positions there.
+            for (at, filter) in &mut choice.left_out {
+                *at = serving[*at].0 as usize;
+                if jobs > 0 {
+                    snapshot.available[*at].passed_over.count(*filter, jobs);
+                }
             }
             return choice;
         }
+        let healthy = (0..snapshot.available.len()).map(|i| candidate(i, None));
         let unhealthy: Vec<(String, Option<String>, NodeReport)> = self
             .registry
             .view(Instant::now())
