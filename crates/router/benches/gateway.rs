@@ -14,6 +14,10 @@
 //! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
 //! (default 500); `BENCH_ONLY=chooser` runs the decisions only. `BENCH_ROUTER_B=<binary>` runs a
 //! second router build beside the first (same key, its own database), measured in the same run.
+//! `BENCH_PIN=1` models a router on a machine of its own: the routers run on CPU 0, and the node,
+//! `hello-world` and the clients on CPU 1, so that direct and gateway runs give the node's side the
+//! same one core, and the router's work does not take the node's CPU (on two cores, unpinned, the
+//! router and the node share them, and the ratio measures their sum).
 
 use std::{
     collections::BTreeMap,
@@ -238,8 +242,24 @@ fn chooser(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> [(Durati
     [through_gateway, (percentile(&times, 0.5), percentile(&times, 0.99))]
 }
 
+/// Pins the process `pid` (its threads to come: those it starts inherit the mask) to `cpu`,
+/// with util-linux's `taskset`.
+fn pin(pid: u32, cpu: u32) {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux)");
+    assert!(status.success(), "taskset -p -c {cpu} {pid}: {status}");
+}
+
 fn main() {
     infernet_service::install_tls_provider();
+    // Before any thread starts: the runtime's workers, the node and hello-world inherit CPU 1.
+    let pinned = std::env::var("BENCH_PIN").is_ok_and(|v| v == "1");
+    if pinned {
+        pin(std::process::id(), 1);
+    }
     let seconds = Duration::from_secs(env_or("BENCH_SECONDS", 3));
     let n = env_or("BENCH_SEQUENTIAL", 500);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -304,13 +324,30 @@ fn main() {
     if let Some(b) = std::env::var_os("BENCH_ROUTER_B") {
         routers.push(start_router(std::path::Path::new(&b), &ips, &key_file, dir.path(), "b"));
     }
+    if pinned {
+        for (_, router) in &routers {
+            // Every thread the router has started.
+            let status = Command::new("taskset")
+                .args(["-a", "-p", "-c", "0", &router.0.id().to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .expect("taskset (util-linux)");
+            assert!(status.success(), "taskset the router: {status}");
+        }
+    }
     for (port, _) in &routers {
         runtime.block_on(listed(*port));
     }
 
     let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
     let node = format!("http://127.0.0.1:{node_port}");
-    println!("gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput");
+    println!(
+        "gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput{}",
+        match pinned {
+            true => "; pinned: routers on CPU 0, node, hello-world and clients on CPU 1",
+            false => "",
+        }
+    );
     for (label, direct, gateway) in [
         ("stream", "/api/jobs/stream", "/api/v1/jobs/stream"),
         ("async ", "/api/jobs", "/api/v1/jobs"),
@@ -338,8 +375,12 @@ fn main() {
                 ms(gp50.saturating_sub(dp50)),
             );
         }
+        let node_before = cpu_time(_node.id());
         let dt = runtime.block_on(throughput(&direct, body, seconds));
-        println!("{label} {CLIENTS} clients: direct {dt:.0} req/s");
+        println!(
+            "{label} {CLIENTS} clients: direct {dt:.0} req/s | CPU per direct job: node {:.0} µs",
+            (cpu_time(_node.id()) - node_before).as_secs_f64() * 1e6 / (dt * seconds.as_secs_f64()).max(1.0)
+        );
         for ((port, router), name) in routers.iter().zip(["gateway", "gateway B"]) {
             let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(router.0.id()));
             let gt = runtime.block_on(throughput(&format!("http://127.0.0.1:{port}{gateway}"), body, seconds));

@@ -249,57 +249,75 @@ fn take(m: Msg, batch: &mut Vec<Record>, waiters: &mut Vec<oneshot::Sender<bool>
     }
 }
 
+/// Ledger rows per statement at most (13 parameters each: well under both dialects' limits).
+const LEDGER_ROWS_PER_STATEMENT: usize = 500;
+
 /// One transaction for the whole batch: its rows, and what they add to the ledger's day sums.
+/// The ledger rows go in multi-row statements: each statement is a round trip to the database
+/// (for SQLite, to sqlx's connection thread and back), which cost more than the row itself.
 async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
+    let numbered = db.dialect() == super::Dialect::Postgres;
+    let rows: Vec<(&LedgerRow, String)> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Record::Ledger(row) => Some(row),
+            Record::Metrics(_) => None,
+        })
+        .map(|row| {
+            serde_json::to_string(&row.containers)
+                .map(|containers| (row, containers))
+                .map_err(|e| DbError::BadValue {
+                    column: "containers",
+                    value: e.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
     on_pool!(db, |p| {
         let mut tx = p.begin().await?;
         let mut added = ledger_days::Added::default();
+        for chunk in rows.chunks(LEDGER_ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(ledger::insert(chunk.len(), numbered)));
+            for (r, containers) in chunk {
+                q = q
+                    .bind(&r.job_id)
+                    .bind(&r.client)
+                    .bind(&r.api_key_id)
+                    .bind(&r.node)
+                    .bind(&r.operator)
+                    .bind(containers)
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(&r.outcome)
+                    .bind(r.duration_ms)
+                    .bind(r.price)
+                    .bind(&r.unit)
+                    .bind(&r.receipt);
+            }
+            let mut inserted: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+            // A row written twice is kept once, and counted once.
+            for (r, containers) in chunk {
+                if inserted.remove(&r.job_id) {
+                    added.add(r, containers.clone());
+                }
+            }
+        }
         for record in batch {
-            match record {
-                Record::Ledger(r) => {
-                    let containers = serde_json::to_string(&r.containers).map_err(|e| DbError::BadValue {
-                        column: "containers",
-                        value: e.to_string(),
-                    })?;
-                    let inserted = sqlx::query(ledger::INSERT)
-                        .bind(&r.job_id)
-                        .bind(&r.client)
-                        .bind(&r.api_key_id)
-                        .bind(&r.node)
-                        .bind(&r.operator)
-                        .bind(&containers)
-                        .bind(r.started_at)
-                        .bind(r.finished_at)
-                        .bind(&r.outcome)
-                        .bind(r.duration_ms)
-                        .bind(r.price)
-                        .bind(&r.unit)
-                        .bind(&r.receipt)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    // A row written twice is kept once, and counted once.
-                    if inserted == 1 {
-                        added.add(r, containers);
-                    }
-                }
-                Record::Metrics(s) => {
-                    sqlx::query(metrics::ADD)
-                        .bind(&s.node)
-                        .bind(s.minute)
-                        .bind(s.jobs_ok)
-                        .bind(s.jobs_failed)
-                        .bind(s.latency_ms_sum)
-                        .bind(s.probes_ok)
-                        .bind(s.probes_failed)
-                        .bind(s.excluded_price)
-                        .bind(s.excluded_hours)
-                        .bind(s.excluded_hardware)
-                        .bind(s.excluded_health)
-                        .bind(s.excluded_load)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            if let Record::Metrics(s) = record {
+                sqlx::query(metrics::ADD)
+                    .bind(&s.node)
+                    .bind(s.minute)
+                    .bind(s.jobs_ok)
+                    .bind(s.jobs_failed)
+                    .bind(s.latency_ms_sum)
+                    .bind(s.probes_ok)
+                    .bind(s.probes_failed)
+                    .bind(s.excluded_price)
+                    .bind(s.excluded_hours)
+                    .bind(s.excluded_hardware)
+                    .bind(s.excluded_health)
+                    .bind(s.excluded_load)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         for ((node, day, operator, containers), s) in &added.0 {

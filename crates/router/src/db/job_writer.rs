@@ -20,15 +20,24 @@
 //! so a read through this replica right after an answer finds the job. Another replica sees it
 //! once its commit is done.
 //!
+//! A row can also be held back ([`JobWriter::put_later`]): a stream's running row waits
+//! [`JobWriterSettings::hold`] before it joins a commit, and a newer row of the job (its end)
+//! replaces it meanwhile, so that a stream shorter than that writes one row, not two (the running
+//! row was a tenth of the gateway's work per streamed job). A read of the job through this
+//! replica ([`JobWriter::settle`], [`JobWriter::flush`]) commits a held row at once; another
+//! replica sees a stream that runs longer than the hold once it has passed.
+//!
 //! An upsert never undoes what another writer did: a row that already ended (cancelled, or
 //! finished by a read) or that a later attempt holds is left alone, and the caller told so
 //! ([`JobWriter::put_acked`] answers `false`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
+
+use tokio::time::Instant;
 
 use infernet_service::retry::{RetryPolicy, Sleeper};
 use tokio::sync::{Notify, oneshot, watch};
@@ -47,6 +56,8 @@ pub struct JobWriterSettings {
     /// How a commit that failed with a retryable error is retried (default: from 10 ms, up to
     /// 5 s apart, for as long as it takes; the rows wait meanwhile).
     pub retry: RetryPolicy,
+    /// How long a row handed over with [`JobWriter::put_later`] is held back (default 1 s).
+    pub hold: Duration,
 }
 
 impl Default for JobWriterSettings {
@@ -58,6 +69,7 @@ impl Default for JobWriterSettings {
                 max_delay: Duration::from_secs(5),
                 max_attempts: u32::MAX,
             },
+            hold: Duration::from_secs(1),
         }
     }
 }
@@ -73,6 +85,10 @@ struct Pending {
 struct State {
     /// Rows waiting for the next commit, by job id (a newer row of a job replaces the older).
     waiting: HashMap<String, Pending>,
+    /// Rows held back, by job id, with when they join a commit.
+    held: HashMap<String, (Job, Instant)>,
+    /// Held rows in the order they are due (an entry whose row was replaced is skipped).
+    due: VecDeque<(Instant, String)>,
     /// Ids in the commit in flight.
     committing: HashMap<String, u64>,
     /// Sequence number of the last row handed over.
@@ -139,7 +155,12 @@ impl JobWriter {
                 let mut state = inner.state.lock().expect("job writer poisoned");
                 if state.closed {
                     true
-                } else if state.waiting.len() < inner.settings.capacity || state.waiting.contains_key(&job.id) {
+                } else if state.waiting.len() + state.held.len() < inner.settings.capacity
+                    || state.waiting.contains_key(&job.id)
+                    || state.held.contains_key(&job.id)
+                {
+                    // A held row of the job is replaced by this one.
+                    state.held.remove(&job.id);
                     state.seq += 1;
                     let seq = state.seq;
                     let entry = state.waiting.entry(job.id.clone()).or_insert_with(|| Pending {
@@ -178,10 +199,45 @@ impl JobWriter {
         }
     }
 
-    /// Waits until the pending row of job `id`, if any, is committed.
+    /// Hands over `job`'s row to join a commit once [`JobWriterSettings::hold`] has passed,
+    /// unless a newer row of the job replaces it first, or a read asks for it (which commits it
+    /// at once). When the writer is full or stopped, it is handed over as by [`JobWriter::put`].
+    pub async fn put_later(&self, job: Job) {
+        let inner = &self.0;
+        {
+            let mut state = inner.state.lock().expect("job writer poisoned");
+            let room = state.waiting.len() + state.held.len() < inner.settings.capacity;
+            if !state.closed && room && !state.waiting.contains_key(&job.id) {
+                if state.due.len() >= 2 * inner.settings.capacity {
+                    // Entries of rows replaced since: dropped, so that `due` stays bounded.
+                    let State { held, due, .. } = &mut *state;
+                    due.retain(|(at, id)| held.get(id).is_some_and(|(_, held_at)| held_at == at));
+                }
+                let at = Instant::now() + inner.settings.hold;
+                // Rows are due in the order they are held: the writer, when it waits for one
+                // already, wakes for this one after it, and needs no wake-up now.
+                let first = state.due.is_empty();
+                state.due.push_back((at, job.id.clone()));
+                state.held.insert(job.id.clone(), (job, at));
+                drop(state);
+                if first {
+                    inner.work.notify_one();
+                }
+                return;
+            }
+        }
+        self.put(job).await;
+    }
+
+    /// Waits until the pending row of job `id`, if any, is committed (a held row is committed
+    /// now).
     pub async fn settle(&self, id: &str) {
         let target = {
-            let state = self.0.state.lock().expect("job writer poisoned");
+            let mut state = self.0.state.lock().expect("job writer poisoned");
+            if state.held.contains_key(id) {
+                promote(&mut state, id);
+                self.0.work.notify_one();
+            }
             match (state.waiting.get(id), state.committing.get(id)) {
                 (Some(p), _) => p.seq,
                 (None, Some(&seq)) => seq,
@@ -191,16 +247,23 @@ impl JobWriter {
         self.committed(target).await;
     }
 
-    /// Waits until every row handed over so far is committed.
+    /// Waits until every row handed over so far is committed (held rows too, now).
     pub async fn flush(&self) {
-        let target = self.0.state.lock().expect("job writer poisoned").seq;
+        let target = {
+            let mut state = self.0.state.lock().expect("job writer poisoned");
+            if !state.held.is_empty() {
+                promote_all(&mut state);
+                self.0.work.notify_one();
+            }
+            state.seq
+        };
         self.committed(target).await;
     }
 
-    /// Rows waiting for a commit (the one in flight included).
+    /// Rows waiting for a commit (the one in flight and held rows included).
     pub fn backlog(&self) -> usize {
         let state = self.0.state.lock().expect("job writer poisoned");
-        state.waiting.len() + state.committing.len()
+        state.waiting.len() + state.committing.len() + state.held.len()
     }
 
     /// Commits until `shutdown`, then what is left; rows handed over after that are written by
@@ -209,14 +272,26 @@ impl JobWriter {
         let inner = &self.0;
         loop {
             let stopping = shutdown.is_cancelled();
-            let batch = {
+            let (batch, next_due) = {
                 let mut state = inner.state.lock().expect("job writer poisoned");
                 if stopping {
                     state.closed = true;
+                    promote_all(&mut state);
+                }
+                let now = Instant::now();
+                while let Some((at, id)) = state.due.front().cloned() {
+                    if at > now {
+                        break;
+                    }
+                    state.due.pop_front();
+                    // Only when the held row is still this one (not replaced, nor taken).
+                    if state.held.get(&id).is_some_and(|(_, held_at)| *held_at == at) {
+                        promote(&mut state, &id);
+                    }
                 }
                 let batch = std::mem::take(&mut state.waiting);
                 state.committing = batch.iter().map(|(id, p)| (id.clone(), p.seq)).collect();
-                batch
+                (batch, state.due.front().map(|(at, _)| *at))
             };
             if !batch.is_empty() {
                 self.commit(batch, &shutdown).await;
@@ -226,8 +301,15 @@ impl JobWriter {
             }
             let has_more = !inner.state.lock().expect("job writer poisoned").waiting.is_empty();
             if !has_more {
+                let due = async {
+                    match next_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = inner.work.notified() => {}
+                    () = due => {}
                     () = shutdown.cancelled() => {}
                 }
             }
@@ -273,6 +355,32 @@ impl JobWriter {
             }
         }
     }
+}
+
+/// Moves job `id`'s held row, if any, to the rows waiting for the next commit. Its entry in
+/// `due` is left to be skipped.
+fn promote(state: &mut State, id: &str) {
+    if let Some((id, (job, _))) = state.held.remove_entry(id) {
+        state.seq += 1;
+        let seq = state.seq;
+        state.waiting.insert(
+            id,
+            Pending {
+                job,
+                seq,
+                acks: Vec::new(),
+            },
+        );
+    }
+}
+
+/// [`promote`] for every held row.
+fn promote_all(state: &mut State) {
+    let ids: Vec<String> = state.held.keys().cloned().collect();
+    for id in ids {
+        promote(state, &id);
+    }
+    state.due.clear();
 }
 
 /// Upserts `rows` (distinct ids), atomically: the ids whose row was written. One statement when
@@ -332,25 +440,7 @@ fn statement(rows: usize, numbered: bool) -> String {
         "INSERT INTO jobs (id, client, idempotency_key, containers, status, node, node_job, attempt, \
          lease_owner, lease_until, callback_url, error, created_at, updated_at, finished_at) VALUES ",
     );
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 0..COLS {
-            if c > 0 {
-                sql.push(',');
-            }
-            match numbered {
-                true => {
-                    use std::fmt::Write;
-                    let _ = write!(sql, "${}", r * COLS + c + 1);
-                }
-                false => sql.push('?'),
-            }
-        }
-        sql.push(')');
-    }
+    super::push_values(&mut sql, rows, COLS, numbered);
     sql.push_str(
         " ON CONFLICT (id) DO UPDATE SET status = excluded.status, node = COALESCE(excluded.node, jobs.node), \
          node_job = COALESCE(excluded.node_job, jobs.node_job), attempt = excluded.attempt, \

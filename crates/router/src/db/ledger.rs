@@ -47,12 +47,18 @@ macro_rules! cols {
     };
 }
 
-/// Inserts one row; the 13 parameters in [`cols!`] order. A row already there is kept.
-pub(super) const INSERT: &str = concat!(
-    "INSERT INTO ledger (",
-    cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (job_id) DO NOTHING"
-);
+/// Columns of a ledger row, as [`cols!`] names them.
+pub(super) const COLS: usize = 13;
+
+/// Inserts `rows` rows, each its 13 parameters in [`cols!`] order; a row already there is kept.
+/// Returns the ids of the rows it inserted.
+pub(super) fn insert(rows: usize, numbered: bool) -> String {
+    let mut sql = String::with_capacity(200 + rows * 60);
+    sql.push_str(concat!("INSERT INTO ledger (", cols!(), ") VALUES "));
+    super::push_values(&mut sql, rows, COLS, numbered);
+    sql.push_str(" ON CONFLICT (job_id) DO NOTHING RETURNING job_id");
+    sql
+}
 
 from_row!(LedgerRow, |row| {
     let containers: String = row.try_get("containers")?;

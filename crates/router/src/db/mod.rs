@@ -203,6 +203,29 @@ pub enum Pool {
     Postgres(PgPool),
 }
 
+/// Appends `(…),(…)`: `rows` groups of `cols` parameters, `$n` numbered from 1 for PostgreSQL
+/// and anonymous `?` for SQLite (whose lookup of numbered parameters grows with their count,
+/// squared over a statement): the `VALUES` of a multi-row insert.
+pub(crate) fn push_values(sql: &mut String, rows: usize, cols: usize, numbered: bool) {
+    use std::fmt::Write;
+    sql.reserve(rows * cols * 5);
+    for r in 0..rows {
+        sql.push_str(if r > 0 { ",(" } else { "(" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            match numbered {
+                true => {
+                    let _ = write!(sql, "${}", r * cols + c + 1);
+                }
+                false => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+}
+
 /// Runs `$body` with `$pool` bound to the dialect's pool; the second form also binds `$sql` to the
 /// dialect's statement. The body is compiled once per dialect.
 macro_rules! on_pool {

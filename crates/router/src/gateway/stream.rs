@@ -125,10 +125,11 @@ async fn open_on(
         .await
         .unwrap_or(Err(NodeError::LateStart))
         .map_err(|e| Attempt::Failed(e.to_string()))?;
-    // The job's row, naming its node, is handed to the group-commit writer, and the stream goes
-    // on without waiting for its commit: a crash in between loses the row (the README says so).
+    // The job's row, naming its node, is held by the group-commit writer and replaced by the
+    // stream's end when it comes first; the stream goes on without waiting for a commit: a crash
+    // in between loses the row (the README says so).
     let job = on_node(gw, job, node, Some(&node_job));
-    gw.jobs.put(job.clone()).await;
+    gw.jobs.put_later(job.clone()).await;
     let first = Bytes::from([format!("{}\n", job.id).into_bytes(), rest].concat());
     let finish = Finish {
         gw: gw.clone(),

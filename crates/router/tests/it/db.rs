@@ -244,6 +244,7 @@ on_both!(
     an_alert_fires_once_per_replica_set_and_resolves_once,
     a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
     job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none,
+    a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due,
     a_links_holder_is_recorded_renewed_moved_and_lapses,
 );
 
@@ -1069,6 +1070,58 @@ async fn job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none(backe
     assert!(db.job("at-stop").await.unwrap().is_some());
     assert!(writer.put_acked(running("after-stop", None)).await);
     assert!(db.job("after-stop").await.unwrap().is_some());
+}
+
+/// A held row (a stream's running row) is not written while held; a newer row of the job (its
+/// end) replaces it, so only that is written; a read through the writer, its hold passing or a
+/// stop write it.
+async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let settings = |hold| JobWriterSettings {
+        hold,
+        ..Default::default()
+    };
+    let writer = JobWriter::new(db.clone(), settings(Duration::from_secs(3600)));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    // Replaced by its end: only the end is written, and nothing stays behind.
+    writer.put_later(running("short", Some("n1"))).await;
+    // A commit after it does not take it.
+    let other = writer.put(running("other", None)).await;
+    writer.committed(other).await;
+    assert!(db.job("other").await.unwrap().is_some());
+    assert!(db.job("short").await.unwrap().is_none(), "a held row was written");
+    let done = Job {
+        status: JobStatus::Succeeded,
+        finished_at: Some(2_000),
+        ..running("short", Some("n1"))
+    };
+    assert!(writer.put_acked(done).await);
+    assert_eq!(db.job("short").await.unwrap().unwrap().status, JobStatus::Succeeded);
+    assert_eq!(writer.backlog(), 0);
+    // Read through the writer: written at once.
+    writer.put_later(running("read", Some("n2"))).await;
+    writer.settle("read").await;
+    assert_eq!(db.job("read").await.unwrap().unwrap().node.as_deref(), Some("n2"));
+    // A stop writes what is held.
+    writer.put_later(running("at-stop", Some("n3"))).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert!(db.job("at-stop").await.unwrap().is_some());
+    // Its hold passed: written without a read.
+    let writer = JobWriter::new(db.clone(), settings(Duration::from_millis(50)));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    writer.put_later(running("long", Some("n4"))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while writer.backlog() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the held row was never written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.job("long").await.unwrap().unwrap().status, JobStatus::Running);
+    stop.cancel();
+    task.await.unwrap();
 }
 
 /// Which replica holds a link: the newest hello wins, a holder's close does not take a link that
