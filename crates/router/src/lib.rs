@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod body;
 pub mod choose;
 pub mod db;
+pub mod front;
 pub mod gateway;
 pub mod keys;
 pub mod ledger;
@@ -36,7 +37,6 @@ pub mod ui;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use infernet_service::{
-    http::RouterService,
     rate_limit::RateLimiter,
     tasks::{TaskError, TaskManager},
 };
@@ -260,6 +260,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         ui::history::run(history_db, history, history_shutdown).await;
         Ok::<_, std::convert::Infallible>(())
     });
+    let front_state = state.clone();
     let app = server::app(state, max_body);
     let limits = settings.limits;
     let tls = match &settings.tls {
@@ -267,7 +268,7 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
         None => None,
     };
     tasks.spawn_critical("rest-server", async move {
-        let make = |peer| RouterService::new(app.clone(), peer);
+        let make = |peer| front::Front::new(front_state.clone(), app.clone(), peer);
         match tls {
             Some(acceptor) => {
                 infernet_service::http::serve_tls(listener, acceptor, limits, shutdown, DRAIN, make).await

@@ -81,7 +81,6 @@ fn client_ip(state: &RouterState, peer: SocketAddr, headers: &HeaderMap) -> IpAd
 #[derive(Clone)]
 struct Limited {
     state: Arc<RouterState>,
-    route: &'static str,
     counter: usize,
 }
 
@@ -91,28 +90,52 @@ async fn rate_limit(
     mut req: Request,
     next: Next,
 ) -> Response {
-    l.state.requests[l.counter].fetch_add(1, Ordering::Relaxed);
-    // A client with an API key is held to its key's quotas instead of its address's limit. (A
-    // heartbeat's bearer is the registration token, not an API key.)
-    if l.route != REGISTER_ROUTE
+    match admit(&l.state, l.counter, peer, &mut req).await {
+        Ok(Admitted::Keyed) => next.run(req).await,
+        Ok(Admitted::Limited(allowed)) => allowed.stamp(&l.state.limiter, next.run(req).await),
+        Err(refused) => refused,
+    }
+}
+
+/// How a request was let through [`admit`].
+pub(crate) enum Admitted {
+    /// With an API key, checked (and charged, for a job): a [`crate::keys::Keyed`] extension.
+    Keyed,
+    /// Within its address's limit: the answer is to be stamped with the limit's headers.
+    Limited(rate_limit::Allowed),
+}
+
+/// Counts a request to the `counter`th of [`ROUTES`] and lets it through, or answers it: a client
+/// with an API key is held to its key's quotas instead of its address's limit (a heartbeat's
+/// bearer is the registration token, not an API key).
+pub(crate) async fn admit(
+    state: &RouterState,
+    counter: usize,
+    peer: SocketAddr,
+    req: &mut Request,
+) -> Result<Admitted, Response> {
+    let route = ROUTES[counter];
+    state.requests[counter].fetch_add(1, Ordering::Relaxed);
+    if route != REGISTER_ROUTE
         && let Some(token) = crate::keys::bearer(req.headers())
     {
-        let db = &l.state.gateway.db();
-        let keyed = match crate::keys::check(db, token).await {
-            Ok(k) => k,
-            Err(e) => return e.into_response(),
-        };
-        if l.route == JOBS_ROUTE
-            && req.method() == axum::http::Method::POST
-            && let Err(e) = crate::keys::charge(db, &keyed, crate::db::now_ms()).await
-        {
-            return e.into_response();
+        let db = &state.gateway.db();
+        let keyed = crate::keys::check(db, token)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if route == JOBS_ROUTE && req.method() == axum::http::Method::POST {
+            crate::keys::charge(db, &keyed, crate::db::now_ms())
+                .await
+                .map_err(IntoResponse::into_response)?;
         }
         req.extensions_mut().insert(keyed);
-        return next.run(req).await;
+        return Ok(Admitted::Keyed);
     }
-    let client = client_ip(&l.state, peer, req.headers());
-    rate_limit::enforce(&l.state.limiter, l.route, client, req, next).await
+    let client = client_ip(state, peer, req.headers());
+    match state.limiter.admit(route, client) {
+        Ok(allowed) => Ok(Admitted::Limited(allowed)),
+        Err(refused) => Err(refused.into_response()),
+    }
 }
 
 /// `GET /api/v1/ips?container=…&n=3&offset=0`.
@@ -398,7 +421,13 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-const ROUTES: [&str; 8] = [
+/// The gateway's stream route (answered by [`crate::front::Front`] directly).
+pub const STREAM_ROUTE: &str = "/api/v1/jobs/stream";
+
+/// [`JOBS_ROUTE`]'s place in [`ROUTES`].
+pub(crate) const JOBS_COUNTER: usize = 4;
+
+pub(crate) const ROUTES: [&str; 8] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
@@ -418,7 +447,6 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         middleware::from_fn_with_state(
             Limited {
                 state: state.clone(),
-                route: ROUTES[i],
                 counter: i,
             },
             rate_limit,
@@ -456,7 +484,7 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
             "/api/v1/jobs/{id}",
             get(gateway::job).delete(gateway::cancel).route_layer(limited(4)),
         )
-        .route("/api/v1/jobs/stream", post(gateway::stream).route_layer(limited(4)))
+        .route(STREAM_ROUTE, post(gateway::stream).route_layer(limited(JOBS_COUNTER)))
         .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))

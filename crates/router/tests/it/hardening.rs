@@ -307,6 +307,24 @@ async fn every_error_is_json() {
         .unwrap();
     let e = check(r, 413).await;
     assert!(e.contains("larger than"), "{e}");
+    // The stream route (answered by the router's front, not the app) gives the same errors.
+    let r = c
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5 << 20])
+        .send()
+        .await
+        .unwrap();
+    let e = check(r, 413).await;
+    assert!(e.contains("larger than"), "{e}");
+    let r = c
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    let e = check(r, 400).await;
+    assert!(e.contains("not JSON"), "{e}");
 }
 
 #[test]

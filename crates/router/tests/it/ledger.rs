@@ -82,8 +82,12 @@ async fn issue(db: &Db, per_minute: Option<i64>, per_day: Option<i64>) -> (Strin
 }
 
 async fn submit(url: &str, key: &str) -> reqwest::Response {
+    submit_to(url, "/api/v1/jobs", key).await
+}
+
+async fn submit_to(url: &str, route: &str, key: &str) -> reqwest::Response {
     client()
-        .post(format!("{url}/api/v1/jobs"))
+        .post(format!("{url}{route}"))
         .bearer_auth(key)
         .json(&json!({"containers": ["x"], "data": {}}))
         .send()
@@ -91,9 +95,9 @@ async fn submit(url: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// A key with a quota of 3 jobs a minute: two routers on one database admit 3 between them, the
-/// 4th is refused with 429 and `Retry-After`; the key's holder lists its own 3 jobs; a revoked or
-/// made-up key is refused with 401.
+/// A key with a quota of 3 jobs a minute: two routers on one database admit 3 between them (one a
+/// stream), the 4th is refused with 429 and `Retry-After`, a stream too; the key's holder lists
+/// its own 3 jobs; a revoked or made-up key is refused with 401, on either route.
 async fn a_quota_refuses_the_next_job_across_two_routers(backend: Backend) {
     let router_key = Identity::generate();
     let fast = service(Duration::ZERO).await;
@@ -120,10 +124,18 @@ async fn a_quota_refuses_the_next_job_across_two_routers(backend: Backend) {
         .await;
     }
     early_in_a_minute().await;
-    for url in [&one, &two, &one] {
-        let r = submit(url, &key).await;
+    // The stream route is answered by the router's front, without the app's layers: the key is
+    // checked and charged there too.
+    for (url, route) in [
+        (&one, "/api/v1/jobs"),
+        (&two, "/api/v1/jobs/stream"),
+        (&one, "/api/v1/jobs"),
+    ] {
+        let r = submit_to(url, route, &key).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
+    let stream = submit_to(&one, "/api/v1/jobs/stream", &key).await;
+    assert_eq!(stream.status(), 429, "{}", stream.text().await.unwrap());
     let refused = submit(&two, &key).await;
     assert_eq!(refused.status(), 429);
     let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
@@ -161,10 +173,12 @@ async fn a_quota_refuses_the_next_job_across_two_routers(backend: Backend) {
         .await
         .unwrap();
     for bad in [key.as_str(), "ik_made_up"] {
-        let r = submit(&one, bad).await;
-        assert_eq!(r.status(), 401);
-        let body: Value = r.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains("unknown or revoked"), "{body}");
+        for route in ["/api/v1/jobs", "/api/v1/jobs/stream"] {
+            let r = submit_to(&one, route, bad).await;
+            assert_eq!(r.status(), 401, "{route}");
+            let body: Value = r.json().await.unwrap();
+            assert!(body["error"].as_str().unwrap().contains("unknown or revoked"), "{body}");
+        }
     }
 }
 

@@ -372,6 +372,43 @@ async fn bad_parameters_are_400_and_rate_limit_is_not_spoofable() {
         metrics.contains("infernet_router_requests_total{route=\"/api/v1/ips\"} 6"),
         "{metrics}"
     );
+    // The stream route (answered by the router's front, not the app's layers) spends the job
+    // routes' budget, says what is left, and is counted as they are.
+    let job = |route: &'static str| {
+        client()
+            .post(format!("{url}{route}"))
+            .json(&json!({"containers": ["x"], "data": {}}))
+            .send()
+    };
+    for (i, route) in ["/api/v1/jobs/stream", "/api/v1/jobs", "/api/v1/jobs/stream"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = job(route).await.unwrap();
+        assert_eq!(r.status(), 503, "{route}: no node serves x");
+        assert_eq!(
+            r.headers()["ratelimit-remaining"],
+            (4 - i).to_string().as_str(),
+            "{route}"
+        );
+    }
+    job("/api/v1/jobs").await.unwrap();
+    job("/api/v1/jobs/stream").await.unwrap();
+    let r = job("/api/v1/jobs/stream").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let metrics = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infernet_router_requests_total{route=\"/api/v1/jobs\"} 6"),
+        "{metrics}"
+    );
 }
 
 #[test]
