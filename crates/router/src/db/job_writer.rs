@@ -20,6 +20,12 @@
 //! so a read through this replica right after an answer finds the job. Another replica sees it
 //! once its commit is done.
 //!
+//! A row nobody waits for ([`JobWriter::put_acked_batched`]: a stream's end, whose ack only
+//! decides its ledger row; a held row whose hold passed) waits up to
+//! [`JobWriterSettings::gather`] for others to share its commit, unless a row somebody waits for
+//! (a submission's answer, a read) comes first: fewer, larger commits write each page once for many
+//! rows (one commit per stream wrote the same few pages to the WAL over and over).
+//!
 //! A row can also be held back ([`JobWriter::put_later`]): a stream's running row waits
 //! [`JobWriterSettings::hold`] before it joins a commit, and a newer row of the job (its end)
 //! replaces it meanwhile, so that a stream shorter than that writes one row, not two (the running
@@ -58,6 +64,8 @@ pub struct JobWriterSettings {
     pub retry: RetryPolicy,
     /// How long a row handed over with [`JobWriter::put_later`] is held back (default 1 s).
     pub hold: Duration,
+    /// How long a row nobody waits for waits for others before its commit starts (default 5 ms).
+    pub gather: Duration,
 }
 
 impl Default for JobWriterSettings {
@@ -70,6 +78,7 @@ impl Default for JobWriterSettings {
                 max_attempts: u32::MAX,
             },
             hold: Duration::from_secs(1),
+            gather: Duration::from_millis(5),
         }
     }
 }
@@ -89,6 +98,10 @@ struct State {
     held: HashMap<String, (Job, Instant)>,
     /// Held rows in the order they are due (an entry whose row was replaced is skipped).
     due: VecDeque<(Instant, String)>,
+    /// Somebody waits for a row of `waiting`: the next commit starts at once.
+    urgent: bool,
+    /// Since when the first row of `waiting` that nobody waits for has waited.
+    lazy_since: Option<Instant>,
     /// Ids in the commit in flight.
     committing: HashMap<String, u64>,
     /// Sequence number of the last row handed over.
@@ -129,7 +142,7 @@ impl JobWriter {
     /// Hands over `job`'s row for the next commit, waiting for room when the writer is
     /// `capacity` rows behind; the row's sequence number, for [`JobWriter::committed`].
     pub async fn put(&self, job: Job) -> u64 {
-        self.hand_over(job, None).await
+        self.hand_over(job, None, true).await
     }
 
     /// Waits until the row numbered `seq` (and every row handed over before it) is committed or
@@ -143,11 +156,19 @@ impl JobWriter {
     /// stored row had already ended or belongs to a later attempt, or the commit failed).
     pub async fn put_acked(&self, job: Job) -> bool {
         let (tx, rx) = oneshot::channel();
-        self.hand_over(job, Some(tx)).await;
+        self.hand_over(job, Some(tx), true).await;
         rx.await.unwrap_or(false)
     }
 
-    async fn hand_over(&self, job: Job, ack: Option<oneshot::Sender<bool>>) -> u64 {
+    /// [`JobWriter::put_acked`] for a row whose commit nobody else waits for: it may wait up to
+    /// [`JobWriterSettings::gather`] for other rows to share its commit.
+    pub async fn put_acked_batched(&self, job: Job) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.hand_over(job, Some(tx), false).await;
+        rx.await.unwrap_or(false)
+    }
+
+    async fn hand_over(&self, job: Job, ack: Option<oneshot::Sender<bool>>, urgent: bool) -> u64 {
         let inner = &self.0;
         let mut committed = inner.committed.subscribe();
         loop {
@@ -171,8 +192,11 @@ impl JobWriter {
                     entry.job = job;
                     entry.seq = seq;
                     entry.acks.extend(ack);
+                    let wake = mark(&mut state, urgent);
                     drop(state);
-                    inner.work.notify_one();
+                    if wake {
+                        inner.work.notify_one();
+                    }
                     return seq;
                 } else {
                     false
@@ -191,7 +215,8 @@ impl JobWriter {
                 }
                 return 0;
             }
-            // Full: wait for a commit to make room.
+            // Full: wait for a commit to make room (which starts at once).
+            inner.state.lock().expect("job writer poisoned").urgent = true;
             inner.work.notify_one();
             if committed.changed().await.is_err() {
                 return 0;
@@ -234,8 +259,9 @@ impl JobWriter {
     pub async fn settle(&self, id: &str) {
         let target = {
             let mut state = self.0.state.lock().expect("job writer poisoned");
-            if state.held.contains_key(id) {
-                promote(&mut state, id);
+            promote(&mut state, id);
+            if state.waiting.contains_key(id) {
+                state.urgent = true;
                 self.0.work.notify_one();
             }
             match (state.waiting.get(id), state.committing.get(id)) {
@@ -251,8 +277,9 @@ impl JobWriter {
     pub async fn flush(&self) {
         let target = {
             let mut state = self.0.state.lock().expect("job writer poisoned");
-            if !state.held.is_empty() {
-                promote_all(&mut state);
+            promote_all(&mut state);
+            if !state.waiting.is_empty() {
+                state.urgent = true;
                 self.0.work.notify_one();
             }
             state.seq
@@ -272,7 +299,7 @@ impl JobWriter {
         let inner = &self.0;
         loop {
             let stopping = shutdown.is_cancelled();
-            let (batch, next_due) = {
+            let (batch, wake) = {
                 let mut state = inner.state.lock().expect("job writer poisoned");
                 if stopping {
                     state.closed = true;
@@ -287,11 +314,26 @@ impl JobWriter {
                     // Only when the held row is still this one (not replaced, nor taken).
                     if state.held.get(&id).is_some_and(|(_, held_at)| *held_at == at) {
                         promote(&mut state, &id);
+                        mark(&mut state, false);
                     }
                 }
-                let batch = std::mem::take(&mut state.waiting);
+                let gathered = state.lazy_since.map(|since| since + inner.settings.gather);
+                let now_or_never = stopping
+                    || state.urgent
+                    || state.waiting.len() >= ROWS_PER_STATEMENT
+                    || gathered.is_some_and(|at| at <= now);
+                let batch = match now_or_never {
+                    true => {
+                        state.urgent = false;
+                        state.lazy_since = None;
+                        std::mem::take(&mut state.waiting)
+                    }
+                    false => HashMap::new(),
+                };
                 state.committing = batch.iter().map(|(id, p)| (id.clone(), p.seq)).collect();
-                (batch, state.due.front().map(|(at, _)| *at))
+                let due = state.due.front().map(|(at, _)| *at);
+                let gathered = state.lazy_since.map(|since| since + inner.settings.gather);
+                (batch, due.into_iter().chain(gathered).min())
             };
             if !batch.is_empty() {
                 self.commit(batch, &shutdown).await;
@@ -299,10 +341,13 @@ impl JobWriter {
             if stopping {
                 return;
             }
-            let has_more = !inner.state.lock().expect("job writer poisoned").waiting.is_empty();
+            let has_more = {
+                let state = inner.state.lock().expect("job writer poisoned");
+                state.urgent || state.waiting.len() >= ROWS_PER_STATEMENT
+            };
             if !has_more {
                 let due = async {
-                    match next_due {
+                    match wake {
                         Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
@@ -353,6 +398,23 @@ impl JobWriter {
             for ack in p.acks {
                 let _ = ack.send(ok);
             }
+        }
+    }
+}
+
+/// Notes a row handed over to `waiting`: one somebody waits for (`urgent`) starts the next commit
+/// at once; the first other one starts the gathering time. Whether the writer must wake for it
+/// (not for a row that joins others already gathering: the writer wakes for them).
+fn mark(state: &mut State, urgent: bool) -> bool {
+    match urgent {
+        true => {
+            state.urgent = true;
+            true
+        }
+        false => {
+            let first = state.lazy_since.is_none();
+            state.lazy_since.get_or_insert_with(Instant::now);
+            first
         }
     }
 }

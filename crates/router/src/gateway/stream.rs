@@ -248,7 +248,7 @@ impl Drop for Finish {
                 false => (JobStatus::Failed, Some("the stream ended early")),
             };
             let done = ended(&job, status, error);
-            if gw.jobs.put_acked(done.clone()).await {
+            if gw.jobs.put_acked_batched(done.clone()).await {
                 gw.record(&node, &job.containers, ok, Some(latency));
                 let receipt = match (ok, trailer, &done.node_job) {
                     (true, Some(receipt), _) => Some(receipt),

@@ -1074,12 +1074,14 @@ async fn job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none(backe
 
 /// A held row (a stream's running row) is not written while held; a newer row of the job (its
 /// end) replaces it, so only that is written; a read through the writer, its hold passing or a
-/// stop write it.
+/// stop write it. A row nobody waits for waits for company, up to its gathering time, unless a
+/// read asks for it.
 async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(backend: Backend) {
     let t = TestDb::new(backend);
     let db = t.open().await;
     let settings = |hold| JobWriterSettings {
         hold,
+        gather: hold,
         ..Default::default()
     };
     let writer = JobWriter::new(db.clone(), settings(Duration::from_secs(3600)));
@@ -1097,9 +1099,40 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
         finished_at: Some(2_000),
         ..running("short", Some("n1"))
     };
-    assert!(writer.put_acked(done).await);
+    // Its end waits for company (an hour here) until a read asks for it.
+    let end = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.put_acked_batched(done).await }
+    });
+    while writer.backlog() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // A row somebody waits for takes it along in its commit, which starts at once.
+    let other = writer.put(running("other-2", None)).await;
+    writer.committed(other).await;
+    assert!(end.await.unwrap());
     assert_eq!(db.job("short").await.unwrap().unwrap().status, JobStatus::Succeeded);
     assert_eq!(writer.backlog(), 0);
+    // Alone and not read, it waits all of its gathering time.
+    let end = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.put_acked_batched(running("lonely", None)).await }
+    });
+    while writer.backlog() == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), async {
+            while db.job("lonely").await.unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_err(),
+        "a row nobody waits for was committed before its gathering time"
+    );
+    writer.settle("lonely").await;
+    assert!(end.await.unwrap());
     // Read through the writer: written at once.
     writer.put_later(running("read", Some("n2"))).await;
     writer.settle("read").await;
@@ -1120,6 +1153,14 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(db.job("long").await.unwrap().unwrap().status, JobStatus::Running);
+    // A row nobody waits for is committed once its gathering time has passed.
+    let done = Job {
+        status: JobStatus::Succeeded,
+        finished_at: Some(3_000),
+        ..running("long", Some("n4"))
+    };
+    let end = tokio::time::timeout(Duration::from_secs(10), writer.put_acked_batched(done));
+    assert!(end.await.expect("committed within its gathering time"));
     stop.cancel();
     task.await.unwrap();
 }
