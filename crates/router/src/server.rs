@@ -421,7 +421,8 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 /// The rate-limit bucket of the gateway's job routes (batch items are charged to it too).
 pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 
-/// The gateway's stream route (answered by [`crate::front::Front`] directly).
+/// The gateway's stream route (answered by [`crate::front::Front`] directly; [`app`] names it
+/// too, spelled out for the OpenAPI test that reads the routes from the source).
 pub const STREAM_ROUTE: &str = "/api/v1/jobs/stream";
 
 /// [`JOBS_ROUTE`]'s place in [`ROUTES`].
@@ -484,7 +485,10 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
             "/api/v1/jobs/{id}",
             get(gateway::job).delete(gateway::cancel).route_layer(limited(4)),
         )
-        .route(STREAM_ROUTE, post(gateway::stream).route_layer(limited(JOBS_COUNTER)))
+        .route(
+            "/api/v1/jobs/stream",
+            post(gateway::stream).route_layer(limited(JOBS_COUNTER)),
+        )
         .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))

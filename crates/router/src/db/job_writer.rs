@@ -317,6 +317,11 @@ impl JobWriter {
                         mark(&mut state, false);
                     }
                 }
+                if state.urgent && state.waiting.len() + state.held.len() >= inner.settings.capacity {
+                    // Full of held rows: a commit of the waiting ones alone would free no room
+                    // for the row that waits for it.
+                    promote_all(&mut state);
+                }
                 let gathered = state.lazy_since.map(|since| since + inner.settings.gather);
                 let now_or_never = stopping
                     || state.urgent

@@ -1099,18 +1099,13 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
         finished_at: Some(2_000),
         ..running("short", Some("n1"))
     };
-    // Its end waits for company (an hour here) until a read asks for it.
-    let end = tokio::spawn({
-        let writer = writer.clone();
-        async move { writer.put_acked_batched(done).await }
+    // Its end waits for company (an hour here): a row somebody waits for takes it along in its
+    // commit, which starts at once. (`join!` polls in order: the end is handed over first.)
+    let (ended, ()) = tokio::join!(writer.put_acked_batched(done), async {
+        let other = writer.put(running("other-2", None)).await;
+        writer.committed(other).await;
     });
-    while writer.backlog() == 0 {
-        tokio::task::yield_now().await;
-    }
-    // A row somebody waits for takes it along in its commit, which starts at once.
-    let other = writer.put(running("other-2", None)).await;
-    writer.committed(other).await;
-    assert!(end.await.unwrap());
+    assert!(ended);
     assert_eq!(db.job("short").await.unwrap().unwrap().status, JobStatus::Succeeded);
     assert_eq!(writer.backlog(), 0);
     // Alone and not read, it waits all of its gathering time.
@@ -1118,7 +1113,9 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
         let writer = writer.clone();
         async move { writer.put_acked_batched(running("lonely", None)).await }
     });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while writer.backlog() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the row was never handed over");
         tokio::task::yield_now().await;
     }
     assert!(
@@ -1132,7 +1129,8 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
         "a row nobody waits for was committed before its gathering time"
     );
     writer.settle("lonely").await;
-    assert!(end.await.unwrap());
+    let end = tokio::time::timeout(Duration::from_secs(10), end);
+    assert!(end.await.expect("committed once read").unwrap());
     // Read through the writer: written at once.
     writer.put_later(running("read", Some("n2"))).await;
     writer.settle("read").await;
@@ -1161,6 +1159,24 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
     };
     let end = tokio::time::timeout(Duration::from_secs(10), writer.put_acked_batched(done));
     assert!(end.await.expect("committed within its gathering time"));
+    stop.cancel();
+    task.await.unwrap();
+    // A writer full of held rows still takes a row somebody waits for: the held ones go first.
+    let writer = JobWriter::new(
+        db.clone(),
+        JobWriterSettings {
+            capacity: 4,
+            ..settings(Duration::from_secs(3600))
+        },
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    for i in 0..4 {
+        writer.put_later(running(&format!("held-{i}"), None)).await;
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(10), writer.put_acked(running("waited", None)));
+    assert!(waited.await.expect("a full writer made room"));
+    assert!(db.job("held-0").await.unwrap().is_some());
     stop.cancel();
     task.await.unwrap();
 }
