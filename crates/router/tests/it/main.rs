@@ -183,6 +183,11 @@ async fn get(url: String) -> (u16, Value) {
 }
 
 /// Polls `url` until `check` accepts the JSON answer.
+/// The body of `GET url`, as text.
+async fn text(url: String) -> String {
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 async fn eventually(url: String, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -360,14 +365,7 @@ async fn bad_parameters_are_400_and_rate_limit_is_not_spoofable() {
     assert!(r.headers().contains_key("retry-after"));
     // Other routes have their own budget.
     assert_eq!(get(format!("{url}/health")).await.0, 200);
-    let metrics = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(format!("{url}/metrics")).await;
     assert!(
         metrics.contains("infernet_router_requests_total{route=\"/api/v1/ips\"} 6"),
         "{metrics}"
@@ -397,14 +395,7 @@ async fn bad_parameters_are_400_and_rate_limit_is_not_spoofable() {
     let r = job("/api/v1/jobs/stream").await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    let metrics = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(format!("{url}/metrics")).await;
     assert!(
         metrics.contains("infernet_router_requests_total{route=\"/api/v1/jobs\"} 6"),
         "{metrics}"
