@@ -10,16 +10,16 @@
 //! [`SensitiveUrl`]: errors, logs and `Debug` show it as `scheme://host[:port]/…`, never its user
 //! info, path or query (where tokens are).
 //!
-//! Why the lean client (its pool and its redirect follower) stays: with every call through
-//! reqwest the node spent 106.3k–106.4k instructions per streamed job, with hyper-util's legacy
-//! pooled client 77.9k–78.0k, against 63.3k–63.7k with the lean client (`make count`, release
-//! builds counted in the same session, 2026-12-03): 68 % and 23 % more.
+//! The lean client's pool is [`infernet_service::http::pool`] (the router dispatches to its nodes
+//! with it too); its redirect follower is here. Why it stays: with every call through reqwest
+//! the node spent 106.3k–106.4k instructions per streamed job, with hyper-util's legacy pooled
+//! client 77.9k–78.0k, against 63.3k–63.7k with the lean client (`make count`, release builds
+//! counted in the same session, 2026-12-03): 68 % and 23 % more.
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -27,23 +27,15 @@ use futures::{Stream, TryStreamExt};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::{
     Method, Request, StatusCode, Uri,
-    body::{Body, Frame, Incoming, SizeHint},
-    client::conn::http1::{Connection, SendRequest},
+    body::Body,
     header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION},
 };
-use hyper_util::rt::TokioIo;
-use infernet_service::secret::SensitiveUrl;
+use infernet_service::{
+    http::pool::{CONNECT_TIMEOUT, POOL_IDLE_PER_HOST, POOL_IDLE_TIMEOUT, Pool, PoolError, Pooled, root_cause},
+    secret::SensitiveUrl,
+};
 
 use super::budget::{Budget, Held};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const POOL_IDLE_PER_HOST: usize = 64;
-/// Longest a pooled connection may take to become ready for the next request.
-const READY_WAIT: Duration = Duration::from_millis(50);
-/// How often idle connections are looked at: those the container closed, or idle too long, are
-/// released (nothing else reads them while they wait).
-const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// A container URL, parsed once (parsing per call shows up in profiles).
 #[derive(Clone)]
@@ -126,219 +118,6 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Keep-alive connections to one plain-`http` endpoint. The most recently used goes out first;
-/// a connection comes back once its answer has been read to the end. A connection has no task of
-/// its own: the call using it drives it (see [`Conn`]); idle ones are looked at every
-/// [`REAP_EVERY`] and when taken out, and released once the container closed them.
-#[derive(Debug)]
-pub(super) struct Pool {
-    /// Where to connect: `host:port`.
-    authority: String,
-    /// Oldest first.
-    idle: Mutex<Vec<Idle>>,
-    /// Set once the task that releases dead idle connections runs.
-    reaping: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Debug)]
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
-impl Idle {
-    /// Neither ended nor idle too long.
-    fn usable(&self, now: Instant) -> bool {
-        now.duration_since(self.since) < POOL_IDLE_TIMEOUT && !self.conn.is_closed()
-    }
-}
-
-/// The reading and writing half of a connection to a container.
-type ConnectionIo = Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
-
-/// A connection to a container, driven by the call that holds it rather than by a task of its
-/// own: the request, the answer's head and each piece of its body are then handed over within
-/// the call's task, where a connection task would cost a wake-up and a scheduling per hand-over
-/// (four or more per call).
-#[derive(Debug)]
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    /// Reads and writes the socket when polled; `None` once the connection has ended. Boxed: it
-    /// holds its buffers' state, a kilobyte and more that would be copied at every hand-over.
-    io: Option<Pin<Box<ConnectionIo>>>,
-}
-
-impl Conn {
-    /// Lets the connection make progress (the caller is woken when it can make more).
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(io) = &mut self.io
-            && let Poll::Ready(ended) = io.as_mut().poll(cx)
-        {
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "container connection ended with an error");
-            }
-            // Requests still queued on it fail with the connection's error.
-            self.io = None;
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.io.is_none() || self.sender.is_closed()
-    }
-
-    /// Waits until the connection can take a request.
-    async fn ready(&mut self) -> hyper::Result<()> {
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            self.sender.poll_ready(cx)
-        })
-        .await
-    }
-
-    /// Sends `request`; answers once the head is in.
-    async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
-        let mut answer = std::pin::pin!(self.sender.try_send_request(request));
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            answer.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
-impl Pool {
-    fn new(authority: String) -> Self {
-        Self {
-            authority,
-            idle: Mutex::new(Vec::new()),
-            reaping: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// Releases idle connections the container closed (their end of file is read now) or that
-    /// waited too long; ends with the pool.
-    fn reap(pool: std::sync::Weak<Self>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REAP_EVERY);
-            loop {
-                tick.tick().await;
-                let Some(pool) = pool.upgrade() else { return };
-                let now = Instant::now();
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                let mut idle = pool.idle.lock().expect("connection pool poisoned");
-                for i in idle.iter_mut() {
-                    i.conn.drive(&mut cx);
-                }
-                idle.retain(|i| i.usable(now));
-            }
-        });
-    }
-
-    /// A connection ready for a request, and whether it was pooled (a pooled one may turn out
-    /// closed by the other end).
-    async fn checkout(self: &Arc<Self>) -> Result<(Conn, bool), CallError> {
-        loop {
-            let idle = self.idle.lock().expect("connection pool poisoned").pop();
-            let Some(mut idle) = idle else { break };
-            // An idle connection is ready at once, or within moments of its last answer's end;
-            // one that stays busy (a request the container never read) is left to close.
-            if idle.usable(Instant::now())
-                && matches!(tokio::time::timeout(READY_WAIT, idle.conn.ready()).await, Ok(Ok(())))
-            {
-                return Ok((idle.conn, true));
-            }
-        }
-        Ok((self.connect().await?, false))
-    }
-
-    async fn connect(self: &Arc<Self>) -> Result<Conn, CallError> {
-        if !self.reaping.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            Self::reap(Arc::downgrade(self));
-        }
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
-            .await
-            .map_err(|_| CallError::Connect(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| CallError::Connect(e.to_string()))?;
-        // Requests and streamed answers are small writes: no Nagle delays.
-        let _ = tcp.set_nodelay(true);
-        let (sender, io) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| CallError::new(&e, true))?;
-        Ok(Conn {
-            sender,
-            io: Some(Box::pin(io)),
-        })
-    }
-
-    fn put(&self, conn: Conn) {
-        if conn.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().expect("connection pool poisoned");
-        // A full pool makes room by releasing connections ended or idle too long (the sweep
-        // does so every few seconds anyway).
-        if idle.len() >= POOL_IDLE_PER_HOST {
-            idle.retain(|i| i.usable(now));
-        }
-        if idle.len() < POOL_IDLE_PER_HOST {
-            idle.push(Idle { conn, since: now });
-        }
-    }
-}
-
-/// An answer's body on a pooled connection, which it drives, and which goes back to its pool at
-/// the end of the body.
-pub(super) struct Pooled {
-    body: Incoming,
-    conn: Option<Conn>,
-    pool: Arc<Pool>,
-}
-
-impl Body for Pooled {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        // The connection hands the body over a piece at a time, once asked: a body found empty
-        // asks, and a second turn fetches what was already read.
-        let mut turns = 2;
-        let frame = loop {
-            if let Some(conn) = &mut this.conn {
-                conn.drive(cx);
-            }
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(frame) => break frame,
-                Poll::Pending if turns > 1 => turns -= 1,
-                Poll::Pending => return Poll::Pending,
-            }
-        };
-        match &frame {
-            None => {
-                if let Some(conn) = this.conn.take() {
-                    this.pool.put(conn);
-                }
-            }
-            // A broken answer leaves its connection unusable.
-            Some(Err(_)) => this.conn = None,
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.url.fmt(f)
@@ -375,14 +154,6 @@ impl CallError {
         let connect = e.is_connect();
         Self::new(&e.without_url(), connect)
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 /// The HTTP clients of the Orchestrator; cheap to share, connections are pooled across jobs
@@ -428,27 +199,15 @@ impl ContainerHttp {
             if let Some(bearer) = bearer {
                 headers.insert(AUTHORIZATION, bearer.clone());
             }
-            let (mut conn, pooled) = pool.checkout().await?;
-            let response = match conn.send(request).await {
-                Ok(response) => response,
-                // Never sent: the pooled connection was closed by the container meanwhile. Once
-                // more, on a new connection.
-                Err(mut e) if pooled && e.message().is_some() => {
-                    let request = e.take_message().expect("checked just above");
-                    conn = pool.connect().await?;
-                    conn.send(request).await.map_err(|e| CallError::new(e.error(), false))?
-                }
-                Err(e) => return Err(CallError::new(e.error(), false)),
-            };
+            let response = pool.send(request).await.map_err(|e| match e {
+                PoolError::Connect(cause) => CallError::Connect(cause),
+                PoolError::Failed(cause) => CallError::Failed(cause),
+            })?;
             let (head, answer) = response.into_parts();
             let Some(redirect) = Redirect::of(endpoint.url.expose(), &method, head.status, &head.headers) else {
                 return Ok(Answer {
                     status: head.status,
-                    body: AnswerBody::Plain(Pooled {
-                        body: answer,
-                        conn: Some(conn),
-                        pool: pool.clone(),
-                    }),
+                    body: AnswerBody::Plain(answer),
                 });
             };
             // Redirects are rare: the rest of the way (further redirects included) goes through
@@ -668,18 +427,15 @@ mod tests {
         assert_eq!(plain(&by_model).target, "/prefix/service-resources?model_id=m+1");
         assert!(Arc::ptr_eq(&plain(&output).pool, &plain(&by_model).pool));
         assert_eq!(plain(&output).host, "127.0.0.1:3001");
-        assert_eq!(plain(&output).pool.authority, "127.0.0.1:3001");
+        assert_eq!(plain(&output).pool.authority(), "127.0.0.1:3001");
         // The default port is left out of Host but needed to connect; IPv6 keeps its brackets.
         let default = parse("http://svc/service_output");
         assert_eq!(
-            (
-                plain(&default).host.to_str().unwrap(),
-                plain(&default).pool.authority.as_str()
-            ),
+            (plain(&default).host.to_str().unwrap(), plain(&default).pool.authority()),
             ("svc", "svc:80")
         );
         let v6 = parse("http://[::1]:3000/service_output");
-        assert_eq!(plain(&v6).pool.authority, "[::1]:3000");
+        assert_eq!(plain(&v6).pool.authority(), "[::1]:3000");
         // https and URLs with credentials go through the full client.
         assert!(parse("https://svc/service_output").plain.is_none());
         assert!(parse("http://u:p@svc/service_output").plain.is_none());

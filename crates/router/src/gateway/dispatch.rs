@@ -2,16 +2,21 @@
 //! for the client it runs the job for (the node trusts the statement when it lists the router in
 //! `network.routers`), and the node's answer sorted into what the gateway does next.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::body::Bytes;
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use infernet_identity::{
     Identity,
     dispatch::{self, DispatchKey},
     nip98,
 };
 
-use infernet_service::client_ip::CLIENT_HEADER;
+use infernet_service::{client_ip::CLIENT_HEADER, http::pool::Pool};
 /// Most bytes of a node's answer read when it is not a stream (ids, errors, results).
 pub const MAX_ANSWER: usize = 4 << 20;
 
@@ -76,10 +81,63 @@ pub enum Outcome {
 /// A node's stream route.
 pub const STREAM: &str = "/api/jobs/stream";
 
+/// Why a streamed answer's body broke, whichever client carried it.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A streamed answer's body, whichever client carried it.
+pub type StreamBody = UnsyncBoxBody<Bytes, BodyError>;
+
+fn reqwest_body_error(e: reqwest::Error) -> BodyError {
+    Box::new(e)
+}
+
+fn hyper_body_error(e: hyper::Error) -> BodyError {
+    Box::new(e)
+}
+
+/// Nodes' pools at most; past it, the pools start anew (their connections close).
+const MAX_POOLS: usize = 65_536;
+
+/// The lean client's connection pools ([`infernet_service::http::pool`]) to the nodes the router
+/// reaches over plain `http`, by `host:port`: streams go through them, without reqwest's
+/// connection task, URL parsing and redirect layer.
+#[derive(Default)]
+pub struct Pools(Mutex<super::FastMap<String, Arc<Pool>>>);
+
+impl Pools {
+    /// The pool of `authority` (`host:port`).
+    fn of(&self, authority: &str) -> Arc<Pool> {
+        let mut pools = self.0.lock().expect("pools poisoned");
+        if let Some(pool) = pools.get(authority) {
+            return pool.clone();
+        }
+        if pools.len() >= MAX_POOLS {
+            pools.clear();
+        }
+        let pool = Arc::new(Pool::new(authority.to_string()));
+        pools.insert(authority.to_string(), pool.clone());
+        pool
+    }
+}
+
+/// `host:port` of a base URL the lean client can carry: plain `http`, an explicit port, no user
+/// info and no path.
+fn plain_authority(base: &str) -> Option<&str> {
+    let authority = base.strip_prefix("http://")?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let plain = !host.is_empty()
+        && !authority.contains(['/', '@', '?', '#'])
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit());
+    plain.then_some(authority)
+}
+
 /// A signed request to a node.
 pub struct Call<'a> {
     /// The client.
     pub http: &'a reqwest::Client,
+    /// The lean client's pools (streams to nodes on plain `http`).
+    pub pools: &'a Pools,
     /// The router's key.
     pub identity: &'a Identity,
     /// The node's base URL (`http://host:port`, `infernet://npub1…` for a linked node).
@@ -105,23 +163,7 @@ impl Call<'_> {
     ) -> Result<reqwest::Response, NodeError> {
         let url = format!("{}{path}", self.base);
         let client = self.client.to_string();
-        let authorization = match &self.shared {
-            Some(key) => dispatch::authorization(
-                key,
-                &self.identity.public_key(),
-                method.as_str(),
-                &url,
-                &client,
-                body.as_deref().unwrap_or_default(),
-            ),
-            None => nip98::tagged_authorization(
-                self.identity,
-                method.as_str(),
-                &url,
-                body.as_deref(),
-                &[["client", &client]],
-            ),
-        };
+        let authorization = self.authorization(method.as_str(), &url, &client, body.as_deref());
         match &self.link {
             Some(holder) => {
                 let call = crate::link::peer::Forward {
@@ -157,6 +199,57 @@ impl Call<'_> {
             .await
             .map_err(|_| NodeError::Timeout(self.timeout))?
             .map_err(|e| NodeError::Unreachable(without_url(&e)))
+    }
+
+    /// The signature of `method url` with `body` for `client`: a MAC when the node shares a key
+    /// with this router, NIP-98 otherwise.
+    fn authorization(&self, method: &str, url: &str, client: &str, body: Option<&[u8]>) -> String {
+        match &self.shared {
+            Some(key) => dispatch::authorization(
+                key,
+                &self.identity.public_key(),
+                method,
+                url,
+                client,
+                body.unwrap_or_default(),
+            ),
+            None => nip98::tagged_authorization(self.identity, method, url, body, &[["client", client]]),
+        }
+    }
+
+    /// `POST base/api/jobs/stream` with `body`, asking for the receipt in a trailer; the answer
+    /// once its head is in, whatever its status. Through the lean client when the node is on
+    /// plain `http` and not linked, through [`Call::send`] otherwise.
+    pub async fn stream(&self, body: Bytes) -> Result<hyper::Response<StreamBody>, NodeError> {
+        let Some(authority) = plain_authority(&self.base).filter(|_| self.link.is_none()) else {
+            let response = self.send(reqwest::Method::POST, STREAM, Some(body)).await?;
+            return Ok(hyper::Response::from(response).map(|b| b.map_err(reqwest_body_error).boxed_unsync()));
+        };
+        let url = format!("{}{STREAM}", self.base);
+        let client = self.client.to_string();
+        let authorization = self.authorization("POST", &url, &client, Some(&body));
+        let header = |v: &str| {
+            hyper::header::HeaderValue::from_str(v).map_err(|e| NodeError::Unreachable(format!("a header: {e}")))
+        };
+        let mut request = hyper::Request::new(Full::new(body));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = hyper::Uri::from_static(STREAM);
+        let headers = request.headers_mut();
+        headers.insert(hyper::header::HOST, header(authority)?);
+        headers.insert(hyper::header::AUTHORIZATION, header(&authorization)?);
+        headers.insert(CLIENT_HEADER, header(&client)?);
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        // The node then sends the stream's receipt in a trailer, after the output.
+        headers.insert(hyper::header::TE, hyper::header::HeaderValue::from_static("trailers"));
+        let pool = self.pools.of(authority);
+        let response = tokio::time::timeout(self.timeout, pool.send(request))
+            .await
+            .map_err(|_| NodeError::Timeout(self.timeout))?
+            .map_err(|e| NodeError::Unreachable(e.to_string()))?;
+        Ok(response.map(|b| b.map_err(hyper_body_error).boxed_unsync()))
     }
 
     /// `POST base/api/jobs`: the node's id for the job, or why not.
@@ -216,6 +309,26 @@ pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<
         .map_err(|_| NodeError::Slow(timeout))?
 }
 
+/// A streamed answer's whole body, at most [`MAX_ANSWER`] bytes, within `timeout` (an error's).
+pub async fn read_stream(mut body: StreamBody, timeout: Duration) -> Result<Vec<u8>, NodeError> {
+    let read = async {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| NodeError::Read(e.to_string()))?;
+            if let Ok(chunk) = frame.into_data() {
+                if out.len() + chunk.len() > MAX_ANSWER {
+                    return Err(NodeError::TooLarge);
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| NodeError::Slow(timeout))?
+}
+
 /// A reqwest error without the URL (the node's address is said next to it anyway).
 fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
@@ -233,6 +346,24 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_http_with_a_port_and_nothing_else_takes_the_lean_client() {
+        assert_eq!(plain_authority("http://127.0.0.1:4000"), Some("127.0.0.1:4000"));
+        assert_eq!(plain_authority("http://[::1]:4000"), Some("[::1]:4000"));
+        assert_eq!(plain_authority("http://node.example:80"), Some("node.example:80"));
+        for other in [
+            "https://127.0.0.1:4000",
+            "http://node.example",
+            "http://u:p@node.example:4000",
+            "http://node.example:4000/prefix",
+            "http://[::1]",
+            "http://:4000",
+            "infernet://npub1xyz",
+        ] {
+            assert_eq!(plain_authority(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn answers_sort_into_refusals_failures_and_the_clients_errors() {

@@ -257,6 +257,8 @@ pub struct Gateway {
     holders: Arc<crate::link::Holders>,
     /// Keys shared with nodes, for dispatches with a MAC instead of a signature.
     dispatch_keys: Arc<keys::DispatchKeys>,
+    /// Connections to nodes on plain `http`, for streams.
+    pools: dispatch::Pools,
 }
 
 impl Gateway {
@@ -336,6 +338,7 @@ impl Gateway {
             links,
             holders,
             dispatch_keys: Arc::new(keys::DispatchKeys::new(identity.clone())),
+            pools: dispatch::Pools::default(),
             identity,
             settings,
         };
@@ -422,6 +425,7 @@ impl Gateway {
         let link = self.holders.find(node);
         Call {
             http: &self.http,
+            pools: &self.pools,
             identity: &self.identity,
             // A node named by its key has no address: without its link here, no way to it.
             base: match link.is_some() || node.starts_with("npub1") {

@@ -99,15 +99,12 @@ async fn open_on(
     stated: std::net::IpAddr,
 ) -> Result<Response, Attempt> {
     let call = gw.call(node, stated);
-    let response = call
-        .send(reqwest::Method::POST, dispatch::STREAM, Some(body))
-        .await
-        .map_err(|e| Attempt::Failed(e.to_string()))?;
+    let response = call.stream(body).await.map_err(|e| Attempt::Failed(e.to_string()))?;
     // The key the node MACs its receipt with.
     let shared = call.shared.clone();
     let status = response.status();
     if !status.is_success() {
-        let text = dispatch::read(response, gw.settings.dispatch_timeout)
+        let text = dispatch::read_stream(response.into_body(), gw.settings.dispatch_timeout)
             .await
             .unwrap_or_default();
         return Err(match dispatch::classify(status.as_u16(), &text) {
@@ -120,7 +117,7 @@ async fn open_on(
         });
     }
     // Frames, not bytes: the node's receipt comes in a trailer after the output.
-    let mut body = BodyStream::new(axum::http::Response::<reqwest::Body>::from(response).into_body());
+    let mut body = BodyStream::new(response.into_body());
     let (node_job, rest) = tokio::time::timeout(gw.settings.dispatch_timeout, id_line(&mut body))
         .await
         .unwrap_or(Err(NodeError::LateStart))
@@ -146,7 +143,7 @@ async fn open_on(
         finish.as_ref()?;
         loop {
             let next = match tokio::time::timeout(idle, body.next()).await {
-                Ok(next) => next.map(|r| r.map_err(std::io::Error::other)),
+                Ok(next) => next.map(|r| r.map_err(io_error)),
                 Err(_) => Some(Err(std::io::Error::other(NodeError::Slow(idle).to_string()))),
             };
             return match next {
@@ -180,6 +177,11 @@ async fn open_on(
         .into_response())
 }
 
+/// A broken body's error as the client's stream carries it.
+fn io_error(e: dispatch::BodyError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
 /// The receipt of a stream's trailers, when it has one of a sane size; vouched for when the
 /// node MAC'd it with the key it shares with this router (`shared`).
 fn receipt(trailers: &Frame<Bytes>, shared: Option<&DispatchKey>) -> Option<Received> {
@@ -199,8 +201,8 @@ fn receipt(trailers: &Frame<Bytes>, shared: Option<&DispatchKey>) -> Option<Rece
 }
 
 /// The node's first line (its job id) and what came after it in the same chunks.
-async fn id_line(
-    body: &mut (impl futures::Stream<Item = reqwest::Result<Frame<Bytes>>> + Unpin),
+async fn id_line<E: std::fmt::Display>(
+    body: &mut (impl futures::Stream<Item = Result<Frame<Bytes>, E>> + Unpin),
 ) -> Result<(String, Vec<u8>), NodeError> {
     let mut head = Vec::new();
     while let Some(frame) = body.next().await {

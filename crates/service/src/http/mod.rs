@@ -14,6 +14,7 @@
 //! [`serve_tls`] serves the same over TLS (rustls), the handshake within `header_read`.
 
 mod conn;
+pub mod pool;
 mod tls;
 
 pub use tls::{TlsError, acceptor};
