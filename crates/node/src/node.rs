@@ -207,6 +207,7 @@ fn app_state(
         chain_status: services.map(|s| s.status),
         trusted_proxies: config.trusted_proxies.clone(),
         limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
+        refused_dispatches: RateLimiter::new(crate::server::REFUSED_DISPATCHES_PER_MINUTE, Duration::from_secs(60)),
         max_body: usize::try_from(server.max_body_size).unwrap_or(usize::MAX),
         max_batch: usize::try_from(server.max_batch_items).unwrap_or(usize::MAX),
         system: {

@@ -86,6 +86,25 @@ impl RateLimiter {
         self.check(route, client, Instant::now())
     }
 
+    /// Whether `client` could make one more request on `route` now, without accounting it (a
+    /// client without a bucket could): for limits charged only to requests that fail, looked at
+    /// before the work of finding out.
+    pub fn peek(&self, route: &'static str, client: IpAddr) -> Result<(), Refused> {
+        let now = Instant::now();
+        let tolerance = self.period.saturating_sub(self.interval());
+        let buckets = self.tat.lock().expect("rate limiter poisoned");
+        let ahead = buckets
+            .map
+            .get(&(route, client))
+            .map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now));
+        match ahead > tolerance {
+            true => Err(Refused {
+                retry_after: ahead - tolerance,
+            }),
+            false => Ok(()),
+        }
+    }
+
     /// [`Self::admit`] at `now`.
     fn check(&self, route: &'static str, client: IpAddr, now: Instant) -> Result<Allowed, Refused> {
         let t = self.interval();
@@ -185,6 +204,21 @@ fn number(n: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peek_accounts_nothing_and_sees_what_admit_would_refuse() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(limiter.peek("r", ip).is_ok());
+        }
+        assert!(limiter.admit("r", ip).is_ok());
+        assert!(limiter.admit("r", ip).is_ok());
+        let refused = limiter.peek("r", ip).unwrap_err();
+        assert!(refused.retry_after() > Duration::ZERO);
+        assert!(limiter.admit("r", ip).is_err());
+        assert!(limiter.peek("other", ip).is_ok());
+    }
 
     #[test]
     fn allows_the_limit_then_denies_until_a_slot_frees() {

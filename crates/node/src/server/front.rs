@@ -49,22 +49,21 @@ impl hyper::service::Service<Request<RequestBody>> for Front {
                 if routed::names_client(req.headers()) {
                     let (parts, body) = req.into_parts();
                     let trailers = jobs::takes_trailers(&parts.headers);
-                    return Ok(
-                        match routed::verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
-                            Ok(routed::Routed { client, bytes, router }) => {
-                                match state.limiter.admit(STREAM_BUCKET, client) {
-                                    Ok(allowed) => {
-                                        let trailers = trailers.then(|| jobs::Trailers::to(&state, router));
-                                        let body = http_body_util::Full::new(bytes);
-                                        allowed
-                                            .stamp(&state.limiter, jobs::stream(&state, client, body, trailers).await)
-                                    }
-                                    Err(refused) => refused.into_response(),
+                    let from = ClientIp::resolve(peer.ip(), &parts.headers, &state.trusted_proxies);
+                    let head = (&parts.method, &parts.uri, &parts.headers);
+                    return Ok(match routed::verify(&state, from, head, body).await {
+                        Ok(routed::Routed { client, bytes, router }) => {
+                            match state.limiter.admit(STREAM_BUCKET, client) {
+                                Ok(allowed) => {
+                                    let trailers = trailers.then(|| jobs::Trailers::to(&state, router));
+                                    let body = http_body_util::Full::new(bytes);
+                                    allowed.stamp(&state.limiter, jobs::stream(&state, client, body, trailers).await)
                                 }
+                                Err(refused) => refused.into_response(),
                             }
-                            Err(e) => e.into_response(),
-                        },
-                    );
+                        }
+                        Err(e) => e.into_response(),
+                    });
                 }
                 let client = ClientIp::resolve(peer.ip(), req.headers(), &state.trusted_proxies);
                 Ok(match state.limiter.admit(STREAM_BUCKET, client) {

@@ -8,7 +8,7 @@ mod jobs;
 mod openapi;
 mod routed;
 
-pub use routed::CLIENT_HEADER;
+pub use routed::{CLIENT_HEADER, REFUSED_PER_MINUTE as REFUSED_DISPATCHES_PER_MINUTE};
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -102,6 +102,9 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
+    /// Router dispatches refused, per address ([`REFUSED_DISPATCHES_PER_MINUTE`] a minute): past
+    /// it, an address's dispatches are refused (429) before their body is read or checked.
+    pub refused_dispatches: RateLimiter,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// Most jobs in one batch.

@@ -13,7 +13,11 @@
 //! node's rate limiter and job store, keyed by address, need nothing new.
 //!
 //! A request with the header but no valid signature from a trusted router is refused (401): a
-//! client cannot pick the address it is charged to.
+//! client cannot pick the address it is charged to. Such requests skip the rate limit (which
+//! charges the stated client), so the work of checking them is limited by itself: an address
+//! whose dispatches were refused [`REFUSED_PER_MINUTE`] times in a minute is answered 429 before
+//! the body of its next one is read or its signature checked. A router whose dispatches pass is
+//! never charged.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -29,6 +33,13 @@ use infernet_service::client_ip::StatedClient;
 use super::{ApiError, AppState};
 
 pub use infernet_service::client_ip::CLIENT_HEADER;
+
+/// Refused router dispatches an address may send per minute before the next ones are refused
+/// unread.
+pub const REFUSED_PER_MINUTE: u64 = 30;
+
+/// The bucket of refused dispatches in [`AppState::refused_dispatches`].
+const REFUSED: &str = "refused router dispatch";
 
 /// Whether a request says it comes from a router, for a client.
 pub(super) fn names_client(headers: &HeaderMap) -> bool {
@@ -49,9 +60,35 @@ pub(super) struct Routed {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RoutedBy(pub infernet_identity::PublicKey);
 
-/// Checks a router's dispatch: reads the body (within `server.max_body_size`) and answers the
-/// client the router signed for, with the body to hand on.
+/// Checks a router's dispatch from `peer` (the address it came from, as the rate limit finds
+/// it): reads the body (within `server.max_body_size`) and answers the client the router signed
+/// for, with the body to hand on. A refusal counts against `peer`; past [`REFUSED_PER_MINUTE`],
+/// the dispatch is refused (429) before anything else.
 pub(super) async fn verify<B>(
+    state: &AppState,
+    peer: IpAddr,
+    (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    body: B,
+) -> Result<Routed, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    state
+        .refused_dispatches
+        .peek(REFUSED, peer)
+        .map_err(|refused| ApiError::TooManyRequests {
+            retry_after: refused.retry_after(),
+        })?;
+    let checked = check(state, method, uri, headers, body).await;
+    if checked.is_err() {
+        // Counted, not refused: the answer is the refusal itself.
+        let _ = state.refused_dispatches.admit(REFUSED, peer);
+    }
+    checked
+}
+
+async fn check<B>(
     state: &AppState,
     method: &Method,
     uri: &Uri,
@@ -108,7 +145,12 @@ pub(super) async fn middleware(State(state): State<Arc<AppState>>, req: Request,
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    match verify(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let peer = super::ClientIp::resolve(peer, &parts.headers, &state.trusted_proxies);
+    match verify(&state, peer, (&parts.method, &parts.uri, &parts.headers), body).await {
         Ok(Routed { client, bytes, router }) => {
             parts.extensions.insert(StatedClient(client));
             parts.extensions.insert(router);

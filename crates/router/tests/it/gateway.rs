@@ -274,6 +274,42 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     drop(c);
 }
 
+/// A node's refused router dispatches are limited by themselves (they skip the rate limit, which
+/// charges the stated client): past 30 a minute from one address, the next is refused (429)
+/// before it is read, on the stream route too; that address's unrouted requests are served.
+#[tokio::test]
+async fn refused_dispatches_are_limited_per_address() {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let job = json!({"containers": ["x"], "data": {}});
+    let forged = |route: &'static str| {
+        client()
+            .post(format!("http://{}{route}", node.key()))
+            .header("x-infernet-client", "10.9.8.7")
+            .json(&job)
+            .send()
+    };
+    for _ in 0..30 {
+        assert_eq!(forged("/api/jobs").await.unwrap().status(), 401);
+    }
+    for route in ["/api/jobs", "/api/jobs/stream"] {
+        let r = forged(route).await.unwrap();
+        assert_eq!(r.status(), 429, "{route}");
+        assert!(r.headers().contains_key("retry-after"), "{route}");
+    }
+    let r = client()
+        .post(format!("http://{}/api/jobs", node.key()))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn a_node_that_died_is_passed_over_and_counted() {
     let key = Identity::generate();
