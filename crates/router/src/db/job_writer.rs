@@ -273,6 +273,30 @@ impl JobWriter {
         self.committed(target).await;
     }
 
+    /// Waits until every row handed over so far is committed, and the held rows of `client`'s
+    /// jobs (now): what a listing of `client`'s jobs must see, without cutting other clients'
+    /// holds short.
+    pub async fn flush_for(&self, client: &str) {
+        let target = {
+            let mut state = self.0.state.lock().expect("job writer poisoned");
+            let ids: Vec<String> = state
+                .held
+                .iter()
+                .filter(|(_, (job, _))| job.client == client)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                promote(&mut state, &id);
+            }
+            if !state.waiting.is_empty() {
+                state.urgent = true;
+                self.0.work.notify_one();
+            }
+            state.seq
+        };
+        self.committed(target).await;
+    }
+
     /// Waits until every row handed over so far is committed (held rows too, now).
     pub async fn flush(&self) {
         let target = {

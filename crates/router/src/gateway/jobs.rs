@@ -339,7 +339,7 @@ pub async fn list(
             }
         }
     }
-    state.gateway.jobs.flush().await;
+    state.gateway.jobs.flush_for(&client.id()).await;
     let jobs = state
         .gateway
         .db

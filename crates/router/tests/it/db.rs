@@ -1135,6 +1135,21 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
     writer.put_later(running("read", Some("n2"))).await;
     writer.settle("read").await;
     assert_eq!(db.job("read").await.unwrap().unwrap().node.as_deref(), Some("n2"));
+    // A listing of a client's jobs writes that client's held rows, and not another's.
+    let of = |id: &str, client: &str| Job {
+        client: client.to_string(),
+        ..running(id, Some("n2"))
+    };
+    writer.put_later(of("mine", "key:a")).await;
+    writer.put_later(of("theirs", "key:b")).await;
+    writer.flush_for("key:a").await;
+    assert!(db.job("mine").await.unwrap().is_some());
+    assert!(
+        db.job("theirs").await.unwrap().is_none(),
+        "another client's hold was cut short"
+    );
+    writer.flush().await;
+    assert!(db.job("theirs").await.unwrap().is_some());
     // A stop writes what is held.
     writer.put_later(running("at-stop", Some("n3"))).await;
     stop.cancel();
