@@ -315,6 +315,13 @@ impl Db {
     /// Opens the database `settings` names (creating a SQLite file if missing) and applies the
     /// embedded migrations.
     pub async fn open(settings: &DbSettings) -> Result<Self, DbError> {
+        Self::open_before(settings, None).await
+    }
+
+    /// [`Db::open`], applying only the migrations before `version` when given: for tests of what a
+    /// migration does to the rows an earlier schema holds.
+    #[doc(hidden)]
+    pub async fn open_before(settings: &DbSettings, version: Option<i64>) -> Result<Self, DbError> {
         let dialect = settings.dialect()?;
         let url = settings.url.trim();
         let connect = |source| DbError::Connect {
@@ -367,7 +374,7 @@ impl Db {
             }
         };
         let db = Self { pool, _anchor: anchor };
-        migrate::run(&db).await?;
+        migrate::run(&db, version).await?;
         Ok(db)
     }
 

@@ -213,6 +213,16 @@ impl Drop for TestDb {
     }
 }
 
+/// `$body` with `$p` bound to `$db`'s pool, whichever its dialect.
+macro_rules! with_pool {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db.pool() {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
 /// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres`.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {$(
@@ -245,6 +255,7 @@ on_both!(
     a_linked_nodes_job_lapses_and_is_taken_as_a_new_attempt,
     job_rows_in_group_commits_never_undo_an_end_and_a_stop_loses_none,
     a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due,
+    a_ledger_written_before_the_day_sums_is_summed_by_their_migration,
     a_links_holder_is_recorded_renewed_moved_and_lapses,
 );
 
@@ -345,22 +356,13 @@ async fn a_database_newer_than_the_binary_is_refused(backend: Backend) {
     // What a newer router would have left behind.
     let sql = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
                VALUES ($1, 'from the future', $2, $3, 0)";
-    let inserted = match db.pool() {
-        Pool::Sqlite(p) => sqlx::query(sql)
-            .bind(9_999_i64)
-            .bind(true)
-            .bind(vec![0u8; 48])
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()),
-        Pool::Postgres(p) => sqlx::query(sql)
-            .bind(9_999_i64)
-            .bind(true)
-            .bind(vec![0u8; 48])
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()),
-    };
+    let inserted = with_pool!(db, |p| sqlx::query(sql)
+        .bind(9_999_i64)
+        .bind(true)
+        .bind(vec![0u8; 48])
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()));
     assert_eq!(inserted.unwrap(), 1);
     db.close().await;
     let e = Db::open(&t.settings).await.unwrap_err();
@@ -1194,6 +1196,50 @@ async fn a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due(b
     assert!(db.job("held-0").await.unwrap().is_some());
     stop.cancel();
     task.await.unwrap();
+}
+
+/// Migration 7 fills the ledger's day sums from the rows already there (on a database that had a
+/// ledger before it), per node, day, operator and containers; later rows add to them.
+async fn a_ledger_written_before_the_day_sums_is_summed_by_their_migration(backend: Backend) {
+    let t = TestDb::new(backend);
+    let day = 20_000 * 86_400_000_i64;
+    {
+        let old = Db::open_before(&t.settings, Some(7)).await.unwrap();
+        for (id, at, outcome, price, operator) in [
+            ("a", day + 5, "succeeded", Some(1.5), None),
+            ("b", day + 9, "failed", None, None),
+            ("c", day + 86_400_000, "succeeded", Some(2.0), None),
+            ("d", day + 7, "succeeded", Some(0.25), Some("op1")),
+        ] {
+            let sql = "INSERT INTO ledger (job_id, client, node, operator, containers, started_at, finished_at, \
+                       outcome, duration_ms, price) VALUES ($1, 'addr:x', 'n', $2, '[\"x\"]', $3, $3, $4, 100, $5)";
+            with_pool!(old, |p| {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(operator)
+                    .bind(at)
+                    .bind(outcome)
+                    .bind(price)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            });
+        }
+        old.close().await;
+    }
+    let db = Db::open(&t.settings).await.unwrap();
+    let sql = "SELECT day, operator, jobs, succeeded, earned, duration_ms, succeeded_ms FROM ledger_days \
+               ORDER BY day, operator";
+    let sums: Vec<(i64, String, i64, i64, f64, i64, i64)> =
+        with_pool!(db, |p| sqlx::query_as(sql).fetch_all(p).await.unwrap());
+    assert_eq!(
+        sums,
+        [
+            (20_000, String::new(), 2, 1, 1.5, 200, 100),
+            (20_000, "op1".to_string(), 1, 1, 0.25, 100, 100),
+            (20_001, String::new(), 1, 1, 2.0, 100, 100)
+        ]
+    );
 }
 
 /// Which replica holds a link: the newest hello wins, a holder's close does not take a link that
