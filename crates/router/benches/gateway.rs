@@ -242,10 +242,15 @@ fn chooser(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> [(Durati
     [through_gateway, (percentile(&times, 0.5), percentile(&times, 0.99))]
 }
 
-/// Pins the process `pid` (its threads to come: those it starts inherit the mask) to `cpu`,
-/// with util-linux's `taskset`.
-fn pin(pid: u32, cpu: u32) {
-    let status = Command::new("taskset")
+/// Pins the process `pid` to `cpu` with util-linux's `taskset`: the threads it has started too
+/// when `all`, else its main thread (and the threads and processes it starts later, which
+/// inherit the mask).
+fn pin(pid: u32, cpu: u32, all: bool) {
+    let mut taskset = Command::new("taskset");
+    if all {
+        taskset.arg("-a");
+    }
+    let status = taskset
         .args(["-p", "-c", &cpu.to_string(), &pid.to_string()])
         .stdout(Stdio::null())
         .status()
@@ -258,7 +263,7 @@ fn main() {
     // Before any thread starts: the runtime's workers, the node and hello-world inherit CPU 1.
     let pinned = std::env::var("BENCH_PIN").is_ok_and(|v| v == "1");
     if pinned {
-        pin(std::process::id(), 1);
+        pin(std::process::id(), 1, false);
     }
     let seconds = Duration::from_secs(env_or("BENCH_SECONDS", 3));
     let n = env_or("BENCH_SEQUENTIAL", 500);
@@ -326,13 +331,7 @@ fn main() {
     }
     if pinned {
         for (_, router) in &routers {
-            // Every thread the router has started.
-            let status = Command::new("taskset")
-                .args(["-a", "-p", "-c", "0", &router.0.id().to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .expect("taskset (util-linux)");
-            assert!(status.success(), "taskset the router: {status}");
+            pin(router.0.id(), 0, true);
         }
     }
     for (port, _) in &routers {

@@ -23,7 +23,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, Method, Uri},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -140,16 +140,17 @@ where
 /// Middleware in front of the job routes: a router's dispatch is checked, and the client it
 /// states goes on with the request as [`StatedClient`] (the rate limiter and the `ClientIp`
 /// extractor take it from there). Other requests pass untouched.
-pub(super) async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(super) async fn middleware(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !names_client(req.headers()) {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let peer = super::ClientIp::resolve(peer, &parts.headers, &state.trusted_proxies);
+    let peer = super::ClientIp::resolve(peer.ip(), &parts.headers, &state.trusted_proxies);
     match verify(&state, peer, (&parts.method, &parts.uri, &parts.headers), body).await {
         Ok(Routed { client, bytes, router }) => {
             parts.extensions.insert(StatedClient(client));

@@ -10,6 +10,7 @@ use std::{
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Body as _;
 use infernet_identity::{
     Identity,
     dispatch::{self, DispatchKey},
@@ -87,8 +88,14 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A streamed answer's body, whichever client carried it.
 pub type StreamBody = UnsyncBoxBody<Bytes, BodyError>;
 
+/// Without the URL, as [`without_url`] says it.
 fn reqwest_body_error(e: reqwest::Error) -> BodyError {
-    Box::new(e)
+    without_url(&e).into()
+}
+
+/// reqwest's answer as the lean client's.
+fn boxed(response: reqwest::Response) -> hyper::Response<StreamBody> {
+    hyper::Response::from(response).map(|b| b.map_err(reqwest_body_error).boxed_unsync())
 }
 
 fn hyper_body_error(e: hyper::Error) -> BodyError {
@@ -222,8 +229,7 @@ impl Call<'_> {
     /// plain `http` and not linked, through [`Call::send`] otherwise.
     pub async fn stream(&self, body: Bytes) -> Result<hyper::Response<StreamBody>, NodeError> {
         let Some(authority) = plain_authority(&self.base).filter(|_| self.link.is_none()) else {
-            let response = self.send(reqwest::Method::POST, STREAM, Some(body)).await?;
-            return Ok(hyper::Response::from(response).map(|b| b.map_err(reqwest_body_error).boxed_unsync()));
+            return Ok(boxed(self.send(reqwest::Method::POST, STREAM, Some(body)).await?));
         };
         let url = format!("{}{STREAM}", self.base);
         let client = self.client.to_string();
@@ -295,24 +301,19 @@ fn error_message(body: &[u8]) -> Option<String> {
 }
 
 /// The whole body, at most [`MAX_ANSWER`] bytes, within `timeout`.
-pub async fn read(mut response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, NodeError> {
-    let read = async {
-        crate::body::read_at_most(&mut response, MAX_ANSWER)
-            .await
-            .map_err(|e| match e {
-                crate::body::BodyError::TooLarge => NodeError::TooLarge,
-                crate::body::BodyError::Read(e) => NodeError::Read(without_url(&e)),
-            })
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| NodeError::Slow(timeout))?
+pub async fn read(response: reqwest::Response, timeout: Duration) -> Result<Vec<u8>, NodeError> {
+    read_body(boxed(response).into_body(), timeout).await
 }
 
-/// A streamed answer's whole body, at most [`MAX_ANSWER`] bytes, within `timeout` (an error's).
-pub async fn read_stream(mut body: StreamBody, timeout: Duration) -> Result<Vec<u8>, NodeError> {
+/// A body (a node's answer, whichever client carried it), at most [`MAX_ANSWER`] bytes, within
+/// `timeout`.
+pub async fn read_body(mut body: StreamBody, timeout: Duration) -> Result<Vec<u8>, NodeError> {
+    // The length the node declares is its word: refused above the bound, never reserved beyond.
+    if body.size_hint().lower() > MAX_ANSWER as u64 {
+        return Err(NodeError::TooLarge);
+    }
     let read = async {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity((body.size_hint().lower() as usize).min(MAX_ANSWER));
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| NodeError::Read(e.to_string()))?;
             if let Ok(chunk) = frame.into_data() {

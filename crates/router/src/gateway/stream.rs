@@ -104,7 +104,7 @@ async fn open_on(
     let shared = call.shared.clone();
     let status = response.status();
     if !status.is_success() {
-        let text = dispatch::read_stream(response.into_body(), gw.settings.dispatch_timeout)
+        let text = dispatch::read_body(response.into_body(), gw.settings.dispatch_timeout)
             .await
             .unwrap_or_default();
         return Err(match dispatch::classify(status.as_u16(), &text) {
