@@ -374,10 +374,8 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
     let nodes = nodes.into_iter();
     // Sized once: growing them copied thousands of entries per decision.
     let expected = nodes.size_hint().0;
-    let mut choice = Choice {
-        left_out: Vec::with_capacity(expected),
-        ..Choice::default()
-    };
+    // Left-out nodes are few: the gateway hands over the nodes that serve the containers.
+    let mut choice = Choice::default();
     let mut latencies = Vec::with_capacity(expected);
     let mut passed: Vec<Passed<'a>> = Vec::with_capacity(expected);
     for (at, n) in nodes.enumerate() {
@@ -419,17 +417,18 @@ pub fn choose<'a>(ask: &Ask<'_>, nodes: impl IntoIterator<Item = Candidate<'a>>,
     // copies and the name comparisons were most of a decision.
     // One integer per node, best score and then first position lowest: cheaper to compare than
     // a float and an index.
-    let mut order: Vec<u128> = passed
+    let scores: Vec<f64> = passed.iter().map(|n| score(n, median)).collect();
+    let mut order: Vec<u128> = scores
         .iter()
         .enumerate()
-        .map(|(i, n)| (u128::from(!ordered(score(n, median))) << 64) | i as u128)
+        .map(|(i, &s)| (u128::from(!ordered(s)) << 64) | i as u128)
         .collect();
     order.sort_unstable();
     choice.candidates = order
         .into_iter()
         .map(|key| {
-            let n = &passed[key as u64 as usize];
-            rank(n, score(n, median))
+            let i = key as u64 as usize;
+            rank(&passed[i], scores[i])
         })
         .collect();
     choice

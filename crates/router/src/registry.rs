@@ -256,7 +256,12 @@ pub type TermsOf = Arc<Vec<(u32, crate::choose::Terms)>>;
 /// client naming many container sets cannot make a snapshot hold a copy of the fleet for each.
 pub const MAX_TERMS: usize = 1_000_000;
 
-/// A snapshot's [`TermsOf`] per container set and price unit, [`MAX_TERMS`] entries at most.
+/// Container sets whose terms a snapshot keeps at most: their keys are the clients' (container
+/// names), and a set nobody serves costs one entry of [`MAX_TERMS`] only.
+pub const MAX_TERM_SETS: usize = 1024;
+
+/// A snapshot's [`TermsOf`] per container set and price unit, [`MAX_TERMS`] entries and
+/// [`MAX_TERM_SETS`] sets at most.
 #[derive(Debug, Default)]
 pub struct TermsCache {
     /// By container set and unit.

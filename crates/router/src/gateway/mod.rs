@@ -57,7 +57,8 @@ const LATENCY_WEIGHT: f64 = 0.2;
 const MAX_LATENCY_KEYS: usize = 100_000;
 
 /// The terms of `snapshot`'s nodes for `containers` in `unit`, in its order: read from the
-/// reports on first use and kept with the snapshot (for up to 1,024 container sets).
+/// reports on first use and kept with the snapshot (within [`crate::registry::MAX_TERMS`] and
+/// [`crate::registry::MAX_TERM_SETS`]).
 fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> TermsOf {
     let key = (containers.to_vec(), unit.to_string());
     if let Some(terms) = snapshot.terms.lock().expect("terms poisoned").sets.get(&key) {
@@ -76,7 +77,8 @@ fn terms(snapshot: &Snapshot, containers: &[String], unit: &str) -> TermsOf {
     let mut cache = snapshot.terms.lock().expect("terms poisoned");
     // An empty set (nobody serves these containers) costs an entry too.
     let cost = terms.len().max(1);
-    if cache.entries + cost <= crate::registry::MAX_TERMS && !cache.sets.contains_key(&key) {
+    let room = cache.entries + cost <= crate::registry::MAX_TERMS && cache.sets.len() < crate::registry::MAX_TERM_SETS;
+    if room && !cache.sets.contains_key(&key) {
         cache.entries += cost;
         cache.sets.insert(key, terms.clone());
     }
@@ -694,5 +696,23 @@ impl Gateway {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client naming ever new container sets (served by nobody, so each costs one entry) makes
+    /// a snapshot keep at most [`crate::registry::MAX_TERM_SETS`] of them; the answers stay right.
+    #[test]
+    fn a_snapshot_keeps_a_bounded_number_of_container_sets() {
+        let snapshot = Snapshot::default();
+        for i in 0..crate::registry::MAX_TERM_SETS + 100 {
+            assert!(terms(&snapshot, &[format!("c{i}")], "USD").is_empty());
+        }
+        let cache = snapshot.terms.lock().unwrap();
+        assert_eq!(cache.sets.len(), crate::registry::MAX_TERM_SETS);
+        assert_eq!(cache.entries, crate::registry::MAX_TERM_SETS);
     }
 }
