@@ -263,14 +263,7 @@ async fn write(db: &Db, batch: &[Record]) -> Result<(), DbError> {
             Record::Ledger(row) => Some(row),
             Record::Metrics(_) => None,
         })
-        .map(|row| {
-            serde_json::to_string(&row.containers)
-                .map(|containers| (row, containers))
-                .map_err(|e| DbError::BadValue {
-                    column: "containers",
-                    value: e.to_string(),
-                })
-        })
+        .map(|row| super::containers_json(&row.containers).map(|containers| (row, containers)))
         .collect::<Result<_, _>>()?;
     on_pool!(db, |p| {
         let mut tx = p.begin().await?;

@@ -487,10 +487,7 @@ async fn upsert(db: &Db, rows: &[Job]) -> Result<Vec<String>, DbError> {
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(statement(chunk.len(), numbered)));
             for job in chunk {
-                let containers = serde_json::to_string(&job.containers).map_err(|e| DbError::BadValue {
-                    column: "containers",
-                    value: e.to_string(),
-                })?;
+                let containers = super::containers_json(&job.containers)?;
                 q = q
                     .bind(job.id.as_str())
                     .bind(job.client.as_str())

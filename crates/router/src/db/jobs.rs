@@ -197,10 +197,7 @@ impl Db {
     /// Records a new `queued` job, or returns the client's earlier job with the same idempotency
     /// key (also when two inserts race).
     pub async fn insert_job(&self, new: &NewJob<'_>) -> Result<Inserted, DbError> {
-        let containers = serde_json::to_string(new.containers).map_err(|e| DbError::BadValue {
-            column: "containers",
-            value: e.to_string(),
-        })?;
+        let containers = super::containers_json(new.containers)?;
         let inserted: Option<Job> = on_pool!(self, |p| {
             sqlx::query_as(concat!(
                 "INSERT INTO jobs (id, client, idempotency_key, containers, status, attempt, \

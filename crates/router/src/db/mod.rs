@@ -203,6 +203,14 @@ pub enum Pool {
     Postgres(PgPool),
 }
 
+/// A job's or a ledger row's containers as stored: a JSON list.
+pub(crate) fn containers_json(containers: &[String]) -> Result<String, DbError> {
+    serde_json::to_string(containers).map_err(|e| DbError::BadValue {
+        column: "containers",
+        value: e.to_string(),
+    })
+}
+
 /// Appends `(…),(…)`: `rows` groups of `cols` parameters, `$n` numbered from 1 for PostgreSQL
 /// and anonymous `?` for SQLite (whose lookup of numbered parameters grows with their count,
 /// squared over a statement): the `VALUES` of a multi-row insert.
