@@ -12,7 +12,7 @@
 //! snapshot, each node's record and latency, filters, score, the count in every left-out node's
 //! public record, and the pick (and, for comparison, of the pure chooser alone). `BENCH_SECONDS`
 //! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
-//! (default 500); `BENCH_ONLY=chooser` runs the decisions only. `BENCH_ROUTER_B=<binary>` runs a
+//! (default 500); `BENCH_ONLY=chooser` runs the decisions only, `BENCH_ONLY=stream` the streams only. `BENCH_ROUTER_B=<binary>` runs a
 //! second router build beside the first (same key, its own database), measured in the same run.
 //! `BENCH_PIN=1` models a router on a machine of its own: the routers run on CPU 0, and the node,
 //! `hello-world` and the clients on CPU 1, so that direct and gateway runs give the node's side the
@@ -274,8 +274,11 @@ fn main() {
         .expect("runtime");
     // The decisions first, on a quiet machine: after the load phases the router and the node
     // still write their backlogs for a while, and their work would be timed as the chooser's.
-    print_chooser(&runtime, dir.path());
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("chooser") {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "stream" {
+        print_chooser(&runtime, dir.path());
+    }
+    if only == "chooser" {
         return;
     }
     let key = Identity::generate();
@@ -337,6 +340,11 @@ fn main() {
     for (port, _) in &routers {
         runtime.block_on(listed(*port));
     }
+    // The floor of any HTTP hop: nginx passing the node's stream through, when installed.
+    let nginx = start_nginx(dir.path(), node_port);
+    if let (Some(nginx), true) = (&nginx, pinned) {
+        pin(nginx.1.id(), 0, true);
+    }
 
     let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
     let node = format!("http://127.0.0.1:{node_port}");
@@ -350,7 +358,10 @@ fn main() {
     for (label, direct, gateway) in [
         ("stream", "/api/jobs/stream", "/api/v1/jobs/stream"),
         ("async ", "/api/jobs", "/api/v1/jobs"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(label, ..)| only != "stream" || *label == "stream")
+    {
         let direct = format!("{node}{direct}");
         // Warm every path.
         runtime.block_on(sequential(&direct, body, 50));
@@ -380,6 +391,20 @@ fn main() {
             "{label} {CLIENTS} clients: direct {dt:.0} req/s | CPU per direct job: node {:.0} µs",
             (cpu_time(_node.id()) - node_before).as_secs_f64() * 1e6 / (dt * seconds.as_secs_f64()).max(1.0)
         );
+        if let (Some((port, nginx)), "stream") = (&nginx, label) {
+            let (node_before, nginx_before) = (cpu_time(_node.id()), cpu_time(nginx.id()));
+            let url = format!("http://127.0.0.1:{port}{}", "/api/jobs/stream");
+            runtime.block_on(sequential(&url, body, 50));
+            let ft = runtime.block_on(throughput(&url, body, seconds));
+            let jobs = ft * seconds.as_secs_f64();
+            let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
+            println!(
+                "{label} {CLIENTS} clients: nginx pass-through (the floor of one hop) {ft:.0} req/s | / direct {:.2} | CPU per job: nginx {:.0} µs, node {:.0} µs",
+                ft / dt,
+                per_job(nginx_before, nginx.id()),
+                per_job(node_before, _node.id()),
+            );
+        }
         for ((port, router), name) in routers.iter().zip(["gateway", "gateway B"]) {
             let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(router.0.id()));
             let gt = runtime.block_on(throughput(&format!("http://127.0.0.1:{port}{gateway}"), body, seconds));
@@ -393,6 +418,42 @@ fn main() {
             );
         }
     }
+}
+
+/// nginx (one process, no master) on a free port, passing everything through to the node with
+/// keep-alive and without buffering, when `nginx` is installed: the cost of one HTTP hop that
+/// does nothing else, as a baseline for the gateway's.
+fn start_nginx(dir: &std::path::Path, node_port: u16) -> Option<(u16, ChildGuard)> {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let port = free_port();
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(&root).expect("nginx dir");
+    let d = root.display();
+    let conf = format!(
+        "master_process off; daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         upstream node {{ server 127.0.0.1:{node_port}; keepalive 64; }}\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://node; proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; }} }} }}\n"
+    );
+    let path = root.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    let child = ChildGuard(
+        Command::new(binary)
+            .arg("-p")
+            .arg(&root)
+            .arg("-c")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
+    wait_healthy(port, Duration::from_secs(10));
+    Some((port, child))
 }
 
 /// Starts the router `binary` on a free port over the node list `ips`, with the key `key_file`
