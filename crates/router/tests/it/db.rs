@@ -223,22 +223,6 @@ macro_rules! with_pool {
     };
 }
 
-/// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both!(
     migrations_apply_once_and_reopen_cleanly,
     a_database_newer_than_the_binary_is_refused,

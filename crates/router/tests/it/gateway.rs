@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use infernet_identity::{Identity, nip98};
 use serde_json::{Value, json};
 
-use super::{NodeProc, client, eventually, router, service, settings};
+use super::{NodeProc, client, ended, eventually, get, router, service, settings, stream_x};
 
 /// `key` in a key file of its own (mode 0600, as the router insists).
 pub(super) fn key_file(key: &Identity) -> std::path::PathBuf {
@@ -36,25 +36,6 @@ async fn serving(url: &str, container: &str, n: usize) {
 pub(super) async fn post(url: String, body: &Value) -> (u16, Value) {
     let r = client().post(url).json(body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-pub(super) async fn get_json(url: String) -> (u16, Value) {
-    let r = client().get(url).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls the job until it has ended.
-pub(super) async fn ended(url: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, job) = get_json(format!("{url}/api/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if job["status"] != "running" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -91,7 +72,7 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     // The node filed the job under the client the router stated, not under the router's address
     // (which is also this test's): asked directly, it lists no job of ours.
     let node = placed["node"].as_str().unwrap();
-    let (_, ours) = get_json(format!("http://{node}/api/jobs")).await;
+    let (_, ours) = get(format!("http://{node}/api/jobs")).await;
     assert_eq!(
         ours,
         json!([]),
@@ -140,11 +121,11 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     assert_eq!(first["id"], again["id"]);
 
     // The caller's own jobs, newest first, by page; nobody else's.
-    let (status, page) = get_json(format!("{url}/api/v1/jobs?limit=1&container=x")).await;
+    let (status, page) = get(format!("{url}/api/v1/jobs?limit=1&container=x")).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["jobs"][0]["id"], first["id"], "{page}");
     let next = page["next"].as_str().unwrap();
-    let (_, older) = get_json(format!("{url}/api/v1/jobs?limit=1&after={next}")).await;
+    let (_, older) = get(format!("{url}/api/v1/jobs?limit=1&after={next}")).await;
     assert_eq!(older["jobs"][0]["id"].as_str(), Some(id.as_str()), "{older}");
     let list_url = format!("{url}/api/v1/jobs");
     let auth = nip98::authorization(&stranger, "GET", &list_url, None);
@@ -158,7 +139,7 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
         .await
         .unwrap();
     assert_eq!(theirs, json!({"jobs": [], "next": null}));
-    assert_eq!(get_json(format!("{url}/api/v1/jobs?status=done")).await.0, 400);
+    assert_eq!(get(format!("{url}/api/v1/jobs?status=done")).await.0, 400);
 
     // Errors: the field named, 503 saying why, refusals passed over.
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"data": {}})).await;
@@ -191,7 +172,7 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     assert!(e["error"].as_str().unwrap().contains("refused: HTTP 401"), "{e}");
 
     // /route explains the choice.
-    let (status, route) = get_json(format!("{url}/api/v1/route?container=x&gpus=1")).await;
+    let (status, route) = get(format!("{url}/api/v1/route?container=x&gpus=1")).await;
     assert_eq!(status, 200);
     assert_eq!(route["candidates"], json!([]));
     assert!(
@@ -202,21 +183,12 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
             .any(|e| e["filter"] == "hardware" && e["reason"].as_str().unwrap().contains("GPU")),
         "{route}"
     );
-    let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
+    let (_, route) = get(format!("{url}/api/v1/route?container=x")).await;
     assert_eq!(route["candidates"].as_array().unwrap().len(), 2, "{route}");
 
     // A stream: the router's id first, then the node's output as it comes.
-    let r = client()
-        .post(format!("{url}/api/v1/jobs/stream"))
-        .json(&json!({"containers": ["x"], "data": {}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let (stream_id, output) = text.split_once('\n').unwrap();
-    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
-    let streamed = ended(&url, stream_id).await;
+    let stream_id = stream_x(&url).await;
+    let streamed = ended(&url, &stream_id).await;
     assert_eq!(streamed["status"], "succeeded", "{streamed}");
 
     // A batch: in input order, a bad item fails alone, the jobs spread over both nodes.
@@ -253,7 +225,7 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
         "the node is told and stops the job: {cancelled}"
     );
     assert_eq!(
-        get_json(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"],
+        get(format!("{url}/api/v1/jobs/{slow_id}")).await.1["status"],
         "cancelled"
     );
     let r = client()
@@ -334,7 +306,7 @@ async fn a_node_that_died_is_passed_over_and_counted() {
         .await;
         assert_eq!(status, 200, "{placed}");
         assert_eq!(placed["node"], b.key());
-        let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
+        let (_, route) = get(format!("{url}/api/v1/route?container=x")).await;
         let order: Vec<&str> = route["candidates"]
             .as_array()
             .unwrap()
@@ -472,7 +444,7 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
         (Some("succeeded"), &json!({"ok": true}))
     );
     assert_eq!(
-        get_json(format!("{url}/api/v1/jobs/{}", placed["id"].as_str().unwrap()))
+        get(format!("{url}/api/v1/jobs/{}", placed["id"].as_str().unwrap()))
             .await
             .1["status"],
         "succeeded"
@@ -602,7 +574,7 @@ async fn nodes_are_compared_on_the_latency_of_the_containers_asked_for() {
     let first = |container: &'static str| {
         let url = url.clone();
         async move {
-            let (_, route) = get_json(format!("{url}/api/v1/route?container={container}")).await;
+            let (_, route) = get(format!("{url}/api/v1/route?container={container}")).await;
             route["candidates"][0]["node"].as_str().unwrap().to_string()
         }
     };

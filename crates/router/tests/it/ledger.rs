@@ -19,22 +19,6 @@ use super::{
     eventually, router, service, settings,
 };
 
-/// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres`.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 on_both!(
     a_quota_refuses_the_next_job_across_two_routers,
     a_quota_holds_under_concurrent_replicas,

@@ -12,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message as Ws};
 
 use super::{
-    NodeProc, client, eventually,
-    gateway::{ended, get_json, key_file, post},
-    router, service, settings,
+    NodeProc, client, ended, ended_with, eventually,
+    gateway::{key_file, post},
+    get, router, service, settings, stream_x,
 };
 
 /// A router whose key is `key`, heartbeats on links every second; its URL.
@@ -56,9 +56,9 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
     assert!(!npub.contains(&node.port.to_string()));
 
     // Not handed out by address; seen by the chooser under its key.
-    let (_, ips) = get_json(format!("{url}/api/v1/ips?container=x")).await;
+    let (_, ips) = get(format!("{url}/api/v1/ips?container=x")).await;
     assert_eq!(ips, json!([]), "a linked node has no address to hand out");
-    let (_, route) = get_json(format!("{url}/api/v1/route?container=x")).await;
+    let (_, route) = get(format!("{url}/api/v1/route?container=x")).await;
     assert_eq!(route["candidates"][0]["node"], json!(npub), "{route}");
 
     // Its operator manages it through the router, signing for the node's link address; the
@@ -102,17 +102,8 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
     assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
 
     // A stream: the router's id, then the node's output.
-    let r = client()
-        .post(format!("{url}/api/v1/jobs/stream"))
-        .json(&json!({"containers": ["x"], "data": {}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let (stream_id, output) = text.split_once('\n').unwrap();
-    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
-    assert_eq!(ended(&url, stream_id).await["status"], "succeeded");
+    let stream_id = stream_x(&url).await;
+    assert_eq!(ended(&url, &stream_id).await["status"], "succeeded");
 
     // A batch: many calls at once on the one link.
     let items: Vec<Value> = (0..40)
@@ -725,24 +716,7 @@ async fn a_node_behind_nat_serves_jobs_streams_and_batches_through_its_link() {
     };
     let ended = |id: String| {
         let (https, url) = (https.clone(), url.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let job: Value = https
-                    .get(format!("{url}/api/v1/jobs/{id}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if job["status"] != "running" {
-                    return job;
-                }
-                assert!(Instant::now() < deadline, "{job}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        async move { ended_with(&https, &url, &id, Duration::from_secs(15)).await }
     };
     let placed: Value = post("/api/v1/jobs", json!({"containers": ["x"], "data": {}}))
         .await
@@ -855,22 +829,7 @@ async fn a_link_cut_mid_job_gives_the_client_one_result_from_another_node() {
     let b = wait_for(2).await.into_iter().find(|k| *k != a).unwrap();
     ns.cut();
     // The router notices the silence (3 heartbeats), waits out the lease, and runs it on b.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job: Value = https
-            .get(format!("{url}/api/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] != "running" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job = ended_with(&https, &url, &id, Duration::from_secs(30)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["node"], json!(b), "{job}");
     assert_eq!(job["result"]["output"], json!({"ok": true}), "{job}");

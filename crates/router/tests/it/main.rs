@@ -3,6 +3,23 @@
 //! nodes that dial in over their link; [`replicas`] several routers on one database sharing
 //! their links; [`ui`] the control interface, over HTTP and in Chromium.
 
+/// Each test `async fn name(Backend)` runs as `name::sqlite` and `name::postgres` (`Backend` as
+/// the calling module names it: [`db::Backend`]).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 mod alerts;
 mod db;
 mod gateway;
@@ -182,12 +199,49 @@ async fn get(url: String) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// Polls `url` until `check` accepts the JSON answer.
 /// The body of `GET url`, as text.
 async fn text(url: String) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// Polls job `id` of the router at `url` until it has ended.
+async fn ended(url: &str, id: &str) -> Value {
+    ended_with(&client(), url, id, Duration::from_secs(15)).await
+}
+
+/// [`ended`] with `http` (a client trusting a test CA, say), for at most `within`.
+async fn ended_with(http: &reqwest::Client, url: &str, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = http.get(format!("{url}/api/v1/jobs/{id}")).send().await.unwrap();
+        let status = r.status();
+        let job: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{job}");
+        if job["status"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Streams a job of container `x` (whose service answers `{"ok": true}`) through the router at
+/// `url`: checks the answer is the router's id line, then the node's output; the id.
+async fn stream_x(url: &str) -> String {
+    let r = client()
+        .post(format!("{url}/api/v1/jobs/stream"))
+        .json(&json!({"containers": ["x"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let (id, output) = text.split_once('\n').unwrap();
+    assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
+    id.to_string()
+}
+
+/// Polls `url` until `check` accepts the JSON answer.
 async fn eventually(url: String, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

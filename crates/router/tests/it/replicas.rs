@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::{
     NodeProc, client,
     db::{Backend, TestDb},
-    eventually,
-    gateway::{ended, get_json, key_file, post},
-    service, settings,
+    ended, eventually,
+    gateway::{key_file, post},
+    get, service, settings,
 };
 
 /// A replica: its URL, what stops it, and its end.
@@ -151,7 +151,7 @@ async fn a_node_linked_to_one_replica_serves_jobs_submitted_to_another(backend: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eventually(format!("{}/api/v1/nodes", b.url), |v| linked(v) == vec![npub.clone()]).await;
-    let (_, route) = get_json(format!("{}/api/v1/route?container=x", b.url)).await;
+    let (_, route) = get(format!("{}/api/v1/route?container=x", b.url)).await;
     assert_eq!(route["candidates"][0]["node"], json!(npub), "{route}");
 
     // An async job submitted to B runs on the node through A; its result reads through either.
@@ -348,7 +348,7 @@ async fn the_nodes_of_a_replica_that_is_gone_are_unlinked() {
         .any(|l| l.node == old)
     {
         assert!(std::time::Instant::now() < deadline, "the lapsed row is never deleted");
-        let (_, nodes) = get_json(format!("{}/api/v1/nodes", b.url)).await;
+        let (_, nodes) = get(format!("{}/api/v1/nodes", b.url)).await;
         assert!(!linked(&nodes).contains(&old), "{nodes}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
