@@ -630,14 +630,7 @@ async fn every_job_a_node_ran_is_a_ledger_row_priced_by_its_pricing() {
         v["candidates"][0]["price"].as_f64().is_some_and(|p| p > 0.01)
     })
     .await;
-    let r = client()
-        .post(format!("{url}/api/v1/jobs/stream"))
-        .json(&json!({"containers": ["x"], "data": {}}))
-        .send()
-        .await
-        .unwrap();
-    let text = r.text().await.unwrap();
-    let id = text.split_once('\n').unwrap().0.to_string();
+    let id = stream_x(&url).await;
     let db = infernet_router::db::Db::open(&database).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let row = loop {
