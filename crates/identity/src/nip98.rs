@@ -175,11 +175,18 @@ fn tag(parts: &[&str]) -> Tag {
     Tag::parse(parts.iter().copied()).expect("a tag with a name always parses")
 }
 
-/// Signing by an [`Identity`], for the event builders of this crate.
-/// A signing context (its tables are static: creating it costs nothing).
-static SIGNING: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::SignOnly>> =
-    std::sync::LazyLock::new(secp256k1::Secp256k1::signing_only);
+/// A signing context (its tables are static), blinded once with a random seed against side
+/// channels, as `nostr`'s own is.
+static SIGNING: std::sync::LazyLock<secp256k1::Secp256k1<secp256k1::SignOnly>> = std::sync::LazyLock::new(|| {
+    use rand::RngCore;
+    let mut context = secp256k1::Secp256k1::signing_only();
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    context.seeded_randomize(&seed);
+    context
+});
 
+/// Signing by an [`Identity`], for the event builders of this crate.
 pub(crate) trait SignWith {
     /// The event, signed.
     fn sign_with(self, identity: &Identity) -> Event;
