@@ -12,8 +12,9 @@
 //! snapshot, each node's record and latency, filters, score, the count in every left-out node's
 //! public record, and the pick (and, for comparison, of the pure chooser alone). `BENCH_SECONDS`
 //! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
-//! (default 500); `BENCH_ONLY=chooser` runs the decisions only, `BENCH_ONLY=stream` the streams only. `BENCH_ROUTER_B=<binary>` runs a
-//! second router build beside the first (same key, its own database), measured in the same run.
+//! (default 500); `BENCH_ONLY=chooser` runs the decisions only, `BENCH_ONLY=stream` the streams
+//! only. `BENCH_ROUTER_B=<binary>` runs a second router build beside the first (same key, its
+//! own database), measured in the same run.
 //! `BENCH_PIN=1` models a router on a machine of its own: the routers run on CPU 0, and the node,
 //! `hello-world` and the clients on CPU 1, so that direct and gateway runs give the node's side the
 //! same one core, and the router's work does not take the node's CPU (on two cores, unpinned, the
@@ -442,17 +443,29 @@ fn start_nginx(dir: &std::path::Path, node_port: u16) -> Option<(u16, ChildGuard
     );
     let path = root.join("nginx.conf");
     std::fs::write(&path, conf).expect("nginx.conf");
-    let child = ChildGuard(
-        Command::new(binary)
-            .arg("-p")
-            .arg(&root)
-            .arg("-c")
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx"),
-    );
-    wait_healthy(port, Duration::from_secs(10));
+    let child = match Command::new(binary)
+        .arg("-p")
+        .arg(&root)
+        .arg("-e")
+        .arg(root.join("error.log"))
+        .arg("-c")
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => ChildGuard(child),
+        Err(e) => {
+            eprintln!("nginx did not start ({e}): no floor measured");
+            return None;
+        }
+    };
+    // The floor is a comparison, not the benchmark: without it the gateway is still measured.
+    let started = std::panic::catch_unwind(|| wait_healthy(port, Duration::from_secs(10)));
+    if started.is_err() {
+        let log = std::fs::read_to_string(root.join("error.log")).unwrap_or_default();
+        eprintln!("nginx did not answer: no floor measured; its log:\n{log}");
+        return None;
+    }
     Some((port, child))
 }
 
