@@ -215,8 +215,9 @@ async fn ended_with(http: &reqwest::Client, url: &str, id: &str, within: Duratio
     loop {
         let r = http.get(format!("{url}/api/v1/jobs/{id}")).send().await.unwrap();
         let status = r.status();
-        let job: Value = r.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 200, "{job}");
+        let text = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{text}");
+        let job: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         if job["status"] != "running" {
             return job;
         }
