@@ -91,12 +91,18 @@ impl RateLimiter {
     /// before the work of finding out.
     pub fn peek(&self, route: &'static str, client: IpAddr) -> Result<(), Refused> {
         let now = Instant::now();
-        let tolerance = self.period.saturating_sub(self.interval());
         let buckets = self.tat.lock().expect("rate limiter poisoned");
         let ahead = buckets
             .map
             .get(&(route, client))
             .map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now));
+        self.within(ahead)
+    }
+
+    /// Refused when a bucket's theoretical arrival time is `ahead` of now by more than a burst
+    /// of the limit allows.
+    fn within(&self, ahead: Duration) -> Result<(), Refused> {
+        let tolerance = self.period.saturating_sub(self.interval());
         match ahead > tolerance {
             true => Err(Refused {
                 retry_after: ahead - tolerance,
@@ -108,7 +114,6 @@ impl RateLimiter {
     /// [`Self::admit`] at `now`.
     fn check(&self, route: &'static str, client: IpAddr, now: Instant) -> Result<Allowed, Refused> {
         let t = self.interval();
-        let tolerance = self.period.saturating_sub(t);
         let mut buckets = self.tat.lock().expect("rate limiter poisoned");
         let Buckets { map: tat, next_sweep } = &mut *buckets;
         if tat.len() >= self.max_clients && !tat.contains_key(&(route, client)) {
@@ -124,12 +129,7 @@ impl RateLimiter {
         }
         let entry = tat.entry((route, client)).or_insert(now);
         let current = (*entry).max(now);
-        let ahead = current - now;
-        if ahead > tolerance {
-            return Err(Refused {
-                retry_after: ahead - tolerance,
-            });
-        }
+        self.within(current - now)?;
         let next = current + t;
         *entry = next;
         let used = next - now;
