@@ -425,8 +425,27 @@ pub const JOBS_ROUTE: &str = "/api/v1/jobs";
 /// too, spelled out for the OpenAPI test that reads the routes from the source).
 pub const STREAM_ROUTE: &str = "/api/v1/jobs/stream";
 
-/// [`JOBS_ROUTE`]'s place in [`ROUTES`].
-pub(crate) const JOBS_COUNTER: usize = 4;
+/// [`JOBS_ROUTE`]'s place in [`ROUTES`] (found at compile time).
+pub(crate) const JOBS_COUNTER: usize = counter_of(JOBS_ROUTE);
+
+/// The place of `route` in [`ROUTES`]; a route not there does not compile.
+const fn counter_of(route: &str) -> usize {
+    let mut i = 0;
+    while i < ROUTES.len() {
+        if ROUTES[i].len() == route.len() {
+            let (a, b) = (ROUTES[i].as_bytes(), route.as_bytes());
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a rate-limited route")
+}
 
 pub(crate) const ROUTES: [&str; 8] = [
     "/api/v1/ips",
@@ -479,17 +498,24 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route(
             "/api/v1/jobs",
-            post(gateway::submit).get(gateway::list).route_layer(limited(4)),
+            post(gateway::submit)
+                .get(gateway::list)
+                .route_layer(limited(JOBS_COUNTER)),
         )
         .route(
             "/api/v1/jobs/{id}",
-            get(gateway::job).delete(gateway::cancel).route_layer(limited(4)),
+            get(gateway::job)
+                .delete(gateway::cancel)
+                .route_layer(limited(JOBS_COUNTER)),
         )
         .route(
             "/api/v1/jobs/stream",
             post(gateway::stream).route_layer(limited(JOBS_COUNTER)),
         )
-        .route("/api/v1/jobs/batch", post(gateway::batch).route_layer(limited(4)))
+        .route(
+            "/api/v1/jobs/batch",
+            post(gateway::batch).route_layer(limited(JOBS_COUNTER)),
+        )
         .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
         .route("/api/v1/identity", get(gateway::identity))
         .merge(crate::alerts::api::routes().route_layer(limited(5)))
