@@ -351,17 +351,17 @@ impl JobWriter {
                     || state.urgent
                     || state.waiting.len() >= ROWS_PER_STATEMENT
                     || gathered.is_some_and(|at| at <= now);
-                let batch = match now_or_never {
+                // Committed now, or woken when the gathering time ends.
+                let (batch, gathered) = match now_or_never {
                     true => {
                         state.urgent = false;
                         state.lazy_since = None;
-                        std::mem::take(&mut state.waiting)
+                        (std::mem::take(&mut state.waiting), None)
                     }
-                    false => HashMap::new(),
+                    false => (HashMap::new(), gathered),
                 };
                 state.committing = batch.iter().map(|(id, p)| (id.clone(), p.seq)).collect();
                 let due = state.due.front().map(|(at, _)| *at);
-                let gathered = state.lazy_since.map(|since| since + inner.settings.gather);
                 (batch, due.into_iter().chain(gathered).min())
             };
             if !batch.is_empty() {
