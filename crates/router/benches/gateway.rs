@@ -10,11 +10,14 @@
 //!
 //! First, the p50/p99 of one decision over 10,000 nodes, as the gateway makes it: the registry's
 //! snapshot, each node's record and latency, filters, score, the count in every left-out node's
-//! public record, and the pick (and, for comparison, of the pure chooser alone). `BENCH_SECONDS`
-//! sets each load phase (default 3), `BENCH_SEQUENTIAL` the requests of each one-client phase
-//! (default 500); `BENCH_ONLY=chooser` runs the decisions only, `BENCH_ONLY=stream` the streams
-//! only. `BENCH_ROUTER_B=<binary>` runs a second router build beside the first (same key, its
-//! own database), measured in the same run.
+//! public record, and the pick (and, for comparison, of the pure chooser alone).
+//!
+//! Options: `BENCH_SECONDS` sets each load phase (default 3), `BENCH_CLIENTS` the clients of the
+//! throughput phases (default 16), `BENCH_SEQUENTIAL` the requests of each one-client phase
+//! (default 500); `BENCH_TOKENS=n` makes each job stream `n` tokens, as a model's answer comes
+//! (default: `hello-world`'s two words); `BENCH_ONLY=chooser` runs the decisions only,
+//! `BENCH_ONLY=stream` the streams only. `BENCH_ROUTER_B=<binary>` runs a second router build
+//! beside the first (same key, its own database), measured in the same run.
 //! `BENCH_PIN=1` models a router on a machine of its own: the routers run on CPU 0, and the node,
 //! `hello-world` and the clients on CPU 1, so that direct and gateway runs give the node's side the
 //! same one core, and the router's work does not take the node's CPU (on two cores, unpinned, the
@@ -40,7 +43,10 @@ use infernet_testkit::{ChildGuard, cpu_time, env_or, free_port, percentile, wait
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const CLIENTS: usize = 16;
+/// Closed-loop clients of the throughput phases (`BENCH_CLIENTS`, default 16).
+fn clients() -> usize {
+    env_or("BENCH_CLIENTS", 16).max(1) as usize
+}
 const NODES: usize = 10_000;
 
 fn ms(d: Duration) -> f64 {
@@ -74,11 +80,11 @@ async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
     latencies
 }
 
-/// `CLIENTS` closed-loop clients for `duration`: requests per second.
+/// [`clients`] closed-loop clients for `duration`: requests per second.
 async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
     let client = reqwest::Client::new();
     let end = Instant::now() + duration;
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients())
         .map(|_| {
             let (client, url) = (client.clone(), url.to_string());
             tokio::spawn(async move {
@@ -347,10 +353,15 @@ fn main() {
         pin(nginx.1.id(), 0, true);
     }
 
-    let body = r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#;
+    // `BENCH_TOKENS=n`: streams of n tokens, as a model's answer comes (by default, two words).
+    let clients = clients();
+    let body: &'static str = match env_or("BENCH_TOKENS", 0u64) {
+        0 => r#"{"containers": ["hello-world"], "data": {"prompt": "hi"}}"#,
+        n => Box::leak(format!(r#"{{"containers": ["hello-world"], "data": {{"tokens": {n}}}}}"#).into_boxed_str()),
+    };
     let node = format!("http://127.0.0.1:{node_port}");
     println!(
-        "gateway benchmark: one node, router database on (SQLite file), {CLIENTS} clients for throughput{}",
+        "gateway benchmark: one node, router database on (SQLite file), {clients} clients for throughput{}",
         match pinned {
             true => "; pinned: routers on CPU 0, node, hello-world and clients on CPU 1",
             false => "",
@@ -389,7 +400,7 @@ fn main() {
         let node_before = cpu_time(_node.id());
         let dt = runtime.block_on(throughput(&direct, body, seconds));
         println!(
-            "{label} {CLIENTS} clients: direct {dt:.0} req/s | CPU per direct job: node {:.0} µs",
+            "{label} {clients} clients: direct {dt:.0} req/s | CPU per direct job: node {:.0} µs",
             (cpu_time(_node.id()) - node_before).as_secs_f64() * 1e6 / (dt * seconds.as_secs_f64()).max(1.0)
         );
         if let (Some((port, nginx)), "stream") = (&nginx, label) {
@@ -400,7 +411,7 @@ fn main() {
             let jobs = ft * seconds.as_secs_f64();
             let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
             println!(
-                "{label} {CLIENTS} clients: nginx pass-through (the floor of one hop) {ft:.0} req/s | / direct {:.2} | CPU per job: nginx {:.0} µs, node {:.0} µs",
+                "{label} {clients} clients: nginx pass-through (the floor of one hop) {ft:.0} req/s | / direct {:.2} | CPU per job: nginx {:.0} µs, node {:.0} µs",
                 ft / dt,
                 per_job(nginx_before, nginx.id()),
                 per_job(node_before, _node.id()),
@@ -412,7 +423,7 @@ fn main() {
             let jobs = gt * seconds.as_secs_f64();
             let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
             println!(
-                "{label} {CLIENTS} clients: {name} {gt:.0} req/s | {name} / direct {:.2} | CPU per gateway job: router {:.0} µs, node {:.0} µs",
+                "{label} {clients} clients: {name} {gt:.0} req/s | {name} / direct {:.2} | CPU per gateway job: router {:.0} µs, node {:.0} µs",
                 gt / dt,
                 per_job(router_before, router.0.id()),
                 per_job(node_before, _node.id()),
