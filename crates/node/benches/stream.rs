@@ -305,16 +305,7 @@ fn main() {
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().expect("tempdir");
     // Each port is picked once the previous one is taken, so no two can be the same.
-    let service_port = free_port();
-    let service = ChildGuard(
-        Command::new(workspace_binary("hello-world"))
-            .env("HOST", "127.0.0.1")
-            .env("PORT", service_port.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hello-world"),
-    );
-    wait_port(service_port, Duration::from_secs(20));
+    let (service_port, service) = infernet_testkit::hello_world();
     let forward_port = free_port();
     let mut forwarder = ChildGuard(
         Command::new(std::env::current_exe().expect("own path"))

@@ -29,6 +29,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod load;
+use load::{ms, sequential, throughput};
+
 use infernet_identity::Identity;
 use infernet_router::{
     address::NodeAddr,
@@ -48,61 +51,6 @@ fn clients() -> usize {
     env_or("BENCH_CLIENTS", 16).max(1) as usize
 }
 const NODES: usize = 10_000;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// One request and its whole answer; panics on anything but 200 (a benchmark of errors is none).
-async fn once(client: &reqwest::Client, url: &str, body: &'static str) {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let text = r.bytes().await.expect("body");
-    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&text));
-}
-
-/// `n` requests one after the other: sorted latencies.
-async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
-    let client = reqwest::Client::new();
-    let mut latencies = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let start = Instant::now();
-        once(&client, url, body).await;
-        latencies.push(start.elapsed());
-    }
-    latencies.sort();
-    latencies
-}
-
-/// [`clients`] closed-loop clients for `duration`: requests per second.
-async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
-    let client = reqwest::Client::new();
-    let end = Instant::now() + duration;
-    let tasks: Vec<_> = (0..clients())
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    once(&client, &url, body).await;
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("client");
-    }
-    total as f64 / duration.as_secs_f64()
-}
 
 /// Decisions per measurement (`BENCH_DECISIONS`).
 fn decisions() -> usize {
@@ -292,15 +240,7 @@ fn main() {
     let key_file = dir.path().join("router.nsec");
     infernet_testkit::write_secret(&key_file, &key.nsec());
 
-    let service_port = free_port();
-    let _service = ChildGuard(
-        Command::new(workspace_binary("hello-world"))
-            .env("HOST", "127.0.0.1")
-            .env("PORT", service_port.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hello-world"),
-    );
+    let (service_port, _service) = infernet_testkit::hello_world();
     let node_port = free_port();
     let config = dir.path().join("node.json");
     std::fs::write(
@@ -398,7 +338,7 @@ fn main() {
             );
         }
         let node_before = cpu_time(_node.id());
-        let dt = runtime.block_on(throughput(&direct, body, seconds));
+        let dt = runtime.block_on(throughput(&direct, body, clients, seconds));
         println!(
             "{label} {clients} clients: direct {dt:.0} req/s | CPU per direct job: node {:.0} µs",
             (cpu_time(_node.id()) - node_before).as_secs_f64() * 1e6 / (dt * seconds.as_secs_f64()).max(1.0)
@@ -407,7 +347,7 @@ fn main() {
             let (node_before, nginx_before) = (cpu_time(_node.id()), cpu_time(nginx.id()));
             let url = format!("http://127.0.0.1:{port}{}", "/api/jobs/stream");
             runtime.block_on(sequential(&url, body, 50));
-            let ft = runtime.block_on(throughput(&url, body, seconds));
+            let ft = runtime.block_on(throughput(&url, body, clients, seconds));
             let jobs = ft * seconds.as_secs_f64();
             let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
             println!(
@@ -419,7 +359,12 @@ fn main() {
         }
         for ((port, router), name) in routers.iter().zip(["gateway", "gateway B"]) {
             let (node_before, router_before) = (cpu_time(_node.id()), cpu_time(router.0.id()));
-            let gt = runtime.block_on(throughput(&format!("http://127.0.0.1:{port}{gateway}"), body, seconds));
+            let gt = runtime.block_on(throughput(
+                &format!("http://127.0.0.1:{port}{gateway}"),
+                body,
+                clients,
+                seconds,
+            ));
             let jobs = gt * seconds.as_secs_f64();
             let per_job = |before: Duration, pid: u32| (cpu_time(pid) - before).as_secs_f64() * 1e6 / jobs.max(1.0);
             println!(

@@ -15,63 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod load;
+use load::{ms, sequential, throughput};
+
 use infernet_identity::Identity;
 use infernet_testkit::{ChildGuard, env_or, free_port, percentile, wait_healthy, workspace_binary};
 
 const CLIENTS: usize = 16;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// One request and its whole answer; panics on anything but 200.
-async fn once(client: &reqwest::Client, url: &str, body: &'static str) {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status();
-    let text = r.bytes().await.expect("body");
-    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&text));
-}
-
-async fn sequential(url: &str, body: &'static str, n: u64) -> Vec<Duration> {
-    let client = reqwest::Client::new();
-    let mut latencies = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let start = Instant::now();
-        once(&client, url, body).await;
-        latencies.push(start.elapsed());
-    }
-    latencies.sort();
-    latencies
-}
-
-async fn throughput(url: &str, body: &'static str, duration: Duration) -> f64 {
-    let client = reqwest::Client::new();
-    let end = Instant::now() + duration;
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.to_string());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    once(&client, &url, body).await;
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("client");
-    }
-    total as f64 / duration.as_secs_f64()
-}
 
 /// An `infernet-router` on a free port with `key_file`, listing `ips`, on the SQLite file
 /// `{db}.db`: its port.
@@ -114,15 +64,7 @@ fn main() {
     let key = Identity::generate();
     let key_file = dir.path().join("router.nsec");
     infernet_testkit::write_secret(&key_file, &key.nsec());
-    let service_port = free_port();
-    let _service = ChildGuard(
-        Command::new(workspace_binary("hello-world"))
-            .env("HOST", "127.0.0.1")
-            .env("PORT", service_port.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("hello-world"),
-    );
+    let (service_port, _service) = infernet_testkit::hello_world();
     let node_port = free_port();
     let (http_port, _http_router) = router(
         dir.path(),
@@ -219,7 +161,7 @@ fn main() {
         );
         let rates: Vec<f64> = urls
             .iter()
-            .map(|url| runtime.block_on(throughput(url, body, seconds)))
+            .map(|url| runtime.block_on(throughput(url, body, CLIENTS, seconds)))
             .collect();
         let (ht, lt, pt) = (rates[0], rates[1], rates[2]);
         println!(

@@ -126,7 +126,7 @@ async fn node(url: String, linked: Arc<AtomicUsize>, requests: Arc<AtomicUsize>)
                     let head = Message::Head { call, status: 200, content_type: Some("application/json".into()) };
                     socket.send(Ws::Binary(encode(&head, b"").into())).await.expect("head");
                     socket.send(Ws::Binary(encode(&Message::Chunk { call }, &body).into())).await.expect("chunk");
-                    socket.send(Ws::Binary(encode(&Message::End { call, error: None }, b"").into())).await.expect("end");
+                    socket.send(Ws::Binary(encode(&Message::End { call, error: None, trailers: Default::default() }, b"").into())).await.expect("end");
                 }
             }
         }

@@ -72,6 +72,22 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The workspace's `hello-world` service on a free loopback port, once it answers: its port and
+/// process.
+pub fn hello_world() -> (u16, ChildGuard) {
+    let port = free_port();
+    let child = ChildGuard(
+        std::process::Command::new(workspace_binary("hello-world"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("hello-world"),
+    );
+    wait_healthy(port, Duration::from_secs(20));
+    (port, child)
+}
+
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
 pub fn wait_port(port: u16, within: Duration) {
     let deadline = Instant::now() + within;

@@ -21,5 +21,5 @@ pub use job::{
     ContainerInput, ContainerResult, DelegatedBody, JobLocation, JobRequest, JobResult, JobStatus, MAX_DATA_DEPTH,
     ParsedJobRequest, RequestError, StatusReport, kind_of, nested_deeper_than,
 };
-pub use receipt::{RECEIPT_MAC_TRAILER, RECEIPT_SUBJECT, RECEIPT_TRAILER, Receipt};
+pub use receipt::{RECEIPT_MAC_TRAILER, RECEIPT_SUBJECT, RECEIPT_TRAILER, RECEIPT_TRAILERS, Receipt};
 pub use subscription::{CANCELLED, Subscription};

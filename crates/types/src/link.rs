@@ -16,8 +16,8 @@
 //! 4. then, both ways at once: the node's [`Message::Heartbeat`]s; the router's
 //!    [`Message::Request`]s, each an HTTP request to the node's own API (a job, a stream, a
 //!    result read, a cancel, an operator's signed command), answered by [`Message::Head`], the
-//!    body as [`Message::Chunk`]s and [`Message::End`]. Many calls run at once, told apart by
-//!    their `call` number.
+//!    body as [`Message::Chunk`]s and [`Message::End`] (with the answer's trailers, when it has
+//!    any). Many calls run at once, told apart by their `call` number.
 //!
 //! Back-pressure: a node sends at most [`WINDOW`] chunks of a call ahead of the
 //! [`Message::Credit`]s the router returns as its client takes them, so a slow client holds up
@@ -197,6 +197,10 @@ pub enum Message {
         /// Why it broke off.
         #[serde(default)]
         error: Option<String>,
+        /// The answer's HTTP trailers, by name (a stream's receipt, [`crate::RECEIPT_TRAILER`]);
+        /// a router that knows none ignores them.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        trailers: BTreeMap<String, String>,
     },
     /// Router → node: the client took `chunks` more chunks of the call.
     Credit {
@@ -279,6 +283,27 @@ mod tests {
         let (back, payload) = decode(&frame).unwrap();
         assert_eq!(back, m);
         assert_eq!(payload, b"\x00\xffdata");
+    }
+
+    #[test]
+    fn an_end_carries_trailers_and_reads_without_them() {
+        let old = br#"{"type":"end","call":3,"error":null}"#;
+        let Message::End { call, trailers, .. } = serde_json::from_slice(old).unwrap() else {
+            panic!("not an end")
+        };
+        assert_eq!((call, trailers.len()), (3, 0));
+        let plain = Message::End {
+            call: 3,
+            error: None,
+            trailers: BTreeMap::new(),
+        };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("trailers"));
+        let m = Message::End {
+            call: 4,
+            error: None,
+            trailers: BTreeMap::from([(crate::RECEIPT_TRAILER.to_string(), "{}".to_string())]),
+        };
+        assert_eq!(decode(&encode(&m, b"")).unwrap().0, m);
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const RECEIPT_TRAILER: &str = "x-infernet-receipt";
 /// the receipt is the node's without a signature check.
 pub const RECEIPT_MAC_TRAILER: &str = "x-infernet-receipt-mac";
 
+/// The `Trailer` header of an answer that may end with a receipt: HTTP/1.1 servers send only the
+/// trailers an answer announces.
+pub const RECEIPT_TRAILERS: &str = "x-infernet-receipt, x-infernet-receipt-mac";
+
 /// What a receipt states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {

@@ -2,7 +2,7 @@
 //! heartbeat until the link breaks.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -66,13 +66,20 @@ async fn connect(url: &LinkUrl, tls: Option<Arc<rustls::ClientConfig>>) -> Resul
 /// The next binary frame, skipping pings.
 async fn next_frame(socket: &mut Socket) -> Result<Bytes, SessionError> {
     loop {
-        match socket.next().await {
-            Some(Ok(Ws::Binary(b))) => return Ok(b),
-            Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
-            Some(Ok(Ws::Close(_))) | None => return Err(SessionError::Broken("the router closed the link".into())),
-            Some(Ok(_)) => return Err(SessionError::Protocol("a frame that is not binary".into())),
-            Some(Err(e)) => return Err(SessionError::Broken(e.to_string())),
+        if let Some(b) = next_message(socket).await? {
+            return Ok(b);
         }
+    }
+}
+
+/// The router's next WebSocket message: a frame, or `None` for a ping or pong (a sign of life).
+async fn next_message(socket: &mut Socket) -> Result<Option<Bytes>, SessionError> {
+    match socket.next().await {
+        Some(Ok(Ws::Binary(b))) => Ok(Some(b)),
+        Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => Ok(None),
+        Some(Ok(Ws::Close(_))) | None => Err(SessionError::Broken("the router closed the link".into())),
+        Some(Ok(_)) => Err(SessionError::Protocol("a frame that is not binary".into())),
+        Some(Err(e)) => Err(SessionError::Broken(e.to_string())),
     }
 }
 
@@ -135,6 +142,9 @@ pub(super) async fn run(
     let silence = heartbeat * 3;
     let mut beats = tokio::time::interval(heartbeat);
     beats.tick().await;
+    // The router pings every heartbeat: past three without a word from it, the link is dead
+    // (a router that crashed, a NAT that forgot the connection), whatever this node sends.
+    let mut quiet_until = tokio::time::Instant::now() + silence;
     let ended = loop {
         tokio::select! {
             () = stop.cancelled() => break Ok(()),
@@ -153,11 +163,15 @@ pub(super) async fn run(
                     tracing::debug!("link: writer busy; heartbeat skipped");
                 }
             }
-            read = tokio::time::timeout(silence, next_frame(&mut socket)) => {
+            () = tokio::time::sleep_until(quiet_until) => {
+                break Err(SessionError::Broken(format!("nothing from the router for {silence:?}")));
+            }
+            read = next_message(&mut socket) => {
+                quiet_until = tokio::time::Instant::now() + silence;
                 let bytes = match read {
-                    Err(_) => break Err(SessionError::Broken(format!("nothing from the router for {silence:?}"))),
-                    Ok(Err(e)) => break Err(e),
-                    Ok(Ok(b)) => b,
+                    Err(e) => break Err(e),
+                    Ok(None) => continue,
+                    Ok(Some(b)) => b,
                 };
                 if let Err(e) = on_frame(&bytes, &router, &calls, &frames, &tracker, &stop) {
                     break Err(e);
@@ -296,49 +310,59 @@ fn on_frame(
     Ok(())
 }
 
-/// The router's request as the node's API takes it (a request that cannot be built is answered
-/// 400 by the API's fallback, never dropped).
+/// The router's request as the node's API takes it, or why it is not one (a path that is no
+/// URI path, a method that is no method): answered 400, never dropped.
 fn build(
     method: &str,
     path: &str,
     authorization: Option<String>,
     client: Option<String>,
     body: Bytes,
-) -> Request<Body> {
-    let path = if path.starts_with('/') && path.len() <= MAX_PATH {
-        path
-    } else {
-        "/"
-    };
-    let mut request = Request::builder()
-        .method(axum::http::Method::from_bytes(method.as_bytes()).unwrap_or(axum::http::Method::GET))
-        .uri(path);
-    let headers = request.headers_mut().expect("a fresh builder");
+) -> Result<Request<Body>, String> {
+    if !path.starts_with('/') || path.len() > MAX_PATH {
+        return Err(format!("the path must start with / and be at most {MAX_PATH} bytes"));
+    }
+    let uri: axum::http::Uri = path.parse().map_err(|e| format!("the path is not a URI path: {e}"))?;
+    let method = axum::http::Method::from_bytes(method.as_bytes())
+        .map_err(|_| "the method is not an HTTP method".to_string())?;
+    let has_body = !body.is_empty();
+    let mut request = Request::new(Body::from(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
     if let Some(v) = authorization.and_then(|a| HeaderValue::from_str(&a).ok()) {
         headers.insert(header::AUTHORIZATION, v);
     }
     if let Some(v) = client.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(crate::server::CLIENT_HEADER, v);
     }
-    if !body.is_empty() {
+    if has_body {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    let mut request = request
-        .body(Body::from(body))
-        .unwrap_or_else(|_| Request::new(Body::empty()));
+    // An answer's trailers (a stream's receipt) go back with its end.
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
     // Requests over the link come from the router; its signed `client` is who is charged.
     request
         .extensions_mut()
         .insert(ConnectInfo(SocketAddr::from(([0, 0, 0, 0], 0))));
-    request
+    Ok(request)
 }
 
 /// Runs `request` through the node's API and sends the answer back: head, chunks within the
 /// router's credit, end.
-async fn serve(call: u64, request: Request<Body>, router: Router, frames: &mpsc::Sender<Vec<u8>>, credit: &Semaphore) {
-    let response = match tower::ServiceExt::oneshot(router, request).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+async fn serve(
+    call: u64,
+    request: Result<Request<Body>, String>,
+    router: Router,
+    frames: &mpsc::Sender<Vec<u8>>,
+    credit: &Semaphore,
+) {
+    let response = match request {
+        Ok(request) => match tower::ServiceExt::oneshot(router, request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        },
+        Err(why) => infernet_service::http::error(axum::http::StatusCode::BAD_REQUEST, why),
     };
     let content_type = response
         .headers()
@@ -354,12 +378,24 @@ async fn serve(call: u64, request: Request<Body>, router: Router, frames: &mpsc:
         return;
     }
     let mut body = response.into_body();
+    let mut trailers = BTreeMap::new();
     let error = loop {
         match body.frame().await {
             None => break None,
             Some(Err(e)) => break Some(e.to_string()),
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        if let Ok(map) = frame.into_trailers() {
+                            trailers.extend(
+                                map.iter()
+                                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))),
+                            );
+                        }
+                        continue;
+                    }
+                };
                 for piece in data.chunks(MAX_CHUNK) {
                     let Ok(permit) = credit.acquire().await else { return };
                     permit.forget();
@@ -370,5 +406,31 @@ async fn serve(call: u64, request: Request<Body>, router: Router, frames: &mpsc:
             }
         }
     };
-    let _ = frames.send(encode(&Message::End { call, error }, b"")).await;
+    let _ = frames.send(encode(&Message::End { call, error, trailers }, b"")).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_that_is_no_http_request_is_refused_not_a_panic() {
+        let build = |method: &str, path: &str| build(method, path, None, None, Bytes::new());
+        for (method, path, why) in [
+            ("GET", "/admin/a b", "not a URI path"),
+            ("GET", "admin/status", "must start with /"),
+            ("G ET", "/admin/status", "not an HTTP method"),
+        ] {
+            let e = build(method, path).unwrap_err();
+            assert!(e.contains(why), "{method} {path}: {e}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH));
+        assert!(build("GET", &long).is_err());
+        let ok = build("POST", "/api/jobs/stream?x=1").unwrap();
+        assert_eq!(
+            (ok.method().as_str(), ok.uri().to_string()),
+            ("POST", "/api/jobs/stream?x=1".to_string())
+        );
+        assert_eq!(ok.headers()[header::TE], "trailers");
+    }
 }

@@ -269,9 +269,6 @@ pub(super) async fn stream_route(
     stream(&state, client, request.into_body(), trailers).await
 }
 
-/// The trailers a router's stream may end with (hyper sends only those the answer announces).
-const TRAILERS: &str = "x-infernet-receipt, x-infernet-receipt-mac";
-
 /// A stream's receipt goes back in its trailers, MAC'd with the key this node shares with the
 /// router that dispatched it when there is one (the router then needs no signature check).
 pub(super) struct Trailers {
@@ -329,7 +326,7 @@ where
         return Ok((
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::TRAILER, TRAILERS),
+                (header::TRAILER, infernet_types::RECEIPT_TRAILERS),
             ],
             body,
         )
@@ -528,7 +525,7 @@ mod tests {
 
     #[test]
     fn a_routed_stream_announces_both_receipt_trailers() {
-        let names: Vec<&str> = TRAILERS.split(", ").collect();
+        let names: Vec<&str> = infernet_types::RECEIPT_TRAILERS.split(", ").collect();
         assert_eq!(
             names,
             [infernet_types::RECEIPT_TRAILER, infernet_types::RECEIPT_MAC_TRAILER]

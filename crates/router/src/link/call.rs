@@ -12,6 +12,7 @@ use std::{
 };
 
 use axum::body::Bytes;
+use hyper::body::Frame;
 use infernet_types::link::{MAX_CALLS, Message, WINDOW, encode};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,8 @@ pub(super) const QUEUED_REQUESTS: usize = 64;
 pub(super) enum Piece {
     /// Bytes.
     Data(Bytes),
-    /// The end: whole, or broken off and why.
-    End(Option<String>),
+    /// The end: whole, with the answer's trailers, or broken off and why.
+    End(Result<axum::http::HeaderMap, String>),
 }
 
 /// The status line of an answer.
@@ -182,13 +183,13 @@ impl Link {
                         guard.credit(taken);
                         taken = 0;
                     }
-                    Some((Ok(bytes), Some((rx, taken, guard))))
+                    Some((Ok(Frame::data(bytes)), Some((rx, taken, guard))))
                 }
-                Some(Piece::End(None)) => {
+                Some(Piece::End(Ok(trailers))) => {
                     guard.done = true;
-                    None
+                    (!trailers.is_empty()).then(|| (Ok(Frame::trailers(trailers)), None))
                 }
-                Some(Piece::End(Some(e))) => {
+                Some(Piece::End(Err(e))) => {
                     guard.done = true;
                     Some((Err(std::io::Error::other(e)), None))
                 }
@@ -203,7 +204,7 @@ impl Link {
             response = response.header(axum::http::header::CONTENT_TYPE, ct);
         }
         let response = response
-            .body(reqwest::Body::wrap_stream(stream))
+            .body(reqwest::Body::wrap(http_body_util::StreamBody::new(stream)))
             .map_err(|e| NodeError::NotResult(e.to_string()))?;
         Ok(reqwest::Response::from(response))
     }

@@ -76,7 +76,11 @@ impl Holder {
         let method = reqwest::Method::from_bytes(call.method.as_bytes())
             .map_err(|_| NodeError::Unreachable(format!("method {} cannot be relayed", call.method)))?;
         let signature = nip98::authorization(identity, call.method, &url, call.body.as_deref());
-        let mut request = http.request(method, &url).header(header::AUTHORIZATION, signature);
+        // The answer's trailers (a stream's receipt) come through too.
+        let mut request = http
+            .request(method, &url)
+            .header(header::AUTHORIZATION, signature)
+            .header(header::TE, "trailers");
         if let Some(a) = call.authorization {
             request = request.header(NODE_AUTHORIZATION, a);
         }
@@ -127,24 +131,58 @@ fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
-/// The node's answer as an HTTP response, its body streamed as it arrives.
+/// The node's answer as an HTTP response, its body streamed as it arrives, and its trailers (a
+/// stream's receipt) after it, for a caller that takes them.
 pub(super) fn passed(answer: reqwest::Response) -> Response {
-    use futures::TryStreamExt;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-    let mut response =
-        axum::body::Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other)).into_response();
+    let body = axum::http::Response::from(answer).into_body();
+    let mut response = axum::body::Body::new(body).into_response();
     *response.status_mut() = status;
     if let Some(ct) = content_type {
         response.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::TRAILER,
+        axum::http::HeaderValue::from_static(infernet_types::RECEIPT_TRAILERS),
+    );
+    // The node chose the type, and anyone may link a node: what it answers is never a page of
+    // the router's origin (where the fleet UI and its session live) that runs script.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     response
+}
+
+/// The path and query of `uri` after `prefix`, as the caller wrote them (still percent-encoded:
+/// the node reads its own path), at most [`MAX_PATH`] bytes; or the status and error to answer.
+pub(super) fn raw_path(uri: &axum::http::Uri, prefix: &str) -> Result<String, (StatusCode, String)> {
+    let Some(rest) = uri.path().strip_prefix(prefix).filter(|r| r.starts_with('/')) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("the path must start with {prefix}/, the node's key written as it is"),
+        ));
+    };
+    let path = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    if path.len() > MAX_PATH {
+        return Err((StatusCode::URI_TOO_LONG, format!("paths are at most {MAX_PATH} bytes")));
+    }
+    Ok(path)
 }
 
 /// `ANY /api/v1/internal/link/{npub}/{path}`: a peer replica's call to a node linked here.
 pub async fn endpoint(
     State(state): State<Arc<RouterState>>,
-    Path((node, rest)): Path<(String, String)>,
+    Path((node, _)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
     method: Method,
     headers: HeaderMap,
@@ -165,13 +203,10 @@ pub async fn endpoint(
             format!("node {node} is not linked to this replica (any more)"),
         );
     };
-    let mut path = format!("/{rest}");
-    if let Some(q) = uri.query() {
-        path = format!("{path}?{q}");
-    }
-    if path.len() > MAX_PATH {
-        return error(StatusCode::URI_TOO_LONG, format!("paths are at most {MAX_PATH} bytes"));
-    }
+    let path = match raw_path(&uri, &format!("/api/v1/internal/link/{node}")) {
+        Ok(path) => path,
+        Err((status, why)) => return error(status, why),
+    };
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let call = Forward {
         method: method.as_str(),

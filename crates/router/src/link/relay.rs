@@ -8,22 +8,21 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{OriginalUri, Path, State},
     http::{HeaderMap, Method, StatusCode, header},
     response::Response,
 };
 use infernet_service::http::error;
-use infernet_types::link::MAX_PATH;
 
-use super::peer::{Forward, passed};
+use super::peer::{Forward, passed, raw_path};
 use crate::server::RouterState;
 
 /// Relays the request to the node over its link, held here or by another replica; its answer
 /// streams back as it comes.
 pub async fn relay(
     State(state): State<Arc<RouterState>>,
-    Path((node, rest)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    Path((node, _)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -34,13 +33,10 @@ pub async fn relay(
             format!("no node {node} is linked to this router; reach it directly, or through the router it links to"),
         );
     };
-    let mut path = format!("/admin/{rest}");
-    if let Some(q) = query {
-        path = format!("{path}?{q}");
-    }
-    if path.len() > MAX_PATH {
-        return error(StatusCode::URI_TOO_LONG, format!("paths are at most {MAX_PATH} bytes"));
-    }
+    let path = match raw_path(&uri, &format!("/api/v1/link/{node}")) {
+        Ok(path) => path,
+        Err((status, why)) => return error(status, why),
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

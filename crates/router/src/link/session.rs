@@ -39,6 +39,8 @@ const MAX_OPERATORS: usize = 16;
 
 /// Bytes of a link's read buffer.
 const READ_BUFFER: usize = 16 * 1024;
+/// Trailers of one answer kept at most (a stream's has two).
+const MAX_TRAILERS: usize = 16;
 
 /// `GET /api/v1/link`: a node's link (WebSocket upgrade).
 pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketUpgrade) -> Response {
@@ -321,12 +323,14 @@ fn on_frame(link: &Link, (registry, holders): (&Registry, &Holders), bytes: Byte
                 }
             }
         }
-        Message::End { call, error } => {
+        Message::End { call, error, trailers } => {
             if let Some(slot) = calls.remove(&call) {
+                let end = match error {
+                    Some(e) => Err(e.chars().take(500).collect()),
+                    None => Ok(header_map(trailers)),
+                };
                 // A slot for the end is always free: the window leaves one.
-                let _ = slot
-                    .body
-                    .try_send(Piece::End(error.map(|e| e.chars().take(500).collect())));
+                let _ = slot.body.try_send(Piece::End(end));
             }
         }
         other => {
@@ -334,6 +338,21 @@ fn on_frame(link: &Link, (registry, holders): (&Registry, &Holders), bytes: Byte
         }
     }
     Ok(())
+}
+
+/// A node's trailers as HTTP has them: at most [`MAX_TRAILERS`], each a valid header; the rest
+/// is dropped.
+fn header_map(trailers: std::collections::BTreeMap<String, String>) -> axum::http::HeaderMap {
+    trailers
+        .into_iter()
+        .filter_map(|(name, value)| {
+            Some((
+                axum::http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                axum::http::HeaderValue::from_str(&value).ok()?,
+            ))
+        })
+        .take(MAX_TRAILERS)
+        .collect()
 }
 
 fn kind(message: &Message) -> &'static str {

@@ -274,7 +274,7 @@ async fn run_job(url: &str, auth: Option<&str>) -> String {
 }
 
 /// The ledger row of job `id`, once written.
-async fn ledger_row(db: &Db, node: &str, id: &str) -> infernet_router::db::ledger::LedgerRow {
+pub(super) async fn ledger_row(db: &Db, node: &str, id: &str) -> infernet_router::db::ledger::LedgerRow {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let rows = db.ledger_of_node(node, 0, i64::MAX, 1000).await.unwrap();

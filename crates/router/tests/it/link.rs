@@ -64,6 +64,22 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
     // Its operator manages it through the router, signing for the node's link address; the
     // router only relays, the node checks the signature.
     let relay = format!("{url}/api/v1/link/{npub}/admin/status");
+    // A path that is no URI path once decoded (it stopped the node once): passed on as written,
+    // answered by the node, which stays linked; what a node answers runs no script on the
+    // router's origin.
+    let odd = client()
+        .get(format!("{url}/api/v1/link/{npub}/admin/a%20b"))
+        .send()
+        .await
+        .unwrap();
+    assert!([401, 404].contains(&odd.status().as_u16()), "{}", odd.status());
+    assert_eq!(odd.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        odd.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
     let signed_for = |u: &str| infernet_identity::nip98::authorization(&operator, "GET", u, None);
     let r = client()
         .get(&relay)
@@ -341,6 +357,74 @@ async fn a_node_that_sends_past_its_credit_is_cut_off_and_the_job_fails_over() {
     assert!(text.is_err() || !text.unwrap().contains("\n{"));
 }
 
+/// A stream's receipt comes over the link with the stream's end, as a trailer does over HTTP:
+/// the router files it without asking the node again (this node answers nothing else).
+#[tokio::test]
+async fn a_linked_nodes_stream_receipt_comes_with_its_end() {
+    let key = Identity::generate();
+    let t = super::db::TestDb::new(super::db::Backend::Sqlite);
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.dispatch_timeout = Duration::from_secs(5);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let node = Identity::generate();
+    let mut peer = Peer::connect(&url).await;
+    let content = peer.content();
+    assert!(matches!(
+        peer.hello(&node, VERSION, &content).await,
+        Message::Welcome { .. }
+    ));
+    eventually(format!("{url}/api/v1/nodes"), |v| linked(v).len() == 1).await;
+    let stream = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let r = client()
+                .post(format!("{url}/api/v1/jobs/stream"))
+                .json(&json!({"containers": ["x"], "data": {}}))
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    });
+    let (request, _) = Peer::read(&mut peer.socket).await;
+    let Message::Request { call, path, .. } = request else {
+        panic!("{request:?}")
+    };
+    assert_eq!(path, "/api/jobs/stream");
+    let head = Message::Head {
+        call,
+        status: 200,
+        content_type: None,
+    };
+    peer.send(&head, b"").await;
+    peer.send(&Message::Chunk { call }, b"node-job-1\nhello").await;
+    let receipt = infernet_types::Receipt {
+        job: "node-job-1".into(),
+        containers: vec!["x".into()],
+        status: "success".into(),
+        duration_ms: 5,
+        price: None,
+        unit: None,
+    };
+    let signed = statement::sign(&node, infernet_types::RECEIPT_SUBJECT, &receipt).unwrap();
+    let end = Message::End {
+        call,
+        error: None,
+        trailers: [(infernet_types::RECEIPT_TRAILER.to_string(), signed)].into(),
+    };
+    peer.send(&end, b"").await;
+    let text = stream.await.unwrap();
+    let (id, output) = text.split_once('\n').unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(output, "hello");
+    let db = infernet_router::db::Db::open(&t.settings).await.unwrap();
+    let row = super::ledger::ledger_row(&db, &node.npub(), id).await;
+    let filed =
+        infernet_router::ledger::receipt::read(row.receipt.as_deref().expect("the receipt of the end")).unwrap();
+    assert_eq!((filed.signer, filed.receipt), (node.public_key(), receipt));
+}
+
 #[tokio::test]
 async fn a_job_whose_linked_node_vanished_after_accepting_runs_elsewhere_with_a_new_attempt() {
     let key = Identity::generate();
@@ -381,7 +465,15 @@ async fn a_job_whose_linked_node_vanished_after_accepting_runs_elsewhere_with_a_
     };
     a.send(&head, b"").await;
     a.send(&Message::Chunk { call }, br#"{"id": "a-1"}"#).await;
-    a.send(&Message::End { call, error: None }, b"").await;
+    a.send(
+        &Message::End {
+            call,
+            error: None,
+            trailers: Default::default(),
+        },
+        b"",
+    )
+    .await;
     let (status, placed) = submit.await.unwrap();
     assert_eq!((status, placed["node"].clone()), (200, json!(a_key.npub())), "{placed}");
     let id = placed["id"].as_str().unwrap().to_string();
@@ -920,6 +1012,62 @@ async fn a_reachable_node_serves_tls_and_the_gateway_dispatches_to_it_over_https
     );
     let done = ended(&url, placed["id"].as_str().unwrap()).await;
     assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
+}
+
+#[tokio::test]
+async fn a_node_whose_router_falls_silent_links_again() {
+    use axum::extract::ws::{Message as AxWs, WebSocketUpgrade};
+    let router_key = Identity::generate();
+    let welcomed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (npub, counted) = (router_key.npub(), welcomed.clone());
+    // A router that welcomes the node, then says nothing more (no frames, no pings) while it
+    // keeps the connection open: as one that hung, or behind a NAT that forgot the connection.
+    let app = axum::Router::new().route(
+        "/api/v1/link",
+        axum::routing::get(move |upgrade: WebSocketUpgrade| {
+            let (npub, counted) = (npub.clone(), counted.clone());
+            async move {
+                upgrade.on_upgrade(move |mut socket| async move {
+                    let challenge = Message::Challenge {
+                        versions: vec![VERSION],
+                        nonce: "n".into(),
+                        router: npub,
+                    };
+                    let _ = socket.send(AxWs::Binary(link::encode(&challenge, b"").into())).await;
+                    let Some(Ok(AxWs::Binary(b))) = socket.recv().await else {
+                        return;
+                    };
+                    let Ok((Message::Hello { statement, .. }, _)) = link::decode(&b) else {
+                        return;
+                    };
+                    let event: Value = serde_json::from_str(&statement).unwrap();
+                    let key = infernet_identity::parse_public_key(event["pubkey"].as_str().unwrap()).unwrap();
+                    let welcome = Message::Welcome {
+                        node: infernet_identity::npub(&key),
+                        heartbeat_s: 1,
+                    };
+                    let _ = socket.send(AxWs::Binary(link::encode(&welcome, b"").into())).await;
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Reads (the node's heartbeats), answers nothing.
+                    while let Some(Ok(_)) = socket.recv().await {}
+                })
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let fast = service(Duration::ZERO).await;
+    let _node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [router_key.npub()], "url": format!("ws://{addr}/api/v1/link")}}),
+    );
+    // Three heartbeats of silence, then the node dials again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while welcomed.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "the node never gave up on its silent router");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
