@@ -500,7 +500,7 @@ async fn upsert(db: &Db, rows: &[Job]) -> Result<Vec<String>, DbError> {
                     .bind(job.lease_owner.as_deref())
                     .bind(job.lease_until)
                     .bind(job.callback_url.as_deref())
-                    .bind(job.error.as_deref())
+                    .bind(job.error.as_deref().map(super::jobs::stored_text))
                     .bind(job.created_at)
                     .bind(job.updated_at)
                     .bind(job.finished_at);

@@ -13,6 +13,23 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use super::{Db, DbError, from_row, on_pool, parse_column};
 
+/// Longest error text a job's row keeps, in characters.
+pub const MAX_ERROR: usize = 1000;
+
+/// An error text (a node's words, often) as a job's row keeps it: at most [`MAX_ERROR`]
+/// characters, control characters but line breaks and tabs as spaces. PostgreSQL refuses a NUL
+/// in text, and one refused row would fail every row of its commit.
+pub fn stored_text(text: &str) -> String {
+    text.chars()
+        .take(MAX_ERROR)
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobStatus {
@@ -349,7 +366,7 @@ impl Db {
             .bind(id)
             .bind(attempt)
             .bind(status.as_str())
-            .bind(error)
+            .bind(error.map(stored_text))
             .bind(now)
             .fetch_optional(p)
             .await?

@@ -117,7 +117,11 @@ impl JobAsk {
             requirements,
             max_price: number("max_price", f64::MAX)?,
             max_seconds,
-            deadline: number("deadline_s", MAX_SECONDS)?.map(Duration::from_secs_f64),
+            deadline: match number("deadline_s", MAX_SECONDS)? {
+                // No node accepts a job within no time: a client's mistake, said as such.
+                Some(d) if d <= 0.0 => return Err(bad_field(at, "deadline_s", "must be more than 0")),
+                d => d.map(Duration::from_secs_f64),
+            },
             callback_url,
         })
     }

@@ -57,6 +57,18 @@ pub enum NodeError {
     /// A stream that did not start in time.
     #[error("the node's stream did not start in time")]
     LateStart,
+    /// A job id that is no job id: empty, longer than [`MAX_NODE_JOB_ID`], or not printable ASCII.
+    #[error("the node's job id is not 1 to {MAX_NODE_JOB_ID} printable ASCII characters")]
+    BadJobId,
+}
+
+/// Longest job id the router takes from a node (Ritual's node answers UUIDs, 36 characters).
+pub const MAX_NODE_JOB_ID: usize = 128;
+
+/// Whether `id` is a job id the router keeps and asks a node about: 1 to [`MAX_NODE_JOB_ID`]
+/// printable ASCII characters (no spaces, no control characters: it goes into URLs and rows).
+pub fn is_node_job_id(id: &str) -> bool {
+    (1..=MAX_NODE_JOB_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a node made of a dispatch.
@@ -274,8 +286,9 @@ impl Call<'_> {
                 .ok()
                 .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
             {
-                Some(id) if !id.is_empty() && id.len() <= 128 => Outcome::Accepted(id),
-                _ => Outcome::Failed("the node's answer has no job id".into()),
+                Some(id) if is_node_job_id(&id) => Outcome::Accepted(id),
+                Some(_) => Outcome::Failed(NodeError::BadJobId.to_string()),
+                None => Outcome::Failed("the node's answer has no job id".into()),
             };
         }
         classify(status.as_u16(), &text)
@@ -347,6 +360,16 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_job_id_is_printable_ascii_of_a_bounded_length() {
+        assert!(is_node_job_id("3f0c9e2a-1b7d-4c55-9a0e-2d8f6b1c7e44"));
+        assert!(is_node_job_id(&"a".repeat(MAX_NODE_JOB_ID)));
+        for bad in ["", "a b", "a\0b", "é", "a\n"] {
+            assert!(!is_node_job_id(bad), "{bad:?}");
+        }
+        assert!(!is_node_job_id(&"a".repeat(MAX_NODE_JOB_ID + 1)));
+    }
 
     #[test]
     fn only_plain_http_with_a_port_and_nothing_else_takes_the_lean_client() {

@@ -59,24 +59,38 @@ pub async fn stream(
     let order = choose::pick(&choice.candidates, &mut rand::rng());
     let (body, stated) = (ask.node_body(), client.stated());
     let mut tried = Vec::new();
-    for &i in order.iter().take(gw.settings.attempts.max(1)) {
-        let node = &choice.candidates[i].node;
-        match open_on(gw, &job, node, body.clone(), stated).await {
-            Ok(response) => return Ok(response),
-            Err(Attempt::Refused(why)) => tried.push(format!("{node} refused: {why}")),
-            Err(Attempt::Failed(why)) => {
-                gw.record(node, &[], false, None);
-                tried.push(format!("{node} failed: {why}"));
-            }
-            Err(Attempt::Stop(e)) => {
-                fail(gw, &job, &e.1).await;
-                return Err(e);
+    let attempts = async {
+        for &i in order.iter().take(gw.settings.attempts.max(1)) {
+            let node = &choice.candidates[i].node;
+            match open_on(gw, &job, node, body.clone(), stated).await {
+                Ok(response) => return Ok(response),
+                Err(Attempt::Refused(why)) => tried.push(format!("{node} refused: {why}")),
+                Err(Attempt::Failed(why)) => {
+                    gw.record(node, &[], false, None);
+                    tried.push(format!("{node} failed: {why}"));
+                }
+                Err(Attempt::Stop(e)) => return Err(e),
             }
         }
+        Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no node accepted the job: {}", tried.join("; ")),
+        ))
+    };
+    // `deadline_s` bounds the search for a node that starts the stream, not the stream itself.
+    let opened = match ask.deadline {
+        Some(d) => tokio::time::timeout(d, attempts).await.unwrap_or_else(|_| {
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no node started the stream within deadline_s ({d:?})"),
+            ))
+        }),
+        None => attempts.await,
+    };
+    if let Err(e) = &opened {
+        fail(gw, &job, &e.1).await;
     }
-    let why = format!("no node accepted the job: {}", tried.join("; "));
-    fail(gw, &job, &why).await;
-    Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, why))
+    opened
 }
 
 /// Why a node did not take a stream.
@@ -212,7 +226,11 @@ async fn id_line<E: std::fmt::Display>(
         head.extend_from_slice(&chunk);
         if let Some(end) = head.iter().position(|&b| b == b'\n') {
             let rest = head.split_off(end + 1);
-            return Ok((String::from_utf8_lossy(&head[..end]).trim().to_string(), rest));
+            let id = String::from_utf8_lossy(&head[..end]).trim().to_string();
+            return match dispatch::is_node_job_id(&id) {
+                true => Ok((id, rest)),
+                false => Err(NodeError::BadJobId),
+            };
         }
         if head.len() > MAX_ID_LINE {
             break;

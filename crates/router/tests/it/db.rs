@@ -241,6 +241,7 @@ on_both!(
     a_held_job_row_is_replaced_by_a_newer_one_or_written_when_read_or_due,
     a_ledger_written_before_the_day_sums_is_summed_by_their_migration,
     a_links_holder_is_recorded_renewed_moved_and_lapses,
+    a_nodes_error_with_a_nul_is_kept_cleaned_and_its_commit_lands,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -977,6 +978,44 @@ fn running(id: &str, node: Option<&str>) -> Job {
         updated_at: 1_000,
         finished_at: None,
     }
+}
+
+/// A node's error text is kept as a row may keep it: a NUL (which PostgreSQL refuses in text) and
+/// other control characters become spaces, and it is cut at `MAX_ERROR` characters; the other
+/// rows of its commit land with it.
+async fn a_nodes_error_with_a_nul_is_kept_cleaned_and_its_commit_lands(backend: Backend) {
+    use infernet_router::db::jobs::MAX_ERROR;
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let writer = JobWriter::new(db.clone(), JobWriterSettings::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    let hostile = Job {
+        status: JobStatus::Failed,
+        error: Some(format!("HTTP 500: bad\0answer\x1b[31m\n{}", "x".repeat(5 * MAX_ERROR))),
+        finished_at: Some(2_000),
+        ..running("hostile", Some("n1"))
+    };
+    let (a, b) = tokio::join!(
+        writer.put_acked(hostile),
+        writer.put_acked(running("neighbour", Some("n1")))
+    );
+    assert!(a && b, "both rows of the commit are written");
+    let error = db.job("hostile").await.unwrap().unwrap().error.unwrap();
+    assert!(error.starts_with("HTTP 500: bad answer [31m\nxx"), "{error:?}");
+    assert_eq!(error.chars().count(), MAX_ERROR);
+    assert!(db.job("neighbour").await.unwrap().is_some());
+    // The same through the end of an attempt.
+    db.finish_job("neighbour", 1, JobStatus::Failed, Some("a\0b"), 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        db.job("neighbour").await.unwrap().unwrap().error.as_deref(),
+        Some("a b")
+    );
+    stop.cancel();
+    task.await.unwrap();
 }
 
 /// The gateway's job rows go through a group-commit writer: many rows share a commit and each is

@@ -155,6 +155,11 @@ async fn the_gateway_runs_jobs_on_chosen_nodes_and_answers_only_their_client() {
     .await;
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().starts_with("max_price:"), "{e}");
+    for path in ["/api/v1/jobs", "/api/v1/jobs/stream"] {
+        let (status, e) = post(format!("{url}{path}"), &json!({"containers": ["x"], "deadline_s": 0})).await;
+        assert_eq!(status, 400, "{path}: {e}");
+        assert!(e["error"].as_str().unwrap().starts_with("deadline_s:"), "{e}");
+    }
     let (status, e) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["nope"]})).await;
     assert_eq!(
         (status, e["error"].as_str().unwrap()),
