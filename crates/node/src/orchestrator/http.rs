@@ -31,6 +31,7 @@ use hyper::{
     header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, LOCATION},
 };
 use infernet_service::{
+    http::Collected,
     http::pool::{CONNECT_TIMEOUT, POOL_IDLE_PER_HOST, POOL_IDLE_TIMEOUT, Pool, PoolError, Pooled, root_cause},
     secret::SensitiveUrl,
 };
@@ -291,19 +292,18 @@ impl Answer {
             return Err(CallError::TooLarge(limit));
         }
         let mut held = Held::default();
-        // Chunks as they come, joined once at the end: never sized by what the container
-        // announces, and no buffer doubling as it grows.
-        let mut body = BodyChunks::default();
-        let mut add = |body: &mut BodyChunks, chunk: Bytes| {
-            let end = body.len + chunk.len();
+        // Gathered as it comes: never sized by what the container announces, and no piece holds
+        // the connection's read buffer past its turn (a container answering a byte at a time).
+        let mut body = Collected::default();
+        let mut add = |body: &mut Collected, chunk: Bytes| {
+            let end = body.len() + chunk.len();
             if end > limit {
                 return Err(CallError::TooLarge(limit));
             }
-            if end > free && !budget.take(&mut held, end - free.max(body.len)) {
+            if end > free && !budget.take(&mut held, end - free.max(body.len())) {
                 return Err(CallError::OverBudget(budget.bytes()));
             }
-            body.len = end;
-            body.chunks.push(chunk);
+            body.push(chunk);
             Ok(())
         };
         match self.body {
@@ -330,27 +330,6 @@ impl Answer {
             AnswerBody::Plain(body) => BodyStream::Plain(BodyDataStream::new(body)),
             AnswerBody::Tls(response) => BodyStream::Tls(Box::pin(response.bytes_stream())),
         }
-    }
-}
-
-/// A body read as chunks.
-#[derive(Default)]
-struct BodyChunks {
-    chunks: Vec<Bytes>,
-    len: usize,
-}
-
-impl BodyChunks {
-    /// The chunks as one buffer (no copy for a single chunk).
-    fn join(mut self) -> Bytes {
-        if self.chunks.len() == 1 {
-            return self.chunks.pop().unwrap_or_default();
-        }
-        let mut all = bytes::BytesMut::with_capacity(self.len);
-        for chunk in self.chunks {
-            all.extend_from_slice(&chunk);
-        }
-        all.freeze()
     }
 }
 

@@ -61,8 +61,8 @@ where
 /// The whole body, at most `max_body` bytes (413 beyond), with what it took from the node's
 /// `budget`: past the first [`budget::SMALL`] bytes each chunk takes its size, and a body the
 /// budget cannot hold is refused at once (503), so many large uploads at once cannot take more
-/// memory than the budget. Collected as chunks and joined once at the end, never sized by what
-/// the client announces (a client announcing 16 MiB and sending a byte every few seconds must not
+/// memory than the budget. Gathered as it comes ([`infernet_service::http::Collected`]: no piece
+/// holds its connection's read buffer past its turn), never sized by what the client announces (a client announcing 16 MiB and sending a byte every few seconds must not
 /// make the node hold 16 MiB for it).
 pub(super) async fn read_bytes<B>(body: B, max_body: usize, budget: &Budget) -> Result<(Bytes, Held), ApiError>
 where
@@ -72,32 +72,20 @@ where
     use http_body_util::BodyExt;
     let mut body = std::pin::pin!(body);
     let mut held = Held::default();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
+    let mut collected = infernet_service::http::Collected::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {}", e.into())))?;
         let Ok(chunk) = frame.into_data() else { continue };
-        let end = len + chunk.len();
+        let (len, end) = (collected.len(), collected.len() + chunk.len());
         if end > max_body {
             return Err(ApiError::TooLarge(max_body));
         }
         if end > budget::SMALL && !budget.take(&mut held, end - budget::SMALL.max(len)) {
             return Err(ApiError::OverBudget(budget::OverBudget { budget: budget.bytes() }));
         }
-        len = end;
-        chunks.push(chunk);
+        collected.push(chunk);
     }
-    let bytes = match chunks.len() {
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = bytes::BytesMut::with_capacity(len);
-            for chunk in chunks {
-                all.extend_from_slice(&chunk);
-            }
-            all.freeze()
-        }
-    };
-    Ok((bytes, held))
+    Ok((collected.join(), held))
 }
 
 /// Checks a delegated subscription and hands it to the chain side. The Guardian's first checks

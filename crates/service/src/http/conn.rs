@@ -191,12 +191,25 @@ pin_project! {
         #[pin]
         inner: T,
         state: Arc<ConnState>,
+        // Bytes of the connection's start that matched `H2_START` so far; `None` once it is
+        // known not to be HTTP/2.
+        h2_start: Option<usize>,
     }
 }
 
+/// How an HTTP/2 connection in the clear starts (its preface). Such connections are refused: the
+/// server's timeouts are per connection, one HTTP/1.1 request at a time, and HTTP/2's streams on
+/// one connection would slip past them (a new stream renewed the deadline of one that trickled
+/// its body). `PRI` is no HTTP/1 method.
+const H2_START: &[u8] = b"PRI * HTTP/2.0";
+
 impl<T> Io<T> {
     pub(super) fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Self { inner, state }
+        Self {
+            inner,
+            state,
+            h2_start: Some(0),
+        }
     }
 }
 
@@ -205,6 +218,20 @@ impl<T: AsyncRead> AsyncRead for Io<T> {
         let this = self.project();
         let before = buf.filled().len();
         let poll = this.inner.poll_read(cx, buf);
+        if let Some(matched) = *this.h2_start {
+            let read = &buf.filled()[before..];
+            let n = read.len().min(H2_START.len() - matched);
+            *this.h2_start = match read[..n] == H2_START[matched..matched + n] {
+                true if matched + n == H2_START.len() => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "HTTP/2 in the clear is not served",
+                    )));
+                }
+                true => Some(matched + n),
+                false => None,
+            };
+        }
         let state = &**this.state;
         if buf.filled().len() > before && state.active.load(Relaxed) == 0 && state.head_started.load(Relaxed) == 0 {
             state.head_started.store(state.clock.now(), Relaxed);

@@ -13,10 +13,12 @@
 //! request body as a [`RequestBody`]; [`RouterService`] serves an axum router that way.
 //! [`serve_tls`] serves the same over TLS (rustls), the handshake within `header_read`.
 
+mod collect;
 mod conn;
 pub mod pool;
 mod tls;
 
+pub use collect::Collected;
 pub use tls::{TlsError, acceptor};
 
 use std::{
@@ -280,6 +282,8 @@ async fn serve_with<M, S, B>(
         open: Mutex::new(HashMap::new()),
         warned: AtomicU64::new(0),
     });
+    // HTTP/1.1 only: `Io` refuses a connection that starts as HTTP/2 (the builder's own switch
+    // does nothing for connections that may upgrade, as WebSockets do).
     let builder = Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -533,6 +537,19 @@ mod tests {
         let mut rest = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "a half-sent head is closed after the header timeout");
+        // HTTP/2 spoken in the clear is not served: its streams would slip past the timeouts.
+        let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), h2.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "the connection is closed");
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
         shutdown.cancel();
         server.await.unwrap();
     }
