@@ -63,6 +63,27 @@ impl Db {
         }))
     }
 
+    /// Ends as failed, with `why`, the jobs no node took whose replica stopped before it placed
+    /// them: running on no node with their lease run out before `now`, or queued since before
+    /// `queued_before` (never claimed). Their client reads the failure, and a retry with the same
+    /// `Idempotency-Key` finds it rather than a job that never ends. How many.
+    pub async fn fail_orphaned_jobs(&self, now: i64, queued_before: i64, why: &str) -> Result<u64, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', error = $3, updated_at = $1, finished_at = $1, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE node IS NULL AND ((status = 'running' AND lease_until < $1) \
+                 OR (status = 'queued' AND created_at < $2))",
+            )
+            .bind(now)
+            .bind(queued_before)
+            .bind(why)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
     /// Running jobs accepted by a linked node (`npub1…`) whose lease ran out before `now`: at most
     /// `limit`, oldest first.
     pub async fn lapsed_linked_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, DbError> {

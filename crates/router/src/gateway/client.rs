@@ -175,7 +175,7 @@ impl super::Gateway {
             body,
         };
         let own = self.identity.public_key();
-        self.verifier
+        self.replica_verifier
             .verify(authorization, &received, infernet_identity::unix_now(), |k| *k == own)
             .map(|_| ())
     }

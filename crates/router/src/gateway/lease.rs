@@ -29,6 +29,9 @@ use crate::{
 /// Lapsed jobs taken per sweep at most.
 const SWEEP: i64 = 256;
 
+/// The error of a job whose router replica stopped before a node took it.
+const ORPHANED: &str = "the router replica that was placing the job stopped before a node took it; submit it again";
+
 /// The job as its client asked for it, as the gateway parses it again to run it elsewhere.
 fn ask_json(ask: &JobAsk) -> Value {
     let mut v = json!({
@@ -88,7 +91,8 @@ impl Gateway {
     }
 
     /// Every quarter of `link.lease` until `shutdown`: jobs whose linked node did not come back
-    /// within their lease run elsewhere; inputs of jobs that ended are dropped.
+    /// within their lease run elsewhere; inputs of jobs that ended are dropped; jobs whose
+    /// replica stopped before a node took them end as failed once their lease has run out.
     pub async fn sweep_leases(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
         let every = (self.settings.link.lease / 4).max(Duration::from_millis(100));
         loop {
@@ -116,6 +120,16 @@ impl Gateway {
             }
             if let Err(e) = self.db.forget_link_inputs().await {
                 tracing::warn!(error = %e, "could not drop the inputs of ended jobs");
+            }
+            let now = now_ms();
+            let queued_before = now.saturating_sub(i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX));
+            match self.db.fail_orphaned_jobs(now, queued_before, ORPHANED).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    jobs = n,
+                    "jobs whose router replica stopped before a node took them ended as failed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not look for jobs no replica placed"),
             }
         }
     }

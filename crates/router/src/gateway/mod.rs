@@ -234,7 +234,11 @@ pub struct Gateway {
     settings: GatewaySettings,
     /// Each node's record as measured (loaded from the database, kept in step with it).
     records: RwLock<FastMap<String, Record>>,
+    /// Clients' signed requests: replays refused.
     verifier: Verifier,
+    /// Peer replicas' calls, apart from clients': strangers signing with fresh keys fill the
+    /// clients' replay cache (it answers busy then), and must not stop the replicas' calls.
+    replica_verifier: Verifier,
     /// Origins clients may sign requests for.
     bases: Vec<String>,
     /// This replica's name in leases.
@@ -327,6 +331,7 @@ impl Gateway {
                 .build()?,
             records: RwLock::new(records),
             verifier: Verifier::new(60, 100_000),
+            replica_verifier: Verifier::new(60, 100_000),
             bases,
             replica,
             latency: RwLock::default(),

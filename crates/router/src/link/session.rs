@@ -259,6 +259,12 @@ async fn write(
 /// Reads the node's frames until the link closes: heartbeats update its announce, answers go
 /// to their calls. A rule broken closes the link.
 async fn read(link: &Link, keep: (&Registry, &Holders), mut rx: Rx, silence: Duration) -> String {
+    // A node heartbeats once a period (silence is three): one that sends faster has its extra
+    // heartbeats dropped, so that it cannot make the router rebuild its registry per frame.
+    let mut beats = Beats {
+        last: None,
+        gap: silence / 6,
+    };
     loop {
         let ws = match tokio::time::timeout(silence, rx.next()).await {
             Err(_) => return format!("nothing from the node for {silence:?}"),
@@ -272,22 +278,46 @@ async fn read(link: &Link, keep: (&Registry, &Holders), mut rx: Rx, silence: Dur
             Ws::Close(_) => return "the node closed it".into(),
             Ws::Text(_) => return "a text frame: the link speaks binary frames".into(),
         };
-        if let Err(why) = on_frame(link, keep, bytes) {
+        if let Err(why) = on_frame(link, keep, bytes, &mut beats) {
             return why;
         }
     }
 }
 
+/// When a link's last heartbeat was taken, and the least time between two taken.
+struct Beats {
+    last: Option<tokio::time::Instant>,
+    gap: Duration,
+}
+
+impl Beats {
+    /// Whether a heartbeat arriving at `now` is taken.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if self.last.is_some_and(|last| now < last + self.gap) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 /// One frame of the node's.
-fn on_frame(link: &Link, (registry, holders): (&Registry, &Holders), bytes: Bytes) -> Result<(), String> {
+fn on_frame(
+    link: &Link,
+    (registry, holders): (&Registry, &Holders),
+    bytes: Bytes,
+    beats: &mut Beats,
+) -> Result<(), String> {
     let (message, payload) = decode(&bytes).map_err(|e| e.to_string())?;
     let payload_at = bytes.len() - payload.len();
     let mut calls = link.calls.lock().expect("calls poisoned");
     match message {
         Message::Heartbeat { announce } => {
             drop(calls);
-            holders.announced(link.node(), &announce);
-            registry.relink(link.node(), report(announce));
+            if beats.take(tokio::time::Instant::now()) {
+                holders.announced(link.node(), &announce);
+                registry.relink(link.node(), report(announce));
+            }
         }
         Message::Head {
             call,
@@ -365,5 +395,27 @@ fn kind(message: &Message) -> &'static str {
         Message::Credit { .. } => "credit",
         Message::Cancel { .. } => "cancel",
         _ => "that",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_faster_than_half_a_period_are_dropped() {
+        let mut beats = Beats {
+            last: None,
+            gap: Duration::from_millis(500),
+        };
+        let start = tokio::time::Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(beats.take(at(0)));
+        for _ in 0..100 {
+            assert!(!beats.take(at(1)), "a flood is dropped");
+        }
+        assert!(!beats.take(at(499)));
+        assert!(beats.take(at(500)), "the next on time is taken");
+        assert!(beats.take(at(1500)));
     }
 }

@@ -242,6 +242,7 @@ on_both!(
     a_ledger_written_before_the_day_sums_is_summed_by_their_migration,
     a_links_holder_is_recorded_renewed_moved_and_lapses,
     a_nodes_error_with_a_nul_is_kept_cleaned_and_its_commit_lands,
+    jobs_no_replica_placed_end_failed_once_their_lease_ran_out,
 );
 
 fn new_job<'a>(id: &'a str, client: &'a str, key: Option<&'a str>, containers: &'a [String]) -> NewJob<'a> {
@@ -978,6 +979,66 @@ fn running(id: &str, node: Option<&str>) -> Job {
         updated_at: 1_000,
         finished_at: None,
     }
+}
+
+/// A replica that stopped while placing a job leaves it running on no node (or queued, before
+/// its claim): once its lease has run out the job ends failed, saying why; jobs on a node, and
+/// those whose lease still runs, are left alone.
+async fn jobs_no_replica_placed_end_failed_once_their_lease_ran_out(backend: Backend) {
+    let t = TestDb::new(backend);
+    let db = t.open().await;
+    let containers = hello();
+    let Inserted::Created(_) = db
+        .insert_job(&new_job("queued", "npub:a", Some("k1"), &containers))
+        .await
+        .unwrap()
+    else {
+        panic!("a new job")
+    };
+    let writer = JobWriter::new(db.clone(), JobWriterSettings::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(writer.clone().run(stop.clone()));
+    for job in [
+        running("orphan", None),
+        Job {
+            lease_until: Some(50_000),
+            ..running("leased", None)
+        },
+        running("placed", Some("n1")),
+    ] {
+        assert!(writer.put_acked(job).await);
+    }
+    stop.cancel();
+    task.await.unwrap();
+    // At 20 s: the orphan's lease (10 s) ran out; the queued one (created at 1 s) is older than 5 s.
+    assert_eq!(
+        db.fail_orphaned_jobs(20_000, 5_000, "replica stopped").await.unwrap(),
+        2
+    );
+    for (id, status) in [
+        ("orphan", JobStatus::Failed),
+        ("queued", JobStatus::Failed),
+        ("leased", JobStatus::Running),
+        ("placed", JobStatus::Running),
+    ] {
+        let job = db.job(id).await.unwrap().unwrap();
+        assert_eq!(job.status, status, "{id}");
+        if status == JobStatus::Failed {
+            assert_eq!(
+                (job.error.as_deref(), job.finished_at),
+                (Some("replica stopped"), Some(20_000))
+            );
+        }
+    }
+    // A retry with the key finds the failed job, not one that never ends.
+    let Inserted::Existing(again) = db
+        .insert_job(&new_job("other", "npub:a", Some("k1"), &containers))
+        .await
+        .unwrap()
+    else {
+        panic!("the first job")
+    };
+    assert_eq!((again.id.as_str(), again.status), ("queued", JobStatus::Failed));
 }
 
 /// A node's error text is kept as a row may keep it: a NUL (which PostgreSQL refuses in text) and
