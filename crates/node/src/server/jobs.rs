@@ -403,7 +403,7 @@ impl utoipa::ToSchema for JobsAnswer {}
     ),
     responses(
         (status = 200, description = "With `id`: the jobs' results (unknown ids left out); without: the caller's job ids", body = JobsAnswer),
-        (status = 400, description = "More than 1000 ids"),
+        (status = 400, description = "More than 1000 ids, or results of more than 64 MiB"),
         (status = 429, description = "Rate limited"),
         (status = 503, description = "The store is down"),
     ))]
@@ -411,25 +411,51 @@ pub(super) async fn results(
     State(state): State<Arc<AppState>>,
     ClientIp(client): ClientIp,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = parse_results_query(raw.as_deref())?;
     if q.ids.is_empty() {
         let ids = state.store.list(client, q.filter).await?;
-        return Ok(Json(json!(ids)));
+        return Ok(Json(json!(ids)).into_response());
     }
-    let jobs = state.store.get(&q.ids).await?;
-    let results: Vec<JobResult> = jobs
-        .into_iter()
-        .map(|stored| {
+    // Read a few at a time and written out as they come: a thousand ids of results of up to
+    // `max_result_size` each must not be held at once, nor many such answers at once.
+    let budget = state.orchestrator.budget();
+    let mut held = Held::default();
+    let mut out = vec![b'['];
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = q.ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+    for ids in ids.chunks(RESULTS_READ_AT_ONCE) {
+        for stored in state.store.get(ids).await? {
             let mut job = stored.job;
             if !q.intermediate {
                 job.intermediate_results = None;
             }
-            job
-        })
-        .collect();
-    Ok(Json(json!(results)))
+            let before = out.len();
+            if before > 1 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &job)
+                .map_err(|e| ApiError::Unavailable(format!("a stored result cannot be written: {e}")))?;
+            if out.len() > MAX_RESULTS_ANSWER {
+                return Err(ApiError::BadRequest(format!(
+                    "the results of these ids are more than {} MiB: ask for fewer at once",
+                    MAX_RESULTS_ANSWER >> 20
+                )));
+            }
+            // The first MiB is free, as for a request's body.
+            if out.len() > budget::SMALL && !budget.take(&mut held, out.len() - budget::SMALL.max(before)) {
+                return Err(ApiError::OverBudget(budget::OverBudget { budget: budget.bytes() }));
+            }
+        }
+    }
+    out.push(b']');
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
+
+/// Ids whose results `GET /api/jobs` reads from the store at once.
+const RESULTS_READ_AT_ONCE: usize = 16;
+/// Largest answer of `GET /api/jobs` with ids.
+const MAX_RESULTS_ANSWER: usize = 64 << 20;
 
 /// `DELETE /api/jobs/{id}`: stops the caller's off-chain job if it still runs (extension).
 #[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs",

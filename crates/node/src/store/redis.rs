@@ -341,8 +341,7 @@ impl JobStore for RedisStore {
                 let mut scan = redis::cmd("SCAN");
                 scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
                 let (next, keys): (u64, Vec<String>) = db.query(con, &scan).await?;
-                // Split on the prefix, not on ':', so IPv6 clients get whole ids back.
-                ids.extend(keys.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned));
+                ids.extend(own_ids(&keys, &prefix));
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -365,5 +364,31 @@ impl JobStore for RedisStore {
 
     fn backend(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// The ids of the keys `{owner}:{id}` that are `prefix`'s (`{owner}:`). Split on the prefix, not
+/// on ':', so that IPv6 clients get whole ids back; and a remainder with a ':' is another owner's
+/// whose address starts as this one's (`2001:db8::1:5:{id}` under `2001:db8::1:`), not an id (ids
+/// are UUIDs).
+fn own_ids<'a>(keys: &'a [String], prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    keys.iter()
+        .filter_map(move |k| k.strip_prefix(prefix))
+        .filter(|id| !id.contains(':'))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_holds_no_id_of_an_owner_whose_address_extends_the_callers() {
+        let keys: Vec<String> = ["2001:db8::1:a1", "2001:db8::1:5:b2", "10.0.0.1:c3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(own_ids(&keys, "2001:db8::1:").collect::<Vec<_>>(), vec!["a1"]);
+        assert_eq!(own_ids(&keys, "2001:db8::1:5:").collect::<Vec<_>>(), vec!["b2"]);
+        assert_eq!(own_ids(&keys, "10.0.0.1:").collect::<Vec<_>>(), vec!["c3"]);
     }
 }

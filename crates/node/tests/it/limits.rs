@@ -312,4 +312,22 @@ async fn large_jobs_share_one_node_wide_buffer_and_small_ones_never_wait_for_it(
     wait_job(&node, &third_id, false).await;
     let id = crate::support::submit(&node, json!({"containers": ["huge"], "data": {}})).await;
     assert_eq!(wait_job(&node, &id, false).await["status"], "success");
+    // Reading results takes from the same buffer: one large result is read, two at once are
+    // more than it holds (refused at once, naming the setting), the same id twice is one.
+    let other = crate::support::submit(&node, json!({"containers": ["huge"], "data": {}})).await;
+    assert_eq!(wait_job(&node, &other, false).await["status"], "success");
+    let read = |query: String| {
+        let url = url.clone();
+        async move { client().get(format!("{url}?{query}")).send().await.unwrap() }
+    };
+    let one = read(format!("id={id}&id={id}")).await;
+    assert_eq!(one.status(), 200);
+    assert_eq!(one.json::<Vec<Value>>().await.unwrap().len(), 1);
+    let both = read(format!("id={id}&id={other}")).await;
+    assert_eq!(both.status(), 503);
+    let error: Value = both.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("server.max_buffered_bytes"),
+        "{error}"
+    );
 }
