@@ -172,6 +172,8 @@ pub enum Cancelled {
     Stopped,
     /// The job has already ended.
     Ended,
+    /// The job is a stream that still runs: it stops when its client closes the connection.
+    Streaming,
     /// No job of this owner has the id.
     Unknown,
 }
@@ -375,6 +377,8 @@ impl Orchestrator {
         }
         let stored = self.store.get(&[id.to_string()]).await?;
         Ok(match stored.first() {
+            // Streams are not in `running`: their connection is their handle.
+            Some(job) if job.owner == owner && job.job.status == JobStatus::Running => Cancelled::Streaming,
             Some(job) if job.owner == owner => Cancelled::Ended,
             _ => Cancelled::Unknown,
         })

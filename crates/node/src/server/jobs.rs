@@ -463,7 +463,7 @@ const MAX_RESULTS_ANSWER: usize = 64 << 20;
     responses(
         (status = 200, description = "Stopped: `{\"id\", \"status\": \"failed\"}`, its result the error `cancelled by the client`"),
         (status = 404, description = "No job of this client has the id"),
-        (status = 409, description = "The job has already ended"),
+        (status = 409, description = "The job has already ended, or is a stream (closing its connection stops it)"),
         (status = 429, description = "Rate limited"),
         (status = 503, description = "The store is down"),
     ))]
@@ -476,6 +476,9 @@ pub(super) async fn cancel(
     match state.orchestrator.cancel(client, &id).await? {
         Cancelled::Stopped => Ok(Json(json!({"id": id, "status": "failed"}))),
         Cancelled::Ended => Err(ApiError::Conflict(format!("job {id} has already ended"))),
+        Cancelled::Streaming => Err(ApiError::Conflict(format!(
+            "job {id} is a stream: it stops when its client closes the connection"
+        ))),
         Cancelled::Unknown => Err(ApiError::NotFound),
     }
 }

@@ -658,4 +658,25 @@ async fn a_client_cancels_its_running_job_and_nobody_else_can() {
             .status(),
         404
     );
+    // A stream that runs is not said to have ended: closing its connection stops it.
+    let mut stream = client()
+        .post(node.at("/api/jobs/stream"))
+        .json(&json!({"containers": ["slow"], "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    let streaming = String::from_utf8_lossy(&first)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let r = client()
+        .delete(node.at(&format!("/api/jobs/{streaming}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("is a stream"));
 }
