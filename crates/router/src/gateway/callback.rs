@@ -78,6 +78,28 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<String, UrlError> {
     Ok(url.into())
 }
 
+/// Resolves names to public addresses only, for the callbacks' client: a name is checked when the
+/// router calls it, not only when the URL is taken (a name can point anywhere, and change), so a
+/// callback URL naming `internal.example` that resolves to `10.0.0.5` is never called. Addresses
+/// written as such are checked by [`check_url`]; redirects are not followed.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address; this router calls only public ones").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// A loopback, private, shared (CGNAT), link-local, unspecified or broadcast address: one of
 /// the router's own networks, never called for a stranger unless the operator allows it.
 pub fn is_private(ip: IpAddr) -> bool {
@@ -251,6 +273,22 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_the_routers_own_networks_is_not_called() {
+        use reqwest::dns::Resolve;
+        let name = |n: &str| n.parse::<reqwest::dns::Name>().unwrap();
+        // `localhost` resolves to loopback addresses only (from /etc/hosts).
+        let e = PublicOnly.resolve(name("localhost")).await.err().expect("refused");
+        assert!(e.to_string().contains("no public address"), "{e}");
+        // The client built with it refuses to call such a name, whatever the URL says.
+        infernet_service::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
+            .build()
+            .unwrap();
+        assert!(client.get("http://localhost:9/hook").send().await.is_err());
+    }
 
     #[test]
     fn callbacks_go_to_public_http_urls_only_unless_allowed() {

@@ -338,10 +338,16 @@ impl Gateway {
             unsaved: Default::default(),
             samples: Default::default(),
             watchers: Arc::new(tokio::sync::Semaphore::new(settings.max_watched.max(1))),
-            callbacks: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            callbacks: {
+                let builder = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(Duration::from_secs(10));
+                match settings.callbacks_to_private {
+                    true => builder,
+                    false => builder.dns_resolver(Arc::new(callback::PublicOnly)),
+                }
+                .build()?
+            },
             links,
             holders,
             dispatch_keys: Arc::new(keys::DispatchKeys::new(identity.clone())),
