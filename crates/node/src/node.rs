@@ -206,6 +206,7 @@ fn app_state(
         delegated: services.as_ref().map(|s| s.delegated.clone()),
         chain_status: services.map(|s| s.status),
         trusted_proxies: config.trusted_proxies.clone(),
+        status_sources: config.status_sources.clone(),
         limiter: RateLimiter::new(rate.num_requests, Duration::from_secs_f64(rate.period)),
         refused_dispatches: RateLimiter::new(crate::server::REFUSED_DISPATCHES_PER_MINUTE, Duration::from_secs(60)),
         max_body: usize::try_from(server.max_body_size).unwrap_or(usize::MAX),

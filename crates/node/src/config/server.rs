@@ -19,6 +19,10 @@ pub struct ServerConfig {
     /// Proxies (IPs/CIDRs) whose `X-Forwarded-For` is believed (extension; default none).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Addresses (IPs or CIDRs) allowed to `PUT /api/status`: the node's own host and its
+    /// containers (extension; Ritual's node has a fixed list, with all of 192.168.0.0/16).
+    #[serde(default = "default_status_sources")]
+    pub status_sources: Vec<String>,
     /// Largest request body accepted, in bytes (extension).
     #[serde(default = "default_max_body", deserialize_with = "lax::u64")]
     pub max_body_size: u64,
@@ -94,6 +98,19 @@ fn default_body_timeout() -> f64 {
 fn default_idle_timeout() -> f64 {
     60.0
 }
+/// Loopback, and Docker's bridge networks (172.17.0.0 to 172.31.255.255, its default pools).
+fn default_status_sources() -> Vec<String> {
+    [
+        "127.0.0.0/8",
+        "::1",
+        "172.17.0.0/16",
+        "172.18.0.0/15",
+        "172.20.0.0/14",
+        "172.24.0.0/13",
+    ]
+    .map(String::from)
+    .to_vec()
+}
 fn default_max_connections() -> u64 {
     10_000
 }
@@ -105,6 +122,7 @@ impl Default for ServerConfig {
             bind: default_bind(),
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
+            status_sources: default_status_sources(),
             max_body_size: default_max_body(),
             max_buffered_bytes: default_max_buffered(),
             max_batch_items: default_max_batch(),

@@ -86,6 +86,8 @@ pub struct ValidConfig {
     pub containers: Vec<ContainerSpec>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Who may `PUT /api/status` (`server.status_sources`).
+    pub status_sources: Vec<IpNet>,
     /// Who manages the node, and its own key.
     pub operator: ValidOperator,
     /// Routers whose signed dispatches the node trusts (`network.routers`).
@@ -142,6 +144,18 @@ impl Problems {
 
 /// Parses an IP or CIDR the way Ritual's node does (non-strict: host bits allowed, a bare IP is /32
 /// or /128).
+/// The networks of `list` (IPs or CIDRs); an error named `{field}[i]` for each that is not one.
+fn nets(list: &[String], field: &str, p: &mut Problems) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        match parse_net(s) {
+            Some(n) => nets.push(n),
+            None => p.error(format!("{field}[{i}]"), format!("\"{s}\" is not an IP address or CIDR")),
+        }
+    }
+    nets
+}
+
 pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
     if let Ok(ip) = IpAddr::from_str(s) {
@@ -270,6 +284,7 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
     check_server(&config.server, &mut p);
     check_size_limits(&config, &mut p);
     let trusted_proxies = check_connections(&config.server, &mut p);
+    let status_sources = nets(&config.server.status_sources, "server.status_sources", &mut p);
     if !non_negative(config.startup_wait) {
         p.error(
             "startup_wait",
@@ -294,6 +309,7 @@ pub fn validate(config: Config, unknown_keys: &[String]) -> Result<ValidConfig, 
             config,
             containers,
             trusted_proxies,
+            status_sources,
             operator,
             routers,
             warnings: p.warnings,
@@ -371,17 +387,7 @@ fn check_connections(server: &ServerConfig, p: &mut Problems) -> Vec<IpNet> {
             "must be at least 1 (default 10000); the open-file limit is raised to its hard limit at start",
         );
     }
-    let mut trusted_proxies = Vec::new();
-    for (i, s) in server.trusted_proxies.iter().enumerate() {
-        match parse_net(s) {
-            Some(n) => trusted_proxies.push(n),
-            None => p.error(
-                format!("server.trusted_proxies[{i}]"),
-                format!("\"{s}\" is not an IP address or CIDR"),
-            ),
-        }
-    }
-    trusted_proxies
+    nets(&server.trusted_proxies, "server.trusted_proxies", p)
 }
 
 /// `redis` and `store`: where jobs are kept and how many.

@@ -483,28 +483,34 @@ pub(super) async fn cancel(
     }
 }
 
+/// Largest `PUT /api/status` body: `{"id", "status", "containers"}` (and `data`, ignored).
+const MAX_STATUS_BODY: usize = 64 * 1024;
+
 /// `PUT /api/status`: a container on this host reports the status of a job it runs itself.
 #[utoipa::path(put, path = "/api/status", tag = "jobs",
     request_body = StatusReport,
     responses(
         (status = 200, description = "Recorded: `null`"),
         (status = 400, description = "Missing or invalid fields (`id`, `status` and `containers` are required)"),
-        (status = 403, description = "Caller is not on this host"),
-        (status = 413, description = "Body too large"),
+        (status = 403, description = "Caller is not in server.status_sources (this host and its Docker networks by default)"),
+        (status = 413, description = "Body larger than 64 KiB"),
         (status = 503, description = "The store is down"),
     ))]
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    JsonText(body, _): JsonText,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_str(&body)
-        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    // Only the TCP peer counts here: a proxy header must never grant this.
-    if !peer.ip().to_canonical().is_loopback() {
-        tracing::warn!(peer = %peer.ip(), "unauthorized attempt to store job status");
+    // Only the TCP peer counts here: a proxy header must never grant this. Checked before the
+    // body is read: a stranger's body costs nothing.
+    let from = peer.ip().to_canonical();
+    if !state.status_sources.iter().any(|net| net.contains(&from)) {
+        tracing::warn!(peer = %peer.ip(), "unauthorized attempt to store job status (server.status_sources)");
         return Err(ApiError::Forbidden("Unauthorized".into()));
     }
+    let (bytes, _) = read_bytes(request.into_body(), MAX_STATUS_BODY, state.orchestrator.budget()).await?;
+    let body: Value = serde_json::from_str(&text(bytes)?)
+        .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     let id = body.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
     let status = body.get("status").and_then(Value::as_str);
     let (Some(id), Some(status)) = (id, status) else {

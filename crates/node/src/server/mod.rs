@@ -100,6 +100,8 @@ pub struct AppState {
     pub chain_status: Option<Arc<crate::chain::status::ChainStatus>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Who may `PUT /api/status`: by TCP peer, never by a proxy's header.
+    pub status_sources: Vec<IpNet>,
     /// Per-client rate limit.
     pub limiter: RateLimiter,
     /// Router dispatches refused, per address ([`REFUSED_DISPATCHES_PER_MINUTE`] a minute): past

@@ -367,6 +367,21 @@ async fn status_reports_from_local_containers() {
     assert!(mine.contains(&id));
 }
 
+/// Who may report statuses is `server.status_sources` (by TCP peer), checked before the body
+/// is read; a report is small.
+#[tokio::test]
+async fn status_reports_come_only_from_the_listed_sources() {
+    let node = echo_node(json!({"server": {"status_sources": ["127.0.0.2/32"]}})).await;
+    let report = json!({"id": "ext-1", "status": "running", "containers": ["echo"]});
+    let put = |from: &str, body: Value| client_from(from).put(node.at("/api/status")).json(&body).send();
+    let r = put("127.0.0.1", report.clone()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "Unauthorized"}));
+    assert_eq!(put("127.0.0.2", report).await.unwrap().status(), 200);
+    let huge = json!({"id": "ext-2", "status": "running", "containers": ["echo"], "data": "x".repeat(100_000)});
+    assert_eq!(put("127.0.0.2", huge).await.unwrap().status(), 413);
+}
+
 #[tokio::test]
 async fn redis_backed_node_serves_jobs() {
     let redis = RedisServer::start();
