@@ -61,7 +61,7 @@ pub struct RouterState {
     /// Duration of the last probe round (µs).
     pub last_round_micros: Arc<AtomicU64>,
     /// Requests answered, per route.
-    pub requests: [AtomicU64; 8],
+    pub requests: [AtomicU64; ROUTES.len()],
     /// The gateway: jobs submitted to the network.
     pub gateway: Arc<crate::gateway::Gateway>,
     /// The alert engine.
@@ -447,7 +447,7 @@ const fn counter_of(route: &str) -> usize {
     panic!("not a rate-limited route")
 }
 
-pub(crate) const ROUTES: [&str; 8] = [
+pub(crate) const ROUTES: [&str; 9] = [
     "/api/v1/ips",
     "/api/v1/containers",
     "/api/v1/resources",
@@ -456,7 +456,13 @@ pub(crate) const ROUTES: [&str; 8] = [
     "/api/v1/route",
     "/api/v1/nodes/{node}",
     REGISTER_ROUTE,
+    RELAY_ROUTE,
 ];
+
+/// The rate-limit bucket of operators' requests relayed to linked nodes: limited here, by the
+/// caller's address, so that strangers cannot spend a node's own admin limit (every relayed
+/// request reaches the node from the router).
+const RELAY_ROUTE: &str = "/api/v1/link/{node}/admin";
 
 /// The rate-limit bucket of node heartbeats.
 const REGISTER_ROUTE: &str = "/api/v1/register";
@@ -477,7 +483,7 @@ pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
         .route("/api/v1/link", get(crate::link::endpoint))
         .route(
             "/api/v1/link/{node}/admin/{*rest}",
-            axum::routing::any(crate::link::relay),
+            axum::routing::any(crate::link::relay).layer(limited(counter_of(RELAY_ROUTE))),
         )
         .route(
             "/api/v1/internal/link/{node}/{*rest}",

@@ -37,14 +37,23 @@ pub async fn relay(
         Ok(path) => path,
         Err((status, why)) => return error(status, why),
     };
-    let authorization = headers
+    // The node checks the operator's signature; one that is not even there is refused here,
+    // without spending the node's admin limit.
+    let Some(authorization) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .filter(|a| a.starts_with("Nostr "))
+        .map(str::to_owned)
+    else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "sign the request as the node's operator (NIP-98, for infernet://{npub}/admin/…)",
+        );
+    };
     let call = Forward {
         method: method.as_str(),
         path: &path,
-        authorization,
+        authorization: Some(authorization),
         client: None,
         body: (!body.is_empty()).then_some(body),
         timeout: state.gateway.dispatch_timeout(),

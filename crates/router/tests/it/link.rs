@@ -67,8 +67,13 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
     // A path that is no URI path once decoded (it stopped the node once): passed on as written,
     // answered by the node, which stays linked; what a node answers runs no script on the
     // router's origin.
+    let odd_url = format!("infernet://{npub}/admin/a%20b");
     let odd = client()
         .get(format!("{url}/api/v1/link/{npub}/admin/a%20b"))
+        .header(
+            "authorization",
+            infernet_identity::nip98::authorization(&operator, "GET", &odd_url, None),
+        )
         .send()
         .await
         .unwrap();
@@ -99,7 +104,7 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
         assert_eq!(
             r.status(),
             401,
-            "signed for the router's URL, or not signed: refused by the node"
+            "signed for the router's URL (refused by the node), or not signed (by the router)"
         );
     }
     let stranger = format!("{url}/api/v1/link/{}/admin/status", Identity::generate().npub());
