@@ -172,6 +172,14 @@ impl Gateway {
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "could not renew a watched job's lease"),
             }
             match self.read_job(&node, &node_job, &job.client).await {
+                Ok((JobStatus::Running, ..)) if self.ran_too_long(job.created_at) => {
+                    self.stop_on_node(&node, &node_job, &job.client).await;
+                    let why = format!(
+                        "still running after {:?}; the router stopped waiting",
+                        self.settings.max_running
+                    );
+                    break (JobStatus::Failed, serde_json::Value::Null, Some(why));
+                }
                 Ok((JobStatus::Running, ..)) => unreachable_since = None,
                 Ok((status, result, signed)) => {
                     receipt = signed;
@@ -208,6 +216,27 @@ impl Gateway {
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a watched job's end"),
+        }
+    }
+
+    /// Whether a job created at `created_at` (Unix ms) has run longer than `max_running`.
+    pub(super) fn ran_too_long(&self, created_at: i64) -> bool {
+        let limit = i64::try_from(self.settings.max_running.as_millis()).unwrap_or(i64::MAX);
+        now_ms().saturating_sub(created_at) > limit
+    }
+
+    /// Tells `node` to stop its job `node_job` of `client` (what it answers changes nothing).
+    pub(super) async fn stop_on_node(&self, node: &str, node_job: &str, client: &str) {
+        let path = format!(
+            "/api/jobs/{}",
+            form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+        );
+        if let Err(e) = self
+            .call(node, super::stated(client))
+            .send(reqwest::Method::DELETE, &path, None)
+            .await
+        {
+            tracing::debug!(%node, job = %node_job, error = %e, "could not tell the node to stop a job");
         }
     }
 

@@ -165,6 +165,10 @@ pub struct GatewaySettings {
     pub max_watched: usize,
     /// How long a watched job's node may not answer before the job is failed.
     pub node_gone_after: Duration,
+    /// How long a watched job (a callback's, a pipeline's stage) may run before the router stops
+    /// waiting, fails it and tells its node to stop it (default a day): a node that says
+    /// "running" for ever must not hold a watcher for ever.
+    pub max_running: Duration,
     /// How often jobs whose watcher stopped are looked for.
     pub callback_sweep: Duration,
     /// How long ledger rows are kept (`--ledger-retention-days`, default 400 days: a year and
@@ -197,6 +201,7 @@ impl Default for GatewaySettings {
             callbacks_to_private: false,
             max_watched: 10_000,
             node_gone_after: Duration::from_secs(600),
+            max_running: Duration::from_secs(86_400),
             callback_sweep: Duration::from_secs(30),
             ledger_retention: Duration::from_secs(400 * 86_400),
             link: Default::default(),

@@ -263,6 +263,13 @@ async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &
             return Err(StageError::Cancelled);
         }
         match gw.read_result(node, node_job, &job.client).await {
+            Ok((JobStatus::Running, _)) if gw.ran_too_long(job.created_at) => {
+                gw.stop_on_node(node, node_job, &job.client).await;
+                return Err(StageError::Failed(format!(
+                    "stage {stage} still running after {:?}; the router stopped waiting",
+                    gw.settings.max_running
+                )));
+            }
             Ok((JobStatus::Running, _)) => unreachable_since = None,
             Ok((JobStatus::Succeeded, Some(infernet_types::ContainerResult::Output { output, .. }))) => {
                 let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);

@@ -520,6 +520,50 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
     );
 }
 
+/// A node that says "running" for ever does not hold a watcher for ever: past `max_running` the
+/// job fails, its callback says why, and the node is told to stop it.
+#[tokio::test]
+async fn a_watched_job_that_runs_too_long_fails_and_its_node_is_told_to_stop() {
+    let key = Identity::generate();
+    let slow = service(Duration::from_secs(60)).await;
+    let node = NodeProc::start_with(
+        json!([{"id": "x", "port": slow}]),
+        json!({"network": {"routers": [key.npub()]}}),
+    );
+    let (hook, mut posted) = receiver().await;
+    let mut s = settings(&[node.key()]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.callbacks_to_private = true;
+    s.gateway.callback_poll = Duration::from_millis(50);
+    s.gateway.max_running = Duration::from_millis(500);
+    let url = router(s).await;
+    serving(&url, "x", 1).await;
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("still running after"),
+        "{body}"
+    );
+    // The node stopped it: its own result, read through the router, says so.
+    let job = get(format!("{url}/api/v1/jobs/{}", placed["id"].as_str().unwrap()))
+        .await
+        .1;
+    assert_eq!(
+        (job["status"].as_str(), job["result"]["error"].as_str()),
+        (Some("failed"), Some("cancelled by the client")),
+        "{job}"
+    );
+}
+
 /// A container service answering `{"seen": <the data it was given>}`.
 async fn echo() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
