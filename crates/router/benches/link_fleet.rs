@@ -153,6 +153,7 @@ fn main() {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--link-heartbeat", &heartbeat.to_string()])
             .args(["--ratelimit-reqs-per-min", "1000000"])
+            .args(["--max-links-per-source", "100000"])
             .arg("--key-file")
             .arg(&key_file)
             .arg("--database-url")

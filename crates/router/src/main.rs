@@ -123,6 +123,9 @@ struct Args {
     /// Nodes' links (`/api/v1/link`, for nodes behind NAT) held at once; one per node key.
     #[arg(long, env = "MAX_LINKS", default_value_t = 10_000)]
     max_links: usize,
+    /// Links held, or starting, at once from one address (a fleet behind one NAT shares one).
+    #[arg(long, env = "MAX_LINKS_PER_SOURCE", default_value_t = 256)]
+    max_links_per_source: usize,
     /// Seconds between linked nodes' heartbeats; a link silent for three is closed.
     #[arg(long, env = "LINK_HEARTBEAT", default_value_t = 15.0)]
     link_heartbeat: f64,
@@ -430,6 +433,7 @@ fn settings(args: &Args) -> Result<Settings, Vec<String>> {
     let replica_url = replica_url(args, &database, &mut errors);
     let link = infernet_router::link::LinkSettings {
         max_links: args.max_links.max(1),
+        max_per_source: args.max_links_per_source.max(1),
         heartbeat: seconds("--link-heartbeat", args.link_heartbeat)
             .map_err(|e| errors.push(e))
             .unwrap_or_default()

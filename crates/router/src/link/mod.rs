@@ -44,6 +44,8 @@ use crate::registry::{ContainerSummary, NodeReport, Offer};
 pub struct LinkSettings {
     /// Links held at once.
     pub max_links: usize,
+    /// Links held or starting at once from one address.
+    pub max_per_source: usize,
     /// Links between the upgrade and the hello's check at once.
     pub max_handshakes: usize,
     /// Time a node has to send its hello.
@@ -65,6 +67,7 @@ impl Default for LinkSettings {
     fn default() -> Self {
         Self {
             max_links: 10_000,
+            max_per_source: 256,
             max_handshakes: 256,
             hello_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(15),
@@ -81,6 +84,27 @@ pub struct Links {
     held: Mutex<HashMap<String, Arc<Link>>>,
     handshakes: Arc<Semaphore>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Links held or starting, by the address they came from.
+    sources: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// A link's place among its address's ([`LinkSettings::max_per_source`]): given back when
+/// dropped.
+pub(crate) struct SourceSlot {
+    sources: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut sources = self.sources.lock().expect("sources poisoned");
+        if let Some(n) = sources.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                sources.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Why a node could not link.
@@ -99,7 +123,22 @@ impl Links {
             settings,
             held: Mutex::default(),
             next_id: Default::default(),
+            sources: Arc::default(),
         }
+    }
+
+    /// A place for one more link from `ip`, or `None` when it has [`LinkSettings::max_per_source`].
+    pub(crate) fn place_for(&self, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let mut sources = self.sources.lock().expect("sources poisoned");
+        let n = sources.entry(ip).or_default();
+        if *n >= self.settings.max_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.sources.clone(),
+            ip,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Link>>> {

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Bytes,
     extract::{
-        State,
+        ConnectInfo, State,
         ws::{Message as Ws, WebSocket, WebSocketUpgrade},
     },
     http::StatusCode,
@@ -43,8 +43,24 @@ const READ_BUFFER: usize = 16 * 1024;
 const MAX_TRAILERS: usize = 16;
 
 /// `GET /api/v1/link`: a node's link (WebSocket upgrade).
-pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn endpoint(
+    State(state): State<Arc<RouterState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let links = state.gateway.links().clone();
+    let source = infernet_service::client_ip::ClientIp::resolve(peer.ip(), &headers, &state.trusted_proxies);
+    let Some(slot) = links.place_for(source) else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(serde_json::json!({"error": format!(
+                "{} links from {source} already (--max-links-per-source); retry later",
+                links.settings.max_per_source
+            )})),
+        )
+            .into_response();
+    };
     let Ok(permit) = links.handshakes.clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -62,6 +78,8 @@ pub async fn endpoint(State(state): State<Arc<RouterState>>, upgrade: WebSocketU
         // read buffers (`--bench link_fleet`). Frames larger than this take several reads.
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
+            // Held as long as the link is.
+            let _slot = slot;
             let (tx, rx) = socket.split();
             let mut tx = tx;
             let mut rx = rx;

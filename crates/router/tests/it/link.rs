@@ -362,6 +362,57 @@ async fn a_node_that_sends_past_its_credit_is_cut_off_and_the_job_fails_over() {
     assert!(text.is_err() || !text.unwrap().contains("\n{"));
 }
 
+/// One address may hold only so many links, starting ones included: a host that opens links
+/// with fresh keys cannot fill the router; a place is given back when a link ends.
+#[tokio::test]
+async fn links_from_one_address_are_capped() {
+    let key = Identity::generate();
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.link.max_per_source = 2;
+    let url = router(s).await;
+    let mut first = Peer::connect(&url).await;
+    let content = first.content();
+    assert!(matches!(
+        first.hello(&Identity::generate(), VERSION, &content).await,
+        Message::Welcome { .. }
+    ));
+    // Still in its handshake: it counts too.
+    let _second = Peer::connect(&url).await;
+    let refused = |url: String| async move {
+        let tcp = TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+        match tokio_tungstenite::client_async(link_url(&url), tcp).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            other => panic!("not refused: {other:?}"),
+        }
+    };
+    assert_eq!(refused(url.clone()).await, 429);
+    // Once the first link has ended (its place is given back as its session ends), a new one
+    // is let in.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut socket = loop {
+        let tcp = TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+        match tokio_tungstenite::client_async(link_url(&url), tcp).await {
+            Ok((socket, _)) => break socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 429 => {
+                assert!(Instant::now() < deadline, "the first link's place was never given back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let Message::Challenge { nonce, router, .. } = Peer::read(&mut socket).await.0 else {
+        panic!("no challenge")
+    };
+    let mut third = Peer { socket, nonce, router };
+    let content = third.content();
+    assert!(matches!(
+        third.hello(&Identity::generate(), VERSION, &content).await,
+        Message::Welcome { .. }
+    ));
+}
+
 /// A stream's receipt comes over the link with the stream's end, as a trailer does over HTTP:
 /// the router files it without asking the node again (this node answers nothing else).
 #[tokio::test]
