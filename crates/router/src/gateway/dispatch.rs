@@ -76,13 +76,14 @@ pub fn is_node_job_id(id: &str) -> bool {
 pub enum Outcome {
     /// It took the job: its id there.
     Accepted(String),
-    /// It did not take it and is not at fault: busy (429), closed or paused (503), or it does not
-    /// trust this router (401). The next node is tried; the node's record is untouched.
+    /// It did not take it and is not at fault: busy (429), closed or paused (503), it does not
+    /// trust this router (401), or the body is past its own limit (413). The next node is tried;
+    /// the node's record is untouched.
     Refused(String),
     /// It failed: unreachable, timed out, 5xx, or an answer that is not a node's. The next node is
     /// tried; the failure counts against its record.
     Failed(String),
-    /// It refused the job itself as invalid (400, 405, 413): the client's error, passed on as is.
+    /// It refused the job itself as invalid (400, 405, 422): the client's error, passed on as is.
     Invalid {
         /// The node's status.
         status: u16,
@@ -299,8 +300,9 @@ impl Call<'_> {
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
     let message = error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
-        401 | 403 | 429 | 503 => Outcome::Refused(format!("HTTP {status}: {message}")),
-        400 | 405 | 413 | 422 => Outcome::Invalid { status, message },
+        // 413: the node's own body limit (`server.max_body_size`); another node may take it.
+        401 | 403 | 413 | 429 | 503 => Outcome::Refused(format!("HTTP {status}: {message}")),
+        400 | 405 | 422 => Outcome::Invalid { status, message },
         _ => Outcome::Failed(format!("HTTP {status}: {message}")),
     }
 }
@@ -393,6 +395,8 @@ mod tests {
     fn answers_sort_into_refusals_failures_and_the_clients_errors() {
         assert!(matches!(classify(429, br#"{"error": "busy"}"#), Outcome::Refused(m) if m.contains("busy")));
         assert!(matches!(classify(503, b"closed"), Outcome::Refused(_)));
+        // A node's own body limit: another node may take the job.
+        assert!(matches!(classify(413, b"too large"), Outcome::Refused(_)));
         assert!(matches!(classify(500, b"oops"), Outcome::Failed(_)));
         assert!(matches!(classify(502, b""), Outcome::Failed(_)));
         assert!(matches!(
