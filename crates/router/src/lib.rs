@@ -254,6 +254,8 @@ pub async fn start(settings: Settings, listener: TcpListener) -> Result<RunningR
     let leases = gateway.clone();
     let leases_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("leases", leases.sweep_leases(leases_shutdown));
+    let (settle, settle_shutdown) = (gateway.clone(), tasks.shutdown_token());
+    tasks.spawn_critical("linked-jobs", settle.settle_linked_jobs(settle_shutdown));
     let history_db = db.clone();
     let history_shutdown = tasks.shutdown_token();
     tasks.spawn_critical("node-history", async move {

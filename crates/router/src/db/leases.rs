@@ -84,6 +84,38 @@ impl Db {
         }))
     }
 
+    /// Running jobs that `node` accepted and whose row has not changed since before `before`: at
+    /// most `limit`, the longest unchanged first.
+    pub async fn quiet_jobs_on(&self, node: &str, before: i64, limit: i64) -> Result<Vec<Job>, DbError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                cols!(),
+                " FROM jobs WHERE node = $1 AND status = 'running' AND node_job IS NOT NULL \
+                 AND updated_at < $2 ORDER BY updated_at, id LIMIT $3"
+            ))
+            .bind(node)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Notes that attempt `attempt` of running job `id` was looked at `now` (its `updated_at`).
+    pub async fn touch_job(&self, id: &str, attempt: i64, now: i64) -> Result<(), DbError> {
+        on_pool!(self, |p| {
+            sqlx::query("UPDATE jobs SET updated_at = $3 WHERE id = $1 AND attempt = $2 AND status = 'running'")
+                .bind(id)
+                .bind(attempt)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(())
+    }
+
     /// Running jobs accepted by a linked node (`npub1…`) whose lease ran out before `now`: at most
     /// `limit`, oldest first.
     pub async fn lapsed_linked_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, DbError> {

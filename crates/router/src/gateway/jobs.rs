@@ -384,17 +384,8 @@ pub async fn job(
     }
     match gw.read_job(&node, &node_job, &job.client).await {
         Ok((status, result, receipt)) => {
-            if job.status == JobStatus::Running && status.is_final() {
-                let error = (status == JobStatus::Failed).then(|| "the node reports the job failed".to_string());
-                if let Some(done) = gw
-                    .db
-                    .finish_job(&job.id, job.attempt, status, error.as_deref(), now_ms())
-                    .await?
-                {
-                    gw.record(&node, &job.containers, status == JobStatus::Succeeded, None);
-                    gw.account_with(&done, receipt.map(crate::ledger::receipt::Received::plain));
-                    job = done;
-                }
+            if let Some(done) = gw.ended_on_node(&job, &node, status, receipt).await? {
+                job = done;
             }
             answer["status"] = json!(job.status.as_str());
             answer["result"] = json!(result);

@@ -13,6 +13,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
+
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +25,18 @@ use super::{
 };
 use crate::{
     choose,
-    db::{DbError, jobs::Job, jobs::Lease, now_ms},
+    db::{
+        DbError,
+        jobs::{Job, JobStatus, Lease},
+        now_ms,
+    },
 };
 
 /// Lapsed jobs taken per sweep at most.
 const SWEEP: i64 = 256;
+
+/// Linked jobs asked about per sweep at most ([`Gateway::settle_linked`]).
+const SETTLE: i64 = 64;
 
 /// The error of a job whose router replica stopped before a node took it.
 const ORPHANED: &str = "the router replica that was placing the job stopped before a node took it; submit it again";
@@ -59,6 +68,91 @@ impl Gateway {
             owner: &self.replica,
             now: now_ms(),
             duration: self.settings.link.lease,
+        }
+    }
+
+    /// `job` (running on `node`) as its node says it stands: when it ended there, its row is
+    /// finished, the node's record and the ledger take it; the finished row, or `None` when it
+    /// still runs or its row had ended meanwhile.
+    pub(super) async fn ended_on_node(
+        self: &Arc<Self>,
+        job: &Job,
+        node: &str,
+        status: JobStatus,
+        receipt: Option<String>,
+    ) -> Result<Option<Job>, DbError> {
+        if job.status != JobStatus::Running || !status.is_final() {
+            return Ok(None);
+        }
+        let error = (status == JobStatus::Failed).then_some("the node reports the job failed");
+        let done = self
+            .db
+            .finish_job(&job.id, job.attempt, status, error, now_ms())
+            .await?;
+        if let Some(done) = &done {
+            self.record(node, &job.containers, status == JobStatus::Succeeded, None);
+            self.account_with(done, receipt.map(crate::ledger::receipt::Received::plain));
+        }
+        Ok(done)
+    }
+
+    /// Every quarter of `link.lease` until `shutdown`: [`Gateway::settle_linked`] (a task of its
+    /// own: a node slow to answer holds up no lease).
+    pub async fn settle_linked_jobs(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), DbError> {
+        let every = (self.settings.link.lease / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.settle_linked() => {}
+            }
+        }
+    }
+
+    /// Jobs on the nodes linked here that ran at least a lease and nobody read since: the ones
+    /// that ended on their node are finished here, so that a link that closes for longer than
+    /// its lease does not run again jobs that were done (at most [`SETTLE`] per round, a few
+    /// asked at once).
+    async fn settle_linked(self: &Arc<Self>) {
+        let quiet = i64::try_from(self.settings.link.lease.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(quiet);
+        let mut left = SETTLE;
+        for link in self.links.all() {
+            if left == 0 {
+                return;
+            }
+            let jobs = match self.db.quiet_jobs_on(link.node(), before, left).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for linked jobs to settle");
+                    return;
+                }
+            };
+            left -= i64::try_from(jobs.len()).unwrap_or(left).min(left);
+            let node = link.node();
+            futures::stream::iter(jobs)
+                .for_each_concurrent(4, |job| async move {
+                    let Some(node_job) = job.node_job.clone() else { return };
+                    let ended = match self.read_job(node, &node_job, &job.client).await {
+                        Ok((status, _, receipt)) => self.ended_on_node(&job, node, status, receipt).await,
+                        // The node says nothing now: the lease decides, as before.
+                        Err(_) => Ok(None),
+                    };
+                    match ended {
+                        Ok(Some(_)) => {}
+                        // Still running (or unknown): asked again a lease from now.
+                        Ok(None) => {
+                            if let Err(e) = self.db.touch_job(&job.id, job.attempt, now_ms()).await {
+                                tracing::warn!(job = %job.id, error = %e, "could not note a linked job asked about");
+                            }
+                        }
+                        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not settle a linked job"),
+                    }
+                })
+                .await;
         }
     }
 

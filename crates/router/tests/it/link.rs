@@ -362,6 +362,44 @@ async fn a_node_that_sends_past_its_credit_is_cut_off_and_the_job_fails_over() {
     assert!(text.is_err() || !text.unwrap().contains("\n{"));
 }
 
+/// A job a linked node finished, that its client has not read yet, is finished in the router's
+/// database too (and in its ledger) once it ran a lease: the link's loss for longer than its
+/// lease then runs it nowhere again.
+#[tokio::test]
+async fn a_linked_job_done_but_unread_is_settled_and_never_run_again() {
+    let key = Identity::generate();
+    let t = super::db::TestDb::new(super::db::Backend::Sqlite);
+    let mut s = settings(&[]);
+    s.gateway.key_file = key_file(&key);
+    s.gateway.link.heartbeat = Duration::from_secs(1);
+    s.gateway.link.lease = Duration::from_millis(500);
+    s.database = t.settings.clone();
+    let url = router(s).await;
+    let fast = service(Duration::ZERO).await;
+    let _node = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": {"routers": [key.npub()], "url": link_url(&url)}}),
+    );
+    let nodes = eventually(format!("{url}/api/v1/nodes"), |v| linked(v).len() == 1).await;
+    let npub = linked(&nodes)[0].clone();
+    let (status, placed) = post(format!("{url}/api/v1/jobs"), &json!({"containers": ["x"], "data": {}})).await;
+    assert_eq!(status, 200, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    let db = infernet_router::db::Db::open(&t.settings).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let job = db.job(&id).await.unwrap().unwrap();
+        if job.status == infernet_router::db::jobs::JobStatus::Succeeded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {job:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Filed in the ledger as a read would have; ended, it is no lease's to run again.
+    super::ledger::ledger_row(&db, &npub, &id).await;
+    assert_eq!(db.job(&id).await.unwrap().unwrap().attempt, 1);
+}
+
 /// One address may hold only so many links, starting ones included: a host that opens links
 /// with fresh keys cannot fill the router; a place is given back when a link ends.
 #[tokio::test]
