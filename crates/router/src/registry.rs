@@ -532,12 +532,16 @@ impl Registry {
     }
 
     /// The key and operators of node `key`: a `host:port` whose heartbeats are signed, or an
-    /// `npub1…` linked to this replica.
+    /// `npub1…` linked to this replica or to a peer replica.
     pub fn identity(&self, key: &str) -> Option<NodeIdentity> {
         let table = self.lock();
         match table.nodes.get(key) {
             Some(n) => n.identity.clone(),
-            None => table.linked.get(key).map(|(_, identity)| identity.clone()),
+            None => table
+                .linked
+                .get(key)
+                .or_else(|| table.peers.get(key))
+                .map(|(_, identity)| identity.clone()),
         }
     }
 

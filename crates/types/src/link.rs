@@ -71,6 +71,11 @@ pub struct Announce {
     /// Its host's resources.
     #[serde(default)]
     pub hardware: Option<Hardware>,
+    /// It checks dispatches authenticated by a MAC under the key it shares with the router (as
+    /// `dispatch_mac: 1` in `/info` says), in place of NIP-98 signatures; its receipts then come
+    /// with that MAC too. A node of an earlier version says nothing: signatures, as before.
+    #[serde(default)]
+    pub dispatch_mac: bool,
 }
 
 impl Default for Announce {
@@ -83,6 +88,7 @@ impl Default for Announce {
             open: true,
             available_at: None,
             hardware: None,
+            dispatch_mac: false,
         }
     }
 }

@@ -95,6 +95,8 @@ async fn announce(state: &AppState) -> Option<Announce> {
         availability: Option<Availability>,
         #[serde(default)]
         hardware: Option<infernet_types::Hardware>,
+        #[serde(default)]
+        dispatch_mac: Option<u64>,
     }
     #[derive(serde::Deserialize)]
     struct Pending {
@@ -121,6 +123,7 @@ async fn announce(state: &AppState) -> Option<Announce> {
         open: info.availability.as_ref().is_none_or(|a| a.open),
         available_at: info.availability.and_then(|a| a.available_at),
         hardware: info.hardware,
+        dispatch_mac: info.dispatch_mac == Some(1),
     })
 }
 

@@ -155,6 +155,28 @@ pub(super) fn client(
 }
 
 impl super::Gateway {
+    /// Checks that `METHOD url` with `body` is signed (NIP-98) by one of `operators`: an
+    /// operator's request for a linked node, before it is relayed.
+    pub(crate) fn verify_relayed(
+        &self,
+        authorization: &str,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        operators: &[infernet_identity::PublicKey],
+    ) -> Result<(), infernet_identity::nip98::AuthError> {
+        let received = infernet_identity::nip98::Received {
+            method,
+            urls: &[url],
+            body,
+        };
+        self.relay_verifier
+            .verify(Some(authorization), &received, infernet_identity::unix_now(), |k| {
+                operators.contains(k)
+            })
+            .map(|_| ())
+    }
+
     /// Checks that `METHOD path_and_query` with `body` is signed by the router's own key for
     /// this replica: a call from a peer replica (they share the key).
     pub(crate) fn verify_replica(

@@ -35,10 +35,18 @@ impl DispatchKeys {
     /// Reads the node key of `node`'s `/info` answer; derives the shared key when it is new.
     pub fn learn(&self, node: &str, info: &serde_json::Value) {
         let checks_macs = info.get("dispatch_mac").and_then(|v| v.as_u64()) == Some(1);
-        let key = info
-            .get("node")
-            .and_then(|v| v.as_str())
-            .and_then(|t| parse_public_key(t).ok());
+        let key = info.get("node").and_then(|v| v.as_str());
+        self.learn_key(node, key, checks_macs);
+    }
+
+    /// The key of a node linked here, named by its key (`npub1…`), when its hello says it checks
+    /// MACs: calls over its link are then MAC'd too, and its receipts vouched by their MAC.
+    pub fn learn_linked(&self, npub: &str, checks_macs: bool) {
+        self.learn_key(npub, Some(npub), checks_macs);
+    }
+
+    fn learn_key(&self, node: &str, key: Option<&str>, checks_macs: bool) {
+        let key = key.and_then(|t| parse_public_key(t).ok());
         let Some(key) = key.filter(|_| checks_macs) else {
             self.forget(node);
             return;

@@ -244,6 +244,9 @@ pub struct Gateway {
     /// Peer replicas' calls, apart from clients': strangers signing with fresh keys fill the
     /// clients' replay cache (it answers busy then), and must not stop the replicas' calls.
     replica_verifier: Verifier,
+    /// Operators' requests relayed to linked nodes (checked here too: strangers' requests must
+    /// not reach the node, where they would spend its admin limit).
+    relay_verifier: Verifier,
     /// Origins clients may sign requests for.
     bases: Vec<String>,
     /// This replica's name in leases.
@@ -337,6 +340,7 @@ impl Gateway {
             records: RwLock::new(records),
             verifier: Verifier::new(60, 100_000),
             replica_verifier: Verifier::new(60, 100_000),
+            relay_verifier: Verifier::new(60, 100_000),
             bases,
             replica,
             latency: RwLock::default(),
@@ -457,10 +461,8 @@ impl Gateway {
                     }
                 }
             },
-            shared: match link {
-                Some(_) => None,
-                None => self.dispatch_keys.get(node),
-            },
+            // Keyed by address for a node reached over HTTP, by its key for a linked one.
+            shared: self.dispatch_keys.get(node),
             link,
             client,
             timeout: self.settings.dispatch_timeout,

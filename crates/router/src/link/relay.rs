@@ -50,6 +50,30 @@ pub async fn relay(
             "sign the request as the node's operator (NIP-98, for infernet://{npub}/admin/…)",
         );
     };
+    // Checked here as the node will check it: only its operators' requests reach it (each one
+    // spends its admin limit, and all of them reach it from this router).
+    let operators: Vec<infernet_identity::PublicKey> = state
+        .registry
+        .identity(&node)
+        .map(|identity| {
+            identity
+                .operators
+                .iter()
+                .filter_map(|o| infernet_identity::parse_public_key(o).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let signed_for = format!("infernet://{node}{path}");
+    if let Err(e) = state
+        .gateway
+        .verify_relayed(&authorization, method.as_str(), &signed_for, &body, &operators)
+    {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        return error(
+            status,
+            format!("sign the request as one of the node's operators, for {signed_for}: {e}"),
+        );
+    }
     let call = Forward {
         method: method.as_str(),
         path: &path,

@@ -89,6 +89,10 @@ pub async fn endpoint(
             drop(permit);
             match hello {
                 Ok((identity, announce)) => {
+                    // Calls to a node that checks MACs are MAC'd, over its link too.
+                    gateway
+                        .dispatch_keys()
+                        .learn_linked(&identity.key, announce.dispatch_mac);
                     let held = Held {
                         links,
                         registry,

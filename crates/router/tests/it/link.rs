@@ -107,6 +107,24 @@ async fn a_linked_node_serves_jobs_streams_and_batches_named_by_its_key() {
             "signed for the router's URL (refused by the node), or not signed (by the router)"
         );
     }
+    // Signed by someone who is not its operator: refused by the router, never relayed (it would
+    // spend the node's admin limit, which all relayed requests share).
+    let r = client()
+        .get(&relay)
+        .header(
+            "authorization",
+            infernet_identity::nip98::authorization(
+                &Identity::generate(),
+                "GET",
+                &format!("infernet://{npub}/admin/status"),
+                None,
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("one of the node's operators"));
     let stranger = format!("{url}/api/v1/link/{}/admin/status", Identity::generate().npub());
     assert_eq!(client().get(stranger).send().await.unwrap().status(), 404);
 
@@ -464,7 +482,9 @@ async fn a_linked_nodes_stream_receipt_comes_with_its_end() {
     let url = router(s).await;
     let node = Identity::generate();
     let mut peer = Peer::connect(&url).await;
-    let content = peer.content();
+    // A node that says it checks MACs gets MAC'd calls over its link, as over HTTP.
+    let mut content = peer.content();
+    content.announce.dispatch_mac = true;
     assert!(matches!(
         peer.hello(&node, VERSION, &content).await,
         Message::Welcome { .. }
@@ -483,10 +503,22 @@ async fn a_linked_nodes_stream_receipt_comes_with_its_end() {
         }
     });
     let (request, _) = Peer::read(&mut peer.socket).await;
-    let Message::Request { call, path, .. } = request else {
+    let Message::Request {
+        call,
+        path,
+        authorization,
+        ..
+    } = request
+    else {
         panic!("{request:?}")
     };
     assert_eq!(path, "/api/jobs/stream");
+    assert!(
+        authorization
+            .as_deref()
+            .is_some_and(infernet_identity::dispatch::is_mac),
+        "{authorization:?}"
+    );
     let head = Message::Head {
         call,
         status: 200,
