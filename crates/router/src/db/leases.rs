@@ -84,17 +84,17 @@ impl Db {
         }))
     }
 
-    /// Running jobs that `node` accepted and whose row has not changed since before `before`: at
-    /// most `limit`, the longest unchanged first.
-    pub async fn quiet_jobs_on(&self, node: &str, before: i64, limit: i64) -> Result<Vec<Job>, DbError> {
+    /// Running jobs a linked node (`npub1…`) accepted, without a callback (their watcher posts
+    /// it), whose row has not changed since before `before`: at most `limit`, the longest
+    /// unchanged first.
+    pub async fn quiet_linked_jobs(&self, before: i64, limit: i64) -> Result<Vec<Job>, DbError> {
         Ok(on_pool!(self, |p| {
             sqlx::query_as(concat!(
                 "SELECT ",
                 cols!(),
-                " FROM jobs WHERE node = $1 AND status = 'running' AND node_job IS NOT NULL \
-                 AND updated_at < $2 ORDER BY updated_at, id LIMIT $3"
+                " FROM jobs WHERE status = 'running' AND updated_at < $1 AND node LIKE 'npub1%' \
+                 AND node_job IS NOT NULL AND callback_url IS NULL ORDER BY updated_at, id LIMIT $2"
             ))
-            .bind(node)
             .bind(before)
             .bind(limit)
             .fetch_all(p)

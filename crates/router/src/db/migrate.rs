@@ -41,6 +41,11 @@ const SQLITE: &[Embedded] = &[
         "link holders",
         include_str!("../../migrations/sqlite/0008_link_holders.sql"),
     ),
+    (
+        9,
+        "running jobs by update",
+        include_str!("../../migrations/sqlite/0009_running_jobs_by_update.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -70,6 +75,11 @@ const POSTGRES: &[Embedded] = &[
         8,
         "link holders",
         include_str!("../../migrations/postgres/0008_link_holders.sql"),
+    ),
+    (
+        9,
+        "running jobs by update",
+        include_str!("../../migrations/postgres/0009_running_jobs_by_update.sql"),
     ),
 ];
 
