@@ -76,10 +76,13 @@ pub fn is_node_job_id(id: &str) -> bool {
 pub enum Outcome {
     /// It took the job: its id there.
     Accepted(String),
-    /// It did not take it and is not at fault: busy (429), closed or paused (503), it does not
-    /// trust this router (401), or the body is past its own limit (413). The next node is tried;
-    /// the node's record is untouched.
+    /// It did not take it and is not at fault: busy (429), closed or paused (503), or it does not
+    /// trust this router (401). The next node is tried; the node's record is untouched.
     Refused(String),
+    /// The job is past the node's own body limit (413, its `server.max_body_size`): the next node
+    /// is tried, the node is neither at fault nor busy; when every node says so, the client is
+    /// answered 413.
+    TooLarge(String),
     /// It failed: unreachable, timed out, 5xx, or an answer that is not a node's. The next node is
     /// tried; the failure counts against its record.
     Failed(String),
@@ -300,8 +303,8 @@ impl Call<'_> {
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
     let message = error_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
-        // 413: the node's own body limit (`server.max_body_size`); another node may take it.
-        401 | 403 | 413 | 429 | 503 => Outcome::Refused(format!("HTTP {status}: {message}")),
+        401 | 403 | 429 | 503 => Outcome::Refused(format!("HTTP {status}: {message}")),
+        413 => Outcome::TooLarge(format!("HTTP 413: {message}")),
         400 | 405 | 422 => Outcome::Invalid { status, message },
         _ => Outcome::Failed(format!("HTTP {status}: {message}")),
     }
@@ -396,7 +399,7 @@ mod tests {
         assert!(matches!(classify(429, br#"{"error": "busy"}"#), Outcome::Refused(m) if m.contains("busy")));
         assert!(matches!(classify(503, b"closed"), Outcome::Refused(_)));
         // A node's own body limit: another node may take the job.
-        assert!(matches!(classify(413, b"too large"), Outcome::Refused(_)));
+        assert!(matches!(classify(413, b"too large"), Outcome::TooLarge(_)));
         assert!(matches!(classify(500, b"oops"), Outcome::Failed(_)));
         assert!(matches!(classify(502, b""), Outcome::Failed(_)));
         assert!(matches!(

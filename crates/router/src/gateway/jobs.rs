@@ -221,6 +221,7 @@ pub(super) async fn dispatch_along(
     deadline: Option<Duration>,
 ) -> Result<(String, String), ApiError> {
     let mut tried = Vec::new();
+    let mut too_large = 0;
     let attempts = async {
         for &i in order.iter().take(gw.settings.attempts.max(1)) {
             let node = &choice.candidates[i].node;
@@ -228,6 +229,10 @@ pub(super) async fn dispatch_along(
                 Outcome::Accepted(node_job) => return Ok((node.clone(), node_job)),
                 Outcome::Refused(why) => {
                     gw.samples.loaded(node);
+                    tried.push(format!("{node} refused: {why}"));
+                }
+                Outcome::TooLarge(why) => {
+                    too_large += 1;
                     tried.push(format!("{node} refused: {why}"));
                 }
                 Outcome::Failed(why) => {
@@ -243,7 +248,11 @@ pub(super) async fn dispatch_along(
             }
         }
         Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
+            // Too large for every node tried: the client's to change, not to retry.
+            match too_large > 0 && too_large == tried.len() {
+                true => StatusCode::PAYLOAD_TOO_LARGE,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            },
             format!("no node accepted the job: {}", tried.join("; ")),
         ))
     };

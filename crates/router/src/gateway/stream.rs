@@ -59,12 +59,17 @@ pub async fn stream(
     let order = choose::pick(&choice.candidates, &mut rand::rng());
     let (body, stated) = (ask.node_body(), client.stated());
     let mut tried = Vec::new();
+    let mut too_large = 0;
     let attempts = async {
         for &i in order.iter().take(gw.settings.attempts.max(1)) {
             let node = &choice.candidates[i].node;
             match open_on(gw, &job, node, body.clone(), stated).await {
                 Ok(response) => return Ok(response),
                 Err(Attempt::Refused(why)) => tried.push(format!("{node} refused: {why}")),
+                Err(Attempt::TooLarge(why)) => {
+                    too_large += 1;
+                    tried.push(format!("{node} refused: {why}"));
+                }
                 Err(Attempt::Failed(why)) => {
                     gw.record(node, &[], false, None);
                     tried.push(format!("{node} failed: {why}"));
@@ -73,7 +78,10 @@ pub async fn stream(
             }
         }
         Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
+            match too_large > 0 && too_large == tried.len() {
+                true => StatusCode::PAYLOAD_TOO_LARGE,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            },
             format!("no node accepted the job: {}", tried.join("; ")),
         ))
     };
@@ -97,6 +105,8 @@ pub async fn stream(
 enum Attempt {
     /// It refused (busy, closed, not trusting this router): try the next.
     Refused(String),
+    /// The job is past its body limit: try the next.
+    TooLarge(String),
     /// It failed: try the next, and count it.
     Failed(String),
     /// The job itself is refused (the client's error) or the database failed: answer that.
@@ -123,6 +133,7 @@ async fn open_on(
             .unwrap_or_default();
         return Err(match dispatch::classify(status.as_u16(), &text) {
             Outcome::Refused(why) => Attempt::Refused(why),
+            Outcome::TooLarge(why) => Attempt::TooLarge(why),
             Outcome::Invalid { status, message } => Attempt::Stop(ApiError(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
                 message,

@@ -520,6 +520,40 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
     );
 }
 
+/// A node's 413 is its own body limit: the job goes to a node that takes it, and only when no
+/// node does is the client answered 413 (not a 503 to retry).
+#[tokio::test]
+async fn a_job_too_large_for_one_node_goes_to_another_and_for_all_is_413() {
+    let key = Identity::generate();
+    let fast = service(Duration::ZERO).await;
+    let network = json!({"routers": [key.npub()]});
+    let small = NodeProc::start_with(
+        json!([{"id": "x", "port": fast}]),
+        json!({"network": network, "server": {"max_body_size": 2048}}),
+    );
+    let big = NodeProc::start_with(json!([{"id": "x", "port": fast}]), json!({"network": network}));
+    let job = json!({"containers": ["x"], "data": {"text": "a".repeat(8192)}});
+    let mut s = settings(&[small.key(), big.key()]);
+    s.gateway.key_file = key_file(&key);
+    let url = router(s).await;
+    serving(&url, "x", 2).await;
+    for _ in 0..4 {
+        let (status, placed) = post(format!("{url}/api/v1/jobs"), &job).await;
+        assert_eq!(
+            (status, placed["node"].as_str()),
+            (200, Some(big.key().as_str())),
+            "{placed}"
+        );
+    }
+    let mut s = settings(&[small.key()]);
+    s.gateway.key_file = key_file(&key);
+    let only_small = router(s).await;
+    serving(&only_small, "x", 1).await;
+    let (status, e) = post(format!("{only_small}/api/v1/jobs"), &job).await;
+    assert_eq!(status, 413, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("HTTP 413"), "{e}");
+}
+
 /// A node that says "running" for ever does not hold a watcher for ever: past `max_running` the
 /// job fails, its callback says why, and the node is told to stop it.
 #[tokio::test]

@@ -88,8 +88,12 @@ impl NodeProc {
                 "store": {"path": dir.path().join("jobs.db")},
                 "containers": containers
         });
+        // One level deep: `server` settings join the port and address above.
         for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
+            match (body.get_mut(k).and_then(Value::as_object_mut), v.as_object()) {
+                (Some(base), Some(more)) => base.extend(more.clone()),
+                _ => body[k] = v.clone(),
+            }
         }
         std::fs::write(&config, body.to_string()).unwrap();
         let child = Self::spawn(&config, port);
