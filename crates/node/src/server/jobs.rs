@@ -449,8 +449,22 @@ pub(super) async fn results(
         }
     }
     out.push(b']');
-    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+    // What the answer took from the buffer is given back once it is sent, not when this returns:
+    // a reader that takes its time holds it meanwhile.
+    let answer = Bytes::from(out);
+    let chunks = futures::stream::unfold((answer, Some(held)), |(mut rest, held)| async move {
+        if rest.is_empty() {
+            drop(held);
+            return None;
+        }
+        let chunk = rest.split_to(rest.len().min(ANSWER_CHUNK));
+        Some((Ok::<_, std::convert::Infallible>(chunk), (rest, held)))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response())
 }
+
+/// Pieces a results answer is sent in.
+const ANSWER_CHUNK: usize = 256 * 1024;
 
 /// Ids whose results `GET /api/jobs` reads from the store at once.
 const RESULTS_READ_AT_ONCE: usize = 16;

@@ -368,13 +368,15 @@ impl JobStore for RedisStore {
 }
 
 /// The ids of the keys `{owner}:{id}` that are `prefix`'s (`{owner}:`). Split on the prefix, not
-/// on ':', so that IPv6 clients get whole ids back; and a remainder with a ':' is another owner's
-/// whose address starts as this one's (`2001:db8::1:5:{id}` under `2001:db8::1:`), not an id (ids
-/// are UUIDs).
+/// on ':', so that IPv6 clients get whole ids back. Under an IPv6 owner, a remainder with a ':' is
+/// another owner's whose address starts as this one's (`2001:db8::1:5:{id}` under
+/// `2001:db8::1:`): the node's ids are UUIDs, and an id a container reported with a ':' is listed
+/// only for IPv4 owners, whose prefix cannot be another's.
 fn own_ids<'a>(keys: &'a [String], prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    let v6 = prefix.matches(':').count() > 1;
     keys.iter()
         .filter_map(move |k| k.strip_prefix(prefix))
-        .filter(|id| !id.contains(':'))
+        .filter(move |id| !v6 || !id.contains(':'))
         .map(str::to_owned)
 }
 
@@ -384,11 +386,11 @@ mod tests {
 
     #[test]
     fn a_listing_holds_no_id_of_an_owner_whose_address_extends_the_callers() {
-        let keys: Vec<String> = ["2001:db8::1:a1", "2001:db8::1:5:b2", "10.0.0.1:c3"]
+        let keys: Vec<String> = ["2001:db8::1:a1", "2001:db8::1:5:b2", "10.0.0.1:c3", "10.0.0.1:job:4"]
             .map(String::from)
             .to_vec();
         assert_eq!(own_ids(&keys, "2001:db8::1:").collect::<Vec<_>>(), vec!["a1"]);
         assert_eq!(own_ids(&keys, "2001:db8::1:5:").collect::<Vec<_>>(), vec!["b2"]);
-        assert_eq!(own_ids(&keys, "10.0.0.1:").collect::<Vec<_>>(), vec!["c3"]);
+        assert_eq!(own_ids(&keys, "10.0.0.1:").collect::<Vec<_>>(), vec!["c3", "job:4"]);
     }
 }

@@ -39,10 +39,12 @@ impl Collected {
         self.len == 0
     }
 
-    /// The whole body.
+    /// The whole body, in a buffer of about its size (growing by doubling left up to as much
+    /// again unused; that is given back).
     pub fn join(self) -> Bytes {
         match self.first {
             Some(first) => first,
+            None if self.rest.capacity() - self.rest.len() > self.rest.len() / 4 => Bytes::copy_from_slice(&self.rest),
             None => self.rest.freeze(),
         }
     }
