@@ -1140,18 +1140,19 @@ async fn a_reachable_node_serves_tls_and_the_gateway_dispatches_to_it_over_https
     assert_eq!(done["result"]["output"], json!({"ok": true}), "{done}");
 }
 
-#[tokio::test]
-async fn a_node_whose_router_falls_silent_links_again() {
+/// A hand-made router on a free port, as `router_key`: it challenges each node that dials it,
+/// then hands the socket and the node's answer (its hello) to `then`; its link URL.
+async fn hand_made_router<F, Fut>(router_key: &Identity, then: F) -> String
+where
+    F: Fn(axum::extract::ws::WebSocket, Vec<u8>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     use axum::extract::ws::{Message as AxWs, WebSocketUpgrade};
-    let router_key = Identity::generate();
-    let welcomed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let (npub, counted) = (router_key.npub(), welcomed.clone());
-    // A router that welcomes the node, then says nothing more (no frames, no pings) while it
-    // keeps the connection open: as one that hung, or behind a NAT that forgot the connection.
+    let npub = router_key.npub();
     let app = axum::Router::new().route(
         "/api/v1/link",
         axum::routing::get(move |upgrade: WebSocketUpgrade| {
-            let (npub, counted) = (npub.clone(), counted.clone());
+            let (npub, then) = (npub.clone(), then.clone());
             async move {
                 upgrade.on_upgrade(move |mut socket| async move {
                     let challenge = Message::Challenge {
@@ -1160,22 +1161,9 @@ async fn a_node_whose_router_falls_silent_links_again() {
                         router: npub,
                     };
                     let _ = socket.send(AxWs::Binary(link::encode(&challenge, b"").into())).await;
-                    let Some(Ok(AxWs::Binary(b))) = socket.recv().await else {
-                        return;
-                    };
-                    let Ok((Message::Hello { statement, .. }, _)) = link::decode(&b) else {
-                        return;
-                    };
-                    let event: Value = serde_json::from_str(&statement).unwrap();
-                    let key = infernet_identity::parse_public_key(event["pubkey"].as_str().unwrap()).unwrap();
-                    let welcome = Message::Welcome {
-                        node: infernet_identity::npub(&key),
-                        heartbeat_s: 1,
-                    };
-                    let _ = socket.send(AxWs::Binary(link::encode(&welcome, b"").into())).await;
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // Reads (the node's heartbeats), answers nothing.
-                    while let Some(Ok(_)) = socket.recv().await {}
+                    if let Some(Ok(AxWs::Binary(hello))) = socket.recv().await {
+                        then(socket, hello.to_vec()).await;
+                    }
                 })
             }
         }),
@@ -1183,10 +1171,40 @@ async fn a_node_whose_router_falls_silent_links_again() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("ws://{addr}/api/v1/link")
+}
+
+#[tokio::test]
+async fn a_node_whose_router_falls_silent_links_again() {
+    use axum::extract::ws::Message as AxWs;
+    let router_key = Identity::generate();
+    let welcomed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = welcomed.clone();
+    // A router that welcomes the node, then says nothing more (no frames, no pings) while it
+    // keeps the connection open: as one that hung, or behind a NAT that forgot the connection.
+    let url = hand_made_router(&router_key, move |mut socket, hello| {
+        let counted = counted.clone();
+        async move {
+            let Ok((Message::Hello { statement, .. }, _)) = link::decode(&hello) else {
+                return;
+            };
+            let event: Value = serde_json::from_str(&statement).unwrap();
+            let key = infernet_identity::parse_public_key(event["pubkey"].as_str().unwrap()).unwrap();
+            let welcome = Message::Welcome {
+                node: infernet_identity::npub(&key),
+                heartbeat_s: 1,
+            };
+            let _ = socket.send(AxWs::Binary(link::encode(&welcome, b"").into())).await;
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Reads (the node's heartbeats), answers nothing.
+            while let Some(Ok(_)) = socket.recv().await {}
+        }
+    })
+    .await;
     let fast = service(Duration::ZERO).await;
     let _node = NodeProc::start_with(
         json!([{"id": "x", "port": fast}]),
-        json!({"network": {"routers": [router_key.npub()], "url": format!("ws://{addr}/api/v1/link")}}),
+        json!({"network": {"routers": [router_key.npub()], "url": url}}),
     );
     // Three heartbeats of silence, then the node dials again.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1198,44 +1216,28 @@ async fn a_node_whose_router_falls_silent_links_again() {
 
 #[tokio::test]
 async fn a_node_logs_why_a_router_refused_its_link_and_retries() {
-    use axum::extract::ws::{Message as AxWs, WebSocketUpgrade};
+    use axum::extract::ws::Message as AxWs;
     let router_key = Identity::generate();
     let hellos = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let (npub, counted) = (router_key.npub(), hellos.clone());
+    let counted = hellos.clone();
     // A router of a later version: it challenges, reads the hello, and refuses it.
-    let app = axum::Router::new().route(
-        "/api/v1/link",
-        axum::routing::get(move |upgrade: WebSocketUpgrade| {
-            let (npub, counted) = (npub.clone(), counted.clone());
-            async move {
-                upgrade.on_upgrade(move |mut socket| async move {
-                    let challenge = Message::Challenge {
-                        versions: vec![VERSION],
-                        nonce: "n".into(),
-                        router: npub,
-                    };
-                    let _ = socket.send(AxWs::Binary(link::encode(&challenge, b"").into())).await;
-                    if let Some(Ok(AxWs::Binary(b))) = socket.recv().await
-                        && link::hello_version(&b) == Some(VERSION)
-                    {
-                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let reason =
-                            format!("link protocol version {VERSION} is not spoken by this router (it speaks 99)");
-                        let _ = socket
-                            .send(AxWs::Binary(link::encode(&Message::Refused { reason }, b"").into()))
-                            .await;
-                    }
-                })
+    let url = hand_made_router(&router_key, move |mut socket, hello| {
+        let counted = counted.clone();
+        async move {
+            if link::hello_version(&hello) == Some(VERSION) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reason = format!("link protocol version {VERSION} is not spoken by this router (it speaks 99)");
+                let _ = socket
+                    .send(AxWs::Binary(link::encode(&Message::Refused { reason }, b"").into()))
+                    .await;
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+    })
+    .await;
     let fast = service(Duration::ZERO).await;
     let node = NodeProc::start_with(
         json!([{"id": "x", "port": fast}]),
-        json!({"network": {"routers": [router_key.npub()], "url": format!("ws://{addr}/api/v1/link")}}),
+        json!({"network": {"routers": [router_key.npub()], "url": url}}),
     );
     let log = node.config.parent().unwrap().join("node.log");
     let deadline = Instant::now() + Duration::from_secs(15);
