@@ -433,16 +433,7 @@ async fn a_callback_is_posted_once_the_job_ended_and_taken_over_when_its_router_
     };
     let url = router(gateway_settings(true)).await;
     serving(&url, "x", 1).await;
-    let (status, placed) = post(
-        format!("{url}/api/v1/jobs"),
-        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
-    )
-    .await;
-    assert_eq!(status, 200, "{placed}");
-    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (placed, body) = with_callback(&url, &hook, &mut posted).await;
     assert_eq!(body["id"], placed["id"]);
     assert_eq!(
         (body["status"].as_str(), &body["result"]["output"]),
@@ -572,16 +563,7 @@ async fn a_watched_job_that_runs_too_long_fails_and_its_node_is_told_to_stop() {
     s.gateway.max_running = Duration::from_millis(500);
     let url = router(s).await;
     serving(&url, "x", 1).await;
-    let (status, placed) = post(
-        format!("{url}/api/v1/jobs"),
-        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
-    )
-    .await;
-    assert_eq!(status, 200, "{placed}");
-    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (placed, body) = with_callback(&url, &hook, &mut posted).await;
     assert_eq!(body["status"], "failed", "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("still running after"),
@@ -596,6 +578,26 @@ async fn a_watched_job_that_runs_too_long_fails_and_its_node_is_told_to_stop() {
         (Some("failed"), Some("cancelled by the client")),
         "{job}"
     );
+}
+
+/// Submits a job of `x` with `hook` as its callback through the router at `url`: its placement,
+/// and the callback's body once `posted` has it.
+async fn with_callback(
+    url: &str,
+    hook: &str,
+    posted: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+) -> (Value, Value) {
+    let (status, placed) = post(
+        format!("{url}/api/v1/jobs"),
+        &json!({"containers": ["x"], "data": {}, "callback_url": hook}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let body = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    (placed, body)
 }
 
 /// A container service answering `{"seen": <the data it was given>}`.
