@@ -315,10 +315,11 @@ impl Gateway {
         let (ledger, writer) = crate::db::batcher::batcher(db.clone(), Default::default());
         let replica = uuid::Uuid::new_v4().to_string();
         let links = Arc::new(crate::link::Links::new(settings.link.clone()));
+        let dispatch_keys = Arc::new(keys::DispatchKeys::new(identity.clone()));
         let holders = Arc::new(crate::link::Holders::new(
             db.clone(),
             registry.clone(),
-            links.clone(),
+            (links.clone(), dispatch_keys.clone()),
             replica.clone(),
             settings
                 .link
@@ -359,7 +360,7 @@ impl Gateway {
             },
             links,
             holders,
-            dispatch_keys: Arc::new(keys::DispatchKeys::new(identity.clone())),
+            dispatch_keys,
             pools: dispatch::Pools::default(),
             identity,
             settings,

@@ -102,6 +102,9 @@ pub struct Holders {
     announced: Mutex<HashMap<String, String>>,
     /// The links held here as recorded: announce and operators (JSON), by node.
     held: Mutex<HashMap<String, (String, String)>>,
+    /// The keys the router shares with nodes: those of nodes linked to peers, that check MACs,
+    /// are learnt from their rows, so calls through a peer are MAC'd too.
+    keys: Arc<crate::gateway::keys::DispatchKeys>,
 }
 
 impl std::fmt::Debug for Holders {
@@ -119,12 +122,13 @@ impl Holders {
     pub fn new(
         db: Db,
         registry: Arc<Registry>,
-        links: Arc<Links>,
+        (links, keys): (Arc<Links>, Arc<crate::gateway::keys::DispatchKeys>),
         replica: String,
         url: String,
         refresh: Duration,
     ) -> Self {
         Self {
+            keys,
             db,
             registry,
             links,
@@ -296,9 +300,10 @@ impl Holders {
             if replica.is_gone() {
                 continue;
             }
-            let Some((report, identity)) = peer_node(&row) else {
+            let Some((report, identity, checks_macs)) = peer_node(&row) else {
                 continue;
             };
+            self.keys.learn_linked(&row.node, checks_macs);
             candidates.insert(row.node.clone(), (report, identity));
             peers.insert(row.node, (replica, row.seen));
         }
@@ -308,8 +313,9 @@ impl Holders {
     }
 }
 
-/// A peer's row as the registry keeps it; `None` for a row this router cannot read.
-fn peer_node(row: &HeldLink) -> Option<(NodeReport, NodeIdentity)> {
+/// A peer's row as the registry keeps it, and whether the node checks MACs; `None` for a row
+/// this router cannot read.
+fn peer_node(row: &HeldLink) -> Option<(NodeReport, NodeIdentity, bool)> {
     let announce: Announce = serde_json::from_str(&row.announce)
         .map_err(|e| tracing::warn!(node = %row.node, error = %e, "a peer's link row has an announce this router cannot read"))
         .ok()?;
@@ -319,7 +325,8 @@ fn peer_node(row: &HeldLink) -> Option<(NodeReport, NodeIdentity)> {
         operators,
         address_signed: true,
     };
-    Some((report(announce), identity))
+    let checks_macs = announce.dispatch_mac;
+    Some((report(announce), identity, checks_macs))
 }
 
 #[cfg(test)]
@@ -329,6 +336,7 @@ mod tests {
         db::DbSettings,
         registry::{Hysteresis, Limits},
     };
+    use infernet_identity::Identity;
 
     fn row(node: &str, replica: &str, seen: i64) -> HeldLink {
         HeldLink {
@@ -358,10 +366,11 @@ mod tests {
             },
         ));
         let links = Arc::new(Links::new(Default::default()));
+        let dispatch_keys = Arc::new(crate::gateway::keys::DispatchKeys::new(Identity::generate()));
         let holders = Holders::new(
             db,
             registry.clone(),
-            links,
+            (links, dispatch_keys.clone()),
             "me".into(),
             "http://me:4100/".into(),
             Duration::from_secs(1),
@@ -396,5 +405,16 @@ mod tests {
         bad.announce = "{".into();
         holders.apply(vec![bad]);
         assert!(registry.snapshot().available.is_empty());
+        // A node linked to a peer that checks MACs: its key is learnt, calls through the peer
+        // are MAC'd; once its row says it no longer does, the key is forgotten.
+        let node = Identity::generate().npub();
+        let mut checks = row(&node, "r2", 3_000);
+        checks.announce = checks
+            .announce
+            .replace(r#""open":true"#, r#""open":true,"dispatch_mac":true"#);
+        holders.apply(vec![checks]);
+        assert!(dispatch_keys.get(&node).is_some());
+        holders.apply(vec![row(&node, "r2", 3_500)]);
+        assert!(dispatch_keys.get(&node).is_none());
     }
 }
