@@ -159,10 +159,12 @@ pub struct Worker {
     queue: mpsc::Receiver<(Target, Arc<Event>)>,
     retry: RetryPolicy,
     relays: Option<Arc<Relays>>,
+    /// Webhooks may name the router's own networks (`--callbacks-to-private`).
+    allow_private: bool,
 }
 
 /// A bounded queue and its worker; direct messages go through `relays`.
-pub fn queue(retry: RetryPolicy, relays: Option<Relays>) -> (Outbox, Worker) {
+pub fn queue(retry: RetryPolicy, relays: Option<Relays>, allow_private: bool) -> (Outbox, Worker) {
     let (tx, rx) = mpsc::channel(QUEUE);
     (
         Outbox(tx),
@@ -170,6 +172,7 @@ pub fn queue(retry: RetryPolicy, relays: Option<Relays>) -> (Outbox, Worker) {
             queue: rx,
             retry,
             relays: relays.map(Arc::new),
+            allow_private,
         },
     )
 }
@@ -177,11 +180,15 @@ pub fn queue(retry: RetryPolicy, relays: Option<Relays>) -> (Outbox, Worker) {
 impl Worker {
     /// Delivers until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let client = match reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .build()
-        {
+            .timeout(TIMEOUT);
+        // As for callbacks: a webhook's name is resolved to public addresses only when called.
+        let builder = match self.allow_private {
+            true => builder,
+            false => builder.dns_resolver(Arc::new(crate::gateway::callback::PublicOnly)),
+        };
+        let client = match builder.build() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "alerts: no HTTP client; alerts are recorded but not delivered");

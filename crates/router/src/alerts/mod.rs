@@ -248,7 +248,7 @@ impl Alerts {
         identity: Identity,
     ) -> (Arc<Self>, deliver::Worker) {
         let relays = (!settings.relays.is_empty()).then(|| nostr::Relays::new(identity, settings.relays.clone()));
-        let (outbox, worker) = deliver::queue(settings.retry, relays);
+        let (outbox, worker) = deliver::queue(settings.retry, relays, settings.allow_private);
         let alerts = Arc::new(Self {
             db,
             registry,
