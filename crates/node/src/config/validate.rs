@@ -142,8 +142,6 @@ impl Problems {
     }
 }
 
-/// Parses an IP or CIDR the way Ritual's node does (non-strict: host bits allowed, a bare IP is /32
-/// or /128).
 /// The networks of `list` (IPs or CIDRs); an error named `{field}[i]` for each that is not one.
 fn nets(list: &[String], field: &str, p: &mut Problems) -> Vec<IpNet> {
     let mut nets = Vec::new();
@@ -156,6 +154,8 @@ fn nets(list: &[String], field: &str, p: &mut Problems) -> Vec<IpNet> {
     nets
 }
 
+/// Parses an IP or CIDR the way Ritual's node does (non-strict: host bits allowed, a bare IP is /32
+/// or /128).
 pub(crate) fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
     if let Ok(ip) = IpAddr::from_str(s) {

@@ -77,6 +77,13 @@ impl Budget {
         }
     }
 
+    /// Takes what growing a buffer from `from` to `to` bytes adds past its first `free` bytes
+    /// (free of the budget: small work never waits for it); `false` when the budget does not have
+    /// them now.
+    pub fn grow(&self, held: &mut Held, free: usize, from: usize, to: usize) -> bool {
+        to <= free || self.take(held, to - free.max(from))
+    }
+
     /// What a job whose body is `size` bytes reserves for its life: [`COPIES`] × its size (at
     /// most the whole budget), of which `held` (what reading its body took) is already taken;
     /// nothing more for a small body.
@@ -127,5 +134,23 @@ mod tests {
         assert!(!budget.take(&mut held, 2 << 20), "past the budget");
         drop((a, b));
         assert!(budget.take(&mut held, 2 << 20));
+    }
+
+    #[test]
+    fn a_growing_buffer_takes_only_what_it_adds_past_its_free_part() {
+        let budget = Budget::new(4 << 20);
+        let mut held = Held::default();
+        // Within the free part: nothing taken, however full the budget.
+        let mut all = Held::default();
+        assert!(budget.take(&mut all, 4 << 20));
+        assert!(budget.grow(&mut held, SMALL, 0, SMALL));
+        drop(all);
+        // Past it: only the growth past the free part.
+        assert!(budget.grow(&mut held, SMALL, SMALL - 10, SMALL + (1 << 20)));
+        assert!(budget.grow(&mut held, SMALL, SMALL + (1 << 20), SMALL + (3 << 20)));
+        assert!(
+            !budget.grow(&mut held, SMALL, SMALL + (3 << 20), SMALL + (5 << 20)),
+            "past the budget"
+        );
     }
 }

@@ -300,7 +300,7 @@ impl Answer {
             if end > limit {
                 return Err(CallError::TooLarge(limit));
             }
-            if end > free && !budget.take(&mut held, end - free.max(body.len())) {
+            if !budget.grow(&mut held, free, body.len(), end) {
                 return Err(CallError::OverBudget(budget.bytes()));
             }
             body.push(chunk);

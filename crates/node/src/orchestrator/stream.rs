@@ -400,7 +400,7 @@ impl Kept {
         let len = self.bytes.len();
         let mut take = chunk.len().min(self.limit - len);
         let end = len + take;
-        if end > budget::SMALL && !self.budget.take(&mut self.held, end - budget::SMALL.max(len)) {
+        if !self.budget.grow(&mut self.held, budget::SMALL, len, end) {
             // Other large work holds the budget: keep no more of this stream.
             take = budget::SMALL.saturating_sub(len).min(take);
             self.limit = len + take;

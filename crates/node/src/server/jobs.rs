@@ -62,8 +62,9 @@ where
 /// `budget`: past the first [`budget::SMALL`] bytes each chunk takes its size, and a body the
 /// budget cannot hold is refused at once (503), so many large uploads at once cannot take more
 /// memory than the budget. Gathered as it comes ([`infernet_service::http::Collected`]: no piece
-/// holds its connection's read buffer past its turn), never sized by what the client announces (a client announcing 16 MiB and sending a byte every few seconds must not
-/// make the node hold 16 MiB for it).
+/// holds its connection's read buffer past its turn), never sized by what the client announces
+/// (a client announcing 16 MiB and sending a byte every few seconds must not make the node hold
+/// 16 MiB for it).
 pub(super) async fn read_bytes<B>(body: B, max_body: usize, budget: &Budget) -> Result<(Bytes, Held), ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -80,7 +81,7 @@ where
         if end > max_body {
             return Err(ApiError::TooLarge(max_body));
         }
-        if end > budget::SMALL && !budget.take(&mut held, end - budget::SMALL.max(len)) {
+        if !budget.grow(&mut held, budget::SMALL, len, end) {
             return Err(ApiError::OverBudget(budget::OverBudget { budget: budget.bytes() }));
         }
         collected.push(chunk);
@@ -443,7 +444,7 @@ pub(super) async fn results(
                 )));
             }
             // The first MiB is free, as for a request's body.
-            if out.len() > budget::SMALL && !budget.take(&mut held, out.len() - budget::SMALL.max(before)) {
+            if !budget.grow(&mut held, budget::SMALL, before, out.len()) {
                 return Err(ApiError::OverBudget(budget::OverBudget { budget: budget.bytes() }));
             }
         }
