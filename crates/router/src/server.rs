@@ -74,7 +74,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn client_ip(state: &RouterState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+/// The client of a request from `peer`: the address a trusted proxy states, or the peer's.
+pub(crate) fn client_ip(state: &RouterState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     ClientIp::resolve(peer.ip(), headers, &state.trusted_proxies)
 }
 
@@ -469,68 +470,84 @@ const REGISTER_ROUTE: &str = "/api/v1/register";
 
 /// The HTTP router.
 pub fn app(state: Arc<RouterState>, max_body: usize) -> Router {
-    let limited = |i: usize| {
+    // Each route's bucket, named as in `ROUTES` (a name not there fails as the app is built).
+    let limited = |route: &'static str| {
         middleware::from_fn_with_state(
             Limited {
                 state: state.clone(),
-                counter: i,
+                counter: counter_of(route),
             },
             rate_limit,
         )
     };
     let api = Router::new()
-        .route("/api/v1/ips", get(ips).route_layer(limited(0)))
+        .route("/api/v1/ips", get(ips).route_layer(limited("/api/v1/ips")))
         .route("/api/v1/link", get(crate::link::endpoint))
         .route(
             "/api/v1/link/{node}/admin/{*rest}",
-            axum::routing::any(crate::link::relay).layer(limited(counter_of(RELAY_ROUTE))),
+            axum::routing::any(crate::link::relay).layer(limited(RELAY_ROUTE)),
         )
         .route(
             "/api/v1/internal/link/{node}/{*rest}",
             axum::routing::any(crate::link::peer::endpoint),
         )
-        .route("/api/v1/containers", get(containers).route_layer(limited(1)))
-        .route("/api/v1/resources", get(resources).route_layer(limited(2)))
+        .route(
+            "/api/v1/containers",
+            get(containers).route_layer(limited("/api/v1/containers")),
+        )
+        .route(
+            "/api/v1/resources",
+            get(resources).route_layer(limited("/api/v1/resources")),
+        )
         .route(
             "/health",
-            get(|| async { Json(json!({"status": "healthy"})) }).route_layer(limited(3)),
+            get(|| async { Json(json!({"status": "healthy"})) }).route_layer(limited("/health")),
         )
         .route(
             "/api/v1/register",
             post(register)
                 .layer(DefaultBodyLimit::max(MAX_HEARTBEAT_BYTES))
-                .route_layer(limited(7)),
+                .route_layer(limited(REGISTER_ROUTE)),
         )
         .route("/api/v1/nodes", get(nodes))
         .route(
             "/api/v1/jobs",
             post(gateway::submit)
                 .get(gateway::list)
-                .route_layer(limited(JOBS_COUNTER)),
+                .route_layer(limited(JOBS_ROUTE)),
         )
         .route(
             "/api/v1/jobs/{id}",
             get(gateway::job)
                 .delete(gateway::cancel)
-                .route_layer(limited(JOBS_COUNTER)),
+                .route_layer(limited(JOBS_ROUTE)),
         )
         .route(
             "/api/v1/jobs/stream",
-            post(gateway::stream).route_layer(limited(JOBS_COUNTER)),
+            post(gateway::stream).route_layer(limited(JOBS_ROUTE)),
         )
         .route(
             "/api/v1/jobs/batch",
-            post(gateway::batch).route_layer(limited(JOBS_COUNTER)),
+            post(gateway::batch).route_layer(limited(JOBS_ROUTE)),
         )
-        .route("/api/v1/route", get(gateway::route).route_layer(limited(5)))
+        .route(
+            "/api/v1/route",
+            get(gateway::route).route_layer(limited("/api/v1/route")),
+        )
         .route("/api/v1/identity", get(gateway::identity))
-        .merge(crate::alerts::api::routes().route_layer(limited(5)))
-        .route("/api/v1/nodes/{node}", get(ledger::api::node).route_layer(limited(6)))
+        .merge(crate::alerts::api::routes().route_layer(limited("/api/v1/route")))
+        .route(
+            "/api/v1/nodes/{node}",
+            get(ledger::api::node).route_layer(limited("/api/v1/nodes/{node}")),
+        )
         .route(
             "/api/v1/nodes/{node}/jobs",
-            get(ledger::api::node_jobs).route_layer(limited(6)),
+            get(ledger::api::node_jobs).route_layer(limited("/api/v1/nodes/{node}")),
         )
-        .route("/api/v1/earnings", get(ledger::api::earnings).route_layer(limited(6)))
+        .route(
+            "/api/v1/earnings",
+            get(ledger::api::earnings).route_layer(limited("/api/v1/nodes/{node}")),
+        )
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .merge(crate::ui::routes())

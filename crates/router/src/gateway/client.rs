@@ -159,7 +159,7 @@ impl super::Gateway {
     /// operator's request for a linked node, before it is relayed.
     pub(crate) fn verify_relayed(
         &self,
-        authorization: &str,
+        authorization: Option<&str>,
         method: &str,
         url: &str,
         body: &[u8],
@@ -171,7 +171,7 @@ impl super::Gateway {
             body,
         };
         self.relay_verifier
-            .verify(Some(authorization), &received, infernet_identity::unix_now(), |k| {
+            .verify(authorization, &received, infernet_identity::unix_now(), |k| {
                 operators.contains(k)
             })
             .map(|_| ())

@@ -16,7 +16,7 @@ use super::{
     ApiError, Caller, Client, Gateway, JobAsk, Posted, callback,
     client::{bad, idempotency_key, parse_body},
     dispatch::Outcome,
-    pipeline, stated,
+    pipeline,
 };
 use crate::{
     choose::{self, Choice},
@@ -247,14 +247,7 @@ pub(super) async fn dispatch_along(
                 }
             }
         }
-        Err(ApiError(
-            // Too large for every node tried: the client's to change, not to retry.
-            match too_large > 0 && too_large == tried.len() {
-                true => StatusCode::PAYLOAD_TOO_LARGE,
-                false => StatusCode::SERVICE_UNAVAILABLE,
-            },
-            format!("no node accepted the job: {}", tried.join("; ")),
-        ))
+        Err(none_accepted(&tried, too_large))
     };
     match deadline {
         Some(d) => tokio::time::timeout(d, attempts).await.unwrap_or_else(|_| {
@@ -265,6 +258,16 @@ pub(super) async fn dispatch_along(
         }),
         None => attempts.await,
     }
+}
+
+/// The answer when no node took a job: why each one tried did not, as 413 when the job was too
+/// large for every one of them (the client's to change, not to retry), 503 otherwise.
+pub(super) fn none_accepted(tried: &[String], too_large: usize) -> ApiError {
+    let status = match too_large > 0 && too_large == tried.len() {
+        true => StatusCode::PAYLOAD_TOO_LARGE,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, format!("no node accepted the job: {}", tried.join("; ")))
 }
 
 /// Records `job` failed for `why` (a row that ended meanwhile is left as it is).
@@ -420,21 +423,7 @@ pub async fn cancel(
             let mut answer = json!({"id": job.id, "node": job.node, "status": job.status.as_str()});
             // The node is told, so it stops the work; its late answer is not taken either way.
             if let (Some(node), Some(node_job)) = (&job.node, &job.node_job) {
-                let path = format!(
-                    "/api/jobs/{}",
-                    form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
-                );
-                let told = match gw
-                    .call(node, stated(&job.client))
-                    .send(reqwest::Method::DELETE, &path, None)
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => "stopped".to_string(),
-                    Ok(r) if r.status() == StatusCode::CONFLICT => "had already ended".to_string(),
-                    Ok(r) => format!("answered HTTP {}", r.status()),
-                    Err(e) => e.to_string(),
-                };
-                answer["node_said"] = json!(told);
+                answer["node_said"] = json!(gw.stop_on_node(node, node_job, &job.client).await);
             }
             Ok(Json(answer))
         }

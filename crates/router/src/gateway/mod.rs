@@ -470,6 +470,25 @@ impl Gateway {
         }
     }
 
+    /// Tells `node` to stop its job `node_job` of `client`: what it said (`stopped`, `had already
+    /// ended`, another status, or why it could not be asked).
+    pub(crate) async fn stop_on_node(&self, node: &str, node_job: &str, client: &str) -> String {
+        let path = format!(
+            "/api/jobs/{}",
+            form_urlencoded::byte_serialize(node_job.as_bytes()).collect::<String>()
+        );
+        match self
+            .call(node, stated(client))
+            .send(reqwest::Method::DELETE, &path, None)
+            .await
+        {
+            Ok(r) if r.status().is_success() => "stopped".to_string(),
+            Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => "had already ended".to_string(),
+            Ok(r) => format!("answered HTTP {}", r.status()),
+            Err(e) => e.to_string(),
+        }
+    }
+
     /// The job `node_job` of `client` as `node` has it: how it stands and its result.
     pub(crate) async fn read_result(
         &self,

@@ -264,7 +264,8 @@ async fn wait(gw: &Arc<Gateway>, job: &Job, stage: &str, node: &str, node_job: &
         }
         match gw.read_result(node, node_job, &job.client).await {
             Ok((JobStatus::Running, _)) if gw.ran_too_long(job.created_at) => {
-                gw.stop_on_node(node, node_job, &job.client).await;
+                let said = gw.stop_on_node(node, node_job, &job.client).await;
+                tracing::debug!(job = %job.id, %node, node_said = %said, "a pipeline stage ran too long");
                 return Err(StageError::Failed(format!(
                     "stage {stage} still running after {:?}; the router stopped waiting",
                     gw.settings.max_running

@@ -16,7 +16,7 @@ use super::{
     ApiError, Gateway, JobAsk, Posted,
     client::{bad, parse_body},
     dispatch::{self, NodeError, Outcome},
-    jobs::{Opened, ended, fail, on_node, open_job},
+    jobs::{Opened, ended, fail, none_accepted, on_node, open_job},
 };
 use infernet_identity::dispatch::DispatchKey;
 
@@ -77,13 +77,7 @@ pub async fn stream(
                 Err(Attempt::Stop(e)) => return Err(e),
             }
         }
-        Err(ApiError(
-            match too_large > 0 && too_large == tried.len() {
-                true => StatusCode::PAYLOAD_TOO_LARGE,
-                false => StatusCode::SERVICE_UNAVAILABLE,
-            },
-            format!("no node accepted the job: {}", tried.join("; ")),
-        ))
+        Err(none_accepted(&tried, too_large))
     };
     // `deadline_s` bounds the search for a node that starts the stream, not the stream itself.
     let opened = match ask.deadline {

@@ -50,7 +50,7 @@ pub async fn endpoint(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let links = state.gateway.links().clone();
-    let source = infernet_service::client_ip::ClientIp::resolve(peer.ip(), &headers, &state.trusted_proxies);
+    let source = crate::server::client_ip(&state, peer, &headers);
     let Some(slot) = links.place_for(source) else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
