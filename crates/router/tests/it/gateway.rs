@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use infernet_identity::{Identity, nip98};
 use serde_json::{Value, json};
 
-use super::{NodeProc, client, ended, eventually, get, router, service, settings, stream_x};
+use super::{NodeProc, client, ended, eventually, get, post_stream_x, router, service, settings, stream_x};
 
 /// `key` in a key file of its own (mode 0600, as the router insists).
 pub(super) fn key_file(key: &Identity) -> std::path::PathBuf {
@@ -780,12 +780,7 @@ async fn a_node_that_goes_silent_mid_stream_is_cut_and_the_job_recorded_failed()
     let url = router(s).await;
     serving(&url, "x", 1).await;
     let started = Instant::now();
-    let mut r = client()
-        .post(format!("{url}/api/v1/jobs/stream"))
-        .json(&json!({"containers": ["x"], "data": {}}))
-        .send()
-        .await
-        .unwrap();
+    let mut r = post_stream_x(&url).await;
     assert_eq!(r.status(), 200);
     let first = r.chunk().await.unwrap().unwrap();
     let id = String::from_utf8_lossy(&first).trim().to_string();

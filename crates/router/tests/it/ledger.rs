@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{
     NodeProc, client,
     db::{Backend, TestDb},
-    eventually, router, service, settings,
+    eventually, post_stream_x, router, service, settings,
 };
 
 on_both!(
@@ -523,15 +523,7 @@ async fn stream_with_receipt(
     key: infernet_identity::PublicKey,
     operator: &Identity,
 ) -> (String, infernet_router::ledger::receipt::Signed) {
-    let body = client()
-        .post(format!("{url}/api/v1/jobs/stream"))
-        .json(&json!({"containers": ["x"], "data": {}}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = post_stream_x(url).await.text().await.unwrap();
     let (id, output) = body.split_once('\n').unwrap_or_else(|| panic!("{body}"));
     assert_eq!(serde_json::from_str::<Value>(output).unwrap(), json!({"ok": true}));
     let row = ledger_row(db, node, id).await;

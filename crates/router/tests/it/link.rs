@@ -14,7 +14,7 @@ use tokio_tungstenite::{WebSocketStream, tungstenite::Message as Ws};
 use super::{
     NodeProc, client, ended, ended_with, eventually,
     gateway::{key_file, post},
-    get, router, service, settings, stream_x,
+    get, post_stream_x, router, service, settings, stream_x,
 };
 
 /// A router whose key is `key`, heartbeats on links every second; its URL.
@@ -320,14 +320,7 @@ async fn a_node_that_sends_past_its_credit_is_cut_off_and_the_job_fails_over() {
     // A stream goes to it; it answers with far more chunks than its window, unasked.
     let stream = tokio::spawn({
         let url = url.clone();
-        async move {
-            client()
-                .post(format!("{url}/api/v1/jobs/stream"))
-                .json(&json!({"containers": ["x"], "data": {}}))
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { post_stream_x(&url).await }
     });
     let (request, _) = Peer::read(&mut flood.socket).await;
     let Message::Request { call, path, .. } = request else {
@@ -493,12 +486,7 @@ async fn a_linked_nodes_stream_receipt_comes_with_its_end() {
     let stream = tokio::spawn({
         let url = url.clone();
         async move {
-            let r = client()
-                .post(format!("{url}/api/v1/jobs/stream"))
-                .json(&json!({"containers": ["x"], "data": {}}))
-                .send()
-                .await
-                .unwrap();
+            let r = post_stream_x(&url).await;
             r.text().await.unwrap()
         }
     });

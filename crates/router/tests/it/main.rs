@@ -230,15 +230,21 @@ async fn ended_with(http: &reqwest::Client, url: &str, id: &str, within: Duratio
     }
 }
 
-/// Streams a job of container `x` (whose service answers `{"ok": true}`) through the router at
-/// `url`: checks the answer is the router's id line, then the node's output; the id.
-async fn stream_x(url: &str) -> String {
-    let r = client()
+/// `POST /api/v1/jobs/stream` of a job of container `x` to the router at `url`: the answer as
+/// its head came.
+async fn post_stream_x(url: &str) -> reqwest::Response {
+    client()
         .post(format!("{url}/api/v1/jobs/stream"))
         .json(&json!({"containers": ["x"], "data": {}}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Streams a job of container `x` (whose service answers `{"ok": true}`) through the router at
+/// `url`: checks the answer is the router's id line, then the node's output; the id.
+async fn stream_x(url: &str) -> String {
+    let r = post_stream_x(url).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     let (id, output) = text.split_once('\n').unwrap();
