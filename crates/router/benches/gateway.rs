@@ -30,7 +30,7 @@ use std::{
 };
 
 mod load;
-use load::{ms, sequential, throughput};
+use load::{clients, ms, sequential, throughput};
 
 use infernet_identity::Identity;
 use infernet_router::{
@@ -46,10 +46,6 @@ use infernet_testkit::{ChildGuard, cpu_time, env_or, free_port, percentile, wait
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Closed-loop clients of the throughput phases (`BENCH_CLIENTS`, default 16).
-fn clients() -> usize {
-    env_or("BENCH_CLIENTS", 16).max(1) as usize
-}
 const NODES: usize = 10_000;
 
 /// Decisions per measurement (`BENCH_DECISIONS`).

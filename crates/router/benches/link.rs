@@ -7,8 +7,9 @@
 //! jobs reach the node through the second (a peer replica). Prints, for streams and async
 //! submissions, the p50 and p99 of one client's requests one after the other and the p50 the
 //! link (and the hop between replicas) adds, then the throughput at 16 concurrent clients and the
-//! ratios to HTTP. `BENCH_SECONDS` sets each load phase (default 3), `BENCH_SEQUENTIAL` the
-//! requests of each one-client phase (default 500).
+//! ratios to HTTP. `BENCH_SECONDS` sets each load phase (default 3), `BENCH_CLIENTS` the clients
+//! of the throughput phases (default 16), `BENCH_SEQUENTIAL` the requests of each one-client
+//! phase (default 500).
 
 use std::{
     process::{Command, Stdio},
@@ -16,12 +17,10 @@ use std::{
 };
 
 mod load;
-use load::{ms, sequential, throughput};
+use load::{clients, ms, sequential, throughput};
 
 use infernet_identity::Identity;
 use infernet_testkit::{ChildGuard, env_or, free_port, percentile, wait_healthy, workspace_binary};
-
-const CLIENTS: usize = 16;
 
 /// An `infernet-router` on a free port with `key_file`, listing `ips`, on the SQLite file
 /// `{db}.db`: its port.
@@ -131,8 +130,9 @@ fn main() {
     let base = |port: u16| format!("http://127.0.0.1:{port}");
     let (http, link, peer) = (base(http_port), base(link_port), base(peer_port));
     let pairs = [("stream", "/api/v1/jobs/stream"), ("async ", "/api/v1/jobs")];
+    let clients = clients();
     println!(
-        "link benchmark: one node, through the gateway over HTTP, over its link, and over its link through a peer replica; {CLIENTS} clients for throughput"
+        "link benchmark: one node, through the gateway over HTTP, over its link, and over its link through a peer replica; {clients} clients for throughput"
     );
     for (label, path) in pairs {
         let urls = [
@@ -161,11 +161,11 @@ fn main() {
         );
         let rates: Vec<f64> = urls
             .iter()
-            .map(|url| runtime.block_on(throughput(url, body, CLIENTS, seconds)))
+            .map(|url| runtime.block_on(throughput(url, body, clients, seconds)))
             .collect();
         let (ht, lt, pt) = (rates[0], rates[1], rates[2]);
         println!(
-            "{label} {CLIENTS} clients: http {ht:.0} req/s | link {lt:.0} req/s | via peer {pt:.0} req/s | link / http {:.2} | via peer / http {:.2}",
+            "{label} {clients} clients: http {ht:.0} req/s | link {lt:.0} req/s | via peer {pt:.0} req/s | link / http {:.2} | via peer / http {:.2}",
             lt / ht,
             pt / ht
         );

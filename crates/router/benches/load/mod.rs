@@ -3,6 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+/// Closed-loop clients of the throughput phases (`BENCH_CLIENTS`, default 16).
+pub(crate) fn clients() -> usize {
+    infernet_testkit::env_or("BENCH_CLIENTS", 16).max(1) as usize
+}
+
 /// `d` in milliseconds.
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
